@@ -1,0 +1,148 @@
+/* stamp.h - fenced time stamps, sample recording and the course's output protocol.
+ *
+ * Every user-space program of the course includes this header, so that all of them
+ * time code the same way and print results the pipeline can parse:
+ *
+ *   course: measure <id> unit=ticks samples=<n> [subtract=<id>]
+ *   course: hist <id> <value>x<count> <value>x<count> ...   (repeated as needed)
+ *   course: skip <id> <reason>
+ *   course: meta <key>=<value>
+ *
+ * Lines without the "course: " prefix are ordinary output and are kept as text.
+ */
+#ifndef COURSE_STAMP_H
+#define COURSE_STAMP_H
+
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* rdtsc alone may run before earlier instructions finish or after later ones start:
+ * lfence before it orders the start stamp; rdtscp waits for the timed code and the
+ * lfence after it keeps later code from starting early. */
+static inline uint64_t stamp_begin(void)
+{
+	uint32_t lo, hi;
+	__asm__ __volatile__("lfence\n\trdtsc" : "=a"(lo), "=d"(hi) : : "memory");
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static inline uint64_t stamp_end(void)
+{
+	uint32_t lo, hi, aux;
+	__asm__ __volatile__("rdtscp\n\tlfence" : "=a"(lo), "=d"(hi), "=c"(aux) : : "memory");
+	return ((uint64_t)hi << 32) | lo;
+}
+
+/* Pin to the last CPU so that one TSC and one cache hierarchy serve every sample. */
+static inline void pin_to_one_cpu(void)
+{
+	cpu_set_t set;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	CPU_ZERO(&set);
+	CPU_SET(cpus > 0 ? cpus - 1 : 0, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) != 0)
+		printf("course: meta pinned=no\n");
+	else
+		printf("course: meta pinned=cpu%ld\n", cpus > 0 ? cpus - 1 : 0);
+}
+
+/* The TSC rate, measured against CLOCK_MONOTONIC_RAW over about 50 ms, so that
+ * ticks can also be shown as nanoseconds. */
+static inline void print_tsc_hz(void)
+{
+	struct timespec t0, t1;
+	uint64_t s0, s1;
+	double seconds;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &t0);
+	s0 = stamp_begin();
+	do
+		clock_gettime(CLOCK_MONOTONIC_RAW, &t1);
+	while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < 50000000L);
+	s1 = stamp_end();
+	seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	printf("course: meta tsc_hz=%.0f\n", (s1 - s0) / seconds);
+}
+
+static int compare_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Print the samples as a run-length histogram: exact, and short because tick
+ * counts cluster on few values. */
+static inline void print_samples(const char *id, const char *subtract, uint32_t *samples, long n)
+{
+	long i = 0, on_line = 0;
+
+	qsort(samples, n, sizeof(*samples), compare_u32);
+	printf("course: measure %s unit=ticks samples=%ld%s%s\n", id, n,
+	       subtract ? " subtract=" : "", subtract ? subtract : "");
+	while (i < n) {
+		long count = 1;
+
+		while (i + count < n && samples[i + count] == samples[i])
+			count++;
+		if (on_line == 0)
+			printf("course: hist %s", id);
+		printf(" %ux%ld", samples[i], count);
+		if (++on_line == 24) {
+			printf("\n");
+			on_line = 0;
+		}
+		i += count;
+	}
+	if (on_line)
+		printf("\n");
+}
+
+/* Time `code` n times after as many warm-up runs, keeping every sample. The samples
+ * include the stamp pair's own cost; `subtract` names the measurement of that cost
+ * and the pipeline removes its minimum. */
+#define MEASURE(id, subtract, n, samples, code)                          \
+	do {                                                             \
+		for (long i_ = 0; i_ < (n); i_++) {                      \
+			code;                                            \
+		}                                                        \
+		for (long i_ = 0; i_ < (n); i_++) {                      \
+			uint64_t t0_ = stamp_begin();                    \
+			code;                                            \
+			uint64_t t1_ = stamp_end();                      \
+			(samples)[i_] = (uint32_t)(t1_ - t0_);           \
+		}                                                        \
+		print_samples((id), (subtract), (samples), (n));         \
+	} while (0)
+
+/* The sample count from argv[1], or a default. */
+static inline long sample_count(int argc, char **argv, long fallback)
+{
+	long n = argc > 1 ? strtol(argv[1], NULL, 10) : fallback;
+
+	if (n <= 0 || n > 10000000) {
+		fprintf(stderr, "sample count must be between 1 and 10000000, got %s\n", argv[1]);
+		exit(2);
+	}
+	return n;
+}
+
+static inline uint32_t *sample_buffer(long n)
+{
+	uint32_t *samples = malloc(n * sizeof(*samples));
+
+	if (!samples) {
+		perror("malloc");
+		exit(1);
+	}
+	return samples;
+}
+
+#endif /* COURSE_STAMP_H */

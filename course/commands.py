@@ -1,0 +1,97 @@
+"""What the invoke tasks do, as plain functions (``tasks.py`` only wires them to the command line)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+from course import lessons as lesson_catalog
+from course import pipeline, report, site, store, system
+from course.layout import Layout
+from course.pipeline import LessonReport
+
+
+def setup(layout: Layout, install: bool = True) -> None:
+    """Install (or, without ``install``, list) the Debian packages the course needs."""
+    missing = system.missing_packages()
+    if not missing:
+        print("setup: every Debian package the course needs is installed")
+        return
+    if not install:
+        raise system.SystemError_(f"missing Debian packages: {' '.join(missing)}; run: invoke setup")
+    print(f"setup: installing {' '.join(missing)}")
+    system.install(missing)
+
+
+def measure(layout: Layout, numbers: list[int] | None = None, *, force: bool = False,
+            set_name: str | None = None, label: str | None = None) -> tuple[list[LessonReport], str]:
+    """Build and run the chosen lessons (default: all), storing their results; return reports and set id."""
+    chosen = [lesson_catalog.find(layout, n) for n in numbers] if numbers else lesson_catalog.discover(layout)
+    set_path = pipeline.open_set(layout, set_name, label)
+    print(f"result set: {set_path.relative_to(layout.root) if set_path.is_relative_to(layout.root) else set_path}")
+    reports = []
+    for lesson in chosen:
+        if not lesson.has_code:
+            continue
+        print(f"lesson {lesson.number} ({lesson.name}): {lesson.title}")
+        reports.append(pipeline.measure_lesson(layout, lesson, set_path, force=force))
+    return reports, set_path.name
+
+
+def print_reports(reports: list[LessonReport], compare: bool = False) -> None:
+    for lesson_report in reports:
+        print(f"\nlesson {lesson_report.lesson.number} ({lesson_report.lesson.name})"
+              + (" - reused, nothing changed" if lesson_report.cached else ""))
+        print(report.lesson_table(lesson_report, compare=compare))
+    failures = report.failures_text(reports)
+    if failures:
+        print("\n" + failures)
+
+
+def generate(layout: Layout, *, force: bool = False, set_name: str | None = None, label: str | None = None,
+             strict: bool = False) -> bool:
+    """Measure every lesson (reusing unchanged results), build the site, print where it is."""
+    started = time.monotonic()
+    reports, set_id = measure(layout, force=force, set_name=set_name, label=label)
+    print_reports(reports)
+    seconds = site.build_site(layout, strict=strict, current_set=set_id)
+    print("\nwhere the time went:")
+    print(report.steps_table(reports, seconds))
+    print(f"\nsite: {site.entry_page(layout)}  ({time.monotonic() - started:.1f} s in all)")
+    return not any(r.failures for r in reports)
+
+
+def lesson(layout: Layout, number: int, *, set_name: str | None = None) -> bool:
+    """Rerun one lesson, rebuild the pages that use it, print the new figures beside the old."""
+    reports, set_id = measure(layout, [number], force=True, set_name=set_name)
+    print_reports(reports, compare=True)
+    seconds = site.build_site(layout, strict=False, current_set=set_id)
+    print(f"\nsite updated in {seconds:.1f} s: {site.entry_page(layout)}")
+    return not any(r.failures for r in reports)
+
+
+def results(layout: Layout, as_json: bool = False) -> str:
+    """Every stored result set: a table, or the full JSON documented in docs/results.md."""
+    sets = store.load_all(layout.results)
+    if as_json:
+        return json.dumps(
+            {"schema": store.SCHEMA,
+             "sets": {i: {"info": s.info, "lessons": s.lessons} for i, s in sets.items()}},
+            indent=1, sort_keys=True,
+        )
+    rows = []
+    for result_set in sets.values():
+        count = sum(len(d.get("measurements", {})) for d in result_set.lessons.values())
+        failures = sum(len(d.get("failures", [])) for d in result_set.lessons.values())
+        machine = result_set.machine
+        rows.append([result_set.id, result_set.kind, machine.get("cpu_model", "-"),
+                     machine.get("kernel_release", "-"), result_set.updated()[:10] or "-",
+                     str(count), str(failures)])
+    return report.table(["set", "kind", "cpu", "kernel", "date", "measurements", "failures"], rows)
+
+
+def clean(layout: Layout) -> None:
+    """Remove what the build made (binaries, site); results are kept."""
+    shutil.rmtree(layout.build, ignore_errors=True)
+    print(f"removed {layout.build}; results in {layout.results} are kept")

@@ -1,0 +1,98 @@
+"""The machine a result set was measured on: what makes its figures what they are."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+#: CPU flags that change what a tick is, or whether one can be read at all.
+TSC_FLAGS = ("tsc", "rdtscp", "constant_tsc", "nonstop_tsc", "tsc_known_freq", "hypervisor")
+
+VULNERABILITIES = Path("/sys/devices/system/cpu/vulnerabilities")
+
+
+def cpu_info(cpuinfo: str) -> dict[str, str]:
+    """The first processor's fields of a ``/proc/cpuinfo`` text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def mitigations(folder: Path = VULNERABILITIES) -> dict[str, str]:
+    """Each known CPU vulnerability and what the kernel does about it."""
+    if not folder.is_dir():
+        return {}
+    return {entry.name: entry.read_text().strip() for entry in sorted(folder.iterdir()) if entry.is_file()}
+
+
+def compiler_version(cc: str = "cc") -> str:
+    """The first line of ``cc --version``, or why there is none."""
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "not found"
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+def virtualization(flags: set[str], dmi_product: str) -> str:
+    """``"bare"`` on real hardware, else a short name of the hypervisor as the DMI tells it."""
+    if "hypervisor" not in flags:
+        return "bare"
+    product = dmi_product.lower()
+    for name in ("kvm", "qemu", "vmware", "virtualbox", "hyper-v", "xen", "firecracker"):
+        if name in product:
+            return name
+    return "vm"
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and single dashes: safe in paths, URLs and shells."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "unknown"
+
+
+def machine(cc: str = "cc", cpuinfo_path: Path = Path("/proc/cpuinfo")) -> dict:
+    """The provenance of this machine, as stored in a result set's ``set.json``."""
+    cpu = cpu_info(cpuinfo_path.read_text()) if cpuinfo_path.is_file() else {}
+    flags = set(cpu.get("flags", "").split())
+    dmi = Path("/sys/class/dmi/id/product_name")
+    dmi_product = dmi.read_text().strip() if dmi.is_file() else ""
+    return {
+        "cpu_model": cpu.get("model name", platform.processor() or "unknown"),
+        "cpu_count": os.cpu_count(),
+        "microcode": cpu.get("microcode", "unknown"),
+        "tsc_flags": [flag for flag in TSC_FLAGS if flag in flags],
+        "tsc_hz": None,  # measured by the first program that runs; see course.pipeline
+        "architecture": platform.machine(),
+        "kernel_release": platform.release(),
+        "kernel_version": platform.version(),
+        "hypervisor": "hypervisor" in flags,
+        "virtualization": virtualization(flags, dmi_product),
+        "dmi_product": dmi_product,
+        "mitigations": mitigations(),
+        "compiler": compiler_version(cc),
+        "os": _os_release(),
+    }
+
+
+def set_id(info: dict) -> str:
+    """The stable name of a machine's result set: CPU model, kernel release, virtualization."""
+    return "-".join(slug(info[key]) for key in ("cpu_model", "kernel_release", "virtualization"))
+
+
+def _os_release() -> str:
+    path = Path("/etc/os-release")
+    if not path.is_file():
+        return platform.system()
+    fields = dict(
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+    )
+    return fields.get("PRETTY_NAME", "").strip('"') or platform.system()

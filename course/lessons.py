@@ -1,0 +1,154 @@
+"""Lesson discovery: which lessons exist and what the pipeline does for each.
+
+A lesson is a page ``lessons/NN-slug.md``; its programs live in ``code/user/NN-slug/``
+with a ``lesson.toml`` saying how to run them (see ``docs/measuring.md``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course.layout import Layout
+
+LESSON_PAGE = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9-]+)\.md$")
+
+#: The kinds of standard input a program can be run with.
+STDIN_KINDS = ("devnull", "file", "pipe", "tty")
+
+
+class LessonError(ValueError):
+    """A lesson or its ``lesson.toml`` is not usable; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Run one program, once per kind of standard input, and parse what it prints."""
+
+    program: str
+    args: tuple[str, ...] = ()
+    stdin: tuple[str, ...] = ("devnull",)
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class DisassembleSpec:
+    """Capture the disassembly of one symbol, from a lesson program or a shared library."""
+
+    id: str
+    symbol: str
+    program: str | None = None
+    library: str | None = None
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One lesson: its page and the code the pipeline builds and runs for it."""
+
+    number: int
+    name: str  # "03-timing": the prefix of every measurement id of the lesson
+    title: str
+    page: Path
+    code_dir: Path
+    runs: tuple[RunSpec, ...] = ()
+    disassemblies: tuple[DisassembleSpec, ...] = ()
+    programs: tuple[str, ...] = field(default=())
+
+    @property
+    def has_code(self) -> bool:
+        return bool(self.runs or self.disassemblies)
+
+    def source(self, program: str) -> Path:
+        return self.code_dir / f"{program}.c"
+
+
+def discover(layout: Layout) -> list[Lesson]:
+    """Every lesson of the course, in order."""
+    lessons = []
+    for page in sorted(layout.lessons.glob("*.md")):
+        match = LESSON_PAGE.match(page.name)
+        if not match:
+            continue
+        name = page.stem
+        code_dir = layout.user_code / name
+        runs, disassemblies = _read_spec(code_dir / "lesson.toml")
+        programs = sorted(p.stem for p in code_dir.glob("*.c")) if code_dir.is_dir() else []
+        for spec in [*runs, *(d for d in disassemblies if d.program)]:
+            program = spec.program
+            if program not in programs:
+                raise LessonError(
+                    f"{code_dir / 'lesson.toml'}: program {program!r} has no source "
+                    f"{program}.c in {code_dir}; add it or fix the name"
+                )
+        lessons.append(
+            Lesson(
+                number=int(match["number"]),
+                name=name,
+                title=_title_of(page),
+                page=page,
+                code_dir=code_dir,
+                runs=tuple(runs),
+                disassemblies=tuple(disassemblies),
+                programs=tuple(programs),
+            )
+        )
+    return lessons
+
+
+def find(layout: Layout, number: int) -> Lesson:
+    """The lesson numbered ``number``, or an error listing the lessons there are."""
+    lessons = discover(layout)
+    for lesson in lessons:
+        if lesson.number == number:
+            return lesson
+    listing = ", ".join(f"{lesson.number} ({lesson.name})" for lesson in lessons)
+    raise LessonError(f"there is no lesson {number}; the lessons are: {listing}")
+
+
+def _title_of(page: Path) -> str:
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return page.stem
+
+
+def _read_spec(path: Path) -> tuple[list[RunSpec], list[DisassembleSpec]]:
+    if not path.is_file():
+        return [], []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise LessonError(f"{path}: not valid TOML ({error})") from error
+    unknown = set(data) - {"run", "disassemble"}
+    if unknown:
+        raise LessonError(f"{path}: unknown section(s) {sorted(unknown)}; use [[run]] or [[disassemble]]")
+    runs = [_run_spec(path, entry) for entry in data.get("run", [])]
+    disassemblies = [_disassemble_spec(path, entry) for entry in data.get("disassemble", [])]
+    return runs, disassemblies
+
+
+def _run_spec(path: Path, entry: dict) -> RunSpec:
+    if "program" not in entry:
+        raise LessonError(f"{path}: a [[run]] entry needs program = \"name\"")
+    stdin = tuple(entry.get("stdin", ["devnull"]))
+    bad = [kind for kind in stdin if kind not in STDIN_KINDS]
+    if bad:
+        raise LessonError(f"{path}: unknown stdin kind(s) {bad}; choose from {list(STDIN_KINDS)}")
+    return RunSpec(
+        program=entry["program"],
+        args=tuple(str(arg) for arg in entry.get("args", [])),
+        stdin=stdin,
+        timeout=float(entry.get("timeout", 120.0)),
+    )
+
+
+def _disassemble_spec(path: Path, entry: dict) -> DisassembleSpec:
+    if "id" not in entry or "symbol" not in entry:
+        raise LessonError(f"{path}: a [[disassemble]] entry needs id and symbol")
+    if ("program" in entry) == ("library" in entry):
+        raise LessonError(f"{path}: [[disassemble]] {entry['id']!r} needs exactly one of program or library")
+    return DisassembleSpec(
+        id=entry["id"], symbol=entry["symbol"], program=entry.get("program"), library=entry.get("library")
+    )

@@ -1,0 +1,85 @@
+"""Terminal output: the tables a student or instructor reads after a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from course.pipeline import LessonReport
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table with aligned columns (numbers right, text left)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for cell, width in zip(cells, widths, strict=True):
+            text = str(cell)
+            out.append(text.rjust(width) if _numeric(text) else text.ljust(width))
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def _numeric(text: str) -> bool:
+    return text.replace(".", "", 1).replace(",", "").replace("-", "", 1).strip().isdigit()
+
+
+def figure(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}".removesuffix(".0")
+
+
+def nanoseconds(ticks: float | None, tsc_hz: float | None) -> str:
+    if ticks is None or not tsc_hz:
+        return "-"
+    return f"{ticks / tsc_hz * 1e9:,.1f}"
+
+
+def lesson_table(report: LessonReport, compare: bool = False) -> str:
+    """The lesson's measurements; with ``compare``, the previous run's min and median beside them."""
+    headers = ["measurement", "min", "median", "p90", "p99", "median ns", "samples"]
+    if compare:
+        headers += ["previous min", "previous median"]
+    rows = []
+    old = report.previous.get("measurements", {})
+    for key, value in sorted(report.stored.get("measurements", {}).items()):
+        if value.get("status") != "ok":
+            row = [key, value.get("status", "?"), value.get("reason", "")[:40], "", "", "", ""]
+        else:
+            row = [
+                key,
+                figure(value["min"]),
+                figure(value["median"]),
+                figure(value["p90"]),
+                figure(value["p99"]),
+                nanoseconds(value["median"], value.get("tsc_hz")),
+                f"{value['samples']:,}",
+            ]
+        if compare:
+            before = old.get(key, {})
+            row += [figure(before.get("min")), figure(before.get("median"))]
+        rows.append(row)
+    return table(headers, rows) if rows else "(no measurements)"
+
+
+def steps_table(reports: Sequence[LessonReport], site_seconds: float | None = None) -> str:
+    """Where the time went: every step of every lesson, and the site build."""
+    rows = [
+        [report.lesson.name, step["name"], f"{step['seconds']:.2f}", "yes" if step["cached"] else ""]
+        for report in reports
+        for step in report.steps
+    ]
+    if site_seconds is not None:
+        rows.append(["site", "sphinx-build", f"{site_seconds:.2f}", ""])
+    return table(["lesson", "step", "seconds", "cached"], rows)
+
+
+def failures_text(reports: Sequence[LessonReport]) -> str:
+    lines = []
+    for report in reports:
+        for failure in report.failures:
+            lines.append(f"FAILED {report.lesson.name}: {failure['step']} {failure['what']}: {failure['message']}")
+    return "\n".join(lines)

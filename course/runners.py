@@ -1,0 +1,92 @@
+"""Running a compiled program on this machine, with standard input from a chosen kind of file.
+
+The kinds are those of the article's Figure 2: a terminal (a pseudo-terminal this
+module opens, so it works without one), a disk file, ``/dev/null`` and a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one run printed and how it ended."""
+
+    command: str
+    stdin: str
+    exit_status: int | None  # None when it was stopped for running too long
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@contextlib.contextmanager
+def stdin_of_kind(kind: str, scratch: Path) -> Iterator[int]:
+    """A file descriptor to give a program as standard input, and its clean-up."""
+    keep: list[int] = []
+    try:
+        if kind == "devnull":
+            fd = os.open(os.devnull, os.O_RDONLY)
+        elif kind == "file":
+            scratch.mkdir(parents=True, exist_ok=True)
+            path = scratch / "stdin.txt"
+            path.write_text("A small disk file, read as standard input.\n" * 64)
+            fd = os.open(path, os.O_RDONLY)
+        elif kind == "pipe":
+            # The write end stays open and empty, so a read never sees end-of-file early.
+            fd, writer = os.pipe()
+            keep.append(writer)
+        elif kind == "tty":
+            master, fd = os.openpty()
+            keep.append(master)
+        else:
+            raise ValueError(f"unknown kind of standard input {kind!r}")
+        keep.append(fd)
+        yield fd
+    finally:
+        for descriptor in keep:
+            os.close(descriptor)
+
+
+def run_on_host(binary: Path, args: tuple[str, ...], stdin: str, scratch: Path, timeout: float) -> RunOutcome:
+    """Run ``binary`` here and capture everything it prints; stop it after ``timeout`` seconds."""
+    command = [str(binary), *args]
+    shown = shlex.join(command) + {"devnull": " < /dev/null", "file": " < stdin.txt",
+                                   "pipe": " < (empty pipe)", "tty": " < (pseudo-terminal)"}[stdin]
+    started = time.monotonic()
+    with stdin_of_kind(stdin, scratch) as fd:
+        # A session of its own, so that a stop reaches the program and anything it started.
+        process = subprocess.Popen(
+            command, stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+            status: int | None = process.returncode
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            stdout, stderr = process.communicate()
+            stderr += f"\nstopped after {timeout:.0f} s without finishing"
+            status = None
+        except BaseException:
+            _kill_group(process)
+            process.wait()
+            raise
+    return RunOutcome(shown, stdin, status, stdout, stderr, time.monotonic() - started)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,92 @@
+"""Charts as inline SVG, drawn from stored figures at build time (no plotting library needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+#: One colour per series, readable on light and dark backgrounds, the reference first.
+PALETTE = ("#8c6d31", "#3b6fb6", "#c4572a", "#4c9a5f", "#7a5195", "#b8860b")
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar: a value of one series (a result set) for one group (a measurement)."""
+
+    group: str
+    series: str
+    value: float | None
+    label: str  # the figure as printed beside the bar
+    note: str = ""  # hover text
+
+
+def bar_chart(bars: list[Bar], title: str) -> str:
+    """Horizontal bars grouped by measurement, one colour per result set."""
+    groups = list(dict.fromkeys(bar.group for bar in bars))
+    series = list(dict.fromkeys(bar.series for bar in bars))
+    top = max((bar.value for bar in bars if bar.value is not None), default=1) or 1
+    bar_height, gap, left, width = 14, 10, 190, 360
+    height = 30 + len(groups) * (len(series) * bar_height + gap) + 20 * len(series)
+    out = [_open(left + width + 120, height, title)]
+    y = 24
+    for group in groups:
+        out.append(f'<text x="0" y="{y + bar_height}" class="course-chart-group">{escape(group)}</text>')
+        for index, name in enumerate(series):
+            bar = next((b for b in bars if b.group == group and b.series == name), None)
+            colour = PALETTE[index % len(PALETTE)]
+            if bar is not None and bar.value is not None:
+                length = max(1.0, bar.value / top * width)
+                out.append(
+                    f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar_height - 2}" fill="{colour}">'
+                    f"<title>{escape(bar.note or bar.label)}</title></rect>"
+                    f'<text x="{left + length + 4:.1f}" y="{y + bar_height - 3}">{escape(bar.label)}</text>'
+                )
+            else:
+                text = bar.label if bar is not None else "not measured"
+                out.append(f'<text x="{left}" y="{y + bar_height - 3}" class="course-chart-missing">'
+                           f"{escape(text)}</text>")
+            y += bar_height
+        y += gap
+    for index, name in enumerate(series):
+        colour = PALETTE[index % len(PALETTE)]
+        out.append(f'<rect x="0" y="{y + 4}" width="10" height="10" fill="{colour}"/>'
+                   f'<text x="16" y="{y + 13}">{escape(name)}</text>')
+        y += 20
+    out.append("</svg>")
+    return "".join(out)
+
+
+def histogram_chart(histogram: dict, unit: str, title: str) -> str:
+    """The distribution of one measurement: equal bins up to its p99, the rest counted apart."""
+    counts: list[int] = histogram["counts"]
+    start, step = histogram["start"], histogram["width"]
+    left, bottom, width, plot_height = 50, 180, 480, 150
+    peak = max(counts, default=1) or 1
+    column = width / max(1, len(counts))
+    out = [_open(left + width + 20, bottom + 40, title)]
+    for index, count in enumerate(counts):
+        high = count / peak * plot_height
+        low_edge = start + index * step
+        out.append(
+            f'<rect x="{left + index * column:.1f}" y="{bottom - high:.1f}" width="{max(1.0, column - 1):.1f}" '
+            f'height="{high:.1f}" fill="{PALETTE[1]}"><title>{low_edge:,.0f}-{low_edge + step - 1:,.0f} '
+            f"{escape(unit)}: {count:,} samples</title></rect>"
+        )
+    out.append(f'<line x1="{left}" y1="{bottom}" x2="{left + width}" y2="{bottom}" stroke="currentColor"/>')
+    for fraction in (0, 0.5, 1):
+        value = start + fraction * len(counts) * step
+        out.append(f'<text x="{left + fraction * width:.1f}" y="{bottom + 16}" text-anchor="middle">'
+                   f"{value:,.0f}</text>")
+    out.append(f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">{escape(unit)} '
+               f"(stamp pair subtracted); {histogram.get('above', 0):,} samples above the p99 not drawn</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _open(width: float, height: float, title: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="course-chart" role="img" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" height="{height:.0f}" '
+        f'font-size="12" font-family="sans-serif" fill="currentColor">'
+        f"<title>{escape(title)}</title>"
+    )

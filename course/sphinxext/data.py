@@ -1,0 +1,112 @@
+"""The result sets as the site sees them: which exist, which is this machine's, which are shown."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from course import fingerprint, store
+from course.store import ResultSet
+
+#: Fields a page may ask of a measurement, and how each is worded.
+FIELDS = {
+    "min": "minimum",
+    "median": "median",
+    "p90": "90th percentile",
+    "p99": "99th percentile",
+    "max": "maximum",
+}
+
+
+@dataclass
+class Lookup:
+    """A measurement found (or not) in a set, with the file it came from."""
+
+    result_set: ResultSet
+    measurement: dict | None
+    file: Path | None
+
+
+class CourseData:
+    """Every result set under the results folder, loaded once per build."""
+
+    def __init__(self, results: Path, code_root: Path, current: str = "", shown: list[str] | None = None) -> None:
+        self.results = results
+        self.code_root = code_root
+        self.sets = store.load_all(results)
+        self.current_id = current or self._guess_current()
+        self.shown_ids = shown or list(self.sets)
+
+    def _guess_current(self) -> str:
+        """This machine's set if it has one, else the most recently measured set."""
+        mine = fingerprint.set_id(fingerprint.machine())
+        if mine in self.sets:
+            return mine
+        measured = [s for s in self.sets.values() if s.kind != "reference"]
+        return max(measured, key=lambda s: s.updated()).id if measured else ""
+
+    @property
+    def current(self) -> ResultSet | None:
+        return self.sets.get(self.current_id)
+
+    @property
+    def signature(self) -> str:
+        """Changes when a set appears or disappears, so pages that list sets are rebuilt."""
+        return hashlib.sha256(" ".join([self.current_id, *self.sets]).encode()).hexdigest()
+
+    def shown(self) -> list[ResultSet]:
+        """The sets a table shows: reference sets first, then this machine, then the others."""
+        chosen = [self.sets[i] for i in self.shown_ids if i in self.sets]
+        return sorted(chosen, key=lambda s: (s.kind != "reference", s.id != self.current_id, s.id))
+
+    def find(self, measurement_id: str, set_id: str = "") -> Lookup | None:
+        """The measurement in ``set_id`` (default: this machine's set); None if there is no such set."""
+        result_set = self.sets.get(set_id or self.current_id)
+        if result_set is None:
+            return None
+        found = result_set.measurement(measurement_id)
+        lesson = measurement_id.split("/", 1)[0]
+        file = result_set.lesson_file(lesson)
+        if not file.is_file():
+            file = result_set.lesson_file("reference")
+        return Lookup(result_set, found, file if file.is_file() else None)
+
+    def stale_sources(self, measurement: dict) -> list[str]:
+        """The sources that changed since ``measurement`` was taken (empty when it is current)."""
+        changed = []
+        for relative, digest in measurement.get("sources", {}).items():
+            path = self.code_root / relative
+            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                changed.append(relative)
+        return changed
+
+
+def format_value(value: float, unit: str) -> str:
+    """A figure as a reader wants it: no false precision, thousands grouped."""
+    if unit == "ns":
+        return f"{value:,.1f} ns" if value < 100 else f"{value:,.0f} ns"
+    return f"{value:,.0f} {unit}"
+
+
+def to_ns(ticks: float | None, tsc_hz: float | None) -> float | None:
+    return ticks / tsc_hz * 1e9 if tsc_hz and ticks is not None else None
+
+
+def describe(lookup: Lookup, field: str) -> str:
+    """The hover text of a value: what it is, how it was taken, where and when."""
+    measurement = lookup.measurement or {}
+    s = lookup.result_set
+    parts = [f"{FIELDS.get(field, field)} of {measurement.get('samples', '?'):,}"
+             if isinstance(measurement.get("samples"), int) else FIELDS.get(field, field)]
+    if isinstance(measurement.get("samples"), int):
+        parts[0] += " samples"
+    overhead = measurement.get("overhead") or {}
+    if overhead.get("ticks"):
+        parts.append(f"stamp-pair cost of {overhead['ticks']:,.0f} ticks subtracted")
+    parts.append(f"result set {s.label}")
+    if measurement.get("measured_at"):
+        parts.append(f"measured {measurement['measured_at']}")
+    if s.info.get("citation"):
+        parts.append(s.info["citation"])
+    return "; ".join(parts)

@@ -1,0 +1,381 @@
+"""The role and directives that put stored figures on a page (see :mod:`course.sphinxext`)."""
+
+from __future__ import annotations
+
+import fnmatch
+from html import escape
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective, SphinxRole
+
+from course.sphinxext import charts
+from course.sphinxext.data import FIELDS, CourseData, Lookup, describe, format_value, to_ns
+
+logger = logging.getLogger(__name__)
+
+
+class course_value(nodes.Inline, nodes.TextElement):
+    """A stored value in running text; rendered as a link to its result set, with a hover note."""
+
+
+def visit_course_value(translator, node: course_value) -> None:
+    href = node.get("href", "")
+    tag = f'<a class="course-value" href="{escape(href)}"' if href else '<span class="course-value"'
+    translator.body.append(f'{tag} title="{escape(node["title"])}" data-measurement="{escape(node["measurement"])}"'
+                           f' data-set="{escape(node["set_id"])}">')
+
+
+def depart_course_value(translator, node: course_value) -> None:
+    translator.body.append("</a>" if node.get("href") else "</span>")
+
+
+class _CourseMixin:
+    """What the role and the directives share: the data, dependencies, warnings."""
+
+    env: object
+    config: object
+
+    @property
+    def data(self) -> CourseData:
+        return self.env.app.course_data  # type: ignore[attr-defined]
+
+    def use(self, lookup: Lookup | None) -> None:
+        """Record that this page shows data from ``lookup``'s files."""
+        docs = getattr(self.env, "course_docs", None)
+        if docs is None:
+            docs = self.env.course_docs = set()  # type: ignore[attr-defined]
+        docs.add(self.env.docname)  # type: ignore[attr-defined]
+        if lookup is not None:
+            for path in (lookup.result_set.path / "set.json", lookup.file):
+                if path is not None and path.is_file():
+                    self.env.note_dependency(str(path))  # type: ignore[attr-defined]
+
+    def check(self, measurement_id: str, set_id: str = "") -> Lookup | None:
+        """Find a measurement of this machine's set (or ``set_id``), warning if it is missing or stale."""
+        lookup = self.data.find(measurement_id, set_id)
+        self.use(lookup)
+        wanted = set_id or self.data.current_id
+        if lookup is None:
+            self.warn(f"no result set {wanted!r} for {measurement_id!r}; sets: {', '.join(self.data.sets) or 'none'}",
+                      "missing")
+        elif lookup.measurement is None:
+            self.warn(f"measurement {measurement_id!r} missing from result set {wanted!r}; "
+                      f"run `invoke lesson {measurement_id[:2].lstrip('0')}` to measure it", "missing")
+        elif lookup.result_set.id == self.data.current_id:
+            changed = self.data.stale_sources(lookup.measurement)
+            if changed:
+                self.warn(f"measurement {measurement_id!r} is stale: {', '.join(changed)} changed since it was "
+                          f"measured; run `invoke lesson {measurement_id[:2].lstrip('0')}`", "stale")
+        return lookup
+
+    def set_title(self, set_id: str) -> str:
+        result_set = self.data.sets[set_id]
+        mark = " (this machine)" if set_id == self.data.current_id else ""
+        return result_set.label + mark
+
+    def warn(self, message: str, subtype: str) -> None:
+        logger.warning("course: " + message, location=self.get_location(), type="course", subtype=subtype)  # type: ignore[attr-defined]
+
+
+def value_text(measurement: dict, field: str, in_ns: bool) -> str:
+    """The text of one figure, or why there is none."""
+    if measurement.get("status") == "skipped":
+        return f"not run ({measurement.get('reason', 'no reason given')})"
+    if measurement.get("status") == "failed":
+        return f"failed ({measurement.get('reason', 'see the failure above')})"
+    raw = measurement.get(field)
+    if raw is None:
+        return f"no {field}"
+    if in_ns:
+        ns = measurement.get(f"{field}_ns") or to_ns(raw, measurement.get("tsc_hz"))
+        return format_value(ns, "ns") if ns is not None else "no TSC rate"
+    return format_value(raw, measurement.get("unit", "ticks"))
+
+
+class MeasureRole(_CourseMixin, SphinxRole):
+    """``{measure}`[set@]id[:field][-ns]```: one stored figure, inline."""
+
+    def run(self) -> tuple[list[nodes.Node], list[nodes.system_message]]:
+        target = self.text.strip()
+        set_id, _, rest = target.rpartition("@")
+        measurement_id, _, field = rest.partition(":")
+        field = field or "min"
+        in_ns = field == "ns" or field.endswith("-ns")
+        field = "min" if field == "ns" else field.removesuffix("-ns")
+        if field not in FIELDS and field not in ("samples", "overhead"):
+            self.warn(f"unknown field {field!r} in {target!r}; use one of {', '.join(FIELDS)}", "syntax")
+            return [nodes.problematic(self.rawtext, self.rawtext)], []
+        lookup = self.check(measurement_id, set_id)
+        if lookup is None or lookup.measurement is None:
+            return [nodes.problematic(self.rawtext, f"[missing: {target}]")], []
+        measurement = lookup.measurement
+        if field == "samples":
+            text = f"{measurement.get('samples', 0):,}"
+        elif field == "overhead":
+            text = format_value((measurement.get("overhead") or {}).get("ticks", 0), "ticks")
+        else:
+            text = value_text(measurement, field, in_ns)
+        node = course_value(self.rawtext, text, title=describe(lookup, field), measurement=measurement_id,
+                            set_id=lookup.result_set.id)
+        return [node], []
+
+
+def _entries(content: list[str]) -> list[tuple[str, str]]:
+    """Directive content lines ``<measurement id or glob> [label]``."""
+    entries = []
+    for line in content:
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, label = line.strip().partition(" ")
+            entries.append((key, label.strip()))
+    return entries
+
+
+class _MeasurementsDirective(_CourseMixin, SphinxDirective):
+    has_content = True
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Each measurement named (globs expanded over every shown set), with its label."""
+        known = sorted({key for s in self.data.shown() for data in s.lessons.values()
+                        for key in data.get("measurements", {})})
+        rows: list[tuple[str, str]] = []
+        for key, label in _entries(self.content):
+            if any(ch in key for ch in "*?["):
+                matches = fnmatch.filter(known, key)
+                if not matches:
+                    self.warn(f"no measurement matches {key!r}", "missing")
+                rows += [(match, match.split("/", 1)[1]) for match in matches]
+            else:
+                rows.append((key, label or key.split("/", 1)[1]))
+        if not rows:
+            self.warn("no measurements listed; put one measurement id per line in the directive", "syntax")
+        return rows
+
+    def lookups(self, key: str) -> list[tuple[str, Lookup | None]]:
+        """The measurement in every shown set; only this machine's set must have it."""
+        found = []
+        for result_set in self.data.shown():
+            if result_set.id == self.data.current_id:
+                found.append((result_set.id, self.check(key)))
+            else:
+                lookup = self.data.find(key, result_set.id)
+                self.use(lookup)
+                found.append((result_set.id, lookup))
+        if not self.data.current:
+            self.check(key)  # warns: there is nothing of this machine to show
+        return found
+
+
+
+class CourseTable(_MeasurementsDirective):
+    """Measurements down, result sets across: min and median, optionally in nanoseconds too."""
+
+    option_spec = {"caption": directives.unchanged, "ns": directives.flag}
+
+    def run(self) -> list[nodes.Node]:
+        rows = self.rows()
+        sets = [s.id for s in self.data.shown()]
+        in_ns = "ns" in self.options
+        table = nodes.table(classes=["course-table"])
+        if self.options.get("caption"):
+            table += nodes.title(text=self.options["caption"])
+        group = nodes.tgroup(cols=1 + len(sets))
+        table += group
+        for _ in range(1 + len(sets)):
+            group += nodes.colspec(colwidth=1)
+        head = nodes.thead()
+        group += head
+        head += self._row(["measurement", *(self.set_title(i) for i in sets)])
+        body = nodes.tbody()
+        group += body
+        for key, label in rows:
+            cells: list[nodes.Node | str] = [nodes.literal(text=label)]
+            for _, lookup in self.lookups(key):
+                cells.append(self._cell(key, lookup, in_ns))
+            body += self._row(cells)
+        note = nodes.paragraph(classes=["course-table-note"], text=(
+            "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted. "
+            "The 2000 figures are Rubini's (Linux Magazine, 2000): a best-of-N on a Pentium III "
+            "whose TSC counted core clock cycles; today's invariant TSC ticks at a fixed rate."))
+        return [table, note]
+
+    def _cell(self, key: str, lookup: Lookup | None, in_ns: bool) -> nodes.Node:
+        if lookup is None or lookup.measurement is None:
+            return nodes.Text("—")
+        measurement = lookup.measurement
+        if measurement.get("status") != "ok":
+            return nodes.emphasis(text=value_text(measurement, "min", False))
+        text = value_text(measurement, "min", False)
+        if measurement.get("median") is not None:
+            text += " / " + value_text(measurement, "median", False).split(" ")[0]
+        if in_ns and (measurement.get("tsc_hz") or measurement.get("min_ns")):
+            text += f" ({value_text(measurement, 'min', True)})"
+        return course_value(text, text, title=describe(lookup, "min"), measurement=key,
+                            set_id=lookup.result_set.id)
+
+    @staticmethod
+    def _row(cells: list) -> nodes.row:
+        row = nodes.row()
+        for cell in cells:
+            entry = nodes.entry()
+            paragraph = nodes.paragraph()
+            paragraph += cell if isinstance(cell, nodes.Node) else nodes.Text(cell)
+            entry += paragraph
+            row += entry
+        return row
+
+
+class CourseChart(_MeasurementsDirective):
+    """Bars of min (or median) across result sets; with ``:histogram:``, one measurement's distribution."""
+
+    option_spec = {
+        "caption": directives.unchanged,
+        "field": lambda arg: directives.choice(arg, ("min", "median")),
+        "histogram": directives.flag,
+        "ns": directives.flag,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        caption = self.options.get("caption", "")
+        if "histogram" in self.options:
+            svg = self._histogram(caption)
+        else:
+            svg = self._bars(caption)
+        if svg is None:
+            return []
+        figure = nodes.container(classes=["course-chart"])
+        figure += nodes.raw("", svg, format="html")
+        if caption:
+            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
+        return [figure]
+
+    def _histogram(self, caption: str) -> str | None:
+        rows = self.rows()
+        if len(rows) != 1:
+            self.warn("a histogram shows exactly one measurement", "syntax")
+            return None
+        lookup = self.check(rows[0][0])
+        if lookup is None or lookup.measurement is None or "histogram" not in lookup.measurement:
+            return None
+        return charts.histogram_chart(lookup.measurement["histogram"], lookup.measurement.get("unit", "ticks"),
+                                      caption or rows[0][0])
+
+    def _bars(self, caption: str) -> str:
+        field = self.options.get("field", "min")
+        in_ns = "ns" in self.options
+        bars = []
+        for key, label in self.rows():
+            for set_id, lookup in self.lookups(key):
+                measurement = lookup.measurement if lookup else None
+                series = self.set_title(set_id)
+                if measurement is None:
+                    continue
+                if measurement.get("status") != "ok":
+                    bars.append(charts.Bar(label, series, None, value_text(measurement, field, in_ns)))
+                    continue
+                value = measurement.get(field)
+                if value is None:
+                    bars.append(charts.Bar(label, series, None, f"no {field} recorded"))
+                    continue
+                if in_ns:
+                    value = measurement.get(f"{field}_ns") or to_ns(value, measurement.get("tsc_hz"))
+                bars.append(charts.Bar(label, series, value, value_text(measurement, field, in_ns),
+                                       describe(lookup, field)))
+        return charts.bar_chart(bars, caption or "measurements")
+
+
+class CourseOutput(_CourseMixin, SphinxDirective):
+    """A captured block of output (a run, a disassembly), with the command that produced it."""
+
+    required_arguments = 1
+    option_spec = {"set": directives.unchanged, "language": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        capture_id = self.arguments[0]
+        set_id = self.options.get("set", "") or self.data.current_id
+        result_set = self.data.sets.get(set_id)
+        if result_set is None:
+            self.warn(f"no result set {set_id!r} for output {capture_id!r}", "missing")
+            return [nodes.paragraph(text=f"[missing output: {capture_id}]")]
+        file = result_set.lesson_file(capture_id.split("/", 1)[0])
+        self.use(Lookup(result_set, None, file if file.is_file() else None))
+        capture = result_set.capture(capture_id)
+        if capture is None:
+            self.warn(f"output {capture_id!r} missing from result set {set_id!r}; run the lesson to capture it",
+                      "missing")
+            return [nodes.paragraph(text=f"[missing output: {capture_id}]")]
+        block = nodes.literal_block(capture["text"], capture["text"], language=self.options.get("language", "text"))
+        container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
+        caption = nodes.caption(text=f"$ {capture.get('command', '')}   [{result_set.label}, "
+                                     f"{capture.get('measured_at', '')}]")
+        container += caption
+        container += block
+        return [container]
+
+
+class CourseFailures(_CourseMixin, SphinxDirective):
+    """The failures of a lesson's last run on this machine, each with its log; nothing when it went well."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        lesson = self.arguments[0]
+        result_set = self.data.current
+        if result_set is None:
+            return []
+        file = result_set.lesson_file(lesson)
+        self.use(Lookup(result_set, None, file if file.is_file() else None))
+        out: list[nodes.Node] = []
+        for failure in result_set.lessons.get(lesson, {}).get("failures", []):
+            box = nodes.admonition(classes=["course-failure", "error"])
+            box += nodes.title(text=f"Failed: {failure['step']} {failure['what']}")
+            box += nodes.paragraph(text=f"{failure['message']} ({failure['at']}). "
+                                        "Figures below from earlier runs are kept with their own dates.")
+            if failure.get("log"):
+                box += nodes.literal_block(failure["log"], failure["log"])
+            out.append(box)
+        return out
+
+
+class CourseMachines(_CourseMixin, SphinxDirective):
+    """A section per result set with its full provenance, the target of every value's link."""
+
+    def run(self) -> list[nodes.Node]:
+        out: list[nodes.Node] = []
+        self.use(None)
+        for result_set in self.data.shown():
+            self.use(Lookup(result_set, None, None))
+            section = nodes.section(ids=[f"set-{result_set.id}"])
+            section += nodes.title(text=self.set_title(result_set.id))
+            fields = nodes.field_list()
+            for name, value in _provenance(result_set):
+                field = nodes.field()
+                field += nodes.field_name(text=name)
+                body = nodes.field_body()
+                body += nodes.paragraph(text=value)
+                field += body
+                fields += field
+            section += fields
+            out.append(section)
+        if not out:
+            out.append(nodes.paragraph(text="No result sets are stored yet."))
+        return out
+
+
+def _provenance(result_set) -> list[tuple[str, str]]:
+    machine = result_set.machine
+    rows = [("set id", result_set.id), ("kind", result_set.kind)]
+    if result_set.info.get("citation"):
+        rows.append(("source", result_set.info["citation"]))
+    for key, name in (("cpu_model", "CPU"), ("microcode", "microcode"), ("tsc_hz", "TSC rate (Hz)"),
+                      ("tsc_flags", "TSC flags"), ("kernel_release", "kernel"), ("virtualization", "virtualization"),
+                      ("compiler", "compiler"), ("os", "system")):
+        if machine.get(key) not in (None, "", []):
+            value = machine[key]
+            rows.append((name, ", ".join(value) if isinstance(value, list) else f"{value:,}"
+                         if isinstance(value, int) else str(value)))
+    if machine.get("mitigations"):
+        rows.append(("mitigations", "; ".join(f"{k}: {v}" for k, v in machine["mitigations"].items())))
+    rows.append(("last measured", result_set.updated() or "unknown"))
+    return rows

@@ -1,0 +1,48 @@
+"""The Debian packages the lessons need, and installing the missing ones."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+#: package -> what the course uses it for (listed in the README too).
+DEBIAN_PACKAGES = {
+    "build-essential": "gcc and make, to compile the lessons' programs",
+    "binutils": "objdump and readelf, for the disassembly of lesson 2",
+    "graphviz": "dot, to draw the diagram of lesson 2",
+}
+
+
+class SystemError_(RuntimeError):
+    """The machine lacks something the course needs; the message says how to get it."""
+
+
+def missing_packages(packages: list[str] | None = None) -> list[str]:
+    """The packages of ``packages`` (default: all the course needs) not installed here."""
+    wanted = packages or list(DEBIAN_PACKAGES)
+    if shutil.which("dpkg-query") is None:
+        return wanted
+    missing = []
+    for package in wanted:
+        status = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+        ).stdout
+        if "install ok installed" not in status:
+            missing.append(package)
+    return missing
+
+
+def install(packages: list[str]) -> None:
+    """apt-get install ``packages`` (as root), after one ``apt-get update``."""
+    if not packages:
+        return
+    if shutil.which("apt-get") is None:
+        raise SystemError_(
+            f"missing packages {', '.join(packages)} and no apt-get here: install their equivalents by hand"
+        )
+    if os.geteuid() != 0:
+        raise SystemError_(f"installing {', '.join(packages)} needs root: run sudo apt-get install {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env)
