@@ -21,14 +21,15 @@ def _layout(c) -> Layout:
 
 def _fail_clearly(function):
     """Turn the course's own errors into one clear line and a non-zero exit, not a traceback."""
+
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except (lessons.LessonError, site.SiteError, commands.system.SystemError_,
-                commands.store.StoreError) as error:
+        except (lessons.LessonError, site.SiteError, commands.system.SystemError_, commands.store.StoreError) as error:
             raise Exit(f"error: {error}", code=2) from None
         except KeyboardInterrupt:
             raise Exit("interrupted: stored results are as they were before this run", code=130) from None
+
     wrapper.__wrapped__ = function
     return wrapper
 
@@ -43,6 +44,7 @@ def setup(c, check=False):
 def build(c, lesson=None):
     """Compile the lessons' programs into build/ (only those whose sources changed)."""
     from course import build as builder
+
     layout = _layout(c)
     chosen = [lessons.find(layout, int(lesson))] if lesson else lessons.discover(layout)
     for item in chosen:
@@ -51,18 +53,23 @@ def build(c, lesson=None):
             print(f"{item.name}/{program}: {'compiled' if built.rebuilt else 'unchanged'} -> {built.binary}")
 
 
-@task(help={
-    "lesson": "only this lesson (its number); default: all",
-    "force": "rerun even when nothing changed since the stored results",
-    "set": "name of the result set (default: derived from this machine)",
-    "label": "a human label for the result set, shown on the site",
-})
+@task(
+    help={
+        "lesson": "only this lesson (its number); default: all",
+        "force": "rerun even when nothing changed since the stored results",
+        "set": "name of the result set (default: derived from this machine)",
+        "label": "a human label for the result set, shown on the site",
+    }
+)
 def run(c, lesson=None, force=False, set=None, label=None):  # noqa: A002 - the option's name
     """Build and run the examples, storing results with their provenance (no site build)."""
+
     def go():
-        reports, _ = commands.measure(_layout(c), [int(lesson)] if lesson else None, force=force,
-                                      set_name=set or c.course.set, label=label)
+        reports, _ = commands.measure(
+            _layout(c), [int(lesson)] if lesson else None, force=force, set_name=set or c.course.set, label=label
+        )
         commands.print_reports(reports)
+
     _fail_clearly(go)()
 
 
@@ -84,16 +91,19 @@ def site_(c, strict=False):
     print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
 
 
-@task(help={
-    "force": "rerun every example even if nothing changed",
-    "set": "name of this machine's result set",
-    "label": "a human label for the result set",
-    "strict": "turn Sphinx warnings into errors",
-})
+@task(
+    help={
+        "force": "rerun every example even if nothing changed",
+        "set": "name of this machine's result set",
+        "label": "a human label for the result set",
+        "strict": "turn Sphinx warnings into errors",
+    }
+)
 def generate(c, force=False, set=None, label=None, strict=False):  # noqa: A002
     """Generate the course: build and run every example that can run here, store results, build the site."""
-    ok = _fail_clearly(commands.generate)(_layout(c), force=force, set_name=set or c.course.set,
-                                          label=label, strict=strict)
+    ok = _fail_clearly(commands.generate)(
+        _layout(c), force=force, set_name=set or c.course.set, label=label, strict=strict
+    )
     if not ok:
         raise Exit("the course was generated, but some steps failed; see above", code=1)
 
@@ -103,8 +113,11 @@ def serve(c, port=8000, host="127.0.0.1"):
     """Preview the site locally, rebuilding it when a lesson, doc or result changes."""
     layout = _layout(c)
     command = site.sphinx_command(layout, strict=False)[3:]  # sphinx-build's own arguments
-    c.run(f"{sys.executable} -m sphinx_autobuild --host {host} --port {int(port)} "
-          f"--watch results --watch course " + " ".join(f"'{arg}'" for arg in command if arg != "-q"), pty=True)
+    c.run(
+        f"{sys.executable} -m sphinx_autobuild --host {host} --port {int(port)} "
+        f"--watch results --watch course " + " ".join(f"'{arg}'" for arg in command if arg != "-q"),
+        pty=True,
+    )
 
 
 @task(help={"fast": "skip the slow tests (real runs and the full site build)", "k": "only tests matching this"})

@@ -24,8 +24,14 @@ def setup(layout: Layout, install: bool = True) -> None:
     system.install(missing)
 
 
-def measure(layout: Layout, numbers: list[int] | None = None, *, force: bool = False,
-            set_name: str | None = None, label: str | None = None) -> tuple[list[LessonReport], str]:
+def measure(
+    layout: Layout,
+    numbers: list[int] | None = None,
+    *,
+    force: bool = False,
+    set_name: str | None = None,
+    label: str | None = None,
+) -> tuple[list[LessonReport], str]:
     """Build and run the chosen lessons (default: all), storing their results; return reports and set id."""
     chosen = [lesson_catalog.find(layout, n) for n in numbers] if numbers else lesson_catalog.discover(layout)
     set_path = pipeline.open_set(layout, set_name, label)
@@ -41,16 +47,19 @@ def measure(layout: Layout, numbers: list[int] | None = None, *, force: bool = F
 
 def print_reports(reports: list[LessonReport], compare: bool = False) -> None:
     for lesson_report in reports:
-        print(f"\nlesson {lesson_report.lesson.number} ({lesson_report.lesson.name})"
-              + (" - reused, nothing changed" if lesson_report.cached else ""))
+        print(
+            f"\nlesson {lesson_report.lesson.number} ({lesson_report.lesson.name})"
+            + (" - reused, nothing changed" if lesson_report.cached else "")
+        )
         print(report.lesson_table(lesson_report, compare=compare))
     failures = report.failures_text(reports)
     if failures:
         print("\n" + failures)
 
 
-def generate(layout: Layout, *, force: bool = False, set_name: str | None = None, label: str | None = None,
-             strict: bool = False) -> bool:
+def generate(
+    layout: Layout, *, force: bool = False, set_name: str | None = None, label: str | None = None, strict: bool = False
+) -> bool:
     """Measure every lesson (reusing unchanged results), build the site, print where it is."""
     started = time.monotonic()
     reports, set_id = measure(layout, force=force, set_name=set_name, label=label)
@@ -76,18 +85,26 @@ def results(layout: Layout, as_json: bool = False) -> str:
     sets = store.load_all(layout.results)
     if as_json:
         return json.dumps(
-            {"schema": store.SCHEMA,
-             "sets": {i: {"info": s.info, "lessons": s.lessons} for i, s in sets.items()}},
-            indent=1, sort_keys=True,
+            {"schema": store.SCHEMA, "sets": {i: {"info": s.info, "lessons": s.lessons} for i, s in sets.items()}},
+            indent=1,
+            sort_keys=True,
         )
     rows = []
     for result_set in sets.values():
         count = sum(len(d.get("measurements", {})) for d in result_set.lessons.values())
         failures = sum(len(d.get("failures", [])) for d in result_set.lessons.values())
         machine = result_set.machine
-        rows.append([result_set.id, result_set.kind, machine.get("cpu_model", "-"),
-                     machine.get("kernel_release", "-"), result_set.updated()[:10] or "-",
-                     str(count), str(failures)])
+        rows.append(
+            [
+                result_set.id,
+                result_set.kind,
+                machine.get("cpu_model", "-"),
+                machine.get("kernel_release", "-"),
+                result_set.updated()[:10] or "-",
+                str(count),
+                str(failures),
+            ]
+        )
     return report.table(["set", "kind", "cpu", "kernel", "date", "measurements", "failures"], rows)
 
 

@@ -64,8 +64,12 @@ def of_library(soname: str, symbol: str) -> tuple[str, str]:
         if len(fields) >= 8 and fields[3] == "FUNC" and fields[7].split("@")[0] == symbol:
             start, size = int(fields[1], 16), int(fields[2])
             command = [
-                _objdump(), "-d", "--no-show-raw-insn",
-                f"--start-address={start:#x}", f"--stop-address={start + size:#x}", str(path),
+                _objdump(),
+                "-d",
+                "--no-show-raw-insn",
+                f"--start-address={start:#x}",
+                f"--stop-address={start + size:#x}",
+                str(path),
             ]
             body = [line for line in _run(command).splitlines() if re.match(r"^\s+[0-9a-f]+:\t", line)]
             listing = f"{start:016x} <{symbol}> ({path.name}):\n" + "\n".join(body)

@@ -92,7 +92,5 @@ def _os_release() -> str:
     path = Path("/etc/os-release")
     if not path.is_file():
         return platform.system()
-    fields = dict(
-        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
-    )
+    fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return fields.get("PRETTY_NAME", "").strip('"') or platform.system()

@@ -11,7 +11,8 @@ class Layout:
     """The folders of one checkout of the course."""
 
     root: Path
-    results_dir: Path | None = None
+    results_dir: Path | None = None  # default: <root>/results
+    build_dir: Path | None = None  # default: <root>/build
 
     @property
     def lessons(self) -> Path:
@@ -31,7 +32,7 @@ class Layout:
 
     @property
     def build(self) -> Path:
-        return self.root / "build"
+        return self.build_dir or self.root / "build"
 
     @property
     def html(self) -> Path:
@@ -48,6 +49,4 @@ def find_root(start: Path | None = None) -> Path:
     for folder in [here, *here.parents]:
         if (folder / "conf.py").is_file() and (folder / "lessons").is_dir():
             return folder
-    raise FileNotFoundError(
-        f"no course checkout around {here}: expected a folder with conf.py and lessons/"
-    )
+    raise FileNotFoundError(f"no course checkout around {here}: expected a folder with conf.py and lessons/")

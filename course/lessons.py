@@ -131,7 +131,7 @@ def _read_spec(path: Path) -> tuple[list[RunSpec], list[DisassembleSpec]]:
 
 def _run_spec(path: Path, entry: dict) -> RunSpec:
     if "program" not in entry:
-        raise LessonError(f"{path}: a [[run]] entry needs program = \"name\"")
+        raise LessonError(f'{path}: a [[run]] entry needs program = "name"')
     stdin = tuple(entry.get("stdin", ["devnull"]))
     bad = [kind for kind in stdin if kind not in STDIN_KINDS]
     if bad:

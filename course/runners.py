@@ -64,8 +64,12 @@ def stdin_of_kind(kind: str, scratch: Path) -> Iterator[int]:
 def run_on_host(binary: Path, args: tuple[str, ...], stdin: str, scratch: Path, timeout: float) -> RunOutcome:
     """Run ``binary`` here and capture everything it prints; stop it after ``timeout`` seconds."""
     command = [str(binary), *args]
-    shown = shlex.join(command) + {"devnull": " < /dev/null", "file": " < stdin.txt",
-                                   "pipe": " < (empty pipe)", "tty": " < (pseudo-terminal)"}[stdin]
+    shown = (
+        shlex.join(command)
+        + {"devnull": " < /dev/null", "file": " < stdin.txt", "pipe": " < (empty pipe)", "tty": " < (pseudo-terminal)"}[
+            stdin
+        ]
+    )
     started = time.monotonic()
     with stdin_of_kind(stdin, scratch) as fd:
         # A session of its own, so that a stop reaches the program and anything it started.

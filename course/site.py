@@ -19,12 +19,20 @@ class SiteError(RuntimeError):
     """The Sphinx build failed; its output says where."""
 
 
-def sphinx_command(layout: Layout, builder: str = "html", *, strict: bool = True, current_set: str = "",
-                   outdir: Path | None = None) -> list[str]:
+def sphinx_command(layout: Layout, builder: str = "html", *, strict: bool = True, current_set: str = "") -> list[str]:
     command = [
-        sys.executable, "-m", "sphinx", "-b", builder, "-q",
-        "-d", str(layout.doctrees), str(layout.root), str(outdir or layout.html),
-        "-D", f"course_results_dir={layout.results}",
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-b",
+        builder,
+        "-q",
+        "-d",
+        str(layout.doctrees),
+        str(layout.root),
+        str(layout.html if builder == "html" else layout.build / builder),
+        "-D",
+        f"course_results_dir={layout.results}",
     ]
     if current_set:
         command += ["-D", f"course_current_set={current_set}"]

@@ -25,9 +25,7 @@ def missing_packages(packages: list[str] | None = None) -> list[str]:
         return wanted
     missing = []
     for package in wanted:
-        status = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
-        ).stdout
+        status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True).stdout
         if "install ok installed" not in status:
             missing.append(package)
     return missing
@@ -42,7 +40,9 @@ def install(packages: list[str]) -> None:
             f"missing packages {', '.join(packages)} and no apt-get here: install their equivalents by hand"
         )
     if os.geteuid() != 0:
-        raise SystemError_(f"installing {', '.join(packages)} needs root: run sudo apt-get install {' '.join(packages)}")
+        raise SystemError_(
+            f"installing {', '.join(packages)} needs root: run sudo apt-get install {' '.join(packages)}"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env)

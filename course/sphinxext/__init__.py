@@ -26,7 +26,7 @@ from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 
 from course import __version__
-from course.sphinxext.data import CourseData
+from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.directives import (
     CourseChart,
     CourseFailures,
@@ -41,27 +41,25 @@ from course.sphinxext.directives import (
 
 logger = logging.getLogger(__name__)
 
-MACHINES_PAGE = "docs/machines"
-
 
 def _load_data(app: Sphinx) -> None:
     results = Path(app.config.course_results_dir)
     if not results.is_absolute():
         results = Path(app.srcdir) / results
-    app.course_data = CourseData(  # type: ignore[attr-defined]
-        results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets)
-    )
-    if not app.course_data.current:  # type: ignore[attr-defined]
+    data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
+    attach(app.env, data)
+    if not data.current:
         logger.warning(
             "course: no measured result set in %s; run `invoke generate` to measure this machine",
-            results, type="course", subtype="no-set",
+            results,
+            type="course",
+            subtype="no-set",
         )
 
 
-def _outdated_when_sets_change(app: Sphinx, env: BuildEnvironment, added: set, changed: set,
-                               removed: set) -> list[str]:
+def _outdated_when_sets_change(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
     """Pages that list result sets must be rebuilt when a set appears or disappears."""
-    signature = app.course_data.signature  # type: ignore[attr-defined]
+    signature = data_of(env).signature
     if getattr(env, "course_signature", None) == signature:
         return []
     env.course_signature = signature  # type: ignore[attr-defined]
@@ -82,7 +80,8 @@ def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     """Point each value at its result set's provenance, with a URI right for this builder."""
     for node in doctree.findall(course_value):
         try:
-            node["href"] = app.builder.get_relative_uri(docname, MACHINES_PAGE) + f"#set-{node['set_id']}"
+            page = app.builder.get_relative_uri(docname, app.config.course_machines_page)
+            node["href"] = f"{page}#set-{node['set_id']}"
         except Exception:  # builders without pages (linkcheck, text) have no URI to give
             node["href"] = ""
 
@@ -91,6 +90,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("course_results_dir", "results", "env", types=[str])
     app.add_config_value("course_current_set", "", "env", types=[str])
     app.add_config_value("course_sets", [], "env", types=[list])
+    app.add_config_value("course_machines_page", "docs/machines", "env", types=[str])
     app.add_node(
         course_value,
         html=(visit_course_value, depart_course_value),

@@ -43,14 +43,17 @@ def bar_chart(bars: list[Bar], title: str) -> str:
                 )
             else:
                 text = bar.label if bar is not None else "not measured"
-                out.append(f'<text x="{left}" y="{y + bar_height - 3}" class="course-chart-missing">'
-                           f"{escape(text)}</text>")
+                out.append(
+                    f'<text x="{left}" y="{y + bar_height - 3}" class="course-chart-missing">{escape(text)}</text>'
+                )
             y += bar_height
         y += gap
     for index, name in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
-        out.append(f'<rect x="0" y="{y + 4}" width="10" height="10" fill="{colour}"/>'
-                   f'<text x="16" y="{y + 13}">{escape(name)}</text>')
+        out.append(
+            f'<rect x="0" y="{y + 4}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="16" y="{y + 13}">{escape(name)}</text>'
+        )
         y += 20
     out.append("</svg>")
     return "".join(out)
@@ -75,10 +78,13 @@ def histogram_chart(histogram: dict, unit: str, title: str) -> str:
     out.append(f'<line x1="{left}" y1="{bottom}" x2="{left + width}" y2="{bottom}" stroke="currentColor"/>')
     for fraction in (0, 0.5, 1):
         value = start + fraction * len(counts) * step
-        out.append(f'<text x="{left + fraction * width:.1f}" y="{bottom + 16}" text-anchor="middle">'
-                   f"{value:,.0f}</text>")
-    out.append(f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">{escape(unit)} '
-               f"(stamp pair subtracted); {histogram.get('above', 0):,} samples above the p99 not drawn</text>")
+        out.append(
+            f'<text x="{left + fraction * width:.1f}" y="{bottom + 16}" text-anchor="middle">{value:,.0f}</text>'
+        )
+    out.append(
+        f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">{escape(unit)} '
+        f"(stamp pair subtracted); {histogram.get('above', 0):,} samples above the p99 not drawn</text>"
+    )
     out.append("</svg>")
     return "".join(out)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+
+from sphinx.environment import BuildEnvironment
 
 from course import fingerprint, store
 from course.store import ResultSet
@@ -82,6 +85,18 @@ class CourseData:
         return changed
 
 
+#: The data of each build, kept beside (not inside) its environment so it is never pickled.
+_LOADED: weakref.WeakKeyDictionary[BuildEnvironment, CourseData] = weakref.WeakKeyDictionary()
+
+
+def attach(env: BuildEnvironment, data: CourseData) -> None:
+    _LOADED[env] = data
+
+
+def data_of(env: BuildEnvironment) -> CourseData:
+    return _LOADED[env]
+
+
 def format_value(value: float, unit: str) -> str:
     """A figure as a reader wants it: no false precision, thousands grouped."""
     if unit == "ns":
@@ -97,8 +112,11 @@ def describe(lookup: Lookup, field: str) -> str:
     """The hover text of a value: what it is, how it was taken, where and when."""
     measurement = lookup.measurement or {}
     s = lookup.result_set
-    parts = [f"{FIELDS.get(field, field)} of {measurement.get('samples', '?'):,}"
-             if isinstance(measurement.get("samples"), int) else FIELDS.get(field, field)]
+    parts = [
+        f"{FIELDS.get(field, field)} of {measurement.get('samples', '?'):,}"
+        if isinstance(measurement.get("samples"), int)
+        else FIELDS.get(field, field)
+    ]
     if isinstance(measurement.get("samples"), int):
         parts[0] += " samples"
     overhead = measurement.get("overhead") or {}

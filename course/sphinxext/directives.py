@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from html import escape
+from typing import ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -11,7 +12,7 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 from course.sphinxext import charts
-from course.sphinxext.data import FIELDS, CourseData, Lookup, describe, format_value, to_ns
+from course.sphinxext.data import FIELDS, CourseData, Lookup, data_of, describe, format_value, to_ns
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,10 @@ class course_value(nodes.Inline, nodes.TextElement):
 def visit_course_value(translator, node: course_value) -> None:
     href = node.get("href", "")
     tag = f'<a class="course-value" href="{escape(href)}"' if href else '<span class="course-value"'
-    translator.body.append(f'{tag} title="{escape(node["title"])}" data-measurement="{escape(node["measurement"])}"'
-                           f' data-set="{escape(node["set_id"])}">')
+    translator.body.append(
+        f'{tag} title="{escape(node["title"])}" data-measurement="{escape(node["measurement"])}"'
+        f' data-set="{escape(node["set_id"])}">'
+    )
 
 
 def depart_course_value(translator, node: course_value) -> None:
@@ -39,7 +42,7 @@ class _CourseMixin:
 
     @property
     def data(self) -> CourseData:
-        return self.env.app.course_data  # type: ignore[attr-defined]
+        return data_of(self.env)  # type: ignore[arg-type]
 
     def use(self, lookup: Lookup | None) -> None:
         """Record that this page shows data from ``lookup``'s files."""
@@ -58,16 +61,24 @@ class _CourseMixin:
         self.use(lookup)
         wanted = set_id or self.data.current_id
         if lookup is None:
-            self.warn(f"no result set {wanted!r} for {measurement_id!r}; sets: {', '.join(self.data.sets) or 'none'}",
-                      "missing")
+            self.warn(
+                f"no result set {wanted!r} for {measurement_id!r}; sets: {', '.join(self.data.sets) or 'none'}",
+                "missing",
+            )
         elif lookup.measurement is None:
-            self.warn(f"measurement {measurement_id!r} missing from result set {wanted!r}; "
-                      f"run `invoke lesson {measurement_id[:2].lstrip('0')}` to measure it", "missing")
+            self.warn(
+                f"measurement {measurement_id!r} missing from result set {wanted!r}; "
+                f"run `invoke lesson {measurement_id[:2].lstrip('0')}` to measure it",
+                "missing",
+            )
         elif lookup.result_set.id == self.data.current_id:
             changed = self.data.stale_sources(lookup.measurement)
             if changed:
-                self.warn(f"measurement {measurement_id!r} is stale: {', '.join(changed)} changed since it was "
-                          f"measured; run `invoke lesson {measurement_id[:2].lstrip('0')}`", "stale")
+                self.warn(
+                    f"measurement {measurement_id!r} is stale: {', '.join(changed)} changed since it was "
+                    f"measured; run `invoke lesson {measurement_id[:2].lstrip('0')}`",
+                    "stale",
+                )
         return lookup
 
     def set_title(self, set_id: str) -> str:
@@ -117,8 +128,9 @@ class MeasureRole(_CourseMixin, SphinxRole):
             text = format_value((measurement.get("overhead") or {}).get("ticks", 0), "ticks")
         else:
             text = value_text(measurement, field, in_ns)
-        node = course_value(self.rawtext, text, title=describe(lookup, field), measurement=measurement_id,
-                            set_id=lookup.result_set.id)
+        node = course_value(
+            self.rawtext, text, title=describe(lookup, field), measurement=measurement_id, set_id=lookup.result_set.id
+        )
         return [node], []
 
 
@@ -137,8 +149,9 @@ class _MeasurementsDirective(_CourseMixin, SphinxDirective):
 
     def rows(self) -> list[tuple[str, str]]:
         """Each measurement named (globs expanded over every shown set), with its label."""
-        known = sorted({key for s in self.data.shown() for data in s.lessons.values()
-                        for key in data.get("measurements", {})})
+        known = sorted(
+            {key for s in self.data.shown() for data in s.lessons.values() for key in data.get("measurements", {})}
+        )
         rows: list[tuple[str, str]] = []
         for key, label in _entries(self.content):
             if any(ch in key for ch in "*?["):
@@ -167,11 +180,10 @@ class _MeasurementsDirective(_CourseMixin, SphinxDirective):
         return found
 
 
-
 class CourseTable(_MeasurementsDirective):
     """Measurements down, result sets across: min and median, optionally in nanoseconds too."""
 
-    option_spec = {"caption": directives.unchanged, "ns": directives.flag}
+    option_spec: ClassVar[dict] = {"caption": directives.unchanged, "ns": directives.flag}
 
     def run(self) -> list[nodes.Node]:
         rows = self.rows()
@@ -194,10 +206,14 @@ class CourseTable(_MeasurementsDirective):
             for _, lookup in self.lookups(key):
                 cells.append(self._cell(key, lookup, in_ns))
             body += self._row(cells)
-        note = nodes.paragraph(classes=["course-table-note"], text=(
-            "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted. "
-            "The 2000 figures are Rubini's (Linux Magazine, 2000): a best-of-N on a Pentium III "
-            "whose TSC counted core clock cycles; today's invariant TSC ticks at a fixed rate."))
+        note = nodes.paragraph(
+            classes=["course-table-note"],
+            text=(
+                "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted. "
+                "The 2000 figures are Rubini's (Linux Magazine, 2000): a best-of-N on a Pentium III "
+                "whose TSC counted core clock cycles; today's invariant TSC ticks at a fixed rate."
+            ),
+        )
         return [table, note]
 
     def _cell(self, key: str, lookup: Lookup | None, in_ns: bool) -> nodes.Node:
@@ -211,8 +227,7 @@ class CourseTable(_MeasurementsDirective):
             text += " / " + value_text(measurement, "median", False).split(" ")[0]
         if in_ns and (measurement.get("tsc_hz") or measurement.get("min_ns")):
             text += f" ({value_text(measurement, 'min', True)})"
-        return course_value(text, text, title=describe(lookup, "min"), measurement=key,
-                            set_id=lookup.result_set.id)
+        return course_value(text, text, title=describe(lookup, "min"), measurement=key, set_id=lookup.result_set.id)
 
     @staticmethod
     def _row(cells: list) -> nodes.row:
@@ -229,7 +244,7 @@ class CourseTable(_MeasurementsDirective):
 class CourseChart(_MeasurementsDirective):
     """Bars of min (or median) across result sets; with ``:histogram:``, one measurement's distribution."""
 
-    option_spec = {
+    option_spec: ClassVar[dict] = {
         "caption": directives.unchanged,
         "field": lambda arg: directives.choice(arg, ("min", "median")),
         "histogram": directives.flag,
@@ -238,10 +253,7 @@ class CourseChart(_MeasurementsDirective):
 
     def run(self) -> list[nodes.Node]:
         caption = self.options.get("caption", "")
-        if "histogram" in self.options:
-            svg = self._histogram(caption)
-        else:
-            svg = self._bars(caption)
+        svg = self._histogram(caption) if "histogram" in self.options else self._bars(caption)
         if svg is None:
             return []
         figure = nodes.container(classes=["course-chart"])
@@ -258,8 +270,9 @@ class CourseChart(_MeasurementsDirective):
         lookup = self.check(rows[0][0])
         if lookup is None or lookup.measurement is None or "histogram" not in lookup.measurement:
             return None
-        return charts.histogram_chart(lookup.measurement["histogram"], lookup.measurement.get("unit", "ticks"),
-                                      caption or rows[0][0])
+        return charts.histogram_chart(
+            lookup.measurement["histogram"], lookup.measurement.get("unit", "ticks"), caption or rows[0][0]
+        )
 
     def _bars(self, caption: str) -> str:
         field = self.options.get("field", "min")
@@ -280,8 +293,9 @@ class CourseChart(_MeasurementsDirective):
                     continue
                 if in_ns:
                     value = measurement.get(f"{field}_ns") or to_ns(value, measurement.get("tsc_hz"))
-                bars.append(charts.Bar(label, series, value, value_text(measurement, field, in_ns),
-                                       describe(lookup, field)))
+                bars.append(
+                    charts.Bar(label, series, value, value_text(measurement, field, in_ns), describe(lookup, field))
+                )
         return charts.bar_chart(bars, caption or "measurements")
 
 
@@ -289,7 +303,7 @@ class CourseOutput(_CourseMixin, SphinxDirective):
     """A captured block of output (a run, a disassembly), with the command that produced it."""
 
     required_arguments = 1
-    option_spec = {"set": directives.unchanged, "language": directives.unchanged}
+    option_spec: ClassVar[dict] = {"set": directives.unchanged, "language": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         capture_id = self.arguments[0]
@@ -302,13 +316,15 @@ class CourseOutput(_CourseMixin, SphinxDirective):
         self.use(Lookup(result_set, None, file if file.is_file() else None))
         capture = result_set.capture(capture_id)
         if capture is None:
-            self.warn(f"output {capture_id!r} missing from result set {set_id!r}; run the lesson to capture it",
-                      "missing")
+            self.warn(
+                f"output {capture_id!r} missing from result set {set_id!r}; run the lesson to capture it", "missing"
+            )
             return [nodes.paragraph(text=f"[missing output: {capture_id}]")]
         block = nodes.literal_block(capture["text"], capture["text"], language=self.options.get("language", "text"))
         container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
-        caption = nodes.caption(text=f"$ {capture.get('command', '')}   [{result_set.label}, "
-                                     f"{capture.get('measured_at', '')}]")
+        caption = nodes.caption(
+            text=f"$ {capture.get('command', '')}   [{result_set.label}, {capture.get('measured_at', '')}]"
+        )
         container += caption
         container += block
         return [container]
@@ -330,8 +346,10 @@ class CourseFailures(_CourseMixin, SphinxDirective):
         for failure in result_set.lessons.get(lesson, {}).get("failures", []):
             box = nodes.admonition(classes=["course-failure", "error"])
             box += nodes.title(text=f"Failed: {failure['step']} {failure['what']}")
-            box += nodes.paragraph(text=f"{failure['message']} ({failure['at']}). "
-                                        "Figures below from earlier runs are kept with their own dates.")
+            box += nodes.paragraph(
+                text=f"{failure['message']} ({failure['at']}). "
+                "Figures below from earlier runs are kept with their own dates."
+            )
             if failure.get("log"):
                 box += nodes.literal_block(failure["log"], failure["log"])
             out.append(box)
@@ -368,13 +386,28 @@ def _provenance(result_set) -> list[tuple[str, str]]:
     rows = [("set id", result_set.id), ("kind", result_set.kind)]
     if result_set.info.get("citation"):
         rows.append(("source", result_set.info["citation"]))
-    for key, name in (("cpu_model", "CPU"), ("microcode", "microcode"), ("tsc_hz", "TSC rate (Hz)"),
-                      ("tsc_flags", "TSC flags"), ("kernel_release", "kernel"), ("virtualization", "virtualization"),
-                      ("compiler", "compiler"), ("os", "system")):
+    for key, name in (
+        ("cpu_model", "CPU"),
+        ("microcode", "microcode"),
+        ("tsc_hz", "TSC rate (Hz)"),
+        ("tsc_flags", "TSC flags"),
+        ("kernel_release", "kernel"),
+        ("virtualization", "virtualization"),
+        ("compiler", "compiler"),
+        ("os", "system"),
+    ):
         if machine.get(key) not in (None, "", []):
             value = machine[key]
-            rows.append((name, ", ".join(value) if isinstance(value, list) else f"{value:,}"
-                         if isinstance(value, int) else str(value)))
+            rows.append(
+                (
+                    name,
+                    ", ".join(value)
+                    if isinstance(value, list)
+                    else f"{value:,}"
+                    if isinstance(value, int)
+                    else str(value),
+                )
+            )
     if machine.get("mitigations"):
         rows.append(("mitigations", "; ".join(f"{k}: {v}" for k, v in machine["mitigations"].items())))
     rows.append(("last measured", result_set.updated() or "unknown"))

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from course import lessons
+from course.layout import Layout
+
+
+def test_discovers_the_course_lessons_in_order(course_root: Path) -> None:
+    found = lessons.discover(Layout(course_root))
+    numbers = [lesson.number for lesson in found]
+    assert numbers == sorted(numbers) and {1, 2, 3} <= set(numbers)
+    timing = next(lesson for lesson in found if lesson.number == 3)
+    assert timing.name == "03-timing"
+    assert timing.runs[0].program == "usystime"
+    assert set(timing.runs[0].stdin) == {"tty", "file", "devnull", "pipe"}
+
+
+def test_unknown_lesson_lists_the_lessons(course_root: Path) -> None:
+    with pytest.raises(lessons.LessonError, match=r"there is no lesson 99; the lessons are: 1 \(01-user-kernel\)"):
+        lessons.find(Layout(course_root), 99)
+
+
+def _mini_course(tmp_path: Path, toml: str, source: str | None = "prog") -> Layout:
+    (tmp_path / "lessons").mkdir()
+    (tmp_path / "lessons" / "01-mini.md").write_text("# Mini\n")
+    code = tmp_path / "code" / "user" / "01-mini"
+    code.mkdir(parents=True)
+    (code / "lesson.toml").write_text(toml)
+    if source:
+        (code / f"{source}.c").write_text("int main(void) { return 0; }\n")
+    return Layout(tmp_path)
+
+
+def test_a_run_of_a_missing_program_names_the_file(tmp_path: Path) -> None:
+    layout = _mini_course(tmp_path, '[[run]]\nprogram = "absent"\n')
+    with pytest.raises(lessons.LessonError, match=r"program 'absent' has no source absent\.c"):
+        lessons.discover(layout)
+
+
+def test_bad_toml_is_named(tmp_path: Path) -> None:
+    layout = _mini_course(tmp_path, "[[run]\n")
+    with pytest.raises(lessons.LessonError, match="not valid TOML"):
+        lessons.discover(layout)
+
+
+def test_unknown_stdin_kind_lists_the_kinds(tmp_path: Path) -> None:
+    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nstdin = ["socket"]\n')
+    with pytest.raises(lessons.LessonError, match="unknown stdin kind"):
+        lessons.discover(layout)
+
+
+def test_disassembly_needs_program_or_library(tmp_path: Path) -> None:
+    layout = _mini_course(tmp_path, '[[disassemble]]\nid = "x"\nsymbol = "main"\n')
+    with pytest.raises(lessons.LessonError, match="exactly one of program or library"):
+        lessons.discover(layout)

@@ -1,0 +1,97 @@
+"""The Sphinx extension, through Sphinx's own testing fixtures and small projects with canned results."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from sphinx.testing.util import SphinxTestApp
+
+
+def _html(app: SphinxTestApp, page: str = "index") -> str:
+    return (Path(app.outdir) / f"{page}.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    html = _html(app)
+    values = re.findall(r'data-measurement="([^"]+)" data-set="[^"]+">([^<]+)<', html)
+    assert ("03-timing/read.tty", "1,234 ticks") in values
+    # hover text says what the figure is and where it comes from; the link leads to the machine
+    assert 'title="minimum of 1,000 samples; stamp-pair cost of 30 ticks subtracted; result set Canned machine' in html
+    assert 'href="machines.html#set-canned-machine"' in html
+    assert ">1,300 ticks<" in html  # the median
+    assert ">617 ns<" in html  # 1234 ticks at 2 GHz
+    assert ">474 ticks<" in html  # the reference set, asked for by name
+    assert "not run (no terminal here)" in html
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> None:
+    app.build()
+    table = _html(app).split('<table class="course-table', 1)[1].split("</table>", 1)[0]
+    headers = re.findall(r"<th[^>]*><p>([^<]+)</p>", table)
+    assert headers == ["measurement", "2000 reference", "Canned machine (this machine)"]
+    assert "1,234 ticks / 1,300 (617 ns)" in table
+    assert "456 ticks / 470" in table
+    assert "—" in table  # no 2000 figure for the pipe
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_charts_are_drawn_from_the_data(app: SphinxTestApp) -> None:
+    app.build()
+    html = _html(app)
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="course-chart"') == 2
+    assert "<title>Canned bars</title>" in html and "<title>Canned histogram</title>" in html
+    assert "600 samples" in html  # a histogram bin's hover text
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_captured_output_is_escaped_and_captioned(app: SphinxTestApp) -> None:
+    app.build()
+    html = _html(app)
+    assert "empty read() &lt;returned&gt; 0 &amp; more" in html
+    assert "./usystime 1000 &lt; tty" in html
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_machines_page_gives_each_sets_provenance(app: SphinxTestApp) -> None:
+    app.build()
+    html = _html(app, "machines")
+    assert 'id="set-canned-machine"' in html and 'id="set-reference-2000"' in html
+    assert "Canned CPU 1000" in html and "6.1.0-canned" in html and "meltdown: Not affected" in html
+    assert "Rubini, Linux Magazine, 2000" in html
+
+
+@pytest.mark.sphinx("html", testroot="course-missing")
+def test_missing_stale_and_malformed_values_are_warnings_that_name_them(app: SphinxTestApp) -> None:
+    app.build()
+    warnings = app._warning.getvalue()
+    assert "measurement '03-timing/read.nowhere' missing from result set 'canned-machine'" in warnings
+    assert "measurement '03-timing/read.stale' is stale: code/program.c changed since it was measured" in warnings
+    assert "unknown field 'average'" in warnings
+    assert "output '03-timing/absent.output' missing" in warnings
+    assert "measurement '03-timing/read.absent' missing" in warnings
+    assert "index.md" in warnings  # each warning says where
+    assert "[missing: 03-timing/read.nowhere]" in _html(app)
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_changed_result_rebuilds_exactly_the_pages_that_use_it(app: SphinxTestApp, make_app) -> None:
+    app.build()
+    srcdir = Path(app.srcdir)
+    result = srcdir / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(result.read_text())
+    data["measurements"]["03-timing/read.tty"]["min"] = 999
+    result.write_text(json.dumps(data))
+
+    again = make_app("html", srcdir=app.srcdir)
+    outdated = set(again.env.get_outdated_files(config_changed=False)[1])  # (added, changed, removed)
+    assert "index" in outdated
+    assert "plain" not in outdated
+    again.build()
+    assert ">999 ticks<" in _html(again)
