@@ -123,7 +123,7 @@ def serve(c, port=8000, host="127.0.0.1"):
 @task(help={"fast": "skip the slow tests (real runs and the full site build)", "k": "only tests matching this"})
 def test(c, fast=False, k=""):
     """Run the whole test suite (ruff, unit, Sphinx extension, integration, full site build)."""
-    c.run("ruff check course tests tasks.py conf.py")
+    c.run(f"{sys.executable} -m ruff check course tests tasks.py conf.py")
     options = ["-m 'not slow'"] if fast else []
     if k:
         options.append(f"-k '{k}'")
