@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -113,7 +114,14 @@ def measure_lesson(
         for stdin in spec.stdin:
             started = time.monotonic()
             progress(f"  run    {spec.program:<20} stdin={stdin} ...")
-            outcome = run_on_host(program.binary, spec.args, stdin, layout.build / "scratch", spec.timeout)
+            outcome = run_on_host(
+                program.binary,
+                spec.args,
+                stdin,
+                layout.build / "scratch",
+                spec.timeout,
+                shown_as=os.path.relpath(program.binary, layout.root),
+            )
             steps.append(_step(f"run {spec.program} ({stdin})", started))
             found = _collect(lesson, spec, stdin, program, outcome, failures)
             measurements.update(found.measurements)

@@ -62,7 +62,10 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
             before = old.get(key, {})
             row += [figure(before.get("min")), figure(before.get("median"))]
         rows.append(row)
-    return table(headers, rows) if rows else "(no measurements)"
+    if not rows:
+        captures = sorted(report.stored.get("captures", {}))
+        return "captured: " + ", ".join(captures) if captures else "(nothing measured or captured)"
+    return table(headers, rows)
 
 
 def steps_table(reports: Sequence[LessonReport], site_seconds: float | None = None) -> str:

@@ -61,15 +61,20 @@ def stdin_of_kind(kind: str, scratch: Path) -> Iterator[int]:
             os.close(descriptor)
 
 
-def run_on_host(binary: Path, args: tuple[str, ...], stdin: str, scratch: Path, timeout: float) -> RunOutcome:
-    """Run ``binary`` here and capture everything it prints; stop it after ``timeout`` seconds."""
+#: How each kind of standard input is written in a recorded command.
+STDIN_SHOWN = {"devnull": "< /dev/null", "file": "< stdin.txt", "pipe": "< (empty pipe)", "tty": "< (pseudo-terminal)"}
+
+
+def run_on_host(
+    binary: Path, args: tuple[str, ...], stdin: str, scratch: Path, timeout: float, shown_as: str = ""
+) -> RunOutcome:
+    """Run ``binary`` here and capture everything it prints; stop it after ``timeout`` seconds.
+
+    ``shown_as`` is how the binary is named in the recorded command (a path relative to the
+    checkout reads better on a page than this machine's absolute path).
+    """
     command = [str(binary), *args]
-    shown = (
-        shlex.join(command)
-        + {"devnull": " < /dev/null", "file": " < stdin.txt", "pipe": " < (empty pipe)", "tty": " < (pseudo-terminal)"}[
-            stdin
-        ]
-    )
+    shown = f"{shlex.join([shown_as or str(binary), *args])} {STDIN_SHOWN[stdin]}"
     started = time.monotonic()
     with stdin_of_kind(stdin, scratch) as fd:
         # A session of its own, so that a stop reaches the program and anything it started.

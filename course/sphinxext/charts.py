@@ -26,15 +26,17 @@ def bar_chart(bars: list[Bar], title: str) -> str:
     series = list(dict.fromkeys(bar.series for bar in bars))
     top = max((bar.value for bar in bars if bar.value is not None), default=1) or 1
     bar_height, gap, left, width = 14, 10, 190, 360
-    height = 30 + len(groups) * (len(series) * bar_height + gap) + 20 * len(series)
+    height = 30 + len(bars) * bar_height + len(groups) * gap + 20 * len(series)
     out = [_open(left + width + 120, height, title)]
     y = 24
     for group in groups:
         out.append(f'<text x="0" y="{y + bar_height}" class="course-chart-group">{escape(group)}</text>')
         for index, name in enumerate(series):
             bar = next((b for b in bars if b.group == group and b.series == name), None)
+            if bar is None:  # a set without this measurement takes no row
+                continue
             colour = PALETTE[index % len(PALETTE)]
-            if bar is not None and bar.value is not None:
+            if bar.value is not None:
                 length = max(1.0, bar.value / top * width)
                 out.append(
                     f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar_height - 2}" fill="{colour}">'
@@ -42,9 +44,8 @@ def bar_chart(bars: list[Bar], title: str) -> str:
                     f'<text x="{left + length + 4:.1f}" y="{y + bar_height - 3}">{escape(bar.label)}</text>'
                 )
             else:
-                text = bar.label if bar is not None else "not measured"
                 out.append(
-                    f'<text x="{left}" y="{y + bar_height - 3}" class="course-chart-missing">{escape(text)}</text>'
+                    f'<text x="{left}" y="{y + bar_height - 3}" class="course-chart-missing">{escape(bar.label)}</text>'
                 )
             y += bar_height
         y += gap
@@ -59,7 +60,7 @@ def bar_chart(bars: list[Bar], title: str) -> str:
     return "".join(out)
 
 
-def histogram_chart(histogram: dict, unit: str, title: str) -> str:
+def histogram_chart(histogram: dict, unit: str, title: str, subtracted: float = 0) -> str:
     """The distribution of one measurement: equal bins up to its p99, the rest counted apart."""
     counts: list[int] = histogram["counts"]
     start, step = histogram["start"], histogram["width"]
@@ -81,9 +82,10 @@ def histogram_chart(histogram: dict, unit: str, title: str) -> str:
         out.append(
             f'<text x="{left + fraction * width:.1f}" y="{bottom + 16}" text-anchor="middle">{value:,.0f}</text>'
         )
+    note = f" ({subtracted:,.0f} subtracted: the stamp pair)" if subtracted else ""
     out.append(
-        f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">{escape(unit)} '
-        f"(stamp pair subtracted); {histogram.get('above', 0):,} samples above the p99 not drawn</text>"
+        f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">{escape(unit)}{note}; '
+        f"{histogram.get('above', 0):,} samples above the 99th percentile not drawn</text>"
     )
     out.append("</svg>")
     return "".join(out)
