@@ -6,103 +6,138 @@ Each task is a few lines over :mod:`course.commands`. Defaults live in one
 
 from __future__ import annotations
 
+import shlex
 import sys
+from functools import wraps
 from pathlib import Path
 
 from invoke import Collection, Exit, task
 
 from course import commands, lessons, site
+from course.kernel_build import KernelError
 from course.layout import Layout, find_root
+from course.pipeline import KernelOptions
+from course.store import StoreError
+from course.system import SystemError_
+from course.vm import VmError
+
+#: Errors of the course that are the user's to fix: one clear line, no traceback.
+CLEAR_ERRORS = (lessons.LessonError, site.SiteError, SystemError_, StoreError, VmError, KernelError)
+
+SET_HELP = {
+    "set": "name of this machine's result set (default: derived from the machine)",
+    "label": "a human label for the result set, shown on the site",
+}
+KERNEL_HELP = {
+    "kernel-runner": "where kernel modules run: vm (default: a disposable VM), none, or host-kernel "
+    "(loads them into THIS machine's kernel: only on a machine you can afford to crash)",
+    "acceleration": "vm runner: auto (probe KVM, else emulation), kvm, tcg, or tcg-icount (deterministic ticks)",
+}
 
 
 def _layout(c) -> Layout:
-    return Layout(find_root(), None if not c.course.results else Path(c.course.results))
+    return Layout(find_root(), Path(c.course.results) if c.course.results else None)
 
 
-def _fail_clearly(function):
+def _kernel(c, runner: str | None, acceleration: str | None) -> KernelOptions:
+    return KernelOptions(
+        runner=runner or c.course.kernel_runner,
+        acceleration=acceleration or c.course.acceleration,
+        release=c.course.guest_kernel,
+    )
+
+
+def _clear_errors(function):
     """Turn the course's own errors into one clear line and a non-zero exit, not a traceback."""
 
+    @wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except (lessons.LessonError, site.SiteError, commands.system.SystemError_, commands.store.StoreError) as error:
+        except CLEAR_ERRORS as error:
             raise Exit(f"error: {error}", code=2) from None
         except KeyboardInterrupt:
             raise Exit("interrupted: stored results are as they were before this run", code=130) from None
 
-    wrapper.__wrapped__ = function
     return wrapper
 
 
 @task(help={"check": "only list the missing Debian packages, install nothing"})
+@_clear_errors
 def setup(c, check=False):
-    """Install the Debian packages the lessons need (compiler, binutils, graphviz)."""
-    _fail_clearly(commands.setup)(_layout(c), install=not check)
+    """Install the Debian packages the lessons need (compiler, binutils, graphviz, QEMU, a kernel)."""
+    commands.setup(_layout(c), install=not check)
 
 
 @task(help={"lesson": "only this lesson's programs (its number)"})
+@_clear_errors
 def build(c, lesson=None):
-    """Compile the lessons' programs into build/ (only those whose sources changed)."""
-    from course import build as builder
-
-    layout = _layout(c)
-    chosen = [lessons.find(layout, int(lesson))] if lesson else lessons.discover(layout)
-    for item in chosen:
-        for program in item.programs:
-            built = builder.build_program(layout, item, program)
-            print(f"{item.name}/{program}: {'compiled' if built.rebuilt else 'unchanged'} -> {built.binary}")
+    """Compile the lessons' user-space programs into build/ (only those whose sources changed)."""
+    commands.build(_layout(c), int(lesson) if lesson else None)
 
 
 @task(
     help={
         "lesson": "only this lesson (its number); default: all",
         "force": "rerun even when nothing changed since the stored results",
-        "set": "name of the result set (default: derived from this machine)",
-        "label": "a human label for the result set, shown on the site",
+        **SET_HELP,
+        **KERNEL_HELP,
     }
 )
-def run(c, lesson=None, force=False, set=None, label=None):  # noqa: A002 - the option's name
+@_clear_errors
+def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, acceleration=None):  # noqa: A002
     """Build and run the examples, storing results with their provenance (no site build)."""
+    reports, _ = commands.measure(
+        _layout(c),
+        [int(lesson)] if lesson else None,
+        force=force,
+        set_name=set or c.course.set,
+        label=label,
+        kernel=_kernel(c, kernel_runner, acceleration),
+    )
+    commands.print_reports(reports)
 
-    def go():
-        reports, _ = commands.measure(
-            _layout(c), [int(lesson)] if lesson else None, force=force, set_name=set or c.course.set, label=label
-        )
-        commands.print_reports(reports)
 
-    _fail_clearly(go)()
-
-
-@task(help={"number": "the lesson's number, as in lessons/NN-*.md", "set": "name of the result set"})
-def lesson(c, number, set=None):  # noqa: A002
+@task(help={"number": "the lesson's number, as in lessons/NN-*.md", "set": SET_HELP["set"], **KERNEL_HELP})
+@_clear_errors
+def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa: A002
     """Rerun one lesson's exercise: rebuild if changed, run, store, update its pages, compare."""
     if not str(number).isdigit():
         raise Exit(f"error: lesson number must be a number, got {number!r}", code=2)
-    ok = _fail_clearly(commands.lesson)(_layout(c), int(number), set_name=set or c.course.set)
+    ok = commands.lesson(
+        _layout(c), int(number), set_name=set or c.course.set, kernel=_kernel(c, kernel_runner, acceleration)
+    )
     if not ok:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
 
 
 @task(help={"strict": "turn Sphinx warnings into errors (as CI does)"})
+@_clear_errors
 def site_(c, strict=False):
     """Build the HTML site from the stored results into build/html (no measuring)."""
     layout = _layout(c)
-    seconds = _fail_clearly(site.build_site)(layout, strict=strict, current_set=c.course.set or "")
+    seconds = site.build_site(layout, strict=strict, current_set=c.course.set or "")
     print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
 
 
 @task(
     help={
         "force": "rerun every example even if nothing changed",
-        "set": "name of this machine's result set",
-        "label": "a human label for the result set",
         "strict": "turn Sphinx warnings into errors",
+        **SET_HELP,
+        **KERNEL_HELP,
     }
 )
-def generate(c, force=False, set=None, label=None, strict=False):  # noqa: A002
+@_clear_errors
+def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=None, acceleration=None):  # noqa: A002
     """Generate the course: build and run every example that can run here, store results, build the site."""
-    ok = _fail_clearly(commands.generate)(
-        _layout(c), force=force, set_name=set or c.course.set, label=label, strict=strict
+    ok = commands.generate(
+        _layout(c),
+        force=force,
+        set_name=set or c.course.set,
+        label=label,
+        strict=strict,
+        kernel=_kernel(c, kernel_runner, acceleration),
     )
     if not ok:
         raise Exit("the course was generated, but some steps failed; see above", code=1)
@@ -111,37 +146,44 @@ def generate(c, force=False, set=None, label=None, strict=False):  # noqa: A002
 @task(help={"port": "port of the local preview", "host": "address to listen on"})
 def serve(c, port=8000, host="127.0.0.1"):
     """Preview the site locally, rebuilding it when a lesson, doc or result changes."""
-    layout = _layout(c)
-    command = site.sphinx_command(layout, strict=False)[3:]  # sphinx-build's own arguments
-    c.run(
-        f"{sys.executable} -m sphinx_autobuild --host {host} --port {int(port)} "
-        f"--watch results --watch course " + " ".join(f"'{arg}'" for arg in command if arg != "-q"),
-        pty=True,
-    )
+    arguments = [arg for arg in site.sphinx_command(_layout(c), strict=False)[3:] if arg != "-q"]
+    command = [sys.executable, "-m", "sphinx_autobuild", "--host", host, "--port", str(int(port))]
+    c.run(shlex.join([*command, "--watch", "results", "--watch", "course", *arguments]), pty=True)
 
 
-@task(help={"fast": "skip the slow tests (real runs and the full site build)", "k": "only tests matching this"})
+@task(help={"fast": "skip the slow tests (real runs, the VM boot, the full site build)", "k": "only tests matching"})
 def test(c, fast=False, k=""):
-    """Run the whole test suite (ruff, unit, Sphinx extension, integration, full site build)."""
+    """Run the whole test suite (ruff, unit, Sphinx extension, integration with a real VM, full site build)."""
     c.run(f"{sys.executable} -m ruff check course tests tasks.py conf.py")
     options = ["-m 'not slow'"] if fast else []
     if k:
         options.append(f"-k '{k}'")
-    c.run(f"{sys.executable} -m pytest {' '.join(options)}", pty=False)
+    c.run(f"{sys.executable} -m pytest {' '.join(options)}")
 
 
 @task
 def clean(c):
-    """Remove build/ (binaries, site); stored results are kept."""
+    """Remove build/ (binaries, modules, site, VM scratch); stored results are kept."""
     commands.clean(_layout(c))
 
 
 @task(help={"json": "print every set and measurement as JSON (schema: docs/results.md)"})
+@_clear_errors
 def results(c, json=False):
     """List the stored result sets, or print them all as JSON."""
-    print(_fail_clearly(commands.results)(_layout(c), as_json=json))
+    print(commands.results(_layout(c), as_json=json))
 
 
 ns = Collection(setup, build, run, lesson, generate, serve, test, clean, results)
 ns.add_task(site_, name="site")
-ns.configure({"course": {"set": "", "results": ""}})
+ns.configure(
+    {
+        "course": {
+            "set": "",  # result set name; default: derived from the machine
+            "results": "",  # results folder; default: results/
+            "kernel_runner": "vm",
+            "acceleration": "auto",
+            "guest_kernel": "",  # default: the newest kernel with image, headers and modules
+        }
+    }
+)

@@ -24,6 +24,17 @@ def setup(layout: Layout, install: bool = True) -> None:
     system.install(missing)
 
 
+def build(layout: Layout, number: int | None = None) -> None:
+    """Compile the user-space programs of one lesson (or all), reporting which changed."""
+    from course import build as builder
+
+    chosen = [lesson_catalog.find(layout, number)] if number else lesson_catalog.discover(layout)
+    for item in chosen:
+        for program in item.programs:
+            built = builder.build_program(layout, item, program)
+            print(f"{item.name}/{program}: {'compiled' if built.rebuilt else 'unchanged'} -> {built.binary}")
+
+
 def measure(
     layout: Layout,
     numbers: list[int] | None = None,
@@ -31,17 +42,23 @@ def measure(
     force: bool = False,
     set_name: str | None = None,
     label: str | None = None,
+    kernel: pipeline.KernelOptions | None = None,
 ) -> tuple[list[LessonReport], str]:
     """Build and run the chosen lessons (default: all), storing their results; return reports and set id."""
     chosen = [lesson_catalog.find(layout, n) for n in numbers] if numbers else lesson_catalog.discover(layout)
+    kernel = kernel or pipeline.KernelOptions()
+    if kernel.runner == "host-kernel":
+        print(
+            "WARNING: --kernel-runner host-kernel loads the course's modules into the kernel of THIS machine.\n"
+            "They measure and leave (their init returns an error), but a bug in a module can crash it:\n"
+            "use a machine whose work you can lose."
+        )
     set_path = pipeline.open_set(layout, set_name, label)
-    print(f"result set: {set_path.relative_to(layout.root) if set_path.is_relative_to(layout.root) else set_path}")
-    reports = []
-    for lesson in chosen:
-        if not lesson.has_code:
-            continue
-        print(f"lesson {lesson.number} ({lesson.name}): {lesson.title}")
-        reports.append(pipeline.measure_lesson(layout, lesson, set_path, force=force))
+    shown = set_path.relative_to(layout.root) if set_path.is_relative_to(layout.root) else set_path
+    print(f"result set: {shown}")
+    reports = pipeline.measure_lessons(
+        layout, [lesson for lesson in chosen if lesson.has_code], set_path, force=force, kernel=kernel
+    )
     return reports, set_path.name
 
 
@@ -58,11 +75,17 @@ def print_reports(reports: list[LessonReport], compare: bool = False) -> None:
 
 
 def generate(
-    layout: Layout, *, force: bool = False, set_name: str | None = None, label: str | None = None, strict: bool = False
+    layout: Layout,
+    *,
+    force: bool = False,
+    set_name: str | None = None,
+    label: str | None = None,
+    strict: bool = False,
+    kernel: pipeline.KernelOptions | None = None,
 ) -> bool:
     """Measure every lesson (reusing unchanged results), build the site, print where it is."""
     started = time.monotonic()
-    reports, set_id = measure(layout, force=force, set_name=set_name, label=label)
+    reports, set_id = measure(layout, force=force, set_name=set_name, label=label, kernel=kernel)
     print_reports(reports)
     seconds = site.build_site(layout, strict=strict, current_set=set_id)
     print("\nwhere the time went:")
@@ -71,9 +94,11 @@ def generate(
     return not any(r.failures for r in reports)
 
 
-def lesson(layout: Layout, number: int, *, set_name: str | None = None) -> bool:
+def lesson(
+    layout: Layout, number: int, *, set_name: str | None = None, kernel: pipeline.KernelOptions | None = None
+) -> bool:
     """Rerun one lesson, rebuild the pages that use it, print the new figures beside the old."""
-    reports, set_id = measure(layout, [number], force=True, set_name=set_name)
+    reports, set_id = measure(layout, [number], force=True, set_name=set_name, kernel=kernel)
     print_reports(reports, compare=True)
     seconds = site.build_site(layout, strict=False, current_set=set_id)
     print(f"\nsite updated in {seconds:.1f} s: {site.entry_page(layout)}")

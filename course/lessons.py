@@ -44,6 +44,20 @@ class DisassembleSpec:
 
 
 @dataclass(frozen=True)
+class ModuleSpec:
+    """Load one kernel module once per kind of standard input, and parse what it logs.
+
+    ``measures`` names every measurement the module reports, so that a run that cannot
+    happen (no VM, no module loading) can still say, for each, why it was not run.
+    """
+
+    name: str
+    measures: tuple[str, ...]
+    params: tuple[str, ...] = ()
+    stdin: tuple[str, ...] = ("devnull",)
+
+
+@dataclass(frozen=True)
 class Lesson:
     """One lesson: its page and the code the pipeline builds and runs for it."""
 
@@ -55,10 +69,12 @@ class Lesson:
     runs: tuple[RunSpec, ...] = ()
     disassemblies: tuple[DisassembleSpec, ...] = ()
     programs: tuple[str, ...] = field(default=())
+    kernel_dir: Path | None = None
+    modules: tuple[ModuleSpec, ...] = ()
 
     @property
     def has_code(self) -> bool:
-        return bool(self.runs or self.disassemblies)
+        return bool(self.runs or self.disassemblies or self.modules)
 
     def source(self, program: str) -> Path:
         return self.code_dir / f"{program}.c"
@@ -73,7 +89,12 @@ def discover(layout: Layout) -> list[Lesson]:
             continue
         name = page.stem
         code_dir = layout.user_code / name
-        runs, disassemblies = _read_spec(code_dir / "lesson.toml")
+        runs, disassemblies, _ = _read_spec(code_dir / "lesson.toml")
+        kernel_dir = layout.kernel_code / name
+        modules = _read_spec(kernel_dir / "lesson.toml")[2]
+        for module in modules:
+            if not (kernel_dir / f"{module.name}.c").is_file():
+                raise LessonError(f"{kernel_dir / 'lesson.toml'}: module {module.name!r} has no source {module.name}.c")
         programs = sorted(p.stem for p in code_dir.glob("*.c")) if code_dir.is_dir() else []
         for spec in [*runs, *(d for d in disassemblies if d.program)]:
             program = spec.program
@@ -92,6 +113,8 @@ def discover(layout: Layout) -> list[Lesson]:
                 runs=tuple(runs),
                 disassemblies=tuple(disassemblies),
                 programs=tuple(programs),
+                kernel_dir=kernel_dir if modules else None,
+                modules=tuple(modules),
             )
         )
     return lessons
@@ -114,32 +137,48 @@ def _title_of(page: Path) -> str:
     return page.stem
 
 
-def _read_spec(path: Path) -> tuple[list[RunSpec], list[DisassembleSpec]]:
+def _read_spec(path: Path) -> tuple[list[RunSpec], list[DisassembleSpec], list[ModuleSpec]]:
     if not path.is_file():
-        return [], []
+        return [], [], []
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise LessonError(f"{path}: not valid TOML ({error})") from error
-    unknown = set(data) - {"run", "disassemble"}
+    unknown = set(data) - {"run", "disassemble", "module"}
     if unknown:
-        raise LessonError(f"{path}: unknown section(s) {sorted(unknown)}; use [[run]] or [[disassemble]]")
+        raise LessonError(f"{path}: unknown section(s) {sorted(unknown)}; use [[run]], [[disassemble]] or [[module]]")
     runs = [_run_spec(path, entry) for entry in data.get("run", [])]
     disassemblies = [_disassemble_spec(path, entry) for entry in data.get("disassemble", [])]
-    return runs, disassemblies
+    modules = [_module_spec(path, entry) for entry in data.get("module", [])]
+    return runs, disassemblies, modules
+
+
+def _stdin_kinds(path: Path, entry: dict) -> tuple[str, ...]:
+    stdin = tuple(entry.get("stdin", ["devnull"]))
+    bad = [kind for kind in stdin if kind not in STDIN_KINDS]
+    if bad:
+        raise LessonError(f"{path}: unknown stdin kind(s) {bad}; choose from {list(STDIN_KINDS)}")
+    return stdin
+
+
+def _module_spec(path: Path, entry: dict) -> ModuleSpec:
+    if "name" not in entry or not entry.get("measures"):
+        raise LessonError(f'{path}: a [[module]] entry needs name = "..." and measures = ["...", ...]')
+    return ModuleSpec(
+        name=entry["name"],
+        measures=tuple(entry["measures"]),
+        params=tuple(str(param) for param in entry.get("params", [])),
+        stdin=_stdin_kinds(path, entry),
+    )
 
 
 def _run_spec(path: Path, entry: dict) -> RunSpec:
     if "program" not in entry:
         raise LessonError(f'{path}: a [[run]] entry needs program = "name"')
-    stdin = tuple(entry.get("stdin", ["devnull"]))
-    bad = [kind for kind in stdin if kind not in STDIN_KINDS]
-    if bad:
-        raise LessonError(f"{path}: unknown stdin kind(s) {bad}; choose from {list(STDIN_KINDS)}")
     return RunSpec(
         program=entry["program"],
         args=tuple(str(arg) for arg in entry.get("args", [])),
-        stdin=stdin,
+        stdin=_stdin_kinds(path, entry),
         timeout=float(entry.get("timeout", 120.0)),
     )
 

@@ -1,8 +1,8 @@
-"""Measuring a lesson: build its programs, run them, summarize and store the figures.
+"""Measuring lessons: build their code, run it, summarize and store the figures.
 
 This is the one place that knows the order of the steps; each step lives in its own
-module (:mod:`course.build`, :mod:`course.runners`, :mod:`course.protocol`,
-:mod:`course.stats`, :mod:`course.store`).
+module (:mod:`course.build`, :mod:`course.runners`, :mod:`course.kernel_runs`,
+:mod:`course.protocol`, :mod:`course.stats`, :mod:`course.store`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,20 @@ from pathlib import Path
 from course import disassemble, fingerprint, protocol, store
 from course.build import BuildError, Program, build_program
 from course.layout import Layout
-from course.lessons import Lesson, RunSpec
-from course.runners import RunOutcome, run_on_host
+from course.lessons import Lesson
+from course.runners import run_on_host
 from course.stats import summarize
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """Where kernel modules run: ``vm`` (default), ``host-kernel`` (only when asked by name) or ``none``."""
+
+    runner: str = "vm"
+    acceleration: str = "auto"  # auto, kvm, tcg or tcg-icount
+    release: str = ""  # the guest kernel; default: the newest installed
 
 
 @dataclass
@@ -41,6 +50,25 @@ class LessonReport:
         return [] if self.cached else self.stored.get("failures", [])
 
 
+@dataclass
+class LessonRun:
+    """A lesson being measured: what it produced so far."""
+
+    lesson: Lesson
+    previous: dict
+    programs: dict[str, Program] = field(default_factory=dict)
+    measurements: dict[str, dict] = field(default_factory=dict)
+    captures: dict[str, dict] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    tsc_rates: list[float] = field(default_factory=list)
+    kernel: dict = field(default_factory=dict)  # runner, acceleration, guest kernel
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, step: str, what: str, message: str, log: str = "") -> None:
+        self.failures.append(failure(step, what, message, log))
+
+
 def open_set(layout: Layout, set_name: str | None = None, label: str | None = None) -> Path:
     """This machine's result set folder, created or refreshed with its provenance."""
     machine = fingerprint.machine()
@@ -55,60 +83,136 @@ def open_set(layout: Layout, set_name: str | None = None, label: str | None = No
     return path
 
 
-def measurement_id(lesson: Lesson, spec: RunSpec, name: str, stdin: str) -> str:
+def measurement_id(lesson: Lesson, name: str, stdin: str, kinds: tuple[str, ...]) -> str:
     """``03-timing/read.devnull``: lesson, measurement, and the kind of standard input when it varies."""
-    return f"{lesson.name}/{name}" + (f".{stdin}" if len(spec.stdin) > 1 else "")
+    return f"{lesson.name}/{name}" + (f".{stdin}" if len(kinds) > 1 else "")
 
 
-def inputs_key(lesson: Lesson, programs: dict[str, Program], machine: dict) -> str:
+def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
     """A hash of everything that could change the lesson's figures: reuse results only if it matches."""
+    lesson = run.lesson
+    specs = [
+        path.read_text(encoding="utf-8")
+        for path in (lesson.code_dir / "lesson.toml", (lesson.kernel_dir or lesson.code_dir) / "lesson.toml")
+        if path.is_file()
+    ]
     parts = {
-        "programs": {name: program.inputs_hash for name, program in sorted(programs.items())},
-        "spec": (lesson.code_dir / "lesson.toml").read_text(encoding="utf-8"),
+        "programs": {name: program.inputs_hash for name, program in sorted(run.programs.items())},
+        "sources": run.sources,
+        "specs": specs,
         "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
         "cpu": [machine.get("cpu_model"), machine.get("microcode")],
-        "runner": "host",
+        "kernel_runner": kernel_setting if lesson.modules else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def measure_lesson(
-    layout: Layout, lesson: Lesson, set_path: Path, *, force: bool = False, progress: Progress = print
-) -> LessonReport:
-    """Build and run one lesson's programs and store the results in ``set_path``.
+def measure_lessons(
+    layout: Layout,
+    lessons: list[Lesson],
+    set_path: Path,
+    *,
+    force: bool = False,
+    progress: Progress = print,
+    kernel: KernelOptions | None = None,
+) -> list[LessonReport]:
+    """Build and run the lessons' code and store each lesson's results in ``set_path``.
 
-    Results are reused, without running anything, when nothing that shapes them changed
-    (sources, compiler, flags, kernel, machine) unless ``force`` is set.
+    A lesson's results are reused, without running anything, when nothing that shapes
+    them changed (sources, compiler, flags, kernel, machine), unless ``force`` is set.
+    All kernel modules of the lessons that do run share one VM boot.
     """
-    machine = store.read_json(set_path / store.SET_FILE)["machine"]
-    previous_path = set_path / f"{lesson.name}.json"
-    previous = store.read_json(previous_path) if previous_path.is_file() else {}
-    steps: list[dict] = []
-    failures: list[dict] = []
+    from course import kernel_runs  # the kernel side pulls in the VM machinery only when needed
 
-    programs: dict[str, Program] = {}
-    for name in _programs_used(lesson):
+    kernel = kernel or KernelOptions()
+    machine = store.read_json(set_path / store.SET_FILE)["machine"]
+    setting = kernel_runs.setting(layout, kernel, progress) if any(lesson.modules for lesson in lessons) else {}
+    reports: list[LessonReport] = []
+    pending: list[LessonRun] = []
+    for lesson in lessons:
+        previous_path = set_path / f"{lesson.name}.json"
+        run = LessonRun(lesson, store.read_json(previous_path) if previous_path.is_file() else {})
+        progress(f"lesson {lesson.number} ({lesson.name})")
+        _build_programs(layout, run, progress)
+        run.sources.update(kernel_runs.module_hashes(layout, lesson))
+        key = inputs_key(run, machine, setting)
+        if (
+            not force
+            and not run.failures
+            and run.previous.get("inputs_key") == key
+            and not run.previous.get("failures")
+        ):
+            progress(f"  reuse  {lesson.name} results (sources, compiler, kernel and machine unchanged)")
+            reports.append(LessonReport(lesson, run.previous, run.previous, cached=True, steps=run.steps))
+            continue
+        run.kernel = {"inputs_key": key}
+        _run_programs(layout, run, progress)
+        _disassemble(run)
+        pending.append(run)
+
+    kernel_lessons = [run for run in pending if run.lesson.modules]
+    if kernel_lessons:
+        kernel_runs.measure(layout, kernel_lessons, kernel, setting, progress)
+
+    for run in pending:
+        if run.tsc_rates and not run.lesson.modules:
+            _record_tsc_rate(set_path, statistics.median(run.tsc_rates))
+        stored = store.save_lesson(set_path, run.lesson.name, _lesson_file(run))
+        reports.append(LessonReport(run.lesson, stored, run.previous, cached=False, steps=run.steps))
+    reports.sort(key=lambda report: report.lesson.number)
+    return reports
+
+
+def measure_lesson(
+    layout: Layout,
+    lesson: Lesson,
+    set_path: Path,
+    *,
+    force: bool = False,
+    progress: Progress = print,
+    kernel: KernelOptions | None = None,
+) -> LessonReport:
+    """One lesson: see :func:`measure_lessons`."""
+    return measure_lessons(layout, [lesson], set_path, force=force, progress=progress, kernel=kernel)[0]
+
+
+def _lesson_file(run: LessonRun) -> dict:
+    first = next(iter(run.programs.values()), None)
+    return {
+        "measured_at": store.now(),
+        "runner": "host" if not run.lesson.modules else run.kernel.get("runner", "vm"),
+        "kernel_run": {k: v for k, v in run.kernel.items() if k != "inputs_key"},
+        "inputs_key": run.kernel.get("inputs_key", "") if not run.failures else "",
+        "compiler": first.compiler if first else fingerprint.compiler_version(),
+        "cflags": list(first.cflags) if first else [],
+        "sources": {**run.sources, **{p: d for program in run.programs.values() for p, d in program.sources.items()}},
+        "measurements": run.measurements,
+        "captures": run.captures,
+        "failures": run.failures,
+        "steps": run.steps,
+    }
+
+
+def _build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
+    lesson = run.lesson
+    names = [spec.program for spec in lesson.runs] + [d.program for d in lesson.disassemblies if d.program]
+    for name in dict.fromkeys(names):
         started = time.monotonic()
         try:
-            programs[name] = build_program(layout, lesson, name)
+            run.programs[name] = build_program(layout, lesson, name)
         except BuildError as error:
-            failures.append(_failure("build", name, str(error), error.log))
+            run.fail("build", name, str(error), error.log)
             progress(f"  build  {name:<20} FAILED: {error}")
             continue
-        step = _step(f"build {name}", started, cached=not programs[name].rebuilt)
-        steps.append(step)
+        step = timed_step(f"build {name}", started, cached=not run.programs[name].rebuilt)
+        run.steps.append(step)
         progress(f"  build  {name:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
 
-    key = inputs_key(lesson, programs, machine)
-    if not force and not failures and previous.get("inputs_key") == key and not previous.get("failures"):
-        progress(f"  reuse  {lesson.name} results (sources, compiler, kernel and machine unchanged)")
-        return LessonReport(lesson, previous, previous, cached=True, steps=steps)
 
-    measurements: dict[str, dict] = {}
-    captures: dict[str, dict] = {}
-    tsc_rates: list[float] = []
+def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
+    lesson = run.lesson
     for spec in lesson.runs:
-        program = programs.get(spec.program)
+        program = run.programs.get(spec.program)
         if program is None:
             continue
         for stdin in spec.stdin:
@@ -122,85 +226,66 @@ def measure_lesson(
                 spec.timeout,
                 shown_as=os.path.relpath(program.binary, layout.root),
             )
-            steps.append(_step(f"run {spec.program} ({stdin})", started))
-            found = _collect(lesson, spec, stdin, program, outcome, failures)
-            measurements.update(found.measurements)
-            if found.tsc_hz:
-                tsc_rates.append(found.tsc_hz)
-            if found.text is not None:
-                captures[measurement_id(lesson, spec, spec.program, stdin) + ".output"] = found.text
-
-    for spec in lesson.disassemblies:
-        started = time.monotonic()
-        try:
-            if spec.program:
-                if spec.program not in programs:
-                    continue
-                listing, command = disassemble.of_program(programs[spec.program].binary, spec.symbol)
-            else:
-                listing, command = disassemble.of_library(spec.library or "", spec.symbol)
-        except disassemble.DisassemblyError as error:
-            failures.append(_failure("disassemble", spec.id, str(error), ""))
-            continue
-        captures[f"{lesson.name}/{spec.id}"] = {"text": listing, "command": command, "measured_at": store.now()}
-        steps.append(_step(f"disassemble {spec.id}", started))
-
-    if tsc_rates:
-        _record_tsc_rate(set_path, statistics.median(tsc_rates))
-    new = {
-        "measured_at": store.now(),
-        "runner": "host",
-        "inputs_key": key if not failures else "",
-        "compiler": next(iter(programs.values())).compiler if programs else fingerprint.compiler_version(),
-        "cflags": list(next(iter(programs.values())).cflags) if programs else [],
-        "sources": {path: digest for program in programs.values() for path, digest in program.sources.items()},
-        "measurements": measurements,
-        "captures": captures,
-        "failures": failures,
-        "steps": steps,
-    }
-    stored = store.save_lesson(set_path, lesson.name, new)
-    return LessonReport(lesson, stored, previous, cached=False, steps=steps)
+            run.steps.append(timed_step(f"run {spec.program} ({stdin})", started))
+            what = f"{spec.program} (stdin={stdin})"
+            if not outcome.ok:
+                ended = "was stopped (timeout)" if outcome.exit_status is None else f"exited with {outcome.exit_status}"
+                run.fail("run", what, f"{outcome.command} {ended}", outcome.stdout + outcome.stderr)
+                continue
+            context = {
+                "stdin": stdin,
+                "command": outcome.command,
+                "exit_status": outcome.exit_status,
+                "sources": program.sources,
+                "runner": "host",
+            }
+            parsed = parse_or_fail(run, what, outcome.stdout)
+            if parsed is None:
+                continue
+            record(run, spec.stdin, stdin, parsed, context)
+            run.captures[measurement_id(lesson, spec.program, stdin, spec.stdin) + ".output"] = {
+                "text": "\n".join(parsed.text).strip("\n"),
+                "command": outcome.command,
+                "measured_at": store.now(),
+            }
 
 
-@dataclass
-class _Collected:
-    measurements: dict[str, dict]
-    tsc_hz: float | None
-    text: dict | None
-
-
-def _collect(
-    lesson: Lesson, spec: RunSpec, stdin: str, program: Program, outcome: RunOutcome, failures: list[dict]
-) -> _Collected:
-    """Turn one run's output into stored measurements; record a failure if it went wrong."""
-    what = f"{spec.program} (stdin={stdin})"
-    if not outcome.ok:
-        ended = "was stopped (timeout)" if outcome.exit_status is None else f"exited with {outcome.exit_status}"
-        failures.append(_failure("run", what, f"{outcome.command} {ended}", outcome.stdout + outcome.stderr))
-        return _Collected({}, None, None)
+def parse_or_fail(run: LessonRun, what: str, output: str) -> protocol.ProgramOutput | None:
     try:
-        parsed = protocol.parse(outcome.stdout)
+        return protocol.parse(output)
     except protocol.ProtocolError as error:
-        failures.append(_failure("parse", what, str(error), outcome.stdout[-4000:]))
-        return _Collected({}, None, None)
+        run.fail("parse", what, str(error), output[-4000:])
+        return None
 
-    tsc_hz = float(parsed.meta["tsc_hz"]) if "tsc_hz" in parsed.meta else None
+
+def record(
+    run: LessonRun,
+    kinds: tuple[str, ...],
+    stdin: str,
+    parsed: protocol.ProgramOutput,
+    context: dict,
+    unit: str | None = None,
+    with_rate: bool = True,
+) -> None:
+    """Store the parsed measurements and skips of one run (a program's, or a module load's)."""
+    lesson = run.lesson
+    tsc_hz = float(parsed.meta["tsc_hz"]) if parsed.meta.get("tsc_hz") and with_rate else None
+    if tsc_hz:
+        run.tsc_rates.append(tsc_hz)
     measured_at = store.now()
-    sources = program.sources
-    found: dict[str, dict] = {}
+    meta = {k: v for k, v in parsed.meta.items() if k not in ("tsc_hz", "done")}
     for name, raw in parsed.measurements.items():
         overhead = 0
         if raw.subtract:
             base = parsed.measurements.get(raw.subtract)
             if base is None:
-                failures.append(_failure("parse", what, f"{name} subtracts unknown measurement {raw.subtract}", ""))
+                run.fail("parse", name, f"{name} subtracts unknown measurement {raw.subtract}")
                 continue
             overhead = min(base.counts)
         summary = summarize(raw.counts, overhead)
-        found[measurement_id(lesson, spec, name, stdin)] = {
+        run.measurements[measurement_id(lesson, name, stdin, kinds)] = {
             "status": "ok",
-            "unit": raw.unit,
+            "unit": unit or raw.unit,
             "samples": summary.samples,
             "min": summary.min,
             "median": summary.median,
@@ -209,34 +294,38 @@ def _collect(
             "max": summary.max,
             "overhead": {
                 "ticks": overhead,
-                "from": measurement_id(lesson, spec, raw.subtract, stdin) if raw.subtract else None,
+                "from": measurement_id(lesson, raw.subtract, stdin, kinds) if raw.subtract else None,
             },
             "histogram": summary.histogram,
             "tsc_hz": tsc_hz,
-            "stdin": stdin,
-            "command": outcome.command,
-            "exit_status": outcome.exit_status,
             "measured_at": measured_at,
-            "sources": sources,
-            "meta": {k: v for k, v in parsed.meta.items() if k != "tsc_hz"},
+            "meta": meta,
+            **context,
         }
     for name, reason in parsed.skipped.items():
-        found[measurement_id(lesson, spec, name, stdin)] = {
+        run.measurements[measurement_id(lesson, name, stdin, kinds)] = {
             "status": "skipped",
             "reason": reason,
-            "stdin": stdin,
-            "command": outcome.command,
-            "exit_status": outcome.exit_status,
             "measured_at": measured_at,
-            "sources": sources,
+            **context,
         }
-    text = {"text": "\n".join(parsed.text).strip("\n"), "command": outcome.command, "measured_at": measured_at}
-    return _Collected(found, tsc_hz, text)
 
 
-def _programs_used(lesson: Lesson) -> list[str]:
-    names = [spec.program for spec in lesson.runs] + [d.program for d in lesson.disassemblies if d.program]
-    return list(dict.fromkeys(names))
+def _disassemble(run: LessonRun) -> None:
+    for spec in run.lesson.disassemblies:
+        started = time.monotonic()
+        try:
+            if spec.program:
+                if spec.program not in run.programs:
+                    continue
+                listing, command = disassemble.of_program(run.programs[spec.program].binary, spec.symbol)
+            else:
+                listing, command = disassemble.of_library(spec.library or "", spec.symbol)
+        except disassemble.DisassemblyError as error:
+            run.fail("disassemble", spec.id, str(error))
+            continue
+        run.captures[f"{run.lesson.name}/{spec.id}"] = {"text": listing, "command": command, "measured_at": store.now()}
+        run.steps.append(timed_step(f"disassemble {spec.id}", started))
 
 
 def _record_tsc_rate(set_path: Path, tsc_hz: float) -> None:
@@ -245,9 +334,9 @@ def _record_tsc_rate(set_path: Path, tsc_hz: float) -> None:
     store.save_set_info(set_path, info)
 
 
-def _failure(step: str, what: str, message: str, log: str) -> dict:
+def failure(step: str, what: str, message: str, log: str = "") -> dict:
     return {"step": step, "what": what, "message": message, "log": log[-20000:], "at": store.now()}
 
 
-def _step(name: str, started: float, cached: bool = False) -> dict:
+def timed_step(name: str, started: float, cached: bool = False) -> dict:
     return {"name": name, "seconds": round(time.monotonic() - started, 3), "cached": cached}

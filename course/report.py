@@ -40,17 +40,20 @@ def nanoseconds(ticks: float | None, tsc_hz: float | None) -> str:
 
 def lesson_table(report: LessonReport, compare: bool = False) -> str:
     """The lesson's measurements; with ``compare``, the previous run's min and median beside them."""
-    headers = ["measurement", "min", "median", "p90", "p99", "median ns", "samples"]
+    headers = ["measurement", "unit", "min", "median", "p90", "p99", "median ns", "samples"]
     if compare:
         headers += ["previous min", "previous median"]
     rows = []
+    notes = []
     old = report.previous.get("measurements", {})
     for key, value in sorted(report.stored.get("measurements", {}).items()):
         if value.get("status") != "ok":
-            row = [key, value.get("status", "?"), value.get("reason", "")[:40], "", "", "", ""]
+            notes.append(f"{key}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}")
+            row = [key, "", value.get("status", "?"), "", "", "", "", ""]
         else:
             row = [
                 key,
+                value.get("unit", "ticks"),
                 figure(value["min"]),
                 figure(value["median"]),
                 figure(value["p90"]),
@@ -65,7 +68,7 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
     if not rows:
         captures = sorted(report.stored.get("captures", {}))
         return "captured: " + ", ".join(captures) if captures else "(nothing measured or captured)"
-    return table(headers, rows)
+    return "\n".join([table(headers, rows), *notes])
 
 
 def steps_table(reports: Sequence[LessonReport], site_seconds: float | None = None) -> str:

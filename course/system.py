@@ -11,6 +11,12 @@ DEBIAN_PACKAGES = {
     "build-essential": "gcc and make, to compile the lessons' programs",
     "binutils": "objdump and readelf, for the disassembly of lesson 2",
     "graphviz": "dot, to draw the diagram of lesson 2",
+    "qemu-system-x86": "QEMU, the disposable VM the kernel modules run in",
+    "linux-image-amd64": "the kernel the VM boots (Debian's)",
+    "linux-headers-amd64": "that kernel's headers, to build the modules against it",
+    "busybox-static": "the tools of the VM's initramfs (virtme-ng)",
+    "kmod": "insmod, to load a module in the VM",
+    "util-linux": "dmesg, to read the kernel log in the VM",
 }
 
 

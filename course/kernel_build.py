@@ -1,0 +1,108 @@
+"""The kernel the modules run on, and building the modules against exactly that kernel."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from course.build import BuildError, file_hash
+from course.layout import Layout
+from course.lessons import Lesson, ModuleSpec
+
+BOOT = Path("/boot")
+HEADERS = Path("/usr/src")
+MODULES = Path("/lib/modules")
+
+#: What a Debian machine installs to run the kernel lessons (see course.system).
+KERNEL_PACKAGES = "linux-image-amd64 linux-headers-amd64"
+
+
+class KernelError(RuntimeError):
+    """No usable kernel to build against or to boot; the message names the packages to install."""
+
+
+@dataclass(frozen=True)
+class GuestKernel:
+    """A kernel image with its headers and modules: what boots in the VM and what modules build against."""
+
+    release: str
+    image: Path
+    headers: Path
+    modules: Path
+
+
+@dataclass(frozen=True)
+class BuiltModule:
+    """A compiled module and what it was made from."""
+
+    lesson: str
+    name: str
+    ko: Path
+    sources: dict[str, str]
+    rebuilt: bool
+
+
+def _release_key(release: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"[.-]", release)]
+
+
+def find_kernel(release: str = "", boot: Path = BOOT, headers: Path = HEADERS, modules: Path = MODULES) -> GuestKernel:
+    """The newest kernel (or ``release``) that has an image, headers and modules installed."""
+    candidates = []
+    for image in boot.glob("vmlinuz-*"):
+        found = image.name.removeprefix("vmlinuz-")
+        if release and found != release:
+            continue
+        if (headers / f"linux-headers-{found}").is_dir() and (modules / found).is_dir():
+            candidates.append(found)
+    if not candidates:
+        wanted = f"kernel {release}" if release else "a kernel"
+        raise KernelError(
+            f"no {wanted} with image, headers and modules installed (looked in {boot}, {headers}, {modules}); "
+            f"install them with: apt-get install {KERNEL_PACKAGES} (invoke setup does it)"
+        )
+    newest = max(candidates, key=_release_key)
+    return GuestKernel(newest, boot / f"vmlinuz-{newest}", headers / f"linux-headers-{newest}", modules / newest)
+
+
+def module_sources(layout: Layout, lesson: Lesson, module: ModuleSpec) -> dict[str, Path]:
+    """The files a module is built from: its source, its Kbuild, and the shared kernel headers."""
+    assert lesson.kernel_dir is not None
+    files = [lesson.kernel_dir / f"{module.name}.c", lesson.kernel_dir / "Kbuild"]
+    files += sorted((layout.kernel_code / "common").glob("*.h"))
+    return {str(path.relative_to(layout.root)): path for path in files}
+
+
+def build_module(layout: Layout, lesson: Lesson, module: ModuleSpec, kernel: GuestKernel) -> BuiltModule:
+    """Build one module against ``kernel`` in ``build/kernel/<release>/``, reusing it if nothing changed.
+
+    The sources are copied there first so that Kbuild's objects never land in ``code/``.
+    """
+    if shutil.which("make") is None:
+        raise BuildError("make not found; install it with: apt-get install build-essential")
+    sources = module_sources(layout, lesson, module)
+    hashes = {name: file_hash(path) for name, path in sources.items()}
+    tree = layout.build / "kernel" / kernel.release
+    work = tree / lesson.name
+    ko = work / f"{module.name}.ko"
+    digest = hashlib.sha256(repr(sorted(hashes.items())).encode() + kernel.release.encode()).hexdigest()
+    stamp = work / f"{module.name}.inputs"
+    if ko.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        return BuiltModule(lesson.name, module.name, ko, hashes, rebuilt=False)
+    for relative, path in sources.items():
+        target = tree / Path(relative).relative_to(Path(relative).parts[0], Path(relative).parts[1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    command = ["make", "-C", str(kernel.headers), f"M={work}", "modules"]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0 or not ko.is_file():
+        raise BuildError(
+            f"module {module.name} of {lesson.name} did not build against {kernel.release}",
+            log=" ".join(command) + "\n" + finished.stdout + finished.stderr,
+        )
+    stamp.write_text(digest)
+    return BuiltModule(lesson.name, module.name, ko, hashes, rebuilt=True)

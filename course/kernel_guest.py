@@ -1,0 +1,77 @@
+"""Loading the course's modules, one per kind of standard input, and collecting the kernel log.
+
+This runs where the modules are loaded: inside the disposable VM (the default), or on
+the host kernel when the user asked for it by name (``--kernel-runner host-kernel``).
+It refuses to run anywhere else, so that nothing is loaded into a kernel by accident::
+
+    python -m course.kernel_guest PLAN.json RESULTS.json
+
+PLAN is a list of jobs ``{lesson, module, ko, params, stdin}``; RESULTS is rewritten
+(atomically) after every job, so a crash or a hung VM keeps what was measured before it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from course.runners import stdin_of_kind
+from course.store import write_json
+
+#: The kernel command line of a virtme-ng guest carries this; the host's never does.
+VM_MARK = "virtme"
+
+
+def in_disposable_vm(cmdline: str) -> bool:
+    return VM_MARK in cmdline
+
+
+def run_job(job: dict, scratch: Path, timeout: float = 300) -> dict:
+    """Load one module with the chosen standard input; return its exit status and the kernel log."""
+    subprocess.run(["dmesg", "--clear"], check=True)
+    command = ["insmod", job["ko"], *job.get("params", [])]
+    started = time.monotonic()
+    with stdin_of_kind(job["stdin"], scratch) as fd:
+        try:
+            finished = subprocess.run(command, stdin=fd, capture_output=True, text=True, timeout=timeout)
+            status, output = finished.returncode, finished.stdout + finished.stderr
+        except subprocess.TimeoutExpired:
+            status, output = None, f"insmod did not return within {timeout:.0f} s"
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    return {
+        **job,
+        "command": " ".join(["insmod", Path(job["ko"]).name, *job.get("params", [])]),
+        "exit_status": status,
+        "insmod_output": output.strip(),
+        "log": log,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3):
+        print("usage: python -m course.kernel_guest PLAN.json RESULTS.json [--host-kernel]", file=sys.stderr)
+        return 2
+    plan_path, results_path = Path(argv[0]), Path(argv[1])
+    on_host = argv[2:] == ["--host-kernel"]
+    if not on_host and not in_disposable_vm(Path("/proc/cmdline").read_text()):
+        print(
+            "course.kernel_guest: not in the course's VM; refusing to load modules into this kernel "
+            "(the host-kernel runner must be asked for by name)",
+            file=sys.stderr,
+        )
+        return 3
+    jobs = json.loads(plan_path.read_text())
+    results: list[dict] = []
+    for number, job in enumerate(jobs, start=1):
+        print(f"course-guest: [{number}/{len(jobs)}] {job['module']} stdin={job['stdin']}", flush=True)
+        results.append(run_job(job, Path("/tmp/course-scratch")))
+        write_json(results_path, {"schema": 1, "jobs": results, "complete": number == len(jobs)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,204 @@
+"""The kernel side of a run: build the lessons' modules, load them where asked, record the figures.
+
+``vm`` (the default) loads them in a disposable VM (:mod:`course.vm`); ``host-kernel``
+loads them into the running kernel, only when the user asked for it by name; ``none``
+records every kernel measurement as not run, with the reason. So does a machine that
+cannot boot the VM: a figure that could not be measured is never made up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from course import kernel_build, store, vm
+from course.build import BuildError, file_hash
+from course.kernel_build import GuestKernel, KernelError
+from course.layout import Layout
+from course.lessons import Lesson
+from course.pipeline import KernelOptions, LessonRun, Progress, measurement_id, parse_or_fail, record, timed_step
+
+RUNNERS = ("vm", "host-kernel", "none")
+
+#: Words in a kernel log that mean a module crashed the kernel's code path.
+OOPS_MARKERS = ("BUG:", "Oops:", "general protection fault", "Kernel panic", "Call Trace:")
+
+
+def module_hashes(layout: Layout, lesson: Lesson) -> dict[str, str]:
+    """The sources of the lesson's modules with their hashes (empty for a user-space lesson)."""
+    hashes: dict[str, str] = {}
+    for module in lesson.modules:
+        for relative, path in kernel_build.module_sources(layout, lesson, module).items():
+            hashes[relative] = file_hash(path)
+    return hashes
+
+
+def host_kernel() -> GuestKernel:
+    """The running kernel, for the host-kernel runner: it needs that kernel's headers."""
+    release = os.uname().release
+    headers = Path(f"/lib/modules/{release}/build")
+    if not headers.is_dir():
+        headers = Path(f"/usr/src/linux-headers-{release}")
+    if not headers.is_dir():
+        raise KernelError(f"no headers for the running kernel {release}; install linux-headers-{release}")
+    return GuestKernel(release, Path(f"/boot/vmlinuz-{release}"), headers, Path(f"/lib/modules/{release}"))
+
+
+def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
+    """Where the modules will run, decided once per run; part of each kernel lesson's inputs key."""
+    if options.runner not in RUNNERS:
+        raise vm.VmError(f"unknown kernel runner {options.runner!r}; choose one of {', '.join(RUNNERS)}")
+    if options.runner == "none":
+        return {"runner": "none", "unavailable": "kernel examples were not asked for (--kernel-runner none)"}
+    if options.runner == "host-kernel":
+        return {"runner": "host-kernel", "acceleration": "host-kernel", "guest_kernel": os.uname().release}
+    try:
+        kernel = kernel_build.find_kernel(options.release)
+        vm.require_qemu()
+        vm.vng_path()
+        acceleration, why = vm.choose_acceleration(layout, kernel, options.acceleration, progress)
+    except (KernelError, vm.VmError) as error:
+        return {"runner": "vm", "unavailable": str(error)}
+    return {"runner": "vm", "acceleration": acceleration, "why": why, "guest_kernel": kernel.release}
+
+
+def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where: dict, progress: Progress) -> None:
+    """Build and load every module of ``runs`` (one VM boot for all) and record what they measured."""
+    for run in runs:
+        run.kernel.update(where)
+    if "unavailable" in where:
+        for run in runs:
+            _not_run(run, where["unavailable"])
+        progress(f"  kernel not run: {where['unavailable']}")
+        return
+    try:
+        kernel = host_kernel() if where["runner"] == "host-kernel" else kernel_build.find_kernel(options.release)
+    except KernelError as error:
+        for run in runs:
+            _not_run(run, str(error))
+        return
+
+    jobs: list[dict] = []
+    for run in runs:
+        for module in run.lesson.modules:
+            started = time.monotonic()
+            try:
+                built = kernel_build.build_module(layout, run.lesson, module, kernel)
+            except BuildError as error:
+                run.fail("build", f"module {module.name}", str(error), error.log)
+                progress(f"  build  {module.name:<20} FAILED: {error}")
+                continue
+            step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
+            run.steps.append(step)
+            progress(
+                f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
+                f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
+            )
+            jobs += [
+                {
+                    "lesson": run.lesson.name,
+                    "module": module.name,
+                    "ko": str(built.ko),
+                    "params": list(module.params),
+                    "stdin": stdin,
+                }
+                for stdin in module.stdin
+            ]
+    if not jobs:
+        return
+
+    started = time.monotonic()
+    if where["runner"] == "host-kernel":
+        progress(f"  host   loading {len(jobs)} module runs into the RUNNING kernel {kernel.release}, as asked")
+        results, console, status = _run_on_host_kernel(layout, jobs)
+        label = "load modules into the host kernel"
+    else:
+        progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} module runs ...")
+        boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress)
+        results, console, status = boot.jobs, boot.console, boot.exit_status
+        label = f"vm boot and {len(jobs)} module runs ({where['acceleration']})"
+    seconds = time.monotonic() - started
+    for run in runs:
+        run.steps.append({"name": label, "seconds": round(seconds, 3), "cached": False, "shared": True})
+    progress(f"  kernel {label}: {seconds:.1f} s")
+    _record_results(runs, jobs, results, console, status, where)
+
+
+def _run_on_host_kernel(layout: Layout, jobs: list[dict]) -> tuple[list[dict], str, int | None]:
+    import json
+
+    if os.geteuid() != 0:
+        raise vm.VmError("the host-kernel runner loads modules and needs root")
+    rundir = layout.build / "host-kernel"
+    rundir.mkdir(parents=True, exist_ok=True)
+    plan, results = rundir / "plan.json", rundir / "results.json"
+    results.unlink(missing_ok=True)
+    plan.write_text(json.dumps(jobs, indent=1))
+    finished = subprocess.run(
+        [sys.executable, "-m", "course.kernel_guest", str(plan), str(results), "--host-kernel"],
+        capture_output=True,
+        text=True,
+        cwd=layout.root,
+        env={**os.environ, "PYTHONPATH": str(layout.root)},
+    )
+    done = store.read_json(results)["jobs"] if results.is_file() else []
+    return done, finished.stdout + finished.stderr, finished.returncode
+
+
+def _record_results(
+    runs: list[LessonRun], jobs: list[dict], results: list[dict], console: str, status: int | None, where: dict
+) -> None:
+    by_lesson = {run.lesson.name: run for run in runs}
+    unit = vm.UNITS[where["acceleration"]]
+    for index, job in enumerate(jobs):
+        run = by_lesson[job["lesson"]]
+        module = next(m for m in run.lesson.modules if m.name == job["module"])
+        what = f"module {job['module']} (stdin={job['stdin']})"
+        if index >= len(results):
+            ended = "stopped after its timeout" if status is None else f"ended (exit {status})"
+            run.fail("run", what, f"the VM {ended} before this module was loaded", console[-8000:])
+            continue
+        result = results[index]
+        log = result["log"]
+        if any(marker in log for marker in OOPS_MARKERS):
+            run.fail("run", what, "the kernel reported an oops or BUG while the module ran", log)
+            continue
+        if result["exit_status"] is None:
+            run.fail("run", what, result["insmod_output"], log)
+            continue
+        parsed = parse_or_fail(run, what, log)
+        if parsed is None:
+            continue
+        if parsed.meta.get("done") != "1":
+            run.fail("load", what, f"the module did not finish measuring: insmod said {result['insmod_output']!r}", log)
+            continue
+        context = {
+            "stdin": job["stdin"],
+            "command": f"{result['command']} < {job['stdin']}",
+            "exit_status": result["exit_status"],
+            "sources": {k: v for k, v in run.sources.items() if "/kernel/" in k},
+            "runner": where["runner"],
+            "acceleration": where["acceleration"],
+            "guest_kernel": where.get("guest_kernel"),
+        }
+        # Emulated ticks have no meaningful rate in nanoseconds: keep none.
+        record(run, module.stdin, job["stdin"], parsed, context, unit=unit, with_rate=unit == "ticks")
+        kernel_log = "\n".join(parsed.text).strip()
+        capture_id = measurement_id(run.lesson, job["module"], job["stdin"], module.stdin) + ".log"
+        run.captures[capture_id] = {"text": kernel_log, "command": context["command"], "measured_at": store.now()}
+
+
+def _not_run(run: LessonRun, reason: str) -> None:
+    """Record every measurement the lesson's modules would make as not run, with why."""
+    for module in run.lesson.modules:
+        for stdin in module.stdin:
+            for name in module.measures:
+                run.measurements[measurement_id(run.lesson, name, stdin, module.stdin)] = {
+                    "status": "skipped",
+                    "reason": f"not run: {reason}",
+                    "stdin": stdin,
+                    "measured_at": store.now(),
+                }

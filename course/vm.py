@@ -1,0 +1,194 @@
+"""The ``vm`` runner: boot the guest kernel in QEMU with virtme-ng, load the modules there, power off.
+
+virtme-ng boots a distribution kernel with the host's filesystem shared read-only, so the
+guest sees the course checkout, its Python and the built modules at the same paths;
+one writable folder carries the results back. All the kernel examples of a run share
+one boot. Acceleration is KVM only where a probe boot shows it works (on some machines
+``/dev/kvm`` exists but a guest hangs or QEMU aborts under it), otherwise software
+emulation (TCG); the deterministic mode adds ``-icount``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from course import store
+from course.kernel_build import GuestKernel
+from course.layout import Layout
+
+#: kvm: hardware virtualisation, real ticks. tcg: software emulation, ticks of the emulator.
+#: tcg-icount: emulation with a virtual clock driven by the instruction count (deterministic).
+ACCELERATIONS = ("kvm", "tcg", "tcg-icount")
+
+#: The unit each acceleration's ticks are stored in: emulated ticks are never called cycles.
+UNITS = {"kvm": "ticks", "tcg": "emulated ticks", "tcg-icount": "icount ticks", "host-kernel": "ticks"}
+
+PROBE_SECONDS = 45
+
+
+class VmError(RuntimeError):
+    """The VM cannot be started here; the message says what is missing and how to get it."""
+
+
+@dataclass
+class VmRun:
+    """What one boot produced."""
+
+    jobs: list[dict]  # one per module load, as written by course.kernel_guest
+    console: str
+    exit_status: int | None  # None: stopped after the timeout
+    seconds: float
+    complete: bool
+
+
+def vng_path() -> Path:
+    """virtme-ng's ``vng``, installed in the course's virtual environment."""
+    candidate = Path(sys.executable).parent / "vng"
+    if candidate.is_file():
+        return candidate
+    found = shutil.which("vng")
+    if found is None:
+        raise VmError("virtme-ng (vng) not found; install it with: pip install -r requirements.lock")
+    return Path(found)
+
+
+def require_qemu() -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        raise VmError("qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86")
+
+
+def vng_command(kernel: GuestKernel, acceleration: str, exec_command: str, rwdir: Path | None = None) -> list[str]:
+    command = [str(vng_path()), "--run", str(kernel.image), "--memory", "1G", "--cpus", "1"]
+    if rwdir is not None:
+        command += ["--rwdir", str(rwdir)]
+    if acceleration != "kvm":
+        command.append("--disable-kvm")
+    if acceleration == "tcg-icount":
+        command += ["--qemu-opts", "-icount shift=0"]
+    return [*command, "--exec", exec_command]
+
+
+def _environment() -> dict[str, str]:
+    # vng starts its helpers (virtme-run) by name: they sit beside it in the venv.
+    return {**os.environ, "PATH": f"{vng_path().parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _run(command: list[str], timeout: float, on_line: Callable[[str], None]) -> tuple[int | None, str]:
+    """Run a boot in a session of its own, streaming its console; kill everything it started on timeout."""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=_environment(),
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        assert process.stdout is not None
+        os.set_blocking(process.stdout.fileno(), False)
+        while True:
+            chunk = process.stdout.readline()
+            if chunk:
+                lines.append(chunk)
+                on_line(chunk.rstrip("\n"))
+                continue
+            if process.poll() is not None:
+                lines.extend(process.stdout.readlines())
+                return process.returncode, "".join(lines)
+            if time.monotonic() > deadline:
+                _kill(process)
+                lines.append(f"\n[course] stopped after {timeout:.0f} s without finishing\n")
+                return None, "".join(lines)
+            time.sleep(0.05)
+    finally:
+        _kill(process)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def probe_kvm(kernel: GuestKernel, timeout: float = PROBE_SECONDS) -> tuple[bool, str]:
+    """Boot once under KVM and see whether the guest runs a command: (works, why)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is absent or not accessible"
+    marker = "course-kvm-probe-ok"
+    started = time.monotonic()
+    status, console = _run(vng_command(kernel, "kvm", f"echo {marker}"), timeout, lambda line: None)
+    seconds = time.monotonic() - started
+    if status == 0 and marker in console:
+        return True, f"a probe boot under KVM ran a command in {seconds:.1f} s"
+    if status is None:
+        return False, f"a probe boot under KVM hung (no answer in {timeout:.0f} s)"
+    last = [line for line in console.strip().splitlines() if line.strip()][-1:] or ["no output"]
+    return False, f"a probe boot under KVM failed (exit {status}: {last[0][:160]})"
+
+
+def choose_acceleration(
+    layout: Layout, kernel: GuestKernel, wanted: str, progress: Callable[[str], None]
+) -> tuple[str, str]:
+    """The acceleration to use and why. ``auto`` probes KVM once per machine and kernel, and remembers."""
+    if wanted in ACCELERATIONS:
+        return wanted, "asked for"
+    if wanted != "auto":
+        raise VmError(f"unknown acceleration {wanted!r}; choose auto or one of {', '.join(ACCELERATIONS)}")
+    verdicts = layout.build / "vm" / "kvm-verdict.json"
+    key = f"{os.uname().release} {kernel.release}"
+    known = json.loads(verdicts.read_text()) if verdicts.is_file() else {}
+    if key not in known:
+        progress(f"  probe  KVM (a boot of at most {PROBE_SECONDS} s, remembered for this machine)")
+        works, why = probe_kvm(kernel)
+        known[key] = {"kvm": works, "why": why, "at": store.now()}
+        verdicts.parent.mkdir(parents=True, exist_ok=True)
+        verdicts.write_text(json.dumps(known, indent=1))
+    verdict = known[key]
+    if verdict["kvm"]:
+        return "kvm", verdict["why"]
+    return "tcg", f"software emulation: {verdict['why']} (probed {verdict['at']})"
+
+
+def run_jobs(
+    layout: Layout,
+    kernel: GuestKernel,
+    jobs: list[dict],
+    acceleration: str,
+    progress: Callable[[str], None],
+    timeout: float = 900,
+) -> VmRun:
+    """Boot once, load every module of ``jobs`` in the guest, and return what each load logged."""
+    require_qemu()
+    rundir = layout.build / "vm" / "run"
+    shutil.rmtree(rundir, ignore_errors=True)
+    rundir.mkdir(parents=True)
+    plan, results = rundir / "plan.json", rundir / "results.json"
+    plan.write_text(json.dumps(jobs, indent=1))
+    guest = (
+        f"cd {shlex.quote(str(layout.root))} && PYTHONPATH={shlex.quote(str(layout.root))} "
+        f"{shlex.quote(sys.executable)} -m course.kernel_guest {shlex.quote(str(plan))} {shlex.quote(str(results))}"
+    )
+    started = time.monotonic()
+
+    def show(line: str) -> None:
+        if line.startswith("course-guest:"):
+            progress("  vm     " + line.removeprefix("course-guest:").strip())
+
+    status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir), timeout, show)
+    done = store.read_json(results) if results.is_file() else {"jobs": [], "complete": False}
+    return VmRun(done["jobs"], console, status, time.monotonic() - started, bool(done.get("complete")))
