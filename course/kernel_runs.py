@@ -124,7 +124,7 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     for run in runs:
         run.steps.append({"name": label, "seconds": round(seconds, 3), "cached": False, "shared": True})
     progress(f"  kernel {label}: {seconds:.1f} s")
-    _record_results(runs, jobs, results, console, status, where)
+    record_results(runs, jobs, results, console, status, where)
 
 
 def _run_on_host_kernel(layout: Layout, jobs: list[dict]) -> tuple[list[dict], str, int | None]:
@@ -148,7 +148,7 @@ def _run_on_host_kernel(layout: Layout, jobs: list[dict]) -> tuple[list[dict], s
     return done, finished.stdout + finished.stderr, finished.returncode
 
 
-def _record_results(
+def record_results(
     runs: list[LessonRun], jobs: list[dict], results: list[dict], console: str, status: int | None, where: dict
 ) -> None:
     by_lesson = {run.lesson.name: run for run in runs}

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,9 +175,24 @@ def run_jobs(
 ) -> VmRun:
     """Boot once, load every module of ``jobs`` in the guest, and return what each load logged."""
     require_qemu()
-    rundir = layout.build / "vm" / "run"
-    shutil.rmtree(rundir, ignore_errors=True)
-    rundir.mkdir(parents=True)
+    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
+    # A folder of its own per boot: two runs never share one, and none outlives its run.
+    rundir = Path(tempfile.mkdtemp(prefix="run-", dir=layout.build / "vm"))
+    try:
+        return _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir)
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _boot(
+    layout: Layout,
+    kernel: GuestKernel,
+    jobs: list[dict],
+    acceleration: str,
+    progress: Callable[[str], None],
+    timeout: float,
+    rundir: Path,
+) -> VmRun:
     plan, results = rundir / "plan.json", rundir / "results.json"
     plan.write_text(json.dumps(jobs, indent=1))
     guest = (

@@ -14,12 +14,27 @@ from course.layout import Layout
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_lesson_3_measures_plausible_figures(scratch_layout: Layout) -> None:
-    set_path = pipeline.open_set(scratch_layout)
-    lesson = lessons.find(scratch_layout, 3)
-    report = pipeline.measure_lesson(scratch_layout, lesson, set_path, progress=lambda line: None)
-    assert report.failures == []
+
+@pytest.fixture(scope="session")
+def measured_course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Path, list]:
+    """Every lesson measured for real, once per test session: programs here, modules in one VM boot."""
+    scratch = tmp_path_factory.mktemp("measured")
+    layout = Layout(ROOT, results_dir=scratch / "results", build_dir=scratch / "build")
+    shutil.copytree(ROOT / "results" / "reference-2000", layout.results / "reference-2000")
+    set_path = pipeline.open_set(layout)
+    reports = pipeline.measure_lessons(layout, lessons.discover(layout), set_path, progress=print)
+    return layout, set_path, reports
+
+
+def test_every_lesson_ran_without_a_failure(measured_course) -> None:
+    _, _, reports = measured_course
+    assert [failure for report in reports for failure in report.failures] == []
+
+
+def test_lesson_3_measures_plausible_figures(measured_course) -> None:
+    _, set_path, _ = measured_course
     measured = store.read_json(set_path / "03-timing.json")["measurements"]
     for stdin in ("tty", "file", "devnull", "pipe"):
         stamp = measured[f"03-timing/stamp-pair.{stdin}"]
@@ -34,7 +49,33 @@ def test_lesson_3_measures_plausible_figures(scratch_layout: Layout) -> None:
         assert sum(read["histogram"]["counts"]) + read["histogram"]["above"] == read["samples"]
     info = store.read_json(set_path / "set.json")
     assert info["machine"]["tsc_hz"] > 1e8, "the TSC rate was measured and recorded"
-    assert set(report.stored["sources"]) >= {"code/user/03-timing/usystime.c", "code/user/common/stamp.h"}
+    sources = store.read_json(set_path / "03-timing.json")["sources"]
+    assert set(sources) >= {"code/user/03-timing/usystime.c", "code/user/common/stamp.h"}
+
+
+def test_every_kernel_variant_has_a_figure_or_a_reason(measured_course) -> None:
+    """The VM booted (once) and each module variant either measured or said why not."""
+    layout, set_path, _ = measured_course
+    for lesson in lessons.discover(layout):
+        if not lesson.modules:
+            continue
+        stored = store.read_json(set_path / f"{lesson.name}.json")
+        assert stored["kernel_run"]["runner"] == "vm"
+        assert stored["kernel_run"]["acceleration"] in ("kvm", "tcg")
+        assert "unavailable" not in stored["kernel_run"], stored["kernel_run"].get("unavailable")
+        for module in lesson.modules:
+            for stdin in module.stdin:
+                for name in module.measures:
+                    measurement = stored["measurements"][f"{lesson.name}/{name}.{stdin}"]
+                    if measurement["status"] == "ok":
+                        assert measurement["samples"] > 0 and measurement["min"] >= 0
+                    else:
+                        assert measurement["status"] == "skipped" and measurement["reason"]
+    lesson_4 = store.read_json(set_path / "04-kernel-read.json")["measurements"]
+    assert lesson_4["04-kernel-read/read-iter.tty"]["status"] == "ok"
+    assert lesson_4["04-kernel-read/kernel-read.devnull"]["status"] == "skipped", "/dev/null has ->read"
+    boots = [s for r in measured_course[2] for s in r.steps if s.get("shared")]
+    assert len({s["name"] for s in boots}) == 1, "all kernel examples share one VM boot"
 
 
 def test_unchanged_inputs_reuse_results_and_changed_ones_rerun(scratch_layout: Layout) -> None:
@@ -100,16 +141,11 @@ def test_unknown_lesson_on_the_command_line_lists_the_lessons(course_root: Path)
     assert "there is no lesson 99; the lessons are: 1 (01-user-kernel), 2 (02-read-path), 3" in finished.stderr
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz (dot) not installed: run invoke setup")
-def test_the_whole_site_builds_without_a_warning(scratch_layout: Layout, course_root: Path) -> None:
-    """Measure every lesson here for real, then build the site with -W from those results."""
-    shutil.copytree(course_root / "results" / "reference-2000", scratch_layout.results / "reference-2000")
-    set_path = pipeline.open_set(scratch_layout)
-    for lesson in lessons.discover(scratch_layout):
-        if lesson.has_code:
-            report = pipeline.measure_lesson(scratch_layout, lesson, set_path, progress=lambda line: None)
-            assert report.failures == []
-    site.build_site(scratch_layout, strict=True, current_set=set_path.name)
-    page = (scratch_layout.html / "lessons" / "03-timing.html").read_text()
+def test_the_whole_site_builds_without_a_warning(measured_course) -> None:
+    """The site, built with -W from the results measured above."""
+    layout, set_path, _ = measured_course
+    site.build_site(layout, strict=True, current_set=set_path.name)
+    page = (layout.html / "lessons" / "03-timing.html").read_text()
     assert "course-value" in page and "<svg" in page
-    assert (scratch_layout.html / "docs" / "api.html").read_text().count("course.store") > 1
+    assert "emulated ticks" in (layout.html / "lessons" / "04-kernel-read.html").read_text()
+    assert (layout.html / "docs" / "api.html").read_text().count("course.store") > 1

@@ -8,7 +8,8 @@ Used from MyST:
 - ``{course-table}``: measurements down, result sets across, the 2000 reference first;
 - ``{course-chart}``: bars across sets, or the histogram of one measurement;
 - ``{course-failures}``: what failed in a lesson's last run, with its log;
-- ``{course-machines}``: the provenance of every result set.
+- ``{course-machines}``: the provenance of every result set;
+- ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host).
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -30,6 +31,7 @@ from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.directives import (
     CourseChart,
     CourseFailures,
+    CourseKernelRun,
     CourseMachines,
     CourseOutput,
     CourseTable,
@@ -103,6 +105,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-chart", CourseChart)
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machines", CourseMachines)
+    app.add_directive("course-kernel-run", CourseKernelRun)
     app.connect("builder-inited", _load_data)
     app.connect("env-get-outdated", _outdated_when_sets_change)
     app.connect("env-purge-doc", _forget_doc)

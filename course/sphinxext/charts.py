@@ -18,6 +18,7 @@ class Bar:
     value: float | None
     label: str  # the figure as printed beside the bar
     note: str = ""  # hover text
+    colour: int = 0  # index in PALETTE: the same set keeps its colour in every chart
 
 
 def bar_chart(bars: list[Bar], title: str) -> str:
@@ -27,15 +28,15 @@ def bar_chart(bars: list[Bar], title: str) -> str:
     top = max((bar.value for bar in bars if bar.value is not None), default=1) or 1
     bar_height, gap, left, width = 14, 10, 190, 360
     height = 30 + len(bars) * bar_height + len(groups) * gap + 20 * len(series)
-    out = [_open(left + width + 120, height, title)]
+    out = [_open(left + width + 170, height, title)]
     y = 24
     for group in groups:
         out.append(f'<text x="0" y="{y + bar_height}" class="course-chart-group">{escape(group)}</text>')
-        for index, name in enumerate(series):
+        for name in series:
             bar = next((b for b in bars if b.group == group and b.series == name), None)
             if bar is None:  # a set without this measurement takes no row
                 continue
-            colour = PALETTE[index % len(PALETTE)]
+            colour = PALETTE[bar.colour % len(PALETTE)]
             if bar.value is not None:
                 length = max(1.0, bar.value / top * width)
                 out.append(
@@ -49,8 +50,8 @@ def bar_chart(bars: list[Bar], title: str) -> str:
                 )
             y += bar_height
         y += gap
-    for index, name in enumerate(series):
-        colour = PALETTE[index % len(PALETTE)]
+    for name in series:
+        colour = PALETTE[next(b.colour for b in bars if b.series == name) % len(PALETTE)]
         out.append(
             f'<rect x="0" y="{y + 4}" width="10" height="10" fill="{colour}"/>'
             f'<text x="16" y="{y + 13}">{escape(name)}</text>'

@@ -282,14 +282,16 @@ class CourseChart(_MeasurementsDirective):
         field = self.options.get("field", "min")
         in_ns = "ns" in self.options
         bars = []
+        colours = {result_set.id: index for index, result_set in enumerate(self.data.shown())}
         for key, label in self.rows():
             for set_id, lookup in self.lookups(key):
                 measurement = lookup.measurement if lookup else None
                 series = self.set_title(set_id)
+                colour = colours[set_id]
                 if measurement is None:
                     continue
                 if measurement.get("status") != "ok":
-                    bars.append(charts.Bar(label, series, None, value_text(measurement, field, in_ns)))
+                    bars.append(charts.Bar(label, series, None, value_text(measurement, field, in_ns), colour=colour))
                     continue
                 value = measurement.get(field)
                 if value is None:  # the 2000 figures are minima only
@@ -297,7 +299,9 @@ class CourseChart(_MeasurementsDirective):
                 if in_ns:
                     value = measurement.get(f"{field}_ns") or to_ns(value, measurement.get("tsc_hz"))
                 bars.append(
-                    charts.Bar(label, series, value, value_text(measurement, field, in_ns), describe(lookup, field))
+                    charts.Bar(
+                        label, series, value, value_text(measurement, field, in_ns), describe(lookup, field), colour
+                    )
                 )
         return charts.bar_chart(bars, caption or "measurements")
 
@@ -415,3 +419,58 @@ def _provenance(result_set) -> list[tuple[str, str]]:
         rows.append(("mitigations", "; ".join(f"{k}: {v}" for k, v in machine["mitigations"].items())))
     rows.append(("last measured", result_set.updated() or "unknown"))
     return rows
+
+
+#: What a reader must know about kernel figures, by where they were measured.
+KERNEL_RUN_TEXT = {
+    "tcg": (
+        "These kernel figures come from software emulation (QEMU TCG): the module ran in a virtual machine "
+        "whose processor is a program. Its ticks count the emulator's time, not CPU cycles, and are not "
+        "comparable with the user-space figures of this machine or with the 2000 ones. What they still show "
+        "is relative: which variant runs the longer path, and by roughly how much."
+    ),
+    "tcg-icount": (
+        "These kernel figures come from software emulation in deterministic mode (QEMU -icount): the virtual "
+        "clock advances with each guest instruction, so a tick is proportional to instructions executed and "
+        "the same module gives the same figures on every boot. They measure path length, not time."
+    ),
+    "kvm": (
+        "These kernel figures come from a virtual machine with hardware virtualisation (KVM): rdtsc does not "
+        "leave the guest, so the ticks are the host processor's own, as in user space."
+    ),
+    "host-kernel": (
+        "These kernel figures come from the modules loaded into the running kernel of the measured machine, "
+        "as the article did."
+    ),
+}
+
+
+class CourseKernelRun(_CourseMixin, SphinxDirective):
+    """Where a lesson's kernel figures were measured (VM and acceleration, or host), said plainly."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        lesson = self.arguments[0]
+        result_set = self.data.current
+        if result_set is None:
+            return []
+        file = result_set.lesson_file(lesson)
+        self.use(Lookup(result_set, None, file if file.is_file() else None))
+        run = result_set.lessons.get(lesson, {}).get("kernel_run")
+        if not run:
+            self.warn(f"no kernel run recorded for {lesson!r} in result set {result_set.id!r}", "missing")
+            return []
+        box = nodes.admonition(classes=["course-kernel-run", "note"])
+        box += nodes.title(text="Where these kernel figures come from")
+        if "unavailable" in run:
+            box += nodes.paragraph(text=f"Not run on {result_set.label}: {run['unavailable']}")
+            return [box]
+        acceleration = run.get("acceleration", "")
+        text = KERNEL_RUN_TEXT.get(acceleration, f"Measured with {acceleration}.")
+        box += nodes.paragraph(text=text)
+        details = f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}"
+        if run.get("why"):
+            details += f" ({run['why']})"
+        box += nodes.paragraph(text=details + ".")
+        return [box]

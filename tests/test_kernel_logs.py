@@ -1,0 +1,105 @@
+"""Turning real kernel logs, captured from the course's VM, into results and failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from course import kernel_guest, kernel_runs, lessons
+from course.layout import Layout
+from course.lessons import Lesson, ModuleSpec
+from course.pipeline import LessonRun
+
+DATA = Path(__file__).parent / "data"
+TCG = {"runner": "vm", "acceleration": "tcg", "guest_kernel": "6.1.0-56-amd64"}
+
+
+def _captured(name: str) -> list[dict]:
+    return json.loads((DATA / name).read_text())["jobs"]
+
+
+def _lesson_4(course_root: Path) -> LessonRun:
+    return LessonRun(lessons.find(Layout(course_root), 4), previous={})
+
+
+def test_a_real_ksystime_log_becomes_measurements_and_a_refusal(course_root: Path) -> None:
+    run = _lesson_4(course_root)
+    jobs = _captured("ksystime-vm-results.json")[:2]  # devnull and tty, 200 samples each
+    kernel_runs.record_results([run], jobs, jobs, console="", status=0, where=TCG)
+    assert run.failures == []
+    refused = run.measurements["04-kernel-read/kernel-read.devnull"]
+    assert refused["status"] == "skipped" and "refused" in refused["reason"] and "EINVAL" in refused["reason"]
+    for key in ("04-kernel-read/kernel-read.tty", "04-kernel-read/read-iter.tty", "04-kernel-read/read-iter.devnull"):
+        measurement = run.measurements[key]
+        assert measurement["status"] == "ok" and measurement["samples"] == 200
+        assert measurement["unit"] == "emulated ticks", "ticks of an emulator are never called cycles"
+        assert measurement["tsc_hz"] is None, "and never converted to nanoseconds"
+        assert measurement["acceleration"] == "tcg"
+    assert run.measurements["04-kernel-read/stamp-pair.tty"]["overhead"]["ticks"] == 0
+    assert run.measurements["04-kernel-read/read-iter.tty"]["overhead"]["from"] == "04-kernel-read/stamp-pair.tty"
+    # the kernel's own words beside the figures: /dev/null is refused by kernel_read()
+    assert "kernel read not supported for file" in run.captures["04-kernel-read/ksystime.devnull.log"]["text"]
+    assert "stdin_fs=devpts" not in run.captures["04-kernel-read/ksystime.tty.log"]["text"]
+    assert run.measurements["04-kernel-read/read-iter.tty"]["meta"]["stdin_read_iter"] == "tty_read"
+
+
+def test_a_module_that_stops_early_is_a_failure_not_a_figure(course_root: Path) -> None:
+    run = _lesson_4(course_root)
+    job = _captured("ksystime-vm-results.json")[2]  # samples=0: init refuses before measuring
+    kernel_runs.record_results([run], [job], [job], console="", status=0, where=TCG)
+    assert [f["step"] for f in run.failures] == ["load"]
+    assert "did not finish measuring" in run.failures[0]["message"]
+    assert "Invalid parameters" in run.failures[0]["message"]
+    assert run.measurements == {}
+
+
+def test_an_oops_is_captured_with_its_log(tmp_path: Path) -> None:
+    oops = Lesson(
+        9, "09-oops", "Oops", tmp_path / "09-oops.md", tmp_path, modules=(ModuleSpec("oops", ("stamp-pair",)),)
+    )
+    run = LessonRun(oops, previous={})
+    jobs = _captured("oops-vm-results.json")
+    kernel_runs.record_results([run], jobs, jobs, console="", status=0, where=TCG)
+    assert run.failures[0]["message"] == "the kernel reported an oops or BUG while the module ran"
+    assert "BUG: kernel NULL pointer dereference" in run.failures[0]["log"]
+    assert run.measurements == {}, "figures printed before an oops are not trusted"
+
+
+def test_a_vm_that_dies_fails_the_loads_it_never_made(course_root: Path) -> None:
+    run = _lesson_4(course_root)
+    jobs = _captured("ksystime-vm-results.json")[:2]
+    kernel_runs.record_results([run], jobs, jobs[:1], console="Kernel panic", status=None, where=TCG)
+    assert run.measurements["04-kernel-read/read-iter.devnull"]["status"] == "ok"
+    assert run.failures[0]["what"] == "module ksystime (stdin=tty)"
+    assert "stopped after its timeout" in run.failures[0]["message"]
+
+
+def test_a_run_that_cannot_happen_says_why_for_every_measurement(course_root: Path, tmp_path: Path) -> None:
+    run = _lesson_4(course_root)
+    kernel_runs.measure(
+        Layout(course_root, build_dir=tmp_path),
+        [run],
+        kernel_runs.KernelOptions("none"),
+        {"runner": "none", "unavailable": "no QEMU here"},
+        progress=lambda line: None,
+    )
+    module = run.lesson.modules[0]
+    assert len(run.measurements) == len(module.measures) * len(module.stdin)
+    assert all(m["status"] == "skipped" and m["reason"] == "not run: no QEMU here" for m in run.measurements.values())
+
+
+def test_the_guest_helper_refuses_to_load_into_a_kernel_that_is_not_the_vm(tmp_path: Path, capsys) -> None:
+    assert not kernel_guest.in_disposable_vm(Path("/proc/cmdline").read_text()), "tests run on the host"
+    plan = tmp_path / "plan.json"
+    plan.write_text("[]")
+    assert kernel_guest.main([str(plan), str(tmp_path / "out.json")]) == 3
+    assert "refusing to load modules into this kernel" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("runner", ["vm-ish", "host"])
+def test_an_unknown_runner_is_refused(runner: str, course_root: Path) -> None:
+    with pytest.raises(kernel_runs.vm.VmError, match="unknown kernel runner"):
+        kernel_runs.setting(Layout(course_root), kernel_runs.KernelOptions(runner), progress=lambda line: None)
