@@ -72,12 +72,16 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
 
 
 def steps_table(reports: Sequence[LessonReport], site_seconds: float | None = None) -> str:
-    """Where the time went: every step of every lesson, and the site build."""
-    rows = [
-        [report.lesson.name, step["name"], f"{step['seconds']:.2f}", "yes" if step["cached"] else ""]
-        for report in reports
-        for step in report.steps
-    ]
+    """Where the time went: every step of every lesson, the shared VM boot once, and the site build."""
+    rows, shared = [], set()
+    for report in reports:
+        for step in report.steps:
+            if step.get("shared"):
+                if step["name"] in shared:
+                    continue
+                shared.add(step["name"])
+            owner = "kernel lessons" if step.get("shared") else report.lesson.name
+            rows.append([owner, step["name"], f"{step['seconds']:.2f}", "yes" if step["cached"] else ""])
     if site_seconds is not None:
         rows.append(["site", "sphinx-build", f"{site_seconds:.2f}", ""])
     return table(["lesson", "step", "seconds", "cached"], rows)
