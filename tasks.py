@@ -116,7 +116,7 @@ def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa:
 def site_(c, strict=False):
     """Build the HTML site from the stored results into build/html (no measuring)."""
     layout = _layout(c)
-    seconds = site.build_site(layout, strict=strict, current_set=c.course.set or "")
+    seconds = commands.build_site(layout, set_name=c.course.set, strict=strict)
     print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
 
 

@@ -6,8 +6,8 @@ import json
 import shutil
 import time
 
+from course import fingerprint, pipeline, report, site, store, system
 from course import lessons as lesson_catalog
-from course import pipeline, report, site, store, system
 from course.layout import Layout
 from course.pipeline import LessonReport
 
@@ -103,6 +103,18 @@ def lesson(
     seconds = site.build_site(layout, strict=False, current_set=set_id)
     print(f"\nsite updated in {seconds:.1f} s: {site.entry_page(layout)}")
     return not any(r.failures for r in reports)
+
+
+def build_site(layout: Layout, set_name: str | None = None, strict: bool = False) -> float:
+    """Build the site from stored results, marking this machine's set (or ``set_name``) as current.
+
+    The current set is passed to Sphinx exactly as ``generate`` and ``lesson`` pass it, so
+    that switching between the tasks does not look like a configuration change to Sphinx
+    (which would rebuild every page).
+    """
+    wanted = fingerprint.slug(set_name) if set_name else fingerprint.set_id(fingerprint.machine())
+    current = wanted if (layout.results / wanted).is_dir() else ""
+    return site.build_site(layout, strict=strict, current_set=current)
 
 
 def results(layout: Layout, as_json: bool = False) -> str:
