@@ -149,3 +149,21 @@ def test_the_whole_site_builds_without_a_warning(measured_course) -> None:
     assert "course-value" in page and "<svg" in page
     assert "emulated ticks" in (layout.html / "lessons" / "04-kernel-read.html").read_text()
     assert (layout.html / "docs" / "api.html").read_text().count("course.store") > 1
+
+
+def test_a_module_that_does_not_build_is_a_recorded_failure(tmp_path: Path) -> None:
+    """A real kernel build (make against the installed headers) that fails; no VM is booted for it."""
+    layout = _mini_course(tmp_path, GOOD, '[[run]]\nprogram = "prog"\n')
+    kernel = layout.root / "code" / "kernel" / "01-mini"
+    kernel.mkdir(parents=True)
+    (layout.root / "code" / "kernel" / "common").mkdir()
+    (kernel / "broken.c").write_text("#include <linux/module.h>\nstatic int __init f(void) { return nope; }\n")
+    (kernel / "Kbuild").write_text("obj-m := broken.o\n")
+    (kernel / "lesson.toml").write_text('[[module]]\nname = "broken"\nmeasures = ["x"]\n')
+    set_path = pipeline.open_set(layout)
+    lines: list[str] = []
+    report = pipeline.measure_lesson(layout, lessons.find(layout, 1), set_path, progress=lines.append)
+    assert [(f["step"], f["what"]) for f in report.failures] == [("build", "module broken")]
+    assert "nope" in report.failures[0]["log"], "the compiler's own error is kept"
+    assert not any("booting" in line for line in lines), "nothing to load, no VM"
+    assert report.stored["measurements"]["01-mini/x"]["min"] == 5, "the user-space part still ran"

@@ -1,0 +1,64 @@
+"""The VM runner's own mechanics, without a boot: commands, acceleration choice, timeouts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from course import vm
+from course.kernel_build import GuestKernel, KernelError, find_kernel
+from course.layout import Layout
+
+KERNEL = GuestKernel("6.1.0-test", Path("/boot/vmlinuz-6.1.0-test"), Path("/h"), Path("/m"))
+
+
+def test_software_emulation_and_its_deterministic_mode() -> None:
+    tcg = vm.vng_command(KERNEL, "tcg", "true")
+    assert "--disable-kvm" in tcg and "-icount shift=0" not in tcg
+    icount = vm.vng_command(KERNEL, "tcg-icount", "true")
+    assert icount[icount.index("--qemu-opts") + 1] == "-icount shift=0"
+    assert "--disable-kvm" not in vm.vng_command(KERNEL, "kvm", "true")
+    assert vm.UNITS == {"kvm": "ticks", "tcg": "emulated ticks", "tcg-icount": "icount ticks", "host-kernel": "ticks"}
+
+
+def test_a_remembered_kvm_verdict_is_used_without_probing(tmp_path: Path, monkeypatch) -> None:
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+    verdicts = layout.build / "vm" / "kvm-verdict.json"
+    verdicts.parent.mkdir(parents=True)
+    key = f"{os.uname().release} {KERNEL.release}"
+    verdicts.write_text(json.dumps({key: {"kvm": False, "why": "a probe boot under KVM hung", "at": "then"}}))
+    monkeypatch.setattr(vm, "probe_kvm", lambda kernel: pytest.fail("probed again"))
+    acceleration, why = vm.choose_acceleration(layout, KERNEL, "auto", progress=lambda line: None)
+    assert acceleration == "tcg" and "hung" in why and "probed then" in why
+    assert vm.choose_acceleration(layout, KERNEL, "tcg-icount", progress=lambda line: None)[0] == "tcg-icount"
+    with pytest.raises(vm.VmError, match="unknown acceleration 'fast'"):
+        vm.choose_acceleration(layout, KERNEL, "fast", progress=lambda line: None)
+
+
+def test_a_hung_boot_is_stopped_with_everything_it_started() -> None:
+    started = time.monotonic()
+    # A stand-in for a hung QEMU: a shell that starts a child and never ends.
+    status, console = vm._run(["sh", "-c", "echo booting; sleep 300 & wait"], timeout=1, on_line=lambda line: None)
+    assert status is None and "booting" in console and "stopped after 1 s" in console
+    assert time.monotonic() - started < 10
+    left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout
+    assert left == "", "no stray process is left behind"
+
+
+def test_missing_kernel_names_the_packages(tmp_path: Path) -> None:
+    with pytest.raises(KernelError, match="apt-get install linux-image-amd64 linux-headers-amd64"):
+        find_kernel(boot=tmp_path, headers=tmp_path, modules=tmp_path)
+
+
+def test_the_newest_complete_kernel_is_chosen(tmp_path: Path) -> None:
+    for release in ("6.1.0-9-amd64", "6.1.0-56-amd64", "6.12.0-1-amd64"):
+        (tmp_path / f"vmlinuz-{release}").write_text("")
+        (tmp_path / f"linux-headers-{release}").mkdir()
+    for release in ("6.1.0-9-amd64", "6.1.0-56-amd64"):  # 6.12 has no modules: not bootable for the course
+        (tmp_path / release).mkdir()
+    assert find_kernel(boot=tmp_path, headers=tmp_path, modules=tmp_path).release == "6.1.0-56-amd64"
