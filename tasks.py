@@ -36,7 +36,11 @@ KERNEL_HELP = {
 
 
 def _layout(c) -> Layout:
-    return Layout(find_root(), Path(c.course.results) if c.course.results else None)
+    return Layout(
+        find_root(),
+        Path(c.course.results) if c.course.results else None,
+        Path(c.course.build) if c.course.build else None,
+    )
 
 
 def _kernel(c, runner: str | None, acceleration: str | None) -> KernelOptions:
@@ -161,6 +165,13 @@ def test(c, fast=False, k=""):
     c.run(f"{sys.executable} -m pytest {' '.join(options)}")
 
 
+@task(help={"set": SET_HELP["set"]})
+@_clear_errors
+def bench(c, set=None):  # noqa: A002
+    """Benchmark the course: repeatability of lesson 3, pipeline speed (cold, unchanged, lesson 3), peers."""
+    commands.bench(_layout(c), set_name=set or c.course.set)
+
+
 @task
 def clean(c):
     """Remove build/ (binaries, modules, site, VM scratch); stored results are kept."""
@@ -174,13 +185,14 @@ def results(c, json=False):
     print(commands.results(_layout(c), as_json=json))
 
 
-ns = Collection(setup, build, run, lesson, generate, serve, test, clean, results)
+ns = Collection(setup, build, run, lesson, generate, serve, test, bench, clean, results)
 ns.add_task(site_, name="site")
 ns.configure(
     {
         "course": {
             "set": "",  # result set name; default: derived from the machine
             "results": "",  # results folder; default: results/
+            "build": "",  # build folder (binaries, modules, site); default: build/
             "kernel_runner": "vm",
             "acceleration": "auto",
             "guest_kernel": "",  # default: the newest kernel with image, headers and modules

@@ -117,6 +117,27 @@ def build_site(layout: Layout, set_name: str | None = None, strict: bool = False
     return site.build_site(layout, strict=strict, current_set=current)
 
 
+def bench(layout: Layout, set_name: str | None = None) -> None:
+    """Run the benchmarks, store them in this machine's set, print them against their goals."""
+    from course import bench as benchmarks
+
+    set_path = pipeline.open_set(layout, set_name)
+    # The course's own getppid figure, measured in the same run as the peers.
+    pipeline.measure_lessons(layout, [lesson_catalog.find(layout, 1)], set_path, force=True)
+    measured = benchmarks.run(layout, set_path)
+    rows = [
+        [
+            key.removeprefix("bench/"),
+            f"{value['value']:.2f} {value['unit']}",
+            f"{value['goal']:g} {value['unit']}",
+            "yes" if value["value"] <= value["goal"] else "NO",
+        ]
+        for key, value in sorted(measured.items())
+    ]
+    print(report.table(["benchmark", "measured", "goal", "met"], rows))
+    print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}")
+
+
 def results(layout: Layout, as_json: bool = False) -> str:
     """Every stored result set: a table, or the full JSON documented in docs/results.md."""
     sets = store.load_all(layout.results)

@@ -9,7 +9,9 @@ Used from MyST:
 - ``{course-chart}``: bars across sets, or the histogram of one measurement;
 - ``{course-failures}``: what failed in a lesson's last run, with its log;
 - ``{course-machines}``: the provenance of every result set;
-- ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host).
+- ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host);
+- ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
+- ``{course-run-report}``: the execution report, each lesson's last run.
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -30,10 +32,12 @@ from course import __version__
 from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.directives import (
     CourseChart,
+    CourseContext,
     CourseFailures,
     CourseKernelRun,
     CourseMachines,
     CourseOutput,
+    CourseRunReport,
     CourseTable,
     MeasureRole,
     course_value,
@@ -106,6 +110,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machines", CourseMachines)
     app.add_directive("course-kernel-run", CourseKernelRun)
+    app.add_directive("course-context", CourseContext)
+    app.add_directive("course-run-report", CourseRunReport)
     app.connect("builder-inited", _load_data)
     app.connect("env-get-outdated", _outdated_when_sets_change)
     app.connect("env-purge-doc", _forget_doc)

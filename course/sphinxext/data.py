@@ -19,6 +19,8 @@ FIELDS = {
     "p90": "90th percentile",
     "p99": "99th percentile",
     "max": "maximum",
+    "mean": "mean",  # what peers such as perf bench report
+    "value": "value",  # a benchmark's single figure
 }
 
 
@@ -101,7 +103,11 @@ def format_value(value: float, unit: str) -> str:
     """A figure as a reader wants it: no false precision, thousands grouped."""
     if unit == "ns":
         return f"{value:,.1f} ns" if value < 100 else f"{value:,.0f} ns"
-    return f"{value:,.0f} {unit}"
+    if unit == "%":
+        return f"{value:.2f} %"
+    if unit == "s":
+        return f"{value:,.1f} s"
+    return f"{value:,.0f} {unit}"  # ticks of every kind are whole numbers
 
 
 def to_ns(ticks: float | None, tsc_hz: float | None) -> float | None:

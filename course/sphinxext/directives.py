@@ -181,9 +181,17 @@ class _MeasurementsDirective(_CourseMixin, SphinxDirective):
 
 
 class CourseTable(_MeasurementsDirective):
-    """Measurements down, result sets across: min and median, optionally in nanoseconds too."""
+    """Measurements down, result sets across: min / median and the spread, optionally in nanoseconds.
 
-    option_spec: ClassVar[dict] = {"caption": directives.unchanged, "ns": directives.flag}
+    With ``:field:``, each cell shows that one field (a benchmark's ``value``, a peer's ``mean``),
+    and its goal when the measurement has one.
+    """
+
+    option_spec: ClassVar[dict] = {
+        "caption": directives.unchanged,
+        "ns": directives.flag,
+        "field": lambda arg: directives.choice(arg, tuple(FIELDS)),
+    }
 
     def run(self) -> list[nodes.Node]:
         rows = self.rows()
@@ -201,15 +209,19 @@ class CourseTable(_MeasurementsDirective):
         head += self._row(["measurement", *(self.set_title(i) for i in sets)])
         body = nodes.tbody()
         group += body
+        field = self.options.get("field")
         for key, label in rows:
             cells: list[nodes.Node | str] = [nodes.literal(text=label)]
             for _, lookup in self.lookups(key):
-                cells.append(self._cell(key, lookup, in_ns))
+                cells.append(self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns))
             body += self._row(cells)
+        if field:
+            return [table]
         note = nodes.paragraph(
             classes=["course-table-note"],
             text=(
-                "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted. "
+                "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted, and below "
+                "them the 90th and 99th percentiles (the spread). "
                 "The 2000 figures are Rubini's (Linux Magazine, 2000): a best-of-N on a Pentium III "
                 "whose TSC counted core clock cycles; today's invariant TSC ticks at a fixed rate."
             ),
@@ -227,7 +239,24 @@ class CourseTable(_MeasurementsDirective):
             text += " / " + value_text(measurement, "median", False).split(" ")[0]
         if in_ns and (measurement.get("tsc_hz") or measurement.get("min_ns")):
             text += f" ({value_text(measurement, 'min', True)})"
-        return course_value(text, text, title=describe(lookup, "min"), measurement=key, set_id=lookup.result_set.id)
+        value = course_value(text, text, title=describe(lookup, "min"), measurement=key, set_id=lookup.result_set.id)
+        if measurement.get("p90") is None:
+            return value
+        spread = nodes.inline(classes=["course-spread"])
+        spread += nodes.Text(f"p90 {measurement['p90']:,.0f} · p99 {measurement['p99']:,.0f}")
+        return nodes.inline("", "", value, nodes.raw("", "<br/>", format="html"), spread)
+
+    def _single(self, key: str, lookup: Lookup | None, field: str, in_ns: bool) -> nodes.Node:
+        if lookup is None or lookup.measurement is None:
+            return nodes.Text("—")
+        measurement = lookup.measurement
+        text = value_text(measurement, field, in_ns)
+        if measurement.get("status") != "ok":
+            return nodes.emphasis(text=text)
+        if measurement.get("goal") is not None:
+            met = "met" if measurement[field] <= measurement["goal"] else "not met"
+            text += f" (goal ≤ {format_value(measurement['goal'], measurement['unit'])}: {met})"
+        return course_value(text, text, title=describe(lookup, field), measurement=key, set_id=lookup.result_set.id)
 
     @staticmethod
     def _row(cells: list) -> nodes.row:
@@ -474,3 +503,97 @@ class CourseKernelRun(_CourseMixin, SphinxDirective):
             details += f" ({run['why']})"
         box += nodes.paragraph(text=details + ".")
         return [box]
+
+
+def tick_context(machine: dict) -> list[str]:
+    """What a tick means on ``machine``, in sentences a reader can check against /proc/cpuinfo."""
+    flags = set(machine.get("tsc_flags", []))
+    rate = machine.get("tsc_hz")
+    rate_text = f"{rate / 1e9:.2f} GHz" if rate else "an unmeasured rate"
+    out = []
+    if {"constant_tsc", "nonstop_tsc"} <= flags:
+        out.append(
+            f"The time-stamp counter of {machine.get('cpu_model', 'this CPU')} is invariant (constant_tsc, "
+            f"nonstop_tsc): it ticks at a fixed {rate_text} whatever the core's clock, so a tick is a slice of "
+            "time, not a cycle. The article's Pentium III counted core cycles: compare nanoseconds, or ratios "
+            "within one machine, rather than raw ticks."
+        )
+    else:
+        out.append(
+            f"The time-stamp counter here is not marked invariant: ticks may follow the core clock ({rate_text} "
+            "measured), as the article's did, and change with frequency scaling."
+        )
+    if machine.get("hypervisor"):
+        out.append(
+            f"This machine is a virtual machine ({machine.get('virtualization', 'vm')}): the hypervisor may offset "
+            "or scale the counter, and other guests share the CPU, which widens the distribution's tail."
+        )
+    else:
+        out.append("This machine runs on bare hardware: no hypervisor stands between the program and the counter.")
+    return out
+
+
+class CourseContext(_CourseMixin, SphinxDirective):
+    """What a tick means on the machine of this page's figures (invariant TSC, hypervisor), said plainly."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return []
+        self.use(Lookup(result_set, None, None))
+        box = nodes.admonition(classes=["course-context", "note"])
+        box += nodes.title(text=f"What a tick is on {result_set.label}")
+        for sentence in tick_context(result_set.machine):
+            box += nodes.paragraph(text=sentence)
+        return [box]
+
+
+class CourseRunReport(_CourseMixin, SphinxDirective):
+    """The execution report: each lesson's last run (when, where, how long, cached steps, failures)."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return [nodes.paragraph(text="No result set of this machine yet: run invoke generate.")]
+        out: list[nodes.Node] = []
+        rows = []
+        for name, data in sorted(result_set.lessons.items()):
+            if "steps" not in data:
+                continue
+            self.use(Lookup(result_set, None, result_set.lesson_file(name)))
+            where = data.get("runner", "host")
+            kernel = data.get("kernel_run") or {}
+            if kernel.get("acceleration"):
+                where += f" ({kernel['acceleration']}, {kernel.get('guest_kernel')})"
+            elif kernel.get("unavailable"):
+                where += f" (not run: {kernel['unavailable']})"
+            seconds = sum(step["seconds"] for step in data["steps"])
+            cached = sum(1 for step in data["steps"] if step.get("cached"))
+            failures = data.get("failures", [])
+            rows.append(
+                [
+                    name,
+                    data.get("measured_at", ""),
+                    where,
+                    f"{seconds:.2f} s",
+                    f"{cached} of {len(data['steps'])}",
+                    str(len(failures)) if failures else "none",
+                ]
+            )
+        out.append(_simple_table(["lesson", "last run", "where", "time in steps", "steps reused", "failures"], rows))
+        return out
+
+
+def _simple_table(headers: list[str], rows: list[list[str]]) -> nodes.table:
+    table = nodes.table(classes=["course-table"])
+    group = nodes.tgroup(cols=len(headers))
+    table += group
+    for _ in headers:
+        group += nodes.colspec(colwidth=1)
+    head, body = nodes.thead(), nodes.tbody()
+    group += head
+    group += body
+    head += CourseTable._row(headers)
+    for row in rows:
+        body += CourseTable._row(row)
+    return table

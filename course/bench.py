@@ -1,0 +1,117 @@
+"""Benchmarks of the course itself: how repeatable its figures are, and how quickly it regenerates.
+
+Run by ``invoke bench``; the figures are stored in the result set (``bench.json``,
+``peers.json``) and shown in the instructor guide. Tests never assert on them: these
+machines are shared and noisy, so a benchmark reports, it does not judge.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from course import lessons, peers, protocol, store
+from course.build import build_program
+from course.layout import Layout
+from course.runners import run_on_host
+from course.stats import summarize
+
+#: The issue's goals: spreads in percent, durations in seconds.
+GOALS = {"min-spread": 2.0, "median-spread": 3.0, "cold": 120.0, "unchanged": 5.0, "lesson-3": 10.0}
+
+Progress = Callable[[str], None]
+
+
+def spread_percent(values: list[float]) -> float:
+    """(max - min) / median, in percent: how far apart repeated figures land."""
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle * 100 if middle else 0.0
+
+
+def repeatability(layout: Layout, runs: int = 5, progress: Progress = print) -> dict[str, dict]:
+    """Run lesson 3's program ``runs`` times in a row per kind of standard input; spread of min and median."""
+    lesson = lessons.find(layout, 3)
+    spec = lesson.runs[0]
+    program = build_program(layout, lesson, spec.program)
+    found: dict[str, dict] = {}
+    for stdin in spec.stdin:
+        minima, medians = [], []
+        for number in range(runs):
+            progress(f"  bench  repeatability {stdin} run {number + 1}/{runs}")
+            outcome = run_on_host(program.binary, spec.args, stdin, layout.build / "scratch", spec.timeout)
+            parsed = protocol.parse(outcome.stdout)
+            counts = parsed.measurements["read"].counts
+            overhead = min(parsed.measurements["stamp-pair"].counts)
+            summary = summarize(counts, overhead)  # exactly as the pipeline computes it
+            minima.append(summary.min)
+            medians.append(summary.median)
+        for what, values in (("min-spread", minima), ("median-spread", medians)):
+            found[f"bench/repeatability.{what}.{stdin}"] = {
+                "status": "ok",
+                "unit": "%",
+                "value": round(spread_percent(values), 2),
+                "goal": GOALS[what],
+                "runs": values,
+                "samples": int(spec.args[0]) if spec.args else None,
+                "command": f"{spec.program} {' '.join(spec.args)} ({runs} runs, stdin={stdin})",
+                "measured_at": store.now(),
+            }
+    return found
+
+
+def _timed(command: list[str], env: dict[str, str], cwd: Path, progress: Progress, what: str) -> float:
+    progress(f"  bench  {what}: {' '.join(command[2:])}")
+    started = time.monotonic()
+    finished = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if finished.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {finished.returncode}):\n{finished.stdout[-3000:]}{finished.stderr}")
+    progress(f"  bench  {what}: {seconds:.1f} s")
+    return seconds
+
+
+def pipeline_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
+    """A cold full generation, a second one with nothing changed, and ``invoke lesson 3``, timed.
+
+    They run in a scratch results and build folder, so the real ones are untouched; the
+    cold run includes the KVM probe, the VM boot and the whole site build.
+    """
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="course-bench-") as scratch:
+        results, build = Path(scratch) / "results", Path(scratch) / "build"
+        shutil.copytree(layout.results / "reference-2000", results / "reference-2000")
+        env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(build)}
+        invoke = [sys.executable, "-m", "invoke"]
+        steps = [
+            ("cold", [*invoke, "generate"], "cold generation: every lesson, the VM boot, the site"),
+            ("unchanged", [*invoke, "generate"], "second generation, nothing changed"),
+            ("lesson-3", [*invoke, "lesson", "3"], "invoke lesson 3"),
+        ]
+        for name, command, what in steps:
+            seconds = _timed(command, env, layout.root, progress, what)
+            found[f"bench/pipeline.{name}"] = {
+                "status": "ok",
+                "unit": "s",
+                "value": round(seconds, 2),
+                "goal": GOALS[name],
+                "command": " ".join(["invoke", *command[3:]]),
+                "what": what,
+                "measured_at": store.now(),
+            }
+    return found
+
+
+def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str, dict]:
+    """Every benchmark, stored in the result set; returns the measurements."""
+    measured = {**repeatability(layout, progress=progress), **pipeline_speed(layout, progress=progress)}
+    store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": measured, "failures": []})
+    progress("  bench  peers: perf bench syscall basic, lmbench lat_syscall")
+    store.save_lesson(set_path, "peers", {"measured_at": store.now(), "measurements": peers.measure(), "failures": []})
+    return measured
