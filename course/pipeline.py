@@ -282,9 +282,10 @@ def record(
                 run.fail("parse", name, f"{name} subtracts unknown measurement {raw.subtract}")
                 continue
             overhead = min(base.counts)
-        summary = summarize(raw.counts, overhead)
+        summary = summarize(raw.counts, overhead, raw.per)
         run.measurements[measurement_id(lesson, name, stdin, kinds)] = {
             "status": "ok",
+            "calls_per_sample": raw.per,
             "unit": unit or raw.unit,
             "samples": summary.samples,
             "min": summary.min,

@@ -27,6 +27,7 @@ class RawMeasurement:
     samples: int
     subtract: str | None
     counts: dict[int, int] = field(default_factory=dict)
+    per: int = 1  # runs of the code timed by each sample
 
 
 @dataclass
@@ -71,6 +72,7 @@ def _parse_line(body: str, result: ProgramOutput) -> None:
             unit=fields.get("unit", "ticks"),
             samples=int(fields["samples"]),
             subtract=fields.get("subtract"),
+            per=int(fields.get("per", 1)),
         )
     elif kind == "hist":
         name, *pairs = rest.split()

@@ -36,19 +36,26 @@ def percentile(counts: dict[int, int], fraction: float) -> int:
     return max(counts)
 
 
-def summarize(counts: dict[int, int], overhead: float = 0) -> Summary:
-    """Min, median, p90, p99, max and a binned histogram, each less ``overhead``."""
+def summarize(counts: dict[int, int], overhead: float = 0, per: int = 1) -> Summary:
+    """Min, median, p90, p99, max and a binned histogram, each less ``overhead``.
+
+    With ``per`` > 1 each sample timed ``per`` runs of the code: the figures (and the
+    histogram's axis) are divided by it after the overhead is subtracted.
+    """
     low, high = min(counts), max(counts)
     p99 = percentile(counts, 0.99)
+    histogram = bin_histogram(counts, low, p99, overhead)
+    histogram["start"] /= per
+    histogram["width"] /= per
     return Summary(
         samples=sum(counts.values()),
-        min=low - overhead,
-        median=percentile(counts, 0.5) - overhead,
-        p90=percentile(counts, 0.9) - overhead,
-        p99=p99 - overhead,
-        max=high - overhead,
+        min=(low - overhead) / per,
+        median=(percentile(counts, 0.5) - overhead) / per,
+        p90=(percentile(counts, 0.9) - overhead) / per,
+        p99=(p99 - overhead) / per,
+        max=(high - overhead) / per,
         overhead=overhead,
-        histogram=bin_histogram(counts, low, p99, overhead),
+        histogram=histogram,
     )
 
 

@@ -34,3 +34,11 @@ def test_histogram_bins_cover_up_to_p99_and_count_the_rest() -> None:
     assert len(histogram["counts"]) <= HISTOGRAM_BINS
     assert sum(histogram["counts"]) + histogram["above"] == summary.samples
     assert histogram["above"] >= 5
+
+
+def test_batched_samples_are_divided_after_the_overhead() -> None:
+    # each sample timed 8 calls plus one stamp pair (40 ticks): 8 * 100 + 40 and 8 * 110 + 40
+    summary = summarize({840: 3, 920: 1}, overhead=40, per=8)
+    assert (summary.min, summary.median, summary.max) == (100, 100, 110)
+    assert summary.overhead == 40, "the stamp pair is subtracted whole, once per sample"
+    assert summary.histogram["start"] == 100

@@ -68,7 +68,7 @@ class _CourseMixin:
         elif lookup.measurement is None:
             self.warn(
                 f"measurement {measurement_id!r} missing from result set {wanted!r}; "
-                f"run `invoke lesson {measurement_id[:2].lstrip('0')}` to measure it",
+                f"run `{how_to_measure(measurement_id)}` to measure it",
                 "missing",
             )
         elif lookup.result_set.id == self.data.current_id:
@@ -76,7 +76,7 @@ class _CourseMixin:
             if changed:
                 self.warn(
                     f"measurement {measurement_id!r} is stale: {', '.join(changed)} changed since it was "
-                    f"measured; run `invoke lesson {measurement_id[:2].lstrip('0')}`",
+                    f"measured; run `{how_to_measure(measurement_id)}`",
                     "stale",
                 )
         return lookup
@@ -88,6 +88,14 @@ class _CourseMixin:
 
     def warn(self, message: str, subtype: str) -> None:
         logger.warning("course: " + message, location=self.get_location(), type="course", subtype=subtype)  # type: ignore[attr-defined]
+
+
+def how_to_measure(measurement_id: str) -> str:
+    """The command that (re)measures a measurement: its lesson's, or the benchmarks'."""
+    prefix = measurement_id.split("/", 1)[0]
+    if prefix[:2].isdigit():
+        return f"invoke lesson {int(prefix[:2])}"
+    return "invoke bench"
 
 
 def value_text(measurement: dict, field: str, in_ns: bool) -> str:

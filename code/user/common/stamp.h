@@ -3,10 +3,13 @@
  * Every user-space program of the course includes this header, so that all of them
  * time code the same way and print results the pipeline can parse:
  *
- *   course: measure <id> unit=ticks samples=<n> [subtract=<id>]
+ *   course: measure <id> unit=ticks samples=<n> [subtract=<id>] [per=<k>]
  *   course: hist <id> <value>x<count> <value>x<count> ...   (repeated as needed)
  *   course: skip <id> <reason>
  *   course: meta <key>=<value>
+ *
+ * per=<k> says that each sample timed k consecutive runs of the code: the pipeline
+ * subtracts the stamp pair's cost, then divides by k.
  *
  * Lines without the "course: " prefix are ordinary output and are kept as text.
  */
@@ -80,13 +83,16 @@ static int compare_u32(const void *a, const void *b)
 
 /* Print the samples as a run-length histogram: exact, and short because tick
  * counts cluster on few values. */
-static inline void print_samples(const char *id, const char *subtract, uint32_t *samples, long n)
+static inline void print_samples(const char *id, const char *subtract, long per, uint32_t *samples, long n)
 {
 	long i = 0, on_line = 0;
 
 	qsort(samples, n, sizeof(*samples), compare_u32);
-	printf("course: measure %s unit=ticks samples=%ld%s%s\n", id, n,
+	printf("course: measure %s unit=ticks samples=%ld%s%s", id, n,
 	       subtract ? " subtract=" : "", subtract ? subtract : "");
+	if (per > 1)
+		printf(" per=%ld", per);
+	printf("\n");
 	while (i < n) {
 		long count = 1;
 
@@ -108,18 +114,24 @@ static inline void print_samples(const char *id, const char *subtract, uint32_t 
 /* Time `code` n times after as many warm-up runs, keeping every sample. The samples
  * include the stamp pair's own cost; `subtract` names the measurement of that cost
  * and the pipeline removes its minimum. */
-#define MEASURE(id, subtract, n, samples, code)                          \
+#define MEASURE(id, subtract, n, samples, code) MEASURE_BATCH(id, subtract, n, samples, 1, code)
+
+/* The same, each sample timing `per` consecutive runs of `code`: when the counter advances
+ * in coarse steps (as a hypervisor's scaled TSC may), a batch divides the step by `per`. */
+#define MEASURE_BATCH(id, subtract, n, samples, per, code)               \
 	do {                                                             \
 		for (long i_ = 0; i_ < (n); i_++) {                      \
 			code;                                            \
 		}                                                        \
 		for (long i_ = 0; i_ < (n); i_++) {                      \
 			uint64_t t0_ = stamp_begin();                    \
-			code;                                            \
+			for (long k_ = 0; k_ < (per); k_++) {            \
+				code;                                    \
+			}                                                \
 			uint64_t t1_ = stamp_end();                      \
 			(samples)[i_] = (uint32_t)(t1_ - t0_);           \
 		}                                                        \
-		print_samples((id), (subtract), (samples), (n));         \
+		print_samples((id), (subtract), (per), (samples), (n));  \
 	} while (0)
 
 /* The sample count from argv[1], or a default. */
