@@ -14,6 +14,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from course import commands, lessons, site
+from course.archive import ArchiveError
 from course.kernel_build import KernelError
 from course.layout import Layout, find_root
 from course.pipeline import KernelOptions
@@ -22,7 +23,7 @@ from course.system import SystemError_
 from course.vm import VmError
 
 #: Errors of the course that are the user's to fix: one clear line, no traceback.
-CLEAR_ERRORS = (lessons.LessonError, site.SiteError, SystemError_, StoreError, VmError, KernelError)
+CLEAR_ERRORS = (lessons.LessonError, site.SiteError, SystemError_, StoreError, VmError, KernelError, ArchiveError)
 
 SET_HELP = {
     "set": "name of this machine's result set (default: derived from the machine)",
@@ -49,6 +50,14 @@ def _kernel(c, runner: str | None, acceleration: str | None) -> KernelOptions:
         acceleration=acceleration or c.course.acceleration,
         release=c.course.guest_kernel,
     )
+
+
+def _numbers(text: str) -> list[int]:
+    """Lesson numbers from the command line ("3" or "4,6")."""
+    try:
+        return [int(number) for number in str(text).split(",")]
+    except ValueError:
+        raise Exit(f"error: lesson numbers must be numbers separated by commas, got {text!r}", code=2) from None
 
 
 def _clear_errors(function):
@@ -82,7 +91,7 @@ def build(c, lesson=None):
 
 @task(
     help={
-        "lesson": "only this lesson (its number); default: all",
+        "lesson": "only these lessons (numbers, comma-separated: 4,6); default: all",
         "force": "rerun even when nothing changed since the stored results",
         **SET_HELP,
         **KERNEL_HELP,
@@ -93,7 +102,7 @@ def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, a
     """Build and run the examples, storing results with their provenance (no site build)."""
     reports, _ = commands.measure(
         _layout(c),
-        [int(lesson)] if lesson else None,
+        _numbers(lesson) if lesson else None,
         force=force,
         set_name=set or c.course.set,
         label=label,
@@ -178,11 +187,35 @@ def clean(c):
     commands.clean(_layout(c))
 
 
-@task(help={"json": "print every set and measurement as JSON (schema: docs/results.md)"})
+@task(name="list", default=True, help={"json": "print every set and measurement as JSON (schema: docs/results.md)"})
 @_clear_errors
-def results(c, json=False):
-    """List the stored result sets, or print them all as JSON."""
+def results_list(c, json=False):
+    """List the stored result sets (machine, date, completeness), or print them all as JSON."""
     print(commands.results(_layout(c), as_json=json))
+
+
+@task(
+    name="export",
+    help={"set": "the set to export (default: this machine's)", "output": "the archive to write (default: SET.tar.gz)"},
+)
+@_clear_errors
+def results_export(c, set=None, output=None):  # noqa: A002
+    """Write one result set as a single archive, to carry to another checkout."""
+    commands.export(_layout(c), set or c.course.set, output)
+
+
+@task(
+    name="import",
+    positional=["archive"],
+    help={"archive": "a .tar.gz made by results.export", "force": "replace a set of the same name"},
+)
+@_clear_errors
+def results_import(c, archive, force=False):
+    """Add a result set from another machine, after checking it (schema, provenance, sane values)."""
+    commands.import_(_layout(c), Path(archive), force=force)
+
+
+results = Collection("results", results_list, results_export, results_import)
 
 
 ns = Collection(setup, build, run, lesson, generate, serve, test, bench, clean, results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 from course import fingerprint, pipeline, report, site, store, system
 from course import lessons as lesson_catalog
@@ -147,23 +148,50 @@ def results(layout: Layout, as_json: bool = False) -> str:
             indent=1,
             sort_keys=True,
         )
+    with_code = [lesson.name for lesson in lesson_catalog.discover(layout) if lesson.has_code]
+    mine = fingerprint.set_id(fingerprint.machine())
     rows = []
     for result_set in sets.values():
-        count = sum(len(d.get("measurements", {})) for d in result_set.lessons.values())
+        measurements = [m for d in result_set.lessons.values() for m in d.get("measurements", {}).values()]
+        ok = sum(1 for m in measurements if m.get("status") == "ok")
         failures = sum(len(d.get("failures", [])) for d in result_set.lessons.values())
+        lessons_done = sum(1 for name in with_code if name in result_set.lessons)
         machine = result_set.machine
         rows.append(
             [
-                result_set.id,
-                result_set.kind,
+                result_set.id + (" *" if result_set.id == mine else ""),
+                result_set.label if result_set.label != result_set.id else "",
                 machine.get("cpu_model", "-"),
                 machine.get("kernel_release", "-"),
+                machine.get("virtualization", "-"),
                 result_set.updated()[:10] or "-",
-                str(count),
+                "reference" if result_set.kind == "reference" else f"{lessons_done}/{len(with_code)} lessons",
+                f"{ok}/{len(measurements)}",
                 str(failures),
             ]
         )
-    return report.table(["set", "kind", "cpu", "kernel", "date", "measurements", "failures"], rows)
+    headers = ["set", "label", "cpu", "kernel", "virt", "date", "complete", "figures ok", "failures"]
+    return report.table(headers, rows) + "\n(* this machine)"
+
+
+def export(layout: Layout, set_name: str | None, output: str | None) -> Path:
+    """Write one set (default: this machine's) as an archive."""
+    from course import archive
+
+    name = fingerprint.slug(set_name) if set_name else fingerprint.set_id(fingerprint.machine())
+    target = Path(output) if output else Path.cwd() / f"{name}.tar.gz"
+    made = archive.export_set(layout.results / name, target)
+    print(f"exported {name} to {made}")
+    return made
+
+
+def import_(layout: Layout, path: Path, force: bool = False) -> Path:
+    """Add a set from an archive after checking it; an existing set needs ``force``."""
+    from course import archive
+
+    target = archive.import_set(path, layout.results, force=force)
+    print(f"imported {target.name} into {target.parent}; `invoke site` shows it beside the others")
+    return target
 
 
 def clean(layout: Layout) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,11 @@ SET_FILE = "set.json"
 
 class StoreError(ValueError):
     """A result file that cannot be used; the message names the file and the fix."""
+
+
+def slug_safe(name: str) -> str:
+    """``name`` if it is a safe set folder name (letters, digits, dot, dash, underscore), else ``""``."""
+    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) else ""
 
 
 def now() -> str:

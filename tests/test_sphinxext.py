@@ -23,7 +23,7 @@ def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
     assert ("03-timing/read.tty", "1,234 ticks") in values
     # hover text says what the figure is and where it comes from; the link leads to the machine
     assert 'title="minimum of 1,000 samples; stamp-pair cost of 30 ticks subtracted; result set Canned machine' in html
-    assert 'href="machines.html#set-canned-machine"' in html
+    assert 'href="machines/canned-machine.html"' in html
     assert ">1,300 ticks<" in html  # the median
     assert ">617 ns<" in html  # 1234 ticks at 2 GHz
     assert ">474 ticks<" in html  # the reference set, asked for by name
@@ -35,7 +35,7 @@ def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> Non
     app.build()
     table = _html(app).split('<table class="course-table', 1)[1].split("</table>", 1)[0]
     headers = re.findall(r"<th[^>]*><p>([^<]+)</p>", table)
-    assert headers == ["measurement", "2000 reference", "Canned machine (this machine)"]
+    assert headers == ["measurement", "2000 reference", "Canned machine (this machine)", "Other machine"]
     assert "1,234 ticks / 1,300 (617 ns)" in table
     assert "456 ticks / 470" in table
     assert "—" in table  # no 2000 figure for the pipe
@@ -59,12 +59,38 @@ def test_captured_output_is_escaped_and_captioned(app: SphinxTestApp) -> None:
 
 
 @pytest.mark.sphinx("html", testroot="course")
-def test_machines_page_gives_each_sets_provenance(app: SphinxTestApp) -> None:
+def test_each_set_has_a_page_with_its_provenance(app: SphinxTestApp) -> None:
     app.build()
-    html = _html(app, "machines")
-    assert 'id="set-canned-machine"' in html and 'id="set-reference-2000"' in html
+    assert app._warning.getvalue() == ""
+    html = _html(app, "machines/canned-machine")
     assert "Canned CPU 1000" in html and "6.1.0-canned" in html and "meltdown: Not affected" in html
-    assert "Rubini, Linux Magazine, 2000" in html
+    assert "This is the machine that built this site." in html
+    assert "03-timing/read.tty" in html  # every figure of the set is listed
+    assert "Rubini, Linux Magazine, 2000" in _html(app, "machines/reference-2000")
+    assert "This is the machine" not in _html(app, "machines/other-machine")
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_site_with_two_measured_sets_shows_both_and_compares_them(app: SphinxTestApp) -> None:
+    app.build()
+    overview = _html(app, "machines")
+    for name in ("2000 reference", "Canned machine (this machine)", "Other machine"):
+        assert name in overview
+    assert "Other CPU 2000" in overview and "1 mitigation, 1 vulnerable" in overview
+    # 474 ticks at 500 MHz = 948 ns in 2000; 1234 ticks at 2 GHz = 617 ns; 3000 ticks at 3 GHz = 1000 ns
+    assert "1,234 ticks / 617 ns / 1.5 times faster" in overview
+    assert "3,000 ticks / 1,000 ns / 0.9 times faster" in overview
+    assert 'href="machines/other-machine.html"' in overview
+    chart = _html(app).split("<title>Canned bars</title>", 1)[1].split("</svg>", 1)[0]
+    assert "Other machine" in chart and "Canned machine (this machine)" in chart
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_which_sets_appear_is_configurable(make_app, app: SphinxTestApp) -> None:
+    chosen = make_app("html", srcdir=app.srcdir, confoverrides={"course_sets": ["canned-machine"]})
+    chosen.build()
+    table = _html(chosen).split('<table class="course-table', 1)[1].split("</table>", 1)[0]
+    assert "Canned machine" in table and "Other machine" not in table and "2000 reference" not in table
 
 
 @pytest.mark.sphinx("html", testroot="course-missing")

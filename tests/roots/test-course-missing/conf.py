@@ -4,4 +4,4 @@ extensions = ["myst_parser", "course.sphinxext"]
 exclude_patterns = ["results", "code"]
 course_results_dir = "results"
 course_current_set = "canned-machine"
-course_machines_page = "index"
+course_machines_page = "machines"
