@@ -17,13 +17,22 @@ from course import commands, lessons, site
 from course.archive import ArchiveError
 from course.kernel_build import KernelError
 from course.layout import Layout, find_root
-from course.pipeline import KernelOptions
+from course.pipeline import KernelOptions, MachineError
 from course.store import StoreError
 from course.system import SystemError_
 from course.vm import VmError
 
 #: Errors of the course that are the user's to fix: one clear line, no traceback.
-CLEAR_ERRORS = (lessons.LessonError, site.SiteError, SystemError_, StoreError, VmError, KernelError, ArchiveError)
+CLEAR_ERRORS = (
+    lessons.LessonError,
+    site.SiteError,
+    SystemError_,
+    StoreError,
+    VmError,
+    KernelError,
+    ArchiveError,
+    MachineError,
+)
 
 SET_HELP = {
     "set": "name of this machine's result set (default: derived from the machine)",
@@ -75,11 +84,16 @@ def _clear_errors(function):
     return wrapper
 
 
-@task(help={"check": "only list the missing Debian packages, install nothing"})
+@task(
+    help={
+        "check": "only list the missing Debian packages, install nothing",
+        "tests": "also what the tests and benchmarks need (Chromium, chromedriver, perf)",
+    }
+)
 @_clear_errors
-def setup(c, check=False):
+def setup(c, check=False, tests=False):
     """Install the Debian packages the lessons need (compiler, binutils, graphviz, QEMU, a kernel)."""
-    commands.setup(_layout(c), install=not check)
+    commands.setup(_layout(c), install=not check, tests=tests)
 
 
 @task(help={"lesson": "only this lesson's programs (its number)"})

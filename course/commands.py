@@ -13,9 +13,10 @@ from course.layout import Layout
 from course.pipeline import LessonReport
 
 
-def setup(layout: Layout, install: bool = True) -> None:
-    """Install (or, without ``install``, list) the Debian packages the course needs."""
-    missing = system.missing_packages()
+def setup(layout: Layout, install: bool = True, tests: bool = False) -> None:
+    """Install (or, without ``install``, list) the Debian packages the course (and its tests) need."""
+    wanted = [*system.DEBIAN_PACKAGES, *(system.DEBIAN_TEST_PACKAGES if tests else [])]
+    missing = system.missing_packages(wanted)
     if not missing:
         print("setup: every Debian package the course needs is installed")
         return

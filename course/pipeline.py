@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +25,20 @@ from course.runners import run_on_host
 from course.stats import summarize
 
 Progress = Callable[[str], None]
+
+
+class MachineError(RuntimeError):
+    """This machine cannot measure what the course measures; the message says what to do instead."""
+
+
+def require_x86_64(architecture: str | None = None) -> None:
+    """The programs read the x86 time-stamp counter: refuse, clearly, anywhere else."""
+    found = architecture or platform.machine()
+    if found not in ("x86_64", "AMD64"):
+        raise MachineError(
+            f"this machine is {found}, not x86-64: the course's programs read the x86 time-stamp counter "
+            "(rdtsc). Measure on an x86-64 machine, or build the site from stored results with: invoke site"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,7 @@ def measure_lessons(
     """
     from course import kernel_runs  # the kernel side pulls in the VM machinery only when needed
 
+    require_x86_64()
     kernel = kernel or KernelOptions()
     machine = store.read_json(set_path / store.SET_FILE)["machine"]
     setting = kernel_runs.setting(layout, kernel, progress) if any(lesson.modules for lesson in lessons) else {}

@@ -20,6 +20,14 @@ DEBIAN_PACKAGES = {
 }
 
 
+#: What the test suite and the benchmarks need besides (installed by ``invoke setup --tests``).
+DEBIAN_TEST_PACKAGES = {
+    "chromium": "the headless browser the site is checked in",
+    "chromium-driver": "chromedriver, through which Selenium drives it",
+    "linux-perf": "perf bench syscall basic, the peer measurement of invoke bench",
+}
+
+
 class SystemError_(RuntimeError):
     """The machine lacks something the course needs; the message says how to get it."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from course import lessons, pipeline
 from course.layout import Layout
 
 pytest_plugins = ("sphinx.testing.fixtures",)
@@ -29,3 +31,24 @@ def course_root() -> Path:
 def scratch_layout(tmp_path: Path) -> Layout:
     """The real checkout, with results and build output in a temporary folder."""
     return Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+
+
+@pytest.fixture(scope="session")
+def measured_course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Path, list]:
+    """Every lesson measured for real, once per test session: programs here, modules in one VM boot."""
+    scratch = tmp_path_factory.mktemp("measured")
+    layout = Layout(ROOT, results_dir=scratch / "results", build_dir=scratch / "build")
+    shutil.copytree(ROOT / "results" / "reference-2000", layout.results / "reference-2000")
+    set_path = pipeline.open_set(layout)
+    reports = pipeline.measure_lessons(layout, lessons.discover(layout), set_path, progress=print)
+    return layout, set_path, reports
+
+
+@pytest.fixture(scope="session")
+def built_site(measured_course) -> Layout:
+    """The whole site, built with -W from the results measured in this session."""
+    from course import site
+
+    layout, set_path, _ = measured_course
+    site.build_site(layout, strict=True, current_set=set_path.name)
+    return layout

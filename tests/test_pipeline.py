@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline, site, store
+from course import lessons, pipeline, store
 from course.layout import Layout
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def measured_course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Path, list]:
-    """Every lesson measured for real, once per test session: programs here, modules in one VM boot."""
-    scratch = tmp_path_factory.mktemp("measured")
-    layout = Layout(ROOT, results_dir=scratch / "results", build_dir=scratch / "build")
-    shutil.copytree(ROOT / "results" / "reference-2000", layout.results / "reference-2000")
-    set_path = pipeline.open_set(layout)
-    reports = pipeline.measure_lessons(layout, lessons.discover(layout), set_path, progress=print)
-    return layout, set_path, reports
 
 
 def test_every_lesson_ran_without_a_failure(measured_course) -> None:
@@ -141,10 +129,9 @@ def test_unknown_lesson_on_the_command_line_lists_the_lessons(course_root: Path)
     assert "there is no lesson 99; the lessons are: 1 (01-user-kernel), 2 (02-read-path), 3" in finished.stderr
 
 
-def test_the_whole_site_builds_without_a_warning(measured_course) -> None:
-    """The site, built with -W from the results measured above."""
-    layout, set_path, _ = measured_course
-    site.build_site(layout, strict=True, current_set=set_path.name)
+def test_the_whole_site_builds_without_a_warning(built_site: Layout) -> None:
+    """The site, built with -W (a warning fails the fixture) from the results measured in this session."""
+    layout = built_site
     page = (layout.html / "lessons" / "03-timing.html").read_text()
     assert "course-value" in page and "<svg" in page
     assert "emulated ticks" in (layout.html / "lessons" / "04-kernel-read.html").read_text()

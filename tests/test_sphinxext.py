@@ -19,7 +19,7 @@ def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
     app.build()
     assert app._warning.getvalue() == ""
     html = _html(app)
-    values = re.findall(r'data-measurement="([^"]+)" data-set="[^"]+">([^<]+)<', html)
+    values = re.findall(r'data-measurement="([^"]+)" data-set="[^"]+" data-field="min">([^<]+)<', html)
     assert ("03-timing/read.tty", "1,234 ticks") in values
     # hover text says what the figure is and where it comes from; the link leads to the machine
     assert 'title="minimum of 1,000 samples; stamp-pair cost of 30 ticks subtracted; result set Canned machine' in html
@@ -28,6 +28,13 @@ def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
     assert ">617 ns<" in html  # 1234 ticks at 2 GHz
     assert ">474 ticks<" in html  # the reference set, asked for by name
     assert "not run (no terminal here)" in html
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_an_optional_figure_not_yet_measured_is_said_so_without_a_warning(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    assert "not measured yet: run invoke bench" in _html(app)
 
 
 @pytest.mark.sphinx("html", testroot="course")

@@ -27,6 +27,7 @@ from typing import Any
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
+from sphinx.errors import SphinxError
 from sphinx.util import logging
 
 from course import __version__
@@ -46,15 +47,25 @@ from course.sphinxext.directives import (
     depart_course_value,
     visit_course_value,
 )
+from course.store import StoreError
 
 logger = logging.getLogger(__name__)
+
+
+class ResultFileError(SphinxError):
+    """A result file the site cannot read: Sphinx prints the message (which names the file and the fix)."""
+
+    category = "Result file error"
 
 
 def _load_data(app: Sphinx) -> None:
     results = Path(app.config.course_results_dir)
     if not results.is_absolute():
         results = Path(app.srcdir) / results
-    data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
+    try:
+        data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
+    except StoreError as error:
+        raise ResultFileError(str(error)) from None
     attach(app.env, data)
     _write_machine_pages(Path(app.srcdir) / app.config.course_machines_page, data)
     if not data.current:

@@ -19,7 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 class course_value(nodes.Inline, nodes.TextElement):
-    """A stored value in running text; rendered as a link to its result set, with a hover note."""
+    """A stored value in running text; rendered as a link to its result set, with a hover note.
+
+    ``data-measurement``, ``data-set`` and ``data-field`` (``min``, ``median-ns``, ...) name
+    the stored figure the text shows, so a reader's tool (or the browser test) can check it.
+    """
 
 
 def visit_course_value(translator, node: course_value) -> None:
@@ -27,7 +31,7 @@ def visit_course_value(translator, node: course_value) -> None:
     tag = f'<a class="course-value" href="{escape(href)}"' if href else '<span class="course-value"'
     translator.body.append(
         f'{tag} title="{escape(node["title"])}" data-measurement="{escape(node["measurement"])}"'
-        f' data-set="{escape(node["set_id"])}">'
+        f' data-set="{escape(node["set_id"])}" data-field="{escape(node.get("field", "min"))}">'
     )
 
 
@@ -138,7 +142,12 @@ class MeasureRole(_CourseMixin, SphinxRole):
         else:
             text = value_text(measurement, field, in_ns)
         node = course_value(
-            self.rawtext, text, title=describe(lookup, field), measurement=measurement_id, set_id=lookup.result_set.id
+            self.rawtext,
+            text,
+            title=describe(lookup, field),
+            measurement=measurement_id,
+            set_id=lookup.result_set.id,
+            field=field + ("-ns" if in_ns else ""),
         )
         return [node], []
 
@@ -175,10 +184,10 @@ class _MeasurementsDirective(_CourseMixin, SphinxDirective):
         return rows
 
     def lookups(self, key: str) -> list[tuple[str, Lookup | None]]:
-        """The measurement in every shown set; only this machine's set must have it."""
+        """The measurement in every shown set; only this machine's set must have it (unless ``:optional:``)."""
         found = []
         for result_set in self.data.shown():
-            if result_set.id == self.data.current_id:
+            if result_set.id == self.data.current_id and "optional" not in self.options:
                 found.append((result_set.id, self.check(key)))
             else:
                 lookup = self.data.find(key, result_set.id)
@@ -200,6 +209,8 @@ class CourseTable(_MeasurementsDirective):
         "caption": directives.unchanged,
         "ns": directives.flag,
         "field": lambda arg: directives.choice(arg, tuple(FIELDS)),
+        # Figures that only some runs make (invoke bench): missing is "not measured", not a warning.
+        "optional": directives.flag,
     }
 
     def run(self) -> list[nodes.Node]:
@@ -257,6 +268,8 @@ class CourseTable(_MeasurementsDirective):
 
     def _single(self, key: str, lookup: Lookup | None, field: str, in_ns: bool) -> nodes.Node:
         if lookup is None or lookup.measurement is None:
+            if lookup is not None and lookup.result_set.id == self.data.current_id and "optional" in self.options:
+                return nodes.emphasis(text=f"not measured yet: run {how_to_measure(key)}")
             return nodes.Text("—")
         measurement = lookup.measurement
         text = value_text(measurement, field, in_ns)
@@ -265,7 +278,9 @@ class CourseTable(_MeasurementsDirective):
         if measurement.get("goal") is not None:
             met = "met" if measurement[field] <= measurement["goal"] else "not met"
             text += f" (goal ≤ {format_value(measurement['goal'], measurement['unit'])}: {met})"
-        return course_value(text, text, title=describe(lookup, field), measurement=key, set_id=lookup.result_set.id)
+        return course_value(
+            text, text, title=describe(lookup, field), measurement=key, set_id=lookup.result_set.id, field=field
+        )
 
     @staticmethod
     def _row(cells: list) -> nodes.row:
