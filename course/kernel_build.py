@@ -97,7 +97,8 @@ def build_module(layout: Layout, lesson: Lesson, module: ModuleSpec, kernel: Gue
         target = tree / Path(relative).relative_to(Path(relative).parts[0], Path(relative).parts[1])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    command = ["make", "-C", str(kernel.headers), f"M={work}", "modules"]
+    # One module per make: a lesson may hold a module that is meant not to build.
+    command = ["make", "-C", str(kernel.headers), f"M={work}", f"{module.name}.ko"]
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0 or not ko.is_file():
         raise BuildError(

@@ -85,6 +85,9 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     for run in runs:
         for module in run.lesson.modules:
             started = time.monotonic()
+            if module.expect == "build-error":
+                _expect_build_error(layout, run, module, kernel, progress)
+                continue
             try:
                 built = kernel_build.build_module(layout, run.lesson, module, kernel)
             except BuildError as error:
@@ -191,10 +194,37 @@ def record_results(
         run.captures[capture_id] = {"text": kernel_log, "command": context["command"], "measured_at": store.now()}
 
 
+def _expect_build_error(layout: Layout, run: LessonRun, module, kernel: GuestKernel, progress: Progress) -> None:
+    """Build a module that must not build on this kernel; its compiler errors are the lesson's result."""
+    capture_id = f"{run.lesson.name}/{module.name}.build"
+    try:
+        kernel_build.build_module(layout, run.lesson, module, kernel)
+    except BuildError as error:
+        errors = [
+            line.replace(str(layout.build) + "/", "build/") for line in error.log.splitlines() if "error:" in line
+        ]
+        run.captures[capture_id] = {
+            "text": "\n".join(errors),
+            "command": f"make -C {kernel.headers} M=... {module.name}.ko   (kernel {kernel.release})",
+            "measured_at": store.now(),
+        }
+        progress(f"  build  {module.name + '.ko':<20} refused by the compiler, as expected ({len(errors)} errors)")
+        return
+    run.fail("build", f"module {module.name}", f"expected {module.name} not to build against {kernel.release}")
+
+
 def _not_run(run: LessonRun, reason: str) -> None:
-    """Record every measurement the lesson's modules would make as not run, with why."""
+    """Record every measurement the lesson's modules would make as not run, with why (outputs too)."""
     for module in run.lesson.modules:
+        if module.expect == "build-error":
+            run.captures[f"{run.lesson.name}/{module.name}.build"] = {
+                "text": f"(not built: {reason})",
+                "measured_at": store.now(),
+            }
+            continue
         for stdin in module.stdin:
+            capture_id = measurement_id(run.lesson, module.name, stdin, module.stdin) + ".log"
+            run.captures[capture_id] = {"text": f"(not run: {reason})", "measured_at": store.now()}
             for name in module.measures:
                 run.measurements[measurement_id(run.lesson, name, stdin, module.stdin)] = {
                     "status": "skipped",

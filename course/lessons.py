@@ -16,7 +16,7 @@ from course.layout import Layout
 LESSON_PAGE = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9-]+)\.md$")
 
 #: The kinds of standard input a program can be run with.
-STDIN_KINDS = ("devnull", "file", "pipe", "tty")
+STDIN_KINDS = ("devnull", "file", "pipe", "tty", "zero", "socket")
 
 
 class LessonError(ValueError):
@@ -52,9 +52,10 @@ class ModuleSpec:
     """
 
     name: str
-    measures: tuple[str, ...]
+    measures: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     stdin: tuple[str, ...] = ("devnull",)
+    expect: str = "load"  # or "build-error": the compiler's refusal is the result (lesson 5)
 
 
 @dataclass(frozen=True)
@@ -162,11 +163,15 @@ def _stdin_kinds(path: Path, entry: dict) -> tuple[str, ...]:
 
 
 def _module_spec(path: Path, entry: dict) -> ModuleSpec:
-    if "name" not in entry or not entry.get("measures"):
-        raise LessonError(f'{path}: a [[module]] entry needs name = "..." and measures = ["...", ...]')
+    if "name" not in entry:
+        raise LessonError(f'{path}: a [[module]] entry needs name = "..."')
+    expect = entry.get("expect", "load")
+    if expect not in ("load", "build-error"):
+        raise LessonError(f"{path}: module {entry['name']!r}: expect must be load or build-error, not {expect!r}")
     return ModuleSpec(
         name=entry["name"],
-        measures=tuple(entry["measures"]),
+        measures=tuple(entry.get("measures", [])),
+        expect=expect,
         params=tuple(str(param) for param in entry.get("params", [])),
         stdin=_stdin_kinds(path, entry),
     )

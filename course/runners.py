@@ -1,7 +1,8 @@
 """Running a compiled program on this machine, with standard input from a chosen kind of file.
 
-The kinds are those of the article's Figure 2: a terminal (a pseudo-terminal this
-module opens, so it works without one), a disk file, ``/dev/null`` and a pipe.
+The kinds are those of the article's Figure 2 and a few more: a terminal (a pseudo-terminal
+this module opens, so it works without one), a disk file, ``/dev/null``, ``/dev/zero``, a
+pipe and a socket (one end of a connected pair).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -52,6 +54,13 @@ def stdin_of_kind(kind: str, scratch: Path) -> Iterator[int]:
         elif kind == "tty":
             master, fd = os.openpty()
             keep.append(master)
+        elif kind == "zero":
+            fd = os.open("/dev/zero", os.O_RDONLY)
+        elif kind == "socket":
+            # The other end stays open and silent, like the pipe's writer.
+            ours, theirs = socket.socketpair()
+            fd = theirs.detach()
+            keep.append(ours.detach())
         else:
             raise ValueError(f"unknown kind of standard input {kind!r}")
         keep.append(fd)
@@ -62,7 +71,14 @@ def stdin_of_kind(kind: str, scratch: Path) -> Iterator[int]:
 
 
 #: How each kind of standard input is written in a recorded command.
-STDIN_SHOWN = {"devnull": "< /dev/null", "file": "< stdin.txt", "pipe": "< (empty pipe)", "tty": "< (pseudo-terminal)"}
+STDIN_SHOWN = {
+    "devnull": "< /dev/null",
+    "file": "< stdin.txt",
+    "pipe": "< (empty pipe)",
+    "tty": "< (pseudo-terminal)",
+    "zero": "< /dev/zero",
+    "socket": "< (socket pair)",
+}
 
 
 def run_on_host(

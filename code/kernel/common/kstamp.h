@@ -32,12 +32,12 @@ static inline u64 kstamp(void)
 }
 
 /* The kernel's own calibration of the TSC rate, for figures in nanoseconds. */
-static void kstamp_print_rate(void)
+static void __maybe_unused kstamp_print_rate(void)
 {
 	course_print("meta tsc_hz=%lu", (unsigned long)tsc_khz * 1000UL);
 }
 
-static int kstamp_compare(const void *a, const void *b)
+static int __maybe_unused kstamp_compare(const void *a, const void *b)
 {
 	u32 x = *(const u32 *)a, y = *(const u32 *)b;
 
@@ -45,7 +45,7 @@ static int kstamp_compare(const void *a, const void *b)
 }
 
 /* Sort the samples and print them as run-length pairs, a bounded number per line. */
-static void kstamp_print(const char *id, const char *subtract, u32 *samples, int n)
+static void __maybe_unused kstamp_print(const char *id, const char *subtract, u32 *samples, int n)
 {
 	char line[320];
 	int i = 0, used = 0, pairs = 0;

@@ -1,0 +1,25 @@
+/* oldstyle.c - a module written the 2.4 way: lift addr_limit, call read(), restore it.
+ *
+ * Lesson 5. This does not build on a 6.x kernel, and is not meant to: the pipeline
+ * compiles it against today's headers and keeps the compiler's errors for the lesson.
+ * get_ds() went in 5.1, set_fs()/get_fs() and mm_segment_t in 5.10 (x86) and 5.18
+ * (everywhere), and modules have not been able to call system calls by name for a long
+ * time.
+ */
+#include <linux/module.h>
+#include <linux/fs.h>
+#include <linux/uaccess.h>
+
+static int __init oldstyle_init(void)
+{
+	char buffer[4];
+	mm_segment_t saved = get_fs();	/* remember the caller's limit */
+
+	set_fs(get_ds());		/* no limit: kernel pointers pass */
+	sys_read(0, buffer, 0);		/* the empty read of the article */
+	set_fs(saved);			/* put the limit back before returning */
+	return -EINVAL;
+}
+
+module_init(oldstyle_init);
+MODULE_LICENSE("GPL");
