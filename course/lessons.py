@@ -72,6 +72,7 @@ class Lesson:
     programs: tuple[str, ...] = field(default=())
     kernel_dir: Path | None = None
     modules: tuple[ModuleSpec, ...] = ()
+    derived: tuple[dict, ...] = ()  # [[derive]] entries, computed after the runs (course.derive)
 
     @property
     def has_code(self) -> bool:
@@ -91,6 +92,7 @@ def discover(layout: Layout) -> list[Lesson]:
         name = page.stem
         code_dir = layout.user_code / name
         runs, disassemblies, _ = _read_spec(code_dir / "lesson.toml")
+        derived = _derive_specs(code_dir / "lesson.toml")
         kernel_dir = layout.kernel_code / name
         modules = _read_spec(kernel_dir / "lesson.toml")[2]
         for module in modules:
@@ -116,6 +118,7 @@ def discover(layout: Layout) -> list[Lesson]:
                 programs=tuple(programs),
                 kernel_dir=kernel_dir if modules else None,
                 modules=tuple(modules),
+                derived=tuple(derived),
             )
         )
     return lessons
@@ -145,13 +148,25 @@ def _read_spec(path: Path) -> tuple[list[RunSpec], list[DisassembleSpec], list[M
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise LessonError(f"{path}: not valid TOML ({error})") from error
-    unknown = set(data) - {"run", "disassemble", "module"}
+    unknown = set(data) - {"run", "disassemble", "module", "derive"}
     if unknown:
         raise LessonError(f"{path}: unknown section(s) {sorted(unknown)}; use [[run]], [[disassemble]] or [[module]]")
     runs = [_run_spec(path, entry) for entry in data.get("run", [])]
     disassemblies = [_disassemble_spec(path, entry) for entry in data.get("disassemble", [])]
     modules = [_module_spec(path, entry) for entry in data.get("module", [])]
     return runs, disassemblies, modules
+
+
+def _derive_specs(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    entries = tomllib.loads(path.read_text(encoding="utf-8")).get("derive", [])
+    for entry in entries:
+        if "name" not in entry or ("expression" not in entry and entry.get("kind") != "slope"):
+            raise LessonError(f'{path}: a [[derive]] entry needs a name and an expression (or kind = "slope")')
+        if entry.get("kind") == "slope" and not {"points", "sizes"} <= set(entry):
+            raise LessonError(f"{path}: [[derive]] {entry['name']!r}: a slope needs points and sizes")
+    return entries
 
 
 def _stdin_kinds(path: Path, entry: dict) -> tuple[str, ...]:

@@ -171,6 +171,7 @@ def measure_lessons(
         kernel_runs.measure(layout, kernel_lessons, kernel, setting, progress)
 
     for run in pending:
+        _derive(run, set_path)
         if run.tsc_rates and not run.lesson.modules:
             _record_tsc_rate(set_path, statistics.median(run.tsc_rates))
         stored = store.save_lesson(set_path, run.lesson.name, _lesson_file(run))
@@ -343,6 +344,19 @@ def _disassemble(run: LessonRun) -> None:
             continue
         run.captures[f"{run.lesson.name}/{spec.id}"] = {"text": listing, "command": command, "measured_at": store.now()}
         run.steps.append(timed_step(f"disassemble {spec.id}", started))
+
+
+def _derive(run: LessonRun, set_path: Path) -> None:
+    """The lesson's derived figures, from this run's measurements and the set's stored ones."""
+    from course import derive
+
+    stored = store.load_set(set_path) if run.lesson.derived else None
+
+    def lookup(key: str) -> dict | None:
+        return run.measurements.get(key) or (stored.measurement(key) if stored else None)
+
+    for spec in run.lesson.derived:
+        run.measurements[f"{run.lesson.name}/{spec['name']}"] = derive.derive(spec, lookup)
 
 
 def _record_tsc_rate(set_path: Path, tsc_hz: float) -> None:

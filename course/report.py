@@ -47,7 +47,11 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
     notes = []
     old = report.previous.get("measurements", {})
     for key, value in sorted(report.stored.get("measurements", {}).items()):
-        if value.get("status") != "ok":
+        if value.get("status") == "ok" and "min" not in value:  # a derived or single figure
+            single = value.get("value", value.get("mean"))
+            shown = f"{single:,.2f}" if single is not None and abs(single) < 100 else figure(single)
+            row = [key, value.get("unit", ""), shown, "", "", "", "", ""]
+        elif value.get("status") != "ok":
             notes.append(f"{key}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}")
             row = [key, "", value.get("status", "?"), "", "", "", "", ""]
         else:

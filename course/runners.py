@@ -45,7 +45,8 @@ def stdin_of_kind(kind: str, scratch: Path) -> Iterator[int]:
         elif kind == "file":
             scratch.mkdir(parents=True, exist_ok=True)
             path = scratch / "stdin.txt"
-            path.write_text("A small disk file, read as standard input.\n" * 64)
+            # 8.6 KiB: enough for lesson 7's reads of up to 4 KiB.
+            path.write_text("A small disk file, read as standard input.\n" * 200)
             fd = os.open(path, os.O_RDONLY)
         elif kind == "pipe":
             # The write end stays open and empty, so a read never sees end-of-file early.

@@ -107,6 +107,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.2f} %"
     if unit == "s":
         return f"{value:,.1f} s"
+    if unit.endswith("/byte"):
+        return f"{value:.3f} {unit}"
     return f"{value:,.0f} {unit}"  # ticks of every kind are whole numbers
 
 
@@ -128,6 +130,8 @@ def describe(lookup: Lookup, field: str) -> str:
     overhead = measurement.get("overhead") or {}
     if overhead.get("ticks"):
         parts.append(f"stamp-pair cost of {overhead['ticks']:,.0f} ticks subtracted")
+    if measurement.get("how"):
+        parts.append(f"computed as {measurement['how']}")
     parts.append(f"result set {s.label}")
     if measurement.get("measured_at"):
         parts.append(f"measured {measurement['measured_at']}")

@@ -1,0 +1,127 @@
+"""Figures derived from measured ones, computed when the lesson runs and stored like them.
+
+A lesson's ``[[derive]]`` entries (see ``docs/measuring.md``) either fit a slope (ticks per
+byte over read sizes) or evaluate an arithmetic expression over stored figures, such as
+``median(07-bytes/read-0.zero) / value(07-bytes/slope.zero)``. A derived figure records
+what it was computed from; one that would mix incomparable units (emulated ticks with real
+ticks) is recorded as skipped, with that reason, never computed.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from collections.abc import Callable
+
+from course import store
+
+Lookup = Callable[[str], dict | None]
+
+REFERENCE = re.compile(r"\b(min|median|p90|p99|max|value|mean)\(([^()\s]+)\)")
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+class DeriveError(ValueError):
+    """A derived figure cannot be computed; the message says why (it becomes the skip reason)."""
+
+
+def least_squares(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(slope, intercept) of the straight line closest to ``points``."""
+    if len(points) < 2:
+        raise DeriveError("a slope needs at least two measured points")
+    count = len(points)
+    mean_x = sum(x for x, _ in points) / count
+    mean_y = sum(y for _, y in points) / count
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        raise DeriveError("a slope needs at least two different sizes")
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+    return slope, mean_y - slope * mean_x
+
+
+def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
+    """Ticks per byte: the least-squares slope of the medians of ``template`` over ``sizes``."""
+    points, units, used = [], set(), []
+    for size in sizes:
+        key = template.format(size=size)
+        found = lookup(key)
+        if found is None or found.get("status") != "ok":
+            continue
+        points.append((float(size), float(found["median"])))
+        units.add(found.get("unit", "ticks"))
+        used.append(key)
+    if len(units) > 1:
+        raise DeriveError(f"the points mix units {sorted(units)}")
+    per_byte, intercept = least_squares(points)
+    unit = units.pop() if units else "ticks"
+    return {
+        "status": "ok",
+        "unit": f"{unit}/byte",
+        "value": per_byte,
+        "intercept": intercept,
+        "from": used,
+        "how": f"least-squares slope of the median over {len(points)} read sizes",
+    }
+
+
+def evaluate(expression: str, unit: str, lookup: Lookup) -> dict:
+    """The value of ``expression``, its figures looked up; refused if it mixes kinds of ticks."""
+    used: list[str] = []
+    tick_units: set[str] = set()
+
+    def replace(match: re.Match) -> str:
+        field, key = match[1], match[2]
+        found = lookup(key)
+        if found is None:
+            raise DeriveError(f"{key} is not measured")
+        if found.get("status") != "ok":
+            raise DeriveError(f"{key} was not measured: {found.get('reason', found.get('status'))}")
+        if found.get(field) is None:
+            raise DeriveError(f"{key} has no {field}")
+        kind = found.get("unit", "ticks").removesuffix("/byte")
+        if "ticks" in kind:
+            tick_units.add(kind)
+        used.append(key)
+        return repr(float(found[field]))
+
+    arithmetic = REFERENCE.sub(replace, expression)
+    if len(tick_units) > 1:
+        raise DeriveError(f"it would mix {' and '.join(sorted(tick_units))}, which are not comparable")
+    return {"status": "ok", "unit": unit, "value": _arithmetic(arithmetic), "from": used, "how": expression}
+
+
+def _arithmetic(text: str) -> float:
+    """+ - * / and parentheses over numbers; anything else is refused (no eval)."""
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            right = walk(node.right)
+            if isinstance(node.op, ast.Div) and right == 0:
+                raise DeriveError("division by zero")
+            return _OPERATORS[type(node.op)](walk(node.left), right)
+        raise DeriveError(f"not plain arithmetic: {ast.dump(node)[:80]}")
+
+    try:
+        return walk(ast.parse(text, mode="eval"))
+    except SyntaxError as error:
+        raise DeriveError(f"not plain arithmetic: {text!r}") from error
+
+
+def derive(spec: dict, lookup: Lookup) -> dict:
+    """One ``[[derive]]`` entry's figure, or a skipped record saying why it could not be computed."""
+    try:
+        if spec.get("kind") == "slope":
+            result = slope(spec["points"], list(spec["sizes"]), lookup)
+        else:
+            result = evaluate(spec["expression"], spec.get("unit", ""), lookup)
+    except DeriveError as error:
+        return {"status": "skipped", "reason": f"not derived: {error}", "measured_at": store.now()}
+    return {**result, "derived": True, "measured_at": store.now()}
