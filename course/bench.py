@@ -39,7 +39,7 @@ def repeatability(layout: Layout, runs: int = 5, progress: Progress = print) -> 
     """Run lesson 3's program ``runs`` times in a row per kind of standard input; spread of min and median."""
     lesson = lessons.find(layout, 3)
     spec = lesson.runs[0]
-    program = build_program(layout, lesson, spec.program)
+    program = build_program(layout, lesson, spec.program, libs=spec.libs)
     found: dict[str, dict] = {}
     for stdin in spec.stdin:
         minima: dict[str, list[float]] = {}

@@ -60,8 +60,11 @@ def require_compiler(cc: str) -> None:
         )
 
 
-def build_program(layout: Layout, lesson: Lesson, program: str, cc: str = "cc") -> Program:
-    """Compile one program into ``build/``, or reuse the binary if nothing it depends on changed."""
+def build_program(layout: Layout, lesson: Lesson, program: str, cc: str = "cc", libs: tuple[str, ...] = ()) -> Program:
+    """Compile one program into ``build/``, or reuse the binary if nothing it depends on changed.
+
+    ``libs`` are linker flags (``-luring``) from the program's ``[[run]]`` entry.
+    """
     require_compiler(cc)
     sources = program_sources(layout, lesson, program)
     built = Program(
@@ -69,14 +72,14 @@ def build_program(layout: Layout, lesson: Lesson, program: str, cc: str = "cc") 
         binary=layout.build / "code" / lesson.name / program,
         sources=sources,
         compiler=compiler_version(cc),
-        cflags=CFLAGS,
+        cflags=(*CFLAGS, *libs),
         rebuilt=False,
     )
     stamp = built.binary.with_suffix(".inputs")
     if built.binary.is_file() and stamp.is_file() and stamp.read_text() == built.inputs_hash:
         return built
     built.binary.parent.mkdir(parents=True, exist_ok=True)
-    command = [cc, *CFLAGS, "-o", str(built.binary), str(lesson.source(program))]
+    command = [cc, *CFLAGS, "-o", str(built.binary), str(lesson.source(program)), *libs]
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
         raise BuildError(

@@ -31,6 +31,7 @@ class RunSpec:
     args: tuple[str, ...] = ()
     stdin: tuple[str, ...] = ("devnull",)
     timeout: float = 120.0
+    libs: tuple[str, ...] = ()  # linker flags, such as -luring
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def _run_spec(path: Path, entry: dict) -> RunSpec:
         args=tuple(str(arg) for arg in entry.get("args", [])),
         stdin=_stdin_kinds(path, entry),
         timeout=float(entry.get("timeout", 120.0)),
+        libs=tuple(str(flag) for flag in entry.get("libs", [])),
     )
 
 

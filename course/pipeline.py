@@ -212,11 +212,12 @@ def _lesson_file(run: LessonRun) -> dict:
 
 def _build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
     lesson = run.lesson
+    libs = {spec.program: spec.libs for spec in lesson.runs}
     names = [spec.program for spec in lesson.runs] + [d.program for d in lesson.disassemblies if d.program]
     for name in dict.fromkeys(names):
         started = time.monotonic()
         try:
-            run.programs[name] = build_program(layout, lesson, name)
+            run.programs[name] = build_program(layout, lesson, name, libs=libs.get(name, ()))
         except BuildError as error:
             run.fail("build", name, str(error), error.log)
             progress(f"  build  {name:<20} FAILED: {error}")

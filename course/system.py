@@ -11,6 +11,7 @@ DEBIAN_PACKAGES = {
     "build-essential": "gcc and make, to compile the lessons' programs",
     "binutils": "objdump and readelf, for the disassembly of lesson 2",
     "graphviz": "dot, to draw the diagram of lesson 2",
+    "liburing-dev": "io_uring's library, for lesson 8's batch of reads",
     "qemu-system-x86": "QEMU, the disposable VM the kernel modules run in",
     "linux-image-amd64": "the kernel the VM boots (Debian's)",
     "linux-headers-amd64": "that kernel's headers, to build the modules against it",

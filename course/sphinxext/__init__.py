@@ -10,6 +10,7 @@ Used from MyST:
 - ``{course-failures}``: what failed in a lesson's last run, with its log;
 - ``{course-machine}``: one result set's page (provenance, every figure); these pages are generated;
 - ``{course-hardware}``: every set in one table, with chosen figures against 2000;
+- ``{course-mitigations}``: this machine's CPU vulnerabilities and mitigations;
 - ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host);
 - ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
 - ``{course-run-report}``: the execution report, each lesson's last run.
@@ -39,6 +40,7 @@ from course.sphinxext.directives import (
     CourseHardware,
     CourseKernelRun,
     CourseMachine,
+    CourseMitigations,
     CourseOutput,
     CourseRunReport,
     CourseTable,
@@ -145,6 +147,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machine", CourseMachine)
     app.add_directive("course-hardware", CourseHardware)
+    app.add_directive("course-mitigations", CourseMitigations)
     app.add_directive("course-kernel-run", CourseKernelRun)
     app.add_directive("course-context", CourseContext)
     app.add_directive("course-run-report", CourseRunReport)

@@ -441,13 +441,9 @@ class CourseMachine(_CourseMixin, SphinxDirective):
             field += body
             fields += field
         out.append(fields)
-        mitigations = result_set.machine.get("mitigations") or {}
-        if mitigations:
+        if result_set.machine.get("mitigations"):
             out.append(nodes.rubric(text="CPU vulnerabilities and their mitigations"))
-            items = nodes.bullet_list()
-            for name, state in mitigations.items():
-                items += nodes.list_item("", nodes.paragraph(text=f"{name}: {state}"))
-            out.append(items)
+            out.append(mitigation_list(result_set.machine))
         out.append(nodes.rubric(text="Every figure of this set"))
         rows = []
         for lesson in sorted(result_set.lessons):
@@ -468,6 +464,33 @@ class CourseMachine(_CourseMixin, SphinxDirective):
                 )
         out.append(_simple_table(["measurement", "unit", "min (or value)", "median", "samples", "measured"], rows))
         return out
+
+
+def mitigation_list(machine: dict) -> nodes.bullet_list:
+    """Each file of /sys/devices/system/cpu/vulnerabilities as the machine reported it."""
+    items = nodes.bullet_list()
+    for name, state in (machine.get("mitigations") or {}).items():
+        item = nodes.paragraph()
+        item += nodes.literal(text=name)
+        item += nodes.Text(f": {state}")
+        items += nodes.list_item("", item)
+    return items
+
+
+class CourseMitigations(_CourseMixin, SphinxDirective):
+    """This machine's CPU vulnerabilities and what its kernel does about each, beside its figures."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return []
+        self.use(Lookup(result_set, None, None))
+        if not result_set.machine.get("mitigations"):
+            return [nodes.paragraph(text=f"{result_set.label} recorded no vulnerability files.")]
+        lead = nodes.paragraph(
+            text=f"As {result_set.label} reported them when it was measured (/sys/devices/system/cpu/vulnerabilities):"
+        )
+        return [lead, mitigation_list(result_set.machine)]
 
 
 def machine_summary(result_set) -> dict[str, str]:
