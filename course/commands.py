@@ -71,6 +71,10 @@ def print_reports(reports: list[LessonReport], compare: bool = False) -> None:
             + (" - reused, nothing changed" if lesson_report.cached else "")
         )
         print(report.lesson_table(lesson_report, compare=compare))
+        exercises = report.exercises_table(lesson_report)
+        if exercises:
+            print("\nexercises (edit the TODO in the variant, then rerun this lesson):")
+            print(exercises)
     failures = report.failures_text(reports)
     if failures:
         print("\n" + failures)

@@ -45,6 +45,21 @@ class DisassembleSpec:
 
 
 @dataclass(frozen=True)
+class ExerciseSpec:
+    """A variant for the student to write, measured beside its reference solution.
+
+    ``program`` is the student's TODO-marked copy, ``solution`` the course's answer (a path
+    below the lesson's folder, without ``.c``); both print a ``course: check`` line.
+    """
+
+    name: str
+    program: str
+    solution: str
+    args: tuple[str, ...] = ()
+    stdin: tuple[str, ...] = ("devnull",)
+
+
+@dataclass(frozen=True)
 class ModuleSpec:
     """Load one kernel module once per kind of standard input, and parse what it logs.
 
@@ -74,10 +89,11 @@ class Lesson:
     kernel_dir: Path | None = None
     modules: tuple[ModuleSpec, ...] = ()
     derived: tuple[dict, ...] = ()  # [[derive]] entries, computed after the runs (course.derive)
+    exercises: tuple[ExerciseSpec, ...] = ()
 
     @property
     def has_code(self) -> bool:
-        return bool(self.runs or self.disassemblies or self.modules)
+        return bool(self.runs or self.disassemblies or self.modules or self.exercises)
 
     def source(self, program: str) -> Path:
         return self.code_dir / f"{program}.c"
@@ -94,6 +110,7 @@ def discover(layout: Layout) -> list[Lesson]:
         code_dir = layout.user_code / name
         runs, disassemblies, _ = _read_spec(code_dir / "lesson.toml")
         derived = _derive_specs(code_dir / "lesson.toml")
+        exercises = _exercise_specs(code_dir / "lesson.toml")
         kernel_dir = layout.kernel_code / name
         modules = _read_spec(kernel_dir / "lesson.toml")[2]
         for module in modules:
@@ -120,6 +137,7 @@ def discover(layout: Layout) -> list[Lesson]:
                 kernel_dir=kernel_dir if modules else None,
                 modules=tuple(modules),
                 derived=tuple(derived),
+                exercises=tuple(exercises),
             )
         )
     return lessons
@@ -149,7 +167,7 @@ def _read_spec(path: Path) -> tuple[list[RunSpec], list[DisassembleSpec], list[M
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise LessonError(f"{path}: not valid TOML ({error})") from error
-    unknown = set(data) - {"run", "disassemble", "module", "derive"}
+    unknown = set(data) - {"run", "disassemble", "module", "derive", "exercise"}
     if unknown:
         raise LessonError(f"{path}: unknown section(s) {sorted(unknown)}; use [[run]], [[disassemble]] or [[module]]")
     runs = [_run_spec(path, entry) for entry in data.get("run", [])]
@@ -168,6 +186,28 @@ def _derive_specs(path: Path) -> list[dict]:
         if entry.get("kind") == "slope" and not {"points", "sizes"} <= set(entry):
             raise LessonError(f"{path}: [[derive]] {entry['name']!r}: a slope needs points and sizes")
     return entries
+
+
+def _exercise_specs(path: Path) -> list[ExerciseSpec]:
+    if not path.is_file():
+        return []
+    specs = []
+    for entry in tomllib.loads(path.read_text(encoding="utf-8")).get("exercise", []):
+        if not {"name", "program", "solution"} <= set(entry):
+            raise LessonError(f"{path}: an [[exercise]] needs name, program and solution")
+        for key in ("program", "solution"):
+            if not (path.parent / f"{entry[key]}.c").is_file():
+                raise LessonError(f"{path}: exercise {entry['name']!r}: no source {entry[key]}.c in {path.parent}")
+        specs.append(
+            ExerciseSpec(
+                name=entry["name"],
+                program=entry["program"],
+                solution=entry["solution"],
+                args=tuple(str(arg) for arg in entry.get("args", [])),
+                stdin=_stdin_kinds(path, entry),
+            )
+        )
+    return specs
 
 
 def _stdin_kinds(path: Path, entry: dict) -> tuple[str, ...]:

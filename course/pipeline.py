@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from course import disassemble, fingerprint, protocol, store
-from course.build import BuildError, Program, build_program
+from course.build import BuildError, Program, build_program, file_hash
 from course.layout import Layout
 from course.lessons import Lesson
 from course.runners import run_on_host
@@ -79,6 +79,7 @@ class LessonRun:
     tsc_rates: list[float] = field(default_factory=list)
     kernel: dict = field(default_factory=dict)  # runner, acceleration, guest kernel
     sources: dict[str, str] = field(default_factory=dict)
+    exercises: dict[str, dict] = field(default_factory=dict)  # name -> {"yours": ..., "solution": ...}
 
     def fail(self, step: str, what: str, message: str, log: str = "") -> None:
         self.failures.append(failure(step, what, message, log))
@@ -163,6 +164,7 @@ def measure_lessons(
             continue
         run.kernel = {"inputs_key": key}
         _run_programs(layout, run, progress)
+        _run_exercises(layout, run, progress)
         _disassemble(run)
         pending.append(run)
 
@@ -207,11 +209,17 @@ def _lesson_file(run: LessonRun) -> dict:
         "captures": run.captures,
         "failures": run.failures,
         "steps": run.steps,
+        "exercises": run.exercises,
     }
 
 
 def _build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
     lesson = run.lesson
+    # An exercise's sources belong to the inputs: editing your variant reruns the lesson.
+    for spec in lesson.exercises:
+        for program in (spec.program, spec.solution):
+            source = lesson.source(program)
+            run.sources[str(source.relative_to(layout.root))] = file_hash(source)
     libs = {spec.program: spec.libs for spec in lesson.runs}
     names = [spec.program for spec in lesson.runs] + [d.program for d in lesson.disassemblies if d.program]
     for name in dict.fromkeys(names):
@@ -268,6 +276,59 @@ def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
             }
 
 
+def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
+    """Build and run each exercise's student variant and its solution; record both checks and figures.
+
+    A student's variant that does not compile, crashes or fails its check is the exercise's
+    status, not a failure of the course; the solution failing is one.
+    """
+    lesson = run.lesson
+    for spec in lesson.exercises:
+        outcome: dict[str, dict] = {}
+        for role, program in (("solution", spec.solution), ("yours", spec.program)):
+            prefix = f"{'solution' if role == 'solution' else 'exercise'}.{spec.name}."
+            try:
+                built = build_program(layout, lesson, program)
+            except BuildError as error:
+                errors = [line for line in error.log.splitlines() if "error" in line]
+                outcome[role] = {"status": "does not compile", "detail": (errors or [str(error)])[0][-300:]}
+                if role == "solution":
+                    run.fail("build", program, str(error), error.log)
+                continue
+            for stdin in spec.stdin:
+                progress(f"  check  {program:<20} stdin={stdin} ...")
+                result = run_on_host(
+                    built.binary,
+                    spec.args,
+                    stdin,
+                    layout.build / "scratch",
+                    120,
+                    shown_as=os.path.relpath(built.binary, layout.root),
+                )
+                parsed = protocol.parse(result.stdout) if result.ok else None
+                check = parsed.checks.get(spec.name) if parsed else None
+                if not result.ok:
+                    state = {"status": "crashed", "detail": f"{result.command} exited with {result.exit_status}"}
+                elif check is None:
+                    state = {"status": "not yet", "detail": "the program printed no check line"}
+                else:
+                    status = {"ok": "works", "fail": "not yet", "na": "cannot be checked here"}[check[0]]
+                    state = {"status": status, "detail": check[1]}
+                outcome[role] = state
+                if role == "solution" and state["status"] not in ("works", "cannot be checked here"):
+                    run.fail("check", program, f"the reference solution fails its own check: {state['detail']}")
+                if parsed is not None:
+                    context = {
+                        "stdin": stdin,
+                        "command": result.command,
+                        "exit_status": result.exit_status,
+                        "sources": built.sources,
+                        "runner": "host",
+                    }
+                    record(run, spec.stdin, stdin, parsed, context, prefix=prefix)
+        run.exercises[spec.name] = outcome
+
+
 def parse_or_fail(run: LessonRun, what: str, output: str) -> protocol.ProgramOutput | None:
     try:
         return protocol.parse(output)
@@ -284,8 +345,13 @@ def record(
     context: dict,
     unit: str | None = None,
     with_rate: bool = True,
+    prefix: str = "",
 ) -> None:
-    """Store the parsed measurements and skips of one run (a program's, or a module load's)."""
+    """Store the parsed measurements and skips of one run (a program's, or a module load's).
+
+    ``prefix`` goes before each measurement's name (``exercise.int80.``), so that an
+    exercise's figures and its solution's stand apart from the lesson's own.
+    """
     lesson = run.lesson
     tsc_hz = float(parsed.meta["tsc_hz"]) if parsed.meta.get("tsc_hz") and with_rate else None
     if tsc_hz:
@@ -301,7 +367,7 @@ def record(
                 continue
             overhead = min(base.counts)
         summary = summarize(raw.counts, overhead, raw.per)
-        run.measurements[measurement_id(lesson, name, stdin, kinds)] = {
+        run.measurements[measurement_id(lesson, prefix + name, stdin, kinds)] = {
             "status": "ok",
             "calls_per_sample": raw.per,
             "unit": unit or raw.unit,
@@ -313,7 +379,7 @@ def record(
             "max": summary.max,
             "overhead": {
                 "ticks": overhead,
-                "from": measurement_id(lesson, raw.subtract, stdin, kinds) if raw.subtract else None,
+                "from": measurement_id(lesson, prefix + raw.subtract, stdin, kinds) if raw.subtract else None,
             },
             "histogram": summary.histogram,
             "tsc_hz": tsc_hz,
@@ -322,7 +388,7 @@ def record(
             **context,
         }
     for name, reason in parsed.skipped.items():
-        run.measurements[measurement_id(lesson, name, stdin, kinds)] = {
+        run.measurements[measurement_id(lesson, prefix + name, stdin, kinds)] = {
             "status": "skipped",
             "reason": reason,
             "measured_at": measured_at,

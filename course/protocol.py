@@ -38,6 +38,8 @@ class ProgramOutput:
     skipped: dict[str, str] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
     text: list[str] = field(default_factory=list)
+    # exercise name -> (verdict, detail); verdict ok, fail, or na (cannot be checked on this machine)
+    checks: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def parse(output: str) -> ProgramOutput:
@@ -85,6 +87,11 @@ def _parse_line(body: str, result: ProgramOutput) -> None:
     elif kind == "skip":
         name, _, reason = rest.partition(" ")
         result.skipped[name] = reason.strip() or "skipped without a reason"
+    elif kind == "check":
+        name, verdict, *detail = rest.split(" ", 2)
+        if verdict not in ("ok", "fail", "na"):
+            raise ValueError(f"a check is ok, fail or na, not {verdict!r}")
+        result.checks[name] = (verdict, detail[0] if detail else "")
     elif kind == "meta":
         for item in shlex.split(rest):
             key, _, value = item.partition("=")

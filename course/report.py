@@ -75,6 +75,29 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
     return "\n".join([table(headers, rows), *notes])
 
 
+def exercises_table(report: LessonReport) -> str:
+    """Each exercise: whether your variant works, and its figure beside the reference solution's."""
+    exercises = report.stored.get("exercises") or {}
+    if not exercises:
+        return ""
+    measured = report.stored.get("measurements", {})
+    rows = []
+    for name, outcome in sorted(exercises.items()):
+        yours = outcome.get("yours", {})
+        figures = []
+        for who in ("exercise", "solution"):
+            found = [
+                m
+                for key, m in sorted(measured.items())
+                if key.split("/", 1)[1].startswith(f"{who}.{name}.")
+                and m.get("status") == "ok"
+                and "stamp-pair" not in key
+            ]
+            figures.append(f"{found[0]['median']:,.0f} {found[0]['unit']}" if found else "-")
+        rows.append([name, yours.get("status", "?"), figures[0], figures[1], yours.get("detail", "")[:70]])
+    return table(["exercise", "your variant", "your median", "solution median", "check says"], rows)
+
+
 def steps_table(reports: Sequence[LessonReport], site_seconds: float | None = None) -> str:
     """Where the time went: every step of every lesson, the shared VM boot once, and the site build."""
     rows, shared = [], set()

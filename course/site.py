@@ -42,11 +42,28 @@ def sphinx_command(layout: Layout, builder: str = "html", *, strict: bool = True
 
 
 def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") -> float:
-    """Build the site into ``build/html``; return the seconds it took."""
+    """Build the site into ``build/html``; return the seconds it took.
+
+    Strict builds print every warning and fail on the first page with one; others keep the
+    warnings in ``build/sphinx-warnings.txt`` and print how many there are, so that a
+    student rerunning one lesson is not buried under the other lessons' stale figures.
+    """
     started = time.monotonic()
-    finished = subprocess.run(sphinx_command(layout, strict=strict, current_set=current_set))
+    command = sphinx_command(layout, strict=strict, current_set=current_set)
+    warnings = layout.build / "sphinx-warnings.txt"
+    if not strict:
+        layout.build.mkdir(parents=True, exist_ok=True)
+        command += ["-w", str(warnings)]
+    finished = subprocess.run(command, stderr=None if strict else subprocess.DEVNULL)
     if finished.returncode != 0:
         raise SiteError(f"the site build failed (exit {finished.returncode}); the warnings above name each problem")
+    if not strict and warnings.is_file():
+        count = sum(1 for line in warnings.read_text().splitlines() if "WARNING" in line)
+        if count:
+            print(
+                f"site: {count} warnings (missing or stale figures, listed in {warnings}); "
+                "`invoke generate` remeasures what changed"
+            )
     return time.monotonic() - started
 
 

@@ -7,6 +7,8 @@
  *   course: hist <id> <value>x<count> <value>x<count> ...   (repeated as needed)
  *   course: skip <id> <reason>
  *   course: meta <key>=<value>
+ *   course: check <exercise> ok|fail|na <detail>   (whether an exercise's variant works;
+ *                                                   na: it cannot be checked on this machine)
  *
  * per=<k> says that each sample timed k consecutive runs of the code: the pipeline
  * subtracts the stamp pair's cost, then divides by k.
