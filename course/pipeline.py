@@ -297,6 +297,7 @@ def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
                 continue
             for stdin in spec.stdin:
                 progress(f"  check  {program:<20} stdin={stdin} ...")
+                started = time.monotonic()
                 result = run_on_host(
                     built.binary,
                     spec.args,
@@ -305,6 +306,7 @@ def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
                     120,
                     shown_as=os.path.relpath(built.binary, layout.root),
                 )
+                run.steps.append(timed_step(f"exercise {program} ({stdin})", started))
                 parsed = protocol.parse(result.stdout) if result.ok else None
                 check = parsed.checks.get(spec.name) if parsed else None
                 if not result.ok:
