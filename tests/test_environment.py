@@ -143,7 +143,7 @@ def test_names_and_labels_never_reach_a_shell(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_during_a_run_keeps_results_and_leaves_no_process(tmp_path: Path) -> None:
     first = _invoke(["run", "--lesson", "3"], tmp_path)
-    assert first.wait(timeout=300) == 0
+    assert first.wait(timeout=300) == 0, first.stdout.read()  # type: ignore[union-attr]
     stored = next((tmp_path / "results").glob("*/03-timing.json"))
     before = stored.read_bytes()
     again = _invoke(["run", "--lesson", "3", "--force"], tmp_path)
@@ -152,8 +152,8 @@ def test_ctrl_c_during_a_run_keeps_results_and_leaves_no_process(tmp_path: Path)
     output = again.communicate(timeout=60)[0]
     assert again.returncode == 130, output
     assert "interrupted: stored results are as they were" in output
-    assert stored.read_bytes() == before
-    assert _processes(str(tmp_path)) == []
+    assert stored.read_bytes() == before, output
+    assert _processes(str(tmp_path)) == [], output
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ def test_discovers_the_course_lessons_in_order(course_root: Path) -> None:
     timing = next(lesson for lesson in found if lesson.number == 3)
     assert timing.name == "03-timing"
     assert timing.runs[0].program == "usystime"
-    assert set(timing.runs[0].stdin) == {"tty", "file", "devnull", "pipe"}
+    assert set(timing.runs[0].stdin) == {"tty", "file", "devnull", "pipe", "zero", "socket"}
 
 
 def test_unknown_lesson_lists_the_lessons(course_root: Path) -> None:
@@ -47,7 +47,7 @@ def test_bad_toml_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_stdin_kind_lists_the_kinds(tmp_path: Path) -> None:
-    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nstdin = ["socket"]\n')
+    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nstdin = ["carrier-pigeon"]\n')
     with pytest.raises(lessons.LessonError, match="unknown stdin kind"):
         lessons.discover(layout)
 
