@@ -19,13 +19,21 @@ class Bar:
     label: str  # the figure as printed beside the bar
     note: str = ""  # hover text
     colour: int = 0  # index in PALETTE: the same set keeps its colour in every chart
+    unit: str = ""  # bars of different units (real, emulated, icount ticks) get scales of their own
 
 
 def bar_chart(bars: list[Bar], title: str) -> str:
-    """Horizontal bars grouped by measurement, one colour per result set."""
+    """Horizontal bars grouped by measurement, one colour per result set.
+
+    Each unit has its own scale: emulated ticks drawn against real ones would compare what
+    cannot be compared. The printed figure beside each bar carries its unit.
+    """
     groups = list(dict.fromkeys(bar.group for bar in bars))
     series = list(dict.fromkeys(bar.series for bar in bars))
-    top = max((bar.value for bar in bars if bar.value is not None), default=1) or 1
+    tops: dict[str, float] = {}
+    for bar in bars:
+        if bar.value is not None:
+            tops[bar.unit] = max(tops.get(bar.unit, 0.0), bar.value)
     bar_height, gap, left, width = 14, 10, 190, 360
     height = 30 + len(bars) * bar_height + len(groups) * gap + 20 * len(series)
     out = [_open(left + width + 170, height, title)]
@@ -38,7 +46,7 @@ def bar_chart(bars: list[Bar], title: str) -> str:
                 continue
             colour = PALETTE[bar.colour % len(PALETTE)]
             if bar.value is not None:
-                length = max(1.0, bar.value / top * width)
+                length = max(1.0, bar.value / (tops[bar.unit] or 1) * width)
                 out.append(
                     f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar_height - 2}" fill="{colour}">'
                     f"<title>{escape(bar.note or bar.label)}</title></rect>"

@@ -215,25 +215,34 @@ class CourseTable(_MeasurementsDirective):
 
     def run(self) -> list[nodes.Node]:
         rows = self.rows()
-        sets = [s.id for s in self.data.shown()]
+        looked = [(key, label, self.lookups(key)) for key, label in rows]
+        # One column per set: the reference and this machine always, the others where they have a figure.
+        keep = [
+            result_set.id
+            for result_set in self.data.shown()
+            if result_set.kind == "reference"
+            or result_set.id == self.data.current_id
+            or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
+        ]
         in_ns = "ns" in self.options
         table = nodes.table(classes=["course-table"])
         if self.options.get("caption"):
             table += nodes.title(text=self.options["caption"])
-        group = nodes.tgroup(cols=1 + len(sets))
+        group = nodes.tgroup(cols=1 + len(keep))
         table += group
-        for _ in range(1 + len(sets)):
+        for _ in range(1 + len(keep)):
             group += nodes.colspec(colwidth=1)
         head = nodes.thead()
         group += head
-        head += self._row(["measurement", *(self.set_title(i) for i in sets)])
+        head += self._row(["measurement", *(self.set_title(i) for i in keep)])
         body = nodes.tbody()
         group += body
         field = self.options.get("field")
-        for key, label in rows:
+        for key, label, found in looked:
             cells: list[nodes.Node | str] = [nodes.literal(text=label)]
-            for _, lookup in self.lookups(key):
-                cells.append(self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns))
+            for set_id, lookup in found:
+                if set_id in keep:
+                    cells.append(self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns))
             body += self._row(cells)
         if field:
             return [table]
@@ -353,7 +362,13 @@ class CourseChart(_MeasurementsDirective):
                     value = measurement.get(f"{field}_ns") or to_ns(value, measurement.get("tsc_hz"))
                 bars.append(
                     charts.Bar(
-                        label, series, value, value_text(measurement, field, in_ns), describe(lookup, field), colour
+                        label,
+                        series,
+                        value,
+                        value_text(measurement, field, in_ns),
+                        describe(lookup, field),
+                        colour,
+                        unit="ns" if in_ns else measurement.get("unit", "ticks"),
                     )
                 )
         return charts.bar_chart(bars, caption or "measurements")
