@@ -82,6 +82,32 @@ STDIN_SHOWN = {
 }
 
 
+@contextlib.contextmanager
+def owned_process(command: list[str], **popen: object) -> Iterator[subprocess.Popen]:
+    """A child in a session of its own, killed with everything it started if the block is left early.
+
+    Ctrl-C is held back while the child is being created: a KeyboardInterrupt between the
+    fork and the moment the caller holds the process would leave it running, unseen.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    process: subprocess.Popen | None = None
+    try:
+        process = subprocess.Popen(command, start_new_session=True, **popen)  # type: ignore[call-overload]
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a pending Ctrl-C is raised here, inside the try
+        yield process
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if process is not None and process.poll() is None:
+            kill_group(process)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """Kill ``process`` and everything in its session, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def run_on_host(
     binary: Path, args: tuple[str, ...], stdin: str, scratch: Path, timeout: float, shown_as: str = ""
 ) -> RunOutcome:
@@ -93,26 +119,16 @@ def run_on_host(
     command = [str(binary), *args]
     shown = f"{shlex.join([shown_as or str(binary), *args])} {STDIN_SHOWN[stdin]}"
     started = time.monotonic()
-    with stdin_of_kind(stdin, scratch) as fd:
-        # A session of its own, so that a stop reaches the program and anything it started.
-        process = subprocess.Popen(
-            command, stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-        )
+    with (
+        stdin_of_kind(stdin, scratch) as fd,
+        owned_process(command, stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process,
+    ):
         try:
             stdout, stderr = process.communicate(timeout=timeout)
             status: int | None = process.returncode
         except subprocess.TimeoutExpired:
-            _kill_group(process)
+            kill_group(process)
             stdout, stderr = process.communicate()
             stderr += f"\nstopped after {timeout:.0f} s without finishing"
             status = None
-        except BaseException:
-            _kill_group(process)
-            process.wait()
-            raise
     return RunOutcome(shown, stdin, status, stdout, stderr, time.monotonic() - started)
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)

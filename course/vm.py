@@ -10,12 +10,10 @@ emulation (TCG); the deterministic mode adds ``-icount``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from pathlib import Path
 from course import store
 from course.kernel_build import GuestKernel
 from course.layout import Layout
+from course.runners import kill_group, owned_process
 
 #: kvm: hardware virtualisation, real ticks. tcg: software emulation, ticks of the emulator.
 #: tcg-icount: emulation with a virtual clock driven by the instruction count (deterministic).
@@ -87,18 +86,16 @@ def _environment() -> dict[str, str]:
 
 def _run(command: list[str], timeout: float, on_line: Callable[[str], None]) -> tuple[int | None, str]:
     """Run a boot in a session of its own, streaming its console; kill everything it started on timeout."""
-    process = subprocess.Popen(
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    with owned_process(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
         env=_environment(),
-    )
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    try:
+    ) as process:
         assert process.stdout is not None
         os.set_blocking(process.stdout.fileno(), False)
         while True:
@@ -111,19 +108,10 @@ def _run(command: list[str], timeout: float, on_line: Callable[[str], None]) -> 
                 lines.extend(process.stdout.readlines())
                 return process.returncode, "".join(lines)
             if time.monotonic() > deadline:
-                _kill(process)
+                kill_group(process)
                 lines.append(f"\n[course] stopped after {timeout:.0f} s without finishing\n")
                 return None, "".join(lines)
             time.sleep(0.05)
-    finally:
-        _kill(process)
-
-
-def _kill(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def probe_kvm(kernel: GuestKernel, timeout: float = PROBE_SECONDS) -> tuple[bool, str]:
