@@ -14,6 +14,7 @@ from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 from course.sphinxext import charts
 from course.sphinxext.data import FIELDS, CourseData, Lookup, data_of, describe, format_value, to_ns
+from course.store import ResultSet
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,15 @@ class _CourseMixin:
         result_set = self.data.sets[set_id]
         mark = " (this machine)" if set_id == self.data.current_id else ""
         return result_set.label + mark
+
+    def current_lesson(self, lesson: str) -> tuple[ResultSet, dict] | None:
+        """This machine's stored file of ``lesson`` (empty if none), recorded as a dependency of the page."""
+        result_set = self.data.current
+        if result_set is None:
+            return None
+        file = result_set.lesson_file(lesson)
+        self.use(Lookup(result_set, None, file if file.is_file() else None))
+        return result_set, result_set.lessons.get(lesson, {})
 
     def warn(self, message: str, subtype: str) -> None:
         logger.warning("course: " + message, location=self.get_location(), type="course", subtype=subtype)  # type: ignore[attr-defined]
@@ -411,14 +421,11 @@ class CourseFailures(_CourseMixin, SphinxDirective):
     required_arguments = 1
 
     def run(self) -> list[nodes.Node]:
-        lesson = self.arguments[0]
-        result_set = self.data.current
-        if result_set is None:
+        found = self.current_lesson(self.arguments[0])
+        if found is None:
             return []
-        file = result_set.lesson_file(lesson)
-        self.use(Lookup(result_set, None, file if file.is_file() else None))
         out: list[nodes.Node] = []
-        for failure in result_set.lessons.get(lesson, {}).get("failures", []):
+        for failure in found[1].get("failures", []):
             box = nodes.admonition(classes=["course-failure", "error"])
             box += nodes.title(text=f"Failed: {failure['step']} {failure['what']}")
             box += nodes.paragraph(
@@ -604,20 +611,12 @@ def _provenance(result_set) -> list[tuple[str, str]]:
         ("compiler", "compiler"),
         ("os", "system"),
     ):
-        if machine.get(key) not in (None, "", []):
-            value = machine[key]
-            rows.append(
-                (
-                    name,
-                    ", ".join(value)
-                    if isinstance(value, list)
-                    else f"{value:,}"
-                    if isinstance(value, int)
-                    else str(value),
-                )
-            )
-    if machine.get("mitigations"):
-        rows.append(("mitigations", "; ".join(f"{k}: {v}" for k, v in machine["mitigations"].items())))
+        value = machine.get(key)
+        if value in (None, "", []):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(value)
+        rows.append((name, f"{value:,}" if isinstance(value, int) else str(value)))
     rows.append(("last measured", result_set.updated() or "unknown"))
     return rows
 
@@ -653,12 +652,11 @@ class CourseKernelRun(_CourseMixin, SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         lesson = self.arguments[0]
-        result_set = self.data.current
-        if result_set is None:
+        found = self.current_lesson(lesson)
+        if found is None:
             return []
-        file = result_set.lesson_file(lesson)
-        self.use(Lookup(result_set, None, file if file.is_file() else None))
-        run = result_set.lessons.get(lesson, {}).get("kernel_run")
+        result_set, data = found
+        run = data.get("kernel_run")
         if not run:
             self.warn(f"no kernel run recorded for {lesson!r} in result set {result_set.id!r}", "missing")
             return []
