@@ -15,6 +15,7 @@ from invoke import Collection, Exit, task
 
 from course import commands, lessons, site
 from course.archive import ArchiveError
+from course.build import BuildError
 from course.kernel_build import KernelError
 from course.layout import Layout, find_root
 from course.pipeline import KernelOptions, MachineError
@@ -32,6 +33,7 @@ CLEAR_ERRORS = (
     KernelError,
     ArchiveError,
     MachineError,
+    BuildError,
 )
 
 SET_HELP = {

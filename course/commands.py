@@ -32,8 +32,12 @@ def build(layout: Layout, number: int | None = None) -> None:
 
     chosen = [lesson_catalog.find(layout, number)] if number else lesson_catalog.discover(layout)
     for item in chosen:
+        libs = {spec.program: spec.libs for spec in item.runs}
         for program in item.programs:
-            built = builder.build_program(layout, item, program)
+            try:
+                built = builder.build_program(layout, item, program, libs=libs.get(program, ()))
+            except builder.BuildError as error:
+                raise builder.BuildError(f"{error}:\n{error.log.strip()}") from None
             print(f"{item.name}/{program}: {'compiled' if built.rebuilt else 'unchanged'} -> {built.binary}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,15 @@ def test_a_module_that_does_not_build_is_a_recorded_failure(tmp_path: Path) -> N
     assert "nope" in report.failures[0]["log"], "the compiler's own error is kept"
     assert not any("booting" in line for line in lines), "nothing to load, no VM"
     assert report.stored["measurements"]["01-mini/x"]["min"] == 5, "the user-space part still ran"
+
+
+def test_invoke_build_compiles_every_program_with_its_libraries(tmp_path: Path, course_root: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "invoke", "build", "--lesson", "8"],
+        cwd=course_root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path)},
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert (tmp_path / "code" / "08-since-2000" / "uring").is_file(), "linked with -luring"
