@@ -32,23 +32,11 @@ from sphinx.errors import SphinxError
 from sphinx.util import logging
 
 from course import __version__
+from course.sphinxext.base import course_value, depart_course_value, visit_course_value
+from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
-from course.sphinxext.directives import (
-    CourseChart,
-    CourseContext,
-    CourseFailures,
-    CourseHardware,
-    CourseKernelRun,
-    CourseMachine,
-    CourseMitigations,
-    CourseOutput,
-    CourseRunReport,
-    CourseTable,
-    MeasureRole,
-    course_value,
-    depart_course_value,
-    visit_course_value,
-)
+from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
+from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMitigations
 from course.store import StoreError
 
 logger = logging.getLogger(__name__)

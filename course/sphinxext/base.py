@@ -1,0 +1,197 @@
+"""What the role and every directive share: the value node, data access, dependencies, warnings."""
+
+from __future__ import annotations
+
+import fnmatch
+from html import escape
+
+from docutils import nodes
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+from course.sphinxext.data import CourseData, Lookup, data_of, format_value, to_ns
+from course.store import ResultSet
+
+logger = logging.getLogger(__name__)
+
+
+class course_value(nodes.Inline, nodes.TextElement):
+    """A stored value in running text; rendered as a link to its result set, with a hover note.
+
+    ``data-measurement``, ``data-set`` and ``data-field`` (``min``, ``median-ns``, ...) name
+    the stored figure the text shows, so a reader's tool (or the browser test) can check it.
+    """
+
+
+def visit_course_value(translator, node: course_value) -> None:
+    href = node.get("href", "")
+    tag = f'<a class="course-value" href="{escape(href)}"' if href else '<span class="course-value"'
+    translator.body.append(
+        f'{tag} title="{escape(node["title"])}" data-measurement="{escape(node["measurement"])}"'
+        f' data-set="{escape(node["set_id"])}" data-field="{escape(node.get("field", "min"))}">'
+    )
+
+
+def depart_course_value(translator, node: course_value) -> None:
+    translator.body.append("</a>" if node.get("href") else "</span>")
+
+
+class CourseMixin:
+    """What the role and the directives share: the data, dependencies, warnings."""
+
+    env: object
+    config: object
+
+    @property
+    def data(self) -> CourseData:
+        return data_of(self.env)  # type: ignore[arg-type]
+
+    def use(self, lookup: Lookup | None) -> None:
+        """Record that this page shows data from ``lookup``'s files."""
+        docs = getattr(self.env, "course_docs", None)
+        if docs is None:
+            docs = self.env.course_docs = set()  # type: ignore[attr-defined]
+        docs.add(self.env.docname)  # type: ignore[attr-defined]
+        if lookup is not None:
+            for path in (lookup.result_set.path / "set.json", lookup.file):
+                if path is not None and path.is_file():
+                    self.env.note_dependency(str(path))  # type: ignore[attr-defined]
+
+    def check(self, measurement_id: str, set_id: str = "") -> Lookup | None:
+        """Find a measurement of this machine's set (or ``set_id``), warning if it is missing or stale."""
+        lookup = self.data.find(measurement_id, set_id)
+        self.use(lookup)
+        wanted = set_id or self.data.current_id
+        if lookup is None:
+            self.warn(
+                f"no result set {wanted!r} for {measurement_id!r}; sets: {', '.join(self.data.sets) or 'none'}",
+                "missing",
+            )
+        elif lookup.measurement is None:
+            self.warn(
+                f"measurement {measurement_id!r} missing from result set {wanted!r}; "
+                f"run `{how_to_measure(measurement_id)}` to measure it",
+                "missing",
+            )
+        elif lookup.result_set.id == self.data.current_id:
+            changed = self.data.stale_sources(lookup.measurement)
+            if changed:
+                self.warn(
+                    f"measurement {measurement_id!r} is stale: {', '.join(changed)} changed since it was "
+                    f"measured; run `{how_to_measure(measurement_id)}`",
+                    "stale",
+                )
+        return lookup
+
+    def set_title(self, set_id: str) -> str:
+        result_set = self.data.sets[set_id]
+        mark = " (this machine)" if set_id == self.data.current_id else ""
+        return result_set.label + mark
+
+    def current_lesson(self, lesson: str) -> tuple[ResultSet, dict] | None:
+        """This machine's stored file of ``lesson`` (empty if none), recorded as a dependency of the page."""
+        result_set = self.data.current
+        if result_set is None:
+            return None
+        file = result_set.lesson_file(lesson)
+        self.use(Lookup(result_set, None, file if file.is_file() else None))
+        return result_set, result_set.lessons.get(lesson, {})
+
+    def warn(self, message: str, subtype: str) -> None:
+        logger.warning("course: " + message, location=self.get_location(), type="course", subtype=subtype)  # type: ignore[attr-defined]
+
+
+def how_to_measure(measurement_id: str) -> str:
+    """The command that (re)measures a measurement: its lesson's, or the benchmarks'."""
+    prefix = measurement_id.split("/", 1)[0]
+    if prefix[:2].isdigit():
+        return f"invoke lesson {int(prefix[:2])}"
+    return "invoke bench"
+
+
+def value_text(measurement: dict, field: str, in_ns: bool) -> str:
+    """The text of one figure, or why there is none."""
+    if measurement.get("status") == "skipped":
+        return f"not run ({measurement.get('reason', 'no reason given')})"
+    if measurement.get("status") == "failed":
+        return f"failed ({measurement.get('reason', 'see the failure above')})"
+    raw = measurement.get(field)
+    if raw is None:
+        return f"no {field}"
+    if in_ns:
+        ns = measurement.get(f"{field}_ns") or to_ns(raw, measurement.get("tsc_hz"))
+        return format_value(ns, "ns") if ns is not None else "no TSC rate"
+    return format_value(raw, measurement.get("unit", "ticks"))
+
+
+def entries(content: list[str]) -> list[tuple[str, str]]:
+    """Directive content lines ``<measurement id or glob> [label]``."""
+    entries = []
+    for line in content:
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, label = line.strip().partition(" ")
+            entries.append((key, label.strip()))
+    return entries
+
+
+class MeasurementsDirective(CourseMixin, SphinxDirective):
+    has_content = True
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Each measurement named (globs expanded over every shown set), with its label."""
+        known = sorted(
+            {key for s in self.data.shown() for data in s.lessons.values() for key in data.get("measurements", {})}
+        )
+        rows: list[tuple[str, str]] = []
+        for key, label in entries(self.content):
+            if any(ch in key for ch in "*?["):
+                matches = fnmatch.filter(known, key)
+                if not matches:
+                    self.warn(f"no measurement matches {key!r}", "missing")
+                rows += [(match, match.split("/", 1)[1]) for match in matches]
+            else:
+                rows.append((key, label or key.split("/", 1)[1]))
+        if not rows:
+            self.warn("no measurements listed; put one measurement id per line in the directive", "syntax")
+        return rows
+
+    def lookups(self, key: str) -> list[tuple[str, Lookup | None]]:
+        """The measurement in every shown set; only this machine's set must have it (unless ``:optional:``)."""
+        found = []
+        for result_set in self.data.shown():
+            if result_set.id == self.data.current_id and "optional" not in self.options:
+                found.append((result_set.id, self.check(key)))
+            else:
+                lookup = self.data.find(key, result_set.id)
+                self.use(lookup)
+                found.append((result_set.id, lookup))
+        if not self.data.current:
+            self.check(key)  # warns: there is nothing of this machine to show
+        return found
+
+
+def table_row(cells: list) -> nodes.row:
+    """One table row from text or nodes."""
+    row = nodes.row()
+    for cell in cells:
+        entry = nodes.entry()
+        paragraph = nodes.paragraph()
+        paragraph += cell if isinstance(cell, nodes.Node) else nodes.Text(cell)
+        entry += paragraph
+        row += entry
+    return row
+
+
+def simple_table(headers: list[str], rows: list[list[str]]) -> nodes.table:
+    table = nodes.table(classes=["course-table"])
+    group = nodes.tgroup(cols=len(headers))
+    table += group
+    for _ in headers:
+        group += nodes.colspec(colwidth=1)
+    head, body = nodes.thead(), nodes.tbody()
+    group += head
+    group += body
+    head += table_row(headers)
+    for row in rows:
+        body += table_row(row)
+    return table

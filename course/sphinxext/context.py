@@ -1,0 +1,164 @@
+"""What a reader must know beside the figures: failures, where kernel figures ran, what a tick is, the run report."""
+
+from __future__ import annotations
+
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
+
+from course.sphinxext.base import CourseMixin, Lookup, simple_table
+
+
+class CourseFailures(CourseMixin, SphinxDirective):
+    """The failures of a lesson's last run on this machine, each with its log; nothing when it went well."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        found = self.current_lesson(self.arguments[0])
+        if found is None:
+            return []
+        out: list[nodes.Node] = []
+        for failure in found[1].get("failures", []):
+            box = nodes.admonition(classes=["course-failure", "error"])
+            box += nodes.title(text=f"Failed: {failure['step']} {failure['what']}")
+            box += nodes.paragraph(
+                text=f"{failure['message']} ({failure['at']}). "
+                "Figures below from earlier runs are kept with their own dates."
+            )
+            if failure.get("log"):
+                box += nodes.literal_block(failure["log"], failure["log"])
+            out.append(box)
+        return out
+
+
+#: What a reader must know about kernel figures, by where they were measured.
+KERNEL_RUN_TEXT = {
+    "tcg": (
+        "These kernel figures come from software emulation (QEMU TCG): the module ran in a virtual machine "
+        "whose processor is a program. Its ticks count the emulator's time, not CPU cycles, and are not "
+        "comparable with the user-space figures of this machine or with the 2000 ones. What they still show "
+        "is relative: which variant runs the longer path, and by roughly how much."
+    ),
+    "tcg-icount": (
+        "These kernel figures come from software emulation in deterministic mode (QEMU -icount): the virtual "
+        "clock advances with each guest instruction, so a tick is proportional to instructions executed and "
+        "the same module gives the same figures on every boot. They measure path length, not time."
+    ),
+    "kvm": (
+        "These kernel figures come from a virtual machine with hardware virtualisation (KVM): rdtsc does not "
+        "leave the guest, so the ticks are the host processor's own, as in user space."
+    ),
+    "host-kernel": (
+        "These kernel figures come from the modules loaded into the running kernel of the measured machine, "
+        "as the article did."
+    ),
+}
+
+
+class CourseKernelRun(CourseMixin, SphinxDirective):
+    """Where a lesson's kernel figures were measured (VM and acceleration, or host), said plainly."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        lesson = self.arguments[0]
+        found = self.current_lesson(lesson)
+        if found is None:
+            return []
+        result_set, data = found
+        run = data.get("kernel_run")
+        if not run:
+            self.warn(f"no kernel run recorded for {lesson!r} in result set {result_set.id!r}", "missing")
+            return []
+        box = nodes.admonition(classes=["course-kernel-run", "note"])
+        box += nodes.title(text="Where these kernel figures come from")
+        if "unavailable" in run:
+            box += nodes.paragraph(text=f"Not run on {result_set.label}: {run['unavailable']}")
+            return [box]
+        acceleration = run.get("acceleration", "")
+        text = KERNEL_RUN_TEXT.get(acceleration, f"Measured with {acceleration}.")
+        box += nodes.paragraph(text=text)
+        details = f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}"
+        if run.get("why"):
+            details += f" ({run['why']})"
+        box += nodes.paragraph(text=details + ".")
+        return [box]
+
+
+def tick_context(machine: dict) -> list[str]:
+    """What a tick means on ``machine``, in sentences a reader can check against /proc/cpuinfo."""
+    flags = set(machine.get("tsc_flags", []))
+    rate = machine.get("tsc_hz")
+    rate_text = f"{rate / 1e9:.2f} GHz" if rate else "an unmeasured rate"
+    out = []
+    if {"constant_tsc", "nonstop_tsc"} <= flags:
+        out.append(
+            f"The time-stamp counter of {machine.get('cpu_model', 'this CPU')} is invariant (constant_tsc, "
+            f"nonstop_tsc): it ticks at a fixed {rate_text} whatever the core's clock, so a tick is a slice of "
+            "time, not a cycle. The article's Pentium III counted core cycles: compare nanoseconds, or ratios "
+            "within one machine, rather than raw ticks."
+        )
+    else:
+        out.append(
+            f"The time-stamp counter here is not marked invariant: ticks may follow the core clock ({rate_text} "
+            "measured), as the article's did, and change with frequency scaling."
+        )
+    if machine.get("hypervisor"):
+        out.append(
+            f"This machine is a virtual machine ({machine.get('virtualization', 'vm')}): the hypervisor may offset "
+            "or scale the counter, and other guests share the CPU, which widens the distribution's tail."
+        )
+    else:
+        out.append("This machine runs on bare hardware: no hypervisor stands between the program and the counter.")
+    return out
+
+
+class CourseContext(CourseMixin, SphinxDirective):
+    """What a tick means on the machine of this page's figures (invariant TSC, hypervisor), said plainly."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return []
+        self.use(Lookup(result_set, None, None))
+        box = nodes.admonition(classes=["course-context", "note"])
+        box += nodes.title(text=f"What a tick is on {result_set.label}")
+        for sentence in tick_context(result_set.machine):
+            box += nodes.paragraph(text=sentence)
+        return [box]
+
+
+class CourseRunReport(CourseMixin, SphinxDirective):
+    """The execution report: each lesson's last run (when, where, how long, cached steps, failures)."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return [nodes.paragraph(text="No result set of this machine yet: run invoke generate.")]
+        out: list[nodes.Node] = []
+        rows = []
+        for name, data in sorted(result_set.lessons.items()):
+            if "steps" not in data:
+                continue
+            self.use(Lookup(result_set, None, result_set.lesson_file(name)))
+            where = data.get("runner", "host")
+            kernel = data.get("kernel_run") or {}
+            if kernel.get("acceleration"):
+                where += f" ({kernel['acceleration']}, {kernel.get('guest_kernel')})"
+            elif kernel.get("unavailable"):
+                where += f" (not run: {kernel['unavailable']})"
+            seconds = sum(step["seconds"] for step in data["steps"])
+            cached = sum(1 for step in data["steps"] if step.get("cached"))
+            failures = data.get("failures", [])
+            rows.append(
+                [
+                    name,
+                    data.get("measured_at", ""),
+                    where,
+                    f"{seconds:.2f} s",
+                    f"{cached} of {len(data['steps'])}",
+                    str(len(failures)) if failures else "none",
+                ]
+            )
+        out.append(simple_table(["lesson", "last run", "where", "time in steps", "steps reused", "failures"], rows))
+        return out

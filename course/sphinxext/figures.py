@@ -1,0 +1,250 @@
+"""The role and directives that place figures: one value, a table, a chart, a captured output."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx.util.docutils import SphinxDirective, SphinxRole
+
+from course.sphinxext import charts
+from course.sphinxext.base import (
+    CourseMixin,
+    MeasurementsDirective,
+    course_value,
+    how_to_measure,
+    table_row,
+    value_text,
+)
+from course.sphinxext.data import FIELDS, Lookup, describe, format_value, to_ns
+
+
+class MeasureRole(CourseMixin, SphinxRole):
+    """``{measure}`[set@]id[:field][-ns]```: one stored figure, inline."""
+
+    def run(self) -> tuple[list[nodes.Node], list[nodes.system_message]]:
+        target = self.text.strip()
+        set_id, _, rest = target.rpartition("@")
+        measurement_id, _, field = rest.partition(":")
+        field = field or "min"
+        in_ns = field == "ns" or field.endswith("-ns")
+        field = "min" if field == "ns" else field.removesuffix("-ns")
+        if field not in FIELDS and field not in ("samples", "overhead"):
+            self.warn(f"unknown field {field!r} in {target!r}; use one of {', '.join(FIELDS)}", "syntax")
+            return [nodes.problematic(self.rawtext, self.rawtext)], []
+        lookup = self.check(measurement_id, set_id)
+        if lookup is None or lookup.measurement is None:
+            return [nodes.problematic(self.rawtext, f"[missing: {target}]")], []
+        measurement = lookup.measurement
+        if field == "samples":
+            text = f"{measurement.get('samples', 0):,}"
+        elif field == "overhead":
+            text = format_value((measurement.get("overhead") or {}).get("ticks", 0), "ticks")
+        else:
+            text = value_text(measurement, field, in_ns)
+        node = course_value(
+            self.rawtext,
+            text,
+            title=describe(lookup, field),
+            measurement=measurement_id,
+            set_id=lookup.result_set.id,
+            field=field + ("-ns" if in_ns else ""),
+        )
+        return [node], []
+
+
+class CourseTable(MeasurementsDirective):
+    """Measurements down, result sets across: min / median and the spread, optionally in nanoseconds.
+
+    With ``:field:``, each cell shows that one field (a benchmark's ``value``, a peer's ``mean``),
+    and its goal when the measurement has one.
+    """
+
+    option_spec: ClassVar[dict] = {
+        "caption": directives.unchanged,
+        "ns": directives.flag,
+        "field": lambda arg: directives.choice(arg, tuple(FIELDS)),
+        # Figures that only some runs make (invoke bench): missing is "not measured", not a warning.
+        "optional": directives.flag,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        rows = self.rows()
+        looked = [(key, label, self.lookups(key)) for key, label in rows]
+        # One column per set: the reference and this machine always, the others where they have a figure.
+        keep = [
+            result_set.id
+            for result_set in self.data.shown()
+            if result_set.kind == "reference"
+            or result_set.id == self.data.current_id
+            or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
+        ]
+        in_ns = "ns" in self.options
+        table = nodes.table(classes=["course-table"])
+        if self.options.get("caption"):
+            table += nodes.title(text=self.options["caption"])
+        group = nodes.tgroup(cols=1 + len(keep))
+        table += group
+        for _ in range(1 + len(keep)):
+            group += nodes.colspec(colwidth=1)
+        head = nodes.thead()
+        group += head
+        head += table_row(["measurement", *(self.set_title(i) for i in keep)])
+        body = nodes.tbody()
+        group += body
+        field = self.options.get("field")
+        for key, label, found in looked:
+            cells: list[nodes.Node | str] = [nodes.literal(text=label)]
+            for set_id, lookup in found:
+                if set_id in keep:
+                    cells.append(self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns))
+            body += table_row(cells)
+        if field:
+            return [table]
+        note = nodes.paragraph(
+            classes=["course-table-note"],
+            text=(
+                "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted, and below "
+                "them the 90th and 99th percentiles (the spread). "
+                "The 2000 figures are Rubini's (Linux Magazine, 2000): a best-of-N on a Pentium III "
+                "whose TSC counted core clock cycles; today's invariant TSC ticks at a fixed rate."
+            ),
+        )
+        return [table, note]
+
+    def _cell(self, key: str, lookup: Lookup | None, in_ns: bool) -> nodes.Node:
+        if lookup is None or lookup.measurement is None:
+            return nodes.Text("—")
+        measurement = lookup.measurement
+        if measurement.get("status") != "ok":
+            return nodes.emphasis(text=value_text(measurement, "min", False))
+        text = value_text(measurement, "min", False)
+        if measurement.get("median") is not None:
+            text += " / " + value_text(measurement, "median", False).split(" ")[0]
+        if in_ns and (measurement.get("tsc_hz") or measurement.get("min_ns")):
+            text += f" ({value_text(measurement, 'min', True)})"
+        value = course_value(text, text, title=describe(lookup, "min"), measurement=key, set_id=lookup.result_set.id)
+        if measurement.get("p90") is None:
+            return value
+        spread = nodes.inline(classes=["course-spread"])
+        spread += nodes.Text(f"p90 {measurement['p90']:,.0f} · p99 {measurement['p99']:,.0f}")
+        return nodes.inline("", "", value, nodes.raw("", "<br/>", format="html"), spread)
+
+    def _single(self, key: str, lookup: Lookup | None, field: str, in_ns: bool) -> nodes.Node:
+        if lookup is None or lookup.measurement is None:
+            if lookup is not None and lookup.result_set.id == self.data.current_id and "optional" in self.options:
+                return nodes.emphasis(text=f"not measured yet: run {how_to_measure(key)}")
+            return nodes.Text("—")
+        measurement = lookup.measurement
+        text = value_text(measurement, field, in_ns)
+        if measurement.get("status") != "ok":
+            return nodes.emphasis(text=text)
+        if measurement.get("goal") is not None:
+            met = "met" if measurement[field] <= measurement["goal"] else "not met"
+            text += f" (goal ≤ {format_value(measurement['goal'], measurement['unit'])}: {met})"
+        return course_value(
+            text, text, title=describe(lookup, field), measurement=key, set_id=lookup.result_set.id, field=field
+        )
+
+
+class CourseChart(MeasurementsDirective):
+    """Bars of min (or median) across result sets; with ``:histogram:``, one measurement's distribution."""
+
+    option_spec: ClassVar[dict] = {
+        "caption": directives.unchanged,
+        "field": lambda arg: directives.choice(arg, ("min", "median")),
+        "histogram": directives.flag,
+        "ns": directives.flag,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        caption = self.options.get("caption", "")
+        svg = self._histogram(caption) if "histogram" in self.options else self._bars(caption)
+        if svg is None:
+            return []
+        figure = nodes.container(classes=["course-chart"])
+        figure += nodes.raw("", svg, format="html")
+        if caption:
+            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
+        return [figure]
+
+    def _histogram(self, caption: str) -> str | None:
+        rows = self.rows()
+        if len(rows) != 1:
+            self.warn("a histogram shows exactly one measurement", "syntax")
+            return None
+        lookup = self.check(rows[0][0])
+        if lookup is None or lookup.measurement is None or "histogram" not in lookup.measurement:
+            return None
+        measurement = lookup.measurement
+        return charts.histogram_chart(
+            measurement["histogram"],
+            measurement.get("unit", "ticks"),
+            caption or rows[0][0],
+            subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
+        )
+
+    def _bars(self, caption: str) -> str:
+        field = self.options.get("field", "min")
+        in_ns = "ns" in self.options
+        bars = []
+        colours = {result_set.id: index for index, result_set in enumerate(self.data.shown())}
+        for key, label in self.rows():
+            for set_id, lookup in self.lookups(key):
+                measurement = lookup.measurement if lookup else None
+                series = self.set_title(set_id)
+                colour = colours[set_id]
+                if measurement is None:
+                    continue
+                if measurement.get("status") != "ok":
+                    bars.append(charts.Bar(label, series, None, value_text(measurement, field, in_ns), colour=colour))
+                    continue
+                value = measurement.get(field)
+                if value is None:  # the 2000 figures are minima only
+                    continue
+                if in_ns:
+                    value = measurement.get(f"{field}_ns") or to_ns(value, measurement.get("tsc_hz"))
+                bars.append(
+                    charts.Bar(
+                        label,
+                        series,
+                        value,
+                        value_text(measurement, field, in_ns),
+                        describe(lookup, field),
+                        colour,
+                        unit="ns" if in_ns else measurement.get("unit", "ticks"),
+                    )
+                )
+        return charts.bar_chart(bars, caption or "measurements")
+
+
+class CourseOutput(CourseMixin, SphinxDirective):
+    """A captured block of output (a run, a disassembly), with the command that produced it."""
+
+    required_arguments = 1
+    option_spec: ClassVar[dict] = {"set": directives.unchanged, "language": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        capture_id = self.arguments[0]
+        set_id = self.options.get("set", "") or self.data.current_id
+        result_set = self.data.sets.get(set_id)
+        if result_set is None:
+            self.warn(f"no result set {set_id!r} for output {capture_id!r}", "missing")
+            return [nodes.paragraph(text=f"[missing output: {capture_id}]")]
+        file = result_set.lesson_file(capture_id.split("/", 1)[0])
+        self.use(Lookup(result_set, None, file if file.is_file() else None))
+        capture = result_set.capture(capture_id)
+        if capture is None:
+            self.warn(
+                f"output {capture_id!r} missing from result set {set_id!r}; run the lesson to capture it", "missing"
+            )
+            return [nodes.paragraph(text=f"[missing output: {capture_id}]")]
+        block = nodes.literal_block(capture["text"], capture["text"], language=self.options.get("language", "text"))
+        container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
+        caption = nodes.caption(
+            text=f"$ {capture.get('command', '')}   [{result_set.label}, {capture.get('measured_at', '')}]"
+        )
+        container += caption
+        container += block
+        return [container]

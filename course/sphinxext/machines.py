@@ -1,0 +1,193 @@
+"""The machines: a page per result set, the overview comparing them, the mitigation list."""
+
+from __future__ import annotations
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.util.docutils import SphinxDirective
+
+from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
+from course.sphinxext.data import Lookup, format_value, to_ns
+
+
+class CourseMachine(CourseMixin, SphinxDirective):
+    """One result set's page: its machine's full provenance and every figure it holds."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.sets.get(self.arguments[0])
+        if result_set is None:
+            self.warn(f"no result set {self.arguments[0]!r}", "missing")
+            return []
+        for name in result_set.lessons:
+            self.use(Lookup(result_set, None, result_set.lesson_file(name)))
+        self.use(Lookup(result_set, None, None))
+        out: list[nodes.Node] = []
+        if result_set.id == self.data.current_id:
+            out.append(nodes.paragraph(text="This is the machine that built this site."))
+        fields = nodes.field_list()
+        for name, value in provenance(result_set):
+            field = nodes.field()
+            field += nodes.field_name(text=name)
+            body = nodes.field_body()
+            body += nodes.paragraph(text=value)
+            field += body
+            fields += field
+        out.append(fields)
+        if result_set.machine.get("mitigations"):
+            out.append(nodes.rubric(text="CPU vulnerabilities and their mitigations"))
+            out.append(mitigation_list(result_set.machine))
+        out.append(nodes.rubric(text="Every figure of this set"))
+        rows = []
+        for lesson in sorted(result_set.lessons):
+            for key, measurement in sorted(result_set.lessons[lesson].get("measurements", {}).items()):
+                if measurement.get("status") != "ok":
+                    rows.append([key, measurement.get("status", ""), "", "", measurement.get("reason", "")[:80], ""])
+                    continue
+                field = "min" if measurement.get("min") is not None else "value" if "value" in measurement else "mean"
+                rows.append(
+                    [
+                        key,
+                        measurement.get("unit", ""),
+                        value_text(measurement, field, False),
+                        value_text(measurement, "median", False) if measurement.get("median") is not None else "",
+                        f"{measurement['samples']:,}" if isinstance(measurement.get("samples"), int) else "",
+                        str(measurement.get("measured_at", ""))[:19],
+                    ]
+                )
+        out.append(simple_table(["measurement", "unit", "min (or value)", "median", "samples", "measured"], rows))
+        return out
+
+
+def mitigation_list(machine: dict) -> nodes.bullet_list:
+    """Each file of /sys/devices/system/cpu/vulnerabilities as the machine reported it."""
+    items = nodes.bullet_list()
+    for name, state in (machine.get("mitigations") or {}).items():
+        item = nodes.paragraph()
+        item += nodes.literal(text=name)
+        item += nodes.Text(f": {state}")
+        items += nodes.list_item("", item)
+    return items
+
+
+class CourseMitigations(CourseMixin, SphinxDirective):
+    """This machine's CPU vulnerabilities and what its kernel does about each, beside its figures."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return []
+        self.use(Lookup(result_set, None, None))
+        if not result_set.machine.get("mitigations"):
+            return [nodes.paragraph(text=f"{result_set.label} recorded no vulnerability files.")]
+        lead = nodes.paragraph(
+            text=f"As {result_set.label} reported them when it was measured (/sys/devices/system/cpu/vulnerabilities):"
+        )
+        return [lead, mitigation_list(result_set.machine)]
+
+
+def machine_summary(result_set) -> dict[str, str]:
+    """The short description of a set's machine used in the overview."""
+    machine = result_set.machine
+    mitigations = machine.get("mitigations") or {}
+    states = [state.split(":")[0].split(";")[0].strip() for state in mitigations.values()]
+    counted = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states)) if states else "not recorded"
+    rate = machine.get("tsc_hz")
+    invariant = {"constant_tsc", "nonstop_tsc"} <= set(machine.get("tsc_flags", []))
+    return {
+        "cpu": machine.get("cpu_model", "?"),
+        "kernel": machine.get("kernel_release", "?"),
+        "virtualization": machine.get("virtualization", "?"),
+        "tsc": (f"{rate / 1e9:.2f} GHz" if rate else "?") + (", invariant" if invariant else ""),
+        "mitigations": counted,
+    }
+
+
+class CourseHardware(MeasurementsDirective):
+    """Every result set in one table: the machine, and chosen figures in ticks, in ns and against 2000.
+
+    Content lines name the figures to compare (``<measurement id> <label>``), as in ``course-table``.
+    """
+
+    def run(self) -> list[nodes.Node]:
+        figures = self.rows()
+        reference = next((s for s in self.data.shown() if s.kind == "reference"), None)
+        headers = ["set", "CPU", "kernel", "virtualization", "TSC", "mitigations"]
+        headers += [f"{label} (ticks / ns / vs 2000)" for _, label in figures]
+        table = simple_table(headers, [])
+        body = table.next_node(nodes.tbody)
+        for result_set in self.data.shown():
+            self.use(Lookup(result_set, None, None))
+            summary = machine_summary(result_set)
+            link = addnodes.pending_xref(
+                "",
+                nodes.inline(text=self.set_title(result_set.id)),
+                refdomain="std",
+                reftype="doc",
+                reftarget=f"/{self.config.course_machines_page}/{result_set.id}",
+                refexplicit=True,
+                refdoc=self.env.docname,
+            )
+            cells: list = [
+                link,
+                summary["cpu"],
+                summary["kernel"],
+                summary["virtualization"],
+                summary["tsc"],
+                summary["mitigations"],
+            ]
+            for key, _ in figures:
+                lookup = self.data.find(key, result_set.id)
+                self.use(lookup)
+                cells.append(self._compare(lookup, reference.measurement(key) if reference else None, reference))
+            body += table_row(cells)
+        note = nodes.paragraph(
+            classes=["course-table-note"],
+            text=(
+                "vs 2000: how many times faster than the article's figure for the same call, comparing nanoseconds "
+                "(ticks are not comparable: the Pentium III counted core cycles, an invariant TSC counts time). "
+                "Emulated and icount ticks have no nanoseconds and are not compared."
+            ),
+        )
+        return [table, note]
+
+    def _compare(self, lookup: Lookup | None, then: dict | None, reference) -> str:
+        measurement = lookup.measurement if lookup else None
+        if not measurement:
+            return "—"
+        if measurement.get("status") != "ok":
+            return value_text(measurement, "min", False)
+        text = value_text(measurement, "min", False)
+        now_ns = to_ns(measurement.get("min"), measurement.get("tsc_hz"))
+        if now_ns is not None:
+            text += f" / {format_value(now_ns, 'ns')}"
+            then_ns = to_ns(then.get("min"), then.get("tsc_hz")) if then else None
+            if then_ns and lookup and lookup.result_set is not reference and now_ns > 0:
+                text += f" / {then_ns / now_ns:.1f} times faster"
+        return text
+
+
+def provenance(result_set) -> list[tuple[str, str]]:
+    machine = result_set.machine
+    rows = [("set id", result_set.id), ("kind", result_set.kind)]
+    if result_set.info.get("citation"):
+        rows.append(("source", result_set.info["citation"]))
+    for key, name in (
+        ("cpu_model", "CPU"),
+        ("microcode", "microcode"),
+        ("tsc_hz", "TSC rate (Hz)"),
+        ("tsc_flags", "TSC flags"),
+        ("kernel_release", "kernel"),
+        ("virtualization", "virtualization"),
+        ("compiler", "compiler"),
+        ("os", "system"),
+    ):
+        value = machine.get(key)
+        if value in (None, "", []):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(value)
+        rows.append((name, f"{value:,}" if isinstance(value, int) else str(value)))
+    rows.append(("last measured", result_set.updated() or "unknown"))
+    return rows
