@@ -110,9 +110,6 @@ class ResultSet:
     def lesson_file(self, lesson: str) -> Path:
         return self.path / f"{lesson}.json"
 
-    def files(self) -> list[Path]:
-        return [self.path / SET_FILE, *(self.lesson_file(name) for name in sorted(self.lessons))]
-
     def updated(self) -> str:
         stamps = [data.get("measured_at", "") for data in self.lessons.values()]
         return max(stamps, default=self.info.get("updated", ""))

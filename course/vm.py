@@ -49,7 +49,6 @@ class VmRun:
     console: str
     exit_status: int | None  # None: stopped after the timeout
     seconds: float
-    complete: bool
 
 
 def vng_path() -> Path:
@@ -194,5 +193,5 @@ def _boot(
             progress("  vm     " + line.removeprefix("course-guest:").strip())
 
     status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir), timeout, show)
-    done = store.read_json(results) if results.is_file() else {"jobs": [], "complete": False}
-    return VmRun(done["jobs"], console, status, time.monotonic() - started, bool(done.get("complete")))
+    done = store.read_json(results) if results.is_file() else {"jobs": []}
+    return VmRun(done["jobs"], console, status, time.monotonic() - started)
