@@ -118,7 +118,8 @@ def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
         "specs": specs,
         "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
         "cpu": [machine.get("cpu_model"), machine.get("microcode")],
-        "kernel_runner": kernel_setting if lesson.modules else None,
+        # Where modules run, not why (the probe's wording and date would rerun them for nothing).
+        "kernel_runner": {k: v for k, v in kernel_setting.items() if k != "why"} if lesson.modules else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -10,7 +10,7 @@ import pytest
 from course import kernel_guest, kernel_runs, lessons
 from course.layout import Layout
 from course.lessons import Lesson, ModuleSpec
-from course.pipeline import LessonRun
+from course.pipeline import LessonRun, inputs_key
 
 DATA = Path(__file__).parent / "data"
 TCG = {"runner": "vm", "acceleration": "tcg", "guest_kernel": "6.1.0-56-amd64"}
@@ -103,3 +103,12 @@ def test_the_guest_helper_refuses_to_load_into_a_kernel_that_is_not_the_vm(tmp_p
 def test_an_unknown_runner_is_refused(runner: str, course_root: Path) -> None:
     with pytest.raises(kernel_runs.vm.VmError, match="unknown kernel runner"):
         kernel_runs.setting(Layout(course_root), kernel_runs.KernelOptions(runner), progress=lambda line: None)
+
+
+def test_the_probe_wording_does_not_rerun_kernel_lessons(course_root: Path) -> None:
+    run = _lesson_4(course_root)
+    machine = {"kernel_release": "6.1", "cpu_model": "x"}
+    first = {"runner": "vm", "acceleration": "tcg", "guest_kernel": "6.1.0", "why": "probed at 10:00"}
+    later = {**first, "why": "probed at 11:00 in a fresh clone"}
+    assert inputs_key(run, machine, first) == inputs_key(run, machine, later)
+    assert inputs_key(run, machine, first) != inputs_key(run, machine, {**first, "acceleration": "kvm"})
