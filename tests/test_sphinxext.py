@@ -129,3 +129,12 @@ def test_a_changed_result_rebuilds_exactly_the_pages_that_use_it(app: SphinxTest
     assert "plain" not in outdated
     again.build()
     assert ">999 ticks<" in _html(again)
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_failed_run_is_shown_as_a_failure_box_with_its_log(app: SphinxTestApp) -> None:
+    app.build()
+    html = _html(app)
+    assert "Failed: run usystime (stdin=tty)" in html
+    assert "exited with -11" in html and "Figures below from earlier runs are kept with their own dates" in html
+    assert "Segmentation fault &lt;core dumped&gt; &amp; more" in html, "the log is shown, escaped"
