@@ -26,7 +26,7 @@ class CourseFailures(CourseMixin, SphinxDirective):
                 "Figures below from earlier runs are kept with their own dates."
             )
             if failure.get("log"):
-                box += nodes.literal_block(failure["log"], failure["log"])
+                box += nodes.literal_block(failure["log"], failure["log"], language="text")
             out.append(box)
         return out
 
