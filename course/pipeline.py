@@ -85,16 +85,34 @@ class LessonRun:
         self.failures.append(failure(step, what, message, log))
 
 
+#: What must match for a run to add to an existing set: the set belongs to one machine.
+SAME_MACHINE = ("cpu_model", "kernel_release", "virtualization")
+
+
 def open_set(layout: Layout, set_name: str | None = None, label: str | None = None) -> Path:
-    """This machine's result set folder, created or refreshed with its provenance."""
+    """This machine's result set folder, created or refreshed with its provenance.
+
+    A set named after another machine (or the 2000 reference) is refused: a run never
+    touches another machine's figures.
+    """
     machine = fingerprint.machine()
     path = layout.results / (fingerprint.slug(set_name) if set_name else fingerprint.set_id(machine))
     info: dict = {"kind": "measured", "machine": machine}
     if label:
         info["label"] = label
     previous = store.read_json(path / store.SET_FILE) if (path / store.SET_FILE).is_file() else {}
+    if previous.get("kind") == "reference":
+        raise MachineError(f"result set {path.name!r} is a reference set; measure into a set of your own (--set)")
+    theirs = previous.get("machine", {})
+    differing = [key for key in SAME_MACHINE if theirs and theirs.get(key) != machine.get(key)]
+    if differing:
+        described = ", ".join(f"{key} {theirs.get(key)!r}" for key in differing)
+        raise MachineError(
+            f"result set {path.name!r} belongs to another machine ({described}); "
+            "choose another name with --set, or remove that folder if it is yours"
+        )
     # The TSC rate is measured by the programs; keep the last one until a new one arrives.
-    machine["tsc_hz"] = previous.get("machine", {}).get("tsc_hz")
+    machine["tsc_hz"] = theirs.get("tsc_hz")
     store.save_set_info(path, info)
     return path
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from course import store
+from course import pipeline, store
+from course.layout import Layout
 
 
 def test_write_json_replaces_atomically_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -100,3 +101,24 @@ def test_save_set_info_keeps_earlier_fields(tmp_path: Path) -> None:
     info = store.read_json(tmp_path / "set.json")
     assert info["label"] == "Lab PC 7" and info["machine"] == {"cpu_model": "x"}
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+def test_a_run_never_adds_to_another_machines_set(tmp_path: Path) -> None:
+    layout = Layout(Path(__file__).resolve().parents[1], results_dir=tmp_path)
+    store.save_set_info(
+        tmp_path / "lab-pc-07",
+        {
+            "kind": "measured",
+            "machine": {"cpu_model": "Another CPU", "kernel_release": "5.10.0-other", "virtualization": "bare"},
+        },
+    )
+    store.save_set_info(tmp_path / "reference-2000", {"kind": "reference", "machine": {}})
+    before = (tmp_path / "lab-pc-07" / "set.json").read_bytes()
+    with pytest.raises(pipeline.MachineError, match=r"belongs to another machine .*cpu_model 'Another CPU'"):
+        pipeline.open_set(layout, "lab-pc-07")
+    with pytest.raises(pipeline.MachineError, match="is a reference set"):
+        pipeline.open_set(layout, "reference-2000")
+    assert (tmp_path / "lab-pc-07" / "set.json").read_bytes() == before
+    mine = pipeline.open_set(layout, "my-laptop", label="My laptop")
+    assert pipeline.open_set(layout, "my-laptop") == mine, "this machine's own named set is refreshed"
+    assert store.read_json(mine / "set.json")["label"] == "My laptop"
