@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -167,3 +171,29 @@ def test_invoke_build_compiles_every_program_with_its_libraries(tmp_path: Path, 
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert (tmp_path / "code" / "08-since-2000" / "uring").is_file(), "linked with -luring"
+
+
+def test_serve_shows_the_site_locally(tmp_path: Path, course_root: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "serve", "--port", str(port)],
+        cwd=course_root,
+        env={**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline, page = time.monotonic() + 180, ""
+        while time.monotonic() < deadline and "Kernel System Calls" not in page:
+            time.sleep(1)
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/docs/index.html", timeout=5).read().decode()
+            except OSError:
+                continue
+        assert "Kernel System Calls" in page, "the preview served the home page"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
