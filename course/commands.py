@@ -122,7 +122,7 @@ def build_site(layout: Layout, set_name: str | None = None, strict: bool = False
     that switching between the tasks does not look like a configuration change to Sphinx
     (which would rebuild every page).
     """
-    wanted = fingerprint.slug(set_name) if set_name else fingerprint.set_id(fingerprint.machine())
+    wanted = fingerprint.set_name(set_name)
     current = wanted if (layout.results / wanted).is_dir() else ""
     return site.build_site(layout, strict=strict, current_set=current)
 
@@ -158,7 +158,7 @@ def results(layout: Layout, as_json: bool = False) -> str:
             sort_keys=True,
         )
     with_code = [lesson.name for lesson in lesson_catalog.discover(layout) if lesson.has_code]
-    mine = fingerprint.set_id(fingerprint.machine())
+    mine = fingerprint.set_name()
     rows = []
     for result_set in sets.values():
         measurements = [m for d in result_set.lessons.values() for m in d.get("measurements", {}).values()]
@@ -187,7 +187,7 @@ def export(layout: Layout, set_name: str | None, output: str | None) -> Path:
     """Write one set (default: this machine's) as an archive."""
     from course import archive
 
-    name = fingerprint.slug(set_name) if set_name else fingerprint.set_id(fingerprint.machine())
+    name = fingerprint.set_name(set_name)
     target = Path(output) if output else Path.cwd() / f"{name}.tar.gz"
     made = archive.export_set(layout.results / name, target)
     print(f"exported {name} to {made}")

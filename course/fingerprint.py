@@ -88,6 +88,11 @@ def set_id(info: dict) -> str:
     return "-".join(slug(info[key]) for key in ("cpu_model", "kernel_release", "virtualization"))
 
 
+def set_name(asked: str | None = None, info: dict | None = None) -> str:
+    """The folder name of a result set: ``asked`` made safe, else this machine's stable id."""
+    return slug(asked) if asked else set_id(info or machine())
+
+
 def _os_release() -> str:
     path = Path("/etc/os-release")
     if not path.is_file():

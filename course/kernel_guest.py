@@ -19,10 +19,35 @@ import time
 from pathlib import Path
 
 from course.runners import stdin_of_kind
-from course.store import write_json
+from course.store import read_json, write_json
 
 #: The kernel command line of a virtme-ng guest carries this; the host's never does.
 VM_MARK = "virtme"
+
+
+def prepare(folder: Path, jobs: list[dict]) -> tuple[Path, Path]:
+    """Write the plan of ``jobs`` into ``folder``; return (plan, results) paths for :func:`command`."""
+    plan, results = folder / "plan.json", folder / "results.json"
+    results.unlink(missing_ok=True)
+    plan.write_text(json.dumps(jobs, indent=1))
+    return plan, results
+
+
+def command(plan: Path, results: Path, on_host: bool = False) -> list[str]:
+    """How to run this module on ``plan`` (with the course's own Python, seen at the same path in the VM)."""
+    return [
+        sys.executable,
+        "-m",
+        "course.kernel_guest",
+        str(plan),
+        str(results),
+        *(["--host-kernel"] if on_host else []),
+    ]
+
+
+def collected(results: Path) -> list[dict]:
+    """The jobs that finished, as the helper wrote them (none if it never started)."""
+    return read_json(results)["jobs"] if results.is_file() else []
 
 
 def in_disposable_vm(cmdline: str) -> bool:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from course import kernel_build, store, vm
+from course import kernel_build, kernel_guest, store, vm
 from course.build import BuildError, file_hash
 from course.kernel_build import GuestKernel, KernelError
 from course.layout import Layout
@@ -131,24 +130,19 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
 
 
 def _run_on_host_kernel(layout: Layout, jobs: list[dict]) -> tuple[list[dict], str, int | None]:
-    import json
-
     if os.geteuid() != 0:
         raise vm.VmError("the host-kernel runner loads modules and needs root")
     rundir = layout.build / "host-kernel"
     rundir.mkdir(parents=True, exist_ok=True)
-    plan, results = rundir / "plan.json", rundir / "results.json"
-    results.unlink(missing_ok=True)
-    plan.write_text(json.dumps(jobs, indent=1))
+    plan, results = kernel_guest.prepare(rundir, jobs)
     finished = subprocess.run(
-        [sys.executable, "-m", "course.kernel_guest", str(plan), str(results), "--host-kernel"],
+        kernel_guest.command(plan, results, on_host=True),
         capture_output=True,
         text=True,
         cwd=layout.root,
         env={**os.environ, "PYTHONPATH": str(layout.root)},
     )
-    done = store.read_json(results)["jobs"] if results.is_file() else []
-    return done, finished.stdout + finished.stderr, finished.returncode
+    return kernel_guest.collected(results), finished.stdout + finished.stderr, finished.returncode
 
 
 def record_results(

@@ -96,7 +96,7 @@ def open_set(layout: Layout, set_name: str | None = None, label: str | None = No
     touches another machine's figures.
     """
     machine = fingerprint.machine()
-    path = layout.results / (fingerprint.slug(set_name) if set_name else fingerprint.set_id(machine))
+    path = layout.results / fingerprint.set_name(set_name, machine)
     info: dict = {"kind": "measured", "machine": machine}
     if label:
         info["label"] = label

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from course import store
+from course import kernel_guest, store
 from course.kernel_build import GuestKernel
 from course.layout import Layout
 from course.runners import kill_group, owned_process
@@ -180,12 +180,9 @@ def _boot(
     timeout: float,
     rundir: Path,
 ) -> VmRun:
-    plan, results = rundir / "plan.json", rundir / "results.json"
-    plan.write_text(json.dumps(jobs, indent=1))
-    guest = (
-        f"cd {shlex.quote(str(layout.root))} && PYTHONPATH={shlex.quote(str(layout.root))} "
-        f"{shlex.quote(sys.executable)} -m course.kernel_guest {shlex.quote(str(plan))} {shlex.quote(str(results))}"
-    )
+    plan, results = kernel_guest.prepare(rundir, jobs)
+    root = shlex.quote(str(layout.root))
+    guest = f"cd {root} && PYTHONPATH={root} {shlex.join(kernel_guest.command(plan, results))}"
     started = time.monotonic()
 
     def show(line: str) -> None:
@@ -193,5 +190,4 @@ def _boot(
             progress("  vm     " + line.removeprefix("course-guest:").strip())
 
     status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir), timeout, show)
-    done = store.read_json(results) if results.is_file() else {"jobs": []}
-    return VmRun(done["jobs"], console, status, time.monotonic() - started)
+    return VmRun(kernel_guest.collected(results), console, status, time.monotonic() - started)
