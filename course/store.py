@@ -132,11 +132,18 @@ def load_all(results: Path) -> dict[str, ResultSet]:
 
 
 def save_set_info(path: Path, info: dict) -> None:
-    """Create or refresh a set's ``set.json``, keeping fields measured earlier."""
+    """Create or refresh a set's ``set.json``, keeping fields measured earlier.
+
+    The file is rewritten only when something besides its date changes: an unchanged
+    machine then leaves it alone, so pages that depend on it are not rebuilt and a
+    committed set does not show as modified after a run that measured nothing.
+    """
     target = path / SET_FILE
-    merged = read_json(target) if target.is_file() else {}
-    merged.update(info, schema=SCHEMA, updated=now())
-    write_json(target, merged)
+    previous = read_json(target) if target.is_file() else {}
+    merged = {**previous, **info, "schema": SCHEMA}
+    if target.is_file() and {**merged, "updated": None} == {**previous, "updated": None}:
+        return
+    write_json(target, {**merged, "updated": now()})
 
 
 def save_lesson(result_set: Path, lesson: str, new: dict) -> dict:

@@ -103,6 +103,17 @@ def test_save_set_info_keeps_earlier_fields(tmp_path: Path) -> None:
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
 
 
+def test_set_info_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
+    target = tmp_path / "set.json"
+    store.save_set_info(tmp_path, {"kind": "measured", "machine": {"cpu_model": "x", "tsc_hz": 1}})
+    first = target.read_bytes()
+    os.utime(target, (0, 0))
+    store.save_set_info(tmp_path, {"kind": "measured", "machine": {"cpu_model": "x", "tsc_hz": 1}})
+    assert target.read_bytes() == first and target.stat().st_mtime == 0  # untouched: nothing to rebuild
+    store.save_set_info(tmp_path, {"kind": "measured", "machine": {"cpu_model": "x", "tsc_hz": 2}})
+    assert store.read_json(target)["machine"]["tsc_hz"] == 2 and target.stat().st_mtime > 0
+
+
 def test_a_run_never_adds_to_another_machines_set(tmp_path: Path) -> None:
     layout = Layout(Path(__file__).resolve().parents[1], results_dir=tmp_path)
     store.save_set_info(
