@@ -69,6 +69,35 @@ def repeatability(layout: Layout, runs: int = 5, progress: Progress = print) -> 
     return found
 
 
+def peer_repeatability(runs: int = 5, loops: int | None = None, progress: Progress = print) -> dict[str, dict]:
+    """``perf bench syscall basic`` run ``runs`` times in a row: a control for the host itself.
+
+    perf averages ten million calls per run, far more than lesson 3 times, and owes nothing to
+    the course's method; how far its mean moves between runs is how far this machine moves.
+    It has no goal of its own: it is the yardstick the course's spreads are read against.
+    """
+    key = "bench/repeatability.peer.perf-bench.mean-spread"
+    means: list[float] = []
+    for number in range(runs):
+        progress(f"  bench  repeatability perf bench syscall basic run {number + 1}/{runs}")
+        measured = peers.measure_perf(loops)
+        if measured["status"] != "ok":
+            return {key: {**measured, "unit": "%"}}
+        means.append(measured["mean"])
+    return {
+        key: {
+            "status": "ok",
+            "unit": "%",
+            "value": round(spread_percent(means), 2),
+            "goal": None,
+            "runs": means,
+            "runs_unit": "ns",
+            "command": f"{measured['command']} ({runs} runs, mean ns per getppid() call)",
+            "measured_at": store.now(),
+        }
+    }
+
+
 def _timed(command: list[str], env: dict[str, str], cwd: Path, progress: Progress, what: str) -> float:
     progress(f"  bench  {what}: {' '.join(command[2:])}")
     started = time.monotonic()
@@ -113,7 +142,11 @@ def pipeline_speed(layout: Layout, progress: Progress = print) -> dict[str, dict
 
 def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str, dict]:
     """Every benchmark, stored in the result set; returns the measurements."""
-    measured = {**repeatability(layout, progress=progress), **pipeline_speed(layout, progress=progress)}
+    measured = {
+        **repeatability(layout, progress=progress),
+        **peer_repeatability(progress=progress),
+        **pipeline_speed(layout, progress=progress),
+    }
     store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": measured, "failures": []})
     progress("  bench  peers: perf bench syscall basic, lmbench lat_syscall")
     store.save_lesson(set_path, "peers", {"measured_at": store.now(), "measurements": peers.measure(), "failures": []})

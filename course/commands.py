@@ -127,6 +127,16 @@ def build_site(layout: Layout, set_name: str | None = None, strict: bool = False
     return site.build_site(layout, strict=strict, current_set=current)
 
 
+def _bench_verdict(value: dict) -> list[str]:
+    """Measured, goal and whether it is met; a control has no goal, a skipped run says why."""
+    if value["status"] != "ok":
+        return ["not run", "", value.get("reason", "")]
+    measured = f"{value['value']:.2f} {value['unit']}"
+    if value.get("goal") is None:
+        return [measured, "(control)", ""]
+    return [measured, f"{value['goal']:g} {value['unit']}", "yes" if value["value"] <= value["goal"] else "NO"]
+
+
 def bench(layout: Layout, set_name: str | None = None) -> None:
     """Run the benchmarks, store them in this machine's set, print them against their goals."""
     from course import bench as benchmarks
@@ -135,15 +145,7 @@ def bench(layout: Layout, set_name: str | None = None) -> None:
     # The course's own getppid figure, measured in the same run as the peers.
     pipeline.measure_lessons(layout, [lesson_catalog.find(layout, 1)], set_path, force=True)
     measured = benchmarks.run(layout, set_path)
-    rows = [
-        [
-            key.removeprefix("bench/"),
-            f"{value['value']:.2f} {value['unit']}",
-            f"{value['goal']:g} {value['unit']}",
-            "yes" if value["value"] <= value["goal"] else "NO",
-        ]
-        for key, value in sorted(measured.items())
-    ]
+    rows = [[key.removeprefix("bench/"), *_bench_verdict(value)] for key, value in sorted(measured.items())]
     print(report.table(["benchmark", "measured", "goal", "met"], rows))
     print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}")
 

@@ -38,8 +38,9 @@ def _skipped(reason: str, command: str) -> dict:
     return {"status": "skipped", "reason": reason, "command": command, "measured_at": store.now()}
 
 
-def measure_perf() -> dict:
-    command = ["perf", "bench", "syscall", "basic"]
+def measure_perf(loops: int | None = None) -> dict:
+    """perf's mean cost of getppid(); ``loops`` overrides its ten million calls."""
+    command = ["perf", "bench", "syscall", "basic", *(["--loop", str(loops)] if loops else [])]
     if shutil.which("perf") is None:
         return _skipped("perf is not installed (apt-get install linux-perf)", " ".join(command))
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)

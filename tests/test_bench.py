@@ -1,0 +1,54 @@
+"""The benchmarks' bookkeeping: spreads, the perf control, and the verdicts printed for them.
+
+The figures themselves are never asserted (they belong to the machine); what is tested is
+that they are computed, stored and reported as the instructor guide describes.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from course import bench, peers
+from course.commands import _bench_verdict
+
+
+def test_spread_is_range_over_median() -> None:
+    assert bench.spread_percent([100, 101, 102, 103, 104]) == pytest.approx(4 / 102 * 100)
+    assert bench.spread_percent([7, 7, 7]) == 0.0
+
+
+@pytest.mark.skipif(shutil.which("perf") is None, reason="perf is installed by ./bootstrap test")
+def test_perf_control_records_each_run_and_their_spread() -> None:
+    found = bench.peer_repeatability(runs=3, loops=20000, progress=lambda line: None)
+    control = found["bench/repeatability.peer.perf-bench.mean-spread"]
+    assert control["status"] == "ok", control
+    assert len(control["runs"]) == 3 and all(mean > 0 for mean in control["runs"])
+    assert control["value"] == round(bench.spread_percent(control["runs"]), 2)
+    assert control["goal"] is None  # a yardstick, not a target
+    assert "--loop 20000" in control["command"]
+
+
+def test_perf_control_without_perf_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = bench.peer_repeatability(runs=5, progress=lambda line: None)
+    control = found["bench/repeatability.peer.perf-bench.mean-spread"]
+    assert control["status"] == "skipped"
+    assert "apt-get install linux-perf" in control["reason"]
+
+
+def test_perf_output_that_is_not_perfs_is_refused() -> None:
+    with pytest.raises(ValueError, match="unexpected perf bench output"):
+        peers.parse_perf_bench("perf: 'bench' is not a perf-command\n")
+
+
+def test_verdicts_for_a_goal_a_control_and_a_skip() -> None:
+    assert _bench_verdict({"status": "ok", "value": 1.5, "unit": "%", "goal": 2.0}) == ["1.50 %", "2 %", "yes"]
+    assert _bench_verdict({"status": "ok", "value": 4.0, "unit": "s", "goal": 2.0})[2] == "NO"
+    assert _bench_verdict({"status": "ok", "value": 9.0, "unit": "%", "goal": None})[1:] == ["(control)", ""]
+    assert _bench_verdict({"status": "skipped", "reason": "perf is not installed"}) == [
+        "not run",
+        "",
+        "perf is not installed",
+    ]
