@@ -79,8 +79,3 @@ def measure_lmbench() -> dict:
         "measured_at": store.now(),
         "call": "getppid",
     }
-
-
-def measure() -> dict[str, dict]:
-    """Both peers, each a measurement or a recorded reason why it could not run."""
-    return {PERF_ID: measure_perf(), LMBENCH_ID: measure_lmbench()}

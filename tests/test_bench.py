@@ -21,21 +21,24 @@ def test_spread_is_range_over_median() -> None:
 
 @pytest.mark.skipif(shutil.which("perf") is None, reason="perf is installed by ./bootstrap test")
 def test_perf_control_records_each_run_and_their_spread() -> None:
-    found = bench.peer_repeatability(runs=3, loops=20000, progress=lambda line: None)
-    control = found["bench/repeatability.peer.perf-bench.mean-spread"]
+    records = bench.perf_runs(runs=3, loops=20000, progress=lambda line: None)
+    control = bench.peer_repeatability(records)["bench/repeatability.peer.perf-bench.mean-spread"]
     assert control["status"] == "ok", control
     assert len(control["runs"]) == 3 and all(mean > 0 for mean in control["runs"])
     assert control["value"] == round(bench.spread_percent(control["runs"]), 2)
     assert control["goal"] is None  # a yardstick, not a target
     assert "--loop 20000" in control["command"]
+    assert bench.middle_run(records)["mean"] == sorted(control["runs"])[1]  # peers.json keeps the middle run
 
 
 def test_perf_control_without_perf_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    found = bench.peer_repeatability(runs=5, progress=lambda line: None)
-    control = found["bench/repeatability.peer.perf-bench.mean-spread"]
+    records = bench.perf_runs(runs=5, progress=lambda line: None)
+    assert len(records) == 1  # no point in trying four more times
+    control = bench.peer_repeatability(records)["bench/repeatability.peer.perf-bench.mean-spread"]
     assert control["status"] == "skipped"
     assert "apt-get install linux-perf" in control["reason"]
+    assert bench.middle_run(records) is records[0]  # peers.json records the same reason
 
 
 def test_perf_output_that_is_not_perfs_is_refused() -> None:
