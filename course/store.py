@@ -141,7 +141,7 @@ def save_set_info(path: Path, info: dict) -> None:
     target = path / SET_FILE
     previous = read_json(target) if target.is_file() else {}
     merged = {**previous, **info, "schema": SCHEMA}
-    if target.is_file() and {**merged, "updated": None} == {**previous, "updated": None}:
+    if {**merged, "updated": None} == {**previous, "updated": None}:
         return
     write_json(target, {**merged, "updated": now()})
 
