@@ -8,6 +8,7 @@ machines are shared and noisy, so a benchmark reports, it does not judge.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -112,6 +113,87 @@ def middle_run(records: list[dict]) -> dict:
     return sorted(records, key=lambda record: record["mean"])[(len(records) - 1) // 2]
 
 
+#: The window lines corestate.c prints: seconds since start, then the three probes' medians.
+WINDOW = re.compile(r"^window (?P<at>[\d.]+) (?P<read>\d+) (?P<wide>\d+) (?P<chain>\d+)$")
+PROBES = ("read", "wide", "chain")
+
+
+def parse_windows(text: list[str]) -> dict[str, list[float]]:
+    """Each probe's window medians, in time order, from corestate's plain-text lines."""
+    windows: dict[str, list[float]] = {probe: [] for probe in PROBES}
+    for line in text:
+        if match := WINDOW.match(line):
+            for probe in PROBES:
+                windows[probe].append(float(match[probe]))
+    if len(windows["read"]) < 10:
+        raise ValueError(
+            f"corestate printed {len(windows['read'])} windows, too few to compare; its output:\n"
+            + "\n".join(text[-20:])
+        )
+    return windows
+
+
+def window_spread(values: list[float]) -> float:
+    """(p90 - p10) / median, in percent: how far a probe moves from window to window, outliers aside."""
+    deciles = statistics.quantiles(values, n=10)
+    return (deciles[-1] - deciles[0]) / statistics.median(values) * 100
+
+
+def rank_correlation(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation: does one probe rise when the other does, whatever the scale?"""
+
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=values.__getitem__)
+        ranked = [0.0] * len(values)
+        start = 0
+        while start < len(order):
+            end = start
+            while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+                end += 1
+            for position in range(start, end + 1):  # ties share their average rank
+                ranked[order[position]] = (start + end) / 2
+            start = end + 1
+        return ranked
+
+    rx, ry = ranks(xs), ranks(ys)
+    if len(set(rx)) == 1 or len(set(ry)) == 1:
+        return 0.0  # a probe that never moved follows nothing
+    return statistics.correlation(rx, ry)
+
+
+def core_sharing(layout: Layout, seconds: float = 10.0, progress: Progress = print) -> dict[str, dict]:
+    """Whether the empty read moves with the core's sharing or with its clock, over one run of corestate.
+
+    The figures are controls (no goal): they say why the repeatability goals can or cannot be
+    met on this machine, not how good the course's method is.
+    """
+    lesson = lessons.find(layout, 3)
+    program = build_program(layout, lesson, "corestate")
+    progress(f"  bench  host state: corestate for {seconds:g} s (empty read, wide and chain probes in windows)")
+    outcome = run_on_host(program.binary, [f"{seconds:g}"], "devnull", layout.build / "scratch", seconds + 60)
+    if not outcome.ok:
+        raise RuntimeError(f"corestate failed (exit {outcome.exit_status}):\n{outcome.stdout[-2000:]}{outcome.stderr}")
+    windows = parse_windows(protocol.parse(outcome.stdout).text)
+    common = {
+        "status": "ok",
+        "goal": None,
+        "windows": len(windows["read"]),
+        "command": f"corestate {seconds:g} < /dev/null",
+        "measured_at": store.now(),
+    }
+    found = {
+        f"bench/host.{probe}.window-spread": {**common, "unit": "%", "value": round(window_spread(windows[probe]), 2)}
+        for probe in PROBES
+    }
+    for probe in ("wide", "chain"):
+        found[f"bench/host.read-follows-{probe}"] = {
+            **common,
+            "unit": "r",
+            "value": round(rank_correlation(windows["read"], windows[probe]), 2),
+        }
+    return found
+
+
 def _timed(command: list[str], env: dict[str, str], cwd: Path, progress: Progress, what: str) -> float:
     progress(f"  bench  {what}: {' '.join(command[2:])}")
     started = time.monotonic()
@@ -160,6 +242,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str,
     measured = {
         **repeatability(layout, progress=progress),
         **peer_repeatability(perf),
+        **core_sharing(layout, progress=progress),
         **pipeline_speed(layout, progress=progress),
     }
     store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": measured, "failures": []})

@@ -131,7 +131,8 @@ def _bench_verdict(value: dict) -> list[str]:
     """Measured, goal and whether it is met; a control has no goal, a skipped run says why."""
     if value["status"] != "ok":
         return ["not run", "", value.get("reason", "")]
-    measured = f"{value['value']:.2f} {value['unit']}"
+    unit = value["unit"]
+    measured = f"r = {value['value']:.2f}" if unit == "r" else f"{value['value']:.2f} {unit}"  # r: a correlation
     if value.get("goal") is None:
         return [measured, "(control)", ""]
     return [measured, f"{value['goal']:g} {value['unit']}", "yes" if value["value"] <= value["goal"] else "NO"]

@@ -55,3 +55,39 @@ def test_verdicts_for_a_goal_a_control_and_a_skip() -> None:
         "",
         "perf is not installed",
     ]
+
+
+def test_rank_correlation_follows_order_not_scale() -> None:
+    rising = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert bench.rank_correlation(rising, [10.0, 20.0, 300.0, 4000.0, 50000.0]) == pytest.approx(1.0)
+    assert bench.rank_correlation(rising, [5.0, 4.0, 3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert bench.rank_correlation(rising, [7.0] * 5) == 0.0  # a probe that never moved follows nothing
+    assert bench.rank_correlation([1.0, 1.0, 2.0], [3.0, 3.0, 9.0]) == pytest.approx(1.0)  # ties share a rank
+
+
+def test_window_spread_ignores_a_single_outlier() -> None:
+    steady = [100.0] * 19 + [1000.0]  # one window preempted
+    assert bench.window_spread(steady) == 0.0
+    assert bench.window_spread([float(v) for v in range(90, 111)]) > 10
+
+
+def test_too_few_windows_is_refused_with_the_output() -> None:
+    with pytest.raises(ValueError, match=r"(?s)printed 2 windows.*oops"):
+        bench.parse_windows(["window 0.000 1 2 3", "window 0.041 1 2 3", "oops"])
+
+
+def test_core_sharing_runs_the_real_probe(scratch_layout) -> None:
+    found = bench.core_sharing(scratch_layout, seconds=1.0, progress=lambda line: None)
+    assert set(found) == {
+        "bench/host.read.window-spread",
+        "bench/host.wide.window-spread",
+        "bench/host.chain.window-spread",
+        "bench/host.read-follows-wide",
+        "bench/host.read-follows-chain",
+    }
+    for key, figure in found.items():
+        assert figure["status"] == "ok" and figure["goal"] is None, key
+        assert figure["windows"] >= 10  # about 24 windows a second
+    assert all(found[f"bench/host.{p}.window-spread"]["value"] >= 0 for p in bench.PROBES)
+    assert -1 <= found["bench/host.read-follows-wide"]["value"] <= 1
+    assert _bench_verdict(found["bench/host.read-follows-wide"])[0].startswith("r = ")

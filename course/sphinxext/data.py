@@ -107,6 +107,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.2f} %"
     if unit == "s":
         return f"{value:,.1f} s"
+    if unit == "r":  # a rank correlation, between -1 and 1
+        return f"r = {value:.2f}"
     if unit.endswith("/byte"):
         return f"{value:.3f} {unit}"
     return f"{value:,.0f} {unit}"  # ticks of every kind are whole numbers
