@@ -22,6 +22,7 @@ read is recorded as a dependency, so new results rebuild exactly the pages using
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -147,4 +148,21 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_css_file("course.css")
     static = Path(__file__).parent / "static"
     app.connect("config-inited", lambda a, config: config.html_static_path.append(str(static)))
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
+    return {
+        "version": __version__,
+        "parallel_read_safe": True,
+        "parallel_write_safe": True,
+        "env_version": _code_version(),
+    }
+
+
+def _code_version() -> int:
+    """A number that changes with this extension's code.
+
+    Pages hold the HTML its directives drew when they were read; Sphinx rereads every page
+    when an extension's env_version changes, so a changed chart or table reaches every page.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return int(digest.hexdigest()[:8], 16)
