@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from course.sphinxext.charts import Bar, bar_chart, histogram_chart
+import pytest
+
+from course.sphinxext.charts import Bar, Line, bar_chart, histogram_chart, timeline_chart
 
 
 def _widths(svg: str) -> list[float]:
@@ -41,3 +43,32 @@ def test_histogram_counts_every_bin_and_says_what_was_subtracted() -> None:
     svg = histogram_chart({"start": 100, "width": 10, "counts": [1, 5, 2], "above": 3}, "ticks", "h", subtracted=26)
     assert svg.count("<rect") == 3
     assert "26 subtracted: the stamp pair" in svg and "3 samples above the 99th percentile" in svg
+
+
+def _points(svg: str) -> list[list[tuple[float, float]]]:
+    return [
+        [tuple(float(v) for v in point.split(",")) for point in found.split()]
+        for found in re.findall(r'<polyline points="([^"]+)"', svg)
+    ]
+
+
+def test_a_timeline_draws_each_probe_against_its_own_median() -> None:
+    seconds = [0.0, 1.0, 2.0]
+    svg = timeline_chart(
+        [Line("read", seconds, [500, 500, 600], 1), Line("wide", seconds, [3000, 3000, 3600], 2)], "<probes>"
+    )
+    read, wide = _points(svg)
+    offset = wide[0][1] - read[0][1]  # the second panel sits below the first
+    assert offset > 0
+    shifted = [value for x, y in read for value in (x, y + offset)]
+    assert shifted == pytest.approx([value for point in wide for value in point]), "moving alike draws alike"
+    assert read[0][1] == read[1][1] > read[2][1]  # 100 %, 100 %, then higher up its panel
+    assert [x for x, _ in read] == [50.0, 290.0, 530.0]  # the time axis spans the run
+    assert "&lt;probes&gt;" in svg and ">100 %<" in svg
+
+
+def test_a_timeline_clips_outliers_to_the_frame() -> None:
+    svg = timeline_chart([Line("read", [float(s) for s in range(200)], [100.0] * 199 + [10_000.0])], "t")
+    (line,) = _points(svg)
+    assert min(y for _, y in line) >= 20  # the one preempted window stays inside its panel
+    assert ">110 %<" in svg  # and does not stretch the scale

@@ -52,9 +52,22 @@ def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> Non
 def test_charts_are_drawn_from_the_data(app: SphinxTestApp) -> None:
     app.build()
     html = _html(app)
-    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="course-chart"') == 2
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="course-chart"') == 3
     assert "<title>Canned bars</title>" in html and "<title>Canned histogram</title>" in html
     assert "600 samples" in html  # a histogram bin's hover text
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_timeline_draws_each_probe_and_says_what_is_not_measured(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    html = _html(app)
+    chart = html.split("<title>Canned timeline</title>", 1)[1].split("</svg>", 1)[0]
+    assert chart.count("<polyline") == 2
+    assert "<title>empty read</title>" in chart and "<title>wide loop</title>" in chart
+    assert "Not measured here" not in html  # nothing drawn, so no caption under nothing
+    assert html.count("not measured yet: run invoke bench") == 2  # the chain timeline and bench/pipeline.cold
+    assert "r = 0.95" in html
 
 
 @pytest.mark.sphinx("html", testroot="course")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from html import escape
 
@@ -96,6 +98,62 @@ def histogram_chart(histogram: dict, unit: str, title: str, subtracted: float = 
         f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">{escape(unit)}{note}; '
         f"{histogram.get('above', 0):,} samples above the 99th percentile not drawn</text>"
     )
+    out.append("</svg>")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One probe over one run: its value at each moment, drawn as a percentage of its own median."""
+
+    label: str
+    seconds: list[float]
+    values: list[float]
+    colour: int = 0
+
+
+def timeline_chart(lines: list[Line], title: str) -> str:
+    """Several probes of one run, one panel each, on a shared time axis and a shared scale.
+
+    Each probe is drawn as a percentage of its own median, so probes of different sizes (an
+    empty read, a loop of additions) become comparable: whether they rise and fall at the same
+    moments is what the chart is for. Points beyond the pooled 1st and 99th percentiles are
+    clipped to their panel rather than stretching the scale.
+    """
+    lines = [line for line in lines if line.values]
+    left, width, panel, gap = 50, 480, 70, 26
+    relative = [[value / (statistics.median(line.values) or 1) * 100 for value in line.values] for line in lines]
+    pooled = sorted(percent for series in relative for percent in series) or [100.0]
+    low = math.floor(min(90.0, pooled[len(pooled) // 100]) / 10) * 10
+    high = math.ceil(max(110.0, pooled[len(pooled) * 99 // 100]) / 10) * 10
+    end = max((second for line in lines for second in line.seconds), default=0.0) or 1.0
+    out = [_open(left + width + 20, len(lines) * (panel + gap) + 24, title)]
+    for index, (line, series) in enumerate(zip(lines, relative, strict=True)):
+        top = gap - 6 + index * (panel + gap)
+
+        def y(percent: float, top: float = top) -> float:
+            return top + (high - min(high, max(low, percent))) / (high - low) * panel
+
+        colour = PALETTE[line.colour % len(PALETTE)]
+        out.append(f'<text x="{left}" y="{top - 6}" fill="{colour}">{escape(line.label)}</text>')
+        for percent in (low, 100, high):
+            dashed = ' stroke-dasharray="4 3"' if percent == 100 else ""  # the probe's median
+            out.append(
+                f'<line x1="{left}" y1="{y(percent):.1f}" x2="{left + width}" y2="{y(percent):.1f}" '
+                f'stroke="currentColor" stroke-opacity="0.3"{dashed}/>'
+                f'<text x="{left - 4}" y="{y(percent) + 4:.1f}" text-anchor="end">{percent:.0f} %</text>'
+            )
+        points = " ".join(f"{left + s / end * width:.1f},{y(p):.1f}" for s, p in zip(line.seconds, series, strict=True))
+        out.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.2">'
+            f"<title>{escape(line.label)}</title></polyline>"
+        )
+    bottom = len(lines) * (panel + gap) + 4
+    for fraction in (0, 0.5, 1):
+        out.append(
+            f'<text x="{left + fraction * width:.1f}" y="{bottom + 12}" text-anchor="middle">'
+            f"{fraction * end:.1f} s</text>"
+        )
     out.append("</svg>")
     return "".join(out)
 

@@ -149,18 +149,30 @@ class CourseTable(MeasurementsDirective):
 
 
 class CourseChart(MeasurementsDirective):
-    """Bars of min (or median) across result sets; with ``:histogram:``, one measurement's distribution."""
+    """Bars of min (or median) across result sets; with ``:histogram:``, one measurement's distribution;
+    with ``:timeline:``, this machine's measurements that keep a timeline, over one run."""
 
     option_spec: ClassVar[dict] = {
         "caption": directives.unchanged,
         "field": lambda arg: directives.choice(arg, ("min", "median")),
         "histogram": directives.flag,
+        "timeline": directives.flag,
         "ns": directives.flag,
+        # Figures that only some runs make (invoke bench): missing is "not measured", not a warning.
+        "optional": directives.flag,
     }
 
     def run(self) -> list[nodes.Node]:
         caption = self.options.get("caption", "")
-        svg = self._histogram(caption) if "histogram" in self.options else self._bars(caption)
+        if "histogram" in self.options:
+            svg = self._histogram(caption)
+        elif "timeline" in self.options:
+            svg = self._timeline(caption)
+            if svg is None and "optional" in self.options:
+                key = self.rows()[0][0] if self.rows() else ""
+                return [nodes.paragraph("", "", nodes.emphasis(text=f"not measured yet: run {how_to_measure(key)}"))]
+        else:
+            svg = self._bars(caption)
         if svg is None:
             return []
         figure = nodes.container(classes=["course-chart"])
@@ -184,6 +196,22 @@ class CourseChart(MeasurementsDirective):
             caption or rows[0][0],
             subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
         )
+
+    def _timeline(self, caption: str) -> str | None:
+        lines = []
+        for colour, (key, label) in enumerate(self.rows(), start=1):
+            if "optional" in self.options:
+                lookup = self.data.find(key)
+                self.use(lookup)
+            else:
+                lookup = self.check(key)
+            timeline = (lookup.measurement or {}).get("timeline") if lookup else None
+            if timeline is None:
+                if lookup is not None and lookup.measurement is not None and "optional" not in self.options:
+                    self.warn(f"measurement {key!r} keeps no timeline to draw", "syntax")
+                continue
+            lines.append(charts.Line(label, timeline["seconds"], timeline["values"], colour))
+        return charts.timeline_chart(lines, caption or "timeline") if lines else None
 
     def _bars(self, caption: str) -> str:
         field = self.options.get("field", "min")
