@@ -88,6 +88,9 @@ def test_core_sharing_runs_the_real_probe(scratch_layout) -> None:
     for key, figure in found.items():
         assert figure["status"] == "ok" and figure["goal"] is None, key
         assert figure["windows"] >= 10  # about 24 windows a second
+        if "timeline" in figure:  # the window spreads keep the run they were computed from
+            assert len(figure["timeline"]["values"]) == len(figure["timeline"]["seconds"]) == figure["windows"]
+    assert sum("timeline" in figure for figure in found.values()) == len(bench.PROBES)
     assert all(found[f"bench/host.{p}.window-spread"]["value"] >= 0 for p in bench.PROBES)
     assert -1 <= found["bench/host.read-follows-wide"]["value"] <= 1
     assert _bench_verdict(found["bench/host.read-follows-wide"])[0].startswith("r = ")
