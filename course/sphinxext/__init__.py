@@ -6,7 +6,7 @@ Used from MyST:
   ``:median-ns`` ... after the id; ``set@`` before it picks a result set);
 - ``{course-output}``: a captured output block (a program's output, a disassembly);
 - ``{course-table}``: measurements down, result sets across, the 2000 reference first;
-- ``{course-chart}``: bars across sets, or the histogram of one measurement;
+- ``{course-chart}``: bars across sets, the histogram of one measurement, or a timeline of probes (``:timeline:``);
 - ``{course-failures}``: what failed in a lesson's last run, with its log;
 - ``{course-machine}``: one result set's page (provenance, every figure); these pages are generated;
 - ``{course-hardware}``: every set in one table, with chosen figures against 2000;
