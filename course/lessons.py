@@ -25,13 +25,19 @@ class LessonError(ValueError):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Run one program, once per kind of standard input, and parse what it prints."""
+    """Run one program, once per kind of standard input, and parse what it prints.
+
+    ``files`` opens kinds of file beside standard input for one run of the program, which
+    names them in its measurements (``read.tty``): figures it takes in interleaved rounds see
+    the same moments of the machine, so they can be compared with each other.
+    """
 
     program: str
     args: tuple[str, ...] = ()
     stdin: tuple[str, ...] = ("devnull",)
     timeout: float = 120.0
     libs: tuple[str, ...] = ()  # linker flags, such as -luring
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,12 +216,14 @@ def _exercise_specs(path: Path) -> list[ExerciseSpec]:
     return specs
 
 
-def _stdin_kinds(path: Path, entry: dict) -> tuple[str, ...]:
-    stdin = tuple(entry.get("stdin", ["devnull"]))
-    bad = [kind for kind in stdin if kind not in STDIN_KINDS]
+def _stdin_kinds(
+    path: Path, entry: dict, key: str = "stdin", default: tuple[str, ...] = ("devnull",)
+) -> tuple[str, ...]:
+    kinds = tuple(entry.get(key, default))
+    bad = [kind for kind in kinds if kind not in STDIN_KINDS]
     if bad:
-        raise LessonError(f"{path}: unknown stdin kind(s) {bad}; choose from {list(STDIN_KINDS)}")
-    return stdin
+        raise LessonError(f"{path}: unknown {key} kind(s) {bad}; choose from {list(STDIN_KINDS)}")
+    return kinds
 
 
 def _module_spec(path: Path, entry: dict) -> ModuleSpec:
@@ -236,12 +244,16 @@ def _module_spec(path: Path, entry: dict) -> ModuleSpec:
 def _run_spec(path: Path, entry: dict) -> RunSpec:
     if "program" not in entry:
         raise LessonError(f'{path}: a [[run]] entry needs program = "name"')
+    stdin, files = _stdin_kinds(path, entry), _stdin_kinds(path, entry, "files", ())
+    if files and len(stdin) > 1:
+        raise LessonError(f"{path}: run {entry['program']!r}: give files or several stdin kinds, not both")
     return RunSpec(
         program=entry["program"],
         args=tuple(str(arg) for arg in entry.get("args", [])),
-        stdin=_stdin_kinds(path, entry),
+        stdin=stdin,
         timeout=float(entry.get("timeout", 120.0)),
         libs=tuple(str(flag) for flag in entry.get("libs", [])),
+        files=files,
     )
 
 

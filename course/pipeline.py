@@ -262,7 +262,8 @@ def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
             continue
         for stdin in spec.stdin:
             started = time.monotonic()
-            progress(f"  run    {spec.program:<20} stdin={stdin} ...")
+            also = f" files={','.join(spec.files)}" if spec.files else ""
+            progress(f"  run    {spec.program:<20} stdin={stdin}{also} ...")
             outcome = run_on_host(
                 program.binary,
                 spec.args,
@@ -270,6 +271,7 @@ def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
                 layout.build / "scratch",
                 spec.timeout,
                 shown_as=os.path.relpath(program.binary, layout.root),
+                files=spec.files,
             )
             run.steps.append(timed_step(f"run {spec.program} ({stdin})", started))
             what = f"{spec.program} (stdin={stdin})"
@@ -279,6 +281,7 @@ def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
                 continue
             context = {
                 "stdin": stdin,
+                **({"files": list(spec.files)} if spec.files else {}),
                 "command": outcome.command,
                 "exit_status": outcome.exit_status,
                 "sources": program.sources,

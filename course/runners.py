@@ -108,20 +108,52 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
+@contextlib.contextmanager
+def files_of_kinds(kinds: tuple[str, ...], scratch: Path) -> Iterator[dict[str, int]]:
+    """One open descriptor per kind of file, for a program that times them side by side."""
+    with contextlib.ExitStack() as stack:
+        yield {kind: stack.enter_context(stdin_of_kind(kind, scratch)) for kind in kinds}
+
+
+def files_environment(opened: dict[str, int]) -> dict[str, str] | None:
+    """The environment that tells a program which descriptor is which kind (read by stamp.h)."""
+    if not opened:
+        return None  # the program inherits ours unchanged
+    return {**os.environ, "COURSE_FILES": " ".join(f"{kind}={fd}" for kind, fd in opened.items())}
+
+
 def run_on_host(
-    binary: Path, args: tuple[str, ...], stdin: str, scratch: Path, timeout: float, shown_as: str = ""
+    binary: Path,
+    args: tuple[str, ...],
+    stdin: str,
+    scratch: Path,
+    timeout: float,
+    shown_as: str = "",
+    files: tuple[str, ...] = (),
 ) -> RunOutcome:
     """Run ``binary`` here and capture everything it prints; stop it after ``timeout`` seconds.
 
     ``shown_as`` is how the binary is named in the recorded command (a path relative to the
-    checkout reads better on a page than this machine's absolute path).
+    checkout reads better on a page than this machine's absolute path). ``files`` are kinds of
+    file opened for the program beside its standard input (see ``files_environment``).
     """
     command = [str(binary), *args]
     shown = f"{shlex.join([shown_as or str(binary), *args])} {STDIN_SHOWN[stdin]}"
+    if files:
+        shown += f" (files open: {', '.join(files)})"
     started = time.monotonic()
     with (
         stdin_of_kind(stdin, scratch) as fd,
-        owned_process(command, stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process,
+        files_of_kinds(files, scratch) as opened,
+        owned_process(
+            command,
+            stdin=fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=tuple(opened.values()),
+            env=files_environment(opened),
+        ) as process,
     ):
         try:
             stdout, stderr = process.communicate(timeout=timeout)

@@ -15,7 +15,7 @@ def test_discovers_the_course_lessons_in_order(course_root: Path) -> None:
     timing = next(lesson for lesson in found if lesson.number == 3)
     assert timing.name == "03-timing"
     assert timing.runs[0].program == "usystime"
-    assert set(timing.runs[0].stdin) == {"tty", "file", "devnull", "pipe", "zero", "socket"}
+    assert set(timing.runs[0].files) == {"tty", "file", "devnull", "pipe", "zero", "socket"}
 
 
 def test_unknown_lesson_lists_the_lessons(course_root: Path) -> None:
@@ -43,6 +43,18 @@ def test_a_run_of_a_missing_program_names_the_file(tmp_path: Path) -> None:
 def test_bad_toml_is_named(tmp_path: Path) -> None:
     layout = _mini_course(tmp_path, "[[run]\n")
     with pytest.raises(lessons.LessonError, match="not valid TOML"):
+        lessons.discover(layout)
+
+
+def test_files_and_several_stdin_kinds_are_refused_together(tmp_path: Path) -> None:
+    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nstdin = ["tty", "file"]\nfiles = ["pipe"]\n')
+    with pytest.raises(lessons.LessonError, match="give files or several stdin kinds, not both"):
+        lessons.discover(layout)
+
+
+def test_unknown_kind_of_file_lists_the_kinds(tmp_path: Path) -> None:
+    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nfiles = ["carrier-pigeon"]\n')
+    with pytest.raises(lessons.LessonError, match="unknown files kind"):
         lessons.discover(layout)
 
 
