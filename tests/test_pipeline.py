@@ -15,6 +15,7 @@ import pytest
 
 from course import lessons, pipeline, store
 from course.layout import Layout
+from course.runners import run_on_host
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +30,11 @@ def test_every_lesson_ran_without_a_failure(measured_course) -> None:
 def test_lesson_3_measures_plausible_figures(measured_course) -> None:
     _, set_path, _ = measured_course
     measured = store.read_json(set_path / "03-timing.json")["measurements"]
-    for stdin in ("tty", "file", "devnull", "pipe"):
-        stamp = measured[f"03-timing/stamp-pair.{stdin}"]
-        read = measured[f"03-timing/read.{stdin}"]
+    stamp = measured["03-timing/stamp-pair"]  # measured once, for every kind of file
+    for kind in ("tty", "file", "devnull", "pipe", "zero", "socket"):
+        read = measured[f"03-timing/read.{kind}"]
         assert stamp["status"] == read["status"] == "ok"
+        assert read["files"] == ["tty", "file", "devnull", "pipe", "zero", "socket"]  # how it was measured
         assert stamp["min"] > 0, "the stamp pair itself takes time"
         # read figures have the stamp pair subtracted: the raw read costs more than the pair
         assert read["overhead"]["ticks"] == stamp["min"]
@@ -197,3 +199,13 @@ def test_serve_shows_the_site_locally(tmp_path: Path, course_root: Path) -> None
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_files_are_open_in_the_program_and_named_in_its_environment(tmp_path: Path) -> None:
+    script = 'for pair in $COURSE_FILES; do echo "${pair%=*} $(readlink /proc/self/fd/${pair#*=})"; done'
+    outcome = run_on_host(Path("/bin/sh"), ("-c", script), "devnull", tmp_path, 30, files=("pipe", "tty", "file"))
+    assert outcome.ok, outcome.stderr
+    opened = dict(line.split(" ", 1) for line in outcome.stdout.splitlines())
+    assert opened["pipe"].startswith("pipe:[") and opened["tty"].startswith("/dev/pts/")
+    assert opened["file"] == str(tmp_path / "stdin.txt")
+    assert outcome.command.endswith("< /dev/null (files open: pipe, tty, file)")

@@ -159,4 +159,34 @@ static inline uint32_t *sample_buffer(long n)
 	return samples;
 }
 
+/* A file the pipeline opened for this run, by kind (lesson.toml's files = [...]). */
+struct course_file {
+	char kind[16];
+	int fd;
+};
+
+/* The files listed in COURSE_FILES ("tty=5 file=6 ..."), at most `max`. Run by hand,
+ * without it, the program gets its standard input alone, as kind "stdin". */
+static inline int course_files(struct course_file *files, int max)
+{
+	const char *list = getenv("COURSE_FILES");
+	int count = 0, used = 0;
+
+	if (!list || !*list) {
+		snprintf(files[0].kind, sizeof(files[0].kind), "stdin");
+		files[0].fd = STDIN_FILENO;
+		return 1;
+	}
+	while (count < max && sscanf(list, " %15[^= ]=%d%n", files[count].kind, &files[count].fd, &used) == 2) {
+		list += used;
+		count++;
+	}
+	if (count == 0 || list[strspn(list, " ")] != '\0') {
+		fprintf(stderr, "COURSE_FILES must read \"kind=fd kind=fd ...\" (at most %d), not \"%s\"\n", max,
+			getenv("COURSE_FILES"));
+		exit(2);
+	}
+	return count;
+}
+
 #endif /* COURSE_STAMP_H */
