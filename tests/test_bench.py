@@ -94,3 +94,21 @@ def test_core_sharing_runs_the_real_probe(scratch_layout) -> None:
     assert all(found[f"bench/host.{p}.window-spread"]["value"] >= 0 for p in bench.PROBES)
     assert -1 <= found["bench/host.read-follows-wide"]["value"] <= 1
     assert _bench_verdict(found["bench/host.read-follows-wide"])[0].startswith("r = ")
+
+
+def test_ratio_spreads_compare_each_kind_with_devnull_run_by_run() -> None:
+    medians = {
+        ("read-x8", "devnull"): [500.0, 750.0],  # the host was half as fast again in the second run
+        ("read-x8", "tty"): [1000.0, 1500.0],
+        ("read-x8", "pipe"): [550.0, 750.0],
+        ("read", "tty"): [999.0, 1.0],  # single reads are not compared this way
+    }
+    found = bench._ratio_spreads(medians, "usystime", 2)
+    assert set(found) == {
+        "bench/repeatability.read-x8.ratio-spread.tty",
+        "bench/repeatability.read-x8.ratio-spread.pipe",
+    }
+    tty = found["bench/repeatability.read-x8.ratio-spread.tty"]
+    assert tty["runs"] == [2.0, 2.0] and tty["value"] == 0.0 and tty["goal"] is None
+    assert found["bench/repeatability.read-x8.ratio-spread.pipe"]["value"] == pytest.approx(0.1 / 1.05 * 100, abs=0.01)
+    assert bench._ratio_spreads({("read-x8", "tty"): [1.0]}, "usystime", 1) == {}  # /dev/null skipped: no ratio
