@@ -135,7 +135,7 @@ def _bench_verdict(value: dict) -> list[str]:
     measured = f"r = {value['value']:.2f}" if unit == "r" else f"{value['value']:.2f} {unit}"  # r: a correlation
     if value.get("goal") is None:
         return [measured, "(control)", ""]
-    return [measured, f"{value['goal']:g} {value['unit']}", "yes" if value["value"] <= value["goal"] else "NO"]
+    return [measured, f"{value['goal']:g} {unit}", "yes" if value["value"] <= value["goal"] else "NO"]
 
 
 def bench(layout: Layout, set_name: str | None = None) -> None:

@@ -210,13 +210,13 @@ def _exercise_specs(path: Path) -> list[ExerciseSpec]:
                 program=entry["program"],
                 solution=entry["solution"],
                 args=tuple(str(arg) for arg in entry.get("args", [])),
-                stdin=_stdin_kinds(path, entry),
+                stdin=_file_kinds(path, entry),
             )
         )
     return specs
 
 
-def _stdin_kinds(
+def _file_kinds(
     path: Path, entry: dict, key: str = "stdin", default: tuple[str, ...] = ("devnull",)
 ) -> tuple[str, ...]:
     kinds = tuple(entry.get(key, default))
@@ -237,14 +237,14 @@ def _module_spec(path: Path, entry: dict) -> ModuleSpec:
         measures=tuple(entry.get("measures", [])),
         expect=expect,
         params=tuple(str(param) for param in entry.get("params", [])),
-        stdin=_stdin_kinds(path, entry),
+        stdin=_file_kinds(path, entry),
     )
 
 
 def _run_spec(path: Path, entry: dict) -> RunSpec:
     if "program" not in entry:
         raise LessonError(f'{path}: a [[run]] entry needs program = "name"')
-    stdin, files = _stdin_kinds(path, entry), _stdin_kinds(path, entry, "files", ())
+    stdin, files = _file_kinds(path, entry), _file_kinds(path, entry, "files", ())
     if files and len(stdin) > 1:
         raise LessonError(f"{path}: run {entry['program']!r}: give files or several stdin kinds, not both")
     return RunSpec(

@@ -52,15 +52,10 @@ def test_files_and_several_stdin_kinds_are_refused_together(tmp_path: Path) -> N
         lessons.discover(layout)
 
 
-def test_unknown_kind_of_file_lists_the_kinds(tmp_path: Path) -> None:
-    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nfiles = ["carrier-pigeon"]\n')
-    with pytest.raises(lessons.LessonError, match="unknown files kind"):
-        lessons.discover(layout)
-
-
-def test_unknown_stdin_kind_lists_the_kinds(tmp_path: Path) -> None:
-    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nstdin = ["carrier-pigeon"]\n')
-    with pytest.raises(lessons.LessonError, match="unknown stdin kind"):
+@pytest.mark.parametrize("key", ["stdin", "files"])
+def test_unknown_kind_lists_the_kinds(tmp_path: Path, key: str) -> None:
+    layout = _mini_course(tmp_path, f'[[run]]\nprogram = "prog"\n{key} = ["carrier-pigeon"]\n')
+    with pytest.raises(lessons.LessonError, match=f"unknown {key} kind"):
         lessons.discover(layout)
 
 

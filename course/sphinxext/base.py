@@ -155,12 +155,20 @@ class MeasurementsDirective(CourseMixin, SphinxDirective):
             self.warn("no measurements listed; put one measurement id per line in the directive", "syntax")
         return rows
 
+    def current_lookup(self, key: str) -> Lookup | None:
+        """The measurement in this machine's set: it must be there, unless the directive is ``:optional:``."""
+        if "optional" not in self.options:
+            return self.check(key)
+        lookup = self.data.find(key)
+        self.use(lookup)
+        return lookup
+
     def lookups(self, key: str) -> list[tuple[str, Lookup | None]]:
         """The measurement in every shown set; only this machine's set must have it (unless ``:optional:``)."""
         found = []
         for result_set in self.data.shown():
-            if result_set.id == self.data.current_id and "optional" not in self.options:
-                found.append((result_set.id, self.check(key)))
+            if result_set.id == self.data.current_id:
+                found.append((result_set.id, self.current_lookup(key)))
             else:
                 lookup = self.data.find(key, result_set.id)
                 self.use(lookup)

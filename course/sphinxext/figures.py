@@ -167,10 +167,11 @@ class CourseChart(MeasurementsDirective):
         if "histogram" in self.options:
             svg = self._histogram(caption)
         elif "timeline" in self.options:
-            svg = self._timeline(caption)
-            if svg is None and "optional" in self.options:
-                key = self.rows()[0][0] if self.rows() else ""
-                return [nodes.paragraph("", "", nodes.emphasis(text=f"not measured yet: run {how_to_measure(key)}"))]
+            rows = self.rows()
+            svg = self._timeline(rows, caption)
+            if svg is None and "optional" in self.options and rows:
+                text = f"not measured yet: run {how_to_measure(rows[0][0])}"
+                return [nodes.paragraph("", "", nodes.emphasis(text=text))]
         else:
             svg = self._bars(caption)
         if svg is None:
@@ -197,14 +198,10 @@ class CourseChart(MeasurementsDirective):
             subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
         )
 
-    def _timeline(self, caption: str) -> str | None:
+    def _timeline(self, rows: list[tuple[str, str]], caption: str) -> str | None:
         lines = []
-        for colour, (key, label) in enumerate(self.rows(), start=1):
-            if "optional" in self.options:
-                lookup = self.data.find(key)
-                self.use(lookup)
-            else:
-                lookup = self.check(key)
+        for colour, (key, label) in enumerate(rows, start=1):
+            lookup = self.current_lookup(key)
             timeline = (lookup.measurement or {}).get("timeline") if lookup else None
             if timeline is None:
                 if lookup is not None and lookup.measurement is not None and "optional" not in self.options:
