@@ -151,3 +151,32 @@ def test_a_failed_run_is_shown_as_a_failure_box_with_its_log(app: SphinxTestApp)
     assert "Failed: run usystime (stdin=tty)" in html
     assert "exited with -11" in html and "Figures below from earlier runs are kept with their own dates" in html
     assert "Segmentation fault &lt;core dumped&gt; &amp; more" in html, "the log is shown, escaped"
+
+
+#: A label as an attacker would write it: a MyST include of a local file, a role, raw HTML, a script.
+HOSTILE = (
+    "Evil ```{include} /etc/passwd\n```\n\n```{include} /etc/passwd\n```\n"
+    " {raw}`html <b>bold</b>` <script>alert(1)</script> <img src=x onerror=alert(2)> $x$ # end"
+)
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-hostile-set")
+def test_strings_from_a_result_set_are_text_never_markup(make_app, app: SphinxTestApp) -> None:
+    results = Path(app.srcdir) / "results"
+    info = json.loads((results / "other-machine" / "set.json").read_text())
+    info["label"] = HOSTILE
+    info["machine"]["cpu_model"] = "<script>alert(3)</script> {include}`/etc/passwd`"
+    info["machine"]["kernel_release"] = "```{raw} html\n<script>alert(4)</script>\n```"
+    info["machine"]["mitigations"] = {"<script>x</script>": "<script>alert(5)</script>"}
+    (results / "other-machine" / "set.json").write_text(json.dumps(info))
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    rebuilt.build()
+    for page in ("machines/other-machine", "machines", "index"):
+        html = _html(rebuilt, page)
+        assert "<script>alert" not in html and "<img src=x" not in html and "<b>bold</b>" not in html, page
+        assert "root:x:0:0" not in html, f"{page} includes /etc/passwd"
+    page = _html(rebuilt, "machines/other-machine")
+    # The label is the page's title, shown as the characters it holds.
+    assert "Evil ```{include} /etc/passwd ``` " in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "{raw}`html &lt;b&gt;bold&lt;/b&gt;`" in page
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in page and "&lt;script&gt;alert(5)&lt;/script&gt;" in page
