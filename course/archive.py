@@ -1,55 +1,127 @@
 """Moving result sets between machines: one archive per set, checked before it is trusted.
 
 An archive is a gzipped tar holding ``<set>/set.json``, the set's other JSON files and
-``<set>/MANIFEST.json`` (each file's SHA-256 and the schema). Import refuses anything
-it cannot vouch for, each with its own message: not an archive, cut short, a member
-that is not a plain file or would land outside the set, files that do not match the
-manifest, a newer schema, missing provenance, impossible figures, or a set that is
-already there (unless forced).
+``<set>/MANIFEST.json`` (each file's SHA-256 and the schema). An archive is untrusted
+input: import refuses anything it cannot vouch for, each with its own message (not an
+archive, cut short, bigger than a result set can be, a member that is not a plain file
+or would land outside the set, files that do not match the manifest, a newer schema, a
+field of the wrong type, missing provenance, impossible figures, a reference set, or a
+set that is already there unless forced; never, even forced, a reference set or this
+machine's own). Export runs the same checks, so a bad set fails where it can be mended.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
-import math
+import os
+import secrets
 import shutil
 import tarfile
-import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 
-from course import store
+from course import fingerprint, store, validate
 
 MANIFEST = "MANIFEST.json"
+
+MiB = 1024 * 1024
+#: The most an archive may expand to; a measured set is well under 1 MiB.
+MAX_TOTAL = 64 * MiB
+#: The most one file of a set may hold (as when it is read from disk).
+MAX_FILE = validate.MAX_BYTES
+#: The most files a set may hold (one per lesson, and a few more).
+MAX_FILES = 256
 
 #: What a measured set must say about its machine for its figures to mean anything.
 REQUIRED_MACHINE = ("cpu_model", "kernel_release", "virtualization", "tsc_flags", "mitigations", "compiler")
 
+#: What to do about an archive whose content is refused.
+EXPORT_AGAIN = "export the set again from a good copy (invoke results.export)"
+
 
 class ArchiveError(ValueError):
-    """An archive that cannot be imported; the message says what is wrong with it."""
+    """An archive that cannot be imported, or a set that cannot be exported; the message says why."""
 
 
 def export_set(set_path: Path, output: Path) -> Path:
-    """Write the set in ``set_path`` to ``output`` as one archive (byte-for-byte the same files)."""
+    """Write the set in ``set_path`` to ``output`` as one archive (byte-for-byte the same files).
+
+    The set is checked first, as an import would check it, so a corrupt set fails here.
+    """
     if not (set_path / store.SET_FILE).is_file():
         raise ArchiveError(f"{set_path} is not a result set (no {store.SET_FILE})")
-    files = sorted(path for path in set_path.glob("*.json") if path.name != MANIFEST)
+    if not store.slug_safe(set_path.name):
+        raise ArchiveError(f"cannot export {set_path}: {set_path.name!r} is not a safe set name; rename the folder")
+    files: dict[str, bytes] = {}
+    for path in store.result_files(set_path):
+        if path.name == MANIFEST:
+            continue
+        try:
+            with path.open("rb") as stream:
+                files[path.name] = stream.read(MAX_FILE + 1)
+        except OSError as error:
+            raise ArchiveError(
+                f"cannot export {set_path}: {path.name} cannot be read ({error.strerror or error})"
+            ) from error
+        if len(files[path.name]) > MAX_FILE:
+            raise ArchiveError(
+                f"cannot export {set_path}: {path.name} is over the {MAX_FILE // MiB} MiB an import accepts "
+                f"for one result file; {store.REPAIR}"
+            )
+    # An import's other limits; 1 MiB is left for the tar headers and the manifest.
+    if len(files) >= MAX_FILES or sum(map(len, files.values())) > MAX_TOTAL - MiB:
+        raise ArchiveError(
+            f"cannot export {set_path}: {len(files)} files make it bigger than an import accepts "
+            f"({MAX_FILES} files, {MAX_TOTAL // MiB} MiB in all)"
+        )
+    try:
+        _check_contents(files)
+    except validate.SchemaError as error:
+        raise ArchiveError(f"cannot export {set_path}: {error}; {error.fix or store.REPAIR}") from error
     manifest = {
         "schema": store.SCHEMA,
         "set": set_path.name,
-        "files": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files},
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
+    members = [*files.items(), (MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())]
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(output, "w:gz") as tar:
-        for name, data in [(path.name, path.read_bytes()) for path in files] + [
-            (MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        ]:
-            info = tarfile.TarInfo(f"{set_path.name}/{name}")
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
+    # Written beside and renamed: a full disk or Ctrl-C never leaves half an archive under its name.
+    partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tarfile.open(partial, "w:gz") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(f"{set_path.name}/{name}")
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
     return output
+
+
+class _Bounded(io.RawIOBase):
+    """The decompressed stream, refused once it passes :data:`MAX_TOTAL`: memory stays bounded (gzip bombs)."""
+
+    def __init__(self, stream: gzip.GzipFile, archive: Path) -> None:
+        super().__init__()
+        self.stream, self.archive, self.total = stream, archive, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        room = MAX_TOTAL - self.total + 1  # one byte more than allowed tells "too big" from "just fits"
+        data = self.stream.read(room if size is None or size < 0 else min(size, room))
+        self.total += len(data)
+        if self.total > MAX_TOTAL:
+            raise ArchiveError(
+                f"{self.archive} expands to more than {MAX_TOTAL // MiB} MiB, the limit for a result set; "
+                "refused (it is not an archive made by invoke results.export)"
+            )
+        return data
 
 
 def _read_members(archive: Path) -> tuple[str, dict[str, bytes]]:
@@ -58,115 +130,194 @@ def _read_members(archive: Path) -> tuple[str, dict[str, bytes]]:
     top: set[str] = set()
     opened = False
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            opened = True
-            for member in tar:
-                path = PurePosixPath(member.name)
-                if path.is_absolute() or ".." in path.parts or len(path.parts) != 2:
-                    raise ArchiveError(f"{archive}: member {member.name!r} would land outside the set; refused")
-                if not member.isfile():
-                    raise ArchiveError(f"{archive}: member {member.name!r} is a link or special file; refused")
-                top.add(path.parts[0])
-                extracted = tar.extractfile(member)
-                assert extracted is not None
-                files[path.parts[1]] = extracted.read()
-    except (tarfile.TarError, EOFError, OSError) as error:
-        if not opened:
+        with gzip.open(archive, "rb") as compressed:
+            stream = _Bounded(compressed, archive)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                opened = True
+                for member in tar:
+                    file = _place(archive, member, top)
+                    if file is None:
+                        continue
+                    if file in files:
+                        raise ArchiveError(f"{archive}: member {member.name!r} appears twice; refused")
+                    if len(files) == MAX_FILES:
+                        raise ArchiveError(f"{archive} holds more than {MAX_FILES} files, the limit for a set")
+                    if member.size > MAX_FILE:
+                        raise ArchiveError(
+                            f"{archive}: {member.name!r} holds {member.size / MiB:.0f} MiB, over the "
+                            f"{MAX_FILE // MiB} MiB limit for one result file; refused"
+                        )
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None  # a regular file always has content
+                    files[file] = extracted.read(member.size)
+            while stream.read(MiB):  # to the end, so gzip checks its length and checksum
+                pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        if not opened and not isinstance(error, EOFError):  # a gzip cut short ends in EOFError
             raise ArchiveError(
                 f"{archive} is not a result-set archive (a .tar.gz from `invoke results.export`): {error}"
             ) from error
         raise ArchiveError(f"{archive} is truncated or damaged ({error}); export it again") from error
-    if len(top) != 1:
-        raise ArchiveError(f"{archive} holds {len(top)} top folders; an archive holds exactly one set")
+    if not top:
+        raise ArchiveError(f"{archive} holds no set folder; an archive holds exactly one set")
     return top.pop(), files
+
+
+def _place(archive: Path, member: tarfile.TarInfo, top: set[str]) -> str | None:
+    """The file name of ``member`` inside the set (None for the set's own folder entry), or why it is refused."""
+    path = PurePosixPath(member.name)  # also drops "." parts: ./name/set.json is name/set.json
+    if path.is_absolute() or ".." in path.parts:
+        raise ArchiveError(f"{archive}: member {member.name!r} would land outside the set; refused")
+    if member.isdir():
+        if len(path.parts) > 1:
+            raise ArchiveError(
+                f"{archive}: member {member.name!r} is a sub-folder; a set's files sit directly in its folder"
+            )
+        _one_folder(archive, top, *path.parts)  # `tar czf` lists the set's folder itself: fine
+        return None
+    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        raise ArchiveError(f"{archive}: member {member.name!r} is a link or special file; refused")
+    if len(path.parts) != 2:
+        where = "is not inside a set's folder" if len(path.parts) < 2 else "is in a sub-folder"
+        raise ArchiveError(
+            f"{archive}: member {member.name!r} {where}; pack the set's folder itself "
+            "(tar czf NAME.tar.gz -C results NAME), or use invoke results.export"
+        )
+    folder, file = path.parts
+    if file != MANIFEST and not (store.slug_safe(file) and file.endswith(".json")):
+        raise ArchiveError(f"{archive}: member {member.name!r} is not a result file (NAME.json); refused")
+    _one_folder(archive, top, folder)
+    return file
+
+
+def _one_folder(archive: Path, top: set[str], *folder: str) -> None:
+    """Note the set's folder; a second one is refused at once, before its files are read."""
+    top.update(folder)
+    if len(top) > 1:
+        raise ArchiveError(f"{archive} holds {len(top)} top folders {sorted(top)}; an archive holds exactly one set")
 
 
 def _check_manifest(archive: Path, name: str, files: dict[str, bytes]) -> None:
     if MANIFEST not in files:
         raise ArchiveError(f"{archive} has no {MANIFEST}; it was not made by `invoke results.export`")
-    manifest = json.loads(files.pop(MANIFEST))
+    try:
+        manifest = validate.decode(files.pop(MANIFEST))
+    except validate.SchemaError as error:
+        raise ArchiveError(f"{archive}: {MANIFEST} {error}; {error.fix or EXPORT_AGAIN}") from error
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not all(isinstance(digest, str) for digest in listed.values()):
+        raise ArchiveError(f"{archive}: {MANIFEST} is malformed (no files -> SHA-256 list); {EXPORT_AGAIN}")
     if manifest.get("set") != name:
         raise ArchiveError(f"{archive}: the manifest names set {manifest.get('set')!r} but the folder is {name!r}")
-    listed, present = set(manifest.get("files", {})), set(files)
-    if listed != present:
-        missing, extra = sorted(listed - present), sorted(present - listed)
+    if set(listed) != set(files):
+        missing, extra = sorted(set(listed) - set(files)), sorted(set(files) - set(listed))
         raise ArchiveError(f"{archive} does not match its manifest: missing {missing}, extra {extra}")
-    for file, digest in manifest["files"].items():
+    for file, digest in listed.items():
         if hashlib.sha256(files[file]).hexdigest() != digest:
             raise ArchiveError(f"{archive}: {file} does not match the manifest's checksum (altered or damaged)")
 
 
-def _parse(archive: Path, name: str, data: bytes) -> dict:
-    try:
-        content = json.loads(data)
-    except json.JSONDecodeError as error:
-        raise ArchiveError(f"{archive}: {name} is not valid JSON ({error.msg})") from error
-    if not isinstance(content, dict) or not isinstance(content.get("schema"), int):
-        raise ArchiveError(f"{archive}: {name} is not a result file (no schema number)")
-    if content["schema"] > store.SCHEMA:
-        raise ArchiveError(
-            f"{archive}: {name} uses schema {content['schema']}, newer than this course's {store.SCHEMA}; "
-            "update the course (git pull) before importing"
-        )
-    return content
+def _check_contents(files: dict[str, bytes]) -> None:
+    """What import and export both demand of a set's files; a problem names its file."""
+    if store.SET_FILE not in files:
+        raise validate.SchemaError(f"has no {store.SET_FILE}", fix="it is not a result set")
+    for file, data in sorted(files.items()):
+        try:
+            content = validate.decode(data)
+            if file == store.SET_FILE:
+                validate.check_set_info(content)
+                _check_provenance(content)
+            else:
+                validate.check_lesson_file(content)
+        except validate.SchemaError as error:
+            raise validate.SchemaError(f"{file} {error}", error.fix) from error
 
 
-def _check_provenance(archive: Path, info: dict) -> None:
+def _check_provenance(info: dict) -> None:
     if info.get("kind") == "reference":
-        if not info.get("citation"):
-            raise ArchiveError(f"{archive}: a reference set must cite its source (set.json has no citation)")
-        return
-    machine = info.get("machine")
-    missing = [key for key in REQUIRED_MACHINE if not isinstance(machine, dict) or key not in machine]
+        raise validate.SchemaError(
+            "says kind 'reference'", fix="reference sets come with the course (git pull), never in an archive"
+        )
+    machine = info.get("machine", {})
+    missing = [key for key in REQUIRED_MACHINE if key not in machine]
     if missing:
-        raise ArchiveError(f"{archive}: set.json lacks the machine's provenance: {', '.join(missing)}")
+        raise validate.SchemaError(f"lacks the machine's provenance: {', '.join(missing)}")
 
 
-def _check_values(archive: Path, file: str, content: dict) -> None:
-    for key, measurement in content.get("measurements", {}).items():
-        if measurement.get("status") != "ok":
-            continue
-        figures = [measurement.get(field) for field in ("min", "median", "p90", "p99", "max")]
-        present = [value for value in figures if value is not None]
-        if not present and measurement.get("value") is None and measurement.get("mean") is None:
-            raise ArchiveError(f"{archive}: {file}: {key} is marked ok but has no figure")
-        for value in [*present, measurement.get("value"), measurement.get("mean")]:
-            if value is not None and (not isinstance(value, int | float) or not math.isfinite(value) or value < 0):
-                raise ArchiveError(f"{archive}: {file}: {key} has an impossible figure {value!r}")
-        if present != sorted(present):
-            raise ArchiveError(f"{archive}: {file}: {key} is not ordered min <= median <= p90 <= p99 <= max")
-        samples = measurement.get("samples")
-        if samples is not None and (not isinstance(samples, int) or samples <= 0):
-            raise ArchiveError(f"{archive}: {file}: {key} has an impossible sample count {samples!r}")
+def import_set(archive: Path, results: Path, force: bool = False, own_set: str | None = None) -> Path:
+    """Add the set in ``archive`` to ``results`` after checking it; return its folder.
 
-
-def import_set(archive: Path, results: Path, force: bool = False) -> Path:
-    """Add the set in ``archive`` to ``results`` after checking it; return its folder."""
+    ``force`` replaces a set of the same name, but never a reference set nor ``own_set``
+    (this machine's set, by default :func:`course.fingerprint.set_name`).
+    """
     if not archive.is_file():
         raise ArchiveError(f"no archive {archive}")
     name, files = _read_members(archive)
     if name != store.slug_safe(name):
         raise ArchiveError(f"{archive}: set name {name!r} is not a safe folder name")
     _check_manifest(archive, name, files)
-    if store.SET_FILE not in files:
-        raise ArchiveError(f"{archive} has no {store.SET_FILE}: not a result set")
-    contents = {file: _parse(archive, file, data) for file, data in files.items()}
-    _check_provenance(archive, contents[store.SET_FILE])
-    for file, content in contents.items():
-        _check_values(archive, file, content)
+    try:
+        _check_contents(files)
+    except validate.SchemaError as error:
+        raise ArchiveError(f"{archive}: {error}; {error.fix or EXPORT_AGAIN}") from error
     target = results / name
-    if target.exists() and not force:
-        raise ArchiveError(f"result set {name!r} already exists in {results}; use --force to replace it")
-    results.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".import-{name}-", dir=results))
-    for file, data in files.items():
-        (staging / file).write_bytes(data)
-    # Swap in whole: a reader sees the old set or the new one, never a mixture.
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".replaced-{name}-", dir=results))
-        target.rename(old / name)
-        staging.rename(target)
-        shutil.rmtree(old)
-    else:
-        staging.rename(target)
+        if not force:
+            raise ArchiveError(f"result set {name!r} already exists in {results}; use --force to replace it")
+        _refuse_protected(target, fingerprint.set_name() if own_set is None else own_set)
+    try:
+        _install(results, name, files)
+    except OSError as error:
+        raise ArchiveError(
+            f"could not write {name!r} into {results} ({error.strerror or error}); nothing was changed"
+        ) from error
     return target
+
+
+def _refuse_protected(target: Path, own_set: str) -> None:
+    """Refuse to replace what --force must never touch: this machine's set, a reference set, a set unread."""
+    keep = "an import never replaces it, even with --force"
+    if target.name == own_set:
+        raise ArchiveError(f"result set {target.name!r} is this machine's own; {keep}")
+    try:
+        kind = store.read_json(target / store.SET_FILE).get("kind")
+    except store.StoreError as error:  # what cannot be read cannot be told apart from a reference set
+        raise ArchiveError(f"result set {target.name!r} is not replaced: {error}") from error
+    if kind == "reference":
+        raise ArchiveError(f"result set {target.name!r} is a reference set, part of the course; {keep}")
+
+
+def _install(results: Path, name: str, files: dict[str, bytes]) -> None:
+    """Put the files in place as ``results/<name>``, whole: a reader sees the old set or the new one.
+
+    Staging and replaced folders are dot-folders (never loaded as sets) and are removed
+    whatever happens, Ctrl-C and a full disk included.
+    """
+    results.mkdir(parents=True, exist_ok=True)
+    target = results / name
+    staging = _new_folder(results, f".import-{name}-")
+    old: Path | None = None
+    try:
+        for file, data in files.items():
+            (staging / file).write_bytes(data)  # 0666 less the umask, as any file the user makes
+        if target.exists():
+            old = _new_folder(results, f".replaced-{name}-")
+            target.rename(old / name)
+        staging.rename(target)
+    finally:
+        if old is not None and not target.exists() and (old / name).exists():
+            (old / name).rename(target)  # interrupted between the two renames: the previous set comes back
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new, empty folder; not mkdtemp, whose 0700 would hide an imported set from the group."""
+    while True:
+        folder = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder

@@ -2,8 +2,9 @@
 
 ``results/<set>/set.json`` describes the machine (see :func:`course.fingerprint.machine`);
 ``results/<set>/<lesson>.json`` holds that lesson's measurements, captured outputs and
-failures. The schema is documented in ``docs/results.md``. Files are replaced
-atomically, so an interrupted run never leaves half a file behind.
+failures. The schema is documented in ``docs/results.md`` and checked on every read
+(:mod:`course.validate`). Files are replaced atomically, so an interrupted run never
+leaves half a file behind, and get ordinary modes: results are published and shared.
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from course import validate
+
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
-SCHEMA = 1
+SCHEMA = validate.SCHEMA
 
 SET_FILE = "set.json"
+
+#: What to do about a result file that cannot be used.
+REPAIR = "restore it with git checkout or delete it and measure again"
 
 
 class StoreError(ValueError):
@@ -40,10 +46,12 @@ def now() -> str:
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Not mkstemp: its 0600 would make published results unreadable to the group; 0666 less the umask.
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=1, sort_keys=True)
+            json.dump(data, stream, indent=1, sort_keys=True, allow_nan=False)  # NaN is no figure
             stream.write("\n")
             stream.flush()
             os.fsync(stream.fileno())
@@ -54,24 +62,44 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> dict:
-    """A result file's content, checked for being JSON of a schema this course knows."""
+    """A result file's content, checked against the schema (``set.json`` as a set, any other as a lesson)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+        with path.open("rb") as stream:
+            data = stream.read(validate.MAX_BYTES + 1)  # bounded: a link to /dev/zero is no result file
+    except IsADirectoryError as error:
+        raise StoreError(f"{path} is a folder where a result file belongs; remove it and measure again") from error
+    except OSError as error:
         raise StoreError(
-            f"{path} is corrupt ({error.msg} at line {error.lineno}); "
-            "restore it with git checkout or delete it and measure again"
+            f"{path} cannot be read ({error.strerror or error}); check that it is a readable file"
         ) from error
-    if not isinstance(data, dict):
-        raise StoreError(f"{path} is not a result file (expected a JSON object)")
-    schema = data.get("schema")
-    if not isinstance(schema, int):
-        raise StoreError(f"{path} has no schema number; it is not a result file of this course")
-    if schema > SCHEMA:
+    if len(data) > validate.MAX_BYTES:
         raise StoreError(
-            f"{path} uses schema {schema}, newer than this course's {SCHEMA}; update the course (git pull)"
+            f"{path} holds more than {validate.MAX_BYTES // 2**20} MiB, too much for a result file; {REPAIR}"
         )
-    return data
+    try:
+        content = validate.decode(data)
+        _check(path, content)
+    except validate.SchemaError as error:
+        raise StoreError(f"{path} {error}; {error.fix or REPAIR}") from error
+    return content
+
+
+def _check(path: Path, content: dict) -> None:
+    if path.name == SET_FILE:
+        validate.check_set_info(content)
+    else:
+        validate.check_lesson_file(content)
+
+
+def _write_checked(path: Path, content: dict) -> None:
+    """Write a result file only if it would be read back: a run never stores what the site must refuse."""
+    try:
+        _check(path, content)
+    except validate.SchemaError as error:
+        raise StoreError(
+            f"{path} not written: the new content {error}; the previous file is kept (a bug: please report it)"
+        ) from error
+    write_json(path, content)
 
 
 @dataclass
@@ -115,18 +143,31 @@ class ResultSet:
         return max(stamps, default=self.info.get("updated", ""))
 
 
+def result_files(path: Path) -> list[Path]:
+    """The JSON files of the set in ``path``, sorted; hidden ones (temporaries) are not the set's."""
+    return sorted(file for file in path.glob("*.json") if not file.name.startswith("."))
+
+
 def load_set(path: Path) -> ResultSet:
-    """The result set stored in folder ``path``."""
+    """The result set stored in folder ``path``, every file checked."""
     info = read_json(path / SET_FILE)
-    lessons = {file.stem: read_json(file) for file in sorted(path.glob("*.json")) if file.name != SET_FILE}
+    lessons = {file.stem: read_json(file) for file in result_files(path) if file.name != SET_FILE}
     return ResultSet(id=path.name, path=path, info=info, lessons=lessons)
 
 
 def load_all(results: Path) -> dict[str, ResultSet]:
-    """Every result set under ``results``, reference sets first, then by id."""
+    """Every result set under ``results``, reference sets first, then by id.
+
+    Dot-folders are never sets: an import stages into ``.import-*`` and an interrupted one
+    may leave it behind (likewise ``.replaced-*``).
+    """
     if not results.is_dir():
         return {}
-    sets = [load_set(folder) for folder in sorted(results.iterdir()) if (folder / SET_FILE).is_file()]
+    sets = [
+        load_set(folder)
+        for folder in sorted(results.iterdir())
+        if not folder.name.startswith(".") and (folder / SET_FILE).exists()
+    ]
     sets.sort(key=lambda s: (s.kind != "reference", s.id))
     return {s.id: s for s in sets}
 
@@ -143,7 +184,7 @@ def save_set_info(path: Path, info: dict) -> None:
     merged = {**previous, **info, "schema": SCHEMA}
     if {**merged, "updated": None} == {**previous, "updated": None}:
         return
-    write_json(target, {**merged, "updated": now()})
+    _write_checked(target, {**merged, "updated": now()})
 
 
 def save_lesson(result_set: Path, lesson: str, new: dict) -> dict:
@@ -162,5 +203,5 @@ def save_lesson(result_set: Path, lesson: str, new: dict) -> dict:
         "measurements": {**previous.get("measurements", {}), **new.get("measurements", {})},
         "captures": {**previous.get("captures", {}), **new.get("captures", {})},
     }
-    write_json(target, stored)
+    _write_checked(target, stored)
     return stored

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
+import shutil
+import stat
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -30,12 +35,20 @@ def test_export_then_import_round_trips_a_set_exactly(exported: Path, tmp_path: 
         assert (target / original.name).read_bytes() == original.read_bytes()
 
 
-def test_every_shipped_set_exports_and_imports(tmp_path: Path) -> None:
-    for set_path in sorted((ROOT / "results").iterdir()):
-        if (set_path / "set.json").is_file():
-            made = archive.export_set(set_path, tmp_path / f"{set_path.name}.tar.gz")
+def test_every_shipped_measured_set_exports_and_imports(tmp_path: Path) -> None:
+    shipped = store.load_all(ROOT / "results")
+    for result_set in shipped.values():
+        if result_set.kind != "reference":
+            made = archive.export_set(result_set.path, tmp_path / f"{result_set.id}.tar.gz")
             archive.import_set(made, tmp_path / "results")
-    assert store.load_all(tmp_path / "results").keys() == store.load_all(ROOT / "results").keys()
+    measured = [key for key, result_set in shipped.items() if result_set.kind != "reference"]
+    assert list(store.load_all(tmp_path / "results")) == measured
+
+
+def test_a_reference_set_is_never_exported(tmp_path: Path) -> None:
+    with pytest.raises(archive.ArchiveError, match=r"cannot export .*reference-2000: set.json says kind 'reference'"):
+        archive.export_set(ROOT / "results" / "reference-2000", tmp_path / "reference.tar.gz")
+    assert not list(tmp_path.iterdir()), "no archive, not even a partial one"
 
 
 def test_an_existing_set_is_replaced_only_with_force(exported: Path, tmp_path: Path) -> None:
@@ -137,7 +150,7 @@ def test_impossible_values(exported: Path, tmp_path: Path) -> None:
     data = json.loads(members["canned-machine/03-timing.json"])
     data["measurements"]["03-timing/read.tty"]["median"] = 1
     members["canned-machine/03-timing.json"] = json.dumps(data).encode()
-    with pytest.raises(archive.ArchiveError, match=r"read.tty is not ordered min <= median"):
+    with pytest.raises(archive.ArchiveError, match=r"read.tty'\] not ordered min <= median"):
         archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
 
 
@@ -155,3 +168,302 @@ def test_two_sets_in_one_archive(exported: Path, tmp_path: Path) -> None:
     members["other-machine/set.json"] = members["canned-machine/set.json"]
     with pytest.raises(archive.ArchiveError, match="holds 2 top folders"):
         archive.import_set(_rebuilt(tmp_path, members, fix_manifest=False), tmp_path / "results")
+
+
+# --- untrusted archives: each refused with its own message, nothing left behind ---------------
+
+
+def _with(exported: Path, file: str, change) -> dict[str, bytes]:
+    """The exported members, with ``file``'s JSON content changed in place by ``change``."""
+    members = _members_of(exported)
+    content = json.loads(members[f"canned-machine/{file}"])
+    change(content)
+    members[f"canned-machine/{file}"] = json.dumps(content).encode()
+    return members
+
+
+def _left_in(results: Path) -> list[str]:
+    return sorted(p.name for p in results.iterdir()) if results.exists() else []
+
+
+def test_a_member_bigger_than_a_result_file_is_refused_unread(tmp_path: Path) -> None:
+    # A header announcing 6 GiB, and no data: refused from the header alone, nothing decompressed.
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("canned-machine/03-timing.json")
+        info.size = 6 * 1024**3
+        tar.addfile(info)
+    with pytest.raises(archive.ArchiveError, match=r"'canned-machine/03-timing.json' holds 6144 MiB, over the 16 MiB"):
+        archive.import_set(bomb, tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+
+
+def test_an_archive_expanding_past_the_limit_is_refused_with_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive, "MAX_TOTAL", 1 * archive.MiB)
+    zeros = bytes(512 * 1024)
+    bomb = _tar(tmp_path / "bomb.tar.gz", [(f"canned-machine/{n:02}.json", zeros, "file") for n in range(40)])
+    assert bomb.stat().st_size < 100_000, "20 MiB of zeros in a few KiB: a small gzip bomb"
+    tracemalloc.start()
+    try:
+        with pytest.raises(archive.ArchiveError, match=r"bomb.tar.gz expands to more than 1 MiB, the limit"):
+            archive.import_set(bomb, tmp_path / "results")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * archive.MiB
+
+
+def test_a_huge_pax_header_counts_against_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tarfile reads an extended header whole before any member is seen: the bound must sit below it.
+    monkeypatch.setattr(archive, "MAX_TOTAL", 1 * archive.MiB)
+    bomb = tmp_path / "pax.tar.gz"
+    with tarfile.open(bomb, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("canned-machine/set.json")
+        info.pax_headers = {"comment": "x" * (3 * archive.MiB)}
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(archive.ArchiveError, match="expands to more than 1 MiB"):
+        archive.import_set(bomb, tmp_path / "results")
+
+
+def test_the_stated_limits() -> None:
+    assert (archive.MAX_TOTAL, archive.MAX_FILE, archive.MAX_FILES) == (64 * 1024**2, 16 * 1024**2, 256)
+
+
+def test_a_set_claiming_to_be_a_reference_is_refused(exported: Path, tmp_path: Path) -> None:
+    members = _with(exported, "set.json", lambda info: info.update(kind="reference", citation="trust me"))
+    with pytest.raises(archive.ArchiveError, match=r"set.json says kind 'reference'; reference sets come with"):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (b"[1, 2]", r"MANIFEST.json is not a result file \(expected a JSON object\)"),
+        (b'{"schema": 1, "set": "canned-machine", "files": ["set.json"]}', r"MANIFEST.json is malformed"),
+        (b'{"schema": 1, "set": "canned-machine", "files": {"set.json": 7}}', r"MANIFEST.json is malformed"),
+        (b'{"schema": 1, "set": "canned-', r"MANIFEST.json is corrupt \(Unterminated string"),
+        (b'{"schema": 1, "set": NaN}', r"MANIFEST.json holds NaN"),
+        (b'{"schema": 2}', r"MANIFEST.json uses schema 2, newer than this course's 1; update the course"),
+    ],
+)
+def test_a_malformed_manifest_is_refused(exported: Path, tmp_path: Path, manifest: bytes, message: str) -> None:
+    members = _members_of(exported)
+    members["canned-machine/MANIFEST.json"] = manifest
+    with pytest.raises(archive.ArchiveError, match=message):
+        archive.import_set(_rebuilt(tmp_path, members, fix_manifest=False), tmp_path / "results")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(measurements=["03-timing/read.tty"]), r"measurements = \[\.\.\.\] \(a list\), not an"),
+        (lambda d: d["measurements"].update({"03-timing/x": 5}), r"measurements\['03-timing/x'\] = 5, not an"),
+        (lambda d: d["measurements"]["03-timing/read.tty"].update(min="12"), r"read.tty'\]\.min = '12', not a finite"),
+        (lambda d: d["measurements"]["03-timing/read.tty"].update(samples=0), r"samples = 0, not a whole number above"),
+        (lambda d: d["measurements"]["03-timing/read.tty"].update(status=None), r"status = None, not one of ok"),
+        (lambda d: d.update(captures={"03-timing/out": {"command": "x"}}), r"captures\['03-timing/out'\] without its"),
+    ],
+)
+def test_a_lesson_file_of_the_wrong_shape_is_refused(exported: Path, tmp_path: Path, change, message: str) -> None:
+    members = _with(exported, "03-timing.json", change)
+    with pytest.raises(archive.ArchiveError, match=r"bad.tar.gz: 03-timing.json has .*" + message):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda i: i["machine"].update(mitigations="all on"), r"machine.mitigations = 'all on', not an object of text"),
+        (lambda i: i["machine"].update(tsc_flags="tsc"), r"machine.tsc_flags = 'tsc', not a list of text"),
+        (lambda i: i["machine"].update(tsc_hz="2 GHz"), r"machine.tsc_hz = '2 GHz', not a finite number"),
+        (lambda i: i["machine"].update(cpu_model=None), r"machine.cpu_model = None, not text"),
+        (lambda i: i.update(machine="Canned CPU"), r"has machine = 'Canned CPU', not an object"),
+        (lambda i: i.update(label=["a"]), r"has label = \[\.\.\.\] \(a list\), not text"),
+    ],
+)
+def test_a_set_description_that_would_break_the_site_is_refused(
+    exported: Path, tmp_path: Path, change, message: str
+) -> None:
+    members = _with(exported, "set.json", change)
+    with pytest.raises(archive.ArchiveError, match=r"set.json has " + message.removeprefix("has ")):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+
+
+def test_non_finite_and_negative_figures_are_refused(exported: Path, tmp_path: Path) -> None:
+    members = _members_of(exported)
+    text = members["canned-machine/03-timing.json"].decode()
+    for bad, message in (("NaN", "holds NaN"), ("Infinity", "holds Infinity"), ("1e999", "holds the number 1e999")):
+        members["canned-machine/03-timing.json"] = text.replace('"min": 1234', f'"min": {bad}', 1).encode()
+        with pytest.raises(archive.ArchiveError, match=message):
+            archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    members = _with(exported, "03-timing.json", lambda d: d["measurements"]["03-timing/read.tty"].update(min=-5))
+    with pytest.raises(archive.ArchiveError, match=r"min = -5, not a finite number >= 0"):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+
+
+def test_force_never_replaces_this_machines_set(exported: Path, tmp_path: Path, monkeypatch) -> None:
+    results = tmp_path / "results"
+    archive.import_set(exported, results)
+    (results / "canned-machine" / "03-timing.json").write_text('{"schema": 1, "mine": true}')
+    monkeypatch.setattr(archive.fingerprint, "set_name", lambda asked=None, info=None: "canned-machine")
+    with pytest.raises(archive.ArchiveError, match="'canned-machine' is this machine's own; an import never replaces"):
+        archive.import_set(exported, results, force=True)
+    assert json.loads((results / "canned-machine" / "03-timing.json").read_text())["mine"] is True
+    assert _left_in(results) == ["canned-machine"]
+
+
+def test_force_never_replaces_a_reference_set(exported: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    store.save_set_info(results / "canned-machine", {"kind": "reference", "citation": "the article", "machine": {}})
+    before = (results / "canned-machine" / "set.json").read_bytes()
+    with pytest.raises(archive.ArchiveError, match="'canned-machine' is a reference set, part of the course"):
+        archive.import_set(exported, results, force=True, own_set="elsewhere")
+    assert (results / "canned-machine" / "set.json").read_bytes() == before
+
+
+def test_force_never_replaces_a_set_it_cannot_read(exported: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    (results / "canned-machine").mkdir(parents=True)
+    (results / "canned-machine" / "set.json").write_text("{ not json")
+    with pytest.raises(archive.ArchiveError, match=r"'canned-machine' is not replaced: .*set.json is corrupt"):
+        archive.import_set(exported, results, force=True, own_set="elsewhere")
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_import_leaves_nothing_behind(exported: Path, tmp_path: Path, monkeypatch, failure) -> None:
+    results = tmp_path / "results"
+    written = Path.write_bytes
+
+    def second_write_fails(self: Path, data: bytes) -> int:
+        if len(list(self.parent.iterdir())) == 1:
+            raise failure
+        return written(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", second_write_fails)
+    if isinstance(failure, OSError):
+        with pytest.raises(archive.ArchiveError, match=r"\(No space left on device\); nothing was changed"):
+            archive.import_set(exported, results)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            archive.import_set(exported, results)
+    assert _left_in(results) == [], "no .import-* folder"
+    assert store.load_all(results) == {}
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_replacement_cut_short_keeps_the_previous_set(exported: Path, tmp_path: Path, monkeypatch, failure) -> None:
+    results = tmp_path / "results"
+    archive.import_set(exported, results)
+    (results / "canned-machine" / "extra.json").write_text('{"schema": 1}')
+    renamed = Path.rename
+
+    def staging_cannot_move(self: Path, target):
+        if self.name.startswith(".import-"):  # after the previous set was moved aside
+            raise failure
+        return renamed(self, target)
+
+    monkeypatch.setattr(Path, "rename", staging_cannot_move)
+    with pytest.raises(archive.ArchiveError if isinstance(failure, OSError) else KeyboardInterrupt):
+        archive.import_set(exported, results, force=True, own_set="elsewhere")
+    assert _left_in(results) == ["canned-machine"], "no .import-* nor .replaced-* folder"
+    assert (results / "canned-machine" / "extra.json").is_file(), "the previous set, whole"
+
+
+def test_imported_files_keep_ordinary_modes(exported: Path, tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        target = archive.import_set(exported, tmp_path / "results")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in target.iterdir()} == {0o644}
+
+
+def _repacked(tmp_path: Path, exported: Path, arcname: str, root: str = "canned-machine") -> Path:
+    """The exported set unpacked and packed again by hand, as `tar czf` would (folder entries included)."""
+    unpacked = tmp_path / "unpacked"
+    for name, data in _members_of(exported).items():
+        (unpacked / name).parent.mkdir(parents=True, exist_ok=True)
+        (unpacked / name).write_bytes(data)
+    repacked = tmp_path / "repacked.tar.gz"
+    with tarfile.open(repacked, "w:gz") as tar:
+        tar.add(unpacked / root, arcname=arcname)
+    return repacked
+
+
+@pytest.mark.parametrize("arcname", ["canned-machine", "./canned-machine"])
+def test_a_plain_tar_repack_with_folder_entries_is_accepted(exported: Path, tmp_path: Path, arcname: str) -> None:
+    repacked = _repacked(tmp_path, exported, arcname)
+    with tarfile.open(repacked) as tar:
+        assert any(member.isdir() for member in tar), "tar lists the folder itself"
+    target = archive.import_set(repacked, tmp_path / "results")
+    assert store.load_set(target).info["label"] == "Canned machine"
+
+
+def test_a_repack_of_the_files_alone_is_refused_with_the_cause(exported: Path, tmp_path: Path) -> None:
+    repacked = _repacked(tmp_path, exported, ".")  # tar czf x.tar.gz -C canned-machine .
+    with pytest.raises(
+        archive.ArchiveError, match=r"'\./.*\.json' is not inside a set's folder; pack the set's folder"
+    ):
+        archive.import_set(repacked, tmp_path / "results")
+
+
+def test_a_sub_folder_is_refused_with_the_cause(exported: Path, tmp_path: Path) -> None:
+    repacked = _repacked(tmp_path, exported, "canned-machine/nested")
+    with pytest.raises(archive.ArchiveError, match=r"'canned-machine/nested' is a sub-folder"):
+        archive.import_set(repacked, tmp_path / "results")
+
+
+def test_export_checks_the_set_first(tmp_path: Path) -> None:
+    broken = tmp_path / "canned-machine"
+    shutil.copytree(CANNED, broken)
+    timing = json.loads((broken / "03-timing.json").read_text())
+    timing["measurements"]["03-timing/read.tty"]["median"] = "fast"
+    (broken / "03-timing.json").write_text(json.dumps(timing))
+    with pytest.raises(
+        archive.ArchiveError, match=r"cannot export .*03-timing.json has .*median = 'fast'.*git checkout"
+    ):
+        archive.export_set(broken, tmp_path / "out" / "canned-machine.tar.gz")
+    (broken / "03-timing.json").unlink()
+    (broken / "03-timing.json").mkdir()
+    with pytest.raises(archive.ArchiveError, match=r"cannot export .*03-timing.json cannot be read \(Is a directory\)"):
+        archive.export_set(broken, tmp_path / "out" / "canned-machine.tar.gz")
+    assert _left_in(tmp_path / "out") == [], "no archive, not even a partial one"
+
+
+def test_a_member_twice_is_refused(exported: Path, tmp_path: Path) -> None:
+    members = list(_members_of(exported).items())
+    bad = _tar(tmp_path / "twice.tar.gz", [(name, data, "file") for name, data in members + members[:1]])
+    with pytest.raises(archive.ArchiveError, match=r"member 'canned-machine/.*' appears twice"):
+        archive.import_set(bad, tmp_path / "results")
+
+
+def test_a_member_that_is_not_a_result_file_is_refused(exported: Path, tmp_path: Path) -> None:
+    members = _members_of(exported)
+    members["canned-machine/run.sh"] = b"#!/bin/sh\n"
+    with pytest.raises(archive.ArchiveError, match=r"member 'canned-machine/run.sh' is not a result file"):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+
+
+def test_too_many_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive, "MAX_FILES", 3)
+    bad = _tar(tmp_path / "many.tar.gz", [(f"canned-machine/{n}.json", b"{}", "file") for n in range(5)])
+    with pytest.raises(archive.ArchiveError, match="holds more than 3 files, the limit for a set"):
+        archive.import_set(bad, tmp_path / "results")
+
+
+def test_export_refuses_what_an_import_would_refuse_for_size(tmp_path: Path, monkeypatch) -> None:
+    big = tmp_path / "canned-machine"
+    shutil.copytree(CANNED, big)
+    monkeypatch.setattr(archive, "MAX_FILE", 1000)
+    with pytest.raises(archive.ArchiveError, match=r"cannot export .*\.json is over the 0 MiB an import accepts"):
+        archive.export_set(big, tmp_path / "out.tar.gz")
+    monkeypatch.setattr(archive, "MAX_FILES", 3)
+    monkeypatch.setattr(archive, "MAX_FILE", archive.MiB)
+    with pytest.raises(archive.ArchiveError, match=r"cannot export .* files make it bigger than an import accepts"):
+        archive.export_set(big, tmp_path / "out.tar.gz")
+    assert not (tmp_path / "out.tar.gz").exists()

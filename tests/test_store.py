@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import stat
 from pathlib import Path
 
 import pytest
 
 from course import pipeline, store
 from course.layout import Layout
+
+ROOT = Path(__file__).resolve().parents[1]
+CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"
 
 
 def test_write_json_replaces_atomically_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -68,7 +74,7 @@ def test_a_failed_run_keeps_the_previous_good_figures(tmp_path: Path) -> None:
         {
             "measurements": {"03-timing/read.pipe": _measurement(390)},
             "captures": {},
-            "failures": [{"step": "run", "what": "usystime (stdin=tty)", "message": "exited with 1"}],
+            "failures": [{"step": "run", "what": "usystime (stdin=tty)", "message": "exited with 1", "at": "now"}],
         },
     )
     assert stored["measurements"]["03-timing/read.tty"]["min"] == 500, "kept from the earlier run"
@@ -133,3 +139,169 @@ def test_a_run_never_adds_to_another_machines_set(tmp_path: Path) -> None:
     mine = pipeline.open_set(layout, "my-laptop", label="My laptop")
     assert pipeline.open_set(layout, "my-laptop") == mine, "this machine's own named set is refreshed"
     assert store.read_json(mine / "set.json")["label"] == "My laptop"
+
+
+# --- files that are not what they claim: one clear line each, on every read ------------------
+
+
+def _canned(tmp_path: Path) -> Path:
+    """A copy of the test course's canned set, to damage."""
+    return Path(shutil.copytree(CANNED, tmp_path / "results" / "canned-machine"))
+
+
+def test_every_committed_set_passes_the_checks() -> None:
+    for results in [ROOT / "results", *sorted((ROOT / "tests" / "roots").glob("*/results"))]:
+        assert store.load_all(results), results
+
+
+def test_a_result_file_that_is_not_utf8(tmp_path: Path) -> None:
+    set_path = _canned(tmp_path)
+    (set_path / "03-timing.json").write_bytes(b'{"schema": 1, "lesson": "caf\xe9"}')
+    with pytest.raises(store.StoreError, match=r"03-timing\.json is not UTF-8 text \(byte 28 is 0xe9\); restore it"):
+        store.load_all(tmp_path / "results")
+
+
+def test_a_folder_where_a_result_file_belongs(tmp_path: Path) -> None:
+    set_path = _canned(tmp_path)
+    (set_path / "03-timing.json").unlink()
+    (set_path / "03-timing.json").mkdir()
+    with pytest.raises(store.StoreError, match=r"03-timing\.json is a folder where a result file belongs; remove it"):
+        store.load_set(set_path)
+
+
+def test_json_nested_too_deeply(tmp_path: Path) -> None:
+    deep = tmp_path / "03-timing.json"
+    deep.write_text('{"schema": 1, "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(store.StoreError, match=r"03-timing\.json is corrupt \(JSON nested too deeply\)"):
+        store.read_json(deep)
+
+
+@pytest.mark.parametrize(
+    ("machine", "message"),
+    [
+        ('"Canned CPU"', r"has machine = 'Canned CPU', not an object"),
+        ('{"mitigations": "all"}', r"has machine.mitigations = 'all', not an object of text"),
+        ('{"tsc_hz": -1}', r"has machine.tsc_hz = -1, not a finite number >= 0"),
+    ],
+)
+def test_a_set_description_of_the_wrong_shape(tmp_path: Path, machine: str, message: str) -> None:
+    (tmp_path / "set.json").write_text(f'{{"schema": 1, "kind": "measured", "machine": {machine}}}')
+    with pytest.raises(store.StoreError, match=r"set\.json " + message + ".*; restore it with git checkout"):
+        store.load_set(tmp_path)
+
+
+def test_wrong_types_in_a_stored_measurement_are_refused_when_read(tmp_path: Path) -> None:
+    set_path = _canned(tmp_path)
+    timing = json.loads((set_path / "03-timing.json").read_text())
+    timing["measurements"]["03-timing/read.tty"]["median"] = "fast"
+    (set_path / "03-timing.json").write_text(json.dumps(timing))
+    # The run reads the previous file before it measures: it stops there, before saving anything.
+    with pytest.raises(store.StoreError, match=r"03-timing\.json has measurements\['03-timing/read.tty'\]\.median"):
+        store.read_json(set_path / "03-timing.json")
+
+
+@pytest.mark.parametrize(
+    ("figure", "message"),
+    [
+        ("NaN", "holds NaN, which is no figure"),
+        ("Infinity", "holds Infinity, which is no figure"),
+        ("-Infinity", "holds -Infinity, which is no figure"),
+        ("1e999", "holds the number 1e999, too large to be a figure"),
+        ("-3", r"has measurements\['03-timing/x'\]\.min = -3, not a finite number >= 0"),
+        ("true", r"has measurements\['03-timing/x'\]\.min = True, not a finite number >= 0"),
+    ],
+)
+def test_impossible_figures_are_refused_not_shown(tmp_path: Path, figure: str, message: str) -> None:
+    lesson = tmp_path / "03-timing.json"
+    lesson.write_text(f'{{"schema": 1, "measurements": {{"03-timing/x": {{"status": "ok", "min": {figure}}}}}}}')
+    with pytest.raises(store.StoreError, match=r"03-timing\.json " + message):
+        store.read_json(lesson)
+
+
+def test_negative_figures_only_where_they_mean_something(tmp_path: Path) -> None:
+    lesson = tmp_path / "bench.json"
+    correlation = {"status": "ok", "unit": "r", "value": -0.4}
+    difference = {"status": "ok", "unit": "bytes", "value": -12.5, "derived": True}
+    store.write_json(lesson, {"schema": 1, "measurements": {"bench/r": correlation, "bench/d": difference}})
+    assert store.read_json(lesson)["measurements"]["bench/r"]["value"] == -0.4
+
+
+def test_a_run_never_stores_what_a_read_would_refuse(tmp_path: Path) -> None:
+    store.save_lesson(tmp_path, "03-timing", {"measurements": {"03-timing/x": _measurement(5)}, "failures": []})
+    before = (tmp_path / "03-timing.json").read_bytes()
+    with pytest.raises(store.StoreError, match=r"03-timing\.json not written: the new content has .*min = nan"):
+        store.save_lesson(tmp_path, "03-timing", {"measurements": {"03-timing/x": _measurement(math.nan)}})
+    assert (tmp_path / "03-timing.json").read_bytes() == before
+    with pytest.raises(ValueError, match="Out of range float"):
+        store.write_json(tmp_path / "other.json", {"schema": 1, "x": math.inf})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["03-timing.json"]
+
+
+def test_dot_folders_are_never_sets(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _canned(tmp_path)
+    for debris in (".import-canned-machine-1a2b3c4d", ".replaced-canned-machine-5e6f7a8b"):
+        shutil.copytree(CANNED, results / debris)
+    assert list(store.load_all(results)) == ["canned-machine"]
+
+
+def test_hidden_json_files_are_not_lessons(tmp_path: Path) -> None:
+    set_path = _canned(tmp_path)
+    (set_path / ".03-timing.json").write_text("left by an editor")
+    assert ".03-timing" not in store.load_set(set_path).lessons
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_result_files_get_ordinary_modes(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        store.write_json(tmp_path / "03-timing.json", {"schema": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "03-timing.json").stat().st_mode) == mode
+
+
+@pytest.mark.parametrize(
+    ("measurement", "message"),
+    [
+        ({"status": "ok", "min": 1, "p90": 2}, r"with a p90 but no p99"),  # the site prints "p90 · p99"
+        ({"status": "ok", "value": 1, "goal": 2}, r"with a goal but no unit"),
+        ({"status": "ok", "min": 1, "sources": {"/etc/shadow": "0"}}, r"sources = \{\.\.\.\} \(an object\), not an"),
+        ({"status": "ok", "min": 1, "sources": {"code/../../x": "0"}}, r"not an object of paths inside the course"),
+        ({"status": "ok", "min": 1, "histogram": {"start": 0, "width": 0, "counts": []}}, r"width = 0, not a width"),
+        ({"status": "ok", "value": 1, "timeline": {"seconds": [1.0], "values": []}}, r"with 1 times but 0 values"),
+        ({"status": "ok", "unit": None, "min": 1}, r"unit = None, not text"),
+        ({"status": "skipped", "reason": 7}, r"reason = 7, not text"),
+        ({"status": "ok"}, r"marked ok but with no figure"),
+    ],
+)
+def test_fields_the_site_relies_on(tmp_path: Path, measurement: dict, message: str) -> None:
+    lesson = tmp_path / "03-timing.json"
+    lesson.write_text(json.dumps({"schema": 1, "measurements": {"03-timing/x": measurement}}))
+    with pytest.raises(store.StoreError, match=r"03-timing\.json has measurements\['03-timing/x'\]" + f".*{message}"):
+        store.read_json(lesson)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"failures": [{"step": "run", "what": "x", "message": "y"}]}, r"has failures\[0\] without its at"),
+        ({"steps": [{"name": "run", "seconds": "1", "cached": False}]}, r"has steps\[0\]\.seconds = '1'"),
+        ({"captures": {"03-timing/out": {"text": 5}}}, r"has captures\['03-timing/out'\]\.text = 5, not text"),
+        ({"kernel_run": "vm"}, r"has kernel_run = 'vm', not an object"),
+        ({"exercises": {"e": {"yours": "works"}}}, r"has exercises\['e'\]\.yours = 'works', not an object"),
+        ({"measured_at": 2000}, r"has measured_at = 2000, not text"),
+    ],
+)
+def test_lesson_fields_the_site_relies_on(tmp_path: Path, content: dict, message: str) -> None:
+    lesson = tmp_path / "03-timing.json"
+    lesson.write_text(json.dumps({"schema": 1, **content}))
+    with pytest.raises(store.StoreError, match=r"03-timing\.json " + message):
+        store.read_json(lesson)
+
+
+def test_a_result_file_is_read_with_bounded_memory(tmp_path: Path) -> None:
+    endless = tmp_path / "03-timing.json"
+    endless.symlink_to("/dev/zero")
+    with pytest.raises(store.StoreError, match=r"03-timing\.json holds more than 16 MiB, too much for a result file"):
+        store.read_json(endless)

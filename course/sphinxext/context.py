@@ -95,8 +95,8 @@ def tick_context(machine: dict) -> list[str]:
         out.append(
             f"The time-stamp counter of {machine.get('cpu_model', 'this CPU')} is invariant (constant_tsc, "
             f"nonstop_tsc): it ticks at a fixed {rate_text} whatever the core's clock, so a tick is a slice of "
-            "time, not a cycle. The article's 500 MHz Pentium-class CPU counted core cycles: compare nanoseconds, or ratios "
-            "within one machine, rather than raw ticks."
+            "time, not a cycle. The article's 500 MHz Pentium-class CPU counted core cycles: "
+            "compare nanoseconds, or ratios within one machine, rather than raw ticks."
         )
     else:
         out.append(

@@ -108,7 +108,8 @@ class CourseTable(MeasurementsDirective):
                 "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted, and below "
                 "them the 90th and 99th percentiles (the spread). "
                 "The 2000 figures are Rubini's (Linux Magazine, 2000): a best-of-N on his \"500MHz box\" "
-                "(a Pentium-class CPU, whose TSC counted core clock cycles); today's invariant TSC ticks at a fixed rate."
+                "(a Pentium-class CPU, whose TSC counted core clock cycles); "
+                "today's invariant TSC ticks at a fixed rate."
             ),
         )
         return [table, note]

@@ -146,7 +146,8 @@ class CourseHardware(MeasurementsDirective):
             classes=["course-table-note"],
             text=(
                 "vs 2000: how many times faster than the article's figure for the same call, comparing nanoseconds "
-                "(ticks are not comparable: the article's 500 MHz CPU counted core cycles, an invariant TSC counts time). "
+                "(ticks are not comparable: the article's 500 MHz CPU counted core cycles, "
+                "an invariant TSC counts time). "
                 "Emulated and icount ticks have no nanoseconds and are not compared."
             ),
         )

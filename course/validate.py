@@ -1,0 +1,366 @@
+"""What a result file must hold (docs/results.md), checked before any of its figures is used.
+
+Result files come from this machine, from git, or from an archive someone sent: all are
+checked the same way when they are read, so a wrong type or an impossible figure is refused
+with one line naming the field, never found later as a crash in the site build or as
+"nan ticks" on a page. Fields this course does not know are left alone; those it uses
+must have the type it uses them with.
+
+Each problem is worded as a predicate of the file ("has ...", "is ..."), so that the caller
+writes ``f"{file} {problem}; {fix}"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Any
+
+#: Version of the JSON layout; a file with a higher number comes from a newer course.
+SCHEMA = 1
+
+#: The most one result file may hold; the largest committed one holds well under 1 MiB.
+MAX_BYTES = 16 * 1024 * 1024
+
+#: A figure beyond this is no measurement (and would overflow the site's arithmetic).
+LARGEST = 2.0**63
+
+STATISTICS = ("min", "median", "p90", "p99", "max")
+STATUSES = ("ok", "skipped", "failed")
+
+
+class SchemaError(ValueError):
+    """What is wrong with a result file; ``fix``, when given, replaces the caller's usual remedy."""
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(problem)
+        self.fix = fix
+
+
+def decode(data: bytes) -> dict:
+    """The result file held in ``data``: UTF-8 JSON, an object of a schema this course knows, finite numbers only."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SchemaError(f"is not UTF-8 text (byte {error.start} is {data[error.start]:#04x})") from error
+    try:
+        content = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except SchemaError:
+        raise
+    except json.JSONDecodeError as error:
+        raise SchemaError(f"is corrupt ({error.msg} at line {error.lineno})") from error
+    except RecursionError as error:  # e.g. [[[[... 200,000 deep: no result file nests like that
+        raise SchemaError("is corrupt (JSON nested too deeply)") from error
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise SchemaError(f"is corrupt ({error})") from error
+    if not isinstance(content, dict):
+        raise SchemaError("is not a result file (expected a JSON object)")
+    schema = content.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise SchemaError("has no schema number", fix="it is not a result file of this course")
+    if schema > SCHEMA:
+        raise SchemaError(
+            f"uses schema {schema}, newer than this course's {SCHEMA}", fix="update the course (git pull)"
+        )
+    return content
+
+
+def _refuse_constant(name: str) -> Any:
+    raise SchemaError(f"holds {name}, which is no figure (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise SchemaError(f"holds the number {text[:40]}, too large to be a figure")
+    return value
+
+
+# --- set.json ---------------------------------------------------------------------------------
+
+SET_TEXT = ("label", "citation", "updated")
+MACHINE_TEXT = (
+    "cpu_model",
+    "microcode",
+    "architecture",
+    "kernel_release",
+    "kernel_version",
+    "virtualization",
+    "dmi_product",
+    "compiler",
+    "os",
+    "note",
+)
+
+
+def check_set_info(info: dict) -> None:
+    """Refuse a ``set.json`` whose fields have types the site and the runs cannot use."""
+    kind = info.get("kind", "measured")
+    if kind not in ("measured", "reference"):
+        raise SchemaError(f"has kind = {_shown(kind)}, not 'measured' or 'reference'")
+    for key in SET_TEXT:
+        _optional(info, key, key, _text)
+    machine = info.get("machine", {})
+    _check(isinstance(machine, dict), "machine", machine, "an object (field -> value)")
+    for key in MACHINE_TEXT:
+        _optional(machine, key, f"machine.{key}", _text)
+    _optional(machine, "cpu_count", "machine.cpu_count", _count, nullable=True)
+    _optional(machine, "tsc_hz", "machine.tsc_hz", _figure, nullable=True)
+    _optional(machine, "hypervisor", "machine.hypervisor", _flag)
+    _optional(machine, "tsc_flags", "machine.tsc_flags", _texts)
+    _optional(machine, "mitigations", "machine.mitigations", _text_map)
+
+
+# --- <lesson>.json ----------------------------------------------------------------------------
+
+LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "compiler")
+KERNEL_RUN_TEXT = ("runner", "acceleration", "why", "guest_kernel", "unavailable")
+
+
+def check_lesson_file(content: dict) -> None:
+    """Refuse a lesson file whose fields have types the site and the runs cannot use, or impossible figures."""
+    for key in LESSON_TEXT:
+        _optional(content, key, key, _text)
+    _optional(content, "cflags", "cflags", _texts)
+    _optional(content, "sources", "sources", _sources)
+    _optional(content, "notes", "notes", _text_map)
+    run = content.get("kernel_run")
+    if run is not None:
+        _check(isinstance(run, dict), "kernel_run", run, "an object")
+        for key in KERNEL_RUN_TEXT:
+            _optional(run, key, f"kernel_run.{key}", _text, nullable=True)
+    for key, measurement in _entries(content, "measurements"):
+        check_measurement(f"measurements[{_shown(key)}]", measurement)
+    for key, capture in _entries(content, "captures"):
+        where = f"captures[{_shown(key)}]"
+        _required(capture, "text", where, _text)
+        _optional(capture, "command", f"{where}.command", _text, nullable=True)
+        _optional(capture, "measured_at", f"{where}.measured_at", _text, nullable=True)
+    for index, failure in _items(content, "failures"):
+        for key in ("step", "what", "message", "at"):
+            _required(failure, key, f"failures[{index}]", _text)
+        _optional(failure, "log", f"failures[{index}].log", _text)
+    for index, step in _items(content, "steps"):
+        _required(step, "name", f"steps[{index}]", _text)
+        _required(step, "seconds", f"steps[{index}]", _figure)
+        _required(step, "cached", f"steps[{index}]", _flag)
+        _optional(step, "shared", f"steps[{index}].shared", _flag)
+    for name, outcome in _entries(content, "exercises"):
+        for role, state in outcome.items():
+            where = f"exercises[{_shown(name)}].{role}"
+            _check(isinstance(state, dict), where, state, "an object {status, detail}")
+            _optional(state, "status", f"{where}.status", _text)
+            _optional(state, "detail", f"{where}.detail", _text)
+
+
+MEASUREMENT_TEXT = (
+    "command",
+    "measured_at",
+    "stdin",
+    "how",
+    "note",
+    "source",
+    "call",
+    "what",
+    "runner",
+    "acceleration",
+    "guest_kernel",
+    "runs_unit",
+)
+
+
+def check_measurement(where: str, measurement: Any) -> None:
+    """One measurement: a status, figures that are finite, not negative and in order, counts that count."""
+    _check(isinstance(measurement, dict), where, measurement, "an object (field -> value)")
+    status = measurement.get("status")
+    if status not in STATUSES:
+        raise SchemaError(f"has {where}.status = {_shown(status)}, not one of {', '.join(STATUSES)}")
+    _optional(measurement, "unit", f"{where}.unit", _text)
+    _optional(measurement, "reason", f"{where}.reason", _text)
+    for key in MEASUREMENT_TEXT:
+        _optional(measurement, key, f"{where}.{key}", _text, nullable=True)
+    for key in (*STATISTICS, *(f"{name}_ns" for name in STATISTICS), "mean"):
+        _optional(measurement, key, f"{where}.{key}", _figure, nullable=True)
+    # A correlation lies in [-1, 1], and a derived figure may be a difference: only these may be negative.
+    signed = measurement.get("unit") == "r" or measurement.get("derived") is True
+    _optional(measurement, "value", f"{where}.value", _number if signed else _figure, nullable=True)
+    _optional(measurement, "intercept", f"{where}.intercept", _number, nullable=True)
+    _optional(measurement, "goal", f"{where}.goal", _figure, nullable=True)
+    _optional(measurement, "tsc_hz", f"{where}.tsc_hz", _figure, nullable=True)
+    _optional(measurement, "samples", f"{where}.samples", _count)
+    _optional(measurement, "calls_per_sample", f"{where}.calls_per_sample", _count)
+    _optional(measurement, "windows", f"{where}.windows", _tally)
+    _optional(measurement, "exit_status", f"{where}.exit_status", _integer, nullable=True)
+    _optional(measurement, "derived", f"{where}.derived", _flag)
+    _optional(measurement, "sources", f"{where}.sources", _sources)
+    _optional(measurement, "meta", f"{where}.meta", _mapping)
+    _optional(measurement, "from", f"{where}.from", _texts)
+    _optional(measurement, "files", f"{where}.files", _texts)
+    _optional(measurement, "runs", f"{where}.runs", _numbers)
+    _check_overhead(where, measurement.get("overhead"))
+    _check_histogram(where, measurement.get("histogram"))
+    _check_timeline(where, measurement.get("timeline"))
+    # The site prints the spread as "p90 · p99" and a goal with its unit: each needs the other.
+    if measurement.get("p90") is not None and measurement.get("p99") is None:
+        raise SchemaError(f"has {where} with a p90 but no p99")
+    if measurement.get("goal") is not None and "unit" not in measurement:
+        raise SchemaError(f"has {where} with a goal but no unit")
+    if status != "ok":
+        return
+    present = [measurement[key] for key in STATISTICS if measurement.get(key) is not None]
+    if not present and measurement.get("value") is None and measurement.get("mean") is None:
+        raise SchemaError(f"has {where} marked ok but with no figure (min, value or mean)")
+    if present != sorted(present):
+        raise SchemaError(f"has {where} not ordered min <= median <= p90 <= p99 <= max ({present})")
+
+
+def _check_overhead(where: str, overhead: Any) -> None:
+    if overhead is None:
+        return
+    _check(isinstance(overhead, dict), f"{where}.overhead", overhead, "an object {ticks, from}")
+    _optional(overhead, "ticks", f"{where}.overhead.ticks", _figure)
+    _optional(overhead, "from", f"{where}.overhead.from", _text, nullable=True)
+
+
+def _check_histogram(where: str, histogram: Any) -> None:
+    if histogram is None:
+        return
+    where = f"{where}.histogram"
+    _check(isinstance(histogram, dict), where, histogram, "an object {start, width, counts, above}")
+    _required(histogram, "start", where, _number)
+    _required(histogram, "width", where, _figure)
+    _check(histogram["width"] > 0, f"{where}.width", histogram["width"], "a width above 0")
+    _required(histogram, "counts", where, _tallies)
+    _optional(histogram, "above", f"{where}.above", _tally)
+
+
+def _check_timeline(where: str, timeline: Any) -> None:
+    if timeline is None:
+        return
+    where = f"{where}.timeline"
+    _check(isinstance(timeline, dict), where, timeline, "an object {seconds, values, unit}")
+    _required(timeline, "seconds", where, _numbers)
+    _required(timeline, "values", where, _numbers)
+    _optional(timeline, "unit", f"{where}.unit", _text)
+    if len(timeline["seconds"]) != len(timeline["values"]):
+        raise SchemaError(f"has {where} with {len(timeline['seconds'])} times but {len(timeline['values'])} values")
+
+
+# --- the types --------------------------------------------------------------------------------
+# Each returns the expected type in words when ``value`` does not have it, else "".
+
+
+def _text(value: Any) -> str:
+    return "" if isinstance(value, str) else "text"
+
+
+def _flag(value: Any) -> str:
+    return "" if isinstance(value, bool) else "true or false"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and -LARGEST < value < LARGEST
+
+
+def _number(value: Any) -> str:
+    return "" if _is_number(value) else "a finite number"
+
+
+def _figure(value: Any) -> str:
+    return "" if _is_number(value) and value >= 0 else "a finite number >= 0"
+
+
+def _integer(value: Any) -> str:
+    return "" if _is_number(value) and isinstance(value, int) else "a whole number"
+
+
+def _tally(value: Any) -> str:
+    return "" if _is_number(value) and isinstance(value, int) and value >= 0 else "a whole number >= 0"
+
+
+def _count(value: Any) -> str:
+    return "" if _is_number(value) and isinstance(value, int) and value > 0 else "a whole number above 0"
+
+
+def _mapping(value: Any) -> str:
+    return "" if isinstance(value, dict) else "an object"
+
+
+def _texts(value: Any) -> str:
+    return "" if isinstance(value, list) and all(isinstance(v, str) for v in value) else "a list of text"
+
+
+def _numbers(value: Any) -> str:
+    return "" if isinstance(value, list) and all(_is_number(v) for v in value) else "a list of finite numbers"
+
+
+def _tallies(value: Any) -> str:
+    return "" if isinstance(value, list) and not any(_tally(v) for v in value) else "a list of whole numbers >= 0"
+
+
+def _sources(value: Any) -> str:
+    # A page hashes each source to warn when it changed: only files inside the course, never /etc/...
+    inside = isinstance(value, dict) and all(
+        isinstance(digest, str) and not path.startswith("/") and ".." not in PurePosixPath(path).parts
+        for path, digest in value.items()
+    )
+    return "" if inside else "an object of paths inside the course (code/...) -> SHA-256"
+
+
+def _text_map(value: Any) -> str:
+    is_map = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return "" if is_map else "an object of text (name -> text)"
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _check(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise SchemaError(f"has {field} = {_shown(value)}, not {expected}")
+
+
+def _optional(container: dict, key: str, field: str, expect: Callable[[Any], str], nullable: bool = False) -> None:
+    """Check ``container[key]`` if it is there (``None`` counts as absent when ``nullable``)."""
+    if key not in container or (nullable and container[key] is None):
+        return
+    expected = expect(container[key])
+    if expected:
+        raise SchemaError(f"has {field} = {_shown(container[key])}, not {expected}")
+
+
+def _required(container: Any, key: str, where: str, expect: Callable[[Any], str]) -> None:
+    _check(isinstance(container, dict), where, container, "an object")
+    if key not in container:
+        raise SchemaError(f"has {where} without its {key}")
+    _optional(container, key, f"{where}.{key}", expect)
+
+
+def _entries(content: dict, key: str) -> list[tuple[str, Any]]:
+    """The entries of an object field (id -> object), refusing anything else."""
+    value = content.get(key, {})
+    _check(isinstance(value, dict), key, value, "an object (id -> object)")
+    for name, entry in value.items():
+        _check(isinstance(entry, dict), f"{key}[{_shown(name)}]", entry, "an object")
+    return list(value.items())
+
+
+def _items(content: dict, key: str) -> list[tuple[int, Any]]:
+    """The entries of a list field, refusing anything else."""
+    value = content.get(key, [])
+    _check(isinstance(value, list), key, value, "a list")
+    for index, entry in enumerate(value):
+        _check(isinstance(entry, dict), f"{key}[{index}]", entry, "an object")
+    return list(enumerate(value))
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a short, one-line repr (a file may hold anything, of any length)."""
+    if isinstance(value, dict):
+        return "{...} (an object)"
+    if isinstance(value, list):
+        return "[...] (a list)"
+    text = repr(value[:61] if isinstance(value, str) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
