@@ -1,10 +1,16 @@
-/* oldstyle.c - a module written the 2.4 way: lift addr_limit, call read(), restore it.
+/* oldstyle.c - a module written the 2.4 way: lift addr_limit, call sys_read(), restore it.
  *
  * Lesson 5. This does not build on a 6.x kernel, and is not meant to: the pipeline
  * compiles it against today's headers and keeps the compiler's errors for the lesson.
- * get_ds() went in 5.1, set_fs()/get_fs() and mm_segment_t in 5.10 (x86) and 5.18
- * (everywhere), and modules have not been able to call system calls by name for a long
- * time.
+ * get_ds() went in 5.1 (commit 736706bee329). set_fs()/get_fs() went from x86 in 5.10;
+ * x86 then kept mm_segment_t as an empty dummy struct (include/linux/uaccess.h, without
+ * CONFIG_SET_FS) until 5.18 removed it everywhere (commit 967747bbc084). Modules have
+ * not been able to call system calls by name for a long time.
+ *
+ * The article's module called read() itself, through the int $0x80 wrappers that
+ * <asm/unistd.h> defined under __KERNEL_SYSCALLS__; calling sys_read() directly, as
+ * this file does, was the variant the article reached on the PC only with "nasty hacks"
+ * (216 ticks, lesson 6).
  */
 #include <linux/module.h>
 #include <linux/fs.h>

@@ -27,8 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
-/* rdtsc alone may run before earlier instructions finish or after later ones start:
- * lfence before it orders the start stamp; rdtscp waits for the timed code and the
+/* rdtsc alone may run before earlier instructions finish or after later ones start.
+ * Start: lfence before rdtsc makes it wait for earlier code, but the timed code may still
+ * begin before the counter is read (Intel's full sequence, lfence; rdtsc; lfence, has a
+ * second fence that this one leaves out). End: rdtscp waits for the timed code and the
  * lfence after it keeps later code from starting early. */
 static inline uint64_t stamp_begin(void)
 {
@@ -119,7 +121,9 @@ static inline void print_samples(const char *id, const char *subtract, long per,
 #define MEASURE(id, subtract, n, samples, code) MEASURE_BATCH(id, subtract, n, samples, 1, code)
 
 /* The same, each sample timing `per` consecutive runs of `code`: when the counter advances
- * in coarse steps (as a hypervisor's scaled TSC may), a batch divides the step by `per`. */
+ * in coarse steps, a batch divides the step by `per`. On the course's AMD EPYC machines the
+ * step is tsc_hz / 100 MHz, as if the TSC were updated from a 100 MHz reference clock (our
+ * inference: AMD Zen; a hypervisor's TSC scaling multiplies, it does not quantize). */
 #define MEASURE_BATCH(id, subtract, n, samples, per, code)               \
 	do {                                                             \
 		for (long i_ = 0; i_ < (n); i_++) {                      \
