@@ -229,6 +229,10 @@ def test_a_huge_pax_header_counts_against_the_limit(tmp_path: Path, monkeypatch:
 
 def test_the_stated_limits() -> None:
     assert (archive.MAX_TOTAL, archive.MAX_FILE, archive.MAX_FILES) == (64 * 1024**2, 16 * 1024**2, 256)
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "instructors.md").read_text()
+    for stated in (f"**{archive.MAX_TOTAL // archive.MiB} MiB**", f"**{archive.MAX_FILE // archive.MiB} MiB**"):
+        assert stated in guide, f"the instructor guide states the import limit {stated}"
+    assert f"**{archive.MAX_FILES} files**" in guide
 
 
 def test_a_set_claiming_to_be_a_reference_is_refused(exported: Path, tmp_path: Path) -> None:
