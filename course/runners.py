@@ -3,20 +3,53 @@
 The kinds are those of the article's Figure 2 and a few more: a terminal (a pseudo-terminal
 this module opens, so it works without one), a disk file, ``/dev/null``, ``/dev/zero``, a
 pipe and a socket (one end of a connected pair).
+
+A program runs in a session of its own, with this process as its child subreaper (Linux), so
+that everything it starts, even a grandchild that calls ``setsid()``, is found and killed when
+it ends, runs too long or prints too much. Its output is read as bytes, at most
+:data:`OUTPUT_LIMIT_BYTES`, and decoded afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
+import selectors
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+#: The most a program may print, standard output and error together (and the most a VM boot's
+#: console may print), before it is stopped: the course's programs print a few KiB, and a
+#: flood must fill neither this process's memory nor a result file.
+OUTPUT_LIMIT_BYTES = 4 * 1024 * 1024
+
+#: How long the pipes of a program that has ended are still read once what it left running is
+#: killed (they close at once unless something escaped the kill).
+DRAIN_SECONDS = 2.0
+
+#: Signals that stop a task as Ctrl-C does (see :func:`termination_as_interrupt`).
+TERMINATION = (signal.SIGTERM, signal.SIGHUP)
+
+#: A repeat of a termination signal this soon after the first is ignored: it must not cut the
+#: first one's clean-up short (killing programs, removing scratch folders).
+CLEANUP_GRACE_SECONDS = 10.0
+
+#: Why a run was stopped (``RunOutcome.stopped``).
+TIMED_OUT = "timeout"
+FLOODED = "output limit"
+
+_CHUNK = 65536
+_POLL_SECONDS = 0.05  # only where a pidfd cannot tell when the child ends
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True)
@@ -25,14 +58,29 @@ class RunOutcome:
 
     command: str
     stdin: str
-    exit_status: int | None  # None when it was stopped for running too long
-    stdout: str
+    exit_status: int | None  # None when it was stopped (running too long, or printing too much)
+    stdout: str  # bytes that are not UTF-8 are shown escaped (\xff)
     stderr: str
     seconds: float
+    stopped: str = ""  # TIMED_OUT or FLOODED when it was stopped
+    not_utf8: str = ""  # where its output stops being UTF-8, when it does
 
     @property
     def ok(self) -> bool:
-        return self.exit_status == 0
+        return self.exit_status == 0 and not self.stopped and not self.not_utf8
+
+    @property
+    def ended(self) -> str:
+        """How the run ended, for a failure's message: ``was stopped (timeout)``, ``exited with 1``..."""
+        if self.stopped == FLOODED:
+            return f"was stopped (output limit: it printed more than {OUTPUT_LIMIT_BYTES} bytes)"
+        if self.stopped:
+            return f"was stopped ({self.stopped})"
+        if self.exit_status != 0:
+            return f"exited with {self.exit_status}"
+        if self.not_utf8:
+            return f"printed bytes that are not UTF-8 ({self.not_utf8})"
+        return "exited with 0"
 
 
 @contextlib.contextmanager
@@ -82,30 +130,207 @@ STDIN_SHOWN = {
 }
 
 
-@contextlib.contextmanager
-def owned_process(command: list[str], **popen: object) -> Iterator[subprocess.Popen]:
-    """A child in a session of its own, killed with everything it started if the block is left early.
+@functools.cache
+def become_subreaper() -> bool:
+    """Make orphans of our children ours, not init's, so a grandchild that calls setsid() stays findable.
 
-    Ctrl-C is held back while the child is being created: a KeyboardInterrupt between the
-    fork and the moment the caller holds the process would leave it running, unseen.
+    Linux only, set once for this process; afterwards anything our children leave behind is
+    reparented here (and reaped by :meth:`OwnedProcess.stop_all`).
     """
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    process: subprocess.Popen | None = None
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0) == 0
+
+
+def _process_table() -> dict[int, tuple[str, int, int]]:
+    """Every process: pid -> (state, parent pid, session id), from ``/proc/*/stat``."""
+    table: dict[int, tuple[str, int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                line = stat.read()
+        except OSError:
+            continue  # it ended meanwhile
+        # The command name is in parentheses and may hold anything: the fields follow the last ')'.
+        state, parent, _group, session = line[line.rfind(b")") + 2 :].split()[:4]
+        table[int(entry.name)] = (state.decode(), int(parent), int(session))
+    return table
+
+
+def _children_of(pid: int) -> frozenset[int]:
+    return frozenset(child for child, (_, parent, _) in _process_table().items() if parent == pid)
+
+
+class OwnedProcess(subprocess.Popen):
+    """A child in a session of its own; :meth:`stop_all` kills it and everything it started.
+
+    Any child of this process that appears while it runs counts as its orphan: start no
+    other child meanwhile (the pipeline runs one program at a time).
+    """
+
+    def __init__(self, command: list[str], **popen: object) -> None:
+        become_subreaper()
+        # Children of ours from before it started are not its to kill; later ones are its orphans.
+        self.others = _children_of(os.getpid())
+        super().__init__(command, start_new_session=True, **popen)  # type: ignore[call-overload]
+
+    def stop_all(self) -> None:
+        """Kill this child and every process it started, wherever they went, and reap them.
+
+        Repeated until none is left: a process killed before its own child leaves that child
+        to us (the subreaper), and the next pass finds it.
+        """
+        me = os.getpid()
+        for _ in range(100):
+            table = _process_table()
+            # Once reaped, its pid may be another process's: only its session and orphans lead on.
+            roots = {self.pid} if self.returncode is None else set()
+            roots |= {pid for pid, (_, parent, _) in table.items() if parent == me and pid not in self.others}
+            # Without a subreaper an orphan goes to init; those that kept its session are still found.
+            roots |= {pid for pid, (_, _, session) in table.items() if session == self.pid}
+            found = _with_descendants(table, roots) - {me}
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in found - {self.pid}:
+                if table[pid][1] == me:  # an orphan handed to us: reap it (it dies of the SIGKILL above)
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+            if all(table[pid][0] in "ZX" for pid in found):
+                break
+        self.wait()
+
+
+def _with_descendants(table: dict[int, tuple[str, int, int]], roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), [pid for pid in roots if pid in table]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+#: Signals held back while a child is created (see owned_process).
+_HELD = {signal.SIGINT, *TERMINATION}
+
+
+@contextlib.contextmanager
+def owned_process(command: list[str], **popen: object) -> Iterator[OwnedProcess]:
+    """A child in a session of its own, killed with everything it started when the block is left.
+
+    Ctrl-C (and SIGTERM, SIGHUP) are held back while the child is created: an interruption
+    between the fork and the moment the caller holds the process would leave it running,
+    unseen. The child itself starts with the signal mask this process had before.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    process: OwnedProcess | None = None
     try:
-        process = subprocess.Popen(command, start_new_session=True, **popen)  # type: ignore[call-overload]
+        process = OwnedProcess(command, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, held), **popen)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a pending Ctrl-C is raised here, inside the try
         yield process
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if process is not None and process.poll() is None:
-            kill_group(process)
+        if process is not None:
+            process.stop_all()  # also what it left running after it ended
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    """Kill ``process`` and everything in its session, and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+@dataclass(frozen=True)
+class Output:
+    """What a process printed on each of its pipes (stdout, then stderr), and why it was stopped."""
+
+    streams: tuple[bytes, ...]
+    stopped: str = ""  # TIMED_OUT or FLOODED; "" when it ended by itself
+
+
+def read_output(
+    process: OwnedProcess,
+    timeout: float,
+    limit: int = OUTPUT_LIMIT_BYTES,
+    on_data: Callable[[int, bytes], None] | None = None,
+) -> Output:
+    """Read ``process``'s pipes until it ends, ``timeout`` seconds pass or it prints over ``limit`` bytes.
+
+    When it ends, whatever it left running is killed, so a grandchild holding a pipe open
+    cannot keep the run waiting; on a timeout or a flood everything is killed and reading
+    stops. ``on_data`` sees each chunk as it arrives, with the index of its pipe.
+    """
+    pipes = [pipe for pipe in (process.stdout, process.stderr) if pipe is not None]
+    received = [bytearray() for _ in pipes]
+    total, stopped = 0, ""
+    deadline = time.monotonic() + timeout
+    ended_at: float | None = None
+    exit_fd = _pidfd(process.pid)  # readable once it ends: no polling while a measurement runs
+    with selectors.DefaultSelector() as selector:
+        for index, pipe in enumerate(pipes):
+            selector.register(pipe.fileno(), selectors.EVENT_READ, index)
+        if exit_fd is not None:
+            selector.register(exit_fd, selectors.EVENT_READ, -1)
+        try:
+            while not stopped:
+                now = time.monotonic()
+                if ended_at is None and process.poll() is not None:
+                    process.stop_all()  # what it left running would hold the pipes open
+                    ended_at = now
+                reading = [key for key in selector.get_map().values() if key.data >= 0]
+                if ended_at is not None and (not reading or now >= ended_at + DRAIN_SECONDS):
+                    break
+                if ended_at is None and now >= deadline:
+                    stopped = TIMED_OUT
+                    break
+                wait = (deadline if ended_at is None else ended_at + DRAIN_SECONDS) - now
+                if exit_fd is None and ended_at is None:
+                    wait = min(wait, _POLL_SECONDS)
+                for key, _ in selector.select(max(wait, 0)):
+                    if key.data < 0:  # the process ended: the next pass sees it
+                        selector.unregister(key.fd)
+                        continue
+                    data = os.read(key.fd, _CHUNK)
+                    if not data:
+                        selector.unregister(key.fd)
+                        continue
+                    kept = data[: max(limit - total, 0)]
+                    total += len(data)
+                    received[key.data] += kept
+                    if on_data is not None and kept:
+                        on_data(key.data, kept)
+                    if total > limit:
+                        stopped = FLOODED
+                        break
+        finally:
+            if exit_fd is not None:
+                os.close(exit_fd)
+    if stopped:
+        process.stop_all()
+    return Output(tuple(bytes(stream) for stream in received), stopped)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3+: poll instead
+        return None
+
+
+def decode(data: bytes, name: str) -> tuple[str, str]:
+    """``data`` as text (newlines as text mode reads them), and where it is not UTF-8 ("" if it is).
+
+    Bytes that are not UTF-8 are shown escaped (``\\xff``) rather than refused: the output is
+    still what a failure's log shows.
+    """
+    problem = ""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text = data.decode("utf-8", "backslashreplace")
+        problem = f"{name}, byte {error.start}: {data[max(error.start - 20, 0) : error.start + 20]!r}"
+    return text.replace("\r\n", "\n").replace("\r", "\n"), problem
 
 
 @contextlib.contextmanager
@@ -122,6 +347,13 @@ def files_environment(opened: dict[str, int]) -> dict[str, str] | None:
     return {**os.environ, "COURSE_FILES": " ".join(f"{kind}={fd}" for kind, fd in opened.items())}
 
 
+def stop_note(stopped: str, timeout: float) -> str:
+    """The line added to a stopped run's output, saying why it ends there."""
+    if stopped == FLOODED:
+        return f"stopped after printing more than {OUTPUT_LIMIT_BYTES} bytes (the limit)"
+    return f"stopped after {timeout:.0f} s without finishing"
+
+
 def run_on_host(
     binary: Path,
     args: tuple[str, ...],
@@ -131,7 +363,7 @@ def run_on_host(
     shown_as: str = "",
     files: tuple[str, ...] = (),
 ) -> RunOutcome:
-    """Run ``binary`` here and capture everything it prints; stop it after ``timeout`` seconds.
+    """Run ``binary`` here and capture what it prints; stop it after ``timeout`` seconds or a flood.
 
     ``shown_as`` is how the binary is named in the recorded command (a path relative to the
     checkout reads better on a page than this machine's absolute path). ``files`` are kinds of
@@ -150,17 +382,47 @@ def run_on_host(
             stdin=fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
             pass_fds=tuple(opened.values()),
             env=files_environment(opened),
         ) as process,
     ):
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-            status: int | None = process.returncode
-        except subprocess.TimeoutExpired:
-            kill_group(process)
-            stdout, stderr = process.communicate()
-            stderr += f"\nstopped after {timeout:.0f} s without finishing"
-            status = None
-    return RunOutcome(shown, stdin, status, stdout, stderr, time.monotonic() - started)
+        output = read_output(process, timeout)
+        status = None if output.stopped else process.wait()
+    stdout, bad_stdout = decode(output.streams[0], "stdout")
+    stderr, bad_stderr = decode(output.streams[1], "stderr")
+    if output.stopped:
+        stderr += f"\n{stop_note(output.stopped, timeout)}"
+    return RunOutcome(
+        shown,
+        stdin,
+        status,
+        stdout,
+        stderr,
+        time.monotonic() - started,
+        stopped=output.stopped,
+        not_utf8="; ".join(problem for problem in (bad_stdout, bad_stderr) if problem),
+    )
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP stop the work as Ctrl-C does: with a KeyboardInterrupt.
+
+    So every clean-up runs (programs and VMs killed, scratch folders removed) where the
+    default action would end this process on the spot. Main thread only.
+    """
+    first: float | None = None
+
+    def interrupt(number: int, frame: object) -> None:
+        nonlocal first
+        if first is not None and time.monotonic() - first < CLEANUP_GRACE_SECONDS:
+            return
+        first = time.monotonic()
+        raise KeyboardInterrupt(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, interrupt) for number in TERMINATION}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
