@@ -115,6 +115,16 @@ def _arithmetic(text: str) -> float:
         raise DeriveError(f"not plain arithmetic: {text!r}") from error
 
 
+def check_expression(expression: str) -> None:
+    """Refuse (DeriveError) an expression that is not arithmetic over figures, before anything runs."""
+    try:
+        _arithmetic(REFERENCE.sub("1", expression))
+    except DeriveError as error:
+        # 1 stands for every figure, so (a - b) is 0 here; only the grammar is checked.
+        if "division by zero" not in str(error):
+            raise
+
+
 def derive(spec: dict, lookup: Lookup) -> dict:
     """One ``[[derive]]`` entry's figure, or a skipped record saying why it could not be computed."""
     try:

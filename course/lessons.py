@@ -6,11 +6,15 @@ with a ``lesson.toml`` saying how to run them (see ``docs/measuring.md``).
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course import derive
 from course.layout import Layout
 
 LESSON_PAGE = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9-]+)\.md$")
@@ -106,7 +110,7 @@ class Lesson:
 
 
 def discover(layout: Layout) -> list[Lesson]:
-    """Every lesson of the course, in order."""
+    """Every lesson of the course, in order; a ``lesson.toml`` with a mistake is refused, naming it."""
     lessons = []
     for page in sorted(layout.lessons.glob("*.md")):
         match = LESSON_PAGE.match(page.name)
@@ -114,11 +118,14 @@ def discover(layout: Layout) -> list[Lesson]:
             continue
         name = page.stem
         code_dir = layout.user_code / name
-        runs, disassemblies, _ = _read_spec(code_dir / "lesson.toml")
-        derived = _derive_specs(code_dir / "lesson.toml")
-        exercises = _exercise_specs(code_dir / "lesson.toml")
+        user = _load(code_dir / "lesson.toml", USER_SECTIONS)
+        runs = [_run_spec(code_dir / "lesson.toml", entry) for entry in user.get("run", [])]
+        disassemblies = [_disassemble_spec(code_dir / "lesson.toml", entry) for entry in user.get("disassemble", [])]
+        derived = [_derive_spec(code_dir / "lesson.toml", entry) for entry in user.get("derive", [])]
+        exercises = [_exercise_spec(code_dir / "lesson.toml", entry) for entry in user.get("exercise", [])]
         kernel_dir = layout.kernel_code / name
-        modules = _read_spec(kernel_dir / "lesson.toml")[2]
+        kernel = _load(kernel_dir / "lesson.toml", KERNEL_SECTIONS)
+        modules = [_module_spec(entry) for entry in kernel.get("module", [])]
         for module in modules:
             if not (kernel_dir / f"{module.name}.c").is_file():
                 raise LessonError(f"{kernel_dir / 'lesson.toml'}: module {module.name!r} has no source {module.name}.c")
@@ -166,100 +173,242 @@ def _title_of(page: Path) -> str:
     return page.stem
 
 
-def _read_spec(path: Path) -> tuple[list[RunSpec], list[DisassembleSpec], list[ModuleSpec]]:
-    if not path.is_file():
-        return [], [], []
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise LessonError(f"{path}: not valid TOML ({error})") from error
-    unknown = set(data) - {"run", "disassemble", "module", "derive", "exercise"}
-    if unknown:
-        raise LessonError(f"{path}: unknown section(s) {sorted(unknown)}; use [[run]], [[disassemble]] or [[module]]")
-    runs = [_run_spec(path, entry) for entry in data.get("run", [])]
-    disassemblies = [_disassemble_spec(path, entry) for entry in data.get("disassemble", [])]
-    modules = [_module_spec(path, entry) for entry in data.get("module", [])]
-    return runs, disassemblies, modules
+class _Bad(ValueError):
+    """A value that fails its check; the message says what the key must be."""
 
 
-def _derive_specs(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    entries = tomllib.loads(path.read_text(encoding="utf-8")).get("derive", [])
-    for entry in entries:
-        if "name" not in entry or ("expression" not in entry and entry.get("kind") != "slope"):
-            raise LessonError(f'{path}: a [[derive]] entry needs a name and an expression (or kind = "slope")')
-        if entry.get("kind") == "slope" and not {"points", "sizes"} <= set(entry):
-            raise LessonError(f"{path}: [[derive]] {entry['name']!r}: a slope needs points and sizes")
-    return entries
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _exercise_specs(path: Path) -> list[ExerciseSpec]:
-    if not path.is_file():
-        return []
-    specs = []
-    for entry in tomllib.loads(path.read_text(encoding="utf-8")).get("exercise", []):
-        if not {"name", "program", "solution"} <= set(entry):
-            raise LessonError(f"{path}: an [[exercise]] needs name, program and solution")
-        for key in ("program", "solution"):
-            if not (path.parent / f"{entry[key]}.c").is_file():
-                raise LessonError(f"{path}: exercise {entry['name']!r}: no source {entry[key]}.c in {path.parent}")
-        specs.append(
-            ExerciseSpec(
-                name=entry["name"],
-                program=entry["program"],
-                solution=entry["solution"],
-                args=tuple(str(arg) for arg in entry.get("args", [])),
-                stdin=_file_kinds(path, entry),
-            )
-        )
-    return specs
+def _text(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f'{key} must be a non-empty string, like {key} = "name", not {_shown(value)}')
+    return value
 
 
-def _file_kinds(
-    path: Path, entry: dict, key: str = "stdin", default: tuple[str, ...] = ("devnull",)
-) -> tuple[str, ...]:
-    kinds = tuple(entry.get(key, default))
-    bad = [kind for kind in kinds if kind not in STDIN_KINDS]
+def _file_name(key: str, value: object) -> str:
+    # A module's name is its source's, its make target's and its capture id's: no path, no space.
+    text = _text(key, value)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise _Bad(f'{key} must be a plain name (letters, digits, - and _), like {key} = "ksystime", not {text!r}')
+    return text
+
+
+def _texts(key: str, value: object) -> tuple[str, ...]:
+    # A bare string would be split into characters: refuse it instead of guessing.
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Bad(f'{key} must be a list of strings, like {key} = ["100000"], not {_shown(value)}')
+    return tuple(value)
+
+
+def _kinds(key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Bad(f'{key} must be a list of kinds of file, like {key} = ["devnull"], not {_shown(value)}')
+    bad = [kind for kind in value if kind not in STDIN_KINDS]
     if bad:
-        raise LessonError(f"{path}: unknown {key} kind(s) {bad}; choose from {list(STDIN_KINDS)}")
+        raise _Bad(f"unknown {key} kind(s) {bad}; choose from {list(STDIN_KINDS)}")
+    if len(set(value)) != len(value):
+        raise _Bad(f"{key} names a kind twice ({value}); each kind gives one set of figures")
+    return tuple(value)
+
+
+def _stdin(key: str, value: object) -> tuple[str, ...]:
+    kinds = _kinds(key, value)
+    if not kinds:
+        raise _Bad(f'{key} must name at least one kind (it runs once per kind), like {key} = ["devnull"]')
     return kinds
 
 
-def _module_spec(path: Path, entry: dict) -> ModuleSpec:
-    if "name" not in entry:
-        raise LessonError(f'{path}: a [[module]] entry needs name = "..."')
-    expect = entry.get("expect", "load")
-    if expect not in ("load", "build-error"):
-        raise LessonError(f"{path}: module {entry['name']!r}: expect must be load or build-error, not {expect!r}")
+def _timeout(key: str, value: object) -> float:
+    # bool is an int to Python, and nan or inf would never stop a hung program.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise _Bad(f"{key} must be a number of seconds above 0, like {key} = 120, not {_shown(value)}")
+    return float(value)
+
+
+def _expect(key: str, value: object) -> str:
+    if value not in ("load", "build-error"):
+        raise _Bad(f'{key} must be "load" or "build-error", not {_shown(value)}')
+    return str(value)
+
+
+def _slope_kind(key: str, value: object) -> str:
+    if value != "slope":
+        raise _Bad(f'{key} must be "slope" (or left out, with an expression), not {_shown(value)}')
+    return "slope"
+
+
+def _points(key: str, value: object) -> str:
+    text = _text(key, value)
+    try:
+        named = text.format(size=0) != text
+    except (KeyError, IndexError, ValueError):
+        named = False
+    if not named:
+        example = '"07-bytes/read-{size}.zero"'
+        raise _Bad(f"{key} must put {{size}} where the read size goes, like {example}, not {text!r}")
+    return text
+
+
+def _sizes(key: str, value: object) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in value)
+        or len(set(value)) < 2
+    ):
+        raise _Bad(f"{key} must be a list of at least two different sizes in bytes, like [0, 64], not {_shown(value)}")
+    return value
+
+
+def _expression(key: str, value: object) -> str:
+    text = _text(key, value)
+    try:
+        derive.check_expression(text)
+    except derive.DeriveError:
+        raise _Bad(
+            f"{key} must be arithmetic (+ - * / and parentheses) over figures such as median(03-timing/read.tty), "
+            f"not {text!r}"
+        ) from None
+    return text
+
+
+Check = Callable[[str, object], object]
+
+#: Every key each kind of entry may have, and the check its value must pass.
+SECTIONS: dict[str, dict[str, Check]] = {
+    "run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout, "libs": _texts},
+    "disassemble": {"id": _text, "symbol": _text, "program": _text, "library": _text},
+    "derive": {
+        "name": _text,
+        "expression": _expression,
+        "unit": _text,
+        "kind": _slope_kind,
+        "points": _points,
+        "sizes": _sizes,
+    },
+    "exercise": {"name": _text, "program": _text, "solution": _text, "args": _texts, "stdin": _stdin},
+    "module": {"name": _file_name, "measures": _texts, "params": _texts, "stdin": _stdin, "expect": _expect},
+}
+
+#: The keys each kind of entry cannot do without.
+REQUIRED = {
+    "run": ("program",),
+    "disassemble": ("id", "symbol"),
+    "derive": ("name",),
+    "exercise": ("name", "program", "solution"),
+    "module": ("name",),
+}
+
+#: Which sections each lesson.toml holds: the programs' in code/user, the modules' in code/kernel.
+USER_SECTIONS = ("run", "disassemble", "derive", "exercise")
+KERNEL_SECTIONS = ("module",)
+
+
+def _load(path: Path, sections: tuple[str, ...]) -> dict[str, list[dict]]:
+    """The entries of a ``lesson.toml``, each key known and each value checked, by section."""
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise LessonError(f"{path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise LessonError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except OSError as error:
+        raise LessonError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
+    listed = ", ".join(f"[[{name}]]" for name in sections)
+    for name in data:
+        if name in sections:
+            continue
+        if name in SECTIONS:
+            home = "code/kernel/NN-slug/" if name in KERNEL_SECTIONS else "code/user/NN-slug/"
+            raise LessonError(f"{path}: [[{name}]] belongs in {home}lesson.toml; this file holds {listed}")
+        raise LessonError(f"{path}: unknown section {name!r}{_guess(name, sections)}; this file holds {listed}")
+    return {name: _entries(path, name, data.get(name, [])) for name in sections}
+
+
+def _entries(path: Path, section: str, entries: object) -> list[dict]:
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise LessonError(f"{path}: write each {section} entry as a table headed [[{section}]] (two brackets)")
+    checks = SECTIONS[section]
+    checked = []
+    for number, entry in enumerate(entries, start=1):
+        first = entry.get(REQUIRED[section][0])
+        where = f"{path}: [[{section}]] " + (repr(first) if isinstance(first, str) else f"entry {number}")
+        unknown = [key for key in entry if key not in checks]
+        if unknown:
+            raise LessonError(
+                f"{where}: unknown key {unknown[0]!r}{_guess(unknown[0], tuple(checks))}; "
+                f"the keys of [[{section}]] are {', '.join(checks)}"
+            )
+        missing = [key for key in REQUIRED[section] if key not in entry]
+        if missing:
+            raise LessonError(f"{where} needs {' and '.join(missing)}")
+        try:
+            checked.append({key: checks[key](key, value) for key, value in entry.items()})
+        except _Bad as error:
+            raise LessonError(f"{where}: {error}") from None
+    return checked
+
+
+def _guess(name: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _derive_spec(path: Path, entry: dict) -> dict:
+    if entry.get("kind") == "slope":
+        if not {"points", "sizes"} <= set(entry) or {"expression", "unit"} & set(entry):
+            raise LessonError(
+                f"{path}: [[derive]] {entry['name']!r}: a slope takes points and sizes (no expression or unit)"
+            )
+    elif "expression" not in entry or {"points", "sizes"} & set(entry):
+        raise LessonError(
+            f'{path}: [[derive]] {entry["name"]!r} needs an expression, or kind = "slope" with points and sizes'
+        )
+    return entry
+
+
+def _exercise_spec(path: Path, entry: dict) -> ExerciseSpec:
+    for key in ("program", "solution"):
+        if not (path.parent / f"{entry[key]}.c").is_file():
+            raise LessonError(f"{path}: exercise {entry['name']!r}: no source {entry[key]}.c in {path.parent}")
+    return ExerciseSpec(
+        name=entry["name"],
+        program=entry["program"],
+        solution=entry["solution"],
+        args=entry.get("args", ()),
+        stdin=entry.get("stdin", ("devnull",)),
+    )
+
+
+def _module_spec(entry: dict) -> ModuleSpec:
     return ModuleSpec(
         name=entry["name"],
-        measures=tuple(entry.get("measures", [])),
-        expect=expect,
-        params=tuple(str(param) for param in entry.get("params", [])),
-        stdin=_file_kinds(path, entry),
+        measures=entry.get("measures", ()),
+        expect=entry.get("expect", "load"),
+        params=entry.get("params", ()),
+        stdin=entry.get("stdin", ("devnull",)),
     )
 
 
 def _run_spec(path: Path, entry: dict) -> RunSpec:
-    if "program" not in entry:
-        raise LessonError(f'{path}: a [[run]] entry needs program = "name"')
-    stdin, files = _file_kinds(path, entry), _file_kinds(path, entry, "files", ())
+    stdin, files = entry.get("stdin", ("devnull",)), entry.get("files", ())
     if files and len(stdin) > 1:
         raise LessonError(f"{path}: run {entry['program']!r}: give files or several stdin kinds, not both")
     return RunSpec(
         program=entry["program"],
-        args=tuple(str(arg) for arg in entry.get("args", [])),
+        args=entry.get("args", ()),
         stdin=stdin,
-        timeout=float(entry.get("timeout", 120.0)),
-        libs=tuple(str(flag) for flag in entry.get("libs", [])),
+        timeout=entry.get("timeout", 120.0),
+        libs=entry.get("libs", ()),
         files=files,
     )
 
 
 def _disassemble_spec(path: Path, entry: dict) -> DisassembleSpec:
-    if "id" not in entry or "symbol" not in entry:
-        raise LessonError(f"{path}: a [[disassemble]] entry needs id and symbol")
     if ("program" in entry) == ("library" in entry):
         raise LessonError(f"{path}: [[disassemble]] {entry['id']!r} needs exactly one of program or library")
     return DisassembleSpec(
