@@ -7,18 +7,20 @@ Each task is a few lines over :mod:`course.commands`. Defaults live in one
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from functools import wraps
 from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from course import commands, lessons, site
+from course import commands, lessons, runlock, site
 from course.archive import ArchiveError
 from course.build import BuildError
 from course.kernel_build import KernelError
 from course.layout import Layout, find_root
-from course.pipeline import KernelOptions, MachineError
+from course.pipeline import KernelOptions, MachineError, OptionError
+from course.runners import termination_as_interrupt
 from course.store import StoreError
 from course.system import SystemError_
 from course.vm import VmError
@@ -33,7 +35,9 @@ CLEAR_ERRORS = (
     KernelError,
     ArchiveError,
     MachineError,
+    OptionError,
     BuildError,
+    runlock.RunLockError,
 )
 
 SET_HELP = {
@@ -80,8 +84,33 @@ def _clear_errors(function):
             return function(*args, **kwargs)
         except CLEAR_ERRORS as error:
             raise Exit(f"error: {error}", code=2) from None
+        except OSError as error:  # a full disk or a folder without permission: the machine's, not a bug
+            line = commands.os_error_line(error, _folders(args))
+            if line is None:
+                raise
+            raise Exit(f"error: {line}", code=2) from None
         except KeyboardInterrupt:
             raise Exit("interrupted: stored results are as they were before this run", code=130) from None
+
+    return wrapper
+
+
+def _folders(args: tuple) -> tuple[Path, ...]:
+    """The results and build folders of a task's context (its first argument), to say where a write failed."""
+    try:
+        layout = _layout(args[0])
+    except (IndexError, AttributeError, FileNotFoundError):
+        return ()
+    return layout.results, layout.build
+
+
+def _one_run_at_a_time(function):
+    """Hold the checkout's run lock for the task; SIGTERM and SIGHUP stop it as Ctrl-C does, cleaning up."""
+
+    @wraps(function)
+    def wrapper(c, *args, **kwargs):
+        with termination_as_interrupt(), runlock.hold(_layout(c).build, f"invoke {shlex.join(sys.argv[1:])}"):
+            return function(c, *args, **kwargs)
 
     return wrapper
 
@@ -100,6 +129,7 @@ def setup(c, check=False, tests=False):
 
 @task(help={"lesson": "only this lesson's programs (its number)"})
 @_clear_errors
+@_one_run_at_a_time
 def build(c, lesson=None):
     """Compile the lessons' user-space programs into build/ (only those whose sources changed)."""
     commands.build(_layout(c), int(lesson) if lesson else None)
@@ -114,6 +144,7 @@ def build(c, lesson=None):
     }
 )
 @_clear_errors
+@_one_run_at_a_time
 def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, acceleration=None):  # noqa: A002
     """Build and run the examples, storing results with their provenance (no site build)."""
     reports, _ = commands.measure(
@@ -125,10 +156,13 @@ def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, a
         kernel=_kernel(c, kernel_runner, acceleration),
     )
     commands.print_reports(reports)
+    if any(report.failures for report in reports):
+        raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
 
 
 @task(help={"number": "the lesson's number, as in lessons/NN-*.md", "set": SET_HELP["set"], **KERNEL_HELP})
 @_clear_errors
+@_one_run_at_a_time
 def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa: A002
     """Rerun one lesson's exercise: rebuild if changed, run, store, update its pages, compare."""
     if not str(number).isdigit():
@@ -158,6 +192,7 @@ def site_(c, strict=False):
     }
 )
 @_clear_errors
+@_one_run_at_a_time
 def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=None, acceleration=None):  # noqa: A002
     """Generate the course: build and run every example that can run here, store results, build the site."""
     ok = commands.generate(
@@ -173,31 +208,45 @@ def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=N
 
 
 @task(help={"port": "port of the local preview", "host": "address to listen on"})
+@_clear_errors
 def serve(c, port=8000, host="127.0.0.1"):
     """Preview the site locally, rebuilding it when a lesson, doc or result changes."""
-    arguments = [arg for arg in site.sphinx_command(_layout(c), strict=False)[3:] if arg != "-q"]
+    layout = _layout(c)
+    arguments = [arg for arg in site.sphinx_command(layout, strict=False)[3:] if arg != "-q"]
     command = [sys.executable, "-m", "sphinx_autobuild", "--host", host, "--port", str(int(port))]
-    c.run(shlex.join([*command, "--watch", "results", "--watch", "course", *arguments]), pty=True)
+    # Absolute, and only folders that exist: invoke may run from anywhere (invoke -r), and the
+    # watcher refuses a missing folder.
+    for folder in (layout.results, layout.root / "course"):
+        if folder.is_dir():
+            command += ["--watch", str(folder)]
+    c.run(shlex.join([*command, *arguments]), pty=True)
 
 
 @task(help={"fast": "skip the slow tests (real runs, the VM boot, the full site build)", "k": "only tests matching"})
 def test(c, fast=False, k=""):
     """Run the whole test suite (ruff, unit, Sphinx extension, integration with a real VM, full site build)."""
-    c.run(f"{sys.executable} -m ruff check course tests tasks.py conf.py")
-    options = ["-m 'not slow'"] if fast else []
-    if k:
-        options.append(f"-k '{k}'")
-    c.run(f"{sys.executable} -m pytest {' '.join(options)}")
+    root = find_root()
+    # Lists, never a shell: -k's expression and the checkout's path reach each tool as they are.
+    for command in (
+        [sys.executable, "-m", "ruff", "check", "course", "tests", "tasks.py", "conf.py"],
+        [sys.executable, "-m", "pytest", *(["-m", "not slow"] if fast else []), *(["-k", k] if k else [])],
+    ):
+        finished = subprocess.run(command, cwd=root)
+        if finished.returncode != 0:
+            raise Exit(code=finished.returncode)
 
 
 @task(help={"set": SET_HELP["set"]})
 @_clear_errors
+@_one_run_at_a_time
 def bench(c, set=None):  # noqa: A002
     """Benchmark the course: repeatability of lesson 3, pipeline speed (cold, unchanged, lesson 3), peers."""
     commands.bench(_layout(c), set_name=set or c.course.set)
 
 
 @task
+@_clear_errors
+@_one_run_at_a_time
 def clean(c):
     """Remove build/ (binaries, modules, site, VM scratch); stored results are kept."""
     commands.clean(_layout(c))
@@ -226,6 +275,7 @@ def results_export(c, set=None, output=None):  # noqa: A002
     help={"archive": "a .tar.gz made by results.export", "force": "replace a set of the same name"},
 )
 @_clear_errors
+@_one_run_at_a_time
 def results_import(c, archive, force=False):
     """Add a result set from another machine, after checking it (schema, provenance, sane values)."""
     commands.import_(_layout(c), Path(archive), force=force)

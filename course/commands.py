@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
@@ -192,6 +193,8 @@ def export(layout: Layout, set_name: str | None, output: str | None) -> Path:
 
     name = fingerprint.set_name(set_name)
     target = Path(output) if output else Path.cwd() / f"{name}.tar.gz"
+    if target.is_dir():  # as cp does: a folder receives the archive under its usual name
+        target = target / f"{name}.tar.gz"
     made = archive.export_set(layout.results / name, target)
     print(f"exported {name} to {made}")
     return made
@@ -204,6 +207,24 @@ def import_(layout: Layout, path: Path, force: bool = False) -> Path:
     target = archive.import_set(path, layout.results, force=force)
     print(f"imported {target.name} into {target.parent}; `invoke site` shows it beside the others")
     return target
+
+
+def os_error_line(error: OSError, folders: tuple[Path, ...] = ()) -> str | None:
+    """One line for an error of the machine (disk full, no permission), or None for anything else.
+
+    ``folders`` (results and build) name where the course was writing when the error has no file.
+    """
+    where = str(error.filename) if error.filename else " or ".join(str(folder) for folder in folders) or "?"
+    own = "or point the course at folders of your own (INVOKE_COURSE_RESULTS, INVOKE_COURSE_BUILD)"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full writing {where}; free some space there (invoke clean empties build/) and rerun"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {where}; give your user read and write access to it, {own}"
+    if error.errno == errno.EROFS:
+        return f"{where} is on a read-only file system; {own}"
+    if error.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST) and error.filename:
+        return f"{where}: {error.strerror}; a file stands where a folder is expected (or the reverse): move it aside"
+    return None
 
 
 def clean(layout: Layout) -> None:

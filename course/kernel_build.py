@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +81,33 @@ def module_sources(layout: Layout, lesson: Lesson, module: ModuleSpec) -> dict[s
     return {str(path.relative_to(layout.root)): path for path in files}
 
 
+#: A path that Kbuild's M= (and vng's command line) take as is: make splits words at spaces and
+#: reads $ : # as its own syntax; vng joins its options into one string and splits it again.
+PLAIN_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
+
+
+def plain_temp() -> str:
+    """A folder for scratch files whose path is plain (``PLAIN_PATH``): the system's, or /tmp."""
+    return tempfile.gettempdir() if PLAIN_PATH.fullmatch(tempfile.gettempdir()) else "/tmp"
+
+
+@contextlib.contextmanager
+def make_safe(folder: Path) -> Iterator[Path]:
+    """``folder``, or a symbolic link to it at a path Kbuild can take (a checkout path may have a space)."""
+    if PLAIN_PATH.fullmatch(str(folder)):
+        yield folder
+        return
+    holder = Path(tempfile.mkdtemp(prefix="course-kbuild-", dir=plain_temp()))
+    link = holder / "tree"
+    link.symlink_to(folder, target_is_directory=True)
+    try:
+        yield link
+    finally:
+        # Only the link and its folder: never what it points to.
+        link.unlink()
+        os.rmdir(holder)
+
+
 def build_module(layout: Layout, lesson: Lesson, module: ModuleSpec, kernel: GuestKernel) -> BuiltModule:
     """Build one module against ``kernel`` in ``build/kernel/<release>/``, reusing it if nothing changed.
 
@@ -97,13 +128,12 @@ def build_module(layout: Layout, lesson: Lesson, module: ModuleSpec, kernel: Gue
         target = tree / Path(relative).relative_to(Path(relative).parts[0], Path(relative).parts[1])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    # One module per make: a lesson may hold a module that is meant not to build.
-    command = ["make", "-C", str(kernel.headers), f"M={work}", f"{module.name}.ko"]
-    finished = subprocess.run(command, capture_output=True, text=True)
+    with make_safe(tree) as seen:
+        # One module per make: a lesson may hold a module that is meant not to build.
+        command = ["make", "-C", str(kernel.headers), f"M={seen / lesson.name}", f"{module.name}.ko"]
+        finished = subprocess.run(command, capture_output=True, text=True)
+        log = (" ".join(command) + "\n" + finished.stdout + finished.stderr).replace(str(seen), str(tree))
     if finished.returncode != 0 or not ko.is_file():
-        raise BuildError(
-            f"module {module.name} of {lesson.name} did not build against {kernel.release}",
-            log=" ".join(command) + "\n" + finished.stdout + finished.stderr,
-        )
+        raise BuildError(f"module {module.name} of {lesson.name} did not build against {kernel.release}", log=log)
     stamp.write_text(digest)
     return BuiltModule(lesson.name, module.name, ko, hashes, rebuilt=True)

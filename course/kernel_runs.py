@@ -2,8 +2,9 @@
 
 ``vm`` (the default) loads them in a disposable VM (:mod:`course.vm`); ``host-kernel``
 loads them into the running kernel, only when the user asked for it by name; ``none``
-records every kernel measurement as not run, with the reason. So does a machine that
-cannot boot the VM: a figure that could not be measured is never made up.
+records every kernel measurement as not run, with the reason. A runner that cannot start
+(no QEMU, no guest kernel, no headers) is a failure of the lesson: its earlier figures are
+kept and the run ends non-zero. A figure that could not be measured is never made up.
 """
 
 from __future__ import annotations
@@ -18,9 +19,18 @@ from course.build import BuildError, file_hash
 from course.kernel_build import GuestKernel, KernelError
 from course.layout import Layout
 from course.lessons import Lesson
-from course.pipeline import KernelOptions, LessonRun, Progress, measurement_id, parse_or_fail, record, timed_step
+from course.pipeline import (
+    KERNEL_RUNNERS,
+    KernelOptions,
+    LessonRun,
+    Progress,
+    measurement_id,
+    parse_or_fail,
+    record,
+    timed_step,
+)
 
-RUNNERS = ("vm", "host-kernel", "none")
+RUNNERS = KERNEL_RUNNERS
 
 #: Words in a kernel log that mean a module crashed the kernel's code path.
 OOPS_MARKERS = ("BUG:", "Oops:", "general protection fault", "Kernel panic", "Call Trace:")
@@ -47,12 +57,21 @@ def host_kernel() -> GuestKernel:
 
 
 def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
-    """Where the modules will run, decided once per run; part of each kernel lesson's inputs key."""
+    """Where the modules will run, decided once per run; part of each kernel lesson's inputs key.
+
+    ``unavailable`` means the user chose not to run them; ``failed`` that the VM cannot start here.
+    """
     if options.runner not in RUNNERS:
         raise vm.VmError(f"unknown kernel runner {options.runner!r}; choose one of {', '.join(RUNNERS)}")
     if options.runner == "none":
         return {"runner": "none", "unavailable": "kernel examples were not asked for (--kernel-runner none)"}
     if options.runner == "host-kernel":
+        try:
+            if os.geteuid() != 0:
+                raise vm.VmError("it loads modules and needs root")
+            host_kernel()
+        except (KernelError, vm.VmError) as error:
+            return {"runner": "host-kernel", "failed": _cannot(options.runner, error)}
         return {"runner": "host-kernel", "acceleration": "host-kernel", "guest_kernel": os.uname().release}
     try:
         kernel = kernel_build.find_kernel(options.release)
@@ -60,25 +79,32 @@ def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
         vm.vng_path()
         acceleration, why = vm.choose_acceleration(layout, kernel, options.acceleration, progress)
     except (KernelError, vm.VmError) as error:
-        return {"runner": "vm", "unavailable": str(error)}
+        return {"runner": "vm", "failed": _cannot("vm", error)}
     return {"runner": "vm", "acceleration": acceleration, "why": why, "guest_kernel": kernel.release}
+
+
+def _cannot(runner: str, error: Exception) -> str:
+    return f"{'the VM' if runner == 'vm' else f'the {runner} runner'} cannot start: {error}"
 
 
 def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where: dict, progress: Progress) -> None:
     """Build and load every module of ``runs`` (one VM boot for all) and record what they measured."""
-    for run in runs:
-        run.kernel.update(where)
     if "unavailable" in where:
         for run in runs:
-            _not_run(run, where["unavailable"])
+            _keep_earlier(run, where)
+            _not_run(run, where["unavailable"], keep=run.previous)
         progress(f"  kernel not run: {where['unavailable']}")
+        return
+    if "failed" in where:
+        _cannot_start(runs, where, where["failed"], progress)
         return
     try:
         kernel = host_kernel() if where["runner"] == "host-kernel" else kernel_build.find_kernel(options.release)
     except KernelError as error:
-        for run in runs:
-            _not_run(run, str(error))
+        _cannot_start(runs, where, _cannot(where["runner"], error), progress)
         return
+    for run in runs:
+        run.kernel.update(where)
 
     jobs: list[dict] = []
     for run in runs:
@@ -113,15 +139,21 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         return
 
     started = time.monotonic()
-    if where["runner"] == "host-kernel":
-        progress(f"  host   loading {len(jobs)} module runs into the RUNNING kernel {kernel.release}, as asked")
-        results, console, status = _run_on_host_kernel(layout, jobs)
-        label = "load modules into the host kernel"
-    else:
-        progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} module runs ...")
-        boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress)
-        results, console, status = boot.jobs, boot.console, boot.exit_status
-        label = f"vm boot and {len(jobs)} module runs ({where['acceleration']})"
+    try:
+        if where["runner"] == "host-kernel":
+            progress(f"  host   loading {len(jobs)} module runs into the RUNNING kernel {kernel.release}, as asked")
+            results, console, status = _run_on_host_kernel(layout, jobs)
+            label = "load modules into the host kernel"
+        else:
+            progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} module runs ...")
+            boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress)
+            results, console, status = boot.jobs, boot.console, boot.exit_status
+            label = f"vm boot and {len(jobs)} module runs ({where['acceleration']})"
+    except vm.VmError as error:
+        # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
+        loaded = [run for run in runs if any(job["lesson"] == run.lesson.name for job in jobs)]
+        _cannot_start(loaded, where, _cannot(where["runner"], error), progress, built=True)
+        return
     seconds = time.monotonic() - started
     for run in runs:
         run.steps.append({"name": label, "seconds": round(seconds, 3), "cached": False, "shared": True})
@@ -207,22 +239,61 @@ def _expect_build_error(layout: Layout, run: LessonRun, module, kernel: GuestKer
     run.fail("build", f"module {module.name}", f"expected {module.name} not to build against {kernel.release}")
 
 
-def _not_run(run: LessonRun, reason: str) -> None:
-    """Record every measurement the lesson's modules would make as not run, with why (outputs too)."""
+def _keep_earlier(run: LessonRun, where: dict) -> None:
+    """Not running the modules (``--kernel-runner none``) keeps what they measured before, and where.
+
+    The run is clean, so its file is replaced whole: the earlier kernel figures and logs are
+    carried into it, with the ``kernel_run`` that says where they were measured.
+    """
+    earlier = run.previous.get("measurements", {})
+    logs = run.previous.get("captures", {})
+    prefixes = tuple(f"{run.lesson.name}/{name}." for module in run.lesson.modules for name in module.measures)
+    kept = {key: value for key, value in earlier.items() if key.startswith(prefixes) and value.get("status") == "ok"}
+    run.measurements.update(kept)
+    modules = tuple(f"{run.lesson.name}/{module.name}." for module in run.lesson.modules)
+    run.captures.update({key: value for key, value in logs.items() if key.startswith(modules)})
+    if kept and run.previous.get("kernel_run"):
+        run.kernel = {"inputs_key": run.kernel.get("inputs_key", ""), **run.previous["kernel_run"]}
+    else:
+        run.kernel.update(where)
+
+
+def _cannot_start(runs: list[LessonRun], where: dict, reason: str, progress: Progress, built: bool = False) -> None:
+    """The runner could not start: a failure of each lesson, which keeps the figures it measured before.
+
+    Only a figure the lesson never had gets a placeholder saying why, so that its page explains
+    the gap; where the kept figures came from stays as it was (``kernel_run``).
+    """
+    for run in runs:
+        earlier = run.previous.get("kernel_run") or {"runner": where["runner"], "unavailable": reason}
+        run.kernel = {"inputs_key": run.kernel.get("inputs_key", ""), **earlier}
+        run.fail("run", "kernel modules", reason)
+        _not_run(run, reason, keep=run.previous, built=built)
+    progress(f"  kernel FAILED: {reason}")
+
+
+def _not_run(run: LessonRun, reason: str, keep: dict | None = None, built: bool = False) -> None:
+    """Record every measurement the lesson's modules would make as not run, with why (outputs too).
+
+    Measurements and captures present in ``keep`` (the lesson's previous file) are left alone;
+    with ``built``, the modules' expected build errors were already captured.
+    """
+    kept = (keep or {}).get("measurements", {}), (keep or {}).get("captures", {})
+
+    def note(table: dict, earlier: dict, key: str, value: dict) -> None:
+        if key not in earlier and key not in table:
+            table[key] = value
+
     for module in run.lesson.modules:
         if module.expect == "build-error":
-            run.captures[f"{run.lesson.name}/{module.name}.build"] = {
-                "text": f"(not built: {reason})",
-                "measured_at": store.now(),
-            }
+            if not built:
+                text = {"text": f"(not built: {reason})", "measured_at": store.now()}
+                note(run.captures, kept[1], f"{run.lesson.name}/{module.name}.build", text)
             continue
         for stdin in module.stdin:
             capture_id = measurement_id(run.lesson, module.name, stdin, module.stdin) + ".log"
-            run.captures[capture_id] = {"text": f"(not run: {reason})", "measured_at": store.now()}
+            note(run.captures, kept[1], capture_id, {"text": f"(not run: {reason})", "measured_at": store.now()})
             for name in module.measures:
-                run.measurements[measurement_id(run.lesson, name, stdin, module.stdin)] = {
-                    "status": "skipped",
-                    "reason": f"not run: {reason}",
-                    "stdin": stdin,
-                    "measured_at": store.now(),
-                }
+                skipped = {"status": "skipped", "reason": f"not run: {reason}", "stdin": stdin}
+                key = measurement_id(run.lesson, name, stdin, module.stdin)
+                note(run.measurements, kept[0], key, {**skipped, "measured_at": store.now()})

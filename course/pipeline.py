@@ -41,13 +41,35 @@ def require_x86_64(architecture: str | None = None) -> None:
         )
 
 
+#: Where kernel modules may run, and how the ``vm`` runner may emulate (see :mod:`course.vm`).
+KERNEL_RUNNERS = ("vm", "host-kernel", "none")
+ACCELERATIONS = ("auto", "kvm", "tcg", "tcg-icount")
+
+
+class OptionError(ValueError):
+    """An option of the command line or configuration that has no meaning; the message lists the valid ones."""
+
+
 @dataclass(frozen=True)
 class KernelOptions:
-    """Where kernel modules run: ``vm`` (default), ``host-kernel`` (only when asked by name) or ``none``."""
+    """Where kernel modules run: ``vm`` (default), ``host-kernel`` (only when asked by name) or ``none``.
+
+    Checked when made, before anything runs: a typo must not turn into a run that measures nothing.
+    """
 
     runner: str = "vm"
     acceleration: str = "auto"  # auto, kvm, tcg or tcg-icount
     release: str = ""  # the guest kernel; default: the newest installed
+
+    def __post_init__(self) -> None:
+        if self.runner not in KERNEL_RUNNERS:
+            raise OptionError(
+                f"unknown kernel runner {self.runner!r}; choose one of {', '.join(KERNEL_RUNNERS)} (--kernel-runner)"
+            )
+        if self.acceleration not in ACCELERATIONS:
+            raise OptionError(
+                f"unknown acceleration {self.acceleration!r}; choose one of {', '.join(ACCELERATIONS)} (--acceleration)"
+            )
 
 
 @dataclass
@@ -276,8 +298,7 @@ def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
             run.steps.append(timed_step(f"run {spec.program} ({stdin})", started))
             what = f"{spec.program} (stdin={stdin})"
             if not outcome.ok:
-                ended = "was stopped (timeout)" if outcome.exit_status is None else f"exited with {outcome.exit_status}"
-                run.fail("run", what, f"{outcome.command} {ended}", outcome.stdout + outcome.stderr)
+                run.fail("run", what, f"{outcome.command} {outcome.ended}", outcome.stdout + outcome.stderr)
                 continue
             context = {
                 "stdin": stdin,
@@ -329,10 +350,19 @@ def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
                     shown_as=os.path.relpath(built.binary, layout.root),
                 )
                 run.steps.append(timed_step(f"exercise {program} ({stdin})", started))
-                parsed = protocol.parse(result.stdout) if result.ok else None
+                parsed, unparsed = None, ""
+                if result.ok:
+                    try:
+                        parsed = protocol.parse(result.stdout)
+                    except protocol.ProtocolError as error:  # a student's stray "course:" line
+                        unparsed = str(error)
                 check = parsed.checks.get(spec.name) if parsed else None
-                if not result.ok:
-                    state = {"status": "crashed", "detail": f"{result.command} exited with {result.exit_status}"}
+                if result.exit_status == 0 and not result.stopped and result.not_utf8:
+                    state = {"status": "not yet", "detail": f"it {result.ended}"[:300]}
+                elif not result.ok:
+                    state = {"status": "crashed", "detail": f"{result.command} {result.ended}"}
+                elif unparsed:
+                    state = {"status": "not yet", "detail": f"its output does not parse: {unparsed}"[:300]}
                 elif check is None:
                     state = {"status": "not yet", "detail": "the program printed no check line"}
                 else:
@@ -340,7 +370,12 @@ def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
                     state = {"status": status, "detail": check[1]}
                 outcome[role] = state
                 if role == "solution" and state["status"] not in ("works", "cannot be checked here"):
-                    run.fail("check", program, f"the reference solution fails its own check: {state['detail']}")
+                    run.fail(
+                        "check",
+                        program,
+                        f"the reference solution fails its own check: {state['detail']}",
+                        result.stdout + result.stderr,
+                    )
                 if parsed is not None:
                     context = {
                         "stdin": stdin,

@@ -7,6 +7,7 @@ only the pages whose figures changed.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -54,9 +55,16 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") ->
     if not strict:
         layout.build.mkdir(parents=True, exist_ok=True)
         command += ["-w", str(warnings)]
-    finished = subprocess.run(command, stderr=None if strict else subprocess.DEVNULL)
-    if finished.returncode != 0:
-        raise SiteError(f"the site build failed (exit {finished.returncode}); the warnings above name each problem")
+    # Sphinx's stderr is read here (and echoed in strict builds) so that a failure names its cause.
+    said: list[str] = []
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="backslashreplace") as process:
+        assert process.stderr is not None
+        for line in process.stderr:
+            said.append(line)
+            if strict:
+                sys.stderr.write(line)
+    if process.returncode != 0:
+        raise SiteError(f"the site build failed (exit {process.returncode}): {sphinx_reason(''.join(said))}")
     if not strict and warnings.is_file():
         count = sum(1 for line in warnings.read_text().splitlines() if "WARNING" in line)
         if count:
@@ -65,6 +73,29 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") ->
                 "`invoke generate` remeasures what changed"
             )
     return time.monotonic() - started
+
+
+#: The lines of a Sphinx crash report that say nothing about the cause.
+_BOILERPLATE = ("To report this error", "Please also report", "The full traceback has been saved in")
+
+
+def sphinx_reason(stderr: str) -> str:
+    """What Sphinx said went wrong, in one line: the error of its crash report, or its first warning."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    report = next((line for line in lines if line.endswith(".log") and "sphinx-err-" in line), "")
+    if "Traceback" in lines:
+        # The report's traceback ends with "module.ErrorClass: message"; the message is the cause.
+        tail = [line for line in lines[lines.index("Traceback") + 1 :] if not line.startswith(_BOILERPLATE)]
+        ending = [line for line in tail if line != report and not set(line) <= {"="}]
+        if ending:
+            cause = re.sub(r"^[\w.]+(Error|Exception|Warning): ", "", ending[-1])
+            return cause + (f" (Sphinx's full report: {report})" if report else "")
+    problems = [line for line in lines if re.search(r"\b(WARNING|ERROR|CRITICAL|SEVERE)\b|[Ee]rror:", line)]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return problems[0] + more
+    useful = [line for line in lines if not line.startswith(_BOILERPLATE) and line != report]
+    return " / ".join(useful[-3:]) or "Sphinx printed nothing; rerun `invoke site --strict` to see each warning"
 
 
 def entry_page(layout: Layout) -> Path:

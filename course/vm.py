@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course import kernel_guest, store
-from course.kernel_build import GuestKernel
+from course.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
 from course.layout import Layout
-from course.runners import kill_group, owned_process
+from course.runners import owned_process, read_output, stop_note
 
 #: kvm: hardware virtualisation, real ticks. tcg: software emulation, ticks of the emulator.
 #: tcg-icount: emulation with a virtual clock driven by the instruction count (deterministic).
@@ -84,33 +84,32 @@ def _environment() -> dict[str, str]:
 
 
 def _run(command: list[str], timeout: float, on_line: Callable[[str], None]) -> tuple[int | None, str]:
-    """Run a boot in a session of its own, streaming its console; kill everything it started on timeout."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
+    """Run a boot in a session of its own, streaming its console; kill everything it started on timeout.
+
+    The console is read as bytes, at most ``OUTPUT_LIMIT_BYTES`` of it (a guest that floods it
+    is stopped), and shown with any byte that is not UTF-8 escaped.
+    """
+    partial = bytearray()
+
+    def lines(_pipe: int, data: bytes) -> None:
+        partial.extend(data)
+        *complete, rest = partial.split(b"\n")
+        partial[:] = rest
+        for line in complete:
+            on_line(line.decode("utf-8", "backslashreplace").rstrip("\r"))
+
     with owned_process(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
         env=_environment(),
     ) as process:
-        assert process.stdout is not None
-        os.set_blocking(process.stdout.fileno(), False)
-        while True:
-            chunk = process.stdout.readline()
-            if chunk:
-                lines.append(chunk)
-                on_line(chunk.rstrip("\n"))
-                continue
-            if process.poll() is not None:
-                lines.extend(process.stdout.readlines())
-                return process.returncode, "".join(lines)
-            if time.monotonic() > deadline:
-                kill_group(process)
-                lines.append(f"\n[course] stopped after {timeout:.0f} s without finishing\n")
-                return None, "".join(lines)
-            time.sleep(0.05)
+        output = read_output(process, timeout, on_data=lines)
+    console = output.streams[0].decode("utf-8", "backslashreplace").replace("\r\n", "\n")
+    if output.stopped:
+        return None, f"{console}\n[course] {stop_note(output.stopped, timeout)}\n"
+    return process.returncode, console
 
 
 def probe_kvm(kernel: GuestKernel, timeout: float = PROBE_SECONDS) -> tuple[bool, str]:
@@ -139,17 +138,36 @@ def choose_acceleration(
         raise VmError(f"unknown acceleration {wanted!r}; choose auto or one of {', '.join(ACCELERATIONS)}")
     verdicts = layout.build / "vm" / "kvm-verdict.json"
     key = f"{os.uname().release} {kernel.release}"
-    known = json.loads(verdicts.read_text()) if verdicts.is_file() else {}
+    known = _remembered(verdicts, progress)
     if key not in known:
         progress(f"  probe  KVM (a boot of at most {PROBE_SECONDS} s, remembered for this machine)")
         works, why = probe_kvm(kernel)
         known[key] = {"kvm": works, "why": why, "at": store.now()}
-        verdicts.parent.mkdir(parents=True, exist_ok=True)
-        verdicts.write_text(json.dumps(known, indent=1))
+        store.write_json(verdicts, known)
     verdict = known[key]
     if verdict["kvm"]:
         return "kvm", verdict["why"]
     return "tcg", f"software emulation: {verdict['why']} (probed {verdict['at']})"
+
+
+def _remembered(verdicts: Path, progress: Callable[[str], None]) -> dict[str, dict]:
+    """The KVM verdicts probed before; a damaged file is only a cache, so it is probed again, not fatal."""
+    if not verdicts.is_file():
+        return {}
+    try:
+        known = json.loads(verdicts.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # not JSON, not UTF-8, or unreadable
+        progress(f"  probe  {verdicts} is unreadable ({error}); probing KVM again")
+        return {}
+    if not isinstance(known, dict):
+        progress(f"  probe  {verdicts} is not a table of verdicts; probing KVM again")
+        return {}
+    shape = {"kvm": bool, "why": str, "at": str}
+    return {
+        key: verdict
+        for key, verdict in known.items()
+        if isinstance(verdict, dict) and all(isinstance(verdict.get(k), kind) for k, kind in shape.items())
+    }
 
 
 def run_jobs(
@@ -163,8 +181,12 @@ def run_jobs(
     """Boot once, load every module of ``jobs`` in the guest, and return what each load logged."""
     require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
-    # A folder of its own per boot: two runs never share one, and none outlives its run.
-    rundir = Path(tempfile.mkdtemp(prefix="run-", dir=layout.build / "vm"))
+    # A folder of its own per boot: two runs never share one, and none outlives its run. vng and
+    # the guest's kernel command line cannot take a space in it: then it goes to a plain temp folder.
+    if PLAIN_PATH.fullmatch(str(layout.build / "vm")):
+        rundir = Path(tempfile.mkdtemp(prefix="run-", dir=layout.build / "vm"))
+    else:
+        rundir = Path(tempfile.mkdtemp(prefix="course-vm-run-", dir=plain_temp()))
     try:
         return _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir)
     finally:

@@ -73,11 +73,14 @@ def test_no_kernel_headers_or_image(tmp_path: Path) -> None:
         find_kernel(boot=tmp_path, headers=tmp_path, modules=tmp_path)
 
 
-def test_no_qemu_means_not_run_with_the_fix(monkeypatch, tmp_path: Path) -> None:
+def test_no_qemu_is_a_failure_with_the_fix(monkeypatch, tmp_path: Path) -> None:
+    """Not "not run": the user asked for the VM, so the lesson fails and keeps its figures (test_bad_input)."""
     real_which = shutil.which
     monkeypatch.setattr(vm.shutil, "which", lambda name, *a, **k: None if "qemu" in name else real_which(name))
     where = kernel_runs.setting(Layout(ROOT, build_dir=tmp_path), kernel_runs.KernelOptions(), lambda line: None)
-    assert where["unavailable"] == "qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86"
+    assert where["failed"] == (
+        "the VM cannot start: qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86"
+    )
 
 
 def test_kvm_present_but_hanging_or_failing_falls_back(monkeypatch) -> None:

@@ -62,3 +62,32 @@ def test_the_newest_complete_kernel_is_chosen(tmp_path: Path) -> None:
     for release in ("6.1.0-9-amd64", "6.1.0-56-amd64"):  # 6.12 has no modules: not bootable for the course
         (tmp_path / release).mkdir()
     assert find_kernel(boot=tmp_path, headers=tmp_path, modules=tmp_path).release == "6.1.0-56-amd64"
+
+
+def test_a_damaged_kvm_verdict_file_is_probed_again(tmp_path: Path, monkeypatch) -> None:
+    """The verdicts are a cache in build/: a damaged one costs a probe, never a traceback."""
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+    verdicts = layout.build / "vm" / "kvm-verdict.json"
+    verdicts.parent.mkdir(parents=True)
+    key = f"{os.uname().release} {KERNEL.release}"
+    monkeypatch.setattr(vm, "probe_kvm", lambda kernel: (False, "a probe boot under KVM hung"))
+    for damaged in ("{ not json", "[1, 2]", json.dumps({key: {"kvm": "yes"}}), "\udcff"):
+        verdicts.write_text(damaged, errors="surrogateescape")
+        lines: list[str] = []
+        acceleration, why = vm.choose_acceleration(layout, KERNEL, "auto", progress=lines.append)
+        assert acceleration == "tcg" and "hung" in why
+        assert any("probe  KVM" in line for line in lines), "probed again"
+        assert json.loads(verdicts.read_text())[key]["kvm"] is False, "and remembered, whole"
+
+
+def test_the_vm_scratch_folder_has_no_space_even_when_build_has_one(tmp_path: Path, monkeypatch) -> None:
+    """vng and the guest's kernel command line split a --rwdir path at spaces."""
+    layout = Layout(tmp_path, build_dir=tmp_path / "a folder" / "build")
+    seen: list[Path] = []
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(vm, "_boot", lambda *args: seen.append(args[-1]) or vm.VmRun([], "", 0, 0))
+    vm.run_jobs(layout, KERNEL, [], "tcg", progress=lambda line: None)
+    assert " " not in str(seen[0]) and not seen[0].exists(), "plain, and removed after the boot"
+    plain = Layout(tmp_path, build_dir=tmp_path / "build")
+    vm.run_jobs(plain, KERNEL, [], "tcg", progress=lambda line: None)
+    assert seen[1].parent == plain.build / "vm", "a plain build folder keeps its scratch inside"
