@@ -13,15 +13,39 @@ def _widths(svg: str) -> list[float]:
     return [float(w) for w in re.findall(r'<rect x="190" y="[\d.]+" width="([\d.]+)"', svg)]
 
 
-def test_each_unit_has_its_own_scale() -> None:
+def _panels(svg: str) -> dict[str, str]:
+    """Each panel's title and what it draws."""
+    panel = r'<g class="course-chart-panel">.*?class="course-chart-panel-title">([^<]*)</text>(.*?)</g>'
+    return dict(re.findall(panel, svg))
+
+
+def test_each_unit_is_drawn_in_a_panel_of_its_own_titled_with_it() -> None:
     svg = bar_chart(
         [
-            Bar("tty", "this machine", 10, "10 ticks", unit="ticks"),
-            Bar("tty", "icount", 1000, "1,000 icount ticks", unit="icount ticks", colour=1),
+            Bar("tty", "this machine", 936, "936 emulated ticks", unit="emulated ticks"),
+            Bar("tty", "icount", 353, "353 icount ticks", unit="icount ticks", colour=1),
         ],
         "t",
     )
-    assert _widths(svg) == [360.0, 360.0], "the largest bar of each unit spans the chart"
+    panels = _panels(svg)
+    assert list(panels) == ["emulated ticks", "icount ticks"]
+    assert "936 emulated ticks" in panels["emulated ticks"] and "353" not in panels["emulated ticks"]
+    assert "353 icount ticks" in panels["icount ticks"] and "936" not in panels["icount ticks"]
+    assert all(">tty<" in drawn for drawn in panels.values()), "the measurement is named again in each panel"
+    assert _widths(svg) == [360.0, 360.0], "each panel has its own scale"
+
+
+def test_a_panel_is_titled_as_asked_and_holds_only_its_bars() -> None:
+    svg = bar_chart(
+        [
+            Bar("tty", "2000", 474, "474 ticks", unit="ticks", panel="ticks, 2000"),
+            Bar("tty", "now", 1234, "1,234 ticks", unit="ticks", panel="ticks, now", colour=1),
+        ],
+        "t",
+    )
+    panels = _panels(svg)
+    assert list(panels) == ["ticks, 2000", "ticks, now"]
+    assert "1,234" not in panels["ticks, 2000"] and "474" not in panels["ticks, now"]
 
 
 def test_bars_of_one_unit_share_a_scale() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,13 @@ def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> Non
     app.build()
     table = _html(app).split('<table class="course-table', 1)[1].split("</table>", 1)[0]
     headers = re.findall(r"<th[^>]*><p>([^<]+)</p>", table)
-    assert headers == ["measurement", "2000 reference", "Canned machine (this machine)", "Other machine"]
+    assert headers == [
+        "measurement",
+        "2000 reference",
+        "Canned machine (this machine)",
+        "Other machine",
+        "2000 ÷ this machine (ns)",
+    ]
     assert "1,234 ticks / 1,300 (617 ns)" in table
     assert "456 ticks / 470" in table
     assert "—" in table  # no 2000 figure for the pipe
@@ -68,6 +75,118 @@ def test_a_timeline_draws_each_probe_and_says_what_is_not_measured(app: SphinxTe
     assert "Not measured here" not in html  # nothing drawn, so no caption under nothing
     assert html.count("not measured yet: run invoke bench") == 2  # the chain timeline and bench/pipeline.cold
     assert "r = 0.95" in html
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_across_eras_the_table_and_the_text_give_the_ratio_of_nanoseconds(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    html = _html(app)
+    # 474 ticks at 500 MHz = 948 ns in 2000, 1234 ticks at 2 GHz = 617 ns: the 2000 read took 1.5 times as long
+    ratios = re.findall(r'data-measurement="([^"]+)" data-set="canned-machine" data-field="vs-2000">([^<]+)<', html)
+    assert ratios.count(("03-timing/read.tty", "1.5 times")) == 2, "once in the text, once in the table"
+    assert 'title="948 ns in 2000' in html
+    table = html.split('<table class="course-table', 1)[1].split("</table>", 1)[0]
+    pipe = table.split("<code", 2)[2]
+    assert pipe.rstrip().endswith("<td><p>—</p></td>\n</tr>\n</tbody>"), "no 2000 figure for the pipe, no ratio"
+    assert "Ticks compare within one machine only" in html
+
+
+@pytest.mark.sphinx("html", testroot="course-missing", srcdir="course-missing-units")
+def test_a_ratio_or_nanoseconds_that_would_compare_other_units_is_refused(app: SphinxTestApp) -> None:
+    app.build()
+    warnings = app._warning.getvalue()
+    assert "cannot compare '03-timing/read.pipe' with 2000: the 2000 reference has no figure for it" in warnings
+    assert "cannot compare '04-kernel-read/kernel-read.tty' with 2000: its figure is in emulated ticks" in warnings
+    assert "'04-kernel-read/kernel-read.tty:ns' is in emulated ticks, which have no nanoseconds" in warnings
+    html = _html(app)
+    assert "[no ratio: 04-kernel-read/kernel-read.tty:vs-2000]" in html
+    assert "[no ns: 04-kernel-read/kernel-read.tty:ns]" in html
+
+
+def _chart_panels(html: str, title: str) -> dict[str, str]:
+    chart = html.split(f"<title>{title}</title>", 1)[1].split("</svg>", 1)[0]
+    panel = r'<g class="course-chart-panel">.*?class="course-chart-panel-title">([^<]*)</text>(.*?)</g>'
+    return dict(re.findall(panel, chart))
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_chart_draws_each_unit_in_a_panel_titled_with_it(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    panels = _chart_panels(_html(app, "kernel"), "Kernel bars")
+    emulated = "emulated ticks (host time spent emulating): Canned machine (this machine)"
+    icount = "icount ticks (guest instructions, the same on every host)"
+    assert list(panels) == [emulated, icount]
+    assert ">990 emulated ticks<" in panels[emulated] and "icount" not in panels[emulated]
+    assert ">353 icount ticks<" in panels[icount] and "emulated" not in panels[icount]
+    assert all(">kernel_read, tty<" in drawn for drawn in panels.values()), "each panel names its rows"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_in_a_chart_of_nanoseconds_a_figure_without_them_keeps_its_unit_in_a_panel_of_its_own(
+    app: SphinxTestApp,
+) -> None:
+    app.build()
+    panels = _chart_panels(_html(app, "kernel"), "Kernel bars in nanoseconds")
+    emulated = "emulated ticks (host time spent emulating): Canned machine (this machine)"
+    icount = "icount ticks (guest instructions, the same on every host)"
+    assert list(panels) == ["nanoseconds", emulated, icount]
+    assert re.findall(r">([^<]+ ns)<", panels["nanoseconds"]) == ["948 ns", "617 ns", "1,000 ns", "848 ns"]
+    assert ">936 emulated ticks<" in panels[emulated] and ">353 icount ticks<" in panels[icount]
+    assert "468 ns" not in _html(app, "kernel"), "a rate beside emulated ticks does not make them time"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_table_in_nanoseconds_gives_none_for_emulated_ticks(app: SphinxTestApp) -> None:
+    app.build()
+    table = _html(app, "kernel").split("Kernel table", 1)[1].split("</table>", 1)[0]
+    assert ">424 ticks (848 ns)<" in table
+    assert ">936 emulated ticks / 990<" in table, "a rate recorded beside emulated ticks gives them no ns"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_ticks_of_two_machines_never_share_a_scale(app: SphinxTestApp) -> None:
+    app.build()
+    panels = _chart_panels(_html(app), "Canned bars")
+    assert list(panels) == [
+        "ticks of the time-stamp counter: 2000 reference",
+        "ticks of the time-stamp counter: Canned machine (this machine)",
+        "ticks of the time-stamp counter: Other machine",
+    ]
+    assert ">474 ticks<" in panels["ticks of the time-stamp counter: 2000 reference"]
+    assert "474" not in panels["ticks of the time-stamp counter: Canned machine (this machine)"]
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_record(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    note = _html(app, "kernel").split("Where these kernel figures come from", 1)[1].split("</div>", 1)[0]
+    assert "Emulation was used because a test boot with hardware virtualisation (KVM) failed" in note
+    assert "time spent emulating, not work of the guest" in note
+    assert "Assertion" not in note and "kvm.c" not in note, "QEMU's own words are not for the lesson"
+    assert 'href="machines/canned-machine.html"' in note
+    page = _html(app, "machines/canned-machine")
+    words = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page)))
+    assert "kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed." in words, "QEMU's words, verbatim"
+
+
+def test_why_is_said_in_words_for_every_record_the_runner_makes() -> None:
+    from course.sphinxext.context import why_in_words
+
+    def words(acceleration: str, why: str) -> str:
+        return why_in_words({"acceleration": acceleration, "why": why})
+
+    probed = " (probed 2026-11-01T00:00:00+00:00)"
+    assert "no usable /dev/kvm" in words("tcg", "software emulation: /dev/kvm is absent or not accessible" + probed)
+    assert "did not finish" in words("tcg", "software emulation: a probe boot under KVM hung (no answer in 45 s)")
+    assert "failed" in words("tcg", "software emulation: a probe boot under KVM failed (exit 1: qemu: oops)" + probed)
+    assert "oops" not in words("tcg", "software emulation: a probe boot under KVM failed (exit 1: qemu: oops)")
+    assert "--acceleration tcg-icount" in words("tcg-icount", "asked for")
+    assert "--acceleration tcg)" in words("tcg", "asked for")
+    assert "works on this machine" in words("kvm", "a probe boot under KVM ran a command in 3.1 s")
+    assert words("host-kernel", "") == ""
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -101,6 +220,8 @@ def test_a_site_with_two_measured_sets_shows_both_and_compares_them(app: SphinxT
     # 474 ticks at 500 MHz = 948 ns in 2000; 1234 ticks at 2 GHz = 617 ns; 3000 ticks at 3 GHz = 1000 ns
     assert "1,234 ticks / 617 ns / 1.5 times faster" in overview
     assert "3,000 ticks / 1,000 ns / 0.9 times faster" in overview
+    # Emulated ticks are compared with nothing, even beside a recorded rate; icount ticks neither.
+    assert "<p>936 emulated ticks</p>" in overview and "<p>353 icount ticks</p>" in overview
     assert 'href="machines/other-machine.html"' in overview
     chart = _html(app).split("<title>Canned bars</title>", 1)[1].split("</svg>", 1)[0]
     assert "Other machine" in chart and "Canned machine (this machine)" in chart

@@ -21,54 +21,61 @@ class Bar:
     label: str  # the figure as printed beside the bar
     note: str = ""  # hover text
     colour: int = 0  # index in PALETTE: the same set keeps its colour in every chart
-    unit: str = ""  # bars of different units (real, emulated, icount ticks) get scales of their own
+    unit: str = ""  # bars of different units (real, emulated, icount ticks) never share a scale
+    panel: str = ""  # the title of the panel (and scale) the bar is drawn in; it names the unit (default: the unit)
 
 
 def bar_chart(bars: list[Bar], title: str) -> str:
-    """Horizontal bars grouped by measurement, one colour per result set.
+    """Horizontal bars grouped by measurement, one colour per result set, one panel per scale.
 
-    Each unit has its own scale: emulated ticks drawn against real ones would compare what
-    cannot be compared. The printed figure beside each bar carries its unit.
+    Bars share a scale only inside a panel, and each panel is titled with its unit: emulated
+    ticks drawn on the axis of real ones (or of icount ticks) would compare what cannot be
+    compared, and two bars of different units side by side read as a comparison whatever
+    their scales. A figure in another unit therefore gets a row in a panel of its own.
     """
-    groups = list(dict.fromkeys(bar.group for bar in bars))
+    bar_height, gap, left, width, heading = 14, 10, 190, 360, 22
+    panels = list(dict.fromkeys(bar.panel or bar.unit for bar in bars))
     series = list(dict.fromkeys(bar.series for bar in bars))
-    tops: dict[str, float] = {}
-    for bar in bars:
-        if bar.value is not None:
-            tops[bar.unit] = max(tops.get(bar.unit, 0.0), bar.value)
-    bar_height, gap, left, width = 14, 10, 190, 360
-    height = 30 + len(bars) * bar_height + len(groups) * gap + 20 * len(series)
-    out = [_open(left + width + 170, height, title)]
-    y = 24
-    for group in groups:
-        out.append(f'<text x="0" y="{y + bar_height}" class="course-chart-group">{escape(group)}</text>')
-        for name in series:
-            bar = next((b for b in bars if b.group == group and b.series == name), None)
-            if bar is None:  # a set without this measurement takes no row
-                continue
-            colour = PALETTE[bar.colour % len(PALETTE)]
-            if bar.value is not None:
-                length = max(1.0, bar.value / (tops[bar.unit] or 1) * width)
-                out.append(
-                    f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar_height - 2}" fill="{colour}">'
-                    f"<title>{escape(bar.note or bar.label)}</title></rect>"
-                    f'<text x="{left + length + 4:.1f}" y="{y + bar_height - 3}">{escape(bar.label)}</text>'
-                )
-            else:
-                out.append(
-                    f'<text x="{left}" y="{y + bar_height - 3}" class="course-chart-missing">{escape(bar.label)}</text>'
-                )
-            y += bar_height
-        y += gap
+    body: list[str] = []
+    y = 6
+    for panel in panels:
+        inside = [bar for bar in bars if (bar.panel or bar.unit) == panel]
+        top = max((bar.value for bar in inside if bar.value is not None), default=0.0) or 1.0
+        body.append(
+            f'<g class="course-chart-panel"><text x="0" y="{y + 14}" font-weight="bold" '
+            f'class="course-chart-panel-title">{escape(panel)}</text>'
+        )
+        y += heading
+        for group in dict.fromkeys(bar.group for bar in inside):
+            body.append(f'<text x="0" y="{y + bar_height}" class="course-chart-group">{escape(group)}</text>')
+            for name in series:
+                bar = next((b for b in inside if b.group == group and b.series == name), None)
+                if bar is None:  # a set without this measurement (or in another unit) takes no row here
+                    continue
+                colour = PALETTE[bar.colour % len(PALETTE)]
+                if bar.value is not None:
+                    length = max(1.0, bar.value / top * width)
+                    body.append(
+                        f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar_height - 2}" fill="{colour}">'
+                        f"<title>{escape(bar.note or bar.label)}</title></rect>"
+                        f'<text x="{left + length + 4:.1f}" y="{y + bar_height - 3}">{escape(bar.label)}</text>'
+                    )
+                else:
+                    body.append(
+                        f'<text x="{left}" y="{y + bar_height - 3}" class="course-chart-missing">'
+                        f"{escape(bar.label)}</text>"
+                    )
+                y += bar_height
+            y += gap
+        body.append("</g>")
     for name in series:
         colour = PALETTE[next(b.colour for b in bars if b.series == name) % len(PALETTE)]
-        out.append(
+        body.append(
             f'<rect x="0" y="{y + 4}" width="10" height="10" fill="{colour}"/>'
             f'<text x="16" y="{y + 13}">{escape(name)}</text>'
         )
         y += 20
-    out.append("</svg>")
-    return "".join(out)
+    return _open(left + width + 170, y + 10, title) + "".join(body) + "</svg>"
 
 
 def histogram_chart(histogram: dict, unit: str, title: str, subtracted: float = 0) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from docutils import nodes
+from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 
 from course.sphinxext.base import CourseMixin, Lookup, simple_table
@@ -35,14 +36,17 @@ class CourseFailures(CourseMixin, SphinxDirective):
 KERNEL_RUN_TEXT = {
     "tcg": (
         "These kernel figures come from software emulation (QEMU TCG): the module ran in a virtual machine "
-        "whose processor is a program. Its ticks count the emulator's time, not CPU cycles, and are not "
-        "comparable with the user-space figures of this machine or with the 2000 ones. What they still show "
-        "is relative: which variant runs the longer path, and by roughly how much."
+        "whose processor is a program. QEMU derives the guest's time-stamp counter from the host's clock, so "
+        "these emulated ticks count the host's time spent emulating, not work of the guest's processor: they "
+        "change from run to run and host to host, have no nanoseconds, and compare neither with the "
+        "user-space figures of this machine nor with the 2000 ones. What they still show is relative: which "
+        "variant runs the longer path, and by roughly how much."
     ),
     "tcg-icount": (
-        "These kernel figures come from software emulation in deterministic mode (QEMU -icount): the virtual "
-        "clock advances with each guest instruction, so a tick is proportional to instructions executed and "
-        "the same module gives the same figures on every boot. They measure path length, not time."
+        "These kernel figures come from software emulation in deterministic mode (QEMU -icount shift=0): the "
+        "virtual clock advances one nanosecond per guest instruction executed, so an icount tick is an "
+        "instruction and the same module gives the same figures on every boot and every host. They measure "
+        "path length, not time."
     ),
     "kvm": (
         "These kernel figures come from a virtual machine with hardware virtualisation (KVM): rdtsc does not "
@@ -55,8 +59,42 @@ KERNEL_RUN_TEXT = {
 }
 
 
+def why_in_words(run: dict) -> str:
+    """Why the kernel figures were measured where they were, in one plain sentence.
+
+    The runner records the probe's own words (the last line QEMU printed, an assertion in its
+    source); that is for the machine's page. A reader of a lesson needs the reason, not the log.
+    """
+    acceleration, why = run.get("acceleration", ""), run.get("why", "")
+    if not why:
+        return ""
+    if why == "asked for":
+        if acceleration == "tcg-icount":
+            return (
+                "Deterministic emulation was asked for by name (--acceleration tcg-icount), "
+                "to count instructions rather than time."
+            )
+        return f"This was asked for by name (--acceleration {acceleration})."
+    if acceleration == "kvm":
+        return "A test boot showed that hardware virtualisation (KVM) works on this machine."
+    if acceleration == "tcg":
+        if "/dev/kvm" in why:
+            reason = "this machine offers no hardware virtualisation to the course (no usable /dev/kvm)"
+        elif "hung" in why:
+            reason = "a test boot with hardware virtualisation (KVM) did not finish on this machine"
+        elif "failed" in why:
+            reason = "a test boot with hardware virtualisation (KVM) failed here: QEMU stopped with an error"
+        else:
+            reason = "hardware virtualisation (KVM) could not be used on this machine"
+        return f"Emulation was used because {reason}. Emulation is slower than KVM, but runs on any machine."
+    return f"The course chose {acceleration or 'this runner'} on this machine."
+
+
 class CourseKernelRun(CourseMixin, SphinxDirective):
-    """Where a lesson's kernel figures were measured (VM and acceleration, or host), said plainly."""
+    """Where a lesson's kernel figures were measured (VM and acceleration, or host), said plainly.
+
+    The runner's own record of why (a probe's last console line) goes to the machine's page.
+    """
 
     required_arguments = 1
 
@@ -78,11 +116,29 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
         acceleration = run.get("acceleration", "")
         text = KERNEL_RUN_TEXT.get(acceleration, f"Measured with {acceleration}.")
         box += nodes.paragraph(text=text)
-        details = f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}"
-        if run.get("why"):
-            details += f" ({run['why']})"
-        box += nodes.paragraph(text=details + ".")
+        why = why_in_words(run)
+        if why:
+            box += nodes.paragraph(text=why)
+        details = nodes.paragraph(
+            text=f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}. "
+        )
+        details += machine_link(self, result_set.id, "The runner's full record is on the machine's page")
+        details += nodes.Text(".")
+        box += details
         return [box]
+
+
+def machine_link(directive: SphinxDirective, set_id: str, text: str) -> addnodes.pending_xref:
+    """A link to a result set's generated page."""
+    return addnodes.pending_xref(
+        "",
+        nodes.inline(text=text),
+        refdomain="std",
+        reftype="doc",
+        reftarget=f"/{directive.config.course_machines_page}/{set_id}",
+        refexplicit=True,
+        refdoc=directive.env.docname,
+    )
 
 
 def tick_context(machine: dict) -> list[str]:

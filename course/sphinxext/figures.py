@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 from docutils import nodes
@@ -18,16 +19,62 @@ from course.sphinxext.base import (
     value_text,
 )
 from course.sphinxext.data import FIELDS, Lookup, describe, format_value, to_ns
+from course.store import ResultSet
+
+#: The unit of a real time-stamp counter (user space, KVM, the host's kernel): time, convertible to ns.
+REAL_TICKS = "ticks"
+
+#: How a chart's panel names each unit.
+UNIT_TITLES = {
+    "ns": "nanoseconds",
+    "ticks": "ticks of the time-stamp counter",
+    "emulated ticks": "emulated ticks (host time spent emulating)",
+    "icount ticks": "icount ticks (guest instructions, the same on every host)",
+}
+
+
+def real_ns(measurement: dict, field: str = "min") -> float | None:
+    """``field`` of ``measurement`` in nanoseconds, or None when it is not a figure of real time.
+
+    The unit decides, not whether a rate was recorded: emulated ticks count the emulator's time
+    and icount ticks count instructions, so neither has nanoseconds to compare with anything.
+    """
+    unit = measurement.get("unit", REAL_TICKS)
+    value = measurement.get(field)
+    if value is None or measurement.get("status", "ok") != "ok":
+        return None
+    if unit == "ns":
+        return value
+    if unit != REAL_TICKS:
+        return None
+    return measurement.get(f"{field}_ns") or to_ns(value, measurement.get("tsc_hz"))
+
+
+def ratio_to_2000(now: dict | None, then: dict | None) -> float | None:
+    """How many times as long the 2000 figure took as ``now``: minima in ns, both real time, or None."""
+    now_ns = real_ns(now) if now else None
+    then_ns = real_ns(then) if then else None
+    return then_ns / now_ns if now_ns and then_ns else None
+
+
+def reference_set(sets: list[ResultSet]) -> ResultSet | None:
+    return next((s for s in sets if s.kind == "reference"), None)
 
 
 class MeasureRole(CourseMixin, SphinxRole):
-    """``{measure}`[set@]id[:field][-ns]```: one stored figure, inline."""
+    """``{measure}`[set@]id[:field][-ns]```: one stored figure, inline.
+
+    ``:vs-2000`` gives how many times as long the article's figure for the same measurement took
+    (its minimum in ns over this set's), computed here so that no ratio is ever typed.
+    """
 
     def run(self) -> tuple[list[nodes.Node], list[nodes.system_message]]:
         target = self.text.strip()
         set_id, _, rest = target.rpartition("@")
         measurement_id, _, field = rest.partition(":")
         field = field or "min"
+        if field == "vs-2000":
+            return self._ratio(target, measurement_id, set_id)
         in_ns = field == "ns" or field.endswith("-ns")
         field = "min" if field == "ns" else field.removesuffix("-ns")
         if field not in FIELDS and field not in ("samples", "overhead"):
@@ -37,6 +84,10 @@ class MeasureRole(CourseMixin, SphinxRole):
         if lookup is None or lookup.measurement is None:
             return [nodes.problematic(self.rawtext, f"[missing: {target}]")], []
         measurement = lookup.measurement
+        unit = measurement.get("unit", REAL_TICKS)
+        if in_ns and measurement.get("status") == "ok" and unit not in (REAL_TICKS, "ns"):
+            self.warn(f"{target!r} is in {unit}, which have no nanoseconds; show it in its own unit", "units")
+            return [nodes.problematic(self.rawtext, f"[no ns: {target}]")], []
         if field == "samples":
             text = f"{measurement.get('samples', 0):,}"
         elif field == "overhead":
@@ -53,17 +104,51 @@ class MeasureRole(CourseMixin, SphinxRole):
         )
         return [node], []
 
+    def _ratio(self, target: str, measurement_id: str, set_id: str) -> tuple[list[nodes.Node], list]:
+        lookup = self.check(measurement_id, set_id)
+        if lookup is None or lookup.measurement is None:
+            return [nodes.problematic(self.rawtext, f"[missing: {target}]")], []
+        reference = reference_set(self.data.shown()) or reference_set(list(self.data.sets.values()))
+        then = reference.measurement(measurement_id) if reference else None
+        if reference is not None:
+            self.use(self.data.find(measurement_id, reference.id))
+        ratio = ratio_to_2000(lookup.measurement, then)
+        if ratio is None:
+            unit = lookup.measurement.get("unit", REAL_TICKS)
+            if then is None:
+                why = "the 2000 reference has no figure for it"
+            elif unit not in (REAL_TICKS, "ns"):
+                why = f"its figure is in {unit}, which compare with nothing of 2000"
+            else:
+                why = "one of the two figures has no nanoseconds"
+            self.warn(f"cannot compare {measurement_id!r} with 2000: {why}", "units")
+            return [nodes.problematic(self.rawtext, f"[no ratio: {target}]")], []
+        text = f"{ratio:.1f} times"
+        assert then is not None and reference is not None  # a ratio needs both figures
+        title = (
+            f"{format_value(real_ns(then) or 0, 'ns')} in 2000 ({reference.label}) over "
+            f"{format_value(real_ns(lookup.measurement) or 0, 'ns')} on {lookup.result_set.label}: "
+            "minima, in nanoseconds"
+        )
+        node = course_value(
+            self.rawtext, text, title=title, measurement=measurement_id, set_id=lookup.result_set.id, field="vs-2000"
+        )
+        return [node], []
+
 
 class CourseTable(MeasurementsDirective):
     """Measurements down, result sets across: min / median and the spread, optionally in nanoseconds.
 
     With ``:field:``, each cell shows that one field (a benchmark's ``value``, a peer's ``mean``),
-    and its goal when the measurement has one.
+    and its goal when the measurement has one. With ``:vs-2000:``, a last column gives the ratio
+    of the 2000 figure to this machine's, both minima in nanoseconds: across eras the table
+    compares time, never raw ticks.
     """
 
     option_spec: ClassVar[dict] = {
         "caption": directives.unchanged,
         "ns": directives.flag,
+        "vs-2000": directives.flag,
         "field": lambda arg: directives.choice(arg, tuple(FIELDS)),
         # Figures that only some runs make (invoke bench): missing is "not measured", not a warning.
         "optional": directives.flag,
@@ -81,16 +166,20 @@ class CourseTable(MeasurementsDirective):
             or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
         ]
         in_ns = "ns" in self.options
+        ratio = "vs-2000" in self.options
+        columns = 1 + len(keep) + ratio
         table = nodes.table(classes=["course-table"])
         if self.options.get("caption"):
             table += nodes.title(text=self.options["caption"])
-        group = nodes.tgroup(cols=1 + len(keep))
+        group = nodes.tgroup(cols=columns)
         table += group
-        for _ in range(1 + len(keep)):
+        for _ in range(columns):
             group += nodes.colspec(colwidth=1)
         head = nodes.thead()
         group += head
-        head += table_row(["measurement", *(self.set_title(i) for i in keep)])
+        head += table_row(
+            ["measurement", *(self.set_title(i) for i in keep)] + (["2000 ÷ this machine (ns)"] if ratio else [])
+        )
         body = nodes.tbody()
         group += body
         field = self.options.get("field")
@@ -99,20 +188,40 @@ class CourseTable(MeasurementsDirective):
             for set_id, lookup in found:
                 if set_id in keep:
                     cells.append(self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns))
+            if ratio:
+                cells.append(self._ratio(key, dict(found)))
             body += table_row(cells)
         if field:
             return [table]
-        note = nodes.paragraph(
-            classes=["course-table-note"],
-            text=(
-                "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted, and below "
-                "them the 90th and 99th percentiles (the spread). "
-                "The 2000 figures are Rubini's (Linux Magazine, 2000): a best-of-N on his \"500MHz box\" "
-                "(a Pentium-class CPU, whose TSC counted core clock cycles); "
-                "today's invariant TSC ticks at a fixed rate."
-            ),
+        text = (
+            "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted, and below "
+            "them the 90th and 99th percentiles (the spread). "
+            'The 2000 figures are Rubini\'s (Linux Magazine, 2000): a best-of-N on his "500MHz box" '
+            "(a Pentium-class CPU, whose TSC counted core clock cycles); "
+            "today's invariant TSC ticks at a fixed rate."
         )
-        return [table, note]
+        if ratio:
+            text += (
+                " Across the two, compare nanoseconds: the last column divides the 2000 minimum by this "
+                "machine's, both in ns (2 means the call took twice as long in 2000). Ticks compare within "
+                "one machine only."
+            )
+        return [table, nodes.paragraph(classes=["course-table-note"], text=text)]
+
+    def _ratio(self, key: str, found: dict[str, Lookup | None]) -> nodes.Node:
+        """This machine's figure against 2000's, in ns; a dash when either is missing or not real time."""
+        reference = reference_set(self.data.shown())
+        now = found.get(self.data.current_id)
+        then = found.get(reference.id) if reference else None
+        value = ratio_to_2000(now.measurement if now else None, then.measurement if then else None)
+        if value is None or now is None or then is None:
+            return nodes.Text("—")
+        title = (
+            f"{format_value(real_ns(then.measurement or {}) or 0, 'ns')} in 2000 over "
+            f"{format_value(real_ns(now.measurement or {}) or 0, 'ns')} on {now.result_set.label}: minima"
+        )
+        text = f"{value:.1f} times"
+        return course_value(text, text, title=title, measurement=key, set_id=now.result_set.id, field="vs-2000")
 
     def _cell(self, key: str, lookup: Lookup | None, in_ns: bool) -> nodes.Node:
         if lookup is None or lookup.measurement is None:
@@ -123,8 +232,10 @@ class CourseTable(MeasurementsDirective):
         text = value_text(measurement, "min", False)
         if measurement.get("median") is not None:
             text += " / " + value_text(measurement, "median", False).split(" ")[0]
-        if in_ns and (measurement.get("tsc_hz") or measurement.get("min_ns")):
-            text += f" ({value_text(measurement, 'min', True)})"
+        # Emulated and icount ticks have no ns, rate or not; a figure already in ns needs no second one.
+        ns = real_ns(measurement) if in_ns and measurement.get("unit", REAL_TICKS) == REAL_TICKS else None
+        if ns is not None:
+            text += f" ({format_value(ns, 'ns')})"
         value = course_value(text, text, title=describe(lookup, "min"), measurement=key, set_id=lookup.result_set.id)
         if measurement.get("p90") is None:
             return value
@@ -212,6 +323,7 @@ class CourseChart(MeasurementsDirective):
         return charts.timeline_chart(lines, caption or "timeline") if lines else None
 
     def _bars(self, caption: str) -> str:
+        """One bar per set and measurement, each in the panel of its unit (see ``panel_title``)."""
         field = self.options.get("field", "min")
         in_ns = "ns" in self.options
         bars = []
@@ -229,20 +341,43 @@ class CourseChart(MeasurementsDirective):
                 value = measurement.get(field)
                 if value is None:  # the 2000 figures are minima only
                     continue
-                if in_ns:
-                    value = measurement.get(f"{field}_ns") or to_ns(value, measurement.get("tsc_hz"))
+                unit = measurement.get("unit", REAL_TICKS)
+                ns = real_ns(measurement, field) if in_ns else None
+                if ns is not None:
+                    value, unit = ns, "ns"
+                elif in_ns and unit in (REAL_TICKS, "ns"):
+                    bars.append(charts.Bar(label, series, None, "no TSC rate", colour=colour))
+                    continue
+                # A figure without nanoseconds (emulated, icount ticks) keeps its own unit, in a panel of its own.
                 bars.append(
                     charts.Bar(
                         label,
                         series,
                         value,
-                        value_text(measurement, field, in_ns),
+                        format_value(value, unit),
                         describe(lookup, field),
                         colour,
-                        unit="ns" if in_ns else measurement.get("unit", "ticks"),
+                        unit=unit,
+                        panel=panel_title(unit, series),
                     )
                 )
+        panels = {bar.series: bar.panel for bar in bars if bar.panel}
+        # A figure not run takes its row in its set's panel, or in one of its own.
+        bars = [bar if bar.panel else replace(bar, panel=panels.get(bar.series, "not measured")) for bar in bars]
         return charts.bar_chart(bars, caption or "measurements")
+
+
+def panel_title(unit: str, series: str) -> str:
+    """The title of the chart panel of ``unit``: it names the unit, and the machine when the unit is its own.
+
+    A real or an emulated tick is a slice of one machine's time: ticks of two machines share no
+    scale (2000's counted the cycles of a 500 MHz CPU). Nanoseconds and icount ticks (instructions,
+    the same on every host) are one unit wherever they were measured.
+    """
+    title = UNIT_TITLES.get(unit, unit)
+    if "ticks" in unit and not unit.startswith("icount"):
+        return f"{title}: {series}"
+    return title
 
 
 class CourseOutput(CourseMixin, SphinxDirective):

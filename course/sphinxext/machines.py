@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from docutils import nodes
-from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 
 from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
-from course.sphinxext.data import Lookup, format_value, to_ns
+from course.sphinxext.context import machine_link
+from course.sphinxext.data import Lookup, format_value
+from course.sphinxext.figures import ratio_to_2000, real_ns
+from course.store import ResultSet
 
 
 class CourseMachine(CourseMixin, SphinxDirective):
@@ -38,6 +40,7 @@ class CourseMachine(CourseMixin, SphinxDirective):
         if result_set.machine.get("mitigations"):
             out.append(nodes.rubric(text="CPU vulnerabilities and their mitigations"))
             out.append(mitigation_list(result_set.machine))
+        out += kernel_runs(result_set)
         out.append(nodes.rubric(text="Every figure of this set"))
         rows = []
         for lesson in sorted(result_set.lessons):
@@ -58,6 +61,27 @@ class CourseMachine(CourseMixin, SphinxDirective):
                 )
         out.append(simple_table(["measurement", "unit", "min (or value)", "median", "samples", "measured"], rows))
         return out
+
+
+def kernel_runs(result_set: ResultSet) -> list[nodes.Node]:
+    """Where each kernel lesson of the set ran, with the runner's own record of why.
+
+    A lesson says why in a sentence; the record (a KVM probe's last console line, often an
+    assertion in QEMU's source) is kept here, for whoever wants to repeat or report it.
+    """
+    rows = []
+    for name, data in sorted(result_set.lessons.items()):
+        run = data.get("kernel_run") or {}
+        if not run:
+            continue
+        why = run.get("why") or run.get("unavailable") or run.get("failed") or ""
+        # Literal: QEMU's words as printed (quotes and all), to be searched for or quoted in a bug report.
+        record = nodes.literal(text=why) if why else ""
+        rows.append([name, run.get("runner", ""), run.get("acceleration", ""), run.get("guest_kernel", ""), record])
+    if not rows:
+        return []
+    headers = ["lesson", "runner", "acceleration", "guest kernel", "why, as the runner recorded it"]
+    return [nodes.rubric(text="Where the kernel figures were measured"), simple_table(headers, rows)]
 
 
 def mitigation_list(machine: dict) -> nodes.bullet_list:
@@ -120,17 +144,8 @@ class CourseHardware(MeasurementsDirective):
         for result_set in self.data.shown():
             self.use(Lookup(result_set, None, None))
             summary = machine_summary(result_set)
-            link = addnodes.pending_xref(
-                "",
-                nodes.inline(text=self.set_title(result_set.id)),
-                refdomain="std",
-                reftype="doc",
-                reftarget=f"/{self.config.course_machines_page}/{result_set.id}",
-                refexplicit=True,
-                refdoc=self.env.docname,
-            )
             cells: list = [
-                link,
+                machine_link(self, result_set.id, self.set_title(result_set.id)),
                 summary["cpu"],
                 summary["kernel"],
                 summary["virtualization"],
@@ -154,18 +169,19 @@ class CourseHardware(MeasurementsDirective):
         return [table, note]
 
     def _compare(self, lookup: Lookup | None, then: dict | None, reference) -> str:
+        """Ticks, ns and the ratio to 2000; ns and the ratio only for figures of real time."""
         measurement = lookup.measurement if lookup else None
         if not measurement:
             return "—"
         if measurement.get("status") != "ok":
             return value_text(measurement, "min", False)
         text = value_text(measurement, "min", False)
-        now_ns = to_ns(measurement.get("min"), measurement.get("tsc_hz"))
+        now_ns = real_ns(measurement)  # None for emulated and icount ticks, whatever rate was recorded
         if now_ns is not None:
             text += f" / {format_value(now_ns, 'ns')}"
-            then_ns = to_ns(then.get("min"), then.get("tsc_hz")) if then else None
-            if then_ns and lookup and lookup.result_set is not reference and now_ns > 0:
-                text += f" / {then_ns / now_ns:.1f} times faster"
+            ratio = ratio_to_2000(measurement, then)
+            if ratio is not None and lookup and lookup.result_set is not reference:
+                text += f" / {ratio:.1f} times faster"
         return text
 
 
