@@ -10,6 +10,7 @@ ticks) is recorded as skipped, with that reason, never computed.
 from __future__ import annotations
 
 import ast
+import json
 import operator
 import re
 from collections.abc import Callable
@@ -43,7 +44,7 @@ def least_squares(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
     """Ticks per byte: the least-squares slope of the medians of ``template`` over ``sizes``."""
-    points, units, used = [], set(), []
+    points, units, used, found_all = [], set(), [], []
     for size in sizes:
         key = template.format(size=size)
         found = lookup(key)
@@ -52,8 +53,12 @@ def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
         points.append((float(size), float(found["median"])))
         units.add(found.get("unit", "ticks"))
         used.append(key)
+        found_all.append(found)
     if len(units) > 1:
         raise DeriveError(f"the points mix units {sorted(units)}")
+    kernels = {where_measured(found) for found in found_all}
+    if len(kernels) > 1:
+        raise DeriveError(f"the points mix figures of {' and '.join(sorted(kernels))}")
     per_byte, intercept = least_squares(points)
     unit = units.pop() if units else "ticks"
     return {
@@ -63,13 +68,43 @@ def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
         "intercept": intercept,
         "from": used,
         "how": f"least-squares slope of the median over {len(points)} read sizes",
+        **_carried(found_all),
     }
 
 
+def where_measured(measurement: dict) -> str:
+    """The kernel and clock a figure was taken on: figures of different ones are never combined.
+
+    A user-space program run on the host and a module loaded into the host's kernel
+    (``host-kernel``) share one kernel and one clock; a guest's figures belong to its kernel
+    and its acceleration (emulated ticks of one boot mean nothing beside another kernel's).
+    """
+    runner = measurement.get("runner", "host")
+    if runner in ("host", "host-kernel"):
+        return "this machine's kernel"
+    return f"guest kernel {measurement.get('guest_kernel', '?')} ({measurement.get('acceleration', '?')})"
+
+
+#: What a figure says about where it was measured, carried over to a figure derived from it.
+WHERE = ("runner", "guest_kernel", "acceleration")
+
+
+def _carried(measurements: list[dict]) -> dict:
+    """The place of measurement the inputs share (see :func:`where_measured`), for the derived figure."""
+    places = {json.dumps({k: m.get(k) for k in WHERE if m.get(k) is not None}, sort_keys=True) for m in measurements}
+    return json.loads(places.pop()) if len(places) == 1 else {}
+
+
 def evaluate(expression: str, unit: str, lookup: Lookup) -> dict:
-    """The value of ``expression``, its figures looked up; refused if it mixes kinds of ticks."""
+    """The value of ``expression``, its figures looked up; refused if it mixes kinds of ticks or kernels.
+
+    Without a ``unit``, the figure is in its inputs' own unit (a difference of emulated ticks
+    is in emulated ticks).
+    """
     used: list[str] = []
     tick_units: set[str] = set()
+    kernels: set[str] = set()
+    ticked: list[dict] = []
 
     def replace(match: re.Match) -> str:
         field, key = match[1], match[2]
@@ -83,13 +118,20 @@ def evaluate(expression: str, unit: str, lookup: Lookup) -> dict:
         kind = found.get("unit", "ticks").removesuffix("/byte")
         if "ticks" in kind:
             tick_units.add(kind)
+            kernels.add(where_measured(found))
+            ticked.append(found)
         used.append(key)
         return repr(float(found[field]))
 
     arithmetic = REFERENCE.sub(replace, expression)
     if len(tick_units) > 1:
         raise DeriveError(f"it would mix {' and '.join(sorted(tick_units))}, which are not comparable")
-    return {"status": "ok", "unit": unit, "value": _arithmetic(arithmetic), "from": used, "how": expression}
+    if len(kernels) > 1:
+        raise DeriveError(f"it would mix figures of {' and '.join(sorted(kernels))}, which are not comparable")
+    if not unit:
+        unit = tick_units.pop() if tick_units else ""
+    value = _arithmetic(arithmetic)
+    return {"status": "ok", "unit": unit, "value": value, "from": used, "how": expression, **_carried(ticked)}
 
 
 def _arithmetic(text: str) -> float:

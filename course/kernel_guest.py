@@ -6,7 +6,9 @@ It refuses to run anywhere else, so that nothing is loaded into a kernel by acci
 
     python -m course.kernel_guest PLAN.json RESULTS.json
 
-PLAN is a list of jobs ``{lesson, module, ko, params, stdin}``; RESULTS is rewritten
+PLAN is a list of jobs: a module to load ``{lesson, module, ko, params, stdin}``, or a
+user-space program to run ``{lesson, program, binary, args, stdin, files}`` (the user side of
+the comparison, on the same kernel and clock as the modules). RESULTS is rewritten
 (atomically) after every job, so a crash or a hung VM keeps what was measured before it.
 """
 
@@ -18,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from course.runners import stdin_of_kind
+from course import fingerprint
+from course.runners import run_on_host, stdin_of_kind
 from course.store import read_json, write_json
 
 #: The kernel command line of a virtme-ng guest carries this; the host's never does.
@@ -45,6 +48,22 @@ def command(plan: Path, results: Path, on_host: bool = False) -> list[str]:
     ]
 
 
+def guest_machine() -> dict:
+    """Where the guest's figures come from: its kernel, the CPU it sees (QEMU's) and its mitigations.
+
+    Under emulation these are not the host's: QEMU's CPU model, Debian's guest kernel and what
+    that kernel reports for the CPU QEMU shows it.
+    """
+    machine = fingerprint.machine()
+    keep = ("cpu_model", "microcode", "tsc_flags", "kernel_release", "kernel_version", "virtualization", "mitigations")
+    return {key: machine[key] for key in keep}
+
+
+def guest_of(results: Path) -> dict:
+    """The guest's provenance as the helper recorded it (empty if it never started)."""
+    return (read_json(results).get("guest") or {}) if results.is_file() else {}
+
+
 def collected(results: Path) -> list[dict]:
     """The jobs that finished, as the helper wrote them (none if it never started)."""
     return read_json(results)["jobs"] if results.is_file() else []
@@ -61,11 +80,14 @@ def run_job(job: dict, scratch: Path, timeout: float = 300) -> dict:
     started = time.monotonic()
     with stdin_of_kind(job["stdin"], scratch) as fd:
         try:
-            finished = subprocess.run(command, stdin=fd, capture_output=True, text=True, timeout=timeout)
+            # A module may log bytes that are not UTF-8: shown escaped, never a crash of the helper.
+            finished = subprocess.run(
+                command, stdin=fd, capture_output=True, text=True, errors="backslashreplace", timeout=timeout
+            )
             status, output = finished.returncode, finished.stdout + finished.stderr
         except subprocess.TimeoutExpired:
             status, output = None, f"insmod did not return within {timeout:.0f} s"
-    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    log = subprocess.run(["dmesg"], capture_output=True, text=True, errors="backslashreplace").stdout
     return {
         **job,
         "command": " ".join(["insmod", Path(job["ko"]).name, *job.get("params", [])]),
@@ -73,6 +95,29 @@ def run_job(job: dict, scratch: Path, timeout: float = 300) -> dict:
         "insmod_output": output.strip(),
         "log": log,
         "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def run_program_job(job: dict, scratch: Path) -> dict:
+    """Run one user-space program in the guest, as the pipeline runs it on the host (capped, timed out)."""
+    outcome = run_on_host(
+        Path(job["binary"]),
+        tuple(job.get("args", ())),
+        job["stdin"],
+        scratch,
+        float(job.get("timeout", 120)),
+        shown_as=job.get("shown_as", ""),
+        files=tuple(job.get("files", ())),
+    )
+    return {
+        **job,
+        "command": outcome.command,
+        "exit_status": outcome.exit_status,
+        "ok": outcome.ok,
+        "ended": outcome.ended,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr[-4000:],
+        "seconds": round(outcome.seconds, 3),
     }
 
 
@@ -91,10 +136,16 @@ def main(argv: list[str]) -> int:
         return 3
     jobs = json.loads(plan_path.read_text())
     results: list[dict] = []
+    guest = guest_machine()
     for number, job in enumerate(jobs, start=1):
-        print(f"course-guest: [{number}/{len(jobs)}] {job['module']} stdin={job['stdin']}", flush=True)
-        results.append(run_job(job, Path("/tmp/course-scratch")))
-        write_json(results_path, {"schema": 1, "jobs": results, "complete": number == len(jobs)})
+        scratch = Path("/tmp/course-scratch")
+        if "binary" in job:
+            print(f"course-guest: [{number}/{len(jobs)}] {job['program']} (user space)", flush=True)
+            results.append(run_program_job(job, scratch))
+        else:
+            print(f"course-guest: [{number}/{len(jobs)}] {job['module']} stdin={job['stdin']}", flush=True)
+            results.append(run_job(job, scratch))
+        write_json(results_path, {"schema": 1, "jobs": results, "complete": number == len(jobs), "guest": guest})
     return 0
 
 

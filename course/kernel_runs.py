@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from course import kernel_build, kernel_guest, store, vm
-from course.build import BuildError, file_hash
+from course import lessons as lesson_catalog
+from course.build import BuildError, build_program, file_hash
 from course.kernel_build import GuestKernel, KernelError
 from course.layout import Layout
 from course.lessons import Lesson
@@ -137,6 +138,8 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             ]
     if not jobs:
         return
+    # The user-space side first, in the same boot: same kernel, same clock, same unit.
+    jobs = guest_program_jobs(layout, runs) + jobs
 
     started = time.monotonic()
     try:
@@ -148,6 +151,9 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} module runs ...")
             boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress)
             results, console, status = boot.jobs, boot.console, boot.exit_status
+            for run in runs:
+                if boot.guest:
+                    run.kernel["guest_machine"] = boot.guest
             label = f"vm boot and {len(jobs)} module runs ({where['acceleration']})"
     except vm.VmError as error:
         # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
@@ -159,6 +165,65 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         run.steps.append({"name": label, "seconds": round(seconds, 3), "cached": False, "shared": True})
     progress(f"  kernel {label}: {seconds:.1f} s")
     record_results(runs, jobs, results, console, status, where)
+
+
+def build_guest_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
+    """Compile the user-space programs a kernel lesson runs in its VM boot (into ``run.programs``).
+
+    They are built here, on the host: the guest shares the host's files, so the same binary
+    runs in both, and their sources belong to the lesson's inputs (a change reruns it).
+    """
+    if not run.lesson.guest_runs:
+        return
+    owners = {lesson.name: lesson for lesson in lesson_catalog.discover(layout)}
+    for spec in run.lesson.guest_runs:
+        if spec.program in run.programs:
+            continue
+        owner = owners.get(spec.lesson)
+        if owner is None:
+            run.fail("build", spec.program, f"no lesson {spec.lesson} for the guest program {spec.program}")
+            continue
+        started = time.monotonic()
+        try:
+            run.programs[spec.program] = build_program(layout, owner, spec.name)
+        except BuildError as error:
+            run.fail("build", spec.program, str(error), error.log)
+            progress(f"  build  {spec.program:<20} FAILED: {error}")
+            continue
+        step = timed_step(
+            f"build {spec.program} (for the guest)", started, cached=not run.programs[spec.program].rebuilt
+        )
+        run.steps.append(step)
+        progress(f"  build  {spec.program:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
+
+
+def guest_program_jobs(layout: Layout, runs: list[LessonRun]) -> list[dict]:
+    """One job per user-space run the lessons ask for in the guest; a run two lessons share runs once."""
+    jobs: dict[tuple, dict] = {}
+    for run in runs:
+        for spec in run.lesson.guest_runs:
+            program = run.programs.get(spec.program)
+            if program is None:
+                continue  # its build failed, and that is recorded
+            for stdin in spec.stdin:
+                key = (spec.program, spec.args, stdin, spec.files, spec.stdin)
+                if key in jobs:
+                    jobs[key]["lessons"].append(run.lesson.name)
+                    continue
+                jobs[key] = {
+                    "lesson": run.lesson.name,
+                    "lessons": [run.lesson.name],
+                    "program": spec.program,
+                    "binary": str(program.binary),
+                    "shown_as": os.path.relpath(program.binary, layout.root),
+                    "args": list(spec.args),
+                    "stdin": stdin,
+                    "stdin_kinds": list(spec.stdin),
+                    "files": list(spec.files),
+                    "timeout": spec.timeout,
+                    "sources": program.sources,
+                }
+    return list(jobs.values())
 
 
 def _run_on_host_kernel(layout: Layout, jobs: list[dict]) -> tuple[list[dict], str, int | None]:
@@ -183,6 +248,14 @@ def record_results(
     by_lesson = {run.lesson.name: run for run in runs}
     unit = vm.UNITS[where["acceleration"]]
     for index, job in enumerate(jobs):
+        if "binary" in job:
+            result = results[index] if index < len(results) else None
+            for name in job["lessons"]:
+                _record_guest_program(by_lesson[name], job, result, console, status, where, unit)
+            if result is not None:  # its time belongs to the boot's first lesson that asked for it
+                step = {"name": f"run {job['program']} in the guest", "seconds": result.get("seconds", 0.0)}
+                by_lesson[job["lesson"]].steps.append({**step, "cached": False})
+            continue
         run = by_lesson[job["lesson"]]
         module = next(m for m in run.lesson.modules if m.name == job["module"])
         what = f"module {job['module']} (stdin={job['stdin']})"
@@ -220,6 +293,35 @@ def record_results(
         run.captures[capture_id] = {"text": kernel_log, "command": context["command"], "measured_at": store.now()}
 
 
+def _record_guest_program(
+    run: LessonRun, job: dict, result: dict | None, console: str, status: int | None, where: dict, unit: str
+) -> None:
+    """A user-space program's figures from the guest, as ``user.<program>.<name>`` in the guest clock's unit."""
+    what = f"{job['program']} in the guest (stdin={job['stdin']})"
+    if result is None:
+        ended = "stopped after its timeout" if status is None else f"ended (exit {status})"
+        run.fail("run", what, f"the VM {ended} before this program ran", console[-8000:])
+        return
+    if not result["ok"]:
+        run.fail("run", what, f"it {result['ended']}", (result["stdout"] + result["stderr"])[-4000:])
+        return
+    parsed = parse_or_fail(run, what, result["stdout"])
+    if parsed is None:
+        return
+    context = {
+        "stdin": job["stdin"],
+        "command": f"{result['command']}, in the guest",
+        "exit_status": result["exit_status"],
+        "sources": job["sources"],
+        "runner": where["runner"],
+        "acceleration": where["acceleration"],
+        "guest_kernel": where.get("guest_kernel"),
+    }
+    kinds = tuple(job["stdin_kinds"])
+    prefix = f"user.{job['program'].split('/', 1)[1]}."
+    record(run, kinds, job["stdin"], parsed, context, unit=unit, with_rate=unit == "ticks", prefix=prefix)
+
+
 def _expect_build_error(layout: Layout, run: LessonRun, module, kernel: GuestKernel, progress: Progress) -> None:
     """Build a module that must not build on this kernel; its compiler errors are the lesson's result."""
     capture_id = f"{run.lesson.name}/{module.name}.build"
@@ -248,6 +350,7 @@ def _keep_earlier(run: LessonRun, where: dict) -> None:
     earlier = run.previous.get("measurements", {})
     logs = run.previous.get("captures", {})
     prefixes = tuple(f"{run.lesson.name}/{name}." for module in run.lesson.modules for name in module.measures)
+    prefixes += (f"{run.lesson.name}/user.",) if run.lesson.guest_runs else ()
     kept = {key: value for key, value in earlier.items() if key.startswith(prefixes) and value.get("status") == "ok"}
     run.measurements.update(kept)
     modules = tuple(f"{run.lesson.name}/{module.name}." for module in run.lesson.modules)

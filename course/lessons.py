@@ -85,6 +85,31 @@ class ModuleSpec:
 
 
 @dataclass(frozen=True)
+class GuestRunSpec:
+    """Run another lesson's user-space program in the kernel lesson's own VM boot.
+
+    The modules' figures come from the guest's kernel and clock (emulated ticks under TCG,
+    instruction counts under icount); the user-space side they are compared with must come
+    from the same boot to be like for like. ``program`` is ``NN-slug/name``, a program of
+    ``code/user``; its figures are stored in this lesson as ``user.<program>.<name>``.
+    """
+
+    program: str
+    args: tuple[str, ...] = ()
+    stdin: tuple[str, ...] = ("devnull",)
+    files: tuple[str, ...] = ()
+    timeout: float = 120.0
+
+    @property
+    def lesson(self) -> str:
+        return self.program.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.program.split("/", 1)[1]
+
+
+@dataclass(frozen=True)
 class Lesson:
     """One lesson: its page and the code the pipeline builds and runs for it."""
 
@@ -100,6 +125,7 @@ class Lesson:
     modules: tuple[ModuleSpec, ...] = ()
     derived: tuple[dict, ...] = ()  # [[derive]] entries, computed after the runs (course.derive)
     exercises: tuple[ExerciseSpec, ...] = ()
+    guest_runs: tuple[GuestRunSpec, ...] = ()  # user-space programs run in the modules' VM boot
 
     @property
     def has_code(self) -> bool:
@@ -121,11 +147,17 @@ def discover(layout: Layout) -> list[Lesson]:
         user = _load(code_dir / "lesson.toml", USER_SECTIONS)
         runs = [_run_spec(code_dir / "lesson.toml", entry) for entry in user.get("run", [])]
         disassemblies = [_disassemble_spec(code_dir / "lesson.toml", entry) for entry in user.get("disassemble", [])]
-        derived = [_derive_spec(code_dir / "lesson.toml", entry) for entry in user.get("derive", [])]
+        derived = [spec for entry in user.get("derive", []) for spec in _derive_spec(code_dir / "lesson.toml", entry)]
         exercises = [_exercise_spec(code_dir / "lesson.toml", entry) for entry in user.get("exercise", [])]
         kernel_dir = layout.kernel_code / name
         kernel = _load(kernel_dir / "lesson.toml", KERNEL_SECTIONS)
         modules = [_module_spec(entry) for entry in kernel.get("module", [])]
+        guest_runs = [
+            _guest_run_spec(layout, kernel_dir / "lesson.toml", entry) for entry in kernel.get("guest_run", [])
+        ]
+        derived += [
+            spec for entry in kernel.get("derive", []) for spec in _derive_spec(kernel_dir / "lesson.toml", entry)
+        ]
         for module in modules:
             if not (kernel_dir / f"{module.name}.c").is_file():
                 raise LessonError(f"{kernel_dir / 'lesson.toml'}: module {module.name!r} has no source {module.name}.c")
@@ -151,6 +183,7 @@ def discover(layout: Layout) -> list[Lesson]:
                 modules=tuple(modules),
                 derived=tuple(derived),
                 exercises=tuple(exercises),
+                guest_runs=tuple(guest_runs),
             )
         )
     return lessons
@@ -287,9 +320,11 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "kind": _slope_kind,
         "points": _points,
         "sizes": _sizes,
+        "kinds": _stdin,
     },
     "exercise": {"name": _text, "program": _text, "solution": _text, "args": _texts, "stdin": _stdin},
     "module": {"name": _file_name, "measures": _texts, "params": _texts, "stdin": _stdin, "expect": _expect},
+    "guest_run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout},
 }
 
 #: The keys each kind of entry cannot do without.
@@ -299,11 +334,12 @@ REQUIRED = {
     "derive": ("name",),
     "exercise": ("name", "program", "solution"),
     "module": ("name",),
+    "guest_run": ("program",),
 }
 
 #: Which sections each lesson.toml holds: the programs' in code/user, the modules' in code/kernel.
 USER_SECTIONS = ("run", "disassemble", "derive", "exercise")
-KERNEL_SECTIONS = ("module",)
+KERNEL_SECTIONS = ("module", "guest_run", "derive")
 
 
 def _load(path: Path, sections: tuple[str, ...]) -> dict[str, list[dict]]:
@@ -323,7 +359,7 @@ def _load(path: Path, sections: tuple[str, ...]) -> dict[str, list[dict]]:
         if name in sections:
             continue
         if name in SECTIONS:
-            home = "code/kernel/NN-slug/" if name in KERNEL_SECTIONS else "code/user/NN-slug/"
+            home = "code/kernel/NN-slug/" if name in ("module", "guest_run") else "code/user/NN-slug/"
             raise LessonError(f"{path}: [[{name}]] belongs in {home}lesson.toml; this file holds {listed}")
         raise LessonError(f"{path}: unknown section {name!r}{_guess(name, sections)}; this file holds {listed}")
     return {name: _entries(path, name, data.get(name, [])) for name in sections}
@@ -358,7 +394,25 @@ def _guess(name: str, known: tuple[str, ...]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _derive_spec(path: Path, entry: dict) -> dict:
+def _derive_spec(path: Path, entry: dict) -> list[dict]:
+    """The entry, or with ``kinds`` one entry per kind of file, ``{kind}`` replaced in each text."""
+    _check_derive(path, entry)
+    kinds = entry.get("kinds")
+    if kinds is None:
+        return [entry]
+    if "{kind}" not in entry["name"]:
+        raise LessonError(f"{path}: [[derive]] {entry['name']!r}: with kinds, the name must put {{kind}} somewhere")
+    texts = ("name", "expression", "points")
+    return [
+        {
+            **{k: v for k, v in entry.items() if k != "kinds"},
+            **{k: entry[k].replace("{kind}", kind) for k in texts if k in entry},
+        }
+        for kind in kinds
+    ]
+
+
+def _check_derive(path: Path, entry: dict) -> None:
     if entry.get("kind") == "slope":
         if not {"points", "sizes"} <= set(entry) or {"expression", "unit"} & set(entry):
             raise LessonError(
@@ -368,7 +422,6 @@ def _derive_spec(path: Path, entry: dict) -> dict:
         raise LessonError(
             f'{path}: [[derive]] {entry["name"]!r} needs an expression, or kind = "slope" with points and sizes'
         )
-    return entry
 
 
 def _exercise_spec(path: Path, entry: dict) -> ExerciseSpec:
@@ -406,6 +459,20 @@ def _run_spec(path: Path, entry: dict) -> RunSpec:
         libs=entry.get("libs", ()),
         files=files,
     )
+
+
+def _guest_run_spec(layout: Layout, path: Path, entry: dict) -> GuestRunSpec:
+    program = entry["program"]
+    if not re.fullmatch(r"\d{2}-[a-z0-9-]+/[A-Za-z0-9_-]+", program):
+        raise LessonError(
+            f'{path}: [[guest_run]] program must be a lesson\'s program, like "03-timing/usystime", not {program!r}'
+        )
+    if not (layout.user_code / f"{program}.c").is_file():
+        raise LessonError(f"{path}: [[guest_run]] {program!r} has no source {program}.c in {layout.user_code}")
+    stdin, files = entry.get("stdin", ("devnull",)), entry.get("files", ())
+    if files and len(stdin) > 1:
+        raise LessonError(f"{path}: [[guest_run]] {program!r}: give files or several stdin kinds, not both")
+    return GuestRunSpec(program, entry.get("args", ()), stdin, files, entry.get("timeout", 120.0))
 
 
 def _disassemble_spec(path: Path, entry: dict) -> DisassembleSpec:

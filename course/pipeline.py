@@ -192,6 +192,7 @@ def measure_lessons(
         run = LessonRun(lesson, store.read_json(previous_path) if previous_path.is_file() else {})
         progress(f"lesson {lesson.number} ({lesson.name})")
         _build_programs(layout, run, progress)
+        kernel_runs.build_guest_programs(layout, run, progress)
         run.sources.update(kernel_runs.module_hashes(layout, lesson))
         key = inputs_key(run, machine, setting)
         if (

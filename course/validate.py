@@ -131,6 +131,14 @@ def check_lesson_file(content: dict) -> None:
         _check(isinstance(run, dict), "kernel_run", run, "an object")
         for key in KERNEL_RUN_TEXT:
             _optional(run, key, f"kernel_run.{key}", _text, nullable=True)
+        guest = run.get("guest_machine")
+        if guest is not None:
+            # The guest's own provenance (its kernel, QEMU's CPU, its mitigations), shown on machine pages.
+            _check(isinstance(guest, dict), "kernel_run.guest_machine", guest, "an object (field -> value)")
+            for key in MACHINE_TEXT:
+                _optional(guest, key, f"kernel_run.guest_machine.{key}", _text)
+            _optional(guest, "tsc_flags", "kernel_run.guest_machine.tsc_flags", _texts)
+            _optional(guest, "mitigations", "kernel_run.guest_machine.mitigations", _text_map)
     for key, measurement in _entries(content, "measurements"):
         check_measurement(f"measurements[{_shown(key)}]", measurement)
     for key, capture in _entries(content, "captures"):

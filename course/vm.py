@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from course import kernel_guest, store
@@ -49,6 +49,7 @@ class VmRun:
     console: str
     exit_status: int | None  # None: stopped after the timeout
     seconds: float
+    guest: dict = field(default_factory=dict)  # the guest's provenance (course.kernel_guest.guest_machine)
 
 
 def vng_path() -> Path:
@@ -212,4 +213,5 @@ def _boot(
             progress("  vm     " + line.removeprefix("course-guest:").strip())
 
     status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir), timeout, show)
-    return VmRun(kernel_guest.collected(results), console, status, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return VmRun(kernel_guest.collected(results), console, status, seconds, kernel_guest.guest_of(results))

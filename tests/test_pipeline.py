@@ -73,6 +73,33 @@ def test_every_kernel_variant_has_a_figure_or_a_reason(measured_course) -> None:
     assert len({s["name"] for s in boots}) == 1, "all kernel examples share one VM boot"
 
 
+def test_the_user_space_side_ran_in_the_modules_own_boot(measured_course) -> None:
+    """Lessons 4 and 6 compare a program's empty read with the module's from one boot: one kernel, one unit."""
+    _, set_path, reports = measured_course
+    for lesson in ("04-kernel-read", "06-skipping-layers"):
+        stored = store.read_json(set_path / f"{lesson}.json")
+        figures = stored["measurements"]
+        user, kernel = figures[f"{lesson}/user.usystime.read.tty"], figures[f"{lesson}/read-iter.tty"]
+        assert user["status"] == "ok" and kernel["status"] == "ok"
+        for key in ("unit", "runner", "acceleration", "guest_kernel"):
+            assert user[key] == kernel[key], f"{lesson}: both sides share {key}"
+        assert user["runner"] == "vm" and user["guest_kernel"] != os.uname().release
+        saving = figures[f"{lesson}/saving.read-iter.tty"]
+        assert saving["status"] == "ok" and saving["unit"] == kernel["unit"]
+        assert saving["value"] == pytest.approx(user["median"] - kernel["median"])
+        percent = figures[f"{lesson}/saving-percent.read-iter.tty"]
+        assert percent["unit"] == "%" and percent["value"] == pytest.approx(100 * saving["value"] / user["median"])
+        guest = stored["kernel_run"]["guest_machine"]
+        assert guest["kernel_release"] == user["guest_kernel"], "the guest's own provenance is kept"
+    lesson_4 = store.read_json(set_path / "04-kernel-read.json")["measurements"]
+    assert lesson_4["04-kernel-read/user.entry.invalid-syscall"]["status"] == "ok"
+    assert lesson_4["04-kernel-read/user.slope.file"]["status"] == "ok"
+    kernel_saving = store.read_json(set_path / "07-bytes.json")["measurements"]["07-bytes/kernel-saving.tty"]
+    assert kernel_saving["status"] == "ok" and kernel_saving["unit"] == "bytes", kernel_saving.get("reason")
+    guest_runs = [s["name"] for r in reports for s in r.steps if s["name"] == "run 03-timing/usystime in the guest"]
+    assert guest_runs == ["run 03-timing/usystime in the guest"], "one run serves both lessons"
+
+
 def test_unchanged_inputs_reuse_results_and_changed_ones_rerun(scratch_layout: Layout) -> None:
     set_path = pipeline.open_set(scratch_layout)
     lesson = lessons.find(scratch_layout, 1)

@@ -104,7 +104,8 @@ def format_value(value: float, unit: str) -> str:
     if unit == "ns":
         return f"{value:,.1f} ns" if value < 100 else f"{value:,.0f} ns"
     if unit == "%":
-        return f"{value:.2f} %"
+        # A share of tens of percent from medians is not known to a hundredth; a small spread may be.
+        return f"{value:.1f} %" if abs(value) >= 10 else f"{value:.2f} %"
     if unit == "s":
         return f"{value:,.1f} s"
     if unit == "r":  # a rank correlation, between -1 and 1
