@@ -301,3 +301,32 @@ def test_strings_from_a_result_set_are_text_never_markup(make_app, app: SphinxTe
     assert "Evil ```{include} /etc/passwd ``` " in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "{raw}`html &lt;b&gt;bold&lt;/b&gt;`" in page
     assert "&lt;script&gt;alert(3)&lt;/script&gt;" in page and "&lt;script&gt;alert(5)&lt;/script&gt;" in page
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-guest-set")
+def test_a_set_measured_only_in_a_guest_is_described_by_the_guest(make_app, app: SphinxTestApp) -> None:
+    """An icount set's figures come from the guest: its kernel, QEMU's CPU, its mitigations, not the host's."""
+    other = Path(app.srcdir) / "results" / "other-machine"
+    kernel_file = other / "04-kernel-read.json"
+    content = json.loads(kernel_file.read_text())
+    guest = {
+        "cpu_model": "QEMU Virtual CPU version 2.5+",
+        "kernel_release": "6.1.0-guest",
+        "tsc_flags": ["tsc"],
+        "mitigations": {"meltdown": "Mitigation: PTI (in the guest)"},
+    }
+    content["kernel_run"]["guest_machine"] = guest
+    kernel_file.write_text(json.dumps(content))
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    rebuilt.build()
+    page = _html(rebuilt, "machines/other-machine")
+    assert "The guest, as it reported itself" in page
+    assert "QEMU Virtual CPU version 2.5+" in page and "Mitigation: PTI (in the guest)" in page
+    # The set still has a lesson measured on the host: its overview row is the host's.
+    assert "6.12.0-other" in _html(rebuilt, "machines")
+    (other / "03-timing.json").unlink()
+    only_guest = make_app("html", srcdir=app.srcdir, freshenv=True)
+    only_guest.build()
+    overview = _html(only_guest, "machines")
+    row = overview.split("machines/other-machine.html", 1)[1].split("</tr>", 1)[0]
+    assert "6.1.0-guest" in row and "QEMU Virtual CPU" in row and "6.12.0-other" not in row

@@ -81,7 +81,36 @@ def kernel_runs(result_set: ResultSet) -> list[nodes.Node]:
     if not rows:
         return []
     headers = ["lesson", "runner", "acceleration", "guest kernel", "why, as the runner recorded it"]
-    return [nodes.rubric(text="Where the kernel figures were measured"), simple_table(headers, rows)]
+    out = [nodes.rubric(text="Where the kernel figures were measured"), simple_table(headers, rows)]
+    guest = guest_machine(result_set)
+    if guest:
+        out.append(nodes.rubric(text="The guest, as it reported itself"))
+        out.append(
+            nodes.paragraph(
+                text="The kernel figures, and the user-space figures the guest measured beside them, come from "
+                "this guest: its own kernel, the CPU it was shown and the mitigations its kernel applied, "
+                "not this machine's."
+            )
+        )
+        fields = [("CPU", guest.get("cpu_model")), ("kernel", guest.get("kernel_release"))]
+        fields.append(("TSC flags", ", ".join(guest.get("tsc_flags", []))))
+        out.append(simple_table(["", "the guest's"], [[name, str(value or "?")] for name, value in fields]))
+        if guest.get("mitigations"):
+            out.append(mitigation_list(guest))
+    return out
+
+
+def guest_machine(result_set: ResultSet) -> dict:
+    """The guest's own provenance, as the most recent kernel lesson of the set recorded it (or nothing)."""
+    runs = [data.get("kernel_run") or {} for _, data in sorted(result_set.lessons.items())]
+    guests = [run["guest_machine"] for run in runs if run.get("guest_machine")]
+    return guests[-1] if guests else {}
+
+
+def only_in_guest(result_set: ResultSet) -> bool:
+    """Every lesson of the set was measured in a VM (an icount set): its provenance is the guest's."""
+    runners = {data.get("runner") for data in result_set.lessons.values()}
+    return runners == {"vm"} and bool(guest_machine(result_set))
 
 
 def mitigation_list(machine: dict) -> nodes.bullet_list:
@@ -114,6 +143,10 @@ class CourseMitigations(CourseMixin, SphinxDirective):
 def machine_summary(result_set) -> dict[str, str]:
     """The short description of a set's machine used in the overview."""
     machine = result_set.machine
+    if only_in_guest(result_set):
+        # Nothing of this set ran on the host's kernel: describe the guest it was measured in.
+        guest = guest_machine(result_set)
+        machine = {**guest, "virtualization": f"guest of {machine.get('virtualization', '?')}", "tsc_hz": None}
     mitigations = machine.get("mitigations") or {}
     states = [state.split(":")[0].split(";")[0].strip() for state in mitigations.values()]
     counted = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states)) if states else "not recorded"
