@@ -25,7 +25,14 @@ from course.runners import run_on_host
 from course.stats import summarize
 
 #: The issue's goals: spreads in percent, durations in seconds.
-GOALS = {"min-spread": 2.0, "median-spread": 3.0, "cold": 120.0, "unchanged": 5.0, "lesson-3": 10.0}
+GOALS = {
+    "min-spread": 2.0,
+    "median-spread": 3.0,
+    "cold": 120.0,
+    "unchanged": 5.0,
+    "lesson-3": 10.0,
+    "guest-programs": 15.0,  # what the like-for-like user-space runs add to the VM boot
+}
 
 Progress = Callable[[str], None]
 
@@ -274,7 +281,70 @@ def pipeline_speed(layout: Layout, progress: Progress = print) -> dict[str, dict
                 "what": what,
                 "measured_at": store.now(),
             }
+            if name == "cold":
+                found["bench/pipeline.guest-programs"] = _guest_program_time(results)
     return found
+
+
+def _guest_program_time(results: Path) -> dict:
+    """The seconds the like-for-like user-space runs took inside the cold generation's VM boot."""
+    seconds = [
+        step["seconds"]
+        for lesson_file in results.glob("*/0*.json")
+        for step in store.read_json(lesson_file).get("steps", [])
+        if str(step.get("name", "")).endswith(" in the guest")
+    ]
+    if not seconds:
+        return {"status": "skipped", "reason": "no program ran in a guest (no VM here)", "measured_at": store.now()}
+    return {
+        "status": "ok",
+        "unit": "s",
+        "value": round(sum(seconds), 2),
+        "goal": GOALS["guest-programs"],
+        "what": "user-space programs run in the modules' VM boot, in the cold generation",
+        "measured_at": store.now(),
+    }
+
+
+def icount_control(layout: Layout, runs: int = 2, progress: Progress = print) -> dict[str, dict]:
+    """Lesson 4 twice under ``tcg-icount``: the spread of its same-guest savings, expected 0 (a control).
+
+    Instruction counts do not depend on the host, so two boots must agree exactly; a spread
+    above 0 would mean the guest's path, not the host, changed between them.
+    """
+    savings: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="course-bench-icount-") as scratch:
+        results, build = Path(scratch) / "results", Path(scratch) / "build"
+        env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(build)}
+        command = [sys.executable, "-m", "invoke", "run", "--lesson", "4", "--acceleration", "tcg-icount"]
+        command += ["--set", "icount-control", "--force"]
+        for number in range(runs):
+            _timed(command, env, layout.root, progress, f"icount run {number + 1}/{runs} of lesson 4")
+            stored = store.read_json(results / "icount-control" / "04-kernel-read.json")["measurements"]
+            for key, value in stored.items():
+                if "/saving" in key and value.get("status") == "ok":
+                    savings.setdefault(key, []).append(float(value["value"]))
+    compared = {key: values for key, values in savings.items() if len(values) == runs}
+    if not compared:
+        skipped = {"status": "skipped", "reason": "no saving was derived under icount", "measured_at": store.now()}
+        return {"bench/icount.saving-spread": skipped}
+    differences = {key: max(values) - min(values) for key, values in compared.items()}
+    worst = max(differences, key=lambda key: differences[key])
+    spreads = [
+        abs(differences[key]) / abs(statistics.median(v)) * 100 for key, v in compared.items() if statistics.median(v)
+    ]
+    return {
+        "bench/icount.saving-spread": {
+            "status": "ok",
+            "unit": "%",
+            "value": round(max(spreads, default=0.0), 4),
+            "goal": 0.0,
+            "what": f"largest spread of {len(compared)} same-guest savings over {runs} icount boots (expected 0)",
+            "worst": worst,
+            "largest_difference": differences[worst],
+            "measured_at": store.now(),
+        }
+    }
 
 
 def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str, dict]:
@@ -285,6 +355,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str,
         **peer_repeatability(perf),
         **core_sharing(layout, progress=progress),
         **pipeline_speed(layout, progress=progress),
+        **icount_control(layout, progress=progress),
     }
     store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": measured, "failures": []})
     progress("  bench  peers: lmbench lat_syscall (perf bench's figure is its middle run above)")

@@ -148,13 +148,14 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             results, console, status = _run_on_host_kernel(layout, jobs)
             label = "load modules into the host kernel"
         else:
-            progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} module runs ...")
+            progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} runs ...")
             boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress)
             results, console, status = boot.jobs, boot.console, boot.exit_status
             for run in runs:
                 if boot.guest:
                     run.kernel["guest_machine"] = boot.guest
-            label = f"vm boot and {len(jobs)} module runs ({where['acceleration']})"
+            programs = sum("binary" in job for job in jobs)
+            label = f"vm boot, {len(jobs) - programs} module loads and {programs} programs ({where['acceleration']})"
     except vm.VmError as error:
         # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
         loaded = [run for run in runs if any(job["lesson"] == run.lesson.name for job in jobs)]

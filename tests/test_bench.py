@@ -7,6 +7,7 @@ that they are computed, stored and reported as the instructor guide describes.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,48 @@ def test_ratio_spreads_compare_each_kind_with_devnull_run_by_run() -> None:
     assert tty["runs"] == [2.0, 2.0] and tty["value"] == 0.0 and tty["goal"] is None
     assert found["bench/repeatability.read-x8.ratio-spread.pipe"]["value"] == pytest.approx(0.1 / 1.05 * 100, abs=0.01)
     assert bench._ratio_spreads({("read-x8", "tty"): [1.0]}, "usystime", 1) == {}  # /dev/null skipped: no ratio
+
+
+def _icount_runs(monkeypatch: pytest.MonkeyPatch, savings: list[float]) -> dict:
+    """icount_control over canned boots: each "boot" stores lesson 4 with the next saving."""
+    from course import store
+    from course.layout import Layout
+
+    boots = iter(savings)
+
+    def boot(command: list[str], env: dict, cwd, progress, what: str) -> float:
+        folder = Path(env["INVOKE_COURSE_RESULTS"]) / "icount-control"
+        saving = {"status": "ok", "unit": "icount ticks", "value": next(boots), "derived": True, "measured_at": "x"}
+        store.write_json(
+            folder / "04-kernel-read.json",
+            {"schema": 1, "measurements": {"04-kernel-read/saving.read-iter.tty": saving}},
+        )
+        assert "--acceleration" in command and "tcg-icount" in command
+        return 1.0
+
+    monkeypatch.setattr(bench, "_timed", boot)
+    layout = Layout(Path(__file__).resolve().parents[1])
+    return bench.icount_control(layout, runs=len(savings), progress=lambda line: None)["bench/icount.saving-spread"]
+
+
+def test_the_icount_control_is_zero_when_two_boots_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    control = _icount_runs(monkeypatch, [1200.0, 1200.0])
+    assert control["status"] == "ok" and control["value"] == 0.0 and control["goal"] == 0.0
+
+
+def test_the_icount_control_shows_a_difference_between_boots(monkeypatch: pytest.MonkeyPatch) -> None:
+    control = _icount_runs(monkeypatch, [1200.0, 1212.0])
+    assert control["value"] == pytest.approx(12 / 1206 * 100, rel=1e-3)
+    assert control["worst"] == "04-kernel-read/saving.read-iter.tty" and control["largest_difference"] == 12.0
+    assert _bench_verdict(control)[2] == "NO"
+
+
+def test_the_guest_programs_time_is_read_from_the_cold_generation(tmp_path) -> None:
+    from course import store
+
+    steps = [{"name": "run 03-timing/usystime in the guest", "seconds": 2.5, "cached": False}]
+    steps.append({"name": "build module ksystime", "seconds": 1.0, "cached": False})
+    store.write_json(tmp_path / "m" / "04-kernel-read.json", {"schema": 1, "steps": steps})
+    found = bench._guest_program_time(tmp_path)
+    assert found["value"] == 2.5 and found["goal"] == 15.0
+    assert bench._guest_program_time(tmp_path / "none")["status"] == "skipped"
