@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,75 @@ def test_a_real_ksystime_log_becomes_measurements_and_a_refusal(course_root: Pat
     assert "kernel read not supported for file" in run.captures["04-kernel-read/ksystime.devnull.log"]["text"]
     assert "stdin_fs=devpts" not in run.captures["04-kernel-read/ksystime.tty.log"]["text"]
     assert run.measurements["04-kernel-read/read-iter.tty"]["meta"]["stdin_read_iter"] == "tty_read"
+
+
+def test_a_read_the_kernel_would_refuse_is_skipped_never_timed(course_root: Path) -> None:
+    # Real logs of both modules loaded by hand in the course's VM (Debian's 6.1, TCG) with
+    # standard inputs the pipeline never gives them: a file open for writing only, an eventfd
+    # (its ->read_iter refuses reads of fewer than 8 bytes) and a directory (->read: -EISDIR).
+    layout = Layout(course_root)
+    four, six = (LessonRun(lessons.find(layout, number), previous={}) for number in (4, 6))
+    jobs = _captured("read-checks-vm-results.json")
+    kernel_runs.record_results([four, six], jobs, jobs, console="", status=0, where=TCG)
+    assert four.failures == six.failures == [], "no warning either: kernel_read() is not tried on a write-only file"
+    measured = {**four.measurements, **six.measurements}
+
+    def reason(key: str) -> str:
+        assert measured[key]["status"] == "skipped", f"{key} was timed: {measured[key]}"
+        return measured[key]["reason"]
+
+    # Not open for reading: refused before any call (vfs_read() would say -EBADF).
+    for key in (
+        "04-kernel-read/kernel-read.wronly",
+        "04-kernel-read/read-iter.wronly",
+        "06-skipping-layers/f-op-read.wronly",
+        "06-skipping-layers/read-iter.wronly",
+        "06-skipping-layers/read-iter-cached.wronly",
+    ):
+        assert "FMODE_READ" in reason(key)
+    assert "returned -9" in reason("06-skipping-layers/ksys-read.wronly"), "vfs_read() refuses it itself"
+    # The method fails: its return value is the reason, and nothing is timed.
+    for key in (
+        "04-kernel-read/read-iter.eventfd",
+        "06-skipping-layers/read-iter.eventfd",
+        "06-skipping-layers/read-iter-cached.eventfd",
+    ):
+        assert "returned -22" in reason(key) and "error path" in reason(key)
+    assert "refused" not in reason("04-kernel-read/kernel-read.eventfd"), "the file's error, not kernel_read()'s rule"
+    assert "returned -21" in reason("06-skipping-layers/f-op-read.directory")
+    assert "returned -21" in reason("06-skipping-layers/f-op-read-cached.directory")
+    # Where the call succeeds, what it returned is kept beside the figures.
+    assert measured["04-kernel-read/read-iter.tty"]["meta"]["read_iter_returned"] == "0"
+    assert measured["04-kernel-read/kernel-read.tty"]["meta"]["kernel_read_returned"] == "0"
+    assert measured["06-skipping-layers/f-op-read.devnull"]["meta"]["f_op_read_returned"] == "0"
+    assert measured["06-skipping-layers/read-iter-cached.devnull"]["status"] == "ok"
+    assert measured["06-skipping-layers/fget-fput.wronly"]["status"] == "ok", "the look-ups read nothing"
+
+
+def _calls(text: str, macro: str) -> list[str]:
+    """The argument text of every call of ``macro`` in C source ``text`` (parentheses balanced)."""
+    found = []
+    for match in re.finditer(rf"\b{macro}\(", text):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        found.append(text[match.end() : end - 1])
+    return found
+
+
+def test_the_modules_check_every_timed_reads_return_value(course_root: Path) -> None:
+    # A read timed with KSTAMP_MEASURE would drop its return value: every read goes through
+    # KSTAMP_COLLECT with an OR of the results, printed by kstamp_print_read().
+    sources = sorted((course_root / "code" / "kernel").glob("*/*.c"))
+    assert {source.name for source in sources} >= {"ksystime.c", "ksyslayers.c"}
+    for source in sources:
+        text = source.read_text()
+        unchecked = [code for code in _calls(text, "KSTAMP_MEASURE") if "read" in code]
+        assert not unchecked, f"{source.name} times a read without checking what it returns: {unchecked}"
+        for code in _calls(text, "KSTAMP_COLLECT"):
+            assert "failed |=" in code, f"{source.name}: a timed call's result is not kept: {code}"
+        assert len(_calls(text, "KSTAMP_COLLECT")) == len(_calls(text, "kstamp_print_read")), source.name
 
 
 def test_a_module_that_stops_early_is_a_failure_not_a_figure(course_root: Path) -> None:

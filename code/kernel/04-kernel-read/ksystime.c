@@ -29,16 +29,27 @@ static void measure_kernel_read(struct file *file, u32 *buf)
 {
 	char byte;
 	loff_t pos = 0;
-	ssize_t ret = kernel_read(file, &byte, 0, &pos);
+	long failed = 0;
+	ssize_t ret;
 
+	ret = kernel_read(file, &byte, 0, &pos);
+	course_print("meta kernel_read_returned=%zd", ret);
 	/* kernel_read() refuses files that have ->read (it wants ->read_iter only): record
-	 * the refusal as the result, since that is what a 6.x module meets. */
-	if (ret < 0) {
-		course_print("skip kernel-read kernel_read() refused this file: %zd (%s)", ret,
-			     ret == -EINVAL ? "EINVAL: the file has a ->read method" : "error");
+	 * the refusal as the result, since that is what a 6.x module meets. Any other error is
+	 * the file's own (an eventfd refuses reads of fewer than 8 bytes): not timed either. */
+	if (ret == -EINVAL && file->f_op->read) {
+		course_print("skip kernel-read kernel_read() refused this file: %zd (EINVAL: the file has a ->read method)",
+			     ret);
 		return;
 	}
-	KSTAMP_MEASURE("kernel-read", "stamp-pair", samples, buf, false, kernel_read(file, &byte, 0, &pos));
+	if (ret < 0) {
+		course_print("skip kernel-read kernel_read() returned %zd on this file: an error path, not timed", ret);
+		return;
+	}
+	/* Every return value is kept (one OR, beside the call): a call that starts failing
+	 * halfway must not turn the samples into timings of an error path. */
+	KSTAMP_COLLECT(samples, buf, false, failed |= kernel_read(file, &byte, 0, &pos));
+	kstamp_print_read("kernel-read", "stamp-pair", buf, samples, failed);
 }
 
 static void measure_read_iter(struct file *file, u32 *buf)
@@ -46,16 +57,30 @@ static void measure_read_iter(struct file *file, u32 *buf)
 	struct kiocb kiocb;
 	struct kvec kvec = { .iov_base = NULL, .iov_len = 0 };
 	struct iov_iter iter;
+	long failed = 0;
+	ssize_t ret;
 
 	if (!file->f_op->read_iter) {
 		course_print("skip read-iter this file has no ->read_iter method");
 		return;
 	}
-	KSTAMP_MEASURE("read-iter", "stamp-pair", samples, buf, false, ({
+	/* Calling the method skips vfs_read()'s checks, so a failing call would be timed as
+	 * gladly as a read: try it once, untimed, and time it only if it succeeds. */
+	init_sync_kiocb(&kiocb, file);
+	iov_iter_kvec(&iter, READ, &kvec, 1, 0);
+	ret = file->f_op->read_iter(&kiocb, &iter);
+	course_print("meta read_iter_returned=%zd", ret);
+	if (ret < 0) {
+		course_print("skip read-iter ->read_iter (%ps) returned %zd: an error path, not timed",
+			     file->f_op->read_iter, ret);
+		return;
+	}
+	KSTAMP_COLLECT(samples, buf, false, ({
 		init_sync_kiocb(&kiocb, file);
 		iov_iter_kvec(&iter, READ, &kvec, 1, 0);
-		file->f_op->read_iter(&kiocb, &iter);
+		failed |= file->f_op->read_iter(&kiocb, &iter);
 	}));
+	kstamp_print_read("read-iter", "stamp-pair", buf, samples, failed);
 }
 
 static int __init ksystime_init(void)
@@ -75,9 +100,17 @@ static int __init ksystime_init(void)
 	if (!file) {
 		course_print("skip kernel-read insmod has no standard input");
 	} else {
+		const char *unreadable = kstamp_unreadable(file);
+
 		describe_stdin(file);
-		measure_kernel_read(file, buf);
-		measure_read_iter(file, buf);
+		if (unreadable) {
+			/* vfs_read() would refuse it, and kernel_read() would warn: neither is timed. */
+			course_print("skip kernel-read %s", unreadable);
+			course_print("skip read-iter %s", unreadable);
+		} else {
+			measure_kernel_read(file, buf);
+			measure_read_iter(file, buf);
+		}
 		fput(file);
 	}
 	kvfree(buf);

@@ -46,6 +46,8 @@ static unsigned long lookup_symbol(const char *name)
 static void measure_ksys_read(u32 *buf)
 {
 	ksys_read_t ksys_read_fn;
+	long failed = 0;
+	ssize_t ret;
 
 	if (!direct_call) {
 		course_print("skip ksys-read not asked for (direct_call=0)");
@@ -62,17 +64,25 @@ static void measure_ksys_read(u32 *buf)
 	}
 	/* A NULL user buffer: access_ok() accepts it for a 0-byte read, a kernel address it
 	 * would refuse with -EFAULT before reaching the file. */
-	if (ksys_read_fn(0, NULL, 0) < 0) {
-		course_print("skip ksys-read ksys_read(0, NULL, 0) failed on this file");
+	ret = ksys_read_fn(0, NULL, 0);
+	course_print("meta ksys_read_returned=%zd", ret);
+	if (ret < 0) {
+		course_print("skip ksys-read ksys_read(0, NULL, 0) returned %zd on this file: an error path, not timed",
+			     ret);
 		return;
 	}
-	KSTAMP_MEASURE("ksys-read", "stamp-pair", samples, buf, false, ksys_read_fn(0, NULL, 0));
+	/* Every return value is kept (one OR, beside the call), so that a call failing later is
+	 * not timed as a read. */
+	KSTAMP_COLLECT(samples, buf, false, failed |= ksys_read_fn(0, NULL, 0));
+	kstamp_print_read("ksys-read", "stamp-pair", buf, samples, failed);
 }
 
 static void measure_f_op_read(struct file *file, u32 *buf)
 {
 	ssize_t (*read)(struct file *, char __user *, size_t, loff_t *) = file->f_op->read;
 	loff_t pos = 0;
+	long failed = 0;
+	ssize_t ret;
 
 	if (!read) {
 		course_print("skip f-op-read this file has no ->read method, only ->read_iter (%ps)",
@@ -80,8 +90,20 @@ static void measure_f_op_read(struct file *file, u32 *buf)
 		course_print("skip f-op-read-cached this file has no ->read method");
 		return;
 	}
-	KSTAMP_MEASURE("f-op-read", "stamp-pair", samples, buf, false, file->f_op->read(file, NULL, 0, &file->f_pos));
-	KSTAMP_MEASURE("f-op-read-cached", "stamp-pair", samples, buf, false, read(file, NULL, 0, &pos));
+	/* The method is called without vfs_read()'s checks: try it once, untimed, and time it
+	 * only if it succeeds (a directory's ->read, for one, returns -EISDIR). */
+	ret = read(file, NULL, 0, &pos);
+	course_print("meta f_op_read_returned=%zd", ret);
+	if (ret < 0) {
+		course_print("skip f-op-read ->read (%ps) returned %zd: an error path, not timed", read, ret);
+		course_print("skip f-op-read-cached ->read returned %zd: an error path, not timed", ret);
+		return;
+	}
+	KSTAMP_COLLECT(samples, buf, false, failed |= file->f_op->read(file, NULL, 0, &file->f_pos));
+	kstamp_print_read("f-op-read", "stamp-pair", buf, samples, failed);
+	failed = 0;
+	KSTAMP_COLLECT(samples, buf, false, failed |= read(file, NULL, 0, &pos));
+	kstamp_print_read("f-op-read-cached", "stamp-pair", buf, samples, failed);
 }
 
 static void measure_read_iter(struct file *file, u32 *buf)
@@ -90,21 +112,36 @@ static void measure_read_iter(struct file *file, u32 *buf)
 	struct kvec kvec = { .iov_base = NULL, .iov_len = 0 };
 	struct kiocb kiocb;
 	struct iov_iter iter;
+	long failed = 0;
+	ssize_t ret;
 
 	if (!read_iter) {
 		course_print("skip read-iter this file has no ->read_iter method");
 		course_print("skip read-iter-cached this file has no ->read_iter method");
 		return;
 	}
-	KSTAMP_MEASURE("read-iter", "stamp-pair", samples, buf, false, ({
+	/* As ->read above: once, untimed, and timed only if it succeeds. */
+	init_sync_kiocb(&kiocb, file);
+	iov_iter_kvec(&iter, READ, &kvec, 1, 0);
+	ret = read_iter(&kiocb, &iter);
+	course_print("meta read_iter_returned=%zd", ret);
+	if (ret < 0) {
+		course_print("skip read-iter ->read_iter (%ps) returned %zd: an error path, not timed", read_iter, ret);
+		course_print("skip read-iter-cached ->read_iter returned %zd: an error path, not timed", ret);
+		return;
+	}
+	KSTAMP_COLLECT(samples, buf, false, ({
 		init_sync_kiocb(&kiocb, file);
 		iov_iter_kvec(&iter, READ, &kvec, 1, 0);
-		file->f_op->read_iter(&kiocb, &iter);
+		failed |= file->f_op->read_iter(&kiocb, &iter);
 	}));
+	kstamp_print_read("read-iter", "stamp-pair", buf, samples, failed);
 	/* Built once: a 0-byte read consumes nothing, so the same request can be reissued. */
 	init_sync_kiocb(&kiocb, file);
 	iov_iter_kvec(&iter, READ, &kvec, 1, 0);
-	KSTAMP_MEASURE("read-iter-cached", "stamp-pair", samples, buf, false, read_iter(&kiocb, &iter));
+	failed = 0;
+	KSTAMP_COLLECT(samples, buf, false, failed |= read_iter(&kiocb, &iter));
+	kstamp_print_read("read-iter-cached", "stamp-pair", buf, samples, failed);
 }
 
 static void measure_lookups(u32 *buf)
@@ -132,10 +169,20 @@ static int __init ksyslayers_init(void)
 	if (!file) {
 		course_print("skip ksys-read insmod has no standard input");
 	} else {
+		const char *unreadable = kstamp_unreadable(file);
+
 		course_print("meta stdin_fs=%s", file->f_inode->i_sb->s_type->name);
-		measure_ksys_read(buf);
-		measure_f_op_read(file, buf);
-		measure_read_iter(file, buf);
+		measure_ksys_read(buf); /* through vfs_read(), which checks the file itself */
+		if (unreadable) {
+			/* The methods below would be called on a file vfs_read() refuses: not timed. */
+			course_print("skip f-op-read %s", unreadable);
+			course_print("skip f-op-read-cached %s", unreadable);
+			course_print("skip read-iter %s", unreadable);
+			course_print("skip read-iter-cached %s", unreadable);
+		} else {
+			measure_f_op_read(file, buf);
+			measure_read_iter(file, buf);
+		}
 		measure_lookups(buf);
 		fput(file);
 	}

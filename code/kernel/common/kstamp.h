@@ -8,11 +8,17 @@
  *   <module>: course: skip <id> <reason>
  *   <module>: course: meta <key>=<value>
  *
+ * A module that times a read refuses to time an error path: kstamp_unreadable() says whether
+ * vfs_read() would refuse the file, the module tries the call once untimed, and
+ * KSTAMP_COLLECT() with kstamp_print_read() checks every timed call's return value. A refused
+ * read is a "skip" line with the reason, never a figure.
+ *
  * Included by exactly one .c file per module (its functions are static).
  */
 #ifndef COURSE_KSTAMP_H
 #define COURSE_KSTAMP_H
 
+#include <linux/fs.h>
 #include <linux/irqflags.h>
 #include <linux/preempt.h>
 #include <linux/slab.h>
@@ -69,10 +75,43 @@ static void __maybe_unused kstamp_print(const char *id, const char *subtract, u3
 		course_print("hist %s%s", id, line);
 }
 
+/* Why a read of `file` would fail before its driver is reached (vfs_read() checks the same two
+ * flags), or NULL: timing a read the kernel would refuse measures an error path, not a read.
+ * __kernel_read() even warns (a WARN_ON_ONCE, with a stack trace) for a file without
+ * FMODE_READ, so kernel_read() must not be tried on one either. */
+static __maybe_unused const char *kstamp_unreadable(const struct file *file)
+{
+	if (!(file->f_mode & FMODE_READ))
+		return "the file is not open for reading (no FMODE_READ: read() would return -EBADF)";
+	if (!(file->f_mode & FMODE_CAN_READ))
+		return "the file cannot be read (no FMODE_CAN_READ: read() would return -EINVAL)";
+	return NULL;
+}
+
+/* Print a read's samples, unless one of the timed calls failed (`failed`: every return value
+ * OR-ed together, negative if any was an error): then they timed an error path. */
+static void __maybe_unused kstamp_print_read(const char *id, const char *subtract, u32 *samples, int n,
+					     long failed)
+{
+	if (failed < 0) {
+		course_print("skip %s a timed call returned an error: the samples timed an error path, not a read",
+			     id);
+		return;
+	}
+	kstamp_print(id, subtract, samples, n);
+}
+
 /* Time `code` n times after as many warm-up runs. With atomic set, each sample runs with
  * preemption and interrupts off: only for code that cannot sleep (a tty or pipe read
  * can, and must never be timed that way). */
 #define KSTAMP_MEASURE(id, subtract, n, samples, atomic, code)                   \
+	do {                                                                     \
+		KSTAMP_COLLECT(n, samples, atomic, code);                        \
+		kstamp_print((id), (subtract), (samples), (n));                  \
+	} while (0)
+
+/* The samples alone, printed by the caller: for code whose result must be checked first. */
+#define KSTAMP_COLLECT(n, samples, atomic, code)                                 \
 	do {                                                                     \
 		int i_;                                                          \
 		unsigned long flags_;                                            \
@@ -96,7 +135,6 @@ static void __maybe_unused kstamp_print(const char *id, const char *subtract, u3
 			if (!(atomic) && (i_ & 1023) == 1023)                    \
 				cond_resched();                                  \
 		}                                                                \
-		kstamp_print((id), (subtract), (samples), (n));                  \
 	} while (0)
 
 #endif /* COURSE_KSTAMP_H */

@@ -3,15 +3,15 @@
  * Every user-space program of the course includes this header, so that all of them
  * time code the same way and print results the pipeline can parse:
  *
- *   course: measure <id> unit=ticks samples=<n> [subtract=<id>] [per=<k>]
+ *   course: measure <id> unit=ticks samples=<n> [subtract=<id>] [per=<k>]   (or another unit)
  *   course: hist <id> <value>x<count> <value>x<count> ...   (repeated as needed)
  *   course: skip <id> <reason>
  *   course: meta <key>=<value>
  *   course: check <exercise> ok|fail|na <detail>   (whether an exercise's variant works;
  *                                                   na: it cannot be checked on this machine)
  *
- * per=<k> says that each sample timed k consecutive runs of the code: the pipeline
- * subtracts the stamp pair's cost, then divides by k.
+ * per=<k> says that each sample timed k runs of the code (between two stamps, or added up
+ * from k stamped runs): the pipeline subtracts the stamp pair's cost, then divides by k.
  *
  * Lines without the "course: " prefix are ordinary output and are kept as text.
  */
@@ -39,6 +39,15 @@ static inline uint64_t stamp_begin(void)
 	return ((uint64_t)hi << 32) | lo;
 }
 
+/* Intel's full start sequence: the second lfence holds the timed code back until the counter
+ * has been read. Not the course's stamp: lesson 3's fences.c times both starts side by side. */
+static inline uint64_t stamp_begin_fenced(void)
+{
+	uint32_t lo, hi;
+	__asm__ __volatile__("lfence\n\trdtsc\n\tlfence" : "=a"(lo), "=d"(hi) : : "memory");
+	return ((uint64_t)hi << 32) | lo;
+}
+
 static inline uint64_t stamp_end(void)
 {
 	uint32_t lo, hi, aux;
@@ -61,8 +70,8 @@ static inline void pin_to_one_cpu(void)
 }
 
 /* The TSC rate, measured against CLOCK_MONOTONIC_RAW over about 50 ms, so that
- * ticks can also be shown as nanoseconds. */
-static inline void print_tsc_hz(void)
+ * ticks can also be shown as nanoseconds. Printed, and returned for a program's own use. */
+static inline double print_tsc_hz(void)
 {
 	struct timespec t0, t1;
 	uint64_t s0, s1;
@@ -76,6 +85,7 @@ static inline void print_tsc_hz(void)
 	s1 = stamp_end();
 	seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
 	printf("course: meta tsc_hz=%.0f\n", (s1 - s0) / seconds);
+	return (s1 - s0) / seconds;
 }
 
 static int compare_u32(const void *a, const void *b)
@@ -85,18 +95,13 @@ static int compare_u32(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Print the samples as a run-length histogram: exact, and short because tick
- * counts cluster on few values. */
-static inline void print_samples(const char *id, const char *subtract, long per, uint32_t *samples, long n)
+/* The "hist" lines of a measurement already announced: a run-length histogram, exact, and
+ * short because tick counts cluster on few values. Sorts the samples. */
+static inline void print_hist(const char *id, uint32_t *samples, long n)
 {
 	long i = 0, on_line = 0;
 
 	qsort(samples, n, sizeof(*samples), compare_u32);
-	printf("course: measure %s unit=ticks samples=%ld%s%s", id, n,
-	       subtract ? " subtract=" : "", subtract ? subtract : "");
-	if (per > 1)
-		printf(" per=%ld", per);
-	printf("\n");
 	while (i < n) {
 		long count = 1;
 
@@ -115,6 +120,17 @@ static inline void print_samples(const char *id, const char *subtract, long per,
 		printf("\n");
 }
 
+/* Announce a measurement in ticks and print its samples. */
+static inline void print_samples(const char *id, const char *subtract, long per, uint32_t *samples, long n)
+{
+	printf("course: measure %s unit=ticks samples=%ld%s%s", id, n, subtract ? " subtract=" : "",
+	       subtract ? subtract : "");
+	if (per > 1)
+		printf(" per=%ld", per);
+	printf("\n");
+	print_hist(id, samples, n);
+}
+
 /* Time `code` n times after as many warm-up runs, keeping every sample. The samples
  * include the stamp pair's own cost; `subtract` names the measurement of that cost
  * and the pipeline removes its minimum. */
@@ -123,7 +139,8 @@ static inline void print_samples(const char *id, const char *subtract, long per,
 /* The same, each sample timing `per` consecutive runs of `code`: when the counter advances
  * in coarse steps, a batch divides the step by `per`. On the course's AMD EPYC machines the
  * step is tsc_hz / 100 MHz, as if the TSC were updated from a 100 MHz reference clock (our
- * inference: AMD Zen; a hypervisor's TSC scaling multiplies, it does not quantize). */
+ * inference: AMD Zen; a hypervisor's TSC scaling multiplies, it does not quantize). Lesson 3's
+ * tscstep.c measures the step on each machine. */
 #define MEASURE_BATCH(id, subtract, n, samples, per, code)               \
 	do {                                                             \
 		for (long i_ = 0; i_ < (n); i_++) {                      \
