@@ -6,14 +6,16 @@ It refuses to run anywhere else, so that nothing is loaded into a kernel by acci
 
     python -m course.kernel_guest PLAN.json RESULTS.json
 
-PLAN is a list of jobs: a module to load ``{lesson, module, ko, params, stdin}``, or a
+PLAN is a list of jobs: a module to load ``{lesson, module, ko, params, stdin}``, a
 user-space program to run ``{lesson, program, binary, args, stdin, files}`` (the user side of
-the comparison, on the same kernel and clock as the modules). RESULTS is rewritten
-(atomically) after every job, so a crash or a hung VM keeps what was measured before it.
+the comparison, on the same kernel and clock as the modules), or a program to trace with
+ftrace's ``function_graph`` ``{lesson, trace, binary, files, graph, notrace}``. RESULTS is
+rewritten (atomically) after every job, so a crash or a hung VM keeps what was measured before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -26,6 +28,25 @@ from course.store import read_json, write_json
 
 #: The kernel command line of a virtme-ng guest carries this; the host's never does.
 VM_MARK = "virtme"
+
+#: Where the tracing filesystem is mounted (the helper mounts it there if it is not).
+TRACEFS = Path("/sys/kernel/tracing")
+
+#: The most of a trace that is read back: one empty read's call graph is a few KiB, and a
+#: trace that ran away (a filter that matched everything) must not fill the results file.
+TRACE_LIMIT_BYTES = 2 * 1024 * 1024
+
+#: function_graph's options for a call graph that shows the path and not the time: under
+#: emulation the durations would be the emulator's, and the tracer's own cost is in them.
+#: Interrupts taken during the read stay out of its graph (funcgraph-irqs).
+TRACE_OPTIONS = {
+    "funcgraph-irqs": "0",
+    "funcgraph-duration": "0",
+    "funcgraph-cpu": "0",
+    "funcgraph-overhead": "0",
+    "funcgraph-proc": "0",
+    "funcgraph-tail": "0",
+}
 
 
 def prepare(folder: Path, jobs: list[dict]) -> tuple[Path, Path]:
@@ -121,6 +142,109 @@ def run_program_job(job: dict, scratch: Path) -> dict:
     }
 
 
+def _write(path: Path, text: str) -> None:
+    # Opened for writing, tracefs files truncate: "" clears set_graph_function, trace, set_ftrace_pid.
+    with open(path, "w") as file:
+        file.write(text)
+
+
+def _add_functions(path: Path, names: list[str]) -> tuple[list[str], list[str]]:
+    """Add each of ``names`` to a tracefs filter file: (those the kernel has, those it refused)."""
+    _write(path, "")
+    added, missing = [], []
+    for name in names:
+        try:
+            # The newline ends the name: tracefs checks a name when it ends, and only then
+            # fails the write for a function it does not have (at close it would say nothing).
+            with open(path, "a") as file:
+                file.write(name + "\n")
+            added.append(name)
+        except OSError:  # EINVAL: no traceable function of that name in this kernel
+            missing.append(name)
+    return added, missing
+
+
+def mount_tracefs(tracefs: Path = TRACEFS) -> None:
+    if not (tracefs / "trace").is_file():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(tracefs)], check=True, capture_output=True)
+
+
+def run_trace_job(job: dict, scratch: Path, tracefs: Path = TRACEFS) -> dict:
+    """Run ``job``'s program under function_graph and return the trace it marked, with how it was set up.
+
+    The program limits tracing to its own pid and turns it on and off around its reads; this
+    sets the tracer up beforehand and, whatever happened, clears its filters and puts the tracer,
+    its options and ``tracing_on`` back as they were.
+    """
+    started = time.monotonic()
+    # The trace comes back as "trace_text": "trace" is the job's own name for it.
+    result = {**job, "ok": False, "exit_status": None, "stdout": "", "stderr": "", "trace_text": "", "command": ""}
+    options = tracefs / "options"
+    saved: dict[str, str] = {}
+    saved_tracer, saved_on = "nop", "0"
+    try:
+        mount_tracefs(tracefs)
+        saved = {name: (options / name).read_text().strip() for name in TRACE_OPTIONS if (options / name).is_file()}
+        saved_tracer = (tracefs / "current_tracer").read_text().strip() or "nop"
+        saved_on = (tracefs / "tracing_on").read_text().strip() or "0"
+        _write(tracefs / "tracing_on", "0")
+        _write(tracefs / "current_tracer", "nop")
+        _write(tracefs / "trace", "")
+        graph, missing = _add_functions(tracefs / "set_graph_function", job["graph"])
+        notrace, _ = _add_functions(tracefs / "set_graph_notrace", job.get("notrace", []))
+        result.update(graph=graph, graph_missing=missing, notrace=notrace)
+        if not graph:
+            result["ended"] = f"this kernel has none of the functions to start the graph at ({', '.join(missing)})"
+            return result
+        for name in saved:
+            _write(options / name, TRACE_OPTIONS[name])
+        _write(tracefs / "current_tracer", "function_graph")
+        outcome = run_on_host(
+            Path(job["binary"]),
+            (str(tracefs),),
+            "devnull",
+            scratch,
+            float(job.get("timeout", 60)),
+            shown_as=job.get("shown_as", ""),
+            files=tuple(job["files"]),
+        )
+        _write(tracefs / "tracing_on", "0")  # if the program died before it turned tracing off
+        with open(tracefs / "trace", "rb") as file:
+            raw = file.read(TRACE_LIMIT_BYTES + 1)
+    except (OSError, subprocess.CalledProcessError) as error:
+        result["ended"] = f"could not set up or read ftrace in {tracefs} ({error})"
+        return result
+    finally:
+        _reset_tracing(tracefs, saved, saved_tracer, saved_on)
+        result["seconds"] = round(time.monotonic() - started, 3)
+    return {
+        **result,
+        "command": outcome.command,
+        "exit_status": outcome.exit_status,
+        "ok": outcome.ok,
+        "ended": outcome.ended,
+        "stdout": outcome.stdout[-4000:],
+        "stderr": outcome.stderr[-4000:],
+        # A kernel's output is not always UTF-8: shown escaped, never a crash of the helper.
+        "trace_text": raw[:TRACE_LIMIT_BYTES].decode("utf-8", "backslashreplace"),
+        "trace_truncated": len(raw) > TRACE_LIMIT_BYTES,
+    }
+
+
+def _reset_tracing(tracefs: Path, options: dict[str, str], tracer: str, on: str) -> None:
+    """Filters and buffer cleared, tracer, options and ``tracing_on`` as they were: the next job runs untraced.
+
+    (In the VM they were the defaults: no tracer. With the host-kernel runner they are the host's.)
+    """
+    steps = [("tracing_on", "0"), ("current_tracer", "nop")]
+    steps += [(name, "") for name in ("set_graph_function", "set_graph_notrace", "set_ftrace_pid", "trace")]
+    steps += [(f"options/{name}", value) for name, value in options.items()]
+    steps += [("current_tracer", tracer), ("tracing_on", on)]
+    for name, value in steps:
+        with contextlib.suppress(OSError):  # one setting that cannot be put back must not stop the others
+            _write(tracefs / name, value)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         print("usage: python -m course.kernel_guest PLAN.json RESULTS.json [--host-kernel]", file=sys.stderr)
@@ -139,7 +263,10 @@ def main(argv: list[str]) -> int:
     guest = guest_machine()
     for number, job in enumerate(jobs, start=1):
         scratch = Path("/tmp/course-scratch")
-        if "binary" in job:
+        if "trace" in job:
+            print(f"course-guest: [{number}/{len(jobs)}] trace {job['program']} (function_graph)", flush=True)
+            results.append(run_trace_job(job, scratch))
+        elif "binary" in job:
             print(f"course-guest: [{number}/{len(jobs)}] {job['program']} (user space)", flush=True)
             results.append(run_program_job(job, scratch))
         else:

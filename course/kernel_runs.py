@@ -10,8 +10,10 @@ kept and the run ends non-zero. A figure that could not be measured is never mad
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from course import kernel_build, kernel_guest, store, vm
@@ -136,10 +138,12 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
                 }
                 for stdin in module.stdin
             ]
-    if not jobs:
+    traces = trace_jobs(layout, runs)
+    if not jobs and not traces:
         return
-    # The user-space side first, in the same boot: same kernel, same clock, same unit.
-    jobs = guest_program_jobs(layout, runs) + jobs
+    # The user-space side first, in the same boot: same kernel, same clock, same unit. The
+    # traces last: whatever the tracer leaves behind cannot touch a figure measured before it.
+    jobs = guest_program_jobs(layout, runs) + jobs + traces
 
     started = time.monotonic()
     try:
@@ -154,8 +158,10 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             for run in runs:
                 if boot.guest:
                     run.kernel["guest_machine"] = boot.guest
-            programs = sum("binary" in job for job in jobs)
-            label = f"vm boot, {len(jobs) - programs} module loads and {programs} programs ({where['acceleration']})"
+            loads = sum("module" in job for job in jobs)
+            parts = [f"{loads} module loads", f"{sum('program' in job for job in jobs) - len(traces)} programs"]
+            parts += [f"{len(traces)} traces"] if traces else []
+            label = f"vm boot, {', '.join(parts[:-1])} and {parts[-1]} ({where['acceleration']})"
     except vm.VmError as error:
         # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
         loaded = [run for run in runs if any(job["lesson"] == run.lesson.name for job in jobs)]
@@ -174,28 +180,28 @@ def build_guest_programs(layout: Layout, run: LessonRun, progress: Progress) -> 
     They are built here, on the host: the guest shares the host's files, so the same binary
     runs in both, and their sources belong to the lesson's inputs (a change reruns it).
     """
-    if not run.lesson.guest_runs:
+    wanted = [(spec.program, spec.lesson, spec.name) for spec in run.lesson.guest_runs]
+    wanted += [(spec.program, spec.lesson, spec.program_name) for spec in run.lesson.traces]
+    if not wanted:
         return
     owners = {lesson.name: lesson for lesson in lesson_catalog.discover(layout)}
-    for spec in run.lesson.guest_runs:
-        if spec.program in run.programs:
+    for program, lesson, name in wanted:
+        if program in run.programs:
             continue
-        owner = owners.get(spec.lesson)
+        owner = owners.get(lesson)
         if owner is None:
-            run.fail("build", spec.program, f"no lesson {spec.lesson} for the guest program {spec.program}")
+            run.fail("build", program, f"no lesson {lesson} for the guest program {program}")
             continue
         started = time.monotonic()
         try:
-            run.programs[spec.program] = build_program(layout, owner, spec.name)
+            run.programs[program] = build_program(layout, owner, name)
         except BuildError as error:
-            run.fail("build", spec.program, str(error), error.log)
-            progress(f"  build  {spec.program:<20} FAILED: {error}")
+            run.fail("build", program, str(error), error.log)
+            progress(f"  build  {program:<20} FAILED: {error}")
             continue
-        step = timed_step(
-            f"build {spec.program} (for the guest)", started, cached=not run.programs[spec.program].rebuilt
-        )
+        step = timed_step(f"build {program} (for the guest)", started, cached=not run.programs[program].rebuilt)
         run.steps.append(step)
-        progress(f"  build  {spec.program:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
+        progress(f"  build  {program:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
 
 
 def guest_program_jobs(layout: Layout, runs: list[LessonRun]) -> list[dict]:
@@ -227,6 +233,30 @@ def guest_program_jobs(layout: Layout, runs: list[LessonRun]) -> list[dict]:
     return list(jobs.values())
 
 
+def trace_jobs(layout: Layout, runs: list[LessonRun]) -> list[dict]:
+    """One job per ``[[trace]]`` of the lessons: a program to run under function_graph in the guest."""
+    jobs = []
+    for run in runs:
+        for spec in run.lesson.traces:
+            program = run.programs.get(spec.program)
+            if program is None:
+                continue  # its build failed, and that is recorded
+            jobs.append(
+                {
+                    "lesson": run.lesson.name,
+                    "trace": spec.name,
+                    "program": spec.program,
+                    "binary": str(program.binary),
+                    "shown_as": os.path.relpath(program.binary, layout.root),
+                    "files": list(spec.files),
+                    "graph": list(spec.graph),
+                    "notrace": list(spec.notrace),
+                    "timeout": spec.timeout,
+                }
+            )
+    return jobs
+
+
 def _run_on_host_kernel(layout: Layout, jobs: list[dict]) -> tuple[list[dict], str, int | None]:
     if os.geteuid() != 0:
         raise vm.VmError("the host-kernel runner loads modules and needs root")
@@ -249,6 +279,13 @@ def record_results(
     by_lesson = {run.lesson.name: run for run in runs}
     unit = vm.UNITS[where["acceleration"]]
     for index, job in enumerate(jobs):
+        if "trace" in job:
+            result = results[index] if index < len(results) else None
+            record_trace(by_lesson[job["lesson"]], job, result, console, status, where)
+            if result is not None:  # not "in the guest": the bench counts those as the like-for-like runs
+                step = {"name": f"trace {job['program']} under function_graph, in the VM", "cached": False}
+                by_lesson[job["lesson"]].steps.append({**step, "seconds": result.get("seconds", 0.0)})
+            continue
         if "binary" in job:
             result = results[index] if index < len(results) else None
             for name in job["lessons"]:
@@ -292,6 +329,131 @@ def record_results(
         kernel_log = "\n".join(parsed.text).strip()
         capture_id = measurement_id(run.lesson, job["module"], job["stdin"], module.stdin) + ".log"
         run.captures[capture_id] = {"text": kernel_log, "command": context["command"], "measured_at": store.now()}
+
+
+#: The most lines of one read's call graph kept in its capture; the rest are counted, not kept.
+GRAPH_LINES = 150
+
+#: The longest line of a call graph kept whole (a kernel symbol is far shorter).
+GRAPH_LINE_CHARS = 160
+
+#: A marker the traced program writes into the trace before and after each read (readtrace.c).
+MARKER = re.compile(r"/\* course-trace (?P<what>begin|end) (?P<kind>[a-z]+)(?: returned (?P<returned>-?\d+))? \*/")
+
+#: What may stand before the call graph's column: the CPU, an overhead mark, a duration.
+_COLUMNS = re.compile(r"\s*(\d+\)\s*)?([+!#*@$]\s*)?([\d.]+\s*us\s*)?")
+
+
+@dataclass
+class CallGraph:
+    """The call graph of one traced read, as function_graph printed it, and what the read returned."""
+
+    kind: str
+    lines: list[str] = field(default_factory=list)
+    returned: int | None = None
+
+    def text(self) -> str:
+        """The graph, its common indentation removed, at most ``GRAPH_LINES`` lines of ``GRAPH_LINE_CHARS``."""
+        indent = min((len(line) - len(line.lstrip()) for line in self.lines if line.strip()), default=0)
+        lines = [line[indent:].rstrip() for line in self.lines]
+        kept = [line if len(line) <= GRAPH_LINE_CHARS else line[: GRAPH_LINE_CHARS - 3] + "..." for line in lines]
+        if len(kept) > GRAPH_LINES:
+            dropped = len(kept) - GRAPH_LINES + 1
+            kept = [*kept[: GRAPH_LINES - 1], f"[... {dropped} more lines of this call graph not kept]"]
+        return "\n".join(kept)
+
+
+def _graph_column(line: str) -> str | None:
+    """The call-graph part of one line of function_graph output, or None for a header or a note."""
+    if not line.strip() or line.lstrip().startswith("#"):
+        return None
+    head, bar, tail = line.partition("|")
+    if bar and _COLUMNS.fullmatch(head):  # the CPU or duration columns were on after all
+        line = tail
+    stripped = line.strip()
+    # A context switch ("---" rulers, "a-12 => b-34") or a note of lost events is no call.
+    if re.fullmatch(r"-{8,}", stripped) or " => " in stripped or stripped.startswith(("CPU:", "##")):
+        return None
+    return line.rstrip()
+
+
+def call_graphs(trace: str) -> dict[str, list[CallGraph]]:
+    """Each kind's call graphs in a function_graph trace marked by readtrace.c: what ran between its markers.
+
+    The trace is cut into top-level calls by their braces; a call that holds a marker is the
+    marker's own write, one between a kind's ``begin`` and ``end`` markers is its read. A
+    closing brace with no opening one ends a call that began before tracing was on. A kind
+    read in several rounds has one graph per round, in order.
+    """
+    calls: list[list[str]] = []
+    depth = 0
+    for raw in trace.splitlines():
+        line = _graph_column(raw)
+        if line is None:
+            continue
+        stripped = line.strip()
+        closes = stripped == "}" or stripped.startswith("} ")
+        opens = stripped.endswith("{")
+        if depth == 0:
+            if not closes:
+                calls.append([line])
+                depth = 1 if opens else 0
+            continue
+        calls[-1].append(line)
+        depth += 1 if opens else -1 if closes else 0
+    graphs: dict[str, list[CallGraph]] = {}
+    current: CallGraph | None = None
+    for call in calls:
+        markers = [found for found in (MARKER.fullmatch(line.strip()) for line in call) if found]
+        for marker in markers:
+            if marker["what"] == "begin":
+                current = CallGraph(marker["kind"])
+                graphs.setdefault(marker["kind"], []).append(current)
+            elif current is not None and current.kind == marker["kind"]:
+                current.returned = int(marker["returned"]) if marker["returned"] else None
+                current = None
+        if not markers and current is not None:
+            current.lines += call
+    return graphs
+
+
+def record_trace(run: LessonRun, job: dict, result: dict | None, console: str, status: int | None, where: dict) -> None:
+    """Store each kind's call graph from a trace taken in the guest as ``<lesson>/<trace>.<kind>``.
+
+    The graph is kernel output: kept as text, shown as a literal block, never read as markup.
+    """
+    what = f"trace {job['trace']} ({job['program']}) in the guest"
+    if result is None:
+        ended = "stopped after its timeout" if status is None else f"ended (exit {status})"
+        run.fail("run", what, f"the VM {ended} before this trace was taken", console[-8000:])
+        return
+    if not result["ok"]:
+        run.fail("run", what, f"it {result['ended']}", (result["stdout"] + result["stderr"])[-4000:])
+        return
+    graphs = call_graphs(result["trace_text"])
+    setup = f"function_graph from {' '.join(result['graph'])}"
+    if result.get("graph_missing"):
+        setup += f" (not in this kernel: {' '.join(result['graph_missing'])})"
+    if result.get("notrace"):
+        setup += f", not into {' '.join(result['notrace'])}"
+    setup += f", kernel {where.get('guest_kernel')} ({where['acceleration']})"
+    for kind in job["files"]:
+        found = [graph for graph in graphs.get(kind, []) if graph.lines]
+        if not found:
+            cut = " (the trace was cut at its size limit)" if result.get("trace_truncated") else ""
+            message = f"the trace holds no call graph between the markers of {kind}{cut}"
+            run.fail("parse", f"{what}, {kind}", message, result["trace_text"][-4000:])
+            continue
+        # An interrupt that lands in a read adds its work to that read's graph: the shortest
+        # of the rounds is the read itself.
+        graph = min(found, key=lambda graph: len(graph.lines))
+        returned = "" if graph.returned is None else f", read returned {graph.returned}"
+        rounds = f"; the shortest of {len(found)} reads{returned}" if len(found) > 1 else returned.replace(",", ";", 1)
+        run.captures[f"{run.lesson.name}/{job['trace']}.{kind}"] = {
+            "text": graph.text(),
+            "command": f"{result['command']}   # {setup}{rounds}",
+            "measured_at": store.now(),
+        }
 
 
 def _record_guest_program(
@@ -356,7 +518,11 @@ def _keep_earlier(run: LessonRun, where: dict) -> None:
     run.measurements.update(kept)
     modules = tuple(f"{run.lesson.name}/{module.name}." for module in run.lesson.modules)
     run.captures.update({key: value for key, value in logs.items() if key.startswith(modules)})
-    if kept and run.previous.get("kernel_run"):
+    # A trace's call graphs are its only output: kept with where they were taken, like figures.
+    traces = tuple(f"{run.lesson.name}/{trace.name}." for trace in run.lesson.traces)
+    graphs = {key: value for key, value in logs.items() if traces and key.startswith(traces)}
+    run.captures.update(graphs)
+    if (kept or graphs) and run.previous.get("kernel_run"):
         run.kernel = {"inputs_key": run.kernel.get("inputs_key", ""), **run.previous["kernel_run"]}
     else:
         run.kernel.update(where)
@@ -388,6 +554,10 @@ def _not_run(run: LessonRun, reason: str, keep: dict | None = None, built: bool 
         if key not in earlier and key not in table:
             table[key] = value
 
+    for trace in run.lesson.traces:
+        for kind in trace.files:
+            text = {"text": f"(not traced: {reason})", "measured_at": store.now()}
+            note(run.captures, kept[1], f"{run.lesson.name}/{trace.name}.{kind}", text)
     for module in run.lesson.modules:
         if module.expect == "build-error":
             if not built:

@@ -110,6 +110,34 @@ class GuestRunSpec:
 
 
 @dataclass(frozen=True)
+class TraceSpec:
+    """Trace, with ftrace's ``function_graph`` in the modules' VM boot, one empty read per kind of file.
+
+    ``program`` (``NN-slug/name``, a program of ``code/user``) is run with the tracing folder as
+    its argument: it limits tracing to itself, turns it on, marks each read in the trace and
+    turns it off. ``graph`` are the functions each call graph starts at (``set_graph_function``;
+    those the kernel lacks are left out and recorded), ``notrace`` those whose graphs are left
+    out (``set_graph_notrace``: the markers' own writes). Each kind's call graph is stored as the
+    capture ``<lesson>/<name>.<kind>``.
+    """
+
+    name: str
+    program: str
+    files: tuple[str, ...]
+    graph: tuple[str, ...]
+    notrace: tuple[str, ...] = ()
+    timeout: float = 60.0
+
+    @property
+    def lesson(self) -> str:
+        return self.program.split("/", 1)[0]
+
+    @property
+    def program_name(self) -> str:
+        return self.program.split("/", 1)[1]
+
+
+@dataclass(frozen=True)
 class Lesson:
     """One lesson: its page and the code the pipeline builds and runs for it."""
 
@@ -126,10 +154,16 @@ class Lesson:
     derived: tuple[dict, ...] = ()  # [[derive]] entries, computed after the runs (course.derive)
     exercises: tuple[ExerciseSpec, ...] = ()
     guest_runs: tuple[GuestRunSpec, ...] = ()  # user-space programs run in the modules' VM boot
+    traces: tuple[TraceSpec, ...] = ()  # ftrace call graphs taken in the modules' VM boot
 
     @property
     def has_code(self) -> bool:
-        return bool(self.runs or self.disassemblies or self.modules or self.exercises)
+        return bool(self.runs or self.disassemblies or self.modules or self.exercises or self.traces)
+
+    @property
+    def in_vm(self) -> bool:
+        """Whether the lesson has work for the kernel runner (modules to load or a trace to take)."""
+        return bool(self.modules or self.traces)
 
     def source(self, program: str) -> Path:
         return self.code_dir / f"{program}.c"
@@ -155,6 +189,7 @@ def discover(layout: Layout) -> list[Lesson]:
         guest_runs = [
             _guest_run_spec(layout, kernel_dir / "lesson.toml", entry) for entry in kernel.get("guest_run", [])
         ]
+        traces = [_trace_spec(layout, kernel_dir / "lesson.toml", entry) for entry in kernel.get("trace", [])]
         derived += [
             spec for entry in kernel.get("derive", []) for spec in _derive_spec(kernel_dir / "lesson.toml", entry)
         ]
@@ -179,11 +214,12 @@ def discover(layout: Layout) -> list[Lesson]:
                 runs=tuple(runs),
                 disassemblies=tuple(disassemblies),
                 programs=tuple(programs),
-                kernel_dir=kernel_dir if modules else None,
+                kernel_dir=kernel_dir if modules or traces else None,
                 modules=tuple(modules),
                 derived=tuple(derived),
                 exercises=tuple(exercises),
                 guest_runs=tuple(guest_runs),
+                traces=tuple(traces),
             )
         )
     return lessons
@@ -233,6 +269,9 @@ def _texts(key: str, value: object) -> tuple[str, ...]:
     # A bare string would be split into characters: refuse it instead of guessing.
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise _Bad(f'{key} must be a list of strings, like {key} = ["100000"], not {_shown(value)}')
+    # An argument (or a module parameter) reaches exec as a C string, which ends at the first NUL.
+    if any("\0" in item for item in value):
+        raise _Bad(f"{key} must not hold a NUL character (\\u0000), as in {_shown(value)}")
     return tuple(value)
 
 
@@ -254,10 +293,16 @@ def _stdin(key: str, value: object) -> tuple[str, ...]:
     return kinds
 
 
+#: The longest timeout a lesson may give a program (the clocks and sleeps under it overflow far beyond).
+MAX_TIMEOUT_SECONDS = 24 * 3600
+
+
 def _timeout(key: str, value: object) -> float:
     # bool is an int to Python, and nan or inf would never stop a hung program.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise _Bad(f"{key} must be a number of seconds above 0, like {key} = 120, not {_shown(value)}")
+    if value > MAX_TIMEOUT_SECONDS:
+        raise _Bad(f"{key} must be at most {MAX_TIMEOUT_SECONDS} seconds (24 hours), not {_shown(value)}")
     return float(value)
 
 
@@ -307,6 +352,21 @@ def _expression(key: str, value: object) -> str:
     return text
 
 
+def _functions(key: str, value: object) -> tuple[str, ...]:
+    # Written into tracefs as they are: a glob ("*") or a module filter would trace far more
+    # than one read, so only plain kernel symbol names pass.
+    if (
+        not isinstance(value, list)
+        or not all(isinstance(item, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", item) for item in value)
+        or len(value) > 16
+    ):
+        raise _Bad(
+            f'{key} must be a list of kernel function names (letters, digits, _ and .), like {key} = ["ksys_read"], '
+            f"not {_shown(value)}"
+        )
+    return tuple(value)
+
+
 Check = Callable[[str, object], object]
 
 #: Every key each kind of entry may have, and the check its value must pass.
@@ -325,6 +385,14 @@ SECTIONS: dict[str, dict[str, Check]] = {
     "exercise": {"name": _text, "program": _text, "solution": _text, "args": _texts, "stdin": _stdin},
     "module": {"name": _file_name, "measures": _texts, "params": _texts, "stdin": _stdin, "expect": _expect},
     "guest_run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout},
+    "trace": {
+        "name": _file_name,
+        "program": _text,
+        "files": _stdin,
+        "graph": _functions,
+        "notrace": _functions,
+        "timeout": _timeout,
+    },
 }
 
 #: The keys each kind of entry cannot do without.
@@ -335,11 +403,12 @@ REQUIRED = {
     "exercise": ("name", "program", "solution"),
     "module": ("name",),
     "guest_run": ("program",),
+    "trace": ("name", "program", "files", "graph"),
 }
 
 #: Which sections each lesson.toml holds: the programs' in code/user, the modules' in code/kernel.
 USER_SECTIONS = ("run", "disassemble", "derive", "exercise")
-KERNEL_SECTIONS = ("module", "guest_run", "derive")
+KERNEL_SECTIONS = ("module", "guest_run", "trace", "derive")
 
 
 def _load(path: Path, sections: tuple[str, ...]) -> dict[str, list[dict]]:
@@ -359,7 +428,7 @@ def _load(path: Path, sections: tuple[str, ...]) -> dict[str, list[dict]]:
         if name in sections:
             continue
         if name in SECTIONS:
-            home = "code/kernel/NN-slug/" if name in ("module", "guest_run") else "code/user/NN-slug/"
+            home = "code/kernel/NN-slug/" if name in ("module", "guest_run", "trace") else "code/user/NN-slug/"
             raise LessonError(f"{path}: [[{name}]] belongs in {home}lesson.toml; this file holds {listed}")
         raise LessonError(f"{path}: unknown section {name!r}{_guess(name, sections)}; this file holds {listed}")
     return {name: _entries(path, name, data.get(name, [])) for name in sections}
@@ -473,6 +542,27 @@ def _guest_run_spec(layout: Layout, path: Path, entry: dict) -> GuestRunSpec:
     if files and len(stdin) > 1:
         raise LessonError(f"{path}: [[guest_run]] {program!r}: give files or several stdin kinds, not both")
     return GuestRunSpec(program, entry.get("args", ()), stdin, files, entry.get("timeout", 120.0))
+
+
+def _trace_spec(layout: Layout, path: Path, entry: dict) -> TraceSpec:
+    program = entry["program"]
+    if not re.fullmatch(r"\d{2}-[a-z0-9-]+/[A-Za-z0-9_-]+", program):
+        raise LessonError(
+            f'{path}: [[trace]] {entry["name"]!r}: program must be a lesson\'s program, like "02-read-path/readtrace", '
+            f"not {program!r}"
+        )
+    if not (layout.user_code / f"{program}.c").is_file():
+        raise LessonError(f"{path}: [[trace]] {entry['name']!r}: no source {program}.c in {layout.user_code}")
+    if not entry["graph"]:
+        raise LessonError(f"{path}: [[trace]] {entry['name']!r}: graph must name at least one function to start at")
+    return TraceSpec(
+        name=entry["name"],
+        program=program,
+        files=entry["files"],
+        graph=entry["graph"],
+        notrace=entry.get("notrace", ()),
+        timeout=entry.get("timeout", 60.0),
+    )
 
 
 def _disassemble_spec(path: Path, entry: dict) -> DisassembleSpec:

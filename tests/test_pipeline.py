@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline, store
+from course import kernel_runs, lessons, pipeline, store
 from course.layout import Layout
 from course.runners import run_on_host
 
@@ -98,6 +98,52 @@ def test_the_user_space_side_ran_in_the_modules_own_boot(measured_course) -> Non
     assert kernel_saving["status"] == "ok" and kernel_saving["unit"] == "bytes", kernel_saving.get("reason")
     guest_runs = [s["name"] for r in reports for s in r.steps if s["name"] == "run 03-timing/usystime in the guest"]
     assert guest_runs == ["run 03-timing/usystime in the guest"], "one run serves both lessons"
+
+
+def test_lesson_2_traced_one_read_of_each_kind_in_the_modules_boot(measured_course) -> None:
+    """The call graphs of lesson 2 come from the modules' one VM boot, one per kind of file, kept as text."""
+    _, set_path, reports = measured_course
+    stored = store.read_json(set_path / "02-read-path.json")
+    assert stored["runner"] == "host", "its programs ran here; only the trace ran in the VM"
+    run = stored["kernel_run"]
+    assert run["runner"] == "vm" and run["acceleration"] in ("kvm", "tcg") and run["guest_kernel"]
+    methods = {
+        "devnull": "read_null();",
+        "zero": "read_zero();",
+        "pipe": "pipe_read();",
+        "socket": "sock_read_iter();",
+        "tty": "tty_read() {",
+        "file": "read_iter",
+    }
+    for kind, method in methods.items():
+        capture = stored["captures"][f"02-read-path/trace.{kind}"]
+        text, lines = capture["text"], capture["text"].splitlines()
+        # x64_sys_call() where the kernel has the switch (6.1.85 and later), else the read itself.
+        assert lines[0] in ("x64_sys_call() {", "__x64_sys_read() {"), lines[:3]
+        for step in ("ksys_read() {", "vfs_read() {", "rw_verify_area() {", method):
+            assert step in text, (kind, step)
+        assert "course-trace" not in text and len(lines) <= kernel_runs.GRAPH_LINES
+        assert capture["command"].endswith("read returned 0") and run["guest_kernel"] in capture["command"]
+    steps = [s["name"] for r in reports if r.lesson.name == "02-read-path" for s in r.steps]
+    assert "trace 02-read-path/readtrace under function_graph, in the VM" in steps
+    (boot,) = {s["name"] for r in reports for s in r.steps if s.get("shared")}
+    assert boot.endswith(f"and 1 traces ({run['acceleration']})"), "the trace shares the modules' boot"
+
+
+def test_lesson_8_timed_the_empty_read_under_seccomp_filters(measured_course) -> None:
+    _, set_path, _ = measured_course
+    stored = store.read_json(set_path / "08-since-2000.json")
+    figures = stored["measurements"]
+    for lane in ("read-unfiltered", "read-allow-all", "read-filter-runs"):
+        read = figures[f"08-since-2000/seccomp.{lane}"]
+        assert read["status"] == "ok" and read["samples"] == 100000, read.get("reason")
+        assert read["overhead"]["from"] == "08-since-2000/seccomp.stamp-pair"
+    for name in ("allow-all", "filter-runs"):
+        cost = figures[f"08-since-2000/seccomp.cost.{name}"]
+        assert cost["status"] == "ok" and cost["unit"] == "ticks" and cost["runner"] == "host"
+        assert figures[f"08-since-2000/seccomp.percent.{name}"]["unit"] == "%"
+    output = stored["captures"]["08-since-2000/seccomp.output"]["text"]
+    assert "allow-all filter: Seccomp_filters:\t1" in output and "no filter: Seccomp:\t0" in output
 
 
 def test_unchanged_inputs_reuse_results_and_changed_ones_rerun(scratch_layout: Layout) -> None:
