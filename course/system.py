@@ -26,6 +26,7 @@ DEBIAN_TEST_PACKAGES = {
     "chromium": "the headless browser the site is checked in",
     "chromium-driver": "chromedriver, through which Selenium drives it",
     "linux-perf": "perf bench syscall basic, the peer measurement of invoke bench",
+    "openssh-server": "sshd, on 127.0.0.1 only, as the hosts of invoke lab's tests and benchmark",
 }
 
 

@@ -1,0 +1,661 @@
+"""A lab of machines in one command: every host measures itself over SSH, its set comes back here.
+
+For every host at once (a thread each, over Fabric): upload this checkout's committed tree
+to a scratch folder, run ``./bootstrap`` and ``invoke run`` there, export the host's set,
+download the archive and import it with every check of ``invoke results.import``; then
+build the site. What a host sends back (its archive, its output) is untrusted input: the
+archive is size-bounded and imported as any archive is, its output is shown only as one
+cleaned line. A host that fails, however it fails, is reported and never stops the others.
+
+Host keys are checked against ``known_hosts``; a new one is accepted (and written there)
+only with ``accept_new_host_keys``. Each remote step runs under the host's ``timeout``
+in a process group of its own, whose number is kept in the scratch folder, so a step that
+times out or is interrupted is stopped on the host too; the scratch folder is then removed
+unless ``keep``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from course import archive, fingerprint, report, store
+from course.inventory import Host, names
+from course.layout import Layout
+from course.pipeline import KernelOptions
+
+if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs: `invoke --list` stays quick
+    from fabric import Connection
+
+Progress = Callable[[str], None]
+
+# Paramiko logs each failed connection with its traceback; the lab says why in one line instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+#: The step's process group on the host, in its scratch folder (cleanup stops what is left of it).
+PID_FILE = ".lab-step.pid"
+#: The tree as uploaded, and the set as exported, in the scratch folder.
+TREE_FILE = ".course-tree.tar.gz"
+EXPORT_FILE = "lab-export.tar.gz"
+#: Seconds between the host's ``timeout`` sending SIGTERM and SIGKILL.
+KILL_GRACE = 10
+#: What the local side waits beyond a step's own limit before it gives up on the host.
+LOCAL_MARGIN = 30
+#: ``timeout``'s exit status when it stopped the command (SIGKILL after the grace: 128 + 9).
+TIMED_OUT = (124, 137)
+#: ``invoke run``'s exit status when some lessons failed but the set was stored.
+RUN_HAD_FAILURES = 1
+
+
+class LabError(RuntimeError):
+    """The lab cannot start (no committed tree, no hosts); one host's failure is reported, never raised."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each kind of step may take on one host."""
+
+    connect: float = 15.0  # TCP, the SSH banner, authentication
+    transfer: float = 600.0  # upload, export, download
+    bootstrap: float = 3600.0
+    run: float = 3600.0
+    cleanup: float = 120.0
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    """What the lab passes to each host, and how it treats them."""
+
+    lessons: list[int] | None = None  # passed to `invoke run --lesson`; default: every lesson
+    kernel_runner: str | None = None  # passed through when given; else the host's default
+    acceleration: str | None = None
+    known_hosts: Path | None = None  # default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts
+    accept_new_host_keys: bool = False
+    keep: bool = False  # keep each host's scratch folder
+    force: bool = False  # replace sets of the same name here, as `results.import --force`
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    own_sets: tuple[str, ...] = ()  # this machine's set names besides the derived one (--set): never imported
+
+    def __post_init__(self) -> None:
+        # Checked here, once, rather than by every host after its upload and bootstrap.
+        KernelOptions(runner=self.kernel_runner or "vm", acceleration=self.acceleration or "auto")
+
+
+@dataclass
+class HostRun:
+    """One host's run: where it got, what it brought back, and why it failed if it did."""
+
+    host: Host
+    name: str  # unique in the lab: its log and archive are build/lab/<name>.*
+    step: str = "waiting"
+    failure: str = ""
+    warning: str = ""  # the run measured, but some lessons failed
+    seconds: float = 0.0
+    set_name: str = ""
+    lessons: int = 0
+    lesson_failures: int = 0
+    archive: Path | None = None
+    log: Path | None = None
+    imported: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failure and not self.warning
+
+    @property
+    def result(self) -> str:
+        """The summary's last column."""
+        if self.failure:
+            return "imported, then FAILED" if self.imported else "FAILED"
+        return "imported, with failures" if self.warning else "imported"
+
+
+@dataclass
+class LabOutcome:
+    hosts: list[HostRun]
+    commit: str
+
+    @property
+    def ok(self) -> bool:
+        return all(run.ok for run in self.hosts)
+
+    @property
+    def imported(self) -> list[str]:
+        """The sets that came in (the site shows them once it is built)."""
+        return [run.set_name for run in self.hosts if run.imported]
+
+    def failure_lines(self) -> list[str]:
+        """One line per host that failed (or measured with failures): which host, and why."""
+        return [f"{run.host.address} ({run.name}): {run.failure or run.warning}" for run in self.hosts if not run.ok]
+
+
+class _StepFailed(Exception):
+    """A step of one host failed; the message is the host's one line."""
+
+
+class _Stopped(Exception):
+    """The lab was interrupted: the host stops after its current step (and cleans up)."""
+
+
+def lab_folder(layout: Layout) -> Path:
+    """Where the archives and logs of the hosts are kept: ``build/lab/``."""
+    return layout.build / "lab"
+
+
+def committed_tree(root: Path, output: Path) -> tuple[str, int]:
+    """Write the committed tree (HEAD, without results/) as a .tar.gz; its commit and how many changes stay here."""
+    if shutil.which("git") is None:
+        raise LabError("the lab uploads the committed tree with git, and git is not installed (apt-get install git)")
+
+    def git(*arguments: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *arguments], capture_output=True, text=True, timeout=120, check=True
+            )
+        except subprocess.CalledProcessError as error:
+            raise LabError(
+                f"the lab uploads this checkout's committed tree, and git cannot give it "
+                f"(git {arguments[0]}: {error.stderr.strip() or error}); is {root} a git clone with a commit?"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise LabError(f"git {arguments[0]} took more than 120 s in {root}") from None
+        return done.stdout
+
+    commit = git("rev-parse", "--verify", "HEAD").strip()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Committed files only: the hosts measure what the course is, not a half-made edit; never the
+    # results (a host makes its own set) nor anything ignored (.venv, build/).
+    git("archive", "--format=tar.gz", "-o", str(output), "HEAD", "--", ".", ":(exclude)results")
+    changed = len(git("status", "--porcelain", "--untracked-files=no").splitlines())
+    return commit, changed
+
+
+def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Progress = print) -> LabOutcome:
+    """Run the lab on ``hosts``, all at once, importing what comes back; each host's outcome (no site build)."""
+    if not hosts:
+        raise LabError("no hosts: give --hosts HOST[,HOST...] or --inventory lab.yaml")
+    folder = lab_folder(layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [HostRun(host, name) for host, name in zip(hosts, names(hosts), strict=True)]
+    for run in runs:  # a previous lab's files of the same host would be mistaken for this one's
+        for suffix in (".tar.gz", ".log"):
+            (folder / f"{run.name}{suffix}").unlink(missing_ok=True)
+    tree = folder / f".tree-{secrets.token_hex(4)}.tar.gz"
+    own_sets = (fingerprint.set_name(), *(fingerprint.set_name(name) for name in options.own_sets if name))
+    say = _Printer(progress, max(len(run.name) for run in runs))
+    try:
+        commit, changed = committed_tree(layout.root, tree)
+        kept_here = f"; {changed} uncommitted changes stay here" if changed else ""
+        progress(
+            f"lab: {len(runs)} host{'s' if len(runs) > 1 else ''}, the committed tree {commit[:12]} "
+            f"({tree.stat().st_size // 1024} KiB{kept_here})"
+        )
+        shared = _Shared(layout, options, tree, own_sets, say)
+        jobs = [_HostJob(run, shared) for run in runs]
+        _run_all(jobs, shared, options)
+    finally:
+        tree.unlink(missing_ok=True)
+    return LabOutcome(runs, commit)
+
+
+def _run_all(jobs: list[_HostJob], shared: _Shared, options: LabOptions) -> None:
+    """A thread per host; Ctrl-C (or SIGTERM) stops each host after its step, cleans up, then goes on."""
+    threads = [threading.Thread(target=job.work, name=f"lab-{job.run.name}", daemon=True) for job in jobs]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        shared.stop.set()
+        for job in jobs:
+            job.interrupt()
+        # Each host cleans up (a new connection, bounded by its own timeouts), then the interrupt goes on.
+        deadline = time.monotonic() + options.timeouts.connect + options.timeouts.cleanup + 10
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        raise
+
+
+class _Printer:
+    """Progress lines from every host's thread, whole and at once."""
+
+    def __init__(self, progress: Progress, width: int) -> None:
+        self.progress, self.width, self.lock = progress, width, threading.Lock()
+
+    def __call__(self, name: str, line: str) -> None:
+        with self.lock:
+            self.progress(f"lab  {name:<{self.width}}  {line}")
+            with contextlib.suppress(AttributeError, ValueError):
+                sys.stdout.flush()
+
+
+@dataclass
+class _Shared:
+    """What the hosts' threads share: the tree, the options, and the import (one at a time)."""
+
+    layout: Layout
+    options: LabOptions
+    tree: Path
+    own_sets: tuple[str, ...]
+    say: _Printer
+    stop: threading.Event = field(default_factory=threading.Event)
+    import_lock: threading.Lock = field(default_factory=threading.Lock)
+    known_hosts_lock: threading.Lock = field(default_factory=threading.Lock)
+    delivered: dict[str, str] = field(default_factory=dict)  # set name -> the host that brought it
+
+
+class _HostJob:
+    """The steps of one host, in its own thread."""
+
+    def __init__(self, run: HostRun, shared: _Shared) -> None:
+        self.run, self.shared, self.host = run, shared, run.host
+        self.options, self.timeouts = shared.options, shared.options.timeouts
+        self.connection: Connection | None = None
+        self.scratch: str | None = None
+        self.sudo = ""  # "sudo -n " when the login user is not root but may use sudo without a password
+        self.root = False
+        folder = lab_folder(shared.layout)
+        self.run.log = folder / f"{run.name}.log"
+        self.local_archive = folder / f"{run.name}.tar.gz"
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def work(self) -> None:
+        started = time.monotonic()
+        try:
+            self._step("connect", self._connect)
+            self._step("upload", self._upload)
+            self._step("bootstrap", self._bootstrap)
+            self._step("run", self._measure)
+            self._step("export", self._export)
+            self._step("download", self._download)
+            self._step("import", self._import)
+        except _Stopped:
+            self.run.failure = f"interrupted after {self.run.step}"
+        except Exception as error:  # whatever happens to one host stays with it
+            # A step cut short by Ctrl-C fails in whatever way its connection's end makes it fail.
+            stopped = self.shared.stop.is_set()
+            self.run.failure = f"interrupted during {self.run.step}" if stopped else self._why(error)
+            self.shared.say(self.run.name, f"FAILED at {self.run.step}: {self.run.failure}")
+        finally:
+            self._cleanup()
+            self.run.seconds = time.monotonic() - started
+            if not self.run.failure:
+                self.shared.say(self.run.name, f"done in {self.run.seconds:.1f} s")
+
+    def _step(self, name: str, action: Callable[[], str | None]) -> None:
+        if self.shared.stop.is_set():
+            raise _Stopped
+        self.run.step = name
+        started = time.monotonic()
+        self.shared.say(self.run.name, f"{name} ...")
+        said = action()
+        self.shared.say(self.run.name, f"{name}: {time.monotonic() - started:.1f} s" + (f", {said}" if said else ""))
+
+    def _connect(self) -> str:
+        self.connection = self._open()
+        self.root = self._plain("id -u", self.timeouts.connect).strip() == "0"
+        if not self.root and self._succeeds("sudo -n true", self.timeouts.connect):
+            self.sudo = "sudo -n "
+        base = self.host.folder.rstrip("/")
+        template = shlex.quote(f"{base}/course-lab.XXXXXXXX")
+        made = self._plain(f"mkdir -p {shlex.quote(self.host.folder)} && mktemp -d {template}", self.timeouts.connect)
+        scratch = made.strip()
+        # The host's own answer: used in commands (quoted) only if it is the folder asked for.
+        if not re.fullmatch(re.escape(base) + r"/course-lab\.[A-Za-z0-9]{8}", scratch):
+            raise _StepFailed(f"mktemp on the host answered {_clean(scratch)!r}, not a scratch folder")
+        self.scratch = scratch
+        who = "as root" if self.root else ("with passwordless sudo" if self.sudo else "without root")
+        return f"{who}, scratch folder {scratch}"
+
+    def _upload(self) -> None:
+        assert self.connection is not None
+        sftp = self.connection.sftp()
+        sftp.get_channel().settimeout(self.timeouts.transfer)
+        sftp.put(str(self.shared.tree), f"{self.scratch}/{TREE_FILE}")
+        self._remote("upload", f"tar -xzf {TREE_FILE} && rm -f {TREE_FILE}", self.timeouts.transfer)
+
+    def _bootstrap(self) -> str:
+        if self.host.venv:  # the test seam: an environment already made, so no ./bootstrap (and no PyPI)
+            command = f"ln -s {shlex.quote(self.host.venv)} .venv && .venv/bin/invoke setup --check"
+            self._remote("bootstrap", command, self.timeouts.bootstrap)
+            return f"the existing environment {self.host.venv} (test seam), Debian packages checked"
+        try:
+            self._remote("bootstrap", "./bootstrap", self.timeouts.bootstrap, privileged=True)
+        except _StepFailed as failed:
+            if self.root or self.sudo:
+                raise
+            raise _StepFailed(
+                f"{failed}; ./bootstrap installs Debian packages, which needs root: "
+                f"connect as root or give {self.connection_user()} passwordless sudo"
+            ) from None
+        return "./bootstrap " + ("as root" if self.root else "with sudo" if self.sudo else "without root")
+
+    def _measure(self) -> str | None:
+        command = [".venv/bin/invoke", "run"]
+        if self.options.lessons:
+            command += ["--lesson", ",".join(str(number) for number in self.options.lessons)]
+        if self.options.kernel_runner:
+            command += ["--kernel-runner", self.options.kernel_runner]
+        if self.options.acceleration:
+            command += ["--acceleration", self.options.acceleration]
+        if self.host.set:
+            command += ["--set", self.host.set]
+        if self.host.label:
+            command += ["--label", self.host.label]
+        exited = self._remote(
+            "run", shlex.join(command), self.timeouts.run, privileged=True, allowed=(RUN_HAD_FAILURES,)
+        )
+        if exited == RUN_HAD_FAILURES:
+            # The set is stored all the same (with its failures): it comes back, and the lab says so.
+            self.run.warning = "invoke run reported failures on the host; its set was imported with them"
+            return "some steps failed (see the log); the set is kept"
+        return None
+
+    def _export(self) -> None:
+        command = [".venv/bin/invoke", "results.export", "--output", f"{self.scratch}/{EXPORT_FILE}"]
+        if self.host.set:
+            command += ["--set", self.host.set]
+        self._remote("export", shlex.join(command), self.timeouts.transfer, privileged=True)
+
+    def _download(self) -> str:
+        """The host's archive, read with a bound: a host cannot fill this disk."""
+        assert self.connection is not None
+        sftp = self.connection.sftp()
+        sftp.get_channel().settimeout(self.timeouts.transfer)
+        remote = f"{self.scratch}/{EXPORT_FILE}"
+        size = sftp.stat(remote).st_size or 0
+        if size > archive.MAX_TOTAL:
+            raise _StepFailed(f"archive rejected: the host's archive is {size // archive.MiB} MiB, over a set's limit")
+        partial = self.local_archive.with_name(f".{self.local_archive.name}.{secrets.token_hex(4)}.part")
+        try:
+            with sftp.open(remote, "rb") as source, partial.open("wb") as target:
+                copied = 0
+                while chunk := source.read(archive.MiB):
+                    copied += len(chunk)
+                    if copied > archive.MAX_TOTAL:  # it grew while we read
+                        raise _StepFailed("archive rejected: the host's archive grew past a set's limit")
+                    target.write(chunk)
+            os.replace(partial, self.local_archive)
+        finally:
+            partial.unlink(missing_ok=True)
+        self.run.archive = self.local_archive
+        return f"{size / 1024:.0f} KiB"
+
+    def _import(self) -> str:
+        """Every check of `results.import`, then the lab's own: the set's name is the one expected."""
+        layout, own = self.shared.layout, self.shared.own_sets
+        # First into a scratch results folder: the archive is read and checked whole, and its set's
+        # name is known (to be checked below, with the lab's own words) before anything touches results/.
+        with tempfile.TemporaryDirectory(prefix=".check-", dir=lab_folder(layout)) as staging:
+            name = archive.import_set(self.local_archive, Path(staging), own_set=()).name
+        self.run.set_name = name
+        if self.host.set and name != self.host.set:
+            raise _StepFailed(f"archive rejected: it holds set {name!r}, not {self.host.set!r} as the inventory says")
+        if name in own:
+            raise _StepFailed(
+                f"archive rejected: its set {name!r} has this machine's own set name (the same CPU, kernel and "
+                "virtualization); name the host's set in an inventory (set: ...)"
+            )
+        with self.shared.import_lock:
+            other = self.shared.delivered.get(name)
+            if other:
+                raise _StepFailed(
+                    f"archive rejected: set {name!r} came from {other} too; name each host's set in an inventory"
+                )
+            target = archive.import_set(self.local_archive, layout.results, force=self.options.force, own_set=own)
+            self.shared.delivered[name] = self.host.address
+        self.run.imported = True
+        lessons = store.load_set(target).lessons
+        measured = [content for lesson, content in lessons.items() if re.match(r"\d\d-", lesson)]
+        self.run.lessons = len(measured)
+        self.run.lesson_failures = sum(len(content.get("failures", [])) for content in measured)
+        return f"set {name}, {self.run.lessons} lesson{'s' if self.run.lessons != 1 else ''}"
+
+    def _cleanup(self) -> None:
+        """Stop what the last step left on the host, remove the scratch folder (unless kept), disconnect."""
+        if self.connection is None:
+            return
+        try:
+            if self.scratch is not None:
+                pid = shlex.quote(f"{self.scratch}/{PID_FILE}")
+                # Negative: the whole process group the step's `timeout` made (compilers, QEMU, ...).
+                command = (
+                    f'if [ -s {pid} ] && kill -TERM -- "-$(cat {pid})" 2>/dev/null; '
+                    f'then sleep 2; kill -KILL -- "-$(cat {pid})" 2>/dev/null; fi; '
+                )
+                command += "true" if self.options.keep else f"rm -rf {shlex.quote(self.scratch)}"
+                self._plain(f"{self.sudo}sh -c {shlex.quote(command)}", self.timeouts.cleanup)
+                if self.options.keep:
+                    self.shared.say(self.run.name, f"kept the scratch folder {self.host.host}:{self.scratch}")
+        except Exception as error:
+            problem = f"cleanup failed, {self.host.host}:{self.scratch} may be left: {self._why(error)}"
+            self.run.failure = f"{self.run.failure}; {problem}" if self.run.failure else problem
+        finally:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+
+    def interrupt(self) -> None:
+        """From the main thread on Ctrl-C: cut the connection, so the current step ends now."""
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+
+    # -- talking to the host -----------------------------------------------------------------
+
+    def _open(self) -> Connection:
+        from fabric import Config, Connection
+
+        limit = int(self.timeouts.connect)
+        kwargs: dict[str, Any] = {"banner_timeout": limit, "auth_timeout": limit, "channel_timeout": limit}
+        if self.host.key:  # only that key: no agent, no ~/.ssh/id_* tried before it
+            kwargs.update(key_filename=[str(self.host.key)], look_for_keys=False, allow_agent=False)
+        connection = Connection(
+            self.host.host,
+            user=self.host.user,
+            port=self.host.port,
+            connect_timeout=limit,
+            connect_kwargs=kwargs,
+            config=Config(overrides={"run": {"in_stream": False}}),  # never read this terminal
+        )
+        # Fabric accepts any host key by default; the lab checks them as ssh does.
+        client = connection.client
+        for known in self._known_hosts_files():
+            if known.is_file():
+                client.load_system_host_keys(str(known))
+        client.set_missing_host_key_policy(self._host_key_policy())
+        try:
+            connection.open()
+        except BaseException:
+            client.close()  # a refused key leaves paramiko's transport open (and the host's sshd waiting)
+            raise
+        assert connection.transport is not None
+        connection.transport.set_keepalive(30)  # a host that vanishes mid-run is noticed
+        return connection
+
+    def _known_hosts_files(self) -> list[Path]:
+        if self.options.known_hosts:
+            return [self.options.known_hosts]
+        return [Path("~/.ssh/known_hosts").expanduser(), Path("/etc/ssh/ssh_known_hosts")]
+
+    def _host_key_policy(self) -> Any:
+        import paramiko
+
+        shared, options, say, name = self.shared, self.options, self.shared.say, self.run.name
+        known = self._known_hosts_files()[0]
+
+        class Verified(paramiko.MissingHostKeyPolicy):
+            def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+                what = f"{key.get_name()} SHA256:{_fingerprint(key)}"
+                if not options.accept_new_host_keys:
+                    raise _UnknownHostKey(f"host key {what} of {hostname} is not in {known}")
+                with shared.known_hosts_lock:
+                    known.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    line = paramiko.hostkeys.HostKeyEntry([hostname], key).to_line()
+                    descriptor = os.open(known, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                    with os.fdopen(descriptor, "a") as stream:
+                        stream.write(line)
+                say(name, f"accepted the new host key {what} of {hostname}, added to {known}")
+
+        return Verified()
+
+    def _plain(self, command: str, seconds: float) -> str:
+        """A short command outside the scratch folder; its output."""
+        result = self._short(command, seconds)
+        if result.exited != 0:
+            raise _StepFailed(f"{self.run.step}: `{command}` failed on the host: {_last_line(result)}")
+        return result.stdout
+
+    def _succeeds(self, command: str, seconds: float) -> bool:
+        return self._short(command, seconds).exited == 0
+
+    def _short(self, command: str, seconds: float) -> Any:
+        assert self.connection is not None
+        result = self.connection.run(command, warn=True, hide=True, in_stream=False, timeout=seconds)
+        self._log(command, result)
+        return result
+
+    def _remote(
+        self, step: str, command: str, seconds: float, privileged: bool = False, allowed: tuple[int, ...] = ()
+    ) -> int:
+        """``command`` in the scratch folder, for at most ``seconds``, in a process group of its own."""
+        assert self.connection is not None and self.scratch is not None
+        limit = int(seconds)
+        inner = (
+            f"cd {shlex.quote(self.scratch)} && echo $$ > {PID_FILE} && "
+            f"exec timeout -k {KILL_GRACE} {limit} sh -c {shlex.quote(command)}"
+        )
+        prefix = self.sudo if privileged else ""
+        result = self.connection.run(
+            f"{prefix}sh -c {shlex.quote(inner)}",
+            warn=True,
+            hide=True,
+            in_stream=False,
+            timeout=limit + KILL_GRACE + LOCAL_MARGIN,
+        )
+        self._log(command, result)
+        if result.exited in TIMED_OUT:
+            raise _StepFailed(f"{step} timed out after {limit} s (stopped on the host)")
+        if result.exited != 0 and result.exited not in allowed:
+            raise _StepFailed(f"{step} failed (exit {result.exited}): {_last_line(result)}")
+        return result.exited
+
+    def _log(self, command: str, result: Any) -> None:
+        """Everything the host printed, cleaned, in build/lab/<name>.log (the summary shows one line)."""
+        assert self.run.log is not None
+        with self.run.log.open("a", encoding="utf-8") as log:
+            log.write(f"$ {command}\n(exit {result.exited})\n{_clean(result.stdout, keep_lines=True)}")
+            if result.stderr:
+                log.write(f"--- stderr ---\n{_clean(result.stderr, keep_lines=True)}")
+            log.write("\n")
+
+    def _why(self, error: BaseException) -> str:
+        """One line saying why this host failed."""
+        import paramiko
+        from invoke.exceptions import CommandTimedOut
+
+        step, host, limit = self.run.step, self.host, self.timeouts.connect
+        if isinstance(error, _StepFailed | _UnknownHostKey):
+            hint = (
+                "; check it, then add it (ssh-keyscan) or pass --accept-new-host-keys"
+                if isinstance(error, _UnknownHostKey)
+                else ""
+            )
+            return str(error) + hint
+        if isinstance(error, CommandTimedOut):
+            return f"{step}: the host stopped answering for {error.timeout:g} s"
+        if isinstance(error, archive.ArchiveError):
+            return f"archive rejected: {error}"
+        if isinstance(error, paramiko.BadHostKeyException):
+            return (
+                f"host key differs from the one known for {host.host}: refused (if the host was reinstalled, "
+                f"remove its old key: ssh-keygen -R '[{host.host}]:{host.port}')"
+            )
+        if isinstance(error, paramiko.AuthenticationException):
+            how = f" with key {host.key}" if host.key else ""
+            return f"login refused: the host refused user {self.connection_user()}{how} ({error})"
+        if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
+            return f"unreachable: nothing answers on port {host.port} (connection refused)"
+        if isinstance(error, TimeoutError):
+            return f"unreachable: no answer within {limit:g} s"
+        # Paramiko's words for a port that never shakes hands: no banner, or a negotiation that ran
+        # out of time (then it says "No existing session").
+        silent = "banner" in str(error) or "No existing session" in str(error)
+        if isinstance(error, paramiko.SSHException) and self.connection is None and silent:
+            return f"unreachable: no SSH server answered on port {host.port} within {limit:g} s"
+        if isinstance(error, OSError) and error.errno is None and "Name or service" in str(error):
+            return f"unreachable: unknown host name {host.host!r}"
+        if isinstance(error, OSError | paramiko.SSHException | EOFError):
+            return f"{step}: {type(error).__name__}: {_clean(str(error))}"
+        return f"{step}: unexpected {type(error).__name__}: {_clean(str(error))} (a bug of the lab: please report it)"
+
+    def connection_user(self) -> str:
+        return self.connection.user if self.connection is not None else (self.host.user or "(the local user)")
+
+
+class _UnknownHostKey(Exception):
+    """A host whose key is not in known_hosts, and no permission to add it."""
+
+
+def _fingerprint(key: Any) -> str:
+    """The SHA256 fingerprint ssh shows (``ssh-keygen -lf``)."""
+    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+#: Control characters (escape sequences above all): a host's output never drives this terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _clean(text: str, keep_lines: bool = False, limit: int = 300) -> str:
+    if keep_lines:
+        return "\n".join(_CONTROL.sub("?", line) for line in text.splitlines()) + ("\n" if text else "")
+    cleaned = _CONTROL.sub("?", " ".join(text.split()))
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+def _last_line(result: Any) -> str:
+    """The host's last words: the last line of its error output, else of its output."""
+    for text in (result.stderr, result.stdout):
+        lines = [line for line in text.splitlines() if line.strip()]
+        if lines:
+            return _clean(lines[-1])
+    return "(it printed nothing)"
+
+
+def summary(outcome: LabOutcome, layout: Layout) -> str:
+    """The table printed at the end: host, set, lessons, failures, time, the archive kept here."""
+    rows = []
+    for run in outcome.hosts:
+        kept = run.archive
+        if kept is not None and kept.is_relative_to(layout.root):
+            kept = kept.relative_to(layout.root)
+        rows.append(
+            [
+                run.host.address,
+                run.set_name or run.host.set or "-",
+                str(run.lessons) if run.imported else "-",
+                str(run.lesson_failures) if run.imported else "-",
+                f"{run.seconds:.1f} s",
+                str(kept) if kept else "-",
+                run.result,
+            ]
+        )
+    return report.table(["host", "set", "lessons", "failures", "time", "archive", "result"], rows)
