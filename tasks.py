@@ -14,10 +14,11 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from course import commands, lessons, runlock, site
+from course import commands, inventory, lessons, runlock, site
 from course.archive import ArchiveError
 from course.build import BuildError
 from course.kernel_build import KernelError
+from course.lab import LabError, LabOptions, Timeouts
 from course.layout import Layout, find_root
 from course.pipeline import KernelOptions, MachineError, OptionError
 from course.runners import termination_as_interrupt
@@ -38,6 +39,8 @@ CLEAR_ERRORS = (
     OptionError,
     BuildError,
     runlock.RunLockError,
+    LabError,
+    inventory.InventoryError,
 )
 
 SET_HELP = {
@@ -105,11 +108,16 @@ def _folders(args: tuple) -> tuple[Path, ...]:
 
 
 def _one_run_at_a_time(function):
-    """Hold the checkout's run lock for the task; SIGTERM and SIGHUP stop it as Ctrl-C does, cleaning up."""
+    """Hold the run locks of the build and results folders; SIGTERM and SIGHUP stop it as Ctrl-C does.
+
+    Both folders: two runs with their own build folders still write the same results folder if
+    they share it. Always the build folder's lock first, so two runs never wait for each other.
+    """
 
     @wraps(function)
     def wrapper(c, *args, **kwargs):
-        with termination_as_interrupt(), runlock.hold(_layout(c).build, f"invoke {shlex.join(sys.argv[1:])}"):
+        layout, what = _layout(c), f"invoke {shlex.join(sys.argv[1:])}"
+        with termination_as_interrupt(), runlock.hold(layout.build, what), runlock.hold_results(layout.results, what):
             return function(c, *args, **kwargs)
 
     return wrapper
@@ -132,6 +140,8 @@ def setup(c, check=False, tests=False):
 @_one_run_at_a_time
 def build(c, lesson=None):
     """Compile the lessons' user-space programs into build/ (only those whose sources changed)."""
+    if lesson and not str(lesson).isdigit():
+        raise Exit(f"error: lesson number must be a number, got {lesson!r}", code=2)
     commands.build(_layout(c), int(lesson) if lesson else None)
 
 
@@ -244,6 +254,62 @@ def bench(c, set=None):  # noqa: A002
     commands.bench(_layout(c), set_name=set or c.course.set)
 
 
+@task(
+    help={
+        "hosts": "the lab's machines: [USER@]HOST[:PORT], comma-separated",
+        "inventory": "a YAML file of hosts instead (host, user, port, key, set, label; docs/instructors.md)",
+        "user": "user to log in as where a host names none (default: your ssh config, else yours)",
+        "key": "private key file where a host names none (default: your ssh agent and ~/.ssh keys)",
+        "lessons": "only these lessons on every host (numbers, comma-separated); default: all",
+        **KERNEL_HELP,
+        "known-hosts": "the known_hosts file host keys are checked against (default: ~/.ssh/known_hosts)",
+        "accept-new-host-keys": "accept a host key never seen before and add it to known_hosts (a changed key "
+        "is still refused)",
+        "keep": "keep each host's scratch folder (default: removed)",
+        "force": "replace sets of the same name here, as results.import --force",
+        "timeout": "minutes ./bootstrap and invoke run may each take on a host (default: 60)",
+    }
+)
+@_clear_errors
+@_one_run_at_a_time
+def lab(
+    c,
+    hosts=None,
+    inventory_=None,
+    user=None,
+    key=None,
+    lessons=None,
+    kernel_runner=None,
+    acceleration=None,
+    known_hosts=None,
+    accept_new_host_keys=False,
+    keep=False,
+    force=False,
+    timeout=60,
+):
+    """Measure a lab of machines over SSH at once, import each one's set, build the site."""
+    minutes = float(timeout) * 60
+    outcome = commands.lab(
+        _layout(c),
+        inventory.from_arguments(hosts, inventory_, user, key),
+        LabOptions(
+            lessons=_numbers(lessons) if lessons else None,
+            kernel_runner=kernel_runner,
+            acceleration=acceleration,
+            known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
+            accept_new_host_keys=accept_new_host_keys,
+            keep=keep,
+            force=force,
+            timeouts=Timeouts(bootstrap=minutes, run=minutes),
+            own_sets=(c.course.set,) if c.course.set else (),
+        ),
+        set_name=c.course.set,
+    )
+    if not outcome.ok:
+        lines = outcome.failure_lines()
+        raise Exit(f"lab: {len(lines)} of {len(outcome.hosts)} hosts failed:\n" + "\n".join(lines), code=1)
+
+
 @task
 @_clear_errors
 @_one_run_at_a_time
@@ -261,12 +327,16 @@ def results_list(c, json=False):
 
 @task(
     name="export",
-    help={"set": "the set to export (default: this machine's)", "output": "the archive to write (default: SET.tar.gz)"},
+    help={
+        "set": "the set to export (default: this machine's)",
+        "output": "the archive to write (default: SET.tar.gz); never inside the results folder",
+        "force": "replace an existing archive at --output (a regular file only)",
+    },
 )
 @_clear_errors
-def results_export(c, set=None, output=None):  # noqa: A002
+def results_export(c, set=None, output=None, force=False):  # noqa: A002
     """Write one result set as a single archive, to carry to another checkout."""
-    commands.export(_layout(c), set or c.course.set, output)
+    commands.export(_layout(c), set or c.course.set, output, force=force)
 
 
 @task(
@@ -278,13 +348,13 @@ def results_export(c, set=None, output=None):  # noqa: A002
 @_one_run_at_a_time
 def results_import(c, archive, force=False):
     """Add a result set from another machine, after checking it (schema, provenance, sane values)."""
-    commands.import_(_layout(c), Path(archive), force=force)
+    commands.import_(_layout(c), Path(archive), force=force, set_name=c.course.set)
 
 
 results = Collection("results", results_list, results_export, results_import)
 
 
-ns = Collection(setup, build, run, lesson, generate, serve, test, bench, clean, results)
+ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, clean, results)
 ns.add_task(site_, name="site")
 ns.configure(
     {

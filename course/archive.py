@@ -7,7 +7,9 @@ archive, cut short, bigger than a result set can be, a member that is not a plai
 or would land outside the set, files that do not match the manifest, a newer schema, a
 field of the wrong type, missing provenance, impossible figures, a reference set, or a
 set that is already there unless forced; never, even forced, a reference set or this
-machine's own). Export runs the same checks, so a bad set fails where it can be mended.
+machine's own, which no import may create either). An imported set's ``set.json`` gets an
+``imported`` record, so that it is never taken for this machine's set. Export runs the same
+checks, so a bad set fails where it can be mended, and never replaces a file unless forced.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import tarfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from course import fingerprint, store, validate
@@ -46,22 +50,26 @@ class ArchiveError(ValueError):
     """An archive that cannot be imported, or a set that cannot be exported; the message says why."""
 
 
-def export_set(set_path: Path, output: Path) -> Path:
+def export_set(set_path: Path, output: Path, force: bool = False) -> Path:
     """Write the set in ``set_path`` to ``output`` as one archive (byte-for-byte the same files).
 
     The set is checked first, as an import would check it, so a corrupt set fails here.
+    ``output`` must not exist, unless ``force`` (and then it must be a regular file), and must
+    lie outside the results folder (``set_path``'s parent).
     """
     if not (set_path / store.SET_FILE).is_file():
         raise ArchiveError(f"{set_path} is not a result set (no {store.SET_FILE})")
     if not store.slug_safe(set_path.name):
-        raise ArchiveError(f"cannot export {set_path}: {set_path.name!r} is not a safe set name; rename the folder")
+        raise ArchiveError(
+            f"cannot export {set_path}: {_short(set_path.name)} is not a safe set name; rename the folder"
+        )
+    _check_output(output, set_path.parent, force)
     files: dict[str, bytes] = {}
     for path in store.result_files(set_path):
         if path.name == MANIFEST:
             continue
         try:
-            with path.open("rb") as stream:
-                files[path.name] = stream.read(MAX_FILE + 1)
+            files[path.name] = store.read_regular(path, MAX_FILE + 1)
         except OSError as error:
             raise ArchiveError(
                 f"cannot export {set_path}: {path.name} cannot be read ({error.strerror or error})"
@@ -87,19 +95,63 @@ def export_set(set_path: Path, output: Path) -> Path:
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
     members = [*files.items(), (MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())]
-    output.parent.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed: a full disk or Ctrl-C never leaves half an archive under its name.
     partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with tarfile.open(partial, "w:gz") as tar:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(partial, "x:gz") as tar:
             for name, data in members:
                 info = tarfile.TarInfo(f"{set_path.name}/{name}")
                 info.size, info.mode, info.mtime = len(data), 0o644, 0
                 tar.addfile(info, io.BytesIO(data))
-        os.replace(partial, output)
+        _put_in_place(partial, output, force)
+    except OSError as error:
+        raise ArchiveError(
+            f"cannot write {output} ({error.strerror or error}); choose another --output (nothing was written)"
+        ) from error
     finally:
         partial.unlink(missing_ok=True)
     return output
+
+
+def _check_output(output: Path, results: Path, force: bool) -> None:
+    """Refuse an output that would replace what is not an earlier archive, or land among the results."""
+    try:
+        found = output.lstat()
+    except FileNotFoundError:
+        found = None
+    except OSError as error:
+        raise ArchiveError(f"cannot write {output} ({error.strerror or error}); choose another --output") from error
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        # A device (/dev/null, as root), a link or a folder: replacing it would destroy it.
+        raise ArchiveError(
+            f"{output} exists and is not a regular file; an export never replaces it: choose another --output"
+        )
+    if found is not None and not force:
+        raise _exists(output)
+    where = output.parent.resolve() / output.name
+    if where.is_relative_to(results.resolve()):
+        # A file there could replace a result file (results/<set>/set.json) or be taken for a set.
+        raise ArchiveError(f"{output} is inside the results folder {results}; write the archive elsewhere")
+
+
+def _put_in_place(partial: Path, output: Path, force: bool) -> None:
+    """Rename the finished archive to ``output``; without ``force``, never over a file that appeared meanwhile."""
+    if force:
+        os.replace(partial, output)
+        return
+    try:
+        os.link(partial, output)  # fails, atomically, if anything is there
+    except FileExistsError:
+        raise _exists(output) from None
+    except OSError:  # a file system without hard links: check again, then rename
+        if os.path.lexists(output):
+            raise _exists(output) from None
+        os.replace(partial, output)
+
+
+def _exists(output: Path) -> ArchiveError:
+    return ArchiveError(f"{output} already exists; choose another --output, or use --force to replace it")
 
 
 class _Bounded(io.RawIOBase):
@@ -124,11 +176,18 @@ class _Bounded(io.RawIOBase):
         return data
 
 
+def _short(name: str) -> str:
+    """A member's or a set's name as a message quotes it: a repr of at most 60 characters (a name may be MiBs)."""
+    text = repr(name[:61])
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
 def _read_members(archive: Path) -> tuple[str, dict[str, bytes]]:
     """The set's name and its files' bytes, refusing any member that is not a plain file inside the set."""
     files: dict[str, bytes] = {}
     top: set[str] = set()
     opened = False
+    extracted_bytes = 0
     try:
         with gzip.open(archive, "rb") as compressed:
             stream = _Bounded(compressed, archive)
@@ -139,13 +198,21 @@ def _read_members(archive: Path) -> tuple[str, dict[str, bytes]]:
                     if file is None:
                         continue
                     if file in files:
-                        raise ArchiveError(f"{archive}: member {member.name!r} appears twice; refused")
+                        raise ArchiveError(f"{archive}: member {_short(member.name)} appears twice; refused")
                     if len(files) == MAX_FILES:
                         raise ArchiveError(f"{archive} holds more than {MAX_FILES} files, the limit for a set")
                     if member.size > MAX_FILE:
                         raise ArchiveError(
-                            f"{archive}: {member.name!r} holds {member.size / MiB:.0f} MiB, over the "
+                            f"{archive}: {_short(member.name)} holds {member.size / MiB:.0f} MiB, over the "
                             f"{MAX_FILE // MiB} MiB limit for one result file; refused"
+                        )
+                    # What is extracted counts too, not only what is read: the two differ if tarfile
+                    # ever makes up content (as it makes up a sparse file's holes; _place refuses those).
+                    extracted_bytes += member.size
+                    if extracted_bytes > MAX_TOTAL:
+                        raise ArchiveError(
+                            f"{archive} expands to more than {MAX_TOTAL // MiB} MiB, the limit for a result set; "
+                            "refused (it is not an archive made by invoke results.export)"
                         )
                     extracted = tar.extractfile(member)
                     assert extracted is not None  # a regular file always has content
@@ -166,26 +233,31 @@ def _read_members(archive: Path) -> tuple[str, dict[str, bytes]]:
 def _place(archive: Path, member: tarfile.TarInfo, top: set[str]) -> str | None:
     """The file name of ``member`` inside the set (None for the set's own folder entry), or why it is refused."""
     path = PurePosixPath(member.name)  # also drops "." parts: ./name/set.json is name/set.json
+    name = _short(member.name)
     if path.is_absolute() or ".." in path.parts:
-        raise ArchiveError(f"{archive}: member {member.name!r} would land outside the set; refused")
+        raise ArchiveError(f"{archive}: member {name} would land outside the set; refused")
+    if member.issparse() or any(key.startswith("GNU.sparse.") for key in member.pax_headers):
+        # tarfile makes up a sparse file's holes as zeros, unread: megabytes out of a few bytes.
+        raise ArchiveError(
+            f"{archive}: member {name} is a sparse file (tar --sparse); refused: export the set "
+            "with invoke results.export, or pack it without --sparse"
+        )
     if member.isdir():
         if len(path.parts) > 1:
-            raise ArchiveError(
-                f"{archive}: member {member.name!r} is a sub-folder; a set's files sit directly in its folder"
-            )
+            raise ArchiveError(f"{archive}: member {name} is a sub-folder; a set's files sit directly in its folder")
         _one_folder(archive, top, *path.parts)  # `tar czf` lists the set's folder itself: fine
         return None
     if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-        raise ArchiveError(f"{archive}: member {member.name!r} is a link or special file; refused")
+        raise ArchiveError(f"{archive}: member {name} is a link or special file; refused")
     if len(path.parts) != 2:
         where = "is not inside a set's folder" if len(path.parts) < 2 else "is in a sub-folder"
         raise ArchiveError(
-            f"{archive}: member {member.name!r} {where}; pack the set's folder itself "
+            f"{archive}: member {name} {where}; pack the set's folder itself "
             "(tar czf NAME.tar.gz -C results NAME), or use invoke results.export"
         )
     folder, file = path.parts
     if file != MANIFEST and not (store.slug_safe(file) and file.endswith(".json")):
-        raise ArchiveError(f"{archive}: member {member.name!r} is not a result file (NAME.json); refused")
+        raise ArchiveError(f"{archive}: member {name} is not a result file (NAME.json); refused")
     _one_folder(archive, top, folder)
     return file
 
@@ -194,7 +266,8 @@ def _one_folder(archive: Path, top: set[str], *folder: str) -> None:
     """Note the set's folder; a second one is refused at once, before its files are read."""
     top.update(folder)
     if len(top) > 1:
-        raise ArchiveError(f"{archive} holds {len(top)} top folders {sorted(top)}; an archive holds exactly one set")
+        shown = ", ".join(_short(name) for name in sorted(top))
+        raise ArchiveError(f"{archive} holds {len(top)} top folders ({shown}); an archive holds exactly one set")
 
 
 def _check_manifest(archive: Path, name: str, files: dict[str, bytes]) -> None:
@@ -208,13 +281,23 @@ def _check_manifest(archive: Path, name: str, files: dict[str, bytes]) -> None:
     if not isinstance(listed, dict) or not all(isinstance(digest, str) for digest in listed.values()):
         raise ArchiveError(f"{archive}: {MANIFEST} is malformed (no files -> SHA-256 list); {EXPORT_AGAIN}")
     if manifest.get("set") != name:
-        raise ArchiveError(f"{archive}: the manifest names set {manifest.get('set')!r} but the folder is {name!r}")
+        named = manifest.get("set")
+        raise ArchiveError(
+            f"{archive}: the manifest names set {_short(named) if isinstance(named, str) else repr(named)[:60]} "
+            f"but the folder is {_short(name)}"
+        )
     if set(listed) != set(files):
         missing, extra = sorted(set(listed) - set(files)), sorted(set(files) - set(listed))
-        raise ArchiveError(f"{archive} does not match its manifest: missing {missing}, extra {extra}")
+        raise ArchiveError(f"{archive} does not match its manifest: missing {_names(missing)}, extra {_names(extra)}")
     for file, digest in listed.items():
         if hashlib.sha256(files[file]).hexdigest() != digest:
             raise ArchiveError(f"{archive}: {file} does not match the manifest's checksum (altered or damaged)")
+
+
+def _names(names: list[str]) -> str:
+    """A few names of a list, each shortened: a manifest may list thousands."""
+    shown = ", ".join(_short(name) for name in names[:5])
+    return f"[{shown}{f', and {len(names) - 5} more' if len(names) > 5 else ''}]"
 
 
 def _check_contents(files: dict[str, bytes]) -> None:
@@ -244,27 +327,36 @@ def _check_provenance(info: dict) -> None:
         raise validate.SchemaError(f"lacks the machine's provenance: {', '.join(missing)}")
 
 
-def import_set(archive: Path, results: Path, force: bool = False, own_set: str | None = None) -> Path:
+def import_set(archive: Path, results: Path, force: bool = False, own_set: str | Iterable[str] | None = None) -> Path:
     """Add the set in ``archive`` to ``results`` after checking it; return its folder.
 
     ``force`` replaces a set of the same name, but never a reference set nor ``own_set``
-    (this machine's set, by default :func:`course.fingerprint.set_name`).
+    (this machine's set, by default :func:`course.fingerprint.set_name`; or several names,
+    such as the derived one and the one configured with ``--set``), which an import may not
+    create either: runs would measure into it and the site would show it as this machine's.
     """
     if not archive.is_file():
         raise ArchiveError(f"no archive {archive}")
     name, files = _read_members(archive)
     if name != store.slug_safe(name):
-        raise ArchiveError(f"{archive}: set name {name!r} is not a safe folder name")
+        raise ArchiveError(f"{archive}: set name {_short(name)} is not a safe folder name")
     _check_manifest(archive, name, files)
     try:
         _check_contents(files)
     except validate.SchemaError as error:
         raise ArchiveError(f"{archive}: {error}; {error.fix or EXPORT_AGAIN}") from error
+    own = [fingerprint.set_name()] if own_set is None else [own_set] if isinstance(own_set, str) else list(own_set)
+    if name in own:
+        raise ArchiveError(
+            f"result set {name!r} is named as this machine's own set; an import never creates or replaces it "
+            "(runs measure into it, the site shows it as this machine): export it under another set name"
+        )
     target = results / name
     if target.exists():
         if not force:
             raise ArchiveError(f"result set {name!r} already exists in {results}; use --force to replace it")
-        _refuse_protected(target, fingerprint.set_name() if own_set is None else own_set)
+        _refuse_protected(target)
+    files[store.SET_FILE] = _marked_imported(files[store.SET_FILE], archive)
     try:
         _install(results, name, files)
     except OSError as error:
@@ -274,11 +366,18 @@ def import_set(archive: Path, results: Path, force: bool = False, own_set: str |
     return target
 
 
-def _refuse_protected(target: Path, own_set: str) -> None:
-    """Refuse to replace what --force must never touch: this machine's set, a reference set, a set unread."""
+def _marked_imported(data: bytes, archive: Path) -> bytes:
+    """``set.json`` with an ``imported`` record: the set is never taken for this machine's, nor measured into."""
+    info = validate.decode(data)
+    # The archive's name as text that is always UTF-8 (a file name may hold any bytes).
+    shown = os.fsencode(archive.name).decode("utf-8", "backslashreplace")[:200]
+    info["imported"] = {"at": store.now(), "archive": shown}
+    return (json.dumps(info, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def _refuse_protected(target: Path) -> None:
+    """Refuse to replace what --force must never touch: a reference set, a set unread."""
     keep = "an import never replaces it, even with --force"
-    if target.name == own_set:
-        raise ArchiveError(f"result set {target.name!r} is this machine's own; {keep}")
     try:
         kind = store.read_json(target / store.SET_FILE).get("kind")
     except store.StoreError as error:  # what cannot be read cannot be told apart from a reference set

@@ -347,6 +347,64 @@ def icount_control(layout: Layout, runs: int = 2, progress: Progress = print) ->
     }
 
 
+#: ``invoke lab``'s goal: its hosts run in parallel, so two take well under twice one host's time.
+LAB_GOAL = 1.5
+
+
+def lab_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
+    """A lab of one host, then of two, on a throwaway sshd on 127.0.0.1: two over one (goal 1.5).
+
+    The hosts are this machine (lesson 1, no kernel runner, this checkout's .venv linked in
+    place of ./bootstrap, no site build), so the two also share its CPUs, and their timing
+    programs take turns on the one CPU each pins itself to (stamp.h): on separate machines
+    only the lab's own work is shared. A first one-host lab warms the caches and is not counted.
+    """
+    from course import lab
+    from course.inventory import Host
+    from course.local_sshd import LocalSshd
+
+    def timed(hosts: list[Host], scratch_layout: Layout, options: lab.LabOptions) -> float:
+        started = time.monotonic()
+        outcome = lab.run_lab(scratch_layout, hosts, options, progress=lambda line: None)
+        if not outcome.ok:
+            raise lab.LabError("; ".join(outcome.failure_lines()))
+        return time.monotonic() - started
+
+    key = "bench/lab.two-hosts-over-one"
+    try:
+        with tempfile.TemporaryDirectory(prefix="course-bench-lab-") as scratch:
+            folder = Path(scratch)
+            with LocalSshd(folder / "sshd") as sshd:
+                scratch_layout = Layout(layout.root, folder / "results", folder / "build")
+                options = lab.LabOptions(lessons=[1], kernel_runner="none", known_hosts=sshd.known_hosts)
+                reach = {"user": sshd.user, "port": sshd.port, "key": sshd.user_key, "venv": sys.prefix}
+                hosts = [Host("127.0.0.1", set=f"bench-lab-{n}", folder=scratch, **reach) for n in range(4)]
+                timed(hosts[:1], scratch_layout, options)
+                progress("  bench  lab: one host (this machine over ssh, lesson 1)")
+                one = timed(hosts[1:2], scratch_layout, options)
+                progress(f"  bench  lab: one host: {one:.1f} s; two hosts at once")
+                two = timed(hosts[2:], scratch_layout, options)
+                progress(f"  bench  lab: two hosts: {two:.1f} s")
+    except (lab.LabError, OSError, subprocess.SubprocessError) as error:
+        return {key: {"status": "skipped", "reason": f"no lab here: {error}", "measured_at": store.now()}}
+    what = (
+        "invoke lab --lessons 1 --kernel-runner none, two hosts over one (both this machine over ssh: "
+        "their timing programs share the CPU they pin to)"
+    )
+    return {
+        key: {
+            "status": "ok",
+            "unit": "x",
+            "value": round(two / one, 2),
+            "goal": LAB_GOAL,
+            "runs": [round(one, 2), round(two, 2)],
+            "runs_unit": "s (one host, two hosts)",
+            "what": what,
+            "measured_at": store.now(),
+        }
+    }
+
+
 def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str, dict]:
     """Every benchmark, stored in the result set; returns the measurements."""
     perf = perf_runs(progress=progress)
@@ -356,6 +414,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str,
         **core_sharing(layout, progress=progress),
         **pipeline_speed(layout, progress=progress),
         **icount_control(layout, progress=progress),
+        **lab_speed(layout, progress=progress),
     }
     store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": measured, "failures": []})
     progress("  bench  peers: lmbench lat_syscall (perf bench's figure is its middle run above)")

@@ -7,11 +7,16 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from course import fingerprint, pipeline, report, site, store, system
 from course import lessons as lesson_catalog
 from course.layout import Layout
 from course.pipeline import LessonReport
+
+if TYPE_CHECKING:
+    from course.inventory import Host
+    from course.lab import LabOptions, LabOutcome
 
 
 def setup(layout: Layout, install: bool = True, tests: bool = False) -> None:
@@ -124,8 +129,16 @@ def build_site(layout: Layout, set_name: str | None = None, strict: bool = False
     (which would rebuild every page).
     """
     wanted = fingerprint.set_name(set_name)
-    current = wanted if (layout.results / wanted).is_dir() else ""
+    current = wanted if (layout.results / wanted).is_dir() and not _imported(layout.results / wanted) else ""
     return site.build_site(layout, strict=strict, current_set=current)
+
+
+def _imported(set_path: Path) -> bool:
+    """Whether the set came by ``invoke results.import`` (it is never this machine's); unreadable: not said here."""
+    try:
+        return bool(store.read_json(set_path / store.SET_FILE).get("imported"))
+    except store.StoreError:
+        return False  # the site build names the file and the fix
 
 
 def _bench_verdict(value: dict) -> list[str]:
@@ -155,6 +168,8 @@ def bench(layout: Layout, set_name: str | None = None) -> None:
 def results(layout: Layout, as_json: bool = False) -> str:
     """Every stored result set: a table, or the full JSON documented in docs/results.md."""
     sets = store.load_all(layout.results)
+    if not sets and not as_json:
+        return f"no result sets in {layout.results} (`invoke generate` measures this machine's)"
     if as_json:
         return json.dumps(
             {"schema": store.SCHEMA, "sets": {i: {"info": s.info, "lessons": s.lessons} for i, s in sets.items()}},
@@ -170,9 +185,10 @@ def results(layout: Layout, as_json: bool = False) -> str:
         failures = sum(len(d.get("failures", [])) for d in result_set.lessons.values())
         lessons_done = sum(1 for name in with_code if name in result_set.lessons)
         machine = result_set.machine
+        imported = bool(result_set.info.get("imported"))
         rows.append(
             [
-                result_set.id + (" *" if result_set.id == mine else ""),
+                result_set.id + (" *" if result_set.id == mine else "") + (" (imported)" if imported else ""),
                 result_set.label if result_set.label != result_set.id else "",
                 machine.get("cpu_model", "-"),
                 machine.get("kernel_release", "-"),
@@ -187,26 +203,48 @@ def results(layout: Layout, as_json: bool = False) -> str:
     return report.table(headers, rows) + "\n(* this machine)"
 
 
-def export(layout: Layout, set_name: str | None, output: str | None) -> Path:
-    """Write one set (default: this machine's) as an archive."""
+def export(layout: Layout, set_name: str | None, output: str | None, force: bool = False) -> Path:
+    """Write one set (default: this machine's) as an archive; an existing file is replaced only with ``force``."""
     from course import archive
 
     name = fingerprint.set_name(set_name)
     target = Path(output) if output else Path.cwd() / f"{name}.tar.gz"
     if target.is_dir():  # as cp does: a folder receives the archive under its usual name
         target = target / f"{name}.tar.gz"
-    made = archive.export_set(layout.results / name, target)
+    made = archive.export_set(layout.results / name, target, force=force)
     print(f"exported {name} to {made}")
     return made
 
 
-def import_(layout: Layout, path: Path, force: bool = False) -> Path:
-    """Add a set from an archive after checking it; an existing set needs ``force``."""
+def import_(layout: Layout, path: Path, force: bool = False, set_name: str | None = None) -> Path:
+    """Add a set from an archive after checking it; an existing set needs ``force``.
+
+    Never this machine's set: neither the one named after it nor ``set_name`` (``--set``/``course.set``).
+    """
     from course import archive
 
-    target = archive.import_set(path, layout.results, force=force)
+    own = [fingerprint.set_name(), *([fingerprint.set_name(set_name)] if set_name else [])]
+    target = archive.import_set(path, layout.results, force=force, own_set=own)
     print(f"imported {target.name} into {target.parent}; `invoke site` shows it beside the others")
     return target
+
+
+def lab(layout: Layout, hosts: list[Host], options: LabOptions, set_name: str | None = None) -> LabOutcome:
+    """Measure every host of a lab over SSH, import their sets, build the site, print the summary.
+
+    The outcome's ``failure_lines()`` say which hosts failed, and why.
+    """
+    from course import lab as lab_run
+
+    for number in options.lessons or []:  # a lesson that is not in the course fails here, not on every host
+        lesson_catalog.find(layout, number)
+    outcome = lab_run.run_lab(layout, hosts, options)
+    if outcome.imported:
+        print(f"lab: building the site with {', '.join(outcome.imported)}")
+        seconds = build_site(layout, set_name=set_name)
+        print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
+    print("\n" + lab_run.summary(outcome, layout))
+    return outcome
 
 
 def os_error_line(error: OSError, folders: tuple[Path, ...] = ()) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import disassemble, fingerprint, protocol, store
+from course import disassemble, fingerprint, protocol, store, validate
 from course.build import BuildError, Program, build_program, file_hash
 from course.layout import Layout
 from course.lessons import Lesson
@@ -125,6 +125,12 @@ def open_set(layout: Layout, set_name: str | None = None, label: str | None = No
     previous = store.read_json(path / store.SET_FILE) if (path / store.SET_FILE).is_file() else {}
     if previous.get("kind") == "reference":
         raise MachineError(f"result set {path.name!r} is a reference set; measure into a set of your own (--set)")
+    if previous.get("imported"):
+        # Its figures came in an archive: reusing them, or adding to them, would pass them off as measured here.
+        raise MachineError(
+            f"result set {path.name!r} came by import (from {previous['imported'].get('archive', '?')!r}); a run "
+            "never measures into an imported set: choose another name with --set, or remove that folder"
+        )
     theirs = previous.get("machine", {})
     differing = [key for key in SAME_MACHINE if theirs and theirs.get(key) != machine.get(key)]
     if differing:
@@ -159,7 +165,7 @@ def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
         "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
         "cpu": [machine.get("cpu_model"), machine.get("microcode")],
         # Where modules run, not why (the probe's wording and date would rerun them for nothing).
-        "kernel_runner": {k: v for k, v in kernel_setting.items() if k != "why"} if lesson.modules else None,
+        "kernel_runner": {k: v for k, v in kernel_setting.items() if k != "why"} if lesson.in_vm else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -184,7 +190,7 @@ def measure_lessons(
     require_x86_64()
     kernel = kernel or KernelOptions()
     machine = store.read_json(set_path / store.SET_FILE)["machine"]
-    setting = kernel_runs.setting(layout, kernel, progress) if any(lesson.modules for lesson in lessons) else {}
+    setting = kernel_runs.setting(layout, kernel, progress) if any(lesson.in_vm for lesson in lessons) else {}
     reports: list[LessonReport] = []
     pending: list[LessonRun] = []
     for lesson in lessons:
@@ -210,7 +216,7 @@ def measure_lessons(
         _disassemble(run)
         pending.append(run)
 
-    kernel_lessons = [run for run in pending if run.lesson.modules]
+    kernel_lessons = [run for run in pending if run.lesson.in_vm]
     if kernel_lessons:
         kernel_runs.measure(layout, kernel_lessons, kernel, setting, progress)
 
@@ -427,7 +433,8 @@ def record(
                 continue
             overhead = min(base.counts)
         summary = summarize(raw.counts, overhead, raw.per)
-        run.measurements[measurement_id(lesson, prefix + name, stdin, kinds)] = {
+        key = measurement_id(lesson, prefix + name, stdin, kinds)
+        measurement = {
             "status": "ok",
             "calls_per_sample": raw.per,
             "unit": unit or raw.unit,
@@ -447,6 +454,14 @@ def record(
             "meta": meta,
             **context,
         }
+        # What the store would refuse (a minimum below its subtracted stamp pair...) fails this
+        # program's parse step here; stored, it would stop the whole run.
+        try:
+            validate.check_measurement(key, measurement)
+        except validate.SchemaError as error:
+            run.fail("parse", prefix + name, f"{key} cannot be stored: it {error}")
+            continue
+        run.measurements[key] = measurement
     for name, reason in parsed.skipped.items():
         run.measurements[measurement_id(lesson, prefix + name, stdin, kinds)] = {
             "status": "skipped",

@@ -7,19 +7,30 @@ from collections.abc import Sequence
 from course.pipeline import LessonReport
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: each control or invisible character escaped (ESC as \\x1b, U+202E as \\u202e).
+
+    Cells come from result files, and an imported set is anyone's: raw, an escape sequence would
+    drive the terminal (clear it, retitle it, hide lines), a NUL or a bidi override hide text.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain text table with aligned columns (numbers right, text left)."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    """A plain text table with aligned columns (numbers right, text left), every cell printable."""
+    shown = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
         out = []
-        for cell, width in zip(cells, widths, strict=True):
-            text = str(cell)
+        for text, width in zip(cells, widths, strict=True):
             out.append(text.rjust(width) if _numeric(text) else text.ljust(width))
         return "  ".join(out).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+    return "\n".join([line(shown[0]), rule, *(line(row) for row in shown[1:])])
 
 
 def _numeric(text: str) -> bool:
@@ -52,7 +63,7 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
             shown = f"{single:,.2f}" if single is not None and abs(single) < 100 else figure(single)
             row = [key, value.get("unit", ""), shown, "", "", "", "", ""]
         elif value.get("status") != "ok":
-            notes.append(f"{key}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}")
+            notes.append(printable(f"{key}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}"))
             row = [key, "", value.get("status", "?"), "", "", "", "", ""]
         else:
             row = [
@@ -71,7 +82,7 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
         rows.append(row)
     if not rows:
         captures = sorted(report.stored.get("captures", {}))
-        return "captured: " + ", ".join(captures) if captures else "(nothing measured or captured)"
+        return printable("captured: " + ", ".join(captures)) if captures else "(nothing measured or captured)"
     return "\n".join([table(headers, rows), *notes])
 
 
@@ -118,5 +129,6 @@ def failures_text(reports: Sequence[LessonReport]) -> str:
     lines = []
     for report in reports:
         for failure in report.failures:
-            lines.append(f"FAILED {report.lesson.name}: {failure['step']} {failure['what']}: {failure['message']}")
+            line = f"FAILED {report.lesson.name}: {failure['step']} {failure['what']}: {failure['message']}"
+            lines.append(printable(line))
     return "\n".join(lines)

@@ -5,6 +5,9 @@ busy") and write the same result files. The second one waits for the first, sayi
 run it waits for, and gives up after :data:`RUN_LOCK_WAIT_SECONDS`. The lock is an
 ``flock``: the kernel releases it when its holder ends, however it ends, so a crashed run
 never leaves a stale lock behind.
+
+The results folder is locked too (:func:`hold_results`): two runs with build folders of their
+own still write the same result files when they share one results folder.
 """
 
 from __future__ import annotations
@@ -60,6 +63,55 @@ def hold(
     finally:
         del _held[path]
         os.ftruncate(fd, 0)  # nobody holds it: a waiter must not name us
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def hold_results(
+    results: Path, what: str, wait: float = RUN_LOCK_WAIT_SECONDS, progress: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the lock of the results folder for the block: an ``flock`` on the folder itself.
+
+    On the folder, not on a file in it: results are committed, and a lock file would show in
+    ``git status`` (and be listed beside the sets). It cannot say who holds it; the build
+    folder's lock does that for runs of one checkout.
+    """
+    results.mkdir(parents=True, exist_ok=True)
+    path = results.resolve()
+    key = path / "\0folder"  # no file has this path: never taken for a build folder's lock file
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RunLockError(
+                        f"another run writing the results in {path} still holds them after {wait:.0f} s; "
+                        "wait for it to finish or stop it, then run again"
+                    ) from None
+                if not told:
+                    (progress or _tell)(
+                        f"waiting for another run writing the results in {path} to finish "
+                        f"(at most {wait:.0f} s; Ctrl-C stops waiting)"
+                    )
+                    told = True
+                time.sleep(_POLL_SECONDS)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+    finally:
         os.close(fd)  # releases the lock
 
 

@@ -65,6 +65,7 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") ->
                 sys.stderr.write(line)
     if process.returncode != 0:
         raise SiteError(f"the site build failed (exit {process.returncode}): {sphinx_reason(''.join(said))}")
+    remove_stale_generated_pages(layout)
     if not strict and warnings.is_file():
         count = sum(1 for line in warnings.read_text().splitlines() if "WARNING" in line)
         if count:
@@ -73,6 +74,31 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") ->
                 "`invoke generate` remeasures what changed"
             )
     return time.monotonic() - started
+
+
+def remove_stale_generated_pages(layout: Layout) -> list[Path]:
+    """Remove the built pages of result sets that are gone; return them.
+
+    Sphinx forgets a page whose source is removed but leaves its HTML: a deleted set's machine
+    page (generated from the set, see ``course.sphinxext``) would stay published until
+    ``invoke clean``. Only pages without a source that carry the generated mark are removed.
+    """
+    from course.sphinxext import GENERATED  # Sphinx is loaded only here, after a build
+
+    removed = []
+    for page in layout.html.rglob("*.html"):
+        relative = page.relative_to(layout.html)
+        if relative.parts[0].startswith("_") or (layout.root / relative.with_suffix(".md")).exists():
+            continue
+        try:
+            generated = GENERATED in page.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if generated:
+            page.unlink()
+            (layout.html / "_sources" / relative.with_suffix(".md.txt")).unlink(missing_ok=True)
+            removed.append(page)
+    return removed
 
 
 #: The lines of a Sphinx crash report that say nothing about the cause.

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,10 @@ SET_FILE = "set.json"
 
 #: What to do about a result file that cannot be used.
 REPAIR = "restore it with git checkout or delete it and measure again"
+
+#: The most characters of a captured output a lesson file keeps (each may take up to 6 bytes
+#: of JSON, as \u001b): a run's lesson file stays under the read limit (validate.MAX_BYTES).
+CAPTURE_CHARS = 64 * 1024
 
 
 class StoreError(ValueError):
@@ -61,11 +66,25 @@ def write_json(path: Path, data: Any) -> None:
         raise
 
 
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``, a regular file: a FIFO, a device or a folder raises at once.
+
+    Opened without blocking (a FIFO would wait for a writer for ever), then checked for what it is.
+    """
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(handle, "rb") as stream:
+        mode = os.fstat(handle).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError("not a regular file, but a FIFO, a socket or a device")
+        return stream.read(limit)
+
+
 def read_json(path: Path) -> dict:
     """A result file's content, checked against the schema (``set.json`` as a set, any other as a lesson)."""
     try:
-        with path.open("rb") as stream:
-            data = stream.read(validate.MAX_BYTES + 1)  # bounded: a link to /dev/zero is no result file
+        data = read_regular(path, validate.MAX_BYTES + 1)  # bounded, and never /dev/zero nor a FIFO
     except IsADirectoryError as error:
         raise StoreError(f"{path} is a folder where a result file belongs; remove it and measure again") from error
     except OSError as error:
@@ -159,9 +178,14 @@ def load_all(results: Path) -> dict[str, ResultSet]:
     """Every result set under ``results``, reference sets first, then by id.
 
     Dot-folders are never sets: an import stages into ``.import-*`` and an interrupted one
-    may leave it behind (likewise ``.replaced-*``).
+    may leave it behind (likewise ``.replaced-*``). A results folder not made yet holds no set;
+    one that is a file is refused (a misspelled INVOKE_COURSE_RESULTS must not look like no sets).
     """
     if not results.is_dir():
+        if results.exists():
+            raise StoreError(
+                f"{results} is not a folder; point INVOKE_COURSE_RESULTS (or course.results) at the results folder"
+            )
         return {}
     sets = [
         load_set(folder)
@@ -196,12 +220,47 @@ def save_lesson(result_set: Path, lesson: str, new: dict) -> dict:
     """
     target = result_set / f"{lesson}.json"
     previous = read_json(target) if target.is_file() and new.get("failures") else {}
+    captures = {**previous.get("captures", {}), **new.get("captures", {})}
     stored = {
         **new,
         "schema": SCHEMA,
         "lesson": lesson,
         "measurements": {**previous.get("measurements", {}), **new.get("measurements", {})},
-        "captures": {**previous.get("captures", {}), **new.get("captures", {})},
+        "captures": {key: _clipped_capture(capture) for key, capture in captures.items()},
     }
+    stored = _within_read_limit(target, stored)
     _write_checked(target, stored)
     return stored
+
+
+def _clipped_capture(capture: dict) -> dict:
+    text = capture.get("text")
+    return {**capture, "text": clipped(text)} if isinstance(text, str) else capture  # not text: refused when written
+
+
+def clipped(text: str, most: int = CAPTURE_CHARS) -> str:
+    """``text`` cut to ``most`` characters, saying how much was left out."""
+    if len(text) <= most:
+        return text
+    return text[:most] + f"\n[... {len(text) - most:,} more characters not kept: a capture keeps {most:,}]"
+
+
+def _within_read_limit(path: Path, content: dict) -> dict:
+    """``content`` as it can be written and read back: captures emptied if the file would pass the read limit."""
+    if _size(content) <= validate.MAX_BYTES:
+        return content
+    note = "[output not kept: with it, this lesson's file would pass the limit of a result file]"
+    content = {**content, "captures": {key: {**capture, "text": note} for key, capture in content["captures"].items()}}
+    size = _size(content)
+    if size > validate.MAX_BYTES:
+        raise StoreError(
+            f"{path} not written: this run's results take {size / 2**20:.0f} MiB, over the "
+            f"{validate.MAX_BYTES // 2**20} MiB a result file may hold; the previous file is kept "
+            "(the lesson's programs print too many measurements)"
+        )
+    return content
+
+
+def _size(content: dict) -> int:
+    # As write_json writes it; ASCII (ensure_ascii), so characters are bytes.
+    return len(json.dumps(content, indent=1, sort_keys=True)) + 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -26,6 +27,15 @@ MAX_BYTES = 16 * 1024 * 1024
 
 #: A figure beyond this is no measurement (and would overflow the site's arithmetic).
 LARGEST = 2.0**63
+
+#: The most bins a stored histogram may hold (a run stores 40: ``course.stats.HISTOGRAM_BINS``);
+#: the site draws one rectangle per bin.
+MAX_BINS = 1000
+#: The most points a timeline, or a list of runs, may hold (a ten-second ``invoke bench`` keeps ~250).
+MAX_POINTS = 20_000
+#: The smallest value above 0 in a timeline: the site divides each by the timeline's median, and
+#: a quotient by a smaller one would overflow (a probe's median is a count of ticks).
+SMALLEST_IN_TIMELINE = 1e-6
 
 STATISTICS = ("min", "median", "p90", "p99", "max")
 STATUSES = ("ok", "skipped", "failed")
@@ -60,11 +70,38 @@ def decode(data: bytes) -> dict:
     schema = content.get("schema")
     if not isinstance(schema, int) or isinstance(schema, bool):
         raise SchemaError("has no schema number", fix="it is not a result file of this course")
+    if schema < 1:
+        raise SchemaError(f"has schema {schema}, not a version of the layout (1 or more)")
+    # JSON may spell half a character (\ud800): such text cannot be printed or written as UTF-8.
+    if _SURROGATE_ESCAPE.search(text):
+        lone = _lone_surrogate(content)
+        if lone is not None:
+            raise SchemaError(f"holds text with a lone surrogate ({_shown(lone)}), which is no character")
     if schema > SCHEMA:
         raise SchemaError(
             f"uses schema {schema}, newer than this course's {SCHEMA}", fix="update the course (git pull)"
         )
     return content
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(content: Any) -> str | None:
+    """The first text (key or value) holding a lone surrogate; a walk without recursion (any depth)."""
+    pending = [content]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return item
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -107,10 +144,12 @@ def check_set_info(info: dict) -> None:
     for key in MACHINE_TEXT:
         _optional(machine, key, f"machine.{key}", _text)
     _optional(machine, "cpu_count", "machine.cpu_count", _count, nullable=True)
-    _optional(machine, "tsc_hz", "machine.tsc_hz", _figure, nullable=True)
+    _optional(machine, "tsc_hz", "machine.tsc_hz", _rate, nullable=True)
     _optional(machine, "hypervisor", "machine.hypervisor", _flag)
     _optional(machine, "tsc_flags", "machine.tsc_flags", _texts)
     _optional(machine, "mitigations", "machine.mitigations", _text_map)
+    # Written by an import: such a set is never taken for this machine's, nor measured into.
+    _optional(info, "imported", "imported", _text_map)
 
 
 # --- <lesson>.json ----------------------------------------------------------------------------
@@ -196,7 +235,7 @@ def check_measurement(where: str, measurement: Any) -> None:
     _optional(measurement, "value", f"{where}.value", _number if signed else _figure, nullable=True)
     _optional(measurement, "intercept", f"{where}.intercept", _number, nullable=True)
     _optional(measurement, "goal", f"{where}.goal", _figure, nullable=True)
-    _optional(measurement, "tsc_hz", f"{where}.tsc_hz", _figure, nullable=True)
+    _optional(measurement, "tsc_hz", f"{where}.tsc_hz", _rate, nullable=True)
     _optional(measurement, "samples", f"{where}.samples", _count)
     _optional(measurement, "calls_per_sample", f"{where}.calls_per_sample", _count)
     _optional(measurement, "windows", f"{where}.windows", _tally)
@@ -207,6 +246,7 @@ def check_measurement(where: str, measurement: Any) -> None:
     _optional(measurement, "from", f"{where}.from", _texts)
     _optional(measurement, "files", f"{where}.files", _texts)
     _optional(measurement, "runs", f"{where}.runs", _numbers)
+    _check_length(f"{where}.runs", measurement.get("runs"), MAX_POINTS)
     _check_overhead(where, measurement.get("overhead"))
     _check_histogram(where, measurement.get("histogram"))
     _check_timeline(where, measurement.get("timeline"))
@@ -217,6 +257,9 @@ def check_measurement(where: str, measurement: Any) -> None:
         raise SchemaError(f"has {where} with a goal but no unit")
     if status != "ok":
         return
+    # A goal is met or not by the measurement's value (invoke bench, the site's tables).
+    if measurement.get("goal") is not None and measurement.get("value") is None:
+        raise SchemaError(f"has {where} with a goal but no value to compare it with")
     present = [measurement[key] for key in STATISTICS if measurement.get(key) is not None]
     if not present and measurement.get("value") is None and measurement.get("mean") is None:
         raise SchemaError(f"has {where} marked ok but with no figure (min, value or mean)")
@@ -241,6 +284,7 @@ def _check_histogram(where: str, histogram: Any) -> None:
     _required(histogram, "width", where, _figure)
     _check(histogram["width"] > 0, f"{where}.width", histogram["width"], "a width above 0")
     _required(histogram, "counts", where, _tallies)
+    _check_length(f"{where}.counts", histogram["counts"], MAX_BINS)
     _optional(histogram, "above", f"{where}.above", _tally)
 
 
@@ -249,11 +293,20 @@ def _check_timeline(where: str, timeline: Any) -> None:
         return
     where = f"{where}.timeline"
     _check(isinstance(timeline, dict), where, timeline, "an object {seconds, values, unit}")
-    _required(timeline, "seconds", where, _numbers)
-    _required(timeline, "values", where, _numbers)
+    _required(timeline, "seconds", where, _figures)
+    _required(timeline, "values", where, _figures)
     _optional(timeline, "unit", f"{where}.unit", _text)
     if len(timeline["seconds"]) != len(timeline["values"]):
         raise SchemaError(f"has {where} with {len(timeline['seconds'])} times but {len(timeline['values'])} values")
+    _check_length(f"{where}.values", timeline["values"], MAX_POINTS)
+    tiny = next((value for value in timeline["values"] if 0 < value < SMALLEST_IN_TIMELINE), None)
+    if tiny is not None:
+        raise SchemaError(f"has {where}.values holding {tiny!r}, not 0 nor at least {SMALLEST_IN_TIMELINE:g}")
+
+
+def _check_length(field: str, value: Any, most: int) -> None:
+    if isinstance(value, list) and len(value) > most:
+        raise SchemaError(f"has {field} of {len(value):,} entries, more than the {most:,} a result file may hold")
 
 
 # --- the types --------------------------------------------------------------------------------
@@ -280,6 +333,11 @@ def _figure(value: Any) -> str:
     return "" if _is_number(value) and value >= 0 else "a finite number >= 0"
 
 
+def _rate(value: Any) -> str:
+    # A TSC rate divides ticks: one below 1 Hz would make nanoseconds overflow (0: not measured).
+    return "" if _is_number(value) and (value == 0 or value >= 1) else "a rate in Hz (0, or from 1 to 2**63)"
+
+
 def _integer(value: Any) -> str:
     return "" if _is_number(value) and isinstance(value, int) else "a whole number"
 
@@ -302,6 +360,10 @@ def _texts(value: Any) -> str:
 
 def _numbers(value: Any) -> str:
     return "" if isinstance(value, list) and all(_is_number(v) for v in value) else "a list of finite numbers"
+
+
+def _figures(value: Any) -> str:
+    return "" if isinstance(value, list) and not any(_figure(v) for v in value) else "a list of finite numbers >= 0"
 
 
 def _tallies(value: Any) -> str:

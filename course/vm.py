@@ -157,8 +157,8 @@ def _remembered(verdicts: Path, progress: Callable[[str], None]) -> dict[str, di
         return {}
     try:
         known = json.loads(verdicts.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:  # not JSON, not UTF-8, or unreadable
-        progress(f"  probe  {verdicts} is unreadable ({error}); probing KVM again")
+    except (ValueError, OSError, RecursionError) as error:  # not JSON, not UTF-8, unreadable, or nested absurdly
+        progress(f"  probe  {verdicts} is unreadable ({str(error)[:200]}); probing KVM again")
         return {}
     if not isinstance(known, dict):
         progress(f"  probe  {verdicts} is not a table of verdicts; probing KVM again")

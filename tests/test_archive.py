@@ -9,13 +9,16 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tarfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from course import archive, store
+from course import archive, commands, pipeline, store
+from course.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"
@@ -27,12 +30,18 @@ def exported(tmp_path: Path) -> Path:
 
 
 def test_export_then_import_round_trips_a_set_exactly(exported: Path, tmp_path: Path) -> None:
-    target = archive.import_set(exported, tmp_path / "results")
-    assert target == tmp_path / "results" / "canned-machine"
+    target = archive.import_set(exported, tmp_path / "archives" / "results")
+    assert target == tmp_path / "archives" / "results" / "canned-machine"
     originals = sorted(CANNED.glob("*.json"))
     assert sorted(p.name for p in target.iterdir()) == [p.name for p in originals]
     for original in originals:
-        assert (target / original.name).read_bytes() == original.read_bytes()
+        if original.name != "set.json":
+            assert (target / original.name).read_bytes() == original.read_bytes()
+    # set.json, the same but for the record of the import (which keeps the set from passing as this machine's)
+    info = json.loads((target / "set.json").read_text())
+    imported = info.pop("imported")
+    assert imported == {"at": imported["at"], "archive": "canned-machine.tar.gz"}
+    assert info == json.loads((CANNED / "set.json").read_text())
 
 
 def test_every_shipped_measured_set_exports_and_imports(tmp_path: Path) -> None:
@@ -283,7 +292,7 @@ def test_a_lesson_file_of_the_wrong_shape_is_refused(exported: Path, tmp_path: P
     [
         (lambda i: i["machine"].update(mitigations="all on"), r"machine.mitigations = 'all on', not an object of text"),
         (lambda i: i["machine"].update(tsc_flags="tsc"), r"machine.tsc_flags = 'tsc', not a list of text"),
-        (lambda i: i["machine"].update(tsc_hz="2 GHz"), r"machine.tsc_hz = '2 GHz', not a finite number"),
+        (lambda i: i["machine"].update(tsc_hz="2 GHz"), r"machine.tsc_hz = '2 GHz', not a rate in Hz"),
         (lambda i: i["machine"].update(cpu_model=None), r"machine.cpu_model = None, not text"),
         (lambda i: i.update(machine="Canned CPU"), r"has machine = 'Canned CPU', not an object"),
         (lambda i: i.update(label=["a"]), r"has label = \[\.\.\.\] \(a list\), not text"),
@@ -314,7 +323,9 @@ def test_force_never_replaces_this_machines_set(exported: Path, tmp_path: Path, 
     archive.import_set(exported, results)
     (results / "canned-machine" / "03-timing.json").write_text('{"schema": 1, "mine": true}')
     monkeypatch.setattr(archive.fingerprint, "set_name", lambda asked=None, info=None: "canned-machine")
-    with pytest.raises(archive.ArchiveError, match="'canned-machine' is this machine's own; an import never replaces"):
+    with pytest.raises(
+        archive.ArchiveError, match="'canned-machine' is named as this machine's own set; an import never"
+    ):
         archive.import_set(exported, results, force=True)
     assert json.loads((results / "canned-machine" / "03-timing.json").read_text())["mine"] is True
     assert _left_in(results) == ["canned-machine"]
@@ -423,7 +434,7 @@ def test_a_sub_folder_is_refused_with_the_cause(exported: Path, tmp_path: Path) 
 
 
 def test_export_checks_the_set_first(tmp_path: Path) -> None:
-    broken = tmp_path / "canned-machine"
+    broken = tmp_path / "results" / "canned-machine"
     shutil.copytree(CANNED, broken)
     timing = json.loads((broken / "03-timing.json").read_text())
     timing["measurements"]["03-timing/read.tty"]["median"] = "fast"
@@ -461,7 +472,7 @@ def test_too_many_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_export_refuses_what_an_import_would_refuse_for_size(tmp_path: Path, monkeypatch) -> None:
-    big = tmp_path / "canned-machine"
+    big = tmp_path / "results" / "canned-machine"
     shutil.copytree(CANNED, big)
     monkeypatch.setattr(archive, "MAX_FILE", 1000)
     with pytest.raises(archive.ArchiveError, match=r"cannot export .*\.json is over the 0 MiB an import accepts"):
@@ -471,3 +482,222 @@ def test_export_refuses_what_an_import_would_refuse_for_size(tmp_path: Path, mon
     with pytest.raises(archive.ArchiveError, match=r"cannot export .* files make it bigger than an import accepts"):
         archive.export_set(big, tmp_path / "out.tar.gz")
     assert not (tmp_path / "out.tar.gz").exists()
+
+
+# --- what the attacker's review found -----------------------------------------------------------
+
+
+def test_a_sparse_member_is_refused_before_its_holes_are_made_up(tmp_path: Path) -> None:
+    # `tar --sparse --format=posix` of truncated files: a few bytes each, which tarfile would
+    # extract as 16 MiB of zeros it never reads (and _Bounded never counts): 250 of them made 2 GB.
+    hole_map = b"1\n0\n0\n".ljust(512, b"\0")  # one data region, of 0 bytes, at 0: the file is all hole
+    sparse = tmp_path / "sparse.tar.gz"
+    with tarfile.open(sparse, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for number in range(250):
+            info = tarfile.TarInfo(f"canned-machine/{number:03}.json")
+            info.size = len(hole_map)
+            info.pax_headers = {
+                "GNU.sparse.major": "1",
+                "GNU.sparse.minor": "0",
+                "GNU.sparse.name": info.name,
+                "GNU.sparse.realsize": str(archive.MAX_FILE),
+            }
+            tar.addfile(info, io.BytesIO(hole_map))
+    assert sparse.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(archive.ArchiveError, match=r"'canned-machine/000.json' is a sparse file \(tar --sparse\)"):
+            archive.import_set(sparse, tmp_path / "results")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * archive.MiB
+    assert _left_in(tmp_path / "results") == []
+
+
+def test_a_long_member_name_is_shortened_in_the_message(tmp_path: Path) -> None:
+    # A GNU long name of MiBs: the message quotes 60 characters of it, not the name whole.
+    bad = tmp_path / "longname.tar.gz"
+    with tarfile.open(bad, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("canned-machine/" + "y" * archive.MiB + ".json")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(
+        archive.ArchiveError, match=r"member 'canned-machine/yyy.*\.\.\.' is not a result file"
+    ) as refused:
+        archive.import_set(bad, tmp_path / "results")
+    assert len(str(refused.value)) < len(str(bad)) + 200
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # Each passed every check and then stopped `invoke site` (KeyError, math.ceil(inf), 2.4 GB).
+        (
+            lambda d: d["measurements"].update({"bench/x": {"status": "ok", "min": 1, "goal": 1, "unit": "s"}}),
+            r"measurements\['bench/x'\] with a goal but no value to compare it with",
+        ),
+        (
+            lambda d: d["measurements"].update(
+                {
+                    "bench/x": {
+                        "status": "ok",
+                        "value": 1,
+                        "unit": "%",
+                        "timeline": {"seconds": [0, 1, 2], "values": [1e-300, 1e-300, 9e18]},
+                    }
+                }
+            ),
+            r"bench/x'\]\.timeline\.values holding 1e-300, not 0 nor at least 1e-06",
+        ),
+        (
+            lambda d: d["measurements"]["03-timing/read.tty"].update(
+                histogram={"start": 0, "width": 1, "counts": [1] * 1001, "above": 0}
+            ),
+            r"read.tty'\]\.histogram\.counts of 1,001 entries, more than the 1,000 a result file may hold",
+        ),
+        (
+            lambda d: d["measurements"].update(
+                {
+                    "bench/x": {
+                        "status": "ok",
+                        "value": 1,
+                        "unit": "%",
+                        "timeline": {"seconds": [1] * 20_001, "values": [1] * 20_001},
+                    }
+                }
+            ),
+            r"timeline\.values of 20,001 entries, more than the 20,000",
+        ),
+    ],
+)
+def test_a_set_that_would_stop_the_site_is_refused(exported: Path, tmp_path: Path, change, message: str) -> None:
+    members = _with(exported, "03-timing.json", change)
+    with pytest.raises(archive.ArchiveError, match=r"bad.tar.gz: 03-timing.json has .*" + message):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize("field", ["label", "cpu_model"])
+def test_a_lone_surrogate_is_refused(exported: Path, tmp_path: Path, field: str) -> None:
+    # "\ud800" is valid JSON, but no character: printing it (invoke results.list) raised UnicodeEncodeError.
+    members = _members_of(exported)
+    info = json.loads(members["canned-machine/set.json"])
+    (info["machine"] if field == "cpu_model" else info)[field] = "AAAA"
+    members["canned-machine/set.json"] = json.dumps(info).replace("AAAA", "A\\ud800A").encode()
+    with pytest.raises(archive.ArchiveError, match=r"set.json holds text with a lone surrogate \('A\\ud800A'\)"):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+
+
+def test_a_schema_below_1_is_refused(exported: Path, tmp_path: Path) -> None:
+    members = _with(exported, "set.json", lambda info: info.update(schema=-5))
+    with pytest.raises(
+        archive.ArchiveError, match=r"set.json has schema -5, not a version of the layout \(1 or more\)"
+    ):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+
+
+def test_a_set_named_as_this_machine_is_refused_even_when_absent(exported: Path, tmp_path: Path, monkeypatch) -> None:
+    # Planted while this machine has no set, a run would then reuse its figures ("unchanged") and its label.
+    results = tmp_path / "results"
+    monkeypatch.setattr(archive.fingerprint, "set_name", lambda asked=None, info=None: asked or "canned-machine")
+    for force in (False, True):
+        with pytest.raises(archive.ArchiveError, match=r"'canned-machine' is named as this machine's own set"):
+            archive.import_set(exported, results, force=force)
+    assert _left_in(results) == []
+
+
+def test_the_configured_set_is_protected_too(tmp_path: Path) -> None:
+    # INVOKE_COURSE_SET=mine: `invoke results.import --force` of an archive named mine must not replace it.
+    layout = Layout(ROOT, results_dir=tmp_path / "results")
+    shutil.copytree(CANNED, tmp_path / "elsewhere" / "mine")
+    made = archive.export_set(tmp_path / "elsewhere" / "mine", tmp_path / "mine.tar.gz")
+    shutil.copytree(CANNED, layout.results / "mine")
+    before = {p.name: p.read_bytes() for p in (layout.results / "mine").iterdir()}
+    with pytest.raises(archive.ArchiveError, match=r"'mine' is named as this machine's own set"):
+        commands.import_(layout, made, force=True, set_name="mine")
+    assert {p.name: p.read_bytes() for p in (layout.results / "mine").iterdir()} == before
+    # Named otherwise, the same archive is imported (and marked as imported).
+    target = commands.import_(layout, made, force=True, set_name="other")
+    assert store.load_set(target).info["imported"]["archive"] == "mine.tar.gz"
+
+
+def test_a_run_never_measures_into_an_imported_set(exported: Path, tmp_path: Path) -> None:
+    layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    target = archive.import_set(exported, layout.results)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    with pytest.raises(pipeline.MachineError, match=r"'canned-machine' came by import .*never measures into"):
+        pipeline.open_set(layout, "canned-machine")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+
+
+# --- export: never over what is not an earlier archive -----------------------------------------
+
+
+@pytest.fixture
+def results_copy(tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    shutil.copytree(CANNED, results / "canned-machine")
+    return results
+
+
+def test_export_replaces_an_archive_only_with_force(results_copy: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out.tar.gz"
+    output.write_bytes(b"an earlier archive")
+    with pytest.raises(
+        archive.ArchiveError, match=r"out.tar.gz already exists; choose another --output, or use --force"
+    ):
+        archive.export_set(results_copy / "canned-machine", output)
+    assert output.read_bytes() == b"an earlier archive"
+    archive.export_set(results_copy / "canned-machine", output, force=True)
+    assert tarfile.is_tarfile(output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar.gz", "results"], "no temporary left"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_export_never_replaces_what_is_not_a_regular_file(results_copy: Path, tmp_path: Path, kind: str) -> None:
+    # As root, --output /dev/null replaced the device with a regular file: a FIFO stands in for it here.
+    output = tmp_path / "special"
+    if kind == "fifo":
+        os.mkfifo(output)
+    elif kind == "symlink":
+        (tmp_path / "kept.txt").write_text("kept")
+        output.symlink_to(tmp_path / "kept.txt")
+    else:
+        output.mkdir()
+    with pytest.raises(
+        archive.ArchiveError, match=r"special exists and is not a regular file; an export never replaces"
+    ):
+        archive.export_set(results_copy / "canned-machine", output, force=True)
+    assert {"fifo": stat.S_ISFIFO, "symlink": stat.S_ISLNK, "folder": stat.S_ISDIR}[kind](output.lstat().st_mode)
+
+
+def test_export_never_writes_into_the_results_folder(results_copy: Path) -> None:
+    set_json = results_copy / "canned-machine" / "set.json"
+    before = set_json.read_bytes()
+    for output in (set_json, results_copy / "canned-machine.tar.gz", results_copy / "new" / "x.tar.gz"):
+        with pytest.raises(archive.ArchiveError, match=r"is inside the results folder .*; write the archive elsewhere"):
+            archive.export_set(results_copy / "canned-machine", output, force=True)
+    assert set_json.read_bytes() == before
+    assert sorted(p.name for p in results_copy.iterdir()) == ["canned-machine"]
+
+
+def test_export_to_a_place_that_cannot_be_written_is_one_line(results_copy: Path, tmp_path: Path) -> None:
+    # /proc/version exists (refused without --force) and nothing can be created beside it.
+    command = [sys.executable, "-m", "invoke", "results.export", "--set", "canned-machine", "--output", "/proc/version"]
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results_copy), "INVOKE_COURSE_BUILD": str(tmp_path / "b")}
+    for extra, expected in (([], "error: /proc/version already exists"), (["--force"], "error: cannot write /proc/")):
+        finished = subprocess.run([*command, *extra], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+        assert finished.returncode == 2, finished.stderr
+        (line,) = finished.stderr.strip().splitlines()
+        assert line.startswith(expected) and "choose another --output" in line, line
+
+
+def test_the_site_never_marks_an_imported_set_as_this_machine(exported: Path, tmp_path: Path, monkeypatch) -> None:
+    # INVOKE_COURSE_SET naming an imported set: `invoke site` must not call it "this machine".
+    layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    archive.import_set(exported, layout.results)
+    asked: list[str] = []
+    monkeypatch.setattr(commands.site, "build_site", lambda layout, strict, current_set: asked.append(current_set))
+    commands.build_site(layout, set_name="canned-machine")
+    assert asked == [""]

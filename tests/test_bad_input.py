@@ -75,6 +75,10 @@ def _course(root: Path, user: str | None = None, kernel: str | None = None) -> L
         ("args = [100000]", r"args must be a list of strings"),
         ('libs = "-luring"', r"libs must be a list of strings"),
         ("files = 3", r"files must be a list of kinds of file"),
+        # These were tracebacks: OverflowError (a deadline past the clock's end), embedded null byte (exec).
+        ("timeout = 1e300", r"timeout must be at most 86400 seconds \(24 hours\), not 1e\+300"),
+        ('args = ["a\\u0000b"]', r"args must not hold a NUL character \(\\u0000\), as in \['a\\x00b'\]"),
+        ('libs = ["-l\\u0000x"]', r"libs must not hold a NUL character"),
     ],
 )
 def test_a_bad_run_entry_is_one_line_naming_the_file(tmp_path: Path, entry: str, message: str) -> None:
@@ -124,6 +128,7 @@ def test_a_bad_user_lesson_toml_is_one_line_naming_the_file(tmp_path: Path, toml
         ("[[module]]\nname = 'mod'\nstdin = ['floppy']\n", r"unknown stdin kind\(s\) \['floppy'\]; choose from"),
         ("[[module]]\nname = 'mod'\nmeasure = ['x']\n", r"unknown key 'measure' \(did you mean 'measures'\?\)"),
         ("[[module]]\nname = '../mod'\n", r"name must be a plain name \(letters, digits, - and _\)"),
+        ('[[module]]\nname = "mod"\nparams = ["samples=1\\u0000"]\n', r"params must not hold a NUL character"),
     ],
 )
 def test_a_bad_kernel_lesson_toml_is_one_line_naming_the_file(tmp_path: Path, toml: str, message: str) -> None:
@@ -146,7 +151,7 @@ def test_every_lesson_toml_of_the_course_loads(course_root: Path) -> None:
         lesson = found[toml.parent.name]
         assert lesson.has_code, toml
         if toml.parent.parent.name == "kernel":
-            assert lesson.modules, toml
+            assert lesson.in_vm, toml  # modules to load, or a trace to take (lesson 2)
     assert all(isinstance(spec.timeout, float) for lesson in found.values() for spec in lesson.runs)
 
 
@@ -191,7 +196,8 @@ def test_an_unknown_option_value_stops_before_anything_runs(tmp_path: Path, args
     assert finished.returncode == 2, finished.stdout + finished.stderr
     assert finished.stderr.strip().splitlines() == [finished.stderr.strip()]
     assert finished.stderr.startswith(f"error: {message}; choose one of")
-    assert not (tmp_path / "results").exists(), "no result set was opened, nothing was measured"
+    # The run holds the results folder's lock (an flock on the folder, which it makes): nothing in it.
+    assert not list((tmp_path / "results").iterdir()), "no result set was opened, nothing was measured"
 
 
 # --- a VM that cannot start is a failure that keeps the earlier figures -------------------------------------
@@ -437,3 +443,49 @@ def test_modules_build_and_load_from_a_build_folder_with_a_space(tmp_path: Path)
     assert report.failures == []
     assert "05-get-fs/kseg.log" in report.stored["captures"]
     assert "error:" in report.stored["captures"]["05-get-fs/oldstyle.build"]["text"]
+
+
+# --- what the attacker's review found -------------------------------------------------------------------------
+
+
+def test_a_lesson_number_that_is_not_a_number_is_one_line(tmp_path: Path) -> None:
+    finished = _invoke(["build", "--lesson", "abc"], tmp_path)
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert finished.stderr.strip().splitlines() == ["error: lesson number must be a number, got 'abc'"]
+
+
+def test_a_results_folder_that_is_a_file_is_said_so_on_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "results").write_text("not a folder")
+    finished = _invoke(["results.list"], tmp_path)
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    (line,) = finished.stderr.strip().splitlines()
+    assert line == (
+        f"error: {tmp_path / 'results'} is not a folder; "
+        "point INVOKE_COURSE_RESULTS (or course.results) at the results folder"
+    )
+    empty = _invoke(["results.list"], tmp_path, INVOKE_COURSE_RESULTS=str(tmp_path / "none"))
+    assert empty.returncode == 0 and empty.stdout.startswith(f"no result sets in {tmp_path / 'none'}")
+
+
+def test_a_fifo_named_set_json_is_refused_not_waited_for(tmp_path: Path) -> None:
+    (tmp_path / "results" / "odd").mkdir(parents=True)
+    os.mkfifo(tmp_path / "results" / "odd" / "set.json")
+    finished = subprocess.run(  # it used to wait for a writer for ever
+        [sys.executable, "-m", "invoke", "results.list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "INVOKE_COURSE_RESULTS": str(tmp_path / "results")},
+    )
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    (line,) = finished.stderr.strip().splitlines()
+    assert "odd/set.json cannot be read (not a regular file, but a FIFO" in line
+
+
+def test_a_kvm_verdict_file_nested_too_deeply_is_probed_again(tmp_path: Path) -> None:
+    verdicts = tmp_path / "kvm-verdict.json"
+    verdicts.write_text("[" * 200_000 + "]" * 200_000)  # RecursionError in json.loads
+    said: list[str] = []
+    assert vm._remembered(verdicts, said.append) == {}
+    assert len(said) == 1 and "is unreadable" in said[0] and "probing KVM again" in said[0]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline, runners, vm
+from course import lessons, pipeline, runners, store, vm
 from course.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -404,3 +404,142 @@ def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> Non
     killed.wait()
     with runlock.hold(build, "a test", wait=5, progress=pytest.fail):
         pass
+
+
+# --- what a program prints cannot stop a run ---------------------------------------------------------------
+
+#: What each program prints after its ``course:`` lines were a traceback or stopped the whole run
+#: (StoreError), and the failure it is now, of that program's parse step only.
+BAD_LINES = {
+    "samples0": ("course: measure a samples=0", "samples must be a whole number from 1 up to 2**63, not 0"),
+    "samplesneg": ("course: measure a samples=-1\\ncourse: hist a 5x-1", "samples must be a whole number from 1"),
+    "per0": ("course: measure a samples=1 per=0\\ncourse: hist a 5x1", "per must be a whole number from 1"),
+    "perneg": ("course: measure a samples=1 per=-1\\ncourse: hist a 5x1", "per must be a whole number from 1"),
+    "histneg": ("course: measure a samples=1\\ncourse: hist a -5x1", "a value (ticks) must be a whole number from 0"),
+    "histhuge": (
+        "course: measure a samples=1\\ncourse: hist a 99999999999999999999999999x1",
+        "a value (ticks) must be a whole number from 0 up to 2**63, not 99999999999999999999999999",
+    ),
+    "countneg": ("course: measure a samples=1\\ncourse: hist a 5x-1", "a count must be a whole number from 1"),
+    "hznan": ("course: meta tsc_hz=nan", "tsc_hz must be a rate in Hz (a number from 1 up to 2**63), not 'nan'"),
+    "hzinf": ("course: meta tsc_hz=inf", "tsc_hz must be a rate in Hz"),
+    "hzabc": ("course: meta tsc_hz=abc", "tsc_hz must be a rate in Hz"),
+    "hzneg": ("course: meta tsc_hz=-1", "tsc_hz must be a rate in Hz"),
+    # Well-formed, but its minimum lies below the stamp pair it subtracts: a negative figure.
+    "below": (
+        "course: measure base samples=1\\ncourse: hist base 10x1\\n"
+        "course: measure a samples=1 subtract=base\\ncourse: hist a 5x1",
+        "01-mini/a cannot be stored: it has 01-mini/a.min = -5.0, not a finite number >= 0",
+    ),
+}
+
+
+def _printing(lines: str) -> str:
+    return f'#include <stdio.h>\nint main(void) {{ printf("{lines}\\n"); return 0; }}\n'
+
+
+def test_course_lines_a_program_cannot_use_fail_that_program_only(tmp_path: Path) -> None:
+    programs = {name: _printing(lines) for name, (lines, _) in BAD_LINES.items()}
+    programs["good"] = GOOD
+    # A student's variant printing such a line: its exercise is "not yet", the run goes on.
+    programs["yours"] = _printing("course: measure a samples=0\\ncourse: check e ok")
+    programs["solutions/yours"] = _printing("course: check e ok right")
+    toml = "".join(f'[[run]]\nprogram = "{name}"\n\n' for name in [*BAD_LINES, "good"])
+    toml += '[[exercise]]\nname = "e"\nprogram = "yours"\nsolution = "solutions/yours"\n'
+    layout = _course(tmp_path / "course", programs, toml)
+    report = _measure(layout)
+    by_program = {failure["what"].split(" ")[0]: failure for failure in report.failures}
+    for name, (_, message) in BAD_LINES.items():
+        failure = by_program["a" if name == "below" else name]
+        assert failure["step"] == "parse" and message in failure["message"], (name, failure)
+    assert len(report.failures) == len(BAD_LINES)
+    assert report.stored["measurements"]["01-mini/y"]["min"] == 7, "the run goes on, and is stored"
+    yours = report.stored["exercises"]["e"]["yours"]
+    assert yours["status"] == "not yet" and "samples must be a whole number from 1" in yours["detail"]
+    assert store.load_all(layout.results), "what was stored reads back"
+
+
+def test_a_student_line_does_not_stop_invoke_run(tmp_path: Path) -> None:
+    programs = {
+        "good": GOOD,
+        "yours": _printing("course: meta tsc_hz=nan\\ncourse: measure a samples=0\\ncourse: check e ok"),
+        "solutions/yours": _printing("course: check e ok right"),
+    }
+    toml = '[[run]]\nprogram = "good"\n\n[[exercise]]\nname = "e"\nprogram = "yours"\nsolution = "solutions/yours"\n'
+    layout = _checkout_copy(tmp_path / "course", programs, toml)
+    running = _invoke_in(layout.root, "run", "--lesson", "1")
+    output = running.communicate(timeout=240)[0]
+    assert running.returncode == 0, output
+    assert "Traceback" not in output and "not yet" in output
+
+
+def test_a_lesson_file_stays_readable_whatever_its_programs_print(tmp_path: Path) -> None:
+    # 3.9 MB of text, under the output limit, run with six kinds of stdin: a 23 MB file nothing could read.
+    bigtext = r"""#include <stdio.h>
+#include <string.h>
+int main(void) {
+    static char line[1001];
+    memset(line, 'B', 1000);
+    for (int i = 0; i < 3900; i++)
+        printf("%s\n", line);
+    printf("course: measure t samples=1\ncourse: hist t 5x1\n");
+    return 0;
+}
+"""
+    toml = '[[run]]\nprogram = "bigtext"\nstdin = ["tty", "file", "devnull", "pipe", "zero", "socket"]\n'
+    layout = _course(tmp_path / "course", {"bigtext": bigtext}, toml)
+    report = _measure(layout)
+    assert report.failures == []
+    stored = next(layout.results.glob("*/01-mini.json"))
+    assert stored.stat().st_size < 2 * 1024 * 1024
+    (loaded,) = store.load_all(layout.results).values()  # results.list, the site and export read it back
+    capture = loaded.lessons["01-mini"]["captures"]["01-mini/bigtext.tty.output"]["text"]
+    assert len(capture) < store.CAPTURE_CHARS + 200 and capture.endswith("a capture keeps 65,536]")
+
+
+def test_two_runs_sharing_a_results_folder_wait_for_each_other(tmp_path: Path) -> None:
+    from course import runlock
+
+    results = tmp_path / "results"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from course import runlock\n"
+            f"with runlock.hold_results(Path({str(results)!r}), 'the first run'):\n"
+            "    print('held', flush=True); sys.stdin.readline()\n",
+        ],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    second: subprocess.Popen | None = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with (
+            pytest.raises(runlock.RunLockError, match=r"another run writing the results in .* still holds them"),
+            runlock.hold_results(results, "a test", wait=0.5, progress=lambda line: None),
+        ):
+            pass
+        # A build folder of its own: the build folder's lock alone let both runs write the same results.
+        second = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "build", "--lesson", "1"],
+            cwd=ROOT,
+            env={**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path / "build"), "INVOKE_COURSE_RESULTS": str(results)},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        output = _Lines(second)
+        output.wait_for(f"waiting for another run writing the results in {results}")
+        time.sleep(1)
+        assert second.poll() is None, "it waits"
+        holder.communicate("go\n", timeout=30)
+        assert second.wait(timeout=120) == 0, output.text()
+        assert list(results.iterdir()) == [], "the lock adds no file to the results folder"
+    finally:
+        holder.kill()
+        if second is not None:
+            second.kill()

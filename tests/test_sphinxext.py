@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from html import unescape
 from pathlib import Path
 
 import pytest
 from sphinx.testing.util import SphinxTestApp
+
+from course import site
+from course.layout import Layout
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -330,3 +334,105 @@ def test_a_set_measured_only_in_a_guest_is_described_by_the_guest(make_app, app:
     overview = _html(only_guest, "machines")
     row = overview.split("machines/other-machine.html", 1)[1].split("</tr>", 1)[0]
     assert "6.1.0-guest" in row and "QEMU Virtual CPU" in row and "6.12.0-other" not in row
+
+
+# --- what the attacker's review found -----------------------------------------------------------
+
+
+def _imported(set_path: Path, updated: str = "9999-01-01T00:00:00+00:00") -> None:
+    """Mark ``set_path`` as `invoke results.import` does, with the date an archive may claim."""
+    info = json.loads((set_path / "set.json").read_text())
+    info["imported"] = {"at": "2026-11-02T00:00:00+00:00", "archive": "theirs.tar.gz"}
+    info["updated"] = updated
+    (set_path / "set.json").write_text(json.dumps(info))
+
+
+def test_an_imported_set_is_never_taken_for_this_machines(rootdir: Path, tmp_path: Path) -> None:
+    from course.sphinxext.data import CourseData
+
+    results = tmp_path / "results"
+    shutil.copytree(rootdir / "test-course" / "results", results)
+    _imported(results / "other-machine")  # "updated" 9999: it was the newest set, so "this machine"
+    assert CourseData(results, tmp_path).current_id == "canned-machine"
+    shutil.rmtree(results / "canned-machine")
+    assert CourseData(results, tmp_path).current_id == "", "no set of this machine: none is shown as one"
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-goal-field")
+def test_a_goal_is_compared_only_with_a_figure_that_is_there(make_app, app: SphinxTestApp) -> None:
+    # A table of `mean` over a benchmark with a value and a goal: measurement["mean"] was a KeyError.
+    srcdir = Path(app.srcdir)
+    bench = srcdir / "results" / "canned-machine" / "bench.json"
+    content = json.loads(bench.read_text())
+    content["measurements"]["bench/pipeline.cold"] = {"status": "ok", "value": 1.5, "goal": 2, "unit": "s"}
+    bench.write_text(json.dumps(content))
+    with (srcdir / "index.md").open("a") as page:
+        page.write("\n```{course-table}\n:field: mean\nbench/pipeline.cold cold generation\n```\n")
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    rebuilt.build()
+    html = _html(rebuilt)
+    assert "no mean" in html and "1.5 s (goal ≤ 2.0 s: met)" in html
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-crashing-chart")
+def test_a_set_the_site_cannot_draw_is_named_in_one_line(make_app, app: SphinxTestApp, monkeypatch) -> None:
+    from course.sphinxext import charts
+    from course.sphinxext.data import ResultSetError
+
+    def crash(*args, **kwargs):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(charts, "histogram_chart", crash)  # a case the checks would miss
+    with pytest.raises(ResultSetError, match=r"result set 'canned-machine' \(.*canned-machine\) cannot be shown "):
+        app.build()
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-control-characters")
+def test_control_characters_of_a_capture_are_shown_escaped(make_app, app: SphinxTestApp) -> None:
+    srcdir = Path(app.srcdir)
+    timing = srcdir / "results" / "canned-machine" / "03-timing.json"
+    content = json.loads(timing.read_text())
+    capture = content["captures"]["03-timing/usystime.tty.output"]
+    capture["text"] = "NUL\x00 ESC\x1b[31m red\x07\n\tnext line"
+    capture["command"] = "./usystime\x1b]0;title\x07"
+    timing.write_text(json.dumps(content))
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    rebuilt.build()
+    html = _html(rebuilt)
+    assert "\x00" not in html and "\x1b" not in html and "\x07" not in html
+    assert r"NUL\x00 ESC\x1b[31m red\x07" in html and "\n\tnext line" in html
+    assert r"./usystime\x1b]0;title\x07" in html
+
+
+def _site_of(rootdir: Path, tmp_path: Path) -> Layout:
+    """The small test course as a checkout of its own, built by `invoke site`'s code into a scratch folder."""
+    shutil.copytree(rootdir / "test-course", tmp_path / "course")
+    return Layout(tmp_path / "course", build_dir=tmp_path / "build")
+
+
+def test_a_removed_sets_machine_page_is_removed_from_the_site(rootdir: Path, tmp_path: Path) -> None:
+    layout = _site_of(rootdir, tmp_path)
+    site.build_site(layout, strict=False)
+    pages = layout.html / "machines"
+    assert (pages / "other-machine.html").is_file() and (
+        layout.html / "_sources/machines/other-machine.md.txt"
+    ).is_file()
+    shutil.rmtree(layout.results / "other-machine")
+    site.build_site(layout, strict=False)
+    assert not (pages / "other-machine.html").exists(), "a deleted set is no longer published"
+    assert not (layout.html / "_sources/machines/other-machine.md.txt").exists()
+    assert (pages / "canned-machine.html").is_file() and (layout.html / "index.html").is_file()
+
+
+def test_a_set_the_site_cannot_use_is_one_line_naming_it(rootdir: Path, tmp_path: Path) -> None:
+    # Put there by hand (or by git), not imported: the site build names the file and the fix.
+    layout = _site_of(rootdir, tmp_path)
+    bench = layout.results / "canned-machine" / "bench.json"
+    content = json.loads(bench.read_text())
+    content["measurements"]["bench/pipeline.cold"] = {"status": "ok", "min": 1, "goal": 1, "unit": "s"}
+    bench.write_text(json.dumps(content))
+    with pytest.raises(site.SiteError) as failed:
+        site.build_site(layout, strict=False)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert f"{bench} has measurements['bench/pipeline.cold'] with a goal but no value to compare it with" in message

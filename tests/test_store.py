@@ -4,12 +4,13 @@ import json
 import math
 import os
 import shutil
+import signal
 import stat
 from pathlib import Path
 
 import pytest
 
-from course import pipeline, store
+from course import commands, pipeline, store
 from course.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +182,9 @@ def test_json_nested_too_deeply(tmp_path: Path) -> None:
     [
         ('"Canned CPU"', r"has machine = 'Canned CPU', not an object"),
         ('{"mitigations": "all"}', r"has machine.mitigations = 'all', not an object of text"),
-        ('{"tsc_hz": -1}', r"has machine.tsc_hz = -1, not a finite number >= 0"),
+        ('{"tsc_hz": -1}', r"has machine.tsc_hz = -1, not a rate in Hz \(0, or from 1 to 2\*\*63\)"),
+        # A rate below 1 Hz would make the nanoseconds of every tick count overflow.
+        ('{"tsc_hz": 1e-300}', r"has machine.tsc_hz = 1e-300, not a rate in Hz"),
     ],
 )
 def test_a_set_description_of_the_wrong_shape(tmp_path: Path, machine: str, message: str) -> None:
@@ -273,6 +276,18 @@ def test_result_files_get_ordinary_modes(tmp_path: Path, umask: int, mode: int) 
         ({"status": "ok", "unit": None, "min": 1}, r"unit = None, not text"),
         ({"status": "skipped", "reason": 7}, r"reason = 7, not text"),
         ({"status": "ok"}, r"marked ok but with no figure"),
+        # Each of these passed the checks and then stopped the site build (KeyError, inf, 2.4 GB).
+        ({"status": "ok", "min": 1, "goal": 1, "unit": "s"}, r"with a goal but no value to compare it with"),
+        (
+            {"status": "ok", "value": 1, "timeline": {"seconds": [0, 1, 2], "values": [1e-300, 1e-300, 9e18]}},
+            r"timeline\.values holding 1e-300, not 0 nor at least 1e-06",
+        ),
+        ({"status": "ok", "value": 1, "timeline": {"seconds": [-1], "values": [1]}}, r"seconds = \[\.\.\.\]"),
+        (
+            {"status": "ok", "min": 1, "histogram": {"start": 0, "width": 1, "counts": [1] * 7_500}},
+            r"histogram\.counts of 7,500 entries, more than the 1,000 a result file may hold",
+        ),
+        ({"status": "ok", "min": 1, "tsc_hz": 1e-300}, r"tsc_hz = 1e-300, not a rate in Hz"),
     ],
 )
 def test_fields_the_site_relies_on(tmp_path: Path, measurement: dict, message: str) -> None:
@@ -301,7 +316,94 @@ def test_lesson_fields_the_site_relies_on(tmp_path: Path, content: dict, message
 
 
 def test_a_result_file_is_read_with_bounded_memory(tmp_path: Path) -> None:
-    endless = tmp_path / "03-timing.json"
-    endless.symlink_to("/dev/zero")
+    huge = tmp_path / "03-timing.json"
+    with huge.open("wb") as stream:
+        stream.truncate(6 * 1024**3)  # 6 GiB, sparse: read, it would fill the memory
     with pytest.raises(store.StoreError, match=r"03-timing\.json holds more than 16 MiB, too much for a result file"):
-        store.read_json(endless)
+        store.read_json(huge)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_only_regular_files_are_read(tmp_path: Path, kind: str) -> None:
+    # A FIFO named set.json would make `invoke results.list` wait for a writer for ever; /dev/zero never ends.
+    folder = tmp_path / "results" / "odd"
+    folder.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(folder / "set.json")
+    else:
+        (folder / "set.json").symlink_to("/dev/zero")
+
+    def waited(number: int, frame: object) -> None:
+        raise TimeoutError("still waiting for a writer to the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, waited)
+    signal.alarm(10)
+    try:
+        with pytest.raises(store.StoreError, match=r"odd/set\.json cannot be read \(not a regular file, but a FIFO"):
+            store.load_all(tmp_path / "results")  # at once: no wait
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("schema", [0, -5])
+def test_a_schema_below_1_is_refused(tmp_path: Path, schema: int) -> None:
+    (tmp_path / "set.json").write_text(json.dumps({"schema": schema, "kind": "measured"}))
+    with pytest.raises(store.StoreError, match=rf"set\.json has schema {schema}, not a version of the layout"):
+        store.read_json(tmp_path / "set.json")
+
+
+def test_a_lone_surrogate_is_refused_when_read(tmp_path: Path) -> None:
+    # Printed by `invoke results.list`, it raised UnicodeEncodeError; a surrogate pair is one character.
+    (tmp_path / "set.json").write_text('{"schema": 1, "label": "pair \\ud83d\\ude00 then \\ud800 alone"}')
+    with pytest.raises(store.StoreError, match=r"set\.json holds text with a lone surrogate \('pair .* alone'\)"):
+        store.read_json(tmp_path / "set.json")
+    (tmp_path / "set.json").write_text('{"schema": 1, "label": "pair \\ud83d\\ude00, and \\\\ud800 as text"}')
+    assert store.read_json(tmp_path / "set.json")["label"] == "pair \U0001f600, and \\ud800 as text"
+
+
+def test_a_results_folder_that_is_a_file_is_said_so(tmp_path: Path) -> None:
+    # INVOKE_COURSE_RESULTS=some/file made results.list and the site succeed, showing no set.
+    (tmp_path / "results").write_text("not a folder")
+    with pytest.raises(store.StoreError, match=r"results is not a folder; point INVOKE_COURSE_RESULTS"):
+        store.load_all(tmp_path / "results")
+    assert store.load_all(tmp_path / "not-made-yet") == {}
+
+
+def test_a_lesson_file_stays_under_the_read_limit(tmp_path: Path) -> None:
+    # A program printing 3.9 MB, run with 6 kinds of stdin, made a 23 MB file that nothing could read back.
+    noisy = "\x01" * (4 * 1024 * 1024)  # 6 bytes of JSON each (\u0001): 24 MiB per capture, uncut
+    captures = {f"03-timing/big.{n}.output": {"text": noisy, "command": "big"} for n in range(6)}
+    stored = store.save_lesson(tmp_path, "03-timing", {"measurements": {}, "captures": captures})
+    file = tmp_path / "03-timing.json"
+    assert file.stat().st_size < 4 * 1024 * 1024
+    text = store.read_json(file)["captures"]["03-timing/big.0.output"]["text"]
+    assert text == stored["captures"]["03-timing/big.0.output"]["text"]
+    assert text.startswith("\x01" * store.CAPTURE_CHARS) and text.endswith("a capture keeps 65,536]")
+
+
+def test_captures_give_way_when_a_lesson_file_would_pass_the_limit(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(store.validate, "MAX_BYTES", 1024 * 1024)
+    captures = {f"03-timing/big.{n}.output": {"text": "\x01" * 60_000} for n in range(6)}  # 6 x 360 KB
+    measurements = {"03-timing/x": _measurement(5)}
+    store.save_lesson(tmp_path, "03-timing", {"measurements": measurements, "captures": captures})
+    content = store.read_json(tmp_path / "03-timing.json")
+    assert content["measurements"] == measurements, "the figures are kept"
+    assert all(c["text"].startswith("[output not kept") for c in content["captures"].values())
+    many = {f"03-timing/x{n}": {**_measurement(5), "note": "x" * 1000} for n in range(2000)}
+    with pytest.raises(store.StoreError, match=r"03-timing\.json not written: this run's results take 2 MiB, over"):
+        store.save_lesson(tmp_path, "03-timing", {"measurements": many})
+    assert store.read_json(tmp_path / "03-timing.json")["measurements"] == measurements, "the previous file is kept"
+
+
+def test_terminal_tables_escape_control_characters(tmp_path: Path) -> None:
+    # An imported label or CPU model holding ESC, BEL or NUL drove the terminal of `invoke results.list`.
+    layout = Layout(ROOT, results_dir=tmp_path / "results")
+    set_path = _canned(tmp_path)
+    info = json.loads((set_path / "set.json").read_text())
+    info["label"] = "L\x1b]0;owned\x07\x1b[2J\u202eL"
+    info["machine"]["cpu_model"] = "C\x00C"
+    (set_path / "set.json").write_text(json.dumps(info))
+    listed = commands.results(layout)
+    assert "\x1b" not in listed and "\x00" not in listed and "\x07" not in listed and "\u202e" not in listed
+    assert "L\\x1b]0;owned\\x07\\x1b[2J\\u202eL" in listed and "C\\x00C" in listed

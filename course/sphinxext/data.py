@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sphinx.environment import BuildEnvironment
+from sphinx.errors import SphinxError
 
 from course import fingerprint, store
 from course.store import ResultSet
@@ -44,11 +48,14 @@ class CourseData:
         self.shown_ids = shown or list(self.sets)
 
     def _guess_current(self) -> str:
-        """This machine's set if it has one, else the most recently measured set."""
+        """This machine's set if it has one, else the most recently measured set; never an imported one.
+
+        An imported set is another machine's whatever its name or date (an archive may say 9999).
+        """
+        measured = [s for s in self.sets.values() if s.kind != "reference" and not s.info.get("imported")]
         mine = fingerprint.set_name()
-        if mine in self.sets:
+        if any(s.id == mine for s in measured):
             return mine
-        measured = [s for s in self.sets.values() if s.kind != "reference"]
         return max(measured, key=lambda s: s.updated()).id if measured else ""
 
     @property
@@ -97,6 +104,41 @@ def attach(env: BuildEnvironment, data: CourseData) -> None:
 
 def data_of(env: BuildEnvironment) -> CourseData:
     return _LOADED[env]
+
+
+class ResultSetError(SphinxError):
+    """A set's figures that the site cannot show: Sphinx prints the message, which names the set and the fix."""
+
+    category = "Result set error"
+
+
+@contextlib.contextmanager
+def shown_from(result_set: ResultSet | None) -> Iterator[None]:
+    """Turn a crash on ``result_set``'s figures into one line naming the set and the fix.
+
+    Every file is checked when it is read (:mod:`course.validate`), so this is the last guard: a
+    check that misses a case must still name the set to delete, not end in a bare ``KeyError``.
+    """
+    try:
+        yield
+    except (ArithmeticError, LookupError, TypeError, ValueError) as error:
+        if result_set is None:
+            raise
+        raise ResultSetError(
+            f"result set {result_set.id!r} ({result_set.path}) cannot be shown "
+            f"({type(error).__name__}: {str(error)[:120]}); remove that folder, or restore it from a good copy"
+        ) from error
+
+
+def shown_text(text: str) -> str:
+    """``text`` with its control characters (but line breaks and tabs) shown as escapes (\\x1b, \\x00).
+
+    A capture is what a program printed: a NUL or an escape sequence has no place in a page.
+    """
+    return _CONTROL.sub(lambda match: repr(match[0])[1:-1], text)
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def format_value(value: float, unit: str) -> str:

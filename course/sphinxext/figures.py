@@ -18,7 +18,7 @@ from course.sphinxext.base import (
     table_row,
     value_text,
 )
-from course.sphinxext.data import FIELDS, Lookup, describe, format_value, to_ns
+from course.sphinxext.data import FIELDS, Lookup, describe, format_value, shown_from, shown_text, to_ns
 from course.store import ResultSet
 
 #: The unit of a real time-stamp counter (user space, KVM, the host's kernel): time, convertible to ns.
@@ -187,7 +187,10 @@ class CourseTable(MeasurementsDirective):
             cells: list[nodes.Node | str] = [nodes.literal(text=label)]
             for set_id, lookup in found:
                 if set_id in keep:
-                    cells.append(self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns))
+                    with shown_from(self.data.sets.get(set_id)):
+                        cells.append(
+                            self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns)
+                        )
             if ratio:
                 cells.append(self._ratio(key, dict(found)))
             body += table_row(cells)
@@ -252,7 +255,8 @@ class CourseTable(MeasurementsDirective):
         text = value_text(measurement, field, in_ns)
         if measurement.get("status") != "ok":
             return nodes.emphasis(text=text)
-        if measurement.get("goal") is not None:
+        # A goal is compared with the figure shown; a measurement without that figure shows no verdict.
+        if measurement.get("goal") is not None and measurement.get(field) is not None:
             met = "met" if measurement[field] <= measurement["goal"] else "not met"
             text += f" (goal ≤ {format_value(measurement['goal'], measurement['unit'])}: {met})"
         return course_value(
@@ -303,12 +307,13 @@ class CourseChart(MeasurementsDirective):
         if lookup is None or lookup.measurement is None or "histogram" not in lookup.measurement:
             return None
         measurement = lookup.measurement
-        return charts.histogram_chart(
-            measurement["histogram"],
-            measurement.get("unit", "ticks"),
-            caption or rows[0][0],
-            subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
-        )
+        with shown_from(lookup.result_set):
+            return charts.histogram_chart(
+                measurement["histogram"],
+                measurement.get("unit", "ticks"),
+                caption or rows[0][0],
+                subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
+            )
 
     def _timeline(self, rows: list[tuple[str, str]], caption: str) -> str | None:
         lines = []
@@ -320,7 +325,8 @@ class CourseChart(MeasurementsDirective):
                     self.warn(f"measurement {key!r} keeps no timeline to draw", "syntax")
                 continue
             lines.append(charts.Line(label, timeline["seconds"], timeline["values"], colour))
-        return charts.timeline_chart(lines, caption or "timeline") if lines else None
+        with shown_from(self.data.current):  # the timelines are this machine's
+            return charts.timeline_chart(lines, caption or "timeline") if lines else None
 
     def _bars(self, caption: str) -> str:
         """One bar per set and measurement, each in the panel of its unit (see ``panel_title``)."""
@@ -401,10 +407,12 @@ class CourseOutput(CourseMixin, SphinxDirective):
                 f"output {capture_id!r} missing from result set {set_id!r}; run the lesson to capture it", "missing"
             )
             return [nodes.paragraph(text=f"[missing output: {capture_id}]")]
-        block = nodes.literal_block(capture["text"], capture["text"], language=self.options.get("language", "text"))
+        # What a program printed may hold any character: controls are shown as escapes (\x1b), not written raw.
+        text = shown_text(capture["text"])
+        block = nodes.literal_block(text, text, language=self.options.get("language", "text"))
         container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
         caption = nodes.caption(
-            text=f"$ {capture.get('command', '')}   [{result_set.label}, {capture.get('measured_at', '')}]"
+            text=shown_text(f"$ {capture.get('command', '')}   [{result_set.label}, {capture.get('measured_at', '')}]")
         )
         container += caption
         container += block

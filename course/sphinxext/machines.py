@@ -7,7 +7,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
 from course.sphinxext.context import machine_link
-from course.sphinxext.data import Lookup, format_value
+from course.sphinxext.data import Lookup, format_value, shown_from
 from course.sphinxext.figures import ratio_to_2000, real_ns
 from course.store import ResultSet
 
@@ -22,6 +22,10 @@ class CourseMachine(CourseMixin, SphinxDirective):
         if result_set is None:
             self.warn(f"no result set {self.arguments[0]!r}", "missing")
             return []
+        with shown_from(result_set):
+            return self._page(result_set)
+
+    def _page(self, result_set: ResultSet) -> list[nodes.Node]:
         for name in result_set.lessons:
             self.use(Lookup(result_set, None, result_set.lesson_file(name)))
         self.use(Lookup(result_set, None, None))
