@@ -13,6 +13,7 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.graphviz",
+    "sphinx.ext.extlinks",
     "course.sphinxext",
 ]
 
@@ -39,3 +40,13 @@ course_sets: list[str] = []  # empty: every stored set
 
 # The site's root index.html only points at the course's home page, docs/index.html.
 html_extra_path = ["docs/_root"]
+
+# Kernel functions named in the lessons link to the source of the kernel the VM boots (Debian 12's
+# linux-image-amd64), system calls to their manual pages. The site is built offline: these are
+# checked only by the separate link check (`sphinx -b linkcheck`), never by the test suite.
+course_guest_kernel = "6.1"
+extlinks = {
+    "kfunc": (f"https://elixir.bootlin.com/linux/v{course_guest_kernel}/A/ident/%s", "%s()"),
+    "man2": ("https://man7.org/linux/man-pages/man2/%s.2.html", "%s(2)"),
+}
+extlinks_detect_hardcoded_links = False  # the lessons cite some of these pages by hand, on purpose

@@ -179,3 +179,156 @@ def test_linkcheck_finds_no_broken_internal_link(built_site: Layout, measured_co
     assert finished.returncode == 0, finished.stdout + finished.stderr
     results = [json.loads(line) for line in (out / "output.json").read_text().splitlines() if line.strip()]
     assert [r for r in results if r["status"] == "broken"] == []
+
+
+def _lesson_pages(layout: Layout) -> list[Path]:
+    pages = sorted(layout.html.glob("lessons/*.html"))
+    assert len(pages) == 8, f"{len(pages)} lesson pages"
+    return pages
+
+
+#: A listing's code as the reader sees it: the text of its <pre>, without the line numbers.
+CODE_OF = """
+const pre = arguments[0].querySelector('pre').cloneNode(true);
+pre.querySelectorAll('.linenos').forEach(n => n.remove());
+return pre.textContent;
+"""
+
+
+def test_every_lesson_shows_code_equal_to_its_source_file(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    for page in _lesson_pages(built_site):
+        browser.get(page.as_uri())
+        listings = browser.find_elements(By.CSS_SELECTOR, "div.course-code")
+        assert listings, f"{page.name} shows no code"
+        for listing in listings:
+            source = (ROOT / listing.get_attribute("data-source")).read_text(encoding="utf-8").splitlines()
+            first = int(listing.get_attribute("data-first-line"))
+            shown = browser.execute_script(CODE_OF, listing).rstrip("\n").split("\n")
+            assert shown == source[first - 1 : first - 1 + len(shown)], f"{page.name}: a listing differs from its file"
+            numbers = [int(n.text) for n in listing.find_elements(By.CSS_SELECTOR, ".linenos") if n.text.strip()]
+            if numbers:  # a folded listing is not rendered until opened, so its numbers have no text yet
+                assert numbers == list(range(first, first + len(shown))), f"{page.name}: not the file's own numbers"
+            link = listing.find_element(By.CSS_SELECTOR, ".code-block-caption a.download")
+            whole = Path(unquote(urlparse(link.get_attribute("href")).path)).read_text(encoding="utf-8")
+            assert whole.splitlines() == source, f"{page.name}: the link does not give the whole file"
+
+
+#: Listen for the next copy and keep what it copied (the text the button selected to copy).
+LISTEN = """
+window.courseCopied = null;
+document.addEventListener('copy', () => {
+  const a = document.activeElement;
+  window.courseCopied = a && a.value !== undefined ? a.value.slice(a.selectionStart, a.selectionEnd)
+                                                   : String(getSelection());
+}, {once: true});
+arguments[0].scrollIntoView({block: 'center', behavior: 'instant'});  // not smooth: the click comes at once
+"""
+
+
+def _copy(browser, button) -> str | None:
+    """What a reader's click on ``button`` copies (a real click: copying needs a user's gesture)."""
+    browser.execute_script(LISTEN, button)
+    button.click()
+    return browser.execute_script("return window.courseCopied")
+
+
+def test_every_code_block_and_command_has_a_copy_button_that_copies_it_exactly(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    commands, listings = [], []
+    for page in [*_lesson_pages(built_site), built_site.html / "docs/index.html"]:
+        browser.get(page.as_uri())
+        browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")  # folded too
+        blocks = browser.find_elements(By.CSS_SELECTOR, "div.highlight pre, code.course-command")
+        buttons = browser.find_elements(By.CSS_SELECTOR, "button.copybtn")
+        assert blocks and len(buttons) == len(blocks), f"{page.name}: {len(blocks)} blocks, {len(buttons)} buttons"
+        for button in buttons:
+            target = browser.execute_script(
+                "return document.querySelector(arguments[0].dataset.clipboardTarget)", button
+            )
+            copied = _copy(browser, button)
+            assert copied, f"{page.name}: a copy button copied nothing"
+            listing = browser.execute_script("return arguments[0].closest('div.course-code')", target)
+            if "course-command" in target.get_attribute("class"):
+                commands.append(copied)
+            elif listing is not None:  # a listing copies as its file has it: no line numbers
+                source = (ROOT / listing.get_attribute("data-source")).read_text(encoding="utf-8").splitlines()
+                first = int(listing.get_attribute("data-first-line"))
+                lines = copied.split("\n")
+                assert lines == source[first - 1 : first - 1 + len(lines)], f"{page.name}: copied {copied[:80]!r}"
+            elif page.name == "index.html":
+                listings.append(copied)
+    assert any("objdump -d --no-show-raw-insn" in command for command in commands), commands
+    assert not any("\u2013" in command for command in commands), "a command would be copied with an en dash"
+    console = next(text for text in listings if "bootstrap" in text)
+    assert console.startswith("./bootstrap generate"), "a console block copies its commands without the prompt"
+    assert "\n$ " not in console
+
+
+def test_an_exercise_solution_is_folded_until_opened(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get((built_site.html / "lessons/01-user-kernel.html").as_uri())
+    fold = browser.find_element(By.CSS_SELECTOR, "details.course-fold")
+    code = fold.find_element(By.CSS_SELECTOR, "div.course-code")
+    assert not code.is_displayed()
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", fold)
+    fold.find_element(By.TAG_NAME, "summary").click()
+    assert code.is_displayed() and "int $0x80" in code.text
+    downloads = browser.find_elements(By.CSS_SELECTOR, "ul.course-downloads a.download")
+    assert {link.text for link in downloads} >= {"three-ways.c", "lesson.toml", "solutions/exercise-int80.c"}
+
+
+def test_each_lesson_opens_with_its_aims_and_links_its_terms_to_the_glossary(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    terms = set()
+    for page in _lesson_pages(built_site):
+        browser.get(page.as_uri())
+        opening = browser.find_element(By.CSS_SELECTOR, "article .course-opening")
+        for part in ("You will learn", "You need", "2000 and this machine"):
+            assert part in opening.text, f"{page.name}: the opening says nothing under {part!r}"
+        links = browser.find_elements(By.CSS_SELECTOR, "article a[href*='glossary.html#term-']")
+        assert links, f"{page.name} links no term to the glossary"
+        terms |= {link.get_attribute("href") for link in links}
+    for href in sorted(terms):
+        browser.get(href)
+        anchor = urlparse(href).fragment
+        term = browser.find_element(By.ID, anchor)
+        assert term.tag_name == "dt" and term.text, f"{href} lands on no glossary term"
+    assert len(terms) >= 15, f"only {len(terms)} distinct terms are linked"
+
+
+def test_home_lists_each_lesson_with_a_line_and_the_sidebar_separates_the_parts(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get((built_site.html / "docs/index.html").as_uri())
+    items = browser.find_elements(By.CSS_SELECTOR, "article ol > li")
+    lessons = [item for item in items if item.find_elements(By.CSS_SELECTOR, "a[href*='lessons/']")]
+    assert len(lessons) == 8 and all(": " in item.text for item in lessons), [item.text for item in lessons]
+    captions = [
+        c.get_attribute("textContent").strip() for c in browser.find_elements(By.CSS_SELECTOR, ".sidebar-tree .caption")
+    ]
+    assert captions == ["Lessons", "Figures and machines", "Reference"]
+
+
+def test_kernel_functions_link_to_the_guest_kernels_source_and_calls_to_their_manual(
+    built_site: Layout, browser
+) -> None:
+    import runpy
+
+    from selenium.webdriver.common.by import By
+
+    version = runpy.run_path(str(ROOT / "conf.py"))["course_guest_kernel"]
+    for page in _lesson_pages(built_site):
+        browser.get(page.as_uri())
+        links = browser.find_elements(By.CSS_SELECTOR, "article a.extlink-kfunc, article a.extlink-man2")
+        assert links, f"{page.name} links no kernel function or system call"
+        for link in links:
+            href, text = link.get_attribute("href"), link.text
+            if "extlink-kfunc" in link.get_attribute("class"):
+                assert href == f"https://elixir.bootlin.com/linux/v{version}/A/ident/{text.removesuffix('()')}"
+            else:
+                assert href == f"https://man7.org/linux/man-pages/man2/{text.removesuffix('(2)')}.2.html"

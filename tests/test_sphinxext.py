@@ -198,7 +198,7 @@ def test_captured_output_is_escaped_and_captioned(app: SphinxTestApp) -> None:
     app.build()
     html = _html(app)
     assert "empty read() &lt;returned&gt; 0 &amp; more" in html
-    assert "./usystime 1000 &lt; tty" in html
+    assert "./usystime 1000 &lt; tty" in re.sub(r"</?span[^>]*>", "", html)
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -436,3 +436,103 @@ def test_a_set_the_site_cannot_use_is_one_line_naming_it(rootdir: Path, tmp_path
     message = str(failed.value)
     assert "\n" not in message
     assert f"{bench} has measurements['bench/pipeline.cold'] with a goal but no value to compare it with" in message
+
+
+def _listing(html: str, caption: str) -> str:
+    return html.split(caption, 1)[1].split("</pre>", 1)[0]
+
+
+def _code_text(listing: str) -> str:
+    """A listing's code as a reader copies it: no line numbers, no markup."""
+    return unescape(re.sub(r"<[^>]+>", "", re.sub(r'<span class="linenos">[^<]*</span>', "", listing)))
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-code")
+def test_a_listing_is_cut_from_the_file_with_its_own_line_numbers(app: SphinxTestApp) -> None:
+    app.build()
+    assert "code.rst" not in app._warning.getvalue() and "code.md" not in app._warning.getvalue()
+    html = _html(app, "code")
+    source = (Path(app.srcdir) / "code/user/03-timing/timing.c").read_text().splitlines()
+    function = _listing(html, "The empty read")
+    assert _code_text(function).splitlines()[-4:] == source[6:10], "the comment above the function, then its body"
+    assert re.findall(r'<span class="linenos">\s*(\d+)</span>', function)[0] == "6"
+    assert '<span class="hll"><span class="linenos"> 9</span>' in function, "the line that matters is emphasized"
+    assert 'data-first-line="6" data-source="code/user/03-timing/timing.c"' in html
+    assert "lines 6\u201310" in function
+    region = html.split('data-first-line="17"', 1)[1].split("<pre>", 1)[1].split("</pre>", 1)[0]
+    assert _code_text(region).splitlines() == source[16:18], "between the markers, markers left out"
+    # the caption links to the whole file, copied into the site
+    link = re.search(r'href="(_downloads/[^"]+/timing\.c)"', html)
+    assert link and (Path(app.outdir) / link[1]).read_text().splitlines() == source
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-code-changed")
+def test_a_change_in_the_source_changes_the_page(app: SphinxTestApp, make_app) -> None:
+    app.build()
+    source = Path(app.srcdir) / "code/user/03-timing/timing.c"
+    source.write_text(source.read_text().replace("read(0, buf, 0)", "read(0, buf, 0) + 0"))
+    again = make_app("html", srcdir=app.srcdir)
+    again.build()
+    assert 'read</span><span class="p">(</span><span class="mi">0</span>' in _html(again, "code")
+    assert '+</span><span class="w"> </span><span class="mi">0</span>' in _html(again, "code")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-code-gone")
+def test_a_marker_or_function_that_no_longer_exists_is_a_warning(app: SphinxTestApp, make_app) -> None:
+    source = Path(app.srcdir) / "code/user/03-timing/timing.c"
+    source.write_text(
+        source.read_text().replace("course: region loop", "a comment").replace("empty_read(void)", "nothing(void)")
+    )
+    app.build()
+    warnings = app._warning.getvalue()
+    assert "code/user/03-timing/timing.c: region 'loop' is marked 0 times (once expected)" in warnings
+    assert "code/user/03-timing/timing.c: no definition of function 'empty_read'" in warnings
+    assert "[missing code: code/user/03-timing/timing.c" in _html(app, "code")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-code-downloads")
+def test_every_file_of_a_lesson_downloads_and_a_solution_is_folded(app: SphinxTestApp) -> None:
+    app.build()
+    html = _html(app, "code")
+    downloads = html.split('class="course-downloads', 1)[1].split("</ul>", 1)[0]
+    names = re.findall(r'href="_downloads/[^"]+"[^>]*><code[^>]*><span class="pre">([^<]+)</span>', downloads)
+    assert names == ["lesson.toml", "solutions/exercise-one.c", "timing.c", "ktiming.c"]
+    for href in re.findall(r'href="(_downloads/[^"]+)"', downloads):
+        assert (Path(app.outdir) / href).is_file()
+    fold = html.split('<details class="course-fold">', 1)[1].split("</details>", 1)[0]
+    assert "<summary>Solution</summary>" in fold and "the solution of the canned exercise" in fold
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-commands")
+def test_a_command_is_shown_exactly_in_monospace_with_a_copy_button(make_app, app: SphinxTestApp) -> None:
+    timing = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    content = json.loads(timing.read_text())
+    content["captures"]["03-timing/usystime.tty.output"]["command"] = "objdump -d --no-show-raw-insn ./callsite"
+    timing.write_text(json.dumps(content))
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    rebuilt.build()
+    html = _html(rebuilt)
+    command = html.split('class="course-command docutils literal notranslate">', 1)[1].split("</code>", 1)[0]
+    assert unescape(re.sub(r"<[^>]+>", "", command)) == "objdump -d --no-show-raw-insn ./callsite"
+    assert "\u2013no-show" not in html, "smart quotes must not turn -- into an en dash"
+    assert "copybutton.js" in html
+    options = (Path(rebuilt.outdir) / "_static" / "copybutton.js").read_text()
+    assert "code.course-command" in options, "the commands of captions get a button too"
+    css = (Path(rebuilt.outdir) / "_static" / "course.css").read_text()
+    assert re.search(r"\.course-output \.code-block-caption \{ font-family: var\(--font-stack--monospace", css)
+
+
+def test_kernel_functions_and_system_calls_link_from_one_configured_template() -> None:
+    import runpy
+
+    conf = runpy.run_path(str(Path(__file__).resolve().parents[1] / "conf.py"))
+    assert "sphinx.ext.extlinks" in conf["extensions"]
+    kfunc, caption = conf["extlinks"]["kfunc"]
+    assert kfunc % "vfs_read" == f"https://elixir.bootlin.com/linux/v{conf['course_guest_kernel']}/A/ident/vfs_read"
+    assert caption % "vfs_read" == "vfs_read()"
+    assert conf["extlinks"]["man2"][0] % "read" == "https://man7.org/linux/man-pages/man2/read.2.html"
+    lessons = Path(__file__).resolve().parents[1] / "lessons"
+    for page in sorted(lessons.glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        assert "{kfunc}`" in text or "{man2}`" in text, f"{page.name} links no kernel function or manual page"
+        assert "elixir.bootlin.com" not in text, f"{page.name} types a source link instead of using the template"

@@ -13,7 +13,9 @@ Used from MyST:
 - ``{course-mitigations}``: this machine's CPU vulnerabilities and mitigations;
 - ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host);
 - ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
-- ``{course-run-report}``: the execution report, each lesson's last run.
+- ``{course-run-report}``: the execution report, each lesson's last run;
+- ``{course-code}``, ``{course-downloads}``: listings cut from the real C files, and every file to download
+  (``course.sphinxext.code``).
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -35,6 +37,7 @@ from sphinx.errors import SphinxError
 from sphinx.util import logging
 
 from course import __version__, store
+from course.sphinxext import code
 from course.sphinxext.base import course_value, depart_course_value, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
@@ -134,6 +137,18 @@ def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
             node["href"] = ""
 
 
+def _copy_commands_too(app: Sphinx, config: Any) -> None:
+    """A copy button on every code block and on every command of a captured output's caption.
+
+    Console prompts need no pattern: Pygments marks them ``.gp`` (and a console's output
+    ``.go``), which the button leaves out with the line numbers: what is copied runs as shown.
+    """
+    if "course-command" not in config.copybutton_selector:
+        config.copybutton_selector += ", code.course-command"
+    if config.copybutton_exclude == ".linenos":  # the button's default
+        config.copybutton_exclude = ".linenos, .gp, .go"
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("course_results_dir", "results", "env", types=[str])
     app.add_config_value("course_current_set", "", "env", types=[str])
@@ -145,6 +160,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
         latex=(lambda s, n: None, lambda s, n: None),
         text=(lambda s, n: None, lambda s, n: None),
     )
+    code.setup(app)
     app.add_role("measure", MeasureRole())
     app.add_directive("course-output", CourseOutput)
     app.add_directive("course-table", CourseTable)
@@ -164,6 +180,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_css_file("course.css")
     static = Path(__file__).parent / "static"
     app.connect("config-inited", lambda a, config: config.html_static_path.append(str(static)))
+    app.setup_extension("sphinx_copybutton")
+    app.connect("config-inited", _copy_commands_too, priority=400)  # before the button reads its selector
     return {
         "version": __version__,
         "parallel_read_safe": True,

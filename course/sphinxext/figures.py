@@ -411,9 +411,12 @@ class CourseOutput(CourseMixin, SphinxDirective):
         text = shown_text(capture["text"])
         block = nodes.literal_block(text, text, language=self.options.get("language", "text"))
         container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
-        caption = nodes.caption(
-            text=shown_text(f"$ {capture.get('command', '')}   [{result_set.label}, {capture.get('measured_at', '')}]")
-        )
+        # The command is a literal: smart quotes leave it alone (`--` stays two hyphens) and it can be copied.
+        command = shown_text(capture.get("command", ""))
+        caption = nodes.caption()
+        caption += nodes.Text("$ ")
+        caption += nodes.literal(command, command, classes=["course-command"])
+        caption += nodes.Text(shown_text(f"   [{result_set.label}, {capture.get('measured_at', '')}]"))
         container += caption
         container += block
         return [container]
