@@ -106,7 +106,8 @@ def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_si
         for chart in browser.find_elements(By.CSS_SELECTOR, "svg.course-chart"):
             browser.execute_script("arguments[0].scrollIntoView()", chart)
             assert chart.is_displayed() and chart.size["height"] > 20, f"{page.name}: a chart is not drawn"
-            assert chart.find_elements(By.TAG_NAME, "rect"), f"{page.name}: a chart has no bars"
+            assert chart.find_elements(By.TAG_NAME, "path"), f"{page.name}: a chart draws nothing"
+            assert chart.find_elements(By.TAG_NAME, "text"), f"{page.name}: a chart has no axes or labels"
     assert checked >= 40, f"only {checked} figures were found on the pages"
 
 
@@ -332,3 +333,47 @@ def test_kernel_functions_link_to_the_guest_kernels_source_and_calls_to_their_ma
                 assert href == f"https://elixir.bootlin.com/linux/v{version}/A/ident/{text.removesuffix('()')}"
             else:
                 assert href == f"https://man7.org/linux/man-pages/man2/{text.removesuffix('(2)')}.2.html"
+
+
+#: The page's own width against its viewport's, and the smallest chart label as drawn, in CSS px.
+NARROW = """
+const page = document.documentElement;
+const sizes = [...document.querySelectorAll('svg.course-chart')].flatMap(svg => {
+  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+  return [...svg.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale);
+});
+return [page.scrollWidth, page.clientWidth, sizes.length ? Math.min(...sizes) : null, sizes.length];
+"""
+
+
+def test_on_a_phone_no_page_scrolls_sideways_and_chart_labels_stay_readable(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(390, 844)
+    try:
+        labels = 0
+        for page in _pages(built_site):
+            browser.get(page.as_uri())
+            scroll, width, smallest, count = browser.execute_script(NARROW)
+            assert scroll <= width, f"{page.name} scrolls sideways at 390 px: {scroll} px wide in {width}"
+            if count:
+                assert smallest >= 10, f"{page.name}: a chart label is {smallest:.1f} px at 390 px"
+                labels += count
+            for table in browser.find_elements(By.CSS_SELECTOR, "article table"):
+                box = browser.execute_script("return arguments[0].closest('.table-wrapper') || arguments[0]", table)
+                assert box.size["width"] <= width, f"{page.name}: a table is wider than the page"
+        assert labels, "no chart was drawn"
+        # Lesson 2's path diagram: its labels legible at phone width, its thick arrow visibly thick.
+        browser.get((built_site.html / "lessons/02-read-path.html").as_uri())
+        figure = browser.find_element(By.CSS_SELECTOR, "object.graphviz")
+        assert figure.get_attribute("aria-label").startswith("The path of read"), "the figure has a name"
+        source = browser.execute_script("return arguments[0].data", figure)  # the SVG file's absolute URL
+        svg = Path(unquote(urlparse(source).path)).read_text(encoding="utf-8")
+        view = [float(v) for v in re.search(r'viewBox="([^"]+)"', svg)[1].split()]
+        scale = figure.size["width"] / view[2]
+        smallest = min(float(size) for size in re.findall(r'font-size="([\d.]+)"', svg)) * scale
+        thickest = max(float(w) for w in re.findall(r'stroke-width="([\d.]+)"', svg)) * scale
+        assert smallest >= 10, f"lesson 2's diagram has labels of {smallest:.1f} px on a phone"
+        assert thickest >= 4, f"lesson 2's thick arrow is {thickest:.1f} px"
+    finally:
+        browser.set_window_size(1300, 2000)

@@ -63,9 +63,21 @@ def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> Non
 def test_charts_are_drawn_from_the_data(app: SphinxTestApp) -> None:
     app.build()
     html = _html(app)
-    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="course-chart"') == 3
+    assert html.count('<svg class="course-chart" role="img"') == 3
     assert "<title>Canned bars</title>" in html and "<title>Canned histogram</title>" in html
-    assert "600 samples" in html  # a histogram bin's hover text
+    assert "samples (log scale)" in html  # the histogram's count axis
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_each_chart_has_its_figures_as_a_table_for_a_screen_reader(app: SphinxTestApp) -> None:
+    app.build()
+    html = _html(app)
+    tables = re.findall(r'<div class="course-chart-data docutils container">(.*?)</details>', html, re.S)
+    assert len(tables) == 3, "one table under each chart"
+    bars = tables[0]
+    assert "<summary>The chart&#x27;s figures, as a table</summary>" in bars or "The chart's figures" in bars
+    assert "<p>1,234 ticks</p>" in bars and "<p>Canned machine (this machine)</p>" in bars
+    assert "<p>600</p>" in tables[1], "a histogram bin's count, as text"
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -74,8 +86,8 @@ def test_a_timeline_draws_each_probe_and_says_what_is_not_measured(app: SphinxTe
     assert app._warning.getvalue() == ""
     html = _html(app)
     chart = html.split("<title>Canned timeline</title>", 1)[1].split("</svg>", 1)[0]
-    assert chart.count("<polyline") == 2
-    assert "<title>empty read</title>" in chart and "<title>wide loop</title>" in chart
+    assert len(re.findall(r'<g id="[^"]*axes_\d+">', chart)) == 2, "a panel per probe"
+    assert ">empty read</text>" in chart and ">wide loop</text>" in chart
     assert "Not measured here" not in html  # nothing drawn, so no caption under nothing
     assert html.count("not measured yet: run invoke bench") == 2  # the chain timeline and bench/pipeline.cold
     assert "r = 0.95" in html
@@ -109,9 +121,14 @@ def test_a_ratio_or_nanoseconds_that_would_compare_other_units_is_refused(app: S
 
 
 def _chart_panels(html: str, title: str) -> dict[str, str]:
+    """Each panel of the chart titled ``title``: its title (its bold text) and the texts drawn in it."""
     chart = html.split(f"<title>{title}</title>", 1)[1].split("</svg>", 1)[0]
-    panel = r'<g class="course-chart-panel">.*?class="course-chart-panel-title">([^<]*)</text>(.*?)</g>'
-    return dict(re.findall(panel, chart))
+    panels = {}
+    for chunk in re.split(r'<g id="[^"]*axes_\d+">', chart)[1:]:
+        heading = re.findall(r'<text style="font-weight: 700[^>]*>([^<]*)</text>', chunk)
+        assert heading, "every panel is titled"
+        panels[unescape(" ".join(heading))] = "".join(f">{text}<" for text in re.findall(r">([^<]+)</text>", chunk))
+    return panels
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -122,8 +139,9 @@ def test_a_chart_draws_each_unit_in_a_panel_titled_with_it(app: SphinxTestApp) -
     emulated = "emulated ticks (host time spent emulating): Canned machine (this machine)"
     icount = "icount ticks (guest instructions, the same on every host)"
     assert list(panels) == [emulated, icount]
-    assert ">990 emulated ticks<" in panels[emulated] and "icount" not in panels[emulated]
-    assert ">353 icount ticks<" in panels[icount] and "emulated" not in panels[icount]
+    # Beside each bar its figure; the panel's axis names the unit.
+    assert "> 990<" in panels[emulated] and "icount" not in panels[emulated] and "353" not in panels[emulated]
+    assert "> 353<" in panels[icount] and "emulated" not in panels[icount] and "990" not in panels[icount]
     assert all(">kernel_read, tty<" in drawn for drawn in panels.values()), "each panel names its rows"
 
 
@@ -136,8 +154,9 @@ def test_in_a_chart_of_nanoseconds_a_figure_without_them_keeps_its_unit_in_a_pan
     emulated = "emulated ticks (host time spent emulating): Canned machine (this machine)"
     icount = "icount ticks (guest instructions, the same on every host)"
     assert list(panels) == ["nanoseconds", emulated, icount]
-    assert re.findall(r">([^<]+ ns)<", panels["nanoseconds"]) == ["948 ns", "617 ns", "1,000 ns", "848 ns"]
-    assert ">936 emulated ticks<" in panels[emulated] and ">353 icount ticks<" in panels[icount]
+    # the figure beside each bar starts with a space; a tick label does not
+    assert re.findall(r"> ([\d,]+)<", panels["nanoseconds"]) == ["948", "617", "1,000", "848"]
+    assert "> 936<" in panels[emulated] and "> 353<" in panels[icount]
     assert "468 ns" not in _html(app, "kernel"), "a rate beside emulated ticks does not make them time"
 
 
@@ -158,7 +177,7 @@ def test_ticks_of_two_machines_never_share_a_scale(app: SphinxTestApp) -> None:
         "ticks of the time-stamp counter: Canned machine (this machine)",
         "ticks of the time-stamp counter: Other machine",
     ]
-    assert ">474 ticks<" in panels["ticks of the time-stamp counter: 2000 reference"]
+    assert "> 474<" in panels["ticks of the time-stamp counter: 2000 reference"]
     assert "474" not in panels["ticks of the time-stamp counter: Canned machine (this machine)"]
 
 
@@ -227,8 +246,8 @@ def test_a_site_with_two_measured_sets_shows_both_and_compares_them(app: SphinxT
     # Emulated ticks are compared with nothing, even beside a recorded rate; icount ticks neither.
     assert "<p>936 emulated ticks</p>" in overview and "<p>353 icount ticks</p>" in overview
     assert 'href="machines/other-machine.html"' in overview
-    chart = _html(app).split("<title>Canned bars</title>", 1)[1].split("</svg>", 1)[0]
-    assert "Other machine" in chart and "Canned machine (this machine)" in chart
+    titles = " ".join(_chart_panels(_html(app), "Canned bars"))
+    assert "Other machine" in titles and "Canned machine (this machine)" in titles
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -536,3 +555,13 @@ def test_kernel_functions_and_system_calls_link_from_one_configured_template() -
         text = page.read_text(encoding="utf-8")
         assert "{kfunc}`" in text or "{man2}`" in text, f"{page.name} links no kernel function or manual page"
         assert "elixir.bootlin.com" not in text, f"{page.name} types a source link instead of using the template"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_graphviz_figure_is_named_by_its_alt_text_not_its_dot_source(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    figure = re.search(r'<object [^>]*class="graphviz[^>]*>(.*?)</object>', _html(app, "figure"), re.S)
+    assert figure, "the figure is placed"
+    assert 'role="img" aria-label="A step &lt;one&gt; leads to step two &amp; back."' in figure[0]
+    assert "digraph" not in figure[0], "the DOT source is no fallback"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
-from html import escape
+import re
+from html import escape, unescape
+from typing import Any
 
 from docutils import nodes
 from sphinx.util import logging
@@ -203,3 +205,24 @@ def simple_table(headers: list[str], rows: list[list[str]]) -> nodes.table:
     for row in rows:
         body += table_row(row)
     return table
+
+
+def name_graphviz_figures(app: Any, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    """Give each Graphviz figure an accessible name: its ``:alt:`` text, already escaped by Sphinx.
+
+    Sphinx places an SVG graph in an ``<object>`` whose only text is a fallback paragraph (the DOT
+    source when no ``:alt:`` is given); a screen reader names the object by ``aria-label`` instead.
+    """
+    body = context.get("body")
+    if not body or 'class="graphviz' not in body:
+        return
+    figure = re.compile(
+        r'<object (data="[^"]*" type="image/svg\+xml" class="graphviz[^"]*")>\s*<p class="warning">(.*?)</p>', re.S
+    )
+
+    # Sphinx writes a given :alt: unescaped and the DOT source escaped: normalise both to escaped once.
+    def named(found: re.Match) -> str:
+        alt = escape(unescape(found[2]))
+        return f'<object {found[1]} role="img" aria-label="{alt}">\n<p class="warning">{alt}</p>'
+
+    context["body"] = figure.sub(named, body)

@@ -293,12 +293,13 @@ class CourseChart(MeasurementsDirective):
         if svg is None:
             return []
         figure = nodes.container(classes=["course-chart"])
-        figure += nodes.raw("", svg, format="html")
+        figure += nodes.raw("", svg.svg, format="html")
         if caption:
             figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
+        figure += figures_table(svg)
         return [figure]
 
-    def _histogram(self, caption: str) -> str | None:
+    def _histogram(self, caption: str) -> charts.Chart | None:
         rows = self.rows()
         if len(rows) != 1:
             self.warn("a histogram shows exactly one measurement", "syntax")
@@ -313,9 +314,10 @@ class CourseChart(MeasurementsDirective):
                 measurement.get("unit", "ticks"),
                 caption or rows[0][0],
                 subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
+                maximum=measurement.get("max"),
             )
 
-    def _timeline(self, rows: list[tuple[str, str]], caption: str) -> str | None:
+    def _timeline(self, rows: list[tuple[str, str]], caption: str) -> charts.Chart | None:
         lines = []
         for colour, (key, label) in enumerate(rows, start=1):
             lookup = self.current_lookup(key)
@@ -328,7 +330,7 @@ class CourseChart(MeasurementsDirective):
         with shown_from(self.data.current):  # the timelines are this machine's
             return charts.timeline_chart(lines, caption or "timeline") if lines else None
 
-    def _bars(self, caption: str) -> str:
+    def _bars(self, caption: str) -> charts.Chart:
         """One bar per set and measurement, each in the panel of its unit (see ``panel_title``)."""
         field = self.options.get("field", "min")
         in_ns = "ns" in self.options
@@ -371,6 +373,30 @@ class CourseChart(MeasurementsDirective):
         # A figure not run takes its row in its set's panel, or in one of its own.
         bars = [bar if bar.panel else replace(bar, panel=panels.get(bar.series, "not measured")) for bar in bars]
         return charts.bar_chart(bars, caption or "measurements")
+
+
+def figures_table(chart: charts.Chart) -> nodes.Node:
+    """The chart's figures as a table, folded under the chart: what a screen reader reads instead of the picture.
+
+    Docutils escapes every cell, so the labels of a result set reach the page as text.
+    """
+    table = nodes.table(classes=["course-table", "course-chart-table"])
+    group = nodes.tgroup(cols=len(chart.header))
+    table += group
+    for _ in chart.header:
+        group += nodes.colspec(colwidth=1)
+    head = nodes.thead()
+    head += table_row(list(chart.header))
+    group += head
+    body = nodes.tbody()
+    for row in chart.rows:
+        body += table_row(list(row))
+    group += body
+    fold = nodes.container(classes=["course-chart-data"])
+    fold += nodes.raw("", "<details><summary>The chart's figures, as a table</summary>", format="html")
+    fold += table
+    fold += nodes.raw("", "</details>", format="html")
+    return fold
 
 
 def panel_title(unit: str, series: str) -> str:
