@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from course import commands, inventory, lessons, runlock, site
+from course import commands, guest_kernels, inventory, lessons, runlock, site
 from course.archive import ArchiveError
 from course.build import BuildError
 from course.kernel_build import KernelError
@@ -41,6 +41,7 @@ CLEAR_ERRORS = (
     runlock.RunLockError,
     LabError,
     inventory.InventoryError,
+    guest_kernels.KernelNameError,
 )
 
 SET_HELP = {
@@ -123,16 +124,24 @@ def _one_run_at_a_time(function):
     return wrapper
 
 
+GUEST_KERNELS_HELP = (
+    f"guest kernels by name, comma-separated ({','.join(guest_kernels.KERNELS)}): the kernel lessons run once "
+    "per kernel, each in its own boot and result set"
+)
+
+
 @task(
     help={
         "check": "only list the missing Debian packages, install nothing",
-        "tests": "also what the tests and benchmarks need (Chromium, chromedriver, perf)",
+        "tests": "also what the tests and benchmarks need (Chromium, chromedriver, perf, every guest kernel)",
+        "guest-kernels": f"also these guest kernels, image and headers ({','.join(guest_kernels.KERNELS)})",
     }
 )
 @_clear_errors
-def setup(c, check=False, tests=False):
+def setup(c, check=False, tests=False, guest_kernels_=None):
     """Install the Debian packages the lessons need (compiler, binutils, graphviz, QEMU, a kernel)."""
-    commands.setup(_layout(c), install=not check, tests=tests)
+    names = guest_kernels.parse(guest_kernels_) if guest_kernels_ else []
+    commands.setup(_layout(c), install=not check, tests=tests, guest_kernels=names)
 
 
 @task(help={"lesson": "only this lesson's programs (its number)"})
@@ -151,12 +160,16 @@ def build(c, lesson=None):
         "force": "rerun even when nothing changed since the stored results",
         **SET_HELP,
         **KERNEL_HELP,
+        "guest-kernels": GUEST_KERNELS_HELP,
     }
 )
 @_clear_errors
 @_one_run_at_a_time
-def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, acceleration=None):  # noqa: A002
+def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, acceleration=None, guest_kernels_=None):  # noqa: A002
     """Build and run the examples, storing results with their provenance (no site build)."""
+    if guest_kernels_:
+        _matrix(c, guest_kernels_, lesson, force, set, label, kernel_runner, acceleration)
+        return
     reports, _ = commands.measure(
         _layout(c),
         _numbers(lesson) if lesson else None,
@@ -168,6 +181,32 @@ def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, a
     commands.print_reports(reports)
     if any(report.failures for report in reports):
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
+
+
+def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleration) -> None:
+    """``invoke run --guest-kernels``: one set per kernel, named after it (course.guest_kernels.set_name)."""
+    chosen = guest_kernels.parse(names)
+    if set_name or label:
+        option = "--set" if set_name else "--label"
+        raise Exit(
+            f"error: {option} names one set, and --guest-kernels makes one per kernel "
+            f"({', '.join(guest_kernels.set_name(name, 'tcg-icount', '') for name in chosen)} under tcg-icount): "
+            f"leave {option} out",
+            code=2,
+        )
+    kernel = _kernel(c, kernel_runner, acceleration)
+    if kernel.runner != "vm":
+        raise Exit(f"error: --guest-kernels boots each kernel in a VM; --kernel-runner {kernel.runner} cannot", code=2)
+    ok = commands.measure_matrix(
+        _layout(c),
+        chosen,
+        _numbers(lesson) if lesson else None,
+        acceleration=kernel.acceleration,
+        force=force,
+        host_set=c.course.set or None,
+    )
+    if not ok:
+        raise Exit("some kernels failed; see the failures above (earlier results were kept)", code=1)
 
 
 @task(help={"number": "the lesson's number, as in lessons/NN-*.md", "set": SET_HELP["set"], **KERNEL_HELP})

@@ -32,6 +32,8 @@ GOALS = {
     "unchanged": 5.0,
     "lesson-3": 10.0,
     "guest-programs": 15.0,  # what the like-for-like user-space runs add to the VM boot
+    "kernel-matrix": 90.0,  # three icount kernels, cold (invoke run --guest-kernels)
+    "kernel-matrix-unchanged": 10.0,  # the same again: nothing rerun
 }
 
 Progress = Callable[[str], None]
@@ -306,6 +308,40 @@ def _guest_program_time(results: Path) -> dict:
     }
 
 
+def kernel_matrix_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
+    """The kernel matrix of three icount kernels, cold and then with nothing changed, in a scratch folder.
+
+    Skipped, saying why, where the three guest kernels are not installed (``invoke setup --tests``).
+    """
+    from course import guest_kernels
+    from course.kernel_build import KernelError
+
+    names = list(guest_kernels.KERNELS)
+    keys = ("bench/pipeline.kernel-matrix", "bench/pipeline.kernel-matrix-unchanged")
+    try:
+        for name in names:
+            guest_kernels.find(name)
+    except KernelError as error:
+        return {key: {"status": "skipped", "reason": str(error), "measured_at": store.now()} for key in keys}
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="course-bench-matrix-") as scratch:
+        env = {**os.environ, "INVOKE_COURSE_RESULTS": f"{scratch}/results", "INVOKE_COURSE_BUILD": f"{scratch}/build"}
+        command = [sys.executable, "-m", "invoke", "run", "--guest-kernels", ",".join(names)]
+        command += ["--acceleration", "tcg-icount"]
+        for key, what in zip(keys, ("kernel matrix, cold", "kernel matrix, nothing changed"), strict=True):
+            seconds = _timed(command, env, layout.root, progress, what)
+            found[key] = {
+                "status": "ok",
+                "unit": "s",
+                "value": round(seconds, 2),
+                "goal": GOALS[key.removeprefix("bench/pipeline.")],
+                "command": " ".join(["invoke", *command[3:]]),
+                "what": f"{what}: {len(names)} guest kernels under tcg-icount, each in its own boot",
+                "measured_at": store.now(),
+            }
+    return found
+
+
 def icount_control(layout: Layout, runs: int = 2, progress: Progress = print) -> dict[str, dict]:
     """Lesson 4 twice under ``tcg-icount``: the spread of its same-guest savings, expected 0 (a control).
 
@@ -414,6 +450,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str,
         **core_sharing(layout, progress=progress),
         **pipeline_speed(layout, progress=progress),
         **icount_control(layout, progress=progress),
+        **kernel_matrix_speed(layout, progress=progress),
         **lab_speed(layout, progress=progress),
     }
     store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": measured, "failures": []})

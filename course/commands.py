@@ -19,15 +19,21 @@ if TYPE_CHECKING:
     from course.lab import LabOptions, LabOutcome
 
 
-def setup(layout: Layout, install: bool = True, tests: bool = False) -> None:
-    """Install (or, without ``install``, list) the Debian packages the course (and its tests) need."""
-    wanted = [*system.DEBIAN_PACKAGES, *(system.DEBIAN_TEST_PACKAGES if tests else [])]
+def setup(layout: Layout, install: bool = True, tests: bool = False, guest_kernels: list[str] | None = None) -> None:
+    """Install (or, without ``install``, list) the Debian packages the course (and its tests) need.
+
+    ``guest_kernels`` (names, as ``--guest-kernels``) adds each kernel's image and headers.
+    """
+    wanted = [*system.DEBIAN_PACKAGES, *(system.test_packages() if tests else [])]
+    wanted += system.guest_kernel_packages(guest_kernels or [])
+    wanted = list(dict.fromkeys(wanted))
     missing = system.missing_packages(wanted)
     if not missing:
         print("setup: every Debian package the course needs is installed")
         return
     if not install:
-        raise system.SystemError_(f"missing Debian packages: {' '.join(missing)}; run: invoke setup")
+        flags = (" --tests" if tests else "") + (f" --guest-kernels {','.join(guest_kernels)}" if guest_kernels else "")
+        raise system.SystemError_(f"missing Debian packages: {' '.join(missing)}; run: invoke setup{flags}")
     print(f"setup: installing {' '.join(missing)}")
     system.install(missing)
 
@@ -72,6 +78,30 @@ def measure(
         layout, [lesson for lesson in chosen if lesson.has_code], set_path, force=force, kernel=kernel
     )
     return reports, set_path.name
+
+
+def measure_matrix(
+    layout: Layout,
+    names: list[str],
+    numbers: list[int] | None = None,
+    *,
+    acceleration: str = "tcg-icount",
+    force: bool = False,
+    host_set: str | None = None,
+) -> bool:
+    """The kernel lessons once per guest kernel (``--guest-kernels``), each in its own set; print a summary.
+
+    Returns whether every kernel ran without a failure (a kernel that failed kept its earlier figures).
+    """
+    from course import matrix
+
+    runs = matrix.run_matrix(layout, names, numbers, acceleration=acceleration, force=force, host_set=host_set)
+    print("\n" + matrix.summary(layout, runs))
+    lines = [f"[{run.name}] stopped: {run.error}" for run in runs if run.error]
+    lines += [f"[{run.name}] {line}" for run in runs for line in report.failures_text(run.reports).splitlines()]
+    if lines:
+        print("\n" + "\n".join(report.printable(line) for line in lines))
+    return all(run.ok for run in runs)
 
 
 def print_reports(reports: list[LessonReport], compare: bool = False) -> None:

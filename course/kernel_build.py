@@ -50,27 +50,61 @@ class BuiltModule:
     rebuilt: bool
 
 
-def _release_key(release: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"[.-]", release)]
+def release_key(release: str) -> list:
+    """A release's sort key: 6.12.1 after 6.1.99, by numbers and not by letters."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.+-]", release)]
 
 
-def find_kernel(release: str = "", boot: Path = BOOT, headers: Path = HEADERS, modules: Path = MODULES) -> GuestKernel:
-    """The newest kernel (or ``release``) that has an image, headers and modules installed."""
-    candidates = []
-    for image in boot.glob("vmlinuz-*"):
-        found = image.name.removeprefix("vmlinuz-")
-        if release and found != release:
-            continue
-        if (headers / f"linux-headers-{found}").is_dir() and (modules / found).is_dir():
-            candidates.append(found)
+def complete_releases(boot: Path = BOOT, headers: Path = HEADERS, modules: Path = MODULES) -> list[str]:
+    """The kernel releases installed with image, headers and modules: those a VM can boot and build against."""
+    found = [image.name.removeprefix("vmlinuz-") for image in boot.glob("vmlinuz-*")]
+    return [
+        release for release in found if (headers / f"linux-headers-{release}").is_dir() and (modules / release).is_dir()
+    ]
+
+
+def debian_default_release() -> str:
+    """The release Debian's ``linux-image-amd64`` installs ("" where dpkg does not say).
+
+    The course's guest is Debian's own kernel: installing 6.12 or the RT kernel beside it (for
+    ``--guest-kernels``) must not change what every other run boots.
+    """
+    if shutil.which("dpkg-query") is None:
+        return ""
+    depends = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Depends}", DEFAULT_IMAGE_PACKAGE], capture_output=True, text=True
+    ).stdout
+    found = re.search(r"linux-image-(\S+?)(?:[\s,(]|$)", depends)
+    return found[1] if found else ""
+
+
+#: Debian's meta-package of its default kernel: the course boots what it depends on.
+DEFAULT_IMAGE_PACKAGE = "linux-image-amd64"
+
+
+def find_kernel(
+    release: str = "",
+    boot: Path = BOOT,
+    headers: Path = HEADERS,
+    modules: Path = MODULES,
+    preferred: str | None = None,
+) -> GuestKernel:
+    """``release``, or else Debian's default kernel (``preferred``), or else the newest complete kernel.
+
+    A kernel is complete with its image, headers and modules installed. ``preferred`` defaults
+    to what ``linux-image-amd64`` installs, looked up only in the system's own folders.
+    """
+    candidates = [found for found in complete_releases(boot, headers, modules) if not release or found == release]
     if not candidates:
         wanted = f"kernel {release}" if release else "a kernel"
         raise KernelError(
             f"no {wanted} with image, headers and modules installed (looked in {boot}, {headers}, {modules}); "
             f"install them with: apt-get install {KERNEL_PACKAGES} (invoke setup does it)"
         )
-    newest = max(candidates, key=_release_key)
-    return GuestKernel(newest, boot / f"vmlinuz-{newest}", headers / f"linux-headers-{newest}", modules / newest)
+    if preferred is None:
+        preferred = debian_default_release() if (boot, headers, modules) == (BOOT, HEADERS, MODULES) else ""
+    chosen = preferred if preferred in candidates else max(candidates, key=release_key)
+    return GuestKernel(chosen, boot / f"vmlinuz-{chosen}", headers / f"linux-headers-{chosen}", modules / chosen)
 
 
 def module_sources(layout: Layout, lesson: Lesson, module: ModuleSpec) -> dict[str, Path]:

@@ -109,35 +109,8 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     for run in runs:
         run.kernel.update(where)
 
-    jobs: list[dict] = []
-    for run in runs:
-        for module in run.lesson.modules:
-            started = time.monotonic()
-            if module.expect == "build-error":
-                _expect_build_error(layout, run, module, kernel, progress)
-                continue
-            try:
-                built = kernel_build.build_module(layout, run.lesson, module, kernel)
-            except BuildError as error:
-                run.fail("build", f"module {module.name}", str(error), error.log)
-                progress(f"  build  {module.name:<20} FAILED: {error}")
-                continue
-            step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
-            run.steps.append(step)
-            progress(
-                f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
-                f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
-            )
-            jobs += [
-                {
-                    "lesson": run.lesson.name,
-                    "module": module.name,
-                    "ko": str(built.ko),
-                    "params": list(module.params),
-                    "stdin": stdin,
-                }
-                for stdin in module.stdin
-            ]
+    with vm.others_may_run():  # a kernel matrix builds each kernel's modules in its own folder, side by side
+        jobs = _build_modules(layout, runs, kernel, progress)
     traces = trace_jobs(layout, runs)
     if not jobs and not traces:
         return
@@ -172,6 +145,44 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         run.steps.append({"name": label, "seconds": round(seconds, 3), "cached": False, "shared": True})
     progress(f"  kernel {label}: {seconds:.1f} s")
     record_results(runs, jobs, results, console, status, where)
+
+
+def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, progress: Progress) -> list[dict]:
+    """Build every module of ``runs`` against ``kernel``; one load job per module and kind of standard input."""
+    jobs: list[dict] = []
+    for run in runs:
+        for module in run.lesson.modules:
+            started = time.monotonic()
+            if module.expect == "build-error":
+                _expect_build_error(layout, run, module, kernel, progress)
+                continue
+            try:
+                built = kernel_build.build_module(layout, run.lesson, module, kernel)
+            except BuildError as error:
+                # An API this kernel changed: its failure, with the compiler's words; the boot goes on.
+                errors = compiler_errors(layout, error.log)
+                said = f"{error}: {errors[0]}" if errors else str(error)
+                run.fail("build", f"module {module.name}", said, error.log)
+                _not_built(run, module, f"not built for {kernel.release}: {errors[0] if errors else error}")
+                progress(f"  build  {module.name:<20} FAILED: {said}")
+                continue
+            step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
+            run.steps.append(step)
+            progress(
+                f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
+                f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
+            )
+            jobs += [
+                {
+                    "lesson": run.lesson.name,
+                    "module": module.name,
+                    "ko": str(built.ko),
+                    "params": list(module.params),
+                    "stdin": stdin,
+                }
+                for stdin in module.stdin
+            ]
+    return jobs
 
 
 def build_guest_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
@@ -491,9 +502,7 @@ def _expect_build_error(layout: Layout, run: LessonRun, module, kernel: GuestKer
     try:
         kernel_build.build_module(layout, run.lesson, module, kernel)
     except BuildError as error:
-        errors = [
-            line.replace(str(layout.build) + "/", "build/") for line in error.log.splitlines() if "error:" in line
-        ]
+        errors = compiler_errors(layout, error.log)
         run.captures[capture_id] = {
             "text": "\n".join(errors),
             "command": f"make -C {kernel.headers} M=... {module.name}.ko   (kernel {kernel.release})",
@@ -502,6 +511,26 @@ def _expect_build_error(layout: Layout, run: LessonRun, module, kernel: GuestKer
         progress(f"  build  {module.name + '.ko':<20} refused by the compiler, as expected ({len(errors)} errors)")
         return
     run.fail("build", f"module {module.name}", f"expected {module.name} not to build against {kernel.release}")
+
+
+def compiler_errors(layout: Layout, log: str) -> list[str]:
+    """The compiler's ``error:`` lines of a module's build log, paths shown from the build folder."""
+    return [line.replace(str(layout.build) + "/", "build/") for line in log.splitlines() if "error:" in line]
+
+
+def _not_built(run: LessonRun, module, reason: str) -> None:
+    """A module that did not build measures nothing: each of its figures says why, unless an earlier one is kept."""
+    earlier = run.previous.get("measurements", {})
+    for stdin in module.stdin:
+        for name in module.measures:
+            key = measurement_id(run.lesson, name, stdin, module.stdin)
+            if key not in earlier and key not in run.measurements:  # nor one measured in this run
+                run.measurements[key] = {
+                    "status": "skipped",
+                    "reason": reason,
+                    "stdin": stdin,
+                    "measured_at": store.now(),
+                }
 
 
 def _keep_earlier(run: LessonRun, where: dict) -> None:

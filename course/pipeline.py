@@ -102,6 +102,7 @@ class LessonRun:
     kernel: dict = field(default_factory=dict)  # runner, acceleration, guest kernel
     sources: dict[str, str] = field(default_factory=dict)
     exercises: dict[str, dict] = field(default_factory=dict)  # name -> {"yours": ..., "solution": ...}
+    kernel_only: bool = False  # a kernel matrix's run: only what runs in the guest (course.matrix)
 
     def fail(self, step: str, what: str, message: str, log: str = "") -> None:
         self.failures.append(failure(step, what, message, log))
@@ -123,13 +124,14 @@ def open_set(layout: Layout, set_name: str | None = None, label: str | None = No
     if label:
         info["label"] = label
     previous = store.read_json(path / store.SET_FILE) if (path / store.SET_FILE).is_file() else {}
-    if previous.get("kind") == "reference":
-        raise MachineError(f"result set {path.name!r} is a reference set; measure into a set of your own (--set)")
-    if previous.get("imported"):
-        # Its figures came in an archive: reusing them, or adding to them, would pass them off as measured here.
+    refuse_foreign(path, previous)
+    if previous.get("guest"):
+        # Its figures are one guest kernel's: a run of this machine's default guest would mix kernels in it.
+        guest = previous["guest"]
         raise MachineError(
-            f"result set {path.name!r} came by import (from {previous['imported'].get('archive', '?')!r}); a run "
-            "never measures into an imported set: choose another name with --set, or remove that folder"
+            f"result set {path.name!r} holds the figures of guest kernel {guest.get('name', '?')} "
+            f"({guest.get('acceleration', '?')}); measure into it with: invoke run --guest-kernels "
+            f"{guest.get('name', '?')} --acceleration {guest.get('acceleration', '?')}"
         )
     theirs = previous.get("machine", {})
     differing = [key for key in SAME_MACHINE if theirs and theirs.get(key) != machine.get(key)]
@@ -143,6 +145,18 @@ def open_set(layout: Layout, set_name: str | None = None, label: str | None = No
     machine["tsc_hz"] = theirs.get("tsc_hz")
     store.save_set_info(path, info)
     return path
+
+
+def refuse_foreign(path: Path, previous: dict) -> None:
+    """A run never measures into a reference set, nor into one that came by import."""
+    if previous.get("kind") == "reference":
+        raise MachineError(f"result set {path.name!r} is a reference set; measure into a set of your own (--set)")
+    if previous.get("imported"):
+        # Its figures came in an archive: reusing them, or adding to them, would pass them off as measured here.
+        raise MachineError(
+            f"result set {path.name!r} came by import (from {previous['imported'].get('archive', '?')!r}); a run "
+            "never measures into an imported set: choose another name with --set, or remove that folder"
+        )
 
 
 def measurement_id(lesson: Lesson, name: str, stdin: str, kinds: tuple[str, ...]) -> str:
@@ -167,6 +181,10 @@ def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
         # Where modules run, not why (the probe's wording and date would rerun them for nothing).
         "kernel_runner": {k: v for k, v in kernel_setting.items() if k != "why"} if lesson.in_vm else None,
     }
+    if run.kernel_only and kernel_setting.get("acceleration") == "tcg-icount":
+        # Only the guest runs, and icount ticks count its instructions: this host's kernel and CPU
+        # change none of them (the compiler does, through the programs' hashes).
+        parts = {**parts, "kernel": "", "cpu": [], "kernel_only": True}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -178,12 +196,15 @@ def measure_lessons(
     force: bool = False,
     progress: Progress = print,
     kernel: KernelOptions | None = None,
+    kernel_only: bool = False,
 ) -> list[LessonReport]:
     """Build and run the lessons' code and store each lesson's results in ``set_path``.
 
     A lesson's results are reused, without running anything, when nothing that shapes
     them changed (sources, compiler, flags, kernel, machine), unless ``force`` is set.
-    All kernel modules of the lessons that do run share one VM boot.
+    All kernel modules of the lessons that do run share one VM boot. With ``kernel_only``
+    (a kernel matrix, :mod:`course.matrix`) only what runs in the guest runs: the modules,
+    the guest's programs and the traces; nothing is run or timed on this machine.
     """
     from course import kernel_runs  # the kernel side pulls in the VM machinery only when needed
 
@@ -196,8 +217,10 @@ def measure_lessons(
     for lesson in lessons:
         previous_path = set_path / f"{lesson.name}.json"
         run = LessonRun(lesson, store.read_json(previous_path) if previous_path.is_file() else {})
+        run.kernel_only = kernel_only
         progress(f"lesson {lesson.number} ({lesson.name})")
-        _build_programs(layout, run, progress)
+        if not kernel_only:
+            _build_programs(layout, run, progress)
         kernel_runs.build_guest_programs(layout, run, progress)
         run.sources.update(kernel_runs.module_hashes(layout, lesson))
         key = inputs_key(run, machine, setting)
@@ -211,9 +234,10 @@ def measure_lessons(
             reports.append(LessonReport(lesson, run.previous, run.previous, cached=True, steps=run.steps))
             continue
         run.kernel = {"inputs_key": key}
-        _run_programs(layout, run, progress)
-        _run_exercises(layout, run, progress)
-        _disassemble(run)
+        if not kernel_only:
+            _run_programs(layout, run, progress)
+            _run_exercises(layout, run, progress)
+            _disassemble(run)
         pending.append(run)
 
     kernel_lessons = [run for run in pending if run.lesson.in_vm]
@@ -222,7 +246,7 @@ def measure_lessons(
 
     for run in pending:
         _derive(run, set_path)
-        if run.tsc_rates and not run.lesson.modules:
+        if run.tsc_rates and not run.lesson.modules and not run.kernel_only:  # a guest's rate is not this machine's
             _record_tsc_rate(set_path, statistics.median(run.tsc_rates))
         stored = store.save_lesson(set_path, run.lesson.name, _lesson_file(run))
         reports.append(LessonReport(run.lesson, stored, run.previous, cached=False, steps=run.steps))
@@ -247,7 +271,7 @@ def _lesson_file(run: LessonRun) -> dict:
     first = next(iter(run.programs.values()), None)
     return {
         "measured_at": store.now(),
-        "runner": "host" if not run.lesson.modules else run.kernel.get("runner", "vm"),
+        "runner": "host" if not (run.lesson.modules or run.kernel_only) else run.kernel.get("runner", "vm"),
         "kernel_run": {k: v for k, v in run.kernel.items() if k != "inputs_key"},
         "inputs_key": run.kernel.get("inputs_key", "") if not run.failures else "",
         "compiler": first.compiler if first else fingerprint.compiler_version(),

@@ -22,10 +22,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 #: The most a program may print, standard output and error together (and the most a VM boot's
 #: console may print), before it is stopped: the course's programs print a few KiB, and a
@@ -167,15 +169,23 @@ def _children_of(pid: int) -> frozenset[int]:
 class OwnedProcess(subprocess.Popen):
     """A child in a session of its own; :meth:`stop_all` kills it and everything it started.
 
-    Any child of this process that appears while it runs counts as its orphan: start no
-    other child meanwhile (the pipeline runs one program at a time).
+    Any child of this process that appears while it runs counts as its orphan, unless it is
+    another owned process, or sits in the session of one that is still running: the VM boots of
+    a kernel matrix run side by side (threads), and one boot's end must not kill another's QEMU.
     """
+
+    #: Owned processes not yet stopped, by pid (their session's id too); guarded by ``_registry``.
+    _live: ClassVar[set[int]] = set()
+    _registry: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, command: list[str], **popen: object) -> None:
         become_subreaper()
-        # Children of ours from before it started are not its to kill; later ones are its orphans.
-        self.others = _children_of(os.getpid())
-        super().__init__(command, start_new_session=True, **popen)  # type: ignore[call-overload]
+        # Held while it forks, so that another process's stop_all never sees it unregistered.
+        with OwnedProcess._registry:
+            # Children of ours from before it started are not its to kill; later ones are its orphans.
+            self.others = _children_of(os.getpid())
+            super().__init__(command, start_new_session=True, **popen)  # type: ignore[call-overload]
+            OwnedProcess._live.add(self.pid)
 
     def stop_all(self) -> None:
         """Kill this child and every process it started, wherever they went, and reap them.
@@ -185,16 +195,22 @@ class OwnedProcess(subprocess.Popen):
         """
         me = os.getpid()
         for _ in range(100):
-            table = _process_table()
-            # Once reaped, its pid may be another process's: only its session and orphans lead on.
-            roots = {self.pid} if self.returncode is None else set()
-            roots |= {pid for pid, (_, parent, _) in table.items() if parent == me and pid not in self.others}
-            # Without a subreaper an orphan goes to init; those that kept its session are still found.
-            roots |= {pid for pid, (_, _, session) in table.items() if session == self.pid}
-            found = _with_descendants(table, roots) - {me}
-            for pid in found:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            with OwnedProcess._registry:
+                running = OwnedProcess._live - {self.pid}
+                table = _process_table()
+                # Once reaped, its pid may be another process's: only its session and orphans lead on.
+                roots = {self.pid} if self.returncode is None else set()
+                roots |= {
+                    pid
+                    for pid, (_, parent, session) in table.items()
+                    if parent == me and pid not in self.others and pid not in running and session not in running
+                }
+                # Without a subreaper an orphan goes to init; those that kept its session are still found.
+                roots |= {pid for pid, (_, _, session) in table.items() if session == self.pid}
+                found = _with_descendants(table, roots) - {me}
+                for pid in found:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             for pid in found - {self.pid}:
                 if table[pid][1] == me:  # an orphan handed to us: reap it (it dies of the SIGKILL above)
                     with contextlib.suppress(ChildProcessError):
@@ -202,6 +218,20 @@ class OwnedProcess(subprocess.Popen):
             if all(table[pid][0] in "ZX" for pid in found):
                 break
         self.wait()
+        with OwnedProcess._registry:
+            OwnedProcess._live.discard(self.pid)
+
+
+def kill_owned() -> None:
+    """Kill every owned process still running, whole sessions: Ctrl-C during boots run side by side.
+
+    Each one's own thread then sees it end and cleans up as usual (:meth:`OwnedProcess.stop_all`).
+    """
+    with OwnedProcess._registry:
+        running = set(OwnedProcess._live)
+    for pid in running:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _with_descendants(table: dict[int, tuple[str, int, int]], roots: set[int]) -> set[int]:

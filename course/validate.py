@@ -150,6 +150,8 @@ def check_set_info(info: dict) -> None:
     _optional(machine, "mitigations", "machine.mitigations", _text_map)
     # Written by an import: such a set is never taken for this machine's, nor measured into.
     _optional(info, "imported", "imported", _text_map)
+    # A kernel matrix's set: the one guest kernel it holds (name, release, flavour, preemption, CPU).
+    _optional(info, "guest", "guest", _text_map)
 
 
 # --- <lesson>.json ----------------------------------------------------------------------------

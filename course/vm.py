@@ -10,6 +10,7 @@ emulation (TCG); the deterministic mode adds ``-icount``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -17,15 +18,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from course import kernel_guest, store
 from course.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
 from course.layout import Layout
-from course.runners import owned_process, read_output, stop_note
+from course.runners import kill_owned, owned_process, read_output, stop_note
 
 #: kvm: hardware virtualisation, real ticks. tcg: software emulation, ticks of the emulator.
 #: tcg-icount: emulation with a virtual clock driven by the instruction count (deterministic).
@@ -171,6 +173,52 @@ def _remembered(verdicts: Path, progress: Callable[[str], None]) -> dict[str, di
     }
 
 
+#: The lock a kernel matrix's threads take turns with (see :func:`taking_turns`), per thread.
+_turns = threading.local()
+
+#: Set when a kernel matrix is interrupted (Ctrl-C): no boot starts, and one cut short stores nothing.
+_cancelled = threading.Event()
+
+
+def cancel_boots(cancel: bool = True) -> None:
+    """Stop every boot of a kernel matrix (its threads then end with KeyboardInterrupt), or allow boots again."""
+    if not cancel:
+        _cancelled.clear()
+        return
+    _cancelled.set()
+    kill_owned()
+
+
+@contextlib.contextmanager
+def taking_turns(lock: threading.Lock) -> Iterator[None]:
+    """Run the block holding ``lock``, but let it go while this thread's VM boots (:func:`run_jobs`).
+
+    A kernel matrix measures each guest kernel in a thread of its own: builds, the store and the
+    report take turns, as in a run of one kernel, and only the boots overlap. Under ``tcg-icount``
+    a boot's figures count guest instructions, whatever else the host is running.
+    """
+    _turns.lock = lock
+    try:
+        with lock:
+            yield
+    finally:
+        _turns.lock = None
+
+
+@contextlib.contextmanager
+def others_may_run() -> Iterator[None]:
+    """Within :func:`taking_turns`, let the other threads go on meanwhile (work that touches only its own files)."""
+    lock = getattr(_turns, "lock", None)
+    if lock is None:
+        yield
+        return
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
+
+
 def run_jobs(
     layout: Layout,
     kernel: GuestKernel,
@@ -189,7 +237,13 @@ def run_jobs(
     else:
         rundir = Path(tempfile.mkdtemp(prefix="course-vm-run-", dir=plain_temp()))
     try:
-        return _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir)
+        with others_may_run():
+            if _cancelled.is_set():
+                raise KeyboardInterrupt("the kernel matrix was interrupted")
+            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir)
+        if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
+            raise KeyboardInterrupt("the kernel matrix was interrupted")
+        return boot
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
 

@@ -15,7 +15,9 @@ Used from MyST:
 - ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
 - ``{course-run-report}``: the execution report, each lesson's last run;
 - ``{course-code}``, ``{course-downloads}``: listings cut from the real C files, and every file to download
-  (``course.sphinxext.code``).
+  (``course.sphinxext.code``);
+- ``{course-kernels}``, ``{course-trace-diff}``: figures and call graphs across the guest kernels of the kernel
+  matrix (``course.sphinxext.kernels``).
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -38,10 +40,11 @@ from sphinx.util import logging
 
 from course import __version__, store
 from course.sphinxext import code
-from course.sphinxext.base import course_value, depart_course_value, visit_course_value
+from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
+from course.sphinxext.kernels import CourseKernels, CourseTraceDiff
 from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMitigations
 from course.store import StoreError
 
@@ -172,7 +175,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-kernel-run", CourseKernelRun)
     app.add_directive("course-context", CourseContext)
     app.add_directive("course-run-report", CourseRunReport)
+    app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.sphinxext.kernels)
+    app.add_directive("course-trace-diff", CourseTraceDiff)
     app.connect("builder-inited", _load_data)
+    app.connect("html-page-context", name_graphviz_figures)
     app.connect("env-get-outdated", _outdated_when_sets_change)
     app.connect("env-purge-doc", _forget_doc)
     app.connect("env-merge-info", _merge)

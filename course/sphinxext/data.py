@@ -48,11 +48,13 @@ class CourseData:
         self.shown_ids = shown or list(self.sets)
 
     def _guess_current(self) -> str:
-        """This machine's set if it has one, else the most recently measured set; never an imported one.
+        """This machine's set if it has one, else the most recently measured set; never an imported one, nor a guest's.
 
         An imported set is another machine's whatever its name or date (an archive may say 9999).
         """
         measured = [s for s in self.sets.values() if s.kind != "reference" and not s.info.get("imported")]
+        # A kernel matrix's set holds one guest kernel's lessons only (course.matrix): never the site's own.
+        measured = [s for s in measured if not s.info.get("guest")]
         mine = fingerprint.set_name()
         if any(s.id == mine for s in measured):
             return mine
