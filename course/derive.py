@@ -60,6 +60,9 @@ def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
     if len(kernels) > 1:
         raise DeriveError(f"the points mix figures of {' and '.join(sorted(kernels))}")
     per_byte, intercept = least_squares(points)
+    if per_byte <= 0:
+        # Copying more bytes cannot cost less: a slope at or below zero is this run's noise, not a cost.
+        raise DeriveError(f"the fitted cost of a byte is {per_byte:.3g}: below this run's noise, so not a cost")
     unit = units.pop() if units else "ticks"
     return {
         "status": "ok",

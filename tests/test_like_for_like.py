@@ -220,3 +220,9 @@ def test_the_guest_records_its_own_provenance(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     store.write_json(results, {"schema": 1, "jobs": [], "complete": True, "guest": guest})
     assert kernel_guest.guest_of(results) == guest
+
+
+def test_a_slope_at_or_below_zero_is_noise_not_a_cost() -> None:
+    points = {f"b/read-{size}": _figure(1612 - size / 8, "ticks", runner="host") for size in (1, 64, 4096)}
+    with pytest.raises(derive.DeriveError, match="below this run's noise"):
+        derive.slope("b/read-{size}", [1, 64, 4096], points.get)
