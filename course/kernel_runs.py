@@ -18,7 +18,7 @@ from pathlib import Path
 
 from course import kernel_build, kernel_guest, store, vm
 from course import lessons as lesson_catalog
-from course.build import BuildError, build_program, file_hash
+from course.build import BuildError, file_hash
 from course.kernel_build import GuestKernel, KernelError
 from course.layout import Layout
 from course.lessons import Lesson
@@ -27,6 +27,7 @@ from course.pipeline import (
     KernelOptions,
     LessonRun,
     Progress,
+    build_into,
     measurement_id,
     parse_or_fail,
     record,
@@ -203,16 +204,7 @@ def build_guest_programs(layout: Layout, run: LessonRun, progress: Progress) -> 
         if owner is None:
             run.fail("build", program, f"no lesson {lesson} for the guest program {program}")
             continue
-        started = time.monotonic()
-        try:
-            run.programs[program] = build_program(layout, owner, name)
-        except BuildError as error:
-            run.fail("build", program, str(error), error.log)
-            progress(f"  build  {program:<20} FAILED: {error}")
-            continue
-        step = timed_step(f"build {program} (for the guest)", started, cached=not run.programs[program].rebuilt)
-        run.steps.append(step)
-        progress(f"  build  {program:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
+        build_into(layout, run, owner, name, progress, key=program, step_name=f"build {program} (for the guest)")
 
 
 def guest_program_jobs(layout: Layout, runs: list[LessonRun]) -> list[dict]:
@@ -428,19 +420,29 @@ def call_graphs(trace: str) -> dict[str, list[CallGraph]]:
     return graphs
 
 
+def _guest_job_failed(
+    run: LessonRun, what: str, before: str, result: dict | None, console: str, status: int | None
+) -> bool:
+    """Record why a program or trace job in the guest gave nothing to read, if it did not; True then."""
+    if result is None:
+        ended = "stopped after its timeout" if status is None else f"ended (exit {status})"
+        run.fail("run", what, f"the VM {ended} before {before}", console[-8000:])
+        return True
+    if not result["ok"]:
+        run.fail("run", what, f"it {result['ended']}", (result["stdout"] + result["stderr"])[-4000:])
+        return True
+    return False
+
+
 def record_trace(run: LessonRun, job: dict, result: dict | None, console: str, status: int | None, where: dict) -> None:
     """Store each kind's call graph from a trace taken in the guest as ``<lesson>/<trace>.<kind>``.
 
     The graph is kernel output: kept as text, shown as a literal block, never read as markup.
     """
     what = f"trace {job['trace']} ({job['program']}) in the guest"
-    if result is None:
-        ended = "stopped after its timeout" if status is None else f"ended (exit {status})"
-        run.fail("run", what, f"the VM {ended} before this trace was taken", console[-8000:])
+    if _guest_job_failed(run, what, "this trace was taken", result, console, status):
         return
-    if not result["ok"]:
-        run.fail("run", what, f"it {result['ended']}", (result["stdout"] + result["stderr"])[-4000:])
-        return
+    assert result is not None
     graphs = call_graphs(result["trace_text"])
     setup = f"function_graph from {' '.join(result['graph'])}"
     if result.get("graph_missing"):
@@ -472,13 +474,9 @@ def _record_guest_program(
 ) -> None:
     """A user-space program's figures from the guest, as ``user.<program>.<name>`` in the guest clock's unit."""
     what = f"{job['program']} in the guest (stdin={job['stdin']})"
-    if result is None:
-        ended = "stopped after its timeout" if status is None else f"ended (exit {status})"
-        run.fail("run", what, f"the VM {ended} before this program ran", console[-8000:])
+    if _guest_job_failed(run, what, "this program ran", result, console, status):
         return
-    if not result["ok"]:
-        run.fail("run", what, f"it {result['ended']}", (result["stdout"] + result["stderr"])[-4000:])
-        return
+    assert result is not None
     parsed = parse_or_fail(run, what, result["stdout"])
     if parsed is None:
         return

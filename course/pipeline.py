@@ -295,16 +295,35 @@ def _build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
     libs = {spec.program: spec.libs for spec in lesson.runs}
     names = [spec.program for spec in lesson.runs] + [d.program for d in lesson.disassemblies if d.program]
     for name in dict.fromkeys(names):
-        started = time.monotonic()
-        try:
-            run.programs[name] = build_program(layout, lesson, name, libs=libs.get(name, ()))
-        except BuildError as error:
-            run.fail("build", name, str(error), error.log)
-            progress(f"  build  {name:<20} FAILED: {error}")
-            continue
-        step = timed_step(f"build {name}", started, cached=not run.programs[name].rebuilt)
-        run.steps.append(step)
-        progress(f"  build  {name:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
+        build_into(layout, run, lesson, name, progress, libs=libs.get(name, ()))
+
+
+def build_into(
+    layout: Layout,
+    run: LessonRun,
+    owner: Lesson,
+    name: str,
+    progress: Progress,
+    *,
+    key: str = "",
+    step_name: str = "",
+    libs: tuple[str, ...] = (),
+) -> None:
+    """Compile ``owner``'s program ``name`` into ``run.programs[key or name]``, timing the step.
+
+    A program that does not compile is recorded as the run's failure, not raised.
+    """
+    key = key or name
+    started = time.monotonic()
+    try:
+        run.programs[key] = build_program(layout, owner, name, libs=libs)
+    except BuildError as error:
+        run.fail("build", key, str(error), error.log)
+        progress(f"  build  {key:<20} FAILED: {error}")
+        return
+    step = timed_step(step_name or f"build {key}", started, cached=not run.programs[key].rebuilt)
+    run.steps.append(step)
+    progress(f"  build  {key:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
 
 
 def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
