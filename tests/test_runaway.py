@@ -337,16 +337,14 @@ def test_sigterm_during_the_vm_boot_leaves_no_vm_or_scratch(tmp_path: Path) -> N
         _kill_under(tmp_path)
 
 
-def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> None:
-    from course import runlock
-
-    build = tmp_path / "build"
-    holder = subprocess.Popen(
+def _lock_holder(hold: str, folder: Path) -> subprocess.Popen:
+    """Another process holding ``runlock.<hold>(folder)`` until a line arrives on its stdin; it prints "held"."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys; from pathlib import Path; from course import runlock\n"
-            f"with runlock.hold(Path({str(build)!r}), 'the first run'):\n"
+            f"with runlock.{hold}(Path({str(folder)!r}), 'the first run'):\n"
             "    print('held', flush=True); sys.stdin.readline()\n",
         ],
         cwd=ROOT,
@@ -354,6 +352,13 @@ def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> Non
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
+
+
+def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> None:
+    from course import runlock
+
+    build = tmp_path / "build"
+    holder = _lock_holder("hold", build)
     second: subprocess.Popen | None = None
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
@@ -501,19 +506,7 @@ def test_two_runs_sharing_a_results_folder_wait_for_each_other(tmp_path: Path) -
     from course import runlock
 
     results = tmp_path / "results"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; from course import runlock\n"
-            f"with runlock.hold_results(Path({str(results)!r}), 'the first run'):\n"
-            "    print('held', flush=True); sys.stdin.readline()\n",
-        ],
-        cwd=ROOT,
-        text=True,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+    holder = _lock_holder("hold_results", results)
     second: subprocess.Popen | None = None
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
