@@ -27,6 +27,7 @@ myst_heading_anchors = 3
 html_theme = "furo"
 html_title = project
 html_static_path: list[str] = []
+html_favicon = "docs/_static/favicon.svg"  # a clock's square wave: the ticks the course counts
 
 graphviz_output_format = "svg"
 

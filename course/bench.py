@@ -34,6 +34,8 @@ GOALS = {
     "guest-programs": 15.0,  # what the like-for-like user-space runs add to the VM boot
     "kernel-matrix": 90.0,  # three icount kernels, cold (invoke run --guest-kernels)
     "kernel-matrix-unchanged": 10.0,  # the same again: nothing rerun
+    "site-clean": 10.0,  # invoke site into an empty build folder, from the stored results only
+    "site-unchanged": 2.0,  # invoke site again, nothing changed
 }
 
 Progress = Callable[[str], None]
@@ -308,6 +310,32 @@ def _guest_program_time(results: Path) -> dict:
     }
 
 
+def site_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
+    """``invoke site`` into an empty build folder (nothing measured: the stored results only), then again.
+
+    The stored results are only read; the build goes to a scratch folder, so the real site is untouched.
+    """
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="course-bench-site-") as scratch:
+        env = {**os.environ, "INVOKE_COURSE_BUILD": scratch}
+        command = [sys.executable, "-m", "invoke", "site"]
+        for name, what in (
+            ("site-clean", "the site from the stored results, into an empty build folder"),
+            ("site-unchanged", "the site again, nothing changed"),
+        ):
+            seconds = _timed(command, env, layout.root, progress, what)
+            found[f"bench/pipeline.{name}"] = {
+                "status": "ok",
+                "unit": "s",
+                "value": round(seconds, 2),
+                "goal": GOALS[name],
+                "command": "invoke site",
+                "what": what,
+                "measured_at": store.now(),
+            }
+    return found
+
+
 def kernel_matrix_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
     """The kernel matrix of three icount kernels, cold and then with nothing changed, in a scratch folder.
 
@@ -449,6 +477,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print) -> dict[str,
         **peer_repeatability(perf),
         **core_sharing(layout, progress=progress),
         **pipeline_speed(layout, progress=progress),
+        **site_speed(layout, progress=progress),
         **icount_control(layout, progress=progress),
         **kernel_matrix_speed(layout, progress=progress),
         **lab_speed(layout, progress=progress),

@@ -158,3 +158,18 @@ def test_the_guest_programs_time_is_read_from_the_cold_generation(tmp_path) -> N
     found = bench._guest_program_time(tmp_path)
     assert found["value"] == 2.5 and found["goal"] == 15.0
     assert bench._guest_program_time(tmp_path / "none")["status"] == "skipped"
+
+
+@pytest.mark.slow
+def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
+    from course.layout import Layout
+
+    layout = Layout(Path(__file__).resolve().parents[1])
+    lines: list[str] = []
+    found = bench.site_speed(layout, progress=lines.append)
+    clean, unchanged = found["bench/pipeline.site-clean"], found["bench/pipeline.site-unchanged"]
+    assert (clean["goal"], unchanged["goal"]) == (10.0, 2.0)
+    assert clean["status"] == unchanged["status"] == "ok" and clean["unit"] == "s"
+    # The second build reuses the first one's pages: it is the quicker of the two, whatever the machine.
+    assert 0 < unchanged["value"] < clean["value"]
+    assert any("empty build folder" in line for line in lines)

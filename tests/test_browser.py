@@ -20,6 +20,7 @@ import pytest
 
 from course import store
 from course.layout import Layout
+from course.sphinxext.setdata import figure_anchor
 
 pytestmark = pytest.mark.slow
 
@@ -377,3 +378,97 @@ def test_on_a_phone_no_page_scrolls_sideways_and_chart_labels_stay_readable(buil
         assert thickest >= 4, f"lesson 2's thick arrow is {thickest:.1f} px"
     finally:
         browser.set_window_size(1300, 2000)
+
+
+def _tap(browser, element) -> None:
+    """A tap of a finger on ``element``: touch pointer events, as a phone sends them, not a mouse's."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    actions = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"))
+    actions.pointer_action.move_to(element).pointer_down().pointer_up()
+    actions.perform()
+
+
+#: The row a link landed on, and where it is in the window.
+TARGET = """
+const row = document.querySelector(':target');
+if (!row) return null;
+const box = row.getBoundingClientRect();
+return [row.tagName, row.id, row.textContent, box.top, box.bottom, innerHeight];
+"""
+
+
+#: The first figure of a minimum a finger can reach: scrolled into view, not under another element.
+FIRST_TAPPABLE = """
+for (const figure of document.querySelectorAll('article a.course-value[data-field="min"]')) {
+  figure.scrollIntoView({block: 'center', behavior: 'instant'});
+  const box = figure.getBoundingClientRect();
+  if (document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2)?.closest('a') === figure) return figure;
+}
+return null;
+"""
+
+
+def test_a_tap_shows_a_figures_note_and_a_second_tap_lands_on_its_own_row(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(390, 844)
+    try:
+        browser.get((built_site.html / "lessons/03-timing.html").as_uri())
+        figure = browser.execute_script(FIRST_TAPPABLE)
+        assert figure is not None, "no figure of a minimum can be tapped on lesson 3"
+        page, note_text, shown = browser.current_url, figure.get_attribute("title"), figure.text
+        _tap(browser, figure)
+        notes = browser.find_elements(By.CSS_SELECTOR, ".course-note")
+        assert browser.current_url == page, "the first tap follows the link instead of showing the note"
+        assert len(notes) == 1 and notes[0].is_displayed() and note_text in notes[0].text
+        _tap(browser, figure)
+        WebDriverWait(browser, 5).until(lambda b: b.current_url != page)
+        assert browser.current_url.startswith((built_site.html / "docs/machines").as_uri())
+        # The theme scrolls smoothly: wait for the row to come to rest in view.
+        WebDriverWait(browser, 5).until(
+            lambda b: (found := b.execute_script(TARGET)) and 0 <= found[3] < found[4] <= found[5]
+        )
+        tag, figure_id, text, top, bottom, height = browser.execute_script(TARGET)
+        measurement = unquote(urlparse(browser.current_url).fragment).removeprefix("figure-")
+        assert tag == "TR" and figure_id == f"figure-{measurement}"
+        assert measurement in text and shown in text, f"the row {text!r} is not the figure {shown!r}"
+        assert top >= 0 and bottom <= height, "the row is not in view"
+    finally:
+        browser.set_window_size(1300, 2000)
+
+
+def test_each_machine_page_downloads_its_figures_as_json_and_csv(built_site: Layout, browser) -> None:
+    import csv
+    import io
+
+    from selenium.webdriver.common.by import By
+
+    pages = sorted(built_site.html.glob("docs/machines/*.html"))
+    assert pages
+    for page in pages:
+        browser.get(page.as_uri())
+        rows = {row.get_attribute("id") for row in browser.find_elements(By.CSS_SELECTOR, "tr[id^='figure-']")}
+        assert rows, f"{page.name} lists no figure"
+        links = {
+            link.text: link.get_attribute("href") for link in browser.find_elements(By.CSS_SELECTOR, ".course-data a")
+        }
+        assert set(links) == {"JSON", "CSV"}, f"{page.name}: {links}"
+        files = {form: Path(unquote(urlparse(href).path)) for form, href in links.items()}
+        data = json.loads(files["JSON"].read_text(encoding="utf-8"))
+        table = list(csv.DictReader(io.StringIO(files["CSV"].read_text(encoding="utf-8"))))
+        assert {figure_anchor(m["id"]) for m in data["measurements"]} == rows, page.name
+        assert {figure_anchor(row["measurement"]) for row in table} == rows, page.name
+        assert data["set"] == page.stem and {row["set"] for row in table} == {page.stem}
+
+
+def test_every_page_has_the_course_favicon(built_site: Layout, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    for page in _pages(built_site):
+        browser.get(page.as_uri())
+        icon = browser.find_element(By.CSS_SELECTOR, "link[rel~='icon']").get_attribute("href")
+        assert Path(unquote(urlparse(icon).path)).read_text().startswith("<svg"), page.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -13,6 +15,7 @@ from sphinx.testing.util import SphinxTestApp
 
 from course import site
 from course.layout import Layout
+from course.sphinxext import setdata
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -28,7 +31,7 @@ def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
     assert ("03-timing/read.tty", "1,234 ticks") in values
     # hover text says what the figure is and where it comes from; the link leads to the machine
     assert 'title="minimum of 1,000 samples; stamp-pair cost of 30 ticks subtracted; result set Canned machine' in html
-    assert 'href="machines/canned-machine.html"' in html
+    assert 'href="machines/canned-machine.html#figure-03-timing/read.tty"' in html  # its own row there
     assert ">1,300 ticks<" in html  # the median
     assert ">617 ns<" in html  # 1234 ticks at 2 GHz
     assert ">474 ticks<" in html  # the reference set, asked for by name
@@ -231,6 +234,73 @@ def test_each_set_has_a_page_with_its_provenance(app: SphinxTestApp) -> None:
     assert "03-timing/read.tty" in html  # every figure of the set is listed
     assert "Rubini, Linux Magazine, 2000" in _html(app, "machines/reference-2000")
     assert "This is the machine" not in _html(app, "machines/other-machine")
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_each_figure_links_to_its_own_row_on_its_sets_page(app: SphinxTestApp) -> None:
+    app.build()
+    links = set(re.findall(r'class="course-value" href="machines/([^"#]+)\.html#([^"]+)"', _html(app)))
+    assert ("canned-machine", "figure-03-timing/read.tty") in links
+    assert ("reference-2000", "figure-03-timing/read.tty") in links
+    for set_id, anchor in links:
+        page = _html(app, f"machines/{set_id}")
+        row = re.search(rf'<tr[^>]* id="{re.escape(anchor)}">(.*?)</tr>', page, re.S)
+        assert row, f"no row {anchor} on {set_id}'s page"
+        assert anchor.removeprefix("figure-") in row[1]
+    row = re.search(r'id="figure-03-timing/read.tty">(.*?)</tr>', _html(app, "machines/canned-machine"), re.S)
+    assert "1,234 ticks" in row[1] and "1,300 ticks" in row[1]
+
+
+def test_a_figures_anchor_is_one_of_its_own_and_needs_no_escaping() -> None:
+    names = ["03-timing/read.tty", "03-timing/read_tty", "03-timing/read tty", 'a"b<c>', "é", "_20_"]
+    anchors = [setdata.figure_anchor(name) for name in names]
+    assert anchors[0] == "figure-03-timing/read.tty"
+    assert len(set(anchors)) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9./_-]+", anchor) for anchor in anchors)
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_each_set_downloads_as_json_and_as_csv_with_a_row_a_measurement(app: SphinxTestApp) -> None:
+    app.build()
+    machines = Path(app.outdir) / "machines"
+    page = _html(app, "machines/canned-machine")
+    assert 'href="canned-machine.json" download>JSON</a>' in page
+    assert 'href="canned-machine.csv" download>CSV</a>' in page
+    stored = {}
+    for lesson in (Path(app.srcdir) / "results" / "canned-machine").glob("*.json"):
+        if lesson.name != "set.json":
+            stored.update(json.loads(lesson.read_text())["measurements"])
+    data = json.loads((machines / "canned-machine.json").read_text())
+    assert data["set"] == "canned-machine" and data["machine"]["cpu_model"] == "Canned CPU 1000"
+    assert {m["id"]: m["min"] for m in data["measurements"] if "min" in m} == {
+        key: m["min"] for key, m in stored.items() if "min" in m
+    }
+    rows = list(csv.DictReader(io.StringIO((machines / "canned-machine.csv").read_text())))
+    assert sorted(row["measurement"] for row in rows) == sorted(stored)
+    tty = next(row for row in rows if row["measurement"] == "03-timing/read.tty")
+    assert (tty["min"], tty["unit"], tty["min_ns"], tty["stamp_pair_subtracted"]) == ("1234", "ticks", "617.0", "30")
+    assert {path.name for path in machines.glob("*.csv")} == {
+        "canned-machine.csv",
+        "other-machine.csv",
+        "reference-2000.csv",
+    }
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-formula-set")
+def test_text_from_a_set_never_becomes_a_spreadsheet_formula(make_app, app: SphinxTestApp) -> None:
+    lesson = Path(app.srcdir) / "results" / "other-machine" / "03-timing.json"
+    data = json.loads(lesson.read_text())
+    key = next(iter(data["measurements"]))
+    data["measurements"][key]["command"] = '=HYPERLINK("http://evil.example/","x")'
+    data["measurements"]["03-timing/+1"] = {"status": "skipped", "reason": "@SUM(1)", "measured_at": "2026"}
+    lesson.write_text(json.dumps(data))
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    rebuilt.build()
+    text = (Path(rebuilt.outdir) / "machines" / "other-machine.csv").read_text()
+    rows = {row["measurement"]: row for row in csv.DictReader(io.StringIO(text))}
+    assert rows[key]["command"] == '\'=HYPERLINK("http://evil.example/","x")'
+    assert rows["03-timing/+1"]["reason"] == "'@SUM(1)"
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows.values() for cell in row.values() if cell)
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -565,3 +635,19 @@ def test_a_graphviz_figure_is_named_by_its_alt_text_not_its_dot_source(app: Sphi
     assert figure, "the figure is placed"
     assert 'role="img" aria-label="A step &lt;one&gt; leads to step two &amp; back."' in figure[0]
     assert "digraph" not in figure[0], "the DOT source is no fallback"
+
+
+def test_the_api_reference_documents_every_module_of_the_package() -> None:
+    import pkgutil
+
+    import course
+
+    root = Path(__file__).resolve().parents[1]
+    modules = {info.name for info in pkgutil.walk_packages(course.__path__, "course.")}
+    documented = set(
+        re.findall(
+            r"automodule:: (course[\w.]*)", "".join(page.read_text() for page in (root / "docs" / "api").glob("*.md"))
+        )
+    )
+    assert modules - documented == set(), "add these to a page of docs/api/"
+    assert documented - modules == set(), "these documented modules no longer exist"

@@ -27,6 +27,7 @@ read is recorded as a dependency, so new results rebuild exactly the pages using
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 import unicodedata
 from pathlib import Path
@@ -39,7 +40,7 @@ from sphinx.errors import SphinxError
 from sphinx.util import logging
 
 from course import __version__, store
-from course.sphinxext import code
+from course.sphinxext import code, setdata
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
@@ -132,12 +133,28 @@ def _merge(app: Sphinx, env: BuildEnvironment, docnames: set, other: BuildEnviro
 
 
 def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
-    """Point each value at its result set's provenance, with a URI right for this builder."""
+    """Point each value at its own row on its result set's page, with a URI right for this builder."""
+    data = data_of(app.env)
     for node in doctree.findall(course_value):
         try:
-            node["href"] = app.builder.get_relative_uri(docname, f"{app.config.course_machines_page}/{node['set_id']}")
+            page = app.builder.get_relative_uri(docname, f"{app.config.course_machines_page}/{node['set_id']}")
         except Exception:  # builders without pages (linkcheck, text) have no URI to give
             node["href"] = ""
+            continue
+        lookup = data.find(node["measurement"], node["set_id"])
+        row = f"#{setdata.figure_anchor(node['measurement'])}" if lookup and lookup.measurement else ""
+        node["href"] = page + row
+    # A set's data files sit beside its page in the output: their URI is relative to this page's.
+    for node in doctree.findall(setdata.course_data_link):
+        here = posixpath.dirname(app.builder.get_target_uri(docname))
+        node["href"] = posixpath.relpath(node["target"], here or ".")
+
+
+def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
+    """Each shown set's measurements as JSON and CSV beside its page, once the HTML build succeeded."""
+    if exception is None and app.builder.format == "html":
+        shown = [s for s in data_of(app.env).shown() if store.slug_safe(s.id) == s.id]
+        setdata.write(Path(app.outdir) / app.config.course_machines_page, shown)
 
 
 def _copy_commands_too(app: Sphinx, config: Any) -> None:
@@ -163,6 +180,12 @@ def setup(app: Sphinx) -> dict[str, Any]:
         latex=(lambda s, n: None, lambda s, n: None),
         text=(lambda s, n: None, lambda s, n: None),
     )
+    app.add_node(
+        setdata.course_data_link,
+        html=(setdata.visit_course_data_link, setdata.depart_course_data_link),
+        latex=(lambda s, n: None, lambda s, n: None),
+        text=(lambda s, n: None, lambda s, n: None),
+    )
     code.setup(app)
     app.add_role("measure", MeasureRole())
     app.add_directive("course-output", CourseOutput)
@@ -183,7 +206,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-purge-doc", _forget_doc)
     app.connect("env-merge-info", _merge)
     app.connect("doctree-resolved", _link_values)
+    app.connect("build-finished", _write_set_data)
     app.add_css_file("course.css")
+    app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)
     static = Path(__file__).parent / "static"
     app.connect("config-inited", lambda a, config: config.html_static_path.append(str(static)))
     app.setup_extension("sphinx_copybutton")

@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
+from typing import TYPE_CHECKING
 
-import matplotlib as mpl
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+# matplotlib is imported where a chart is drawn: an unchanged site build draws none, and importing
+# it would be a third of that build's time.
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Okabe and Ito's colour-blind-safe palette (without its black and yellow, unreadable on one of the two themes).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
@@ -64,6 +66,8 @@ class Bar:
 
 @contextmanager
 def _style() -> Iterator[None]:
+    import matplotlib as mpl
+
     rc = {
         "svg.fonttype": "none",  # text as <text>, not glyph outlines
         "text.parse_math": False,  # a label's $ is a dollar sign
@@ -100,6 +104,8 @@ def _number(value: float, _position: object = None) -> str:
 
 def _svg(figure: Figure, title: str, rows: list) -> str:
     """The figure as an inline <svg>: no XML prologue, sized in CSS px, its ink the page's text colour."""
+    import matplotlib as mpl
+
     out = io.StringIO()
     salt = hashlib.sha256(repr((title, rows)).encode()).hexdigest()[:12]  # stable ids, distinct between charts
     with mpl.rc_context({"svg.hashsalt": salt}):
@@ -141,6 +147,9 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     Each bar is named by its row (its measurement, and its set where a panel holds several),
     never by its colour alone.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     header = ("measurement", "result set", "figure", "panel (unit)", "what it is")
     if not bars:  # nothing measured yet (a fresh set, a new lab host): say so instead of drawing
         return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, [])
@@ -190,6 +199,9 @@ def histogram_chart(
     thousands of the peak; the samples above the 99th percentile are one last bar, labelled with
     how many they are (and up to where, when the maximum is known).
     """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     counts: list[int] = histogram["counts"]
     start, step = histogram["start"], histogram["width"]
     above = histogram.get("above", 0)
@@ -249,6 +261,9 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
     moments is what the chart is for. Points beyond the pooled 1st and 99th percentiles are
     clipped to their panel rather than stretching the scale.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     lines = [line for line in lines if line.values]
     relative = [[value / (statistics.median(line.values) or 1) * 100 for value in line.values] for line in lines]
     pooled = sorted(percent for series in relative for percent in series) or [100.0]

@@ -176,7 +176,9 @@ def describe(lookup: Lookup, field: str) -> str:
         parts[0] += " samples"
     overhead = measurement.get("overhead") or {}
     if overhead.get("ticks"):
-        parts.append(f"stamp-pair cost of {overhead['ticks']:,.0f} ticks subtracted")
+        # In the measurement's own unit: a guest's stamp pair costs emulated or icount ticks.
+        stamp_pair = format_value(overhead["ticks"], measurement.get("unit", "ticks"))
+        parts.append(f"stamp-pair cost of {stamp_pair} subtracted")
     if measurement.get("how"):
         parts.append(f"computed as {measurement['how']}")
     parts.append(f"result set {s.label}")

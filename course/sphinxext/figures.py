@@ -91,7 +91,7 @@ class MeasureRole(CourseMixin, SphinxRole):
         if field == "samples":
             text = f"{measurement.get('samples', 0):,}"
         elif field == "overhead":
-            text = format_value((measurement.get("overhead") or {}).get("ticks", 0), "ticks")
+            text = format_value((measurement.get("overhead") or {}).get("ticks", 0), unit)
         else:
             text = value_text(measurement, field, in_ns)
         node = course_value(

@@ -9,6 +9,7 @@ from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_tab
 from course.sphinxext.context import machine_link
 from course.sphinxext.data import Lookup, format_value, shown_from
 from course.sphinxext.figures import ratio_to_2000, real_ns
+from course.sphinxext.setdata import course_data_link, figure_anchor, file_names, measurements
 from course.store import ResultSet
 
 
@@ -46,25 +47,42 @@ class CourseMachine(CourseMixin, SphinxDirective):
             out.append(mitigation_list(result_set.machine))
         out += kernel_runs(result_set)
         out.append(nodes.rubric(text="Every figure of this set"))
-        rows = []
-        for lesson in sorted(result_set.lessons):
-            for key, measurement in sorted(result_set.lessons[lesson].get("measurements", {}).items()):
-                if measurement.get("status") != "ok":
-                    rows.append([key, measurement.get("status", ""), "", "", measurement.get("reason", "")[:80], ""])
-                    continue
-                field = "min" if measurement.get("min") is not None else "value" if "value" in measurement else "mean"
-                rows.append(
-                    [
-                        key,
-                        measurement.get("unit", ""),
-                        value_text(measurement, field, False),
-                        value_text(measurement, "median", False) if measurement.get("median") is not None else "",
-                        f"{measurement['samples']:,}" if isinstance(measurement.get("samples"), int) else "",
-                        str(measurement.get("measured_at", ""))[:19],
-                    ]
-                )
-        out.append(simple_table(["measurement", "unit", "min (or value)", "median", "samples", "measured"], rows))
+        out.append(self._downloads(result_set))
+        rows, anchors = [], []
+        for _, key, measurement in measurements(result_set):
+            anchors.append(figure_anchor(key))
+            if measurement.get("status") != "ok":  # "not run (why)" or "failed (why)" where the figure would be
+                when = str(measurement.get("measured_at", ""))[:19]
+                rows.append([key, measurement.get("unit", ""), value_text(measurement, "min", False), "", "", when])
+                continue
+            field = "min" if measurement.get("min") is not None else "value" if "value" in measurement else "mean"
+            rows.append(
+                [
+                    key,
+                    measurement.get("unit", ""),
+                    value_text(measurement, field, False),
+                    value_text(measurement, "median", False) if measurement.get("median") is not None else "",
+                    f"{measurement['samples']:,}" if isinstance(measurement.get("samples"), int) else "",
+                    str(measurement.get("measured_at", ""))[:19],
+                ]
+            )
+        table = simple_table(["measurement", "unit", "min (or value)", "median", "samples", "measured"], rows)
+        # Each row is the target of the links of its figure on the lessons' pages.
+        for row, anchor in zip(table.findall(nodes.row), [None, *anchors], strict=True):
+            if anchor:
+                row["ids"].append(anchor)
+        out.append(table)
         return out
+
+    def _downloads(self, result_set: ResultSet) -> nodes.paragraph:
+        """Links to the set's measurements as files; ``_link_values`` turns each target into a URI."""
+        paragraph = nodes.paragraph(text="Download every measurement of this set: ", classes=["course-data"])
+        for number, (form, name) in enumerate(file_names(result_set.id).items()):
+            if number:
+                paragraph += nodes.Text(" or ")
+            paragraph += course_data_link(form, form, target=f"{self.config.course_machines_page}/{name}")
+        paragraph += nodes.Text(" (one row a measurement, with its unit, statistics, and when and how it was taken).")
+        return paragraph
 
 
 def kernel_runs(result_set: ResultSet) -> list[nodes.Node]:

@@ -1,0 +1,163 @@
+"""Each result set's measurements as files to download (JSON and CSV), and the anchor of each figure's row.
+
+A reader who wants to redo a comparison needs the figures, not a screenshot of a table: the
+machine page of each set links a JSON file (every measurement whole, as stored) and a CSV file
+(one row a measurement, the columns a spreadsheet needs). Both are written beside the page in
+the HTML output, from the same loaded sets the pages show, and only when their bytes change.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from html import escape
+from pathlib import Path
+
+from docutils import nodes
+
+from course.sphinxext.figures import real_ns
+from course.store import ResultSet
+
+#: The CSV's columns, in order: what the figure is, its statistics, and how and where it was taken.
+CSV_COLUMNS = (
+    "set",
+    "lesson",
+    "measurement",
+    "status",
+    "unit",
+    "min",
+    "median",
+    "p90",
+    "p99",
+    "max",
+    "value",
+    "samples",
+    "calls_per_sample",
+    "tsc_hz",
+    "min_ns",
+    "median_ns",
+    "stamp_pair_subtracted",
+    "runner",
+    "acceleration",
+    "guest_kernel",
+    "measured_at",
+    "command",
+    "how",
+    "reason",
+)
+
+#: Characters that make a spreadsheet read a cell as a formula (CSV injection): text from an
+#: imported set starting with one of them is prefixed with an apostrophe, which shows it as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class course_data_link(nodes.Inline, nodes.TextElement):
+    """A link to one of a set's data files, which exist in the HTML output only (not in the sources).
+
+    ``target`` is the file's path in the output; its URI relative to the page is set when the
+    page is written (``href``). Not a docutils reference, which the link checker would look
+    for among the sources.
+    """
+
+
+def visit_course_data_link(translator, node: course_data_link) -> None:
+    translator.body.append(f'<a class="reference course-data-file" href="{escape(node.get("href", ""))}" download>')
+
+
+def depart_course_data_link(translator, node: course_data_link) -> None:
+    translator.body.append("</a>")
+
+
+def figure_anchor(measurement_id: str) -> str:
+    """The HTML id of a measurement's row on its set's page.
+
+    Letters, digits, ``.``, ``-`` and ``/`` stay as they are (ids read like the measurement);
+    anything else, ``_`` included, becomes ``_<hex>_``, so two measurements never share an id
+    and the id needs no escaping in a URL fragment.
+    """
+    return "figure-" + re.sub(r"[^A-Za-z0-9./-]", lambda found: f"_{ord(found[0]):x}_", measurement_id)
+
+
+def measurements(result_set: ResultSet) -> list[tuple[str, str, dict]]:
+    """``(lesson, measurement id, measurement)`` of every measurement of the set, sorted as its page lists them."""
+    return [
+        (lesson, key, measurement)
+        for lesson in sorted(result_set.lessons)
+        for key, measurement in sorted(result_set.lessons[lesson].get("measurements", {}).items())
+    ]
+
+
+def as_json(result_set: ResultSet) -> str:
+    """The set's machine and every measurement whole, one object each with its id and lesson."""
+    content = {
+        "set": result_set.id,
+        "label": result_set.label,
+        "kind": result_set.kind,
+        "citation": result_set.info.get("citation", ""),
+        "machine": result_set.machine,
+        "measurements": [
+            {"id": key, "lesson": lesson, **measurement} for lesson, key, measurement in measurements(result_set)
+        ],
+    }
+    return json.dumps(content, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def as_csv(result_set: ResultSet) -> str:
+    """One row a measurement: the columns of ``CSV_COLUMNS``, empty where a measurement has no such field."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for lesson, key, measurement in measurements(result_set):
+        row = {
+            **measurement,
+            "set": result_set.id,
+            "lesson": lesson,
+            "measurement": key,
+            "min_ns": real_ns(measurement, "min"),
+            "median_ns": real_ns(measurement, "median"),
+            "stamp_pair_subtracted": (measurement.get("overhead") or {}).get("ticks"),
+        }
+        writer.writerow([_cell(row.get(column)) for column in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def _cell(value: object) -> str:
+    """A CSV cell: numbers as written by Python, text kept from being read as a spreadsheet formula."""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def file_names(set_id: str) -> dict[str, str]:
+    """The download files of a set, by format, as named beside its page."""
+    return {"JSON": f"{set_id}.json", "CSV": f"{set_id}.csv"}
+
+
+def write(folder: Path, sets: list[ResultSet]) -> None:
+    """Write each set's files into ``folder`` (the machine pages' folder of the HTML output).
+
+    A file is rewritten only when its text changes, and files of sets no longer shown are
+    removed; nothing else in the folder is touched.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted: dict[str, str] = {}
+    for result_set in sets:
+        names = file_names(result_set.id)
+        wanted[names["JSON"]] = as_json(result_set)
+        wanted[names["CSV"]] = as_csv(result_set)
+    for old in [*folder.glob("*.json"), *folder.glob("*.csv")]:
+        if old.name not in wanted:
+            old.unlink()
+    for name, text in wanted.items():
+        path = folder / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            partial = path.with_name(f".{name}.partial")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(path)
