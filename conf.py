@@ -51,3 +51,8 @@ extlinks = {
     "man2": ("https://man7.org/linux/man-pages/man2/%s.2.html", "%s(2)"),
 }
 extlinks_detect_hardcoded_links = False  # the lessons cite some of these pages by hand, on purpose
+
+# `invoke linkcheck` checks the links above and the lessons' own (it needs the internet): patient
+# with slow servers, which a course read years from now will meet.
+linkcheck_timeout = 30
+linkcheck_retries = 2

@@ -232,6 +232,14 @@ def site_(c, strict=False):
     print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
 
 
+@task
+@_clear_errors
+def linkcheck(c):
+    """Check the site's external links (kernel sources, manual pages, tools); needs the internet, so no test runs it."""
+    if not commands.linkcheck(_layout(c), set_name=c.course.set):
+        raise Exit("some external links are broken; see the table above", code=1)
+
+
 @task(
     help={
         "force": "rerun every example even if nothing changed",
@@ -393,7 +401,7 @@ def results_import(c, archive, force=False):
 results = Collection("results", results_list, results_export, results_import)
 
 
-ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, clean, results)
+ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results)
 ns.add_task(site_, name="site")
 ns.configure(
     {

@@ -163,6 +163,29 @@ def build_site(layout: Layout, set_name: str | None = None, strict: bool = False
     return site.build_site(layout, strict=strict, current_set=current)
 
 
+def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
+    """Check the site's external links; print those that are broken or moved, and return whether none is broken."""
+    wanted = fingerprint.set_name(set_name)
+    current = wanted if (layout.results / wanted).is_dir() and not _imported(layout.results / wanted) else ""
+    print("checking every external link of the site (this needs the internet) ...", flush=True)
+    records = site.check_links(layout, current_set=current)
+    external = [r for r in records if r.get("status") not in ("unchecked", "ignored")]
+    shown = [r for r in external if r.get("status") in (*site.BROKEN, "redirected")]
+    if shown:
+        rows = [
+            [r["status"], f"{r.get('filename', '?')}:{r.get('lineno', '?')}", r.get("uri", ""), r.get("info", "")[:120]]
+            for r in sorted(shown, key=lambda r: (r["status"], r.get("filename", ""), r.get("lineno") or 0))
+        ]
+        print(report.table(["status", "page:line", "link", "what the server said"], rows))
+    broken = sum(1 for r in shown if r["status"] in site.BROKEN)
+    working = sum(1 for r in external if r.get("status") == "working")
+    print(
+        f"{working} of {len(external)} external links work; {broken} broken (full report: "
+        f"{layout.build / 'linkcheck' / 'output.txt'})"
+    )
+    return broken == 0
+
+
 def _imported(set_path: Path) -> bool:
     """Whether the set came by ``invoke results.import`` (it is never this machine's); unreadable: not said here."""
     try:

@@ -7,6 +7,7 @@ only the pages whose figures changed.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -76,6 +77,27 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") ->
                 "`invoke generate` remeasures what changed"
             )
     return time.monotonic() - started
+
+
+#: What Sphinx's link checker says of a link that a reader would find broken.
+BROKEN = ("broken", "timeout")
+
+
+def check_links(layout: Layout, *, current_set: str = "") -> list[dict]:
+    """Check every external link of the site (kernel sources, manual pages, tools); return Sphinx's records.
+
+    It needs the internet, so it is a task of its own (``invoke linkcheck``), never part of the
+    build or of the tests. Its doctrees are its own: a link check never makes the next HTML
+    build reread every page.
+    """
+    out = layout.build / "linkcheck"
+    command = sphinx_command(layout, "linkcheck", strict=False, current_set=current_set)
+    command[command.index("-d") + 1] = str(out / ".doctrees")
+    finished = subprocess.run(command, capture_output=True, text=True, errors="backslashreplace")
+    report = out / "output.json"
+    if finished.returncode not in (0, 1) or not report.is_file():  # 1: some link is broken, said in the report
+        raise SiteError(f"the link check failed (exit {finished.returncode}): {sphinx_reason(finished.stderr)}")
+    return [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def remove_stale_generated_pages(layout: Layout) -> list[Path]:
