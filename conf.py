@@ -44,7 +44,7 @@ html_extra_path = ["docs/_root"]
 
 # Kernel functions named in the lessons link to the source of the kernel the VM boots (Debian 12's
 # linux-image-amd64), system calls to their manual pages. The site is built offline: these are
-# checked only by the separate link check (`sphinx -b linkcheck`), never by the test suite.
+# checked only by the separate link check (`invoke linkcheck`), never by the test suite.
 course_guest_kernel = "6.1"
 extlinks = {
     "kfunc": (f"https://elixir.bootlin.com/linux/v{course_guest_kernel}/A/ident/%s", "%s()"),
