@@ -162,13 +162,23 @@ class CourseMitigations(CourseMixin, SphinxDirective):
         return [lead, mitigation_list(result_set.machine)]
 
 
+#: What a guest's TSC counts, where the set was measured only in a guest: its rate is no figure of the guest.
+GUEST_CLOCKS = {
+    "tcg-icount": "counts instructions (icount)",
+    "tcg": "emulated (the host's time spent emulating)",
+}
+
+
 def machine_summary(result_set) -> dict[str, str]:
     """The short description of a set's machine used in the overview."""
     machine = result_set.machine
+    clock = ""
     if only_in_guest(result_set):
         # Nothing of this set ran on the host's kernel: describe the guest it was measured in.
         guest = guest_machine(result_set)
         machine = {**guest, "virtualization": f"guest of {machine.get('virtualization', '?')}", "tsc_hz": None}
+        accelerations = {(data.get("kernel_run") or {}).get("acceleration") for data in result_set.lessons.values()}
+        clock = GUEST_CLOCKS.get(accelerations.pop(), "") if len(accelerations) == 1 else ""
     mitigations = machine.get("mitigations") or {}
     states = [state.split(":")[0].split(";")[0].strip() for state in mitigations.values()]
     counted = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states)) if states else "not recorded"
@@ -178,7 +188,7 @@ def machine_summary(result_set) -> dict[str, str]:
         "cpu": machine.get("cpu_model", "?"),
         "kernel": machine.get("kernel_release", "?"),
         "virtualization": machine.get("virtualization", "?"),
-        "tsc": (f"{rate / 1e9:.2f} GHz" if rate else "?") + (", invariant" if invariant else ""),
+        "tsc": clock or (f"{rate / 1e9:.2f} GHz" if rate else "?") + (", invariant" if invariant else ""),
         "mitigations": counted,
     }
 
