@@ -15,7 +15,7 @@ from sphinx.testing.util import SphinxTestApp
 
 from course import site
 from course.layout import Layout
-from course.sphinxext import setdata
+from course.sphinxext import machines, setdata
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -423,6 +423,9 @@ def test_a_set_measured_only_in_a_guest_is_described_by_the_guest(make_app, app:
     overview = _html(only_guest, "machines")
     row = overview.split("machines/other-machine.html", 1)[1].split("</tr>", 1)[0]
     assert "6.1.0-guest" in row and "QEMU Virtual CPU" in row and "6.12.0-other" not in row
+    # Its ticks are the guest's: the host's TSC rate would say nothing of them.
+    acceleration = content["kernel_run"]["acceleration"]
+    assert machines.GUEST_CLOCKS[acceleration] in row and "GHz" not in row
 
 
 # --- what the attacker's review found -----------------------------------------------------------
