@@ -464,7 +464,8 @@ def record_trace(run: LessonRun, job: dict, result: dict | None, console: str, s
         rounds = f"; the shortest of {len(found)} reads{returned}" if len(found) > 1 else returned.replace(",", ";", 1)
         run.captures[f"{run.lesson.name}/{job['trace']}.{kind}"] = {
             "text": graph.text(),
-            "command": f"{result['command']}   # {setup}{rounds}",
+            # The kind first: the command is the same for every kind (one run reads each open file).
+            "command": f"{result['command']}   # the read of {kind}: {setup}{rounds}",
             "measured_at": store.now(),
         }
 

@@ -160,7 +160,7 @@ def test_the_stored_graph_is_the_shortest_round_with_how_it_was_taken() -> None:
     assert "    ksys_read() {" in tty["text"].splitlines()
     command = tty["command"]
     assert command.startswith("build/code/02-read-path/readtrace /sys/kernel/tracing")
-    assert "function_graph from x64_sys_call __x64_sys_read" in command
+    assert "# the read of tty: function_graph from x64_sys_call __x64_sys_read" in command, "each graph names its file"
     assert "(not in this kernel: no_such_function_here)" in command, "a name the kernel lacked is said"
     assert "not into __x64_sys_write" in command and "kernel 6.1.0-56-amd64 (tcg)" in command
     assert command.endswith("the shortest of 3 reads, read returned 0")
