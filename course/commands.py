@@ -177,11 +177,13 @@ def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
             for r in sorted(shown, key=lambda r: (r["status"], r.get("filename", ""), r.get("lineno") or 0))
         ]
         print(report.table(["status", "page:line", "link", "what the server said"], rows))
+    # The full report named below is the JSON one: Sphinx's output.txt holds the servers' words raw,
+    # escape sequences included, which `cat` would play on the terminal.
     broken = sum(1 for r in shown if r["status"] in site.BROKEN)
     working = sum(1 for r in external if r.get("status") == "working")
     print(
         f"{working} of {len(external)} external links work; {broken} broken (full report: "
-        f"{layout.build / 'linkcheck' / 'output.txt'})"
+        f"{layout.build / 'linkcheck' / 'output.json'})"
     )
     return broken == 0
 

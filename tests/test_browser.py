@@ -400,6 +400,12 @@ return [row.tagName, row.id, row.textContent, box.top, box.bottom, innerHeight];
 """
 
 
+#: The right edge of the landed row's cell that shows ``arguments[0]``.
+CELL_RIGHT = """
+const cell = [...document.querySelector(':target').cells].find(c => c.textContent.includes(arguments[0]));
+return cell ? cell.getBoundingClientRect().right : null;
+"""
+
 #: The first figure of a minimum a finger can reach: scrolled into view, not under another element.
 FIRST_TAPPABLE = """
 for (const figure of document.querySelectorAll('article a.course-value[data-field="min"]')) {
@@ -437,6 +443,13 @@ def test_a_tap_shows_a_figures_note_and_a_second_tap_lands_on_its_own_row(built_
         assert tag == "TR" and figure_id == f"figure-{measurement}"
         assert measurement in text and shown in text, f"the row {text!r} is not the figure {shown!r}"
         assert top >= 0 and bottom <= height, "the row is not in view"
+        # On a phone, the cell with the figure itself is in view too, beside the row's name.
+        right = browser.execute_script(CELL_RIGHT, shown)
+        assert right is not None and right <= browser.execute_script("return innerWidth"), (
+            f"{shown!r} is off-screen to the right of its row ({right} px)"
+        )
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / "figure-row-on-a-phone.png"))
     finally:
         browser.set_window_size(1300, 2000)
 

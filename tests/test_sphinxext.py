@@ -57,9 +57,17 @@ def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> Non
         "Other machine",
         "2000 ÷ this machine (ns)",
     ]
-    assert "1,234 ticks / 1,300 (617 ns)" in table
-    assert "456 ticks / 470" in table
+    assert "1,234 ticks (617 ns) / 1,300" in table
+    assert "456 ticks (228 ns) / 470" in table  # the ns beside the minimum they convert
     assert "—" in table  # no 2000 figure for the pipe
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_table_has_no_column_of_dashes_for_a_2000_that_measured_none_of_its_rows(app: SphinxTestApp) -> None:
+    app.build()
+    plain, with_ratio = _html(app, "today").split('<table class="course-table')[1:3]
+    assert "2000 reference" not in plain and "Canned machine (this machine)" in plain
+    assert "2000 reference" in with_ratio, "the ratio to 2000 keeps its column, to say there is none"
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -278,7 +286,7 @@ def test_each_set_downloads_as_json_and_as_csv_with_a_row_a_measurement(app: Sph
     rows = list(csv.DictReader(io.StringIO((machines / "canned-machine.csv").read_text())))
     assert sorted(row["measurement"] for row in rows) == sorted(stored)
     tty = next(row for row in rows if row["measurement"] == "03-timing/read.tty")
-    assert (tty["min"], tty["unit"], tty["min_ns"], tty["stamp_pair_subtracted"]) == ("1234", "ticks", "617.0", "30")
+    assert (tty["min"], tty["unit"], tty["min_ns"], tty["stamp_pair_subtracted"]) == ("1234", "ticks", "617", "30")
     assert {path.name for path in machines.glob("*.csv")} == {
         "canned-machine.csv",
         "other-machine.csv",
@@ -293,6 +301,11 @@ def test_text_from_a_set_never_becomes_a_spreadsheet_formula(make_app, app: Sphi
     key = next(iter(data["measurements"]))
     data["measurements"][key]["command"] = '=HYPERLINK("http://evil.example/","x")'
     data["measurements"]["03-timing/+1"] = {"status": "skipped", "reason": "@SUM(1)", "measured_at": "2026"}
+    data["measurements"]["03-timing/semicolon"] = {
+        "status": "skipped",
+        "reason": 'not run;=HYPERLINK("x")',
+        "measured_at": "2026",
+    }
     lesson.write_text(json.dumps(data))
     rebuilt = make_app("html", srcdir=app.srcdir)
     rebuilt.build()
@@ -300,7 +313,38 @@ def test_text_from_a_set_never_becomes_a_spreadsheet_formula(make_app, app: Sphi
     rows = {row["measurement"]: row for row in csv.DictReader(io.StringIO(text))}
     assert rows[key]["command"] == '\'=HYPERLINK("http://evil.example/","x")'
     assert rows["03-timing/+1"]["reason"] == "'@SUM(1)"
+    # Quoted whole: a spreadsheet splitting on ";" sees one cell of text, not a formula after the ";".
+    assert '"not run;=HYPERLINK(""x"")"' in text
+
     assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows.values() for cell in row.values() if cell)
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-copied-figure")
+def test_a_figure_copied_into_another_lessons_file_is_neither_a_row_nor_a_download(
+    make_app, app: SphinxTestApp
+) -> None:
+    """A hand-made set may hold a figure's id twice; the page and the files keep the one the lessons show."""
+    other = Path(app.srcdir) / "results" / "other-machine"
+    timing = json.loads((other / "03-timing.json").read_text())
+    key = next(k for k, m in timing["measurements"].items() if m.get("min"))
+    forged = {**timing["measurements"][key], "min": 1, "id": "01-forged/x", "lesson": "01-forged"}
+    kernel = json.loads((other / "04-kernel-read.json").read_text())
+    kernel["measurements"][key] = forged
+    (other / "04-kernel-read.json").write_text(json.dumps(kernel))
+    timing["measurements"][key] = {**timing["measurements"][key], "id": "01-forged/y"}
+    (other / "03-timing.json").write_text(json.dumps(timing))
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    rebuilt.build()
+    page = _html(rebuilt, "machines/other-machine")
+    assert page.count(f'id="{setdata.figure_anchor(key)}"') == 1
+    machines_out = Path(rebuilt.outdir) / "machines"
+    data = json.loads((machines_out / "other-machine.json").read_text())
+    shown = [m for m in data["measurements"] if m["id"] == key]
+    assert len(shown) == 1 and shown[0]["min"] == timing["measurements"][key]["min"]
+    assert shown[0]["lesson"] == "03-timing", "a measurement's own fields never rename it"
+    assert not any(m["id"].startswith("01-forged") for m in data["measurements"])
+    table = list(csv.DictReader(io.StringIO((machines_out / "other-machine.csv").read_text())))
+    assert [row["min"] for row in table if row["measurement"] == key] == [str(timing["measurements"][key]["min"])]
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -378,7 +422,7 @@ HOSTILE = (
 def test_strings_from_a_result_set_are_text_never_markup(make_app, app: SphinxTestApp) -> None:
     results = Path(app.srcdir) / "results"
     info = json.loads((results / "other-machine" / "set.json").read_text())
-    info["label"] = HOSTILE
+    info["label"] = HOSTILE + " \u202egnp.exe"  # a bidi override would show the rest of a note reversed
     info["machine"]["cpu_model"] = "<script>alert(3)</script> {include}`/etc/passwd`"
     info["machine"]["kernel_release"] = "```{raw} html\n<script>alert(4)</script>\n```"
     info["machine"]["mitigations"] = {"<script>x</script>": "<script>alert(5)</script>"}
@@ -389,6 +433,9 @@ def test_strings_from_a_result_set_are_text_never_markup(make_app, app: SphinxTe
         html = _html(rebuilt, page)
         assert "<script>alert" not in html and "<img src=x" not in html and "<b>bold</b>" not in html, page
         assert "root:x:0:0" not in html, f"{page} includes /etc/passwd"
+    titles = re.findall(r'title="([^"]*)"', _html(rebuilt, "index"))
+    assert any("Evil" in title for title in titles), "the hostile set's figures have notes"
+    assert not any("\u202e" in title or "\n" in title for title in titles), "a note is one line of visible text"
     page = _html(rebuilt, "machines/other-machine")
     # The label is the page's title, shown as the characters it holds.
     assert "Evil ```{include} /etc/passwd ``` " in page

@@ -36,7 +36,7 @@ INK = "#010203"
 
 #: The chart's width in CSS px at its natural size. With FONT, the smallest text, a chart shown
 #: down to MIN_WIDTH px (the CSS keeps it no narrower) still has labels of 10 px or more.
-WIDTH = 480
+WIDTH = 460  # with FONT, MIN_WIDTH is 354 px: a chart fits a 390 px phone's text column (358 px)
 FONT = 13
 MIN_WIDTH = math.ceil(WIDTH * 10 / FONT)
 

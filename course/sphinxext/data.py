@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import unicodedata
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,8 +164,17 @@ def to_ns(ticks: float | None, tsc_hz: float | None) -> float | None:
     return ticks / tsc_hz * 1e9 if tsc_hz and ticks is not None else None
 
 
-def describe(lookup: Lookup, field: str) -> str:
-    """The hover text of a value: what it is, how it was taken, where and when."""
+def one_line(text: str) -> str:
+    """``text`` on one line, without invisible characters: control and format characters (a bidi
+    override, which would show the rest of a note reversed) and line separators become spaces.
+
+    Hover notes and the touch note are plain text built from result sets, which may be anyone's.
+    """
+    return "".join(" " if unicodedata.category(char)[0] in "CZ" and char != " " else char for char in text)
+
+
+def describe(lookup: Lookup, field: str, in_ns: bool = False) -> str:
+    """The hover text of a value: what it is, how it was taken, where and when (and, in ns, from what)."""
     measurement = lookup.measurement or {}
     s = lookup.result_set
     parts = [
@@ -181,9 +191,13 @@ def describe(lookup: Lookup, field: str) -> str:
         parts.append(f"stamp-pair cost of {stamp_pair} subtracted")
     if measurement.get("how"):
         parts.append(f"computed as {measurement['how']}")
+    raw, rate = measurement.get(field), measurement.get("tsc_hz")
+    if in_ns and isinstance(raw, (int, float)) and rate:
+        # The machine page lists ticks: say which ones this nanosecond figure converts.
+        parts.append(f"{format_value(raw, measurement.get('unit', 'ticks'))} at the TSC rate of {rate / 1e6:,.0f} MHz")
     parts.append(f"result set {s.label}")
     if measurement.get("measured_at"):
         parts.append(f"measured {measurement['measured_at']}")
     if s.info.get("citation"):
         parts.append(s.info["citation"])
-    return "; ".join(parts)
+    return one_line("; ".join(parts))

@@ -97,7 +97,7 @@ class MeasureRole(CourseMixin, SphinxRole):
         node = course_value(
             self.rawtext,
             text,
-            title=describe(lookup, field),
+            title=describe(lookup, field, in_ns),
             measurement=measurement_id,
             set_id=lookup.result_set.id,
             field=field + ("-ns" if in_ns else ""),
@@ -157,16 +157,17 @@ class CourseTable(MeasurementsDirective):
     def run(self) -> list[nodes.Node]:
         rows = self.rows()
         looked = [(key, label, self.lookups(key)) for key, label in rows]
-        # One column per set: the reference and this machine always, the others where they have a figure.
+        in_ns = "ns" in self.options
+        ratio = "vs-2000" in self.options
+        # One column per set: this machine's always, the reference where the ratio needs it, and the
+        # others (the reference too) where they have a figure: a column of dashes only takes room.
         keep = [
             result_set.id
             for result_set in self.data.shown()
-            if result_set.kind == "reference"
+            if (result_set.kind == "reference" and ratio)
             or result_set.id == self.data.current_id
             or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
         ]
-        in_ns = "ns" in self.options
-        ratio = "vs-2000" in self.options
         columns = 1 + len(keep) + ratio
         table = nodes.table(classes=["course-table"])
         if self.options.get("caption"):
@@ -197,7 +198,8 @@ class CourseTable(MeasurementsDirective):
         if field:
             return [table]
         text = (
-            "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted, and below "
+            "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted (a stamp "
+            "pair's own row is that cost), and below "
             "them the 90th and 99th percentiles (the spread). "
             'The 2000 figures are Rubini\'s (Linux Magazine, 2000): a best-of-N on his "500MHz box" '
             "(a Pentium-class CPU, whose TSC counted core clock cycles); "
@@ -233,12 +235,12 @@ class CourseTable(MeasurementsDirective):
         if measurement.get("status") != "ok":
             return nodes.emphasis(text=value_text(measurement, "min", False))
         text = value_text(measurement, "min", False)
-        if measurement.get("median") is not None:
-            text += " / " + value_text(measurement, "median", False).split(" ")[0]
         # Emulated and icount ticks have no ns, rate or not; a figure already in ns needs no second one.
         ns = real_ns(measurement) if in_ns and measurement.get("unit", REAL_TICKS) == REAL_TICKS else None
         if ns is not None:
-            text += f" ({format_value(ns, 'ns')})"
+            text += f" ({format_value(ns, 'ns')})"  # beside the minimum it converts, not after the median
+        if measurement.get("median") is not None:
+            text += " / " + value_text(measurement, "median", False).split(" ")[0]
         value = course_value(text, text, title=describe(lookup, "min"), measurement=key, set_id=lookup.result_set.id)
         if measurement.get("p90") is None:
             return value

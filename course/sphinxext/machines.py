@@ -48,25 +48,32 @@ class CourseMachine(CourseMixin, SphinxDirective):
         out += kernel_runs(result_set)
         out.append(nodes.rubric(text="Every figure of this set"))
         out.append(self._downloads(result_set))
+        headers = ["measurement", "min (or value)", "in ns", "median", "median in ns", "samples", "measured"]
         rows, anchors = [], []
         for _, key, measurement in measurements(result_set):
             anchors.append(figure_anchor(key))
+            when = str(measurement.get("measured_at", ""))[:19]
             if measurement.get("status") != "ok":  # "not run (why)" or "failed (why)" where the figure would be
-                when = str(measurement.get("measured_at", ""))[:19]
-                rows.append([key, measurement.get("unit", ""), value_text(measurement, "min", False), "", "", when])
+                rows.append([key, value_text(measurement, "min", False), "", "", "", "", when])
                 continue
             field = "min" if measurement.get("min") is not None else "value" if "value" in measurement else "mean"
+            has_median = measurement.get("median") is not None
+            # The ns a lesson shows for a figure are on its row too: only for real ticks (and ns themselves).
+            in_ns = [real_ns(measurement, name) for name in (field, "median")]
             rows.append(
                 [
                     key,
-                    measurement.get("unit", ""),
                     value_text(measurement, field, False),
-                    value_text(measurement, "median", False) if measurement.get("median") is not None else "",
+                    format_value(in_ns[0], "ns") if in_ns[0] is not None else "",
+                    value_text(measurement, "median", False) if has_median else "",
+                    format_value(in_ns[1], "ns") if in_ns[1] is not None and has_median else "",
                     f"{measurement['samples']:,}" if isinstance(measurement.get("samples"), int) else "",
-                    str(measurement.get("measured_at", ""))[:19],
+                    when,
                 ]
             )
-        table = simple_table(["measurement", "unit", "min (or value)", "median", "samples", "measured"], rows)
+        # A column empty for the whole set (the article printed no medians) only takes a phone's width.
+        used = [i for i, header in enumerate(headers) if i == 0 or any(row[i] for row in rows)]
+        table = simple_table([headers[i] for i in used], [[row[i] for i in used] for row in rows])
         # Each row is the target of the links of its figure on the lessons' pages.
         for row, anchor in zip(table.findall(nodes.row), [None, *anchors], strict=True):
             if anchor:

@@ -2,7 +2,7 @@
 
 A reader who wants to redo a comparison needs the figures, not a screenshot of a table: the
 machine page of each set links a JSON file (every measurement whole, as stored) and a CSV file
-(one row a measurement, the columns a spreadsheet needs). Both are written beside the page in
+(one row a measurement, the columns of the fields the set has). Both are written beside the page in
 the HTML output, from the same loaded sets the pages show, and only when their bytes change.
 """
 
@@ -46,7 +46,12 @@ CSV_COLUMNS = (
     "command",
     "how",
     "reason",
+    "note",
+    "source",
 )
+
+#: Columns every CSV has; the others only where some measurement of the set has that field.
+KEY_COLUMNS = ("set", "lesson", "measurement", "status")
 
 #: Characters that make a spreadsheet read a cell as a formula (CSV injection): text from an
 #: imported set starting with one of them is prefixed with an apostrophe, which shows it as text.
@@ -81,12 +86,20 @@ def figure_anchor(measurement_id: str) -> str:
 
 
 def measurements(result_set: ResultSet) -> list[tuple[str, str, dict]]:
-    """``(lesson, measurement id, measurement)`` of every measurement of the set, sorted as its page lists them."""
-    return [
-        (lesson, key, measurement)
-        for lesson in sorted(result_set.lessons)
-        for key, measurement in sorted(result_set.lessons[lesson].get("measurements", {}).items())
+    """``(lesson, measurement id, measurement)`` of every measurement the site shows, sorted by lesson and id.
+
+    Only the measurement that the lessons' pages find under an id is listed (``ResultSet.measurement``:
+    the file its id names, else the reference file). A copy of it in another lesson's file, which a
+    hand-made set may hold, would be a second row with the same anchor, where a figure's link
+    could land on a number the page does not show.
+    """
+    found = [
+        (key.split("/", 1)[0], key, measurement)
+        for data in result_set.lessons.values()
+        for key, measurement in data.get("measurements", {}).items()
+        if result_set.measurement(key) is measurement
     ]
+    return sorted(found, key=lambda item: item[:2])
 
 
 def as_json(result_set: ResultSet) -> str:
@@ -98,7 +111,7 @@ def as_json(result_set: ResultSet) -> str:
         "citation": result_set.info.get("citation", ""),
         "machine": result_set.machine,
         "measurements": [
-            {"id": key, "lesson": lesson, **measurement} for lesson, key, measurement in measurements(result_set)
+            {**measurement, "id": key, "lesson": lesson} for lesson, key, measurement in measurements(result_set)
         ],
     }
     return json.dumps(content, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
@@ -107,8 +120,10 @@ def as_json(result_set: ResultSet) -> str:
 def as_csv(result_set: ResultSet) -> str:
     """One row a measurement: the columns of ``CSV_COLUMNS``, empty where a measurement has no such field."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    # Every cell quoted: where a spreadsheet splits on ";" (locales with a decimal comma), an unquoted
+    # cell "a;=HYPERLINK(...)" would become two, the second a formula.
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    rows = []
     for lesson, key, measurement in measurements(result_set):
         row = {
             **measurement,
@@ -119,7 +134,12 @@ def as_csv(result_set: ResultSet) -> str:
             "median_ns": real_ns(measurement, "median"),
             "stamp_pair_subtracted": (measurement.get("overhead") or {}).get("ticks"),
         }
-        writer.writerow([_cell(row.get(column)) for column in CSV_COLUMNS])
+        rows.append({column: _cell(row.get(column)) for column in CSV_COLUMNS})
+    # A set that has no medians (the article printed minima only) gets no column of empty cells.
+    columns = [c for c in CSV_COLUMNS if c in KEY_COLUMNS or any(row[c] for row in rows)]
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row[column] for column in columns])
     return out.getvalue()
 
 
@@ -129,6 +149,8 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))  # a whole number of ticks, as the page shows it
     if isinstance(value, (int, float)):
         return repr(value)
     text = str(value)
