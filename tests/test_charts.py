@@ -169,3 +169,28 @@ def test_a_timeline_clips_outliers_to_the_frame() -> None:
 def test_a_chart_with_no_figures_says_so_instead_of_failing() -> None:
     chart = bar_chart([], "Median <cost>")
     assert "no figures to draw yet" in chart.svg and "&lt;cost&gt;" in chart.svg and chart.rows == []
+
+
+def test_a_panel_of_several_sets_names_each_row_by_what_tells_its_set_apart() -> None:
+    kernels = ["6.1", "6.12", "6.1-rt"]
+    bars = [
+        Bar(
+            group,
+            f"QEMU -icount, Debian {kernel} guest (deterministic path lengths)",
+            value,
+            f"{value} icount ticks",
+            unit="icount ticks",
+            panel="icount ticks",
+        )
+        for group in ("kernel_read, tty", "read_iter, tty")
+        for value, kernel in zip((2000, 2100, 2600), kernels, strict=True)
+    ]
+    chart = bar_chart(bars, "Kernel reads")
+    texts = " ".join(_texts(chart.svg))
+    for kernel in kernels:
+        assert f"kernel_read, tty · {kernel}" in texts
+    assert texts.count("deterministic path lengths") == 1, "what the sets share is said once, in the title"
+    (title,) = _panels(chart.svg)
+    assert "QEMU -icount, Debian … guest" in title
+    # The table under the chart keeps each set's whole name.
+    assert {row[1] for row in chart.rows} == {bar.series for bar in bars}

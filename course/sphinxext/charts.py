@@ -131,10 +131,36 @@ def _wrap(label: str) -> str:
     return textwrap.fill(label, 22, break_long_words=True, break_on_hyphens=False)
 
 
-def _row_names(inside: list[Bar]) -> list[str]:
-    """Each bar's row name: its measurement, and its set too where the panel holds several sets."""
-    several = len({bar.series for bar in inside}) > 1
-    return [_wrap(f"{bar.group} · {bar.series}" if several else bar.group) for bar in inside]
+def _row_names(inside: list[Bar]) -> tuple[list[str], str]:
+    """Each bar's row name, and what the panel's sets have in common (empty if one set or nothing).
+
+    The name is the bar's measurement, and its set too where the panel holds several sets. Only
+    what tells the sets apart goes into the row ("6.1-rt" of "QEMU -icount, Debian 6.1-rt guest
+    (...)"); what they share is said once, in the panel's title.
+    """
+    series = list(dict.fromkeys(bar.series for bar in inside))
+    if len(series) < 2:
+        return [_wrap(bar.group) for bar in inside], ""
+    short, shared = _distinct_parts(series)
+    return [_wrap(f"{bar.group} · {short[bar.series]}") for bar in inside], shared
+
+
+def _distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
+    """Each name without the words all of them begin and end with, and those words around an ellipsis."""
+    words = [name.split(" ") for name in names]
+    head = 0
+    while all(len(w) > head + 1 for w in words) and len({w[head] for w in words}) == 1:
+        head += 1
+    tail = 0
+    while all(len(w) > head + tail + 1 for w in words) and len({w[-1 - tail] for w in words}) == 1:
+        tail += 1
+    if not head and not tail:
+        return {name: name for name in names}, ""
+    short = {name: " ".join(w[head : len(w) - tail]) for name, w in zip(names, words, strict=True)}
+    if len(set(short.values())) < len(names):  # never two sets under one name
+        return {name: name for name in names}, ""
+    shared = " ".join([*words[0][:head], "…", *words[0][len(words[0]) - tail :]])
+    return short, shared
 
 
 def bar_chart(bars: list[Bar], title: str) -> Chart:
@@ -156,13 +182,14 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     panels = list(dict.fromkeys(bar.panel or bar.unit for bar in bars))
     rows = [(bar.group, bar.series, bar.label, bar.panel or bar.unit, bar.note) for bar in bars]
     inside_each = [[bar for bar in bars if (bar.panel or bar.unit) == panel] for panel in panels]
-    labels_each = [_row_names(inside) for inside in inside_each]
+    named = [_row_names(inside) for inside in inside_each]
+    labels_each = [labels for labels, _ in named]
     # Each panel as tall as its rows, a row as tall as its longest (wrapped) name.
     heights = [len(names) * max(name.count("\n") + 1 for name in names) + 1.5 for names in labels_each]
     with _style():
         figure = Figure(figsize=(WIDTH / 72, (sum(heights) * 24 + len(panels) * 64) / 72), layout="constrained")
         axes = figure.subplots(len(panels), 1, squeeze=False, height_ratios=heights)
-        for ax, panel, inside, labels in zip(axes[:, 0], panels, inside_each, labels_each, strict=True):
+        for ax, panel, inside, (labels, shared) in zip(axes[:, 0], panels, inside_each, named, strict=True):
             top = max((bar.value for bar in inside if bar.value is not None), default=0.0) or 1.0
             widest = 0
             for row, bar in enumerate(inside):
@@ -183,7 +210,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
             ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.xaxis.set_major_formatter(FuncFormatter(_number))
             ax.grid(axis="x")
-            ax.set_title(panel, wrap=True)
+            ax.set_title(f"{panel}: {shared}" if shared else panel, wrap=True)
             ax.set_xlabel(panel.split(":")[0].split(" (")[0])  # the unit, without the machine
             ax.tick_params(axis="y", length=0)
         svg = _svg(figure, title, rows)
