@@ -211,8 +211,8 @@ class CourseDownloads(SphinxDirective):
                 relative = path.relative_to(root).as_posix()
                 item = nodes.list_item()
                 paragraph = nodes.paragraph()
-                paragraph += download_link(relative, path.relative_to(folder).as_posix())
-                paragraph += nodes.Text(f" ({'kernel module' if part == 'kernel' else 'user space'})")
+                # The whole path: a lesson may have a lesson.toml (or a Makefile) on each side.
+                paragraph += download_link(relative, relative)
                 item += paragraph
                 items += item
                 self.env.note_dependency(str(path))
