@@ -393,24 +393,26 @@ def _tap(browser, element) -> None:
     actions.perform()
 
 
-#: The row a link landed on, and where it is in the window.
+#: The row a link landed on (the target, or the row of a target cell), and where it is in the window.
 TARGET = """
-const row = document.querySelector(':target');
-if (!row) return null;
+const target = document.querySelector(':target');
+if (!target) return null;
+const row = target.closest('tr');
 const box = row.getBoundingClientRect();
-return [row.tagName, row.id, row.textContent, box.top, box.bottom, innerHeight];
+return [row.id, row.textContent, box.top, box.bottom, innerHeight];
 """
 
 
 #: The right edge of the landed row's cell that shows ``arguments[0]``.
 CELL_RIGHT = """
-const cell = [...document.querySelector(':target').cells].find(c => c.textContent.includes(arguments[0]));
+const row = document.querySelector(':target').closest('tr');
+const cell = [...row.cells].slice(1).find(c => c.textContent.trim() === arguments[0]);
 return cell ? cell.getBoundingClientRect().right : null;
 """
 
-#: The first figure of a minimum a finger can reach: scrolled into view, not under another element.
+#: The first figure of a field (``arguments[0]``) a finger can reach: in view, not under another element.
 FIRST_TAPPABLE = """
-for (const figure of document.querySelectorAll('article a.course-value[data-field="min"]')) {
+for (const figure of document.querySelectorAll(`article a.course-value[data-field="${arguments[0]}"]`)) {
   figure.scrollIntoView({block: 'center', behavior: 'instant'});
   const box = figure.getBoundingClientRect();
   if (document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2)?.closest('a') === figure) return figure;
@@ -419,39 +421,44 @@ return null;
 """
 
 
-def test_a_tap_shows_a_figures_note_and_a_second_tap_lands_on_its_own_row(built_site: Layout, browser) -> None:
+@pytest.mark.parametrize(
+    ("page", "field"), [("03-timing", "min"), ("01-user-kernel", "median"), ("03-timing", "min-ns")]
+)
+def test_a_tap_shows_a_figures_note_and_a_second_tap_lands_on_it(built_site: Layout, browser, page, field) -> None:
+    """On a phone: the note, then the figure's row on its machine's page with the figure's own cell in view."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.set_window_size(390, 844)
     try:
-        browser.get((built_site.html / "lessons/03-timing.html").as_uri())
-        figure = browser.execute_script(FIRST_TAPPABLE)
-        assert figure is not None, "no figure of a minimum can be tapped on lesson 3"
-        page, note_text, shown = browser.current_url, figure.get_attribute("title"), figure.text
+        browser.get((built_site.html / f"lessons/{page}.html").as_uri())
+        figure = browser.execute_script(FIRST_TAPPABLE, field)
+        assert figure is not None, f"no figure of field {field} can be tapped on {page}"
+        url, note_text, shown = browser.current_url, figure.get_attribute("title"), figure.text
+        measurement = figure.get_attribute("data-measurement")
         _tap(browser, figure)
         notes = browser.find_elements(By.CSS_SELECTOR, ".course-note")
-        assert browser.current_url == page, "the first tap follows the link instead of showing the note"
+        assert browser.current_url == url, "the first tap follows the link instead of showing the note"
         assert len(notes) == 1 and notes[0].is_displayed() and note_text in notes[0].text
         _tap(browser, figure)
-        WebDriverWait(browser, 5).until(lambda b: b.current_url != page)
+        WebDriverWait(browser, 5).until(lambda b: b.current_url != url)
         assert browser.current_url.startswith((built_site.html / "docs/machines").as_uri())
         # The theme scrolls smoothly: wait for the row to come to rest in view.
         WebDriverWait(browser, 5).until(
-            lambda b: (found := b.execute_script(TARGET)) and 0 <= found[3] < found[4] <= found[5]
+            lambda b: (found := b.execute_script(TARGET)) and 0 <= found[2] < found[3] <= found[4]
         )
-        tag, figure_id, text, top, bottom, height = browser.execute_script(TARGET)
-        measurement = unquote(urlparse(browser.current_url).fragment).removeprefix("figure-")
-        assert tag == "TR" and figure_id == f"figure-{measurement}"
+        row_id, text, *_ = browser.execute_script(TARGET)
+        assert row_id == figure_anchor(measurement)
         assert measurement in text and shown in text, f"the row {text!r} is not the figure {shown!r}"
-        assert top >= 0 and bottom <= height, "the row is not in view"
-        # On a phone, the cell with the figure itself is in view too, beside the row's name.
-        right = browser.execute_script(CELL_RIGHT, shown)
-        assert right is not None and right <= browser.execute_script("return innerWidth"), (
-            f"{shown!r} is off-screen to the right of its row ({right} px)"
+        # On a phone the row is wider than the screen: the cell with the figure itself is in view.
+        WebDriverWait(browser, 5).until(
+            lambda b: (
+                (right := b.execute_script(CELL_RIGHT, shown)) is not None
+                and right <= b.execute_script("return innerWidth")
+            )
         )
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOTS / "figure-row-on-a-phone.png"))
+        browser.save_screenshot(str(SCREENSHOTS / f"figure-{field}-on-a-phone.png"))
     finally:
         browser.set_window_size(1300, 2000)
 

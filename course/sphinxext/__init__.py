@@ -142,8 +142,9 @@ def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
             node["href"] = ""
             continue
         lookup = data.find(node["measurement"], node["set_id"])
-        row = f"#{setdata.figure_anchor(node['measurement'])}" if lookup and lookup.measurement else ""
-        node["href"] = page + row
+        if lookup and lookup.measurement:
+            page += "#" + setdata.figure_target(node["measurement"], node.get("field", "min"), lookup.measurement)
+        node["href"] = page
     # A set's data files sit beside its page in the output: their URI is relative to this page's.
     for node in doctree.findall(setdata.course_data_link):
         here = posixpath.dirname(app.builder.get_target_uri(docname))

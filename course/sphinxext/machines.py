@@ -74,10 +74,18 @@ class CourseMachine(CourseMixin, SphinxDirective):
         # A column empty for the whole set (the article printed no medians) only takes a phone's width.
         used = [i for i, header in enumerate(headers) if i == 0 or any(row[i] for row in rows)]
         table = simple_table([headers[i] for i in used], [[row[i] for i in used] for row in rows])
-        # Each row is the target of the links of its figure on the lessons' pages.
+        table["classes"].append("course-figures")
+        # Each row is the target of the links of its figure on the lessons' pages, and the cells of a
+        # median or of nanoseconds the targets of links to those (on a phone, a row is wider than the screen).
+        cell_fields = {"in ns": "min-ns", "median": "median", "median in ns": "median-ns"}
+        shown = [headers[i] for i in used]
         for row, anchor in zip(table.findall(nodes.row), [None, *anchors], strict=True):
-            if anchor:
-                row["ids"].append(anchor)
+            if not anchor:
+                continue
+            row["ids"].append(anchor)
+            for header, cell in zip(shown, row.children, strict=True):
+                if header in cell_fields and cell.astext():
+                    cell["ids"].append(f"{anchor}~{cell_fields[header]}")
         out.append(table)
         return out
 
@@ -277,6 +285,9 @@ def provenance(result_set) -> list[tuple[str, str]]:
             continue
         if isinstance(value, list):
             value = ", ".join(value)
+        if only_in_guest(result_set):
+            # Every figure came from the guest (its own section below): these fields are the host's.
+            name = f"host {name}"
         rows.append((name, f"{value:,}" if isinstance(value, int) else str(value)))
     rows.append(("last measured", result_set.updated() or "unknown"))
     return rows

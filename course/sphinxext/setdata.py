@@ -17,6 +17,7 @@ from pathlib import Path
 
 from docutils import nodes
 
+from course.sphinxext.data import format_value
 from course.sphinxext.figures import real_ns
 from course.store import ResultSet
 
@@ -83,6 +84,33 @@ def figure_anchor(measurement_id: str) -> str:
     and the id needs no escaping in a URL fragment.
     """
     return "figure-" + re.sub(r"[^A-Za-z0-9./-]", lambda found: f"_{ord(found[0]):x}_", measurement_id)
+
+
+#: The fields of a figure that have a cell of their own on the set's page, after its row's own.
+CELL_FIELDS = ("min-ns", "median", "median-ns")
+
+
+def figure_target(measurement_id: str, field: str, measurement: dict) -> str:
+    """Where a link to ``field`` of a measurement lands: its own cell where it has one, else its row.
+
+    A cell's id is the row's plus ``~field``: ``figure_anchor`` writes ``~`` as an escape, so no
+    measurement's row can have that id.
+    """
+    anchor = figure_anchor(measurement_id)
+    return f"{anchor}~{field}" if cell_text_of(measurement, field) else anchor
+
+
+def cell_text_of(measurement: dict, field: str) -> str:
+    """What the set's page shows in the cell of ``field`` (one of ``CELL_FIELDS``); empty if nothing."""
+    if field not in CELL_FIELDS or measurement.get("status", "ok") != "ok":
+        return ""
+    name = field.removesuffix("-ns")
+    if measurement.get(name) is None:
+        return ""
+    if field.endswith("-ns"):
+        ns = real_ns(measurement, name)
+        return format_value(ns, "ns") if ns is not None else ""
+    return format_value(measurement[name], measurement.get("unit", "ticks"))
 
 
 def measurements(result_set: ResultSet) -> list[tuple[str, str, dict]]:
