@@ -257,6 +257,25 @@ def _timed(command: list[str], env: dict[str, str], cwd: Path, progress: Progres
     return seconds
 
 
+def _timed_record(
+    layout: Layout, command: list[str], env: dict[str, str], goal: str, what: str, progress: Progress, stored: str = ""
+) -> dict:
+    """Run an ``invoke`` command and return its wall-clock time as a measurement with ``GOALS[goal]``.
+
+    ``stored`` describes it in the result file, when that needs more words than the progress line.
+    """
+    seconds = _timed(command, env, layout.root, progress, what)
+    return {
+        "status": "ok",
+        "unit": "s",
+        "value": round(seconds, 2),
+        "goal": GOALS[goal],
+        "command": " ".join(["invoke", *command[3:]]),
+        "what": stored or what,
+        "measured_at": store.now(),
+    }
+
+
 def pipeline_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
     """A cold full generation, a second one with nothing changed, and ``invoke lesson 3``, timed.
 
@@ -275,16 +294,7 @@ def pipeline_speed(layout: Layout, progress: Progress = print) -> dict[str, dict
             ("lesson-3", [*invoke, "lesson", "3"], "invoke lesson 3"),
         ]
         for name, command, what in steps:
-            seconds = _timed(command, env, layout.root, progress, what)
-            found[f"bench/pipeline.{name}"] = {
-                "status": "ok",
-                "unit": "s",
-                "value": round(seconds, 2),
-                "goal": GOALS[name],
-                "command": " ".join(["invoke", *command[3:]]),
-                "what": what,
-                "measured_at": store.now(),
-            }
+            found[f"bench/pipeline.{name}"] = _timed_record(layout, command, env, name, what, progress)
             if name == "cold":
                 found["bench/pipeline.guest-programs"] = _guest_program_time(results)
     return found
@@ -323,16 +333,7 @@ def site_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
             ("site-clean", "the site from the stored results, into an empty build folder"),
             ("site-unchanged", "the site again, nothing changed"),
         ):
-            seconds = _timed(command, env, layout.root, progress, what)
-            found[f"bench/pipeline.{name}"] = {
-                "status": "ok",
-                "unit": "s",
-                "value": round(seconds, 2),
-                "goal": GOALS[name],
-                "command": "invoke site",
-                "what": what,
-                "measured_at": store.now(),
-            }
+            found[f"bench/pipeline.{name}"] = _timed_record(layout, command, env, name, what, progress)
     return found
 
 
@@ -357,16 +358,9 @@ def kernel_matrix_speed(layout: Layout, progress: Progress = print) -> dict[str,
         command = [sys.executable, "-m", "invoke", "run", "--guest-kernels", ",".join(names)]
         command += ["--acceleration", "tcg-icount"]
         for key, what in zip(keys, ("kernel matrix, cold", "kernel matrix, nothing changed"), strict=True):
-            seconds = _timed(command, env, layout.root, progress, what)
-            found[key] = {
-                "status": "ok",
-                "unit": "s",
-                "value": round(seconds, 2),
-                "goal": GOALS[key.removeprefix("bench/pipeline.")],
-                "command": " ".join(["invoke", *command[3:]]),
-                "what": f"{what}: {len(names)} guest kernels under tcg-icount, each in its own boot",
-                "measured_at": store.now(),
-            }
+            described = f"{what}: {len(names)} guest kernels under tcg-icount, each in its own boot"
+            goal = key.removeprefix("bench/pipeline.")
+            found[key] = _timed_record(layout, command, env, goal, what, progress, described)
     return found
 
 
