@@ -158,15 +158,12 @@ def build_site(layout: Layout, set_name: str | None = None, strict: bool = False
     that switching between the tasks does not look like a configuration change to Sphinx
     (which would rebuild every page).
     """
-    wanted = fingerprint.set_name(set_name)
-    current = wanted if (layout.results / wanted).is_dir() and not _imported(layout.results / wanted) else ""
-    return site.build_site(layout, strict=strict, current_set=current)
+    return site.build_site(layout, strict=strict, current_set=_current_set(layout, set_name))
 
 
 def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
     """Check the site's external links; print those that are broken or moved, and return whether none is broken."""
-    wanted = fingerprint.set_name(set_name)
-    current = wanted if (layout.results / wanted).is_dir() and not _imported(layout.results / wanted) else ""
+    current = _current_set(layout, set_name)
     print("checking every external link of the site (this needs the internet) ...", flush=True)
     records = site.check_links(layout, current_set=current)
     external = [r for r in records if r.get("status") not in ("unchecked", "ignored")]
@@ -186,6 +183,12 @@ def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
         f"{layout.build / 'linkcheck' / 'output.json'})"
     )
     return broken == 0
+
+
+def _current_set(layout: Layout, set_name: str | None) -> str:
+    """This machine's set (or ``set_name``) as the site marks it current: "" when absent or imported."""
+    wanted = fingerprint.set_name(set_name)
+    return wanted if (layout.results / wanted).is_dir() and not _imported(layout.results / wanted) else ""
 
 
 def _imported(set_path: Path) -> bool:
