@@ -50,14 +50,18 @@ def now() -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically: a reader sees the old file or the new one."""
+    write_text(path, json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n")  # NaN is no figure
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8): a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 would make published results unreadable to the group; 0666 less the umask.
     temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=1, sort_keys=True, allow_nan=False)  # NaN is no figure
-            stream.write("\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

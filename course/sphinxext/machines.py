@@ -9,7 +9,7 @@ from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_tab
 from course.sphinxext.context import machine_link
 from course.sphinxext.data import Lookup, format_value, shown_from
 from course.sphinxext.figures import ratio_to_2000, real_ns
-from course.sphinxext.setdata import course_data_link, figure_anchor, file_names, measurements
+from course.sphinxext.setdata import cell_text_of, course_data_link, figure_anchor, file_names, measurements
 from course.store import ResultSet
 
 
@@ -57,16 +57,15 @@ class CourseMachine(CourseMixin, SphinxDirective):
                 rows.append([key, value_text(measurement, "min", False), "", "", "", "", when])
                 continue
             field = "min" if measurement.get("min") is not None else "value" if "value" in measurement else "mean"
-            has_median = measurement.get("median") is not None
             # The ns a lesson shows for a figure are on its row too: only for real ticks (and ns themselves).
-            in_ns = [real_ns(measurement, name) for name in (field, "median")]
+            first_ns = real_ns(measurement, field)
             rows.append(
                 [
                     key,
                     value_text(measurement, field, False),
-                    format_value(in_ns[0], "ns") if in_ns[0] is not None else "",
-                    value_text(measurement, "median", False) if has_median else "",
-                    format_value(in_ns[1], "ns") if in_ns[1] is not None and has_median else "",
+                    format_value(first_ns, "ns") if first_ns is not None else "",
+                    cell_text_of(measurement, "median"),
+                    cell_text_of(measurement, "median-ns"),
                     f"{measurement['samples']:,}" if isinstance(measurement.get("samples"), int) else "",
                     when,
                 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from docutils import nodes
 
+from course import store
 from course.sphinxext.data import format_value
 from course.sphinxext.figures import real_ns
 from course.store import ResultSet
@@ -208,6 +209,4 @@ def write(folder: Path, sets: list[ResultSet]) -> None:
     for name, text in wanted.items():
         path = folder / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            partial = path.with_name(f".{name}.partial")
-            partial.write_text(text, encoding="utf-8")
-            partial.replace(path)
+            store.write_text(path, text)
