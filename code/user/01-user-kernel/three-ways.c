@@ -26,6 +26,7 @@ int main(int argc, char **argv)
 {
 	long n = sample_count(argc, argv, 100000);
 	uint32_t *samples = sample_buffer(n);
+	long parent = getppid();  /* what each timed call must return */
 
 	printf("getppid() through the C library:   %ld\n", (long)getppid());
 	printf("syscall(SYS_getppid = %d):         %ld\n", SYS_getppid, syscall(SYS_getppid));
@@ -33,10 +34,10 @@ int main(int argc, char **argv)
 
 	pin_to_one_cpu();
 	print_tsc_hz();
-	MEASURE("stamp-pair", NULL, n, samples, (void)0);
-	MEASURE("libc", "stamp-pair", n, samples, getppid());
-	MEASURE("syscall-function", "stamp-pair", n, samples, syscall(SYS_getppid));
-	MEASURE("syscall-instruction", "stamp-pair", n, samples, raw_getppid());
+	MEASURE_PAIR("stamp-pair", n, samples);
+	MEASURE("libc", "stamp-pair", n, samples, parent, getppid());
+	MEASURE("syscall-function", "stamp-pair", n, samples, parent, syscall(SYS_getppid));
+	MEASURE("syscall-instruction", "stamp-pair", n, samples, parent, raw_getppid());
 	free(samples);
 	return 0;
 }

@@ -32,8 +32,8 @@ int main(int argc, char **argv)
 	printf("course: check onebyte ok read_one_byte() returned 1 twice in a row\n");
 	pin_to_one_cpu();
 	print_tsc_hz();
-	MEASURE("stamp-pair", NULL, n, samples, (void)0);
-	MEASURE("read-1", "stamp-pair", n, samples, read_one_byte());
+	MEASURE_PAIR("stamp-pair", n, samples);
+	MEASURE("read-1", "stamp-pair", n, samples, 1, read_one_byte());
 	free(samples);
 	return 0;
 }

@@ -37,8 +37,10 @@ static uint32_t time_pairs(int fenced)
 	return (uint32_t)sum;
 }
 
-/* One sample: SUMMED empty reads of `fd`, each between its own two stamps. */
-static uint32_t time_reads(int fd, int fenced)
+/* One sample: SUMMED empty reads of `fd`, each between its own two stamps. Every result is
+ * OR-ed into *results beside the call (an empty read returns 0): a read that fails in any
+ * sample turns the whole measurement into a "skip" with the value. */
+static uint32_t time_reads(int fd, int fenced, long *results)
 {
 	char buffer[4];
 	uint64_t sum = 0;
@@ -46,7 +48,7 @@ static uint32_t time_reads(int fd, int fenced)
 	for (int k = 0; k < SUMMED; k++) {
 		uint64_t begin = fenced ? stamp_begin_fenced() : stamp_begin();
 
-		(void)read(fd, buffer, 0);
+		*results |= read(fd, buffer, 0);
 		sum += stamp_end() - begin;
 	}
 	return (uint32_t)sum;
@@ -59,6 +61,7 @@ int main(int argc, char **argv)
 	struct course_file files[MAX_KINDS];
 	int kinds = course_files(files, MAX_KINDS), usable[MAX_KINDS];
 	uint32_t *pairs[2], *reads[2][MAX_KINDS];
+	long results[2][MAX_KINDS] = {{0}};  /* OR of every read's result, per start and kind */
 	char buffer[4], id[48];
 
 	pin_to_one_cpu();
@@ -86,7 +89,7 @@ int main(int argc, char **argv)
 			time_pairs(fenced);
 			for (int k = 0; k < kinds; k++)
 				if (usable[k])
-					time_reads(files[k].fd, fenced);
+					time_reads(files[k].fd, fenced, &results[fenced][k]);
 		}
 	for (long r = 0; r < rounds; r++)
 		for (int fenced = 0; fenced < 2; fenced++) {
@@ -94,7 +97,8 @@ int main(int argc, char **argv)
 				pairs[fenced][r * per_round + i] = time_pairs(fenced);
 			for (int k = 0; k < kinds; k++)
 				for (long i = 0; usable[k] && i < per_round; i++)
-					reads[fenced][k][r * per_round + i] = time_reads(files[k].fd, fenced);
+					reads[fenced][k][r * per_round + i] =
+						time_reads(files[k].fd, fenced, &results[fenced][k]);
 		}
 
 	for (int fenced = 0; fenced < 2; fenced++) {
@@ -106,7 +110,7 @@ int main(int argc, char **argv)
 			if (!usable[k])
 				continue;
 			snprintf(id, sizeof(id), "begin%d.read.%.15s", fenced + 1, files[k].kind);
-			print_samples(id, pair_id, SUMMED, reads[fenced][k], per_round * rounds);
+			print_checked(id, pair_id, SUMMED, reads[fenced][k], per_round * rounds, 0, results[fenced][k], 0);
 			free(reads[fenced][k]);
 		}
 		free(pairs[fenced]);

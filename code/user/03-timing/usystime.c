@@ -18,18 +18,22 @@
 #define ROUNDS 100  /* each kind gets a turn this many times */
 #define BATCH 8     /* reads per stamp pair in the batched measurement */
 
-/* Append `count` samples to `samples`, each timing `per` empty reads of `fd`. */
-static void time_reads(int fd, uint32_t *samples, long count, int per)
+/* Append `count` samples to `samples`, each timing `per` empty reads of `fd`. Every result
+ * is kept (one OR beside the call): an empty read returns 0, so the OR of the results stays 0
+ * unless a call failed or returned data, and that run is then printed as not run. */
+static long time_reads(int fd, uint32_t *samples, long count, int per)
 {
 	char buffer[4];
+	long results = 0;
 
 	for (long i = 0; i < count; i++) {
 		uint64_t begin = stamp_begin();
 
 		for (int k = 0; k < per; k++)
-			(void)read(fd, buffer, 0);
+			results |= read(fd, buffer, 0);
 		samples[i] = (uint32_t)(stamp_end() - begin);
 	}
+	return results;
 }
 
 int main(int argc, char **argv)
@@ -40,13 +44,14 @@ int main(int argc, char **argv)
 	struct course_file files[MAX_KINDS];
 	int kinds = course_files(files, MAX_KINDS), usable[MAX_KINDS];
 	uint32_t *single[MAX_KINDS], *batched[MAX_KINDS], *stamps = sample_buffer(n);
+	long single_results[MAX_KINDS] = {0}, batched_results[MAX_KINDS] = {0};  /* OR of every result */
 	char buffer[4], id[48];
 
 	pin_to_one_cpu();
 	print_tsc_hz();
 
 	/* The empty stamp pair: the floor every other figure stands on. */
-	MEASURE("stamp-pair", NULL, n, stamps, (void)0);
+	MEASURE_PAIR("stamp-pair", n, stamps);
 
 	/* Check once that the call really succeeds on each file; timing a call that fails early
 	 * would measure an error path instead. */
@@ -62,25 +67,25 @@ int main(int argc, char **argv)
 		}
 		single[k] = sample_buffer(singles * rounds);
 		batched[k] = sample_buffer(batches * rounds);
-		time_reads(files[k].fd, single[k], singles, 1);  /* warm-up, overwritten below */
+		single_results[k] |= time_reads(files[k].fd, single[k], singles, 1);  /* warm-up, overwritten below */
 	}
 
 	for (long r = 0; r < rounds; r++)
 		for (int k = 0; k < kinds; k++) {
 			if (!usable[k])
 				continue;
-			time_reads(files[k].fd, single[k] + r * singles, singles, 1);
-			time_reads(files[k].fd, batched[k] + r * batches, batches, BATCH);
+			single_results[k] |= time_reads(files[k].fd, single[k] + r * singles, singles, 1);
+			batched_results[k] |= time_reads(files[k].fd, batched[k] + r * batches, batches, BATCH);
 		}
 
 	for (int k = 0; k < kinds; k++) {
 		if (!usable[k])
 			continue;
 		snprintf(id, sizeof(id), "read.%.15s", files[k].kind);
-		print_samples(id, "stamp-pair", 1, single[k], singles * rounds);
+		print_checked(id, "stamp-pair", 1, single[k], singles * rounds, 0, single_results[k], 0);
 		/* Eight reads per stamp pair: a finer figure where the counter moves in coarse steps. */
 		snprintf(id, sizeof(id), "read-x8.%.15s", files[k].kind);
-		print_samples(id, "stamp-pair", BATCH, batched[k], batches * rounds);
+		print_checked(id, "stamp-pair", BATCH, batched[k], batches * rounds, 0, batched_results[k], 0);
 		printf("empty read() of %s (descriptor %d): timed in %ld rounds\n", files[k].kind, files[k].fd, rounds);
 		free(single[k]);
 		free(batched[k]);

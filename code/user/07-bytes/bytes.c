@@ -27,7 +27,7 @@ int main(int argc, char **argv)
 	regular = S_ISREG(st.st_mode);
 	pin_to_one_cpu();
 	print_tsc_hz();
-	MEASURE("stamp-pair", NULL, n, samples, (void)0);
+	MEASURE_PAIR("stamp-pair", n, samples);
 	/* course: region sizes (lesson 7 shows these lines) */
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		size_t size = sizes[i];
@@ -42,9 +42,9 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (regular)
-			MEASURE(id, "stamp-pair", n, samples, pread(STDIN_FILENO, buffer, size, 0));
+			MEASURE(id, "stamp-pair", n, samples, size, pread(STDIN_FILENO, buffer, size, 0));
 		else
-			MEASURE(id, "stamp-pair", n, samples, read(STDIN_FILENO, buffer, size));
+			MEASURE(id, "stamp-pair", n, samples, size, read(STDIN_FILENO, buffer, size));
 	}
 	/* course: end sizes */
 	printf("read sizes 0 to 4096 bytes from %s\n", regular ? "a regular file (pread at offset 0)" : "a device");

@@ -50,21 +50,23 @@ int main(int argc, char **argv)
 	long n = sample_count(argc, argv, 100000);
 	uint32_t *samples = sample_buffer(n);
 	struct timespec now;
+	long parent = getppid();  /* what each timed getppid must return */
 
 	printf("syscall(%ld) returns %ld (-ENOSYS is %d)\n", NR_INVALID, raw_syscall0(NR_INVALID), -ENOSYS);
 	pin_to_one_cpu();
 	print_tsc_hz();
-	MEASURE("stamp-pair", NULL, n, samples, (void)0);
-	MEASURE("invalid-syscall", "stamp-pair", n, samples, raw_syscall0(NR_INVALID));
-	MEASURE("getppid-syscall", "stamp-pair", n, samples, raw_syscall0(SYS_getppid));
+	MEASURE_PAIR("stamp-pair", n, samples);
+	MEASURE("invalid-syscall", "stamp-pair", n, samples, -ENOSYS, raw_syscall0(NR_INVALID));
+	MEASURE("getppid-syscall", "stamp-pair", n, samples, parent, raw_syscall0(SYS_getppid));
 	if (int80_works()) {
 		printf("int $0x80 works here: the kernel has IA32 emulation\n");
-		MEASURE("getppid-int80", "stamp-pair", n, samples, int80_syscall0(NR32_GETPPID));
+		MEASURE("getppid-int80", "stamp-pair", n, samples, parent, int80_syscall0(NR32_GETPPID));
 	} else {
 		printf("course: skip getppid-int80 int $0x80 is not available: the kernel has no IA32 emulation\n");
 	}
-	MEASURE("clock_gettime-vdso", "stamp-pair", n, samples, clock_gettime(CLOCK_MONOTONIC, &now));
-	MEASURE("clock_gettime-syscall", "stamp-pair", n, samples, syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &now));
+	MEASURE("clock_gettime-vdso", "stamp-pair", n, samples, 0, clock_gettime(CLOCK_MONOTONIC, &now));
+	MEASURE("clock_gettime-syscall", "stamp-pair", n, samples, 0,
+		syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &now));
 	free(samples);
 	return 0;
 }

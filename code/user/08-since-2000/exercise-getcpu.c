@@ -32,9 +32,9 @@ int main(int argc, char **argv)
 	}
 	printf("course: check getcpu ok both say CPU %d\n", from_kernel);
 	print_tsc_hz();
-	MEASURE("stamp-pair", NULL, n, samples, (void)0);
-	MEASURE("sched_getcpu", "stamp-pair", n, samples, sched_getcpu());
-	MEASURE("getcpu-syscall", "stamp-pair", n, samples, getcpu_syscall());
+	MEASURE_PAIR("stamp-pair", n, samples);
+	MEASURE("sched_getcpu", "stamp-pair", n, samples, from_library, sched_getcpu());
+	MEASURE("getcpu-syscall", "stamp-pair", n, samples, from_library, getcpu_syscall());
 	free(samples);
 	return 0;
 }

@@ -170,7 +170,7 @@ int main(int argc, char **argv)
 
 	pin_to_one_cpu(); /* children inherit it: all three lanes share one CPU */
 	print_tsc_hz();
-	MEASURE("seccomp.stamp-pair", NULL, n, samples, (void)0);
+	MEASURE_PAIR("seccomp.stamp-pair", n, samples);
 	fflush(stdout); /* before fork: the children must not print this again */
 	for (int lane = 1; lane < LANES; lane++) {
 		if (pipe(turn[lane]) < 0 || pipe(done[lane]) < 0) {

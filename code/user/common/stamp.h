@@ -19,6 +19,7 @@
 #define COURSE_STAMP_H
 
 #define _GNU_SOURCE
+#include <errno.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -131,30 +132,59 @@ static inline void print_samples(const char *id, const char *subtract, long per,
 	print_hist(id, samples, n);
 }
 
-/* Time `code` n times after as many warm-up runs, keeping every sample. The samples
- * include the stamp pair's own cost; `subtract` names the measurement of that cost
- * and the pipeline removes its minimum. */
-#define MEASURE(id, subtract, n, samples, code) MEASURE_BATCH(id, subtract, n, samples, 1, code)
+/* A measurement's samples, or, when a timed call returned something else than `expected`, a
+ * "skip" line with the value instead: samples of a call that failed time an error path, not
+ * the call. `odd` is every result XOR `expected`, OR-ed together (zero when all were right):
+ * where one wrong value recurs, as a failing call's -1 does, `expected ^ odd` is that value. */
+static inline void print_checked(const char *id, const char *subtract, long per, uint32_t *samples, long n,
+				 long expected, long odd, int error)
+{
+	if (odd == 0) {
+		print_samples(id, subtract, per, samples, n);
+		return;
+	}
+	printf("course: skip %s a timed call returned %ld, not %ld%s%s: its samples timed another path, "
+	       "so not run\n",
+	       id, expected ^ odd, expected, error ? ": " : "", error ? strerror(error) : "");
+}
 
-/* The same, each sample timing `per` consecutive runs of `code`: when the counter advances
+/* Time `call` n times after as many warm-up runs, keeping every sample and every result.
+ * The samples include the stamp pair's own cost; `subtract` names the measurement of that
+ * cost and the pipeline removes its minimum. Each result is kept beside the call (one XOR and
+ * one OR, as the modules keep theirs), so a call that starts failing halfway through is seen:
+ * the measurement is then printed as not run, with the value (see print_checked()). */
+#define MEASURE(id, subtract, n, samples, expected, call) MEASURE_BATCH(id, subtract, n, samples, 1, expected, call)
+
+/* The same, each sample timing `per` consecutive runs of `call`: when the counter advances
  * in coarse steps, a batch divides the step by `per`. On the course's AMD EPYC machines the
  * step is tsc_hz / 100 MHz, as if the TSC were updated from a 100 MHz reference clock (our
  * inference: AMD Zen; a hypervisor's TSC scaling multiplies, it does not quantize). Lesson 3's
  * tscstep.c measures the step on each machine. */
-#define MEASURE_BATCH(id, subtract, n, samples, per, code)               \
-	do {                                                             \
-		for (long i_ = 0; i_ < (n); i_++) {                      \
-			code;                                            \
-		}                                                        \
-		for (long i_ = 0; i_ < (n); i_++) {                      \
-			uint64_t t0_ = stamp_begin();                    \
-			for (long k_ = 0; k_ < (per); k_++) {            \
-				code;                                    \
-			}                                                \
-			uint64_t t1_ = stamp_end();                      \
-			(samples)[i_] = (uint32_t)(t1_ - t0_);           \
-		}                                                        \
-		print_samples((id), (subtract), (per), (samples), (n));  \
+#define MEASURE_BATCH(id, subtract, n, samples, per, expected, call)              \
+	do {                                                                       \
+		long want_ = (long)(expected), odd_ = 0;                           \
+		errno = 0;                                                         \
+		for (long i_ = 0; i_ < (n); i_++)                                  \
+			odd_ |= (long)(call) ^ want_;                              \
+		for (long i_ = 0; i_ < (n); i_++) {                                \
+			uint64_t t0_ = stamp_begin();                              \
+			for (long k_ = 0; k_ < (per); k_++)                        \
+				odd_ |= (long)(call) ^ want_;                      \
+			uint64_t t1_ = stamp_end();                                \
+			(samples)[i_] = (uint32_t)(t1_ - t0_);                     \
+		}                                                                  \
+		print_checked((id), (subtract), (per), (samples), (n), want_, odd_, errno); \
+	} while (0)
+
+/* The empty stamp pair, timed as MEASURE times a call: the cost every other figure subtracts. */
+#define MEASURE_PAIR(id, n, samples)                                                 \
+	do {                                                                         \
+		for (long i_ = 0; i_ < (n); i_++) {                                  \
+			uint64_t t0_ = stamp_begin();                                \
+			uint64_t t1_ = stamp_end();                                  \
+			(samples)[i_] = (uint32_t)(t1_ - t0_);                       \
+		}                                                                    \
+		print_samples((id), NULL, 1, (samples), (n));                        \
 	} while (0)
 
 /* The sample count from argv[1], or a default. */

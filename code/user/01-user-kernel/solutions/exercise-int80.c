@@ -51,8 +51,8 @@ int main(int argc, char **argv)
 	printf("course: check int80 ok int80_getppid() returned %ld, as getppid() did\n", got);
 	pin_to_one_cpu();
 	print_tsc_hz();
-	MEASURE("stamp-pair", NULL, n, samples, (void)0);
-	MEASURE("getppid", "stamp-pair", n, samples, int80_getppid());
+	MEASURE_PAIR("stamp-pair", n, samples);
+	MEASURE("getppid", "stamp-pair", n, samples, expected, int80_getppid());
 	free(samples);
 	return 0;
 }
