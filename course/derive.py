@@ -4,7 +4,8 @@ A lesson's ``[[derive]]`` entries (see ``docs/measuring.md``) either fit a slope
 byte over read sizes) or evaluate an arithmetic expression over stored figures, such as
 ``median(07-bytes/read-0.zero) / value(07-bytes/slope.zero)``. A derived figure records
 what it was computed from; one that would mix incomparable units (emulated ticks with real
-ticks) is recorded as skipped, with that reason, never computed.
+ticks), figures of two clocks (this machine's counter with a guest's, real time with
+instruction counts) or of two kernels is recorded as skipped, with that reason, never computed.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
         found_all.append(found)
     if len(units) > 1:
         raise DeriveError(f"the points mix units {sorted(units)}")
+    _one_clock(found_all)
     kernels = {where_measured(found) for found in found_all}
     if len(kernels) > 1:
         raise DeriveError(f"the points mix figures of {' and '.join(sorted(kernels))}")
@@ -73,6 +75,28 @@ def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
         "how": f"least-squares slope of the median over {len(points)} read sizes",
         **_carried(found_all),
     }
+
+
+#: What each kind of acceleration makes of a guest's ticks: the clock its figures are read on.
+CLOCKS = {
+    "kvm": "the guest's own time stamp counter (KVM, real time)",
+    "tcg": "the emulator's ticks (TCG: host time spent emulating)",
+    "tcg-icount": "instructions executed (TCG -icount)",
+}
+
+
+def clock_of(measurement: dict) -> str:
+    """The clock a figure was read on: this machine's TSC for the host, the guest's acceleration's otherwise."""
+    if measurement.get("runner", "host") in ("host", "host-kernel"):
+        return "this machine's time stamp counter"
+    return CLOCKS.get(measurement.get("acceleration", ""), f"an unknown clock ({measurement.get('acceleration')})")
+
+
+#: Plain emulation's ticks keep no proportions between kinds of work: measured here, copying a
+#: byte cost about 230 times the host's and a whole call about 4 times. A figure that sets one
+#: kind of work against another (``proportional = true``: a call's cost in bytes copied) is
+#: refused on that clock.
+DISTORTING = {CLOCKS["tcg"]}
 
 
 def where_measured(measurement: dict) -> str:
@@ -98,11 +122,25 @@ def _carried(measurements: list[dict]) -> dict:
     return json.loads(places.pop()) if len(places) == 1 else {}
 
 
-def evaluate(expression: str, unit: str, lookup: Lookup) -> dict:
+def _one_clock(measurements: list[dict], proportional: bool = False) -> None:
+    """Refuse figures read on two clocks, or (``proportional``) on a clock that distorts proportions."""
+    clocks = {clock_of(found) for found in measurements}
+    if len(clocks) > 1:
+        raise DeriveError(f"it would mix clocks: {' and '.join(sorted(clocks))}; derive from figures of one clock")
+    if proportional and clocks & DISTORTING:
+        raise DeriveError(
+            f"it sets two kinds of work against each other, and {clocks.pop()} keep no proportions between them "
+            "(emulated copying is slowed far more than the rest of a call): it needs a real clock or "
+            "instruction counts (kvm or tcg-icount)"
+        )
+
+
+def evaluate(expression: str, unit: str, lookup: Lookup, proportional: bool = False) -> dict:
     """The value of ``expression``, its figures looked up; refused if it mixes kinds of ticks or kernels.
 
     Without a ``unit``, the figure is in its inputs' own unit (a difference of emulated ticks
-    is in emulated ticks).
+    is in emulated ticks). ``proportional``: the expression sets two kinds of work against each
+    other, which emulated ticks cannot do (see :data:`DISTORTING`).
     """
     used: list[str] = []
     tick_units: set[str] = set()
@@ -129,6 +167,7 @@ def evaluate(expression: str, unit: str, lookup: Lookup) -> dict:
     arithmetic = REFERENCE.sub(replace, expression)
     if len(tick_units) > 1:
         raise DeriveError(f"it would mix {' and '.join(sorted(tick_units))}, which are not comparable")
+    _one_clock(ticked, proportional)
     if len(kernels) > 1:
         raise DeriveError(f"it would mix figures of {' and '.join(sorted(kernels))}, which are not comparable")
     if not unit:
@@ -176,7 +215,7 @@ def derive(spec: dict, lookup: Lookup) -> dict:
         if spec.get("kind") == "slope":
             result = slope(spec["points"], list(spec["sizes"]), lookup)
         else:
-            result = evaluate(spec["expression"], spec.get("unit", ""), lookup)
+            result = evaluate(spec["expression"], spec.get("unit", ""), lookup, bool(spec.get("proportional")))
     except DeriveError as error:
         return {"status": "skipped", "reason": f"not derived: {error}", "measured_at": store.now()}
     return {**result, "derived": True, "measured_at": store.now()}

@@ -257,6 +257,12 @@ def _text(key: str, value: object) -> str:
     return value
 
 
+def _flag(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"{key} must be true or false, like {key} = true, not {_shown(value)}")
+    return value
+
+
 def _file_name(key: str, value: object) -> str:
     # A module's name is its source's, its make target's and its capture id's: no path, no space.
     text = _text(key, value)
@@ -381,6 +387,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "points": _points,
         "sizes": _sizes,
         "kinds": _stdin,
+        "proportional": _flag,
     },
     "exercise": {"name": _text, "program": _text, "solution": _text, "args": _texts, "stdin": _stdin},
     "module": {"name": _file_name, "measures": _texts, "params": _texts, "stdin": _stdin, "expect": _expect},

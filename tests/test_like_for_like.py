@@ -57,13 +57,22 @@ def test_a_saving_across_two_kernels_is_refused_even_in_one_unit() -> None:
     figures = {"a/user": _figure(474, runner="host"), "a/kernel": _figure(300, **KVM)}
     saving = _saving(figures)
     assert saving["status"] == "skipped"
-    assert "would mix figures of guest kernel 6.1.0-56-amd64 (kvm) and this machine's kernel" in saving["reason"]
+    assert (
+        "would mix clocks: the guest's own time stamp counter (KVM, real time) and this machine's" in saving["reason"]
+    )
+
+
+def test_a_saving_across_two_guest_kernels_on_one_clock_is_refused() -> None:
+    figures = {"a/user": _figure(474, **KVM), "a/kernel": _figure(300, **{**KVM, "guest_kernel": "6.12.48-amd64"})}
+    assert "would mix figures of guest kernel 6.1.0-56-amd64 (kvm) and guest kernel 6.12" in _saving(figures)["reason"]
 
 
 def test_a_saving_across_two_accelerations_of_one_guest_is_refused() -> None:
     figures = {"a/user": _figure(4000, "icount ticks", **{**TCG, "acceleration": "tcg-icount"})}
     figures["a/kernel"] = _figure(300, "icount ticks", **TCG)
-    assert "would mix figures of" in _saving(figures)["reason"]
+    assert (
+        "would mix clocks: instructions executed (TCG -icount) and the emulator's ticks" in _saving(figures)["reason"]
+    )
 
 
 def test_a_saving_across_units_is_refused() -> None:
@@ -82,8 +91,55 @@ def test_a_slope_from_two_kernels_is_refused_and_one_from_the_guest_keeps_its_pl
     slope = derive.slope("b/read-{size}", [1, 64, 4096], points.get)
     assert slope["unit"] == "emulated ticks/byte" and slope["acceleration"] == "tcg"
     points["b/read-64"] = _figure(164, "emulated ticks", runner="host")
-    with pytest.raises(derive.DeriveError, match="the points mix figures of"):
+    with pytest.raises(derive.DeriveError, match="would mix clocks"):
         derive.slope("b/read-{size}", [1, 64, 4096], points.get)
+
+
+# --- the break-even: a call's cost in bytes copied, on one clock ------------------------------------------------
+
+
+def _break_even(figures: dict[str, dict]) -> dict:
+    spec = {
+        "name": "break-even",
+        "expression": "median(a/floor) / value(a/slope)",
+        "unit": "bytes",
+        "proportional": True,
+    }
+    return derive.derive(spec, figures.get)
+
+
+def _slope(value: float, unit: str = "ticks", **where: object) -> dict:
+    return {"status": "ok", "value": value, "unit": f"{unit}/byte", **where}
+
+
+def test_the_break_even_on_the_hosts_clock_is_its_floor_over_its_slope() -> None:
+    figures = {"a/floor": _figure(230, runner="host"), "a/slope": _slope(0.023, runner="host")}
+    assert _break_even(figures)["value"] == pytest.approx(10000)
+
+
+def test_the_break_even_in_instructions_is_the_guests_floor_over_its_instructions_per_byte() -> None:
+    icount = {**TCG, "acceleration": "tcg-icount"}
+    figures = {"a/floor": _figure(210, "icount ticks", **icount), "a/slope": _slope(0.9856, "icount ticks", **icount)}
+    derived = _break_even(figures)
+    assert derived["value"] == pytest.approx(213.06, abs=0.01) and derived["acceleration"] == "tcg-icount"
+
+
+def test_a_break_even_mixing_the_hosts_clock_and_a_guests_is_refused() -> None:
+    # The same unit on both sides, the host's slope against a KVM guest's floor: two clocks.
+    figures = {"a/floor": _figure(1014, **KVM), "a/slope": _slope(0.023, runner="host")}
+    derived = _break_even(figures)
+    assert derived["status"] == "skipped"
+    assert "would mix clocks" in derived["reason"] and "this machine's time stamp counter" in derived["reason"]
+
+
+def test_a_break_even_on_emulated_ticks_is_refused_they_keep_no_proportions() -> None:
+    # One boot, one clock, one unit: and still refused, for copying and calls are emulated at
+    # very different costs (a ratio of these ticks says how QEMU emulates, not what a CPU does).
+    figures = {"a/floor": _figure(4055, "emulated ticks", **TCG), "a/slope": _slope(5.319, "emulated ticks", **TCG)}
+    derived = _break_even(figures)
+    assert derived["status"] == "skipped" and "keep no proportions" in derived["reason"]
+    plain = {"name": "saving", "expression": "median(a/floor) - value(a/slope)"}
+    assert derive.derive(plain, figures.get)["status"] == "ok", "only a proportional figure is refused"
 
 
 # --- lesson.toml: guest runs and derive entries per kind of file ------------------------------------------------
@@ -103,6 +159,14 @@ def _kernel_lesson(tmp_path: Path, kernel_toml: str) -> Layout:
     toml = root / "code" / "kernel" / "04-kernel-read" / "lesson.toml"
     toml.write_text(toml.read_text().split("[[guest_run]]", 1)[0] + kernel_toml)
     return Layout(root)
+
+
+def test_both_break_evens_are_proportional_figures_refused_on_emulated_ticks() -> None:
+    found = {lesson.name: lesson for lesson in lessons.discover(Layout(ROOT))}
+    seven = {spec["name"]: spec for spec in found["07-bytes"].derived}
+    four = {spec["name"]: spec for spec in found["04-kernel-read"].derived}
+    for spec in (seven["break-even.floor.file"], seven["kernel-saving.tty"], four["user.break-even.floor"]):
+        assert spec["proportional"] is True and spec["unit"] == "bytes"
 
 
 def test_the_course_asks_for_the_user_space_side_in_both_kernel_lessons() -> None:
@@ -134,6 +198,7 @@ def test_a_derive_entry_with_kinds_gives_one_figure_per_kind(tmp_path: Path) -> 
         ('[[guest_run]]\nprogram = "03-timing/usystime"\nfiles = ["disk"]\n', r"unknown files kind\(s\) \['disk'\]"),
         ('[[guest_run]]\nprogram = "03-timing/usystime"\nargs = "200"\n', "args must be a list of strings"),
         ('[[derive]]\nname = "gap"\nexpression = "1"\nkinds = ["tty"]\n', "the name must put {kind} somewhere"),
+        ('[[derive]]\nname = "gap"\nexpression = "1"\nproportional = "yes"\n', "proportional must be true or false"),
     ],
 )
 def test_a_bad_guest_run_or_kinds_entry_is_refused_naming_it(tmp_path: Path, toml: str, message: str) -> None:

@@ -107,3 +107,29 @@ def test_fences_keeps_every_result(tmp_path: Path) -> None:
     parsed = _run(_build_failing(tmp_path, "03-timing/fences.c", 5000), "devnull", "200")
     assert len([name for name in parsed.skipped if name.endswith("read.stdin")]) == 1
     assert "begin1.stamp-pair" in parsed.measurements
+
+
+@pytest.mark.parametrize("extra, refused", [("16384, 65536", False), ("131072", True)])
+def test_lesson_7s_exercise_sizes_fit_bytes_buffer_and_a_larger_one_is_refused(
+    tmp_path: Path, extra: str, refused: bool
+) -> None:
+    # Lesson 7's exercise adds 16384 and 65536 to the sizes: they must be read whole, into the
+    # program's own buffer; a size beyond it is refused with one line, never read past its end.
+    text = (ROOT / "code/user/07-bytes/bytes.c").read_text()
+    sizes = "static const size_t sizes[] = { 0, 1, 8, 64, 256, 1024, 4096 };"
+    assert sizes in text
+    source = tmp_path / "bytes.c"
+    source.write_text(
+        text.replace(sizes, sizes.replace("4096 }", f"4096, {extra} }}")).replace(
+            '"../common/stamp.h"', f'"{ROOT / "code/user/common/stamp.h"}"'
+        )
+    )
+    binary = tmp_path / "bytes"
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", binary, source], check=True)
+    outcome = run_on_host(binary, ("50",), "zero", tmp_path / "scratch", 60)
+    if refused:
+        assert outcome.exit_status == 2 and not outcome.stdout
+        assert "131072 bytes does not fit the 65536-byte buffer" in outcome.stderr
+    else:
+        parsed = protocol.parse(outcome.stdout)
+        assert {"read-16384", "read-65536"} <= set(parsed.measurements), outcome.stdout

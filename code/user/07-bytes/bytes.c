@@ -2,13 +2,19 @@
  *
  * Lesson 7. The article measured 2-3 ticks per byte copied to user space. The program
  * times a read of each size; a regular file is read with pread() at offset 0, so every
- * read finds the same bytes in the page cache; /dev/zero never runs dry.
+ * read finds the same bytes in the page cache; /dev/zero never runs dry. It also times the
+ * floor, a call the kernel refuses at once (an invalid number, -ENOSYS), so that the cost of a
+ * call and the cost of a byte come from one run on one clock.
  *
  * usage: bytes [samples]
  */
 #include "../common/stamp.h"  /* first: it defines _GNU_SOURCE */
 #include <errno.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+
+#define NR_INVALID 1000L     /* far beyond the last system call number */
+#define BUFFER_BYTES 65536  /* the largest read the program can time: sizes beyond it are refused */
 
 static const size_t sizes[] = { 0, 1, 8, 64, 256, 1024, 4096 };
 
@@ -16,10 +22,16 @@ int main(int argc, char **argv)
 {
 	long n = sample_count(argc, argv, 20000);
 	uint32_t *samples = sample_buffer(n);
-	static char buffer[4096] __attribute__((aligned(64)));
+	static char buffer[BUFFER_BYTES] __attribute__((aligned(64)));
 	struct stat st;
 	int regular;
 
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		if (sizes[i] > sizeof(buffer)) {
+			fprintf(stderr, "bytes: a read of %zu bytes does not fit the %zu-byte buffer: make BUFFER_BYTES larger\n",
+				sizes[i], sizeof(buffer));
+			return 2;
+		}
 	if (fstat(STDIN_FILENO, &st) != 0) {
 		perror("fstat");
 		return 1;
@@ -28,6 +40,8 @@ int main(int argc, char **argv)
 	pin_to_one_cpu();
 	print_tsc_hz();
 	MEASURE_PAIR("stamp-pair", n, samples);
+	/* The floor: through the C library's syscall(), as the reads go through its read() and pread(). */
+	MEASURE("invalid-syscall", "stamp-pair", n, samples, -1, syscall(NR_INVALID));
 	/* course: region sizes (lesson 7 shows these lines) */
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		size_t size = sizes[i];
