@@ -716,3 +716,18 @@ def test_the_api_reference_documents_every_module_of_the_package() -> None:
     )
     assert modules - documented == set(), "add these to a page of docs/api/"
     assert documented - modules == set(), "these documented modules no longer exist"
+
+
+def test_a_csvs_nanoseconds_carry_only_the_decimals_the_counters_step_supports() -> None:
+    from course.sphinxext.setdata import counter_step, ns_text
+
+    # A 26-tick step at 2.6 GHz is 10 ns: whole nanoseconds, never 14 decimals.
+    listed = [("03-timing", "03-timing/tsc-step", {"status": "ok", "median": 26.0})]
+    step = counter_step(listed)
+    figure = {"tsc_hz": 2.6e9, "calls_per_sample": 1}
+    assert ns_text(1234 / 2.6, figure, step) == "475"
+    # Sixteen calls a sample divide the step: 0.625 ns, still whole nanoseconds.
+    assert ns_text(1234 / 2.6 / 16, {**figure, "calls_per_sample": 16}, step) == "30"
+    # Without a measured step, one tick (0.38 ns here) is the resolution, a sixteenth of it 0.024 ns.
+    assert ns_text(1234 / 2.6, figure, counter_step([])) == "475"
+    assert ns_text(1234 / 2.6 / 16, {**figure, "calls_per_sample": 16}, counter_step([])) == "29.7"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from html import escape
 from pathlib import Path
@@ -153,14 +154,16 @@ def as_csv(result_set: ResultSet) -> str:
     # cell "a;=HYPERLINK(...)" would become two, the second a formula.
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     rows = []
-    for lesson, key, measurement in measurements(result_set):
+    listed = measurements(result_set)
+    step = counter_step(listed)
+    for lesson, key, measurement in listed:
         row = {
             **measurement,
             "set": result_set.id,
             "lesson": lesson,
             "measurement": key,
-            "min_ns": real_ns(measurement, "min"),
-            "median_ns": real_ns(measurement, "median"),
+            "min_ns": ns_text(real_ns(measurement, "min"), measurement, step),
+            "median_ns": ns_text(real_ns(measurement, "median"), measurement, step),
             "stamp_pair_subtracted": (measurement.get("overhead") or {}).get("ticks"),
         }
         rows.append({column: _cell(row.get(column)) for column in CSV_COLUMNS})
@@ -170,6 +173,32 @@ def as_csv(result_set: ResultSet) -> str:
     for row in rows:
         writer.writerow([row[column] for column in columns])
     return out.getvalue()
+
+
+#: The measurement of the counter's step (lesson 3's tscstep.c), in ticks.
+STEP_MEASUREMENT = "03-timing/tsc-step"
+
+
+def counter_step(listed: list[tuple[str, str, dict]]) -> float:
+    """The set's counter step in ticks (lesson 3's measurement, at least 1), or 1 where it was not measured."""
+    for _, key, measurement in listed:
+        if key == STEP_MEASUREMENT and measurement.get("status") == "ok" and measurement.get("median"):
+            return max(1.0, float(measurement["median"]))
+    return 1.0
+
+
+def ns_text(ns: float | None, measurement: dict, step_ticks: float) -> str | None:
+    """``ns`` with the decimals the counter can tell apart, never more: a 10 ns step gets whole ns.
+
+    A sample timing several calls (``calls_per_sample``) divides the step by their number; the
+    raw ticks stay exact in their own columns.
+    """
+    rate = measurement.get("tsc_hz")
+    if ns is None or not rate:
+        return None if ns is None else f"{ns:.0f}"
+    resolution = step_ticks * 1e9 / float(rate) / max(1, int(measurement.get("calls_per_sample") or 1))
+    decimals = max(0, math.floor(-math.log10(resolution))) if resolution > 0 else 0
+    return f"{ns:.{decimals}f}"
 
 
 def _cell(value: object) -> str:
