@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from course import commands, guest_kernels, inventory, lessons, runlock, site
+from course import commands, guest_hardware, guest_kernels, inventory, lessons, runlock, site
 from course.archive import ArchiveError
 from course.build import BuildError
 from course.kernel_build import KernelError
@@ -161,14 +161,35 @@ def build(c, lesson=None):
         **SET_HELP,
         **KERNEL_HELP,
         "guest-kernels": GUEST_KERNELS_HELP,
+        "guest-cpu": "with --guest-kernels: the QEMU CPU model the guests see (qemu-system-x86_64 -cpu help), "
+        "e.g. Skylake-Server-v4; each kernel's figures go to a set named after it too",
+        "guest-append": "with --guest-kernels: kernel parameters added to the guests' command line, e.g. "
+        "mitigations=off (name or name=value words); a set of its own",
     }
 )
 @_clear_errors
 @_one_run_at_a_time
-def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, acceleration=None, guest_kernels_=None):  # noqa: A002
+def run(
+    c,
+    lesson=None,
+    force=False,
+    set=None,  # noqa: A002
+    label=None,
+    kernel_runner=None,
+    acceleration=None,
+    guest_kernels_=None,
+    guest_cpu=None,
+    guest_append=None,
+):
     """Build and run the examples, storing results with their provenance (no site build)."""
+    try:
+        hardware = guest_hardware.parse(guest_cpu, guest_append) if guest_cpu or guest_append else None
+    except guest_hardware.GuestHardwareError as error:
+        raise Exit(f"error: {error}", code=2) from None
+    if hardware and not guest_kernels_:
+        raise Exit("error: --guest-cpu and --guest-append apply to --guest-kernels boots: add --guest-kernels", code=2)
     if guest_kernels_:
-        _matrix(c, guest_kernels_, lesson, force, set, label, kernel_runner, acceleration)
+        _matrix(c, guest_kernels_, lesson, force, set, label, kernel_runner, acceleration, hardware)
         return
     reports, _ = commands.measure(
         _layout(c),
@@ -183,7 +204,7 @@ def run(c, lesson=None, force=False, set=None, label=None, kernel_runner=None, a
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
 
 
-def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleration) -> None:
+def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleration, hardware=None) -> None:
     """``invoke run --guest-kernels``: one set per kernel, named after it (course.guest_kernels.set_name)."""
     chosen = guest_kernels.parse(names)
     if set_name or label:
@@ -204,6 +225,7 @@ def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleratio
         acceleration=kernel.acceleration,
         force=force,
         host_set=c.course.set or None,
+        hardware=hardware,
     )
     if not ok:
         raise Exit("some kernels failed; see the failures above (earlier results were kept)", code=1)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from course import fingerprint, pipeline, report, site, store, system
 from course import lessons as lesson_catalog
+from course.guest_hardware import GuestHardware
 from course.layout import Layout
 from course.pipeline import LessonReport
 
@@ -88,6 +89,7 @@ def measure_matrix(
     acceleration: str = "tcg-icount",
     force: bool = False,
     host_set: str | None = None,
+    hardware: GuestHardware | None = None,
 ) -> bool:
     """The kernel lessons once per guest kernel (``--guest-kernels``), each in its own set; print a summary.
 
@@ -95,7 +97,15 @@ def measure_matrix(
     """
     from course import matrix
 
-    runs = matrix.run_matrix(layout, names, numbers, acceleration=acceleration, force=force, host_set=host_set)
+    runs = matrix.run_matrix(
+        layout,
+        names,
+        numbers,
+        acceleration=acceleration,
+        force=force,
+        host_set=host_set,
+        hardware=hardware or GuestHardware(),
+    )
     print("\n" + matrix.summary(layout, runs))
     lines = [f"[{run.name}] stopped: {run.error}" for run in runs if run.error]
     lines += [f"[{run.name}] {line}" for run in runs for line in report.failures_text(run.reports).splitlines()]

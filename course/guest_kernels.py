@@ -117,16 +117,19 @@ def name_of(release: str) -> str:
     return next((kernel.name for kernel in KERNELS.values() if kernel.releases.fullmatch(release)), "")
 
 
-def set_name(name: str, acceleration: str, host_set: str) -> str:
+def set_name(name: str, acceleration: str, host_set: str, shown: str = "") -> str:
     """The result set of guest kernel ``name`` measured under ``acceleration``.
 
     Under ``tcg-icount`` the figures are path lengths that any host reproduces: the set names
     only the guest. Emulated and real ticks are the host's time: its set's name comes first.
+    ``shown``: what else the guest was shown (``GuestHardware.slug()``: a CPU model, kernel
+    parameters), which makes a set of its own beside the default boot's, never replacing it.
     """
     short = SET_ACCELERATION[acceleration]
+    tail = f"-{shown}" if shown else ""
     if acceleration == "tcg-icount":
-        return f"qemu-{short}-debian-{name}"
-    return f"{host_set}-{short}-debian-{name}"
+        return f"qemu-{short}-debian-{name}{tail}"
+    return f"{host_set}-{short}-debian-{name}{tail}"
 
 
 def configuration(kernel: GuestKernel, boot: Path = BOOT) -> dict[str, str]:

@@ -84,7 +84,12 @@ def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
         acceleration, why = vm.choose_acceleration(layout, kernel, options.acceleration, progress)
     except (KernelError, vm.VmError) as error:
         return {"runner": "vm", "failed": _cannot("vm", error)}
-    return {"runner": "vm", "acceleration": acceleration, "why": why, "guest_kernel": kernel.release}
+    where = {"runner": "vm", "acceleration": acceleration, "why": why, "guest_kernel": kernel.release}
+    if options.hardware.cpu:
+        where["guest_cpu"] = options.hardware.cpu
+    if options.hardware.append:
+        where["guest_append"] = " ".join(options.hardware.append)
+    return where
 
 
 def _cannot(runner: str, error: Exception) -> str:
@@ -127,7 +132,7 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             label = "load modules into the host kernel"
         else:
             progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} runs ...")
-            boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress)
+            boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress, hardware=options.hardware)
             results, console, status = boot.jobs, boot.console, boot.exit_status
             for run in runs:
                 if boot.guest:

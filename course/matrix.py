@@ -21,6 +21,8 @@ from pathlib import Path
 
 from course import fingerprint, guest_kernels, kernel_runs, pipeline, report, store, vm
 from course import lessons as lesson_catalog
+from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
+from course.guest_hardware import GuestHardware
 from course.kernel_build import GuestKernel
 from course.layout import Layout
 from course.lessons import Lesson
@@ -74,7 +76,14 @@ def kernel_lessons(layout: Layout, numbers: list[int] | None) -> list[Lesson]:
     return chosen
 
 
-def open_guest_set(layout: Layout, name: str, kernel: GuestKernel, acceleration: str, host_set: str) -> Path:
+def open_guest_set(
+    layout: Layout,
+    name: str,
+    kernel: GuestKernel,
+    acceleration: str,
+    host_set: str,
+    hardware: GuestHardware = DEFAULT_HARDWARE,
+) -> Path:
     """The result set of guest kernel ``name``: created, or refreshed with its provenance.
 
     It holds that kernel's figures only: a set of another kernel, a reference set or an imported
@@ -82,10 +91,16 @@ def open_guest_set(layout: Layout, name: str, kernel: GuestKernel, acceleration:
     on another host is refreshed here; emulated and real ticks are the host's, so such a set
     belongs to the host that measured it, as ``invoke run``'s own set does.
     """
-    path = layout.results / guest_kernels.set_name(name, acceleration, host_set)
+    path = layout.results / guest_kernels.set_name(name, acceleration, host_set, hardware.slug())
     previous = store.read_json(path / store.SET_FILE) if (path / store.SET_FILE).is_file() else {}
     pipeline.refuse_foreign(path, previous)
     theirs = previous.get("guest") or {}
+    shown = {"cpu_requested": hardware.cpu or None, "kernel_parameters": " ".join(hardware.append) or None}
+    if theirs and any(theirs.get(key) != value for key, value in shown.items()):
+        raise MachineError(
+            f"result set {path.name!r} holds a guest shown {theirs.get('cpu_requested')!r} with parameters "
+            f"{theirs.get('kernel_parameters')!r}, not this one; remove that folder if it is yours"
+        )
     if theirs and (theirs.get("name"), theirs.get("acceleration")) != (name, acceleration):
         raise MachineError(
             f"result set {path.name!r} holds guest kernel {theirs.get('name')!r} under {theirs.get('acceleration')!r}, "
@@ -103,20 +118,28 @@ def open_guest_set(layout: Layout, name: str, kernel: GuestKernel, acceleration:
             )
     machine["tsc_hz"] = None  # the guest's programs never measure this machine's counter
     guest = {**theirs, **guest_kernels.configuration(kernel), "acceleration": acceleration}
+    guest.update({key: value for key, value in shown.items() if value})
     what = {"tcg-icount": "QEMU -icount", "tcg": "QEMU TCG", "kvm": "QEMU KVM"}[acceleration]
-    label = f"{what}, Debian {name} guest" + (" (deterministic path lengths)" if acceleration == "tcg-icount" else "")
+    label = f"{what}, Debian {name} guest"
+    if not hardware.default:
+        label += " on " + " with ".join(part for part in (hardware.cpu, " ".join(hardware.append)) if part)
+    label += " (deterministic path lengths)" if acceleration == "tcg-icount" else ""
     store.save_set_info(path, {"kind": "measured", "label": label, "machine": machine, "guest": guest})
     return path
 
 
 def _record_guest_cpu(set_path: Path, reports: list[LessonReport]) -> None:
-    """The CPU the guest was shown (QEMU's model), as its own kernel reported it: part of the set's provenance."""
+    """The CPU the guest was shown (QEMU's model) and the mitigations its kernel chose, as the guest itself
+    reported them (its /proc/cpuinfo and /sys/devices/system/cpu/vulnerabilities): part of the set's provenance."""
     guests = [(r.stored.get("kernel_run") or {}).get("guest_machine") or {} for r in reports]
     cpu = next((guest.get("cpu_model") for guest in guests if guest.get("cpu_model")), None)
     if cpu is None:
         return
     info = store.read_json(set_path / store.SET_FILE)
     info["guest"] = {**info.get("guest", {}), "cpu_model": cpu}
+    mitigations = next((guest.get("mitigations") for guest in guests if guest.get("mitigations")), None)
+    if mitigations:
+        info["guest"]["mitigations"] = mitigations
     store.save_set_info(set_path, info)
 
 
@@ -133,6 +156,7 @@ def run_matrix(
     force: bool = False,
     host_set: str | None = None,
     progress: Progress = print,
+    hardware: GuestHardware = DEFAULT_HARDWARE,
 ) -> list[KernelRun]:
     """Measure the kernel lessons once per guest kernel of ``names``; return what each kernel's run did.
 
@@ -145,12 +169,12 @@ def run_matrix(
     host = fingerprint.set_name(host_set)
     runs: list[KernelRun] = []
     for name, kernel in kernels.items():
-        options = KernelOptions("vm", acceleration, kernel.release)
+        options = KernelOptions("vm", acceleration, kernel.release, hardware)
         where = kernel_runs.setting(layout, options, _prefixed(progress, name))
         if "failed" in where:
             raise vm.VmError(where["failed"])
         chosen = where["acceleration"]  # auto: what the KVM probe decided for this kernel
-        runs.append(KernelRun(name, kernel, open_guest_set(layout, name, kernel, chosen, host), chosen))
+        runs.append(KernelRun(name, kernel, open_guest_set(layout, name, kernel, chosen, host, hardware), chosen))
     for run in runs:
         progress(f"[{run.name}] {run.kernel.release} ({run.acceleration}) -> {_shown(layout, run.set_path)}")
 
@@ -163,7 +187,7 @@ def run_matrix(
                 run.set_path,
                 force=force,
                 progress=_prefixed(progress, run.name),
-                kernel=KernelOptions("vm", run.acceleration, run.kernel.release),
+                kernel=KernelOptions("vm", run.acceleration, run.kernel.release, hardware),
                 kernel_only=True,
             )
             _record_guest_cpu(run.set_path, run.reports)

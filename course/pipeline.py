@@ -19,6 +19,8 @@ from pathlib import Path
 
 from course import disassemble, fingerprint, protocol, store, validate
 from course.build import BuildError, Program, build_program, file_hash
+from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
+from course.guest_hardware import GuestHardware
 from course.layout import Layout
 from course.lessons import Lesson
 from course.runners import run_on_host
@@ -60,6 +62,7 @@ class KernelOptions:
     runner: str = "vm"
     acceleration: str = "auto"  # auto, kvm, tcg or tcg-icount
     release: str = ""  # the guest kernel; default: the newest installed
+    hardware: GuestHardware = DEFAULT_HARDWARE  # the CPU model and kernel parameters the guest is given
 
     def __post_init__(self) -> None:
         if self.runner not in KERNEL_RUNNERS:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from course import kernel_guest, store
+from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
+from course.guest_hardware import GuestHardware
 from course.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
 from course.layout import Layout
 from course.runners import kill_owned, owned_process, read_output, stop_note
@@ -70,14 +72,25 @@ def require_qemu() -> None:
         raise VmError("qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86")
 
 
-def vng_command(kernel: GuestKernel, acceleration: str, exec_command: str, rwdir: Path | None = None) -> list[str]:
+def vng_command(
+    kernel: GuestKernel,
+    acceleration: str,
+    exec_command: str,
+    rwdir: Path | None = None,
+    hardware: GuestHardware = DEFAULT_HARDWARE,
+) -> list[str]:
+    """The boot's command line; ``hardware`` (checked by course.guest_hardware): CPU model, kernel parameters."""
     command = [str(vng_path()), "--run", str(kernel.image), "--memory", "1G", "--cpus", "1"]
     if rwdir is not None:
         command += ["--rwdir", str(rwdir)]
     if acceleration != "kvm":
         command.append("--disable-kvm")
-    if acceleration == "tcg-icount":
-        command += ["--qemu-opts", "-icount shift=0"]
+    icount = "-icount shift=0" if acceleration == "tcg-icount" else ""
+    qemu = " ".join(part for part in (icount, hardware.qemu_options()) if part)
+    if qemu:
+        command += ["--qemu-opts", qemu]
+    for parameter in hardware.append:
+        command += ["--append", parameter]
     return [*command, "--exec", exec_command]
 
 
@@ -226,6 +239,7 @@ def run_jobs(
     acceleration: str,
     progress: Callable[[str], None],
     timeout: float = 900,
+    hardware: GuestHardware = DEFAULT_HARDWARE,
 ) -> VmRun:
     """Boot once, load every module of ``jobs`` in the guest, and return what each load logged."""
     require_qemu()
@@ -240,7 +254,7 @@ def run_jobs(
         with others_may_run():
             if _cancelled.is_set():
                 raise KeyboardInterrupt("the kernel matrix was interrupted")
-            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir)
+            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware)
         if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
             raise KeyboardInterrupt("the kernel matrix was interrupted")
         return boot
@@ -256,6 +270,7 @@ def _boot(
     progress: Callable[[str], None],
     timeout: float,
     rundir: Path,
+    hardware: GuestHardware,
 ) -> VmRun:
     plan, results = kernel_guest.prepare(rundir, jobs)
     root = shlex.quote(str(layout.root))
@@ -266,6 +281,6 @@ def _boot(
         if line.startswith("course-guest:"):
             progress("  vm     " + line.removeprefix("course-guest:").strip())
 
-    status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir), timeout, show)
+    status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir, hardware=hardware), timeout, show)
     seconds = time.monotonic() - started
     return VmRun(kernel_guest.collected(results), console, status, seconds, kernel_guest.guest_of(results))

@@ -1,0 +1,64 @@
+"""--guest-cpu and --guest-append: strictly checked, passed to vng as single arguments, a set of their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from course import guest_hardware, guest_kernels, vm
+from course.guest_hardware import GuestHardware, GuestHardwareError
+from course.kernel_build import GuestKernel
+
+MODELS = frozenset({"Skylake-Server-v4", "EPYC-Rome-v2", "qemu64"})
+
+
+def _parse(cpu: str | None, append: str | None) -> GuestHardware:
+    return guest_hardware.parse(cpu, append, known_models=lambda: MODELS)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "append", "message"),
+    [
+        ("Skylake-Server-v4,+pcid", None, "no comma or space"),
+        ("Skylake-Server-v4 -device foo", None, "no comma or space"),
+        ("Haswell-v9", None, "not one of this QEMU's CPU models"),
+        (None, "mitigations=off;reboot", "not a kernel parameter"),
+        (None, "init=/bin/sh'", "not a kernel parameter"),
+        (None, "mitigations=off $(reboot)", "not a kernel parameter"),
+        (None, "nopti nopti", "names a parameter twice"),
+        (None, " ".join(f"p{i}" for i in range(9)), "at most 8"),
+    ],
+)
+def test_a_value_that_could_break_a_command_line_is_refused_with_one_line(cpu, append, message) -> None:
+    with pytest.raises(GuestHardwareError, match=message) as refused:
+        _parse(cpu, append)
+    assert "\n" not in str(refused.value)
+
+
+def test_each_value_reaches_vng_as_one_argument_beside_icount() -> None:
+    hardware = _parse("Skylake-Server-v4", "mitigations=off nosmt")
+    kernel = GuestKernel("6.1.0-57-amd64", Path("/boot/vmlinuz-6.1.0-57-amd64"), Path("/h"), Path("/m"))
+    command = vm.vng_command(kernel, "tcg-icount", "true", hardware=hardware)
+    assert command[command.index("--qemu-opts") + 1] == "-icount shift=0 -cpu Skylake-Server-v4"
+    appended = [command[i + 1] for i, word in enumerate(command) if word == "--append"]
+    assert appended == ["mitigations=off", "nosmt"]
+    plain = vm.vng_command(kernel, "tcg-icount", "true")
+    assert "--append" not in plain and plain[plain.index("--qemu-opts") + 1] == "-icount shift=0"
+
+
+def test_a_guest_shown_another_cpu_or_parameters_gets_a_set_of_its_own() -> None:
+    assert guest_kernels.set_name("6.1", "tcg-icount", "") == "qemu-icount-debian-6.1"
+    on = _parse("Skylake-Server-v4", None)
+    off = _parse("Skylake-Server-v4", "mitigations=off")
+    assert guest_kernels.set_name("6.1", "tcg-icount", "", on.slug()) == "qemu-icount-debian-6.1-skylake-server-v4"
+    assert (
+        guest_kernels.set_name("6.12", "tcg-icount", "", off.slug())
+        == "qemu-icount-debian-6.12-skylake-server-v4-mitigations-off"
+    )
+
+
+def test_this_qemu_knows_the_models_the_instructor_guide_names() -> None:
+    if not vm.shutil.which("qemu-system-x86_64"):
+        pytest.skip("QEMU is not installed here")
+    assert {"Skylake-Server-v4", "EPYC-Rome-v2"} <= guest_hardware.qemu_cpu_models()
