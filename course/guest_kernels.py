@@ -169,9 +169,21 @@ def _config_options(text: str) -> dict[str, str]:
     return options
 
 
+def other_hardware(result_set: ResultSet) -> bool:
+    """Whether the set's guest was shown a CPU model or kernel parameters of its own (``--guest-cpu``,
+    ``--guest-append``): such sets answer one question (lesson 8's mitigations), not the matrix's."""
+    guest = result_set.info.get("guest") or {}
+    return bool(guest.get("cpu_requested") or guest.get("kernel_parameters"))
+
+
 def guest_sets(sets: list[ResultSet], acceleration: str = "tcg-icount") -> list[ResultSet]:
-    """The kernel matrix's sets measured under ``acceleration``, the known kernels first in their order."""
-    found = [s for s in sets if (s.info.get("guest") or {}).get("acceleration") == acceleration]
+    """The kernel matrix's sets measured under ``acceleration``, the known kernels first in their order.
+
+    Only the default boots: a set whose guest was shown another CPU or parameters is not one of them.
+    """
+    found = [
+        s for s in sets if (s.info.get("guest") or {}).get("acceleration") == acceleration and not other_hardware(s)
+    ]
     order = list(KERNELS)
 
     def rank(result_set: ResultSet) -> tuple[int, str]:

@@ -129,17 +129,16 @@ def open_guest_set(
 
 
 def _record_guest_cpu(set_path: Path, reports: list[LessonReport]) -> None:
-    """The CPU the guest was shown (QEMU's model) and the mitigations its kernel chose, as the guest itself
-    reported them (its /proc/cpuinfo and /sys/devices/system/cpu/vulnerabilities): part of the set's provenance."""
+    """The CPU the guest was shown (QEMU's model), as its own kernel reported it: part of the set's provenance.
+
+    The mitigations that kernel chose (its own /sys/devices/system/cpu/vulnerabilities) are in each
+    lesson file's ``kernel_run.guest_machine``."""
     guests = [(r.stored.get("kernel_run") or {}).get("guest_machine") or {} for r in reports]
     cpu = next((guest.get("cpu_model") for guest in guests if guest.get("cpu_model")), None)
     if cpu is None:
         return
     info = store.read_json(set_path / store.SET_FILE)
     info["guest"] = {**info.get("guest", {}), "cpu_model": cpu}
-    mitigations = next((guest.get("mitigations") for guest in guests if guest.get("mitigations")), None)
-    if mitigations:
-        info["guest"]["mitigations"] = mitigations
     store.save_set_info(set_path, info)
 
 

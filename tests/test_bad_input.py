@@ -221,7 +221,7 @@ def test_a_vm_that_cannot_start_fails_the_lesson_and_keeps_its_figures(tmp_path:
     built = BuiltModule("01-mini", "mod", tmp_path / "mod.ko", {}, rebuilt=False)
     monkeypatch.setattr(kernel_build, "build_module", lambda *a: built)
     booted = vm.VmRun([{"log": LOG, "exit_status": 1, "insmod_output": "", "command": "insmod mod.ko"}] * 2, "", 0, 1)
-    monkeypatch.setattr(vm, "run_jobs", lambda *a: booted)
+    monkeypatch.setattr(vm, "run_jobs", lambda *a, **k: booted)
     first = _measure(layout)
     assert first.failures == [] and first.stored["measurements"]["01-mini/x.tty"]["status"] == "ok"
     assert first.stored["kernel_run"]["acceleration"] == "tcg"
@@ -253,7 +253,7 @@ def test_the_none_runner_keeps_the_kernel_figures_measured_before(tmp_path: Path
     built = BuiltModule("01-mini", "mod", tmp_path / "mod.ko", {}, rebuilt=False)
     monkeypatch.setattr(kernel_build, "build_module", lambda *a: built)
     booted = vm.VmRun([{"log": LOG, "exit_status": 1, "insmod_output": "", "command": "insmod mod.ko"}] * 2, "", 0, 1)
-    monkeypatch.setattr(vm, "run_jobs", lambda *a: booted)
+    monkeypatch.setattr(vm, "run_jobs", lambda *a, **k: booted)
     first = _measure(layout)
     assert first.stored["measurements"]["01-mini/x.tty"]["status"] == "ok"
     report = pipeline.measure_lesson(

@@ -17,7 +17,9 @@ Used from MyST:
 - ``{course-code}``, ``{course-downloads}``: listings cut from the real C files, and every file to download
   (``course.sphinxext.code``);
 - ``{course-kernels}``, ``{course-trace-diff}``: figures and call graphs across the guest kernels of the kernel
-  matrix (``course.sphinxext.kernels``).
+  matrix (``course.sphinxext.kernels``);
+- ``{course-guest-mitigations}``: each guest kernel's figures with mitigations on and off, counted in
+  instructions under a CPU model its kernel treats as affected (``course.sphinxext.guest_mitigations``).
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -45,6 +47,7 @@ from course.sphinxext.base import course_value, depart_course_value, name_graphv
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
+from course.sphinxext.guest_mitigations import CourseGuestMitigations
 from course.sphinxext.kernels import CourseKernels, CourseTraceDiff
 from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMitigations
 from course.store import StoreError
@@ -97,7 +100,7 @@ def _write_machine_pages(folder: Path, data: CourseData) -> None:
     """One page per shown result set, written only when its text changes (so Sphinx rereads nothing else)."""
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {}
-    for result_set in data.shown():
+    for result_set in data.with_pages():
         if store.slug_safe(result_set.id) != result_set.id:
             logger.warning("course: result set folder %r is not a safe name; not shown", result_set.id, type="course")
             continue
@@ -154,7 +157,7 @@ def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
 def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
     """Each shown set's measurements as JSON and CSV beside its page, once the HTML build succeeded."""
     if exception is None and app.builder.format == "html":
-        shown = [s for s in data_of(app.env).shown() if store.slug_safe(s.id) == s.id]
+        shown = [s for s in data_of(app.env).with_pages() if store.slug_safe(s.id) == s.id]
         setdata.write(Path(app.outdir) / app.config.course_machines_page, shown)
 
 
@@ -201,6 +204,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-run-report", CourseRunReport)
     app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.sphinxext.kernels)
     app.add_directive("course-trace-diff", CourseTraceDiff)
+    app.add_directive("course-guest-mitigations", CourseGuestMitigations)  # lesson 8 (guest_mitigations)
     app.connect("builder-inited", _load_data)
     app.connect("html-page-context", name_graphviz_figures)
     app.connect("env-get-outdated", _outdated_when_sets_change)

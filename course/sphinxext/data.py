@@ -14,7 +14,7 @@ from pathlib import Path
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
 
-from course import fingerprint, store
+from course import fingerprint, guest_kernels, store
 from course.store import ResultSet
 
 #: Fields a page may ask of a measurement, and how each is worded.
@@ -71,7 +71,16 @@ class CourseData:
         return hashlib.sha256(" ".join([self.current_id, *self.sets]).encode()).hexdigest()
 
     def shown(self) -> list[ResultSet]:
-        """The sets a table shows: reference sets first, then this machine, then the others."""
+        """The sets a table shows: reference sets first, then this machine, then the others.
+
+        Not the sets of guests shown another CPU model or kernel parameters (``--guest-cpu``,
+        ``--guest-append``): lesson 8's mitigations section reads them by name; in every other
+        chart they would double each guest kernel. They have their pages (:meth:`with_pages`).
+        """
+        return [s for s in self.with_pages() if not guest_kernels.other_hardware(s)]
+
+    def with_pages(self) -> list[ResultSet]:
+        """Every set named in ``course_sets`` (all by default), each with its page and downloads."""
         chosen = [self.sets[i] for i in self.shown_ids if i in self.sets]
         return sorted(chosen, key=lambda s: (s.kind != "reference", s.id != self.current_id, s.id))
 

@@ -1,0 +1,201 @@
+"""``{course-guest-mitigations}``: what the mitigations add to a call, counted in instructions in each guest kernel.
+
+Each guest kernel of the matrix is booted twice with the CPU model named in ``:cpu:`` (one its
+kernel treats as affected) under ``tcg-icount``: as it boots by default, and with
+``mitigations=off`` (``invoke run --guest-kernels ... --guest-cpu MODEL`` and again with
+``--guest-append mitigations=off``). The directive shows, for each figure named in the content
+(``<measurement id> <label>``), the two counts side by side and their difference, as a table and
+as a chart, then what each guest's kernel said in its own ``/sys/devices/system/cpu/vulnerabilities``.
+
+Instruction counts only: a count is the same on every host, but it is no time (a page-table
+switch or a ``verw`` is one instruction and hundreds of cycles); the page says so, and the
+directive never sets these counts beside ticks.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+
+from course import guest_kernels
+from course.sphinxext import charts
+from course.sphinxext.base import MeasurementsDirective, course_value, simple_table, value_text
+from course.sphinxext.context import machine_link
+from course.sphinxext.data import Lookup, describe, format_value, shown_from
+from course.sphinxext.figures import UNIT_TITLES, figures_table
+from course.sphinxext.machines import guest_machine
+from course.store import ResultSet
+
+#: The parameter that turns the mitigations off, as ``--guest-append`` passes it.
+OFF = "mitigations=off"
+
+#: The two boots of each kernel, as the page names them.
+STATES = ("mitigations on (default)", OFF)
+
+
+def command(cpu: str) -> str:
+    """What measures the sets this directive reads."""
+    base = f"invoke run --guest-kernels 6.1,6.12,6.1-rt --acceleration tcg-icount --lesson 4 --guest-cpu {cpu}"
+    return f"{base}, then the same with --guest-append {OFF}"
+
+
+def pairs(sets: list[ResultSet], cpu: str) -> list[tuple[str, ResultSet | None, ResultSet | None]]:
+    """(kernel name, default boot's set, mitigations=off boot's set) for each kernel shown ``cpu``, matrix order."""
+    found: dict[str, list[ResultSet | None]] = {}
+    for result_set in sets:
+        guest = result_set.info.get("guest") or {}
+        if guest.get("acceleration") != "tcg-icount" or guest.get("cpu_requested") != cpu:
+            continue
+        parameters = guest.get("kernel_parameters") or ""
+        if parameters not in ("", OFF):
+            continue
+        both = found.setdefault(guest.get("name", result_set.id), [None, None])
+        both[1 if parameters == OFF else 0] = result_set
+    order = list(guest_kernels.KERNELS)
+    names = sorted(found, key=lambda name: (order.index(name) if name in order else len(order), name))
+    return [(name, found[name][0], found[name][1]) for name in names]
+
+
+def difference(on: dict | None, off: dict | None, field: str) -> tuple[float, float] | None:
+    """(on - off, its percent of on) where both are icount ticks measured; None otherwise (never across units)."""
+    if not on or not off or on.get("status") != "ok" or off.get("status") != "ok":
+        return None
+    if on.get("unit") != "icount ticks" or off.get("unit") != "icount ticks":
+        return None
+    if on.get(field) is None or off.get(field) is None or not on[field]:
+        return None
+    gap = on[field] - off[field]
+    return gap, 100 * gap / on[field]
+
+
+def vulnerable_files(result_set: ResultSet | None) -> list[tuple[str, str]]:
+    """The guest's own vulnerability files that are not "Not affected", as its kernel wrote them."""
+    if result_set is None:
+        return []
+    mitigations = guest_machine(result_set).get("mitigations") or {}
+    return [(name, state) for name, state in sorted(mitigations.items()) if state != "Not affected"]
+
+
+class CourseGuestMitigations(MeasurementsDirective):
+    """Per guest kernel, the named figures with mitigations on and off, their difference, and the guest's own list."""
+
+    option_spec: ClassVar[dict] = {
+        "cpu": directives.unchanged_required,
+        "caption": directives.unchanged,
+        "field": lambda arg: directives.choice(arg, ("min", "median")),
+    }
+
+    def run(self) -> list[nodes.Node]:
+        cpu = self.options.get("cpu", "")
+        field = self.options.get("field", "median")
+        caption = self.options.get("caption", "")
+        rows = self.rows()
+        kernels = pairs(self.data.with_pages(), cpu)
+        for _, on, off in kernels:
+            for result_set in (on, off):
+                for key, _ in rows if result_set else ():
+                    self.use(self.data.find(key, result_set.id))
+        if not kernels:
+            self.use(None)
+            self.warn(f"no guest sets shown the CPU {cpu!r}; run `{command(cpu)}`", "missing")
+            said = nodes.paragraph("", "[missing: the guests' mitigations; run ", nodes.literal(text=command(cpu)))
+            said += nodes.Text("]")
+            return [said]
+        out: list[nodes.Node] = [self._table(kernels, rows, field, caption)]
+        with shown_from(next(s for _, on, off in kernels for s in (on, off) if s)):
+            out.append(self._chart(kernels, rows, field, caption))
+        out.append(self._vulnerabilities(kernels, cpu))
+        return out
+
+    def _cell(self, result_set: ResultSet | None, key: str, field: str) -> nodes.Node:
+        measurement = result_set.measurement(key) if result_set else None
+        if not measurement:
+            return nodes.Text("—")
+        if measurement.get("status") != "ok":
+            return nodes.emphasis(text=value_text(measurement, field, False))
+        text = format_value(measurement[field], measurement.get("unit", "ticks"))
+        lookup = Lookup(result_set, measurement, result_set.lesson_file(key.split("/", 1)[0]))
+        return course_value(
+            text, text, title=describe(lookup, field), measurement=key, set_id=result_set.id, field=field
+        )
+
+    def _table(self, kernels, rows, field: str, caption: str) -> nodes.table:
+        headers = ["guest kernel"]
+        for _, label in rows:
+            headers += [f"{label}: {STATES[0]}", f"{label}: {OFF}", f"{label}: on minus off"]
+        table = simple_table(headers, [])
+        if caption:
+            table.insert(0, nodes.title(text=caption))
+        body = table.next_node(nodes.tbody)
+        for name, on, off in kernels:
+            cells: list[nodes.Node] = []
+            first = nodes.paragraph()
+            first += machine_link(self, on.id, name) if on else nodes.Text(name)
+            if off:
+                first += nodes.Text(" (")
+                first += machine_link(self, off.id, OFF)
+                first += nodes.Text(")")
+            cells.append(first)
+            for key, _ in rows:
+                cells += [self._cell(on, key, field), self._cell(off, key, field)]
+                gap = difference(on.measurement(key) if on else None, off.measurement(key) if off else None, field)
+                cells.append(nodes.Text(f"{gap[0]:+,.0f} ({gap[1]:.1f} %)" if gap else "—"))
+            row = nodes.row()
+            for cell in cells:
+                entry = nodes.entry()
+                entry += cell if isinstance(cell, nodes.paragraph) else nodes.paragraph("", "", cell)
+                row += entry
+            body += row
+        return table
+
+    def _chart(self, kernels, rows, field: str, caption: str) -> nodes.Node:
+        bars = []
+        for key, label in rows:
+            for name, on, off in kernels:
+                for colour, (state, result_set) in enumerate(zip(STATES, (on, off), strict=True), start=1):
+                    measurement = result_set.measurement(key) if result_set else None
+                    if not measurement:
+                        continue
+                    unit = measurement.get("unit", "ticks")
+                    ok = measurement.get("status") == "ok"
+                    value = measurement.get(field) if ok else None
+                    text = (
+                        format_value(value, unit).split(" ", 1)[0]
+                        if value is not None
+                        else value_text(measurement, field, False)
+                    )
+                    note = f"{result_set.label}: {key}"
+                    panel = UNIT_TITLES.get(unit, unit)
+                    bars.append(charts.Bar(f"{name}: {label}", state, value, text, note, colour, unit, panel))
+        chart = charts.bar_chart(bars, caption or "mitigations on and off")
+        figure = nodes.container(classes=["course-chart"])
+        figure += nodes.raw("", chart.svg, format="html")
+        if caption:
+            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
+        figure += figures_table(chart)
+        return figure
+
+    def _vulnerabilities(self, kernels, cpu: str) -> nodes.Node:
+        """What each guest's kernel wrote in its own vulnerability files, booted by default and with mitigations=off."""
+        items = nodes.bullet_list()
+        for name, on, off in kernels:
+            for state, result_set in zip(STATES, (on, off), strict=True):
+                if result_set is None:
+                    continue
+                files = vulnerable_files(result_set)
+                item = nodes.paragraph()
+                item += nodes.strong(text=f"{name}, {state}: ")
+                item += nodes.Text(
+                    "; ".join(f"{file}: {said}" for file, said in files) if files else "every file says Not affected"
+                )
+                items += nodes.list_item("", item)
+        lead = nodes.paragraph(
+            text=f"What each guest's kernel wrote in its own /sys/devices/system/cpu/vulnerabilities when QEMU showed "
+            f'it the CPU {cpu} (the files that do not say "Not affected"):'
+        )
+        container = nodes.container(classes=["course-guest-vulnerabilities"])
+        container += lead
+        container += items
+        return container
