@@ -19,7 +19,7 @@ from dataclasses import dataclass
 CPU_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 #: A kernel parameter: ``name`` or ``name=value``, with no quote, space or shell character.
-PARAMETER = re.compile(r"[a-z0-9_.-]{1,64}(=[A-Za-z0-9_.,:-]{1,64})?")
+PARAMETER = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}(=[A-Za-z0-9_.,:-]{1,64})?")
 
 MAX_PARAMETERS = 8
 

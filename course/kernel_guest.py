@@ -261,6 +261,9 @@ def main(argv: list[str]) -> int:
     jobs = json.loads(plan_path.read_text())
     results: list[dict] = []
     guest = guest_machine()
+    # Written before the first job too: a boot whose jobs all fail, or that has none, still says
+    # which CPU the guest saw and which mitigations its kernel chose.
+    write_json(results_path, {"schema": 1, "jobs": [], "complete": not jobs, "guest": guest})
     for number, job in enumerate(jobs, start=1):
         scratch = Path("/tmp/course-scratch")
         if "trace" in job:

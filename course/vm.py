@@ -87,10 +87,11 @@ def vng_command(
         command.append("--disable-kvm")
     icount = "-icount shift=0" if acceleration == "tcg-icount" else ""
     qemu = " ".join(part for part in (icount, hardware.qemu_options()) if part)
+    # One word each, "--option=value": vng's parser would read a value that starts with "-" and a
+    # letter of one of its short options ("-cpu ...": -c) as that option, not as the value.
     if qemu:
-        command += ["--qemu-opts", qemu]
-    for parameter in hardware.append:
-        command += ["--append", parameter]
+        command.append(f"--qemu-opts={qemu}")
+    command += [f"--append={parameter}" for parameter in hardware.append]
     return [*command, "--exec", exec_command]
 
 
@@ -254,7 +255,7 @@ def run_jobs(
         with others_may_run():
             if _cancelled.is_set():
                 raise KeyboardInterrupt("the kernel matrix was interrupted")
-            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware)
+            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=hardware)
         if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
             raise KeyboardInterrupt("the kernel matrix was interrupted")
         return boot
@@ -270,7 +271,7 @@ def _boot(
     progress: Callable[[str], None],
     timeout: float,
     rundir: Path,
-    hardware: GuestHardware,
+    hardware: GuestHardware = DEFAULT_HARDWARE,
 ) -> VmRun:
     plan, results = kernel_guest.prepare(rundir, jobs)
     root = shlex.quote(str(layout.root))

@@ -21,7 +21,7 @@ def test_software_emulation_and_its_deterministic_mode() -> None:
     tcg = vm.vng_command(KERNEL, "tcg", "true")
     assert "--disable-kvm" in tcg and "-icount shift=0" not in tcg
     icount = vm.vng_command(KERNEL, "tcg-icount", "true")
-    assert icount[icount.index("--qemu-opts") + 1] == "-icount shift=0"
+    assert "--qemu-opts=-icount shift=0" in icount
     assert "--disable-kvm" not in vm.vng_command(KERNEL, "kvm", "true")
     assert vm.UNITS == {"kvm": "ticks", "tcg": "emulated ticks", "tcg-icount": "icount ticks", "host-kernel": "ticks"}
 
@@ -85,7 +85,7 @@ def test_the_vm_scratch_folder_has_no_space_even_when_build_has_one(tmp_path: Pa
     layout = Layout(tmp_path, build_dir=tmp_path / "a folder" / "build")
     seen: list[Path] = []
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
-    monkeypatch.setattr(vm, "_boot", lambda *args: seen.append(args[-1]) or vm.VmRun([], "", 0, 0))
+    monkeypatch.setattr(vm, "_boot", lambda *args, **kwargs: seen.append(args[-1]) or vm.VmRun([], "", 0, 0))
     vm.run_jobs(layout, KERNEL, [], "tcg", progress=lambda line: None)
     assert " " not in str(seen[0]) and not seen[0].exists(), "plain, and removed after the boot"
     plain = Layout(tmp_path, build_dir=tmp_path / "build")
