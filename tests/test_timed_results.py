@@ -9,6 +9,7 @@ with the value the call returned, and the others measured as usual.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -133,3 +134,17 @@ def test_lesson_7s_exercise_sizes_fit_bytes_buffer_and_a_larger_one_is_refused(
     else:
         parsed = protocol.parse(outcome.stdout)
         assert {"read-16384", "read-65536"} <= set(parsed.measurements), outcome.stdout
+
+
+def test_no_user_space_program_casts_a_calls_result_away() -> None:
+    # The behaviour tests above cover usystime, bytes and fences; this keeps every other program
+    # (and a new one) from timing a call whose result it throws away. MEASURE itself takes the
+    # expected result as an argument: a call without one does not compile.
+    discarded = re.compile(r"\(void\)\s*\w+\s*\(")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "code" / "user").rglob("*.c"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if discarded.search(line)
+    ]
+    assert found == []
