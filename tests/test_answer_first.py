@@ -1,0 +1,83 @@
+"""Answer first: the 2000 percentages computed, never typed; today's entry and exit timed in the read's own run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from course import derive, store
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "results" / "reference-2000"
+
+
+# --- the 2000 percentages -----------------------------------------------------------------------------------------
+
+
+def test_the_2000_savings_are_computed_from_the_articles_ticks() -> None:
+    reference = store.load_set(REFERENCE)
+    figure = reference.measurement
+    assert figure("06-skipping-layers/saving-percent.ksys-read.tty")["value"] == pytest.approx(100 * (474 - 216) / 474)
+    assert figure("06-skipping-layers/saving-percent.read-iter.tty")["value"] == pytest.approx(100 * (474 - 175) / 474)
+    assert figure("04-kernel-read/saving-percent.read-wrapper.tty")["value"] == pytest.approx(100 * 50 / 474)
+    assert figure("04-kernel-read/saving.read-wrapper.tty")["value"] == 50
+
+
+def test_a_typed_2000_percentage_is_replaced_by_the_computed_one(tmp_path: Path) -> None:
+    copy = shutil.copytree(REFERENCE, tmp_path / "reference-2000")
+    content = json.loads((copy / "reference.json").read_text())
+    content["measurements"]["06-skipping-layers/saving-percent.ksys-read.tty"]["value"] = 54
+    (copy / "reference.json").write_text(json.dumps(content))
+    value = store.load_set(copy).measurement("06-skipping-layers/saving-percent.ksys-read.tty")["value"]
+    assert f"{value:.1f}" == "54.4", "54 is the article's rounding; the course shows what 216 and 474 give"
+
+
+def test_every_derived_2000_figure_says_how_from_the_printed_ones() -> None:
+    content = json.loads((REFERENCE / "reference.json").read_text())
+    derived = {k: m for k, m in content["measurements"].items() if m.get("derived")}
+    assert len(derived) >= 5
+    for key, measurement in derived.items():
+        assert derive.REFERENCE.search(measurement["how"]), f"{key} is computed from stored figures, not typed"
+        for used in measurement["from"]:
+            assert not content["measurements"][used].get("derived"), "only from the article's printed ticks"
+
+
+def test_a_2000_figure_that_cannot_be_computed_names_itself(tmp_path: Path) -> None:
+    copy = shutil.copytree(REFERENCE, tmp_path / "reference-2000")
+    content = json.loads((copy / "reference.json").read_text())
+    content["measurements"]["06-skipping-layers/saving-percent.ksys-read.tty"]["how"] = "min(03-timing/nothing) - 1"
+    (copy / "reference.json").write_text(json.dumps(content))
+    with pytest.raises(store.StoreError, match=r"saving-percent\.ksys-read\.tty.*03-timing/nothing is not measured"):
+        store.load_set(copy)
+
+
+# --- today's entry and exit, in the read's own run ----------------------------------------------------------------
+
+
+def test_usystime_times_the_invalid_call_in_the_rounds_of_the_reads(tmp_path: Path) -> None:
+    binary = tmp_path / "usystime"
+    source = ROOT / "code" / "user" / "03-timing" / "usystime.c"
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(source)], check=True)
+    with open("/dev/null", "rb") as null:
+        output = subprocess.run([str(binary), "1600"], stdin=null, capture_output=True, text=True, check=True).stdout
+    assert "course: measure invalid-syscall unit=ticks samples=1600 subtract=stamp-pair" in output
+    assert "course: measure read.stdin unit=ticks samples=1600" in output
+    assert "timed in 100 rounds" in output.split("invalid system call", 1)[1].splitlines()[0], "interleaved"
+
+
+def test_the_entry_and_exit_share_is_derived_from_one_run_in_percent() -> None:
+    from course import lessons
+    from course.layout import Layout
+
+    specs = {spec["name"]: spec for spec in lessons.find(Layout(ROOT), 3).derived}
+    spec = specs["saving-percent.entry-exit.tty"]
+    assert spec["unit"] == "%"
+    figures = {
+        "03-timing/invalid-syscall": {"status": "ok", "median": 800, "unit": "ticks", "runner": "host"},
+        "03-timing/read.tty": {"status": "ok", "median": 1600, "unit": "ticks", "runner": "host"},
+    }
+    assert derive.derive(spec, figures.get)["value"] == 50
