@@ -128,7 +128,7 @@ def _svg(figure: Figure, title: str, rows: list) -> str:
 
 def _wrap(label: str) -> str:
     """A row's name on lines short enough to leave the bars most of the width (names come from the sets)."""
-    return textwrap.fill(label, 22, break_long_words=True, break_on_hyphens=False)
+    return textwrap.fill(label, 22, break_long_words=False, break_on_hyphens=False)  # a name is never split
 
 
 def _row_names(inside: list[Bar]) -> tuple[list[str], str]:
@@ -325,5 +325,85 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
         axes[-1, 0].set_xlabel("seconds into the run")
         axes[-1, 0].xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
         axes[-1, 0].xaxis.set_major_formatter(FuncFormatter(lambda s, _p: f"{s:g} s"))
+        svg = _svg(figure, title, rows)
+    return Chart(svg, header, rows)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One result set's figure in an answer chart: a percentage, or why there is none."""
+
+    series: str  # the set, short, on the bar's row ("2000", "6.1 guest")
+    value: float | None
+    label: str  # the figure as printed beside the bar, or the reason it is missing
+    colour: int = 0  # index in PALETTE: the set's colour in every chart
+    note: str = ""  # what the figure is and where it comes from: in the figures' table
+
+
+@dataclass(frozen=True)
+class Group:
+    """One question's answer across eras: a saving, named the same way for 2000 and today."""
+
+    title: str
+    how: str = ""  # how each era measured it, in a few words, drawn under the title
+    shares: tuple[Share, ...] = ()
+
+
+def answer_chart(groups: list[Group], title: str, axis: str) -> Chart:
+    """Percentages of one kind, 2000 beside today, one scale from 0 to 100 % for every group.
+
+    Each group is a question's answer (a saving), its title above its bars and, under the title,
+    how each era measured it; each bar is a result set, named on its row and coloured as the set
+    is everywhere. A set with no figure gets its reason in italics on its row, never a bar.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+    header = ("saving", "result set", "figure", "what it is")
+    rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
+    if not any(share.value is not None for group in groups for share in group.shares):
+        return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, rows)
+    # Rows from the top: a title line, the how lines, then the bars; y grows downwards.
+    layout: list[tuple[str, float, object]] = []
+    y = 0.0
+    for group in groups:
+        layout.append(("title", y, group.title))
+        y += 1.0
+        for line in textwrap.wrap(group.how, 46) if group.how else []:
+            layout.append(("how", y - 0.2, line))
+            y += 0.8
+        for share in group.shares:
+            layout.append(("bar", y, share))
+            # A missing figure's reason takes the lines it needs, beside its set's name.
+            y += 1.0 if share.value is not None else 0.8 * len(textwrap.wrap(share.label, 42)) + 0.2
+        y += 0.5
+    with _style():
+        figure = Figure(figsize=(WIDTH / 72, (y * 18 + 40) / 72), layout="constrained")
+        ax = figure.subplots()
+        ticks, names = [], []
+        for kind, row, item in layout:
+            if kind == "title":
+                ax.text(0, row, str(item), va="center", weight="bold")
+            elif kind == "how":
+                ax.text(0, row, str(item), va="center", size=FONT - 2, alpha=0.8)
+            else:
+                share = item  # type: ignore[assignment]
+                assert isinstance(share, Share)
+                ticks.append(row)
+                names.append(share.series)
+                if share.value is None:
+                    reason = "\n".join(textwrap.wrap(share.label, 42))
+                    ax.text(0, row - 0.4, " " + reason, va="top", style="italic", size=FONT - 2, linespacing=1.1)
+                    continue
+                ax.barh(row, share.value, height=0.72, color=PALETTE[share.colour % len(PALETTE)])
+                ax.text(max(share.value, 0), row, " " + share.label, va="center")
+        ax.set_yticks(ticks, names)
+        ax.set_ylim(y - 0.4, -0.6)
+        ax.set_xlim(0, 100)
+        ax.xaxis.set_major_locator(MultipleLocator(25))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _p: f"{value:.0f} %"))
+        ax.grid(axis="x")
+        ax.set_xlabel(axis)
+        ax.tick_params(axis="y", length=0)
         svg = _svg(figure, title, rows)
     return Chart(svg, header, rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from html import escape
 from typing import ClassVar
 
 from docutils import nodes
@@ -163,7 +164,7 @@ class CourseTable(MeasurementsDirective):
         # others (the reference too) where they have a figure: a column of dashes only takes room.
         keep = [
             result_set.id
-            for result_set in self.data.shown()
+            for result_set in self.sets_here()
             if (result_set.kind == "reference" and ratio)
             or result_set.id == self.data.current_id
             or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
@@ -178,8 +179,13 @@ class CourseTable(MeasurementsDirective):
             group += nodes.colspec(colwidth=1)
         head = nodes.thead()
         group += head
+        columns_found = {
+            set_id: [lookup.measurement for _, _, found in looked for i, lookup in found if i == set_id and lookup]
+            for set_id in keep
+        }
         head += table_row(
-            ["measurement", *(self.set_title(i) for i in keep)] + (["2000 ÷ this machine (ns)"] if ratio else [])
+            ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
+            + (["2000 ÷ this machine (ns)"] if ratio else [])
         )
         body = nodes.tbody()
         group += body
@@ -282,6 +288,7 @@ class CourseChart(MeasurementsDirective):
 
     def run(self) -> list[nodes.Node]:
         caption = self.options.get("caption", "")
+        self._legend: list[tuple[int, str]] = []
         if "histogram" in self.options:
             svg = self._histogram(caption)
         elif "timeline" in self.options:
@@ -296,6 +303,8 @@ class CourseChart(MeasurementsDirective):
             return []
         figure = nodes.container(classes=["course-chart"])
         figure += nodes.raw("", svg.svg, format="html")
+        if self._legend:
+            figure += legend(self._legend)
         if caption:
             figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
         figure += figures_table(svg)
@@ -337,13 +346,16 @@ class CourseChart(MeasurementsDirective):
         field = self.options.get("field", "min")
         in_ns = "ns" in self.options
         bars = []
-        colours = {result_set.id: index for index, result_set in enumerate(self.data.shown())}
         for key, label in self.rows():
             for set_id, lookup in self.lookups(key):
                 measurement = lookup.measurement if lookup else None
                 series = self.set_title(set_id)
-                colour = colours[set_id]
+                colour = self.data.colour_of(set_id)
                 if measurement is None:
+                    continue
+                if self.in_lesson and measurement.get("unit") == "emulated ticks":
+                    # Emulated time moves with the host from run to run: the machine pages keep it, a lesson's chart
+                    # answers with figures that compare (real time, instructions, 2000).
                     continue
                 if measurement.get("status") != "ok":
                     bars.append(charts.Bar(label, series, None, value_text(measurement, field, in_ns), colour=colour))
@@ -371,10 +383,38 @@ class CourseChart(MeasurementsDirective):
                         panel=panel_title(unit, series),
                     )
                 )
+        self._legend = [(bar.colour, bar.series) for bar in bars]
         panels = {bar.series: bar.panel for bar in bars if bar.panel}
         # A figure not run takes its row in its set's panel, or in one of its own.
         bars = [bar if bar.panel else replace(bar, panel=panels.get(bar.series, "not measured")) for bar in bars]
         return charts.bar_chart(bars, caption or "measurements")
+
+
+#: How a guest ran, in a column's title.
+HOW_IT_RAN = {"tcg": "QEMU TCG, emulated", "tcg-icount": "QEMU icount", "kvm": "KVM"}
+
+
+def ran_where(measurements: list[dict | None]) -> str:
+    """Where a column's kernel figures ran when that was a guest: "Debian 6.1.0-57-amd64 guest, QEMU TCG, emulated"."""
+    guests = {
+        (m.get("guest_kernel", "?"), m.get("acceleration", "?"))
+        for m in measurements
+        if m and m.get("runner") == "vm" and m.get("status") == "ok"
+    }
+    if len(guests) != 1:
+        return ""
+    kernel, acceleration = guests.pop()
+    return f"guest kernel {kernel} ({HOW_IT_RAN.get(acceleration, acceleration)})"
+
+
+def legend(entries: list[tuple[int, str]]) -> nodes.Node:
+    """The sets a chart draws, each with its colour: the same colour for a set in every chart of the site."""
+    items = "".join(
+        f'<li><span class="course-swatch" style="background: {charts.PALETTE[colour % len(charts.PALETTE)]}"></span>'
+        f"{escape(name)}</li>"
+        for colour, name in dict.fromkeys(entries)
+    )
+    return nodes.raw("", f'<ul class="course-legend">{items}</ul>', format="html")
 
 
 def figures_table(chart: charts.Chart) -> nodes.Node:
