@@ -81,3 +81,19 @@ def test_the_entry_and_exit_share_is_derived_from_one_run_in_percent() -> None:
         "03-timing/read.tty": {"status": "ok", "median": 1600, "unit": "ticks", "runner": "host"},
     }
     assert derive.derive(spec, figures.get)["value"] == 50
+
+
+def test_the_execution_report_gives_each_lesson_its_own_last_run() -> None:
+    from course.sphinxext.context import last_run
+
+    data = {
+        "measured_at": "2026-12-05T01:07:19+00:00",  # the end of the whole run, when every file was written
+        "measurements": {
+            "a": {"measured_at": "2026-12-05T01:05:58+00:00"},
+            "b": {"measured_at": "2026-12-05T01:05:59+00:00"},
+            "c": {"measured_at": "2026-12-05T01:07:19+00:00", "derived": True},
+        },
+        "captures": {"d": {"measured_at": "2026-12-05T01:05:50+00:00"}},
+    }
+    assert last_run(data) == "2026-12-05T01:05:59+00:00"
+    assert last_run({"measured_at": "x", "measurements": {}}) == "x", "nothing measured: the file's date"
