@@ -97,3 +97,30 @@ def test_the_execution_report_gives_each_lesson_its_own_last_run() -> None:
     }
     assert last_run(data) == "2026-12-05T01:05:59+00:00"
     assert last_run({"measured_at": "x", "measurements": {}}) == "x", "nothing measured: the file's date"
+
+
+# --- the answer's charts, data in and SVG out ---------------------------------------------------------------------
+
+
+def test_an_answer_chart_puts_every_share_on_one_scale_from_0_to_100() -> None:
+    from course.sphinxext.charts import Group, Share, answer_chart
+
+    groups = [
+        Group("crossing only", "int $0x80", (Share("2000", 10.5, "10.5 %"), Share("today", None, "not measurable"))),
+        Group("calling the method", "", (Share("2000", 63.1, "63.1 %"), Share("6.1 guest", 49.9, "49.9 %", 2))),
+    ]
+    chart = answer_chart(groups, "savings", "saved, %")
+    assert "100 %" in chart.svg and "not measurable" in chart.svg
+    assert ("calling the method", "6.1 guest", "49.9 %", "") in chart.rows
+    assert chart.svg.count("<title>") == 1
+
+
+def test_a_size_chart_draws_the_fitted_lines_and_the_articles() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    today = SizeSeries("page cache, host", ((1.0, 800.0), (4096.0, 900.0)), 0.025, 800.0, 1)
+    then = SizeSeries("2000: 948 ns + 2 ticks a byte", (), 4.0, 948.0, 0, "--")
+    chart = size_chart([today, then], "size")
+    assert "page cache, host" in chart.svg and "2000: 948 ns + 2 ticks a byte" in chart.svg
+    assert "mathdefault" not in chart.svg, "no TeX left raw on the log axis"
+    assert ("page cache, host", "per byte", "0.025", "fitted line: 800 ns + slope") in chart.rows

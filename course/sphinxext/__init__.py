@@ -42,7 +42,7 @@ from sphinx.util import logging
 
 from course import __version__, store
 from course.sphinxext import code, setdata
-from course.sphinxext.answer import CourseAnswer
+from course.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
@@ -194,6 +194,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-output", CourseOutput)
     app.add_directive("course-table", CourseTable)
     app.add_directive("course-chart", CourseChart)
+    app.add_directive("course-size-line", CourseSizeLine)  # cost against read size, with the fitted line
     app.add_directive("course-answer", CourseAnswer)  # a lesson's answer, 2000 beside today (course.sphinxext.answer)
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machine", CourseMachine)

@@ -143,7 +143,8 @@ def value_text(measurement: dict, field: str, in_ns: bool) -> str:
         return f"no {field}"
     if in_ns:
         ns = measurement.get(f"{field}_ns") or to_ns(raw, measurement.get("tsc_hz"))
-        return format_value(ns, "ns") if ns is not None else "no TSC rate"
+        per_byte = str(measurement.get("unit", "")).endswith("/byte")
+        return format_value(ns, "ns/byte" if per_byte else "ns") if ns is not None else "no TSC rate"
     return format_value(raw, measurement.get("unit", "ticks"))
 
 

@@ -349,17 +349,17 @@ class Group:
     shares: tuple[Share, ...] = ()
 
 
-def answer_chart(groups: list[Group], title: str, axis: str) -> Chart:
-    """Percentages of one kind, 2000 beside today, one scale from 0 to 100 % for every group.
+def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") -> Chart:
+    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for percentages).
 
     Each group is a question's answer (a saving), its title above its bars and, under the title,
     how each era measured it; each bar is a result set, named on its row and coloured as the set
     is everywhere. A set with no figure gets its reason in italics on its row, never a bar.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MultipleLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 
-    header = ("saving", "result set", "figure", "what it is")
+    header = ("figure", "result set", "value", "what it is")
     rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
     if not any(share.value is not None for group in groups for share in group.shares):
         return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, rows)
@@ -399,11 +399,77 @@ def answer_chart(groups: list[Group], title: str, axis: str) -> Chart:
                 ax.text(max(share.value, 0), row, " " + share.label, va="center")
         ax.set_yticks(ticks, names)
         ax.set_ylim(y - 0.4, -0.6)
-        ax.set_xlim(0, 100)
-        ax.xaxis.set_major_locator(MultipleLocator(25))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _p: f"{value:.0f} %"))
+        if unit == "%":
+            ax.set_xlim(0, 100)
+            ax.xaxis.set_major_locator(MultipleLocator(25))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _p: f"{value:.0f} %"))
+        else:
+            top = max(share.value for group in groups for share in group.shares if share.value is not None)
+            ax.set_xlim(0, (top or 1) * 1.3)  # room for the longest bar's figure
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_formatter(FuncFormatter(_number))
         ax.grid(axis="x")
         ax.set_xlabel(axis)
         ax.tick_params(axis="y", length=0)
+        svg = _svg(figure, title, rows)
+    return Chart(svg, header, rows)
+
+
+@dataclass(frozen=True)
+class SizeSeries:
+    """One kind of read over its sizes: the medians measured, and the straight line fitted to them (in ns)."""
+
+    label: str
+    points: tuple[tuple[float, float], ...]  # (bytes, ns)
+    slope: float | None = None  # ns a byte, of the fitted line
+    intercept: float | None = None  # ns at 0 bytes, of the fitted line
+    colour: int = 0  # the set's colour: two kinds of file of one set differ by their line and marker
+    line: str = "-"  # "--" for a line that was not fitted here (the article's figures)
+    marker: str = "o"
+
+
+def size_chart(series: list[SizeSeries], title: str) -> Chart:
+    """Cost against read size: the measured points and each fitted line, nanoseconds on a log scale.
+
+    The log scale keeps 2000's microseconds and today's hundreds of nanoseconds readable on one
+    axis; each line is straight in bytes (linear x), as the fit is.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    header = ("read", "bytes", "nanoseconds", "what it is")
+    rows: list[tuple[str, ...]] = []
+    for one in series:
+        rows += [(one.label, f"{size:,.0f}", f"{ns:,.0f}", "median, measured") for size, ns in one.points]
+        if one.slope is not None and one.intercept is not None:
+            rows.append((one.label, "per byte", f"{one.slope:.3f}", f"fitted line: {one.intercept:,.0f} ns + slope"))
+    drawn = [one for one in series if one.points or one.slope is not None]
+    if not drawn:
+        return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, rows)
+    end = max((size for one in drawn for size, _ in one.points), default=4096.0) or 4096.0
+    with _style():
+        figure = Figure(figsize=(WIDTH / 72, 320 / 72), layout="constrained")
+        ax = figure.subplots()
+        for one in drawn:
+            colour = PALETTE[one.colour % len(PALETTE)]
+            if one.points:
+                xs, ys = [p[0] for p in one.points], [p[1] for p in one.points]
+                hollow = "none" if one.marker != "o" else "full"  # a second kind of file of the same set: hollow
+                ax.plot(xs, ys, one.marker, color=colour, markersize=5, fillstyle=hollow)
+            if one.slope is not None and one.intercept is not None:
+                ends = [0.0, end]
+                line = [one.intercept + one.slope * size for size in ends]
+                ax.plot(ends, line, one.line, color=colour, linewidth=1.5, label=one.label)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(_number))
+        ax.yaxis.set_minor_formatter(NullFormatter())  # matplotlib's own would be TeX, shown raw here
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(FuncFormatter(_number))
+        ax.set_xlim(0, end * 1.02)
+        ax.set_xlabel("bytes read")
+        ax.set_ylabel("ns (log scale)")
+        ax.grid(axis="y", which="both")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=FONT - 2, frameon=False)
         svg = _svg(figure, title, rows)
     return Chart(svg, header, rows)

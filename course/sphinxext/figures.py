@@ -86,7 +86,7 @@ class MeasureRole(CourseMixin, SphinxRole):
             return [nodes.problematic(self.rawtext, f"[missing: {target}]")], []
         measurement = lookup.measurement
         unit = measurement.get("unit", REAL_TICKS)
-        if in_ns and measurement.get("status") == "ok" and unit not in (REAL_TICKS, "ns"):
+        if in_ns and measurement.get("status") == "ok" and unit not in (REAL_TICKS, "ns", f"{REAL_TICKS}/byte"):
             self.warn(f"{target!r} is in {unit}, which have no nanoseconds; show it in its own unit", "units")
             return [nodes.problematic(self.rawtext, f"[no ns: {target}]")], []
         if field == "samples":
