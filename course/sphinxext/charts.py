@@ -217,54 +217,80 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     return Chart(svg, header, rows)
 
 
+def rebin(histogram: dict, step: float, most: int = 30) -> dict:
+    """The histogram's counts in bins that are whole multiples of the counter's ``step``.
+
+    A counter that moves in steps of 24.5 ticks puts every sample on a multiple of the step: bins
+    of 1 tick draw spikes with empty bins between them, and bins of another width alias against
+    the step. Bins of one step, or of two, five, ten ... steps (at most ``most`` bins), do neither.
+    """
+    counts, start, width = histogram["counts"], histogram["start"], histogram["width"]
+    if step <= width or not counts:
+        return histogram
+    span = len(counts) * width
+    factor = next(f for f in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**6) if span / (f * step) <= most)
+    wide = factor * step
+    # Edges on the step's grid, so a sample on a multiple of the step never sits on an edge.
+    first = start - wide / 2
+    binned = [0] * (int((start + span - first) // wide) + 1)
+    for index, count in enumerate(counts):
+        binned[int((start + index * width - first) // wide)] += count
+    while binned and binned[-1] == 0:
+        binned.pop()
+    return {**histogram, "start": first, "width": wide, "counts": binned}
+
+
 def histogram_chart(
-    histogram: dict, unit: str, title: str, subtracted: float = 0, maximum: float | None = None
+    histogram: dict,
+    unit: str,
+    title: str,
+    subtracted: float = 0,
+    maximum: float | None = None,
+    step: float | None = None,
 ) -> Chart:
     """The distribution of one measurement: equal bins up to its p99, and the tail beyond as one bar.
 
-    The count axis is logarithmic, so the rare slow samples of the tail stay visible beside the
-    thousands of the peak; the samples above the 99th percentile are one last bar, labelled with
-    how many they are (and up to where, when the maximum is known).
+    With the counter's ``step``, the bins are whole multiples of it (see :func:`rebin`). The count
+    axis is logarithmic, so the rare slow samples of the tail stay visible beside the thousands of
+    the peak; the samples above the 99th percentile are one last bar, labelled "N samples above
+    p99, maximum M" in words, never where a figure of the axis would be.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    if step:
+        histogram = rebin(histogram, step)
     counts: list[int] = histogram["counts"]
-    start, step = histogram["start"], histogram["width"]
+    start, step_width = histogram["start"], histogram["width"]
     above = histogram.get("above", 0)
     rows = [
-        (f"{start + i * step:,.0f} to {start + (i + 1) * step:,.0f}", f"{count:,}") for i, count in enumerate(counts)
+        (f"{start + i * step_width:,.0f} to {start + (i + 1) * step_width:,.0f}", f"{count:,}")
+        for i, count in enumerate(counts)
     ]
-    end = start + len(counts) * step
-    beyond = f"above {end:,.0f}" + (f" (up to {maximum:,.0f})" if maximum is not None else "")
-    rows.append((beyond, f"{above:,}"))
+    end = start + len(counts) * step_width
+    tail = f"{above:,} samples above p99" + (f", maximum {maximum:,.0f}" if maximum is not None else "")
+    highest = f", maximum {maximum:,.0f}" if maximum is not None else ""
+    rows.append((f"above p99 ({end:,.0f}){highest}", f"{above:,}"))
     with _style():
-        figure = Figure(figsize=(WIDTH / 72, 300 / 72), layout="constrained")
+        figure = Figure(figsize=(WIDTH / 72, 320 / 72), layout="constrained")
         ax = figure.subplots()
-        edges = [start + i * step for i in range(len(counts))]
-        ax.bar(edges, counts, width=step, align="edge", color=PALETTE[0])
-        tail_width = max(step, (end - start) / 12)  # the overflow bin, drawn apart from the equal bins
+        edges = [start + i * step_width for i in range(len(counts))]
+        ax.bar(edges, counts, width=step_width, align="edge", color=PALETTE[0], edgecolor="none")
+        tail_width = max(step_width, (end - start) / 12)  # the overflow bin, drawn apart from the equal bins
         gap = tail_width / 2
         if above:
-            ax.bar(
-                end + gap,
-                above,
-                width=tail_width,
-                align="edge",
-                color=PALETTE[3],
-                edgecolor=INK,
-                hatch="//",
-            )
-        ax.text(end + gap + tail_width / 2, max(above, 1), f"{above:,}\n> p99", ha="center", va="bottom")
+            ax.bar(end + gap, above, width=tail_width, align="edge", color=PALETTE[3], edgecolor=INK, hatch="//")
         ax.set_yscale("log")
         ax.set_ylim(0.7, max([*counts, above, 1]) * 4)
         ax.yaxis.set_major_formatter(FuncFormatter(_number))
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.xaxis.set_major_formatter(FuncFormatter(_number))
-        ax.set_xlim(start - step, end + gap + tail_width * 1.6)
+        ax.set_xlim(start - step_width, end + gap + tail_width * 1.6)
         ax.set_ylabel("samples (log scale)")
         note = f"; {subtracted:,.0f} subtracted (the stamp pair)" if subtracted else ""
-        ax.set_xlabel(f"{unit}{note}")
+        bins = f"\nbins of {step_width:,.1f}, whole steps of the counter" if step else ""
+        ax.set_xlabel(f"{unit}{note}{bins}")
+        ax.set_title(f"hatched: {tail}", loc="right", fontsize=FONT - 2, fontweight="normal")
         ax.grid(axis="y")
         svg = _svg(figure, title, rows)
     return Chart(svg, (f"{unit}", "samples"), rows)

@@ -25,6 +25,9 @@ from course.store import ResultSet
 #: The unit of a real time-stamp counter (user space, KVM, the host's kernel): time, convertible to ns.
 REAL_TICKS = "ticks"
 
+#: Lesson 3's measurement of how far the counter jumps when it moves: histogram bins are multiples of it.
+STEP = "03-timing/tsc-step"
+
 #: How a chart's panel names each unit.
 UNIT_TITLES = {
     "ns": "nanoseconds",
@@ -326,7 +329,16 @@ class CourseChart(MeasurementsDirective):
                 caption or rows[0][0],
                 subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
                 maximum=measurement.get("max"),
+                step=self._counter_step(lookup.result_set, measurement),
             )
+
+    def _counter_step(self, result_set: ResultSet, measurement: dict) -> float | None:
+        """The counter's step on the set's machine (lesson 3's tscstep), for real ticks of one sample each."""
+        if measurement.get("unit", REAL_TICKS) != REAL_TICKS or measurement.get("calls_per_sample", 1) != 1:
+            return None
+        step = result_set.measurement(STEP)
+        self.use(self.data.find(STEP, result_set.id))
+        return step.get("median") if step and step.get("status") == "ok" else None
 
     def _timeline(self, rows: list[tuple[str, str]], caption: str) -> charts.Chart | None:
         lines = []
