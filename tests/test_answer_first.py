@@ -124,3 +124,27 @@ def test_a_size_chart_draws_the_fitted_lines_and_the_articles() -> None:
     assert "page cache, host" in chart.svg and "2000: 948 ns + 2 ticks a byte" in chart.svg
     assert "mathdefault" not in chart.svg, "no TeX left raw on the log axis"
     assert ("page cache, host", "per byte", "0.025", "fitted line: 800 ns + slope") in chart.rows
+
+
+# --- captions: a command runs as copied -------------------------------------------------------------------------
+
+
+def test_every_recorded_command_is_shown_as_what_a_shell_runs_and_the_rest_in_words() -> None:
+    import shlex
+
+    from course.sphinxext.figures import command_parts
+
+    seen = 0
+    for result_set in store.load_all(ROOT / "results").values():
+        for content in result_set.lessons.values():
+            for capture in content.get("captures", {}).values():
+                command = capture.get("command", "")
+                runnable, words = command_parts(command)
+                tokens = shlex.split(runnable)  # raises on an unbalanced quote
+                assert not [t for t in tokens if t.startswith("(") or t in ("devnull", "tty", "pipe", "...", "#")]
+                if "(files open:" in command:
+                    assert "COURSE_FILES" in words and "files open" not in runnable
+                seen += 1
+    assert seen > 20
+    assert command_parts("insmod k.ko < (pseudo-terminal)") == ("insmod k.ko", "standard input: a pseudo-terminal")
+    assert command_parts("bytes 20 < stdin.txt")[0] == "bytes 20"

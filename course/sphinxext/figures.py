@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from html import escape
 from typing import ClassVar
@@ -466,6 +467,53 @@ def panel_title(unit: str, series: str) -> str:
     return title
 
 
+#: What a recorded command's standard input was, where the record names a kind of file rather than a path.
+STDIN_WORDS = {
+    "devnull": "/dev/null",
+    "file": "a disk file",
+    "pipe": "an empty pipe",
+    "socket": "a socket pair",
+    "tty": "a pseudo-terminal",
+    "zero": "/dev/zero",
+    "(empty pipe)": "an empty pipe",
+    "(pseudo-terminal)": "a pseudo-terminal",
+    "(socket pair)": "a socket pair",
+    "stdin.txt": "a disk file the pipeline wrote, stdin.txt",
+}
+
+_STDIN = re.compile(
+    r"\s<\s(devnull|file|pipe|socket|tty|zero|stdin\.txt|\((?:empty pipe|pseudo-terminal|socket pair)\))(?=\s|$)"
+)
+
+
+def command_parts(command: str) -> tuple[str, str]:
+    """A recorded command as what runs if copied, and what is said about it in words.
+
+    The record keeps notes beside the command (the files the pipeline opened, a comment, the
+    kernel it built for) and names some standard inputs by kind ("< devnull", "< (empty pipe)"):
+    copied, these give a shell error. They become words; the command keeps what a shell runs.
+    """
+    notes = []
+    runnable = command
+    if "   # " in runnable:
+        runnable, comment = runnable.split("   # ", 1)
+        notes.append(comment.strip())
+    found = re.search(r"\s+\((files open: [^)]*|kernel [^)]*)\)\s*$", runnable)
+    if found:
+        runnable = runnable[: found.start()]
+        what = found[1]
+        opened = what.removeprefix("files open: ")
+        notes.insert(0, f"the pipeline also opened {opened} (COURSE_FILES)" if what.startswith("files") else what)
+    stdin = _STDIN.search(runnable)
+    if stdin:
+        runnable = runnable[: stdin.start()] + runnable[stdin.end() :]
+        notes.insert(0, f"standard input: {STDIN_WORDS[stdin[1]]}")
+    if " M=... " in runnable:
+        runnable = runnable.replace(" M=... ", ' M="$PWD" ')
+        notes.append("in a copy of the module's folder")
+    return runnable.strip(), "; ".join(notes)
+
+
 class CourseOutput(CourseMixin, SphinxDirective):
     """A captured block of output (a run, a disassembly), with the command that produced it."""
 
@@ -492,10 +540,17 @@ class CourseOutput(CourseMixin, SphinxDirective):
         block = nodes.literal_block(text, text, language=self.options.get("language", "text"))
         container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
         # The command is a literal: smart quotes leave it alone (`--` stays two hyphens) and it can be copied.
-        command = shown_text(capture.get("command", ""))
+        runnable, description = command_parts(shown_text(capture.get("command", "")))
         caption = nodes.caption()
-        caption += nodes.Text("$ ")
-        caption += nodes.literal(command, command, classes=["course-command"])
+        if runnable.startswith("insmod "):
+            # It ran in the disposable VM: never offered as a command to copy into this machine's shell.
+            caption += nodes.Text("In the disposable VM: ")
+            caption += nodes.literal(runnable, runnable)
+        else:
+            caption += nodes.Text("$ ")
+            caption += nodes.literal(runnable, runnable, classes=["course-command"])
+        if description:
+            caption += nodes.Text(f"   ({description})")  # words, not part of the command: never copied with it
         caption += nodes.Text(shown_text(f"   [{result_set.label}, {capture.get('measured_at', '')}]"))
         container += caption
         container += block
