@@ -148,3 +148,24 @@ def test_every_recorded_command_is_shown_as_what_a_shell_runs_and_the_rest_in_wo
     assert seen > 20
     assert command_parts("insmod k.ko < (pseudo-terminal)") == ("insmod k.ko", "standard input: a pseudo-terminal")
     assert command_parts("bytes 20 < stdin.txt")[0] == "bytes 20"
+
+
+# --- lesson 2: one graph in full, the others as what they add ----------------------------------------------------
+
+
+def test_the_kinds_table_names_only_what_not_every_graph_calls() -> None:
+    from course.sphinxext.traces import kinds_table
+
+    null = "x64_sys_call() {\n  ksys_read() {\n    vfs_read() {\n      read_null();\n    }\n  }\n}\n"
+    tty = "x64_sys_call() {\n  ksys_read() {\n    vfs_read() {\n      tty_read() {\n        n_tty_read();\n      }\n"
+    tty += "    }\n  }\n}\n"
+    file = null.replace("read_null();", "ovl_read_iter [overlay]();")
+    headers, rows = kinds_table({"/dev/null": null, "terminal": tty, "file": file})
+    assert headers == ["function", "/dev/null", "terminal", "file"]
+    assert rows == [
+        ["read_null()", "✓", "", ""],
+        ["tty_read()", "", "✓", ""],
+        ["n_tty_read()", "", "✓", ""],
+        ["ovl_read_iter() [overlay]", "", "", "✓"],
+        ["functions in the graph", "4", "5", "4"],
+    ], "the shared lines (dispatch, ksys_read, vfs_read) are left out"

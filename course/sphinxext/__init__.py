@@ -49,6 +49,7 @@ from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
 from course.sphinxext.kernels import CourseKernels, CourseTraceDiff
 from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMitigations
+from course.sphinxext.traces import CourseTraceKinds
 from course.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-run-report", CourseRunReport)
     app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.sphinxext.kernels)
     app.add_directive("course-trace-diff", CourseTraceDiff)
+    app.add_directive("course-trace-kinds", CourseTraceKinds)  # one read per kind of file (course.sphinxext.traces)
     app.connect("builder-inited", _load_data)
     app.connect("html-page-context", name_graphviz_figures)
     app.connect("env-get-outdated", _outdated_when_sets_change)
