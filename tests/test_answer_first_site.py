@@ -138,3 +138,13 @@ def test_no_section_runs_on_without_a_figure_code_or_list(html: Path, lesson: st
     page = next((html / "lessons").glob(f"{lesson}-*.html"))
     walls = _walls(_article(page.read_text(encoding="utf-8")))
     assert not walls, f"{page.name}: prose without a figure, code or list under {sorted(set(walls))}"
+
+
+def test_the_compiler_errors_wrap_and_the_answer_columns_come_first(html: Path) -> None:
+    lesson = _page(html, "05-get-fs")
+    assert re.search(r'class="[^"]*course-output[^"]*course-wrap', lesson), "lesson 5's compiler errors wrap"
+    css = (html / "_static" / "course.css").read_text()
+    assert ".course-output.course-wrap pre { white-space: pre-wrap;" in css
+    machines = (html / "docs" / "machines.html").read_text(encoding="utf-8")
+    head = re.findall(r"<th[^>]*>(.*?)</th>", machines.split("<thead>", 1)[1].split("</thead>", 1)[0], re.S)
+    assert _text(head[0]) == "set" and "vs 2000" in _text(head[1]), "the figures against 2000 right after the set"

@@ -518,7 +518,12 @@ class CourseOutput(CourseMixin, SphinxDirective):
     """A captured block of output (a run, a disassembly), with the command that produced it."""
 
     required_arguments = 1
-    option_spec: ClassVar[dict] = {"set": directives.unchanged, "language": directives.unchanged}
+    option_spec: ClassVar[dict] = {
+        "set": directives.unchanged,
+        "language": directives.unchanged,
+        # Long lines (a compiler's messages) wrap instead of scrolling out of sight, even at 1400 px.
+        "wrap": directives.flag,
+    }
 
     def run(self) -> list[nodes.Node]:
         capture_id = self.arguments[0]
@@ -538,7 +543,8 @@ class CourseOutput(CourseMixin, SphinxDirective):
         # What a program printed may hold any character: controls are shown as escapes (\x1b), not written raw.
         text = shown_text(capture["text"])
         block = nodes.literal_block(text, text, language=self.options.get("language", "text"))
-        container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
+        classes = ["literal-block-wrapper", "course-output"] + (["course-wrap"] if "wrap" in self.options else [])
+        container = nodes.container(classes=classes, literal_block=True)
         # The command is a literal: smart quotes leave it alone (`--` stays two hyphens) and it can be copied.
         runnable, description = command_parts(shown_text(capture.get("command", "")))
         caption = nodes.caption()
