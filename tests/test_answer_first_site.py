@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The lessons whose opening answers in one sentence, with a figure of 2000 and one of today.
-ANSWERED = ["01-user-kernel", "03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
+ANSWERED = ["01-user-kernel", "02-read-path", "03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
 #: The lessons whose question needs a chart of 2000 against today.
 CHARTED = ["03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
 #: Kernel lessons: their tables show a guest's figures under this machine's set.
@@ -58,6 +58,15 @@ def _values(fragment: str) -> list[tuple[str, str]]:
 
 def _unit(text: str) -> str:
     return text.split(" ", 1)[1] if " " in text else ""
+
+
+@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 9)])
+def test_every_lesson_opens_with_its_question_and_its_answer(html: Path, lesson: str) -> None:
+    page = next((html / "lessons").glob(f"{lesson}-*.html")).read_text(encoding="utf-8")
+    article = _article(page)
+    assert "<strong>The question:</strong>" in article and "<strong>The answer:</strong>" in article
+    before = article.split("<strong>The answer:</strong>", 1)[0]
+    assert "<h2" not in before and "course-opening" not in before, "first, before any section or preamble"
 
 
 @pytest.mark.parametrize("lesson", ANSWERED)
