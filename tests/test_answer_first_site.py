@@ -19,7 +19,15 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The lessons whose opening answers in one sentence, with a figure of 2000 and one of today.
-ANSWERED = ["01-user-kernel", "02-read-path", "03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
+ANSWERED = [
+    "01-user-kernel",
+    "02-read-path",
+    "03-timing",
+    "04-kernel-read",
+    "06-skipping-layers",
+    "07-bytes",
+    "08-since-2000",
+]
 #: The lessons whose question needs a chart of 2000 against today.
 CHARTED = ["03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
 #: Kernel lessons: their tables show a guest's figures under this machine's set.
