@@ -165,3 +165,26 @@ def test_the_compiler_errors_wrap_and_the_answer_columns_come_first(html: Path) 
     machines = (html / "docs" / "machines.html").read_text(encoding="utf-8")
     head = re.findall(r"<th[^>]*>(.*?)</th>", machines.split("<thead>", 1)[1].split("</thead>", 1)[0], re.S)
     assert _text(head[0]) == "set" and "vs 2000" in _text(head[1]), "the figures against 2000 right after the set"
+
+
+def _who(name: str) -> str:
+    """The set a legend's words name, whatever chart wrote them: 2000, this machine, or a guest kernel."""
+    if name.startswith("2000"):
+        return "2000"
+    guest = re.match(r"(6\.\d+(?:-rt)?) guest:", name) or re.search(r"Debian (6\.\d+(?:-rt)?) guest", name)
+    if guest:
+        return f"guest {guest[1]}"
+    return "this machine" if name.startswith("host") or "(this machine)" in name else name
+
+
+def test_a_set_has_one_colour_in_every_chart_of_every_lesson(html: Path) -> None:
+    colours: dict[str, set[str]] = {}
+    for page in sorted((html / "lessons").glob("*.html")):
+        swatch = r'course-swatch" style="background: (#[0-9A-Fa-f]{6})"></span>([^<]*)</li>'
+        legend = re.findall(swatch, page.read_text(encoding="utf-8"))
+        for colour, name in legend:
+            colours.setdefault(_who(unescape(name)), set()).add(colour.lower())
+    assert {"2000", "this machine", "guest 6.1", "guest 6.12", "guest 6.1-rt"} <= set(colours)
+    assert all(len(found) == 1 for found in colours.values()), colours
+    used = [next(iter(found)) for found in colours.values()]
+    assert len(used) == len(set(used)), f"two sets share a colour: {colours}"
