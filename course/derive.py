@@ -66,6 +66,9 @@ def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
         # Copying more bytes cannot cost less: a slope at or below zero is this run's noise, not a cost.
         raise DeriveError(f"the fitted cost of a byte is {per_byte:.3g}: below this run's noise, so not a cost")
     unit = units.pop() if units else "ticks"
+    rates = {found.get("tsc_hz") for found in found_all}
+    # Real ticks of one clock (one run's calibration): the slope converts to ns a byte like its points.
+    rate = rates.pop() if unit == "ticks" and len(rates) == 1 else None
     return {
         "status": "ok",
         "unit": f"{unit}/byte",
@@ -73,6 +76,7 @@ def slope(template: str, sizes: list[int], lookup: Lookup) -> dict:
         "intercept": intercept,
         "from": used,
         "how": f"least-squares slope of the median over {len(points)} read sizes",
+        **({"tsc_hz": rate} if rate else {}),
         **_carried(found_all),
     }
 

@@ -175,7 +175,38 @@ def load_set(path: Path) -> ResultSet:
     """The result set stored in folder ``path``, every file checked."""
     info = read_json(path / SET_FILE)
     lessons = {file.stem: read_json(file) for file in result_files(path) if file.name != SET_FILE}
-    return ResultSet(id=path.name, path=path, info=info, lessons=lessons)
+    result_set = ResultSet(id=path.name, path=path, info=info, lessons=lessons)
+    if result_set.kind == "reference":
+        _derive_reference(result_set)
+    return result_set
+
+
+def _derive_reference(result_set: ResultSet) -> None:
+    """Recompute a reference set's derived figures (the 2000 percentages) from its printed ones.
+
+    The article's figures are typed, as printed; what is computed from them never is: each
+    derived entry's ``how`` is evaluated by :mod:`course.derive` over the set's own figures, so
+    54.4 % is 216 against 474 ticks, whatever value the file holds.
+    """
+    from course import derive  # derive imports store: imported here, where it is needed
+
+    for content in result_set.lessons.values():
+        for key, measurement in content.get("measurements", {}).items():
+            if not measurement.get("derived"):
+                continue
+            try:
+                computed = derive.evaluate(
+                    measurement.get("how", ""), measurement.get("unit", ""), result_set.measurement
+                )
+            except derive.DeriveError as error:
+                raise StoreError(
+                    f"{result_set.path}: the reference figure {key!r} cannot be computed from its 'how' ({error}); "
+                    "restore the set from the course (git checkout results/)"
+                ) from None
+            measurement["value"] = computed["value"]
+            rates = {(result_set.measurement(used) or {}).get("tsc_hz") for used in computed["from"]}
+            if measurement.get("unit") == "ticks" and len(rates) == 1 and None not in rates:
+                measurement["tsc_hz"] = rates.pop()  # ticks of one clock: the sum converts to ns like its parts
 
 
 def load_all(results: Path) -> dict[str, ResultSet]:

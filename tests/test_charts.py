@@ -15,6 +15,7 @@ from course.sphinxext.charts import (
     Line,
     bar_chart,
     histogram_chart,
+    rebin,
     timeline_chart,
 )
 
@@ -125,13 +126,27 @@ def test_histogram_has_a_count_axis_and_shows_the_tail_with_its_count() -> None:
     texts = _texts(chart.svg)
     assert "samples (log scale)" in texts and "1,000" in texts, "a logarithmic count axis"
     assert "ticks; 26 subtracted (the stamp pair)" in texts
-    assert "3" in texts and "&gt; p99" in texts, "the overflow bar is labelled with its count"
+    assert "hatched: 3 samples above p99, maximum 900" in texts, "the tail in words, not where a tick value goes"
     assert chart.rows == [
         ("100 to 110", "1"),
         ("110 to 120", "5,000"),
         ("120 to 130", "2"),
-        ("above 130 (up to 900)", "3"),
+        ("above p99 (130), maximum 900", "3"),
     ]
+
+
+def test_histogram_bins_are_whole_counter_steps() -> None:
+    """A counter moving in steps of 24.5 ticks: 1-tick bins would be spikes with empty bins between them."""
+    counts = [0] * 100
+    for value, count in ((0, 1000), (24, 600), (49, 300), (73, 40), (98, 2)):
+        counts[value] = count
+    stored = {"start": 49, "width": 1, "counts": counts, "above": 5}
+    binned = rebin(stored, 24.5)
+    assert (binned["width"] / 24.5).is_integer(), "every bin a whole number of steps"
+    assert binned["counts"] == [1000, 600, 300, 40, 2], "one bin per step, no empty bin between two of them"
+    chart = histogram_chart(stored, "ticks", "h", step=24.5)
+    assert [row[1] for row in chart.rows[:-1]] == ["1,000", "600", "300", "40", "2"]
+    assert "bins of 24.5, whole steps of the counter" in " ".join(_texts(chart.svg))
 
 
 def _lines(svg: str) -> list[list[tuple[float, float]]]:

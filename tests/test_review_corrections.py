@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTICLE = Path("/work/shared/seed/kernel-system-calls.txt")
+ARTICLE = ROOT.parent / "shared" / "seed" / "kernel-system-calls.txt"  # shared/ lies beside the clone
 
 
 def _text(relative: str) -> str:

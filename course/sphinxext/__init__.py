@@ -6,6 +6,7 @@ Used from MyST:
   ``:median-ns`` ... after the id; ``set@`` before it picks a result set);
 - ``{course-output}``: a captured output block (a program's output, a disassembly);
 - ``{course-table}``: measurements down, result sets across, the 2000 reference first;
+- ``{course-answer}``: a lesson's answer, each saving in percent, 2000 beside today on one scale;
 - ``{course-chart}``: bars across sets, the histogram of one measurement, or a timeline of probes (``:timeline:``);
 - ``{course-failures}``: what failed in a lesson's last run, with its log;
 - ``{course-machine}``: one result set's page (provenance, every figure); these pages are generated;
@@ -43,6 +44,7 @@ from sphinx.util import logging
 
 from course import __version__, store
 from course.sphinxext import code, setdata
+from course.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
@@ -50,6 +52,7 @@ from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, Mea
 from course.sphinxext.guest_mitigations import CourseGuestMitigations
 from course.sphinxext.kernels import CourseKernels, CourseTraceDiff
 from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMitigations
+from course.sphinxext.traces import CourseTraceKinds
 from course.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -195,6 +198,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-output", CourseOutput)
     app.add_directive("course-table", CourseTable)
     app.add_directive("course-chart", CourseChart)
+    app.add_directive("course-size-line", CourseSizeLine)  # cost against read size, with the fitted line
+    app.add_directive("course-answer", CourseAnswer)  # a lesson's answer, 2000 beside today (course.sphinxext.answer)
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machine", CourseMachine)
     app.add_directive("course-hardware", CourseHardware)
@@ -205,6 +210,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.sphinxext.kernels)
     app.add_directive("course-trace-diff", CourseTraceDiff)
     app.add_directive("course-guest-mitigations", CourseGuestMitigations)  # lesson 8 (guest_mitigations)
+    app.add_directive("course-trace-kinds", CourseTraceKinds)  # one read per kind of file (course.sphinxext.traces)
     app.connect("builder-inited", _load_data)
     app.connect("html-page-context", name_graphviz_figures)
     app.connect("env-get-outdated", _outdated_when_sets_change)

@@ -85,10 +85,31 @@ class CourseMixin:
                 )
         return lookup
 
+    @property
+    def in_lesson(self) -> bool:
+        """Whether the page is a lesson (its charts answer a question) rather than a machine or reference page."""
+        return str(self.env.docname).startswith("lessons/")  # type: ignore[attr-defined]
+
+    def sets_here(self) -> list[ResultSet]:
+        """The sets this page's tables and charts show: a lesson shows one build of each machine."""
+        return self.data.lesson_sets() if self.in_lesson else self.data.shown()
+
     def set_title(self, set_id: str) -> str:
         result_set = self.data.sets[set_id]
         mark = " (this machine)" if set_id == self.data.current_id else ""
         return result_set.label + mark
+
+    def column_title(self, set_id: str, measurements: list[dict | None]) -> str:
+        """A column's title: the set, and the guest kernel its figures ran on when a guest ran them.
+
+        A kernel figure of this machine's set comes from a disposable guest: its column names that
+        kernel and how QEMU ran it, never the host's set alone. A kernel matrix set names its guest already.
+        """
+        from course.sphinxext.figures import ran_where  # figures imports this module
+
+        title = self.set_title(set_id)
+        where = "" if self.data.sets[set_id].info.get("guest") else ran_where(measurements)
+        return f"{where}, on {title}" if where else title
 
     def current_lesson(self, lesson: str) -> tuple[ResultSet, dict] | None:
         """This machine's stored file of ``lesson`` (empty if none), recorded as a dependency of the page."""
@@ -122,7 +143,8 @@ def value_text(measurement: dict, field: str, in_ns: bool) -> str:
         return f"no {field}"
     if in_ns:
         ns = measurement.get(f"{field}_ns") or to_ns(raw, measurement.get("tsc_hz"))
-        return format_value(ns, "ns") if ns is not None else "no TSC rate"
+        per_byte = str(measurement.get("unit", "")).endswith("/byte")
+        return format_value(ns, "ns/byte" if per_byte else "ns") if ns is not None else "no TSC rate"
     return format_value(raw, measurement.get("unit", "ticks"))
 
 
@@ -168,7 +190,7 @@ class MeasurementsDirective(CourseMixin, SphinxDirective):
     def lookups(self, key: str) -> list[tuple[str, Lookup | None]]:
         """The measurement in every shown set; only this machine's set must have it (unless ``:optional:``)."""
         found = []
-        for result_set in self.data.shown():
+        for result_set in self.sets_here():
             if result_set.id == self.data.current_id:
                 found.append((result_set.id, self.current_lookup(key)))
             else:

@@ -128,7 +128,7 @@ def _svg(figure: Figure, title: str, rows: list) -> str:
 
 def _wrap(label: str) -> str:
     """A row's name on lines short enough to leave the bars most of the width (names come from the sets)."""
-    return textwrap.fill(label, 22, break_long_words=True, break_on_hyphens=False)
+    return textwrap.fill(label, 22, break_long_words=False, break_on_hyphens=False)  # a name is never split
 
 
 def _row_names(inside: list[Bar]) -> tuple[list[str], str]:
@@ -217,54 +217,80 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     return Chart(svg, header, rows)
 
 
+def rebin(histogram: dict, step: float, most: int = 30) -> dict:
+    """The histogram's counts in bins that are whole multiples of the counter's ``step``.
+
+    A counter that moves in steps of 24.5 ticks puts every sample on a multiple of the step: bins
+    of 1 tick draw spikes with empty bins between them, and bins of another width alias against
+    the step. Bins of one step, or of two, five, ten ... steps (at most ``most`` bins), do neither.
+    """
+    counts, start, width = histogram["counts"], histogram["start"], histogram["width"]
+    if step <= width or not counts:
+        return histogram
+    span = len(counts) * width
+    factor = next(f for f in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**6) if span / (f * step) <= most)
+    wide = factor * step
+    # Edges on the step's grid, so a sample on a multiple of the step never sits on an edge.
+    first = start - wide / 2
+    binned = [0] * (int((start + span - first) // wide) + 1)
+    for index, count in enumerate(counts):
+        binned[int((start + index * width - first) // wide)] += count
+    while binned and binned[-1] == 0:
+        binned.pop()
+    return {**histogram, "start": first, "width": wide, "counts": binned}
+
+
 def histogram_chart(
-    histogram: dict, unit: str, title: str, subtracted: float = 0, maximum: float | None = None
+    histogram: dict,
+    unit: str,
+    title: str,
+    subtracted: float = 0,
+    maximum: float | None = None,
+    step: float | None = None,
 ) -> Chart:
     """The distribution of one measurement: equal bins up to its p99, and the tail beyond as one bar.
 
-    The count axis is logarithmic, so the rare slow samples of the tail stay visible beside the
-    thousands of the peak; the samples above the 99th percentile are one last bar, labelled with
-    how many they are (and up to where, when the maximum is known).
+    With the counter's ``step``, the bins are whole multiples of it (see :func:`rebin`). The count
+    axis is logarithmic, so the rare slow samples of the tail stay visible beside the thousands of
+    the peak; the samples above the 99th percentile are one last bar, labelled "N samples above
+    p99, maximum M" in words, never where a figure of the axis would be.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    if step:
+        histogram = rebin(histogram, step)
     counts: list[int] = histogram["counts"]
-    start, step = histogram["start"], histogram["width"]
+    start, step_width = histogram["start"], histogram["width"]
     above = histogram.get("above", 0)
     rows = [
-        (f"{start + i * step:,.0f} to {start + (i + 1) * step:,.0f}", f"{count:,}") for i, count in enumerate(counts)
+        (f"{start + i * step_width:,.0f} to {start + (i + 1) * step_width:,.0f}", f"{count:,}")
+        for i, count in enumerate(counts)
     ]
-    end = start + len(counts) * step
-    beyond = f"above {end:,.0f}" + (f" (up to {maximum:,.0f})" if maximum is not None else "")
-    rows.append((beyond, f"{above:,}"))
+    end = start + len(counts) * step_width
+    tail = f"{above:,} samples above p99" + (f", maximum {maximum:,.0f}" if maximum is not None else "")
+    highest = f", maximum {maximum:,.0f}" if maximum is not None else ""
+    rows.append((f"above p99 ({end:,.0f}){highest}", f"{above:,}"))
     with _style():
-        figure = Figure(figsize=(WIDTH / 72, 300 / 72), layout="constrained")
+        figure = Figure(figsize=(WIDTH / 72, 320 / 72), layout="constrained")
         ax = figure.subplots()
-        edges = [start + i * step for i in range(len(counts))]
-        ax.bar(edges, counts, width=step, align="edge", color=PALETTE[0])
-        tail_width = max(step, (end - start) / 12)  # the overflow bin, drawn apart from the equal bins
+        edges = [start + i * step_width for i in range(len(counts))]
+        ax.bar(edges, counts, width=step_width, align="edge", color=PALETTE[0], edgecolor="none")
+        tail_width = max(step_width, (end - start) / 12)  # the overflow bin, drawn apart from the equal bins
         gap = tail_width / 2
         if above:
-            ax.bar(
-                end + gap,
-                above,
-                width=tail_width,
-                align="edge",
-                color=PALETTE[3],
-                edgecolor=INK,
-                hatch="//",
-            )
-        ax.text(end + gap + tail_width / 2, max(above, 1), f"{above:,}\n> p99", ha="center", va="bottom")
+            ax.bar(end + gap, above, width=tail_width, align="edge", color=PALETTE[3], edgecolor=INK, hatch="//")
         ax.set_yscale("log")
         ax.set_ylim(0.7, max([*counts, above, 1]) * 4)
         ax.yaxis.set_major_formatter(FuncFormatter(_number))
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.xaxis.set_major_formatter(FuncFormatter(_number))
-        ax.set_xlim(start - step, end + gap + tail_width * 1.6)
+        ax.set_xlim(start - step_width, end + gap + tail_width * 1.6)
         ax.set_ylabel("samples (log scale)")
         note = f"; {subtracted:,.0f} subtracted (the stamp pair)" if subtracted else ""
-        ax.set_xlabel(f"{unit}{note}")
+        bins = f"\nbins of {step_width:,.1f}, whole steps of the counter" if step else ""
+        ax.set_xlabel(f"{unit}{note}{bins}")
+        ax.set_title(f"hatched: {tail}", loc="right", fontsize=FONT - 2, fontweight="normal")
         ax.grid(axis="y")
         svg = _svg(figure, title, rows)
     return Chart(svg, (f"{unit}", "samples"), rows)
@@ -325,5 +351,151 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
         axes[-1, 0].set_xlabel("seconds into the run")
         axes[-1, 0].xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
         axes[-1, 0].xaxis.set_major_formatter(FuncFormatter(lambda s, _p: f"{s:g} s"))
+        svg = _svg(figure, title, rows)
+    return Chart(svg, header, rows)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One result set's figure in an answer chart: a percentage, or why there is none."""
+
+    series: str  # the set, short, on the bar's row ("2000", "6.1 guest")
+    value: float | None
+    label: str  # the figure as printed beside the bar, or the reason it is missing
+    colour: int = 0  # index in PALETTE: the set's colour in every chart
+    note: str = ""  # what the figure is and where it comes from: in the figures' table
+
+
+@dataclass(frozen=True)
+class Group:
+    """One question's answer across eras: a saving, named the same way for 2000 and today."""
+
+    title: str
+    how: str = ""  # how each era measured it, in a few words, drawn under the title
+    shares: tuple[Share, ...] = ()
+
+
+def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") -> Chart:
+    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for percentages).
+
+    Each group is a question's answer (a saving), its title above its bars and, under the title,
+    how each era measured it; each bar is a result set, named on its row and coloured as the set
+    is everywhere. A set with no figure gets its reason in italics on its row, never a bar.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
+
+    header = ("figure", "result set", "value", "what it is")
+    rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
+    if not any(share.value is not None for group in groups for share in group.shares):
+        return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, rows)
+    # Rows from the top: a title line, the how lines, then the bars; y grows downwards.
+    layout: list[tuple[str, float, object]] = []
+    y = 0.0
+    for group in groups:
+        layout.append(("title", y, group.title))
+        y += 1.0
+        for line in textwrap.wrap(group.how, 46) if group.how else []:
+            layout.append(("how", y - 0.2, line))
+            y += 0.8
+        for share in group.shares:
+            layout.append(("bar", y, share))
+            # A missing figure's reason takes the lines it needs, beside its set's name.
+            y += 1.0 if share.value is not None else 0.8 * len(textwrap.wrap(share.label, 42)) + 0.2
+        y += 0.5
+    with _style():
+        figure = Figure(figsize=(WIDTH / 72, (y * 18 + 40) / 72), layout="constrained")
+        ax = figure.subplots()
+        ticks, names = [], []
+        for kind, row, item in layout:
+            if kind == "title":
+                ax.text(0, row, str(item), va="center", weight="bold")
+            elif kind == "how":
+                ax.text(0, row, str(item), va="center", size=FONT - 2, alpha=0.8)
+            else:
+                share = item  # type: ignore[assignment]
+                assert isinstance(share, Share)
+                ticks.append(row)
+                names.append(share.series)
+                if share.value is None:
+                    reason = "\n".join(textwrap.wrap(share.label, 42))
+                    ax.text(0, row - 0.4, " " + reason, va="top", style="italic", size=FONT - 2, linespacing=1.1)
+                    continue
+                ax.barh(row, share.value, height=0.72, color=PALETTE[share.colour % len(PALETTE)])
+                ax.text(max(share.value, 0), row, " " + share.label, va="center")
+        ax.set_yticks(ticks, names)
+        ax.set_ylim(y - 0.4, -0.6)
+        if unit == "%":
+            ax.set_xlim(0, 100)
+            ax.xaxis.set_major_locator(MultipleLocator(25))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _p: f"{value:.0f} %"))
+        else:
+            top = max(share.value for group in groups for share in group.shares if share.value is not None)
+            ax.set_xlim(0, (top or 1) * 1.3)  # room for the longest bar's figure
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_formatter(FuncFormatter(_number))
+        ax.grid(axis="x")
+        ax.set_xlabel(axis)
+        ax.tick_params(axis="y", length=0)
+        svg = _svg(figure, title, rows)
+    return Chart(svg, header, rows)
+
+
+@dataclass(frozen=True)
+class SizeSeries:
+    """One kind of read over its sizes: the medians measured, and the straight line fitted to them (in ns)."""
+
+    label: str
+    points: tuple[tuple[float, float], ...]  # (bytes, ns)
+    slope: float | None = None  # ns a byte, of the fitted line
+    intercept: float | None = None  # ns at 0 bytes, of the fitted line
+    colour: int = 0  # the set's colour: two kinds of file of one set differ by their line and marker
+    line: str = "-"  # "--" for a line that was not fitted here (the article's figures)
+    marker: str = "o"
+
+
+def size_chart(series: list[SizeSeries], title: str) -> Chart:
+    """Cost against read size: the measured points and each fitted line, nanoseconds on a log scale.
+
+    The log scale keeps 2000's microseconds and today's hundreds of nanoseconds readable on one
+    axis; each line is straight in bytes (linear x), as the fit is.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    header = ("read", "bytes", "nanoseconds", "what it is")
+    rows: list[tuple[str, ...]] = []
+    for one in series:
+        rows += [(one.label, f"{size:,.0f}", f"{ns:,.0f}", "median, measured") for size, ns in one.points]
+        if one.slope is not None and one.intercept is not None:
+            rows.append((one.label, "per byte", f"{one.slope:.3f}", f"fitted line: {one.intercept:,.0f} ns + slope"))
+    drawn = [one for one in series if one.points or one.slope is not None]
+    if not drawn:
+        return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, rows)
+    end = max((size for one in drawn for size, _ in one.points), default=4096.0) or 4096.0
+    with _style():
+        figure = Figure(figsize=(WIDTH / 72, 320 / 72), layout="constrained")
+        ax = figure.subplots()
+        for one in drawn:
+            colour = PALETTE[one.colour % len(PALETTE)]
+            if one.points:
+                xs, ys = [p[0] for p in one.points], [p[1] for p in one.points]
+                hollow = "none" if one.marker != "o" else "full"  # a second kind of file of the same set: hollow
+                ax.plot(xs, ys, one.marker, color=colour, markersize=5, fillstyle=hollow)
+            if one.slope is not None and one.intercept is not None:
+                ends = [0.0, end]
+                line = [one.intercept + one.slope * size for size in ends]
+                ax.plot(ends, line, one.line, color=colour, linewidth=1.5, label=one.label)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(_number))
+        ax.yaxis.set_minor_formatter(NullFormatter())  # matplotlib's own would be TeX, shown raw here
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(FuncFormatter(_number))
+        ax.set_xlim(0, end * 1.02)
+        ax.set_xlabel("bytes read")
+        ax.set_ylabel("ns (log scale)")
+        ax.grid(axis="y", which="both")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=FONT - 2, frameon=False)
         svg = _svg(figure, title, rows)
     return Chart(svg, header, rows)

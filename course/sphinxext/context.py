@@ -209,7 +209,7 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             rows.append(
                 [
                     name,
-                    data.get("measured_at", ""),
+                    last_run(data),
                     where,
                     f"{seconds:.2f} s",
                     f"{cached} of {len(data['steps'])}",
@@ -218,3 +218,18 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             )
         out.append(simple_table(["lesson", "last run", "where", "time in steps", "steps reused", "failures"], rows))
         return out
+
+
+def last_run(data: dict) -> str:
+    """When a lesson's own run last measured something: its latest figure or capture, not the file's date.
+
+    A run of several lessons writes every file at its end, so each file's date is that end; the figures
+    and captures keep the moment each was taken. A derived figure is computed at the end too: left out.
+    """
+    stamps = [
+        entry.get("measured_at", "")
+        for kind in ("measurements", "captures")
+        for entry in data.get(kind, {}).values()
+        if isinstance(entry, dict) and not entry.get("derived")
+    ]
+    return max((stamp for stamp in stamps if stamp), default=data.get("measured_at", ""))

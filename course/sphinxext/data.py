@@ -84,6 +84,38 @@ class CourseData:
         chosen = [self.sets[i] for i in self.shown_ids if i in self.sets]
         return sorted(chosen, key=lambda s: (s.kind != "reference", s.id != self.current_id, s.id))
 
+    def lesson_sets(self) -> list[ResultSet]:
+        """The sets a lesson's tables and charts show: the shown ones, one build of each machine.
+
+        Sets that differ only in the host kernel's build tag (the same CPU and kernel release,
+        ``6.18.44-fc-v595`` and ``-v782``) answer a lesson's question once: the newest (this
+        machine's, if it is one of them) stands for them. The machine pages keep every set.
+        """
+        shown = self.shown()
+        newest: dict[tuple, ResultSet] = {}
+        for result_set in shown:
+            key = same_hardware(result_set)
+            if key is None:
+                continue
+            kept = newest.get(key)
+            if kept is None or self._newer(result_set, kept):
+                newest[key] = result_set
+        return [s for s in shown if (key := same_hardware(s)) is None or newest[key] is s]
+
+    def _newer(self, one: ResultSet, other: ResultSet) -> bool:
+        if self.current_id in (one.id, other.id):
+            return one.id == self.current_id
+        return (one.updated(), one.id) > (other.updated(), other.id)
+
+    def colour_of(self, set_id: str) -> int:
+        """The set's colour (an index in the charts' palette), the same in every chart of the site.
+
+        The sets a lesson shows come first, so that its charts never repeat a colour.
+        """
+        lesson_ids = [s.id for s in self.lesson_sets()]
+        order = lesson_ids + [s.id for s in self.shown() if s.id not in lesson_ids]
+        return order.index(set_id) if set_id in order else len(order)
+
     def find(self, measurement_id: str, set_id: str = "") -> Lookup | None:
         """The measurement in ``set_id`` (default: this machine's set); None if there is no such set."""
         result_set = self.sets.get(set_id or self.current_id)
@@ -104,6 +136,26 @@ class CourseData:
             if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                 changed.append(relative)
         return changed
+
+
+#: A host kernel's build tag at the end of its release (``6.18.44-fc-v782``): another build of one release.
+_BUILD_TAG = re.compile(r"-v\d+$")
+
+
+def same_hardware(result_set: ResultSet) -> tuple | None:
+    """What a set shares with other builds of its machine (CPU, kernel release without its build tag), or None.
+
+    Only a measured host set whose kernel release carries a build tag has other builds; the 2000
+    reference and the kernel matrix's guest sets never do.
+    """
+    if result_set.kind == "reference" or result_set.info.get("guest"):
+        return None
+    machine = result_set.machine
+    release = str(machine.get("kernel_release", ""))
+    base = _BUILD_TAG.sub("", release)
+    if base == release:
+        return None
+    return (machine.get("cpu_model"), base, machine.get("virtualization"), machine.get("cpu_count"))
 
 
 #: The data of each build, kept beside (not inside) its environment so it is never pickled.

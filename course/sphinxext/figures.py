@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from html import escape
 from typing import ClassVar
 
 from docutils import nodes
@@ -23,6 +25,9 @@ from course.store import ResultSet
 
 #: The unit of a real time-stamp counter (user space, KVM, the host's kernel): time, convertible to ns.
 REAL_TICKS = "ticks"
+
+#: Lesson 3's measurement of how far the counter jumps when it moves: histogram bins are multiples of it.
+STEP = "03-timing/tsc-step"
 
 #: How a chart's panel names each unit.
 UNIT_TITLES = {
@@ -85,7 +90,7 @@ class MeasureRole(CourseMixin, SphinxRole):
             return [nodes.problematic(self.rawtext, f"[missing: {target}]")], []
         measurement = lookup.measurement
         unit = measurement.get("unit", REAL_TICKS)
-        if in_ns and measurement.get("status") == "ok" and unit not in (REAL_TICKS, "ns"):
+        if in_ns and measurement.get("status") == "ok" and unit not in (REAL_TICKS, "ns", f"{REAL_TICKS}/byte"):
             self.warn(f"{target!r} is in {unit}, which have no nanoseconds; show it in its own unit", "units")
             return [nodes.problematic(self.rawtext, f"[no ns: {target}]")], []
         if field == "samples":
@@ -163,7 +168,7 @@ class CourseTable(MeasurementsDirective):
         # others (the reference too) where they have a figure: a column of dashes only takes room.
         keep = [
             result_set.id
-            for result_set in self.data.shown()
+            for result_set in self.sets_here()
             if (result_set.kind == "reference" and ratio)
             or result_set.id == self.data.current_id
             or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
@@ -178,8 +183,13 @@ class CourseTable(MeasurementsDirective):
             group += nodes.colspec(colwidth=1)
         head = nodes.thead()
         group += head
+        columns_found = {
+            set_id: [lookup.measurement for _, _, found in looked for i, lookup in found if i == set_id and lookup]
+            for set_id in keep
+        }
         head += table_row(
-            ["measurement", *(self.set_title(i) for i in keep)] + (["2000 ÷ this machine (ns)"] if ratio else [])
+            ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
+            + (["2000 ÷ this machine (ns)"] if ratio else [])
         )
         body = nodes.tbody()
         group += body
@@ -282,6 +292,7 @@ class CourseChart(MeasurementsDirective):
 
     def run(self) -> list[nodes.Node]:
         caption = self.options.get("caption", "")
+        self._legend: list[tuple[int, str]] = []
         if "histogram" in self.options:
             svg = self._histogram(caption)
         elif "timeline" in self.options:
@@ -296,6 +307,8 @@ class CourseChart(MeasurementsDirective):
             return []
         figure = nodes.container(classes=["course-chart"])
         figure += nodes.raw("", svg.svg, format="html")
+        if self._legend:
+            figure += legend(self._legend)
         if caption:
             figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
         figure += figures_table(svg)
@@ -317,7 +330,16 @@ class CourseChart(MeasurementsDirective):
                 caption or rows[0][0],
                 subtracted=(measurement.get("overhead") or {}).get("ticks", 0),
                 maximum=measurement.get("max"),
+                step=self._counter_step(lookup.result_set, measurement),
             )
+
+    def _counter_step(self, result_set: ResultSet, measurement: dict) -> float | None:
+        """The counter's step on the set's machine (lesson 3's tscstep), for real ticks of one sample each."""
+        if measurement.get("unit", REAL_TICKS) != REAL_TICKS or measurement.get("calls_per_sample", 1) != 1:
+            return None
+        step = result_set.measurement(STEP)
+        self.use(self.data.find(STEP, result_set.id))
+        return step.get("median") if step and step.get("status") == "ok" else None
 
     def _timeline(self, rows: list[tuple[str, str]], caption: str) -> charts.Chart | None:
         lines = []
@@ -337,13 +359,16 @@ class CourseChart(MeasurementsDirective):
         field = self.options.get("field", "min")
         in_ns = "ns" in self.options
         bars = []
-        colours = {result_set.id: index for index, result_set in enumerate(self.data.shown())}
         for key, label in self.rows():
             for set_id, lookup in self.lookups(key):
                 measurement = lookup.measurement if lookup else None
                 series = self.set_title(set_id)
-                colour = colours[set_id]
+                colour = self.data.colour_of(set_id)
                 if measurement is None:
+                    continue
+                if self.in_lesson and measurement.get("unit") == "emulated ticks":
+                    # Emulated time moves with the host from run to run: the machine pages keep it, a lesson's chart
+                    # answers with figures that compare (real time, instructions, 2000).
                     continue
                 if measurement.get("status") != "ok":
                     bars.append(charts.Bar(label, series, None, value_text(measurement, field, in_ns), colour=colour))
@@ -371,10 +396,38 @@ class CourseChart(MeasurementsDirective):
                         panel=panel_title(unit, series),
                     )
                 )
+        self._legend = [(bar.colour, bar.series) for bar in bars]
         panels = {bar.series: bar.panel for bar in bars if bar.panel}
         # A figure not run takes its row in its set's panel, or in one of its own.
         bars = [bar if bar.panel else replace(bar, panel=panels.get(bar.series, "not measured")) for bar in bars]
         return charts.bar_chart(bars, caption or "measurements")
+
+
+#: How a guest ran, in a column's title.
+HOW_IT_RAN = {"tcg": "QEMU TCG, emulated", "tcg-icount": "QEMU icount", "kvm": "KVM"}
+
+
+def ran_where(measurements: list[dict | None]) -> str:
+    """Where a column's kernel figures ran when that was a guest: "Debian 6.1.0-57-amd64 guest, QEMU TCG, emulated"."""
+    guests = {
+        (m.get("guest_kernel", "?"), m.get("acceleration", "?"))
+        for m in measurements
+        if m and m.get("runner") == "vm" and m.get("status") == "ok"
+    }
+    if len(guests) != 1:
+        return ""
+    kernel, acceleration = guests.pop()
+    return f"guest kernel {kernel} ({HOW_IT_RAN.get(acceleration, acceleration)})"
+
+
+def legend(entries: list[tuple[int, str]]) -> nodes.Node:
+    """The sets a chart draws, each with its colour: the same colour for a set in every chart of the site."""
+    items = "".join(
+        f'<li><span class="course-swatch" style="background: {charts.PALETTE[colour % len(charts.PALETTE)]}"></span>'
+        f"{escape(name)}</li>"
+        for colour, name in dict.fromkeys(entries)
+    )
+    return nodes.raw("", f'<ul class="course-legend">{items}</ul>', format="html")
 
 
 def figures_table(chart: charts.Chart) -> nodes.Node:
@@ -414,11 +467,63 @@ def panel_title(unit: str, series: str) -> str:
     return title
 
 
+#: What a recorded command's standard input was, where the record names a kind of file rather than a path.
+STDIN_WORDS = {
+    "devnull": "/dev/null",
+    "file": "a disk file",
+    "pipe": "an empty pipe",
+    "socket": "a socket pair",
+    "tty": "a pseudo-terminal",
+    "zero": "/dev/zero",
+    "(empty pipe)": "an empty pipe",
+    "(pseudo-terminal)": "a pseudo-terminal",
+    "(socket pair)": "a socket pair",
+    "stdin.txt": "a disk file the pipeline wrote, stdin.txt",
+}
+
+_STDIN = re.compile(
+    r"\s<\s(devnull|file|pipe|socket|tty|zero|stdin\.txt|\((?:empty pipe|pseudo-terminal|socket pair)\))(?=\s|$)"
+)
+
+
+def command_parts(command: str) -> tuple[str, str]:
+    """A recorded command as what runs if copied, and what is said about it in words.
+
+    The record keeps notes beside the command (the files the pipeline opened, a comment, the
+    kernel it built for) and names some standard inputs by kind ("< devnull", "< (empty pipe)"):
+    copied, these give a shell error. They become words; the command keeps what a shell runs.
+    """
+    notes = []
+    runnable = command
+    if "   # " in runnable:
+        runnable, comment = runnable.split("   # ", 1)
+        notes.append(comment.strip())
+    found = re.search(r"\s+\((files open: [^)]*|kernel [^)]*)\)\s*$", runnable)
+    if found:
+        runnable = runnable[: found.start()]
+        what = found[1]
+        opened = what.removeprefix("files open: ")
+        notes.insert(0, f"the pipeline also opened {opened} (COURSE_FILES)" if what.startswith("files") else what)
+    stdin = _STDIN.search(runnable)
+    if stdin:
+        runnable = runnable[: stdin.start()] + runnable[stdin.end() :]
+        notes.insert(0, f"standard input: {STDIN_WORDS[stdin[1]]}")
+    if " M=... " in runnable:
+        runnable = runnable.replace(" M=... ", ' M="$PWD" ')
+        notes.append("in a copy of the module's folder")
+    return runnable.strip(), "; ".join(notes)
+
+
 class CourseOutput(CourseMixin, SphinxDirective):
     """A captured block of output (a run, a disassembly), with the command that produced it."""
 
     required_arguments = 1
-    option_spec: ClassVar[dict] = {"set": directives.unchanged, "language": directives.unchanged}
+    option_spec: ClassVar[dict] = {
+        "set": directives.unchanged,
+        "language": directives.unchanged,
+        # Long lines (a compiler's messages) wrap instead of scrolling out of sight, even at 1400 px.
+        "wrap": directives.flag,
+    }
 
     def run(self) -> list[nodes.Node]:
         capture_id = self.arguments[0]
@@ -438,12 +543,20 @@ class CourseOutput(CourseMixin, SphinxDirective):
         # What a program printed may hold any character: controls are shown as escapes (\x1b), not written raw.
         text = shown_text(capture["text"])
         block = nodes.literal_block(text, text, language=self.options.get("language", "text"))
-        container = nodes.container(classes=["literal-block-wrapper", "course-output"], literal_block=True)
+        classes = ["literal-block-wrapper", "course-output"] + (["course-wrap"] if "wrap" in self.options else [])
+        container = nodes.container(classes=classes, literal_block=True)
         # The command is a literal: smart quotes leave it alone (`--` stays two hyphens) and it can be copied.
-        command = shown_text(capture.get("command", ""))
+        runnable, description = command_parts(shown_text(capture.get("command", "")))
         caption = nodes.caption()
-        caption += nodes.Text("$ ")
-        caption += nodes.literal(command, command, classes=["course-command"])
+        if runnable.startswith("insmod "):
+            # It ran in the disposable VM: never offered as a command to copy into this machine's shell.
+            caption += nodes.Text("In the disposable VM: ")
+            caption += nodes.literal(runnable, runnable)
+        else:
+            caption += nodes.Text("$ ")
+            caption += nodes.literal(runnable, runnable, classes=["course-command"])
+        if description:
+            caption += nodes.Text(f"   ({description})")  # words, not part of the command: never copied with it
         caption += nodes.Text(shown_text(f"   [{result_set.label}, {capture.get('measured_at', '')}]"))
         container += caption
         container += block

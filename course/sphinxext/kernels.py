@@ -26,7 +26,7 @@ from course.sphinxext import charts
 from course.sphinxext.base import CourseMixin, MeasurementsDirective, course_value, entries, table_row, value_text
 from course.sphinxext.context import machine_link
 from course.sphinxext.data import Lookup, describe, format_value, shown_from, shown_text
-from course.sphinxext.figures import UNIT_TITLES, figures_table
+from course.sphinxext.figures import UNIT_TITLES, figures_table, legend
 from course.store import ResultSet
 
 #: The command that measures the kernel matrix, for the reader of a page that lacks it.
@@ -166,7 +166,8 @@ class CourseKernels(MeasurementsDirective):
         bars = []
         # Grouped by figure, the kernels side by side: the chart compares kernels, one figure at a time.
         for key, label in rows:
-            for colour, result_set in enumerate(sets, start=1):
+            for result_set in sets:
+                colour = self.data.colour_of(result_set.id)  # the set's colour in every chart of the site
                 name = _guest(result_set).get("name", result_set.id)
                 text, change, measurement = self._figure(result_set, key, baseline, field)
                 if not measurement:
@@ -187,10 +188,16 @@ class CourseKernels(MeasurementsDirective):
         chart = charts.bar_chart(bars, caption or "kernel versions")
         figure = nodes.container(classes=["course-chart"])
         figure += nodes.raw("", chart.svg, format="html")
+        figure += legend([(bar.colour, f"{bar.series}: {_guest_label(sets, bar.series)}") for bar in bars])
         if caption:
             figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
         figure += figures_table(chart)
         return figure
+
+
+def _guest_label(sets: list[ResultSet], name: str) -> str:
+    """The label of the set whose guest kernel is called ``name`` (a legend's words)."""
+    return next((s.label for s in sets if _guest(s).get("name", s.id) == name), name)
 
 
 def moved_text(lost: list[str], gained: list[str]) -> str:

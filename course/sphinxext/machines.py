@@ -216,25 +216,26 @@ class CourseHardware(MeasurementsDirective):
     def run(self) -> list[nodes.Node]:
         figures = self.rows()
         reference = next((s for s in self.data.shown() if s.kind == "reference"), None)
-        headers = ["set", "CPU", "kernel", "virtualization", "TSC", "mitigations"]
-        headers += [f"{label} (ticks / ns / vs 2000)" for _, label in figures]
+        # The answer first: the figures against 2000, then what the machine was.
+        headers = ["set", *(f"{label} (ticks / ns / vs 2000)" for _, label in figures)]
+        headers += ["CPU", "kernel", "virtualization", "TSC", "mitigations"]
         table = simple_table(headers, [])
         body = table.next_node(nodes.tbody)
         for result_set in self.data.shown():
             self.use(Lookup(result_set, None, None))
             summary = machine_summary(result_set)
-            cells: list = [
-                machine_link(self, result_set.id, self.set_title(result_set.id)),
+            cells: list = [machine_link(self, result_set.id, self.set_title(result_set.id))]
+            for key, _ in figures:
+                lookup = self.data.find(key, result_set.id)
+                self.use(lookup)
+                cells.append(self._compare(lookup, reference.measurement(key) if reference else None, reference))
+            cells += [
                 summary["cpu"],
                 summary["kernel"],
                 summary["virtualization"],
                 summary["tsc"],
                 summary["mitigations"],
             ]
-            for key, _ in figures:
-                lookup = self.data.find(key, result_set.id)
-                self.use(lookup)
-                cells.append(self._compare(lookup, reference.measurement(key) if reference else None, reference))
             body += table_row(cells)
         note = nodes.paragraph(
             classes=["course-table-note"],

@@ -1,0 +1,190 @@
+"""Answer first, checked on the real site built from the shipped result sets: each lesson opens with its
+question and its answer (2000 beside today, one unit), its chart answers it, and no section is a wall of text.
+"""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from course import site, store
+from course.layout import Layout
+from course.sphinxext.data import same_hardware
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The lessons whose opening answers in one sentence, with a figure of 2000 and one of today.
+ANSWERED = [
+    "01-user-kernel",
+    "02-read-path",
+    "03-timing",
+    "04-kernel-read",
+    "06-skipping-layers",
+    "07-bytes",
+    "08-since-2000",
+]
+#: The lessons whose question needs a chart of 2000 against today.
+CHARTED = ["03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
+#: Kernel lessons: their tables show a guest's figures under this machine's set.
+KERNEL_LESSONS = ["04-kernel-read", "06-skipping-layers"]
+#: A section may run this many words of prose before a figure, a code block, a table or a list.
+MOST_WORDS = 350
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("answer-site") / "build")
+    site.build_site(layout, strict=True)
+    return layout.html
+
+
+def _page(html: Path, lesson: str) -> str:
+    return (html / "lessons" / f"{lesson}.html").read_text(encoding="utf-8")
+
+
+def _article(page: str) -> str:
+    return page.split('<article role="main"', 1)[1].split("</article>", 1)[0]
+
+
+def _text(fragment: str) -> str:
+    fragment = re.sub(r"<svg.*?</svg>", " ", fragment, flags=re.DOTALL)
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", fragment))).strip()
+
+
+def _values(fragment: str) -> list[tuple[str, str]]:
+    """(set, shown text) of each stored figure in ``fragment`` (a ratio of two figures is not one)."""
+    found = re.findall(
+        r'class="course-value"[^>]*data-set="([^"]*)" data-field="([^"]*)"[^>]*>(.*?)</(?:a|span)>', fragment, re.S
+    )
+    return [(set_id, _text(text)) for set_id, field, text in found if field != "vs-2000"]
+
+
+def _unit(text: str) -> str:
+    return text.split(" ", 1)[1] if " " in text else ""
+
+
+@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 9)])
+def test_every_lesson_opens_with_its_question_and_its_answer(html: Path, lesson: str) -> None:
+    page = next((html / "lessons").glob(f"{lesson}-*.html")).read_text(encoding="utf-8")
+    article = _article(page)
+    assert "<strong>The question:</strong>" in article and "<strong>The answer:</strong>" in article
+    before = article.split("<strong>The answer:</strong>", 1)[0]
+    assert "<h2" not in before and "course-opening" not in before, "first, before any section or preamble"
+
+
+@pytest.mark.parametrize("lesson", ANSWERED)
+def test_the_opening_answers_with_2000_beside_today_in_one_unit(html: Path, lesson: str) -> None:
+    article = _article(_page(html, lesson))
+    question = article.split("<strong>The question:</strong>", 1)
+    assert len(question) == 2, "the lesson opens with its question"
+    answer = question[1].split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+    assert "<h2" not in question[0].split("<h1", 1)[-1].split("</h1>", 1)[-1], "before any section"
+    values = _values(answer)
+    then = [text for set_id, text in values if set_id == "reference-2000"]
+    now = [text for set_id, text in values if set_id != "reference-2000"]
+    assert then and now, "a 2000 figure and a figure of today"
+    units_then, units_now = {_unit(text) for text in then}, {_unit(text) for text in now}
+    assert units_now <= units_then, f"today's figures in 2000's units: {then} against {now}"
+
+
+@pytest.mark.parametrize("lesson", CHARTED)
+def test_the_lesson_has_a_chart_of_2000_against_today(html: Path, lesson: str) -> None:
+    article = _article(_page(html, lesson))
+    charts = re.findall(r'<div class="course-chart[^"]*docutils container">(.*?)</details>', article, re.DOTALL)
+    answering = [chart for chart in charts if "2000" in _text(chart.split("<summary>", 1)[1]) and "<svg" in chart]
+    assert answering, "a chart whose figures include 2000's"
+    figures = _text(answering[0].split("<summary>", 1)[1])
+    assert re.search(r"\b(host|guest|this machine)\b", figures), "and today's beside them"
+
+
+def test_no_lesson_chart_repeats_a_machine_under_another_build_tag(html: Path) -> None:
+    builds: dict[tuple, list[str]] = {}
+    for result_set in store.load_all(ROOT / "results").values():
+        key = same_hardware(result_set)
+        if key is not None:
+            builds.setdefault(key, []).append(result_set.id)
+    assert any(len(ids) > 1 for ids in builds.values()), "the shipped sets hold several builds of one machine"
+    for page in sorted((html / "lessons").glob("*.html")):
+        article = _article(page.read_text(encoding="utf-8"))
+        for chart in re.findall(r'<div class="course-chart[^"]*docutils container">(.*?)</details>', article, re.S):
+            shown = _text(chart)
+            for ids in builds.values():
+                drawn = [set_id for set_id in ids if set_id in shown]
+                assert len(drawn) <= 1, f"{page.name} draws {drawn}, one machine under several build tags"
+
+
+@pytest.mark.parametrize("lesson", KERNEL_LESSONS)
+def test_a_column_of_kernel_figures_names_its_guest_kernel(html: Path, lesson: str) -> None:
+    article = _article(_page(html, lesson))
+    heads = re.findall(r"<thead>(.*?)</thead>", article, re.DOTALL)
+    host_columns = [_text(th) for head in heads for th in re.findall(r"<th[^>]*>(.*?)</th>", head, re.S)]
+    host_columns = [title for title in host_columns if "amd-epyc" in title]
+    assert host_columns, "this machine's set has a column"
+    for title in host_columns:
+        assert re.search(r"guest kernel \S+ \(QEMU", title), f"{title!r} names only the host's set"
+
+
+def _walls(article: str) -> list[tuple[str, int]]:
+    """Each run of prose longer than MOST_WORDS words, with the section heading it is under."""
+    pieces = re.split(
+        r"(<h[1-6][^>]*>.*?</h[1-6]>|<svg.*?</svg>|<pre.*?</pre>|<table.*?</table>|<ul.*?</ul>|<ol.*?</ol>"
+        r"|<object.*?</object>|<img[^>]*>)",
+        article,
+        flags=re.DOTALL,
+    )
+    walls, heading, words = [], "", 0
+    for piece in pieces:
+        if re.match(r"<h[1-6]", piece):
+            heading, words = _text(piece), 0
+        elif re.match(r"<(svg|pre|table|ul|ol|object|img)", piece):
+            words = 0
+        else:
+            words += len(_text(piece).split())
+            if words > MOST_WORDS:
+                walls.append((heading, words))
+    return walls
+
+
+@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 9)])
+def test_no_section_runs_on_without_a_figure_code_or_list(html: Path, lesson: str) -> None:
+    page = next((html / "lessons").glob(f"{lesson}-*.html"))
+    walls = _walls(_article(page.read_text(encoding="utf-8")))
+    assert not walls, f"{page.name}: prose without a figure, code or list under {sorted(set(walls))}"
+
+
+def test_the_compiler_errors_wrap_and_the_answer_columns_come_first(html: Path) -> None:
+    lesson = _page(html, "05-get-fs")
+    assert re.search(r'class="[^"]*course-output[^"]*course-wrap', lesson), "lesson 5's compiler errors wrap"
+    css = (html / "_static" / "course.css").read_text()
+    assert ".course-output.course-wrap pre { white-space: pre-wrap;" in css
+    machines = (html / "docs" / "machines.html").read_text(encoding="utf-8")
+    head = re.findall(r"<th[^>]*>(.*?)</th>", machines.split("<thead>", 1)[1].split("</thead>", 1)[0], re.S)
+    assert _text(head[0]) == "set" and "vs 2000" in _text(head[1]), "the figures against 2000 right after the set"
+
+
+def _who(name: str) -> str:
+    """The set a legend's words name, whatever chart wrote them: 2000, this machine, or a guest kernel."""
+    if name.startswith("2000"):
+        return "2000"
+    guest = re.match(r"(6\.\d+(?:-rt)?) guest:", name) or re.search(r"Debian (6\.\d+(?:-rt)?) guest", name)
+    if guest:
+        return f"guest {guest[1]}"
+    return "this machine" if name.startswith("host") or "(this machine)" in name else name
+
+
+def test_a_set_has_one_colour_in_every_chart_of_every_lesson(html: Path) -> None:
+    colours: dict[str, set[str]] = {}
+    for page in sorted((html / "lessons").glob("*.html")):
+        swatch = r'course-swatch" style="background: (#[0-9A-Fa-f]{6})"></span>([^<]*)</li>'
+        legend = re.findall(swatch, page.read_text(encoding="utf-8"))
+        for colour, name in legend:
+            colours.setdefault(_who(unescape(name)), set()).add(colour.lower())
+    assert {"2000", "this machine", "guest 6.1", "guest 6.12", "guest 6.1-rt"} <= set(colours)
+    assert all(len(found) == 1 for found in colours.values()), colours
+    used = [next(iter(found)) for found in colours.values()]
+    assert len(used) == len(set(used)), f"two sets share a colour: {colours}"
