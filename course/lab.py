@@ -20,6 +20,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
 import secrets
@@ -76,6 +77,12 @@ class Timeouts:
     bootstrap: float = 3600.0
     run: float = 3600.0
     cleanup: float = 120.0
+
+    def __post_init__(self) -> None:
+        # `timeout 0` means no limit at all: a step of a zero limit would never be stopped.
+        for name, value in vars(self).items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise LabError(f"a lab step's time limit must be a positive number of seconds ({name}: {value!r})")
 
 
 @dataclass(frozen=True)
@@ -436,12 +443,7 @@ class _HostJob:
             return
         try:
             if self.scratch is not None:
-                pid = shlex.quote(f"{self.scratch}/{PID_FILE}")
-                # Negative: the whole process group the step's `timeout` made (compilers, QEMU, ...).
-                command = (
-                    f'if [ -s {pid} ] && kill -TERM -- "-$(cat {pid})" 2>/dev/null; '
-                    f'then sleep 2; kill -KILL -- "-$(cat {pid})" 2>/dev/null; fi; '
-                )
+                command = _stop_step(f"{self.scratch}/{PID_FILE}")
                 command += "true" if self.options.keep else f"rm -rf {shlex.quote(self.scratch)}"
                 self._plain(f"{self.sudo}sh -c {shlex.quote(command)}", self.timeouts.cleanup)
                 if self.options.keep:
@@ -536,12 +538,23 @@ class _HostJob:
     def _remote(
         self, step: str, command: str, seconds: float, privileged: bool = False, allowed: tuple[int, ...] = ()
     ) -> int:
-        """``command`` in the scratch folder, for at most ``seconds``, in a process group of its own."""
+        """``command`` in the scratch folder, for at most ``seconds``, in a process group of its own.
+
+        ``timeout`` makes the group (its pid is the group's number, kept in the scratch folder for
+        the clean-up); when the step ends, however it ends, whatever it left running in its group
+        is killed at once, so nothing outlives its step.
+        """
         assert self.connection is not None and self.scratch is not None
-        limit = int(seconds)
+        limit = _seconds(seconds)
+        group = shlex.quote(PID_FILE)
         inner = (
-            f"cd {shlex.quote(self.scratch)} && echo $$ > {PID_FILE} && "
-            f"exec timeout -k {KILL_GRACE} {limit} sh -c {shlex.quote(command)}"
+            f"cd {shlex.quote(self.scratch)} || exit 1\n"
+            f"timeout -k {KILL_GRACE} {limit} sh -c {shlex.quote(command)} & step=$!\n"
+            f"echo $step > {group}\n"
+            "wait $step; status=$?\n"
+            f"{_KILL_GROUP.format(signal='KILL', group='$step')}\n"
+            f"rm -f {group}\n"
+            "exit $status"
         )
         prefix = self.sudo if privileged else ""
         result = self.connection.run(
@@ -549,7 +562,7 @@ class _HostJob:
             warn=True,
             hide=True,
             in_stream=False,
-            timeout=limit + KILL_GRACE + LOCAL_MARGIN,
+            timeout=float(limit) + KILL_GRACE + LOCAL_MARGIN,
         )
         self._log(command, result)
         if result.exited in TIMED_OUT:
@@ -609,6 +622,32 @@ class _HostJob:
 
     def connection_user(self) -> str:
         return self.connection.user if self.connection is not None else (self.host.user or "(the local user)")
+
+
+#: A signal to a whole process group, in words that dash (Debian's sh) and bash both take:
+#: dash reads ``kill -TERM -- -PGID`` as a bad number, ``kill -s TERM -- -PGID`` as meant.
+_KILL_GROUP = 'kill -s {signal} -- "-{group}" 2>/dev/null'
+
+
+def _stop_step(pid_file: str) -> str:
+    """Shell words that stop the process group of an interrupted step (TERM, then KILL after 2 s), if any is left.
+
+    The number comes from a file in the scratch folder: used only if it is a number above 1
+    (``kill -- -1`` would be every process of the user).
+    """
+    group = "$group"
+    return (
+        f"group=$(cat {shlex.quote(pid_file)} 2>/dev/null); "
+        'case "$group" in ""|*[!0-9]*|0|1) group= ;; esac; '
+        f'if [ -n "$group" ] && {_KILL_GROUP.format(signal="TERM", group=group)}; then '
+        f"i=0; while [ $i -lt 20 ] && {_KILL_GROUP.format(signal='0', group=group)}; do sleep 0.1; i=$((i + 1)); done; "
+        f"{_KILL_GROUP.format(signal='KILL', group=group)}; fi; "
+    )
+
+
+def _seconds(value: float) -> str:
+    """A limit as ``timeout`` takes it and the lab says it: ``90``, ``0.5``."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 class _UnknownHostKey(Exception):

@@ -11,6 +11,7 @@ speaks SSH. The remote steps are real (upload, ``invoke run --lesson 1 --kernel-
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -180,6 +181,20 @@ def _options(sshd: LocalSshd, **fields) -> lab.LabOptions:
     return lab.LabOptions(**{**given, **fields})
 
 
+def _misbehaving_venv(folder: Path, **tasks: str) -> str:
+    """A host's environment whose ``invoke`` first runs ``tasks[task]`` (shell words), then the real task.
+
+    A host that misbehaves on purpose: ``run="sleep 4444 &"`` leaves a process behind,
+    ``run="exit 3"`` fails, and so on (``results_export`` stands for ``results.export``).
+    """
+    (folder / "bin").mkdir(parents=True)
+    cases = "".join(f"  {name.replace('_', '.')}) {words} ;;\n" for name, words in tasks.items())
+    script = f'#!/bin/sh\ncase "$1" in\n{cases}esac\nexec {shlex.quote(str(VENV / "bin" / "invoke"))} "$@"\n'
+    (folder / "bin" / "invoke").write_text(script)
+    (folder / "bin" / "invoke").chmod(0o755)
+    return str(folder)
+
+
 def _processes_in(folder: Path) -> list[str]:
     """Processes whose working folder is inside ``folder``: what a step left behind on the "host"."""
     found = []
@@ -347,3 +362,25 @@ def test_the_bench_times_a_lab_of_one_host_and_of_two(scratch_layout: Layout) ->
     assert one > 0 and two > 0 and found["value"] == round(two / one, 2) and found["goal"] == bench.LAB_GOAL
     validate.check_measurement("bench/lab.two-hosts-over-one", found)  # as bench.json stores it
     assert any("two hosts" in line for line in lines)
+
+
+@needs_sshd
+def test_what_a_step_leaves_running_ends_with_the_step(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
+    """Debian's sh is dash: the group kill must be in words it takes (``kill -s TERM -- -PGID``)."""
+    remote = tmp_path / "remote"
+    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4444 &")
+    (run,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-left", venv=venv)], _options(sshd)).hosts
+    assert run.ok and run.imported, run.failure
+    assert not [line for line in _processes_everywhere() if "sleep 4444" in line]
+    _nothing_left(sshd, remote)
+
+
+def test_a_step_cannot_have_no_time_limit() -> None:
+    # `timeout 0 ...` on the host would never stop the step: a zero or negative limit is refused.
+    for seconds in (0, -60, float("nan"), float("inf")):
+        with pytest.raises(lab.LabError, match="positive number of seconds"):
+            lab.Timeouts(run=seconds)
+
+
+def _processes_everywhere() -> list[str]:
+    return [_describe(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
