@@ -62,6 +62,12 @@ LOCAL_MARGIN = 30
 TIMED_OUT = (124, 137)
 #: ``invoke run``'s exit status when some lessons failed but the set was stored.
 RUN_HAD_FAILURES = 1
+#: A step's output goes to a file in the host's scratch folder (``.lab-<step>.out``); only its
+#: last 64 KiB come back, to build/lab/<host>.log and the summary's line. Nothing a host sends
+#: is kept beyond that bound, so a host that prints 300 MB costs this machine what a quiet one does.
+TAIL_BYTES = 64 * 1024
+#: How long the end of a command's output is awaited once it has exited.
+DRAIN_SECONDS = 2.0
 
 
 class LabError(RuntimeError):
@@ -529,11 +535,47 @@ class _HostJob:
     def _succeeds(self, command: str, seconds: float) -> bool:
         return self._short(command, seconds).exited == 0
 
-    def _short(self, command: str, seconds: float) -> Any:
-        assert self.connection is not None
-        result = self.connection.run(command, warn=True, hide=True, in_stream=False, timeout=seconds)
-        self._log(command, result)
-        return result
+    def _short(self, command: str, seconds: float) -> _Answer:
+        answer = self._exec(command, seconds)
+        self._log(command, answer)
+        return answer
+
+    def _exec(self, command: str, seconds: float) -> _Answer:
+        """Run ``command`` on the host; its exit status and the last :data:`TAIL_BYTES` of each of its outputs.
+
+        Read as it arrives and trimmed as it is read: however much the host sends, this side
+        keeps a bounded tail (and reads in time linear in what arrives).
+        """
+        if self.connection is None or not self.connection.is_connected:
+            self.connection = self._open()  # the clean-up after an interruption, on a connection of its own
+        assert self.connection.transport is not None
+        channel = self.connection.transport.open_session(timeout=self.timeouts.connect)
+        try:
+            channel.exec_command(command)
+            channel.shutdown_write()
+            out, err = _Tail(), _Tail()
+            deadline = time.monotonic() + seconds
+            exited_at: float | None = None
+            while True:
+                if channel.recv_ready():
+                    out.add(channel.recv(32768))
+                elif channel.recv_stderr_ready():
+                    err.add(channel.recv_stderr(32768))
+                elif channel.closed or (channel.eof_received and channel.exit_status_ready()):
+                    break
+                elif exited_at is not None and time.monotonic() > exited_at + DRAIN_SECONDS:
+                    break  # something it left holds its output open: what came is enough
+                elif time.monotonic() > deadline:
+                    raise _HostSilent(seconds)
+                else:
+                    if exited_at is None and channel.exit_status_ready():
+                        exited_at = time.monotonic()
+                    time.sleep(0.02)
+            if not channel.exit_status_ready():
+                raise EOFError("the connection closed before the command ended")
+            return _Answer(channel.recv_exit_status(), out.text(), err.text())
+        finally:
+            channel.close()
 
     def _remote(
         self, step: str, command: str, seconds: float, privileged: bool = False, allowed: tuple[int, ...] = ()
@@ -542,28 +584,27 @@ class _HostJob:
 
         ``timeout`` makes the group (its pid is the group's number, kept in the scratch folder for
         the clean-up); when the step ends, however it ends, whatever it left running in its group
-        is killed at once, so nothing outlives its step.
+        is killed at once, so nothing outlives its step. Its output goes to ``.lab-<step>.out``
+        there, of which the last :data:`TAIL_BYTES` come back.
         """
         assert self.connection is not None and self.scratch is not None
         limit = _seconds(seconds)
-        group = shlex.quote(PID_FILE)
+        group, output = shlex.quote(PID_FILE), shlex.quote(f".lab-{step}.out")
         inner = (
             f"cd {shlex.quote(self.scratch)} || exit 1\n"
-            f"timeout -k {KILL_GRACE} {limit} sh -c {shlex.quote(command)} & step=$!\n"
+            f"timeout -k {KILL_GRACE} {limit} sh -c {shlex.quote(command)} >{output} 2>&1 </dev/null & step=$!\n"
             f"echo $step > {group}\n"
             "wait $step; status=$?\n"
             f"{_KILL_GROUP.format(signal='KILL', group='$step')}\n"
             f"rm -f {group}\n"
+            f"size=$(wc -c < {output})\n"
+            f'[ "$size" -gt {TAIL_BYTES} ] && echo "[$((size - {TAIL_BYTES})) bytes before these are in '
+            f'{self.scratch}/.lab-{step}.out on the host]"\n'
+            f"tail -c {TAIL_BYTES} {output}\n"
             "exit $status"
         )
         prefix = self.sudo if privileged else ""
-        result = self.connection.run(
-            f"{prefix}sh -c {shlex.quote(inner)}",
-            warn=True,
-            hide=True,
-            in_stream=False,
-            timeout=float(limit) + KILL_GRACE + LOCAL_MARGIN,
-        )
+        result = self._exec(f"{prefix}sh -c {shlex.quote(inner)}", float(limit) + KILL_GRACE + LOCAL_MARGIN)
         self._log(command, result)
         if result.exited in TIMED_OUT:
             raise _StepFailed(f"{step} timed out after {limit} s (stopped on the host)")
@@ -571,7 +612,7 @@ class _HostJob:
             raise _StepFailed(f"{step} failed (exit {result.exited}): {_last_line(result)}")
         return result.exited
 
-    def _log(self, command: str, result: Any) -> None:
+    def _log(self, command: str, result: _Answer) -> None:
         """Everything the host printed, cleaned, in build/lab/<name>.log (the summary shows one line)."""
         assert self.run.log is not None
         with self.run.log.open("a", encoding="utf-8") as log:
@@ -583,7 +624,6 @@ class _HostJob:
     def _why(self, error: BaseException) -> str:
         """One line saying why this host failed."""
         import paramiko
-        from invoke.exceptions import CommandTimedOut
 
         step, host, limit = self.run.step, self.host, self.timeouts.connect
         if isinstance(error, _StepFailed | _UnknownHostKey):
@@ -593,8 +633,8 @@ class _HostJob:
                 else ""
             )
             return str(error) + hint
-        if isinstance(error, CommandTimedOut):
-            return f"{step}: the host stopped answering for {error.timeout:g} s"
+        if isinstance(error, _HostSilent):
+            return f"{step}: the host stopped answering for {error.seconds:g} s"
         if isinstance(error, archive.ArchiveError):
             return f"archive rejected: {error}"
         if isinstance(error, paramiko.BadHostKeyException):
@@ -654,6 +694,48 @@ class _UnknownHostKey(Exception):
     """A host whose key is not in known_hosts, and no permission to add it."""
 
 
+class _HostSilent(Exception):
+    """A command on the host did not end within its limit (and the host said nothing more)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no end within {seconds:g} s")
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A command's exit status and the tails of its outputs."""
+
+    exited: int
+    stdout: str
+    stderr: str
+
+
+#: What this side keeps of a command's output: the host's tail and the line that says where the rest is.
+_KEPT = TAIL_BYTES + 4096
+
+
+class _Tail:
+    """The last :data:`TAIL_BYTES` (and a line) of a stream, kept as it arrives; what came before is counted."""
+
+    def __init__(self) -> None:
+        self.kept, self.dropped = bytearray(), 0
+
+    def add(self, data: bytes) -> None:
+        self.kept += data
+        if len(self.kept) > 2 * _KEPT:  # trimmed now and then, not at every chunk: linear time
+            cut = len(self.kept) - _KEPT
+            del self.kept[:cut]
+            self.dropped += cut
+
+    def text(self) -> str:
+        if len(self.kept) > _KEPT:
+            self.dropped += len(self.kept) - _KEPT
+            del self.kept[: len(self.kept) - _KEPT]
+        text = self.kept.decode("utf-8", "backslashreplace")
+        return f"[{self.dropped} bytes before these not kept]\n{text}" if self.dropped else text
+
+
 def _fingerprint(key: Any) -> str:
     """The SHA256 fingerprint ssh shows (``ssh-keygen -lf``)."""
     return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
@@ -670,7 +752,7 @@ def _clean(text: str, keep_lines: bool = False, limit: int = 300) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
-def _last_line(result: Any) -> str:
+def _last_line(result: _Answer) -> str:
     """The host's last words: the last line of its error output, else of its output."""
     for text in (result.stderr, result.stdout):
         lines = [line for line in text.splitlines() if line.strip()]

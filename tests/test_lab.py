@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -384,3 +385,35 @@ def test_a_step_cannot_have_no_time_limit() -> None:
 
 def _processes_everywhere() -> list[str]:
     return [_describe(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_a_host_that_prints_300_mb_costs_what_a_quiet_one_does(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    """Only a bounded tail of a step's output comes back: this process's CPU time and memory stay a quiet host's."""
+
+    def lab_of(name: str, run: str) -> tuple[lab.HostRun, float, int]:
+        venv = _misbehaving_venv(tmp_path / f"venv-{name}", run=run)
+        host = _host(sshd, tmp_path / f"remote-{name}", set=f"lab-{name}", venv=venv)
+        tracemalloc.reset_peak()
+        cpu = time.process_time()
+        (done,) = lab.run_lab(lab_layout, [host], _options(sshd)).hosts
+        return done, time.process_time() - cpu, tracemalloc.get_traced_memory()[1]
+
+    tracemalloc.start()
+    try:
+        quiet, quiet_cpu, quiet_memory = lab_of("quiet", "true")
+        # 300 MB of lines on standard output and error, then the real run.
+        loud, loud_cpu, loud_memory = lab_of(
+            "loud", "yes 'flood of a host' | head -c 150000000; yes | head -c 150000000 >&2"
+        )
+    finally:
+        tracemalloc.stop()
+    assert quiet.ok and loud.ok, (quiet.failure, loud.failure)
+    assert loud_cpu < 2 * quiet_cpu + 1.0, (loud_cpu, quiet_cpu)
+    assert loud_memory < 2 * quiet_memory + 2 * lab.TAIL_BYTES, (loud_memory, quiet_memory)
+    assert loud.log is not None and loud.log.stat().st_size < 20 * lab.TAIL_BYTES
+    assert "bytes before these are in" in loud.log.read_text()
+    assert not (quiet.log and "bytes before these" in quiet.log.read_text())
