@@ -352,6 +352,8 @@ def lab(
         ),
         set_name=c.course.set,
     )
+    if outcome.interrupted:
+        raise Exit("interrupted: every host's step was stopped and its scratch folder removed (summary above)", 130)
     if not outcome.ok:
         lines = outcome.failure_lines()
         raise Exit(f"lab: {len(lines)} of {len(outcome.hosts)} hosts failed:\n" + "\n".join(lines), code=1)

@@ -297,7 +297,7 @@ def lab(layout: Layout, hosts: list[Host], options: LabOptions, set_name: str | 
     for number in options.lessons or []:  # a lesson that is not in the course fails here, not on every host
         lesson_catalog.find(layout, number)
     outcome = lab_run.run_lab(layout, hosts, options)
-    if outcome.imported:
+    if outcome.imported and not outcome.interrupted:
         print(f"lab: building the site with {', '.join(outcome.imported)}")
         seconds = build_site(layout, set_name=set_name)
         print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")

@@ -40,6 +40,7 @@ from course import archive, fingerprint, report, store
 from course.inventory import Host, names
 from course.layout import Layout
 from course.pipeline import KernelOptions
+from course.runners import start_threads, wait_for
 
 if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs: `invoke --list` stays quick
     from fabric import Connection
@@ -60,6 +61,8 @@ KILL_GRACE = 10
 LOCAL_MARGIN = 30
 #: ``timeout``'s exit status when it stopped the command (SIGKILL after the grace: 128 + 9).
 TIMED_OUT = (124, 137)
+#: How much of the host's archive is read at a time.
+DOWNLOAD_CHUNK = 1024 * 1024
 #: ``invoke run``'s exit status when some lessons failed but the set was stored.
 RUN_HAD_FAILURES = 1
 #: A step's output goes to a file in the host's scratch folder (``.lab-<step>.out``); only its
@@ -143,6 +146,7 @@ class HostRun:
 class LabOutcome:
     hosts: list[HostRun]
     commit: str
+    interrupted: bool = False  # by Ctrl-C or SIGTERM: every host's step was stopped and cleaned up
 
     @property
     def ok(self) -> bool:
@@ -221,30 +225,30 @@ def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Pr
         )
         shared = _Shared(layout, options, tree, own_sets, say)
         jobs = [_HostJob(run, shared) for run in runs]
-        _run_all(jobs, shared, options)
+        finished = _run_all(jobs, shared, options)
     finally:
         tree.unlink(missing_ok=True)
-    return LabOutcome(runs, commit)
+    return LabOutcome(runs, commit, interrupted=not finished)
 
 
-def _run_all(jobs: list[_HostJob], shared: _Shared, options: LabOptions) -> None:
-    """A thread per host; Ctrl-C (or SIGTERM) stops each host after its step, cleans up, then goes on."""
-    threads = [threading.Thread(target=job.work, name=f"lab-{job.run.name}", daemon=True) for job in jobs]
-    for thread in threads:
-        thread.start()
+def _run_all(jobs: list[_HostJob], shared: _Shared, options: LabOptions) -> bool:
+    """A thread per host; Ctrl-C (or SIGTERM) stops every host's step and cleans up; False if it came."""
+    finished = start_threads({f"lab-{job.run.name}": job.work for job in jobs})
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
+        wait_for(finished)
+        return True
     except KeyboardInterrupt:
         shared.stop.set()
+        shared.say("lab", "interrupted: stopping every host's step and removing its scratch folder ...")
         for job in jobs:
             job.interrupt()
-        # Each host cleans up (a new connection, bounded by its own timeouts), then the interrupt goes on.
-        deadline = time.monotonic() + options.timeouts.connect + options.timeouts.cleanup + 10
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        raise
+        # Each host cleans up on a new connection, bounded by its own limits; a second Ctrl-C meanwhile
+        # does not cut that short (it would leave the hosts' steps running).
+        seconds = options.timeouts.connect * 2 + options.timeouts.cleanup + 10
+        wait_for(finished, seconds, through_interrupts=True)
+        for job in jobs:
+            job.remove_partial()
+        return False
 
 
 class _Printer:
@@ -288,6 +292,7 @@ class _HostJob:
         folder = lab_folder(shared.layout)
         self.run.log = folder / f"{run.name}.log"
         self.local_archive = folder / f"{run.name}.tar.gz"
+        self.partial: Path | None = None  # the download under way
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -399,10 +404,11 @@ class _HostJob:
         if size > archive.MAX_TOTAL:
             raise _StepFailed(f"archive rejected: the host's archive is {size // archive.MiB} MiB, over a set's limit")
         partial = self.local_archive.with_name(f".{self.local_archive.name}.{secrets.token_hex(4)}.part")
+        self.partial = partial
         try:
             with sftp.open(remote, "rb") as source, partial.open("wb") as target:
                 copied = 0
-                while chunk := source.read(archive.MiB):
+                while chunk := source.read(DOWNLOAD_CHUNK):
                     copied += len(chunk)
                     if copied > archive.MAX_TOTAL:  # it grew while we read
                         raise _StepFailed("archive rejected: the host's archive grew past a set's limit")
@@ -460,6 +466,11 @@ class _HostJob:
         finally:
             with contextlib.suppress(Exception):
                 self.connection.close()
+
+    def remove_partial(self) -> None:
+        """A download cut short leaves nothing here (its thread removes it too, if it gets the time)."""
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
 
     def interrupt(self) -> None:
         """From the main thread on Ctrl-C: cut the connection, so the current step ends now."""

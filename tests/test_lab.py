@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -417,3 +419,70 @@ def test_a_host_that_prints_300_mb_costs_what_a_quiet_one_does(
     assert loud.log is not None and loud.log.stat().st_size < 20 * lab.TAIL_BYTES
     assert "bytes before these are in" in loud.log.read_text()
     assert not (quiet.log and "bytes before these" in quiet.log.read_text())
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@needs_sshd
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_lab_stops_every_host_cleans_up_and_prints_the_summary(
+    sshd: LocalSshd, tmp_path: Path, number: signal.Signals
+) -> None:
+    remote = tmp_path / "remote"
+    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4444 & sleep 4445")
+    hosts = [_host(sshd, remote / name, set=f"lab-{name}", venv=venv) for name in ("a", "b")]
+    lines = [f"  - host: 127.0.0.1\n    port: {h.port}\n    user: {h.user}\n    key: {h.key}\n" for h in hosts]
+    extra = [f"    set: {h.set}\n    folder: {h.folder}\n    venv: {h.venv}\n" for h in hosts]
+    (tmp_path / "lab.yaml").write_text("hosts:\n" + "".join(a + b for a, b in zip(lines, extra, strict=True)))
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "reference-2000", results / "reference-2000")
+    before = _tree(results)
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(tmp_path / "build")}
+    command = [sys.executable, "-m", "invoke", "lab", "--inventory", str(tmp_path / "lab.yaml")]
+    command += ["--lessons", "1", "--kernel-runner", "none", "--known-hosts", str(sshd.known_hosts)]
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+        try:
+            # Both hosts are in their run step (a sleep that would last an hour), with a process left beside it.
+            assert not _until(lambda: len([p for p in _processes_in(remote) if "sleep 4445" in p]) < 2, 120)
+            process.send_signal(number)
+            assert process.wait(timeout=90) == 130
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    printed = (tmp_path / "out").read_text()
+    assert "interrupted during run" in printed and "host" in printed.splitlines()[-4], printed  # the summary
+    assert "interrupted: every host's step was stopped" in (tmp_path / "err").read_text()
+    _nothing_left(sshd, remote)
+    assert list((remote / "a").iterdir()) == [] and list((remote / "b").iterdir()) == []
+    assert _tree(results) == before
+    assert not [path.name for path in (tmp_path / "build" / "lab").iterdir() if path.name.startswith(".")]
+
+
+@needs_sshd
+def test_a_download_cut_short_leaves_no_partial_file(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lab, "DOWNLOAD_CHUNK", 512)  # slow enough to be interrupted half-way
+    venv = _misbehaving_venv(tmp_path / "venv", results_export='head -c 8000000 /dev/urandom > "$3"; exit 0')
+    folder = lab.lab_folder(lab_layout)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_when_a_part_appears() -> None:
+        if not _until(lambda: not (folder.is_dir() and list(folder.glob(".*.part"))), 120):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_when_a_part_appears)
+    watcher.start()
+    try:
+        outcome = lab.run_lab(lab_layout, [_host(sshd, tmp_path / "remote", set="lab-part", venv=venv)], _options(sshd))
+    finally:
+        watcher.join()
+    (run,) = outcome.hosts
+    assert outcome.interrupted and run.failure == "interrupted during download"
+    assert not list(folder.glob(".*"))
+    _nothing_left(sshd, tmp_path / "remote")
