@@ -486,3 +486,50 @@ def test_a_download_cut_short_leaves_no_partial_file(
     assert outcome.interrupted and run.failure == "interrupted during download"
     assert not list(folder.glob(".*"))
     _nothing_left(sshd, tmp_path / "remote")
+
+
+#: 358 bytes that expand to 9**9 strings when a loader follows every alias ("billion laughs").
+ALIAS_BOMB = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    + "".join(f"{y}: &{y} [{','.join([f'*{x}'] * 9)}]\n" for x, y in zip("abcdefgh", "bcdefghi", strict=True))
+    + "hosts:\n  - host: pc\n    set: *i\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (ALIAS_BOMB, "uses a YAML alias"),
+        ("hosts:\n  - host: pc\n    set: [1, 2]\n", "set must be a text, not a list"),
+        ("hosts:\n  - host: {a: b}\n", "host must be a text, not a dict"),
+        ("hosts:\n  - host: pc\n    label: " + "x" * 5000 + "\n", "label must be a short text"),
+        ("hosts:\n  - host: pc\n    user: '" + "u" * 5000 + "'\n", "is not a user name"),
+        ("hosts: [" + "x" * (2 * inventory.MAX_BYTES) + "]\n", "over 1024 KiB"),
+    ],
+)
+def test_an_inventory_is_read_with_bounds_and_its_values_checked_before_shown(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    started = time.process_time()
+    with pytest.raises(InventoryError) as raised:
+        inventory.load(path)
+    assert says in str(raised.value) and len(str(raised.value)) < 400, str(raised.value)[:500]
+    assert time.process_time() - started < 5
+
+
+def test_an_inventory_that_is_not_a_file_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(tmp_path / "results"), "INVOKE_COURSE_BUILD": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "lab", "--inventory", "/dev/zero"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        done.returncode == 2
+        and done.stderr == "error: the inventory /dev/zero is not a regular file; give a YAML file (lab.yaml)\n"
+    )
