@@ -318,6 +318,10 @@ def os_error_line(error: OSError, folders: tuple[Path, ...] = ()) -> str | None:
         return f"permission denied on {where}; give your user read and write access to it, {own}"
     if error.errno == errno.EROFS:
         return f"{where} is on a read-only file system; {own}"
+    if error.errno == errno.ENAMETOOLONG:
+        name = Path(str(error.filename or "")).name
+        size = len(name.encode())
+        return f"a file name of {size} bytes is too long (at most 255 a name, 4096 a path); choose a shorter one"
     if error.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST) and error.filename:
         return f"{where}: {error.strerror}; a file stands where a folder is expected (or the reverse): move it aside"
     return None

@@ -22,6 +22,7 @@ running ``./bootstrap``). Anything else is refused, so that a typo is not silent
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import stat
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ def parse_hosts(text: str, user: str | None = None, key: str | None = None) -> l
             item, entry["port"] = bracketed[1], bracketed[2]
         elif item.count(":") == 1:  # host:port (a bare IPv6 address has several colons)
             item, entry["port"] = item.split(":")
+        elif ":" in item and not _ipv6(item):  # host:22:extra is neither
+            raise InventoryError(
+                f"--hosts: '{_shown(item)}' is not HOST, HOST:PORT or an IPv6 address (write [IPv6]:PORT for a port)"
+            )
         entry["host"] = item
         hosts.append(_host(entry, f"--hosts {text!r}"))
     if not hosts:
@@ -115,6 +120,14 @@ def _parse(path: Path, text: str) -> object:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise InventoryError(f"{path} is not valid YAML: {_shown(' '.join(str(error).split()), 300)}") from None
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -162,7 +175,7 @@ def _host(entry: dict, where: str, relative_to: Path | None = None) -> Host:
         if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
             raise InventoryError(f"{where}: {name} must be a text, not {_shown(value)}")
     host = str(entry.get("host") or "").strip()
-    if not _HOST.fullmatch(host):
+    if not _HOST.fullmatch(host) or (":" in host and not _ipv6(host)):
         raise InventoryError(f"{where}: '{_shown(host)}' is not a host name or address")
     where = f"{where} ({host})"
     user = entry.get("user")
@@ -183,7 +196,10 @@ def _host(entry: dict, where: str, relative_to: Path | None = None) -> Host:
             raise InventoryError(f"{where}: no key file {key}")
     set_name = None
     if entry.get("set") is not None:
-        set_name = fingerprint.slug(str(entry["set"]))  # as `invoke run --set` names the folder
+        try:
+            set_name = fingerprint.set_name(str(entry["set"]))  # as `invoke run --set` names the folder
+        except fingerprint.SetNameError as error:
+            raise InventoryError(f"{where}: {error}") from None
         if not store.slug_safe(set_name):
             raise InventoryError(f"{where}: '{_shown(entry['set'])}' cannot be a set name")
     label = entry.get("label")
