@@ -26,6 +26,8 @@ import re
 import secrets
 import shlex
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -276,6 +278,7 @@ class _Shared:
     stop: threading.Event = field(default_factory=threading.Event)
     import_lock: threading.Lock = field(default_factory=threading.Lock)
     known_hosts_lock: threading.Lock = field(default_factory=threading.Lock)
+    noted: set[Path] = field(default_factory=set)  # known_hosts files whose skipped lines were said
     delivered: dict[str, str] = field(default_factory=dict)  # set name -> the host that brought it
 
 
@@ -400,7 +403,11 @@ class _HostJob:
         sftp = self.connection.sftp()
         sftp.get_channel().settimeout(self.timeouts.transfer)
         remote = f"{self.scratch}/{EXPORT_FILE}"
-        size = sftp.stat(remote).st_size or 0
+        found = sftp.stat(remote)
+        if not stat.S_ISREG(found.st_mode or 0):  # a FIFO would be read forever, a device without end
+            kind = "a FIFO" if stat.S_ISFIFO(found.st_mode or 0) else "not a regular file"
+            raise _StepFailed(f"archive rejected: the host's export {remote} is {kind}, not an archive")
+        size = found.st_size or 0
         if size > archive.MAX_TOTAL:
             raise _StepFailed(f"archive rejected: the host's archive is {size // archive.MiB} MiB, over a set's limit")
         partial = self.local_archive.with_name(f".{self.local_archive.name}.{secrets.token_hex(4)}.part")
@@ -433,6 +440,11 @@ class _HostJob:
             raise _StepFailed(
                 f"archive rejected: its set {name!r} has this machine's own set name (the same CPU, kernel and "
                 "virtualization); name the host's set in an inventory (set: ...)"
+            )
+        if self.options.force and name != self.host.set and (layout.results / name).exists():
+            raise _StepFailed(
+                f"archive rejected: set {name!r} is here already, and --force replaces only the set the inventory "
+                f"assigns a host (set: {name})"
             )
         with self.shared.import_lock:
             other = self.shared.delivered.get(name)
@@ -497,16 +509,15 @@ class _HostJob:
         )
         # Fabric accepts any host key by default; the lab checks them as ssh does.
         client = connection.client
-        for known in self._known_hosts_files():
-            if known.is_file():
-                client.load_system_host_keys(str(known))
-        client.set_missing_host_key_policy(self._host_key_policy())
+        revoked = self._load_known_hosts(client)
+        client.set_missing_host_key_policy(self._host_key_policy(revoked))
         try:
             connection.open()
+            assert connection.transport is not None
+            _refuse_revoked(connection.transport.get_remote_server_key(), self.host.host, revoked)
         except BaseException:
             client.close()  # a refused key leaves paramiko's transport open (and the host's sshd waiting)
             raise
-        assert connection.transport is not None
         connection.transport.set_keepalive(30)  # a host that vanishes mid-run is noticed
         return connection
 
@@ -515,7 +526,41 @@ class _HostJob:
             return [self.options.known_hosts]
         return [Path("~/.ssh/known_hosts").expanduser(), Path("/etc/ssh/ssh_known_hosts")]
 
-    def _host_key_policy(self) -> Any:
+    def _load_known_hosts(self, client: Any) -> dict[str, Path]:
+        """Load the known hosts' plain lines into ``client``; the keys marked ``@revoked`` (base64 -> file).
+
+        Paramiko reads no marker line (it fails on them all): ``@revoked`` is honoured here,
+        ``@cert-authority`` skipped with a note (the lab checks plain host keys only).
+        """
+        revoked: dict[str, Path] = {}
+        for known in self._known_hosts_files():
+            if not known.is_file():
+                continue
+            plain, authorities = [], 0
+            for line in known.read_text(encoding="utf-8", errors="replace").splitlines():
+                fields = line.split()
+                if not fields or not fields[0].startswith("@"):
+                    plain.append(line)
+                elif fields[0] == "@revoked" and len(fields) >= 4:
+                    revoked[fields[3]] = known
+                else:
+                    authorities += 1
+            if authorities:
+                with self.shared.known_hosts_lock:
+                    if known not in self.shared.noted:
+                        self.shared.noted.add(known)
+                        self.shared.say(
+                            "lab",
+                            f"note: skipped {authorities} @cert-authority line{'s' if authorities > 1 else ''} of "
+                            f"{known}: the lab checks plain host keys only (add each host's key: ssh-keyscan)",
+                        )
+            with tempfile.NamedTemporaryFile("w", prefix="known_hosts.", encoding="utf-8") as copy:
+                copy.write("\n".join(plain) + "\n")
+                copy.flush()
+                client.load_system_host_keys(copy.name)
+        return revoked
+
+    def _host_key_policy(self, revoked: dict[str, Path]) -> Any:
         import paramiko
 
         shared, options, say, name = self.shared, self.options, self.shared.say, self.run.name
@@ -523,6 +568,7 @@ class _HostJob:
 
         class Verified(paramiko.MissingHostKeyPolicy):
             def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+                _refuse_revoked(key, hostname, revoked)
                 what = f"{key.get_name()} SHA256:{_fingerprint(key)}"
                 if not options.accept_new_host_keys:
                     raise _UnknownHostKey(f"host key {what} of {hostname} is not in {known}")
@@ -640,7 +686,7 @@ class _HostJob:
         if isinstance(error, _StepFailed | _UnknownHostKey):
             hint = (
                 "; check it, then add it (ssh-keyscan) or pass --accept-new-host-keys"
-                if isinstance(error, _UnknownHostKey)
+                if isinstance(error, _UnknownHostKey) and "@revoked" not in str(error)
                 else ""
             )
             return str(error) + hint
@@ -658,15 +704,17 @@ class _HostJob:
             return f"login refused: the host refused user {self.connection_user()}{how} ({error})"
         if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
             return f"unreachable: nothing answers on port {host.port} (connection refused)"
+        if isinstance(error, TimeoutError) and step in ("upload", "download"):
+            return f"{step} timed out after {self.timeouts.transfer:g} s (the host sent nothing for that long)"
         if isinstance(error, TimeoutError):
             return f"unreachable: no answer within {limit:g} s"
+        if isinstance(error, socket.gaierror):
+            return f"unreachable: unknown host name {host.host!r} ({_clean(error.strerror or str(error))})"
         # Paramiko's words for a port that never shakes hands: no banner, or a negotiation that ran
         # out of time (then it says "No existing session").
         silent = "banner" in str(error) or "No existing session" in str(error)
         if isinstance(error, paramiko.SSHException) and self.connection is None and silent:
             return f"unreachable: no SSH server answered on port {host.port} within {limit:g} s"
-        if isinstance(error, OSError) and error.errno is None and "Name or service" in str(error):
-            return f"unreachable: unknown host name {host.host!r}"
         if isinstance(error, OSError | paramiko.SSHException | EOFError):
             return f"{step}: {type(error).__name__}: {_clean(str(error))}"
         return f"{step}: unexpected {type(error).__name__}: {_clean(str(error))} (a bug of the lab: please report it)"
@@ -747,26 +795,37 @@ class _Tail:
         return f"[{self.dropped} bytes before these not kept]\n{text}" if self.dropped else text
 
 
+def _refuse_revoked(key: Any, hostname: str, revoked: dict[str, Path]) -> None:
+    if key.get_base64() in revoked:
+        raise _UnknownHostKey(
+            f"host key {key.get_name()} SHA256:{_fingerprint(key)} of {hostname} is marked @revoked in "
+            f"{revoked[key.get_base64()]}: refused"
+        )
+
+
 def _fingerprint(key: Any) -> str:
     """The SHA256 fingerprint ssh shows (``ssh-keygen -lf``)."""
     return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
-#: Control characters (escape sequences above all): a host's output never drives this terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def _clean(text: str, keep_lines: bool = False, limit: int = 300) -> str:
+    """A host's text as the terminal and the log show it: every control or invisible character escaped.
+
+    Lines are split at newlines only: a carriage return is shown (``\\r``), never obeyed, so
+    it cannot hide the text before it.
+    """
     if keep_lines:
-        return "\n".join(_CONTROL.sub("?", line) for line in text.splitlines()) + ("\n" if text else "")
-    cleaned = _CONTROL.sub("?", " ".join(text.split()))
+        return "\n".join(report.printable(line) for line in text.removesuffix("\n").split("\n")) + (
+            "\n" if text else ""
+        )
+    cleaned = report.printable(" ".join(part for part in re.split(r"[ \t\n]+", text) if part))
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 def _last_line(result: _Answer) -> str:
     """The host's last words: the last line of its error output, else of its output."""
     for text in (result.stderr, result.stdout):
-        lines = [line for line in text.splitlines() if line.strip()]
+        lines = [line for line in text.split("\n") if line.strip()]
         if lines:
             return _clean(lines[-1])
     return "(it printed nothing)"

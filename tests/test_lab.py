@@ -108,8 +108,9 @@ def test_same_host_twice_gets_two_names() -> None:
 
 
 def test_what_a_host_prints_never_drives_the_terminal() -> None:
-    assert lab._clean("error: \x1b[2J\x1b]0;owned\x07gone\n  next") == "error: ?[2J?]0;owned?gone next"
+    assert lab._clean("error: \x1b[2J\x1b]0;owned\x07gone\n  next") == "error: \\x1b[2J\\x1b]0;owned\\x07gone next"
     assert len(lab._clean("x" * 1000)) == 300
+    assert lab._clean("a\u202eb\rc\n", keep_lines=True) == "a\\u202eb\\rc\n"
 
 
 def test_the_upload_is_the_committed_tree_without_results(tmp_path: Path) -> None:
@@ -533,3 +534,68 @@ def test_an_inventory_that_is_not_a_file_is_one_line(tmp_path: Path) -> None:
         done.returncode == 2
         and done.stderr == "error: the inventory /dev/zero is not a regular file; give a YAML file (lab.yaml)\n"
     )
+
+
+@needs_sshd
+def test_a_hosts_error_output_is_escaped_and_a_carriage_return_hides_nothing(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    venv = _misbehaving_venv(
+        tmp_path / "venv", run="printf 'evil \\342\\200\\256txt\\nreal error\\rall fine\\n' >&2; exit 3"
+    )
+    (run,) = lab.run_lab(
+        lab_layout, [_host(sshd, tmp_path / "remote", set="lab-bidi", venv=venv)], _options(sshd)
+    ).hosts
+    assert run.failure == "run failed (exit 3): real error\\rall fine"
+    assert run.log is not None and "evil \\u202etxt" in run.log.read_text() and "\u202e" not in run.log.read_text()
+
+
+@needs_sshd
+def test_an_export_that_is_a_fifo_is_refused_as_such(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
+    venv = _misbehaving_venv(tmp_path / "venv", results_export='mkfifo "$3"; exit 0')
+    (run,) = lab.run_lab(
+        lab_layout, [_host(sshd, tmp_path / "remote", set="lab-fifo", venv=venv)], _options(sshd)
+    ).hosts
+    assert run.step == "download" and "is a FIFO, not an archive" in run.failure, run.failure
+    _nothing_left(sshd, tmp_path / "remote")
+
+
+def test_an_unknown_host_name_is_said_so(lab_layout: Layout, tmp_path: Path) -> None:
+    host = Host("no-such-host.invalid", folder=str(tmp_path))
+    (run,) = lab.run_lab(lab_layout, [host], lab.LabOptions(lessons=[1], timeouts=TIMEOUTS)).hosts
+    assert run.failure.startswith("unreachable: unknown host name 'no-such-host.invalid'"), run.failure
+
+
+@needs_sshd
+def test_known_hosts_markers_are_honoured_or_skipped_with_a_note(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    host = _host(sshd, tmp_path / "remote", set="lab-markers", venv="/nonexistent/venv")
+    kind, key = sshd.known_hosts.read_text().split()[1:3]
+    known = tmp_path / "known_hosts"
+    authority = f"@cert-authority *.lab.example {kind} {key}\n"
+    known.write_text(authority + sshd.known_hosts.read_text())
+    lines: list[str] = []
+    (run,) = lab.run_lab(lab_layout, [host], _options(sshd, known_hosts=known), progress=lines.append).hosts
+    assert run.step == "bootstrap", run.failure  # connected: the plain line was honoured
+    assert any("skipped 1 @cert-authority line" in line for line in lines)
+
+    known.write_text(f"@revoked [127.0.0.1]:{sshd.port} {kind} {key}\n" + sshd.known_hosts.read_text())
+    (run,) = lab.run_lab(lab_layout, [host], _options(sshd, known_hosts=known, accept_new_host_keys=True)).hosts
+    assert run.step == "connect" and "is marked @revoked in" in run.failure, run.failure
+    _nothing_left(sshd, tmp_path / "remote")
+
+
+@needs_sshd
+def test_force_replaces_only_the_set_the_inventory_assigns_a_host(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    victim = lab_layout.results / "lab-victim"
+    shutil.copytree(lab_layout.results / "reference-2000", victim)
+    before = _tree(victim)
+    # A host without `set:` that names its set after one here.
+    named = "export INVOKE_COURSE_SET=lab-victim"
+    venv = _misbehaving_venv(tmp_path / "venv", run=named, results_export=named)
+    (run,) = lab.run_lab(lab_layout, [_host(sshd, tmp_path / "remote", venv=venv)], _options(sshd, force=True)).hosts
+    assert run.step == "import" and "--force replaces only the set the inventory assigns" in run.failure, run.failure
+    assert _tree(victim) == before
