@@ -296,6 +296,8 @@ class _HostJob:
         self.run.log = folder / f"{run.name}.log"
         self.local_archive = folder / f"{run.name}.tar.gz"
         self.partial: Path | None = None  # the download under way
+        self.lock = threading.Lock()  # the connection, between this host's thread and an interruption
+        self.cleaning = False
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -463,9 +465,15 @@ class _HostJob:
 
     def _cleanup(self) -> None:
         """Stop what the last step left on the host, remove the scratch folder (unless kept), disconnect."""
-        if self.connection is None:
+        with self.lock:  # from here on, an interruption leaves this host's connection alone
+            self.cleaning, cut = True, self.connection
+        if cut is None:
             return
         try:
+            if self.shared.stop.is_set():  # the step's connection was cut (or is being cut): a fresh one
+                with contextlib.suppress(Exception):
+                    cut.close()
+                self.connection = self._open()
             if self.scratch is not None:
                 command = _stop_step(f"{self.scratch}/{PID_FILE}")
                 command += "true" if self.options.keep else f"rm -rf {shlex.quote(self.scratch)}"
@@ -485,10 +493,12 @@ class _HostJob:
             self.partial.unlink(missing_ok=True)
 
     def interrupt(self) -> None:
-        """From the main thread on Ctrl-C: cut the connection, so the current step ends now."""
-        if self.connection is not None:
+        """From the main thread on Ctrl-C: cut the connection, so the current step ends now (not the clean-up's)."""
+        with self.lock:
+            connection = None if self.cleaning else self.connection
+        if connection is not None:
             with contextlib.suppress(Exception):
-                self.connection.close()
+                connection.close()
 
     # -- talking to the host -----------------------------------------------------------------
 
