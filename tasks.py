@@ -386,7 +386,7 @@ def lab(
 @_clear_errors
 @_one_run_at_a_time
 def clean(c):
-    """Remove build/ (binaries, modules, site, VM scratch); stored results are kept."""
+    """Empty build/ (binaries, modules, site, VM scratch); results and the lab's archives and logs are kept."""
     commands.clean(_layout(c))
 
 

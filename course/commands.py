@@ -328,6 +328,20 @@ def os_error_line(error: OSError, folders: tuple[Path, ...] = ()) -> str | None:
 
 
 def clean(layout: Layout) -> None:
-    """Remove what the build made (binaries, site); results are kept."""
-    shutil.rmtree(layout.build, ignore_errors=True)
-    print(f"removed {layout.build}; results in {layout.results} are kept")
+    """Remove what the build made (binaries, site); results are kept, and so are the lab's archives and logs.
+
+    ``build/lab/`` holds what each host of a lab sent (its archive, its log): the only copy of
+    a host's run once its scratch folder is gone, so it is never a build product to remove.
+    """
+    from course.lab import lab_folder
+
+    kept = lab_folder(layout)
+    if layout.build.is_dir():
+        for entry in layout.build.iterdir():
+            if entry != kept:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+    lab_note = f" and the lab's archives and logs in {kept}" if kept.is_dir() else ""
+    print(f"emptied {layout.build}; results in {layout.results}{lab_note} are kept")

@@ -599,3 +599,17 @@ def test_force_replaces_only_the_set_the_inventory_assigns_a_host(
     (run,) = lab.run_lab(lab_layout, [_host(sshd, tmp_path / "remote", venv=venv)], _options(sshd, force=True)).hosts
     assert run.step == "import" and "--force replaces only the set the inventory assigns" in run.failure, run.failure
     assert _tree(victim) == before
+
+
+def test_invoke_clean_keeps_the_labs_archives_and_logs(tmp_path: Path) -> None:
+    layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    kept = lab.lab_folder(layout)
+    kept.mkdir(parents=True)
+    (kept / "pc-07.log").write_text("what pc-07 printed\n")
+    (kept / "pc-07.tar.gz").write_bytes(b"its archive")
+    (layout.build / "html").mkdir()
+    (layout.build / "html" / "index.html").write_text("<html>")
+    (layout.build / "stamp").write_text("")
+    commands.clean(layout)
+    assert sorted(path.name for path in layout.build.iterdir()) == ["lab"]
+    assert sorted(path.name for path in kept.iterdir()) == ["pc-07.log", "pc-07.tar.gz"]
