@@ -101,6 +101,13 @@ def _minutes(text: str | float, option: str) -> float:
     return minutes
 
 
+def _count(text: str, option: str) -> int:
+    """A whole number above 0 ("4")."""
+    if not re.fullmatch(r"[0-9]{1,6}", str(text)) or int(text) == 0:
+        raise Exit(f"error: {option} must be a whole number above 0, got {_shown(text)}", 2)
+    return int(text)
+
+
 def _shown(value: object) -> str:
     text = str(value)
     return repr(text if len(text) <= 40 else f"{text[:37]}...")
@@ -338,6 +345,7 @@ def bench(c, set=None):  # noqa: A002
         "keep": "keep each host's scratch folder (default: removed)",
         "force": "replace sets of the same name here, as results.import --force",
         "timeout": "minutes ./bootstrap and invoke run may each take on a host (default: 60)",
+        "parallel": "at most this many hosts at once (default: all of them)",
     }
 )
 @_clear_errors
@@ -356,6 +364,7 @@ def lab(
     keep=False,
     force=False,
     timeout=None,
+    parallel=None,
 ):
     """Measure a lab of machines over SSH at once, import each one's set, build the site."""
     minutes = _minutes(timeout or 60, "--timeout") * 60
@@ -372,6 +381,7 @@ def lab(
             force=force,
             timeouts=Timeouts(bootstrap=minutes, run=minutes),
             own_sets=(c.course.set,) if c.course.set else (),
+            parallel=_count(parallel, "--parallel") if parallel else 0,
         ),
         set_name=c.course.set,
     )

@@ -14,10 +14,11 @@ An inventory (``lab.yaml``) is YAML: ``hosts``, a list of machines, and optional
         port: 2222
 
 Each host may name ``host`` (required), ``user``, ``port``, ``key`` (a private key file),
-``set`` and ``label`` (its result set's name and label; without ``set`` the set keeps the
-name the host gives it), ``folder`` (where its scratch folder is made, default ``/tmp``)
-and ``venv`` (a test seam: an existing virtual environment on the host, used instead of
-running ``./bootstrap``). Anything else is refused, so that a typo is not silently ignored.
+``set`` and ``label`` (its result set's name and label; without ``set`` the set is named
+after the host: ``pc-07.lab.example``, or ``10.0.0.8-2222`` with a port other than 22),
+``folder`` (where its scratch folder is made, default ``/tmp``) and ``venv`` (a test seam:
+an existing virtual environment on the host, used instead of running ``./bootstrap``).
+Anything else is refused, so that a typo is not silently ignored.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def _host(entry: dict, where: str, relative_to: Path | None = None) -> Host:
             key = relative_to / key  # a key beside the inventory
         if not key.is_file():
             raise InventoryError(f"{where}: no key file {key}")
-    set_name = None
+    set_name = fingerprint.set_name(host if port == 22 else f"{host}-{port}")  # default: the host's own name
     if entry.get("set") is not None:
         try:
             set_name = fingerprint.set_name(str(entry["set"]))  # as `invoke run --set` names the folder

@@ -109,8 +109,11 @@ class LabOptions:
     force: bool = False  # replace sets of the same name here, as `results.import --force`
     timeouts: Timeouts = field(default_factory=Timeouts)
     own_sets: tuple[str, ...] = ()  # this machine's set names besides the derived one (--set): never imported
+    parallel: int = 0  # at most this many hosts at once (0: all of them)
 
     def __post_init__(self) -> None:
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or self.parallel < 0:
+            raise LabError(f"--parallel must be a number of hosts (0 for all at once), got {self.parallel!r}")
         # Checked here, once, rather than by every host after its upload and bootstrap.
         KernelOptions(runner=self.kernel_runner or "vm", acceleration=self.acceleration or "auto")
 
@@ -217,6 +220,7 @@ def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Pr
             (folder / f"{run.name}{suffix}").unlink(missing_ok=True)
     tree = folder / f".tree-{secrets.token_hex(4)}.tar.gz"
     own_sets = (fingerprint.set_name(), *(fingerprint.set_name(name) for name in options.own_sets if name))
+    refuse_clashes(runs, own_sets, layout.results, options.force)
     say = _Printer(progress, max(len(run.name) for run in runs))
     try:
         commit, changed = committed_tree(layout.root, tree)
@@ -225,12 +229,36 @@ def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Pr
             f"lab: {len(runs)} host{'s' if len(runs) > 1 else ''}, the committed tree {commit[:12]} "
             f"({tree.stat().st_size // 1024} KiB{kept_here})"
         )
-        shared = _Shared(layout, options, tree, own_sets, say)
+        slots = threading.Semaphore(options.parallel) if 0 < options.parallel < len(runs) else None
+        shared = _Shared(layout, options, tree, own_sets, say, slots=slots)
         jobs = [_HostJob(run, shared) for run in runs]
         finished = _run_all(jobs, shared, options)
     finally:
         tree.unlink(missing_ok=True)
     return LabOutcome(runs, commit, interrupted=not finished)
+
+
+def refuse_clashes(runs: list[HostRun], own_sets: tuple[str, ...], results: Path, force: bool) -> None:
+    """Refuse the lab before anything runs on a host if two hosts would bring one set, a host would bring
+    this machine's own set, or a set that is here already (unless ``force``)."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        name, address = run.host.set, run.host.address
+        if name is None:  # a host built without a name (the API's): checked when its archive comes
+            continue
+        if name in seen:
+            raise LabError(
+                f"{seen[name]} and {address} would both bring set {name!r}; give each host a set of its own "
+                "(set: in the inventory)"
+            )
+        if name in own_sets:
+            raise LabError(f"{address} would bring set {name!r}, this machine's own; give the host another set:")
+        if not force and (results / name).exists():
+            raise LabError(
+                f"{address} would bring set {name!r}, which is here already (from an earlier lab?); "
+                "pass --force to replace it, or give the host another set:"
+            )
+        seen[name] = address
 
 
 def _run_all(jobs: list[_HostJob], shared: _Shared, options: LabOptions) -> bool:
@@ -279,6 +307,7 @@ class _Shared:
     import_lock: threading.Lock = field(default_factory=threading.Lock)
     known_hosts_lock: threading.Lock = field(default_factory=threading.Lock)
     noted: set[Path] = field(default_factory=set)  # known_hosts files whose skipped lines were said
+    slots: threading.Semaphore | None = None  # --parallel N: hosts at once
     delivered: dict[str, str] = field(default_factory=dict)  # set name -> the host that brought it
 
 
@@ -303,7 +332,10 @@ class _HostJob:
 
     def work(self) -> None:
         started = time.monotonic()
+        holding = False
         try:
+            holding = self._wait_for_a_slot()
+            started = time.monotonic()
             self._step("connect", self._connect)
             self._step("upload", self._upload)
             self._step("bootstrap", self._bootstrap)
@@ -320,9 +352,24 @@ class _HostJob:
             self.shared.say(self.run.name, f"FAILED at {self.run.step}: {self.run.failure}")
         finally:
             self._cleanup()
+            if holding:
+                assert self.shared.slots is not None
+                self.shared.slots.release()
             self.run.seconds = time.monotonic() - started
             if not self.run.failure:
                 self.shared.say(self.run.name, f"done in {self.run.seconds:.1f} s")
+
+    def _wait_for_a_slot(self) -> bool:
+        """With --parallel N, wait until fewer than N hosts run (Ctrl-C stops the wait); True when a slot is held."""
+        slots = self.shared.slots
+        if slots is None:
+            return False
+        if not slots.acquire(blocking=False):
+            self.shared.say(self.run.name, f"waiting (--parallel {self.options.parallel}) ...")
+            while not slots.acquire(timeout=0.2):
+                if self.shared.stop.is_set():
+                    raise _Stopped
+        return True
 
     def _step(self, name: str, action: Callable[[], str | None]) -> None:
         if self.shared.stop.is_set():

@@ -506,6 +506,8 @@ def test_a_kvm_verdict_file_nested_too_deeply_is_probed_again(tmp_path: Path) ->
         (["lab", "--hosts", "pc", "--timeout", "-1"], "--timeout must be a number of minutes above 0"),
         (["lab", "--hosts", "pc", "--timeout", "nan"], "--timeout must be a number of minutes above 0"),
         (["lab", "--hosts", "user@host:22:extra"], "is not HOST, HOST:PORT or an IPv6 address"),
+        (["lab", "--hosts", "pc", "--parallel", "0"], "--parallel must be a whole number above 0"),
+        (["lab", "--hosts", "pc", "--parallel", "two"], "--parallel must be a whole number above 0"),
     ],
 )
 def test_a_value_that_cannot_be_used_is_one_line_before_anything_runs(

@@ -50,7 +50,7 @@ def test_hosts_from_the_command_line() -> None:
     hosts = inventory.parse_hosts("root@pc-07.lab:2222, 10.0.0.8", user="student")
     assert [(h.host, h.user, h.port) for h in hosts] == [("pc-07.lab", "root", 2222), ("10.0.0.8", "student", 22)]
     assert hosts[0].address == "root@pc-07.lab:2222"
-    assert hosts[1].set is None  # a host's set keeps its own name
+    assert hosts[1].set == "10.0.0.8"  # a host's set is named after the host
     assert [(h.host, h.port) for h in inventory.parse_hosts("[::1]:2222,::1")] == [("::1", 2222), ("::1", 22)]
     for bad in ("-oProxyCommand=x", "pc:port", "pc:70000", ","):
         with pytest.raises(InventoryError):
@@ -69,7 +69,7 @@ def test_an_inventory_with_defaults_sets_and_labels(tmp_path: Path) -> None:
     )
     first, second, third = inventory.load(path)
     assert (first.user, first.key, first.set, first.label) == ("root", tmp_path / "lab_key", "lab-pc-7", "Lab PC 7")
-    assert (second.user, second.port, second.folder, second.set) == ("student", 2222, "/var/tmp", None)
+    assert (second.user, second.port, second.folder, second.set) == ("student", 2222, "/var/tmp", "pc-08.lab-2222")
     assert (third.host, third.user, third.folder) == ("pc-09.lab", "root", "/tmp")
     assert inventory.names([first, second, third]) == ["lab-pc-7", "pc-08.lab-2222", "pc-09.lab"]
 
@@ -613,3 +613,27 @@ def test_invoke_clean_keeps_the_labs_archives_and_logs(tmp_path: Path) -> None:
     commands.clean(layout)
     assert sorted(path.name for path in layout.build.iterdir()) == ["lab"]
     assert sorted(path.name for path in kept.iterdir()) == ["pc-07.log", "pc-07.tar.gz"]
+
+
+def test_clashing_set_names_stop_the_lab_before_anything_runs(lab_layout: Layout) -> None:
+    options = lab.LabOptions(lessons=[1], timeouts=TIMEOUTS)
+    twice = inventory.parse_hosts("pc-07.lab.invalid,root@pc-07.lab.invalid")
+    with pytest.raises(lab.LabError, match=r"would both bring set 'pc-07\.lab\.invalid'"):
+        lab.run_lab(lab_layout, twice, options)
+    with pytest.raises(lab.LabError, match="this machine's own"):
+        lab.run_lab(lab_layout, [Host("pc", set=fingerprint.set_name())], options)
+    shutil.copytree(lab_layout.results / "reference-2000", lab_layout.results / "pc-08.lab.invalid")
+    with pytest.raises(lab.LabError, match=r"is here already .* pass --force"):
+        lab.run_lab(lab_layout, inventory.parse_hosts("pc-08.lab.invalid"), options)
+    assert not lab.lab_folder(lab_layout).exists() or not list(lab.lab_folder(lab_layout).iterdir())
+
+
+@needs_sshd
+def test_parallel_bounds_the_hosts_at_once(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
+    steps = tmp_path / "steps"
+    venv = _misbehaving_venv(tmp_path / "venv", run=f"echo start >> {steps}; sleep 1; echo end >> {steps}; exit 0")
+    hosts = [_host(sshd, tmp_path / "remote" / name, set=f"lab-{name}", venv=venv) for name in ("a", "b", "c")]
+    outcome = lab.run_lab(lab_layout, hosts, _options(sshd, parallel=1))
+    assert steps.read_text().split() == ["start", "end"] * 3  # one host at a time
+    assert all(run.step == "export" for run in outcome.hosts)  # the run stored no set: each stops there
+    _nothing_left(sshd, tmp_path / "remote")
