@@ -63,6 +63,10 @@ KILL_GRACE = 10
 LOCAL_MARGIN = 30
 #: ``timeout``'s exit status when it stopped the command (SIGKILL after the grace: 128 + 9).
 TIMED_OUT = (124, 137)
+#: The host's virtual environment, kept between labs in its scratch folders' parent (see kept_venv).
+KEPT_VENV = "course-lab-venv"
+#: What the bootstrap step prints when the kept environment's packages match requirements.lock.
+REUSED = "lab: the kept environment matches requirements.lock"
 #: How much of the host's archive is read at a time.
 DOWNLOAD_CHUNK = 1024 * 1024
 #: ``invoke run``'s exit status when some lessons failed but the set was stored.
@@ -238,6 +242,26 @@ def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Pr
     return LabOutcome(runs, commit, interrupted=not finished)
 
 
+def kept_venv(folder: str) -> str:
+    """Shell words, run in a scratch folder before ``./bootstrap``: its ``.venv`` is the host's kept one.
+
+    ``FOLDER/course-lab-venv`` is made once (at its own path, so its scripts name it, not a
+    scratch folder that goes) and linked as ``.venv`` by every run; ``./bootstrap`` then
+    reinstalls nothing while requirements.lock and pyproject.toml match the hashes it stamped
+    there. Where no virtual environment can be made yet (no python3-venv), ``./bootstrap`` makes
+    its own in the scratch folder, as before.
+    """
+    kept = shlex.quote(f"{folder.rstrip('/')}/{KEPT_VENV}")
+    python = "$([ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)"
+    return (
+        f"kept={kept}; "
+        'if [ ! -x "$kept/bin/python" ]; then rm -rf "$kept"; '
+        f'{python} -m venv "$kept" >/dev/null 2>&1 || rm -rf "$kept"; fi; '
+        'if [ -x "$kept/bin/python" ]; then ln -s "$kept" .venv; '
+        f'sha256sum --check --status .venv/.requirements.lock.sha256 2>/dev/null && echo "{REUSED}"; fi; true'
+    )
+
+
 def refuse_clashes(runs: list[HostRun], own_sets: tuple[str, ...], results: Path, force: bool) -> None:
     """Refuse the lab before anything runs on a host if two hosts would bring one set, a host would bring
     this machine's own set, or a set that is here already (unless ``force``)."""
@@ -326,6 +350,7 @@ class _HostJob:
         self.local_archive = folder / f"{run.name}.tar.gz"
         self.partial: Path | None = None  # the download under way
         self.lock = threading.Lock()  # the connection, between this host's thread and an interruption
+        self.last_output = ""  # the tail of the last step's output
         self.cleaning = False
 
     # -- the steps ---------------------------------------------------------------------------
@@ -409,7 +434,8 @@ class _HostJob:
             self._remote("bootstrap", command, self.timeouts.bootstrap)
             return f"the existing environment {self.host.venv} (test seam), Debian packages checked"
         try:
-            self._remote("bootstrap", "./bootstrap", self.timeouts.bootstrap, privileged=True)
+            command = f"{kept_venv(self.host.folder)} && ./bootstrap"
+            self._remote("bootstrap", command, self.timeouts.bootstrap, privileged=True)
         except _StepFailed as failed:
             if self.root or self.sudo:
                 raise
@@ -417,7 +443,12 @@ class _HostJob:
                 f"{failed}; ./bootstrap installs Debian packages, which needs root: "
                 f"connect as root or give {self.connection_user()} passwordless sudo"
             ) from None
-        return "./bootstrap " + ("as root" if self.root else "with sudo" if self.sudo else "without root")
+        reused = REUSED in self.last_output
+        return (
+            "./bootstrap "
+            + ("as root" if self.root else "with sudo" if self.sudo else "without root")
+            + (f", the host's kept environment {self.host.folder.rstrip('/')}/{KEPT_VENV} reused" if reused else "")
+        )
 
     def _measure(self) -> str | None:
         command = [".venv/bin/invoke", "run"]
@@ -720,6 +751,7 @@ class _HostJob:
         prefix = self.sudo if privileged else ""
         result = self._exec(f"{prefix}sh -c {shlex.quote(inner)}", float(limit) + KILL_GRACE + LOCAL_MARGIN)
         self._log(command, result)
+        self.last_output = result.stdout
         if result.exited in TIMED_OUT:
             raise _StepFailed(f"{step} timed out after {limit} s (stopped on the host)")
         if result.exited != 0 and result.exited not in allowed:

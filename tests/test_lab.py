@@ -637,3 +637,34 @@ def test_parallel_bounds_the_hosts_at_once(sshd: LocalSshd, lab_layout: Layout, 
     assert steps.read_text().split() == ["start", "end"] * 3  # one host at a time
     assert all(run.step == "export" for run in outcome.hosts)  # the run stored no set: each stops there
     _nothing_left(sshd, tmp_path / "remote")
+
+
+def test_each_host_keeps_its_environment_between_runs(tmp_path: Path) -> None:
+    """What the bootstrap step runs before ./bootstrap, in two scratch folders one after the other."""
+    first, second = tmp_path / "course-lab.first", tmp_path / "course-lab.second"
+    outputs = []
+    for scratch in (first, second):
+        scratch.mkdir()
+        shutil.copy(ROOT / "requirements.lock", scratch)
+        shutil.copy(ROOT / "pyproject.toml", scratch)
+        done = subprocess.run(
+            ["sh", "-c", lab.kept_venv(str(tmp_path))], cwd=scratch, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+        if scratch == first:  # as ./bootstrap stamps the packages it installed
+            subprocess.run(
+                "sha256sum requirements.lock pyproject.toml > .venv/.requirements.lock.sha256",
+                shell=True,
+                cwd=scratch,
+                check=True,
+            )
+            shutil.rmtree(first)  # the lab removes a scratch folder at the end of each run
+    kept = tmp_path / lab.KEPT_VENV
+    assert (second / ".venv").resolve() == kept and (kept / "bin" / "python").exists()
+    assert str(kept) in (kept / "bin" / "pip").read_text().splitlines()[0]  # its scripts name it, not a scratch folder
+    assert lab.REUSED not in outputs[0] and lab.REUSED in outputs[1]
+    (second / "requirements.lock").write_text("sphinx==0.1\n")  # a lock that changed: reinstalled
+    (second / ".venv").unlink()
+    again = subprocess.run(["sh", "-c", lab.kept_venv(str(tmp_path))], cwd=second, capture_output=True, text=True)
+    assert lab.REUSED not in again.stdout
