@@ -6,6 +6,8 @@ Each task is a few lines over :mod:`course.commands`. Defaults live in one
 
 from __future__ import annotations
 
+import math
+import re
 import shlex
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from invoke import Collection, Exit, task
 from course import commands, guest_hardware, guest_kernels, inventory, lessons, runlock, site
 from course.archive import ArchiveError
 from course.build import BuildError
+from course.fingerprint import SetNameError
 from course.kernel_build import KernelError
 from course.lab import LabError, LabOptions, Timeouts
 from course.layout import Layout, find_root
@@ -42,6 +45,7 @@ CLEAR_ERRORS = (
     LabError,
     inventory.InventoryError,
     guest_kernels.KernelNameError,
+    SetNameError,
 )
 
 SET_HELP = {
@@ -72,11 +76,41 @@ def _kernel(c, runner: str | None, acceleration: str | None) -> KernelOptions:
 
 
 def _numbers(text: str) -> list[int]:
-    """Lesson numbers from the command line ("3" or "4,6")."""
+    """Lesson numbers from the command line ("3" or "4,6"): ASCII digits only (str.isdigit() takes '²')."""
+    parts = str(text).split(",")
+    if not all(re.fullmatch(r"[0-9]{1,4}", part.strip()) for part in parts):
+        raise Exit(f"error: lesson numbers must be numbers separated by commas, got {_shown(text)}", code=2)
+    return [int(part) for part in parts]
+
+
+def _number(text: str) -> int:
+    """One lesson number from the command line."""
+    if not re.fullmatch(r"[0-9]{1,4}", str(text)):
+        raise Exit(f"error: lesson number must be a number (0-9), got {_shown(text)}", code=2)
+    return int(text)
+
+
+def _minutes(text: str | float, option: str) -> float:
+    """A positive, finite number of minutes ("60", "0.5")."""
     try:
-        return [int(number) for number in str(text).split(",")]
+        minutes = float(text)
     except ValueError:
-        raise Exit(f"error: lesson numbers must be numbers separated by commas, got {text!r}", code=2) from None
+        minutes = math.nan
+    if not (math.isfinite(minutes) and 0 < minutes <= 7 * 24 * 60):
+        raise Exit(f"error: {option} must be a number of minutes above 0 (such as 60 or 0.5), got {_shown(text)}", 2)
+    return minutes
+
+
+def _count(text: str, option: str) -> int:
+    """A whole number above 0 ("4")."""
+    if not re.fullmatch(r"[0-9]{1,6}", str(text)) or int(text) == 0:
+        raise Exit(f"error: {option} must be a whole number above 0, got {_shown(text)}", 2)
+    return int(text)
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 40 else f"{text[:37]}...")
 
 
 def _clear_errors(function):
@@ -149,9 +183,7 @@ def setup(c, check=False, tests=False, guest_kernels_=None):
 @_one_run_at_a_time
 def build(c, lesson=None):
     """Compile the lessons' user-space programs into build/ (only those whose sources changed)."""
-    if lesson and not str(lesson).isdigit():
-        raise Exit(f"error: lesson number must be a number, got {lesson!r}", code=2)
-    commands.build(_layout(c), int(lesson) if lesson else None)
+    commands.build(_layout(c), _number(lesson) if lesson else None)
 
 
 @task(
@@ -236,10 +268,8 @@ def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleratio
 @_one_run_at_a_time
 def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa: A002
     """Rerun one lesson's exercise: rebuild if changed, run, store, update its pages, compare."""
-    if not str(number).isdigit():
-        raise Exit(f"error: lesson number must be a number, got {number!r}", code=2)
     ok = commands.lesson(
-        _layout(c), int(number), set_name=set or c.course.set, kernel=_kernel(c, kernel_runner, acceleration)
+        _layout(c), _number(number), set_name=set or c.course.set, kernel=_kernel(c, kernel_runner, acceleration)
     )
     if not ok:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
@@ -337,6 +367,7 @@ def bench(c, set=None):  # noqa: A002
         "keep": "keep each host's scratch folder (default: removed)",
         "force": "replace sets of the same name here, as results.import --force",
         "timeout": "minutes ./bootstrap and invoke run may each take on a host (default: 60)",
+        "parallel": "at most this many hosts at once (default: all of them)",
     }
 )
 @_clear_errors
@@ -354,10 +385,11 @@ def lab(
     accept_new_host_keys=False,
     keep=False,
     force=False,
-    timeout=60,
+    timeout=None,
+    parallel=None,
 ):
     """Measure a lab of machines over SSH at once, import each one's set, build the site."""
-    minutes = float(timeout) * 60
+    minutes = _minutes(timeout or 60, "--timeout") * 60
     outcome = commands.lab(
         _layout(c),
         inventory.from_arguments(hosts, inventory_, user, key),
@@ -371,9 +403,12 @@ def lab(
             force=force,
             timeouts=Timeouts(bootstrap=minutes, run=minutes),
             own_sets=(c.course.set,) if c.course.set else (),
+            parallel=_count(parallel, "--parallel") if parallel else 0,
         ),
         set_name=c.course.set,
     )
+    if outcome.interrupted:
+        raise Exit("interrupted: every host's step was stopped and its scratch folder removed (summary above)", 130)
     if not outcome.ok:
         lines = outcome.failure_lines()
         raise Exit(f"lab: {len(lines)} of {len(outcome.hosts)} hosts failed:\n" + "\n".join(lines), code=1)
@@ -383,7 +418,7 @@ def lab(
 @_clear_errors
 @_one_run_at_a_time
 def clean(c):
-    """Remove build/ (binaries, modules, site, VM scratch); stored results are kept."""
+    """Empty build/ (binaries, modules, site, VM scratch); results and the lab's archives and logs are kept."""
     commands.clean(_layout(c))
 
 

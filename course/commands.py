@@ -307,7 +307,7 @@ def lab(layout: Layout, hosts: list[Host], options: LabOptions, set_name: str | 
     for number in options.lessons or []:  # a lesson that is not in the course fails here, not on every host
         lesson_catalog.find(layout, number)
     outcome = lab_run.run_lab(layout, hosts, options)
-    if outcome.imported:
+    if outcome.imported and not outcome.interrupted:
         print(f"lab: building the site with {', '.join(outcome.imported)}")
         seconds = build_site(layout, set_name=set_name)
         print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
@@ -328,12 +328,30 @@ def os_error_line(error: OSError, folders: tuple[Path, ...] = ()) -> str | None:
         return f"permission denied on {where}; give your user read and write access to it, {own}"
     if error.errno == errno.EROFS:
         return f"{where} is on a read-only file system; {own}"
+    if error.errno == errno.ENAMETOOLONG:
+        name = Path(str(error.filename or "")).name
+        size = len(name.encode())
+        return f"a file name of {size} bytes is too long (at most 255 a name, 4096 a path); choose a shorter one"
     if error.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST) and error.filename:
         return f"{where}: {error.strerror}; a file stands where a folder is expected (or the reverse): move it aside"
     return None
 
 
 def clean(layout: Layout) -> None:
-    """Remove what the build made (binaries, site); results are kept."""
-    shutil.rmtree(layout.build, ignore_errors=True)
-    print(f"removed {layout.build}; results in {layout.results} are kept")
+    """Remove what the build made (binaries, site); results are kept, and so are the lab's archives and logs.
+
+    ``build/lab/`` holds what each host of a lab sent (its archive, its log): the only copy of
+    a host's run once its scratch folder is gone, so it is never a build product to remove.
+    """
+    from course.lab import lab_folder
+
+    kept = lab_folder(layout)
+    if layout.build.is_dir():
+        for entry in layout.build.iterdir():
+            if entry != kept:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+    lab_note = f" and the lab's archives and logs in {kept}" if kept.is_dir() else ""
+    print(f"emptied {layout.build}; results in {layout.results}{lab_note} are kept")

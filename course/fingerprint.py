@@ -88,9 +88,31 @@ def set_id(info: dict) -> str:
     return "-".join(slug(info[key]) for key in ("cpu_model", "kernel_release", "virtualization"))
 
 
+#: The longest set name: a folder name, a page name and an archive's name must all take it.
+SET_NAME_LIMIT = 100
+
+
+class SetNameError(ValueError):
+    """A set name asked for that cannot name a folder (nothing left once made safe, or too long)."""
+
+
 def set_name(asked: str | None = None, info: dict | None = None) -> str:
-    """The folder name of a result set: ``asked`` made safe, else this machine's stable id."""
-    return slug(asked) if asked else set_id(info or machine())
+    """The folder name of a result set: ``asked`` made safe, else this machine's stable id.
+
+    A name asked for that leaves nothing once made safe ('...', 'é', '_') is refused, never
+    silently 'unknown'; so is one longer than :data:`SET_NAME_LIMIT`.
+    """
+    if not asked:
+        return set_id(info or machine())
+    made = re.sub(r"[^a-z0-9.]+", "-", str(asked).lower()).strip("-.")
+    shown = str(asked) if len(str(asked)) <= 40 else f"{str(asked)[:37]}..."
+    if not made:
+        raise SetNameError(
+            f"set name {shown!r} has no letter or digit (a-z, 0-9) to name a folder with; choose one like lab-pc-07"
+        )
+    if len(made) > SET_NAME_LIMIT:
+        raise SetNameError(f"set name {shown!r} is {len(made)} characters long; at most {SET_NAME_LIMIT}")
+    return made
 
 
 def _os_release() -> str:

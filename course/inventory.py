@@ -14,21 +14,27 @@ An inventory (``lab.yaml``) is YAML: ``hosts``, a list of machines, and optional
         port: 2222
 
 Each host may name ``host`` (required), ``user``, ``port``, ``key`` (a private key file),
-``set`` and ``label`` (its result set's name and label; without ``set`` the set keeps the
-name the host gives it), ``folder`` (where its scratch folder is made, default ``/tmp``)
-and ``venv`` (a test seam: an existing virtual environment on the host, used instead of
-running ``./bootstrap``). Anything else is refused, so that a typo is not silently ignored.
+``set`` and ``label`` (its result set's name and label; without ``set`` the set is named
+after the host: ``pc-07.lab.example``, or ``10.0.0.8-2222`` with a port other than 22),
+``folder`` (where its scratch folder is made, default ``/tmp``) and ``venv`` (a test seam:
+an existing virtual environment on the host, used instead of running ``./bootstrap``).
+Anything else is refused, so that a typo is not silently ignored.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import yaml
 
-from course import fingerprint, store
+from course import fingerprint, report, store
+
+#: The most an inventory file may hold (a lab of 60 hosts is a few KiB).
+MAX_BYTES = 1024 * 1024
 
 #: The keys a host (or ``defaults``) may have.
 KEYS = ("host", "user", "port", "key", "set", "label", "folder", "venv")
@@ -74,6 +80,10 @@ def parse_hosts(text: str, user: str | None = None, key: str | None = None) -> l
             item, entry["port"] = bracketed[1], bracketed[2]
         elif item.count(":") == 1:  # host:port (a bare IPv6 address has several colons)
             item, entry["port"] = item.split(":")
+        elif ":" in item and not _ipv6(item):  # host:22:extra is neither
+            raise InventoryError(
+                f"--hosts: '{_shown(item)}' is not HOST, HOST:PORT or an IPv6 address (write [IPv6]:PORT for a port)"
+            )
         entry["host"] = item
         hosts.append(_host(entry, f"--hosts {text!r}"))
     if not hosts:
@@ -81,14 +91,58 @@ def parse_hosts(text: str, user: str | None = None, key: str | None = None) -> l
     return hosts
 
 
-def load(path: Path, user: str | None = None, key: str | None = None) -> list[Host]:
-    """The hosts of an inventory file; ``user`` and ``key`` (from the command line) are the last defaults."""
+def _read(path: Path) -> str:
+    """The inventory's text: a regular file of at most :data:`MAX_BYTES`, UTF-8."""
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not stat.S_ISREG(path.stat().st_mode):  # /dev/zero never ends, a FIFO blocks
+            raise InventoryError(f"the inventory {path} is not a regular file; give a YAML file (lab.yaml)")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
     except OSError as error:
         raise InventoryError(f"cannot read the inventory {path}: {error.strerror or error}") from error
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise InventoryError(f"{path} is not valid YAML: {error}") from error
+    if len(data) > MAX_BYTES:
+        raise InventoryError(f"the inventory {path} is over {MAX_BYTES // 1024} KiB; a lab's inventory is a few KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InventoryError(f"the inventory {path} is not UTF-8 text (byte {error.start})") from None
+
+
+def _parse(path: Path, text: str) -> object:
+    """The YAML document, refused if it uses aliases: an inventory has no need of them, and a few
+    hundred bytes of nested aliases expand to gigabytes (a "billion laughs")."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise InventoryError(
+                    f"{path} uses a YAML alias (*{_shown(event.anchor)}); an inventory takes none: write each "
+                    "value out, or put what hosts share under `defaults:`"
+                )
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InventoryError(f"{path} is not valid YAML: {_shown(' '.join(str(error).split()), 300)}") from None
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value of the inventory as a message shows it: a short text or number quoted, else its type."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return f"a {type(value).__name__}"
+    text = value if isinstance(value, str) else repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return report.printable(text)
+
+
+def load(path: Path, user: str | None = None, key: str | None = None) -> list[Host]:
+    """The hosts of an inventory file; ``user`` and ``key`` (from the command line) are the last defaults."""
+    content = _parse(path, _read(path))
     if isinstance(content, list):  # a bare list of hosts
         content = {"hosts": content}
     if not isinstance(content, dict) or not isinstance(content.get("hosts"), list) or not content["hosts"]:
@@ -114,20 +168,24 @@ def load(path: Path, user: str | None = None, key: str | None = None) -> list[Ho
 
 def _host(entry: dict, where: str, relative_to: Path | None = None) -> Host:
     """One host, every field checked; ``where`` says which host in a message."""
-    unknown = sorted(set(entry) - set(KEYS))
+    unknown = sorted(_shown(key) for key in set(entry) - set(KEYS))
     if unknown:
         raise InventoryError(f"{where}: unknown keys {unknown}; a host may have {', '.join(KEYS)}")
+    for name in KEYS:  # each value a plain text (or a number): a list or a mapping is never shown whole
+        value = entry.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+            raise InventoryError(f"{where}: {name} must be a text, not {_shown(value)}")
     host = str(entry.get("host") or "").strip()
-    if not _HOST.fullmatch(host):
-        raise InventoryError(f"{where}: {host!r} is not a host name or address")
+    if not _HOST.fullmatch(host) or (":" in host and not _ipv6(host)):
+        raise InventoryError(f"{where}: '{_shown(host)}' is not a host name or address")
     where = f"{where} ({host})"
     user = entry.get("user")
     if user is not None and not _USER.fullmatch(str(user)):
-        raise InventoryError(f"{where}: {user!r} is not a user name")
+        raise InventoryError(f"{where}: '{_shown(user)}' is not a user name")
     try:
         port = int(entry.get("port") or 22)
     except (TypeError, ValueError):
-        raise InventoryError(f"{where}: port {entry.get('port')!r} is not a number") from None
+        raise InventoryError(f"{where}: port '{_shown(entry.get('port'))}' is not a number") from None
     if not 0 < port < 65536:
         raise InventoryError(f"{where}: port {port} is outside 1-65535")
     key = None
@@ -137,11 +195,14 @@ def _host(entry: dict, where: str, relative_to: Path | None = None) -> Host:
             key = relative_to / key  # a key beside the inventory
         if not key.is_file():
             raise InventoryError(f"{where}: no key file {key}")
-    set_name = None
+    set_name = fingerprint.set_name(host if port == 22 else f"{host}-{port}")  # default: the host's own name
     if entry.get("set") is not None:
-        set_name = fingerprint.slug(str(entry["set"]))  # as `invoke run --set` names the folder
+        try:
+            set_name = fingerprint.set_name(str(entry["set"]))  # as `invoke run --set` names the folder
+        except fingerprint.SetNameError as error:
+            raise InventoryError(f"{where}: {error}") from None
         if not store.slug_safe(set_name):
-            raise InventoryError(f"{where}: {entry['set']!r} cannot be a set name")
+            raise InventoryError(f"{where}: '{_shown(entry['set'])}' cannot be a set name")
     label = entry.get("label")
     if label is not None and (not isinstance(label, str | int | float) or len(str(label)) > 200):
         raise InventoryError(f"{where}: label must be a short text")
@@ -149,7 +210,7 @@ def _host(entry: dict, where: str, relative_to: Path | None = None) -> Host:
     venv = str(entry["venv"]) if entry.get("venv") else None
     for name, value in (("folder", folder), ("venv", venv)):
         if value is not None and (not PurePosixPath(value).is_absolute() or "\n" in value):
-            raise InventoryError(f"{where}: {name} must be an absolute path on the host, got {value!r}")
+            raise InventoryError(f"{where}: {name} must be an absolute path on the host, got '{_shown(value)}'")
     return Host(
         host=host,
         user=str(user) if user is not None else None,

@@ -20,11 +20,14 @@ import base64
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
 import secrets
 import shlex
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,7 @@ from course import archive, fingerprint, report, store
 from course.inventory import Host, names
 from course.layout import Layout
 from course.pipeline import KernelOptions
+from course.runners import start_threads, wait_for
 
 if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs: `invoke --list` stays quick
     from fabric import Connection
@@ -59,8 +63,20 @@ KILL_GRACE = 10
 LOCAL_MARGIN = 30
 #: ``timeout``'s exit status when it stopped the command (SIGKILL after the grace: 128 + 9).
 TIMED_OUT = (124, 137)
+#: The host's virtual environment, kept between labs in its scratch folders' parent (see kept_venv).
+KEPT_VENV = "course-lab-venv"
+#: What the bootstrap step prints when the kept environment's packages match requirements.lock.
+REUSED = "lab: the kept environment matches requirements.lock"
+#: How much of the host's archive is read at a time.
+DOWNLOAD_CHUNK = 1024 * 1024
 #: ``invoke run``'s exit status when some lessons failed but the set was stored.
 RUN_HAD_FAILURES = 1
+#: A step's output goes to a file in the host's scratch folder (``.lab-<step>.out``); only its
+#: last 64 KiB come back, to build/lab/<host>.log and the summary's line. Nothing a host sends
+#: is kept beyond that bound, so a host that prints 300 MB costs this machine what a quiet one does.
+TAIL_BYTES = 64 * 1024
+#: How long the end of a command's output is awaited once it has exited.
+DRAIN_SECONDS = 2.0
 
 
 class LabError(RuntimeError):
@@ -77,6 +93,12 @@ class Timeouts:
     run: float = 3600.0
     cleanup: float = 120.0
 
+    def __post_init__(self) -> None:
+        # `timeout 0` means no limit at all: a step of a zero limit would never be stopped.
+        for name, value in vars(self).items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise LabError(f"a lab step's time limit must be a positive number of seconds ({name}: {value!r})")
+
 
 @dataclass(frozen=True)
 class LabOptions:
@@ -91,8 +113,11 @@ class LabOptions:
     force: bool = False  # replace sets of the same name here, as `results.import --force`
     timeouts: Timeouts = field(default_factory=Timeouts)
     own_sets: tuple[str, ...] = ()  # this machine's set names besides the derived one (--set): never imported
+    parallel: int = 0  # at most this many hosts at once (0: all of them)
 
     def __post_init__(self) -> None:
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or self.parallel < 0:
+            raise LabError(f"--parallel must be a number of hosts (0 for all at once), got {self.parallel!r}")
         # Checked here, once, rather than by every host after its upload and bootstrap.
         KernelOptions(runner=self.kernel_runner or "vm", acceleration=self.acceleration or "auto")
 
@@ -130,6 +155,7 @@ class HostRun:
 class LabOutcome:
     hosts: list[HostRun]
     commit: str
+    interrupted: bool = False  # by Ctrl-C or SIGTERM: every host's step was stopped and cleaned up
 
     @property
     def ok(self) -> bool:
@@ -198,6 +224,7 @@ def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Pr
             (folder / f"{run.name}{suffix}").unlink(missing_ok=True)
     tree = folder / f".tree-{secrets.token_hex(4)}.tar.gz"
     own_sets = (fingerprint.set_name(), *(fingerprint.set_name(name) for name in options.own_sets if name))
+    refuse_clashes(runs, own_sets, layout.results, options.force)
     say = _Printer(progress, max(len(run.name) for run in runs))
     try:
         commit, changed = committed_tree(layout.root, tree)
@@ -206,32 +233,76 @@ def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Pr
             f"lab: {len(runs)} host{'s' if len(runs) > 1 else ''}, the committed tree {commit[:12]} "
             f"({tree.stat().st_size // 1024} KiB{kept_here})"
         )
-        shared = _Shared(layout, options, tree, own_sets, say)
+        slots = threading.Semaphore(options.parallel) if 0 < options.parallel < len(runs) else None
+        shared = _Shared(layout, options, tree, own_sets, say, slots=slots)
         jobs = [_HostJob(run, shared) for run in runs]
-        _run_all(jobs, shared, options)
+        finished = _run_all(jobs, shared, options)
     finally:
         tree.unlink(missing_ok=True)
-    return LabOutcome(runs, commit)
+    return LabOutcome(runs, commit, interrupted=not finished)
 
 
-def _run_all(jobs: list[_HostJob], shared: _Shared, options: LabOptions) -> None:
-    """A thread per host; Ctrl-C (or SIGTERM) stops each host after its step, cleans up, then goes on."""
-    threads = [threading.Thread(target=job.work, name=f"lab-{job.run.name}", daemon=True) for job in jobs]
-    for thread in threads:
-        thread.start()
+def kept_venv(folder: str) -> str:
+    """Shell words, run in a scratch folder before ``./bootstrap``: its ``.venv`` is the host's kept one.
+
+    ``FOLDER/course-lab-venv`` is made once (at its own path, so its scripts name it, not a
+    scratch folder that goes) and linked as ``.venv`` by every run; ``./bootstrap`` then
+    reinstalls nothing while requirements.lock and pyproject.toml match the hashes it stamped
+    there. Where no virtual environment can be made yet (no python3-venv), ``./bootstrap`` makes
+    its own in the scratch folder, as before.
+    """
+    kept = shlex.quote(f"{folder.rstrip('/')}/{KEPT_VENV}")
+    python = "$([ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)"
+    return (
+        f"kept={kept}; "
+        'if [ ! -x "$kept/bin/python" ]; then rm -rf "$kept"; '
+        f'{python} -m venv "$kept" >/dev/null 2>&1 || rm -rf "$kept"; fi; '
+        'if [ -x "$kept/bin/python" ]; then ln -s "$kept" .venv; '
+        f'sha256sum --check --status .venv/.requirements.lock.sha256 2>/dev/null && echo "{REUSED}"; fi; true'
+    )
+
+
+def refuse_clashes(runs: list[HostRun], own_sets: tuple[str, ...], results: Path, force: bool) -> None:
+    """Refuse the lab before anything runs on a host if two hosts would bring one set, a host would bring
+    this machine's own set, or a set that is here already (unless ``force``)."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        name, address = run.host.set, run.host.address
+        if name is None:  # a host built without a name (the API's): checked when its archive comes
+            continue
+        if name in seen:
+            raise LabError(
+                f"{seen[name]} and {address} would both bring set {name!r}; give each host a set of its own "
+                "(set: in the inventory)"
+            )
+        if name in own_sets:
+            raise LabError(f"{address} would bring set {name!r}, this machine's own; give the host another set:")
+        if not force and (results / name).exists():
+            raise LabError(
+                f"{address} would bring set {name!r}, which is here already (from an earlier lab?); "
+                "pass --force to replace it, or give the host another set:"
+            )
+        seen[name] = address
+
+
+def _run_all(jobs: list[_HostJob], shared: _Shared, options: LabOptions) -> bool:
+    """A thread per host; Ctrl-C (or SIGTERM) stops every host's step and cleans up; False if it came."""
+    finished = start_threads({f"lab-{job.run.name}": job.work for job in jobs})
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
+        wait_for(finished)
+        return True
     except KeyboardInterrupt:
         shared.stop.set()
+        shared.say("lab", "interrupted: stopping every host's step and removing its scratch folder ...")
         for job in jobs:
             job.interrupt()
-        # Each host cleans up (a new connection, bounded by its own timeouts), then the interrupt goes on.
-        deadline = time.monotonic() + options.timeouts.connect + options.timeouts.cleanup + 10
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        raise
+        # Each host cleans up on a new connection, bounded by its own limits; a second Ctrl-C meanwhile
+        # does not cut that short (it would leave the hosts' steps running).
+        seconds = options.timeouts.connect * 2 + options.timeouts.cleanup + 10
+        wait_for(finished, seconds, through_interrupts=True)
+        for job in jobs:
+            job.remove_partial()
+        return False
 
 
 class _Printer:
@@ -259,6 +330,8 @@ class _Shared:
     stop: threading.Event = field(default_factory=threading.Event)
     import_lock: threading.Lock = field(default_factory=threading.Lock)
     known_hosts_lock: threading.Lock = field(default_factory=threading.Lock)
+    noted: set[Path] = field(default_factory=set)  # known_hosts files whose skipped lines were said
+    slots: threading.Semaphore | None = None  # --parallel N: hosts at once
     delivered: dict[str, str] = field(default_factory=dict)  # set name -> the host that brought it
 
 
@@ -275,12 +348,19 @@ class _HostJob:
         folder = lab_folder(shared.layout)
         self.run.log = folder / f"{run.name}.log"
         self.local_archive = folder / f"{run.name}.tar.gz"
+        self.partial: Path | None = None  # the download under way
+        self.lock = threading.Lock()  # the connection, between this host's thread and an interruption
+        self.last_output = ""  # the tail of the last step's output
+        self.cleaning = False
 
     # -- the steps ---------------------------------------------------------------------------
 
     def work(self) -> None:
         started = time.monotonic()
+        holding = False
         try:
+            holding = self._wait_for_a_slot()
+            started = time.monotonic()
             self._step("connect", self._connect)
             self._step("upload", self._upload)
             self._step("bootstrap", self._bootstrap)
@@ -297,9 +377,24 @@ class _HostJob:
             self.shared.say(self.run.name, f"FAILED at {self.run.step}: {self.run.failure}")
         finally:
             self._cleanup()
+            if holding:
+                assert self.shared.slots is not None
+                self.shared.slots.release()
             self.run.seconds = time.monotonic() - started
             if not self.run.failure:
                 self.shared.say(self.run.name, f"done in {self.run.seconds:.1f} s")
+
+    def _wait_for_a_slot(self) -> bool:
+        """With --parallel N, wait until fewer than N hosts run (Ctrl-C stops the wait); True when a slot is held."""
+        slots = self.shared.slots
+        if slots is None:
+            return False
+        if not slots.acquire(blocking=False):
+            self.shared.say(self.run.name, f"waiting (--parallel {self.options.parallel}) ...")
+            while not slots.acquire(timeout=0.2):
+                if self.shared.stop.is_set():
+                    raise _Stopped
+        return True
 
     def _step(self, name: str, action: Callable[[], str | None]) -> None:
         if self.shared.stop.is_set():
@@ -339,7 +434,8 @@ class _HostJob:
             self._remote("bootstrap", command, self.timeouts.bootstrap)
             return f"the existing environment {self.host.venv} (test seam), Debian packages checked"
         try:
-            self._remote("bootstrap", "./bootstrap", self.timeouts.bootstrap, privileged=True)
+            command = f"{kept_venv(self.host.folder)} && ./bootstrap"
+            self._remote("bootstrap", command, self.timeouts.bootstrap, privileged=True)
         except _StepFailed as failed:
             if self.root or self.sudo:
                 raise
@@ -347,7 +443,12 @@ class _HostJob:
                 f"{failed}; ./bootstrap installs Debian packages, which needs root: "
                 f"connect as root or give {self.connection_user()} passwordless sudo"
             ) from None
-        return "./bootstrap " + ("as root" if self.root else "with sudo" if self.sudo else "without root")
+        reused = REUSED in self.last_output
+        return (
+            "./bootstrap "
+            + ("as root" if self.root else "with sudo" if self.sudo else "without root")
+            + (f", the host's kept environment {self.host.folder.rstrip('/')}/{KEPT_VENV} reused" if reused else "")
+        )
 
     def _measure(self) -> str | None:
         command = [".venv/bin/invoke", "run"]
@@ -382,14 +483,19 @@ class _HostJob:
         sftp = self.connection.sftp()
         sftp.get_channel().settimeout(self.timeouts.transfer)
         remote = f"{self.scratch}/{EXPORT_FILE}"
-        size = sftp.stat(remote).st_size or 0
+        found = sftp.stat(remote)
+        if not stat.S_ISREG(found.st_mode or 0):  # a FIFO would be read forever, a device without end
+            kind = "a FIFO" if stat.S_ISFIFO(found.st_mode or 0) else "not a regular file"
+            raise _StepFailed(f"archive rejected: the host's export {remote} is {kind}, not an archive")
+        size = found.st_size or 0
         if size > archive.MAX_TOTAL:
             raise _StepFailed(f"archive rejected: the host's archive is {size // archive.MiB} MiB, over a set's limit")
         partial = self.local_archive.with_name(f".{self.local_archive.name}.{secrets.token_hex(4)}.part")
+        self.partial = partial
         try:
             with sftp.open(remote, "rb") as source, partial.open("wb") as target:
                 copied = 0
-                while chunk := source.read(archive.MiB):
+                while chunk := source.read(DOWNLOAD_CHUNK):
                     copied += len(chunk)
                     if copied > archive.MAX_TOTAL:  # it grew while we read
                         raise _StepFailed("archive rejected: the host's archive grew past a set's limit")
@@ -415,6 +521,11 @@ class _HostJob:
                 f"archive rejected: its set {name!r} has this machine's own set name (the same CPU, kernel and "
                 "virtualization); name the host's set in an inventory (set: ...)"
             )
+        if self.options.force and name != self.host.set and (layout.results / name).exists():
+            raise _StepFailed(
+                f"archive rejected: set {name!r} is here already, and --force replaces only the set the inventory "
+                f"assigns a host (set: {name})"
+            )
         with self.shared.import_lock:
             other = self.shared.delivered.get(name)
             if other:
@@ -432,16 +543,17 @@ class _HostJob:
 
     def _cleanup(self) -> None:
         """Stop what the last step left on the host, remove the scratch folder (unless kept), disconnect."""
-        if self.connection is None:
+        with self.lock:  # from here on, an interruption leaves this host's connection alone
+            self.cleaning, cut = True, self.connection
+        if cut is None:
             return
         try:
+            if self.shared.stop.is_set():  # the step's connection was cut (or is being cut): a fresh one
+                with contextlib.suppress(Exception):
+                    cut.close()
+                self.connection = self._open()
             if self.scratch is not None:
-                pid = shlex.quote(f"{self.scratch}/{PID_FILE}")
-                # Negative: the whole process group the step's `timeout` made (compilers, QEMU, ...).
-                command = (
-                    f'if [ -s {pid} ] && kill -TERM -- "-$(cat {pid})" 2>/dev/null; '
-                    f'then sleep 2; kill -KILL -- "-$(cat {pid})" 2>/dev/null; fi; '
-                )
+                command = _stop_step(f"{self.scratch}/{PID_FILE}")
                 command += "true" if self.options.keep else f"rm -rf {shlex.quote(self.scratch)}"
                 self._plain(f"{self.sudo}sh -c {shlex.quote(command)}", self.timeouts.cleanup)
                 if self.options.keep:
@@ -453,11 +565,18 @@ class _HostJob:
             with contextlib.suppress(Exception):
                 self.connection.close()
 
+    def remove_partial(self) -> None:
+        """A download cut short leaves nothing here (its thread removes it too, if it gets the time)."""
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
+
     def interrupt(self) -> None:
-        """From the main thread on Ctrl-C: cut the connection, so the current step ends now."""
-        if self.connection is not None:
+        """From the main thread on Ctrl-C: cut the connection, so the current step ends now (not the clean-up's)."""
+        with self.lock:
+            connection = None if self.cleaning else self.connection
+        if connection is not None:
             with contextlib.suppress(Exception):
-                self.connection.close()
+                connection.close()
 
     # -- talking to the host -----------------------------------------------------------------
 
@@ -478,16 +597,15 @@ class _HostJob:
         )
         # Fabric accepts any host key by default; the lab checks them as ssh does.
         client = connection.client
-        for known in self._known_hosts_files():
-            if known.is_file():
-                client.load_system_host_keys(str(known))
-        client.set_missing_host_key_policy(self._host_key_policy())
+        revoked = self._load_known_hosts(client)
+        client.set_missing_host_key_policy(self._host_key_policy(revoked))
         try:
             connection.open()
+            assert connection.transport is not None
+            _refuse_revoked(connection.transport.get_remote_server_key(), self.host.host, revoked)
         except BaseException:
             client.close()  # a refused key leaves paramiko's transport open (and the host's sshd waiting)
             raise
-        assert connection.transport is not None
         connection.transport.set_keepalive(30)  # a host that vanishes mid-run is noticed
         return connection
 
@@ -496,7 +614,41 @@ class _HostJob:
             return [self.options.known_hosts]
         return [Path("~/.ssh/known_hosts").expanduser(), Path("/etc/ssh/ssh_known_hosts")]
 
-    def _host_key_policy(self) -> Any:
+    def _load_known_hosts(self, client: Any) -> dict[str, Path]:
+        """Load the known hosts' plain lines into ``client``; the keys marked ``@revoked`` (base64 -> file).
+
+        Paramiko reads no marker line (it fails on them all): ``@revoked`` is honoured here,
+        ``@cert-authority`` skipped with a note (the lab checks plain host keys only).
+        """
+        revoked: dict[str, Path] = {}
+        for known in self._known_hosts_files():
+            if not known.is_file():
+                continue
+            plain, authorities = [], 0
+            for line in known.read_text(encoding="utf-8", errors="replace").splitlines():
+                fields = line.split()
+                if not fields or not fields[0].startswith("@"):
+                    plain.append(line)
+                elif fields[0] == "@revoked" and len(fields) >= 4:
+                    revoked[fields[3]] = known
+                else:
+                    authorities += 1
+            if authorities:
+                with self.shared.known_hosts_lock:
+                    if known not in self.shared.noted:
+                        self.shared.noted.add(known)
+                        self.shared.say(
+                            "lab",
+                            f"note: skipped {authorities} @cert-authority line{'s' if authorities > 1 else ''} of "
+                            f"{known}: the lab checks plain host keys only (add each host's key: ssh-keyscan)",
+                        )
+            with tempfile.NamedTemporaryFile("w", prefix="known_hosts.", encoding="utf-8") as copy:
+                copy.write("\n".join(plain) + "\n")
+                copy.flush()
+                client.load_system_host_keys(copy.name)
+        return revoked
+
+    def _host_key_policy(self, revoked: dict[str, Path]) -> Any:
         import paramiko
 
         shared, options, say, name = self.shared, self.options, self.shared.say, self.run.name
@@ -504,6 +656,7 @@ class _HostJob:
 
         class Verified(paramiko.MissingHostKeyPolicy):
             def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+                _refuse_revoked(key, hostname, revoked)
                 what = f"{key.get_name()} SHA256:{_fingerprint(key)}"
                 if not options.accept_new_host_keys:
                     raise _UnknownHostKey(f"host key {what} of {hostname} is not in {known}")
@@ -527,38 +680,85 @@ class _HostJob:
     def _succeeds(self, command: str, seconds: float) -> bool:
         return self._short(command, seconds).exited == 0
 
-    def _short(self, command: str, seconds: float) -> Any:
-        assert self.connection is not None
-        result = self.connection.run(command, warn=True, hide=True, in_stream=False, timeout=seconds)
-        self._log(command, result)
-        return result
+    def _short(self, command: str, seconds: float) -> _Answer:
+        answer = self._exec(command, seconds)
+        self._log(command, answer)
+        return answer
+
+    def _exec(self, command: str, seconds: float) -> _Answer:
+        """Run ``command`` on the host; its exit status and the last :data:`TAIL_BYTES` of each of its outputs.
+
+        Read as it arrives and trimmed as it is read: however much the host sends, this side
+        keeps a bounded tail (and reads in time linear in what arrives).
+        """
+        if self.connection is None or not self.connection.is_connected:
+            self.connection = self._open()  # the clean-up after an interruption, on a connection of its own
+        assert self.connection.transport is not None
+        channel = self.connection.transport.open_session(timeout=self.timeouts.connect)
+        try:
+            channel.exec_command(command)
+            channel.shutdown_write()
+            out, err = _Tail(), _Tail()
+            deadline = time.monotonic() + seconds
+            exited_at: float | None = None
+            while True:
+                if channel.recv_ready():
+                    out.add(channel.recv(32768))
+                elif channel.recv_stderr_ready():
+                    err.add(channel.recv_stderr(32768))
+                elif channel.closed or (channel.eof_received and channel.exit_status_ready()):
+                    break
+                elif exited_at is not None and time.monotonic() > exited_at + DRAIN_SECONDS:
+                    break  # something it left holds its output open: what came is enough
+                elif time.monotonic() > deadline:
+                    raise _HostSilent(seconds)
+                else:
+                    if exited_at is None and channel.exit_status_ready():
+                        exited_at = time.monotonic()
+                    time.sleep(0.02)
+            if not channel.exit_status_ready():
+                raise EOFError("the connection closed before the command ended")
+            return _Answer(channel.recv_exit_status(), out.text(), err.text())
+        finally:
+            channel.close()
 
     def _remote(
         self, step: str, command: str, seconds: float, privileged: bool = False, allowed: tuple[int, ...] = ()
     ) -> int:
-        """``command`` in the scratch folder, for at most ``seconds``, in a process group of its own."""
+        """``command`` in the scratch folder, for at most ``seconds``, in a process group of its own.
+
+        ``timeout`` makes the group (its pid is the group's number, kept in the scratch folder for
+        the clean-up); when the step ends, however it ends, whatever it left running in its group
+        is killed at once, so nothing outlives its step. Its output goes to ``.lab-<step>.out``
+        there, of which the last :data:`TAIL_BYTES` come back.
+        """
         assert self.connection is not None and self.scratch is not None
-        limit = int(seconds)
+        limit = _seconds(seconds)
+        group, output = shlex.quote(PID_FILE), shlex.quote(f".lab-{step}.out")
         inner = (
-            f"cd {shlex.quote(self.scratch)} && echo $$ > {PID_FILE} && "
-            f"exec timeout -k {KILL_GRACE} {limit} sh -c {shlex.quote(command)}"
+            f"cd {shlex.quote(self.scratch)} || exit 1\n"
+            f"timeout -k {KILL_GRACE} {limit} sh -c {shlex.quote(command)} >{output} 2>&1 </dev/null & step=$!\n"
+            f"echo $step > {group}\n"
+            "wait $step; status=$?\n"
+            f"{_KILL_GROUP.format(signal='KILL', group='$step')}\n"
+            f"rm -f {group}\n"
+            f"size=$(wc -c < {output})\n"
+            f'[ "$size" -gt {TAIL_BYTES} ] && echo "[$((size - {TAIL_BYTES})) bytes before these are in '
+            f'{self.scratch}/.lab-{step}.out on the host]"\n'
+            f"tail -c {TAIL_BYTES} {output}\n"
+            "exit $status"
         )
         prefix = self.sudo if privileged else ""
-        result = self.connection.run(
-            f"{prefix}sh -c {shlex.quote(inner)}",
-            warn=True,
-            hide=True,
-            in_stream=False,
-            timeout=limit + KILL_GRACE + LOCAL_MARGIN,
-        )
+        result = self._exec(f"{prefix}sh -c {shlex.quote(inner)}", float(limit) + KILL_GRACE + LOCAL_MARGIN)
         self._log(command, result)
+        self.last_output = result.stdout
         if result.exited in TIMED_OUT:
             raise _StepFailed(f"{step} timed out after {limit} s (stopped on the host)")
         if result.exited != 0 and result.exited not in allowed:
             raise _StepFailed(f"{step} failed (exit {result.exited}): {_last_line(result)}")
         return result.exited
 
-    def _log(self, command: str, result: Any) -> None:
+    def _log(self, command: str, result: _Answer) -> None:
         """Everything the host printed, cleaned, in build/lab/<name>.log (the summary shows one line)."""
         assert self.run.log is not None
         with self.run.log.open("a", encoding="utf-8") as log:
@@ -570,18 +770,17 @@ class _HostJob:
     def _why(self, error: BaseException) -> str:
         """One line saying why this host failed."""
         import paramiko
-        from invoke.exceptions import CommandTimedOut
 
         step, host, limit = self.run.step, self.host, self.timeouts.connect
         if isinstance(error, _StepFailed | _UnknownHostKey):
             hint = (
                 "; check it, then add it (ssh-keyscan) or pass --accept-new-host-keys"
-                if isinstance(error, _UnknownHostKey)
+                if isinstance(error, _UnknownHostKey) and "@revoked" not in str(error)
                 else ""
             )
             return str(error) + hint
-        if isinstance(error, CommandTimedOut):
-            return f"{step}: the host stopped answering for {error.timeout:g} s"
+        if isinstance(error, _HostSilent):
+            return f"{step}: the host stopped answering for {error.seconds:g} s"
         if isinstance(error, archive.ArchiveError):
             return f"archive rejected: {error}"
         if isinstance(error, paramiko.BadHostKeyException):
@@ -594,15 +793,17 @@ class _HostJob:
             return f"login refused: the host refused user {self.connection_user()}{how} ({error})"
         if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
             return f"unreachable: nothing answers on port {host.port} (connection refused)"
+        if isinstance(error, TimeoutError) and step in ("upload", "download"):
+            return f"{step} timed out after {self.timeouts.transfer:g} s (the host sent nothing for that long)"
         if isinstance(error, TimeoutError):
             return f"unreachable: no answer within {limit:g} s"
+        if isinstance(error, socket.gaierror):
+            return f"unreachable: unknown host name {host.host!r} ({_clean(error.strerror or str(error))})"
         # Paramiko's words for a port that never shakes hands: no banner, or a negotiation that ran
         # out of time (then it says "No existing session").
         silent = "banner" in str(error) or "No existing session" in str(error)
         if isinstance(error, paramiko.SSHException) and self.connection is None and silent:
             return f"unreachable: no SSH server answered on port {host.port} within {limit:g} s"
-        if isinstance(error, OSError) and error.errno is None and "Name or service" in str(error):
-            return f"unreachable: unknown host name {host.host!r}"
         if isinstance(error, OSError | paramiko.SSHException | EOFError):
             return f"{step}: {type(error).__name__}: {_clean(str(error))}"
         return f"{step}: unexpected {type(error).__name__}: {_clean(str(error))} (a bug of the lab: please report it)"
@@ -611,8 +812,84 @@ class _HostJob:
         return self.connection.user if self.connection is not None else (self.host.user or "(the local user)")
 
 
+#: A signal to a whole process group, in words that dash (Debian's sh) and bash both take:
+#: dash reads ``kill -TERM -- -PGID`` as a bad number, ``kill -s TERM -- -PGID`` as meant.
+_KILL_GROUP = 'kill -s {signal} -- "-{group}" 2>/dev/null'
+
+
+def _stop_step(pid_file: str) -> str:
+    """Shell words that stop the process group of an interrupted step (TERM, then KILL after 2 s), if any is left.
+
+    The number comes from a file in the scratch folder: used only if it is a number above 1
+    (``kill -- -1`` would be every process of the user).
+    """
+    group = "$group"
+    return (
+        f"group=$(cat {shlex.quote(pid_file)} 2>/dev/null); "
+        'case "$group" in ""|*[!0-9]*|0|1) group= ;; esac; '
+        f'if [ -n "$group" ] && {_KILL_GROUP.format(signal="TERM", group=group)}; then '
+        f"i=0; while [ $i -lt 20 ] && {_KILL_GROUP.format(signal='0', group=group)}; do sleep 0.1; i=$((i + 1)); done; "
+        f"{_KILL_GROUP.format(signal='KILL', group=group)}; fi; "
+    )
+
+
+def _seconds(value: float) -> str:
+    """A limit as ``timeout`` takes it and the lab says it: ``90``, ``0.5``."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
 class _UnknownHostKey(Exception):
     """A host whose key is not in known_hosts, and no permission to add it."""
+
+
+class _HostSilent(Exception):
+    """A command on the host did not end within its limit (and the host said nothing more)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no end within {seconds:g} s")
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A command's exit status and the tails of its outputs."""
+
+    exited: int
+    stdout: str
+    stderr: str
+
+
+#: What this side keeps of a command's output: the host's tail and the line that says where the rest is.
+_KEPT = TAIL_BYTES + 4096
+
+
+class _Tail:
+    """The last :data:`TAIL_BYTES` (and a line) of a stream, kept as it arrives; what came before is counted."""
+
+    def __init__(self) -> None:
+        self.kept, self.dropped = bytearray(), 0
+
+    def add(self, data: bytes) -> None:
+        self.kept += data
+        if len(self.kept) > 2 * _KEPT:  # trimmed now and then, not at every chunk: linear time
+            cut = len(self.kept) - _KEPT
+            del self.kept[:cut]
+            self.dropped += cut
+
+    def text(self) -> str:
+        if len(self.kept) > _KEPT:
+            self.dropped += len(self.kept) - _KEPT
+            del self.kept[: len(self.kept) - _KEPT]
+        text = self.kept.decode("utf-8", "backslashreplace")
+        return f"[{self.dropped} bytes before these not kept]\n{text}" if self.dropped else text
+
+
+def _refuse_revoked(key: Any, hostname: str, revoked: dict[str, Path]) -> None:
+    if key.get_base64() in revoked:
+        raise _UnknownHostKey(
+            f"host key {key.get_name()} SHA256:{_fingerprint(key)} of {hostname} is marked @revoked in "
+            f"{revoked[key.get_base64()]}: refused"
+        )
 
 
 def _fingerprint(key: Any) -> str:
@@ -620,21 +897,24 @@ def _fingerprint(key: Any) -> str:
     return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
-#: Control characters (escape sequences above all): a host's output never drives this terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def _clean(text: str, keep_lines: bool = False, limit: int = 300) -> str:
+    """A host's text as the terminal and the log show it: every control or invisible character escaped.
+
+    Lines are split at newlines only: a carriage return is shown (``\\r``), never obeyed, so
+    it cannot hide the text before it.
+    """
     if keep_lines:
-        return "\n".join(_CONTROL.sub("?", line) for line in text.splitlines()) + ("\n" if text else "")
-    cleaned = _CONTROL.sub("?", " ".join(text.split()))
+        return "\n".join(report.printable(line) for line in text.removesuffix("\n").split("\n")) + (
+            "\n" if text else ""
+        )
+    cleaned = report.printable(" ".join(part for part in re.split(r"[ \t\n]+", text) if part))
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
-def _last_line(result: Any) -> str:
+def _last_line(result: _Answer) -> str:
     """The host's last words: the last line of its error output, else of its output."""
     for text in (result.stderr, result.stdout):
-        lines = [line for line in text.splitlines() if line.strip()]
+        lines = [line for line in text.split("\n") if line.strip()]
         if lines:
             return _clean(lines[-1])
     return "(it printed nothing)"

@@ -14,6 +14,7 @@ its failure in its own set; the others go on.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from course.kernel_build import GuestKernel
 from course.layout import Layout
 from course.lessons import Lesson
 from course.pipeline import KernelOptions, LessonReport, MachineError, OptionError, Progress
+from course.runners import start_threads, wait_for
 
 #: What the terminal's summary compares across kernels (the site's "kernel versions" tables too).
 SUMMARY_FIGURES = (
@@ -213,18 +215,14 @@ def _side_by_side(runs: list[KernelRun], measure) -> None:
         with vm.taking_turns(turns):
             measure(run)
 
-    threads = [threading.Thread(target=work, args=(run,), name=f"kernel {run.name}") for run in runs]
     vm.cancel_boots(False)
-    for thread in threads:
-        thread.start()
+    finished = start_threads({f"kernel {run.name}": functools.partial(work, run) for run in runs})
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)  # a join with a timeout lets Ctrl-C (and SIGTERM) reach this thread
+        wait_for(finished)
     except KeyboardInterrupt:
         vm.cancel_boots()  # the boots end; their threads clean up (scratch folders) and store nothing more
-        for thread in threads:
-            thread.join()
+        # Waited for whole, a second Ctrl-C included: a thread left behind would leave its run folder.
+        wait_for(finished, through_interrupts=True)
         raise
 
 

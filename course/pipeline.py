@@ -23,7 +23,7 @@ from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.guest_hardware import GuestHardware
 from course.layout import Layout
 from course.lessons import Lesson
-from course.runners import run_on_host
+from course.runners import FLOODED, OUTPUT_LIMIT_BYTES, run_on_host
 from course.stats import summarize
 
 Progress = Callable[[str], None]
@@ -372,6 +372,17 @@ def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
             }
 
 
+#: How long a student's variant (or its solution) may run before it is stopped.
+EXERCISE_SECONDS = 120
+
+
+def stopped_why(stopped: str) -> str:
+    """Why a variant was stopped: ``timeout after 120 s``, ``output over 4 MiB``."""
+    if stopped == FLOODED:
+        return f"output over {OUTPUT_LIMIT_BYTES // (1024 * 1024)} MiB"
+    return f"timeout after {EXERCISE_SECONDS:g} s"
+
+
 def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
     """Build and run each exercise's student variant and its solution; record both checks and figures.
 
@@ -399,7 +410,7 @@ def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
                     spec.args,
                     stdin,
                     layout.build / "scratch",
-                    120,
+                    EXERCISE_SECONDS,
                     shown_as=os.path.relpath(built.binary, layout.root),
                 )
                 run.steps.append(timed_step(f"exercise {program} ({stdin})", started))
@@ -412,8 +423,10 @@ def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
                 check = parsed.checks.get(spec.name) if parsed else None
                 if result.exit_status == 0 and not result.stopped and result.not_utf8:
                     state = {"status": "not yet", "detail": f"it {result.ended}"[:300]}
+                elif result.stopped:  # ran too long or printed too much: why, in the status's own words
+                    state = {"status": "stopped", "detail": f"stopped: {stopped_why(result.stopped)}"}
                 elif not result.ok:
-                    state = {"status": "crashed", "detail": f"{result.command} {result.ended}"}
+                    state = {"status": "crashed", "detail": f"{result.command} {result.ended}"[-300:]}
                 elif unparsed:
                     state = {"status": "not yet", "detail": f"its output does not parse: {unparsed}"[:300]}
                 elif check is None:

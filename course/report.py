@@ -105,7 +105,9 @@ def exercises_table(report: LessonReport) -> str:
                 and "stamp-pair" not in key
             ]
             figures.append(f"{found[0]['median']:,.0f} {found[0]['unit']}" if found else "-")
-        rows.append([name, yours.get("status", "?"), figures[0], figures[1], yours.get("detail", "")[:70]])
+        detail = yours.get("detail", "")
+        detail = detail if len(detail) <= 160 else f"{detail[:157]}..."
+        rows.append([name, yours.get("status", "?"), figures[0], figures[1], detail])
     return table(["exercise", "your variant", "your median", "solution median", "check says"], rows)
 
 

@@ -52,6 +52,7 @@ FLOODED = "output limit"
 _CHUNK = 65536
 _POLL_SECONDS = 0.05  # only where a pidfd cannot tell when the child ends
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -251,18 +252,40 @@ def _with_descendants(table: dict[int, tuple[str, int, int]], roots: set[int]) -
 _HELD = {signal.SIGINT, *TERMINATION}
 
 
+def _dies_with(parent: int, number: int) -> None:
+    """In the child, before exec: receive ``number`` when the thread that started it ends (this process too)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(number), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl: the signal will never come
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
-def owned_process(command: list[str], **popen: object) -> Iterator[OwnedProcess]:
+def owned_process(command: list[str], guarded: bool = False, **popen: object) -> Iterator[OwnedProcess]:
     """A child in a session of its own, killed with everything it started when the block is left.
 
     Ctrl-C (and SIGTERM, SIGHUP) are held back while the child is created: an interruption
     between the fork and the moment the caller holds the process would leave it running,
     unseen. The child itself starts with the signal mask this process had before.
+
+    Should this process die without leaving the block (SIGKILL), the child is killed too
+    (``PR_SET_PDEATHSIG``); with ``guarded`` it runs under :mod:`course.guard`, which then
+    kills every process below it as well (a VM boot: QEMU is a grandchild).
     """
+    parent = os.getpid()
+    if guarded:
+        command = [sys.executable, "-I", str(Path(__file__).with_name("guard.py")), *command]
+    death = signal.SIGTERM if guarded else signal.SIGKILL
+
+    def prepare() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if sys.platform.startswith("linux"):
+            _dies_with(parent, death)
+
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     process: OwnedProcess | None = None
     try:
-        process = OwnedProcess(command, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, held), **popen)
+        process = OwnedProcess(command, preexec_fn=prepare, **popen)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a pending Ctrl-C is raised here, inside the try
         yield process
     finally:
@@ -432,6 +455,46 @@ def run_on_host(
         stopped=output.stopped,
         not_utf8="; ".join(problem for problem in (bad_stdout, bad_stderr) if problem),
     )
+
+
+def start_threads(work: dict[str, Callable[[], None]]) -> list[threading.Event]:
+    """Each callable in a thread of its own (named by its key); each event is set once its callable returned.
+
+    The caller waits on the events (:func:`wait_for`), never on ``Thread.join()`` or
+    ``is_alive()``: on Python 3.11 a ``join()`` cut short by Ctrl-C leaves a thread that is still
+    running looking stopped, and the process would leave it behind half-way through its clean-up.
+    """
+    finished = []
+    for name, function in work.items():
+        done = threading.Event()
+
+        def run(function: Callable[[], None] = function, done: threading.Event = done) -> None:
+            try:
+                function()
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        finished.append(done)
+    return finished
+
+
+def wait_for(finished: list[threading.Event], seconds: float | None = None, through_interrupts: bool = False) -> bool:
+    """Until every event is set (True) or ``seconds`` pass (False), in short sleeps that Ctrl-C can cut.
+
+    With ``through_interrupts``, a Ctrl-C (or SIGTERM) meanwhile does not cut the wait: the
+    clean-up that follows a first one is waited for whole.
+    """
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not all(done.is_set() for done in finished):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        try:
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            if not through_interrupts:
+                raise
+    return True
 
 
 @contextlib.contextmanager

@@ -117,11 +117,14 @@ def _run(command: list[str], timeout: float, on_line: Callable[[str], None]) -> 
 
     with owned_process(
         command,
+        guarded=True,  # QEMU dies with this process, even of a SIGKILL
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=_environment(),
     ) as process:
+        if _cancelled.is_set():  # a kernel matrix interrupted while this boot started: kill_owned() missed it
+            raise KeyboardInterrupt("the kernel matrix was interrupted")
         output = read_output(process, timeout, on_data=lines)
     console = output.streams[0].decode("utf-8", "backslashreplace").replace("\r\n", "\n")
     if output.stopped:
@@ -248,9 +251,11 @@ def run_jobs(
     # A folder of its own per boot: two runs never share one, and none outlives its run. vng and
     # the guest's kernel command line cannot take a space in it: then it goes to a plain temp folder.
     if PLAIN_PATH.fullmatch(str(layout.build / "vm")):
-        rundir = Path(tempfile.mkdtemp(prefix="run-", dir=layout.build / "vm"))
+        parent, prefix = layout.build / "vm", "run-"
     else:
-        rundir = Path(tempfile.mkdtemp(prefix="course-vm-run-", dir=plain_temp()))
+        parent, prefix = Path(plain_temp()), "course-vm-run-"
+    remove_stale_runs(parent, prefix)
+    rundir = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
     try:
         with others_may_run():
             if _cancelled.is_set():
@@ -261,6 +266,32 @@ def run_jobs(
         return boot
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+def remove_stale_runs(parent: Path, prefix: str = "run-") -> list[Path]:
+    """Remove the boot folders (``run-<pid>-*``) of runs that ended without removing theirs (SIGKILL); those removed.
+
+    A folder whose process is alive is kept: the boots of a kernel matrix run side by side, and
+    another checkout's runs may share the plain temp folder.
+    """
+    removed = []
+    for folder in parent.glob(f"{prefix}*"):
+        owner = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if not folder.is_dir() or (owner.isdecimal() and _alive(int(owner))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _boot(

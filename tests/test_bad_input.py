@@ -451,7 +451,7 @@ def test_modules_build_and_load_from_a_build_folder_with_a_space(tmp_path: Path)
 def test_a_lesson_number_that_is_not_a_number_is_one_line(tmp_path: Path) -> None:
     finished = _invoke(["build", "--lesson", "abc"], tmp_path)
     assert finished.returncode == 2, finished.stdout + finished.stderr
-    assert finished.stderr.strip().splitlines() == ["error: lesson number must be a number, got 'abc'"]
+    assert finished.stderr.strip().splitlines() == ["error: lesson number must be a number (0-9), got 'abc'"]
 
 
 def test_a_results_folder_that_is_a_file_is_said_so_on_the_command_line(tmp_path: Path) -> None:
@@ -489,3 +489,36 @@ def test_a_kvm_verdict_file_nested_too_deeply_is_probed_again(tmp_path: Path) ->
     said: list[str] = []
     assert vm._remembered(verdicts, said.append) == {}
     assert len(said) == 1 and "is unreadable" in said[0] and "probing KVM again" in said[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--set", "x" * 300], "is 300 characters long; at most 100"),
+        (["run", "--set", "..."], "has no letter or digit"),
+        (["run", "--set", "é"], "has no letter or digit"),
+        (["run", "--set", "_"], "has no letter or digit"),
+        (["results.export", "--set", "reference-2000", "--output", "y" * 300 + ".tar.gz"], "307 bytes is too long"),
+        (["lesson", "²"], "lesson number must be a number (0-9), got '²'"),
+        (["build", "--lesson", "²"], "lesson number must be a number (0-9), got '²'"),
+        (["run", "--lesson", "3,²"], "lesson numbers must be numbers"),
+        (["lab", "--hosts", "pc", "--timeout", "0"], "--timeout must be a number of minutes above 0"),
+        (["lab", "--hosts", "pc", "--timeout", "-1"], "--timeout must be a number of minutes above 0"),
+        (["lab", "--hosts", "pc", "--timeout", "nan"], "--timeout must be a number of minutes above 0"),
+        (["lab", "--hosts", "user@host:22:extra"], "is not HOST, HOST:PORT or an IPv6 address"),
+        (["lab", "--hosts", "pc", "--parallel", "0"], "--parallel must be a whole number above 0"),
+        (["lab", "--hosts", "pc", "--parallel", "two"], "--parallel must be a whole number above 0"),
+    ],
+)
+def test_a_value_that_cannot_be_used_is_one_line_before_anything_runs(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    shutil.copytree(ROOT / "results" / "reference-2000", tmp_path / "results" / "reference-2000")
+    done = _invoke(args, tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "build" / "lab").exists() and sorted(os.listdir(tmp_path / "results")) == ["reference-2000"]
+
+
+def test_a_fraction_of_a_minute_is_a_lab_timeout() -> None:
+    assert tasks._minutes("0.5", "--timeout") == 0.5  # the lab gives each step 30 s

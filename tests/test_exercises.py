@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from course import lessons, pipeline, protocol
+from course import report as report_text
 from course.layout import Layout
 
 pytestmark = pytest.mark.slow
@@ -86,3 +87,23 @@ def test_check_lines_are_parsed() -> None:
     assert parsed.checks == {"int80": ("fail", "returned -38"), "getcpu": ("na", "no such call here")}
     with pytest.raises(protocol.ProtocolError, match="a check is ok, fail or na"):
         protocol.parse("course: check int80 maybe\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("for (;;) pause();", "stopped: timeout after 2 s"),
+        ('for (;;) puts("a variant that floods its output");', "stopped: output over 4 MiB"),
+    ],
+    ids=["never-exits", "floods"],
+)
+def test_a_stopped_variant_says_why(course_copy: Layout, monkeypatch: pytest.MonkeyPatch, body: str, why: str) -> None:
+    monkeypatch.setattr(pipeline, "EXERCISE_SECONDS", 2)
+    lesson = lessons.find(course_copy, 1)
+    spec = lesson.exercises[0]
+    lesson.source(spec.program).write_text(f"#include <stdio.h>\n#include <unistd.h>\nint main(void) {{ {body} }}\n")
+    report = pipeline.measure_lesson(course_copy, lesson, pipeline.open_set(course_copy), progress=lambda line: None)
+    yours = report.stored["exercises"][spec.name]["yours"]
+    assert yours == {"status": "stopped", "detail": why}
+    table = report_text.exercises_table(report)
+    assert "stopped" in table and why in table and "crashed" not in table

@@ -11,12 +11,16 @@ speaks SSH. The remote steps are real (upload, ``invoke run --lesson 1 --kernel-
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +50,7 @@ def test_hosts_from_the_command_line() -> None:
     hosts = inventory.parse_hosts("root@pc-07.lab:2222, 10.0.0.8", user="student")
     assert [(h.host, h.user, h.port) for h in hosts] == [("pc-07.lab", "root", 2222), ("10.0.0.8", "student", 22)]
     assert hosts[0].address == "root@pc-07.lab:2222"
-    assert hosts[1].set is None  # a host's set keeps its own name
+    assert hosts[1].set == "10.0.0.8"  # a host's set is named after the host
     assert [(h.host, h.port) for h in inventory.parse_hosts("[::1]:2222,::1")] == [("::1", 2222), ("::1", 22)]
     for bad in ("-oProxyCommand=x", "pc:port", "pc:70000", ","):
         with pytest.raises(InventoryError):
@@ -65,7 +69,7 @@ def test_an_inventory_with_defaults_sets_and_labels(tmp_path: Path) -> None:
     )
     first, second, third = inventory.load(path)
     assert (first.user, first.key, first.set, first.label) == ("root", tmp_path / "lab_key", "lab-pc-7", "Lab PC 7")
-    assert (second.user, second.port, second.folder, second.set) == ("student", 2222, "/var/tmp", None)
+    assert (second.user, second.port, second.folder, second.set) == ("student", 2222, "/var/tmp", "pc-08.lab-2222")
     assert (third.host, third.user, third.folder) == ("pc-09.lab", "root", "/tmp")
     assert inventory.names([first, second, third]) == ["lab-pc-7", "pc-08.lab-2222", "pc-09.lab"]
 
@@ -104,8 +108,9 @@ def test_same_host_twice_gets_two_names() -> None:
 
 
 def test_what_a_host_prints_never_drives_the_terminal() -> None:
-    assert lab._clean("error: \x1b[2J\x1b]0;owned\x07gone\n  next") == "error: ?[2J?]0;owned?gone next"
+    assert lab._clean("error: \x1b[2J\x1b]0;owned\x07gone\n  next") == "error: \\x1b[2J\\x1b]0;owned\\x07gone next"
     assert len(lab._clean("x" * 1000)) == 300
+    assert lab._clean("a\u202eb\rc\n", keep_lines=True) == "a\\u202eb\\rc\n"
 
 
 def test_the_upload_is_the_committed_tree_without_results(tmp_path: Path) -> None:
@@ -178,6 +183,20 @@ def _host(sshd: LocalSshd, folder: Path, **fields) -> Host:
 def _options(sshd: LocalSshd, **fields) -> lab.LabOptions:
     given = {"lessons": [1], "kernel_runner": "none", "known_hosts": sshd.known_hosts, "timeouts": TIMEOUTS}
     return lab.LabOptions(**{**given, **fields})
+
+
+def _misbehaving_venv(folder: Path, **tasks: str) -> str:
+    """A host's environment whose ``invoke`` first runs ``tasks[task]`` (shell words), then the real task.
+
+    A host that misbehaves on purpose: ``run="sleep 4444 &"`` leaves a process behind,
+    ``run="exit 3"`` fails, and so on (``results_export`` stands for ``results.export``).
+    """
+    (folder / "bin").mkdir(parents=True)
+    cases = "".join(f"  {name.replace('_', '.')}) {words} ;;\n" for name, words in tasks.items())
+    script = f'#!/bin/sh\ncase "$1" in\n{cases}esac\nexec {shlex.quote(str(VENV / "bin" / "invoke"))} "$@"\n'
+    (folder / "bin" / "invoke").write_text(script)
+    (folder / "bin" / "invoke").chmod(0o755)
+    return str(folder)
 
 
 def _processes_in(folder: Path) -> list[str]:
@@ -347,3 +366,305 @@ def test_the_bench_times_a_lab_of_one_host_and_of_two(scratch_layout: Layout) ->
     assert one > 0 and two > 0 and found["value"] == round(two / one, 2) and found["goal"] == bench.LAB_GOAL
     validate.check_measurement("bench/lab.two-hosts-over-one", found)  # as bench.json stores it
     assert any("two hosts" in line for line in lines)
+
+
+@needs_sshd
+def test_what_a_step_leaves_running_ends_with_the_step(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
+    """Debian's sh is dash: the group kill must be in words it takes (``kill -s TERM -- -PGID``)."""
+    remote = tmp_path / "remote"
+    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4444 &")
+    (run,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-left", venv=venv)], _options(sshd)).hosts
+    assert run.ok and run.imported, run.failure
+    assert not [line for line in _processes_everywhere() if "sleep 4444" in line]
+    _nothing_left(sshd, remote)
+
+
+def test_a_step_cannot_have_no_time_limit() -> None:
+    # `timeout 0 ...` on the host would never stop the step: a zero or negative limit is refused.
+    for seconds in (0, -60, float("nan"), float("inf")):
+        with pytest.raises(lab.LabError, match="positive number of seconds"):
+            lab.Timeouts(run=seconds)
+
+
+def _processes_everywhere() -> list[str]:
+    return [_describe(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_a_host_that_prints_300_mb_costs_what_a_quiet_one_does(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    """Only a bounded tail of a step's output comes back: this process's CPU time and memory stay a quiet host's."""
+
+    def lab_of(name: str, run: str) -> tuple[lab.HostRun, float, int]:
+        venv = _misbehaving_venv(tmp_path / f"venv-{name}", run=run)
+        host = _host(sshd, tmp_path / f"remote-{name}", set=f"lab-{name}", venv=venv)
+        tracemalloc.reset_peak()
+        cpu = time.process_time()
+        (done,) = lab.run_lab(lab_layout, [host], _options(sshd)).hosts
+        return done, time.process_time() - cpu, tracemalloc.get_traced_memory()[1]
+
+    tracemalloc.start()
+    try:
+        quiet, quiet_cpu, quiet_memory = lab_of("quiet", "true")
+        # 300 MB of lines on standard output and error, then the real run.
+        loud, loud_cpu, loud_memory = lab_of(
+            "loud", "yes 'flood of a host' | head -c 150000000; yes | head -c 150000000 >&2"
+        )
+    finally:
+        tracemalloc.stop()
+    assert quiet.ok and loud.ok, (quiet.failure, loud.failure)
+    assert loud_cpu < 2 * quiet_cpu + 1.0, (loud_cpu, quiet_cpu)
+    assert loud_memory < 2 * quiet_memory + 2 * lab.TAIL_BYTES, (loud_memory, quiet_memory)
+    assert loud.log is not None and loud.log.stat().st_size < 20 * lab.TAIL_BYTES
+    assert "bytes before these are in" in loud.log.read_text()
+    assert not (quiet.log and "bytes before these" in quiet.log.read_text())
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@needs_sshd
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_lab_stops_every_host_cleans_up_and_prints_the_summary(
+    sshd: LocalSshd, tmp_path: Path, number: signal.Signals
+) -> None:
+    remote = tmp_path / "remote"
+    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4444 & sleep 4445")
+    hosts = [_host(sshd, remote / name, set=f"lab-{name}", venv=venv) for name in ("a", "b")]
+    lines = [f"  - host: 127.0.0.1\n    port: {h.port}\n    user: {h.user}\n    key: {h.key}\n" for h in hosts]
+    extra = [f"    set: {h.set}\n    folder: {h.folder}\n    venv: {h.venv}\n" for h in hosts]
+    (tmp_path / "lab.yaml").write_text("hosts:\n" + "".join(a + b for a, b in zip(lines, extra, strict=True)))
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "reference-2000", results / "reference-2000")
+    before = _tree(results)
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(tmp_path / "build")}
+    command = [sys.executable, "-m", "invoke", "lab", "--inventory", str(tmp_path / "lab.yaml")]
+    command += ["--lessons", "1", "--kernel-runner", "none", "--known-hosts", str(sshd.known_hosts)]
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+        try:
+            # Both hosts are in their run step (a sleep that would last an hour), with a process left beside it.
+            assert not _until(lambda: len([p for p in _processes_in(remote) if "sleep 4445" in p]) < 2, 120)
+            process.send_signal(number)
+            assert process.wait(timeout=90) == 130
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    printed = (tmp_path / "out").read_text()
+    assert "interrupted during run" in printed and "host" in printed.splitlines()[-4], printed  # the summary
+    assert "interrupted: every host's step was stopped" in (tmp_path / "err").read_text()
+    _nothing_left(sshd, remote)
+    assert list((remote / "a").iterdir()) == [] and list((remote / "b").iterdir()) == []
+    assert _tree(results) == before
+    assert not [path.name for path in (tmp_path / "build" / "lab").iterdir() if path.name.startswith(".")]
+
+
+@needs_sshd
+def test_a_download_cut_short_leaves_no_partial_file(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lab, "DOWNLOAD_CHUNK", 512)  # slow enough to be interrupted half-way
+    venv = _misbehaving_venv(tmp_path / "venv", results_export='head -c 8000000 /dev/urandom > "$3"; exit 0')
+    folder = lab.lab_folder(lab_layout)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_when_a_part_appears() -> None:
+        if not _until(lambda: not (folder.is_dir() and list(folder.glob(".*.part"))), 120):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_when_a_part_appears)
+    watcher.start()
+    try:
+        outcome = lab.run_lab(lab_layout, [_host(sshd, tmp_path / "remote", set="lab-part", venv=venv)], _options(sshd))
+    finally:
+        watcher.join()
+    (run,) = outcome.hosts
+    assert outcome.interrupted and run.failure == "interrupted during download"
+    assert not list(folder.glob(".*"))
+    _nothing_left(sshd, tmp_path / "remote")
+
+
+#: 358 bytes that expand to 9**9 strings when a loader follows every alias ("billion laughs").
+ALIAS_BOMB = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    + "".join(f"{y}: &{y} [{','.join([f'*{x}'] * 9)}]\n" for x, y in zip("abcdefgh", "bcdefghi", strict=True))
+    + "hosts:\n  - host: pc\n    set: *i\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (ALIAS_BOMB, "uses a YAML alias"),
+        ("hosts:\n  - host: pc\n    set: [1, 2]\n", "set must be a text, not a list"),
+        ("hosts:\n  - host: {a: b}\n", "host must be a text, not a dict"),
+        ("hosts:\n  - host: pc\n    label: " + "x" * 5000 + "\n", "label must be a short text"),
+        ("hosts:\n  - host: pc\n    user: '" + "u" * 5000 + "'\n", "is not a user name"),
+        ("hosts: [" + "x" * (2 * inventory.MAX_BYTES) + "]\n", "over 1024 KiB"),
+    ],
+)
+def test_an_inventory_is_read_with_bounds_and_its_values_checked_before_shown(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    started = time.process_time()
+    with pytest.raises(InventoryError) as raised:
+        inventory.load(path)
+    assert says in str(raised.value) and len(str(raised.value)) < 400, str(raised.value)[:500]
+    assert time.process_time() - started < 5
+
+
+def test_an_inventory_that_is_not_a_file_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(tmp_path / "results"), "INVOKE_COURSE_BUILD": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "lab", "--inventory", "/dev/zero"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        done.returncode == 2
+        and done.stderr == "error: the inventory /dev/zero is not a regular file; give a YAML file (lab.yaml)\n"
+    )
+
+
+@needs_sshd
+def test_a_hosts_error_output_is_escaped_and_a_carriage_return_hides_nothing(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    venv = _misbehaving_venv(
+        tmp_path / "venv", run="printf 'evil \\342\\200\\256txt\\nreal error\\rall fine\\n' >&2; exit 3"
+    )
+    (run,) = lab.run_lab(
+        lab_layout, [_host(sshd, tmp_path / "remote", set="lab-bidi", venv=venv)], _options(sshd)
+    ).hosts
+    assert run.failure == "run failed (exit 3): real error\\rall fine"
+    assert run.log is not None and "evil \\u202etxt" in run.log.read_text() and "\u202e" not in run.log.read_text()
+
+
+@needs_sshd
+def test_an_export_that_is_a_fifo_is_refused_as_such(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
+    venv = _misbehaving_venv(tmp_path / "venv", results_export='mkfifo "$3"; exit 0')
+    (run,) = lab.run_lab(
+        lab_layout, [_host(sshd, tmp_path / "remote", set="lab-fifo", venv=venv)], _options(sshd)
+    ).hosts
+    assert run.step == "download" and "is a FIFO, not an archive" in run.failure, run.failure
+    _nothing_left(sshd, tmp_path / "remote")
+
+
+def test_an_unknown_host_name_is_said_so(lab_layout: Layout, tmp_path: Path) -> None:
+    host = Host("no-such-host.invalid", folder=str(tmp_path))
+    (run,) = lab.run_lab(lab_layout, [host], lab.LabOptions(lessons=[1], timeouts=TIMEOUTS)).hosts
+    assert run.failure.startswith("unreachable: unknown host name 'no-such-host.invalid'"), run.failure
+
+
+@needs_sshd
+def test_known_hosts_markers_are_honoured_or_skipped_with_a_note(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    host = _host(sshd, tmp_path / "remote", set="lab-markers", venv="/nonexistent/venv")
+    kind, key = sshd.known_hosts.read_text().split()[1:3]
+    known = tmp_path / "known_hosts"
+    authority = f"@cert-authority *.lab.example {kind} {key}\n"
+    known.write_text(authority + sshd.known_hosts.read_text())
+    lines: list[str] = []
+    (run,) = lab.run_lab(lab_layout, [host], _options(sshd, known_hosts=known), progress=lines.append).hosts
+    assert run.step == "bootstrap", run.failure  # connected: the plain line was honoured
+    assert any("skipped 1 @cert-authority line" in line for line in lines)
+
+    known.write_text(f"@revoked [127.0.0.1]:{sshd.port} {kind} {key}\n" + sshd.known_hosts.read_text())
+    (run,) = lab.run_lab(lab_layout, [host], _options(sshd, known_hosts=known, accept_new_host_keys=True)).hosts
+    assert run.step == "connect" and "is marked @revoked in" in run.failure, run.failure
+    _nothing_left(sshd, tmp_path / "remote")
+
+
+@needs_sshd
+def test_force_replaces_only_the_set_the_inventory_assigns_a_host(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+) -> None:
+    victim = lab_layout.results / "lab-victim"
+    shutil.copytree(lab_layout.results / "reference-2000", victim)
+    before = _tree(victim)
+    # A host without `set:` that names its set after one here.
+    named = "export INVOKE_COURSE_SET=lab-victim"
+    venv = _misbehaving_venv(tmp_path / "venv", run=named, results_export=named)
+    (run,) = lab.run_lab(lab_layout, [_host(sshd, tmp_path / "remote", venv=venv)], _options(sshd, force=True)).hosts
+    assert run.step == "import" and "--force replaces only the set the inventory assigns" in run.failure, run.failure
+    assert _tree(victim) == before
+
+
+def test_invoke_clean_keeps_the_labs_archives_and_logs(tmp_path: Path) -> None:
+    layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    kept = lab.lab_folder(layout)
+    kept.mkdir(parents=True)
+    (kept / "pc-07.log").write_text("what pc-07 printed\n")
+    (kept / "pc-07.tar.gz").write_bytes(b"its archive")
+    (layout.build / "html").mkdir()
+    (layout.build / "html" / "index.html").write_text("<html>")
+    (layout.build / "stamp").write_text("")
+    commands.clean(layout)
+    assert sorted(path.name for path in layout.build.iterdir()) == ["lab"]
+    assert sorted(path.name for path in kept.iterdir()) == ["pc-07.log", "pc-07.tar.gz"]
+
+
+def test_clashing_set_names_stop_the_lab_before_anything_runs(lab_layout: Layout) -> None:
+    options = lab.LabOptions(lessons=[1], timeouts=TIMEOUTS)
+    twice = inventory.parse_hosts("pc-07.lab.invalid,root@pc-07.lab.invalid")
+    with pytest.raises(lab.LabError, match=r"would both bring set 'pc-07\.lab\.invalid'"):
+        lab.run_lab(lab_layout, twice, options)
+    with pytest.raises(lab.LabError, match="this machine's own"):
+        lab.run_lab(lab_layout, [Host("pc", set=fingerprint.set_name())], options)
+    shutil.copytree(lab_layout.results / "reference-2000", lab_layout.results / "pc-08.lab.invalid")
+    with pytest.raises(lab.LabError, match=r"is here already .* pass --force"):
+        lab.run_lab(lab_layout, inventory.parse_hosts("pc-08.lab.invalid"), options)
+    assert not lab.lab_folder(lab_layout).exists() or not list(lab.lab_folder(lab_layout).iterdir())
+
+
+@needs_sshd
+def test_parallel_bounds_the_hosts_at_once(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
+    steps = tmp_path / "steps"
+    venv = _misbehaving_venv(tmp_path / "venv", run=f"echo start >> {steps}; sleep 1; echo end >> {steps}; exit 0")
+    hosts = [_host(sshd, tmp_path / "remote" / name, set=f"lab-{name}", venv=venv) for name in ("a", "b", "c")]
+    outcome = lab.run_lab(lab_layout, hosts, _options(sshd, parallel=1))
+    assert steps.read_text().split() == ["start", "end"] * 3  # one host at a time
+    assert all(run.step == "export" for run in outcome.hosts)  # the run stored no set: each stops there
+    _nothing_left(sshd, tmp_path / "remote")
+
+
+def test_each_host_keeps_its_environment_between_runs(tmp_path: Path) -> None:
+    """What the bootstrap step runs before ./bootstrap, in two scratch folders one after the other."""
+    first, second = tmp_path / "course-lab.first", tmp_path / "course-lab.second"
+    outputs = []
+    for scratch in (first, second):
+        scratch.mkdir()
+        shutil.copy(ROOT / "requirements.lock", scratch)
+        shutil.copy(ROOT / "pyproject.toml", scratch)
+        done = subprocess.run(
+            ["sh", "-c", lab.kept_venv(str(tmp_path))], cwd=scratch, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+        if scratch == first:  # as ./bootstrap stamps the packages it installed
+            subprocess.run(
+                "sha256sum requirements.lock pyproject.toml > .venv/.requirements.lock.sha256",
+                shell=True,
+                cwd=scratch,
+                check=True,
+            )
+            shutil.rmtree(first)  # the lab removes a scratch folder at the end of each run
+    kept = tmp_path / lab.KEPT_VENV
+    assert (second / ".venv").resolve() == kept and (kept / "bin" / "python").exists()
+    assert str(kept) in (kept / "bin" / "pip").read_text().splitlines()[0]  # its scripts name it, not a scratch folder
+    assert lab.REUSED not in outputs[0] and lab.REUSED in outputs[1]
+    (second / "requirements.lock").write_text("sphinx==0.1\n")  # a lock that changed: reinstalled
+    (second / ".venv").unlink()
+    again = subprocess.run(["sh", "-c", lab.kept_venv(str(tmp_path))], cwd=second, capture_output=True, text=True)
+    assert lab.REUSED not in again.stdout

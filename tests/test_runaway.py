@@ -536,3 +536,80 @@ def test_two_runs_sharing_a_results_folder_wait_for_each_other(tmp_path: Path) -
         holder.kill()
         if second is not None:
             second.kill()
+
+
+def _invoke_run(tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "INVOKE_COURSE_RESULTS": str(tmp_path / "results"),
+        "INVOKE_COURSE_BUILD": str(tmp_path / "build"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", "run", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _until_booted(folder: Path, plans: int = 1, timeout: float = 600) -> None:
+    """Until ``plans`` boots have their plan in ``folder`` and QEMU runs for each."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        qemus = [line for line in _processes_under(folder) if "qemu-system" in line]
+        if len(list(folder.glob("run-*/plan.json"))) >= plans and len(qemus) >= plans:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"no {plans} boots in {folder}")
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_kernel_matrix_leaves_no_vm_and_no_run_folder(tmp_path: Path) -> None:
+    running = _invoke_run(tmp_path, "--guest-kernels", "6.1,6.12", "--acceleration", "tcg-icount", "--lesson", "4")
+    output = _Lines(running)
+    try:
+        _until_booted(tmp_path / "build" / "vm", plans=2)
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=120) == 130, output.text()
+        assert _processes_under(tmp_path) == [], "no VM or helper of this run is left"
+        assert list((tmp_path / "build" / "vm").glob("run-*")) == [], "no boot's folder (plan.json) is left"
+        assert not list((tmp_path / "results").glob("*/04-kernel-read.json")), "nothing half-measured was stored"
+    finally:
+        running.kill()
+        _kill_under(tmp_path)
+
+
+@pytest.mark.slow
+def test_qemu_dies_with_a_run_killed_by_sigkill(tmp_path: Path) -> None:
+    running = _invoke_run(tmp_path, "--lesson", "4", "--acceleration", "tcg-icount")
+    output = _Lines(running)
+    try:
+        _until_booted(tmp_path / "build" / "vm")
+        running.kill()  # SIGKILL: no clean-up of its own runs
+        running.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while _processes_under(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_under(tmp_path) == [], output.text()
+        (stale,) = list((tmp_path / "build" / "vm").glob("run-*"))  # left: the next run removes it (below)
+        assert vm.remove_stale_runs(tmp_path / "build" / "vm") == [stale]
+    finally:
+        running.kill()
+        _kill_under(tmp_path)
+
+
+def test_the_next_boot_removes_the_folders_of_runs_that_died(tmp_path: Path, monkeypatch) -> None:
+    layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    dead = layout.build / "vm" / "run-4194305-abcd"  # above pid_max: never a live process
+    mine = layout.build / "vm" / f"run-{os.getpid()}-efgh"  # a boot of this process, side by side
+    for folder in (dead, mine):
+        (folder / "results").mkdir(parents=True)
+        (folder / "plan.json").write_text("{}")
+    seen: list[Path] = []
+    monkeypatch.setattr(vm, "_boot", lambda *args: seen.append(args[-1]))
+    vm.run_jobs(layout, None, [], "tcg-icount", print)  # type: ignore[arg-type]
+    assert not dead.exists() and mine.is_dir()
+    assert seen[0].name.startswith(f"run-{os.getpid()}-") and not seen[0].exists()
