@@ -38,6 +38,9 @@ autodoc_typehints = "description"
 course_results_dir = "results"
 course_current_set = ""  # empty: this machine's set, else the newest measured set
 course_sets: list[str] = []  # empty: every stored set
+# "student" leaves the exercises' solutions out (`invoke site --edition student`); a student
+# copy of the course (`invoke student-copy`) is that edition by default.
+course_edition = "student" if (Path(__file__).parent / ".course-edition").is_file() else "full"
 
 # The site's root index.html only points at the course's home page, docs/index.html.
 html_extra_path = ["docs/_root"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from course import commands, guest_kernels, inventory, lessons, runlock, site
+from course import edition as course_edition
 from course.archive import ArchiveError
 from course.build import BuildError
 from course.kernel_build import KernelError
@@ -42,6 +43,7 @@ CLEAR_ERRORS = (
     LabError,
     inventory.InventoryError,
     guest_kernels.KernelNameError,
+    course_edition.EditionError,
 )
 
 SET_HELP = {
@@ -223,13 +225,29 @@ def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
 
 
-@task(help={"strict": "turn Sphinx warnings into errors (as CI does)"})
+@task(
+    help={
+        "strict": "turn Sphinx warnings into errors (as CI does)",
+        "edition": "full (with the exercises' solutions) or student (without them, into build/student/html); "
+        "default: this checkout's own",
+    }
+)
 @_clear_errors
-def site_(c, strict=False):
+def site_(c, strict=False, edition=None):
     """Build the HTML site from the stored results into build/html (no measuring)."""
     layout = _layout(c)
-    seconds = commands.build_site(layout, set_name=c.course.set, strict=strict)
-    print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
+    chosen = course_edition.chosen(layout.root, edition or c.course.edition or None)
+    seconds = commands.build_site(layout, set_name=c.course.set, strict=strict, edition_name=chosen)
+    print(f"site built in {seconds:.1f} s: {site.entry_page(layout, chosen)}")
+
+
+@task(positional=["destination"], help={"destination": "a new (or empty) folder outside this checkout"})
+@_clear_errors
+def student_copy(c, destination):
+    """Write a student copy of the course: its files without the solutions, as a fresh git repository of one commit."""
+    path, left_out = course_edition.student_copy(_layout(c), Path(destination))
+    print(f"student copy: {path} ({len(left_out)} solution files left out: {', '.join(left_out)})")
+    print("hand it out as it is (git clone, or a tarball of the folder); its site is the student edition")
 
 
 @task
@@ -401,7 +419,7 @@ def results_import(c, archive, force=False):
 results = Collection("results", results_list, results_export, results_import)
 
 
-ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results)
+ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results, student_copy)
 ns.add_task(site_, name="site")
 ns.configure(
     {
@@ -412,6 +430,7 @@ ns.configure(
             "kernel_runner": "vm",
             "acceleration": "auto",
             "guest_kernel": "",  # default: the newest kernel with image, headers and modules
+            "edition": "",  # the site's edition, full or student; default: the checkout's own
         }
     }
 )

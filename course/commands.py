@@ -151,14 +151,15 @@ def lesson(
     return not any(r.failures for r in reports)
 
 
-def build_site(layout: Layout, set_name: str | None = None, strict: bool = False) -> float:
+def build_site(layout: Layout, set_name: str | None = None, strict: bool = False, edition_name: str = "") -> float:
     """Build the site from stored results, marking this machine's set (or ``set_name``) as current.
 
     The current set is passed to Sphinx exactly as ``generate`` and ``lesson`` pass it, so
     that switching between the tasks does not look like a configuration change to Sphinx
     (which would rebuild every page).
     """
-    return site.build_site(layout, strict=strict, current_set=_current_set(layout, set_name))
+    current = _current_set(layout, set_name)
+    return site.build_site(layout, strict=strict, current_set=current, edition_name=edition_name)
 
 
 def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
