@@ -14,7 +14,19 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from course import commands, guest_kernels, inventory, lessons, runlock, site
+from course import (
+    commands,
+    grading,
+    guest_kernels,
+    inventory,
+    lessons,
+    progress,
+    report,
+    runlock,
+    site,
+    store,
+    submission,
+)
 from course import edition as course_edition
 from course.archive import ArchiveError
 from course.build import BuildError
@@ -44,6 +56,8 @@ CLEAR_ERRORS = (
     inventory.InventoryError,
     guest_kernels.KernelNameError,
     course_edition.EditionError,
+    submission.SubmissionError,
+    grading.GradingError,
 )
 
 SET_HELP = {
@@ -416,10 +430,85 @@ def results_import(c, archive, force=False):
     commands.import_(_layout(c), Path(archive), force=force, set_name=c.course.set)
 
 
-results = Collection("results", results_list, results_export, results_import)
+@task(name="exercises", help={"csv": "also write the table as CSV to this file (default: build/progress.csv)"})
+@_clear_errors
+def results_exercises(c, csv=None):
+    """The class's progress: one row a student, one column an exercise (graded, or self-reported by an import)."""
+    layout = _layout(c)
+    rows, columns, problems = progress.rows(layout.results)
+    for line in problems:
+        print(f"warning: {line}")
+    if not rows:
+        print(f"no grades in {grading.grades_folder(layout)} and no imported set with an exercise: nothing to show")
+        return
+    headers, body = progress.as_table(rows, columns)
+    print(report.table(headers, body))
+    output = Path(csv) if csv else layout.build / "progress.csv"
+    store.write_text(output, progress.as_csv(rows, columns))
+    graded = sum(row.kind == "graded" for row in rows)
+    print(f"{graded} graded in the VM, {len(rows) - graded} self-reported (imported, not graded); CSV: {output}")
 
 
-ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results, student_copy)
+results = Collection("results", results_list, results_export, results_import, results_exercises)
+
+
+@task(
+    help={
+        "student": "your name as the instructor knows it (letters, digits, dot, dash, underscore)",
+        "output": "the archive to write (default: build/submit/STUDENT.tar.gz)",
+        "set": SET_HELP["set"],
+    }
+)
+@_clear_errors
+def submit(c, student, output=None, set=None):  # noqa: A002
+    """Pack your exercise sources and your result set into one archive to hand in."""
+    path = submission.pack(_layout(c), student, Path(output) if output else None, set_name=set or c.course.set)
+    print(f"submission: {path} (hand this file in; your instructor grades it with invoke grade)")
+
+
+@task(
+    positional=["folder"],
+    help={
+        "folder": "the folder holding the students' submissions (*.tar.gz from invoke submit)",
+        "lessons": "only the exercises of these lessons (numbers, comma-separated); default: all",
+        "acceleration": "vm acceleration (default: tcg-icount, costs counted in instructions, fair between hosts)",
+    },
+)
+@_clear_errors
+@_one_run_at_a_time
+def grade(c, folder, lessons=None, acceleration=None):
+    """Build and check every submission in the disposable VM, against the solutions; store and show the grades."""
+    grades, refused = grading.grade(
+        _layout(c),
+        Path(folder),
+        numbers=_numbers(lessons) if lessons else None,
+        acceleration=acceleration or grading.DEFAULT_ACCELERATION,
+        release=c.course.guest_kernel,
+    )
+    rows = [
+        [
+            record["student"],
+            key,
+            state["status"],
+            ", ".join(f"{name} {cost['ratio']:.2f}x" for name, cost in state.get("cost", {}).items()) or "-",
+            "SAME AS THE SOLUTION" if state.get("same_as_solution") else "",
+        ]
+        for record in grades
+        for key, state in record["exercises"].items()
+    ]
+    print(report.table(["student", "exercise", "status", "cost / solution's", "copy?"], rows))
+    where = grades[0]["where"] if grades else {}
+    print(
+        f"graded in the VM ({where.get('guest_kernel')}, {where.get('acceleration')}); stored in "
+        f"{grading.grades_folder(_layout(c))}; invoke results.exercises shows the class"
+    )
+    if refused:
+        raise Exit("some submissions were refused:\n" + "\n".join(refused), code=1)
+
+
+ns = Collection(
+    setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results, student_copy, submit, grade
+)
 ns.add_task(site_, name="site")
 ns.configure(
     {

@@ -226,8 +226,13 @@ def run_jobs(
     acceleration: str,
     progress: Callable[[str], None],
     timeout: float = 900,
+    helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
 ) -> VmRun:
-    """Boot once, load every module of ``jobs`` in the guest, and return what each load logged."""
+    """Boot once, load every module of ``jobs`` in the guest, and return what each load logged.
+
+    ``helper`` is the command the guest runs on the plan: :mod:`course.kernel_guest`'s, or
+    another helper's (:mod:`course.grading_guest` builds and runs students' exercises).
+    """
     require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
     # A folder of its own per boot: two runs never share one, and none outlives its run. vng and
@@ -240,7 +245,7 @@ def run_jobs(
         with others_may_run():
             if _cancelled.is_set():
                 raise KeyboardInterrupt("the kernel matrix was interrupted")
-            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir)
+            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, helper)
         if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
             raise KeyboardInterrupt("the kernel matrix was interrupted")
         return boot
@@ -256,10 +261,11 @@ def _boot(
     progress: Callable[[str], None],
     timeout: float,
     rundir: Path,
+    helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
 ) -> VmRun:
     plan, results = kernel_guest.prepare(rundir, jobs)
     root = shlex.quote(str(layout.root))
-    guest = f"cd {root} && PYTHONPATH={root} {shlex.join(kernel_guest.command(plan, results))}"
+    guest = f"cd {root} && PYTHONPATH={root} {shlex.join(helper(plan, results))}"
     started = time.monotonic()
 
     def show(line: str) -> None:

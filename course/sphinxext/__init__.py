@@ -17,7 +17,8 @@ Used from MyST:
 - ``{course-code}``, ``{course-downloads}``: listings cut from the real C files, and every file to download
   (``course.sphinxext.code``);
 - ``{course-kernels}``, ``{course-trace-diff}``: figures and call graphs across the guest kernels of the kernel
-  matrix (``course.sphinxext.kernels``).
+  matrix (``course.sphinxext.kernels``);
+- ``{course-progress}``: the class's progress, graded and self-reported (``course.sphinxext.progress``).
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -40,7 +41,7 @@ from sphinx.errors import SphinxError
 from sphinx.util import logging
 
 from course import __version__, store
-from course.sphinxext import code, setdata
+from course.sphinxext import code, progress, setdata
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
@@ -188,6 +189,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
         text=(lambda s, n: None, lambda s, n: None),
     )
     code.setup(app)
+    progress.setup(app)
     app.add_role("measure", MeasureRole())
     app.add_directive("course-output", CourseOutput)
     app.add_directive("course-table", CourseTable)
