@@ -28,6 +28,7 @@ from course import (
     submission,
 )
 from course import edition as course_edition
+from course import publish as publishing
 from course.archive import ArchiveError
 from course.build import BuildError
 from course.kernel_build import KernelError
@@ -253,6 +254,26 @@ def site_(c, strict=False, edition=None):
     chosen = course_edition.chosen(layout.root, edition or c.course.edition or None)
     seconds = commands.build_site(layout, set_name=c.course.set, strict=strict, edition_name=chosen)
     print(f"site built in {seconds:.1f} s: {site.entry_page(layout, chosen)}")
+
+
+@task(
+    help={
+        "edition": "student (default: no solutions, no student's grades) or full (with the solutions)",
+        "pdf": "also a PDF handout of the whole course, printed by headless Chromium (about 200 pages)",
+    }
+)
+@_clear_errors
+def publish(c, edition="student", pdf=False):
+    """Write the site to publish: a self-contained folder with .nojekyll and the EPUB beside it, and its tarball."""
+    layout = _layout(c)
+    chosen = course_edition.chosen(layout.root, edition)
+    done = publishing.publish(layout, edition=chosen, current_set=commands.current_set(layout, c.course.set), pdf=pdf)
+    print(f"published ({chosen} edition, {done.pages} pages): {done.folder}")
+    print(f"  EPUB:    {done.epub}")
+    print(f"  tarball: {done.tarball}")
+    for note in done.notes:
+        print(f"  {note}")
+    print("put the folder on any static host (GitHub Pages, a web server), or open its index.html from disk")
 
 
 @task(positional=["destination"], help={"destination": "a new (or empty) folder outside this checkout"})
@@ -506,10 +527,10 @@ def grade(c, folder, lessons=None, acceleration=None):
         raise Exit("some submissions were refused:\n" + "\n".join(refused), code=1)
 
 
-ns = Collection(
-    setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results, student_copy, submit, grade
-)
+ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results)
 ns.add_task(site_, name="site")
+for class_task in (student_copy, submit, grade, publish):  # teaching a class (docs/instructors.md)
+    ns.add_task(class_task)
 ns.configure(
     {
         "course": {

@@ -186,6 +186,11 @@ def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
     return broken == 0
 
 
+def current_set(layout: Layout, set_name: str | None) -> str:
+    """The set the site marks current (for the tasks that build a site outside :func:`build_site`)."""
+    return _current_set(layout, set_name)
+
+
 def _current_set(layout: Layout, set_name: str | None) -> str:
     """This machine's set (or ``set_name``) as the site marks it current: "" when absent or imported."""
     wanted = fingerprint.set_name(set_name)

@@ -41,7 +41,7 @@ from sphinx.errors import SphinxError
 from sphinx.util import logging
 
 from course import __version__, store
-from course.sphinxext import code, progress, setdata
+from course.sphinxext import code, progress, published, setdata
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
 from course.sphinxext.data import CourseData, attach, data_of
@@ -190,6 +190,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     )
     code.setup(app)
     progress.setup(app)
+    published.setup(app)
     app.add_role("measure", MeasureRole())
     app.add_directive("course-output", CourseOutput)
     app.add_directive("course-table", CourseTable)
