@@ -23,6 +23,7 @@ from course import (
     progress,
     report,
     runlock,
+    set_identity,
     site,
     store,
     submission,
@@ -57,6 +58,7 @@ CLEAR_ERRORS = (
     inventory.InventoryError,
     guest_kernels.KernelNameError,
     course_edition.EditionError,
+    set_identity.ReleaseChangeError,
     submission.SubmissionError,
     grading.GradingError,
 )
@@ -174,7 +176,8 @@ def build(c, lesson=None):
 @task(
     help={
         "lesson": "only these lessons (numbers, comma-separated: 4,6); default: all",
-        "force": "rerun even when nothing changed since the stored results",
+        "force": "rerun even when nothing changed since the stored results (with --guest-kernels: also replace "
+        "a set measured on another release of its kernel)",
         **SET_HELP,
         **KERNEL_HELP,
         "guest-kernels": GUEST_KERNELS_HELP,

@@ -93,8 +93,10 @@ def measure_matrix(
 
     Returns whether every kernel ran without a failure (a kernel that failed kept its earlier figures).
     """
-    from course import matrix
+    from course import guest_kernels, matrix, set_identity
 
+    kernels = {name: guest_kernels.find(name) for name in names}
+    set_identity.refuse_release_change(layout.results, kernels, acceleration, fingerprint.set_name(host_set), force)
     runs = matrix.run_matrix(layout, names, numbers, acceleration=acceleration, force=force, host_set=host_set)
     print("\n" + matrix.summary(layout, runs))
     lines = [f"[{run.name}] stopped: {run.error}" for run in runs if run.error]

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -236,3 +237,34 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     forged = next(line for line in lines if "bob-laptop" in line)
     assert "self-reported" in forged and "works" in forged
     assert "3 graded in the VM, 1 self-reported" in shown.stdout
+
+
+def test_a_guest_kernels_set_is_never_silently_replaced_by_another_release(tmp_path: Path) -> None:
+    from course import set_identity
+    from course.kernel_build import GuestKernel
+
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "qemu-icount-debian-6.1", results / "qemu-icount-debian-6.1")
+    shipped = set_identity.stored_release(results / "qemu-icount-debian-6.1")
+    assert shipped.startswith("6.1.")
+    newer = GuestKernel(shipped + "-next", Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    same = GuestKernel(shipped, Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    with pytest.raises(set_identity.ReleaseChangeError, match=f"holds {re.escape(shipped)}'s figures.*--force"):
+        set_identity.refuse_release_change(results, {"6.1": newer}, "tcg-icount", "host", force=False)
+    set_identity.refuse_release_change(results, {"6.1": newer}, "tcg-icount", "host", force=True)
+    set_identity.refuse_release_change(results, {"6.1": same}, "tcg-icount", "host", force=False)
+    set_identity.refuse_release_change(results, {"6.12": newer}, "tcg-icount", "host", force=False)  # a new set
+
+
+def test_invoke_run_stops_before_replacing_a_shipped_set_with_another_release(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "qemu-icount-debian-6.1", results / "qemu-icount-debian-6.1")
+    info = store.read_json(results / "qemu-icount-debian-6.1" / store.SET_FILE)
+    info["guest"]["release"] = "6.1.0-1-amd64"  # a release no machine has installed
+    store.write_json(results / "qemu-icount-debian-6.1" / store.SET_FILE, info)
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(tmp_path / "build")}
+    ran = invoke(ROOT, "run", "--guest-kernels", "6.1", "--acceleration", "tcg-icount", "--lesson", "4", env=env)
+    assert ran.returncode == 2, ran.stdout[-2000:] + ran.stderr[-2000:]
+    assert "qemu-icount-debian-6.1 holds 6.1.0-1-amd64's figures" in ran.stderr and "--force" in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1, "one clear line"
+    assert store.read_json(results / "qemu-icount-debian-6.1" / store.SET_FILE) == info, "nothing was touched"
