@@ -12,7 +12,7 @@ import sys
 from functools import wraps
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit
 
 from course import (
     commands,
@@ -32,6 +32,7 @@ from course import edition as course_edition
 from course import publish as publishing
 from course.archive import ArchiveError
 from course.build import BuildError
+from course.cli import task  # one spelling and one short flag per option, in every task
 from course.kernel_build import KernelError
 from course.lab import LabError, LabOptions, Timeouts
 from course.layout import Layout, find_root

@@ -274,6 +274,15 @@ def export(layout: Layout, set_name: str | None, output: str | None, force: bool
     from course import archive
 
     name = fingerprint.set_name(set_name)
+    if not set_name and not (layout.results / name / store.SET_FILE).is_file():
+        # No --set, and this machine has measured nothing: name what there is to export.
+        exportable = [
+            s.id for s in store.load_all(layout.results).values() if s.kind != "reference" and store.slug_safe(s.id)
+        ]
+        raise archive.ArchiveError(
+            f"this machine has no set yet ({name}; invoke generate makes it); export one of "
+            f"{', '.join(exportable) or 'no set: there is none here'} with --set NAME"
+        )
     target = Path(output) if output else Path.cwd() / f"{name}.tar.gz"
     if target.is_dir():  # as cp does: a folder receives the archive under its usual name
         target = target / f"{name}.tar.gz"

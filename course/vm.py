@@ -245,7 +245,8 @@ def run_jobs(
         with others_may_run():
             if _cancelled.is_set():
                 raise KeyboardInterrupt("the kernel matrix was interrupted")
-            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, helper)
+            arguments = (layout, kernel, jobs, acceleration, progress, timeout, rundir)
+            boot = _boot(*arguments) if helper is kernel_guest.command else _boot(*arguments, helper=helper)
         if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
             raise KeyboardInterrupt("the kernel matrix was interrupted")
         return boot
