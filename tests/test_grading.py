@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,12 @@ VARIANT = "code/user/03-timing/exercise-onebyte.c"
 SOLUTION = "code/user/03-timing/solutions/exercise-onebyte.c"
 
 
+#: Every invoke command the tests of this module ran, for the instructor guide's walkthrough.
+RAN: list[list[str]] = []
+
+
 def invoke(where: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    RAN.append(list(args))
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args], cwd=where, capture_output=True, text=True, env=env or os.environ.copy()
     )
@@ -136,10 +142,30 @@ def test_the_student_edition_shows_no_student(app) -> None:
 
 @pytest.fixture(scope="module")
 def class_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The student copy the class gets (solutions left out), made once."""
-    copy = tmp_path_factory.mktemp("handout") / "course"
-    edition.student_copy(Layout(ROOT), copy)
+    """The student copy the class gets (solutions left out), made once as the guide says."""
+    copy = tmp_path_factory.mktemp("handout") / "class-2027"
+    made = invoke(ROOT, "student-copy", str(copy))
+    assert made.returncode == 0, made.stderr
+    assert edition.of_checkout(copy) == "student"
     return copy
+
+
+def guide_commands() -> list[list[str]]:
+    """The commands of the instructor guide's "Teaching a class", in order."""
+    text = (ROOT / "docs" / "instructors.md").read_text()
+    section = text.split("## Teaching a class", 1)[1].split("\n## ", 1)[0]
+    return [
+        shlex.split(line.removeprefix("$ invoke ")) for line in section.splitlines() if line.startswith("$ invoke ")
+    ]
+
+
+def _ran_as_written(wanted: list[str], ran: list[str]) -> bool:
+    """``ran`` is ``wanted``, paths shown by their last part, perhaps with more options after it."""
+
+    def shown(words: list[str]) -> list[str]:
+        return [Path(word).name if "/" in word else word for word in words]
+
+    return shown(ran)[: len(wanted)] == shown(wanted)
 
 
 def _student(class_copy: Path, where: Path, name: str) -> Path:
@@ -165,11 +191,9 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     # Bob measures lesson 3 with the TODO left as it is, forges his set to say "works" (the
     # manifest is made afresh by submit), then hands in a variant that tells who runs it and where.
     bob = _student(class_copy, tmp_path, "bob")
-    from course import lessons, pipeline
-
-    bob_layout = Layout(bob)
-    set_path = pipeline.open_set(bob_layout, "bob-laptop")
-    pipeline.measure_lesson(bob_layout, lessons.find(bob_layout, 3), set_path, progress=lambda line: None)
+    checked = invoke(bob, "lesson", "3", "--set", "bob-laptop")
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    set_path = bob / "results" / "bob-laptop"
     stored = store.read_json(set_path / "03-timing.json")
     assert stored["exercises"]["onebyte"]["yours"]["status"] == "not yet"
     stored["exercises"]["onebyte"]["yours"] = {"status": "works", "detail": "trust me"}
@@ -195,7 +219,11 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     cy = _student(class_copy, tmp_path, "cy")
     (cy / VARIANT).write_text("/* all mine */\n" + solution)
 
-    for name, checkout, extra in (("ada", ada, ()), ("bob", bob, ("--set", "bob-laptop")), ("cy", cy, ())):
+    made = invoke(ada, "submit", "--student", "ada")  # into build/submit/, as the guide says
+    assert made.returncode == 0, made.stderr
+    handed_in.mkdir()
+    shutil.copy2(ada / "build" / "submit" / "ada.tar.gz", handed_in / "ada.tar.gz")
+    for name, checkout, extra in (("bob", bob, ("--set", "bob-laptop")), ("cy", cy, ())):
         made = invoke(checkout, "submit", "--student", name, "--output", str(handed_in / f"{name}.tar.gz"), *extra)
         assert made.returncode == 0, made.stderr
     with tarfile.open(handed_in / "bob.tar.gz") as tar:
@@ -224,9 +252,9 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert cy_grade["cost"]["read-1"]["ratio"] == 1.0, "the solution's copy costs what the solution costs, to the tick"
 
     # The progress table shows the three graded rows, and bob's imported set as self-reported.
-    exported = invoke(bob, "results.export", "--set", "bob-laptop", "--output", str(tmp_path / "bob-set.tar.gz"))
+    exported = invoke(bob, "results.export", "--set", "bob-laptop", "--output", str(tmp_path / "bob-laptop.tar.gz"))
     assert exported.returncode == 0, exported.stderr
-    assert invoke(ROOT, "results.import", str(tmp_path / "bob-set.tar.gz"), env=env).returncode == 0
+    assert invoke(ROOT, "results.import", str(tmp_path / "bob-laptop.tar.gz"), env=env).returncode == 0
     shown = invoke(ROOT, "results.exercises", env=env)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -237,6 +265,23 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     forged = next(line for line in lines if "bob-laptop" in line)
     assert "self-reported" in forged and "works" in forged
     assert "3 graded in the VM, 1 self-reported" in shown.stdout
+    assert "ada" in (tmp_path / "build" / "progress.csv").read_text()
+
+    # The progress page: the same rows, self-reported marked; its CSV beside it.
+    built = invoke(ROOT, "site", env=env)
+    assert built.returncode == 0, built.stderr[-2000:]
+    page = (tmp_path / "build" / "html" / "docs" / "progress.html").read_text()
+    for name in ("ada", "bob", "cy", "bob-laptop", "self-reported", "SAME AS THE SOLUTION"):
+        assert name in page, name
+    assert "bob-laptop" in (tmp_path / "build" / "html" / "progress.csv").read_text()
+
+    # Every command of the guide's walkthrough ran, in its order, as written there.
+    pending = list(RAN)
+    for wanted in guide_commands():
+        while pending and not _ran_as_written(wanted, pending[0]):
+            pending.pop(0)
+        assert pending, f"the guide's `invoke {shlex.join(wanted)}` was not run (in its order) by this test"
+        pending.pop(0)
 
 
 def test_a_guest_kernels_set_is_never_silently_replaced_by_another_release(tmp_path: Path) -> None:
