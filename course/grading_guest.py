@@ -4,10 +4,11 @@ This runs in the guest that :mod:`course.grading` boots::
 
     python -m course.grading_guest PLAN.json RESULTS.json
 
-Each job compiles one source (a student's variant or the course's solution) with the
-course's flags into the guest's own ``/tmp``, then runs it as the unprivileged user
-``nobody`` (``setpriv``: a student's program cannot read what only root may on the shared,
-read-only host files, nor write anywhere but the guest's ``/tmp``), with the exercise's
+Each job copies one source tree (a student's variant or the course's solution, with the
+course's headers) into the guest's own ``/tmp``, then compiles it with the course's flags and
+runs it, both as the unprivileged user ``nobody`` (``setpriv``): neither the compiler (an
+``#include`` of a secret) nor the program can read what only root may on the shared, read-only
+host files, and what they write lands in the guest's memory. The program gets the exercise's
 arguments and standard input, timed out and capped as the pipeline runs programs. RESULTS is
 rewritten atomically after every job, so a hung VM keeps what was done before it. Outside the
 course's VM it refuses to run.
@@ -16,7 +17,7 @@ course's VM it refuses to run.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +42,20 @@ def command(plan: Path, results: Path) -> list[str]:
     return [sys.executable, "-m", "course.grading_guest", str(plan), str(results)]
 
 
-def compile_source(job: dict, binary: Path, timeout: float = 300) -> tuple[bool, str]:
-    """Compile the job's source into ``binary``: (built, the compiler's words)."""
-    compiler = [job.get("cc", "cc"), *CFLAGS, "-o", str(binary), job["source"], *job.get("libs", [])]
+#: How a command runs as ``nobody``, with no way back to root.
+UNPRIVILEGED = ("/usr/bin/setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--no-new-privs", "--")
+
+
+def _readable_copy(tree: Path, into: Path) -> None:
+    """``tree`` copied to ``into``, every folder and file readable by anyone (the compiler runs as nobody)."""
+    shutil.copytree(tree, into)
+    for path in [into, *into.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def compile_source(job: dict, source: Path, binary: Path, timeout: float = 300) -> tuple[bool, str]:
+    """Compile ``source`` into ``binary`` as nobody: (built, the compiler's words)."""
+    compiler = [*UNPRIVILEGED, job.get("cc", "cc"), *CFLAGS, "-o", str(binary), str(source), *job.get("libs", [])]
     try:
         finished = subprocess.run(compiler, capture_output=True, text=True, errors="backslashreplace", timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -54,17 +66,18 @@ def compile_source(job: dict, binary: Path, timeout: float = 300) -> tuple[bool,
 
 def run_job(job: dict, number: int, scratch: Path) -> dict:
     """Build and run one job; what it printed comes back as text, to be parsed on the host."""
-    GUEST_BIN.mkdir(mode=0o755, parents=True, exist_ok=True)
+    GUEST_BIN.mkdir(parents=True, exist_ok=True)
+    GUEST_BIN.chmod(0o1777)  # as /tmp: nobody writes its binaries here, and removes none but its own
+    copy = GUEST_BIN / f"src-{number}"
+    _readable_copy(Path(job["tree"]), copy)
     binary = GUEST_BIN / f"job-{number}"
-    built, log = compile_source(job, binary)
-    result = {"id": job["id"], "built": built, "compiler": log}
+    built, log = compile_source(job, copy / job["source"], binary)
+    result = {"id": job["id"], "built": built, "compiler": log.replace(str(copy) + "/", "")}
     if not built:
         return result
-    os.chmod(binary, 0o755)
-    unprivileged = ("--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--no-new-privs", "--", str(binary))
     outcome = run_on_host(
-        Path("/usr/bin/setpriv"),
-        (*unprivileged, *job.get("args", [])),
+        Path(UNPRIVILEGED[0]),
+        (*UNPRIVILEGED[1:], str(binary), *job.get("args", [])),
         job["stdin"],
         scratch,
         float(job.get("timeout", 300)),

@@ -223,7 +223,15 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert made.returncode == 0, made.stderr
     handed_in.mkdir()
     shutil.copy2(ada / "build" / "submit" / "ada.tar.gz", handed_in / "ada.tar.gz")
-    for name, checkout, extra in (("bob", bob, ("--set", "bob-laptop")), ("cy", cy, ())):
+    # Eve's variant includes a file only root may read: the compiler in the guest runs as nobody.
+    secret = tmp_path / "root-only.h"
+    secret.write_text("static int secret = 42;\n")
+    secret.chmod(0o600)
+    eve = _student(class_copy, tmp_path, "eve")
+    (eve / VARIANT).write_text(f'#include "{secret}"\n' + solution)
+
+    students = (("bob", bob, ("--set", "bob-laptop")), ("cy", cy, ()), ("eve", eve, ()))
+    for name, checkout, extra in students:
         made = invoke(checkout, "submit", "--student", name, "--output", str(handed_in / f"{name}.tar.gz"), *extra)
         assert made.returncode == 0, made.stderr
     with tarfile.open(handed_in / "bob.tar.gz") as tar:
@@ -240,7 +248,7 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert "SAME AS THE SOLUTION" in graded.stdout
     assert not marker.exists(), "bob's code never ran on the instructor's host"
     grades = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results" / grading.GRADES).glob("*.json")}
-    assert sorted(grades) == ["ada", "bob", "cy"]
+    assert sorted(grades) == ["ada", "bob", "cy", "eve"]
     for record in grades.values():
         assert record["where"]["acceleration"] == "tcg-icount" and record["where"]["unit"] == "icount ticks"
     ada_grade, bob_grade, cy_grade = (grades[name]["exercises"]["03-timing/onebyte"] for name in ("ada", "bob", "cy"))
@@ -250,6 +258,8 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert "uid 65534" in bob_grade["detail"] and "written: no" in bob_grade["detail"], bob_grade
     assert cy_grade["status"] == "works" and cy_grade["same_as_solution"] is True
     assert cy_grade["cost"]["read-1"]["ratio"] == 1.0, "the solution's copy costs what the solution costs, to the tick"
+    eve_grade = grades["eve"]["exercises"]["03-timing/onebyte"]
+    assert eve_grade["status"] == "does not compile" and "Permission denied" in eve_grade["detail"], eve_grade
 
     # The progress table shows the three graded rows, and bob's imported set as self-reported.
     exported = invoke(bob, "results.export", "--set", "bob-laptop", "--output", str(tmp_path / "bob-laptop.tar.gz"))
@@ -264,7 +274,7 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert "SAME AS THE SOLUTION" in row["cy"]
     forged = next(line for line in lines if "bob-laptop" in line)
     assert "self-reported" in forged and "works" in forged
-    assert "3 graded in the VM, 1 self-reported" in shown.stdout
+    assert "4 graded in the VM, 1 self-reported" in shown.stdout
     assert "ada" in (tmp_path / "build" / "progress.csv").read_text()
 
     # The progress page: the same rows, self-reported marked; its CSV beside it.
