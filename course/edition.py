@@ -1,6 +1,6 @@
 """Editions of the course: the full one (with the exercises' solutions) and the students' one.
 
-A solution is any file in a ``solutions/`` folder (beside the exercises in ``code/user``). The
+A solution is any file in a ``solutions/`` folder of ``code/`` (beside the exercises). The
 student edition of the site leaves them out of the pages and the downloads (``course.sphinxext.code``); a student
 copy of the repository (:func:`student_copy`) leaves them out of the files, drops the
 ``solution`` key of each ``[[exercise]]`` and carries no history: one fresh commit.
@@ -36,8 +36,12 @@ class EditionError(ValueError):
 
 
 def is_solution(relative: str | PurePosixPath) -> bool:
-    """Whether a path (from the checkout's root) is an exercise's solution: a file in a ``solutions/`` folder."""
-    return SOLUTIONS in PurePosixPath(relative).parts[:-1]
+    """Whether a path (from the checkout's root) is an exercise's solution: in a ``solutions/`` folder of ``code/``.
+
+    Only the course's code: a test's canned project (``tests/roots/...``) keeps its own.
+    """
+    parts = PurePosixPath(relative).parts
+    return len(parts) > 2 and parts[0] == "code" and SOLUTIONS in parts[1:-1]
 
 
 def of_checkout(root: Path) -> str:

@@ -53,6 +53,7 @@ def test_a_solution_is_a_file_in_a_solutions_folder() -> None:
     assert edition.is_solution("code/user/03-timing/solutions/exercise-onebyte.c")
     assert not edition.is_solution("code/user/03-timing/exercise-onebyte.c")
     assert not edition.is_solution("solutions")
+    assert not edition.is_solution("tests/roots/test-course/code/user/03-timing/solutions/exercise-one.c")
 
 
 def test_lesson_toml_loses_only_its_solution_lines() -> None:
