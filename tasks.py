@@ -303,11 +303,12 @@ def linkcheck(c):
         "strict": "turn Sphinx warnings into errors",
         **SET_HELP,
         **KERNEL_HELP,
+        "verbose": "every lesson's figures, reused or not, and the table of where the time went",
     }
 )
 @_clear_errors
 @_one_run_at_a_time
-def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=None, acceleration=None):  # noqa: A002
+def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=None, acceleration=None, verbose=False):  # noqa: A002
     """Generate the course: build and run every example that can run here, store results, build the site."""
     ok = commands.generate(
         _layout(c),
@@ -316,6 +317,7 @@ def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=N
         label=label,
         strict=strict,
         kernel=_kernel(c, kernel_runner, acceleration),
+        verbose=verbose,
     )
     if not ok:
         raise Exit("the course was generated, but some steps failed; see above", code=1)

@@ -106,12 +106,15 @@ def measure_matrix(
     return all(run.ok for run in runs)
 
 
-def print_reports(reports: list[LessonReport], compare: bool = False) -> None:
+def print_reports(reports: list[LessonReport], compare: bool = False, verbose: bool = True) -> None:
+    """Each lesson's figures; without ``verbose``, a lesson reused unchanged is one line."""
     for lesson_report in reports:
         print(
             f"\nlesson {lesson_report.lesson.number} ({lesson_report.lesson.name})"
             + (" - reused, nothing changed" if lesson_report.cached else "")
         )
+        if lesson_report.cached and not verbose:
+            continue
         print(report.lesson_table(lesson_report, compare=compare))
         exercises = report.exercises_table(lesson_report)
         if exercises:
@@ -130,14 +133,27 @@ def generate(
     label: str | None = None,
     strict: bool = False,
     kernel: pipeline.KernelOptions | None = None,
+    verbose: bool = False,
 ) -> bool:
-    """Measure every lesson (reusing unchanged results), build the site, print where it is."""
+    """Measure every lesson (reusing unchanged results), build the site, print where it is.
+
+    Compact unless ``verbose``: a lesson reused unchanged is one line, and the table of every
+    step gives way to one line of totals.
+    """
     started = time.monotonic()
     reports, set_id = measure(layout, force=force, set_name=set_name, label=label, kernel=kernel)
-    print_reports(reports)
+    print_reports(reports, verbose=verbose)
     seconds = site.build_site(layout, strict=strict, current_set=set_id)
-    print("\nwhere the time went:")
-    print(report.steps_table(reports, seconds))
+    if verbose:
+        print("\nwhere the time went:")
+        print(report.steps_table(reports, seconds))
+    else:
+        steps = [step for r in reports for step in r.steps]
+        reused = sum(1 for step in steps if step.get("cached"))
+        print(
+            f"\n{len(steps)} steps ({reused} reused) and the site ({seconds:.1f} s); "
+            "invoke generate --verbose shows where the time went"
+        )
     print(f"\nsite: {site.entry_page(layout)}  ({time.monotonic() - started:.1f} s in all)")
     return not any(r.failures for r in reports)
 
@@ -228,7 +244,7 @@ def bench(layout: Layout, set_name: str | None = None) -> None:
     measured = benchmarks.run(layout, set_path)
     rows = [[key.removeprefix("bench/"), *_bench_verdict(value)] for key, value in sorted(measured.items())]
     print(report.table(["benchmark", "measured", "goal", "met"], rows))
-    print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}")
+    print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}; `invoke site` shows them on the site")
 
 
 def results(layout: Layout, as_json: bool = False) -> str:

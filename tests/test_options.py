@@ -119,3 +119,23 @@ def test_the_kvm_fallback_says_why_in_one_line(tmp_path: Path) -> None:
         "  vm     software emulation: a probe boot under KVM hung (no answer in 45 s) "
         "(probed 2026-12-05T00:00:00+00:00)"
     ]
+
+
+def test_generate_is_compact_unless_verbose(monkeypatch, capsys) -> None:
+    from course import commands, lessons
+    from course.pipeline import LessonReport
+
+    layout = Layout(ROOT)
+    every = lessons.discover(layout)
+    step = {"name": "build usystime", "seconds": 0.5, "cached": True}
+    reports = [LessonReport(lesson, {"measurements": {}}, {}, cached=True, steps=[step]) for lesson in every]
+    monkeypatch.setattr(commands, "measure", lambda *args, **kwargs: (reports, ""))
+    monkeypatch.setattr(commands.site, "build_site", lambda *args, **kwargs: 1.0)
+    assert commands.generate(layout)
+    compact = capsys.readouterr().out
+    assert f"{len(every)} steps ({len(every)} reused)" in compact and "--verbose" in compact
+    assert "where the time went:" not in compact
+    assert compact.count("reused, nothing changed") == len(every)
+    assert commands.generate(layout, verbose=True)
+    verbose = capsys.readouterr().out
+    assert "where the time went:" in verbose and len(verbose.splitlines()) > len(compact.splitlines())
