@@ -1,5 +1,6 @@
 """Sphinx configuration of the course site: lessons/ and docs/ become the HTML site."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,15 @@ autodoc_typehints = "description"
 course_results_dir = "results"
 course_current_set = ""  # empty: this machine's set, else the newest measured set
 course_sets: list[str] = []  # empty: every stored set
+# "student" leaves the exercises' solutions out (`invoke site --edition student`); a student
+# copy of the course (`invoke student-copy`) is that edition by default.
+course_edition = "student" if (Path(__file__).parent / ".course-edition").is_file() else "full"
+# A published site names the instructor's machine by its label, never "this machine" (`invoke publish`).
+course_published = False
+
+# Read the Docs (.readthedocs.yaml) builds the published student edition from the committed results.
+if os.environ.get("READTHEDOCS") == "True":
+    course_edition, course_published = "student", True
 
 # The site's root index.html only points at the course's home page, docs/index.html.
 html_extra_path = ["docs/_root"]

@@ -14,11 +14,28 @@ import sys
 from functools import wraps
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit
 
-from course import commands, guest_hardware, guest_kernels, inventory, lessons, runlock, site
+from course import (
+    commands,
+    grading,
+    guest_hardware,
+    guest_kernels,
+    inventory,
+    lessons,
+    progress,
+    report,
+    runlock,
+    set_identity,
+    site,
+    store,
+    submission,
+)
+from course import edition as course_edition
+from course import publish as publishing
 from course.archive import ArchiveError
 from course.build import BuildError
+from course.cli import task  # one spelling and one short flag per option, in every task
 from course.fingerprint import SetNameError
 from course.kernel_build import KernelError
 from course.lab import LabError, LabOptions, Timeouts
@@ -46,6 +63,10 @@ CLEAR_ERRORS = (
     inventory.InventoryError,
     guest_kernels.KernelNameError,
     SetNameError,
+    course_edition.EditionError,
+    set_identity.ReleaseChangeError,
+    submission.SubmissionError,
+    grading.GradingError,
 )
 
 SET_HELP = {
@@ -189,7 +210,8 @@ def build(c, lesson=None):
 @task(
     help={
         "lesson": "only these lessons (numbers, comma-separated: 4,6); default: all",
-        "force": "rerun even when nothing changed since the stored results",
+        "force": "rerun even when nothing changed since the stored results (with --guest-kernels: also replace "
+        "a set measured on another release of its kernel)",
         **SET_HELP,
         **KERNEL_HELP,
         "guest-kernels": GUEST_KERNELS_HELP,
@@ -275,13 +297,49 @@ def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
 
 
-@task(help={"strict": "turn Sphinx warnings into errors (as CI does)"})
+@task(
+    help={
+        "strict": "turn Sphinx warnings into errors (as CI does)",
+        "edition": "full (with the exercises' solutions) or student (without them, into build/student/html); "
+        "default: this checkout's own",
+    }
+)
 @_clear_errors
-def site_(c, strict=False):
+def site_(c, strict=False, edition=None):
     """Build the HTML site from the stored results into build/html (no measuring)."""
     layout = _layout(c)
-    seconds = commands.build_site(layout, set_name=c.course.set, strict=strict)
-    print(f"site built in {seconds:.1f} s: {site.entry_page(layout)}")
+    chosen = course_edition.chosen(layout.root, edition or c.course.edition or None)
+    seconds = commands.build_site(layout, set_name=c.course.set, strict=strict, edition_name=chosen)
+    print(f"site built in {seconds:.1f} s: {site.entry_page(layout, chosen)}")
+
+
+@task(
+    help={
+        "edition": "student (default: no solutions, no student's grades) or full (with the solutions)",
+        "pdf": "also a PDF handout of the whole course, printed by headless Chromium (about 200 pages)",
+    }
+)
+@_clear_errors
+def publish(c, edition="student", pdf=False):
+    """Write the site to publish: a self-contained folder with .nojekyll and the EPUB beside it, and its tarball."""
+    layout = _layout(c)
+    chosen = course_edition.chosen(layout.root, edition)
+    done = publishing.publish(layout, edition=chosen, current_set=commands.current_set(layout, c.course.set), pdf=pdf)
+    print(f"published ({chosen} edition, {done.pages} pages): {done.folder}")
+    print(f"  EPUB:    {done.epub}")
+    print(f"  tarball: {done.tarball}")
+    for note in done.notes:
+        print(f"  {note}")
+    print("put the folder on any static host (GitHub Pages, a web server), or open its index.html from disk")
+
+
+@task(positional=["destination"], help={"destination": "a new (or empty) folder outside this checkout"})
+@_clear_errors
+def student_copy(c, destination):
+    """Write a student copy of the course: its files without the solutions, as a fresh git repository of one commit."""
+    path, left_out = course_edition.student_copy(_layout(c), Path(destination))
+    print(f"student copy: {path} ({len(left_out)} solution files left out: {', '.join(left_out)})")
+    print("hand it out as it is (git clone, or a tarball of the folder); its site is the student edition")
 
 
 @task
@@ -298,11 +356,12 @@ def linkcheck(c):
         "strict": "turn Sphinx warnings into errors",
         **SET_HELP,
         **KERNEL_HELP,
+        "verbose": "every lesson's figures, reused or not, and the table of where the time went",
     }
 )
 @_clear_errors
 @_one_run_at_a_time
-def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=None, acceleration=None):  # noqa: A002
+def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=None, acceleration=None, verbose=False):  # noqa: A002
     """Generate the course: build and run every example that can run here, store results, build the site."""
     ok = commands.generate(
         _layout(c),
@@ -311,6 +370,7 @@ def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=N
         label=label,
         strict=strict,
         kernel=_kernel(c, kernel_runner, acceleration),
+        verbose=verbose,
     )
     if not ok:
         raise Exit("the course was generated, but some steps failed; see above", code=1)
@@ -455,11 +515,86 @@ def results_import(c, archive, force=False):
     commands.import_(_layout(c), Path(archive), force=force, set_name=c.course.set)
 
 
-results = Collection("results", results_list, results_export, results_import)
+@task(name="exercises", help={"csv": "also write the table as CSV to this file (default: build/progress.csv)"})
+@_clear_errors
+def results_exercises(c, csv=None):
+    """The class's progress: one row a student, one column an exercise (graded, or self-reported by an import)."""
+    layout = _layout(c)
+    rows, columns, problems = progress.rows(layout.results)
+    for line in problems:
+        print(f"warning: {line}")
+    if not rows:
+        print(f"no grades in {grading.grades_folder(layout)} and no imported set with an exercise: nothing to show")
+        return
+    headers, body = progress.as_table(rows, columns)
+    print(report.table(headers, body))
+    output = Path(csv) if csv else layout.build / "progress.csv"
+    store.write_text(output, progress.as_csv(rows, columns))
+    graded = sum(row.kind == "graded" for row in rows)
+    print(f"{graded} graded in the VM, {len(rows) - graded} self-reported (imported, not graded); CSV: {output}")
+
+
+results = Collection("results", results_list, results_export, results_import, results_exercises)
+
+
+@task(
+    help={
+        "student": "your name as the instructor knows it (letters, digits, dot, dash, underscore)",
+        "output": "the archive to write (default: build/submit/STUDENT.tar.gz)",
+        "set": SET_HELP["set"],
+    }
+)
+@_clear_errors
+def submit(c, student, output=None, set=None):  # noqa: A002
+    """Pack your exercise sources and your result set into one archive to hand in."""
+    path = submission.pack(_layout(c), student, Path(output) if output else None, set_name=set or c.course.set)
+    print(f"submission: {path} (hand this file in; your instructor grades it with invoke grade)")
+
+
+@task(
+    positional=["folder"],
+    help={
+        "folder": "the folder holding the students' submissions (*.tar.gz from invoke submit)",
+        "lessons": "only the exercises of these lessons (numbers, comma-separated); default: all",
+        "acceleration": "vm acceleration (default: tcg-icount, costs counted in instructions, fair between hosts)",
+    },
+)
+@_clear_errors
+@_one_run_at_a_time
+def grade(c, folder, lessons=None, acceleration=None):
+    """Build and check every submission in the disposable VM, against the solutions; store and show the grades."""
+    grades, refused = grading.grade(
+        _layout(c),
+        Path(folder),
+        numbers=_numbers(lessons) if lessons else None,
+        acceleration=acceleration or grading.DEFAULT_ACCELERATION,
+        release=c.course.guest_kernel,
+    )
+    rows = [
+        [
+            record["student"],
+            key,
+            state["status"],
+            ", ".join(f"{name} {cost['ratio']:.2f}x" for name, cost in state.get("cost", {}).items()) or "-",
+            "SAME AS THE SOLUTION" if state.get("same_as_solution") else "",
+        ]
+        for record in grades
+        for key, state in record["exercises"].items()
+    ]
+    print(report.table(["student", "exercise", "status", "cost / solution's", "copy?"], rows))
+    where = grades[0]["where"] if grades else {}
+    print(
+        f"graded in the VM ({where.get('guest_kernel')}, {where.get('acceleration')}); stored in "
+        f"{grading.grades_folder(_layout(c))}; invoke results.exercises shows the class"
+    )
+    if refused:
+        raise Exit("some submissions were refused:\n" + "\n".join(refused), code=1)
 
 
 ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results)
 ns.add_task(site_, name="site")
+for class_task in (student_copy, submit, grade, publish):  # teaching a class (docs/instructors.md)
+    ns.add_task(class_task)
 ns.configure(
     {
         "course": {
@@ -469,6 +604,7 @@ ns.configure(
             "kernel_runner": "vm",
             "acceleration": "auto",
             "guest_kernel": "",  # default: the newest kernel with image, headers and modules
+            "edition": "",  # the site's edition, full or student; default: the checkout's own
         }
     }
 )

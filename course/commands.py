@@ -95,8 +95,13 @@ def measure_matrix(
 
     Returns whether every kernel ran without a failure (a kernel that failed kept its earlier figures).
     """
-    from course import matrix
+    from course import guest_kernels, matrix, set_identity
 
+    hardware = hardware or GuestHardware()
+    kernels = {name: guest_kernels.find(name) for name in names}
+    set_identity.refuse_release_change(
+        layout.results, kernels, acceleration, fingerprint.set_name(host_set), force, hardware.slug()
+    )
     runs = matrix.run_matrix(
         layout,
         names,
@@ -104,7 +109,7 @@ def measure_matrix(
         acceleration=acceleration,
         force=force,
         host_set=host_set,
-        hardware=hardware or GuestHardware(),
+        hardware=hardware,
     )
     print("\n" + matrix.summary(layout, runs))
     lines = [f"[{run.name}] stopped: {run.error}" for run in runs if run.error]
@@ -114,12 +119,15 @@ def measure_matrix(
     return all(run.ok for run in runs)
 
 
-def print_reports(reports: list[LessonReport], compare: bool = False) -> None:
+def print_reports(reports: list[LessonReport], compare: bool = False, verbose: bool = True) -> None:
+    """Each lesson's figures; without ``verbose``, a lesson reused unchanged is one line."""
     for lesson_report in reports:
         print(
             f"\nlesson {lesson_report.lesson.number} ({lesson_report.lesson.name})"
             + (" - reused, nothing changed" if lesson_report.cached else "")
         )
+        if lesson_report.cached and not verbose:
+            continue
         print(report.lesson_table(lesson_report, compare=compare))
         exercises = report.exercises_table(lesson_report)
         if exercises:
@@ -138,14 +146,27 @@ def generate(
     label: str | None = None,
     strict: bool = False,
     kernel: pipeline.KernelOptions | None = None,
+    verbose: bool = False,
 ) -> bool:
-    """Measure every lesson (reusing unchanged results), build the site, print where it is."""
+    """Measure every lesson (reusing unchanged results), build the site, print where it is.
+
+    Compact unless ``verbose``: a lesson reused unchanged is one line, and the table of every
+    step gives way to one line of totals.
+    """
     started = time.monotonic()
     reports, set_id = measure(layout, force=force, set_name=set_name, label=label, kernel=kernel)
-    print_reports(reports)
+    print_reports(reports, verbose=verbose)
     seconds = site.build_site(layout, strict=strict, current_set=set_id)
-    print("\nwhere the time went:")
-    print(report.steps_table(reports, seconds))
+    if verbose:
+        print("\nwhere the time went:")
+        print(report.steps_table(reports, seconds))
+    else:
+        steps = [step for r in reports for step in r.steps]
+        reused = sum(1 for step in steps if step.get("cached"))
+        print(
+            f"\n{len(steps)} steps ({reused} reused) and the site ({seconds:.1f} s); "
+            "invoke generate --verbose shows where the time went"
+        )
     print(f"\nsite: {site.entry_page(layout)}  ({time.monotonic() - started:.1f} s in all)")
     return not any(r.failures for r in reports)
 
@@ -161,14 +182,15 @@ def lesson(
     return not any(r.failures for r in reports)
 
 
-def build_site(layout: Layout, set_name: str | None = None, strict: bool = False) -> float:
+def build_site(layout: Layout, set_name: str | None = None, strict: bool = False, edition_name: str = "") -> float:
     """Build the site from stored results, marking this machine's set (or ``set_name``) as current.
 
     The current set is passed to Sphinx exactly as ``generate`` and ``lesson`` pass it, so
     that switching between the tasks does not look like a configuration change to Sphinx
     (which would rebuild every page).
     """
-    return site.build_site(layout, strict=strict, current_set=_current_set(layout, set_name))
+    current = _current_set(layout, set_name)
+    return site.build_site(layout, strict=strict, current_set=current, edition_name=edition_name)
 
 
 def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
@@ -193,6 +215,11 @@ def linkcheck(layout: Layout, set_name: str | None = None) -> bool:
         f"{layout.build / 'linkcheck' / 'output.json'})"
     )
     return broken == 0
+
+
+def current_set(layout: Layout, set_name: str | None) -> str:
+    """The set the site marks current (for the tasks that build a site outside :func:`build_site`)."""
+    return _current_set(layout, set_name)
 
 
 def _current_set(layout: Layout, set_name: str | None) -> str:
@@ -230,7 +257,7 @@ def bench(layout: Layout, set_name: str | None = None) -> None:
     measured = benchmarks.run(layout, set_path)
     rows = [[key.removeprefix("bench/"), *_bench_verdict(value)] for key, value in sorted(measured.items())]
     print(report.table(["benchmark", "measured", "goal", "met"], rows))
-    print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}")
+    print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}; `invoke site` shows them on the site")
 
 
 def results(layout: Layout, as_json: bool = False) -> str:
@@ -276,6 +303,15 @@ def export(layout: Layout, set_name: str | None, output: str | None, force: bool
     from course import archive
 
     name = fingerprint.set_name(set_name)
+    if not set_name and not (layout.results / name / store.SET_FILE).is_file():
+        # No --set, and this machine has measured nothing: name what there is to export.
+        exportable = [
+            s.id for s in store.load_all(layout.results).values() if s.kind != "reference" and store.slug_safe(s.id)
+        ]
+        raise archive.ArchiveError(
+            f"this machine has no set yet ({name}; invoke generate makes it); export one of "
+            f"{', '.join(exportable) or 'no set: there is none here'} with --set NAME"
+        )
     target = Path(output) if output else Path.cwd() / f"{name}.tar.gz"
     if target.is_dir():  # as cp does: a folder receives the archive under its usual name
         target = target / f"{name}.tar.gz"

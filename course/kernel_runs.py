@@ -84,6 +84,8 @@ def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
         acceleration, why = vm.choose_acceleration(layout, kernel, options.acceleration, progress)
     except (KernelError, vm.VmError) as error:
         return {"runner": "vm", "failed": _cannot("vm", error)}
+    if options.acceleration == "auto" and acceleration != "kvm":
+        progress(f"  vm     {why}")  # why not KVM, in one line: the figures are emulated ticks
     where = {"runner": "vm", "acceleration": acceleration, "why": why, "guest_kernel": kernel.release}
     if options.hardware.cpu:
         where["guest_cpu"] = options.hardware.cpu

@@ -59,12 +59,13 @@ class ExerciseSpec:
     """A variant for the student to write, measured beside its reference solution.
 
     ``program`` is the student's TODO-marked copy, ``solution`` the course's answer (a path
-    below the lesson's folder, without ``.c``); both print a ``course: check`` line.
+    below the lesson's folder, without ``.c``); both print a ``course: check`` line. A student
+    copy of the course (:mod:`course.edition`) has no solutions: ``solution`` is None there.
     """
 
     name: str
     program: str
-    solution: str
+    solution: str | None = None
     args: tuple[str, ...] = ()
     stdin: tuple[str, ...] = ("devnull",)
 
@@ -407,7 +408,7 @@ REQUIRED = {
     "run": ("program",),
     "disassemble": ("id", "symbol"),
     "derive": ("name",),
-    "exercise": ("name", "program", "solution"),
+    "exercise": ("name", "program"),
     "module": ("name",),
     "guest_run": ("program",),
     "trace": ("name", "program", "files", "graph"),
@@ -502,12 +503,12 @@ def _check_derive(path: Path, entry: dict) -> None:
 
 def _exercise_spec(path: Path, entry: dict) -> ExerciseSpec:
     for key in ("program", "solution"):
-        if not (path.parent / f"{entry[key]}.c").is_file():
+        if key in entry and not (path.parent / f"{entry[key]}.c").is_file():
             raise LessonError(f"{path}: exercise {entry['name']!r}: no source {entry[key]}.c in {path.parent}")
     return ExerciseSpec(
         name=entry["name"],
         program=entry["program"],
-        solution=entry["solution"],
+        solution=entry.get("solution"),
         args=entry.get("args", ()),
         stdin=entry.get("stdin", ("devnull",)),
     )

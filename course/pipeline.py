@@ -293,6 +293,8 @@ def _build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
     # An exercise's sources belong to the inputs: editing your variant reruns the lesson.
     for spec in lesson.exercises:
         for program in (spec.program, spec.solution):
+            if program is None:  # a student copy: no solution
+                continue
             source = lesson.source(program)
             run.sources[str(source.relative_to(layout.root))] = file_hash(source)
     libs = {spec.program: spec.libs for spec in lesson.runs}
@@ -393,6 +395,8 @@ def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
     for spec in lesson.exercises:
         outcome: dict[str, dict] = {}
         for role, program in (("solution", spec.solution), ("yours", spec.program)):
+            if program is None:  # a student copy has no solution to measure beside yours
+                continue
             prefix = f"{'solution' if role == 'solution' else 'exercise'}.{spec.name}."
             try:
                 built = build_program(layout, lesson, program)

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from course import edition
 from course.layout import Layout
 
 
@@ -21,7 +22,25 @@ class SiteError(RuntimeError):
     """The Sphinx build failed; its output says where."""
 
 
-def sphinx_command(layout: Layout, builder: str = "html", *, strict: bool = True, current_set: str = "") -> list[str]:
+def html_folder(layout: Layout, edition_name: str = "") -> Path:
+    """Where an edition's HTML goes: the checkout's own edition in ``build/html``, another in ``build/<edition>/html``.
+
+    Each edition keeps its own folder (and doctrees): a student edition built where the full
+    one was would keep the full one's downloads, solutions among them.
+    """
+    other = edition.folder_name(layout.root, edition_name or edition.of_checkout(layout.root))
+    return layout.build / other / "html" if other else layout.html
+
+
+def _doctrees(layout: Layout, edition_name: str) -> Path:
+    other = edition.folder_name(layout.root, edition_name or edition.of_checkout(layout.root))
+    return layout.build / other / "doctrees" if other else layout.doctrees
+
+
+def sphinx_command(
+    layout: Layout, builder: str = "html", *, strict: bool = True, current_set: str = "", edition_name: str = ""
+) -> list[str]:
+    edition_name = edition_name or edition.of_checkout(layout.root)
     command = [
         sys.executable,
         "-m",
@@ -32,11 +51,13 @@ def sphinx_command(layout: Layout, builder: str = "html", *, strict: bool = True
         "-j",
         "auto",  # the pages are read and written on every CPU: a clean build takes half the time on two
         "-d",
-        str(layout.doctrees),
+        str(_doctrees(layout, edition_name)),
         str(layout.root),
-        str(layout.html if builder == "html" else layout.build / builder),
+        str(html_folder(layout, edition_name) if builder == "html" else layout.build / builder),
         "-D",
         f"course_results_dir={layout.results}",
+        "-D",
+        f"course_edition={edition_name}",
     ]
     if current_set:
         command += ["-D", f"course_current_set={current_set}"]
@@ -45,7 +66,7 @@ def sphinx_command(layout: Layout, builder: str = "html", *, strict: bool = True
     return command
 
 
-def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") -> float:
+def build_site(layout: Layout, *, strict: bool = True, current_set: str = "", edition_name: str = "") -> float:
     """Build the site into ``build/html``; return the seconds it took.
 
     Strict builds print every warning and fail on the first page with one; others keep the
@@ -53,7 +74,7 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") ->
     student rerunning one lesson is not buried under the other lessons' stale figures.
     """
     started = time.monotonic()
-    command = sphinx_command(layout, strict=strict, current_set=current_set)
+    command = sphinx_command(layout, strict=strict, current_set=current_set, edition_name=edition_name)
     warnings = layout.build / "sphinx-warnings.txt"
     if not strict:
         layout.build.mkdir(parents=True, exist_ok=True)
@@ -68,7 +89,7 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "") ->
                 sys.stderr.write(line)
     if process.returncode != 0:
         raise SiteError(f"the site build failed (exit {process.returncode}): {sphinx_reason(''.join(said))}")
-    remove_stale_generated_pages(layout)
+    remove_stale_generated_pages(layout, html_folder(layout, edition_name))
     if not strict and warnings.is_file():
         count = sum(1 for line in warnings.read_text().splitlines() if "WARNING" in line)
         if count:
@@ -100,7 +121,7 @@ def check_links(layout: Layout, *, current_set: str = "") -> list[dict]:
     return [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def remove_stale_generated_pages(layout: Layout) -> list[Path]:
+def remove_stale_generated_pages(layout: Layout, html: Path | None = None) -> list[Path]:
     """Remove the built pages of result sets that are gone; return them.
 
     Sphinx forgets a page whose source is removed but leaves its HTML: a deleted set's machine
@@ -109,9 +130,10 @@ def remove_stale_generated_pages(layout: Layout) -> list[Path]:
     """
     from course.sphinxext import GENERATED  # Sphinx is loaded only here, after a build
 
+    html = html or layout.html
     removed = []
-    for page in layout.html.rglob("*.html"):
-        relative = page.relative_to(layout.html)
+    for page in html.rglob("*.html"):
+        relative = page.relative_to(html)
         if relative.parts[0].startswith("_") or (layout.root / relative.with_suffix(".md")).exists():
             continue
         try:
@@ -120,7 +142,7 @@ def remove_stale_generated_pages(layout: Layout) -> list[Path]:
             continue
         if generated:
             page.unlink()
-            (layout.html / "_sources" / relative.with_suffix(".md.txt")).unlink(missing_ok=True)
+            (html / "_sources" / relative.with_suffix(".md.txt")).unlink(missing_ok=True)
             removed.append(page)
     return removed
 
@@ -148,5 +170,5 @@ def sphinx_reason(stderr: str) -> str:
     return " / ".join(useful[-3:]) or "Sphinx printed nothing; rerun `invoke site --strict` to see each warning"
 
 
-def entry_page(layout: Layout) -> Path:
-    return layout.html / "docs" / "index.html"
+def entry_page(layout: Layout, edition_name: str = "") -> Path:
+    return html_folder(layout, edition_name) / "docs" / "index.html"

@@ -27,6 +27,7 @@ DEBIAN_TEST_PACKAGES = {
     "chromium-driver": "chromedriver, through which Selenium drives it",
     "linux-perf": "perf bench syscall basic, the peer measurement of invoke bench",
     "openssh-server": "sshd, on 127.0.0.1 only, as the hosts of invoke lab's tests and benchmark",
+    "epubcheck": "the EPUB checker the published book (invoke publish) is validated with",
 }
 
 

@@ -244,8 +244,13 @@ def run_jobs(
     progress: Callable[[str], None],
     timeout: float = 900,
     hardware: GuestHardware = DEFAULT_HARDWARE,
+    helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
 ) -> VmRun:
-    """Boot once, load every module of ``jobs`` in the guest, and return what each load logged."""
+    """Boot once, load every module of ``jobs`` in the guest, and return what each load logged.
+
+    ``helper`` is the command the guest runs on the plan: :mod:`course.kernel_guest`'s, or
+    another helper's (:mod:`course.grading_guest` builds and runs students' exercises).
+    """
     require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
     # A folder of its own per boot: two runs never share one, and none outlives its run. vng and
@@ -260,7 +265,9 @@ def run_jobs(
         with others_may_run():
             if _cancelled.is_set():
                 raise KeyboardInterrupt("the kernel matrix was interrupted")
-            boot = _boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=hardware)
+            boot = _boot(
+                layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=hardware, helper=helper
+            )
         if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
             raise KeyboardInterrupt("the kernel matrix was interrupted")
         return boot
@@ -303,10 +310,11 @@ def _boot(
     timeout: float,
     rundir: Path,
     hardware: GuestHardware = DEFAULT_HARDWARE,
+    helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
 ) -> VmRun:
     plan, results = kernel_guest.prepare(rundir, jobs)
     root = shlex.quote(str(layout.root))
-    guest = f"cd {root} && PYTHONPATH={root} {shlex.join(kernel_guest.command(plan, results))}"
+    guest = f"cd {root} && PYTHONPATH={root} {shlex.join(helper(plan, results))}"
     started = time.monotonic()
 
     def show(line: str) -> None:

@@ -702,6 +702,6 @@ def test_the_site_never_marks_an_imported_set_as_this_machine(exported: Path, tm
     layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
     archive.import_set(exported, layout.results)
     asked: list[str] = []
-    monkeypatch.setattr(commands.site, "build_site", lambda layout, strict, current_set: asked.append(current_set))
+    monkeypatch.setattr(commands.site, "build_site", lambda layout, strict, current_set, **_: asked.append(current_set))
     commands.build_site(layout, set_name="canned-machine")
     assert asked == [""]

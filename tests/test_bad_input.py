@@ -108,7 +108,8 @@ def test_a_bad_run_entry_is_one_line_naming_the_file(tmp_path: Path, entry: str,
         ("[[derive]]\nname = 'd'\nkind = 'slope'\npoints = 'x-{size}'\nsizes = [1]\n", "at least two different"),
         ("[[derive]]\nname = 'd'\nkind = 'line'\n", r"kind must be \"slope\""),
         ("[[exercise]]\nname = 'e'\nprogram = 'prog'\nsolution = 'prog'\nargs = 'x'\n", "args must be a list"),
-        ("[[exercise]]\nname = 'e'\nprogram = 'prog'\n", r"\[\[exercise\]\] 'e' needs solution"),
+        # No solution is allowed (a student copy has none); a solution that is not there is not.
+        ("[[exercise]]\nname = 'e'\nprogram = 'prog'\nsolution = 'gone'\n", r"exercise 'e': no source gone.c"),
     ],
 )
 def test_a_bad_user_lesson_toml_is_one_line_naming_the_file(tmp_path: Path, toml: str, message: str) -> None:

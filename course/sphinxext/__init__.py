@@ -20,7 +20,8 @@ Used from MyST:
 - ``{course-kernels}``, ``{course-trace-diff}``: figures and call graphs across the guest kernels of the kernel
   matrix (``course.sphinxext.kernels``);
 - ``{course-guest-mitigations}``: each guest kernel's figures with mitigations on and off, counted in
-  instructions under a CPU model its kernel treats as affected (``course.sphinxext.guest_mitigations``).
+  instructions under a CPU model its kernel treats as affected (``course.sphinxext.guest_mitigations``);
+- ``{course-progress}``: the class's progress, graded and self-reported (``course.sphinxext.progress``).
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -43,7 +44,7 @@ from sphinx.errors import SphinxError
 from sphinx.util import logging
 
 from course import __version__, store
-from course.sphinxext import code, setdata
+from course.sphinxext import code, progress, published, setdata
 from course.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
@@ -194,6 +195,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
         text=(lambda s, n: None, lambda s, n: None),
     )
     code.setup(app)
+    progress.setup(app)
+    published.setup(app)
     app.add_role("measure", MeasureRole())
     app.add_directive("course-output", CourseOutput)
     app.add_directive("course-table", CourseTable)

@@ -8,6 +8,9 @@
   ``:folded: Solution`` folds the listing until the reader opens it (an exercise's solution).
 - ``{course-downloads} 03-timing``: every file of a lesson's programs and modules, to download.
 
+The student edition (``course_edition = "student"``, :mod:`course.edition`) leaves every
+solution out: a listing of one becomes a line saying so, and the downloads skip them.
+
 A function, region or emphasized text the file no longer has is a warning naming it (an
 error with ``-W``); the page depends on the file, so a change in the C source rebuilds it.
 """
@@ -24,6 +27,8 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective, SphinxTranslator
+
+from course import edition
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +126,9 @@ class CourseCode(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         relative = self.arguments[0]
+        if self.config.course_edition == "student" and edition.is_solution(relative):
+            text = "The reference solution is not part of the student edition of the course."
+            return [nodes.paragraph(text=text, classes=["course-solution-left-out"])]
         path = Path(self.env.srcdir) / relative
         if not path.is_file():
             return self._missing(relative, "no such file")
@@ -204,11 +212,14 @@ class CourseDownloads(SphinxDirective):
         lesson = self.arguments[0]
         code = self.config.course_code_dir
         root = Path(self.env.srcdir)
+        student = self.config.course_edition == "student"
         items = nodes.bullet_list(classes=["course-downloads"])
         for part in ("user", "kernel"):
             folder = root / code / part / lesson
             for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
                 relative = path.relative_to(root).as_posix()
+                if student and edition.is_solution(relative):
+                    continue
                 item = nodes.list_item()
                 paragraph = nodes.paragraph()
                 # The whole path: a lesson may have a lesson.toml (or a Makefile) on each side.
@@ -226,6 +237,7 @@ class CourseDownloads(SphinxDirective):
 def setup(app: Sphinx) -> None:
     """Called from the extension's own setup."""
     app.add_config_value("course_code_dir", "code", "env", types=[str])
+    app.add_config_value("course_edition", "full", "env", types=[str])
     passes = (_pass, _pass)
     app.add_node(course_code, html=(visit_course_code, depart_course_code))
     app.add_node(course_fold, html=(visit_course_fold, depart_course_fold), latex=passes, text=passes)

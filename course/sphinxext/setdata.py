@@ -70,12 +70,20 @@ class course_data_link(nodes.Inline, nodes.TextElement):
     """
 
 
+def _in_a_book(translator) -> bool:
+    """An EPUB holds no data file (JSON and CSV are no EPUB media types): the name stays, unlinked."""
+    return translator.builder.name == "epub"
+
+
 def visit_course_data_link(translator, node: course_data_link) -> None:
-    translator.body.append(f'<a class="reference course-data-file" href="{escape(node.get("href", ""))}" download>')
+    if _in_a_book(translator):
+        translator.body.append('<span class="course-data-file">')
+        return
+    translator.body.append(f'<a class="reference course-data-file" href="{escape(node.get("href", ""))}" download="">')
 
 
 def depart_course_data_link(translator, node: course_data_link) -> None:
-    translator.body.append("</a>")
+    translator.body.append("</span>" if _in_a_book(translator) else "</a>")
 
 
 def figure_anchor(measurement_id: str) -> str:

@@ -1,0 +1,125 @@
+"""The student edition: no solution in its pages or downloads; the student copy of the repository builds and runs."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from course import edition, lessons, site
+from course.layout import Layout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def solution_lines() -> dict[str, list[str]]:
+    """Each solution's own lines of code or comment: those its exercise does not have (at least 20 characters)."""
+    found: dict[str, list[str]] = {}
+    for lesson in lessons.discover(Layout(ROOT)):
+        for spec in lesson.exercises:
+            assert spec.solution is not None
+            exercise = {line.strip() for line in lesson.source(spec.program).read_text().splitlines()}
+            own = [line.strip() for line in lesson.source(spec.solution).read_text().splitlines()]
+            found[spec.solution] = [line for line in own if len(line) >= 20 and line not in exercise]
+    assert len(found) >= 3 and all(found.values()), found
+    return found
+
+
+def text_of(path: Path) -> str:
+    """A built file as a reader sees it: HTML without its tags (Pygments cuts a line into spans), entities decoded."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".html":
+        text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return text
+
+
+def solutions_in(tree: Path) -> list[str]:
+    """Every (file, line) of a solution found anywhere in a built tree."""
+    wanted = [line for lines in solution_lines().values() for line in lines]
+    hits = []
+    binary = (".png", ".svg", ".ico", ".woff2")
+    for path in sorted(p for p in tree.rglob("*") if p.is_file() and p.suffix not in binary):
+        text = text_of(path)
+        hits += [f"{path.relative_to(tree)}: {line}" for line in wanted if line in text]
+    return hits
+
+
+def test_a_solution_is_a_file_in_a_solutions_folder() -> None:
+    assert edition.is_solution("code/user/03-timing/solutions/exercise-onebyte.c")
+    assert not edition.is_solution("code/user/03-timing/exercise-onebyte.c")
+    assert not edition.is_solution("solutions")
+    assert not edition.is_solution("tests/roots/test-course/code/user/03-timing/solutions/exercise-one.c")
+
+
+def test_lesson_toml_loses_only_its_solution_lines() -> None:
+    text = (ROOT / "code/user/03-timing/lesson.toml").read_text()
+    stripped = edition.without_solutions(text)
+    assert "solution =" not in stripped and "solutions/" not in stripped
+    assert stripped.count("[[run]]") == text.count("[[run]]") and 'program = "exercise-onebyte"' in stripped
+
+
+@pytest.mark.slow
+def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_path: Path) -> None:
+    layout = Layout(ROOT, results_dir=ROOT / "results", build_dir=tmp_path / "build")
+    site.build_site(layout, strict=True, edition_name="student")
+    student = site.html_folder(layout, "student")
+    assert student == tmp_path / "build" / "student" / "html"
+    assert solutions_in(student) == []
+    page = (student / "lessons" / "03-timing.html").read_text()
+    assert "not part of the student edition" in page and "exercise-onebyte.c" in page  # the exercise stays
+
+    # The check can fail: the full edition (its own folder) does show them, folded and as downloads.
+    site.build_site(layout, strict=True, edition_name="full")
+    found = solutions_in(layout.html)
+    assert any(hit.startswith("lessons/03-timing.html") for hit in found), found
+    assert any(hit.startswith("_downloads/") for hit in found), found
+
+
+@pytest.mark.slow
+def test_the_student_copy_has_one_commit_no_solution_and_runs_lesson_3(tmp_path: Path) -> None:
+    copy = tmp_path / "class"
+    finished = subprocess.run(
+        [sys.executable, "-m", "invoke", "student-copy", str(copy)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "solution files left out" in finished.stdout
+    log = subprocess.run(["git", "-C", str(copy), "log", "--format=%H"], capture_output=True, text=True, check=True)
+    assert len(log.stdout.split()) == 1, "no history is carried: one commit"
+    tracked = subprocess.run(["git", "-C", str(copy), "ls-files"], capture_output=True, text=True, check=True).stdout
+    assert not [path for path in tracked.splitlines() if path.startswith("code/") and "solutions/" in path]
+    assert "code/user/03-timing/exercise-onebyte.c" in tracked
+    assert not list((copy / "code").rglob("solutions"))
+    assert edition.of_checkout(copy) == "student"
+
+    # The student's own checkout: lesson 3 reruns, its exercise is checked (no solution beside it), the site builds.
+    ran = subprocess.run([sys.executable, "-m", "invoke", "lesson", "3"], cwd=copy, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert "exercises (edit the TODO" in ran.stdout
+    stored = [json.loads(path.read_text()) for path in (copy / "results").glob("*/03-timing.json")]
+    mine = [data for data in stored if "yours" in data.get("exercises", {}).get("onebyte", {})]
+    fresh = [data for data in mine if "solution" not in data["exercises"]["onebyte"]]
+    assert fresh, "the student's run checked the variant, with no solution to run"
+    assert fresh[0]["exercises"]["onebyte"]["yours"]["status"] in ("not yet", "cannot be checked here")
+    assert (copy / "build" / "html" / "lessons" / "03-timing.html").is_file()
+    assert solutions_in(copy / "build" / "html") == []
+
+    # A full edition needs the solutions: refused there, in one line.
+    refused = subprocess.run(
+        [sys.executable, "-m", "invoke", "site", "--edition", "full"], cwd=copy, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "student copy" in refused.stderr
+
+
+def test_a_student_copy_is_refused_inside_the_checkout_or_over_files(tmp_path: Path) -> None:
+    with pytest.raises(edition.EditionError, match="inside the course's checkout"):
+        edition.student_copy(Layout(ROOT), ROOT / "build" / "class")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(edition.EditionError, match="not an empty folder"):
+        edition.student_copy(Layout(ROOT), tmp_path / "taken")
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"

@@ -1,0 +1,325 @@
+"""Submissions graded in the VM: the grade is the instructor's own run; copies are flagged, forged statuses ignored."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from course import edition, grading, progress, store, submission
+from course.layout import Layout
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANT = "code/user/03-timing/exercise-onebyte.c"
+SOLUTION = "code/user/03-timing/solutions/exercise-onebyte.c"
+
+
+#: Every invoke command the tests of this module ran, for the instructor guide's walkthrough.
+RAN: list[list[str]] = []
+
+
+def invoke(where: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    RAN.append(list(args))
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=where, capture_output=True, text=True, env=env or os.environ.copy()
+    )
+
+
+def test_a_copy_of_the_solution_is_the_same_whatever_its_comments_spacing_or_include_path() -> None:
+    solution = (ROOT / SOLUTION).read_text()
+    copied = "/* my own work, honest */\n" + solution.replace('"../../common/stamp.h"', '"../common/stamp.h"')
+    copied = copied.replace("\t", "    ").replace(
+        "pread(STDIN_FILENO, buffer, 1, 0)", "pread( STDIN_FILENO,buffer,1,0 )"
+    )
+    assert grading.normalized(copied) == grading.normalized(solution)
+    own = solution.replace("return pread(STDIN_FILENO, buffer, 1, 0);", "return pread(0, buffer, 1, 0);")
+    assert grading.normalized(own) != grading.normalized(solution)
+    assert grading.normalized((ROOT / VARIANT).read_text()) != grading.normalized(solution)
+
+
+def _tar(path: Path, members: dict[str, bytes], link: str = "") -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    return path
+
+
+def test_a_submission_holds_only_what_submit_puts_in_it(tmp_path: Path) -> None:
+    layout = Layout(ROOT)
+    info = json.dumps({"student": "eve"}).encode()
+    good = _tar(tmp_path / "good.tar.gz", {"eve/SUBMISSION.json": info, f"eve/{VARIANT}": b"int main(void){}"})
+    read = submission.read(good, layout)
+    assert read.student == "eve" and list(read.sources) == [VARIANT] and read.set_archive == b""
+    refused = {
+        "outside": ({"eve/SUBMISSION.json": info, "eve/../../etc/cron.d/x": b"x"}, "", "outside"),
+        "solution": ({"eve/SUBMISSION.json": info, f"eve/{SOLUTION}": b"x"}, "", "not an exercise source"),
+        "link": ({"eve/SUBMISSION.json": info}, f"eve/{VARIANT}", "link"),
+        "two": ({"eve/SUBMISSION.json": info, f"mallory/{VARIANT}": b"x"}, "", "2 student folders"),
+        "big": ({"eve/SUBMISSION.json": info, f"eve/{VARIANT}": b"x" * (submission.MAX_SOURCE + 1)}, "", "bigger"),
+        "liar": ({"eve/SUBMISSION.json": json.dumps({"student": "bob"}).encode()}, "", "another student"),
+    }
+    for name, (members, link, message) in refused.items():
+        with pytest.raises(submission.SubmissionError, match=message):
+            submission.read(_tar(tmp_path / f"{name}.tar.gz", members, link), layout)
+    (tmp_path / "junk.tar.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(submission.SubmissionError, match="not a submission archive"):
+        submission.read(tmp_path / "junk.tar.gz", layout)
+    with pytest.raises(submission.SubmissionError, match="not a usable student name"):
+        submission.pack(layout, "../eve", tmp_path / "x.tar.gz")
+
+
+def test_progress_marks_self_reported_rows_and_quotes_formulas_in_the_csv(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    grade = {
+        "student": "ada",
+        "graded_at": "2026-12-05T01:00:00+00:00",
+        "exercises": {
+            "03-timing/onebyte": {
+                "status": "works",
+                "cost": {"read-1": {"yours": 2000.0, "solution": 1000.0, "ratio": 2.0}},
+                "same_as_solution": True,
+            }
+        },
+    }
+    store.write_json(results / grading.GRADES / "ada.json", grade)
+    shutil.copytree(ROOT / "tests/roots/test-course/results/other-machine", results / "=cmd")
+    info = store.read_json(results / "=cmd" / store.SET_FILE)
+    store.write_json(results / "=cmd" / store.SET_FILE, {**info, "imported": {"from": "x.tar.gz", "at": "now"}})
+    lesson = store.read_json(results / "=cmd" / "03-timing.json")
+    lesson["exercises"] = {"onebyte": {"yours": {"status": "works", "detail": "forged"}}}
+    store.write_json(results / "=cmd" / "03-timing.json", lesson)
+    rows, columns, problems = progress.rows(results)
+    assert problems == [] and columns == ["03-timing/onebyte"]
+    assert [(row.student, row.kind) for row in rows] == [("ada", "graded"), ("=cmd", "self-reported")]
+    assert rows[0].cells["03-timing/onebyte"].text() == "works, 2.00x the solution, 2026-12-05, SAME AS THE SOLUTION"
+    table = list(csv.reader(io.StringIO(progress.as_csv(rows, columns))))
+    assert table[1][:6] == ["ada", "graded", "works", "2.000", "2026-12-05T01:00:00+00:00", "yes"]
+    assert table[2][0] == "'=cmd" and table[2][1] == "self-reported", "a cell never starts a formula"
+
+
+@pytest.mark.sphinx("html", testroot="course-progress")
+def test_the_progress_page_shows_every_row_and_its_csv(app, tmp_path: Path) -> None:
+    results = Path(app.srcdir) / "results"
+    store.write_json(
+        results / grading.GRADES / "ada.json",
+        {"student": "ada", "graded_at": "2026-12-05", "exercises": {"03-timing/onebyte": {"status": "not yet"}}},
+    )
+    app.build()
+    page = (Path(app.outdir) / "index.html").read_text()
+    assert "ada" in page and "not yet" in page and 'href="progress.csv"' in page
+    assert "ada" in (Path(app.outdir) / "progress.csv").read_text()
+
+
+@pytest.mark.sphinx(
+    "html", testroot="course-progress", srcdir="course-progress-student", confoverrides={"course_edition": "student"}
+)
+def test_the_student_edition_shows_no_student(app) -> None:
+    store.write_json(
+        Path(app.srcdir) / "results" / grading.GRADES / "ada.json",
+        {"student": "ada", "exercises": {"03-timing/onebyte": {"status": "works"}}},
+    )
+    app.build()
+    page = (Path(app.outdir) / "index.html").read_text()
+    assert "not part of the student edition" in page and "ada" not in page
+    assert not (Path(app.outdir) / "progress.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def class_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The student copy the class gets (solutions left out), made once as the guide says."""
+    copy = tmp_path_factory.mktemp("handout") / "class-2027"
+    made = invoke(ROOT, "student-copy", str(copy))
+    assert made.returncode == 0, made.stderr
+    assert edition.of_checkout(copy) == "student"
+    return copy
+
+
+def guide_commands() -> list[list[str]]:
+    """The commands of the instructor guide's "Teaching a class", in order."""
+    text = (ROOT / "docs" / "instructors.md").read_text()
+    section = text.split("## Teaching a class", 1)[1].split("\n## ", 1)[0]
+    return [
+        shlex.split(line.removeprefix("$ invoke ")) for line in section.splitlines() if line.startswith("$ invoke ")
+    ]
+
+
+def _ran_as_written(wanted: list[str], ran: list[str]) -> bool:
+    """``ran`` is ``wanted``, paths shown by their last part, perhaps with more options after it."""
+
+    def shown(words: list[str]) -> list[str]:
+        return [Path(word).name if "/" in word else word for word in words]
+
+    return shown(ran)[: len(wanted)] == shown(wanted)
+
+
+def _student(class_copy: Path, where: Path, name: str) -> Path:
+    checkout = where / name
+    shutil.copytree(class_copy, checkout)
+    return checkout
+
+
+@pytest.mark.slow
+def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status_ignored(
+    class_copy: Path, tmp_path: Path
+) -> None:
+    handed_in = tmp_path / "handed-in"
+    solution = (ROOT / SOLUTION).read_text().replace('"../../common/stamp.h"', '"../common/stamp.h"')
+
+    # Ada solves it her own way (a variable the solution has not).
+    ada = _student(class_copy, tmp_path, "ada")
+    own = solution.replace(
+        "return pread(STDIN_FILENO, buffer, 1, 0);", "ssize_t got = pread(0, buffer, 1, 0);\n\treturn got;"
+    )
+    (ada / VARIANT).write_text(own)
+
+    # Bob measures lesson 3 with the TODO left as it is, forges his set to say "works" (the
+    # manifest is made afresh by submit), then hands in a variant that tells who runs it and where.
+    bob = _student(class_copy, tmp_path, "bob")
+    checked = invoke(bob, "lesson", "3", "--set", "bob-laptop")
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    set_path = bob / "results" / "bob-laptop"
+    stored = store.read_json(set_path / "03-timing.json")
+    assert stored["exercises"]["onebyte"]["yours"]["status"] == "not yet"
+    stored["exercises"]["onebyte"]["yours"] = {"status": "works", "detail": "trust me"}
+    store.write_json(set_path / "03-timing.json", stored)
+    marker = tmp_path / "bob-ran-on-the-host"
+    probe = (
+        (bob / VARIANT)
+        .read_text()
+        .replace(
+            "\t(void)buffer;\n\treturn 0;",
+            f'\tint fd = open("{marker}", O_WRONLY | O_CREAT, 0644);\n'
+            '\tprintf("course: check onebyte fail uid %d, host file written: %s\\n",\n'
+            '\t       (int)getuid(), fd >= 0 ? "yes" : "no");\n'
+            "\texit(0);",
+        )
+    )
+    assert "getuid" in probe
+    (bob / VARIANT).write_text(
+        probe.replace('#include "../common/stamp.h"', '#include "../common/stamp.h"\n#include <fcntl.h>', 1)
+    )
+
+    # Cy hands in the solution itself.
+    cy = _student(class_copy, tmp_path, "cy")
+    (cy / VARIANT).write_text("/* all mine */\n" + solution)
+
+    made = invoke(ada, "submit", "--student", "ada")  # into build/submit/, as the guide says
+    assert made.returncode == 0, made.stderr
+    handed_in.mkdir()
+    shutil.copy2(ada / "build" / "submit" / "ada.tar.gz", handed_in / "ada.tar.gz")
+    # Eve's variant includes a file only root may read: the compiler in the guest runs as nobody.
+    secret = tmp_path / "root-only.h"
+    secret.write_text("static int secret = 42;\n")
+    secret.chmod(0o600)
+    eve = _student(class_copy, tmp_path, "eve")
+    (eve / VARIANT).write_text(f'#include "{secret}"\n' + solution)
+
+    students = (("bob", bob, ("--set", "bob-laptop")), ("cy", cy, ()), ("eve", eve, ()))
+    for name, checkout, extra in students:
+        made = invoke(checkout, "submit", "--student", name, "--output", str(handed_in / f"{name}.tar.gz"), *extra)
+        assert made.returncode == 0, made.stderr
+    with tarfile.open(handed_in / "bob.tar.gz") as tar:
+        assert "bob/set.tar.gz" in tar.getnames(), "bob's set, forged status and all, is in his submission"
+
+    # The instructor grades in the full course: one VM boot, under tcg-icount.
+    env = {
+        **os.environ,
+        "INVOKE_COURSE_RESULTS": str(tmp_path / "results"),
+        "INVOKE_COURSE_BUILD": str(tmp_path / "build"),
+    }
+    graded = invoke(ROOT, "grade", str(handed_in), "--lessons", "3", env=env)
+    assert graded.returncode == 0, graded.stdout[-3000:] + graded.stderr[-3000:]
+    assert "SAME AS THE SOLUTION" in graded.stdout
+    assert not marker.exists(), "bob's code never ran on the instructor's host"
+    grades = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results" / grading.GRADES).glob("*.json")}
+    assert sorted(grades) == ["ada", "bob", "cy", "eve"]
+    for record in grades.values():
+        assert record["where"]["acceleration"] == "tcg-icount" and record["where"]["unit"] == "icount ticks"
+    ada_grade, bob_grade, cy_grade = (grades[name]["exercises"]["03-timing/onebyte"] for name in ("ada", "bob", "cy"))
+    assert ada_grade["status"] == "works" and not ada_grade["same_as_solution"]
+    assert ada_grade["cost"]["read-1"]["yours"] > 0 and ada_grade["cost"]["read-1"]["solution"] > 0
+    assert bob_grade["status"] == "not yet", "the forged status changed nothing"
+    assert "uid 65534" in bob_grade["detail"] and "written: no" in bob_grade["detail"], bob_grade
+    assert cy_grade["status"] == "works" and cy_grade["same_as_solution"] is True
+    assert cy_grade["cost"]["read-1"]["ratio"] == 1.0, "the solution's copy costs what the solution costs, to the tick"
+    eve_grade = grades["eve"]["exercises"]["03-timing/onebyte"]
+    assert eve_grade["status"] == "does not compile" and "Permission denied" in eve_grade["detail"], eve_grade
+
+    # The progress table shows the three graded rows, and bob's imported set as self-reported.
+    exported = invoke(bob, "results.export", "--set", "bob-laptop", "--output", str(tmp_path / "bob-laptop.tar.gz"))
+    assert exported.returncode == 0, exported.stderr
+    assert invoke(ROOT, "results.import", str(tmp_path / "bob-laptop.tar.gz"), env=env).returncode == 0
+    shown = invoke(ROOT, "results.exercises", env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    row = {name: next(line for line in lines if line.lstrip("| ").startswith(name)) for name in ("ada", "bob", "cy")}
+    assert "graded" in row["ada"] and "works" in row["ada"]
+    assert "graded" in row["bob"] and "not yet" in row["bob"]
+    assert "SAME AS THE SOLUTION" in row["cy"]
+    forged = next(line for line in lines if "bob-laptop" in line)
+    assert "self-reported" in forged and "works" in forged
+    assert "4 graded in the VM, 1 self-reported" in shown.stdout
+    assert "ada" in (tmp_path / "build" / "progress.csv").read_text()
+
+    # The progress page: the same rows, self-reported marked; its CSV beside it.
+    built = invoke(ROOT, "site", env=env)
+    assert built.returncode == 0, built.stderr[-2000:]
+    page = (tmp_path / "build" / "html" / "docs" / "progress.html").read_text()
+    for name in ("ada", "bob", "cy", "bob-laptop", "self-reported", "SAME AS THE SOLUTION"):
+        assert name in page, name
+    assert "bob-laptop" in (tmp_path / "build" / "html" / "progress.csv").read_text()
+
+    # Every command of the guide's walkthrough ran, in its order, as written there.
+    pending = list(RAN)
+    for wanted in guide_commands():
+        while pending and not _ran_as_written(wanted, pending[0]):
+            pending.pop(0)
+        assert pending, f"the guide's `invoke {shlex.join(wanted)}` was not run (in its order) by this test"
+        pending.pop(0)
+
+
+def test_a_guest_kernels_set_is_never_silently_replaced_by_another_release(tmp_path: Path) -> None:
+    from course import set_identity
+    from course.kernel_build import GuestKernel
+
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "qemu-icount-debian-6.1", results / "qemu-icount-debian-6.1")
+    shipped = set_identity.stored_release(results / "qemu-icount-debian-6.1")
+    assert shipped.startswith("6.1.")
+    newer = GuestKernel(shipped + "-next", Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    same = GuestKernel(shipped, Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    with pytest.raises(set_identity.ReleaseChangeError, match=f"holds {re.escape(shipped)}'s figures.*--force"):
+        set_identity.refuse_release_change(results, {"6.1": newer}, "tcg-icount", "host", force=False)
+    set_identity.refuse_release_change(results, {"6.1": newer}, "tcg-icount", "host", force=True)
+    set_identity.refuse_release_change(results, {"6.1": same}, "tcg-icount", "host", force=False)
+    set_identity.refuse_release_change(results, {"6.12": newer}, "tcg-icount", "host", force=False)  # a new set
+
+
+def test_invoke_run_stops_before_replacing_a_shipped_set_with_another_release(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "qemu-icount-debian-6.1", results / "qemu-icount-debian-6.1")
+    info = store.read_json(results / "qemu-icount-debian-6.1" / store.SET_FILE)
+    info["guest"]["release"] = "6.1.0-1-amd64"  # a release no machine has installed
+    store.write_json(results / "qemu-icount-debian-6.1" / store.SET_FILE, info)
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(tmp_path / "build")}
+    ran = invoke(ROOT, "run", "--guest-kernels", "6.1", "--acceleration", "tcg-icount", "--lesson", "4", env=env)
+    assert ran.returncode == 2, ran.stdout[-2000:] + ran.stderr[-2000:]
+    assert "qemu-icount-debian-6.1 holds 6.1.0-1-amd64's figures" in ran.stderr and "--force" in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1, "one clear line"
+    assert store.read_json(results / "qemu-icount-debian-6.1" / store.SET_FILE) == info, "nothing was touched"

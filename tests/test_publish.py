@@ -1,0 +1,175 @@
+"""invoke publish: a folder that opens from disk and from a server with every asset, a valid EPUB, no "this machine"."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+import yaml
+
+from course import publish
+
+ROOT = Path(__file__).resolve().parents[1]
+EPUBCHECK = Path("/usr/share/java/epubcheck.jar")  # Debian's epubcheck package
+
+
+class _Assets(HTMLParser):
+    """Every file a page loads or links to inside the site: stylesheets, scripts, images, objects, links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        found = dict(attrs)
+        for key in ("href", "src", "data"):
+            if found.get(key) and tag in ("a", "link", "script", "img", "object", "source"):
+                self.found.append(found[key])
+
+
+def missing_assets(folder: Path) -> list[str]:
+    missing = []
+    for page in sorted(folder.rglob("*.html")):
+        parser = _Assets()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for reference in parser.found:
+            parts = urlparse(reference)
+            if parts.scheme or reference.startswith(("//", "mailto:", "#")) or not parts.path:
+                continue
+            if not (page.parent / unquote(parts.path)).exists():
+                missing.append(f"{page.relative_to(folder)} -> {reference}")
+    return missing
+
+
+def visible_text(page: Path) -> str:
+    """What a reader reads on a page, code and captured output left out (they quote programs, not the site)."""
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r"<(pre|code|script|style)\b.*?</\1>", " ", text, flags=re.DOTALL)
+    return html.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
+def test_read_the_docs_builds_the_published_student_edition_and_runs_nothing() -> None:
+    config = yaml.safe_load((ROOT / ".readthedocs.yaml").read_text())
+    assert config["version"] == 2 and config["sphinx"]["configuration"] == "conf.py"
+    assert "jobs" not in config["build"] and "commands" not in config["build"], "nothing but Sphinx runs there"
+    assert (ROOT / config["python"]["install"][0]["requirements"]).is_file()
+    settings: dict = {"__file__": str(ROOT / "conf.py")}
+    saved = os.environ.get("READTHEDOCS")
+    os.environ["READTHEDOCS"] = "True"
+    try:
+        exec(compile((ROOT / "conf.py").read_text(), "conf.py", "exec"), settings)
+    finally:
+        os.environ.pop("READTHEDOCS") if saved is None else os.environ.__setitem__("READTHEDOCS", saved)
+    assert settings["course_published"] is True and settings["course_edition"] == "student"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("publish") / "build"
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(build)}
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "publish", "--pdf"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "published (student edition" in done.stdout
+    return build / "publish"
+
+
+@pytest.mark.slow
+def test_the_published_folder_is_whole_with_nojekyll_and_the_epub_beside_it(published: Path) -> None:
+    folder = published / publish.FOLDER
+    assert (folder / ".nojekyll").is_file() and (folder / "index.html").is_file()
+    assert (folder / publish.EPUB_NAME).stat().st_size > 50_000
+    handout = folder / publish.PDF_NAME
+    assert handout.read_bytes()[:5] == b"%PDF-" and 100_000 < handout.stat().st_size < 30_000_000
+    assert missing_assets(folder) == []
+    with tarfile.open(published / publish.TARBALL) as tar:
+        names = set(tar.getnames())
+    assert {"site/.nojekyll", "site/index.html", f"site/{publish.EPUB_NAME}", "site/_static/course.css"} <= names
+    from tests.test_edition import solutions_in
+
+    assert solutions_in(folder) == [], "the published (student) edition shows no solution"
+
+
+@pytest.mark.slow
+def test_the_published_site_never_says_this_machine(published: Path) -> None:
+    folder = published / publish.FOLDER
+    said = [
+        page.relative_to(folder).as_posix()
+        for page in sorted(folder.rglob("*.html"))
+        if "this machine" in visible_text(page).lower()
+    ]
+    assert said == []
+    assert "(the instructor's machine)" in (folder / "docs" / "index.html").read_text().replace("&#8217;", "'")
+
+
+@pytest.mark.slow
+def test_the_epub_passes_epubcheck(published: Path) -> None:
+    if not EPUBCHECK.is_file() or shutil.which("java") is None:
+        pytest.fail("epubcheck is needed: invoke setup --tests installs it (Debian's epubcheck)")
+    checked = subprocess.run(
+        ["java", "-jar", str(EPUBCHECK), str(published / publish.FOLDER / publish.EPUB_NAME)],
+        capture_output=True,
+        text=True,
+    )
+    errors = [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith(("ERROR", "FATAL"))]
+    assert checked.returncode == 0 and errors == [], "\n".join(errors[:20])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def chromium():
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1366,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.slow
+def test_the_published_site_opens_from_disk_and_from_a_plain_server_with_every_asset(published: Path, chromium) -> None:
+    folder = published / publish.FOLDER
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    driver = chromium
+    try:
+        pages = ["index.html", "docs/index.html", "lessons/03-timing.html", "docs/machines.html"]
+        for base in (folder.as_uri(), f"http://127.0.0.1:{port}"):
+            for page in pages:
+                driver.get(f"{base}/{page}")
+                broken = driver.execute_script(
+                    "return [...document.querySelectorAll('link[rel=stylesheet]')]"
+                    ".filter(l => !l.sheet).map(l => l.href)"
+                    ".concat([...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src))"
+                )
+                assert broken == [], f"{base}/{page}: {broken}"
+                assert driver.find_element("css selector", "article").text.strip(), f"{base}/{page} is empty"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
