@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from course import commands, guest_kernels, inventory, lessons, runlock, site
+from course import commands, guest_kernels, inventory, lessons, runlock, site, vm_shell
 from course.archive import ArchiveError
 from course.build import BuildError
 from course.kernel_build import KernelError
@@ -42,6 +42,7 @@ CLEAR_ERRORS = (
     LabError,
     inventory.InventoryError,
     guest_kernels.KernelNameError,
+    vm_shell.ShellError,
 )
 
 SET_HELP = {
@@ -223,6 +224,23 @@ def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
 
 
+@task(
+    help={
+        "lesson": "the lesson whose modules and programs the guest offers (4, 5, 6 or 9)",
+        "acceleration": "tcg (default: software emulation), tcg-icount, kvm, or auto (probe KVM)",
+    }
+)
+@_clear_errors
+def vm(c, lesson, acceleration="tcg"):
+    """Open a shell in the lesson's disposable guest (serial console here): insmod, dmesg, rmmod by hand."""
+    if not str(lesson).isdigit():
+        raise Exit(f"error: lesson number must be a number, got {lesson!r}", code=2)
+    with termination_as_interrupt():
+        status = vm_shell.open_shell(_layout(c), int(lesson), c.course.guest_kernel, acceleration)
+    if status != 0:
+        raise Exit(code=status)
+
+
 @task(help={"strict": "turn Sphinx warnings into errors (as CI does)"})
 @_clear_errors
 def site_(c, strict=False):
@@ -401,7 +419,7 @@ def results_import(c, archive, force=False):
 results = Collection("results", results_list, results_export, results_import)
 
 
-ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results)
+ns = Collection(setup, build, run, lesson, vm, generate, serve, test, bench, lab, linkcheck, clean, results)
 ns.add_task(site_, name="site")
 ns.configure(
     {
