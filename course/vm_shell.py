@@ -22,7 +22,7 @@ from typing import TextIO
 
 from course import kernel_build, runlock, vm
 from course import lessons as lesson_catalog
-from course.build import BuildError, build_program
+from course.build import BuildError, Program, build_program
 from course.kernel_build import GuestKernel
 from course.layout import Layout
 from course.lessons import Lesson
@@ -44,6 +44,7 @@ class Prepared:
     lesson: Lesson
     kernel: GuestKernel
     modules: list[tuple[str, Path, tuple[str, ...]]]  # name, .ko, parameters for a load by hand
+    clients: dict[str, list[str]]  # a server module's name -> the command of its client
     programs: list[tuple[str, Path, tuple[str, ...]]]  # name as lesson.toml says it, binary, its arguments
 
 
@@ -68,25 +69,23 @@ def prepare(layout: Layout, number: int, release: str, progress: Callable[[str],
     """Build the lesson's modules against the guest kernel and the programs it runs in the guest."""
     lesson = lesson_catalog.find(layout, number)
     kernel = kernel_build.find_kernel(release)
-    modules = []
+    modules, clients = [], {}
+    owners = {each.name: each for each in lesson_catalog.discover(layout)}
     for module in lesson.modules:
-        if module.expect != "load":
-            continue  # a module meant not to build (lesson 5's oldstyle) has nothing to load
+        if module.expect != "load" or module.name in clients:
+            continue  # a module meant not to build (lesson 5's oldstyle) has nothing to load; a server is shown once
         try:
             built = kernel_build.build_module(layout, lesson, module, kernel)
         except BuildError as error:
             raise ShellError(f"{error}; run invoke lesson {number} to see the compiler's words") from None
         progress(f"  build  {module.name}.ko for {kernel.release}{'' if built.rebuilt else ' (unchanged)'}")
         modules.append((module.name, built.ko, _hand_params(module.params)))
-    owners = {each.name: each for each in lesson_catalog.discover(layout)}
+        if module.client:
+            client = _build(layout, owners[module.client_lesson], module.client_name)
+            clients[module.name] = [str(client.binary), *module.client_args]
     programs = []
     for spec in lesson.guest_runs:
-        owner = owners[spec.lesson]
-        libs = next((run.libs for run in owner.runs if run.program == spec.name), ())
-        try:
-            program = build_program(layout, owner, spec.name, libs=libs)
-        except BuildError as error:
-            raise ShellError(str(error)) from None
+        program = _build(layout, owners[spec.lesson], spec.name)
         progress(f"  build  {spec.program}{'' if program.rebuilt else ' (unchanged)'}")
         programs.append((spec.program, program.binary, spec.args))
     if not modules and not programs:
@@ -95,7 +94,16 @@ def prepare(layout: Layout, number: int, release: str, progress: Callable[[str],
             f"lesson {number} has no module or program to run in the guest; "
             f"the lessons with modules are {', '.join(with_modules)}"
         )
-    return Prepared(lesson, kernel, modules, programs)
+    return Prepared(lesson, kernel, modules, clients, programs)
+
+
+def _build(layout: Layout, owner: Lesson, name: str) -> Program:
+    """One of ``owner``'s programs, linked as its lesson links it on the host (-luring)."""
+    libs = next((run.libs for run in owner.runs if run.program == name), ())
+    try:
+        return build_program(layout, owner, name, libs=libs)
+    except BuildError as error:
+        raise ShellError(str(error)) from None
 
 
 def guide(prepared: Prepared, acceleration: str) -> str:
@@ -107,13 +115,22 @@ def guide(prepared: Prepared, acceleration: str) -> str:
         "",
     ]
     for name, ko, params in prepared.modules:
+        client = prepared.clients.get(name)
+        if client:  # a server: it stays loaded while its client talks to it
+            lines += [
+                f"  module {name} (a server on 127.0.0.1; run 'ip link set lo up' first):",
+                f"    insmod {shlex.join([str(ko), *params])}",
+                f"    {shlex.join(client)}   # its client: requests, every answer checked",
+                f"    dmesg | grep 'course:'; rmmod {name}",
+            ]
+            continue
         lines += [
             f"  module {name}:",
             f"    insmod {shlex.join([str(ko), *params])} < /dev/null   # load it (stdin is what it reads)",
             "    dmesg | grep 'course:'        # its lines in the kernel log",
             f"    lsmod | grep {name}; rmmod {name}   # if it stayed loaded, unload it",
         ]
-    if prepared.modules:
+    if any(name not in prepared.clients for name, _, _ in prepared.modules):
         lines.append("  A module that measures and leaves refuses to stay loaded: insmod then says")
         lines.append("  'Invalid parameters' (init returned -EINVAL on purpose); its figures are in dmesg.")
     for name, binary, args in prepared.programs:
