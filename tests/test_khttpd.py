@@ -151,11 +151,19 @@ def _run_lesson_9(course_root: Path, results: Path, build: Path) -> dict:
     return store.read_json(results / "lesson-9" / "09-khttpd.json")
 
 
+#: How far two icount boots of one kernel may set a request's median apart. Not 0, unlike the
+#: empty reads of lessons 4 and 6: a request allocates socket buffers, and the state the boot
+#: left the allocators in (where each per-CPU cache stands in its refill cycle) moves a few of
+#: the 100 samples by a few hundred instructions. Measured on Debian's 6.1 guest: a few
+#: instructions in 40,000 (below 0.03 %).
+ICOUNT_SPREAD = 0.001
+
+
 @pytest.mark.slow
 def test_lesson_9_in_the_guest_checks_every_answer_leaves_nothing_and_counts_the_same_twice(
     course_root: Path, tmp_path: Path
 ) -> None:
-    """Two icount boots of lesson 9: all five servers answer byte for byte, and every count repeats exactly."""
+    """Two icount boots of lesson 9: all five servers answer byte for byte; calls and bytes repeat exactly."""
     first = _run_lesson_9(course_root, tmp_path / "results", tmp_path / "build")
     assert first["failures"] == [], "a server left loaded or listening, or an answer that differed, fails the run"
     measured = first["measurements"]
@@ -169,11 +177,15 @@ def test_lesson_9_in_the_guest_checks_every_answer_leaves_nothing_and_counts_the
         assert measured[key]["meta"]["answers_checked"] == str(measured[key]["samples"]), key
     assert measured["09-khttpd/server-syscalls.khttpd"]["status"] == "skipped", "a kernel thread makes no call"
     second = _run_lesson_9(course_root, tmp_path / "results", tmp_path / "build")
-    counted = {k: v for k, v in first["measurements"].items() if v.get("unit") in ("icount ticks", "calls", "bytes")}
     again = second["measurements"]
-    different = {
-        key: (value["median"], again[key]["median"])
-        for key, value in counted.items()
-        if value["status"] == "ok" and value["median"] != again[key]["median"]
+    in_guest = {k: v for k, v in measured.items() if k.startswith("09-khttpd/user.") or ".khttpd" in k}
+    counts = {k: v for k, v in in_guest.items() if v.get("unit") in ("calls", "bytes")}
+    assert len(counts) == 18 and {k: again[k]["histogram"] for k in counts} == {
+        k: v["histogram"] for k, v in counts.items()
+    }, "every call and byte counted is the same in both boots, request by request"
+    moved = {
+        key: (measured[key]["median"], again[key]["median"])
+        for key in requests
+        if abs(measured[key]["median"] - again[key]["median"]) > ICOUNT_SPREAD * measured[key]["median"]
     }
-    assert not different, f"icount figures moved between two boots of one kernel: {different}"
+    assert not moved, f"icount medians moved more than {ICOUNT_SPREAD:.1%} between two boots of one kernel: {moved}"
