@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 RELEASES = {"6.1": "6.1.0-56-amd64", "6.12": "6.12.117+deb12-amd64", "6.1-rt": "6.1.0-56-rt-amd64"}
 
+#: The guest kernels the shipped icount sets were measured on (Debian's packages of the time).
+SHIPPED = {"6.1": "6.1.0-57-amd64", "6.12": "6.12.118+deb12-amd64", "6.1-rt": "6.1.0-57-rt-amd64"}
+
 
 def _fake_kernels(folder: Path, releases: list[str], complete: bool = True) -> None:
     """Image, headers and modules of ``releases`` in ``folder`` (standing for /boot, /usr/src and /lib/modules)."""
@@ -412,7 +415,7 @@ def test_the_real_compiler_refuses_the_changed_api_on_6_12_only(tmp_path: Path) 
 
 def test_the_committed_matrix_sets_name_their_guest() -> None:
     """The shipped icount sets (invoke run --guest-kernels 6.1,6.12,6.1-rt --acceleration tcg-icount)."""
-    for name, release in RELEASES.items():
+    for name, release in SHIPPED.items():
         info = json.loads((ROOT / "results" / f"qemu-icount-debian-{name}" / "set.json").read_text())
         assert (info["guest"]["name"], info["guest"]["release"], info["guest"]["acceleration"]) == (
             name,
