@@ -160,3 +160,23 @@ def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, 
         terminal.kill()
     assert not [pid for pid in qemu if _alive(pid)], "no QEMU left running"
     assert not [path for path in (build / "vm").glob("run-*")], "no run folder left behind"
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(course_root: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path / "build"), "TERM": "dumb"}
+    terminal = Terminal([*INVOKE, "vm", "--lesson", "4"], course_root, env)
+    qemu: set[int] = set()
+    try:
+        terminal.expect(b"Leave the shell", timeout=120)
+        deadline = time.monotonic() + 60
+        while not qemu and time.monotonic() < deadline:
+            qemu = {pid for pid in _descendants(terminal.pid) if _comm(pid).startswith("qemu")}
+            time.sleep(0.5)
+        assert qemu, "the guest was booting"
+        os.kill(terminal.pid, signal.SIGTERM)
+        status = terminal.wait(timeout=60)
+        assert status is not None and status != 0, "invoke ended, reporting the interruption"
+    finally:
+        terminal.kill()
+    assert not [pid for pid in qemu if _alive(pid)], "no QEMU left running"
