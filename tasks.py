@@ -30,6 +30,7 @@ from course import (
     site,
     store,
     submission,
+    vm_shell,
 )
 from course import edition as course_edition
 from course import publish as publishing
@@ -67,6 +68,7 @@ CLEAR_ERRORS = (
     set_identity.ReleaseChangeError,
     submission.SubmissionError,
     grading.GradingError,
+    vm_shell.ShellError,
 )
 
 SET_HELP = {
@@ -295,6 +297,21 @@ def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa:
     )
     if not ok:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
+
+
+@task(
+    help={
+        "lesson": "the lesson whose modules and programs the guest offers (4, 5, 6 or 9)",
+        "acceleration": "tcg (default: software emulation), tcg-icount, kvm, or auto (probe KVM)",
+    }
+)
+@_clear_errors
+def vm(c, lesson, acceleration="tcg"):
+    """Open a shell in the lesson's disposable guest (serial console here): insmod, dmesg, rmmod by hand."""
+    with termination_as_interrupt():
+        status = vm_shell.open_shell(_layout(c), _number(lesson), c.course.guest_kernel, acceleration)
+    if status != 0:
+        raise Exit(code=status)
 
 
 @task(
@@ -591,7 +608,7 @@ def grade(c, folder, lessons=None, acceleration=None):
         raise Exit("some submissions were refused:\n" + "\n".join(refused), code=1)
 
 
-ns = Collection(setup, build, run, lesson, generate, serve, test, bench, lab, linkcheck, clean, results)
+ns = Collection(setup, build, run, lesson, vm, generate, serve, test, bench, lab, linkcheck, clean, results)
 ns.add_task(site_, name="site")
 for class_task in (student_copy, submit, grade, publish):  # teaching a class (docs/instructors.md)
     ns.add_task(class_task)

@@ -8,7 +8,8 @@ It refuses to run anywhere else, so that nothing is loaded into a kernel by acci
 
 PLAN is a list of jobs: a module to load ``{lesson, module, ko, params, stdin}``, a
 user-space program to run ``{lesson, program, binary, args, stdin, files}`` (the user side of
-the comparison, on the same kernel and clock as the modules), or a program to trace with
+the comparison, on the same kernel and clock as the modules), a server module with its client
+``{lesson, module, ko, params, client, client_args}`` (loaded, talked to, unloaded), or a program to trace with
 ftrace's ``function_graph`` ``{lesson, trace, binary, files, graph, notrace}``. RESULTS is
 rewritten (atomically) after every job, so a crash or a hung VM keeps what was measured before it.
 """
@@ -117,6 +118,81 @@ def run_job(job: dict, scratch: Path, timeout: float = 300) -> dict:
         "log": log,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def listening_on(port: int, tables: tuple[Path, ...] = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))) -> list[str]:
+    """The sockets listening on ``port`` (``127.0.0.1:8080``), from the kernel's TCP tables."""
+    found = []
+    for table in tables:
+        if not table.is_file():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                address, _, hex_port = fields[1].partition(":")
+                if int(hex_port, 16) == port:
+                    found.append(f"{address}:{port} ({table.name})")
+    return found
+
+
+def loaded(module: str, modules: Path = Path("/proc/modules")) -> bool:
+    return any(line.split(" ", 1)[0] == module for line in modules.read_text().splitlines())
+
+
+def _port_of(params: list[str]) -> int:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name == "port" and value.isdigit():
+            return int(value)
+    return 8080
+
+
+def run_server_job(job: dict, scratch: Path, timeout: float = 300) -> dict:
+    """Load a server module, run its client against it over loopback, unload it; say what was left behind.
+
+    The module serves from a kernel thread (its init returns at once); the client makes its
+    requests and checks every answer; then the module is unloaded. Whatever happened, the
+    result says whether the module is still loaded and whether anything still listens on its port.
+    """
+    subprocess.run(["dmesg", "--clear"], check=True)
+    started = time.monotonic()
+    command = ["insmod", job["ko"], *job.get("params", [])]
+    result = {
+        **job,
+        "command": " ".join(["insmod", Path(job["ko"]).name, *job.get("params", [])]),
+        "client_result": None,
+        "rmmod_output": "",
+    }
+    try:
+        finished = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        result.update(exit_status=finished.returncode, insmod_output=(finished.stdout + finished.stderr).strip())
+    except subprocess.TimeoutExpired:
+        result.update(exit_status=None, insmod_output="insmod did not return within 120 s")
+    if result["exit_status"] == 0:
+        outcome = run_on_host(
+            Path(job["client"]),
+            tuple(job["client_args"]),
+            "devnull",
+            scratch,
+            timeout,
+            shown_as=job.get("client_shown_as", ""),
+        )
+        result["client_result"] = {
+            "command": outcome.command,
+            "exit_status": outcome.exit_status,
+            "ok": outcome.ok,
+            "ended": outcome.ended,
+            "stdout": outcome.stdout,
+            "stderr": outcome.stderr[-4000:],
+        }
+        # The module's own timeout bounds this: its thread never waits longer for a client.
+        unloaded = subprocess.run(["rmmod", job["module"]], capture_output=True, text=True, timeout=timeout)
+        result["rmmod_output"] = (unloaded.stdout + unloaded.stderr).strip()
+    result["log"] = subprocess.run(["dmesg"], capture_output=True, text=True, errors="backslashreplace").stdout
+    result["left_loaded"] = loaded(job["module"])
+    result["left_listening"] = listening_on(_port_of(job.get("params", [])))
+    result["seconds"] = round(time.monotonic() - started, 3)
+    return result
 
 
 def run_program_job(job: dict, scratch: Path) -> dict:
@@ -259,6 +335,9 @@ def main(argv: list[str]) -> int:
         )
         return 3
     jobs = json.loads(plan_path.read_text())
+    if not on_host:
+        # A fresh guest's loopback is down: the servers of lesson 9 and their clients need it.
+        subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
     results: list[dict] = []
     guest = guest_machine()
     # Written before the first job too: a boot whose jobs all fail, or that has none, still says
@@ -272,6 +351,9 @@ def main(argv: list[str]) -> int:
         elif "binary" in job:
             print(f"course-guest: [{number}/{len(jobs)}] {job['program']} (user space)", flush=True)
             results.append(run_program_job(job, scratch))
+        elif "client" in job:
+            print(f"course-guest: [{number}/{len(jobs)}] {job['module']} serving its client", flush=True)
+            results.append(run_server_job(job, scratch))
         else:
             print(f"course-guest: [{number}/{len(jobs)}] {job['module']} stdin={job['stdin']}", flush=True)
             results.append(run_job(job, scratch))

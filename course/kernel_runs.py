@@ -180,6 +180,19 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
                 f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
                 f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
             )
+            client = run.programs.get(module.client) if module.client else None
+            if module.client and client is None:
+                continue  # the client's build failed, and that is recorded
+            serving = (
+                {
+                    "client": str(client.binary),
+                    "client_args": list(module.client_args),
+                    "client_shown_as": os.path.relpath(client.binary, layout.root),
+                    "client_sources": client.sources,
+                }
+                if client
+                else {}
+            )
             jobs += [
                 {
                     "lesson": run.lesson.name,
@@ -187,6 +200,7 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
                     "ko": str(built.ko),
                     "params": list(module.params),
                     "stdin": stdin,
+                    **serving,
                 }
                 for stdin in module.stdin
             ]
@@ -201,6 +215,7 @@ def build_guest_programs(layout: Layout, run: LessonRun, progress: Progress) -> 
     """
     wanted = [(spec.program, spec.lesson, spec.name) for spec in run.lesson.guest_runs]
     wanted += [(spec.program, spec.lesson, spec.program_name) for spec in run.lesson.traces]
+    wanted += [(m.client, m.client_lesson, m.client_name) for m in run.lesson.modules if m.client]
     if not wanted:
         return
     owners = {lesson.name: lesson for lesson in lesson_catalog.discover(layout)}
@@ -211,7 +226,11 @@ def build_guest_programs(layout: Layout, run: LessonRun, progress: Progress) -> 
         if owner is None:
             run.fail("build", program, f"no lesson {lesson} for the guest program {program}")
             continue
-        build_into(layout, run, owner, name, progress, key=program, step_name=f"build {program} (for the guest)")
+        # Linked as its own lesson links it on the host (-luring): one binary, one set of inputs.
+        libs = next((spec.libs for spec in owner.runs if spec.program == name), ())
+        build_into(
+            layout, run, owner, name, progress, key=program, step_name=f"build {program} (for the guest)", libs=libs
+        )
 
 
 def guest_program_jobs(layout: Layout, runs: list[LessonRun]) -> list[dict]:
@@ -313,6 +332,8 @@ def record_results(
             continue
         result = results[index]
         log = result["log"]
+        if "client" in job and not _server_behaved(run, what, result, log):
+            continue
         if any(marker in log for marker in OOPS_MARKERS):
             run.fail("run", what, "the kernel reported an oops or BUG while the module ran", log)
             continue
@@ -336,9 +357,33 @@ def record_results(
         }
         # Emulated ticks have no meaningful rate in nanoseconds: keep none.
         record(run, module.stdin, job["stdin"], parsed, context, unit=unit, with_rate=unit == "ticks")
+        if "client" in job:
+            client = parse_or_fail(run, f"{what}: its client", result["client_result"]["stdout"])
+            if client is None:
+                continue
+            command = f"{result['client_result']['command']}, in the guest, against {result['command']}"
+            served = {**context, "command": command, "sources": {**context["sources"], **job["client_sources"]}}
+            record(run, module.stdin, job["stdin"], client, served, unit=unit, with_rate=unit == "ticks")
         kernel_log = "\n".join(parsed.text).strip()
         capture_id = measurement_id(run.lesson, job["module"], job["stdin"], module.stdin) + ".log"
         run.captures[capture_id] = {"text": kernel_log, "command": context["command"], "measured_at": store.now()}
+
+
+def _server_behaved(run: LessonRun, what: str, result: dict, log: str) -> bool:
+    """A server module's run: loaded, its client satisfied, unloaded, nothing left listening; else why not."""
+    if result["exit_status"] != 0:
+        run.fail("load", what, f"insmod failed: {result['insmod_output']}", log)
+        return False
+    client = result["client_result"]
+    if not client["ok"]:
+        said = (client["stdout"] + client["stderr"])[-4000:]
+        run.fail("run", f"{what}: its client", f"it {client['ended']} (every answer is checked byte for byte)", said)
+        return False
+    if result["left_loaded"] or result["left_listening"]:
+        left = ["still loaded" if result["left_loaded"] else "", ", ".join(result["left_listening"])]
+        run.fail("run", what, f"left behind after rmmod: {'; '.join(x for x in left if x)}", result["rmmod_output"])
+        return False
+    return True
 
 
 #: The most lines of one read's call graph kept in its capture; the rest are counted, not kept.

@@ -83,6 +83,18 @@ class ModuleSpec:
     params: tuple[str, ...] = ()
     stdin: tuple[str, ...] = ("devnull",)
     expect: str = "load"  # or "build-error": the compiler's refusal is the result (lesson 5)
+    # A server module (lesson 9): it stays loaded while this user-space client (``NN-slug/name``,
+    # a program of ``code/user``) talks to it over loopback in the guest; then it is unloaded.
+    client: str = ""
+    client_args: tuple[str, ...] = ()
+
+    @property
+    def client_lesson(self) -> str:
+        return self.client.split("/", 1)[0]
+
+    @property
+    def client_name(self) -> str:
+        return self.client.split("/", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -186,7 +198,7 @@ def discover(layout: Layout) -> list[Lesson]:
         exercises = [_exercise_spec(code_dir / "lesson.toml", entry) for entry in user.get("exercise", [])]
         kernel_dir = layout.kernel_code / name
         kernel = _load(kernel_dir / "lesson.toml", KERNEL_SECTIONS)
-        modules = [_module_spec(entry) for entry in kernel.get("module", [])]
+        modules = [_module_spec(layout, kernel_dir / "lesson.toml", entry) for entry in kernel.get("module", [])]
         guest_runs = [
             _guest_run_spec(layout, kernel_dir / "lesson.toml", entry) for entry in kernel.get("guest_run", [])
         ]
@@ -391,7 +403,15 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "proportional": _flag,
     },
     "exercise": {"name": _text, "program": _text, "solution": _text, "args": _texts, "stdin": _stdin},
-    "module": {"name": _file_name, "measures": _texts, "params": _texts, "stdin": _stdin, "expect": _expect},
+    "module": {
+        "name": _file_name,
+        "measures": _texts,
+        "params": _texts,
+        "stdin": _stdin,
+        "expect": _expect,
+        "client": _text,
+        "client_args": _texts,
+    },
     "guest_run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout},
     "trace": {
         "name": _file_name,
@@ -514,13 +534,25 @@ def _exercise_spec(path: Path, entry: dict) -> ExerciseSpec:
     )
 
 
-def _module_spec(entry: dict) -> ModuleSpec:
+def _module_spec(layout: Layout, path: Path, entry: dict) -> ModuleSpec:
+    client = entry.get("client", "")
+    if client and not re.fullmatch(r"\d{2}-[a-z0-9-]+/[A-Za-z0-9_-]+", client):
+        raise LessonError(
+            f'{path}: [[module]] {entry["name"]!r}: client must be a lesson\'s program, like "09-khttpd/serve", '
+            f"not {client!r}"
+        )
+    if client and not (layout.user_code / f"{client}.c").is_file():
+        raise LessonError(f"{path}: [[module]] {entry['name']!r}: no source {client}.c in {layout.user_code}")
+    if "client_args" in entry and not client:
+        raise LessonError(f"{path}: [[module]] {entry['name']!r}: client_args without a client")
     return ModuleSpec(
         name=entry["name"],
         measures=entry.get("measures", ()),
         expect=entry.get("expect", "load"),
         params=entry.get("params", ()),
         stdin=entry.get("stdin", ("devnull",)),
+        client=client,
+        client_args=entry.get("client_args", ()),
     )
 
 

@@ -500,7 +500,8 @@ def record(
         measurement = {
             "status": "ok",
             "calls_per_sample": raw.per,
-            "unit": unit or raw.unit,
+            # The runner's unit names what ticks count there; a count of calls or bytes keeps its own.
+            "unit": (unit or raw.unit) if raw.unit == "ticks" else raw.unit,
             "samples": summary.samples,
             "min": summary.min,
             "median": summary.median,
@@ -512,7 +513,7 @@ def record(
                 "from": measurement_id(lesson, prefix + raw.subtract, stdin, kinds) if raw.subtract else None,
             },
             "histogram": summary.histogram,
-            "tsc_hz": tsc_hz,
+            "tsc_hz": tsc_hz if raw.unit == "ticks" else None,  # a count of calls has no nanoseconds
             "measured_at": measured_at,
             "meta": meta,
             **context,

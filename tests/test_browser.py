@@ -185,7 +185,7 @@ def test_linkcheck_finds_no_broken_internal_link(built_site: Layout, measured_co
 
 def _lesson_pages(layout: Layout) -> list[Path]:
     pages = sorted(layout.html.glob("lessons/*.html"))
-    assert len(pages) == 8, f"{len(pages)} lesson pages"
+    assert len(pages) == 9, f"{len(pages)} lesson pages"
     return pages
 
 
@@ -311,7 +311,7 @@ def test_home_lists_each_lesson_with_a_line_and_the_sidebar_separates_the_parts(
     browser.get((built_site.html / "docs/index.html").as_uri())
     items = browser.find_elements(By.CSS_SELECTOR, "article ol > li")
     lessons = [item for item in items if item.find_elements(By.CSS_SELECTOR, "a[href*='lessons/']")]
-    assert len(lessons) == 8 and all(": " in item.text for item in lessons), [item.text for item in lessons]
+    assert len(lessons) == 9 and all(": " in item.text for item in lessons), [item.text for item in lessons]
     captions = [
         c.get_attribute("textContent").strip() for c in browser.find_elements(By.CSS_SELECTOR, ".sidebar-tree .caption")
     ]

@@ -1,0 +1,182 @@
+"""``invoke vm --lesson N``: a shell in the disposable guest, driven here through a pseudo-terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from course import vm_shell
+from course.layout import Layout
+
+INVOKE = [sys.executable, "-m", "invoke"]
+
+
+class Terminal:
+    """A child on a pseudo-terminal, read until a text shows up (a tiny pexpect with the stdlib)."""
+
+    def __init__(self, command: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the terminal is its standard input, output and error
+            os.chdir(cwd)
+            os.execvpe(command[0], command, env)
+        self.seen = b""
+
+    def expect(self, text: bytes, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        start = len(self.seen)
+        while text not in self.seen[start:]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} not seen in {timeout:.0f} s; the terminal showed:\n{self.tail()}")
+            ready, _, _ = select.select([self.fd], [], [], min(left, 1.0))
+            if ready:
+                try:
+                    data = os.read(self.fd, 65536)
+                except OSError:  # the child ended: the terminal is closed
+                    data = b""
+                if not data:
+                    raise AssertionError(f"the terminal closed before {text!r}; it showed:\n{self.tail()}")
+                self.seen += data
+        return self.seen[start:]
+
+    def send(self, line: str) -> None:
+        os.write(self.fd, line.encode() + b"\n")
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if select.select([self.fd], [], [], 0.5)[0]:
+                    self.seen += os.read(self.fd, 65536)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+        return None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+    def tail(self) -> str:
+        return self.seen[-3000:].decode("utf-8", "replace")
+
+
+def _descendants(root: int) -> set[int]:
+    """Every process below ``root`` now (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_without_a_terminal_it_refuses_in_one_line(course_root: Path, tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [*INVOKE, "vm", "--lesson", "4"],
+        cwd=course_root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path / "build")},
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    said = (finished.stdout + finished.stderr).strip().splitlines()
+    assert said == [
+        "error: invoke vm opens a shell in the guest and needs a terminal (standard input is not one); "
+        "run it in an interactive terminal"
+    ]
+    assert not (tmp_path / "build").exists(), "nothing was built before the refusal"
+
+
+def test_a_lesson_without_modules_is_refused_naming_those_with_them(course_root: Path, tmp_path: Path) -> None:
+    layout = Layout(course_root, build_dir=tmp_path / "build")
+    with pytest.raises(vm_shell.ShellError, match=r"lesson 3 has no module .* the lessons with modules are 4, 5, 6"):
+        vm_shell.prepare(layout, 3, "", progress=lambda line: None)
+
+
+@pytest.mark.slow
+def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, tmp_path: Path) -> None:
+    """The issue's check: drive ``invoke vm --lesson 4`` through a pty, load the module, read its line, leave."""
+    build = tmp_path / "build"
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(build), "TERM": "dumb"}
+    terminal = Terminal([*INVOKE, "vm", "--lesson", "4"], course_root, env)
+    qemu: set[int] = set()
+    try:
+        guide = terminal.expect(b"Leave the shell", timeout=120).decode()
+        assert "insmod " in guide and "ksystime.ko samples=200" in guide and "dmesg" in guide and "rmmod" in guide
+        assert "03-timing/usystime" in guide, "the lesson's programs, with where they are"
+        terminal.expect(b"virtme-ng", timeout=240)
+        terminal.send("echo READY$((40+2))")
+        terminal.expect(b"READY42", timeout=120)
+        qemu = {pid for pid in _descendants(terminal.pid) if _comm(pid).startswith("qemu")}
+        assert qemu, "the guest is a QEMU below invoke"
+        ko = build / "kernel"
+        terminal.send(f"insmod $(ls {ko}/*/04-kernel-read/ksystime.ko) samples=200 < /dev/null; echo LOADED$((1+1))")
+        terminal.expect(b"LOADED2", timeout=240)
+        terminal.send("dmesg | grep -c 'course: meta done=1' | sed 's/^/DONE=/'")
+        terminal.expect(b"DONE=1", timeout=60)
+        terminal.send("exit")
+        status = terminal.wait(timeout=120)
+        assert status == 0, terminal.tail()
+        assert b"the guest powered off" in terminal.seen
+    finally:
+        terminal.kill()
+    assert not [pid for pid in qemu if _alive(pid)], "no QEMU left running"
+    assert not [path for path in (build / "vm").glob("run-*")], "no run folder left behind"
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(course_root: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path / "build"), "TERM": "dumb"}
+    terminal = Terminal([*INVOKE, "vm", "--lesson", "4"], course_root, env)
+    qemu: set[int] = set()
+    try:
+        terminal.expect(b"Leave the shell", timeout=120)
+        deadline = time.monotonic() + 60
+        while not qemu and time.monotonic() < deadline:
+            qemu = {pid for pid in _descendants(terminal.pid) if _comm(pid).startswith("qemu")}
+            time.sleep(0.5)
+        assert qemu, "the guest was booting"
+        os.kill(terminal.pid, signal.SIGTERM)
+        status = terminal.wait(timeout=60)
+        assert status is not None and status != 0, "invoke ended, reporting the interruption"
+    finally:
+        terminal.kill()
+    assert not [pid for pid in qemu if _alive(pid)], "no QEMU left running"
