@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING
 
+from course.sphinxext.chartcache import cached
+
 # matplotlib is imported where a chart is drawn: an unchanged site build draws none, and importing
 # it would be a third of that build's time.
 if TYPE_CHECKING:
@@ -163,6 +165,7 @@ def _distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
     return short, shared
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def bar_chart(bars: list[Bar], title: str) -> Chart:
     """Horizontal bars grouped by measurement, one panel (and scale) per unit, each bar labelled.
 
@@ -217,6 +220,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     return Chart(svg, header, rows)
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def histogram_chart(
     histogram: dict, unit: str, title: str, subtracted: float = 0, maximum: float | None = None
 ) -> Chart:
@@ -280,6 +284,7 @@ class Line:
     colour: int = 0
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def timeline_chart(lines: list[Line], title: str) -> Chart:
     """Several probes of one run, one panel each, on a shared time axis and a shared scale.
 
