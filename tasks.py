@@ -293,12 +293,14 @@ def test(c, fast=False, k=""):
             raise Exit(code=finished.returncode)
 
 
-@task(help={"set": SET_HELP["set"]})
+@task(help={"set": SET_HELP["set"], "runs": "how many times each duration is timed, for its median (default: 5)"})
 @_clear_errors
 @_one_run_at_a_time
-def bench(c, set=None):  # noqa: A002
+def bench(c, set=None, runs=None):  # noqa: A002
     """Benchmark the course: repeatability of lesson 3, pipeline speed (cold, unchanged, lesson 3), peers."""
-    commands.bench(_layout(c), set_name=set or c.course.set)
+    if runs is not None and (not str(runs).isdigit() or int(runs) < 1):
+        raise Exit(f"error: --runs must be a whole number of at least 1, got {runs!r}", code=2)
+    commands.bench(_layout(c), set_name=set or c.course.set, runs=int(runs) if runs else None)
 
 
 @task(
