@@ -6,6 +6,7 @@ Each task is a few lines over :mod:`course.commands`. Defaults live in one
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 import subprocess
 import sys
@@ -284,13 +285,21 @@ def test(c, fast=False, k=""):
     """Run the whole test suite (ruff, unit, Sphinx extension, integration with a real VM, full site build)."""
     root = find_root()
     # Lists, never a shell: -k's expression and the checkout's path reach each tool as they are.
+    tests = [*(["-m", "not slow"] if fast else []), *_parallel(), *(["-k", k] if k else [])]
     for command in (
         [sys.executable, "-m", "ruff", "check", "course", "tests", "tasks.py", "conf.py"],
-        [sys.executable, "-m", "pytest", *(["-m", "not slow"] if fast else []), *(["-k", k] if k else [])],
+        [sys.executable, "-m", "pytest", *tests],
     ):
         finished = subprocess.run(command, cwd=root)
         if finished.returncode != 0:
             raise Exit(code=finished.returncode)
+
+
+def _parallel() -> list[str]:
+    """One worker per CPU (pytest-xdist, in requirements.lock); tests/conftest.py groups tests sharing a folder."""
+    if importlib.util.find_spec("xdist") is None:
+        return []
+    return ["--numprocesses", "auto", "--dist", "loadgroup"]
 
 
 @task(help={"set": SET_HELP["set"], "runs": "how many times each duration is timed, for its median (default: 5)"})

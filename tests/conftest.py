@@ -16,6 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
+#: The tests that share the session's measured course and its site, or that build this checkout's own site (and
+#: so rewrite its generated machine pages, docs/machines): one worker runs them all, in order, when the suite runs
+#: in parallel (``invoke test``: ``pytest -n auto --dist loadgroup``). Every other module is a unit of its own.
+CHECKOUT_SITE = "checkout-site"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        shared = {"measured_course", "built_site"} & set(getattr(item, "fixturenames", ()))
+        group = CHECKOUT_SITE if shared else item.module.__name__ if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def rootdir() -> Path:
     """Where ``@pytest.mark.sphinx(testroot=...)`` finds its small test projects."""
