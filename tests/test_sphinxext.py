@@ -485,6 +485,34 @@ def test_a_chart_is_drawn_again_only_when_its_own_figures_changed(app: SphinxTes
     assert ">977 " in _html(again, "kernel")
 
 
+def test_every_chart_function_goes_through_the_chart_cache() -> None:
+    """A chart function added without ``@cached`` would be drawn (and matplotlib imported) on every read."""
+    import inspect
+
+    from course.sphinxext import charts
+
+    drawing = [
+        function
+        for name, function in inspect.getmembers(charts, inspect.isfunction)
+        if function.__module__ == charts.__name__ and inspect.signature(function).return_annotation == "Chart"
+    ]
+    assert len(drawing) >= 3
+    assert [f.__name__ for f in drawing if not hasattr(f, "__wrapped__")] == [], "decorate them with @cached"
+
+
+def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from course.sphinxext import charts
+
+    bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
+    key = chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
+    assert key == chartcache.chart_key(charts.bar_chart, (list(bars), "title"), {})
+    other = [charts.Bar("read", "this machine", 1235.0, "1,235 ticks", unit="ticks")]
+    assert key != chartcache.chart_key(charts.bar_chart, (other, "title"), {})
+    assert key != chartcache.chart_key(charts.bar_chart, (bars, "another title"), {})
+    monkeypatch.setattr(chartcache, "_code_digest", lambda draw: "the drawing code, edited")
+    assert key != chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
+
+
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-no-matplotlib")
 def test_a_rebuild_whose_charts_did_not_change_never_imports_matplotlib(
     app: SphinxTestApp, make_app, monkeypatch: pytest.MonkeyPatch
