@@ -296,10 +296,10 @@ def test(c, fast=False, k=""):
 
 
 def _parallel() -> list[str]:
-    """One worker per CPU (pytest-xdist, in requirements.lock); tests/conftest.py groups tests sharing a folder."""
+    """One worker per CPU (pytest-xdist, in requirements.lock); tests/conftest.py says which tests share one."""
     if importlib.util.find_spec("xdist") is None:
         return []
-    return ["--numprocesses", "auto", "--dist", "loadgroup"]
+    return ["--numprocesses", "auto"]
 
 
 @task(help={"set": SET_HELP["set"], "runs": "how many times each duration is timed, for its median (default: 5)"})

@@ -16,19 +16,36 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-#: The tests that share the session's measured course and its site, or that build this checkout's own site (and
-#: so rewrite its generated machine pages, docs/machines): one worker runs them all, in order, when the suite runs
-#: in parallel (``invoke test``: ``pytest -n auto --dist loadgroup``). Every other module is a unit of its own.
-CHECKOUT_SITE = "checkout-site"
+#: The test modules that share the session's measured course and its site, or that build this checkout's own
+#: site (and so rewrite its generated machine pages, docs/machines): when the suite runs in parallel (``invoke
+#: test``: pytest-xdist, one worker per CPU), one worker runs them all, in order; every other module is a unit of
+#: its own. A module that uses ``measured_course`` or ``built_site`` must be listed (checked below).
+CHECKOUT_SITE_MODULES = {"test_browser.py", "test_pipeline.py", "test_bench.py", "test_lab.py"}
+CHECKOUT_SITE = "the measured course and this checkout's site"
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # only called where pytest-xdist is installed
+    """xdist's own grouping (``--dist loadgroup``) sets ``item._nodeid``, which pytest 9 no longer reads; this
+    schedules by module instead, the modules of ``CHECKOUT_SITE_MODULES`` as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CheckoutSiteOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return CHECKOUT_SITE if Path(module).name in CHECKOUT_SITE_MODULES else module
+
+    return CheckoutSiteOnOneWorker(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
         shared = {"measured_course", "built_site"} & set(getattr(item, "fixturenames", ()))
-        group = CHECKOUT_SITE if shared else item.module.__name__ if item.module else item.nodeid
-        item.add_marker(pytest.mark.xdist_group(group))
+        if shared and item.path.name not in CHECKOUT_SITE_MODULES:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the session's measured course: add {item.path.name} to "
+                "CHECKOUT_SITE_MODULES in tests/conftest.py (its tests must run on one worker)"
+            )
 
 
 @pytest.fixture(scope="session")

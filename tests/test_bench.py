@@ -161,7 +161,6 @@ def test_the_guest_programs_time_is_read_from_the_cold_generation(tmp_path) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("checkout-site")  # builds this checkout's site (tests/conftest.py)
 def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
     from course.layout import Layout
 

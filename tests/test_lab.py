@@ -224,7 +224,6 @@ def _describe(pid: int) -> str:
 
 @needs_sshd
 @pytest.mark.slow
-@pytest.mark.xdist_group("checkout-site")  # builds this checkout's site (tests/conftest.py)
 def test_a_lab_of_two_hosts_brings_both_sets_and_reports_the_failing_ones(
     sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
