@@ -102,7 +102,7 @@ def _say_warnings(warnings: Path) -> None:
 #: Beside the build's output: what the last successful build read (see ``input_stamp``).
 INPUTS_STAMP = "site-inputs.txt"
 
-#: Folders of the checkout a site build never reads (its own output, version control, the virtual environment).
+#: Folders of the checkout a site build never reads, besides hidden ones (.git, .venv): output and caches.
 NOT_READ = {"build", "__pycache__", "node_modules"}
 
 
