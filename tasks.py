@@ -6,6 +6,7 @@ Each task is a few lines over :mod:`course.commands`. Defaults live in one
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import shlex
@@ -413,21 +414,31 @@ def test(c, fast=False, k=""):
     """Run the whole test suite (ruff, unit, Sphinx extension, integration with a real VM, full site build)."""
     root = find_root()
     # Lists, never a shell: -k's expression and the checkout's path reach each tool as they are.
+    tests = [*(["-m", "not slow"] if fast else []), *_parallel(), *(["-k", k] if k else [])]
     for command in (
         [sys.executable, "-m", "ruff", "check", "course", "tests", "tasks.py", "conf.py"],
-        [sys.executable, "-m", "pytest", *(["-m", "not slow"] if fast else []), *(["-k", k] if k else [])],
+        [sys.executable, "-m", "pytest", *tests],
     ):
         finished = subprocess.run(command, cwd=root)
         if finished.returncode != 0:
             raise Exit(code=finished.returncode)
 
 
-@task(help={"set": SET_HELP["set"]})
+def _parallel() -> list[str]:
+    """One worker per CPU (pytest-xdist, in requirements.lock); tests/conftest.py says which tests share one."""
+    if importlib.util.find_spec("xdist") is None:
+        return []
+    return ["--numprocesses", "auto"]
+
+
+@task(help={"set": SET_HELP["set"], "runs": "how many times each duration is timed, for its median (default: 5)"})
 @_clear_errors
 @_one_run_at_a_time
-def bench(c, set=None):  # noqa: A002
+def bench(c, set=None, runs=None):  # noqa: A002
     """Benchmark the course: repeatability of lesson 3, pipeline speed (cold, unchanged, lesson 3), peers."""
-    commands.bench(_layout(c), set_name=set or c.course.set)
+    if runs is not None and (not str(runs).isdigit() or int(runs) < 1):
+        raise Exit(f"error: --runs must be a whole number of at least 1, got {runs!r}", code=2)
+    commands.bench(_layout(c), set_name=set or c.course.set, runs=int(runs) if runs else None)
 
 
 @task(

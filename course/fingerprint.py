@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -35,7 +37,23 @@ def mitigations(folder: Path = VULNERABILITIES) -> dict[str, str]:
 
 
 def compiler_version(cc: str = "cc") -> str:
-    """The first line of ``cc --version``, or why there is none."""
+    """The first line of ``cc --version``, or why there is none.
+
+    Asked once per compiler file in a process (a run builds a dozen programs with the same one):
+    the compiler found on PATH, its size and date are the key, so another compiler is asked again.
+    """
+    found = shutil.which(cc)
+    if found is None:
+        return "not found"
+    try:
+        stat = os.stat(found)
+    except OSError:
+        return "not found"
+    return _version_of(cc, found, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _version_of(cc: str, found: str, size: int, mtime_ns: int) -> str:
     try:
         out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):

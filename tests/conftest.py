@@ -18,17 +18,54 @@ if (Path(__file__).resolve().parents[1] / ".course-edition").is_file():
     collect_ignore = ["test_exercises.py", "test_edition.py", "test_grading.py", "test_publish.py"]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In a student copy, a test of the full edition's folded solutions is skipped, saying why."""
-    if not (ROOT / ".course-edition").is_file():
-        return
-    for item in items:
-        if item.name == "test_an_exercise_solution_is_folded_until_opened":
-            item.add_marker(pytest.mark.skip(reason="a student copy has no solutions to fold"))
-
-
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+
+
+#: The test modules that share the session's measured course and its site, or that build this checkout's own
+#: site (and so rewrite its generated machine pages, docs/machines): when the suite runs in parallel (``invoke
+#: test``: pytest-xdist, one worker per CPU), one worker runs them all, in order; every other module is a unit of
+#: its own. A module that uses ``measured_course`` or ``built_site`` must be listed (checked below).
+CHECKOUT_SITE_MODULES = {
+    "test_browser.py",
+    "test_pipeline.py",
+    "test_bench.py",
+    "test_lab.py",
+    "test_answer_first_site.py",
+    "test_edition.py",
+    "test_publish.py",
+    "test_grading.py",
+}
+CHECKOUT_SITE = "the measured course and this checkout's site"
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # only called where pytest-xdist is installed
+    """xdist's own grouping (``--dist loadgroup``) sets ``item._nodeid``, which pytest 9 no longer reads; this
+    schedules by module instead, the modules of ``CHECKOUT_SITE_MODULES`` as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CheckoutSiteOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return CHECKOUT_SITE if Path(module).name in CHECKOUT_SITE_MODULES else module
+
+    return CheckoutSiteOnOneWorker(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module sharing the measured course must be listed above; in a student copy, a test of the full
+    edition's folded solutions is skipped, saying why."""
+    student_copy = (ROOT / ".course-edition").is_file()
+    for item in items:
+        if student_copy and item.name == "test_an_exercise_solution_is_folded_until_opened":
+            item.add_marker(pytest.mark.skip(reason="a student copy has no solutions to fold"))
+        shared = {"measured_course", "built_site"} & set(getattr(item, "fixturenames", ()))
+        if shared and item.path.name not in CHECKOUT_SITE_MODULES:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the session's measured course: add {item.path.name} to "
+                "CHECKOUT_SITE_MODULES in tests/conftest.py (its tests must run on one worker)"
+            )
 
 
 @pytest.fixture(scope="session")

@@ -166,10 +166,41 @@ def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
 
     layout = Layout(Path(__file__).resolve().parents[1])
     lines: list[str] = []
-    found = bench.site_speed(layout, progress=lines.append)
+    found = bench.site_speed(layout, progress=lines.append, runs=1)
     clean, unchanged = found["bench/pipeline.site-clean"], found["bench/pipeline.site-unchanged"]
-    assert (clean["goal"], unchanged["goal"]) == (10.0, 2.0)
+    assert (clean["goal"], unchanged["goal"]) == (8.0, 2.0)
+    assert len(clean["runs"]) == len(unchanged["runs"]) == 1
     assert clean["status"] == unchanged["status"] == "ok" and clean["unit"] == "s"
     # The second build reuses the first one's pages: it is the quicker of the two, whatever the machine.
     assert 0 < unchanged["value"] < clean["value"]
     assert any("empty build folder" in line for line in lines)
+
+
+def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five cold generations, each in empty folders of its own; then five of each other step in the last one."""
+    from course.layout import Layout
+
+    durations = iter([50.0, 40.0, 44.0, 60.0, 41.0, 0.5, 0.4, 0.9, 0.6, 0.3, 2.0, 3.5, 2.5, 2.8, 9.0])
+    shares = iter(["1.1", "1.4", "1.2", "0.9", "5.0"])
+    seen: list[tuple[str, str]] = []
+
+    def run(command: list[str], env: dict, cwd, progress, what: str) -> tuple[float, str]:
+        seen.append((" ".join(command[3:]), env["INVOKE_COURSE_BUILD"]))
+        printed = f"lesson 3 ...\nsite updated in {next(shares)} s: build/html\n" if "lesson" in command else ""
+        return next(durations), printed
+
+    monkeypatch.setattr(bench, "_run_timed", run)
+    found = bench.pipeline_speed(Layout(Path(__file__).resolve().parents[1]), progress=lambda line: None)
+    cold = found["bench/pipeline.cold"]
+    assert cold["value"] == 44.0 and cold["runs"] == [50.0, 40.0, 44.0, 60.0, 41.0] and cold["goal"] == 45.0
+    assert found["bench/pipeline.unchanged"]["value"] == 0.5 and found["bench/pipeline.unchanged"]["goal"] == 0.8
+    assert found["bench/pipeline.lesson-3"]["value"] == 2.8 and found["bench/pipeline.lesson-3"]["goal"] == 3.0
+    share = found["bench/pipeline.lesson-3-site"]
+    assert share["value"] == 1.2 and share["goal"] == 1.5 and share["runs"] == [1.1, 1.4, 1.2, 0.9, 5.0]
+    assert _bench_verdict(share)[2] == "yes" and _bench_verdict(cold)[2] == "yes"
+    folders = [folder for _, folder in seen]
+    assert len(set(folders[:5])) == 5, "each cold generation starts from empty folders"
+    assert set(folders[5:]) == {folders[4]}, "the other steps run where the last cold one left its results"
+    assert [step for step, _ in seen] == ["generate"] * 10 + ["lesson 3"] * 5

@@ -7,6 +7,7 @@ lesson are kept in ``build/screenshots/`` as artifacts of the run.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -143,15 +144,16 @@ def _parse(path: Path) -> _Links:
 
 def test_every_internal_link_resolves(built_site: Layout) -> None:
     broken = []
+    parsed = functools.cache(_parse)  # each page once: a machine page is the target of thousands of links
     for page in sorted(built_site.html.rglob("*.html")):
-        for href in _parse(page).hrefs:
+        for href in parsed(page).hrefs:
             parts = urlparse(href)
             if parts.scheme or href.startswith(("mailto:", "//")):
                 continue
             target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
             if not target.exists():
                 broken.append(f"{page.relative_to(built_site.html)} -> {href}")
-            elif parts.fragment and target.suffix == ".html" and parts.fragment not in _parse(target).ids:
+            elif parts.fragment and target.suffix == ".html" and parts.fragment not in parsed(target).ids:
                 broken.append(f"{page.relative_to(built_site.html)} -> {href} (no such anchor)")
     assert broken == []
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from course import fingerprint
 
 CPUINFO = """\
@@ -60,3 +62,19 @@ def test_mitigations_read_every_file(tmp_path: Path) -> None:
     (tmp_path / "meltdown").write_text("Not affected\n")
     (tmp_path / "spectre_v2").write_text("Mitigation: Retpolines\n")
     assert fingerprint.mitigations(tmp_path) == {"meltdown": "Not affected", "spectre_v2": "Mitigation: Retpolines"}
+
+
+def test_the_compiler_is_asked_its_version_once_per_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run builds a dozen programs: ``cc --version`` runs once, and again only for another compiler."""
+    asked = tmp_path / "asked"
+    compiler = tmp_path / "cc"
+    compiler.write_text(f"#!/bin/sh\necho once >> {asked}\necho 'fake cc 1.0'\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert fingerprint.compiler_version() == fingerprint.compiler_version() == "fake cc 1.0"
+    assert asked.read_text() == "once\n"
+    compiler.write_text(f"#!/bin/sh\necho again >> {asked}\necho 'fake cc 2.0 (upgraded)'\n")
+    assert fingerprint.compiler_version() == "fake cc 2.0 (upgraded)"
+    assert asked.read_text() == "once\nagain\n"
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert fingerprint.compiler_version() == "not found"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -227,6 +229,63 @@ def test_the_whole_site_builds_without_a_warning(built_site: Layout) -> None:
     assert "course-value" in page and "<svg" in page
     assert "emulated ticks" in (layout.html / "lessons" / "04-kernel-read.html").read_text()
     assert (layout.html / "docs" / "api" / "results.html").read_text().count("course.store") > 1
+
+
+#: Pages Sphinx writes at the end of every build, whatever changed: its indices and the search page.
+SPHINX_OWN_PAGES = {"genindex.html", "py-modindex.html", "search.html"}
+
+
+def _dates(folder: Path, pattern: str) -> dict[str, int]:
+    return {path.relative_to(folder).as_posix(): path.stat().st_mtime_ns for path in folder.rglob(pattern)}
+
+
+def _texts(folder: Path) -> dict[str, str]:
+    return {path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8") for path in folder.rglob("*.html")}
+
+
+def test_a_rerun_of_lesson_3_rewrites_exactly_the_pages_that_show_its_figures(
+    built_site: Layout, measured_course
+) -> None:
+    """``invoke lesson 3``'s work, for real: the programs run again, then the site is built again (with -W).
+
+    The pages rewritten are those whose text changed, every page that shows a figure of this set's
+    lesson 3 among them, and no other page is even read again; a chart is drawn again only when
+    what it shows changed. The session's site is left built from the new figures, as a rerun leaves it.
+    """
+    from course import site
+    from course.sphinxext import chartcache
+
+    layout, set_path, _ = measured_course
+    # Other tests build this checkout's site from other results (bench, lab): its generated machine pages are
+    # theirs until a build of this session's results writes them again. That build first, Sphinx made to run.
+    (layout.build / site.INPUTS_STAMP).unlink(missing_ok=True)
+    site.build_site(layout, strict=True, current_set=set_path.name)
+    charts = layout.doctrees / chartcache.FOLDER
+    pages, doctrees, drawn = _dates(layout.html, "*.html"), _dates(layout.doctrees, "*.doctree"), _dates(charts, "*")
+    before = _texts(layout.html)
+    time.sleep(0.01)  # a file written from here on has a later date, whatever the clock's step
+    report = pipeline.measure_lesson(layout, lessons.find(layout, 3), set_path, force=True)
+    assert report.failures == [] and not report.cached, "the programs ran again"
+    site.build_site(layout, strict=True, current_set=set_path.name)
+
+    after = _texts(layout.html)
+    rewritten = {page for page, date in _dates(layout.html, "*.html").items() if pages.get(page) != date}
+    rewritten -= SPHINX_OWN_PAGES
+    changed = {page for page, text in after.items() if before.get(page) != text}
+    assert rewritten == changed, "a page was rewritten the same, or a changed page was not rewritten"
+    figure = re.compile(rf'data-measurement="03-timing/[^"]*" data-set="{re.escape(set_path.name)}"')
+    showing = {page for page, text in after.items() if figure.search(text)}
+    assert "lessons/03-timing.html" in showing and showing <= rewritten, "a figure of lesson 3 left as it was"
+    assert {"lessons/04-kernel-read.html", "lessons/05-get-fs.html", "docs/glossary.html"}.isdisjoint(rewritten)
+    read_again = {name for name, date in _dates(layout.doctrees, "*.doctree").items() if doctrees.get(name) != date}
+    assert {name.removesuffix(".doctree") + ".html" for name in read_again} == rewritten, "a page read for nothing"
+
+    now = _dates(charts, "*")
+    assert all(now[name] == date for name, date in drawn.items() if name in now), "an unchanged chart was redrawn"
+    new = [json.loads((charts / name).read_text())["svg"] for name in now.keys() - drawn.keys()]
+    assert new, "lesson 3's histograms show new figures: they are drawn again"
+    assert not any(svg in text for svg in new for text in before.values()), "a chart drawn again showed the same"
+    assert all(any(svg in after[page] for page in rewritten) for svg in new)
 
 
 def test_a_module_that_does_not_build_is_a_recorded_failure(tmp_path: Path) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from html import unescape
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from sphinx.testing.util import SphinxTestApp
 
 from course import site
 from course.layout import Layout
-from course.sphinxext import machines, setdata
+from course.sphinxext import chartcache, machines, setdata
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -408,11 +412,129 @@ def test_a_changed_result_rebuilds_exactly_the_pages_that_use_it(app: SphinxTest
     result.write_text(json.dumps(data))
 
     again = make_app("html", srcdir=app.srcdir)
-    outdated = set(again.env.get_outdated_files(config_changed=False)[1])  # (added, changed, removed)
-    assert "index" in outdated
-    assert "plain" not in outdated
+    read = _pages_read(again)
     again.build()
+    assert "index" in read
+    assert "plain" not in read
     assert ">999 ticks<" in _html(again)
+
+
+def _pages_read(app: SphinxTestApp) -> list[str]:
+    """The pages ``app`` reads (parses) in its next build, filled in as it reads them."""
+    read: list[str] = []
+    app.connect("doctree-read", lambda app, doctree: read.append(app.env.docname))
+    return read
+
+
+def _later(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with a date after its previous one (a rerun's write, whatever the clock)."""
+    later = max(path.stat().st_mtime_ns, time.time_ns()) + 10**9
+    path.write_text(text)
+    os.utime(path, ns=(later, later))
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-rewritten-alike")
+def test_a_result_file_rewritten_with_the_same_figures_rebuilds_no_page(app: SphinxTestApp, make_app) -> None:
+    app.build()
+    results = Path(app.srcdir) / "results" / "canned-machine"
+    for name in ("03-timing.json", "04-kernel-read.json", "set.json"):
+        _later(results / name, (results / name).read_text())
+    again = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(again)
+    again.build()
+    assert read == []
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-new-tsc-rate")
+def test_a_new_tsc_rate_rebuilds_only_the_pages_that_show_it(app: SphinxTestApp, make_app) -> None:
+    """A rerun remeasures the TSC rate and rewrites set.json: only the pages that print the rate are reread."""
+    app.build()
+    info_file = Path(app.srcdir) / "results" / "canned-machine" / "set.json"
+    info = json.loads(info_file.read_text())
+    info["machine"]["tsc_hz"] += 1
+    info["updated"] = "2031-01-01T00:00:00+00:00"
+    _later(info_file, json.dumps(info))
+    again = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(again)
+    again.build()
+    # The set's own page prints the rate in hertz; the overview of machines prints every set's rate.
+    assert sorted(read) == ["machines", "machines/canned-machine"]
+    assert f"{info['machine']['tsc_hz']:,}" in _html(again, "machines/canned-machine")
+
+
+def _charts(app: SphinxTestApp) -> dict[str, int]:
+    """The stored charts of ``app``'s build: file name and date."""
+    return {path.name: path.stat().st_mtime_ns for path in chartcache.folder_of(app).glob("*.json")}
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-chart-cache")
+def test_a_chart_is_drawn_again_only_when_its_own_figures_changed(app: SphinxTestApp, make_app) -> None:
+    app.build()
+    before = _charts(app)
+    assert len(before) == 5  # the index's bars, histogram and timeline, the kernel page's two bar charts
+    kernel = Path(app.srcdir) / "results" / "canned-machine" / "04-kernel-read.json"
+    data = json.loads(kernel.read_text())
+    data["measurements"]["04-kernel-read/kernel-read.tty"]["median"] = 977  # drawn by "Kernel bars" only
+    _later(kernel, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(again)
+    again.build()
+    # The pages that show the set's kernel figures, and no other.
+    assert sorted(read) == ["kernel", "machines", "machines/canned-machine"]
+    after = _charts(again)
+    kept = before.keys() & after.keys()
+    assert len(kept) == 4 and all(after[name] == before[name] for name in kept), "an unchanged chart was redrawn"
+    assert len(after.keys() - before.keys()) == 1, "the changed chart is drawn once"  # and its old one is gone
+    assert ">977 " in _html(again, "kernel")
+
+
+def test_every_chart_function_goes_through_the_chart_cache() -> None:
+    """A chart function added without ``@cached`` would be drawn (and matplotlib imported) on every read."""
+    import inspect
+
+    from course.sphinxext import charts
+
+    drawing = [
+        function
+        for name, function in inspect.getmembers(charts, inspect.isfunction)
+        if function.__module__ == charts.__name__ and inspect.signature(function).return_annotation == "Chart"
+    ]
+    assert len(drawing) >= 3
+    assert [f.__name__ for f in drawing if not hasattr(f, "__wrapped__")] == [], "decorate them with @cached"
+
+
+def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from course.sphinxext import charts
+
+    bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
+    key = chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
+    assert key == chartcache.chart_key(charts.bar_chart, (list(bars), "title"), {})
+    other = [charts.Bar("read", "this machine", 1235.0, "1,235 ticks", unit="ticks")]
+    assert key != chartcache.chart_key(charts.bar_chart, (other, "title"), {})
+    assert key != chartcache.chart_key(charts.bar_chart, (bars, "another title"), {})
+    monkeypatch.setattr(chartcache, "_code_digest", lambda draw: "the drawing code, edited")
+    assert key != chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-no-matplotlib")
+def test_a_rebuild_whose_charts_did_not_change_never_imports_matplotlib(
+    app: SphinxTestApp, make_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.build()
+    timing = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(timing.read_text())
+    data["measurements"]["03-timing/read.skipped"]["reason"] = "no terminal on this bench"  # a value, in no chart
+    _later(timing, json.dumps(data))
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # any import of it now fails
+    again = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(again)
+    again.build()
+    assert "index" in read  # its four charts were placed again, from the stored ones
+    html = _html(again)
+    assert "not run (no terminal on this bench)" in html
+    assert html.count('<svg class="course-chart"') == 3  # the bars, the histogram, the timeline
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -574,6 +696,32 @@ def test_a_removed_sets_machine_page_is_removed_from_the_site(rootdir: Path, tmp
     assert not (pages / "other-machine.html").exists(), "a deleted set is no longer published"
     assert not (layout.html / "_sources/machines/other-machine.md.txt").exists()
     assert (pages / "canned-machine.html").is_file() and (layout.html / "index.html").is_file()
+
+
+def test_a_site_whose_inputs_did_not_change_is_not_built_again(
+    rootdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = _site_of(rootdir, tmp_path)
+    site.build_site(layout, strict=False)
+    started: list[list[str]] = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **kw: started.append(command) or popen(command, **kw))
+    site.build_site(layout, strict=False)
+    assert started == [], "nothing changed: Sphinx is not started"
+    site.build_site(layout, strict=True)
+    assert len(started) == 1, "another command (-W) is another build"
+    result = layout.results / "canned-machine" / "03-timing.json"
+    _later(result, result.read_text())
+    site.build_site(layout, strict=True)
+    assert len(started) == 2, "a result file written again"
+    _later(layout.root / "plain.md", (layout.root / "plain.md").read_text() + "\nOne more line.\n")
+    site.build_site(layout, strict=True)
+    assert len(started) == 3 and "One more line." in (layout.html / "plain.html").read_text()
+    site.build_site(layout, strict=True)
+    assert len(started) == 3
+    (layout.html / "index.html").unlink()
+    site.build_site(layout, strict=True)
+    assert len(started) == 4 and (layout.html / "index.html").is_file(), "an output removed is built again"
 
 
 def test_a_set_the_site_cannot_use_is_one_line_naming_it(rootdir: Path, tmp_path: Path) -> None:

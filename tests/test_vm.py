@@ -42,11 +42,13 @@ def test_a_remembered_kvm_verdict_is_used_without_probing(tmp_path: Path, monkey
 
 def test_a_hung_boot_is_stopped_with_everything_it_started() -> None:
     started = time.monotonic()
-    # A stand-in for a hung QEMU: a shell that starts a child and never ends.
-    status, console = vm._run(["sh", "-c", "echo booting; sleep 300 & wait"], timeout=1, on_line=lambda line: None)
+    # A stand-in for a hung QEMU: a shell that starts a child and never ends. The child's command line is this
+    # test's own (its pid in the duration), so that the same test run elsewhere on the machine is not counted.
+    child = f"sleep 300.{os.getpid()}"
+    status, console = vm._run(["sh", "-c", f"echo booting; {child} & wait"], timeout=1, on_line=lambda line: None)
     assert status is None and "booting" in console and "stopped after 1 s" in console
     assert time.monotonic() - started < 10
-    left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout
+    left = subprocess.run(["pgrep", "-f", child], capture_output=True, text=True).stdout
     assert left == "", "no stray process is left behind"
 
 

@@ -11,6 +11,8 @@ from docutils import nodes
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from course import store
+from course.sphinxext import depends
 from course.sphinxext.data import CourseData, Lookup, data_of, format_value, to_ns
 from course.store import ResultSet
 
@@ -55,9 +57,15 @@ class CourseMixin:
             docs = self.env.course_docs = set()  # type: ignore[attr-defined]
         docs.add(self.env.docname)  # type: ignore[attr-defined]
         if lookup is not None:
-            for path in (lookup.result_set.path / "set.json", lookup.file):
-                if path is not None and path.is_file():
-                    self.env.note_dependency(str(path))  # type: ignore[attr-defined]
+            # By content, not by date: a rerun rewrites set.json (its TSC rate) and leaves most pages' figures alone.
+            depends.note(self.env, lookup.result_set.path / store.SET_FILE, depends.SET)  # type: ignore[arg-type]
+            if lookup.file is not None:
+                depends.note(self.env, lookup.file)  # type: ignore[arg-type]
+
+    def use_set_info(self, result_set: ResultSet, view: str = depends.BYTES) -> None:
+        """Record that this page shows more of ``set.json`` than its identity (``view``: the TSC rate, the date)."""
+        self.use(Lookup(result_set, None, None))
+        depends.note(self.env, result_set.path / store.SET_FILE, view)  # type: ignore[arg-type]
 
     def check(self, measurement_id: str, set_id: str = "") -> Lookup | None:
         """Find a measurement of this machine's set (or ``set_id``), warning if it is missing or stale."""

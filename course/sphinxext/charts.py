@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING
 
+from course.sphinxext.chartcache import cached
+
 # matplotlib is imported where a chart is drawn: an unchanged site build draws none, and importing
 # it would be a third of that build's time.
 if TYPE_CHECKING:
@@ -163,6 +165,7 @@ def _distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
     return short, shared
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def bar_chart(bars: list[Bar], title: str) -> Chart:
     """Horizontal bars grouped by measurement, one panel (and scale) per unit, each bar labelled.
 
@@ -240,6 +243,7 @@ def rebin(histogram: dict, step: float, most: int = 30) -> dict:
     return {**histogram, "start": first, "width": wide, "counts": binned}
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def histogram_chart(
     histogram: dict,
     unit: str,
@@ -306,6 +310,7 @@ class Line:
     colour: int = 0
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def timeline_chart(lines: list[Line], title: str) -> Chart:
     """Several probes of one run, one panel each, on a shared time axis and a shared scale.
 
@@ -375,6 +380,7 @@ class Group:
     shares: tuple[Share, ...] = ()
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") -> Chart:
     """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for percentages).
 
@@ -454,6 +460,7 @@ class SizeSeries:
     marker: str = "o"
 
 
+@cached  # drawn again only when what it shows, or this module, changed
 def size_chart(series: list[SizeSeries], title: str) -> Chart:
     """Cost against read size: the measured points and each fitted line, nanoseconds on a log scale.
 

@@ -6,6 +6,7 @@ from docutils import nodes
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 
+from course.sphinxext import depends
 from course.sphinxext.base import CourseMixin, Lookup, simple_table
 
 
@@ -169,6 +170,11 @@ def tick_context(machine: dict) -> list[str]:
     return out
 
 
+#: What a page with ``course-context`` shows of ``set.json``: the sentences themselves.
+TICK_VIEW = "tick-context"
+depends.register(TICK_VIEW, lambda info: tick_context(info.get("machine") or {}))
+
+
 class CourseContext(CourseMixin, SphinxDirective):
     """What a tick means on the machine of this page's figures (invariant TSC, hypervisor), said plainly."""
 
@@ -176,7 +182,7 @@ class CourseContext(CourseMixin, SphinxDirective):
         result_set = self.data.current
         if result_set is None:
             return []
-        self.use(Lookup(result_set, None, None))
+        self.use_set_info(result_set, TICK_VIEW)  # the TSC rate as the sentences say it, not to the hertz
         box = nodes.admonition(classes=["course-context", "note"])
         box += nodes.title(text=f"What a tick is on {result_set.label}")
         for sentence in tick_context(result_set.machine):

@@ -29,7 +29,7 @@ class CourseMachine(CourseMixin, SphinxDirective):
     def _page(self, result_set: ResultSet) -> list[nodes.Node]:
         for name in result_set.lessons:
             self.use(Lookup(result_set, None, result_set.lesson_file(name)))
-        self.use(Lookup(result_set, None, None))
+        self.use_set_info(result_set)  # its provenance: the TSC rate in hertz, the date
         out: list[nodes.Node] = []
         if result_set.id == self.data.current_id:
             out.append(nodes.paragraph(text="This is the machine that built this site."))
@@ -222,7 +222,7 @@ class CourseHardware(MeasurementsDirective):
         table = simple_table(headers, [])
         body = table.next_node(nodes.tbody)
         for result_set in self.data.shown():
-            self.use(Lookup(result_set, None, None))
+            self.use_set_info(result_set)  # each machine's TSC rate
             summary = machine_summary(result_set)
             cells: list = [machine_link(self, result_set.id, self.set_title(result_set.id))]
             for key, _ in figures:

@@ -1,0 +1,143 @@
+"""Charts drawn once per content: each is kept under a key of what it shows and of the code that draws it.
+
+A page is reread when one of its figures changes, and so are all of its charts; most of them
+show other figures, unchanged. A chart function decorated with :func:`cached` returns the chart
+stored under the digest of its arguments (the figures, labels and title it draws), of its
+module's source and of the matplotlib version, and draws (importing matplotlib, a second or
+so) only when no such chart is stored: a lesson rerun redraws the charts of its own figures.
+
+The charts live in the build's doctree folder (``course-charts``), one JSON file per chart,
+written once and never rewritten; those that no page uses any more are removed after a build.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+
+from course import store
+
+#: Changes when the stored form below changes: older files are then never read.
+FORMAT = 1
+
+FOLDER = "course-charts"
+
+Draw = TypeVar("Draw", bound=Callable[..., Any])
+
+#: The build this process serves (set when its builder starts): where charts are kept, which page is read.
+_build: dict[str, Any] = {}
+
+
+def cached(draw: Draw) -> Draw:
+    """``draw`` (returning a ``charts.Chart``) through the cache, when a Sphinx build is under way."""
+
+    @functools.wraps(draw)
+    def through_cache(*args: Any, **kwargs: Any) -> Any:
+        folder: Path | None = _build.get("folder")
+        if folder is None:  # not in a build (a unit test, a script): just draw
+            return draw(*args, **kwargs)
+        key = chart_key(draw, args, kwargs)
+        _note_use(key)
+        stored = _read(folder / f"{key}.json")
+        if stored is not None:
+            return stored
+        chart = draw(*args, **kwargs)
+        content = {"format": FORMAT, "svg": chart.svg, "header": chart.header, "rows": chart.rows}
+        store.write_text(folder / f"{key}.json", json.dumps(content, sort_keys=True))  # atomic: two readers may race
+        return chart
+
+    return through_cache  # type: ignore[return-value]
+
+
+def chart_key(draw: Callable, args: tuple, kwargs: dict) -> str:
+    """The digest of a chart: the drawing code, matplotlib's version, the function and every argument.
+
+    The arguments are the figures as the directive hands them over (frozen dataclasses, dicts
+    loaded from JSON, strings): their ``repr`` is exact (floats included) and ordered as given.
+    """
+    digest = hashlib.sha256(_code_digest(draw).encode())
+    digest.update(repr((draw.__qualname__, args, sorted(kwargs.items()))).encode())
+    return digest.hexdigest()[:32]
+
+
+@functools.cache
+def _code_digest(draw: Callable) -> str:
+    source = Path(inspect.getfile(draw)).read_bytes()
+    try:
+        version = metadata.version("matplotlib")
+    except metadata.PackageNotFoundError:
+        version = "none"
+    return hashlib.sha256(source + f"\0{version}\0{FORMAT}".encode()).hexdigest()
+
+
+def _read(path: Path) -> Any:
+    """The chart stored at ``path``, or None (absent, or unreadable: then it is drawn again)."""
+    from course.sphinxext.charts import Chart
+
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        if content.get("format") != FORMAT:
+            return None
+        return Chart(content["svg"], tuple(content["header"]), [tuple(row) for row in content["rows"]])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _note_use(key: str) -> None:
+    env: BuildEnvironment | None = _build.get("env")
+    if env is None or not env.docname:
+        return
+    _uses(env).setdefault(env.docname, set()).add(key)
+
+
+def _uses(env: BuildEnvironment) -> dict[str, set[str]]:
+    uses = getattr(env, "course_charts", None)
+    if uses is None:
+        uses = env.course_charts = {}  # type: ignore[attr-defined]
+    return uses
+
+
+def folder_of(app: Sphinx) -> Path:
+    return Path(app.doctreedir) / FOLDER
+
+
+def _start(app: Sphinx) -> None:
+    folder = folder_of(app)
+    folder.mkdir(parents=True, exist_ok=True)
+    _build.update(folder=folder, env=app.env)
+
+
+def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+    _uses(env).pop(docname, None)
+
+
+def _merge(app: Sphinx, env: BuildEnvironment, docnames: set, other: BuildEnvironment) -> None:
+    theirs = _uses(other)
+    _uses(env).update({docname: theirs[docname] for docname in docnames if docname in theirs})
+
+
+def _prune(app: Sphinx, exception: Exception | None) -> None:
+    """Remove the charts no page shows any more (a rerun's old figures); only after a build that succeeded."""
+    _build.clear()
+    if exception is not None:
+        return
+    used = {key for keys in _uses(app.env).values() for key in keys}
+    for path in folder_of(app).glob("*.json"):
+        if path.stem not in used:
+            path.unlink(missing_ok=True)
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("builder-inited", _start)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
+    app.connect("build-finished", _prune)
