@@ -436,7 +436,7 @@ def test_an_interrupted_matrix_starts_no_boot_and_stores_none_cut_short(tmp_path
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
     cut: list[Path] = []
 
-    def boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=None) -> vm.VmRun:
+    def boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=None, helper=None) -> vm.VmRun:
         cut.append(rundir)
         vm.cancel_boots()  # as Ctrl-C does while this boot runs
         return vm.VmRun([], "", -9, 0.1)

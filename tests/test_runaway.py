@@ -609,7 +609,7 @@ def test_the_next_boot_removes_the_folders_of_runs_that_died(tmp_path: Path, mon
         (folder / "results").mkdir(parents=True)
         (folder / "plan.json").write_text("{}")
     seen: list[Path] = []
-    monkeypatch.setattr(vm, "_boot", lambda *args: seen.append(args[-1]))
+    monkeypatch.setattr(vm, "_boot", lambda *args, **_: seen.append(args[-1]))
     vm.run_jobs(layout, None, [], "tcg-icount", print)  # type: ignore[arg-type]
     assert not dead.exists() and mine.is_dir()
     assert seen[0].name.startswith(f"run-{os.getpid()}-") and not seen[0].exists()

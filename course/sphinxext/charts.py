@@ -294,7 +294,7 @@ def histogram_chart(
         note = f"; {subtracted:,.0f} subtracted (the stamp pair)" if subtracted else ""
         bins = f"\nbins of {step_width:,.1f}, whole steps of the counter" if step else ""
         ax.set_xlabel(f"{unit}{note}{bins}")
-        ax.set_title(f"hatched: {tail}", loc="right", fontsize=FONT - 2, fontweight="normal")
+        ax.set_title(f"hatched: {tail}", loc="right", fontsize=FONT, fontweight="normal")
         ax.grid(axis="y")
         svg = _svg(figure, title, rows)
     return Chart(svg, (f"{unit}", "samples"), rows)
@@ -503,6 +503,6 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
         ax.set_xlabel("bytes read")
         ax.set_ylabel("ns (log scale)")
         ax.grid(axis="y", which="both")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=FONT - 2, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=FONT, frameon=False)
         svg = _svg(figure, title, rows)
     return Chart(svg, header, rows)

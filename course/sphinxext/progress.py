@@ -8,6 +8,7 @@ the student edition shows none of them.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from docutils import nodes
@@ -30,10 +31,14 @@ def results_of(app_or_env_config, srcdir: str | Path) -> Path:
 
 
 def signature(results: Path) -> str:
-    """What the page depends on: the grade files and the sets, by name, size and time."""
-    files = sorted((results / GRADES).glob("*.json")) if (results / GRADES).is_dir() else []
-    files += sorted(results.glob(f"*/{store.SET_FILE}")) if results.is_dir() else []
-    return "|".join(f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files)
+    """What the page shows, as a digest: its rows as the table renders them, and any problem it names.
+
+    By content, not by file dates: a rerun rewrites a set's files (and its ``set.json``) whether
+    or not a student's row changed, and the page is read again only when the table would differ.
+    """
+    rows, columns, problems = progress.rows(results)
+    shown = (progress.as_table(rows, columns) if rows else None, problems)
+    return hashlib.sha256(repr(shown).encode()).hexdigest()
 
 
 class CourseProgress(SphinxDirective):
