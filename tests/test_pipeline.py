@@ -281,7 +281,11 @@ def test_a_rerun_of_lesson_3_rewrites_exactly_the_pages_that_show_its_figures(
     figure = re.compile(rf'data-measurement="03-timing/[^"]*" data-set="{re.escape(set_path.name)}"')
     showing = {page for page, text in after.items() if figure.search(text)}
     assert "lessons/03-timing.html" in showing and showing <= rewritten, "a figure of lesson 3 left as it was"
-    assert {"lessons/04-kernel-read.html", "lessons/05-get-fs.html", "docs/glossary.html"}.isdisjoint(rewritten)
+    # Beside the pages that show a lesson 3 figure (lessons 4, 6 and 8 set the host's entry and exit, measured in
+    # lesson 3's run, against 2000), only the set's own overview pages may change: its figures, its run's time.
+    overview = {"docs/index.html", "docs/machines.html", f"docs/machines/{set_path.name}.html", "docs/report.html"}
+    assert rewritten - showing <= overview, "a page that shows no figure of lesson 3 was rewritten"
+    assert {"lessons/05-get-fs.html", "docs/glossary.html"}.isdisjoint(rewritten)
     read_again = {name for name, date in _dates(layout.doctrees, "*.doctree").items() if doctrees.get(name) != date}
     assert {name.removesuffix(".doctree") + ".html" for name in read_again} == rewritten, "a page read for nothing"
 
