@@ -150,7 +150,7 @@ def _walls(article: str) -> list[tuple[str, int]]:
     return walls
 
 
-@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 9)])
+@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 10)])
 def test_no_section_runs_on_without_a_figure_code_or_list(html: Path, lesson: str) -> None:
     page = next((html / "lessons").glob(f"{lesson}-*.html"))
     walls = _walls(_article(page.read_text(encoding="utf-8")))
