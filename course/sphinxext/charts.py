@@ -144,7 +144,8 @@ def _row_names(inside: list[Bar]) -> tuple[list[str], str]:
     if len(series) < 2:
         return [_wrap(bar.group) for bar in inside], ""
     short, shared = _distinct_parts(series)
-    return [_wrap(f"{bar.group} · {short[bar.series]}") for bar in inside], shared
+    # A no-break space ties the dot to the word before it: wrapping never leaves it alone on a line.
+    return [_wrap(f"{bar.group}\u00a0· {short[bar.series]}") for bar in inside], shared
 
 
 def _distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
