@@ -178,7 +178,7 @@ depends.register(TICK_VIEW, lambda info: tick_context(info.get("machine") or {})
 def host_kind(result_set_id: str, machine: dict) -> str:
     """What the host under this machine's figures is, from its set's provenance: a VM or bare hardware."""
     if machine.get("hypervisor"):
-        return f"{result_set_id}, itself a virtual machine: its TSC is the real counter, read under a hypervisor"
+        return f"{result_set_id}, itself a virtual machine: the real TSC, read under a hypervisor"
     return f"{result_set_id}, on bare hardware"
 
 
