@@ -129,6 +129,18 @@ def test_a_column_of_kernel_figures_names_its_guest_kernel(html: Path, lesson: s
         assert re.search(r"guest kernel \S+ \(QEMU", title), f"{title!r} names only the host's set"
 
 
+@pytest.mark.parametrize("lesson", [*KERNEL_LESSONS, "09-khttpd"])
+def test_a_guests_column_names_the_host_by_its_set_never_as_this_machine(html: Path, lesson: str) -> None:
+    article = _article(_page(html, lesson))
+    heads = re.findall(r"<thead>(.*?)</thead>", article, re.DOTALL)
+    titles = [_text(th) for head in heads for th in re.findall(r"<th[^>]*>(.*?)</th>", head, re.S)]
+    guests_on_host = [title for title in titles if title.startswith("guest kernel") and "amd-epyc" in title]
+    assert guests_on_host, "the host's set has a column of a guest's figures"
+    for title in guests_on_host:
+        assert "this machine" not in title, f"{title!r} calls a guest's figure this machine's"
+        assert re.search(r"on the host amd-epyc\S*-vm\b", title), f"{title!r} names the host by its set"
+
+
 def _walls(article: str) -> list[tuple[str, int]]:
     """Each run of prose longer than MOST_WORDS words, with the section heading it is under."""
     pieces = re.split(
@@ -150,7 +162,7 @@ def _walls(article: str) -> list[tuple[str, int]]:
     return walls
 
 
-@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 9)])
+@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 10)])
 def test_no_section_runs_on_without_a_figure_code_or_list(html: Path, lesson: str) -> None:
     page = next((html / "lessons").glob(f"{lesson}-*.html"))
     walls = _walls(_article(page.read_text(encoding="utf-8")))

@@ -21,7 +21,8 @@ from course.sphinxext.charts import (
 
 
 def _texts(svg: str) -> list[str]:
-    return re.findall(r"<text [^>]*>([^<]*)</text>", svg)
+    """Each text drawn, a no-break space read as a space."""
+    return [text.replace("\xa0", " ") for text in re.findall(r"<text [^>]*>([^<]*)</text>", svg)]
 
 
 def _panels(svg: str) -> dict[str, list[str]]:
@@ -206,6 +207,17 @@ def test_a_panel_of_several_sets_names_each_row_by_what_tells_its_set_apart() ->
         assert f"kernel_read, tty · {kernel}" in texts
     assert texts.count("deterministic path lengths") == 1, "what the sets share is said once, in the title"
     (title,) = _panels(chart.svg)
-    assert "QEMU -icount, Debian … guest" in title
+    assert "QEMU -icount, Debian 6.1, 6.12 or 6.1-rt guest" in title  # what differs listed, never an ellipsis
+    assert "…" not in title
     # The table under the chart keeps each set's whole name.
     assert {row[1] for row in chart.rows} == {bar.series for bar in bars}
+
+
+def test_a_long_set_name_never_leaves_the_dot_before_it_alone_on_a_line() -> None:
+    bars = [
+        Bar("empty read(), terminal", name, value, f"{value} ns", unit="ns")
+        for name, value in (("2000: Rubini's 500 MHz PC", 948), ("amd-epyc-6.18.44-fc-v1272-vm (this machine)", 701))
+    ]
+    lines = [text.strip() for text in _texts(bar_chart(bars, "t").svg)]
+    assert any(line.endswith("·") for line in lines), "the name is wrapped after the dot"
+    assert "·" not in lines, "the dot stays with the word before it"

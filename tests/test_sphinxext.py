@@ -19,7 +19,7 @@ from sphinx.testing.util import SphinxTestApp
 
 from course import site
 from course.layout import Layout
-from course.sphinxext import chartcache, machines, setdata
+from course.sphinxext import chartcache, context, machines, setdata
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -882,3 +882,13 @@ def test_a_csvs_nanoseconds_carry_only_the_decimals_the_counters_step_supports()
     # Without a measured step, one tick (0.38 ns here) is the resolution, a sixteenth of it 0.024 ns.
     assert ns_text(1234 / 2.6, figure, counter_step([])) == "475"
     assert ns_text(1234 / 2.6 / 16, {**figure, "calls_per_sample": 16}, counter_step([])) == "29.7"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_the_host_is_named_with_whether_it_is_a_virtual_machine_from_its_set(app: SphinxTestApp) -> None:
+    app.build()
+    assert "{host}" not in app._warning.getvalue()
+    text = unescape(re.sub(r"<[^>]+>", "", _html(app, "host")))
+    assert "own kernel (canned-machine, on bare hardware)." in text  # no hypervisor flag in its set
+    said = context.host_kind("some-vm", {"hypervisor": True})
+    assert said.startswith("some-vm, itself a virtual machine") and "hypervisor" in said

@@ -4,6 +4,7 @@ Used from MyST:
 
 - ``{measure}`03-timing/read.devnull``: one value inline (``:median``, ``:ns``,
   ``:median-ns`` ... after the id; ``set@`` before it picks a result set);
+- ``{host}`this machine's own kernel```: the words, with this machine's set and whether it is a VM;
 - ``{course-output}``: a captured output block (a program's output, a disassembly);
 - ``{course-table}``: measurements down, result sets across, the 2000 reference first;
 - ``{course-answer}``: a lesson's answer, each saving in percent, 2000 beside today on one scale;
@@ -48,7 +49,7 @@ from course.site import GENERATED  # the first line of a generated machine page
 from course.sphinxext import chartcache, code, depends, progress, published, setdata
 from course.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
-from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport
+from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport, HostRole
 from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
 from course.sphinxext.guest_mitigations import CourseGuestMitigations
@@ -197,6 +198,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     depends.setup(app)  # result files as dependencies, by content
     chartcache.setup(app)  # a chart is drawn again only when what it shows changed
     app.add_role("measure", MeasureRole())
+    app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
     app.add_directive("course-table", CourseTable)
     app.add_directive("course-chart", CourseChart)

@@ -148,7 +148,8 @@ def legend_name(result_set: ResultSet) -> str:
     guest = result_set.info.get("guest") or {}
     if guest:
         return f"{short_name(result_set)}: Debian {guest.get('release', '?')}, instructions counted (QEMU icount)"
-    return f"{short_name(result_set)}: this machine's own kernel {release}, real time from user space"
+    vm = ", itself a virtual machine (TSC read under a hypervisor)" if result_set.machine.get("hypervisor") else ""
+    return f"{short_name(result_set)}: this machine's own kernel {release}{vm}, real time from user space"
 
 
 class CourseSizeLine(MeasurementsDirective):
@@ -191,7 +192,7 @@ class CourseSizeLine(MeasurementsDirective):
             series.append(
                 charts.SizeSeries(f"{label}, host", tuple(points), per_byte, start, colour, style[0], style[1])
             )
-            entries.append((colour, f"{short_name(current) if current else 'host'}: this machine's own kernel"))
+            entries.append((colour, legend_name(current) if current else "host: this machine's own kernel"))
         with shown_from(current):
             chart = charts.size_chart(series, caption or "cost against read size")
         figure = nodes.container(classes=["course-chart"])

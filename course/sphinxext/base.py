@@ -111,13 +111,16 @@ class CourseMixin:
         """A column's title: the set, and the guest kernel its figures ran on when a guest ran them.
 
         A kernel figure of this machine's set comes from a disposable guest: its column names that
-        kernel and how QEMU ran it, never the host's set alone. A kernel matrix set names its guest already.
+        kernel and how QEMU ran it, and the host it ran on by its set's name, never as "this machine"
+        (the figure is the guest's). A kernel matrix set names its guest already.
         """
         from course.sphinxext.figures import ran_where  # figures imports this module
 
-        title = self.set_title(set_id)
-        where = "" if self.data.sets[set_id].info.get("guest") else ran_where(measurements)
-        return f"{where}, on {title}" if where else title
+        result_set = self.data.sets[set_id]
+        where = "" if result_set.info.get("guest") else ran_where(measurements)
+        if where:  # the guest's figure, with the host it ran on by its set's name: never "this machine's"
+            return f"{where}, in a VM on the host {result_set.label}"
+        return self.set_title(set_id)
 
     def current_lesson(self, lesson: str) -> tuple[ResultSet, dict] | None:
         """This machine's stored file of ``lesson`` (empty if none), recorded as a dependency of the page."""

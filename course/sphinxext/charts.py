@@ -144,11 +144,12 @@ def _row_names(inside: list[Bar]) -> tuple[list[str], str]:
     if len(series) < 2:
         return [_wrap(bar.group) for bar in inside], ""
     short, shared = _distinct_parts(series)
-    return [_wrap(f"{bar.group} · {short[bar.series]}") for bar in inside], shared
+    # A no-break space ties the dot to the word before it: wrapping never leaves it alone on a line.
+    return [_wrap(f"{bar.group}\u00a0· {short[bar.series]}") for bar in inside], shared
 
 
 def _distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
-    """Each name without the words all of them begin and end with, and those words around an ellipsis."""
+    """Each name without the words all of them begin and end with, and those words around the parts that differ."""
     words = [name.split(" ") for name in names]
     head = 0
     while all(len(w) > head + 1 for w in words) and len({w[head] for w in words}) == 1:
@@ -161,7 +162,10 @@ def _distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
     short = {name: " ".join(w[head : len(w) - tail]) for name, w in zip(names, words, strict=True)}
     if len(set(short.values())) < len(names):  # never two sets under one name
         return {name: name for name in names}, ""
-    shared = " ".join([*words[0][:head], "…", *words[0][len(words[0]) - tail :]])
+    # Not an ellipsis, which reads as a title cut short: the parts that differ, listed in the title once.
+    parts = list(short.values())
+    differing = ", ".join(parts[:-1]) + " or " + parts[-1]
+    shared = " ".join([*words[0][:head], differing, *words[0][len(words[0]) - tail :]])
     return short, shared
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from docutils import nodes
 from sphinx import addnodes
-from sphinx.util.docutils import SphinxDirective
+from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 from course.sphinxext import depends
 from course.sphinxext.base import CourseMixin, Lookup, simple_table
@@ -173,6 +173,28 @@ def tick_context(machine: dict) -> list[str]:
 #: What a page with ``course-context`` shows of ``set.json``: the sentences themselves.
 TICK_VIEW = "tick-context"
 depends.register(TICK_VIEW, lambda info: tick_context(info.get("machine") or {}))
+
+
+def host_kind(result_set_id: str, machine: dict) -> str:
+    """What the host under this machine's figures is, from its set's provenance: a VM or bare hardware."""
+    if machine.get("hypervisor"):
+        return f"{result_set_id}, itself a virtual machine: the real TSC, read under a hypervisor"
+    return f"{result_set_id}, on bare hardware"
+
+
+class HostRole(CourseMixin, SphinxRole):
+    """``{host}`this machine's own kernel```: the words, then which set they mean and whether it is a VM.
+
+    The fact comes from the set's ``set.json`` (its ``hypervisor`` flag), never from the lesson's text.
+    """
+
+    def run(self) -> tuple[list[nodes.Node], list[nodes.system_message]]:
+        result_set = self.data.current
+        if result_set is None:
+            self.warn("no result set of this machine for {host}; run invoke generate", "missing")
+            return [nodes.Text(self.text)], []
+        self.use(Lookup(result_set, None, None))  # the set's identity holds the hypervisor flag
+        return [nodes.Text(f"{self.text} ({host_kind(result_set.id, result_set.machine)})")], []
 
 
 class CourseContext(CourseMixin, SphinxDirective):

@@ -362,10 +362,10 @@ class CourseChart(MeasurementsDirective):
         for key, label in self.rows():
             for set_id, lookup in self.lookups(key):
                 measurement = lookup.measurement if lookup else None
-                series = self.set_title(set_id)
-                colour = self.data.colour_of(set_id)
                 if measurement is None:
                     continue
+                series = self.column_title(set_id, [measurement])  # a guest's bar names its guest, not "this machine"
+                colour = self.data.colour_of(set_id)
                 if self.in_lesson and measurement.get("unit") == "emulated ticks":
                     # Emulated time moves with the host from run to run: the machine pages keep it, a lesson's chart
                     # answers with figures that compare (real time, instructions, 2000).
