@@ -414,14 +414,14 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
             y += 1.0 if share.value is not None else 0.8 * len(textwrap.wrap(share.label, 42)) + 0.2
         y += 0.5
     with _style():
-        figure = Figure(figsize=(WIDTH / 72, (y * 18 + 40) / 72), layout="constrained")
+        figure = Figure(figsize=(WIDTH / 72, (y * 21 + 40) / 72), layout="constrained")
         ax = figure.subplots()
         ticks, names = [], []
         for kind, row, item in layout:
             if kind == "title":
                 ax.text(0, row, str(item), va="center", weight="bold")
             elif kind == "how":
-                ax.text(0, row, str(item), va="center", size=FONT - 2, alpha=0.8)
+                ax.text(0, row, str(item), va="center", size=FONT, alpha=0.8)
             else:
                 share = item  # type: ignore[assignment]
                 assert isinstance(share, Share)
@@ -429,7 +429,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
                 names.append(share.series)
                 if share.value is None:
                     reason = "\n".join(textwrap.wrap(share.label, 42))
-                    ax.text(0, row - 0.4, " " + reason, va="top", style="italic", size=FONT - 2, linespacing=1.1)
+                    ax.text(0, row - 0.4, " " + reason, va="top", style="italic", size=FONT, linespacing=1.1)
                     continue
                 ax.barh(row, share.value, height=0.72, color=PALETTE[share.colour % len(PALETTE)])
                 ax.text(max(share.value, 0), row, " " + share.label, va="center")
