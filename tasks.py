@@ -615,8 +615,17 @@ def grade(c, folder, lessons=None, acceleration=None):
         f"graded in the VM ({where.get('guest_kernel')}, {where.get('acceleration')}); stored in "
         f"{grading.grades_folder(_layout(c))}; invoke results.exercises shows the class"
     )
-    if refused:
-        raise Exit("some submissions were refused:\n" + "\n".join(refused), code=1)
+    failed = [
+        f"{record['student']} {key}: {state['detail']}"
+        for record in grades
+        for key, state in record["exercises"].items()
+        if state.get("grading_failed")
+    ]
+    problems = (["some submissions were refused:", *refused] if refused else []) + (
+        ["some exercises could not be graded (grade them again):", *failed] if failed else []
+    )
+    if problems:
+        raise Exit("\n".join(report.printable(line) for line in problems), code=1)
 
 
 ns = Collection(setup, build, run, lesson, vm, generate, serve, test, bench, lab, linkcheck, clean, results)

@@ -36,6 +36,11 @@ MAX_SOURCE = 256 * KiB
 MAX_TOTAL = 16 * MiB
 #: The most members a submission may hold.
 MAX_MEMBERS = 64
+#: The most the tar inside a submission may hold, headers and padding included: decompression stops there.
+MAX_TAR = MAX_TOTAL + (MAX_MEMBERS + 2) * 1024 + 20 * 512
+
+#: Names no student may take: grading names its own jobs so (the reference solution's, the class's folder).
+RESERVED_NAMES = frozenset({"reference", "solution", "student", "students"})
 
 
 class SubmissionError(ValueError):
@@ -70,6 +75,8 @@ def pack(layout: Layout, student: str, output: Path | None = None, set_name: str
             f"{student[:60]!r} is not a usable student name; use letters, digits, dot, dash or underscore "
             "(e.g. --student ada-lovelace)"
         )
+    if student.lower() in RESERVED_NAMES:
+        raise SubmissionError(reserved(student))
     output = output or layout.build / "submit" / f"{student}.tar.gz"
     members: dict[str, bytes] = {}
     for relative, path in exercise_sources(layout).items():
@@ -103,6 +110,13 @@ def pack(layout: Layout, student: str, output: Path | None = None, set_name: str
     finally:
         partial.unlink(missing_ok=True)
     return output
+
+
+def reserved(student: str) -> str:
+    return (
+        f"{student!r} is a name grading keeps for itself ({', '.join(sorted(RESERVED_NAMES))}); "
+        "submit under your own name (e.g. --student ada-lovelace)"
+    )
 
 
 def _member_path(where: Path, member: tarfile.TarInfo, expected: dict[str, bool]) -> tuple[str, str] | None:
@@ -158,6 +172,8 @@ def read(where: Path, layout: Layout) -> Submission:
     student = folders.pop()
     if not store.slug_safe(student):
         raise SubmissionError(f"{where}: {student[:60]!r} is not a usable student name; refused")
+    if student.lower() in RESERVED_NAMES:
+        raise SubmissionError(f"{where}: {reserved(student)}; refused")
     if INFO not in files:
         raise SubmissionError(f"{where} has no {INFO}; make it with invoke submit")
     try:

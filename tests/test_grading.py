@@ -223,7 +223,7 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert made.returncode == 0, made.stderr
     handed_in.mkdir()
     shutil.copy2(ada / "build" / "submit" / "ada.tar.gz", handed_in / "ada.tar.gz")
-    # Eve's variant includes a file only root may read: the compiler in the guest runs as nobody.
+    # Eve's variant includes a file only root may read: the compiler in the guest runs as eve's job's own uid.
     secret = tmp_path / "root-only.h"
     secret.write_text("static int secret = 42;\n")
     secret.chmod(0o600)
@@ -255,7 +255,7 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert ada_grade["status"] == "works" and not ada_grade["same_as_solution"]
     assert ada_grade["cost"]["read-1"]["yours"] > 0 and ada_grade["cost"]["read-1"]["solution"] > 0
     assert bob_grade["status"] == "not yet", "the forged status changed nothing"
-    assert "uid 65534" in bob_grade["detail"] and "written: no" in bob_grade["detail"], bob_grade
+    assert re.search(r"uid 200\d\d,", bob_grade["detail"]) and "written: no" in bob_grade["detail"], bob_grade
     assert cy_grade["status"] == "works" and cy_grade["same_as_solution"] is True
     assert cy_grade["cost"]["read-1"]["ratio"] == 1.0, "the solution's copy costs what the solution costs, to the tick"
     eve_grade = grades["eve"]["exercises"]["03-timing/onebyte"]
@@ -323,3 +323,100 @@ def test_invoke_run_stops_before_replacing_a_shipped_set_with_another_release(tm
     assert "qemu-icount-debian-6.1 holds 6.1.0-1-amd64's figures" in ran.stderr and "--force" in ran.stderr
     assert len(ran.stderr.strip().splitlines()) == 1, "one clear line"
     assert store.read_json(results / "qemu-icount-debian-6.1" / store.SET_FILE) == info, "nothing was touched"
+
+
+#: Job 1 leaves a process running in a session of its own and a file in /tmp, and says where it was.
+LEAVES_BEHIND = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	(void)argc;
+	FILE *f = fopen("/tmp/left-by-job-1", "w");
+	if (f) { fputs("a note for the next job\n", f); fclose(f); }
+	if (fork() == 0) { setsid(); for (;;) pause(); }
+	printf("course: check job ok %s uid %d\n", argv[0], (int)getuid());
+	return 0;
+}
+"""
+
+#: Job 2 tries to list the folder of every job's folder, to pre-create the next one, and to find what job 1 left.
+PRYS = r"""
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	(void)argc;
+	char own[4096], base[4096], guess[4200];
+	snprintf(own, sizeof own, "%s", argv[0]);
+	snprintf(base, sizeof base, "%s", dirname(dirname(own)));
+	snprintf(guess, sizeof guess, "%s/job-next", base);
+	DIR *listed = opendir(base);
+	printf("course: check pry listing %s\n", listed ? "yes" : strerror(errno));
+	printf("course: check pry mkdir %s\n", mkdir(guess, 0777) == 0 ? "yes" : strerror(errno));
+	printf("course: check pry note %s\n", access("/tmp/left-by-job-1", F_OK) == 0 ? "yes" : "absent");
+	printf("course: check pry uid %d\n", (int)getuid());
+	return 0;
+}
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="needs root and setpriv")
+def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothing(tmp_path: Path) -> None:
+    """The guest's helper (run here directly: the programs are this test's own) keeps the jobs apart."""
+    from course import grading_guest
+
+    for name, source in (("one", LEAVES_BEHIND), ("two", PRYS)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main.c").write_text(source)
+    job = {"source": "main.c", "args": [], "stdin": "devnull", "timeout": 30}
+    jobs = [
+        {**job, "id": "reference|x|devnull", "tree": str(tmp_path / "one")},
+        {**job, "id": "student/mallory|x|devnull", "tree": str(tmp_path / "two")},
+        {**job, "id": "student/gone|x|devnull", "tree": str(tmp_path / "missing")},
+    ]
+    try:
+        one, two, gone = grading_guest.run_all(jobs, tmp_path / "results.json")
+        assert one["ok"] and two["ok"], (one, two)
+        assert f"uid {grading_guest.job_uid(1)}" in one["stdout"] and f"uid {grading_guest.job_uid(2)}" in two["stdout"]
+        folder_one = Path(one["stdout"].split("check job ok ")[1].split()[0]).parent
+        assert folder_one.name.startswith("job-") and not folder_one.exists(), "job 1's folder went with it"
+        said = dict(line.split(" ", 1) for line in two["stdout"].replace("course: check pry ", "").splitlines())
+        assert said["listing"] == "Permission denied" and said["mkdir"] == "Permission denied", said
+        assert said["note"] == "absent", "what job 1 left in /tmp did not reach job 2"
+        assert grading_guest.processes_of(grading_guest.job_uid(1)) == [], "job 1's process in its own session ended"
+        assert gone["id"] == "student/gone|x|devnull" and "the grading helper failed" in gone["helper_error"]
+        state, _ = grading.outcome(gone, "x")
+        assert state["status"] == "crashed" and state["grading_failed"] and "helper failed" in state["detail"]
+    finally:
+        for number in (1, 2, 3):
+            grading_guest.end_processes(grading_guest.job_uid(number))
+        Path("/tmp/left-by-job-1").unlink(missing_ok=True)
+
+
+def test_no_student_name_takes_the_reference_solutions_place_and_the_sources_are_private(tmp_path: Path) -> None:
+    layout = Layout(ROOT)
+    for name in ("solution", "reference", "Solution"):
+        with pytest.raises(submission.SubmissionError, match="a name grading keeps for itself"):
+            submission.pack(layout, name, tmp_path / "x.tar.gz")
+        info = json.dumps({"student": name}).encode()
+        forged = _tar(tmp_path / f"{name}.tar.gz", {f"{name}/SUBMISSION.json": info, f"{name}/{VARIANT}": b"int x;"})
+        with pytest.raises(submission.SubmissionError, match="a name grading keeps for itself"):
+            submission.read(forged, layout)
+    # Even a name that slipped through could not meet the reference's jobs: they are named apart.
+    wanted = grading.exercises(layout, [3])
+    solutions = {exercise.solution: b"/* the solution */" for exercise in wanted}
+    tree = grading._new_tree(Layout(ROOT, build_dir=tmp_path / "build"))
+    assert tree.stat().st_mode & 0o777 == 0o700, "the guest's jobs (other uids) cannot read the laid-out sources"
+    sneaky = submission.Submission("reference", tmp_path / "r.tar.gz", "", {VARIANT: b"/* mine */"})
+    jobs = grading.plan(layout, tree, wanted, solutions, [sneaky])
+    ids = [job["id"] for job in jobs]
+    assert len(ids) == len(set(ids)) and {i.split("|")[0] for i in ids} == {"reference", "student/reference"}
+    trees = {job["id"].split("|")[0]: Path(job["tree"]) for job in jobs}
+    assert trees["reference"] != trees["student/reference"] and all(tree in t.parents for t in trees.values())
+    assert (trees["student/reference"] / VARIANT).read_bytes() == b"/* mine */"
