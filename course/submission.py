@@ -140,6 +140,17 @@ def _member_path(where: Path, member: tarfile.TarInfo, expected: dict[str, bool]
     return path.parts[0], inner
 
 
+def _gunzip(where: Path) -> bytes:
+    """The tar inside ``where``, decompressed here with a hard limit before tarfile parses a byte (tar bombs)."""
+    with gzip.open(where, "rb") as compressed:
+        data = compressed.read(MAX_TAR + 1)  # bounded: gzip inflates no more than asked
+    if len(data) > MAX_TAR:
+        raise SubmissionError(
+            f"{where} expands to more than {MAX_TAR // MiB} MiB, over what a submission may hold; refused"
+        )
+    return data
+
+
 def read(where: Path, layout: Layout) -> Submission:
     """Read and check one submission archive (bounded); the sources it may hold are this course's exercises."""
     expected = {**{name: True for name in exercise_sources(layout)}, INFO: True, SET_ARCHIVE: True}
@@ -147,7 +158,7 @@ def read(where: Path, layout: Layout) -> Submission:
     folders: set[str] = set()
     total = 0
     try:
-        with gzip.open(where, "rb") as compressed, tarfile.open(fileobj=compressed, mode="r|") as tar:
+        with tarfile.open(fileobj=io.BytesIO(_gunzip(where)), mode="r:") as tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
                     raise SubmissionError(f"{where} holds more than {MAX_MEMBERS} members; refused")

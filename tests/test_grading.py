@@ -420,3 +420,32 @@ def test_no_student_name_takes_the_reference_solutions_place_and_the_sources_are
     trees = {job["id"].split("|")[0]: Path(job["tree"]) for job in jobs}
     assert trees["reference"] != trees["student/reference"] and all(tree in t.parents for t in trees.values())
     assert (trees["student/reference"] / VARIANT).read_bytes() == b"/* mine */"
+
+
+def _pax_bomb(path: Path, header_bytes: int) -> Path:
+    """A small .tar.gz whose first member is a pax header of ``header_bytes`` (zeros: it compresses ~1000:1)."""
+    info = tarfile.TarInfo("eve/././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, header_bytes
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+        chunk = b"0" * (1024 * 1024)
+        for _ in range(header_bytes // len(chunk)):
+            out.write(chunk)
+    return path
+
+
+def test_a_tar_bomb_is_refused_before_tarfile_parses_it_and_memory_stays_bounded(tmp_path: Path) -> None:
+    import tracemalloc
+
+    bomb = _pax_bomb(tmp_path / "eve.tar.gz", 64 * 1024 * 1024)
+    assert bomb.stat().st_size < 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(submission.SubmissionError, match="expands to more than 16 MiB"):
+            submission.read(bomb, Layout(ROOT))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * submission.MAX_TAR, f"{peak / 2**20:.0f} MiB used reading a bomb"
