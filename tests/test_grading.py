@@ -449,3 +449,14 @@ def test_a_tar_bomb_is_refused_before_tarfile_parses_it_and_memory_stays_bounded
     finally:
         tracemalloc.stop()
     assert peak < 2 * submission.MAX_TAR, f"{peak / 2**20:.0f} MiB used reading a bomb"
+
+
+def test_archive_names_reach_the_terminal_escaped(tmp_path: Path) -> None:
+    folder = tmp_path / "handed-in"
+    folder.mkdir()
+    (folder / "\x1b[2Jeve\u202egpj.tar.gz").write_bytes(b"not gzip")
+    with pytest.raises(grading.GradingError, match="no submission could be read") as refused:
+        grading.grade(Layout(ROOT, build_dir=tmp_path / "build"), folder, numbers=[3], progress=lambda line: None)
+    message = str(refused.value)
+    assert "\x1b" not in message and "\u202e" not in message, message
+    assert "\\x1b[2Jeve\\u202egpj.tar.gz" in message
