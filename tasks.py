@@ -356,7 +356,7 @@ def publish(c, edition="student", pdf=False):
 def student_copy(c, destination):
     """Write a student copy of the course: its files without the solutions, as a fresh git repository of one commit."""
     path, left_out = course_edition.student_copy(_layout(c), Path(destination))
-    print(f"student copy: {path} ({len(left_out)} solution files left out: {', '.join(left_out)})")
+    print(report.printable(f"student copy: {path} ({len(left_out)} solution files left out: {', '.join(left_out)})"))
     print("hand it out as it is (git clone, or a tarball of the folder); its site is the student edition")
 
 
