@@ -460,3 +460,9 @@ def test_archive_names_reach_the_terminal_escaped(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "\x1b" not in message and "\u202e" not in message, message
     assert "\\x1b[2Jeve\\u202egpj.tar.gz" in message
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_the_class_grades_are_never_committed() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"results/{grading.GRADES}/ada.json"], cwd=ROOT)
+    assert ignored.returncode == 0, "results/_grades/ is in .gitignore: a class's grades stay off the repository"
