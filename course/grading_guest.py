@@ -9,7 +9,9 @@ Each job (a student's variant, or the course's solution) runs as a user of its o
 numeric ids), in a folder of its own that root makes before the job (an unpredictable name,
 owned by that uid, mode 0700) and fills with a copy of the job's sources (with the course's
 headers) taken by root from the shared, read-only host files, which the job's uid cannot read.
-The compiler (an ``#include`` of a secret) and the program run as that uid: no job can read,
+The compiler (an ``#include`` of a secret) and the program run as that uid, in a mount
+namespace of their own where the course's checkout (the solutions' sources among its files)
+is hidden under an empty, read-only tmpfs: no job can read,
 write or pre-create another's sources or binaries, and what it writes lands in the guest's
 memory. After each job every process of its uid is killed and the files it left in the shared
 temporary folders removed: nothing a job leaves behind reaches the next. The program gets the
@@ -42,6 +44,9 @@ FIRST_UID = 20000
 #: The most of a compiler's output kept (the first errors are the useful ones).
 COMPILER_LOG_CHARS = 4000
 
+#: The course's checkout, hidden from every job (it holds the solutions' sources).
+CHECKOUT = Path(__file__).resolve().parents[1]
+
 #: The shared folders where a job may leave files behind (removed after it).
 SHARED_TEMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 
@@ -58,6 +63,17 @@ def job_uid(number: int) -> int:
 def unprivileged(uid: int) -> tuple[str, ...]:
     """How a command runs as ``uid`` (its gid the same, no supplementary group), with no way back to root."""
     return ("/usr/bin/setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups", "--no-new-privs", "--")
+
+
+def confined(uid: int, hidden: Path = CHECKOUT) -> tuple[str, ...]:
+    """How a command runs as ``uid`` (see :func:`unprivileged`) with ``hidden`` covered by an empty tmpfs.
+
+    The mount is made by root in a new mount namespace (private: the helper's own view, and the
+    host's, are untouched), then the privileges are dropped for good.
+    """
+    cover = 'mount -t tmpfs -o ro,mode=0555,size=4k course-hidden "$1" && shift && exec "$@"'
+    return ("/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", cover, "sh",
+            str(hidden), *unprivileged(uid))  # fmt: skip
 
 
 def private_folder(base: Path, uid: int) -> Path:
@@ -136,7 +152,7 @@ def remove_files_of(uid: int, folders: tuple[Path, ...] = SHARED_TEMP) -> None:
 
 def compile_source(job: dict, source: Path, binary: Path, uid: int, timeout: float = 300) -> tuple[bool, str]:
     """Compile ``source`` into ``binary`` as ``uid``: (built, the compiler's words)."""
-    compiler = [*unprivileged(uid), job.get("cc", "cc"), *CFLAGS, "-o", str(binary), str(source), *job.get("libs", [])]
+    compiler = [*confined(uid), job.get("cc", "cc"), *CFLAGS, "-o", str(binary), str(source), *job.get("libs", [])]
     try:
         finished = subprocess.run(
             compiler,
@@ -165,7 +181,7 @@ def run_job(job: dict, number: int, base: Path, scratch: Path) -> dict:
         result = {"id": job["id"], "built": built, "compiler": log.replace(str(copy) + "/", "")}
         if not built:
             return result
-        runner = unprivileged(uid)
+        runner = confined(uid)
         outcome = run_on_host(
             Path(runner[0]),
             (*runner[1:], str(binary), *job.get("args", [])),
@@ -194,9 +210,11 @@ def run_job(job: dict, number: int, base: Path, scratch: Path) -> dict:
 
 def run_all(jobs: list[dict], results_path: Path) -> list[dict]:
     """Every job in turn, each a failure of its own if the helper fails on it; RESULTS rewritten after each."""
-    base = Path(tempfile.mkdtemp(prefix="course-grade-"))  # root's: jobs reach their folder, list nothing
+    base = Path(tempfile.mkdtemp(prefix="course-grade-", dir="/tmp"))  # root's: jobs reach their folder, list nothing
     base.chmod(0o711)
-    scratch = Path(tempfile.mkdtemp(prefix="course-scratch-"))  # root's, 0700: a job never reaches its stdin file
+    scratch = Path(
+        tempfile.mkdtemp(prefix="course-scratch-", dir="/tmp")
+    )  # root's, 0700: a job never reaches its stdin file
     results: list[dict] = []
     try:
         for number, job in enumerate(jobs, start=1):

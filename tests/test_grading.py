@@ -205,14 +205,20 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
         .replace(
             "\t(void)buffer;\n\treturn 0;",
             f'\tint fd = open("{marker}", O_WRONLY | O_CREAT, 0644);\n'
-            '\tprintf("course: check onebyte fail uid %d, host file written: %s\\n",\n'
-            '\t       (int)getuid(), fd >= 0 ? "yes" : "no");\n'
+            "\tglob_t found = {0};\n"
+            f'\tglob("{tmp_path}/build/grade/run-*/*/*/{VARIANT}", 0, NULL, &found);\n'
+            f'\tint seen = access("{ROOT / SOLUTION}", F_OK) == 0;\n'
+            '\tprintf("course: check onebyte fail uid %d, host file written: %s, solution seen: %s, '
+            'sources of others: %d\\n",\n'
+            '\t       (int)getuid(), fd >= 0 ? "yes" : "no", seen ? "yes" : "no", (int)found.gl_pathc);\n'
             "\texit(0);",
         )
     )
     assert "getuid" in probe
     (bob / VARIANT).write_text(
-        probe.replace('#include "../common/stamp.h"', '#include "../common/stamp.h"\n#include <fcntl.h>', 1)
+        probe.replace(
+            '#include "../common/stamp.h"', '#include "../common/stamp.h"\n#include <fcntl.h>\n#include <glob.h>', 1
+        )
     )
 
     # Cy hands in the solution itself.
@@ -256,6 +262,8 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert ada_grade["cost"]["read-1"]["yours"] > 0 and ada_grade["cost"]["read-1"]["solution"] > 0
     assert bob_grade["status"] == "not yet", "the forged status changed nothing"
     assert re.search(r"uid 200\d\d,", bob_grade["detail"]) and "written: no" in bob_grade["detail"], bob_grade
+    assert "solution seen: no" in bob_grade["detail"], "the checkout (the solutions) is hidden from a job"
+    assert "sources of others: 0" in bob_grade["detail"], "the laid-out submissions are not readable by a job"
     assert cy_grade["status"] == "works" and cy_grade["same_as_solution"] is True
     assert cy_grade["cost"]["read-1"]["ratio"] == 1.0, "the solution's copy costs what the solution costs, to the tick"
     eve_grade = grades["eve"]["exercises"]["03-timing/onebyte"]
@@ -360,6 +368,7 @@ int main(int argc, char **argv) {
 	printf("course: check pry listing %s\n", listed ? "yes" : strerror(errno));
 	printf("course: check pry mkdir %s\n", mkdir(guess, 0777) == 0 ? "yes" : strerror(errno));
 	printf("course: check pry note %s\n", access("/tmp/left-by-job-1", F_OK) == 0 ? "yes" : "absent");
+	printf("course: check pry solution %s\n", access(SOLUTION, F_OK) == 0 ? "seen" : strerror(errno));
 	printf("course: check pry uid %d\n", (int)getuid());
 	return 0;
 }
@@ -373,7 +382,7 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
 
     for name, source in (("one", LEAVES_BEHIND), ("two", PRYS)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "main.c").write_text(source)
+        (tmp_path / name / "main.c").write_text(source.replace("SOLUTION", json.dumps(str(ROOT / SOLUTION))))
     job = {"source": "main.c", "args": [], "stdin": "devnull", "timeout": 30}
     jobs = [
         {**job, "id": "reference|x|devnull", "tree": str(tmp_path / "one")},
@@ -389,6 +398,7 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
         said = dict(line.split(" ", 1) for line in two["stdout"].replace("course: check pry ", "").splitlines())
         assert said["listing"] == "Permission denied" and said["mkdir"] == "Permission denied", said
         assert said["note"] == "absent", "what job 1 left in /tmp did not reach job 2"
+        assert said["solution"] == "No such file or directory", "the checkout, solutions and all, is hidden"
         assert grading_guest.processes_of(grading_guest.job_uid(1)) == [], "job 1's process in its own session ended"
         assert gone["id"] == "student/gone|x|devnull" and "the grading helper failed" in gone["helper_error"]
         state, _ = grading.outcome(gone, "x")
