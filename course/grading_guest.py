@@ -102,8 +102,10 @@ def processes_of(uid: int) -> list[int]:
             status = (entry / "status").read_text()
         except OSError:  # it ended meanwhile
             continue
-        line = next((line for line in status.splitlines() if line.startswith("Uid:")), "")
-        if str(uid) in line.split()[1:4]:
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").split()[:1] == ["Z"]:  # ended, waiting for its parent: runs nothing
+            continue
+        if str(uid) in fields.get("Uid", "").split()[:3]:
             found.append(int(entry.name))
     return found
 

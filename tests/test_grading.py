@@ -476,3 +476,35 @@ def test_archive_names_reach_the_terminal_escaped(tmp_path: Path) -> None:
 def test_the_class_grades_are_never_committed() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", f"results/{grading.GRADES}/ada.json"], cwd=ROOT)
     assert ignored.returncode == 0, "results/_grades/ is in .gitignore: a class's grades stay off the repository"
+
+
+def test_invoke_grade_exits_non_zero_when_a_job_could_not_be_graded(tmp_path: Path, monkeypatch, capsys) -> None:
+    from invoke import Config, Exit, MockContext, Result
+
+    import tasks
+
+    config = Config()
+    config.load_collection(tasks.ns.configuration())
+    config.course.results, config.course.build = str(tmp_path / "results"), str(tmp_path / "build")
+
+    record = {
+        "student": "ada",
+        "where": {"guest_kernel": "6.12", "acceleration": "tcg-icount"},
+        "exercises": {
+            "03-timing/onebyte": {
+                "status": "crashed",
+                "detail": "the grading helper failed on this job: FileExistsError: [Errno 17] File exists",
+                "grading_failed": True,
+            }
+        },
+    }
+    refused = ["\\x1beve.tar.gz: not a submission archive"]
+    monkeypatch.setattr(tasks.grading, "grade", lambda *args, **kwargs: ([record], refused))
+    with pytest.raises(Exit) as ended:
+        tasks.grade(MockContext(config=config, run=Result()), str(tmp_path))
+    assert ended.value.code == 1
+    lines = str(ended.value.message).splitlines()
+    assert lines[:2] == ["some submissions were refused:", refused[0]]
+    assert lines[2] == "some exercises could not be graded (grade them again):"
+    assert lines[3].startswith("ada 03-timing/onebyte: the grading helper failed on this job: FileExistsError")
+    assert "crashed" in capsys.readouterr().out, "the table is shown first"
