@@ -68,11 +68,12 @@ def unprivileged(uid: int) -> tuple[str, ...]:
 def confined(uid: int, hidden: Path = CHECKOUT) -> tuple[str, ...]:
     """How a command runs as ``uid`` (see :func:`unprivileged`) with ``hidden`` covered by an empty tmpfs.
 
-    The mount is made by root in a new mount namespace (private: the helper's own view, and the
-    host's, are untouched), then the privileges are dropped for good.
+    Root makes the mount in a new mount namespace (private: the helper's view and the host's are
+    untouched) and a new IPC namespace (a System V object ends with the command), then drops its
+    privileges for good.
     """
     cover = 'mount -t tmpfs -o ro,mode=0555,size=4k course-hidden "$1" && shift && exec "$@"'
-    return ("/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", cover, "sh",
+    return ("/usr/bin/unshare", "--mount", "--ipc", "--propagation", "private", "--", "/bin/sh", "-c", cover, "sh",
             str(hidden), *unprivileged(uid))  # fmt: skip
 
 

@@ -333,13 +333,15 @@ def test_invoke_run_stops_before_replacing_a_shipped_set_with_another_release(tm
     assert store.read_json(results / "qemu-icount-debian-6.1" / store.SET_FILE) == info, "nothing was touched"
 
 
-#: Job 1 leaves a process running in a session of its own and a file in /tmp, and says where it was.
+#: Job 1 leaves a process running in a session of its own, a file in /tmp and shared memory; says where it was.
 LEAVES_BEHIND = r"""
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/shm.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
 	(void)argc;
+	shmget(0x4242, 4096, IPC_CREAT | 0666);
 	FILE *f = fopen("/tmp/left-by-job-1", "w");
 	if (f) { fputs("a note for the next job\n", f); fclose(f); }
 	if (fork() == 0) { setsid(); for (;;) pause(); }
@@ -355,6 +357,7 @@ PRYS = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -369,6 +372,7 @@ int main(int argc, char **argv) {
 	printf("course: check pry mkdir %s\n", mkdir(guess, 0777) == 0 ? "yes" : strerror(errno));
 	printf("course: check pry note %s\n", access("/tmp/left-by-job-1", F_OK) == 0 ? "yes" : "absent");
 	printf("course: check pry solution %s\n", access(SOLUTION, F_OK) == 0 ? "seen" : strerror(errno));
+	printf("course: check pry shm %s\n", shmget(0x4242, 0, 0) >= 0 ? "found" : strerror(errno));
 	printf("course: check pry uid %d\n", (int)getuid());
 	return 0;
 }
@@ -398,6 +402,7 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
         said = dict(line.split(" ", 1) for line in two["stdout"].replace("course: check pry ", "").splitlines())
         assert said["listing"] == "Permission denied" and said["mkdir"] == "Permission denied", said
         assert said["note"] == "absent", "what job 1 left in /tmp did not reach job 2"
+        assert said["shm"] == "No such file or directory", "job 1's System V memory ended with it"
         assert said["solution"] == "No such file or directory", "the checkout, solutions and all, is hidden"
         assert grading_guest.processes_of(grading_guest.job_uid(1)) == [], "job 1's process in its own session ended"
         assert gone["id"] == "student/gone|x|devnull" and "the grading helper failed" in gone["helper_error"]
