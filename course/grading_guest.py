@@ -13,9 +13,9 @@ The compiler (an ``#include`` of a secret) and the program run as that uid, in a
 namespace of their own where the course's checkout (the solutions' sources among its files)
 is hidden under an empty, read-only tmpfs: no job can read,
 write or pre-create another's sources or binaries, and what it writes lands in the guest's
-memory. After each job every process of its uid is killed and the files it left in the shared
-temporary folders removed: nothing a job leaves behind reaches the next. The program gets the
-exercise's arguments and standard input, timed out and capped as the pipeline runs programs.
+memory. After each job every process of its uid is killed, and the files it left in the shared
+temporary folders and its System V objects removed: nothing a job leaves behind reaches the
+next. The program gets the exercise's arguments and standard input, timed out and capped as the pipeline runs programs.
 A job the helper itself fails on is recorded as that job's failure, with the reason. RESULTS
 is rewritten atomically after every job, so a hung VM keeps what was done before it. Outside
 the course's VM it refuses to run.
@@ -69,11 +69,12 @@ def confined(uid: int, hidden: Path = CHECKOUT) -> tuple[str, ...]:
     """How a command runs as ``uid`` (see :func:`unprivileged`) with ``hidden`` covered by an empty tmpfs.
 
     Root makes the mount in a new mount namespace (private: the helper's view and the host's are
-    untouched) and a new IPC namespace (a System V object ends with the command), then drops its
-    privileges for good.
+    untouched), then drops its privileges for good. (No IPC namespace: with one, in one boot, the
+    reference solution measured 8 icount ticks cheaper than the same code run after it, cause
+    not found; System V objects are removed after the job instead, see :func:`remove_ipc_of`.)
     """
     cover = 'mount -t tmpfs -o ro,mode=0555,size=4k course-hidden "$1" && shift && exec "$@"'
-    return ("/usr/bin/unshare", "--mount", "--ipc", "--propagation", "private", "--", "/bin/sh", "-c", cover, "sh",
+    return ("/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", cover, "sh",
             str(hidden), *unprivileged(uid))  # fmt: skip
 
 
@@ -153,6 +154,26 @@ def remove_files_of(uid: int, folders: tuple[Path, ...] = SHARED_TEMP) -> None:
                 continue
 
 
+#: System V objects, as /proc lists them, and how ipcrm removes one by its id.
+SYSV_IPC = (("shm", "-m"), ("sem", "-s"), ("msg", "-q"))
+
+
+def remove_ipc_of(uid: int, proc: Path = Path("/proc/sysvipc")) -> None:
+    """Remove the System V memory, semaphores and queues ``uid`` owns or made (the next job must not find them)."""
+    for kind, flag in SYSV_IPC:
+        try:
+            lines = (proc / kind).read_text().splitlines()
+        except OSError:
+            continue
+        if not lines:
+            continue
+        header = lines[0].split()
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(), strict=False))
+            if str(uid) in (row.get("uid"), row.get("cuid")):
+                subprocess.run(["ipcrm", flag, row[header[1]]], capture_output=True, check=False)
+
+
 def compile_source(job: dict, source: Path, binary: Path, uid: int, timeout: float = 300) -> tuple[bool, str]:
     """Compile ``source`` into ``binary`` as ``uid``: (built, the compiler's words)."""
     compiler = [*confined(uid), job.get("cc", "cc"), *CFLAGS, "-o", str(binary), str(source), *job.get("libs", [])]
@@ -206,6 +227,7 @@ def run_job(job: dict, number: int, base: Path, scratch: Path) -> dict:
     finally:
         left = end_processes(uid)
         remove_files_of(uid)
+        remove_ipc_of(uid)
         shutil.rmtree(home, ignore_errors=True)
         if left:
             raise RuntimeError(f"processes of uid {uid} could not be ended: {left[:5]}")

@@ -402,7 +402,7 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
         said = dict(line.split(" ", 1) for line in two["stdout"].replace("course: check pry ", "").splitlines())
         assert said["listing"] == "Permission denied" and said["mkdir"] == "Permission denied", said
         assert said["note"] == "absent", "what job 1 left in /tmp did not reach job 2"
-        assert said["shm"] == "No such file or directory", "job 1's System V memory ended with it"
+        assert said["shm"] == "No such file or directory", "job 1's System V memory was removed after it"
         assert said["solution"] == "No such file or directory", "the checkout, solutions and all, is hidden"
         assert grading_guest.processes_of(grading_guest.job_uid(1)) == [], "job 1's process in its own session ended"
         assert gone["id"] == "student/gone|x|devnull" and "the grading helper failed" in gone["helper_error"]
@@ -411,6 +411,7 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
     finally:
         for number in (1, 2, 3):
             grading_guest.end_processes(grading_guest.job_uid(number))
+            grading_guest.remove_ipc_of(grading_guest.job_uid(number))
         Path("/tmp/left-by-job-1").unlink(missing_ok=True)
 
 
