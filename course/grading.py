@@ -304,7 +304,8 @@ def _grade_of(
             )
             states.append(state)
             figures.update({f"{name}.{stdin}" if len(exercise.stdin) > 1 else name: v for name, v in found.items()})
-        worst = max(states, key=lambda state: STATUSES.index(state["status"]))
+        # The worst status; between two crashes, the one grading failed on (it makes invoke grade fail).
+        worst = max(states, key=lambda state: (STATUSES.index(state["status"]), bool(state.get("grading_failed"))))
         solution = reference[exercise.key]
         cost = {
             name: {"yours": value, "solution": solution[name], "ratio": round(value / solution[name], 3)}

@@ -514,3 +514,16 @@ def test_invoke_grade_exits_non_zero_when_a_job_could_not_be_graded(tmp_path: Pa
     assert lines[2] == "some exercises could not be graded (grade them again):"
     assert lines[3].startswith("ada 03-timing/onebyte: the grading helper failed on this job: FileExistsError")
     assert "crashed" in capsys.readouterr().out, "the table is shown first"
+
+
+def test_a_job_grading_failed_on_is_never_hidden_behind_the_students_own_crash() -> None:
+    exercise = grading.Exercise("03-timing/onebyte", VARIANT, SOLUTION, (), ("devnull", "file"))
+    ada = submission.Submission("ada", Path("ada.tar.gz"), "", {VARIANT: b"int main(void) { return 1; }"})
+    by_id = {
+        "student/ada|03-timing/onebyte|devnull": {"built": True, "ok": False, "ended": "exited with status 1"},
+        "student/ada|03-timing/onebyte|file": {"helper_error": "the grading helper failed on this job: OSError"},
+    }
+    record = grading._grade_of(ada, [exercise], by_id, {exercise.key: {}}, {SOLUTION: b""}, {})
+    state = record["exercises"][exercise.key]
+    assert state["status"] == "crashed" and state["grading_failed"], state
+    assert "grading helper failed" in state["detail"]
