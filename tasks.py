@@ -356,7 +356,7 @@ def publish(c, edition="student", pdf=False):
 def student_copy(c, destination):
     """Write a student copy of the course: its files without the solutions, as a fresh git repository of one commit."""
     path, left_out = course_edition.student_copy(_layout(c), Path(destination))
-    print(f"student copy: {path} ({len(left_out)} solution files left out: {', '.join(left_out)})")
+    print(report.printable(f"student copy: {path} ({len(left_out)} solution files left out: {', '.join(left_out)})"))
     print("hand it out as it is (git clone, or a tarball of the folder); its site is the student edition")
 
 
@@ -615,8 +615,17 @@ def grade(c, folder, lessons=None, acceleration=None):
         f"graded in the VM ({where.get('guest_kernel')}, {where.get('acceleration')}); stored in "
         f"{grading.grades_folder(_layout(c))}; invoke results.exercises shows the class"
     )
-    if refused:
-        raise Exit("some submissions were refused:\n" + "\n".join(refused), code=1)
+    failed = [
+        f"{record['student']} {key}: {state['detail']}"
+        for record in grades
+        for key, state in record["exercises"].items()
+        if state.get("grading_failed")
+    ]
+    problems = (["some submissions were refused:", *refused] if refused else []) + (
+        ["some exercises could not be graded (grade them again):", *failed] if failed else []
+    )
+    if problems:
+        raise Exit("\n".join(report.printable(line) for line in problems), code=1)
 
 
 ns = Collection(setup, build, run, lesson, vm, generate, serve, test, bench, lab, linkcheck, clean, results)

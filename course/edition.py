@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path, PurePosixPath
 
 from course.layout import Layout
+from course.report import printable
 
 EDITIONS = ("full", "student")
 
@@ -98,15 +99,24 @@ def student_copy(layout: Layout, destination: Path) -> tuple[Path, list[str]]:
     if of_checkout(root) == "student":
         raise EditionError(f"{root} is already a student copy")
     destination = destination.expanduser().resolve()
+    shown = printable(str(destination))  # a name from the command line may hold a newline or an escape
     if destination == root or root in destination.parents:
-        raise EditionError(f"{destination} is inside the course's checkout; choose a folder outside it")
-    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-        raise EditionError(f"{destination} exists and is not an empty folder; choose a new one")
+        raise EditionError(f"{shown} is inside the course's checkout; choose a folder outside it")
+    try:
+        if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+            raise EditionError(f"{shown} exists and is not an empty folder; choose a new one")
+    except OSError as error:
+        raise EditionError(f"cannot use {shown} for a student copy ({error.strerror}); choose a new folder") from None
     files = tracked_files(root)
     left_out = [name for name in files if is_solution(name)]
     partial = destination.with_name(f".{destination.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    try:
+        partial.mkdir(parents=True)
+    except OSError as error:
+        raise EditionError(
+            f"cannot write a student copy at {shown} ({error.strerror}); choose a folder you may write to"
+        ) from None
     try:
         for name in files:
             source = root / name

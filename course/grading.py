@@ -4,7 +4,10 @@
 each student's exercise sources out beside a copy of the course's headers, and boots the
 guest kernel once for all of them: the guest compiles and runs each variant and each
 reference solution (:mod:`course.grading_guest`). Student code is untrusted: it is compiled
-and run only in the VM, as ``nobody``, never on this host. Under ``tcg-icount`` (the
+and run only in the VM, each job as a user of its own, never on this host. The sources are
+laid out here in a folder only this user may read (the guest's helper copies them as root),
+and the jobs are named ``reference|...`` and ``student/NAME|...``: no student's name can take
+the reference solution's place. Under ``tcg-icount`` (the
 default) a cost is counted in guest instructions, the same on every host and fair between
 students.
 
@@ -28,8 +31,9 @@ from pathlib import Path
 from course import grading_guest, kernel_build, protocol, store, vm
 from course import lessons as lesson_catalog
 from course.layout import Layout
+from course.report import printable
 from course.stats import summarize
-from course.submission import Submission, SubmissionError
+from course.submission import RESERVED_NAMES, Submission, SubmissionError
 from course.submission import read as read_submission
 
 #: Where grades are kept, inside the results folder: a name no result set can have.
@@ -109,15 +113,37 @@ def read_folder(layout: Layout, folder: Path, progress: Progress) -> tuple[list[
         try:
             submission = read_submission(path, layout)
         except (SubmissionError, OSError) as error:
-            refused.append(f"{path.name}: {error}")
+            refused.append(printable(f"{path.name}: {error}"))
             continue
         if submission.student in seen:
-            refused.append(f"{path.name}: {submission.student} also submitted {seen[submission.student]}; keep one")
+            refused.append(
+                printable(f"{path.name}: {submission.student} also submitted {seen[submission.student]}; keep one")
+            )
             continue
         seen[submission.student] = path.name
         read.append(submission)
     progress(f"grade: {len(read)} submissions read, {len(refused)} refused")
     return read, refused
+
+
+#: The job name of the course's own solution; a student's is ``student/NAME``: the two never meet.
+REFERENCE = "reference"
+assert REFERENCE in RESERVED_NAMES
+
+
+def job_name(student: str | None) -> str:
+    """The name of a student's jobs (and of their folder in the tree), or of the reference solution's (None)."""
+    return REFERENCE if student is None else f"student/{student}"
+
+
+def _new_tree(layout: Layout) -> Path:
+    """A folder for one grading's sources that only this user may read (the guest's jobs run as other uids)."""
+    parent = layout.build / "grade"
+    parent.mkdir(parents=True, exist_ok=True)
+    tree = parent / f"run-{secrets.token_hex(4)}"
+    tree.mkdir(mode=0o700)
+    tree.chmod(0o700)  # whatever the umask
+    return tree
 
 
 def _lay_out(layout: Layout, tree: Path, who: str, files: dict[str, bytes]) -> None:
@@ -135,7 +161,7 @@ def _lay_out(layout: Layout, tree: Path, who: str, files: dict[str, bytes]) -> N
 def _jobs(tree: Path, exercise: Exercise, who: str, source: str) -> list[dict]:
     return [
         {
-            "id": f"{who}|{exercise.key}|{stdin}",
+            "id": f"{who}|{exercise.key}|{stdin}",  # who: job_name(...), never a bare student name
             "who": who,
             "exercise": exercise.key,
             "tree": str(tree / who),
@@ -152,7 +178,9 @@ def _jobs(tree: Path, exercise: Exercise, who: str, source: str) -> list[dict]:
 def outcome(result: dict | None, name: str) -> tuple[dict, dict[str, float]]:
     """A job's status (``{status, detail}``) and its medians by measurement, from what the guest sent back."""
     if result is None:
-        return {"status": "crashed", "detail": "the VM stopped before this ran"}, {}
+        return {"status": "crashed", "detail": "the VM stopped before this ran", "grading_failed": True}, {}
+    if result.get("helper_error"):
+        return {"status": "crashed", "detail": str(result["helper_error"])[:300], "grading_failed": True}, {}
     if not result.get("built"):
         errors = [line for line in str(result.get("compiler", "")).splitlines() if "error" in line]
         return {"status": "does not compile", "detail": (errors or ["the compiler refused it"])[0][-300:]}, {}
@@ -195,19 +223,13 @@ def grade(
     wanted = exercises(layout, numbers)
     submissions, refused = read_folder(layout, folder, progress)
     if not submissions:
-        raise GradingError("no submission could be read:\n" + "\n".join(refused))
+        raise GradingError("no submission could be read:\n" + "\n".join(refused))  # each line printable
     kernel = kernel_build.find_kernel(release)
     acceleration, _ = vm.choose_acceleration(layout, kernel, acceleration, progress)
-    tree = layout.build / "grade" / f"run-{secrets.token_hex(4)}"
+    tree = _new_tree(layout)
     try:
         solutions = {exercise.solution: (layout.root / exercise.solution).read_bytes() for exercise in wanted}
-        _lay_out(layout, tree, "solution", solutions)
-        jobs = [job for exercise in wanted for job in _jobs(tree, exercise, "solution", exercise.solution)]
-        for submission in submissions:
-            _lay_out(layout, tree, submission.student, submission.sources)
-            for exercise in wanted:
-                if exercise.variant in submission.sources:
-                    jobs += _jobs(tree, exercise, submission.student, exercise.variant)
+        jobs = plan(layout, tree, wanted, solutions, submissions)
         progress(f"grade: {len(jobs)} builds and runs in one VM boot ({kernel.release}, {acceleration})")
         boot = vm.run_jobs(
             layout, kernel, jobs, acceleration, progress, timeout=300 + 120 * len(jobs), helper=grading_guest.command
@@ -228,13 +250,28 @@ def grade(
     return grades, refused
 
 
+def plan(
+    layout: Layout, tree: Path, wanted: list[Exercise], solutions: dict[str, bytes], submissions: list[Submission]
+) -> list[dict]:
+    """The guest's jobs: the reference solution's first, then each student's; their sources laid out in ``tree``."""
+    _lay_out(layout, tree, job_name(None), solutions)
+    jobs = [job for exercise in wanted for job in _jobs(tree, exercise, job_name(None), exercise.solution)]
+    for submission in submissions:
+        who = job_name(submission.student)
+        _lay_out(layout, tree, who, submission.sources)
+        for exercise in wanted:
+            if exercise.variant in submission.sources:
+                jobs += _jobs(tree, exercise, who, exercise.variant)
+    return jobs
+
+
 def _reference(wanted: list[Exercise], by_id: dict, boot: vm.VmRun, where: dict) -> dict[str, dict[str, float]]:
     """The solutions' medians by exercise; a solution that fails in the guest stops the grading (nothing stored)."""
     reference = {}
     for exercise in wanted:
         figures: dict[str, float] = {}
         for stdin in exercise.stdin:
-            state, found = outcome(by_id.get(f"solution|{exercise.key}|{stdin}"), exercise.key.split("/", 1)[1])
+            state, found = outcome(by_id.get(f"{job_name(None)}|{exercise.key}|{stdin}"), exercise.key.split("/", 1)[1])
             if state["status"] not in ("works", "cannot be checked here"):
                 tail = boot.console.strip().splitlines()[-3:] if boot.exit_status != 0 else []
                 raise GradingError(
@@ -263,11 +300,12 @@ def _grade_of(
         states, figures = [], {}
         for stdin in exercise.stdin:
             state, found = outcome(
-                by_id.get(f"{submission.student}|{exercise.key}|{stdin}"), exercise.key.split("/")[1]
+                by_id.get(f"{job_name(submission.student)}|{exercise.key}|{stdin}"), exercise.key.split("/")[1]
             )
             states.append(state)
             figures.update({f"{name}.{stdin}" if len(exercise.stdin) > 1 else name: v for name, v in found.items()})
-        worst = max(states, key=lambda state: STATUSES.index(state["status"]))
+        # The worst status; between two crashes, the one grading failed on (it makes invoke grade fail).
+        worst = max(states, key=lambda state: (STATUSES.index(state["status"]), bool(state.get("grading_failed"))))
         solution = reference[exercise.key]
         cost = {
             name: {"yours": value, "solution": solution[name], "ratio": round(value / solution[name], 3)}

@@ -11,6 +11,7 @@ features), a parameter a plain ``name`` or ``name=value`` word; nothing else eve
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import subprocess
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ CPU_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PARAMETER = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}(=[A-Za-z0-9_.,:-]{1,64})?")
 
 MAX_PARAMETERS = 8
+#: The most characters --guest-append may hold in all (each parameter is bounded by PARAMETER too).
+MAX_APPEND = 160
+#: The longest slug a set's name carries; a longer one is cut and ends with a hash of the whole.
+MAX_SLUG = 40
 
 
 class GuestHardwareError(ValueError):
@@ -46,7 +51,12 @@ class GuestHardware:
         """How a result set's name says what the guest was shown: ``skylake-server-v4-mitigations-off``."""
         words = [self.cpu.lower()] if self.cpu else []
         words += [re.sub(r"[^a-z0-9]+", "-", item.lower()).strip("-") for item in self.append]
-        return "-".join(words)
+        slug = "-".join(words)
+        if len(slug) <= MAX_SLUG:
+            return slug
+        # Cut, the set folder's name stays within a name's limit; the hash keeps two long ones apart.
+        digest = hashlib.sha256(" ".join([self.cpu, *self.append]).encode()).hexdigest()[:8]
+        return f"{slug[: MAX_SLUG - 9].rstrip('-')}-{digest}"
 
 
 #: The guest as vng boots it by default: its CPU model, no parameter added.
@@ -80,6 +90,11 @@ def parse(cpu: str | None, append: str | None, known_models=qemu_cpu_models) -> 
                 "them (for example Skylake-Server-v4, EPYC-Rome-v2)"
             )
     words = (append or "").split()
+    if len(" ".join(words)) > MAX_APPEND:
+        raise GuestHardwareError(
+            f"--guest-append holds {len(' '.join(words))} characters, over the {MAX_APPEND} the course passes on; "
+            "give fewer or shorter kernel parameters"
+        )
     if len(words) > MAX_PARAMETERS:
         raise GuestHardwareError(f"--guest-append takes at most {MAX_PARAMETERS} kernel parameters, not {len(words)}")
     for word in words:
@@ -88,6 +103,10 @@ def parse(cpu: str | None, append: str | None, known_models=qemu_cpu_models) -> 
                 f"--guest-append {word[:80]!r} is not a kernel parameter the course passes on: name or "
                 "name=value, lower-case name, no quotes or spaces, like --guest-append mitigations=off"
             )
-    if len(set(words)) != len(words):
-        raise GuestHardwareError(f"--guest-append names a parameter twice ({' '.join(words)})")
+    names = [word.split("=", 1)[0] for word in words]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise GuestHardwareError(
+            f"--guest-append names {', '.join(twice)} more than once ({' '.join(words)}); give each parameter once"
+        )
     return GuestHardware(cpu, tuple(words))

@@ -36,6 +36,11 @@ MAX_SOURCE = 256 * KiB
 MAX_TOTAL = 16 * MiB
 #: The most members a submission may hold.
 MAX_MEMBERS = 64
+#: The most the tar inside a submission may hold, headers and padding included: decompression stops there.
+MAX_TAR = MAX_TOTAL + (MAX_MEMBERS + 2) * 1024 + 20 * 512
+
+#: Names no student may take: grading names its own jobs so (the reference solution's, the class's folder).
+RESERVED_NAMES = frozenset({"reference", "solution", "student", "students"})
 
 
 class SubmissionError(ValueError):
@@ -70,6 +75,8 @@ def pack(layout: Layout, student: str, output: Path | None = None, set_name: str
             f"{student[:60]!r} is not a usable student name; use letters, digits, dot, dash or underscore "
             "(e.g. --student ada-lovelace)"
         )
+    if student.lower() in RESERVED_NAMES:
+        raise SubmissionError(reserved(student))
     output = output or layout.build / "submit" / f"{student}.tar.gz"
     members: dict[str, bytes] = {}
     for relative, path in exercise_sources(layout).items():
@@ -105,6 +112,13 @@ def pack(layout: Layout, student: str, output: Path | None = None, set_name: str
     return output
 
 
+def reserved(student: str) -> str:
+    return (
+        f"{student!r} is a name grading keeps for itself ({', '.join(sorted(RESERVED_NAMES))}); "
+        "submit under your own name (e.g. --student ada-lovelace)"
+    )
+
+
 def _member_path(where: Path, member: tarfile.TarInfo, expected: dict[str, bool]) -> tuple[str, str] | None:
     """(student folder, path inside it) of a plain file the submission may hold; None for a folder entry."""
     path = PurePosixPath(member.name)
@@ -126,6 +140,17 @@ def _member_path(where: Path, member: tarfile.TarInfo, expected: dict[str, bool]
     return path.parts[0], inner
 
 
+def _gunzip(where: Path) -> bytes:
+    """The tar inside ``where``, decompressed here with a hard limit before tarfile parses a byte (tar bombs)."""
+    with gzip.open(where, "rb") as compressed:
+        data = compressed.read(MAX_TAR + 1)  # bounded: gzip inflates no more than asked
+    if len(data) > MAX_TAR:
+        raise SubmissionError(
+            f"{where} expands to more than {MAX_TAR // MiB} MiB, over what a submission may hold; refused"
+        )
+    return data
+
+
 def read(where: Path, layout: Layout) -> Submission:
     """Read and check one submission archive (bounded); the sources it may hold are this course's exercises."""
     expected = {**{name: True for name in exercise_sources(layout)}, INFO: True, SET_ARCHIVE: True}
@@ -133,7 +158,7 @@ def read(where: Path, layout: Layout) -> Submission:
     folders: set[str] = set()
     total = 0
     try:
-        with gzip.open(where, "rb") as compressed, tarfile.open(fileobj=compressed, mode="r|") as tar:
+        with tarfile.open(fileobj=io.BytesIO(_gunzip(where)), mode="r:") as tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
                     raise SubmissionError(f"{where} holds more than {MAX_MEMBERS} members; refused")
@@ -158,6 +183,8 @@ def read(where: Path, layout: Layout) -> Submission:
     student = folders.pop()
     if not store.slug_safe(student):
         raise SubmissionError(f"{where}: {student[:60]!r} is not a usable student name; refused")
+    if student.lower() in RESERVED_NAMES:
+        raise SubmissionError(f"{where}: {reserved(student)}; refused")
     if INFO not in files:
         raise SubmissionError(f"{where} has no {INFO}; make it with invoke submit")
     try:

@@ -123,3 +123,18 @@ def test_a_student_copy_is_refused_inside_the_checkout_or_over_files(tmp_path: P
     with pytest.raises(edition.EditionError, match="not an empty folder"):
         edition.student_copy(Layout(ROOT), tmp_path / "taken")
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_a_student_copy_where_none_can_be_written_is_one_escaped_line(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "invoke", "student-copy", "/proc/x"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines() == [
+        "error: cannot write a student copy at /proc/x (No such file or directory); choose a folder you may write to"
+    ]
+    (tmp_path / "taken\nerror: all fine\x1b[2J").mkdir()
+    (tmp_path / "taken\nerror: all fine\x1b[2J" / "notes.txt").write_text("mine")
+    with pytest.raises(edition.EditionError) as taken:
+        edition.student_copy(Layout(ROOT), tmp_path / "taken\nerror: all fine\x1b[2J")
+    assert "\n" not in str(taken.value) and "\x1b" not in str(taken.value) and "taken\\nerror" in str(taken.value)

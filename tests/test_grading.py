@@ -205,14 +205,20 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
         .replace(
             "\t(void)buffer;\n\treturn 0;",
             f'\tint fd = open("{marker}", O_WRONLY | O_CREAT, 0644);\n'
-            '\tprintf("course: check onebyte fail uid %d, host file written: %s\\n",\n'
-            '\t       (int)getuid(), fd >= 0 ? "yes" : "no");\n'
+            "\tglob_t found = {0};\n"
+            f'\tglob("{tmp_path}/build/grade/run-*/*/*/{VARIANT}", 0, NULL, &found);\n'
+            f'\tint seen = access("{ROOT / SOLUTION}", F_OK) == 0;\n'
+            '\tprintf("course: check onebyte fail uid %d, host file written: %s, solution seen: %s, '
+            'sources of others: %d\\n",\n'
+            '\t       (int)getuid(), fd >= 0 ? "yes" : "no", seen ? "yes" : "no", (int)found.gl_pathc);\n'
             "\texit(0);",
         )
     )
     assert "getuid" in probe
     (bob / VARIANT).write_text(
-        probe.replace('#include "../common/stamp.h"', '#include "../common/stamp.h"\n#include <fcntl.h>', 1)
+        probe.replace(
+            '#include "../common/stamp.h"', '#include "../common/stamp.h"\n#include <fcntl.h>\n#include <glob.h>', 1
+        )
     )
 
     # Cy hands in the solution itself.
@@ -223,7 +229,7 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert made.returncode == 0, made.stderr
     handed_in.mkdir()
     shutil.copy2(ada / "build" / "submit" / "ada.tar.gz", handed_in / "ada.tar.gz")
-    # Eve's variant includes a file only root may read: the compiler in the guest runs as nobody.
+    # Eve's variant includes a file only root may read: the compiler in the guest runs as eve's job's own uid.
     secret = tmp_path / "root-only.h"
     secret.write_text("static int secret = 42;\n")
     secret.chmod(0o600)
@@ -255,7 +261,9 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert ada_grade["status"] == "works" and not ada_grade["same_as_solution"]
     assert ada_grade["cost"]["read-1"]["yours"] > 0 and ada_grade["cost"]["read-1"]["solution"] > 0
     assert bob_grade["status"] == "not yet", "the forged status changed nothing"
-    assert "uid 65534" in bob_grade["detail"] and "written: no" in bob_grade["detail"], bob_grade
+    assert re.search(r"uid 200\d\d,", bob_grade["detail"]) and "written: no" in bob_grade["detail"], bob_grade
+    assert "solution seen: no" in bob_grade["detail"], "the checkout (the solutions) is hidden from a job"
+    assert "sources of others: 0" in bob_grade["detail"], "the laid-out submissions are not readable by a job"
     assert cy_grade["status"] == "works" and cy_grade["same_as_solution"] is True
     assert cy_grade["cost"]["read-1"]["ratio"] == 1.0, "the solution's copy costs what the solution costs, to the tick"
     eve_grade = grades["eve"]["exercises"]["03-timing/onebyte"]
@@ -323,3 +331,199 @@ def test_invoke_run_stops_before_replacing_a_shipped_set_with_another_release(tm
     assert "qemu-icount-debian-6.1 holds 6.1.0-1-amd64's figures" in ran.stderr and "--force" in ran.stderr
     assert len(ran.stderr.strip().splitlines()) == 1, "one clear line"
     assert store.read_json(results / "qemu-icount-debian-6.1" / store.SET_FILE) == info, "nothing was touched"
+
+
+#: Job 1 leaves a process running in a session of its own, a file in /tmp and shared memory; says where it was.
+LEAVES_BEHIND = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/shm.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	(void)argc;
+	shmget(0x4242, 4096, IPC_CREAT | 0666);
+	FILE *f = fopen("/tmp/left-by-job-1", "w");
+	if (f) { fputs("a note for the next job\n", f); fclose(f); }
+	if (fork() == 0) { setsid(); for (;;) pause(); }
+	printf("course: check job ok %s uid %d\n", argv[0], (int)getuid());
+	return 0;
+}
+"""
+
+#: Job 2 tries to list the folder of every job's folder, to pre-create the next one, and to find what job 1 left.
+PRYS = r"""
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	(void)argc;
+	char own[4096], base[4096], guess[4200];
+	snprintf(own, sizeof own, "%s", argv[0]);
+	snprintf(base, sizeof base, "%s", dirname(dirname(own)));
+	snprintf(guess, sizeof guess, "%s/job-next", base);
+	DIR *listed = opendir(base);
+	printf("course: check pry listing %s\n", listed ? "yes" : strerror(errno));
+	printf("course: check pry mkdir %s\n", mkdir(guess, 0777) == 0 ? "yes" : strerror(errno));
+	printf("course: check pry note %s\n", access("/tmp/left-by-job-1", F_OK) == 0 ? "yes" : "absent");
+	printf("course: check pry solution %s\n", access(SOLUTION, F_OK) == 0 ? "seen" : strerror(errno));
+	printf("course: check pry shm %s\n", shmget(0x4242, 0, 0) >= 0 ? "found" : strerror(errno));
+	printf("course: check pry uid %d\n", (int)getuid());
+	return 0;
+}
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="needs root and setpriv")
+def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothing(tmp_path: Path) -> None:
+    """The guest's helper (run here directly: the programs are this test's own) keeps the jobs apart."""
+    from course import grading_guest
+
+    for name, source in (("one", LEAVES_BEHIND), ("two", PRYS)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main.c").write_text(source.replace("SOLUTION", json.dumps(str(ROOT / SOLUTION))))
+    job = {"source": "main.c", "args": [], "stdin": "devnull", "timeout": 30}
+    jobs = [
+        {**job, "id": "reference|x|devnull", "tree": str(tmp_path / "one")},
+        {**job, "id": "student/mallory|x|devnull", "tree": str(tmp_path / "two")},
+        {**job, "id": "student/gone|x|devnull", "tree": str(tmp_path / "missing")},
+    ]
+    try:
+        one, two, gone = grading_guest.run_all(jobs, tmp_path / "results.json")
+        assert one["ok"] and two["ok"], (one, two)
+        assert f"uid {grading_guest.job_uid(1)}" in one["stdout"] and f"uid {grading_guest.job_uid(2)}" in two["stdout"]
+        folder_one = Path(one["stdout"].split("check job ok ")[1].split()[0]).parent
+        assert folder_one.name.startswith("job-") and not folder_one.exists(), "job 1's folder went with it"
+        said = dict(line.split(" ", 1) for line in two["stdout"].replace("course: check pry ", "").splitlines())
+        assert said["listing"] == "Permission denied" and said["mkdir"] == "Permission denied", said
+        assert said["note"] == "absent", "what job 1 left in /tmp did not reach job 2"
+        assert said["shm"] == "No such file or directory", "job 1's System V memory was removed after it"
+        assert said["solution"] == "No such file or directory", "the checkout, solutions and all, is hidden"
+        assert grading_guest.processes_of(grading_guest.job_uid(1)) == [], "job 1's process in its own session ended"
+        assert gone["id"] == "student/gone|x|devnull" and "the grading helper failed" in gone["helper_error"]
+        state, _ = grading.outcome(gone, "x")
+        assert state["status"] == "crashed" and state["grading_failed"] and "helper failed" in state["detail"]
+    finally:
+        for number in (1, 2, 3):
+            grading_guest.end_processes(grading_guest.job_uid(number))
+            grading_guest.remove_ipc_of(grading_guest.job_uid(number))
+        Path("/tmp/left-by-job-1").unlink(missing_ok=True)
+
+
+def test_no_student_name_takes_the_reference_solutions_place_and_the_sources_are_private(tmp_path: Path) -> None:
+    layout = Layout(ROOT)
+    for name in ("solution", "reference", "Solution"):
+        with pytest.raises(submission.SubmissionError, match="a name grading keeps for itself"):
+            submission.pack(layout, name, tmp_path / "x.tar.gz")
+        info = json.dumps({"student": name}).encode()
+        forged = _tar(tmp_path / f"{name}.tar.gz", {f"{name}/SUBMISSION.json": info, f"{name}/{VARIANT}": b"int x;"})
+        with pytest.raises(submission.SubmissionError, match="a name grading keeps for itself"):
+            submission.read(forged, layout)
+    # Even a name that slipped through could not meet the reference's jobs: they are named apart.
+    wanted = grading.exercises(layout, [3])
+    solutions = {exercise.solution: b"/* the solution */" for exercise in wanted}
+    tree = grading._new_tree(Layout(ROOT, build_dir=tmp_path / "build"))
+    assert tree.stat().st_mode & 0o777 == 0o700, "the guest's jobs (other uids) cannot read the laid-out sources"
+    sneaky = submission.Submission("reference", tmp_path / "r.tar.gz", "", {VARIANT: b"/* mine */"})
+    jobs = grading.plan(layout, tree, wanted, solutions, [sneaky])
+    ids = [job["id"] for job in jobs]
+    assert len(ids) == len(set(ids)) and {i.split("|")[0] for i in ids} == {"reference", "student/reference"}
+    trees = {job["id"].split("|")[0]: Path(job["tree"]) for job in jobs}
+    assert trees["reference"] != trees["student/reference"] and all(tree in t.parents for t in trees.values())
+    assert (trees["student/reference"] / VARIANT).read_bytes() == b"/* mine */"
+
+
+def _pax_bomb(path: Path, header_bytes: int) -> Path:
+    """A small .tar.gz whose first member is a pax header of ``header_bytes`` (zeros: it compresses ~1000:1)."""
+    info = tarfile.TarInfo("eve/././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, header_bytes
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+        chunk = b"0" * (1024 * 1024)
+        for _ in range(header_bytes // len(chunk)):
+            out.write(chunk)
+    return path
+
+
+def test_a_tar_bomb_is_refused_before_tarfile_parses_it_and_memory_stays_bounded(tmp_path: Path) -> None:
+    import tracemalloc
+
+    bomb = _pax_bomb(tmp_path / "eve.tar.gz", 64 * 1024 * 1024)
+    assert bomb.stat().st_size < 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(submission.SubmissionError, match="expands to more than 16 MiB"):
+            submission.read(bomb, Layout(ROOT))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * submission.MAX_TAR, f"{peak / 2**20:.0f} MiB used reading a bomb"
+
+
+def test_archive_names_reach_the_terminal_escaped(tmp_path: Path) -> None:
+    folder = tmp_path / "handed-in"
+    folder.mkdir()
+    (folder / "\x1b[2Jeve\u202egpj.tar.gz").write_bytes(b"not gzip")
+    with pytest.raises(grading.GradingError, match="no submission could be read") as refused:
+        grading.grade(Layout(ROOT, build_dir=tmp_path / "build"), folder, numbers=[3], progress=lambda line: None)
+    message = str(refused.value)
+    assert "\x1b" not in message and "\u202e" not in message, message
+    assert "\\x1b[2Jeve\\u202egpj.tar.gz" in message
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_the_class_grades_are_never_committed() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"results/{grading.GRADES}/ada.json"], cwd=ROOT)
+    assert ignored.returncode == 0, "results/_grades/ is in .gitignore: a class's grades stay off the repository"
+
+
+def test_invoke_grade_exits_non_zero_when_a_job_could_not_be_graded(tmp_path: Path, monkeypatch, capsys) -> None:
+    from invoke import Config, Exit, MockContext, Result
+
+    import tasks
+
+    config = Config()
+    config.load_collection(tasks.ns.configuration())
+    config.course.results, config.course.build = str(tmp_path / "results"), str(tmp_path / "build")
+
+    record = {
+        "student": "ada",
+        "where": {"guest_kernel": "6.12", "acceleration": "tcg-icount"},
+        "exercises": {
+            "03-timing/onebyte": {
+                "status": "crashed",
+                "detail": "the grading helper failed on this job: FileExistsError: [Errno 17] File exists",
+                "grading_failed": True,
+            }
+        },
+    }
+    refused = ["\\x1beve.tar.gz: not a submission archive"]
+    monkeypatch.setattr(tasks.grading, "grade", lambda *args, **kwargs: ([record], refused))
+    with pytest.raises(Exit) as ended:
+        tasks.grade(MockContext(config=config, run=Result()), str(tmp_path))
+    assert ended.value.code == 1
+    lines = str(ended.value.message).splitlines()
+    assert lines[:2] == ["some submissions were refused:", refused[0]]
+    assert lines[2] == "some exercises could not be graded (grade them again):"
+    assert lines[3].startswith("ada 03-timing/onebyte: the grading helper failed on this job: FileExistsError")
+    assert "crashed" in capsys.readouterr().out, "the table is shown first"
+
+
+def test_a_job_grading_failed_on_is_never_hidden_behind_the_students_own_crash() -> None:
+    exercise = grading.Exercise("03-timing/onebyte", VARIANT, SOLUTION, (), ("devnull", "file"))
+    ada = submission.Submission("ada", Path("ada.tar.gz"), "", {VARIANT: b"int main(void) { return 1; }"})
+    by_id = {
+        "student/ada|03-timing/onebyte|devnull": {"built": True, "ok": False, "ended": "exited with status 1"},
+        "student/ada|03-timing/onebyte|file": {"helper_error": "the grading helper failed on this job: OSError"},
+    }
+    record = grading._grade_of(ada, [exercise], by_id, {exercise.key: {}}, {SOLUTION: b""}, {})
+    state = record["exercises"][exercise.key]
+    assert state["status"] == "crashed" and state["grading_failed"], state
+    assert "grading helper failed" in state["detail"]

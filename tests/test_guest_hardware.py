@@ -29,7 +29,9 @@ def _parse(cpu: str | None, append: str | None) -> GuestHardware:
         (None, "init=/bin/sh'", "not a kernel parameter"),
         (None, "-c", "not a kernel parameter"),
         (None, "mitigations=off $(reboot)", "not a kernel parameter"),
-        (None, "nopti nopti", "names a parameter twice"),
+        (None, "nopti nopti", "names nopti more than once"),
+        (None, "mitigations=off mitigations=auto", "names mitigations more than once"),
+        (None, " ".join(f"p{i}" + "x" * 62 + "=" + "v" * 64 for i in range(8)), "--guest-append holds 1039 characters"),
         (None, " ".join(f"p{i}" for i in range(9)), "at most 8"),
     ],
 )
@@ -84,3 +86,16 @@ def test_a_real_guest_sees_the_cpu_model_and_the_parameters_it_was_given(tmp_pat
     mitigations = boot.guest["mitigations"]
     assert mitigations["meltdown"] == "Vulnerable", "the kernel took mitigations=off: no page-table isolation"
     assert mitigations["spectre_v2"].startswith("Vulnerable")
+
+
+def test_the_set_name_of_long_parameters_stays_a_usable_folder_name() -> None:
+    from course import guest_kernels, store
+
+    longest = " ".join(f"p{i}" + "x" * 10 + "=" + "v" * 6 for i in range(8))
+    assert len(longest) <= guest_hardware.MAX_APPEND
+    slug = _parse("Skylake-Server-v4", longest).slug()
+    other = _parse("Skylake-Server-v4", longest.replace("p7", "p8")).slug()
+    assert len(slug) <= guest_hardware.MAX_SLUG and slug != other, (slug, other)
+    assert _parse("Skylake-Server-v4", "mitigations=off").slug() == "skylake-server-v4-mitigations-off"
+    name = guest_kernels.set_name("6.12", "tcg", "a-host-set-of-forty-characters-000000000", slug)
+    assert store.slug_safe(name), name
