@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -148,6 +149,28 @@ def chromium():
     driver.quit()
 
 
+def _missing_assets(driver) -> list[str]:
+    """The stylesheets and images of the page that did not load."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('link[rel=stylesheet]')]"
+        ".filter(l => !l.sheet).map(l => l.href)"
+        ".concat([...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src))"
+    )
+
+
+def _wait_until_listening(port: int) -> None:
+    """The server answers before the browser asks: a page fetched too early would miss its assets."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_the_published_site_opens_from_disk_and_from_a_plain_server_with_every_asset(published: Path, chromium) -> None:
     folder = published / publish.FOLDER
@@ -159,15 +182,15 @@ def test_the_published_site_opens_from_disk_and_from_a_plain_server_with_every_a
     )
     driver = chromium
     try:
+        _wait_until_listening(port)
         pages = ["index.html", "docs/index.html", "lessons/03-timing.html", "docs/machines.html"]
         for base in (folder.as_uri(), f"http://127.0.0.1:{port}"):
             for page in pages:
                 driver.get(f"{base}/{page}")
-                broken = driver.execute_script(
-                    "return [...document.querySelectorAll('link[rel=stylesheet]')]"
-                    ".filter(l => !l.sheet).map(l => l.href)"
-                    ".concat([...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src))"
-                )
+                broken = _missing_assets(driver)
+                if broken:  # a loaded machine may still be fetching: ask again, once, after the page settles
+                    time.sleep(3)
+                    broken = _missing_assets(driver)
                 assert broken == [], f"{base}/{page}: {broken}"
                 assert driver.find_element("css selector", "article").text.strip(), f"{base}/{page} is empty"
     finally:
