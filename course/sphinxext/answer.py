@@ -26,7 +26,7 @@ from course import guest_kernels
 from course.sphinxext import charts
 from course.sphinxext.base import MeasurementsDirective, value_text
 from course.sphinxext.data import describe, format_value, shown_from
-from course.sphinxext.figures import figures_table, legend, real_ns
+from course.sphinxext.figures import chart_figure, real_ns
 from course.store import ResultSet
 
 KINDS = ("how", "2000", "host", "guests", "today")
@@ -65,13 +65,7 @@ class CourseAnswer(MeasurementsDirective):
         with shown_from(self.data.current):
             unit = self.options.get("unit", "%")
             chart = charts.answer_chart(groups, caption or "the answer", self.options.get("axis", unit), unit)
-        figure = nodes.container(classes=["course-chart", "course-answer"])
-        figure += nodes.raw("", chart.svg, format="html")
-        figure += legend(entries)
-        if caption:
-            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
-        figure += figures_table(chart)
-        return [figure]
+        return [chart_figure(chart, caption, entries, ("course-chart", "course-answer"))]
 
     def _items(self) -> list[tuple[str, list[tuple[str, str]]]] | None:
         """The content as (saving, [(kind, rest of the line)]); a line it cannot read is a warning."""
@@ -195,13 +189,7 @@ class CourseSizeLine(MeasurementsDirective):
             entries.append((colour, legend_name(current) if current else "host: this machine's own kernel"))
         with shown_from(current):
             chart = charts.size_chart(series, caption or "cost against read size")
-        figure = nodes.container(classes=["course-chart"])
-        figure += nodes.raw("", chart.svg, format="html")
-        figure += legend(entries)
-        if caption:
-            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
-        figure += figures_table(chart)
-        return [figure]
+        return [chart_figure(chart, caption, entries)]
 
     def _article(self, keys: list[str], entries: list[tuple[int, str]]) -> list[charts.SizeSeries]:
         """The article's empty read with two to three ticks a byte on top: two dashed lines, its figures only."""

@@ -305,14 +305,7 @@ class CourseChart(MeasurementsDirective):
             svg = self._bars(caption)
         if svg is None:
             return []
-        figure = nodes.container(classes=["course-chart"])
-        figure += nodes.raw("", svg.svg, format="html")
-        if self._legend:
-            figure += legend(self._legend)
-        if caption:
-            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
-        figure += figures_table(svg)
-        return [figure]
+        return [chart_figure(svg, caption, self._legend or None)]
 
     def _histogram(self, caption: str) -> charts.Chart | None:
         rows = self.rows()
@@ -428,6 +421,24 @@ def legend(entries: list[tuple[int, str]]) -> nodes.Node:
         for colour, name in dict.fromkeys(entries)
     )
     return nodes.raw("", f'<ul class="course-legend">{items}</ul>', format="html")
+
+
+def chart_figure(
+    chart: charts.Chart,
+    caption: str,
+    entries: list[tuple[int, str]] | None = None,
+    classes: tuple[str, ...] = ("course-chart",),
+) -> nodes.container:
+    """A drawn chart as the page shows it: the picture, its legend (when ``entries`` are given), its caption,
+    and its figures as a folded table."""
+    figure = nodes.container(classes=list(classes))
+    figure += nodes.raw("", chart.svg, format="html")
+    if entries is not None:
+        figure += legend(entries)
+    if caption:
+        figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
+    figure += figures_table(chart)
+    return figure
 
 
 def figures_table(chart: charts.Chart) -> nodes.Node:

@@ -24,7 +24,7 @@ from course.sphinxext import charts
 from course.sphinxext.base import MeasurementsDirective, course_value, simple_table, value_text
 from course.sphinxext.context import machine_link
 from course.sphinxext.data import Lookup, describe, format_value, shown_from
-from course.sphinxext.figures import UNIT_TITLES, figures_table
+from course.sphinxext.figures import UNIT_TITLES, chart_figure
 from course.sphinxext.machines import guest_machine
 from course.store import ResultSet
 
@@ -170,12 +170,7 @@ class CourseGuestMitigations(MeasurementsDirective):
                     panel = UNIT_TITLES.get(unit, unit)
                     bars.append(charts.Bar(f"{name}: {label}", state, value, text, note, colour, unit, panel))
         chart = charts.bar_chart(bars, caption or "mitigations on and off")
-        figure = nodes.container(classes=["course-chart"])
-        figure += nodes.raw("", chart.svg, format="html")
-        if caption:
-            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
-        figure += figures_table(chart)
-        return figure
+        return chart_figure(chart, caption)
 
     def _vulnerabilities(self, kernels, cpu: str) -> nodes.Node:
         """What each guest's kernel wrote in its own vulnerability files, booted by default and with mitigations=off."""

@@ -26,7 +26,7 @@ from course.sphinxext import charts
 from course.sphinxext.base import CourseMixin, MeasurementsDirective, course_value, entries, table_row, value_text
 from course.sphinxext.context import machine_link
 from course.sphinxext.data import Lookup, describe, format_value, shown_from, shown_text
-from course.sphinxext.figures import UNIT_TITLES, figures_table, legend
+from course.sphinxext.figures import UNIT_TITLES, chart_figure
 from course.store import ResultSet
 
 #: The command that measures the kernel matrix, for the reader of a page that lacks it.
@@ -186,13 +186,9 @@ class CourseKernels(MeasurementsDirective):
         if not bars:
             return None
         chart = charts.bar_chart(bars, caption or "kernel versions")
-        figure = nodes.container(classes=["course-chart"])
-        figure += nodes.raw("", chart.svg, format="html")
-        figure += legend([(bar.colour, f"{bar.series}: {_guest_label(sets, bar.series)}") for bar in bars])
-        if caption:
-            figure += nodes.paragraph(text=caption, classes=["course-chart-caption"])
-        figure += figures_table(chart)
-        return figure
+        return chart_figure(
+            chart, caption, [(bar.colour, f"{bar.series}: {_guest_label(sets, bar.series)}") for bar in bars]
+        )
 
 
 def _guest_label(sets: list[ResultSet], name: str) -> str:
