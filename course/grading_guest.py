@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from course.build import CFLAGS
-from course.kernel_guest import in_disposable_vm
+from course.kernel_guest import in_disposable_vm, outcome_fields
 from course.runners import run_on_host
 from course.store import write_json
 
@@ -214,16 +214,7 @@ def run_job(job: dict, number: int, base: Path, scratch: Path) -> dict:
             float(job.get("timeout", 300)),
             shown_as=job.get("shown_as", ""),
         )
-        return {
-            **result,
-            "command": outcome.command,
-            "exit_status": outcome.exit_status,
-            "ok": outcome.ok,
-            "ended": outcome.ended,
-            "stdout": outcome.stdout,
-            "stderr": outcome.stderr[-4000:],
-            "seconds": round(outcome.seconds, 3),
-        }
+        return {**result, **outcome_fields(outcome), "seconds": round(outcome.seconds, 3)}
     finally:
         left = end_processes(uid)
         remove_files_of(uid)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from course import fingerprint
-from course.runners import run_on_host, stdin_of_kind
+from course.runners import RunOutcome, run_on_host, stdin_of_kind
 from course.store import read_json, write_json
 
 #: The kernel command line of a virtme-ng guest carries this; the host's never does.
@@ -177,14 +177,7 @@ def run_server_job(job: dict, scratch: Path, timeout: float = 300) -> dict:
             timeout,
             shown_as=job.get("client_shown_as", ""),
         )
-        result["client_result"] = {
-            "command": outcome.command,
-            "exit_status": outcome.exit_status,
-            "ok": outcome.ok,
-            "ended": outcome.ended,
-            "stdout": outcome.stdout,
-            "stderr": outcome.stderr[-4000:],
-        }
+        result["client_result"] = outcome_fields(outcome)
         # The module's own timeout bounds this: its thread never waits longer for a client.
         unloaded = subprocess.run(["rmmod", job["module"]], capture_output=True, text=True, timeout=timeout)
         result["rmmod_output"] = (unloaded.stdout + unloaded.stderr).strip()
@@ -193,6 +186,18 @@ def run_server_job(job: dict, scratch: Path, timeout: float = 300) -> dict:
     result["left_listening"] = listening_on(_port_of(job.get("params", [])))
     result["seconds"] = round(time.monotonic() - started, 3)
     return result
+
+
+def outcome_fields(outcome: RunOutcome) -> dict:
+    """A program's run as a guest job reports it to the host (its stderr's tail: the results file stays small)."""
+    return {
+        "command": outcome.command,
+        "exit_status": outcome.exit_status,
+        "ok": outcome.ok,
+        "ended": outcome.ended,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr[-4000:],
+    }
 
 
 def run_program_job(job: dict, scratch: Path) -> dict:
@@ -206,16 +211,7 @@ def run_program_job(job: dict, scratch: Path) -> dict:
         shown_as=job.get("shown_as", ""),
         files=tuple(job.get("files", ())),
     )
-    return {
-        **job,
-        "command": outcome.command,
-        "exit_status": outcome.exit_status,
-        "ok": outcome.ok,
-        "ended": outcome.ended,
-        "stdout": outcome.stdout,
-        "stderr": outcome.stderr[-4000:],
-        "seconds": round(outcome.seconds, 3),
-    }
+    return {**job, **outcome_fields(outcome), "seconds": round(outcome.seconds, 3)}
 
 
 def _write(path: Path, text: str) -> None:
