@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -60,28 +59,10 @@ def _sphinx(
     layout: Layout, builder: str, out: Path, doctrees: Path, edition: str, current_set: str, *extra: str
 ) -> None:
     """Run one Sphinx build of the published kind into ``out``; a failure is a SiteError with Sphinx's reason."""
-    command = [
-        sys.executable,
-        "-m",
-        "sphinx",
-        "-b",
-        builder,
-        "-q",
-        "-j",
-        "auto",
-        "-d",
-        str(doctrees),
-        str(layout.root),
-        str(out),
-        "-D",
-        f"course_results_dir={layout.results}",
-        "-D",
-        f"course_edition={edition}",
-        "-D",
-        "course_published=1",
-        *(["-D", f"course_current_set={current_set}"] if current_set else []),
-        *extra,
-    ]
+    command = site.sphinx_command(
+        layout, builder, strict=False, current_set=current_set, edition_name=edition, out=out, doctrees=doctrees
+    )
+    command += ["-D", "course_published=1", *extra]
     finished = subprocess.run(command, capture_output=True, text=True, errors="backslashreplace")
     if finished.returncode != 0:
         raise site.SiteError(

@@ -44,9 +44,20 @@ def _doctrees(layout: Layout, edition_name: str) -> Path:
 
 
 def sphinx_command(
-    layout: Layout, builder: str = "html", *, strict: bool = True, current_set: str = "", edition_name: str = ""
+    layout: Layout,
+    builder: str = "html",
+    *,
+    strict: bool = True,
+    current_set: str = "",
+    edition_name: str = "",
+    out: Path | None = None,
+    doctrees: Path | None = None,
 ) -> list[str]:
+    """Sphinx's command line for one build of the site; ``out`` and ``doctrees`` (default: the edition's
+    own folders) let a build of another kind (a link check, a published copy) keep its files apart."""
     edition_name = edition_name or edition.of_checkout(layout.root)
+    if out is None:
+        out = html_folder(layout, edition_name) if builder == "html" else layout.build / builder
     command = [
         sys.executable,
         "-m",
@@ -57,9 +68,9 @@ def sphinx_command(
         "-j",
         "auto",  # the pages are read and written on every CPU: a clean build takes half the time on two
         "-d",
-        str(_doctrees(layout, edition_name)),
+        str(doctrees or _doctrees(layout, edition_name)),
         str(layout.root),
-        str(html_folder(layout, edition_name) if builder == "html" else layout.build / builder),
+        str(out),
         "-D",
         f"course_results_dir={layout.results}",
         "-D",
@@ -192,8 +203,7 @@ def check_links(layout: Layout, *, current_set: str = "") -> list[dict]:
     build reread every page.
     """
     out = layout.build / "linkcheck"
-    command = sphinx_command(layout, "linkcheck", strict=False, current_set=current_set)
-    command[command.index("-d") + 1] = str(out / ".doctrees")
+    command = sphinx_command(layout, "linkcheck", strict=False, current_set=current_set, doctrees=out / ".doctrees")
     finished = subprocess.run(command, capture_output=True, text=True, errors="backslashreplace")
     report = out / "output.json"
     if finished.returncode not in (0, 1) or not report.is_file():  # 1: some link is broken, said in the report
