@@ -457,9 +457,41 @@ def test_a_new_tsc_rate_rebuilds_only_the_pages_that_show_it(app: SphinxTestApp,
     again = make_app("html", srcdir=app.srcdir)
     read = _pages_read(again)
     again.build()
-    # The set's own page prints the rate in hertz; the overview of machines prints every set's rate.
-    assert sorted(read) == ["machines", "machines/canned-machine"]
+    # The set's own page prints the rate in hertz; the overview prints it in GHz to the hundredth, unchanged.
+    assert sorted(read) == ["machines/canned-machine"]
     assert f"{info['machine']['tsc_hz']:,}" in _html(again, "machines/canned-machine")
+
+    info["machine"]["tsc_hz"] += 10**7  # 2.00 -> 2.01 GHz: now the overview says something else
+    _later(info_file, json.dumps(info))
+    third = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(third)
+    third.build()
+    assert sorted(read) == ["machines", "machines/canned-machine"]
+    assert "2.01 GHz" in _html(third, "machines")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-same-minimum")
+def test_a_rerun_that_leaves_a_minimum_as_it_was_leaves_the_overview_unread(app: SphinxTestApp, make_app) -> None:
+    """The overview of machines shows each figure's minimum: new samples with the same minimum do not reread it."""
+    app.build()
+    result = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(result.read_text())
+    figure = data["measurements"]["03-timing/read.tty"]
+    figure["median"] += 7
+    figure["histogram"]["counts"][1] += 1
+    _later(result, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(again)
+    again.build()
+    assert "index" in read and "machines" not in read  # index shows the median; the overview only the minimum
+
+    figure["min"] -= 2
+    _later(result, json.dumps(data))
+    third = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(third)
+    third.build()
+    assert "machines" in read
+    assert f"{figure['min']:,} ticks" in _html(third, "machines")
 
 
 def _charts(app: SphinxTestApp) -> dict[str, int]:
@@ -479,8 +511,8 @@ def test_a_chart_is_drawn_again_only_when_its_own_figures_changed(app: SphinxTes
     again = make_app("html", srcdir=app.srcdir)
     read = _pages_read(again)
     again.build()
-    # The pages that show the set's kernel figures, and no other.
-    assert sorted(read) == ["kernel", "machines", "machines/canned-machine"]
+    # The pages that show the changed median, and no other (the overview of machines shows minimums).
+    assert sorted(read) == ["kernel", "machines/canned-machine"]
     after = _charts(again)
     kept = before.keys() & after.keys()
     assert len(kept) == 4 and all(after[name] == before[name] for name in kept), "an unchanged chart was redrawn"

@@ -62,6 +62,15 @@ class CourseMixin:
             if lookup.file is not None:
                 depends.note(self.env, lookup.file)  # type: ignore[arg-type]
 
+    def use_figure(self, lookup: Lookup | None, measurement_id: str, view: str, argument: str = "") -> None:
+        """Record that this page shows ``view`` of one measurement only (see :func:`depends.note_figure`)."""
+        if lookup is None:
+            self.use(None)
+            return
+        self.use(Lookup(lookup.result_set, None, None))
+        if lookup.file is not None:
+            depends.note_figure(self.env, lookup.file, view, measurement_id, argument)  # type: ignore[arg-type]
+
     def use_set_info(self, result_set: ResultSet, view: str = depends.BYTES) -> None:
         """Record that this page shows more of ``set.json`` than its identity (``view``: the TSC rate, the date)."""
         self.use(Lookup(result_set, None, None))

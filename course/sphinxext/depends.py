@@ -13,7 +13,10 @@ Views:
   in hertz, and which lesson files the set holds (a lesson measured for the first time
   rebuilds the pages that said it was missing);
 - others registered by the directive that shows them (:func:`register`), from the real code
-  that renders the text, so that a page is rebuilt when what it says changes, and only then.
+  that renders the text, so that a page is rebuilt when what it says changes, and only then;
+- figure views (:func:`register_figure`, :func:`note_figure`): of a lesson file, the text a page
+  shows of one measurement (a table cell of its minimum), which a rerun often leaves as it was
+  while every sample in the file changes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,15 @@ SET = "set"
 
 _VIEWS: dict[str, View] = {}
 
+#: A figure view: from one measurement (None when the file no longer holds it) and the argument the
+#: page gave (say, the 2000 figure it is set against), what the page shows of it.
+FigureView = Callable[[dict | None, str], Any]
+
+_FIGURE_VIEWS: dict[str, FigureView] = {}
+
+#: The first item of a figure view's record key (a JSON list; other keys are ``view:path``).
+_FIGURE = "figure"
+
 #: Digests computed in this process for this build: a file is read once however many pages use it.
 _DIGESTS: dict[tuple[str, str], str] = {}
 
@@ -44,6 +56,11 @@ _DIGESTS: dict[tuple[str, str], str] = {}
 def register(name: str, view: View) -> None:
     """A view of ``set.json`` named ``name`` (for :func:`note`), computed by ``view``."""
     _VIEWS[name] = view
+
+
+def register_figure(name: str, view: FigureView) -> None:
+    """A view of one measurement of a lesson file named ``name`` (for :func:`note_figure`), computed by ``view``."""
+    _FIGURE_VIEWS[name] = view
 
 
 def identity(info: dict) -> dict:
@@ -81,6 +98,41 @@ def _compute(path: Path, view: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def figure_digest(path: Path, view: str, measurement_id: str, argument: str = "") -> str:
+    """The digest of what ``view`` shows of ``measurement_id`` in the lesson file at ``path``."""
+    key = (str(path), json.dumps([_FIGURE, view, measurement_id, argument]))
+    if key not in _DIGESTS:
+        try:
+            measurements = json.loads(path.read_bytes()).get("measurements") or {}
+            shown = _FIGURE_VIEWS[view](measurements.get(measurement_id), argument)
+        except (OSError, ValueError, AttributeError):
+            shown = "unreadable"  # gone or broken: the page is read again and the build names the file
+        _DIGESTS[key] = hashlib.sha256(json.dumps(shown, sort_keys=True, default=repr).encode()).hexdigest()
+    return _DIGESTS[key]
+
+
+def note_figure(env: BuildEnvironment, path: Path, view: str, measurement_id: str, argument: str = "") -> None:
+    """Record that the page being read shows ``view`` of one measurement of ``path``, as it is now."""
+    if view not in _FIGURE_VIEWS:
+        raise ValueError(f"unknown figure view {view!r} of {path}")
+    key = json.dumps([_FIGURE, view, measurement_id, argument, str(path)])
+    _records(env).setdefault(env.docname, {})[key] = figure_digest(path, view, measurement_id, argument)
+
+
+def _current(key: str) -> str | None:
+    """The digest a recorded key has now; None when the key is of no view this build knows."""
+    if key.startswith("["):
+        try:
+            kind, view, measurement_id, argument, path = json.loads(key)
+        except ValueError:
+            return None
+        if kind != _FIGURE or view not in _FIGURE_VIEWS:
+            return None
+        return figure_digest(Path(path), view, measurement_id, argument)
+    view, _, path = key.partition(":")
+    return digest(Path(path), view) if view in (BYTES, SET, *_VIEWS) else None
+
+
 def note(env: BuildEnvironment, path: Path, view: str = BYTES) -> None:
     """Record that the page being read shows ``view`` of ``path``, as it is now."""
     if view not in (BYTES, SET, *_VIEWS):
@@ -101,8 +153,8 @@ def changed_docs(env: BuildEnvironment) -> list[str]:
     changed = []
     for docname, record in _records(env).items():
         for key, old in record.items():
-            view, _, path = key.partition(":")
-            if view not in (BYTES, SET, *_VIEWS) or digest(Path(path), view) != old:
+            now = _current(key)
+            if now is None or now != old:
                 changed.append(docname)
                 break
     return sorted(changed)

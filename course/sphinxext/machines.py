@@ -5,10 +5,11 @@ from __future__ import annotations
 from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
 
+from course.sphinxext import depends
 from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
 from course.sphinxext.context import machine_link
 from course.sphinxext.data import Lookup, format_value, shown_from
-from course.sphinxext.figures import ratio_to_2000, real_ns
+from course.sphinxext.figures import real_ns
 from course.sphinxext.setdata import cell_text_of, course_data_link, figure_anchor, file_names, measurements
 from course.store import ResultSet
 
@@ -202,9 +203,39 @@ def machine_summary(result_set) -> dict[str, str]:
         "cpu": machine.get("cpu_model", "?"),
         "kernel": machine.get("kernel_release", "?"),
         "virtualization": machine.get("virtualization", "?"),
-        "tsc": clock or (f"{rate / 1e9:.2f} GHz" if rate else "?") + (", invariant" if invariant else ""),
+        "tsc": clock or tsc_text(rate) + (", invariant" if invariant else ""),
         "mitigations": counted,
     }
+
+
+#: What the overview shows of a set's ``set.json`` beyond its identity: the TSC rate as it is written there.
+SUMMARY_VIEW = "hardware-summary"
+depends.register(SUMMARY_VIEW, lambda info: tsc_text((info.get("machine") or {}).get("tsc_hz")))
+
+#: What the overview shows of one figure: its cell (the argument is the 2000 figure's ns, or "").
+CELL_VIEW = "hardware-cell"
+
+
+def tsc_text(rate: float | None) -> str:
+    return f"{rate / 1e9:.2f} GHz" if rate else "?"
+
+
+def hardware_cell(measurement: dict | None, then_ns: float | None) -> str:
+    """Ticks, ns and the ratio to 2000 (when ``then_ns`` is given); ns and the ratio only for figures of real time."""
+    if not measurement:
+        return "—"
+    text = value_text(measurement, "min", False)
+    if measurement.get("status") != "ok":
+        return text
+    now_ns = real_ns(measurement)  # None for emulated and icount ticks, whatever rate was recorded
+    if now_ns is not None:
+        text += f" / {format_value(now_ns, 'ns')}"
+        if then_ns and now_ns:
+            text += f" / {then_ns / now_ns:.1f} times faster"
+    return text
+
+
+depends.register_figure(CELL_VIEW, lambda measurement, then: hardware_cell(measurement, float(then) if then else None))
 
 
 class CourseHardware(MeasurementsDirective):
@@ -222,13 +253,18 @@ class CourseHardware(MeasurementsDirective):
         table = simple_table(headers, [])
         body = table.next_node(nodes.tbody)
         for result_set in self.data.shown():
-            self.use_set_info(result_set)  # each machine's TSC rate
+            # By what the row shows, not by file: a rerun rewrites set.json and every sample, and often
+            # leaves a minimum and the TSC rate to two decimals as they were.
+            self.use_set_info(result_set, SUMMARY_VIEW)
             summary = machine_summary(result_set)
             cells: list = [machine_link(self, result_set.id, self.set_title(result_set.id))]
             for key, _ in figures:
                 lookup = self.data.find(key, result_set.id)
-                self.use(lookup)
-                cells.append(self._compare(lookup, reference.measurement(key) if reference else None, reference))
+                then = reference.measurement(key) if reference and result_set is not reference else None
+                then_ns = real_ns(then) if then else None
+                argument = repr(then_ns) if then_ns else ""
+                self.use_figure(lookup, key, CELL_VIEW, argument)
+                cells.append(hardware_cell(lookup.measurement if lookup else None, then_ns))
             cells += [
                 summary["cpu"],
                 summary["kernel"],
@@ -247,22 +283,6 @@ class CourseHardware(MeasurementsDirective):
             ),
         )
         return [table, note]
-
-    def _compare(self, lookup: Lookup | None, then: dict | None, reference) -> str:
-        """Ticks, ns and the ratio to 2000; ns and the ratio only for figures of real time."""
-        measurement = lookup.measurement if lookup else None
-        if not measurement:
-            return "—"
-        if measurement.get("status") != "ok":
-            return value_text(measurement, "min", False)
-        text = value_text(measurement, "min", False)
-        now_ns = real_ns(measurement)  # None for emulated and icount ticks, whatever rate was recorded
-        if now_ns is not None:
-            text += f" / {format_value(now_ns, 'ns')}"
-            ratio = ratio_to_2000(measurement, then)
-            if ratio is not None and lookup and lookup.result_set is not reference:
-                text += f" / {ratio:.1f} times faster"
-        return text
 
 
 def provenance(result_set) -> list[tuple[str, str]]:
