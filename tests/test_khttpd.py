@@ -44,6 +44,17 @@ def test_each_user_space_server_answers_every_request_and_counts_its_calls(serve
     assert (crossed > 4096) == page_crosses, f"{server} copied {crossed} bytes per request"
 
 
+def test_the_batch_word_makes_both_sched_batch_with_fixed_addresses_and_says_so(serve: Path) -> None:
+    """The guest's runs take "batch": their figures' metadata says how they ran; without the word, nothing changes."""
+    finished = subprocess.run([str(serve), "read-write", "5", "batch"], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    parsed = protocol.parse(finished.stdout)
+    assert parsed.meta["scheduling"] == "batch" and parsed.meta["addresses"] == "unrandomized"
+    assert parsed.measurements["request.read-write"].samples == 5
+    plain = protocol.parse(subprocess.run([str(serve), "read-write", "5"], capture_output=True, text=True).stdout)
+    assert "scheduling" not in plain.meta, "without the word, the default scheduling"
+
+
 def _wrong_server(listener: socket.socket, answers: list[bytes]) -> None:
     conn, _ = listener.accept()
     with conn:
@@ -152,10 +163,13 @@ def _run_lesson_9(course_root: Path, results: Path, build: Path) -> dict:
 
 
 #: How far two icount boots of one kernel may set a request's median apart. Not 0, unlike the
-#: empty reads of lessons 4 and 6: a request allocates socket buffers, and the state the boot
-#: left the allocators in (where each per-CPU cache stands in its refill cycle) moves a few of
-#: the 100 samples by a few hundred instructions. Measured on Debian's 6.1 guest: a few
-#: instructions in 40,000 (below 0.03 %).
+#: empty reads of lessons 4 and 6: -icount makes the clock count instructions, not the boot
+#: repeat itself (the guest's files come from the host, answered when the host gets to it), so
+#: each run starts with the timer tick and the allocators' caches elsewhere. Client and server
+#: run as SCHED_BATCH with unrandomized addresses ("batch"): before that, 6.12's io_uring median
+#: moved by several percent. Measured with it, two runs of the three-kernel matrix: 18 medians at
+#: most 0.037 % apart (6.1-rt, splice: 48409 and 48391), three identical; once, in a trial boot
+#: of 6.12, the kernel server's moved 0.58 %. This test boots 6.1, where trials stayed within 0.03 %.
 ICOUNT_SPREAD = 0.001
 
 
@@ -175,6 +189,7 @@ def test_lesson_9_in_the_guest_checks_every_answer_leaves_nothing_and_counts_the
     for key in requests:
         assert measured[key]["status"] == "ok" and measured[key]["unit"] == "icount ticks", key
         assert measured[key]["meta"]["answers_checked"] == str(measured[key]["samples"]), key
+        assert measured[key]["meta"]["scheduling"] == "batch", f"{key}: client and server SCHED_BATCH"
     assert measured["09-khttpd/server-syscalls.khttpd"]["status"] == "skipped", "a kernel thread makes no call"
     second = _run_lesson_9(course_root, tmp_path / "results", tmp_path / "build")
     again = second["measurements"]

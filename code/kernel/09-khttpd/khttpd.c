@@ -20,6 +20,8 @@
 #include <linux/kthread.h>
 #include <linux/module.h>
 #include <linux/net.h>
+#include <linux/sched.h>
+#include <uapi/linux/sched/types.h>
 #include <linux/slab.h>
 #include <linux/mm.h>
 #include <linux/socket.h>
@@ -44,6 +46,13 @@ MODULE_PARM_DESC(timeout, "seconds to wait for a client or a request before givi
 static bool zerocopy;
 module_param(zerocopy, bool, 0444);
 MODULE_PARM_DESC(zerocopy, "send the page from the page cache, not through a buffer (lesson 9's exercise)");
+
+/* With the client SCHED_BATCH too (serve.c's "batch"), neither preempts the other when it wakes
+ * it: the one CPU passes from one to the other only where one blocks, in the same places in
+ * every boot. */
+static bool batch;
+module_param(batch, bool, 0444);
+MODULE_PARM_DESC(batch, "serve as SCHED_BATCH, as the client does with its \"batch\" word");
 
 static char *path = "/tmp/course-khttpd.html";
 module_param(path, charp, 0444);
@@ -299,11 +308,21 @@ static int __init khttpd_init(void)
 	if (err)
 		goto fail;
 	course_print("meta listening=127.0.0.1:%d requests=%d timeout=%d", port, requests, timeout);
-	server = kthread_run(serve, NULL, "khttpd");
+	server = kthread_create(serve, NULL, "khttpd");
 	if (IS_ERR(server)) {
 		err = PTR_ERR(server);
 		goto fail;
 	}
+	if (batch) {
+		struct sched_attr attr = { .size = sizeof(attr), .sched_policy = SCHED_BATCH };
+
+		err = sched_setattr_nocheck(server, &attr);
+		if (err) {
+			kthread_stop(server);  /* never started: its function does not run */
+			goto fail;
+		}
+	}
+	wake_up_process(server);
 	return 0;
 fail:
 	sock_release(listener);
