@@ -158,7 +158,9 @@ def publish(
     if pdf:
         progress("publish: the PDF handout (one page of HTML, printed by Chromium) ...")
         single = work / "singlehtml"
-        _sphinx(layout, "singlehtml", single, work / "doctrees-single", edition, current_set)
+        # The HTML build's doctrees: the same pages under the same options, read once (Sphinx's own Makefile
+        # shares one doctrees folder between its builders); only the single page is written.
+        _sphinx(layout, "singlehtml", single, work / "doctrees-html", edition, current_set)
         handout.unlink(missing_ok=True)
         print_pdf(single / "docs" / "index.html", handout)
 

@@ -22,19 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-#: The test modules that share the session's measured course and its site, or that build this checkout's own
-#: site (and so rewrite its generated machine pages, docs/machines): when the suite runs in parallel (``invoke
-#: test``: pytest-xdist, one worker per CPU), one worker runs them all, in order; every other module is a unit of
-#: its own. A module that uses ``measured_course`` or ``built_site`` must be listed (checked below).
+#: The test modules that share the session's measured course (one VM boot) and the site built from it: when
+#: the suite runs in parallel (``invoke test``: pytest-xdist, one worker per CPU), one worker runs them all, in
+#: order, so that the course is measured once; every other module is a unit of its own (a site build writes
+#: its generated machine pages beside its own doctrees, never into the checkout, so builds of this checkout
+#: run side by side). A module that uses ``measured_course`` or ``built_site`` must be listed (checked below).
 CHECKOUT_SITE_MODULES = {
     "test_browser.py",
     "test_pipeline.py",
-    "test_bench.py",
-    "test_lab.py",
-    "test_answer_first_site.py",
-    "test_edition.py",
-    "test_publish.py",
-    "test_grading.py",
 }
 CHECKOUT_SITE = "the measured course and this checkout's site"
 

@@ -730,6 +730,29 @@ def test_a_removed_sets_machine_page_is_removed_from_the_site(rootdir: Path, tmp
     assert (pages / "canned-machine.html").is_file() and (layout.html / "index.html").is_file()
 
 
+def test_a_site_build_writes_its_machine_pages_beside_its_doctrees_not_into_the_checkout(
+    rootdir: Path, tmp_path: Path
+) -> None:
+    """Two builds of one checkout (the test workers) never share a generated page; one left by an older build goes."""
+    layout = _site_of(rootdir, tmp_path)
+    (layout.root / "machines").mkdir()
+    (layout.root / "machines" / "gone-machine.md").write_text(f"{site.GENERATED}\n# Gone\n", encoding="utf-8")
+    legacy = layout.root / "machines" / "gone-machine.md"
+    before = {path: path.stat().st_mtime_ns for path in layout.root.rglob("*") if path.is_file() and path != legacy}
+    site.build_site(layout, strict=False)
+    after = {path: path.stat().st_mtime_ns for path in layout.root.rglob("*") if path.is_file()}
+    assert after == before, "the build added, removed or rewrote files of the checkout"
+    shown = ["canned-machine", "other-machine", "reference-2000"]
+    generated = layout.doctrees / site.GENERATED_FOLDER / "machines"
+    assert sorted(page.stem for page in generated.glob("*.md")) == shown
+    for name in shown:
+        assert (layout.html / "machines" / f"{name}.html").is_file()
+        assert (layout.html / "_sources" / "machines" / f"{name}.md.txt").is_file()
+    assert not (layout.html / "machines" / "gone-machine.html").exists()
+    toc = (layout.html / "machines.html").read_text(encoding="utf-8")
+    assert 'href="machines/other-machine.html"' in toc  # the overview's toctree finds them
+
+
 def test_a_site_whose_inputs_did_not_change_is_not_built_again(
     rootdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

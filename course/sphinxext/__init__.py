@@ -31,10 +31,12 @@ read is recorded as a dependency, so new results rebuild exactly the pages using
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,12 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
+from sphinx.project import Project
 from sphinx.util import logging
+from sphinx.util._pathlib import _StrPath
 
 from course import __version__, store
-from course.site import GENERATED  # the first line of a generated machine page
+from course.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
 from course.sphinxext import chartcache, code, depends, progress, published, setdata
 from course.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
@@ -76,7 +80,10 @@ def _load_data(app: Sphinx) -> None:
     except StoreError as error:
         raise ResultFileError(str(error)) from None
     attach(app.env, data)
-    _write_machine_pages(Path(app.srcdir) / app.config.course_machines_page, data)
+    _forget_checkout_pages(Path(app.srcdir) / app.config.course_machines_page)
+    generated = Path(app.doctreedir) / GENERATED_FOLDER
+    pages = _write_machine_pages(generated / app.config.course_machines_page, data)
+    _read_generated_pages(app, {f"{app.config.course_machines_page}/{page.stem}": page for page in pages})
     if not data.current:
         logger.warning(
             "course: no measured result set in %s; run `invoke generate` to measure this machine",
@@ -98,8 +105,12 @@ def markdown_text(text: str) -> str:
     return re.sub(r"""([!-/:-@\[-`{-~])""", r"\\\1", flat)
 
 
-def _write_machine_pages(folder: Path, data: CourseData) -> None:
-    """One page per shown result set, written only when its text changes (so Sphinx rereads nothing else)."""
+def _write_machine_pages(folder: Path, data: CourseData) -> list[Path]:
+    """One page per shown result set, written only when its text changes (so Sphinx rereads nothing else); the pages.
+
+    They go beside the build's doctrees, never into the checkout: two builds of one checkout (the
+    tests run several at once) each read their own.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {}
     for result_set in data.with_pages():
@@ -116,6 +127,58 @@ def _write_machine_pages(folder: Path, data: CourseData) -> None:
         page = folder / name
         if not page.is_file() or page.read_text(encoding="utf-8") != text:
             page.write_text(text, encoding="utf-8")
+    return [folder / name for name in sorted(wanted)]
+
+
+def _forget_checkout_pages(folder: Path) -> None:
+    """Remove the machine pages that earlier versions generated into the checkout (their first line says so)."""
+    for page in folder.glob("*.md") if folder.is_dir() else ():
+        try:
+            if page.read_text(encoding="utf-8").startswith(GENERATED):
+                page.unlink()
+        except FileNotFoundError:  # another build of this checkout removed it first
+            continue
+    with contextlib.suppress(OSError):  # left empty (it is not the course's: .gitignore): gone too
+        folder.rmdir()
+
+
+class GeneratedPagesProject(Project):
+    """Sphinx's project, with pages whose sources live outside the source folder (the generated machine pages).
+
+    Each keeps the name and the relative path a page of the source folder would have (its URL, its
+    ``_sources`` copy); only the file read, and whose date says whether to read it again, is elsewhere.
+    """
+
+    generated: dict[str, Path]
+
+    def discover(self, exclude_paths: Iterable[str] = (), include_paths: Iterable[str] = ("**",)) -> set[str]:
+        super().discover(exclude_paths, include_paths)
+        generated = getattr(self, "generated", {})
+        # A build folder inside the source folder (Sphinx's test projects): its pages are found once, by their own name.
+        files = {page.resolve() for page in generated.values()}
+        for path, docname in list(self._path_to_docname.items()):
+            if (self.srcdir / path).resolve() in files:
+                self.docnames.discard(docname)
+                del self._path_to_docname[path], self._docname_to_path[docname]
+        for docname, page in generated.items():
+            relative = Path(docname + page.suffix)
+            self.docnames.add(docname)
+            self._docname_to_path[docname] = relative
+            self._path_to_docname[relative] = docname
+        return self.docnames
+
+    def doc2path(self, docname: str, absolute: bool) -> _StrPath:
+        page = getattr(self, "generated", {}).get(docname)
+        if absolute and page is not None:
+            return _StrPath(page)
+        return super().doc2path(docname, absolute)
+
+
+def _read_generated_pages(app: Sphinx, pages: dict[str, Path]) -> None:
+    """Make Sphinx find ``pages`` (docname: file) as if they were in the source folder."""
+    project = app.project
+    project.__class__ = GeneratedPagesProject  # the environment keeps (and pickles) this very object
+    project.generated = pages  # type: ignore[attr-defined]
 
 
 def _outdated_when_sets_change(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
