@@ -1,0 +1,89 @@
+"""Tables that scale: with a class of 60 imported sets, a table shows the reference, this machine and one
+column for the class (smallest, median, largest, how many sets), and every set keeps its page."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from html import unescape
+from pathlib import Path
+
+import pytest
+from sphinx.testing.util import SphinxTestApp
+
+from course.sphinxext.data import SETS_IN_FULL
+from tests.class_sets import factor, import_class
+
+
+def _tables(html: str) -> list[str]:
+    return re.findall(r'<table class="[^"]*course-table(?! course-chart-table)[^"]*".*?</table>', html, re.S)
+
+
+def _cells(row: str) -> list[str]:
+    return [
+        unescape(re.sub(r"<[^>]+>", " ", cell)).split() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
+    ]
+
+
+def _rows(table: str) -> list[list[str]]:
+    return [[" ".join(cell) for cell in _cells(row)] for row in re.findall(r"<tr[^>]*>.*?</tr>", table, re.S)]
+
+
+def _class_app(make_app, app: SphinxTestApp, count: int, **options) -> SphinxTestApp:
+    import_class(Path(app.srcdir) / "results", "other-machine", count)
+    built = make_app("html", srcdir=app.srcdir, **options)
+    built.build()
+    return built
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-class-of-60")
+def test_sixty_imported_sets_make_one_class_column_with_its_spread(make_app, app: SphinxTestApp) -> None:
+    built = _class_app(make_app, app, 60)
+    html = (Path(built.outdir) / "index.html").read_text(encoding="utf-8")
+    table = _tables(html)[0]
+    rows = _rows(table)
+    head = rows[0]
+    # measurement, 2000, this machine, the class, the ratio: never a column a set.
+    assert len(head) == 5, head
+    assert head[1].startswith("2000 reference") and "this machine" in head[2]
+    assert head[3] == "the class: 61 other machines, each on its page" and head[4].startswith("2000 ÷ this machine")
+    assert 'href="machines.html"' in table.split("</thead>")[0], "the class's title links the machines page"
+    assert "Student" not in table and "Other machine" not in table
+    # Other machine: 3,000 ticks at 3 GHz (1,000 ns); student i: that times factor(i).
+    pooled = [1000.0] + [1000.0 * factor(i) for i in range(1, 61)]
+    tty = next(row for row in rows if row[0] == "terminal")
+    expected = (
+        f"median {statistics.median(pooled):,.0f} ns min {min(pooled):,.0f} ns · "
+        f"max {max(pooled):,.0f} ns · 61 of 61 sets"
+    )
+    assert tty[3] == expected
+    # The chart beside it: a bar for the reference, this machine and the class's median, never one a student.
+    chart = unescape(html.split("Canned bars", 1)[1].split("</details>", 1)[0])
+    legend = re.findall(r"</span>([^<]*)</li>", html.split('<ul class="course-legend">', 1)[1].split("</ul>", 1)[0])
+    assert legend == ["2000 reference", "Canned machine (this machine)", "the class (61 machines): median"]
+    assert "Student" not in chart
+    assert f"the minimum of each machine: median over 61 machines; smallest {min(pooled):,.0f} ns" in chart
+    # Every set keeps its page, and the machines page lists every set.
+    pages = Path(built.outdir) / "machines"
+    assert all((pages / f"student-{i:02d}.html").is_file() for i in range(1, 61))
+    assert "course:" not in built._warning.getvalue(), built._warning.getvalue()
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-class-of-3")
+def test_a_handful_of_sets_keep_a_column_each(make_app, app: SphinxTestApp) -> None:
+    # The reference, this machine, the other machine and the students: SETS_IN_FULL sets in all.
+    built = _class_app(make_app, app, SETS_IN_FULL - 3)
+    head = _rows(_tables((Path(built.outdir) / "index.html").read_text(encoding="utf-8"))[0])[0]
+    assert len(head) == 1 + SETS_IN_FULL + 1, head
+    assert not any(title.startswith("the class") for title in head)
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-class-units")
+def test_the_class_pools_only_figures_of_time(make_app, app: SphinxTestApp) -> None:
+    """Emulated and icount ticks are not time: a class cell never pools them, even beside a rate."""
+    built = _class_app(make_app, app, 60)
+    kernel = (Path(built.outdir) / "kernel.html").read_text(encoding="utf-8")
+    rows = _rows(_tables(kernel)[0])
+    column = next(i for i, title in enumerate(rows[0]) if title.startswith("the class"))
+    # Every machine of the class counted this read in icount ticks: nothing to pool, a dash.
+    assert [row[column] for row in rows[1:]] == ["—"]
