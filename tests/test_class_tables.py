@@ -3,16 +3,24 @@ column for the class (smallest, median, largest, how many sets), and every set k
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import statistics
+import subprocess
+import sys
 from html import unescape
 from pathlib import Path
 
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
+from course import site
+from course.layout import Layout
 from course.sphinxext.data import SETS_IN_FULL
 from tests.class_sets import factor, import_class
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tables(html: str) -> list[str]:
@@ -87,3 +95,30 @@ def test_the_class_pools_only_figures_of_time(make_app, app: SphinxTestApp) -> N
     column = next(i for i, title in enumerate(rows[0]) if title.startswith("the class"))
     # Every machine of the class counted this read in icount ticks: nothing to pool, a dash.
     assert [row[column] for row in rows[1:]] == ["—"]
+
+
+def test_invoke_site_sets_names_a_set_that_is_not_stored(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "reference-2000", results / "reference-2000")
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "site", "--sets", "reference-2000,lab-pc-99"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(tmp_path / "build")},
+    )
+    assert done.returncode == 2
+    assert "--sets: no stored result set 'lab-pc-99'" in done.stderr and "invoke results" in done.stderr
+    assert not (tmp_path / "build" / "html").exists(), "nothing is built for a wrong name"
+
+
+def test_chosen_sets_reach_sphinx_as_course_sets(tmp_path: Path) -> None:
+    layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    for name in ("reference-2000", "lab-pc-07", "lab-pc-08"):
+        (layout.results / name).mkdir(parents=True)
+    chosen = site.chosen_sets(layout, " lab-pc-07, lab-pc-08,")
+    assert chosen == ["lab-pc-07", "lab-pc-08"]
+    command = site.sphinx_command(layout, sets=chosen)
+    assert command[command.index("course_sets=lab-pc-07,lab-pc-08") - 1] == "-D"
+    assert not any(word.startswith("course_sets") for word in site.sphinx_command(layout))
