@@ -35,6 +35,7 @@ CHECKOUT_SITE_MODULES = {
     "test_edition.py",
     "test_publish.py",
     "test_grading.py",
+    "test_class_site.py",
 }
 CHECKOUT_SITE = "the measured course and this checkout's site"
 
