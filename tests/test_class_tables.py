@@ -3,6 +3,7 @@ column for the class (smallest, median, largest, how many sets), and every set k
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,12 +16,14 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course import site
+from course import progress, site
 from course.layout import Layout
+from course.sphinxext import progress as sphinx_progress
 from course.sphinxext.data import SETS_IN_FULL
 from tests.class_sets import factor, import_class
 
 ROOT = Path(__file__).resolve().parents[1]
+real_rows = progress.rows
 
 
 def _tables(html: str) -> list[str]:
@@ -122,3 +125,22 @@ def test_chosen_sets_reach_sphinx_as_course_sets(tmp_path: Path) -> None:
     command = site.sphinx_command(layout, sets=chosen)
     assert command[command.index("course_sets=lab-pc-07,lab-pc-08") - 1] == "-D"
     assert not any(word.startswith("course_sets") for word in site.sphinx_command(layout))
+
+
+def test_the_progress_table_is_read_once_a_build_and_again_when_a_set_changes(tmp_path: Path, monkeypatch) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "tests/roots/test-course/results/other-machine", results / "student-01")
+    info = json.loads((results / "student-01" / "set.json").read_text())
+    (results / "student-01" / "set.json").write_text(json.dumps({**info, "imported": {"at": "now", "archive": "x"}}))
+    lesson_file = results / "student-01" / "03-timing.json"
+    lesson = json.loads(lesson_file.read_text())
+    lesson["exercises"] = {"onebyte": {"yours": {"status": "works"}}}
+    lesson_file.write_text(json.dumps(lesson))
+    reads = []
+    monkeypatch.setattr(progress, "rows", lambda folder: reads.append(folder) or real_rows(folder))
+    first = sphinx_progress.rows_of(results)
+    assert sphinx_progress.rows_of(results) is first and len(reads) == 1, "unchanged files are not read again"
+    lesson["exercises"]["onebyte"]["yours"]["status"] = "failed"
+    lesson_file.write_text(json.dumps(lesson))
+    rows, _, _ = sphinx_progress.rows_of(results)
+    assert len(reads) == 2 and rows[0].cells["03-timing/onebyte"].status == "failed"
