@@ -73,6 +73,7 @@ def test_no_table_is_wider_than_its_column_at_1366_px(class_site: Layout) -> Non
         for page in pages:
             browser.get(page.as_uri())
             column, tables = browser.execute_script(WIDTHS)
+            assert 1300 < browser.execute_script("return document.documentElement.clientWidth") <= 1366
             assert column > 600, f"{page.name}: a content column of {column} px at 1366 px"
             wide += [
                 f"{page.name}: {what[:60]!r} {width:.0f} px > {column:.0f} px"
@@ -88,12 +89,21 @@ def test_screenshots_of_a_lesson_at_390_px_are_kept(class_site: Layout) -> None:
     """Lesson 3's tables on a phone, for a reader to look at (build/screenshots/class-*)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser = _browser(390, 844)
+    # A headless window is never narrower than 500 px: a phone's viewport is emulated instead.
+    metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     try:
         browser.get((class_site.html / "lessons" / "03-timing.html").as_uri())
+        assert browser.execute_script("return document.documentElement.clientWidth") <= 390
         tables = browser.find_elements("css selector", "article table.course-table:not(.course-chart-table)")
         assert tables
         for index, table in enumerate(tables[:4]):
-            browser.execute_script("arguments[0].scrollIntoView()", table)
+            # Instantly: the theme scrolls smoothly, and the picture would be taken on the way.
+            browser.execute_script(
+                "arguments[0].scrollIntoView({block: 'start', behavior: 'instant'});"
+                "window.scrollBy({top: -60, behavior: 'instant'})",
+                table,
+            )
             assert browser.save_screenshot(str(SCREENSHOTS / f"class-03-timing-table-{index}.png"))
     finally:
         browser.quit()
