@@ -78,6 +78,13 @@ CLASS_NOTE = (
 )
 
 
+#: Below a table whose class has no figure to pool (emulated or icount ticks only).
+CLASS_ON_PAGES = (
+    "The {sets} other machines' figures of this table are emulated or icount ticks, which are not time and are "
+    "never pooled: each is on its machine's page, which the machines page lists."
+)
+
+
 def class_figure(measurement: dict | None, field: str) -> tuple[float, str] | None:
     """One machine's figure as the class pools it: real time in ns, another unit as it is, or None.
 
@@ -243,7 +250,15 @@ class CourseTable(MeasurementsDirective):
         own, pooled = self.data.compared(kept)
         keep = [result_set.id for result_set in own]
         pooled_ids = {result_set.id for result_set in pooled}
-        columns = 1 + len(keep) + bool(pooled) + ratio
+        class_figures = {
+            key: [lookup.measurement for set_id, lookup in found if set_id in pooled_ids and lookup]
+            for key, _, found in looked
+        }
+        # A class column of dashes only takes room: the class's figures here are all ticks of no time.
+        with_class = any(
+            class_spread(figures, self.options.get("field") or "min") for figures in class_figures.values()
+        )
+        columns = 1 + len(keep) + with_class + ratio
         table = nodes.table(classes=["course-table"])
         if self.options.get("caption"):
             table += nodes.title(text=self.options["caption"])
@@ -259,7 +274,7 @@ class CourseTable(MeasurementsDirective):
         }
         head += table_row(
             ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
-            + ([self._class_title(len(pooled))] if pooled else [])
+            + ([self._class_title(len(pooled))] if with_class else [])
             + (["2000 ÷ this machine (ns)"] if ratio else [])
         )
         body = nodes.tbody()
@@ -273,14 +288,14 @@ class CourseTable(MeasurementsDirective):
                         cells.append(
                             self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns)
                         )
-            if pooled:
-                figures = [lookup.measurement for set_id, lookup in found if set_id in pooled_ids and lookup]
-                cells.append(class_cell(figures, field or "min", len(pooled)))
+            if with_class:
+                cells.append(class_cell(class_figures[key], field or "min", len(pooled)))
             if ratio:
                 cells.append(self._ratio(key, dict(found)))
             body += table_row(cells)
         if pooled:
-            note = nodes.paragraph(classes=["course-table-note"], text=CLASS_NOTE.format(sets=len(pooled)))
+            text = CLASS_NOTE if with_class else CLASS_ON_PAGES
+            note = nodes.paragraph(classes=["course-table-note"], text=text.format(sets=len(pooled)))
             return [table, note] if field else [table, note, self._note(ratio)]
         if field:
             return [table]
