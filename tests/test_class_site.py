@@ -67,6 +67,9 @@ def test_no_table_is_wider_than_its_column_at_1366_px(class_site: Layout) -> Non
     assert len(pages) >= 10, pages
     home = pages[0].read_text(encoding="utf-8")
     assert re.search(r"the class: 6[0-9] other machines", home), "the home table sums the class up"
+    # The students' sets are copies of one machine's: imported, each is another machine, never another build.
+    lesson = (class_site.html / "lessons" / "03-timing.html").read_text(encoding="utf-8")
+    assert "the class: 60 other machines" in lesson and "the class (60 machines): median" in lesson
     browser = _browser(1366, 900)
     try:
         wide = []

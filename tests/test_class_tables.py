@@ -20,6 +20,7 @@ from course import progress, site
 from course.layout import Layout
 from course.sphinxext import progress as sphinx_progress
 from course.sphinxext.data import SETS_IN_FULL
+from course.sphinxext.figures import class_figure
 from tests.class_sets import factor, import_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_the_class_pools_only_figures_of_time(make_app, app: SphinxTestApp) -> N
     rows = _rows(_tables(kernel)[0])
     # Every machine of the class counted this read in icount ticks: nothing to pool, no column of dashes.
     assert rows[0] == ["measurement", "2000 reference", "Canned machine (this machine)"], rows[0]
-    assert "figures of this table are emulated or icount ticks, which are not time" in unescape(kernel)
+    assert "figures of this table were emulated or counted in instructions" in unescape(kernel)
 
 
 def test_invoke_site_sets_names_a_set_that_is_not_stored(tmp_path: Path) -> None:
@@ -144,3 +145,15 @@ def test_the_progress_table_is_read_once_a_build_and_again_when_a_set_changes(tm
     lesson_file.write_text(json.dumps(lesson))
     rows, _, _ = sphinx_progress.rows_of(results)
     assert len(reads) == 2 and rows[0].cells["03-timing/onebyte"].status == "failed"
+
+
+def test_a_figure_emulated_or_counted_in_a_guest_is_never_pooled_even_as_a_percentage() -> None:
+    share = {"unit": "%", "value": 52.7, "status": "ok", "derived": True}
+    assert class_figure(share, "value") == (52.7, "%")
+    assert class_figure({**share, "runner": "vm", "acceleration": "tcg"}, "value") is None
+    assert class_figure({**share, "runner": "vm", "acceleration": "tcg-icount"}, "value") is None
+    real = {"unit": "ticks", "min": 3000, "tsc_hz": 3e9, "status": "ok"}
+    assert class_figure(real, "min") == (1000.0, "ns")
+    assert class_figure({**real, "runner": "vm", "acceleration": "kvm"}, "min") == (1000.0, "ns"), "KVM runs in time"
+    assert class_figure({"unit": "emulated ticks", "min": 936, "tsc_hz": 3e9, "status": "ok"}, "min") is None
+    assert class_figure({**real, "status": "skipped"}, "min") is None

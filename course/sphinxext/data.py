@@ -169,9 +169,10 @@ def same_hardware(result_set: ResultSet) -> tuple | None:
     """What a set shares with other builds of its machine (CPU, kernel release without its build tag), or None.
 
     Only a measured host set whose kernel release carries a build tag has other builds; the 2000
-    reference and the kernel matrix's guest sets never do.
+    reference and the kernel matrix's guest sets never do, nor an imported set: it is another machine
+    (a lab's PCs, a class's VMs), however alike its CPU and kernel are.
     """
-    if result_set.kind == "reference" or result_set.info.get("guest"):
+    if result_set.kind == "reference" or result_set.info.get("guest") or result_set.info.get("imported"):
         return None
     machine = result_set.machine
     release = str(machine.get("kernel_release", ""))

@@ -73,15 +73,16 @@ def reference_set(sets: list[ResultSet]) -> ResultSet | None:
 CLASS_NOTE = (
     "The class: the {sets} other machines' figures in one column, each machine's own minimum (or the field shown) "
     "taken as one figure, then the smallest, the median and the largest of them. Figures of real time are "
-    "compared in nanoseconds (a tick is each machine's own); emulated and icount ticks are never pooled. "
+    "compared in nanoseconds (a tick is each machine's own); emulated and icount figures (and percentages "
+    "computed from them) are never pooled. "
     "The machines page lists every set, each with its own page and every figure."
 )
 
 
 #: Below a table whose class has no figure to pool (emulated or icount ticks only).
 CLASS_ON_PAGES = (
-    "The {sets} other machines' figures of this table are emulated or icount ticks, which are not time and are "
-    "never pooled: each is on its machine's page, which the machines page lists."
+    "The {sets} other machines' figures of this table were emulated or counted in instructions (QEMU TCG or "
+    "icount), which is not time, and are never pooled: each is on its machine's page, which the machines page lists."
 )
 
 
@@ -93,6 +94,8 @@ def class_figure(measurement: dict | None, field: str) -> tuple[float, str] | No
     """
     if not measurement or measurement.get("status", "ok") != "ok":
         return None
+    if measurement.get("runner") == "vm" and measurement.get("acceleration") in ("tcg", "tcg-icount"):
+        return None  # emulated or counted in a guest, a percentage of such figures too: no time to pool
     unit = measurement.get("unit", REAL_TICKS)
     if unit in (REAL_TICKS, "ns"):
         ns = real_ns(measurement, field)
