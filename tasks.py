@@ -320,14 +320,16 @@ def vm(c, lesson, acceleration="tcg"):
         "strict": "turn Sphinx warnings into errors (as CI does)",
         "edition": "full (with the exercises' solutions) or student (without them, into build/student/html); "
         "default: this checkout's own",
+        "sets": "the result sets the lessons compare, by name, separated by commas (default: conf.py's course_sets, "
+        "else all); the 2000 reference and this machine are always compared, every set keeps its page",
     }
 )
 @_clear_errors
-def site_(c, strict=False, edition=None):
+def site_(c, strict=False, edition=None, sets=""):
     """Build the HTML site from the stored results into build/html (no measuring)."""
     layout = _layout(c)
     chosen = course_edition.chosen(layout.root, edition or c.course.edition or None)
-    seconds = commands.build_site(layout, set_name=c.course.set, strict=strict, edition_name=chosen)
+    seconds = commands.build_site(layout, set_name=c.course.set, strict=strict, edition_name=chosen, sets=sets)
     print(f"site built in {seconds:.1f} s: {site.entry_page(layout, chosen)}")
 
 

@@ -182,7 +182,9 @@ def lesson(
     return not any(r.failures for r in reports)
 
 
-def build_site(layout: Layout, set_name: str | None = None, strict: bool = False, edition_name: str = "") -> float:
+def build_site(
+    layout: Layout, set_name: str | None = None, strict: bool = False, edition_name: str = "", sets: str = ""
+) -> float:
     """Build the site from stored results, marking this machine's set (or ``set_name``) as current.
 
     The current set is passed to Sphinx exactly as ``generate`` and ``lesson`` pass it, so
@@ -190,7 +192,8 @@ def build_site(layout: Layout, set_name: str | None = None, strict: bool = False
     (which would rebuild every page).
     """
     current = _current_set(layout, set_name)
-    return site.build_site(layout, strict=strict, current_set=current, edition_name=edition_name)
+    chosen = site.chosen_sets(layout, sets) if sets else None  # what the lessons compare (``--sets A,B``)
+    return site.build_site(layout, strict=strict, current_set=current, edition_name=edition_name, sets=chosen)
 
 
 def linkcheck(layout: Layout, set_name: str | None = None) -> bool:

@@ -55,6 +55,7 @@ def sphinx_command(
     edition_name: str = "",
     out: Path | None = None,
     doctrees: Path | None = None,
+    sets: list[str] | None = None,
 ) -> list[str]:
     """Sphinx's command line for one build of the site; ``out`` and ``doctrees`` (default: the edition's
     own folders) let a build of another kind (a link check, a published copy) keep its files apart."""
@@ -81,12 +82,16 @@ def sphinx_command(
     ]
     if current_set:
         command += ["-D", f"course_current_set={current_set}"]
+    if sets:  # what the tables and charts compare (conf.py's course_sets otherwise); Sphinx splits at commas
+        command += ["-D", "course_sets=" + ",".join(sets)]
     if strict:
         command += ["-W", "--keep-going"]
     return command
 
 
-def build_site(layout: Layout, *, strict: bool = True, current_set: str = "", edition_name: str = "") -> float:
+def build_site(
+    layout: Layout, *, strict: bool = True, current_set: str = "", edition_name: str = "", sets: list[str] | None = None
+) -> float:
     """Build the site into ``build/html``; return the seconds it took.
 
     Strict builds print every warning and fail on the first page with one; others keep the
@@ -94,7 +99,7 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "", ed
     student rerunning one lesson is not buried under the other lessons' stale figures.
     """
     started = time.monotonic()
-    command = sphinx_command(layout, strict=strict, current_set=current_set, edition_name=edition_name)
+    command = sphinx_command(layout, strict=strict, current_set=current_set, edition_name=edition_name, sets=sets)
     warnings = layout.build / "sphinx-warnings.txt"
     if not strict:
         layout.build.mkdir(parents=True, exist_ok=True)
@@ -121,6 +126,19 @@ def build_site(layout: Layout, *, strict: bool = True, current_set: str = "", ed
     if not strict:
         _say_warnings(warnings)
     return time.monotonic() - started
+
+
+def chosen_sets(layout: Layout, names: str) -> list[str]:
+    """``--sets A,B`` as the site takes it: stored sets, by folder name; anything else is one clear error."""
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    stored = sorted(path.name for path in layout.results.iterdir() if path.is_dir()) if layout.results.is_dir() else []
+    unknown = [name for name in chosen if name not in stored]
+    if unknown or not chosen:
+        raise SiteError(
+            f"--sets: no stored result set {', '.join(map(repr, unknown)) or 'named'}; "
+            f"name sets from {layout.results} separated by commas (`invoke results` lists them)"
+        )
+    return chosen
 
 
 def _say_warnings(warnings: Path) -> None:

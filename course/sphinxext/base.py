@@ -234,7 +234,21 @@ def table_row(cells: list) -> nodes.row:
     return row
 
 
-def simple_table(headers: list[str], rows: list[list[str]]) -> nodes.table:
+def wrappable(text: str) -> nodes.Node:
+    """``text`` that a narrow column may wrap after an ``=`` (``mitigations=`` / ``off``), never inside a word.
+
+    A ``<wbr>`` is no character: the text copies and reads as it is.
+    """
+    parts = text.split("=")
+    node = nodes.inline()
+    for index, part in enumerate(parts):
+        node += nodes.Text(part + ("=" if index < len(parts) - 1 else ""))
+        if index < len(parts) - 1:
+            node += nodes.raw("", "<wbr>", format="html")
+    return node
+
+
+def simple_table(headers: list, rows: list[list]) -> nodes.table:
     table = nodes.table(classes=["course-table"])
     group = nodes.tgroup(cols=len(headers))
     table += group

@@ -28,6 +28,13 @@ FIELDS = {
     "value": "value",  # a benchmark's single figure
 }
 
+#: A table or chart shows at most this many sets each in its own column (or bar). Beyond, it shows the
+#: reference, this machine and the guest kernels, and sums the other machines up as one: the class.
+SETS_IN_FULL = 6
+
+#: The class's place where a set id would go (its colour, its column): no set is called that (ids are slugs).
+CLASS = "the class"
+
 
 @dataclass
 class Lookup:
@@ -46,7 +53,10 @@ class CourseData:
         self.code_root = code_root
         self.sets = store.load_all(results)
         self.current_id = current or self._guess_current()
-        self.shown_ids = shown or list(self.sets)
+        # Chosen sets (course_sets, `invoke site --sets`) are what tables and charts compare; the 2000 reference
+        # and this machine are always among them, and every set keeps its page.
+        always = [i for i, s in self.sets.items() if s.kind == "reference" or i == self.current_id]
+        self.shown_ids = [*always, *(i for i in shown if i not in always)] if shown else list(self.sets)
 
     def _guess_current(self) -> str:
         """This machine's set if it has one, else the most recently measured set; never an imported one, nor a guest's.
@@ -71,18 +81,29 @@ class CourseData:
         return hashlib.sha256(" ".join([self.current_id, *self.sets]).encode()).hexdigest()
 
     def shown(self) -> list[ResultSet]:
-        """The sets a table shows: reference sets first, then this machine, then the others.
+        """The sets a table shows: reference sets first, then this machine, then the others (those chosen).
 
         Not the sets of guests shown another CPU model or kernel parameters (``--guest-cpu``,
         ``--guest-append``): lesson 8's mitigations section reads them by name; in every other
         chart they would double each guest kernel. They have their pages (:meth:`with_pages`).
         """
-        return [s for s in self.with_pages() if not guest_kernels.other_hardware(s)]
+        chosen = [s for s in self.with_pages() if s.id in self.shown_ids]
+        return [s for s in chosen if not guest_kernels.other_hardware(s)]
 
     def with_pages(self) -> list[ResultSet]:
-        """Every set named in ``course_sets`` (all by default), each with its page and downloads."""
-        chosen = [self.sets[i] for i in self.shown_ids if i in self.sets]
-        return sorted(chosen, key=lambda s: (s.kind != "reference", s.id != self.current_id, s.id))
+        """Every set, each with its page and downloads (``course_sets`` chooses what the tables compare)."""
+        return sorted(self.sets.values(), key=lambda s: (s.kind != "reference", s.id != self.current_id, s.id))
+
+    def compared(self, sets: list[ResultSet]) -> tuple[list[ResultSet], list[ResultSet]]:
+        """``sets`` as a table or chart compares them: those shown one by one, and those summed up as the class.
+
+        Up to :data:`SETS_IN_FULL`, every set is shown; beyond, the 2000 reference, this machine and the guest
+        kernels (the kernel matrix) still are, and the other machines (a lab's, the students') make the class.
+        """
+        if len(sets) <= SETS_IN_FULL:
+            return sets, []
+        own = [s for s in sets if s.kind == "reference" or s.id == self.current_id or s.info.get("guest")]
+        return own, [s for s in sets if s not in own]
 
     def lesson_sets(self) -> list[ResultSet]:
         """The sets a lesson's tables and charts show: the shown ones, one build of each machine.
@@ -110,9 +131,11 @@ class CourseData:
     def colour_of(self, set_id: str) -> int:
         """The set's colour (an index in the charts' palette), the same in every chart of the site.
 
-        The sets a lesson shows come first, so that its charts never repeat a colour.
+        The sets a lesson shows come first, so that its charts never repeat a colour; beyond a handful, those
+        it shows one by one, then the class (:data:`CLASS`), then the class's sets.
         """
-        lesson_ids = [s.id for s in self.lesson_sets()]
+        own, pooled = self.compared(self.lesson_sets())
+        lesson_ids = [s.id for s in own] + ([CLASS] if pooled else []) + [s.id for s in pooled]
         order = lesson_ids + [s.id for s in self.shown() if s.id not in lesson_ids]
         return order.index(set_id) if set_id in order else len(order)
 
@@ -146,9 +169,10 @@ def same_hardware(result_set: ResultSet) -> tuple | None:
     """What a set shares with other builds of its machine (CPU, kernel release without its build tag), or None.
 
     Only a measured host set whose kernel release carries a build tag has other builds; the 2000
-    reference and the kernel matrix's guest sets never do.
+    reference and the kernel matrix's guest sets never do, nor an imported set: it is another machine
+    (a lab's PCs, a class's VMs), however alike its CPU and kernel are.
     """
-    if result_set.kind == "reference" or result_set.info.get("guest"):
+    if result_set.kind == "reference" or result_set.info.get("guest") or result_set.info.get("imported"):
         return None
     machine = result_set.machine
     release = str(machine.get("kernel_release", ""))

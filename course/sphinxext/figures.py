@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+import statistics
+from collections import Counter
+from dataclasses import dataclass, replace
 from html import escape
 from typing import ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
+from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 from course.sphinxext import charts
@@ -20,7 +23,7 @@ from course.sphinxext.base import (
     table_row,
     value_text,
 )
-from course.sphinxext.data import FIELDS, Lookup, describe, format_value, shown_from, shown_text, to_ns
+from course.sphinxext.data import CLASS, FIELDS, Lookup, describe, format_value, shown_from, shown_text, to_ns
 from course.store import ResultSet
 
 #: The unit of a real time-stamp counter (user space, KVM, the host's kernel): time, convertible to ns.
@@ -64,6 +67,79 @@ def ratio_to_2000(now: dict | None, then: dict | None) -> float | None:
 
 def reference_set(sets: list[ResultSet]) -> ResultSet | None:
     return next((s for s in sets if s.kind == "reference"), None)
+
+
+#: What the class's column is, below a table that has one.
+CLASS_NOTE = (
+    "The class: the {sets} other machines' figures in one column, each machine's own minimum (or the field shown) "
+    "taken as one figure, then the smallest, the median and the largest of them. Figures of real time are "
+    "compared in nanoseconds (a tick is each machine's own); emulated and icount figures (and percentages "
+    "computed from them) are never pooled. "
+    "The machines page lists every set, each with its own page and every figure."
+)
+
+
+#: Below a table whose class has no figure to pool (emulated or icount ticks only).
+CLASS_ON_PAGES = (
+    "The {sets} other machines' figures of this table were emulated or counted in instructions (QEMU TCG or "
+    "icount), which is not time, and are never pooled: each is on its machine's page, which the machines page lists."
+)
+
+
+def class_figure(measurement: dict | None, field: str) -> tuple[float, str] | None:
+    """One machine's figure as the class pools it: real time in ns, another unit as it is, or None.
+
+    Ticks never: a real tick is a slice of one machine's time (pooled once in ns), and emulated or icount
+    ticks are not time at all (the guest kernels have their own columns).
+    """
+    if not measurement or measurement.get("status", "ok") != "ok":
+        return None
+    if measurement.get("runner") == "vm" and measurement.get("acceleration") in ("tcg", "tcg-icount"):
+        return None  # emulated or counted in a guest, a percentage of such figures too: no time to pool
+    unit = measurement.get("unit", REAL_TICKS)
+    if unit in (REAL_TICKS, "ns"):
+        ns = real_ns(measurement, field)
+        return (ns, "ns") if ns is not None else None
+    value = measurement.get(field)
+    if "ticks" in unit or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value), unit
+
+
+@dataclass(frozen=True)
+class ClassSpread:
+    """The class's figures for one measurement: smallest, median, largest, in one unit, over ``count`` sets."""
+
+    low: float
+    median: float
+    high: float
+    unit: str
+    count: int
+
+
+def class_spread(measurements: list[dict | None], field: str) -> ClassSpread | None:
+    """The class's spread of ``field``: only figures of one unit pool (ns first, else the commonest unit)."""
+    figures = [found for m in measurements if (found := class_figure(m, field))]
+    if not figures:
+        return None
+    units = Counter(unit for _, unit in figures)
+    unit = "ns" if "ns" in units else units.most_common(1)[0][0]
+    values = sorted(value for value, of in figures if of == unit)
+    return ClassSpread(values[0], statistics.median(values), values[-1], unit, len(values))
+
+
+def class_cell(measurements: list[dict | None], field: str, sets: int) -> nodes.Node:
+    """The class's cell: its median first, then its smallest and largest and how many sets have the figure."""
+    spread = class_spread(measurements, field)
+    if spread is None:
+        return nodes.Text("—")
+    median = nodes.inline(classes=["course-class-median"], text=f"median {format_value(spread.median, spread.unit)}")
+    rest = nodes.inline(classes=["course-spread"])
+    rest += nodes.Text(
+        f"min {format_value(spread.low, spread.unit)} · max {format_value(spread.high, spread.unit)} · "
+        f"{spread.count} of {sets} sets"
+    )
+    return nodes.inline("", "", median, nodes.raw("", "<br/>", format="html"), rest)
 
 
 class MeasureRole(CourseMixin, SphinxRole):
@@ -166,14 +242,26 @@ class CourseTable(MeasurementsDirective):
         ratio = "vs-2000" in self.options
         # One column per set: this machine's always, the reference where the ratio needs it, and the
         # others (the reference too) where they have a figure: a column of dashes only takes room.
-        keep = [
-            result_set.id
+        kept = [
+            result_set
             for result_set in self.sets_here()
             if (result_set.kind == "reference" and ratio)
             or result_set.id == self.data.current_id
             or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
         ]
-        columns = 1 + len(keep) + ratio
+        # Beyond a handful of machines, the others are one column: the class (every set keeps its page).
+        own, pooled = self.data.compared(kept)
+        keep = [result_set.id for result_set in own]
+        pooled_ids = {result_set.id for result_set in pooled}
+        class_figures = {
+            key: [lookup.measurement for set_id, lookup in found if set_id in pooled_ids and lookup]
+            for key, _, found in looked
+        }
+        # A class column of dashes only takes room: the class's figures here are all ticks of no time.
+        with_class = any(
+            class_spread(figures, self.options.get("field") or "min") for figures in class_figures.values()
+        )
+        columns = 1 + len(keep) + with_class + ratio
         table = nodes.table(classes=["course-table"])
         if self.options.get("caption"):
             table += nodes.title(text=self.options["caption"])
@@ -189,6 +277,7 @@ class CourseTable(MeasurementsDirective):
         }
         head += table_row(
             ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
+            + ([self._class_title(len(pooled))] if with_class else [])
             + (["2000 ÷ this machine (ns)"] if ratio else [])
         )
         body = nodes.tbody()
@@ -202,11 +291,35 @@ class CourseTable(MeasurementsDirective):
                         cells.append(
                             self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns)
                         )
+            if with_class:
+                cells.append(class_cell(class_figures[key], field or "min", len(pooled)))
             if ratio:
                 cells.append(self._ratio(key, dict(found)))
             body += table_row(cells)
+        if pooled:
+            text = CLASS_NOTE if with_class else CLASS_ON_PAGES
+            note = nodes.paragraph(classes=["course-table-note"], text=text.format(sets=len(pooled)))
+            return [table, note] if field else [table, note, self._note(ratio)]
         if field:
             return [table]
+        return [table, self._note(ratio)]
+
+    def _class_title(self, count: int) -> nodes.Node:
+        """The class's column title, linked to the machines page, where each of its sets has its row and page."""
+        title = nodes.inline()
+        title += nodes.Text(f"the class: {count} other machines, ")
+        title += addnodes.pending_xref(
+            "",
+            nodes.inline(text="each on its page"),
+            refdomain="std",
+            reftype="doc",
+            reftarget="/" + self.config.course_machines_page.rstrip("/"),
+            refexplicit=True,
+            refwarn=True,
+        )
+        return title
+
+    def _note(self, ratio: bool) -> nodes.Node:
         text = (
             "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted (a stamp "
             "pair's own row is that cost), and below "
@@ -221,7 +334,7 @@ class CourseTable(MeasurementsDirective):
                 "machine's, both in ns (2 means the call took twice as long in 2000). Ticks compare within "
                 "one machine only."
             )
-        return [table, nodes.paragraph(classes=["course-table-note"], text=text)]
+        return nodes.paragraph(classes=["course-table-note"], text=text)
 
     def _ratio(self, key: str, found: dict[str, Lookup | None]) -> nodes.Node:
         """This machine's figure against 2000's, in ns; a dash when either is missing or not real time."""
@@ -352,10 +465,18 @@ class CourseChart(MeasurementsDirective):
         field = self.options.get("field", "min")
         in_ns = "ns" in self.options
         bars = []
-        for key, label in self.rows():
-            for set_id, lookup in self.lookups(key):
+        rows = [(key, label, self.lookups(key)) for key, label in self.rows()]
+        # Beyond a handful of machines, the others are one bar a figure: the class's median.
+        with_figures = [
+            s
+            for s in self.sets_here()
+            if any(lookup and lookup.measurement for _, _, found in rows for i, lookup in found if i == s.id)
+        ]
+        pooled = {s.id for s in self.data.compared(with_figures)[1]}
+        for _key, label, found in rows:
+            for set_id, lookup in found:
                 measurement = lookup.measurement if lookup else None
-                if measurement is None:
+                if measurement is None or set_id in pooled:
                     continue
                 series = self.column_title(set_id, [measurement])  # a guest's bar names its guest, not "this machine"
                 colour = self.data.colour_of(set_id)
@@ -389,11 +510,38 @@ class CourseChart(MeasurementsDirective):
                         panel=panel_title(unit, series),
                     )
                 )
+            if pooled:
+                figures = [lookup.measurement for i, lookup in found if i in pooled and lookup]
+                bars += self._class_bar(label, figures)
         self._legend = [(bar.colour, bar.series) for bar in bars]
         panels = {bar.series: bar.panel for bar in bars if bar.panel}
         # A figure not run takes its row in its set's panel, or in one of its own.
         bars = [bar if bar.panel else replace(bar, panel=panels.get(bar.series, "not measured")) for bar in bars]
         return charts.bar_chart(bars, caption or "measurements")
+
+    def _class_bar(self, label: str, measurements: list[dict | None]) -> list[charts.Bar]:
+        """The class's bar for one measurement: its median, in ns (or its own unit), never in ticks."""
+        field = self.options.get("field", "min")
+        spread = class_spread(measurements, field)
+        if spread is None:
+            return []
+        series = f"the class ({len(measurements)} machines): median"
+        low, high = format_value(spread.low, spread.unit), format_value(spread.high, spread.unit)
+        note = (
+            f"the {FIELDS[field]} of each machine: median over {spread.count} machines; smallest {low}, largest {high}"
+        )
+        return [
+            charts.Bar(
+                label,
+                series,
+                spread.median,
+                format_value(spread.median, spread.unit),
+                note,
+                self.data.colour_of(CLASS),
+                unit=spread.unit,
+                panel=panel_title(spread.unit, series),
+            )
+        ]
 
 
 #: How a guest ran, in a column's title.

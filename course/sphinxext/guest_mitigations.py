@@ -21,7 +21,7 @@ from docutils.parsers.rst import directives
 
 from course import guest_kernels
 from course.sphinxext import charts
-from course.sphinxext.base import MeasurementsDirective, course_value, simple_table, value_text
+from course.sphinxext.base import MeasurementsDirective, course_value, simple_table, value_text, wrappable
 from course.sphinxext.context import machine_link
 from course.sphinxext.data import Lookup, describe, format_value, shown_from
 from course.sphinxext.figures import UNIT_TITLES, chart_figure
@@ -124,7 +124,8 @@ class CourseGuestMitigations(MeasurementsDirective):
     def _table(self, kernels, rows, field: str, caption: str) -> nodes.table:
         headers = ["guest kernel"]
         for _, label in rows:
-            headers += [f"{label}: {STATES[0]}", f"{label}: {OFF}", f"{label}: on minus off"]
+            # Headers wrap after "mitigations=": the table fits a laptop's text column.
+            headers += [f"{label}: {STATES[0]}", wrappable(f"{label}: {OFF}"), f"{label}: on minus off"]
         table = simple_table(headers, [])
         if caption:
             table.insert(0, nodes.title(text=caption))

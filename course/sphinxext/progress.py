@@ -30,13 +30,32 @@ def results_of(app_or_env_config, srcdir: str | Path) -> Path:
     return results if results.is_absolute() else Path(srcdir) / results
 
 
+#: The last table read, by the state of the files it came from: a build asks three times (is the page outdated,
+#: the page, the CSV), and each read checks every file of every set (60 imported sets: seconds).
+_READ: dict[Path, tuple[tuple, tuple]] = {}
+
+
+def rows_of(results: Path) -> tuple[list[progress.Row], list[str], list[str]]:
+    """:func:`progress.rows`, read again only when a file under ``results`` changed (by name, size and date)."""
+    state = tuple(
+        (str(file), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        for file in sorted(results.glob("**/*.json"))
+        if results.is_dir()
+        for stat in [file.stat()]
+    )
+    kept = _READ.get(results)
+    if kept is None or kept[0] != state:
+        kept = _READ[results] = (state, progress.rows(results))
+    return kept[1]
+
+
 def signature(results: Path) -> str:
     """What the page shows, as a digest: its rows as the table renders them, and any problem it names.
 
     By content, not by file dates: a rerun rewrites a set's files (and its ``set.json``) whether
     or not a student's row changed, and the page is read again only when the table would differ.
     """
-    rows, columns, problems = progress.rows(results)
+    rows, columns, problems = rows_of(results)
     shown = (progress.as_table(rows, columns) if rows else None, problems)
     return hashlib.sha256(repr(shown).encode()).hexdigest()
 
@@ -52,7 +71,7 @@ class CourseProgress(SphinxDirective):
         results = results_of(self.config, self.env.srcdir)
         for path in (results / GRADES).glob("*.json") if (results / GRADES).is_dir() else []:
             self.env.note_dependency(str(path))
-        rows, columns, problems = progress.rows(results)
+        rows, columns, problems = rows_of(results)
         shown: list[nodes.Node] = [nodes.paragraph(text=f"Problem: {line}") for line in problems]
         if not rows:
             text = "No grades yet: invoke grade FOLDER grades the class's submissions in the VM."
@@ -95,7 +114,7 @@ def write_csv(app: Sphinx, exception: Exception | None) -> None:
     """The table as CSV at the output's root, once an HTML build succeeded (never in the student edition)."""
     if exception is not None or app.builder.format != "html" or app.config.course_edition == "student":
         return
-    rows, columns, _ = progress.rows(results_of(app.config, app.srcdir))
+    rows, columns, _ = rows_of(results_of(app.config, app.srcdir))
     store.write_text(Path(app.outdir) / CSV_NAME, progress.as_csv(rows, columns))
 
 
@@ -106,3 +125,4 @@ def setup(app: Sphinx) -> None:
     app.connect("env-purge-doc", forget)
     app.connect("env-merge-info", merge)
     app.connect("build-finished", write_csv)
+    app.connect("builder-inited", lambda app: _READ.clear())  # one build's reads share it; the next reads again
