@@ -24,6 +24,8 @@ exclude_patterns = ["build", ".venv", "README.md"]
 
 myst_enable_extensions = ["colon_fence", "deflist", "attrs_inline"]
 myst_heading_anchors = 3
+# Quotes and ellipses only: "--" stays two hyphens, for the command-line options the lessons name.
+smartquotes_action = "qe"
 
 html_theme = "furo"
 html_title = project

@@ -124,14 +124,16 @@ class CourseAnswer(MeasurementsDirective):
 
 
 def short_name(result_set: ResultSet) -> str:
-    """A set's name on a bar's row: "2000", "host 6.18", "6.1-rt guest"."""
+    """A set's name on a bar's row: "2000", "host 6.18" ("host VM 6.18" when it is a VM), "6.1-rt guest"."""
     if result_set.kind == "reference":
         return "2000"
     guest = result_set.info.get("guest") or {}
     if guest:
         return f"{guest.get('name', '?')} guest"
+    # A reader takes "host" for bare hardware: a host that is itself a VM says so on every bar.
+    host = "host VM" if result_set.machine.get("hypervisor") else "host"
     release = str(result_set.machine.get("kernel_release", ""))
-    return "host " + ".".join(release.split(".")[:2]) if release else "host"
+    return f"{host} " + ".".join(release.split(".")[:2]) if release else host
 
 
 def legend_name(result_set: ResultSet) -> str:

@@ -29,7 +29,9 @@ class course_value(nodes.Inline, nodes.TextElement):
 
 def visit_course_value(translator, node: course_value) -> None:
     href = node.get("href", "")
-    tag = f'<a class="course-value" href="{escape(href)}"' if href else '<span class="course-value"'
+    # A figure is kept on one line; a sentence (why a figure was not run) wraps like the text around it.
+    kind = "course-value course-value-words" if len(node.astext()) > 40 else "course-value"
+    tag = f'<a class="{kind}" href="{escape(href)}"' if href else f'<span class="{kind}"'
     translator.body.append(
         f'{tag} title="{escape(node["title"])}" data-measurement="{escape(node["measurement"])}"'
         f' data-set="{escape(node["set_id"])}" data-field="{escape(node.get("field", "min"))}">'
@@ -237,14 +239,14 @@ def table_row(cells: list) -> nodes.row:
 def wrappable(text: str) -> nodes.Node:
     """``text`` that a narrow column may wrap after an ``=`` (``mitigations=`` / ``off``), never inside a word.
 
-    A ``<wbr>`` is no character: the text copies and reads as it is.
+    A ``<wbr/>`` (closed: the EPUB is XHTML) is no character: the text copies and reads as it is.
     """
     parts = text.split("=")
     node = nodes.inline()
     for index, part in enumerate(parts):
         node += nodes.Text(part + ("=" if index < len(parts) - 1 else ""))
         if index < len(parts) - 1:
-            node += nodes.raw("", "<wbr>", format="html")
+            node += nodes.raw("", "<wbr/>", format="html")
     return node
 
 
