@@ -1,0 +1,48 @@
+"""What an imported (untrusted) result set can never do to the site: pose as the course's own sets, switch a
+class column's unit, pool an emulated figure, blow up the build, or carry control characters to the page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from course import guest_kernels
+from course.sphinxext import guest_mitigations
+from course.sphinxext.data import SETS_IN_FULL, CourseData
+from course.store import ResultSet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _guest_set(set_id: str, name: str, imported: bool = False, **guest: str) -> ResultSet:
+    info: dict = {"kind": "measured", "label": set_id, "guest": {"name": name, "acceleration": "tcg-icount", **guest}}
+    if imported:
+        info["imported"] = {"at": "2026-12-01T00:00:00+00:00", "archive": f"{set_id}.tar.gz"}
+    return ResultSet(set_id, Path("/nonexistent") / set_id, info)
+
+
+def test_an_imported_set_with_a_guest_record_is_never_one_of_the_matrix() -> None:
+    own = [_guest_set("qemu-icount-debian-6.1", "6.1"), _guest_set("qemu-icount-debian-6.12", "6.12")]
+    posing = _guest_set("aaa-guest", "6.1", imported=True)
+    assert guest_kernels.guest_sets([posing, *own]) == own, "never a kernel of the matrix, nor its baseline"
+    assert guest_kernels.matrix_guest(posing) == {} and posing.info["guest"]["name"] == "6.1", "kept as provenance"
+    # Lesson 8: a zzz-... set never replaces the real mitigations-off boot.
+    cpu, off = "EPYC-Rome-v2", guest_mitigations.OFF
+    real_on = _guest_set("on", "6.1", cpu_requested=cpu)
+    real_off = _guest_set("off", "6.1", cpu_requested=cpu, kernel_parameters=off)
+    fake_off = _guest_set("zzz-mitigations", "6.1", imported=True, cpu_requested=cpu, kernel_parameters=off)
+    assert guest_mitigations.pairs([real_on, real_off, fake_off], cpu) == [("6.1", real_on, real_off)]
+
+
+def test_an_imported_guest_set_is_pooled_in_the_class_not_shown_as_the_course_own(tmp_path: Path) -> None:
+    data = CourseData(tmp_path / "none", ROOT)
+    own = [_guest_set(f"qemu-{i}", f"6.{i}") for i in range(3)]
+    imported = [_guest_set(f"aaa-{i}", "6.1", imported=True) for i in range(SETS_IN_FULL)]
+    shown, pooled = data.compared([*own, *imported])
+    assert shown == own and pooled == imported
+
+
+def test_two_own_sets_claiming_one_guest_boot_are_named_both() -> None:
+    one, other = _guest_set("qemu-a", "6.1"), _guest_set("qemu-b", "6.1")
+    imported = _guest_set("aaa", "6.1", imported=True)
+    assert guest_kernels.duplicate_guests([other, imported, one]) == [(one, other)]
+    assert guest_kernels.duplicate_guests([one, _guest_set("qemu-c", "6.1", kernel_parameters="x")]) == []
