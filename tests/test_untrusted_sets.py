@@ -8,6 +8,7 @@ from pathlib import Path
 from course import guest_kernels
 from course.sphinxext import guest_mitigations
 from course.sphinxext.data import SETS_IN_FULL, CourseData
+from course.sphinxext.figures import class_cell, class_spread
 from course.store import ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +47,17 @@ def test_two_own_sets_claiming_one_guest_boot_are_named_both() -> None:
     imported = _guest_set("aaa", "6.1", imported=True)
     assert guest_kernels.duplicate_guests([other, imported, one]) == [(one, other)]
     assert guest_kernels.duplicate_guests([one, _guest_set("qemu-c", "6.1", kernel_parameters="x")]) == []
+
+
+def test_one_set_in_ns_never_switches_the_class_column_of_a_percentage_row() -> None:
+    share = {"unit": "%", "value": 50.0, "status": "ok"}
+    hijack = {"unit": "ns", "value": 1.0, "status": "ok", "runner": "host"}
+    class_figures = [{**share, "value": 40.0 + i} for i in range(20)] + [hijack]
+    spread = class_spread(class_figures, "value", anchors=[share])
+    assert spread is not None and spread.unit == "%" and spread.count == 20 and spread.other_unit == 1
+    assert (spread.low, spread.high) == (40.0, 59.0)
+    # Without a figure of the course's own, the class's majority decides: still not the one set in ns.
+    spread = class_spread(class_figures, "value")
+    assert spread is not None and spread.unit == "%" and spread.other_unit == 1
+    cell = class_cell(class_figures, "value", 21, anchors=[share]).astext()
+    assert "20 of 21 sets (1 in another unit left out)" in cell, cell
