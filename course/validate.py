@@ -220,6 +220,15 @@ MEASUREMENT_TEXT = (
 )
 
 
+#: Where a figure ran (course.pipeline, course.kernel_runs): the host's user space, the host's kernel, a VM,
+#: or nowhere (a kernel example not asked for). The class pools by these names: a misspelling must not pass.
+RUNNERS = ("host", "host-kernel", "vm", "none")
+#: How (course.vm.ACCELERATIONS, and the host's own kernel as course.kernel_runs names it).
+ACCELERATIONS = ("kvm", "tcg", "tcg-icount", "host-kernel")
+#: Under emulation a tick is not the machine's time (course.vm.UNITS): "ticks" there is a mislabelled figure.
+EMULATED = ("tcg", "tcg-icount")
+
+
 def check_measurement(where: str, measurement: Any) -> None:
     """One measurement: a status, figures that are finite, not negative and in order, counts that count."""
     _check(isinstance(measurement, dict), where, measurement, "an object (field -> value)")
@@ -249,6 +258,7 @@ def check_measurement(where: str, measurement: Any) -> None:
     _optional(measurement, "files", f"{where}.files", _texts)
     _optional(measurement, "runs", f"{where}.runs", _numbers)
     _check_length(f"{where}.runs", measurement.get("runs"), MAX_POINTS)
+    _check_where(where, measurement)
     _check_overhead(where, measurement.get("overhead"))
     _check_histogram(where, measurement.get("histogram"))
     _check_timeline(where, measurement.get("timeline"))
@@ -267,6 +277,19 @@ def check_measurement(where: str, measurement: Any) -> None:
         raise SchemaError(f"has {where} marked ok but with no figure (min, value or mean)")
     if present != sorted(present):
         raise SchemaError(f"has {where} not ordered min <= median <= p90 <= p99 <= max ({present})")
+
+
+def _check_where(where: str, measurement: dict) -> None:
+    """A known runner and acceleration, and ticks of real time only where time is real."""
+    for key, known in (("runner", RUNNERS), ("acceleration", ACCELERATIONS)):
+        value = measurement.get(key)
+        if value is not None and value not in known:
+            raise SchemaError(f"has {where}.{key} = {_shown(value)}, not one of {', '.join(known)}")
+    if measurement.get("unit") == "ticks" and measurement.get("acceleration") in EMULATED:
+        raise SchemaError(
+            f"has {where} in unit 'ticks' under acceleration {measurement['acceleration']!r}: "
+            "an emulated tick is 'emulated ticks', a counted one 'icount ticks'"
+        )
 
 
 def _check_overhead(where: str, overhead: Any) -> None:

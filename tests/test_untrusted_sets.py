@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from course import guest_kernels
+import pytest
+
+from course import guest_kernels, store, validate, vm
 from course.sphinxext import guest_mitigations
 from course.sphinxext.data import SETS_IN_FULL, CourseData
-from course.sphinxext.figures import class_cell, class_spread
+from course.sphinxext.figures import class_cell, class_figure, class_spread
 from course.store import ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +63,24 @@ def test_one_set_in_ns_never_switches_the_class_column_of_a_percentage_row() -> 
     assert spread is not None and spread.unit == "%" and spread.other_unit == 1
     cell = class_cell(class_figures, "value", 21, anchors=[share]).astext()
     assert "20 of 21 sets (1 in another unit left out)" in cell, cell
+
+
+def test_a_misspelt_runner_or_acceleration_is_never_pooled_nor_stored() -> None:
+    real = {"unit": "ticks", "min": 3000, "tsc_hz": 3e9, "status": "ok"}
+    assert class_figure({**real, "runner": "vm", "acceleration": "TCG"}, "min") is None, "pooled by allow-list"
+    assert class_figure({**real, "runner": "VM", "acceleration": "tcg"}, "min") is None
+    assert class_figure({**real, "runner": "vm", "acceleration": "kvm"}, "min") == (1000.0, "ns")
+    assert class_figure({**real, "runner": "host-kernel", "acceleration": "host-kernel"}, "min") == (1000.0, "ns")
+    with pytest.raises(validate.SchemaError, match=r"acceleration = 'TCG', not one of kvm, tcg"):
+        validate.check_measurement("m", {**real, "runner": "vm", "acceleration": "TCG"})
+    with pytest.raises(validate.SchemaError, match=r"runner = 'guest', not one of host"):
+        validate.check_measurement("m", {**real, "runner": "guest"})
+    with pytest.raises(validate.SchemaError, match="unit 'ticks' under acceleration 'tcg'"):
+        validate.check_measurement("m", {**real, "runner": "vm", "acceleration": "tcg"})
+    validate.check_measurement("m", {**real, "unit": "emulated ticks", "runner": "vm", "acceleration": "tcg"})
+    assert set(validate.ACCELERATIONS) == {*vm.ACCELERATIONS, "host-kernel"}, "one list of accelerations"
+
+
+def test_every_shipped_set_still_validates() -> None:
+    sets = store.load_all(ROOT / "results")
+    assert "reference-2000" in sets and len(sets) > 10

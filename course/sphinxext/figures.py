@@ -94,8 +94,11 @@ def class_figure(measurement: dict | None, field: str) -> tuple[float, str] | No
     """
     if not measurement or measurement.get("status", "ok") != "ok":
         return None
-    if measurement.get("runner") == "vm" and measurement.get("acceleration") in ("tcg", "tcg-icount"):
-        return None  # emulated or counted in a guest, a percentage of such figures too: no time to pool
+    # Only where time is real: the host, its kernel, a KVM guest. Emulated or counted in a guest (or misspelt),
+    # a percentage of such figures too: no time to pool.
+    runner = measurement.get("runner", "host")
+    if runner not in ("host", "host-kernel") and not (runner == "vm" and measurement.get("acceleration") == "kvm"):
+        return None
     unit = measurement.get("unit", REAL_TICKS)
     if unit in (REAL_TICKS, "ns"):
         ns = real_ns(measurement, field)
