@@ -311,7 +311,7 @@ def _check_contents(files: dict[str, bytes]) -> None:
                 validate.check_set_info(content)
                 _check_provenance(content)
             else:
-                validate.check_lesson_file(content)
+                validate.check_lesson_file(content, file.removesuffix(".json"))
         except validate.SchemaError as error:
             raise validate.SchemaError(f"{file} {error}", error.fix) from error
 

@@ -160,8 +160,18 @@ LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "compiler")
 KERNEL_RUN_TEXT = ("runner", "acceleration", "why", "guest_kernel", "unavailable")
 
 
-def check_lesson_file(content: dict) -> None:
-    """Refuse a lesson file whose fields have types the site and the runs cannot use, or impossible figures."""
+#: The most measurements a lesson file may hold (the largest the course writes has under a hundred): an
+#: archive of 20,000 extra ids is 95 KB and would make the site's build take minutes and gigabytes.
+MAX_MEASUREMENTS = 2000
+
+
+def check_lesson_file(content: dict, name: str = "") -> None:
+    """Refuse a lesson file whose fields have types the site and the runs cannot use, or impossible figures.
+
+    ``name``, given on import, is the file's lesson (its name without ``.json``): each measurement id then
+    starts with it (``04-kernel-read/...`` in ``04-kernel-read.json``). Only the reference's one file holds
+    every lesson's; a set copied by hand may hold a stray id, which the site never shows as a row.
+    """
     for key in LESSON_TEXT:
         _optional(content, key, key, _text)
     _optional(content, "cflags", "cflags", _texts)
@@ -180,7 +190,18 @@ def check_lesson_file(content: dict) -> None:
                 _optional(guest, key, f"kernel_run.guest_machine.{key}", _text)
             _optional(guest, "tsc_flags", "kernel_run.guest_machine.tsc_flags", _texts)
             _optional(guest, "mitigations", "kernel_run.guest_machine.mitigations", _text_map)
-    for key, measurement in _entries(content, "measurements"):
+    measurements = _entries(content, "measurements")
+    if len(measurements) > MAX_MEASUREMENTS:
+        raise SchemaError(
+            f"holds {len(measurements)} measurements, more than the {MAX_MEASUREMENTS} a lesson file may hold",
+            fix="a lesson declares far fewer: the file was not written by a course run",
+        )
+    for key, measurement in measurements:
+        if name and name != "reference" and not key.startswith(f"{name}/"):
+            raise SchemaError(
+                f"has measurements[{_shown(key)}], not of lesson {name!r}",
+                fix=f"a measurement of {name}.json has an id that starts with '{name}/'",
+            )
         check_measurement(f"measurements[{_shown(key)}]", measurement)
     for key, capture in _entries(content, "captures"):
         where = f"captures[{_shown(key)}]"
