@@ -312,6 +312,7 @@ def _check_contents(files: dict[str, bytes]) -> None:
                 _check_provenance(content)
             else:
                 validate.check_lesson_file(content, file.removesuffix(".json"))
+            validate.check_shown_text(file, content)
         except validate.SchemaError as error:
             raise validate.SchemaError(f"{file} {error}", error.fix) from error
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -428,6 +429,60 @@ def _sources(value: Any) -> str:
 def _text_map(value: Any) -> str:
     is_map = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
     return "" if is_map else "an object of text (name -> text)"
+
+
+# --- text shown on a page, from an archive ------------------------------------------------------
+
+#: Characters no imported text may hold: controls (an escape sequence in a terminal, invalid in the EPUB's
+#: XHTML), format characters (a bidi override shows the rest of a label reversed) and line separators.
+UNSHOWABLE = ("Cc", "Cf", "Zl", "Zp")
+#: A measurement's free text (a reason may quote a compiler's lines) may break lines; nothing else may.
+MULTILINE = ("reason", "note", "how", "command", "stdin", "what", "call", "source")
+
+
+def check_shown_text(file: str, content: dict) -> None:
+    """On import and export: the text of a set and of its measurements holds no character that does not show.
+
+    Refused, not cleaned: the field is named so that whoever made the set can fix it. Program output
+    (captures) and failure logs are shown as preformatted text and keep their lines and tabs.
+    """
+    if file == "set.json":
+        for key in SET_TEXT:
+            _shown_texts(content.get(key), key)
+        machine = content.get("machine", {})
+        for key, value in machine.items():
+            _shown_texts(value, f"machine.{key}")
+        for record in ("guest", "imported"):
+            for key, value in (content.get(record) or {}).items():
+                _shown_texts(value, f"{record}.{key}")
+        return
+    guest = (content.get("kernel_run") or {}).get("guest_machine") or {}
+    for key, value in guest.items():
+        _shown_texts(value, f"kernel_run.guest_machine.{key}")
+    for key, measurement in content.get("measurements", {}).items():
+        where = f"measurements[{_shown(key)}]"
+        _shown_text(key, f"{where} (its id)")
+        for name, value in measurement.items():
+            if isinstance(value, str):
+                _shown_text(value, f"{where}.{name}", lines=name in MULTILINE)
+
+
+def _shown_texts(value: Any, field: str) -> None:
+    """``value`` (text, a list of text or an object of text) as :func:`_shown_text` demands."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, str):
+            _shown_text(item, field)
+
+
+def _shown_text(text: str, field: str, lines: bool = False) -> None:
+    allowed = "\n\t" if lines else ""
+    bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and c not in allowed), None)
+    if bad is not None:
+        raise SchemaError(
+            f"has {field} holding the invisible character U+{ord(bad):04X} ({_shown(text)})",
+            fix="remove control, bidi and other format characters from the set's text, then export it again",
+        )
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -193,6 +194,31 @@ def test_a_measurement_of_another_lesson_is_refused(exported: Path, tmp_path: Pa
     members = _with(exported, "03-timing.json", foreign)
     with pytest.raises(archive.ArchiveError, match=r"03-timing.json has measurements\['01-user-kernel/x'\], not of"):
         archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "field"),
+    [
+        ("set.json", lambda d: d.update(label="Lab \u202eCP 7"), "label"),
+        ("set.json", lambda d: d["machine"].update(cpu_model="EPYC \x1b[31mred"), "machine.cpu_model"),
+        ("set.json", lambda d: d["machine"].update(os="Debian\u2028x"), "machine.os"),
+        ("03-timing.json", lambda d: d["measurements"]["03-timing/read.tty"].update(note="a\x00b"), "note"),
+    ],
+)
+def test_an_invisible_character_in_shown_text_is_refused(
+    exported: Path, tmp_path: Path, file: str, change, field: str
+) -> None:
+    members = _with(exported, file, change)
+    with pytest.raises(archive.ArchiveError, match=rf"{file} has .*{re.escape(field)} holding the invisible character"):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+
+
+def test_a_reason_may_quote_lines(exported: Path, tmp_path: Path) -> None:
+    def failed(data: dict) -> None:
+        data["measurements"]["03-timing/read.tty"] = {"status": "failed", "reason": "cc: error\n\tline 3"}
+
+    archive.import_set(_rebuilt(tmp_path, _with(exported, "03-timing.json", failed)), tmp_path / "results")
 
 
 def test_newer_schema(exported: Path, tmp_path: Path) -> None:
