@@ -3,6 +3,8 @@ class column's unit, pool an emulated figure, blow up the build, or carry contro
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,20 @@ def test_a_misspelt_runner_or_acceleration_is_never_pooled_nor_stored() -> None:
 def test_every_shipped_set_still_validates() -> None:
     sets = store.load_all(ROOT / "results")
     assert "reference-2000" in sets and len(sets) > 10
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-duplicate-guest")
+def test_the_site_warns_of_two_own_sets_claiming_one_guest_boot_naming_both(make_app, app) -> None:
+    results = Path(app.srcdir) / "results"
+    for name in ("guest-a", "guest-b", "guest-imported"):
+        shutil.copytree(results / "other-machine", results / name)
+        info = json.loads((results / name / "set.json").read_text())
+        info["guest"] = {"name": "6.1", "acceleration": "tcg-icount"}
+        if name == "guest-imported":
+            info["imported"] = {"at": "2026-12-01T00:00:00+00:00", "archive": "x.tar.gz"}
+        (results / name / "set.json").write_text(json.dumps(info))
+    built = make_app("html", srcdir=app.srcdir)
+    built.build()
+    warnings = [line for line in built._warning.getvalue().splitlines() if "kernel matrix's boot" in line]
+    assert len(warnings) == 1 and "'guest-a' and 'guest-b'" in warnings[0], warnings
+    assert "guest-imported" not in warnings[0]
