@@ -61,7 +61,7 @@ def export_set(set_path: Path, output: Path, force: bool = False) -> Path:
         raise ArchiveError(f"{set_path} is not a result set (no {store.SET_FILE})")
     if not store.slug_safe(set_path.name):
         raise ArchiveError(
-            f"cannot export {set_path}: {_short(set_path.name)} is not a safe set name; rename the folder"
+            f"cannot export {set_path}: {short_name(set_path.name)} is not a safe set name; rename the folder"
         )
     _check_output(output, set_path.parent, force)
     files: dict[str, bytes] = {}
@@ -176,7 +176,7 @@ class _Bounded(io.RawIOBase):
         return data
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
     """A member's or a set's name as a message quotes it: a repr of at most 60 characters (a name may be MiBs)."""
     text = repr(name[:61])
     return text if len(text) <= 60 else text[:56] + "...'"
@@ -198,12 +198,12 @@ def _read_members(archive: Path) -> tuple[str, dict[str, bytes]]:
                     if file is None:
                         continue
                     if file in files:
-                        raise ArchiveError(f"{archive}: member {_short(member.name)} appears twice; refused")
+                        raise ArchiveError(f"{archive}: member {short_name(member.name)} appears twice; refused")
                     if len(files) == MAX_FILES:
                         raise ArchiveError(f"{archive} holds more than {MAX_FILES} files, the limit for a set")
                     if member.size > MAX_FILE:
                         raise ArchiveError(
-                            f"{archive}: {_short(member.name)} holds {member.size / MiB:.0f} MiB, over the "
+                            f"{archive}: {short_name(member.name)} holds {member.size / MiB:.0f} MiB, over the "
                             f"{MAX_FILE // MiB} MiB limit for one result file; refused"
                         )
                     # What is extracted counts too, not only what is read: the two differ if tarfile
@@ -233,7 +233,7 @@ def _read_members(archive: Path) -> tuple[str, dict[str, bytes]]:
 def _place(archive: Path, member: tarfile.TarInfo, top: set[str]) -> str | None:
     """The file name of ``member`` inside the set (None for the set's own folder entry), or why it is refused."""
     path = PurePosixPath(member.name)  # also drops "." parts: ./name/set.json is name/set.json
-    name = _short(member.name)
+    name = short_name(member.name)
     if path.is_absolute() or ".." in path.parts:
         raise ArchiveError(f"{archive}: member {name} would land outside the set; refused")
     if member.issparse() or any(key.startswith("GNU.sparse.") for key in member.pax_headers):
@@ -266,7 +266,7 @@ def _one_folder(archive: Path, top: set[str], *folder: str) -> None:
     """Note the set's folder; a second one is refused at once, before its files are read."""
     top.update(folder)
     if len(top) > 1:
-        shown = ", ".join(_short(name) for name in sorted(top))
+        shown = ", ".join(short_name(name) for name in sorted(top))
         raise ArchiveError(f"{archive} holds {len(top)} top folders ({shown}); an archive holds exactly one set")
 
 
@@ -283,8 +283,8 @@ def _check_manifest(archive: Path, name: str, files: dict[str, bytes]) -> None:
     if manifest.get("set") != name:
         named = manifest.get("set")
         raise ArchiveError(
-            f"{archive}: the manifest names set {_short(named) if isinstance(named, str) else repr(named)[:60]} "
-            f"but the folder is {_short(name)}"
+            f"{archive}: the manifest names set {short_name(named) if isinstance(named, str) else repr(named)[:60]} "
+            f"but the folder is {short_name(name)}"
         )
     if set(listed) != set(files):
         missing, extra = sorted(set(listed) - set(files)), sorted(set(files) - set(listed))
@@ -296,7 +296,7 @@ def _check_manifest(archive: Path, name: str, files: dict[str, bytes]) -> None:
 
 def _names(names: list[str]) -> str:
     """A few names of a list, each shortened: a manifest may list thousands."""
-    shown = ", ".join(_short(name) for name in names[:5])
+    shown = ", ".join(short_name(name) for name in names[:5])
     return f"[{shown}{f', and {len(names) - 5} more' if len(names) > 5 else ''}]"
 
 
@@ -311,7 +311,8 @@ def _check_contents(files: dict[str, bytes]) -> None:
                 validate.check_set_info(content)
                 _check_provenance(content)
             else:
-                validate.check_lesson_file(content)
+                validate.check_lesson_file(content, file.removesuffix(".json"))
+            validate.check_shown_text(file, content)
         except validate.SchemaError as error:
             raise validate.SchemaError(f"{file} {error}", error.fix) from error
 
@@ -339,7 +340,7 @@ def import_set(archive: Path, results: Path, force: bool = False, own_set: str |
         raise ArchiveError(f"no archive {archive}")
     name, files = _read_members(archive)
     if name != store.slug_safe(name):
-        raise ArchiveError(f"{archive}: set name {_short(name)} is not a safe folder name")
+        raise ArchiveError(f"{archive}: set name {short_name(name)} is not a safe folder name")
     _check_manifest(archive, name, files)
     try:
         _check_contents(files)

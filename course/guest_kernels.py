@@ -169,10 +169,45 @@ def _config_options(text: str) -> dict[str, str]:
     return options
 
 
+def matrix_guest(result_set: ResultSet) -> dict:
+    """The set's ``guest`` record if it is one of the kernel matrix's own sets, else {}.
+
+    An imported set keeps its archive's ``guest`` record as provenance, but it is another machine's: never
+    one of the matrix's kernels (an ``aaa-...`` set would become lesson 4's baseline, a ``zzz-...`` set
+    lesson 8's mitigations-off boot).
+    """
+    if result_set.info.get("imported"):
+        return {}
+    return result_set.info.get("guest") or {}
+
+
+def guest_key(result_set: ResultSet) -> tuple | None:
+    """What makes a matrix set one boot (kernel name, acceleration, CPU shown, parameters), or None."""
+    guest = matrix_guest(result_set)
+    if not guest:
+        return None
+    return tuple(guest.get(field) for field in ("name", "acceleration", "cpu_requested", "kernel_parameters"))
+
+
+def duplicate_guests(sets: list[ResultSet]) -> list[tuple[ResultSet, ResultSet]]:
+    """Pairs of the matrix's sets that claim one boot (same kernel, acceleration, CPU, parameters), by id."""
+    first: dict[tuple, ResultSet] = {}
+    pairs = []
+    for result_set in sorted(sets, key=lambda s: s.id):
+        key = guest_key(result_set)
+        if key is None:
+            continue
+        if key in first:
+            pairs.append((first[key], result_set))
+        else:
+            first[key] = result_set
+    return pairs
+
+
 def other_hardware(result_set: ResultSet) -> bool:
     """Whether the set's guest was shown a CPU model or kernel parameters of its own (``--guest-cpu``,
     ``--guest-append``): such sets answer one question (lesson 8's mitigations), not the matrix's."""
-    guest = result_set.info.get("guest") or {}
+    guest = matrix_guest(result_set)
     return bool(guest.get("cpu_requested") or guest.get("kernel_parameters"))
 
 
@@ -181,14 +216,12 @@ def guest_sets(sets: list[ResultSet], acceleration: str = "tcg-icount") -> list[
 
     Only the default boots: a set whose guest was shown another CPU or parameters is not one of them.
     """
-    found = [
-        s for s in sets if (s.info.get("guest") or {}).get("acceleration") == acceleration and not other_hardware(s)
-    ]
+    found = [s for s in sets if matrix_guest(s).get("acceleration") == acceleration and not other_hardware(s)]
     order = list(KERNELS)
 
     def rank(result_set: ResultSet) -> tuple[int, str]:
-        name = result_set.info["guest"].get("name", "")
-        return (order.index(name) if name in order else len(order), name)
+        name = matrix_guest(result_set).get("name", "")
+        return (order.index(name) if name in order else len(order), name, result_set.id)
 
     return sorted(found, key=rank)
 

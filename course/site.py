@@ -16,7 +16,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-from course import edition
+from course import archive, edition, store
 from course.layout import Layout
 
 #: The first line of a generated machine page (``course.sphinxext``): only such files are ever rewritten or
@@ -131,14 +131,24 @@ def build_site(
 def chosen_sets(layout: Layout, names: str) -> list[str]:
     """``--sets A,B`` as the site takes it: stored sets, by folder name; anything else is one clear error."""
     chosen = [name.strip() for name in names.split(",") if name.strip()]
-    stored = sorted(path.name for path in layout.results.iterdir() if path.is_dir()) if layout.results.is_dir() else []
+    # The sets the site loads, not any folder: never a dot-folder (an import's staging) or one without set.json.
+    try:
+        stored = store.load_all(layout.results)
+    except store.StoreError as error:
+        raise SiteError(str(error)) from None
     unknown = [name for name in chosen if name not in stored]
     if unknown or not chosen:
         raise SiteError(
-            f"--sets: no stored result set {', '.join(map(repr, unknown)) or 'named'}; "
+            f"--sets: no stored result set {_few(unknown) or 'named'}; "
             f"name sets from {layout.results} separated by commas (`invoke results` lists them)"
         )
     return chosen
+
+
+def _few(names: list[str]) -> str:
+    """A few names, each shortened: a name typed on the command line may be thousands of characters."""
+    more = f", and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(archive.short_name(name) for name in names[:5]) + more
 
 
 def _say_warnings(warnings: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -160,8 +161,18 @@ LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "compiler")
 KERNEL_RUN_TEXT = ("runner", "acceleration", "why", "guest_kernel", "unavailable")
 
 
-def check_lesson_file(content: dict) -> None:
-    """Refuse a lesson file whose fields have types the site and the runs cannot use, or impossible figures."""
+#: The most measurements a lesson file may hold (the largest the course writes has under a hundred): an
+#: archive of 20,000 extra ids is 95 KB and would make the site's build take minutes and gigabytes.
+MAX_MEASUREMENTS = 2000
+
+
+def check_lesson_file(content: dict, name: str = "") -> None:
+    """Refuse a lesson file whose fields have types the site and the runs cannot use, or impossible figures.
+
+    ``name``, given on import, is the file's lesson (its name without ``.json``): each measurement id then
+    starts with it (``04-kernel-read/...`` in ``04-kernel-read.json``). Only the reference's one file holds
+    every lesson's; a set copied by hand may hold a stray id, which the site never shows as a row.
+    """
     for key in LESSON_TEXT:
         _optional(content, key, key, _text)
     _optional(content, "cflags", "cflags", _texts)
@@ -180,7 +191,18 @@ def check_lesson_file(content: dict) -> None:
                 _optional(guest, key, f"kernel_run.guest_machine.{key}", _text)
             _optional(guest, "tsc_flags", "kernel_run.guest_machine.tsc_flags", _texts)
             _optional(guest, "mitigations", "kernel_run.guest_machine.mitigations", _text_map)
-    for key, measurement in _entries(content, "measurements"):
+    measurements = _entries(content, "measurements")
+    if len(measurements) > MAX_MEASUREMENTS:
+        raise SchemaError(
+            f"holds {len(measurements)} measurements, more than the {MAX_MEASUREMENTS} a lesson file may hold",
+            fix="a lesson declares far fewer: the file was not written by a course run",
+        )
+    for key, measurement in measurements:
+        if name and name != "reference" and not key.startswith(f"{name}/"):
+            raise SchemaError(
+                f"has measurements[{_shown(key)}], not of lesson {name!r}",
+                fix=f"a measurement of {name}.json has an id that starts with '{name}/'",
+            )
         check_measurement(f"measurements[{_shown(key)}]", measurement)
     for key, capture in _entries(content, "captures"):
         where = f"captures[{_shown(key)}]"
@@ -220,6 +242,15 @@ MEASUREMENT_TEXT = (
 )
 
 
+#: Where a figure ran (course.pipeline, course.kernel_runs): the host's user space, the host's kernel, a VM,
+#: or nowhere (a kernel example not asked for). The class pools by these names: a misspelling must not pass.
+RUNNERS = ("host", "host-kernel", "vm", "none")
+#: How (course.vm.ACCELERATIONS, and the host's own kernel as course.kernel_runs names it).
+ACCELERATIONS = ("kvm", "tcg", "tcg-icount", "host-kernel")
+#: Under emulation a tick is not the machine's time (course.vm.UNITS): "ticks" there is a mislabelled figure.
+EMULATED = ("tcg", "tcg-icount")
+
+
 def check_measurement(where: str, measurement: Any) -> None:
     """One measurement: a status, figures that are finite, not negative and in order, counts that count."""
     _check(isinstance(measurement, dict), where, measurement, "an object (field -> value)")
@@ -249,6 +280,7 @@ def check_measurement(where: str, measurement: Any) -> None:
     _optional(measurement, "files", f"{where}.files", _texts)
     _optional(measurement, "runs", f"{where}.runs", _numbers)
     _check_length(f"{where}.runs", measurement.get("runs"), MAX_POINTS)
+    _check_where(where, measurement)
     _check_overhead(where, measurement.get("overhead"))
     _check_histogram(where, measurement.get("histogram"))
     _check_timeline(where, measurement.get("timeline"))
@@ -267,6 +299,19 @@ def check_measurement(where: str, measurement: Any) -> None:
         raise SchemaError(f"has {where} marked ok but with no figure (min, value or mean)")
     if present != sorted(present):
         raise SchemaError(f"has {where} not ordered min <= median <= p90 <= p99 <= max ({present})")
+
+
+def _check_where(where: str, measurement: dict) -> None:
+    """A known runner and acceleration, and ticks of real time only where time is real."""
+    for key, known in (("runner", RUNNERS), ("acceleration", ACCELERATIONS)):
+        value = measurement.get(key)
+        if value is not None and value not in known:
+            raise SchemaError(f"has {where}.{key} = {_shown(value)}, not one of {', '.join(known)}")
+    if measurement.get("unit") == "ticks" and measurement.get("acceleration") in EMULATED:
+        raise SchemaError(
+            f"has {where} in unit 'ticks' under acceleration {measurement['acceleration']!r}: "
+            "an emulated tick is 'emulated ticks', a counted one 'icount ticks'"
+        )
 
 
 def _check_overhead(where: str, overhead: Any) -> None:
@@ -384,6 +429,60 @@ def _sources(value: Any) -> str:
 def _text_map(value: Any) -> str:
     is_map = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
     return "" if is_map else "an object of text (name -> text)"
+
+
+# --- text shown on a page, from an archive ------------------------------------------------------
+
+#: Characters no imported text may hold: controls (an escape sequence in a terminal, invalid in the EPUB's
+#: XHTML), format characters (a bidi override shows the rest of a label reversed) and line separators.
+UNSHOWABLE = ("Cc", "Cf", "Zl", "Zp")
+#: A measurement's free text (a reason may quote a compiler's lines) may break lines; nothing else may.
+MULTILINE = ("reason", "note", "how", "command", "stdin", "what", "call", "source")
+
+
+def check_shown_text(file: str, content: dict) -> None:
+    """On import and export: the text of a set and of its measurements holds no character that does not show.
+
+    Refused, not cleaned: the field is named so that whoever made the set can fix it. Program output
+    (captures) and failure logs are shown as preformatted text and keep their lines and tabs.
+    """
+    if file == "set.json":
+        for key in SET_TEXT:
+            _shown_texts(content.get(key), key)
+        machine = content.get("machine", {})
+        for key, value in machine.items():
+            _shown_texts(value, f"machine.{key}")
+        for record in ("guest", "imported"):
+            for key, value in (content.get(record) or {}).items():
+                _shown_texts(value, f"{record}.{key}")
+        return
+    guest = (content.get("kernel_run") or {}).get("guest_machine") or {}
+    for key, value in guest.items():
+        _shown_texts(value, f"kernel_run.guest_machine.{key}")
+    for key, measurement in content.get("measurements", {}).items():
+        where = f"measurements[{_shown(key)}]"
+        _shown_text(key, f"{where} (its id)")
+        for name, value in measurement.items():
+            if isinstance(value, str):
+                _shown_text(value, f"{where}.{name}", lines=name in MULTILINE)
+
+
+def _shown_texts(value: Any, field: str) -> None:
+    """``value`` (text, a list of text or an object of text) as :func:`_shown_text` demands."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, str):
+            _shown_text(item, field)
+
+
+def _shown_text(text: str, field: str, lines: bool = False) -> None:
+    allowed = "\n\t" if lines else ""
+    bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and c not in allowed), None)
+    if bad is not None:
+        raise SchemaError(
+            f"has {field} holding the invisible character U+{ord(bad):04X} ({_shown(text)})",
+            fix="remove control, bidi and other format characters from the set's text, then export it again",
+        )
 
 
 # --- helpers ----------------------------------------------------------------------------------

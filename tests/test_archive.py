@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from course import archive, commands, fingerprint, pipeline, store
+from course import archive, commands, fingerprint, pipeline, store, validate
 from course.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,6 +166,59 @@ def test_impossible_values(exported: Path, tmp_path: Path) -> None:
     members["canned-machine/03-timing.json"] = json.dumps(data).encode()
     with pytest.raises(archive.ArchiveError, match=r"read.tty'\] not ordered min <= median"):
         archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+
+
+def test_a_lesson_file_of_too_many_measurements_is_refused_on_import_and_on_load(
+    exported: Path, tmp_path: Path
+) -> None:
+    def extra(data: dict) -> None:
+        for i in range(validate.MAX_MEASUREMENTS + 1):
+            data["measurements"][f"03-timing/x{i:05d}"] = {"status": "ok", "unit": "ticks", "min": 1, "tsc_hz": 3e9}
+
+    members = _with(exported, "03-timing.json", extra)
+    limit = r"03-timing.json holds 2\d\d\d measurements, more than the 2000 a lesson file may hold"
+    with pytest.raises(archive.ArchiveError, match=limit):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+    # A set copied by hand into results/ is refused by the site's load likewise, naming the file.
+    shutil.copytree(CANNED, tmp_path / "copied" / "canned-machine")
+    (tmp_path / "copied" / "canned-machine" / "03-timing.json").write_bytes(members["canned-machine/03-timing.json"])
+    with pytest.raises(store.StoreError, match=r"canned-machine/03-timing.json holds 2\d\d\d measurements"):
+        store.load_all(tmp_path / "copied")
+
+
+def test_a_measurement_of_another_lesson_is_refused(exported: Path, tmp_path: Path) -> None:
+    def foreign(data: dict) -> None:
+        data["measurements"]["01-user-kernel/x"] = {"status": "ok", "unit": "ticks", "min": 1, "tsc_hz": 3e9}
+
+    members = _with(exported, "03-timing.json", foreign)
+    with pytest.raises(archive.ArchiveError, match=r"03-timing.json has measurements\['01-user-kernel/x'\], not of"):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "field"),
+    [
+        ("set.json", lambda d: d.update(label="Lab \u202eCP 7"), "label"),
+        ("set.json", lambda d: d["machine"].update(cpu_model="EPYC \x1b[31mred"), "machine.cpu_model"),
+        ("set.json", lambda d: d["machine"].update(os="Debian\u2028x"), "machine.os"),
+        ("03-timing.json", lambda d: d["measurements"]["03-timing/read.tty"].update(note="a\x00b"), "note"),
+    ],
+)
+def test_an_invisible_character_in_shown_text_is_refused(
+    exported: Path, tmp_path: Path, file: str, change, field: str
+) -> None:
+    members = _with(exported, file, change)
+    with pytest.raises(archive.ArchiveError, match=rf"{file} has .*{re.escape(field)} holding the invisible character"):
+        archive.import_set(_rebuilt(tmp_path, members), tmp_path / "results")
+    assert _left_in(tmp_path / "results") == []
+
+
+def test_a_reason_may_quote_lines(exported: Path, tmp_path: Path) -> None:
+    def failed(data: dict) -> None:
+        data["measurements"]["03-timing/read.tty"] = {"status": "failed", "reason": "cc: error\n\tline 3"}
+
+    archive.import_set(_rebuilt(tmp_path, _with(exported, "03-timing.json", failed)), tmp_path / "results")
 
 
 def test_newer_schema(exported: Path, tmp_path: Path) -> None:
@@ -537,13 +591,15 @@ def test_a_long_member_name_is_shortened_in_the_message(tmp_path: Path) -> None:
     [
         # Each passed every check and then stopped `invoke site` (KeyError, math.ceil(inf), 2.4 GB).
         (
-            lambda d: d["measurements"].update({"bench/x": {"status": "ok", "min": 1, "goal": 1, "unit": "s"}}),
-            r"measurements\['bench/x'\] with a goal but no value to compare it with",
+            lambda d: d["measurements"].update(
+                {"03-timing/bench-x": {"status": "ok", "min": 1, "goal": 1, "unit": "s"}}
+            ),
+            r"measurements\['03-timing/bench-x'\] with a goal but no value to compare it with",
         ),
         (
             lambda d: d["measurements"].update(
                 {
-                    "bench/x": {
+                    "03-timing/bench-x": {
                         "status": "ok",
                         "value": 1,
                         "unit": "%",
@@ -551,7 +607,7 @@ def test_a_long_member_name_is_shortened_in_the_message(tmp_path: Path) -> None:
                     }
                 }
             ),
-            r"bench/x'\]\.timeline\.values holding 1e-300, not 0 nor at least 1e-06",
+            r"03-timing/bench-x'\]\.timeline\.values holding 1e-300, not 0 nor at least 1e-06",
         ),
         (
             lambda d: d["measurements"]["03-timing/read.tty"].update(
@@ -562,7 +618,7 @@ def test_a_long_member_name_is_shortened_in_the_message(tmp_path: Path) -> None:
         (
             lambda d: d["measurements"].update(
                 {
-                    "bench/x": {
+                    "03-timing/bench-x": {
                         "status": "ok",
                         "value": 1,
                         "unit": "%",

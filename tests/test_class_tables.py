@@ -117,10 +117,24 @@ def test_invoke_site_sets_names_a_set_that_is_not_stored(tmp_path: Path) -> None
     assert not (tmp_path / "build" / "html").exists(), "nothing is built for a wrong name"
 
 
+def test_invoke_site_sets_takes_only_what_the_site_loads_and_shortens_a_long_name(tmp_path: Path) -> None:
+    layout = Layout(ROOT, results_dir=tmp_path / "results")
+    shutil.copytree(ROOT / "results" / "reference-2000", layout.results / "reference-2000")
+    shutil.copytree(ROOT / "results" / "reference-2000", layout.results / ".import-x1")  # an import's staging
+    (layout.results / "no-set-json").mkdir()
+    assert site.chosen_sets(layout, "reference-2000") == ["reference-2000"]
+    for name in (".import-x1", "no-set-json"):
+        with pytest.raises(site.SiteError, match=f"no stored result set '{re.escape(name)}'"):
+            site.chosen_sets(layout, f"reference-2000,{name}")
+    with pytest.raises(site.SiteError) as refused:
+        site.chosen_sets(layout, "x" * 5000)
+    assert len(str(refused.value)) < 300 + len(str(layout.results)) and "xxx...'" in str(refused.value)
+
+
 def test_chosen_sets_reach_sphinx_as_course_sets(tmp_path: Path) -> None:
     layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
     for name in ("reference-2000", "lab-pc-07", "lab-pc-08"):
-        (layout.results / name).mkdir(parents=True)
+        shutil.copytree(ROOT / "results" / "reference-2000", layout.results / name)  # a set: its set.json, valid
     chosen = site.chosen_sets(layout, " lab-pc-07, lab-pc-08,")
     assert chosen == ["lab-pc-07", "lab-pc-08"]
     command = site.sphinx_command(layout, sets=chosen)

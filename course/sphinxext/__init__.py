@@ -48,7 +48,7 @@ from sphinx.project import Project
 from sphinx.util import logging
 from sphinx.util._pathlib import _StrPath
 
-from course import __version__, store
+from course import __version__, guest_kernels, store
 from course.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
 from course.sphinxext import chartcache, code, depends, progress, published, setdata
 from course.sphinxext.answer import CourseAnswer, CourseSizeLine
@@ -80,6 +80,17 @@ def _load_data(app: Sphinx) -> None:
     except StoreError as error:
         raise ResultFileError(str(error)) from None
     attach(app.env, data)
+    for kept, other in guest_kernels.duplicate_guests(list(data.sets.values())):
+        logger.warning(
+            "course: result sets %r and %r are both the kernel matrix's boot of guest %r; "
+            "%r is shown: remove or rename the other",
+            kept.id,
+            other.id,
+            guest_kernels.matrix_guest(kept).get("name", "?"),
+            kept.id,
+            type="course",
+            subtype="duplicate-guest",
+        )
     _forget_checkout_pages(Path(app.srcdir) / app.config.course_machines_page)
     generated = Path(app.doctreedir) / GENERATED_FOLDER
     pages = _write_machine_pages(generated / app.config.course_machines_page, data)

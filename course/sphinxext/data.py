@@ -65,7 +65,7 @@ class CourseData:
         """
         measured = [s for s in self.sets.values() if s.kind != "reference" and not s.info.get("imported")]
         # A kernel matrix's set holds one guest kernel's lessons only (course.matrix): never the site's own.
-        measured = [s for s in measured if not s.info.get("guest")]
+        measured = [s for s in measured if not guest_kernels.matrix_guest(s)]
         mine = fingerprint.set_name()
         if any(s.id == mine for s in measured):
             return mine
@@ -102,7 +102,7 @@ class CourseData:
         """
         if len(sets) <= SETS_IN_FULL:
             return sets, []
-        own = [s for s in sets if s.kind == "reference" or s.id == self.current_id or s.info.get("guest")]
+        own = [s for s in sets if s.kind == "reference" or s.id == self.current_id or guest_kernels.matrix_guest(s)]
         return own, [s for s in sets if s not in own]
 
     def lesson_sets(self) -> list[ResultSet]:

@@ -94,8 +94,11 @@ def class_figure(measurement: dict | None, field: str) -> tuple[float, str] | No
     """
     if not measurement or measurement.get("status", "ok") != "ok":
         return None
-    if measurement.get("runner") == "vm" and measurement.get("acceleration") in ("tcg", "tcg-icount"):
-        return None  # emulated or counted in a guest, a percentage of such figures too: no time to pool
+    # Only where time is real: the host, its kernel, a KVM guest. Emulated or counted in a guest (or misspelt),
+    # a percentage of such figures too: no time to pool.
+    runner = measurement.get("runner", "host")
+    if runner not in ("host", "host-kernel") and not (runner == "vm" and measurement.get("acceleration") == "kvm"):
+        return None
     unit = measurement.get("unit", REAL_TICKS)
     if unit in (REAL_TICKS, "ns"):
         ns = real_ns(measurement, field)
@@ -108,38 +111,63 @@ def class_figure(measurement: dict | None, field: str) -> tuple[float, str] | No
 
 @dataclass(frozen=True)
 class ClassSpread:
-    """The class's figures for one measurement: smallest, median, largest, in one unit, over ``count`` sets."""
+    """The class's figures for one measurement: smallest, median, largest, in one unit, over ``count`` sets.
+
+    ``other_unit`` sets had the figure in another unit than the row's: left out, and said.
+    """
 
     low: float
     median: float
     high: float
     unit: str
     count: int
+    other_unit: int = 0
 
 
-def class_spread(measurements: list[dict | None], field: str) -> ClassSpread | None:
-    """The class's spread of ``field``: only figures of one unit pool (ns first, else the commonest unit)."""
+def class_spread(
+    measurements: list[dict | None], field: str, anchors: list[dict | None] | None = None
+) -> ClassSpread | None:
+    """The class's spread of ``field`` in the unit the row is meant to have, the others left out and counted.
+
+    The row's unit is that of its first anchor with a figure (this machine's, then the reference's: what the
+    course itself measured), else the unit most of the class has; never what one set says (a single set
+    in ns would otherwise drop every other set's figure).
+    """
     figures = [found for m in measurements if (found := class_figure(m, field))]
     if not figures:
         return None
-    units = Counter(unit for _, unit in figures)
-    unit = "ns" if "ns" in units else units.most_common(1)[0][0]
+    own = [found[1] for m in anchors or [] if (found := class_figure(m, field))]
+    unit = own[0] if own else Counter(unit for _, unit in figures).most_common(1)[0][0]
     values = sorted(value for value, of in figures if of == unit)
-    return ClassSpread(values[0], statistics.median(values), values[-1], unit, len(values))
+    if not values:
+        return None
+    return ClassSpread(values[0], statistics.median(values), values[-1], unit, len(values), len(figures) - len(values))
 
 
-def class_cell(measurements: list[dict | None], field: str, sets: int) -> nodes.Node:
+def class_cell(
+    measurements: list[dict | None], field: str, sets: int, anchors: list[dict | None] | None = None
+) -> nodes.Node:
     """The class's cell: its median first, then its smallest and largest and how many sets have the figure."""
-    spread = class_spread(measurements, field)
+    spread = class_spread(measurements, field, anchors)
     if spread is None:
         return nodes.Text("—")
     median = nodes.inline(classes=["course-class-median"], text=f"median {format_value(spread.median, spread.unit)}")
     rest = nodes.inline(classes=["course-spread"])
+    other = f" ({spread.other_unit} in another unit left out)" if spread.other_unit else ""
     rest += nodes.Text(
         f"min {format_value(spread.low, spread.unit)} · max {format_value(spread.high, spread.unit)} · "
-        f"{spread.count} of {sets} sets"
+        f"{spread.count} of {sets} sets{other}"
     )
     return nodes.inline("", "", median, nodes.raw("", "<br/>", format="html"), rest)
+
+
+def own_figures(
+    found: list[tuple[str, Lookup | None]], current_id: str, sets: dict[str, ResultSet]
+) -> list[dict | None]:
+    """This machine's measurement of a row, then the reference's: what sets the unit the class pools in."""
+    mine = [lookup.measurement for i, lookup in found if lookup and i == current_id]
+    reference = [lookup.measurement for i, lookup in found if lookup and i in sets and sets[i].kind == "reference"]
+    return [*mine, *reference]
 
 
 class MeasureRole(CourseMixin, SphinxRole):
@@ -257,9 +285,11 @@ class CourseTable(MeasurementsDirective):
             key: [lookup.measurement for set_id, lookup in found if set_id in pooled_ids and lookup]
             for key, _, found in looked
         }
+        anchors = {key: own_figures(found, self.data.current_id, self.data.sets) for key, _, found in looked}
         # A class column of dashes only takes room: the class's figures here are all ticks of no time.
         with_class = any(
-            class_spread(figures, self.options.get("field") or "min") for figures in class_figures.values()
+            class_spread(figures, self.options.get("field") or "min", anchors[key])
+            for key, figures in class_figures.items()
         )
         columns = 1 + len(keep) + with_class + ratio
         table = nodes.table(classes=["course-table"])
@@ -292,7 +322,7 @@ class CourseTable(MeasurementsDirective):
                             self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns)
                         )
             if with_class:
-                cells.append(class_cell(class_figures[key], field or "min", len(pooled)))
+                cells.append(class_cell(class_figures[key], field or "min", len(pooled), anchors[key]))
             if ratio:
                 cells.append(self._ratio(key, dict(found)))
             body += table_row(cells)
@@ -512,17 +542,17 @@ class CourseChart(MeasurementsDirective):
                 )
             if pooled:
                 figures = [lookup.measurement for i, lookup in found if i in pooled and lookup]
-                bars += self._class_bar(label, figures)
+                bars += self._class_bar(label, figures, own_figures(found, self.data.current_id, self.data.sets))
         self._legend = [(bar.colour, bar.series) for bar in bars]
         panels = {bar.series: bar.panel for bar in bars if bar.panel}
         # A figure not run takes its row in its set's panel, or in one of its own.
         bars = [bar if bar.panel else replace(bar, panel=panels.get(bar.series, "not measured")) for bar in bars]
         return charts.bar_chart(bars, caption or "measurements")
 
-    def _class_bar(self, label: str, measurements: list[dict | None]) -> list[charts.Bar]:
+    def _class_bar(self, label: str, measurements: list[dict | None], anchors: list[dict | None]) -> list[charts.Bar]:
         """The class's bar for one measurement: its median, in ns (or its own unit), never in ticks."""
         field = self.options.get("field", "min")
-        spread = class_spread(measurements, field)
+        spread = class_spread(measurements, field, anchors)
         if spread is None:
             return []
         series = f"the class ({len(measurements)} machines): median"
@@ -530,6 +560,8 @@ class CourseChart(MeasurementsDirective):
         note = (
             f"the {FIELDS[field]} of each machine: median over {spread.count} machines; smallest {low}, largest {high}"
         )
+        if spread.other_unit:
+            note += f"; {spread.other_unit} in another unit left out"
         return [
             charts.Bar(
                 label,

@@ -44,15 +44,18 @@ def command(cpu: str) -> str:
 def pairs(sets: list[ResultSet], cpu: str) -> list[tuple[str, ResultSet | None, ResultSet | None]]:
     """(kernel name, default boot's set, mitigations=off boot's set) for each kernel shown ``cpu``, matrix order."""
     found: dict[str, list[ResultSet | None]] = {}
-    for result_set in sets:
-        guest = result_set.info.get("guest") or {}
+    for result_set in sorted(sets, key=lambda s: s.id):
+        guest = guest_kernels.matrix_guest(result_set)
         if guest.get("acceleration") != "tcg-icount" or guest.get("cpu_requested") != cpu:
             continue
         parameters = guest.get("kernel_parameters") or ""
         if parameters not in ("", OFF):
             continue
         both = found.setdefault(guest.get("name", result_set.id), [None, None])
-        both[1 if parameters == OFF else 0] = result_set
+        # Two sets claiming one boot are a build warning (guest_kernels.duplicate_guests); the first by id is shown.
+        slot = 1 if parameters == OFF else 0
+        if both[slot] is None:
+            both[slot] = result_set
     order = list(guest_kernels.KERNELS)
     names = sorted(found, key=lambda name: (order.index(name) if name in order else len(order), name))
     return [(name, found[name][0], found[name][1]) for name in names]

@@ -34,7 +34,7 @@ MATRIX_COMMAND = "invoke run --guest-kernels 6.1,6.12,6.1-rt --acceleration tcg-
 
 
 def _guest(result_set: ResultSet) -> dict:
-    return result_set.info.get("guest") or {}
+    return guest_kernels.matrix_guest(result_set)
 
 
 def kernel_cell(directive: SphinxDirective, result_set: ResultSet, cpu: bool = True) -> nodes.inline:

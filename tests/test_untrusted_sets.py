@@ -1,0 +1,105 @@
+"""What an imported (untrusted) result set can never do to the site: pose as the course's own sets, switch a
+class column's unit, pool an emulated figure, blow up the build, or carry control characters to the page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from course import guest_kernels, store, validate, vm
+from course.sphinxext import guest_mitigations
+from course.sphinxext.data import SETS_IN_FULL, CourseData
+from course.sphinxext.figures import class_cell, class_figure, class_spread
+from course.store import ResultSet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _guest_set(set_id: str, name: str, imported: bool = False, **guest: str) -> ResultSet:
+    info: dict = {"kind": "measured", "label": set_id, "guest": {"name": name, "acceleration": "tcg-icount", **guest}}
+    if imported:
+        info["imported"] = {"at": "2026-12-01T00:00:00+00:00", "archive": f"{set_id}.tar.gz"}
+    return ResultSet(set_id, Path("/nonexistent") / set_id, info)
+
+
+def test_an_imported_set_with_a_guest_record_is_never_one_of_the_matrix() -> None:
+    own = [_guest_set("qemu-icount-debian-6.1", "6.1"), _guest_set("qemu-icount-debian-6.12", "6.12")]
+    posing = _guest_set("aaa-guest", "6.1", imported=True)
+    assert guest_kernels.guest_sets([posing, *own]) == own, "never a kernel of the matrix, nor its baseline"
+    assert guest_kernels.matrix_guest(posing) == {} and posing.info["guest"]["name"] == "6.1", "kept as provenance"
+    # Lesson 8: a zzz-... set never replaces the real mitigations-off boot.
+    cpu, off = "EPYC-Rome-v2", guest_mitigations.OFF
+    real_on = _guest_set("on", "6.1", cpu_requested=cpu)
+    real_off = _guest_set("off", "6.1", cpu_requested=cpu, kernel_parameters=off)
+    fake_off = _guest_set("zzz-mitigations", "6.1", imported=True, cpu_requested=cpu, kernel_parameters=off)
+    assert guest_mitigations.pairs([real_on, real_off, fake_off], cpu) == [("6.1", real_on, real_off)]
+
+
+def test_an_imported_guest_set_is_pooled_in_the_class_not_shown_as_the_course_own(tmp_path: Path) -> None:
+    data = CourseData(tmp_path / "none", ROOT)
+    own = [_guest_set(f"qemu-{i}", f"6.{i}") for i in range(3)]
+    imported = [_guest_set(f"aaa-{i}", "6.1", imported=True) for i in range(SETS_IN_FULL)]
+    shown, pooled = data.compared([*own, *imported])
+    assert shown == own and pooled == imported
+
+
+def test_two_own_sets_claiming_one_guest_boot_are_named_both() -> None:
+    one, other = _guest_set("qemu-a", "6.1"), _guest_set("qemu-b", "6.1")
+    imported = _guest_set("aaa", "6.1", imported=True)
+    assert guest_kernels.duplicate_guests([other, imported, one]) == [(one, other)]
+    assert guest_kernels.duplicate_guests([one, _guest_set("qemu-c", "6.1", kernel_parameters="x")]) == []
+
+
+def test_one_set_in_ns_never_switches_the_class_column_of_a_percentage_row() -> None:
+    share = {"unit": "%", "value": 50.0, "status": "ok"}
+    hijack = {"unit": "ns", "value": 1.0, "status": "ok", "runner": "host"}
+    class_figures = [{**share, "value": 40.0 + i} for i in range(20)] + [hijack]
+    spread = class_spread(class_figures, "value", anchors=[share])
+    assert spread is not None and spread.unit == "%" and spread.count == 20 and spread.other_unit == 1
+    assert (spread.low, spread.high) == (40.0, 59.0)
+    # Without a figure of the course's own, the class's majority decides: still not the one set in ns.
+    spread = class_spread(class_figures, "value")
+    assert spread is not None and spread.unit == "%" and spread.other_unit == 1
+    cell = class_cell(class_figures, "value", 21, anchors=[share]).astext()
+    assert "20 of 21 sets (1 in another unit left out)" in cell, cell
+
+
+def test_a_misspelt_runner_or_acceleration_is_never_pooled_nor_stored() -> None:
+    real = {"unit": "ticks", "min": 3000, "tsc_hz": 3e9, "status": "ok"}
+    assert class_figure({**real, "runner": "vm", "acceleration": "TCG"}, "min") is None, "pooled by allow-list"
+    assert class_figure({**real, "runner": "VM", "acceleration": "tcg"}, "min") is None
+    assert class_figure({**real, "runner": "vm", "acceleration": "kvm"}, "min") == (1000.0, "ns")
+    assert class_figure({**real, "runner": "host-kernel", "acceleration": "host-kernel"}, "min") == (1000.0, "ns")
+    with pytest.raises(validate.SchemaError, match=r"acceleration = 'TCG', not one of kvm, tcg"):
+        validate.check_measurement("m", {**real, "runner": "vm", "acceleration": "TCG"})
+    with pytest.raises(validate.SchemaError, match=r"runner = 'guest', not one of host"):
+        validate.check_measurement("m", {**real, "runner": "guest"})
+    with pytest.raises(validate.SchemaError, match="unit 'ticks' under acceleration 'tcg'"):
+        validate.check_measurement("m", {**real, "runner": "vm", "acceleration": "tcg"})
+    validate.check_measurement("m", {**real, "unit": "emulated ticks", "runner": "vm", "acceleration": "tcg"})
+    assert set(validate.ACCELERATIONS) == {*vm.ACCELERATIONS, "host-kernel"}, "one list of accelerations"
+
+
+def test_every_shipped_set_still_validates() -> None:
+    sets = store.load_all(ROOT / "results")
+    assert "reference-2000" in sets and len(sets) > 10
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-duplicate-guest")
+def test_the_site_warns_of_two_own_sets_claiming_one_guest_boot_naming_both(make_app, app) -> None:
+    results = Path(app.srcdir) / "results"
+    for name in ("guest-a", "guest-b", "guest-imported"):
+        shutil.copytree(results / "other-machine", results / name)
+        info = json.loads((results / name / "set.json").read_text())
+        info["guest"] = {"name": "6.1", "acceleration": "tcg-icount"}
+        if name == "guest-imported":
+            info["imported"] = {"at": "2026-12-01T00:00:00+00:00", "archive": "x.tar.gz"}
+        (results / name / "set.json").write_text(json.dumps(info))
+    built = make_app("html", srcdir=app.srcdir)
+    built.build()
+    warnings = [line for line in built._warning.getvalue().splitlines() if "kernel matrix's boot" in line]
+    assert len(warnings) == 1 and "'guest-a' and 'guest-b'" in warnings[0], warnings
+    assert "guest-imported" not in warnings[0]
