@@ -265,7 +265,10 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     assert "solution seen: no" in bob_grade["detail"], "the checkout (the solutions) is hidden from a job"
     assert "sources of others: 0" in bob_grade["detail"], "the laid-out submissions are not readable by a job"
     assert cy_grade["status"] == "works" and cy_grade["same_as_solution"] is True
-    assert cy_grade["cost"]["read-1"]["ratio"] == 1.0, "the solution's copy costs what the solution costs, to the tick"
+    # Two jobs of one boot count the same code to within a few instructions, not always to the tick (in one CI
+    # run 0.996): where the guest's timer tick lands in each job's samples is not repeated (see lesson 9's page).
+    ratio = cy_grade["cost"]["read-1"]["ratio"]
+    assert abs(ratio - 1.0) <= 0.01, f"the solution's copy costs what the solution costs, within 1 %: {ratio}"
     eve_grade = grades["eve"]["exercises"]["03-timing/onebyte"]
     assert eve_grade["status"] == "does not compile" and "Permission denied" in eve_grade["detail"], eve_grade
 
