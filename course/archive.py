@@ -294,10 +294,14 @@ def _check_manifest(archive: Path, name: str, files: dict[str, bytes]) -> None:
             raise ArchiveError(f"{archive}: {file} does not match the manifest's checksum (altered or damaged)")
 
 
-def _names(names: list[str]) -> str:
-    """A few names of a list, each shortened: a manifest may list thousands."""
+def few_names(names: list[str]) -> str:
+    """A few names of a list, each shortened: a manifest may list thousands, a command line hold a huge one."""
     shown = ", ".join(short_name(name) for name in names[:5])
-    return f"[{shown}{f', and {len(names) - 5} more' if len(names) > 5 else ''}]"
+    return shown + (f", and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _names(names: list[str]) -> str:
+    return f"[{few_names(names)}]"
 
 
 def _check_contents(files: dict[str, bytes]) -> None:

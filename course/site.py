@@ -133,22 +133,16 @@ def chosen_sets(layout: Layout, names: str) -> list[str]:
     chosen = [name.strip() for name in names.split(",") if name.strip()]
     # The sets the site loads, not any folder: never a dot-folder (an import's staging) or one without set.json.
     try:
-        stored = store.load_all(layout.results)
+        stored = store.set_folders(layout.results)
     except store.StoreError as error:
         raise SiteError(str(error)) from None
     unknown = [name for name in chosen if name not in stored]
     if unknown or not chosen:
         raise SiteError(
-            f"--sets: no stored result set {_few(unknown) or 'named'}; "
+            f"--sets: no stored result set {archive.few_names(unknown) or 'named'}; "
             f"name sets from {layout.results} separated by commas (`invoke results` lists them)"
         )
     return chosen
-
-
-def _few(names: list[str]) -> str:
-    """A few names, each shortened: a name typed on the command line may be thousands of characters."""
-    more = f", and {len(names) - 5} more" if len(names) > 5 else ""
-    return ", ".join(archive.short_name(name) for name in names[:5]) + more
 
 
 def _say_warnings(warnings: Path) -> None:

@@ -216,19 +216,24 @@ def load_all(results: Path) -> dict[str, ResultSet]:
     may leave it behind (likewise ``.replaced-*``). A results folder not made yet holds no set;
     one that is a file is refused (a misspelled INVOKE_COURSE_RESULTS must not look like no sets).
     """
+    sets = [load_set(results / name) for name in set_folders(results)]
+    sets.sort(key=lambda s: (s.kind != "reference", s.id))
+    return {s.id: s for s in sets}
+
+
+def set_folders(results: Path) -> list[str]:
+    """The names of the folders under ``results`` that :func:`load_all` loads as sets, without reading them."""
     if not results.is_dir():
         if results.exists():
             raise StoreError(
                 f"{results} is not a folder; point INVOKE_COURSE_RESULTS (or course.results) at the results folder"
             )
-        return {}
-    sets = [
-        load_set(folder)
+        return []
+    return [
+        folder.name
         for folder in sorted(results.iterdir())
         if not folder.name.startswith(".") and (folder / SET_FILE).exists()
     ]
-    sets.sort(key=lambda s: (s.kind != "reference", s.id))
-    return {s.id: s for s in sets}
 
 
 def save_set_info(path: Path, info: dict) -> None:
