@@ -29,7 +29,7 @@ ANSWERED = [
     "08-since-2000",
 ]
 #: The lessons whose question needs a chart of 2000 against today.
-CHARTED = ["03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
+CHARTED = ["01-user-kernel", "03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
 #: Kernel lessons: their tables show a guest's figures under this machine's set.
 KERNEL_LESSONS = ["04-kernel-read", "06-skipping-layers"]
 #: A section may run this many words of prose before a figure, a code block, a table or a list.
@@ -100,6 +100,22 @@ def test_the_lesson_has_a_chart_of_2000_against_today(html: Path, lesson: str) -
     assert answering, "a chart whose figures include 2000's"
     figures = _text(answering[0].split("<summary>", 1)[1])
     assert re.search(r"\b(host|guest|this machine)\b", figures), "and today's beside them"
+
+
+def _numbers(text: str) -> list[str]:
+    return re.findall(r"\d[\d,]*(?:\.\d+)?", text)
+
+
+@pytest.mark.parametrize("lesson", CHARTED)
+def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesson: str) -> None:
+    article = _article(_page(html, lesson))
+    answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+    chart = re.findall(r'<div class="course-chart[^"]*docutils container">(.*?)</details>', article, re.S)[0]
+    drawn = set(_numbers(_text(chart.split("<summary>", 1)[1])))  # the chart's figures, as its table gives them
+    given = [text for _, text in _values(answer)]
+    assert given, "the answer gives its figures"
+    missing = [text for text in given if _numbers(text)[0] not in drawn]
+    assert not missing, f"{lesson}: the answer gives {missing}, which its chart does not show"
 
 
 def test_no_lesson_chart_repeats_a_machine_under_another_build_tag(html: Path) -> None:
