@@ -157,6 +157,20 @@ def test_a_guests_column_names_the_host_by_its_set_never_as_this_machine(html: P
         assert re.search(r"on the host amd-epyc\S*-vm\b", title), f"{title!r} names the host by its set"
 
 
+#: The units a figure in a table's cell can have: ticks of a real clock (2000's or today's), emulated, counted.
+TICKS = re.compile(r"\d (emulated ticks|icount ticks|ticks)\b")
+
+
+@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 10)])
+def test_no_lesson_table_sets_figures_of_two_units_side_by_side(html: Path, lesson: str) -> None:
+    page = next((html / "lessons").glob(f"{lesson}-*.html"))
+    for table in re.findall(r'<table class="course-table.*?</table>', _article(page.read_text(encoding="utf-8")), re.S):
+        body = _text(table.split("<tbody>", 1)[-1])
+        units = set(TICKS.findall(body))
+        caption = _text(re.search(r"<caption>(.*?)</caption>", table, re.S)[1]) if "<caption>" in table else ""
+        assert len(units) <= 1, f"{page.name}: the table {caption!r} sets {sorted(units)} side by side"
+
+
 def _walls(article: str) -> list[tuple[str, int]]:
     """Each run of prose longer than MOST_WORDS words, with the section heading it is under."""
     pieces = re.split(
