@@ -29,7 +29,7 @@ ANSWERED = [
     "08-since-2000",
 ]
 #: The lessons whose question needs a chart of 2000 against today.
-CHARTED = ["03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
+CHARTED = ["01-user-kernel", "03-timing", "04-kernel-read", "06-skipping-layers", "07-bytes", "08-since-2000"]
 #: Kernel lessons: their tables show a guest's figures under this machine's set.
 KERNEL_LESSONS = ["04-kernel-read", "06-skipping-layers"]
 #: A section may run this many words of prose before a figure, a code block, a table or a list.
@@ -102,6 +102,22 @@ def test_the_lesson_has_a_chart_of_2000_against_today(html: Path, lesson: str) -
     assert re.search(r"\b(host|guest|this machine)\b", figures), "and today's beside them"
 
 
+def _numbers(text: str) -> list[str]:
+    return re.findall(r"\d[\d,]*(?:\.\d+)?", text)
+
+
+@pytest.mark.parametrize("lesson", CHARTED)
+def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesson: str) -> None:
+    article = _article(_page(html, lesson))
+    answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+    chart = re.findall(r'<div class="course-chart[^"]*docutils container">(.*?)</details>', article, re.S)[0]
+    drawn = set(_numbers(_text(chart.split("<summary>", 1)[1])))  # the chart's figures, as its table gives them
+    given = [text for _, text in _values(answer)]
+    assert given, "the answer gives its figures"
+    missing = [text for text in given if _numbers(text)[0] not in drawn]
+    assert not missing, f"{lesson}: the answer gives {missing}, which its chart does not show"
+
+
 def test_no_lesson_chart_repeats_a_machine_under_another_build_tag(html: Path) -> None:
     builds: dict[tuple, list[str]] = {}
     for result_set in store.load_all(ROOT / "results").values():
@@ -139,6 +155,20 @@ def test_a_guests_column_names_the_host_by_its_set_never_as_this_machine(html: P
     for title in guests_on_host:
         assert "this machine" not in title, f"{title!r} calls a guest's figure this machine's"
         assert re.search(r"on the host amd-epyc\S*-vm\b", title), f"{title!r} names the host by its set"
+
+
+#: The units a figure in a table's cell can have: ticks of a real clock (2000's or today's), emulated, counted.
+TICKS = re.compile(r"\d (emulated ticks|icount ticks|ticks)\b")
+
+
+@pytest.mark.parametrize("lesson", [f"{n:02d}" for n in range(1, 10)])
+def test_no_lesson_table_sets_figures_of_two_units_side_by_side(html: Path, lesson: str) -> None:
+    page = next((html / "lessons").glob(f"{lesson}-*.html"))
+    for table in re.findall(r'<table class="course-table.*?</table>', _article(page.read_text(encoding="utf-8")), re.S):
+        body = _text(table.split("<tbody>", 1)[-1])
+        units = set(TICKS.findall(body))
+        caption = _text(re.search(r"<caption>(.*?)</caption>", table, re.S)[1]) if "<caption>" in table else ""
+        assert len(units) <= 1, f"{page.name}: the table {caption!r} sets {sorted(units)} side by side"
 
 
 def _walls(article: str) -> list[tuple[str, int]]:

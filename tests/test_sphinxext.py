@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course import site
+from course import site, store
 from course.layout import Layout
-from course.sphinxext import chartcache, context, machines, setdata
+from course.sphinxext import chartcache, context, figures, machines, setdata
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -58,8 +58,8 @@ def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> Non
         "measurement",
         "2000 reference",
         "Canned machine (this machine)",
+        "2000 ÷ this machine (ns)",  # beside the two figures it divides, not after every other set
         "Other machine",
-        "2000 ÷ this machine (ns)",
     ]
     assert "1,234 ticks (617 ns) / 1,300" in table
     assert "456 ticks (228 ns) / 470" in table  # the ns beside the minimum they convert
@@ -181,6 +181,42 @@ def test_a_table_in_nanoseconds_gives_none_for_emulated_ticks(app: SphinxTestApp
     table = _html(app, "kernel").split("Kernel table", 1)[1].split("</table>", 1)[0]
     assert ">424 ticks (848 ns)<" in table
     assert ">936 emulated ticks / 990<" in table, "a rate recorded beside emulated ticks gives them no ns"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_a_table_of_one_unit_has_a_column_only_for_the_sets_that_count_in_it(app: SphinxTestApp) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    page = _html(app, "kernel")
+
+    def heads(caption: str) -> list[str]:
+        table = page.split(caption, 1)[1].split("</table>", 1)[0]
+        found = re.findall(r"<th[^>]*>(.*?)</th>", table, re.S)
+        return [unescape(re.sub(r"<[^>]+>", "", head)).strip() for head in found]
+
+    # The same row in three units (the article's ticks, emulated ticks, icount ticks): one table each.
+    assert heads("Instructions only") == ["measurement", "Other machine"]
+    assert heads("Ticks of 2000 only") == ["measurement", "2000 reference"]
+
+
+def test_a_percentage_counts_in_the_unit_it_was_computed_from() -> None:
+    results = Path(__file__).resolve().parents[1] / "results"
+    share = "06-skipping-layers/saving-percent.ksys-read.tty"
+    units = {}
+    for name in ("reference-2000", "qemu-icount-debian-6.1", "amd-epyc-6.18.44-fc-v1272-vm"):
+        result_set = store.load_set(results / name)
+        units[name] = figures.basis_unit(result_set, result_set.measurement(share))
+    assert units == {
+        "reference-2000": "ticks",
+        "qemu-icount-debian-6.1": "icount ticks",
+        "amd-epyc-6.18.44-fc-v1272-vm": "emulated ticks",
+    }
+
+    class Looping:  # an imported set whose percentages are computed from each other
+        def measurement(self, key: str) -> dict:
+            return {"unit": "%", "from": ["b" if key == "a" else "a"]}
+
+    assert figures.basis_unit(Looping(), {"unit": "%", "from": ["a"]}) == "%"  # type: ignore[arg-type]
 
 
 @pytest.mark.sphinx("html", testroot="course")

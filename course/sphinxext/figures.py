@@ -65,6 +65,22 @@ def ratio_to_2000(now: dict | None, then: dict | None) -> float | None:
     return then_ns / now_ns if now_ns and then_ns else None
 
 
+def basis_unit(result_set: ResultSet, measurement: dict) -> str:
+    """The unit a figure counts in: its own, or for a percentage the unit of the figures it was computed from.
+
+    A share of emulated time, a share of instructions and a share of real time are all "%", and
+    still three different things: a table of one unit keeps them apart.
+    """
+    unit = measurement.get("unit", REAL_TICKS)
+    for _ in range(4):  # a percentage of a percentage at most, and never round a loop an imported set may hold
+        sources = measurement.get("from") or []
+        source = result_set.measurement(sources[0]) if unit == "%" and sources and isinstance(sources[0], str) else None
+        if not isinstance(source, dict):
+            break
+        measurement, unit = source, source.get("unit", REAL_TICKS)
+    return str(unit)
+
+
 def reference_set(sets: list[ResultSet]) -> ResultSet | None:
     return next((s for s in sets if s.kind == "reference"), None)
 
@@ -249,9 +265,11 @@ class CourseTable(MeasurementsDirective):
     """Measurements down, result sets across: min / median and the spread, optionally in nanoseconds.
 
     With ``:field:``, each cell shows that one field (a benchmark's ``value``, a peer's ``mean``),
-    and its goal when the measurement has one. With ``:vs-2000:``, a last column gives the ratio
-    of the 2000 figure to this machine's, both minima in nanoseconds: across eras the table
-    compares time, never raw ticks.
+    and its goal when the measurement has one. With ``:vs-2000:``, a column right after this
+    machine's gives the ratio of the 2000 figure to this machine's, both minima in nanoseconds:
+    across eras the table compares time, never raw ticks. With ``:unit:``, only the sets whose
+    figures here are in that unit have a column (a percentage by the unit it was computed from):
+    one table, one unit, whatever clocks the sets ran on.
     """
 
     option_spec: ClassVar[dict] = {
@@ -259,6 +277,8 @@ class CourseTable(MeasurementsDirective):
         "ns": directives.flag,
         "vs-2000": directives.flag,
         "field": lambda arg: directives.choice(arg, tuple(FIELDS)),
+        # ticks, emulated ticks, icount ticks, ns: a table of one unit (see basis_unit)
+        "unit": directives.unchanged_required,
         # Figures that only some runs make (invoke bench): missing is "not measured", not a warning.
         "optional": directives.flag,
     }
@@ -277,6 +297,8 @@ class CourseTable(MeasurementsDirective):
             or result_set.id == self.data.current_id
             or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
         ]
+        if self.options.get("unit"):  # one unit a table: a set whose figures here are in another has no column
+            kept = [s for s in kept if self._has_unit(s, looked, self.options["unit"])]
         # Beyond a handful of machines, the others are one column: the class (every set keeps its page).
         own, pooled = self.data.compared(kept)
         keep = [result_set.id for result_set in own]
@@ -301,15 +323,17 @@ class CourseTable(MeasurementsDirective):
             group += nodes.colspec(colwidth=1)
         head = nodes.thead()
         group += head
+        # The ratio sits beside the two figures it divides: right after this machine's column.
+        at = 1 + (keep.index(self.data.current_id) + 1 if self.data.current_id in keep else len(keep))
         columns_found = {
             set_id: [lookup.measurement for _, _, found in looked for i, lookup in found if i == set_id and lookup]
             for set_id in keep
         }
-        head += table_row(
-            ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
-            + ([self._class_title(len(pooled))] if with_class else [])
-            + (["2000 ÷ this machine (ns)"] if ratio else [])
-        )
+        titles: list[nodes.Node | str] = ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
+        titles += [self._class_title(len(pooled))] if with_class else []
+        if ratio:
+            titles.insert(at, "2000 ÷ this machine (ns)")
+        head += table_row(titles)
         body = nodes.tbody()
         group += body
         field = self.options.get("field")
@@ -324,7 +348,7 @@ class CourseTable(MeasurementsDirective):
             if with_class:
                 cells.append(class_cell(class_figures[key], field or "min", len(pooled), anchors[key]))
             if ratio:
-                cells.append(self._ratio(key, dict(found)))
+                cells.insert(at, self._ratio(key, dict(found)))
             body += table_row(cells)
         if pooled:
             text = CLASS_NOTE if with_class else CLASS_ON_PAGES
@@ -333,6 +357,12 @@ class CourseTable(MeasurementsDirective):
         if field:
             return [table]
         return [table, self._note(ratio)]
+
+    @staticmethod
+    def _has_unit(result_set: ResultSet, looked: list, unit: str) -> bool:
+        """Whether any figure of ``result_set`` in this table counts in ``unit``."""
+        figures = [lookup.measurement for _, _, found in looked for i, lookup in found if i == result_set.id and lookup]
+        return any(m and m.get("status", "ok") == "ok" and basis_unit(result_set, m) == unit for m in figures)
 
     def _class_title(self, count: int) -> nodes.Node:
         """The class's column title, linked to the machines page, where each of its sets has its row and page."""
@@ -360,9 +390,9 @@ class CourseTable(MeasurementsDirective):
         )
         if ratio:
             text += (
-                " Across the two, compare nanoseconds: the last column divides the 2000 minimum by this "
-                "machine's, both in ns (2 means the call took twice as long in 2000). Ticks compare within "
-                "one machine only."
+                " Across the two, compare nanoseconds: the column after this machine's divides the 2000 "
+                "minimum by this machine's, both in ns (2 means the call took twice as long in 2000). "
+                "Ticks compare within one machine only."
             )
         return nodes.paragraph(classes=["course-table-note"], text=text)
 
