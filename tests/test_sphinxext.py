@@ -609,6 +609,60 @@ print(status, "matplotlib" in sys.modules)
     assert "<title>Canned bars</title>" in html and "<title>Canned histogram</title>" in html
 
 
+FURO = {"html_theme": "furo"}  # the site's theme, whose every page draws the whole site's navigation
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-navigation", confoverrides=FURO)
+def test_a_pages_navigation_is_drawn_again_only_when_the_contents_change(
+    app: SphinxTestApp, make_app, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sphinx.builders.html import StandaloneHTMLBuilder
+
+    app.build()
+    srcdir = Path(app.srcdir)
+    drawn: list[str] = []
+    draw = StandaloneHTMLBuilder._get_local_toctree
+
+    def counted(self, docname: str, *args, **kwargs) -> str:
+        drawn.append(docname)
+        return draw(self, docname, *args, **kwargs)
+
+    monkeypatch.setattr(StandaloneHTMLBuilder, "_get_local_toctree", counted)
+
+    def rebuilt() -> tuple[SphinxTestApp, list[str]]:
+        again = make_app("html", srcdir=srcdir, confoverrides=FURO)
+        written: list[str] = []
+        again.connect("html-page-context", lambda app, pagename, *rest: written.append(pagename))
+        drawn.clear()
+        again.build()
+        return again, written
+
+    # A figure changes: its page is written again, its navigation taken from the last build.
+    timing = srcdir / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(timing.read_text())
+    data["measurements"]["03-timing/read.skipped"]["reason"] = "no terminal on this bench"
+    _later(timing, json.dumps(data))
+    again, written = rebuilt()
+    assert "index" in written and drawn == [], "no navigation drawn: the contents did not change"
+    # ... and the page is the one a build with nothing stored writes, byte for byte.
+    fresh_source = tmp_path / "fresh"
+    shutil.copytree(srcdir, fresh_source, ignore=shutil.ignore_patterns("_build"))
+    fresh = make_app("html", srcdir=fresh_source, confoverrides=FURO, freshenv=True)
+    fresh.build()
+    for page in written:
+        if page not in ("genindex", "search"):
+            assert _html(again, page) == _html(fresh, page), f"{page}: written otherwise with the stored navigation"
+    assert "no terminal on this bench" in _html(again)
+
+    # A page's title changes: every page written draws its navigation again, with the new title.
+    plain = srcdir / "plain.md"
+    text = plain.read_text()
+    _later(plain, re.sub(r"^# .*$", "# A renamed page", text, count=1, flags=re.MULTILINE))
+    renamed, written = rebuilt()
+    assert "plain" in written and set(written) <= set(drawn)
+    assert _html(renamed, "plain").count("A renamed page") >= 2, "in the page and in its navigation"
+
+
 @pytest.mark.sphinx("html", testroot="course")
 def test_a_failed_run_is_shown_as_a_failure_box_with_its_log(app: SphinxTestApp) -> None:
     app.build()
