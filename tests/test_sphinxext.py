@@ -663,6 +663,36 @@ def test_a_pages_navigation_is_drawn_again_only_when_the_contents_change(
     assert _html(renamed, "plain").count("A renamed page") >= 2, "in the page and in its navigation"
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-search-stems")
+def test_the_search_index_built_with_the_stems_of_earlier_builds_is_the_same(
+    app: SphinxTestApp, make_app, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sphinx.search.en import SearchEnglish
+
+    from course.sphinxext import searchstems
+
+    app.build()
+    srcdir = Path(app.srcdir)
+    stored = json.loads((Path(app.doctreedir) / searchstems.FILE).read_text())
+    assert stored["stems"]["measured"] == "measur" and len(stored["stems"]) > 100
+    stemmed: list[str] = []
+    stem = SearchEnglish.stem
+    monkeypatch.setattr(SearchEnglish, "stem", lambda self, word: stemmed.append(word) or stem(self, word))
+    timing = srcdir / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(timing.read_text())
+    data["measurements"]["03-timing/read.skipped"]["reason"] = "no terminal on this bench, zyxwvut"
+    _later(timing, json.dumps(data))
+    again = make_app("html", srcdir=srcdir)
+    again.build()
+    assert "zyxwvut" in stemmed and len(stemmed) < 10, "only the words never seen before are stemmed"
+    fresh_source = tmp_path / "fresh"
+    shutil.copytree(srcdir, fresh_source, ignore=shutil.ignore_patterns("_build"))
+    fresh = make_app("html", srcdir=fresh_source, freshenv=True)
+    fresh.build()
+    index = (Path(again.outdir) / "searchindex.js").read_text()
+    assert "zyxwvut" in index and index == (Path(fresh.outdir) / "searchindex.js").read_text()
+
+
 @pytest.mark.sphinx("html", testroot="course")
 def test_a_failed_run_is_shown_as_a_failure_box_with_its_log(app: SphinxTestApp) -> None:
     app.build()
