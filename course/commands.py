@@ -263,7 +263,8 @@ def bench(layout: Layout, set_name: str | None = None, runs: int | None = None, 
         measured = benchmarks.run(layout, set_path, runs=runs or benchmarks.RUNS)
     rows = [[key.removeprefix("bench/"), *_bench_verdict(value)] for key, value in sorted(measured.items())]
     print(report.table(["benchmark", "measured", "goal", "met"], rows))
-    print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}; `invoke site` shows them on the site")
+    files = f"{set_path / 'bench.json'}" + ("" if only else f" and {set_path / 'peers.json'}")
+    print(f"stored in {files}; `invoke site` shows them on the site")
 
 
 def results(layout: Layout, as_json: bool = False) -> str:
