@@ -433,14 +433,30 @@ def _parallel() -> list[str]:
     return ["--numprocesses", "auto"]
 
 
-@task(help={"set": SET_HELP["set"], "runs": "how many times each duration is timed, for its median (default: 5)"})
+@task(
+    help={
+        "set": SET_HELP["set"],
+        "runs": "how many times each duration is timed, for its median (default: 5)",
+        "only": "only these benchmarks, comma-separated: student-loop (an unchanged invoke generate and invoke "
+        "lesson 3, in a copy of this checkout's results and build), site (invoke site, clean and unchanged); "
+        "default: every benchmark",
+    }
+)
 @_clear_errors
 @_one_run_at_a_time
-def bench(c, set=None, runs=None):  # noqa: A002
+def bench(c, set=None, runs=None, only=None):  # noqa: A002
     """Benchmark the course: repeatability of lesson 3, pipeline speed (cold, unchanged, lesson 3), peers."""
     if runs is not None and (not str(runs).isdigit() or int(runs) < 1):
         raise Exit(f"error: --runs must be a whole number of at least 1, got {runs!r}", code=2)
-    commands.bench(_layout(c), set_name=set or c.course.set, runs=int(runs) if runs else None)
+    from course import bench as benchmarks
+
+    names = [name.strip() for name in (only or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in benchmarks.ONLY]
+    if unknown:
+        raise Exit(
+            f"error: --only {','.join(unknown)}: no such benchmark; choose among {', '.join(benchmarks.ONLY)}", code=2
+        )
+    commands.bench(_layout(c), set_name=set or c.course.set, runs=int(runs) if runs else None, only=names)
 
 
 @task(

@@ -346,20 +346,55 @@ def pipeline_speed(layout: Layout, progress: Progress = print, runs: int = RUNS)
         found["bench/pipeline.unchanged"] = _timed_runs(
             layout, command, _repeat(env), "unchanged", "second generation, nothing changed", progress, runs
         )
-        lesson, site = [], []
-        command = [*invoke, "lesson", "3"]
-        for number in range(runs):
-            seconds, printed = _run_timed(command, env, layout.root, progress, f"invoke lesson 3 ({number + 1}/{runs})")
-            share = SITE_SHARE.search(printed)
-            if share is None:
-                raise RuntimeError(f"invoke lesson 3 did not say how long the site took:\n{printed[-2000:]}")
-            lesson.append(seconds)
-            site.append(float(share[1]))
-        found["bench/pipeline.lesson-3"] = _median_record(lesson, "lesson-3", command, "invoke lesson 3")
-        found["bench/pipeline.lesson-3-site"] = _median_record(
-            site, "lesson-3-site", command, "the site's share of invoke lesson 3 (site updated in ... s)"
-        )
+        found.update(_lesson_3_speed(layout, env, progress, runs))
     return found
+
+
+def student_loop_speed(layout: Layout, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:
+    """An unchanged ``invoke generate`` and ``invoke lesson 3``, each timed ``runs`` times, without the cold runs.
+
+    The figures :func:`pipeline_speed` takes after its cold generations, in a scratch copy of this
+    checkout's results and build folder instead: a course generated already. One untimed
+    ``invoke generate`` first brings the copy up to date, as the last cold run would have.
+    """
+    found: dict[str, dict] = {}
+    invoke = [sys.executable, "-m", "invoke"]
+    with tempfile.TemporaryDirectory(prefix="course-bench-loop-") as scratch:
+        folder = Path(scratch)
+        shutil.copytree(layout.results, folder / "results", symlinks=True)
+        if layout.build.is_dir():
+            shutil.copytree(layout.build, folder / "build", symlinks=True)
+        env = {
+            **os.environ,
+            "INVOKE_COURSE_RESULTS": str(folder / "results"),
+            "INVOKE_COURSE_BUILD": str(folder / "build"),
+        }
+        command = [*invoke, "generate"]
+        _timed(command, env, layout.root, progress, "the copy brought up to date (not counted)")
+        found["bench/pipeline.unchanged"] = _timed_runs(
+            layout, command, _repeat(env), "unchanged", "generation, nothing changed", progress, runs
+        )
+        found.update(_lesson_3_speed(layout, env, progress, runs))
+    return found
+
+
+def _lesson_3_speed(layout: Layout, env: dict[str, str], progress: Progress, runs: int) -> dict[str, dict]:
+    """``invoke lesson 3`` timed ``runs`` times in ``env``'s folders, and the site's share it prints."""
+    lesson, site = [], []
+    command = [sys.executable, "-m", "invoke", "lesson", "3"]
+    for number in range(runs):
+        seconds, printed = _run_timed(command, env, layout.root, progress, f"invoke lesson 3 ({number + 1}/{runs})")
+        share = SITE_SHARE.search(printed)
+        if share is None:
+            raise RuntimeError(f"invoke lesson 3 did not say how long the site took:\n{printed[-2000:]}")
+        lesson.append(seconds)
+        site.append(float(share[1]))
+    return {
+        "bench/pipeline.lesson-3": _median_record(lesson, "lesson-3", command, "invoke lesson 3"),
+        "bench/pipeline.lesson-3-site": _median_record(
+            site, "lesson-3-site", command, "the site's share of invoke lesson 3 (site updated in ... s)"
+        ),
+    }
 
 
 def _guest_program_time(results: Path) -> dict:
@@ -541,6 +576,28 @@ def lab_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
             "measured_at": store.now(),
         }
     }
+
+
+#: The benchmarks ``invoke bench --only`` runs by themselves (the others need what a whole run sets up).
+ONLY: dict[str, Callable[..., dict[str, dict]]] = {
+    "student-loop": student_loop_speed,  # unchanged generate, invoke lesson 3 and the site's share
+    "site": site_speed,  # invoke site, clean and unchanged
+}
+
+
+def run_only(layout: Layout, set_path: Path, names: list[str], progress: Progress = print, runs: int = RUNS) -> dict:
+    """Only the benchmarks ``names`` (keys of :data:`ONLY`), stored over the same figures of the last whole run."""
+    unknown = [name for name in names if name not in ONLY]
+    if unknown:
+        raise ValueError(f"no benchmark {', '.join(unknown)}: choose among {', '.join(ONLY)}")
+    measured: dict[str, dict] = {}
+    for name in names:
+        measured.update(ONLY[name](layout, progress=progress, runs=runs))
+    path = set_path / "bench.json"
+    earlier = store.read_json(path).get("measurements", {}) if path.is_file() else {}
+    stored = {**earlier, **measured}  # the figures not measured now stay those of their own run (each dated)
+    store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": stored, "failures": []})
+    return measured
 
 
 def run(layout: Layout, set_path: Path, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:

@@ -250,17 +250,21 @@ def _bench_verdict(value: dict) -> list[str]:
     return [measured, f"{value['goal']:g} {unit}", "yes" if value["value"] <= value["goal"] else "NO"]
 
 
-def bench(layout: Layout, set_name: str | None = None, runs: int | None = None) -> None:
-    """Run the benchmarks, store them in this machine's set, print them against their goals."""
+def bench(layout: Layout, set_name: str | None = None, runs: int | None = None, only: list[str] | None = None) -> None:
+    """Run the benchmarks (or ``only`` some), store them in this machine's set, print them against their goals."""
     from course import bench as benchmarks
 
     set_path = pipeline.open_set(layout, set_name)
-    # The course's own getppid figure, measured in the same run as the peers.
-    pipeline.measure_lessons(layout, [lesson_catalog.find(layout, 1)], set_path, force=True)
-    measured = benchmarks.run(layout, set_path, runs=runs or benchmarks.RUNS)
+    if only:
+        measured = benchmarks.run_only(layout, set_path, only, runs=runs or benchmarks.RUNS)
+    else:
+        # The course's own getppid figure, measured in the same run as the peers.
+        pipeline.measure_lessons(layout, [lesson_catalog.find(layout, 1)], set_path, force=True)
+        measured = benchmarks.run(layout, set_path, runs=runs or benchmarks.RUNS)
     rows = [[key.removeprefix("bench/"), *_bench_verdict(value)] for key, value in sorted(measured.items())]
     print(report.table(["benchmark", "measured", "goal", "met"], rows))
-    print(f"stored in {set_path / 'bench.json'} and {set_path / 'peers.json'}; `invoke site` shows them on the site")
+    files = f"{set_path / 'bench.json'}" + ("" if only else f" and {set_path / 'peers.json'}")
+    print(f"stored in {files}; `invoke site` shows them on the site")
 
 
 def results(layout: Layout, as_json: bool = False) -> str:

@@ -204,3 +204,24 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
     assert len(set(folders[:5])) == 5, "each cold generation starts from empty folders"
     assert set(folders[5:]) == {folders[4]}, "the other steps run where the last cold one left its results"
     assert [step for step, _ in seen] == ["generate"] * 10 + ["lesson 3"] * 5
+
+
+def test_only_some_benchmarks_update_their_figures_and_keep_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from course import store
+
+    earlier = {
+        "bench/pipeline.lesson-3": {"status": "ok", "value": 11.0, "unit": "s", "measured_at": "then"},
+        "bench/pipeline.cold": {"status": "ok", "value": 40.0, "unit": "s", "measured_at": "then"},
+    }
+    store.save_lesson(tmp_path, "bench", {"measured_at": "then", "measurements": earlier, "failures": []})
+    now = {"bench/pipeline.lesson-3": {"status": "ok", "value": 2.0, "unit": "s", "measured_at": "now"}}
+    asked = []
+    monkeypatch.setitem(bench.ONLY, "student-loop", lambda layout, progress, runs: asked.append(runs) or now)
+    assert bench.run_only(None, tmp_path, ["student-loop"], runs=3) == now  # type: ignore[arg-type]
+    stored = store.read_json(tmp_path / "bench.json")["measurements"]
+    assert asked == [3] and stored["bench/pipeline.lesson-3"]["value"] == 2.0
+    assert stored["bench/pipeline.cold"] == earlier["bench/pipeline.cold"], "a figure not measured again is kept"
+    with pytest.raises(ValueError, match="no benchmark nope: choose among student-loop, site"):
+        bench.run_only(None, tmp_path, ["nope"])  # type: ignore[arg-type]

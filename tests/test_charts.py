@@ -1,8 +1,10 @@
-"""The charts: drawn by matplotlib from data, escaped, readable, and never comparing incomparable units on one scale."""
+"""The charts: written as SVG from data, escaped, readable, and never comparing incomparable units on one scale."""
 
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
+from html import unescape
 
 import pytest
 
@@ -21,25 +23,38 @@ from course.sphinxext.charts import (
 
 
 def _texts(svg: str) -> list[str]:
-    """Each text drawn, a no-break space read as a space."""
-    return [text.replace("\xa0", " ") for text in re.findall(r"<text [^>]*>([^<]*)</text>", svg)]
+    """Each text drawn, unescaped, a no-break space read as a space."""
+    return [unescape(text).replace("\xa0", " ") for text in re.findall(r"<text [^>]*>([^<]*)</text>", svg)]
 
 
 def _panels(svg: str) -> dict[str, list[str]]:
     """Each panel's title (its bold text) and the texts drawn in it."""
     found = {}
-    for chunk in re.split(r'<g id="[^"]*axes_\d+">', svg)[1:]:
-        title = re.findall(r'<text style="font-weight: 700[^>]*>([^<]*)</text>', chunk)
+    for chunk in svg.split('<g class="course-chart-panel"')[1:]:
+        chunk = chunk.split("</g>", 1)[0]
+        title = re.findall(r'<text [^>]*font-weight="bold"[^>]*>([^<]*)</text>', chunk)
         assert title, "every panel is titled"
-        found[" ".join(title)] = _texts(chunk)  # a long title wraps onto several lines
+        found[unescape(" ".join(title))] = _texts(chunk)  # a long title wraps onto several lines
     return found
+
+
+def _bars(svg: str) -> list[tuple[float, float, float]]:
+    """Each bar drawn in one of the palette's colours: where it starts, how long it is, the height of its middle."""
+    fills = "|".join(PALETTE)
+    found = re.findall(rf'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)" fill="(?:{fills})"/>', svg)
+    return [(float(x), float(w), float(y) + float(h) / 2) for x, y, w, h in found]
 
 
 def _bar_widths(svg: str) -> list[float]:
     """The length of each bar drawn in one of the palette's colours."""
-    fills = "|".join(colour.lower() for colour in PALETTE)
-    bars = re.findall(rf'<path d="M ([\d.]+) [\d.]+ \s*L ([\d.]+) [\d.]+ \s*L [^"]+"[^>]*style="fill: (?:{fills})', svg)
-    return [round(float(end) - float(start), 1) for start, end in bars]
+    return [round(width, 1) for _, width, _ in _bars(svg)]
+
+
+def _text_at(svg: str, text: str) -> tuple[float, float]:
+    """Where ``text`` (drawn exactly so, escaped) starts: its x and the height of its middle."""
+    found = re.search(rf'<text x="([\d.]+)" y="([\d.]+)"[^>]*>{re.escape(text)}</text>', svg)
+    assert found, f"{text!r} is drawn"
+    return float(found[1]), float(found[2])
 
 
 def test_each_unit_is_drawn_in_a_panel_of_its_own_titled_with_it() -> None:
@@ -93,21 +108,22 @@ def test_each_bar_is_named_in_words_not_by_colour_alone() -> None:
 
 def test_a_figure_that_was_not_run_is_written_not_drawn() -> None:
     chart = bar_chart([Bar("f-op-read", "s", None, "not run (no ->read)")], "t")
-    assert _bar_widths(chart.svg) == [] and " not run (no -&gt;read)" in _texts(chart.svg)
+    assert _bar_widths(chart.svg) == [] and " not run (no ->read)" in _texts(chart.svg)
 
 
-def test_text_is_escaped_and_a_dollar_is_no_mathtext() -> None:
+def test_text_is_escaped_and_a_dollar_is_only_a_dollar() -> None:
     chart = bar_chart([Bar("<script>", "a & b", 1, "$1 tick$", note='"quoted"')], "<title>")
     svg = chart.svg
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "&lt;title&gt;" in svg
     assert " $1 tick$" in _texts(svg)
+    ET.fromstring(svg)  # well-formed: no label closes an element or opens one
 
 
 def test_the_axes_and_text_follow_the_themes_text_colour_and_stay_readable() -> None:
     chart = bar_chart([Bar("a", "s", 100, "100 ns", unit="ns")], "t")
-    assert "fill: currentColor" in chart.svg and "#000000" not in chart.svg
+    assert 'fill="currentColor"' in chart.svg and 'stroke="currentColor"' in chart.svg and "#000" not in chart.svg
     assert f'width="{WIDTH}"' in chart.svg and f"min-width: {MIN_WIDTH}px" in chart.svg
-    sizes = [float(size) for size in re.findall(r"font-size: ([\d.]+)px", chart.svg)]
+    sizes = [float(size) for size in re.findall(r'font-size="([\d.]+)"', chart.svg)]
     assert min(sizes) * MIN_WIDTH / WIDTH >= 10, "at its narrowest, no label is under 10 px"
     assert min(sizes) == FONT
 
@@ -152,8 +168,8 @@ def test_histogram_bins_are_whole_counter_steps() -> None:
 
 def _lines(svg: str) -> list[list[tuple[float, float]]]:
     """Each probe's line, as the points of its path (drawn in a palette colour)."""
-    fills = "|".join(colour.lower() for colour in PALETTE)
-    paths = re.findall(rf'<path d="([^"]+)"[^>]*style="fill: none; stroke: (?:{fills})', svg)
+    fills = "|".join(PALETTE)
+    paths = re.findall(rf'<path d="([^"]+)" fill="none" stroke="(?:{fills})"', svg)
     return [[(float(x), float(y)) for x, y in re.findall(r"([\d.]+) ([\d.]+)", path)] for path in paths]
 
 
@@ -168,7 +184,7 @@ def test_a_timeline_draws_each_probe_against_its_own_median() -> None:
     shifted = [value for x, y in read for value in (x, y + offset)]
     assert shifted == pytest.approx([value for point in wide for value in point], abs=0.5), "moving alike draws alike"
     assert read[0][1] == read[1][1] > read[2][1]  # 100 %, 100 %, then higher up its panel
-    assert read[1][0] - read[0][0] == pytest.approx(read[2][0] - read[1][0])  # the time axis is linear
+    assert read[1][0] - read[0][0] == pytest.approx(read[2][0] - read[1][0], abs=0.02)  # linear time (px to 0.01)
     assert "&lt;probes&gt;" in chart.svg and "100 %" in _texts(chart.svg)
     assert list(_panels(chart.svg)) == ["read", "wide"], "each probe is named by its panel's title"
     assert chart.rows[0] == ("read", "3", "500", "100 %", "120 %")
@@ -221,3 +237,89 @@ def test_a_long_set_name_never_leaves_the_dot_before_it_alone_on_a_line() -> Non
     lines = [text.strip() for text in _texts(bar_chart(bars, "t").svg)]
     assert any(line.endswith("·") for line in lines), "the name is wrapped after the dot"
     assert "·" not in lines, "the dot stays with the word before it"
+
+
+def test_every_bar_is_drawn_to_scale_on_the_row_of_its_name_with_its_figure_after_it() -> None:
+    bars = [Bar("terminal", "s", 812, "812 ns", unit="ns"), Bar("pipe", "s", 203, "203 ns", unit="ns", colour=1)]
+    svg = bar_chart(bars, "t").svg
+    (start, long, long_middle), (start_again, short, short_middle) = _bars(svg)
+    assert start == start_again and long == pytest.approx(4 * short, abs=0.2), "one scale from one axis"
+    name_x, name_y = _text_at(svg, "terminal")
+    figure_x, figure_y = _text_at(svg, " 812")
+    assert name_x < start and name_y == long_middle, "the name left of its bar, on its row"
+    assert figure_x == pytest.approx(start + long, abs=0.01) and figure_y == long_middle, "the figure just after it"
+    assert _text_at(svg, " 203")[1] == short_middle > long_middle, "the bars in the order given, top down"
+    assert f'fill="{PALETTE[1]}"' in svg, "each bar in its set's colour"
+    ticks = [float(text.replace(",", "")) for text in _texts(svg) if re.fullmatch(r"[\d,]+", text)]
+    assert ticks == sorted(ticks) and ticks[0] == 0 and len(ticks) >= 3, "an axis from 0, in round values"
+    for tick in ticks:  # each where its value is, on the bars' scale
+        assert _text_at(svg, f"{tick:,.0f}")[0] == pytest.approx(start + long * tick / 812, abs=0.02)
+
+
+def test_a_hostile_label_is_escaped_bounded_and_loses_its_control_characters() -> None:
+    from course.sphinxext.svg import MOST
+
+    hostile = "<svg onload=alert(1)>&amp;" + "x" * 5000 + "\x1b[31m\u2028end"
+    chart = bar_chart([Bar(hostile, hostile, 5, hostile, unit="ns", panel=hostile)], hostile)
+    root = ET.fromstring(chart.svg)  # still one well-formed element: nothing of the label became markup
+    assert root.tag.endswith("svg") and not [e for e in root.iter() if e.tag.endswith("script") or "onload" in e.attrib]
+    assert "\x1b" not in chart.svg and "\u2028" not in chart.svg
+    assert all(len(text) <= MOST for text in _texts(chart.svg)), "every drawn text is bounded"
+    assert len(chart.svg) < 20_000, "a 5,000-character label does not make a chart of its size"
+    assert chart.rows[0][0] == hostile, "the figures' table (escaped by docutils) keeps the whole label"
+
+
+def test_every_kind_of_chart_is_well_formed_svg_titled_for_a_screen_reader() -> None:
+    from course.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
+
+    drawn = {
+        "bars": bar_chart([Bar("a", "s", 1, "1 ns", unit="ns")], "bars & co"),
+        "histogram": histogram_chart({"start": 0, "width": 1, "counts": [3, 4], "above": 1}, "ticks", "histogram"),
+        "timeline": timeline_chart([Line("read", [0.0, 1.0], [1.0, 2.0])], "timeline"),
+        "answer": answer_chart([Group("g", "", (Share("2000", 50.0, "50 %"),))], "answer", "saved, %"),
+        "size": size_chart([SizeSeries("host", ((1.0, 500.0), (4096.0, 900.0)), 0.1, 500.0)], "size"),
+    }
+    for name, chart in drawn.items():
+        root = ET.fromstring(chart.svg)
+        svg = "{http://www.w3.org/2000/svg}"
+        assert root.get("role") == "img" and root.get("aria-label") == root.find(f"{svg}title").text, name
+        assert root.get("viewBox") == f"0 0 {WIDTH} {root.get('height')}", f"{name}: scales with its column"
+    assert ET.fromstring(drawn["bars"].svg).get("aria-label") == "bars & co"
+
+
+def test_an_answer_chart_draws_each_share_to_scale_from_0_to_100_percent() -> None:
+    from course.sphinxext.charts import Group, Share, answer_chart
+
+    groups = [Group("saved", "how", (Share("2000", 60.0, "60.0 %"), Share("today", 15.0, "15.0 %", 2)))]
+    svg = answer_chart(groups, "t", "saved, %").svg
+    zero, hundred = _text_at(svg, "0 %")[0], _text_at(svg, "100 %")[0]
+    (start, then, _), (_, now, _) = _bars(svg)
+    assert start == pytest.approx(zero, abs=0.01)
+    assert then == pytest.approx(0.6 * (hundred - zero), abs=0.05) and now == pytest.approx(
+        0.15 * (hundred - zero), abs=0.05
+    )
+    assert _text_at(svg, "2000")[1] < _text_at(svg, "today")[1], "each set named on its row, in order"
+
+
+def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    today = SizeSeries("page cache, host", ((1.0, 800.0), (2048.0, 850.0), (4096.0, 900.0)), 0.025, 800.0, 1)
+    then = SizeSeries("2000: 948 ns + 2 ticks a byte", (), 4.0, 948.0, 0, "--")
+    svg = size_chart([today, then], "size").svg
+    assert svg.count(f'<circle r="2.8" fill="{PALETTE[1]}"/>') == 3 + 1, "three points, and one in the legend"
+    lines = _lines(svg)
+    fitted, article = lines[0], lines[1]  # in the plot; then their samples in the legend
+    assert len(fitted) == len(article) == 2 and article[1][1] < fitted[1][1], "4 ns a byte climbs higher on the chart"
+    assert 'stroke-dasharray="6 4"' in svg, "the article's line dashed"
+    assert {"page cache, host", "2000: 948 ns + 2 ticks a byte", "bytes read", "ns (log scale)"} <= set(_texts(svg))
+
+
+def test_axis_values_are_round_and_cover_the_data() -> None:
+    from course.sphinxext.svg import log_ticks, ticks
+
+    assert ticks(0, 948, 4) == [0, 250, 500, 750, 1000]
+    assert ticks(0, 421, 4) == [0, 250, 500], "the tightest round end past the longest bar"
+    assert ticks(24.5, 135, 5, inside=True) == [40, 60, 80, 100, 120], "only values on the axis"
+    assert log_ticks(0.7, 20_000) == [1, 10, 100, 1000, 10_000]
+    assert log_ticks(300, 5000, (1, 2, 5)) == [500, 1000, 2000, 5000]

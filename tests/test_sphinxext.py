@@ -101,7 +101,7 @@ def test_a_timeline_draws_each_probe_and_says_what_is_not_measured(app: SphinxTe
     assert app._warning.getvalue() == ""
     html = _html(app)
     chart = html.split("<title>Canned timeline</title>", 1)[1].split("</svg>", 1)[0]
-    assert len(re.findall(r'<g id="[^"]*axes_\d+">', chart)) == 2, "a panel per probe"
+    assert chart.count('<g class="course-chart-panel"') == 2, "a panel per probe"
     assert ">empty read</text>" in chart and ">wide loop</text>" in chart
     assert "Not measured here" not in html  # nothing drawn, so no caption under nothing
     assert html.count("not measured yet: run invoke bench") == 2  # the chain timeline and bench/pipeline.cold
@@ -139,8 +139,8 @@ def _chart_panels(html: str, title: str) -> dict[str, str]:
     """Each panel of the chart titled ``title``: its title (its bold text) and the texts drawn in it."""
     chart = html.split(f"<title>{title}</title>", 1)[1].split("</svg>", 1)[0]
     panels = {}
-    for chunk in re.split(r'<g id="[^"]*axes_\d+">', chart)[1:]:
-        heading = re.findall(r'<text style="font-weight: 700[^>]*>([^<]*)</text>', chunk)
+    for chunk in chart.split('<g class="course-chart-panel"')[1:]:
+        heading = re.findall(r'<text [^>]*font-weight="bold"[^>]*>([^<]*)</text>', chunk)
         assert heading, "every panel is titled"
         panels[unescape(" ".join(heading))] = "".join(f">{text}<" for text in re.findall(r">([^<]+)</text>", chunk))
     return panels
@@ -559,7 +559,7 @@ def test_a_chart_is_drawn_again_only_when_its_own_figures_changed(app: SphinxTes
 
 
 def test_every_chart_function_goes_through_the_chart_cache() -> None:
-    """A chart function added without ``@cached`` would be drawn (and matplotlib imported) on every read."""
+    """A chart function added without ``@cached`` would be drawn again on every read of its page."""
     import inspect
 
     from course.sphinxext import charts
@@ -567,7 +567,9 @@ def test_every_chart_function_goes_through_the_chart_cache() -> None:
     drawing = [
         function
         for name, function in inspect.getmembers(charts, inspect.isfunction)
-        if function.__module__ == charts.__name__ and inspect.signature(function).return_annotation == "Chart"
+        if function.__module__ == charts.__name__
+        and inspect.signature(function).return_annotation == "Chart"
+        and not name.startswith("_")  # a helper of the drawing functions (the chart of nothing to draw)
     ]
     assert len(drawing) >= 3
     assert [f.__name__ for f in drawing if not hasattr(f, "__wrapped__")] == [], "decorate them with @cached"
@@ -584,6 +586,22 @@ def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.Mo
     assert key != chartcache.chart_key(charts.bar_chart, (bars, "another title"), {})
     monkeypatch.setattr(chartcache, "_code_digest", lambda draw: "the drawing code, edited")
     assert key != chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
+
+
+def test_a_charts_key_changes_when_the_svg_writer_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from course.sphinxext import charts, svg
+
+    bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
+    chartcache._code_digest.cache_clear()
+    key = chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
+    edited = tmp_path / "svg.py"
+    edited.write_text(Path(svg.__file__).read_text() + "\n# the writer, edited\n")
+    monkeypatch.setattr(svg, "__file__", str(edited))
+    chartcache._code_digest.cache_clear()
+    try:
+        assert chartcache.chart_key(charts.bar_chart, (bars, "title"), {}) != key, "drawn again with the new writer"
+    finally:
+        chartcache._code_digest.cache_clear()
 
 
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-no-matplotlib")
@@ -605,6 +623,110 @@ def test_a_rebuild_whose_charts_did_not_change_never_imports_matplotlib(
     html = _html(again)
     assert "not run (no terminal on this bench)" in html
     assert html.count('<svg class="course-chart"') == 3  # the bars, the histogram, the timeline
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-drawn-without-matplotlib")
+def test_a_site_build_draws_every_chart_without_importing_matplotlib(app: SphinxTestApp, tmp_path: Path) -> None:
+    """A build with no chart stored draws all of them, in a process of its own that never imports matplotlib."""
+    out, doctrees = tmp_path / "html", tmp_path / "doctrees"
+    build = f"""
+import sys
+from sphinx.cmd.build import build_main
+status = build_main(["-b", "html", "-q", "-d", {str(doctrees)!r}, {str(app.srcdir)!r}, {str(out)!r}])
+print(status, "matplotlib" in sys.modules)
+"""
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", build], capture_output=True, text=True, env=env, timeout=300)
+    assert done.stdout.splitlines()[-1:] == ["0 False"], done.stdout + done.stderr
+    assert len(list((doctrees / chartcache.FOLDER).glob("*.json"))) >= 3, "the charts were drawn in that build"
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert html.count('<svg class="course-chart"') == 3  # the bars, the histogram, the timeline
+    assert "<title>Canned bars</title>" in html and "<title>Canned histogram</title>" in html
+
+
+FURO = {"html_theme": "furo"}  # the site's theme, whose every page draws the whole site's navigation
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-navigation", confoverrides=FURO)
+def test_a_pages_navigation_is_drawn_again_only_when_the_contents_change(
+    app: SphinxTestApp, make_app, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sphinx.builders.html import StandaloneHTMLBuilder
+
+    app.build()
+    srcdir = Path(app.srcdir)
+    drawn: list[str] = []
+    draw = StandaloneHTMLBuilder._get_local_toctree
+
+    def counted(self, docname: str, *args, **kwargs) -> str:
+        drawn.append(docname)
+        return draw(self, docname, *args, **kwargs)
+
+    monkeypatch.setattr(StandaloneHTMLBuilder, "_get_local_toctree", counted)
+
+    def rebuilt() -> tuple[SphinxTestApp, list[str]]:
+        again = make_app("html", srcdir=srcdir, confoverrides=FURO)
+        written: list[str] = []
+        again.connect("html-page-context", lambda app, pagename, *rest: written.append(pagename))
+        drawn.clear()
+        again.build()
+        return again, written
+
+    # A figure changes: its page is written again, its navigation taken from the last build.
+    timing = srcdir / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(timing.read_text())
+    data["measurements"]["03-timing/read.skipped"]["reason"] = "no terminal on this bench"
+    _later(timing, json.dumps(data))
+    again, written = rebuilt()
+    assert "index" in written and drawn == [], "no navigation drawn: the contents did not change"
+    # ... and the page is the one a build with nothing stored writes, byte for byte.
+    fresh_source = tmp_path / "fresh"
+    shutil.copytree(srcdir, fresh_source, ignore=shutil.ignore_patterns("_build"))
+    fresh = make_app("html", srcdir=fresh_source, confoverrides=FURO, freshenv=True)
+    fresh.build()
+    for page in written:
+        if page not in ("genindex", "search"):
+            assert _html(again, page) == _html(fresh, page), f"{page}: written otherwise with the stored navigation"
+    assert "no terminal on this bench" in _html(again)
+
+    # A page's title changes: every page written draws its navigation again, with the new title.
+    plain = srcdir / "plain.md"
+    text = plain.read_text()
+    _later(plain, re.sub(r"^# .*$", "# A renamed page", text, count=1, flags=re.MULTILINE))
+    renamed, written = rebuilt()
+    assert "plain" in written and set(written) <= set(drawn)
+    assert _html(renamed, "plain").count("A renamed page") >= 2, "in the page and in its navigation"
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-search-stems")
+def test_the_search_index_built_with_the_stems_of_earlier_builds_is_the_same(
+    app: SphinxTestApp, make_app, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sphinx.search.en import SearchEnglish
+
+    from course.sphinxext import searchstems
+
+    app.build()
+    srcdir = Path(app.srcdir)
+    stored = json.loads((Path(app.doctreedir) / searchstems.FILE).read_text())
+    assert stored["stems"]["measured"] == "measur" and len(stored["stems"]) > 100
+    stemmed: list[str] = []
+    stem = SearchEnglish.stem
+    monkeypatch.setattr(SearchEnglish, "stem", lambda self, word: stemmed.append(word) or stem(self, word))
+    timing = srcdir / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(timing.read_text())
+    data["measurements"]["03-timing/read.skipped"]["reason"] = "no terminal on this bench, zyxwvut"
+    _later(timing, json.dumps(data))
+    again = make_app("html", srcdir=srcdir)
+    again.build()
+    assert "zyxwvut" in stemmed and len(stemmed) < 10, "only the words never seen before are stemmed"
+    fresh_source = tmp_path / "fresh"
+    shutil.copytree(srcdir, fresh_source, ignore=shutil.ignore_patterns("_build"))
+    fresh = make_app("html", srcdir=fresh_source, freshenv=True)
+    fresh.build()
+    index = (Path(again.outdir) / "searchindex.js").read_text()
+    assert "zyxwvut" in index and index == (Path(fresh.outdir) / "searchindex.js").read_text()
 
 
 @pytest.mark.sphinx("html", testroot="course")

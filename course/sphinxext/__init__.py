@@ -50,7 +50,7 @@ from sphinx.util._pathlib import _StrPath
 
 from course import __version__, guest_kernels, store
 from course.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
-from course.sphinxext import chartcache, code, depends, progress, published, setdata
+from course.sphinxext import chartcache, code, depends, navigation, progress, published, searchstems, setdata
 from course.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport, HostRole
@@ -271,6 +271,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     published.setup(app)
     depends.setup(app)  # result files as dependencies, by content
     chartcache.setup(app)  # a chart is drawn again only when what it shows changed
+    navigation.setup(app)  # the theme's navigation drawn again only when the table of contents changed
+    searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)

@@ -2,9 +2,9 @@
 
 A page is reread when one of its figures changes, and so are all of its charts; most of them
 show other figures, unchanged. A chart function decorated with :func:`cached` returns the chart
-stored under the digest of its arguments (the figures, labels and title it draws), of its
-module's source and of the matplotlib version, and draws (importing matplotlib, a second or
-so) only when no such chart is stored: a lesson rerun redraws the charts of its own figures.
+stored under the digest of its arguments (the figures, labels and title it draws) and of the
+drawing code (its module's source and the SVG writer's), and draws only when no such chart is
+stored: a lesson rerun redraws the charts of its own figures.
 
 The charts live in the build's doctree folder (``course-charts``), one JSON file per chart,
 written once and never rewritten; those that no page uses any more are removed after a build.
@@ -17,7 +17,6 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,9 +24,10 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 
 from course import store
+from course.sphinxext import svg
 
-#: Changes when the stored form below changes: older files are then never read.
-FORMAT = 1
+#: Changes when the stored form below changes: older files are then never read (2: written without matplotlib).
+FORMAT = 2
 
 FOLDER = "course-charts"
 
@@ -59,7 +59,7 @@ def cached(draw: Draw) -> Draw:
 
 
 def chart_key(draw: Callable, args: tuple, kwargs: dict) -> str:
-    """The digest of a chart: the drawing code, matplotlib's version, the function and every argument.
+    """The digest of a chart: the drawing code, the function and every argument.
 
     The arguments are the figures as the directive hands them over (frozen dataclasses, dicts
     loaded from JSON, strings): their ``repr`` is exact (floats included) and ordered as given.
@@ -71,12 +71,11 @@ def chart_key(draw: Callable, args: tuple, kwargs: dict) -> str:
 
 @functools.cache
 def _code_digest(draw: Callable) -> str:
-    source = Path(inspect.getfile(draw)).read_bytes()
-    try:
-        version = metadata.version("matplotlib")
-    except metadata.PackageNotFoundError:
-        version = "none"
-    return hashlib.sha256(source + f"\0{version}\0{FORMAT}".encode()).hexdigest()
+    """The digest of the code that draws: ``draw``'s module and the SVG writer it draws with."""
+    digest = hashlib.sha256(f"{FORMAT}".encode())
+    for module in (inspect.getfile(draw), svg.__file__):
+        digest.update(b"\0" + Path(module).read_bytes())
+    return digest.hexdigest()
 
 
 def _read(path: Path) -> Any:

@@ -1,46 +1,41 @@
-"""Charts drawn with matplotlib from stored figures at build time, inlined as SVG.
+"""Charts drawn from stored figures at build time, written directly as inline SVG (:mod:`course.sphinxext.svg`).
 
 Every chart comes with the figures it draws as rows (``Chart.header``, ``Chart.rows``): the
 page shows them as a table, the text equivalent a screen reader reads instead of the picture.
 
-Text stays text (``svg.fonttype: none``), so the labels can be read, searched and measured in the
-page, and the axes, ticks and labels are drawn in ``currentColor``: the chart follows the theme's
-light or dark text colour. Labels come from result sets, which are untrusted: matplotlib escapes
-what it writes, and mathtext is off so a ``$`` in a label is a dollar, not TeX.
+Text stays text (``<text>``), so the labels can be read, searched and measured in the page, and
+the axes, ticks and labels are drawn in ``currentColor``: the chart follows the theme's light or
+dark text colour. Labels come from result sets, which are untrusted: the writer escapes every
+text, drops control characters and bounds its length; nothing is interpreted (a ``$`` is a dollar).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import re
 import statistics
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
-from typing import TYPE_CHECKING
 
 from course.sphinxext.chartcache import cached
-
-# matplotlib is imported where a chart is drawn: an unchanged site build draws none, and importing
-# it would be a third of that build's time.
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from course.sphinxext.svg import Canvas, Scale, bounded, log_ticks, text_width, ticks, wrap
 
 #: Okabe and Ito's colour-blind-safe palette (without its black and yellow, unreadable on one of the two themes).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
-
-#: Drawn where the text colour goes, then replaced by ``currentColor`` (an odd grey nobody picks by chance).
-INK = "#010203"
 
 #: The chart's width in CSS px at its natural size. With FONT, the smallest text, a chart shown
 #: down to MIN_WIDTH px (the CSS keeps it no narrower) still has labels of 10 px or more.
 WIDTH = 460  # with FONT, MIN_WIDTH is 354 px: a chart fits a 390 px phone's text column (358 px)
 FONT = 13
 MIN_WIDTH = math.ceil(WIDTH * 10 / FONT)
+
+LINE = 16  # px from one line of text to the next
+ROW = 24  # px a row of bars takes at least
+GAP = 6  # px between a label and what it labels
+TICK = 4  # px a tick mark sticks out of its axis
+ROW_NAME = 30  # characters at most on one line of a row's name: the bars keep most of the width
 
 
 @dataclass(frozen=True)
@@ -66,75 +61,72 @@ class Bar:
     panel: str = ""  # the title of the panel (and scale) the bar is drawn in; it names the unit (default: the unit)
 
 
-@contextmanager
-def _style() -> Iterator[None]:
-    import matplotlib as mpl
-
-    rc = {
-        "svg.fonttype": "none",  # text as <text>, not glyph outlines
-        "text.parse_math": False,  # a label's $ is a dollar sign
-        "font.family": "sans-serif",
-        "font.sans-serif": ["DejaVu Sans"],  # one name in each label's style, not matplotlib's list of ten
-        "font.size": FONT,
-        "axes.edgecolor": INK,
-        "axes.labelcolor": INK,
-        "axes.titlecolor": INK,
-        "axes.titlesize": FONT,
-        "axes.titleweight": "bold",
-        "axes.titlelocation": "left",
-        "axes.labelsize": FONT,
-        "xtick.color": INK,
-        "ytick.color": INK,
-        "xtick.labelsize": FONT,
-        "ytick.labelsize": FONT,
-        "text.color": INK,
-        "axes.facecolor": "none",
-        "figure.facecolor": "none",
-        "savefig.facecolor": "none",
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "grid.color": INK,
-        "grid.alpha": 0.2,
-    }
-    with mpl.rc_context(rc):
-        yield
-
-
-def _number(value: float, _position: object = None) -> str:
+def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:,.2g}"
 
 
-def _svg(figure: Figure, title: str, rows: list) -> str:
-    """The figure as an inline <svg>: no XML prologue, sized in CSS px, its ink the page's text colour."""
-    import matplotlib as mpl
-
-    out = io.StringIO()
-    salt = hashlib.sha256(repr((title, rows)).encode()).hexdigest()[:12]  # stable ids, distinct between charts
-    with mpl.rc_context({"svg.hashsalt": salt}):
-        figure.savefig(out, format="svg", metadata={"Date": None, "Creator": None})
-    svg = out.getvalue()
-    svg = svg[svg.index("<svg") :]
-    svg = svg.replace(INK.lower(), "currentColor").replace(INK, "currentColor")
-    # matplotlib sizes in pt at 72 dpi: the same numbers in px give the SVG its natural size in the page.
-    svg = re.sub(r'(width|height)="([\d.]+)pt"', r'\1="\2"', svg, count=2)
-    svg = re.sub(r"<metadata>.*?</metadata>|<title>.*?</title>", "", svg, flags=re.DOTALL)  # matplotlib's own
-    # Ids unique in the page: two charts on one page would otherwise both have "axes_1" and clip paths alike.
-    svg = re.sub(r'id="([^"]+)"', rf'id="c{salt}-\1"', svg)
-    svg = re.sub(r"url\(#([^)]+)\)", rf"url(#c{salt}-\1)", svg)
-    svg = re.sub(r'href="#([^"]+)"', rf'href="#c{salt}-\1"', svg)
-    opening = f'<svg class="course-chart" role="img" aria-label="{escape(title)}" style="min-width: {MIN_WIDTH}px"'
-    svg = svg.replace("<svg", opening, 1)
-    head_end = svg.index(">") + 1
-    return svg[:head_end] + f"<title>{escape(title)}</title>" + svg[head_end:]
+def _salt(title: str, rows: list) -> str:
+    """A prefix for the chart's ids, stable and distinct between charts: two charts of a page share none."""
+    return "c" + hashlib.sha256(repr((title, rows)).encode()).hexdigest()[:12]
 
 
-def _wrap(label: str) -> str:
-    """A row's name on lines short enough to leave the bars most of the width (names come from the sets)."""
-    return textwrap.fill(label, 22, break_long_words=False, break_on_hyphens=False)  # a name is never split
+def _empty(title: str, header: tuple[str, ...], rows: list) -> Chart:
+    return Chart(f'<p class="course-chart-empty">{escape(bounded(title))}: no figures to draw yet.</p>', header, rows)
 
 
-def _row_names(inside: list[Bar]) -> tuple[list[str], str]:
-    """Each bar's row name, and what the panel's sets have in common (empty if one set or nothing).
+def _x_axis(
+    canvas: Canvas,
+    x: Scale,
+    values: list[float],
+    top: float,
+    bottom: float,
+    label: Callable[[float], str] | None,
+    grid: bool = True,
+) -> None:
+    """The bottom axis of a plot from ``top`` to ``bottom``: its line, ticks, their labels (if any) and the grid."""
+    canvas.line(x.start, bottom, x.end, bottom)
+    for value in values:
+        at = x(value)
+        if grid:
+            canvas.line(at, top, at, bottom, opacity=0.2)
+        canvas.line(at, bottom, at, bottom + TICK)
+        if label is not None:
+            canvas.text(at, bottom + TICK + LINE / 2 + 1, label(value), anchor="middle")
+
+
+def _y_axis(
+    canvas: Canvas, y: Scale, values: list[float], left: float, right: float, label: Callable[[float], str]
+) -> None:
+    """The left axis of a plot: its line, ticks, their labels and a horizontal grid."""
+    canvas.line(left, y.start, left, y.end)
+    for value in values:
+        at = y(value)
+        canvas.line(left, at, right, at, opacity=0.2)
+        canvas.line(left - TICK, at, left, at)
+        canvas.text(left - TICK - 2, at, label(value), anchor="end")
+
+
+def _wrap(label: str) -> list[str]:
+    """A row's name on lines short enough to leave the bars most of the width (names come from the sets).
+
+    A name is wrapped at its spaces only, never inside a word, unless one word alone is longer
+    than :data:`ROW_NAME` characters: that word is cut, and an ellipsis says so.
+    """
+    lines = textwrap.wrap(bounded(label), 22, break_long_words=False, break_on_hyphens=False) or [""]
+    return [line if len(line) <= ROW_NAME else line[: ROW_NAME - 1] + "…" for line in lines]
+
+
+def _fit(left: float, ends: list[tuple[float, str]], high: float) -> float:
+    """The plot's width from ``left``: the chart's, or less where a bar's figure would not fit after the bar."""
+    width = WIDTH - left - 24  # room for half the last tick's label
+    for value, text in ends:
+        if value > 0:
+            width = min(width, (WIDTH - 2 - left - text_width(text, FONT)) * high / value)
+    return max(width, 60.0)
+
+
+def _row_names(inside: list[Bar]) -> tuple[list[list[str]], str]:
+    """Each bar's row name (its lines), and what the panel's sets have in common (empty if one set or nothing).
 
     The name is the bar's measurement, and its set too where the panel holds several sets. Only
     what tells the sets apart goes into the row ("6.1-rt" of "QEMU -icount, Debian 6.1-rt guest
@@ -180,48 +172,62 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     Each bar is named by its row (its measurement, and its set where a panel holds several),
     never by its colour alone.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     header = ("measurement", "result set", "figure", "panel (unit)", "what it is")
     if not bars:  # nothing measured yet (a fresh set, a new lab host): say so instead of drawing
-        return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, [])
+        return _empty(title, header, [])
     panels = list(dict.fromkeys(bar.panel or bar.unit for bar in bars))
     rows = [(bar.group, bar.series, bar.label, bar.panel or bar.unit, bar.note) for bar in bars]
     inside_each = [[bar for bar in bars if (bar.panel or bar.unit) == panel] for panel in panels]
     named = [_row_names(inside) for inside in inside_each]
-    labels_each = [labels for labels, _ in named]
-    # Each panel as tall as its rows, a row as tall as its longest (wrapped) name.
-    heights = [len(names) * max(name.count("\n") + 1 for name in names) + 1.5 for names in labels_each]
-    with _style():
-        figure = Figure(figsize=(WIDTH / 72, (sum(heights) * 24 + len(panels) * 64) / 72), layout="constrained")
-        axes = figure.subplots(len(panels), 1, squeeze=False, height_ratios=heights)
-        for ax, panel, inside, (labels, shared) in zip(axes[:, 0], panels, inside_each, named, strict=True):
-            top = max((bar.value for bar in inside if bar.value is not None), default=0.0) or 1.0
-            widest = 0
-            for row, bar in enumerate(inside):
-                if bar.value is None:  # not run or failed: said, not drawn
-                    ax.text(0, row, " " + bar.label, va="center", style="italic")
-                    continue
-                colour = PALETTE[bar.colour % len(PALETTE)]
-                ax.barh(row, bar.value, height=0.7, color=colour)
-                # The axis names the unit: beside the bar, the number alone (the table keeps the whole label).
-                figure_text = bar.label.removesuffix(" " + bar.unit) if bar.unit else bar.label
-                ax.text(bar.value, row, " " + figure_text, va="center")
-                widest = max(widest, len(figure_text) + 1)
-            ax.set_yticks(range(len(inside)), labels)
-            ax.set_ylim(len(inside) - 0.5, -0.5)
-            # Room after the longest bar for its figure: about 0.6 em a character, in a plot about 60 % of the width.
-            room = min(0.6, widest * FONT * 0.6 / (WIDTH * 0.6))
-            ax.set_xlim(0, top / (1 - room))
-            ax.xaxis.set_major_locator(MaxNLocator(4))
-            ax.xaxis.set_major_formatter(FuncFormatter(_number))
-            ax.grid(axis="x")
-            ax.set_title(f"{panel}: {shared}" if shared else panel, wrap=True)
-            ax.set_xlabel(panel.split(":")[0].split(" (")[0])  # the unit, without the machine
-            ax.tick_params(axis="y", length=0)
-        svg = _svg(figure, title, rows)
-    return Chart(svg, header, rows)
+    # The axis names the unit: beside the bar, the number alone (the table keeps the whole label).
+    figures = [
+        [" " + bar.label.removesuffix(" " + bar.unit) if bar.unit else " " + bar.label for bar in inside]
+        for inside in inside_each
+    ]
+    left = max(text_width(line, FONT) for names, _ in named for name in names for line in name) + GAP + TICK
+    tops = [max((b.value for b in inside if b.value is not None), default=0.0) or 1.0 for inside in inside_each]
+    # Every panel's longest bar drawn as long (each panel has its own scale), the axes aligned, and
+    # short enough for every figure to fit after its bar.
+    width = WIDTH - left - 24
+    longest = min(
+        0.92 * width,
+        *(
+            _fit(left, [(bar.value or 0.0, text) for bar, text in zip(inside, texts, strict=True)], top)
+            for inside, texts, top in zip(inside_each, figures, tops, strict=True)
+        ),
+    )
+    scales = [Scale(0, top * width / longest, left, left + width) for top in tops]
+    canvas, salt, y = Canvas(WIDTH, FONT), _salt(title, rows), 2.0
+    title_x = min(left, WIDTH - 200)  # over the bars; under a wide column of names, further left
+    for count, (panel, inside, (names, shared), texts, x) in enumerate(
+        zip(panels, inside_each, named, figures, scales, strict=True), 1
+    ):
+        canvas.raw(f'<g class="course-chart-panel" id="{salt}-panel-{count}">')
+        for line in wrap(bounded(f"{panel}: {shared}" if shared else panel, 400), WIDTH - title_x - 8, FONT, bold=True):
+            canvas.text(title_x, y + LINE / 2, line, bold=True)
+            y += LINE
+        y += 4
+        # Each row as tall as the panel's longest (wrapped) name; a bar at most two lines thick.
+        pitch = max(ROW, max(len(name) for name in names) * LINE + 8)
+        thickness = min(0.7 * pitch, 28)
+        bottom = y + len(inside) * pitch
+        _x_axis(canvas, x, ticks(0, x.high, 4, inside=True), y, bottom, _number)
+        canvas.line(left, y, left, bottom)
+        for row, (bar, name, text) in enumerate(zip(inside, names, texts, strict=True)):
+            middle = y + (row + 0.5) * pitch
+            for n, line in enumerate(name):
+                canvas.text(left - GAP, middle + (n - (len(name) - 1) / 2) * LINE, line, anchor="end")
+            if bar.value is None:  # not run or failed: said, not drawn
+                canvas.text(left, middle, " " + bar.label, italic=True)
+                continue
+            end = x(max(bar.value, 0))
+            canvas.rect(left, middle - thickness / 2, end - left, thickness, PALETTE[bar.colour % len(PALETTE)])
+            canvas.text(end, middle, text)
+        unit = panel.split(":")[0].split(" (")[0]  # the unit, without the machine
+        canvas.text(left + width / 2, bottom + TICK + LINE * 1.5 + 1, unit, anchor="middle")
+        canvas.raw("</g>")
+        y = bottom + TICK + 2 * LINE + 14
+    return Chart(canvas.svg(y - 10, title, MIN_WIDTH), header, rows)
 
 
 def rebin(histogram: dict, step: float, most: int = 30) -> dict:
@@ -263,9 +269,6 @@ def histogram_chart(
     the peak; the samples above the 99th percentile are one last bar, labelled "N samples above
     p99, maximum M" in words, never where a figure of the axis would be.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     if step:
         histogram = rebin(histogram, step)
     counts: list[int] = histogram["counts"]
@@ -279,29 +282,39 @@ def histogram_chart(
     tail = f"{above:,} samples above p99" + (f", maximum {maximum:,.0f}" if maximum is not None else "")
     highest = f", maximum {maximum:,.0f}" if maximum is not None else ""
     rows.append((f"above p99 ({end:,.0f}){highest}", f"{above:,}"))
-    with _style():
-        figure = Figure(figsize=(WIDTH / 72, 320 / 72), layout="constrained")
-        ax = figure.subplots()
-        edges = [start + i * step_width for i in range(len(counts))]
-        ax.bar(edges, counts, width=step_width, align="edge", color=PALETTE[0], edgecolor="none")
-        tail_width = max(step_width, (end - start) / 12)  # the overflow bin, drawn apart from the equal bins
-        gap = tail_width / 2
-        if above:
-            ax.bar(end + gap, above, width=tail_width, align="edge", color=PALETTE[3], edgecolor=INK, hatch="//")
-        ax.set_yscale("log")
-        ax.set_ylim(0.7, max([*counts, above, 1]) * 4)
-        ax.yaxis.set_major_formatter(FuncFormatter(_number))
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.xaxis.set_major_formatter(FuncFormatter(_number))
-        ax.set_xlim(start - step_width, end + gap + tail_width * 1.6)
-        ax.set_ylabel("samples (log scale)")
-        note = f"; {subtracted:,.0f} subtracted (the stamp pair)" if subtracted else ""
-        bins = f"\nbins of {step_width:,.1f}, whole steps of the counter" if step else ""
-        ax.set_xlabel(f"{unit}{note}{bins}")
-        ax.set_title(f"hatched: {tail}", loc="right", fontsize=FONT, fontweight="normal")
-        ax.grid(axis="y")
-        svg = _svg(figure, title, rows)
-    return Chart(svg, (f"{unit}", "samples"), rows)
+    note = f"; {subtracted:,.0f} subtracted (the stamp pair)" if subtracted else ""
+    x_label = [f"{unit}{note}"] + ([f"bins of {step_width:,.1f}, whole steps of the counter"] if step else [])
+    tail_width = max(step_width, (end - start) / 12)  # the overflow bin, drawn apart from the equal bins
+    gap = tail_width / 2
+    counted = Scale(0.7, max([*counts, above, 1]) * 4, 0, 0, log=True)
+    count_ticks = log_ticks(counted.low, counted.high)
+    left = LINE + GAP + max(text_width(_number(value), FONT) for value in count_ticks) + TICK + 2
+    top, height = LINE + 8, 300 + LINE * len(x_label)
+    bottom = height - TICK - LINE * (len(x_label) + 1) - 6
+    x = Scale(start - step_width, end + gap + tail_width * 1.6, left, WIDTH - 10)
+    y = Scale(counted.low, counted.high, bottom, top, log=True)
+    canvas, salt = Canvas(WIDTH, FONT), _salt(title, rows)
+    canvas.text(x.end, LINE / 2 + 2, f"hatched: {tail}", anchor="end")
+    _y_axis(canvas, y, count_ticks, left, x.end, _number)
+    canvas.text(LINE / 2, (top + bottom) / 2, "samples (log scale)", anchor="middle", rotate=True)
+    for i, count in enumerate(counts):
+        if count > 0:
+            edge = start + i * step_width
+            canvas.rect(x(edge), y(count), x(edge + step_width) - x(edge), bottom - y(count), PALETTE[0])
+    if above:
+        hatch = f"{salt}-hatch"
+        canvas.raw(
+            f'<defs><pattern id="{hatch}" width="6" height="6" patternUnits="userSpaceOnUse" '
+            'patternTransform="rotate(45)"><path d="M0 0V6" stroke="currentColor"/></pattern></defs>'
+        )
+        left_edge, right_edge = x(end + gap), x(end + gap + tail_width)
+        for fill in (PALETTE[3], f"url(#{hatch})"):
+            canvas.rect(left_edge, y(above), right_edge - left_edge, bottom - y(above), fill, ' stroke="currentColor"')
+    values = ticks(x.low, x.high, 5, inside=True)
+    _x_axis(canvas, x, values, top, bottom, _number, grid=False)
+    for n, line in enumerate(x_label):
+        canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * (1.5 + n) + 1, line, anchor="middle")
+    return Chart(canvas.svg(height, title, MIN_WIDTH), (f"{unit}", "samples"), rows)
 
 
 @dataclass(frozen=True)
@@ -323,9 +336,6 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
     moments is what the chart is for. Points beyond the pooled 1st and 99th percentiles are
     clipped to their panel rather than stretching the scale.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     lines = [line for line in lines if line.values]
     relative = [[value / (statistics.median(line.values) or 1) * 100 for value in line.values] for line in lines]
     pooled = sorted(percent for series in relative for percent in series) or [100.0]
@@ -345,23 +355,28 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
             )
         )
     header = ("probe", "points", "median", "lowest, % of median", "highest, % of median")
-    with _style():
-        figure = Figure(figsize=(WIDTH / 72, (len(lines) * 130 + 50) / 72), layout="constrained")
-        axes = figure.subplots(max(1, len(lines)), 1, squeeze=False, sharex=True)
-        for ax, line, series in zip(axes[:, 0], lines, relative, strict=True):
-            clipped = [min(high, max(low, percent)) for percent in series]
-            colour = PALETTE[line.colour % len(PALETTE)]
-            ax.plot(line.seconds, clipped, color=colour, linewidth=1.2)
-            ax.axhline(100, color=INK, linewidth=0.8, linestyle="--", alpha=0.6)  # the probe's median
-            ax.set_ylim(low, high)
-            ax.set_xlim(0, end)
-            ax.set_yticks([low, 100, high], [f"{low:.0f} %", "100 %", f"{high:.0f} %"])
-            ax.set_title(line.label)
-        axes[-1, 0].set_xlabel("seconds into the run")
-        axes[-1, 0].xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
-        axes[-1, 0].xaxis.set_major_formatter(FuncFormatter(lambda s, _p: f"{s:g} s"))
-        svg = _svg(figure, title, rows)
-    return Chart(svg, header, rows)
+    percent = [float(low), 100.0, float(high)]
+    left = max(text_width(f"{value:.0f} %", FONT) for value in percent) + TICK + GAP
+    canvas, salt, panel = Canvas(WIDTH, FONT), _salt(title, rows), 130
+    seconds = ticks(0, end, 5, steps=(1, 2, 5, 10), inside=True)
+    for count, (line, series) in enumerate(zip(lines, relative, strict=True), 1):
+        top = (count - 1) * panel + LINE + 8
+        bottom = top + panel - LINE - 22
+        x, y = Scale(0, end, left, WIDTH - 14), Scale(low, high, bottom, top)
+        canvas.raw(f'<g class="course-chart-panel" id="{salt}-panel-{count}">')
+        canvas.text(left, top - LINE / 2 - 2, line.label, bold=True)
+        canvas.line(left, top, left, bottom)
+        for value in percent:
+            canvas.line(left - TICK, y(value), left, y(value))
+            canvas.text(left - TICK - 2, y(value), f"{value:.0f} %", anchor="end")
+        canvas.line(left, y(100), x.end, y(100), opacity=0.6, dash="4 3", width=0.8)  # the probe's median
+        _x_axis(canvas, x, seconds, top, bottom, (lambda s: f"{s:g} s") if count == len(lines) else None, grid=False)
+        points = [(x(s), y(min(high, max(low, p)))) for s, p in zip(line.seconds, series, strict=False)]
+        canvas.path(points, PALETTE[line.colour % len(PALETTE)], width=1.2, css_class="probe")
+        canvas.raw("</g>")
+    height = len(lines) * panel + 14
+    canvas.text((left + WIDTH - 14) / 2, height - LINE / 2 - 2, "seconds into the run", anchor="middle")
+    return Chart(canvas.svg(height, title, MIN_WIDTH), header, rows)
 
 
 @dataclass(frozen=True)
@@ -392,63 +407,46 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     how each era measured it; each bar is a result set, named on its row and coloured as the set
     is everywhere. A set with no figure gets its reason in italics on its row, never a bar.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
-
     header = ("figure", "result set", "value", "what it is")
     rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
-    if not any(share.value is not None for group in groups for share in group.shares):
-        return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, rows)
-    # Rows from the top: a title line, the how lines, then the bars; y grows downwards.
-    layout: list[tuple[str, float, object]] = []
-    y = 0.0
+    shares = [share for group in groups for share in group.shares]
+    if not any(share.value is not None for share in shares):
+        return _empty(title, header, rows)
+    left = max(text_width(bounded(share.series, 40), FONT) for share in shares) + GAP + TICK
+    if unit == "%":
+        values, label = [0.0, 25.0, 50.0, 75.0, 100.0], (lambda value: f"{value:.0f} %")
+    else:
+        values, label = ticks(0, max(share.value for share in shares if share.value is not None) or 1, 4), _number
+    ends = [(share.value or 0.0, " " + share.label) for share in shares]
+    x = Scale(0, values[-1], left, left + _fit(left, ends, values[-1]))
+    room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
+    canvas, y = Canvas(WIDTH, FONT), 6.0
     for group in groups:
-        layout.append(("title", y, group.title))
-        y += 1.0
-        for line in textwrap.wrap(group.how, 46) if group.how else []:
-            layout.append(("how", y - 0.2, line))
-            y += 0.8
+        for line in wrap(bounded(group.title, 400), room, FONT, bold=True):
+            canvas.text(left, y + LINE / 2, line, bold=True)
+            y += LINE + 2
+        for line in wrap(bounded(group.how, 400), room, FONT) if group.how else []:
+            canvas.text(left, y + LINE / 2, line, faint=True)
+            y += LINE
+        y += 3
         for share in group.shares:
-            layout.append(("bar", y, share))
-            # A missing figure's reason takes the lines it needs, beside its set's name.
-            y += 1.0 if share.value is not None else 0.8 * len(textwrap.wrap(share.label, 42)) + 0.2
-        y += 0.5
-    with _style():
-        figure = Figure(figsize=(WIDTH / 72, (y * 21 + 40) / 72), layout="constrained")
-        ax = figure.subplots()
-        ticks, names = [], []
-        for kind, row, item in layout:
-            if kind == "title":
-                ax.text(0, row, str(item), va="center", weight="bold")
-            elif kind == "how":
-                ax.text(0, row, str(item), va="center", size=FONT, alpha=0.8)
-            else:
-                share = item  # type: ignore[assignment]
-                assert isinstance(share, Share)
-                ticks.append(row)
-                names.append(share.series)
-                if share.value is None:
-                    reason = "\n".join(textwrap.wrap(share.label, 42))
-                    ax.text(0, row - 0.4, " " + reason, va="top", style="italic", size=FONT, linespacing=1.1)
-                    continue
-                ax.barh(row, share.value, height=0.72, color=PALETTE[share.colour % len(PALETTE)])
-                ax.text(max(share.value, 0), row, " " + share.label, va="center")
-        ax.set_yticks(ticks, names)
-        ax.set_ylim(y - 0.4, -0.6)
-        if unit == "%":
-            ax.set_xlim(0, 100)
-            ax.xaxis.set_major_locator(MultipleLocator(25))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _p: f"{value:.0f} %"))
-        else:
-            top = max(share.value for group in groups for share in group.shares if share.value is not None)
-            ax.set_xlim(0, (top or 1) * 1.3)  # room for the longest bar's figure
-            ax.xaxis.set_major_locator(MaxNLocator(4))
-            ax.xaxis.set_major_formatter(FuncFormatter(_number))
-        ax.grid(axis="x")
-        ax.set_xlabel(axis)
-        ax.tick_params(axis="y", length=0)
-        svg = _svg(figure, title, rows)
-    return Chart(svg, header, rows)
+            canvas.text(left - GAP, y + 10, bounded(share.series, 40), anchor="end")
+            if share.value is None:  # the reason, on as many lines as it needs, beside its set's name
+                for line in wrap(bounded(share.label, 400), room - 4, FONT):
+                    canvas.text(left + 4, y + 10, line, italic=True)
+                    y += LINE
+                y += 5
+                continue
+            end = x(max(share.value, 0))
+            canvas.rect(left, y + 2, end - left, 16, PALETTE[share.colour % len(PALETTE)])
+            canvas.text(end, y + 10, " " + share.label)
+            y += 21
+        y += 12
+    bottom = y - 6
+    _x_axis(canvas, x, values, 0, bottom, label)
+    canvas.line(left, 0, left, bottom)
+    canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, axis, anchor="middle")
+    return Chart(canvas.svg(bottom + TICK + 2 * LINE + 6, title, MIN_WIDTH), header, rows)
 
 
 @dataclass(frozen=True)
@@ -464,6 +462,20 @@ class SizeSeries:
     marker: str = "o"
 
 
+#: matplotlib's names of line styles, as SVG dashes; and its markers, as SVG shapes around (0, 0).
+DASHES = {"-": "", "--": "6 4", ":": "1.5 3", "-.": "6 3 1.5 3"}
+MARKERS = {
+    "o": '<circle r="2.8" fill="{colour}"/>',
+    "s": '<rect x="-2.6" y="-2.6" width="5.2" height="5.2" fill="none" stroke="{colour}" stroke-width="1.2"/>',
+    "^": '<path d="M0 -3.4L3 2.2H-3Z" fill="none" stroke="{colour}" stroke-width="1.2"/>',
+}
+
+
+def _marker(canvas: Canvas, x: float, y: float, marker: str, colour: str) -> None:
+    shape = MARKERS.get(marker, MARKERS["o"]).format(colour=colour)
+    canvas.raw(f'<g transform="translate({x:.2f} {y:.2f})">{shape}</g>')
+
+
 @cached  # drawn again only when what it shows, or this module, changed
 def size_chart(series: list[SizeSeries], title: str) -> Chart:
     """Cost against read size: the measured points and each fitted line, nanoseconds on a log scale.
@@ -471,9 +483,6 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     The log scale keeps 2000's microseconds and today's hundreds of nanoseconds readable on one
     axis; each line is straight in bytes (linear x), as the fit is.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-
     header = ("read", "bytes", "nanoseconds", "what it is")
     rows: list[tuple[str, ...]] = []
     for one in series:
@@ -482,31 +491,46 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
             rows.append((one.label, "per byte", f"{one.slope:.3f}", f"fitted line: {one.intercept:,.0f} ns + slope"))
     drawn = [one for one in series if one.points or one.slope is not None]
     if not drawn:
-        return Chart(f'<p class="course-chart-empty">{escape(title)}: no figures to draw yet.</p>', header, rows)
+        return _empty(title, header, rows)
     end = max((size for one in drawn for size, _ in one.points), default=4096.0) or 4096.0
-    with _style():
-        figure = Figure(figsize=(WIDTH / 72, 320 / 72), layout="constrained")
-        ax = figure.subplots()
-        for one in drawn:
-            colour = PALETTE[one.colour % len(PALETTE)]
-            if one.points:
-                xs, ys = [p[0] for p in one.points], [p[1] for p in one.points]
-                hollow = "none" if one.marker != "o" else "full"  # a second kind of file of the same set: hollow
-                ax.plot(xs, ys, one.marker, color=colour, markersize=5, fillstyle=hollow)
-            if one.slope is not None and one.intercept is not None:
-                ends = [0.0, end]
-                line = [one.intercept + one.slope * size for size in ends]
-                ax.plot(ends, line, one.line, color=colour, linewidth=1.5, label=one.label)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(_number))
-        ax.yaxis.set_minor_formatter(NullFormatter())  # matplotlib's own would be TeX, shown raw here
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.xaxis.set_major_formatter(FuncFormatter(_number))
-        ax.set_xlim(0, end * 1.02)
-        ax.set_xlabel("bytes read")
-        ax.set_ylabel("ns (log scale)")
-        ax.grid(axis="y", which="both")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=FONT, frameon=False)
-        svg = _svg(figure, title, rows)
-    return Chart(svg, header, rows)
+
+    def fitted(one: SizeSeries) -> list[tuple[float, float]]:
+        if one.slope is None or one.intercept is None:
+            return []
+        return [(size, one.intercept + one.slope * size) for size in (0.0, end)]
+
+    shown = [ns for one in drawn for _, ns in [*one.points, *fitted(one)] if ns > 0] or [1.0]
+    # As matplotlib's autoscale would: the data's span, and 5 % of it (in decades) above and below.
+    lowest, highest = math.log10(min(shown)), math.log10(max(shown))
+    margin = (highest - lowest) * 0.05 or 0.1
+    low, high = 10 ** (lowest - margin), 10 ** (highest + margin)
+    ns_ticks = log_ticks(low, high, (1, 2, 5))
+    left = LINE + GAP + max(text_width(_number(value), FONT) for value in ns_ticks) + TICK + 2
+    legend = [wrap(bounded(one.label), WIDTH - left - 40, FONT) for one in drawn]
+    top, bottom = 10.0, 250.0
+    x, y = Scale(0, end * 1.02, left, WIDTH - 14), Scale(low, high, bottom, top, log=True)
+    canvas = Canvas(WIDTH, FONT)
+    _y_axis(canvas, y, ns_ticks, left, x.end, _number)
+    canvas.text(LINE / 2, (top + bottom) / 2, "ns (log scale)", anchor="middle", rotate=True)
+    _x_axis(canvas, x, ticks(0, x.high, 5, inside=True), top, bottom, _number, grid=False)
+    canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, "bytes read", anchor="middle")
+    for one in drawn:
+        colour = PALETTE[one.colour % len(PALETTE)]
+        line = fitted(one)
+        if line:
+            canvas.path([(x(a), y(b)) for a, b in line], colour, width=1.5, dash=DASHES.get(one.line, ""))
+        for size, ns in one.points:
+            _marker(canvas, x(size), y(ns), one.marker, colour)
+    # The legend under the axis: each series' line and marker, then its name.
+    row = bottom + TICK + 2 * LINE + 14
+    for one, names in zip(drawn, legend, strict=True):
+        colour = PALETTE[one.colour % len(PALETTE)]
+        if one.slope is not None:
+            canvas.path([(left, row), (left + 28, row)], colour, width=1.5, dash=DASHES.get(one.line, ""))
+        if one.points:
+            _marker(canvas, left + 14, row, one.marker, colour)
+        for name in names:
+            canvas.text(left + 36, row, name)
+            row += LINE
+        row += 4
+    return Chart(canvas.svg(row, title, MIN_WIDTH), header, rows)
