@@ -421,6 +421,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     x = Scale(0, values[-1], left, left + _fit(left, ends, values[-1]))
     room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
     canvas, y = Canvas(WIDTH, FONT), 6.0
+    spans: list[tuple[float, float]] = []
     for group in groups:
         for line in wrap(bounded(group.title, 400), room, FONT, bold=True):
             canvas.text(left, y + LINE / 2, line, bold=True)
@@ -429,6 +430,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
             canvas.text(left, y + LINE / 2, line, faint=True)
             y += LINE
         y += 3
+        bars_top = y
         for share in group.shares:
             canvas.text(left - GAP, y + 10, bounded(share.series, 40), anchor="end")
             if share.value is None:  # the reason, on as many lines as it needs, beside its set's name
@@ -441,10 +443,16 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
             canvas.rect(left, y + 2, end - left, 16, PALETTE[share.colour % len(PALETTE)])
             canvas.text(end, y + 10, " " + share.label)
             y += 21
+        spans.append((bars_top, y + 6))
         y += 12
     bottom = y - 6
-    _x_axis(canvas, x, values, 0, bottom, label)
-    canvas.line(left, 0, left, bottom)
+    _x_axis(canvas, x, values, 0, bottom, label, grid=False)
+    # The grid and the axis run beside the bars only, never through a group's title or its note.
+    spans[-1] = (spans[-1][0], bottom)
+    for top, end in spans:
+        for value in values:
+            canvas.line(x(value), top, x(value), end, opacity=0.2)
+        canvas.line(left, top, left, end)
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, axis, anchor="middle")
     return Chart(canvas.svg(bottom + TICK + 2 * LINE + 6, title, MIN_WIDTH), header, rows)
 
