@@ -43,6 +43,21 @@ def slug_safe(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) else ""
 
 
+#: Pages of the site a set's page must not stand for: Sphinx's own (the search, the general index) and a
+#: folder's index page, which a server shows for the folder (``docs/machines/index.html``); compared
+#: without case, as a case-insensitive file system would.
+SITE_PAGE_NAMES = ("index", "search", "genindex", "modindex", "py-modindex")
+
+
+def page_name_problem(name: str) -> str:
+    """What makes ``name`` unfit to name a set's page (a predicate: "is ..."), or ``""``."""
+    if not slug_safe(name):
+        return "is not a safe folder name"
+    if name.lower() in SITE_PAGE_NAMES:
+        return "is the name of one of the site's own pages"
+    return ""
+
+
 def now() -> str:
     """The current time, as stored in result files (UTC, ISO 8601, seconds)."""
     return datetime.now(UTC).replace(microsecond=0).isoformat()

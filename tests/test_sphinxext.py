@@ -755,6 +755,24 @@ def test_a_site_build_writes_its_machine_pages_beside_its_doctrees_not_into_the_
     assert 'href="machines/other-machine.html"' in toc  # the overview's toctree finds them
 
 
+@pytest.mark.sphinx("html", testroot="course", confoverrides={"html_theme": "furo"})
+def test_machine_pages_are_listed_on_the_overview_not_in_every_pages_sidebar(app: SphinxTestApp) -> None:
+    """With a class of 60, a toctree of the machine pages put 80 links in the sidebar of every page of the site."""
+    app.build()
+    assert app._warning.getvalue() == "", "no machine page 'isn't included in any toctree'"
+    listed = _html(app, "machines").split('<ul class="course-machine-pages simple">', 1)[1].split("</ul>", 1)[0]
+    links = re.findall(r'href="machines/([^"]+)\.html"><span class="doc">([^<]+)<', listed)
+    assert links == [
+        ("reference-2000", "2000 reference"),
+        ("canned-machine", "Canned machine (this machine)"),
+        ("other-machine", "Other machine"),
+    ], links
+    for page in ("index", "machines", "machines/other-machine"):
+        sidebar = _html(app, page).split('<div class="sidebar-tree">', 1)[1].split("</div>", 1)[0]
+        assert ">Machines</a>" in sidebar and "other-machine" not in sidebar, page
+    assert "Other machine" in _html(app, "machines/other-machine"), "the page is built, with its own title"
+
+
 def test_a_site_whose_inputs_did_not_change_is_not_built_again(
     rootdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

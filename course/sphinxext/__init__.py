@@ -12,6 +12,7 @@ Used from MyST:
 - ``{course-failures}``: what failed in a lesson's last run, with its log;
 - ``{course-machine}``: one result set's page (provenance, every figure); these pages are generated;
 - ``{course-hardware}``: every set in one table, with chosen figures against 2000;
+- ``{course-machine-pages}``: a link to every set's page (the pages are in no toctree, not in the sidebar);
 - ``{course-mitigations}``: this machine's CPU vulnerabilities and mitigations;
 - ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host);
 - ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
@@ -58,7 +59,7 @@ from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
 from course.sphinxext.guest_mitigations import CourseGuestMitigations
 from course.sphinxext.kernels import CourseKernels, CourseTraceDiff
-from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMitigations
+from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMachinePages, CourseMitigations
 from course.sphinxext.traces import CourseTraceKinds
 from course.store import StoreError
 
@@ -124,10 +125,13 @@ def _write_machine_pages(folder: Path, data: CourseData) -> list[Path]:
     """
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {}
+    for result_set in data.sets.values():
+        problem = store.page_name_problem(result_set.id)
+        if problem:
+            logger.warning(
+                "course: result set folder %r %s; not shown: rename the folder", result_set.id, problem, type="course"
+            )
     for result_set in data.with_pages():
-        if store.slug_safe(result_set.id) != result_set.id:
-            logger.warning("course: result set folder %r is not a safe name; not shown", result_set.id, type="course")
-            continue
         mark = " (this machine)" if result_set.id == data.current_id else ""
         title = markdown_text(f"{result_set.label}{mark}").strip() or result_set.id
         wanted[f"{result_set.id}.md"] = f"{GENERATED}\n# {title}\n\n```{{course-machine}} {result_set.id}\n```\n"
@@ -233,8 +237,7 @@ def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
 def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
     """Each shown set's measurements as JSON and CSV beside its page, once the HTML build succeeded."""
     if exception is None and app.builder.format == "html":
-        shown = [s for s in data_of(app.env).with_pages() if store.slug_safe(s.id) == s.id]
-        setdata.write(Path(app.outdir) / app.config.course_machines_page, shown)
+        setdata.write(Path(app.outdir) / app.config.course_machines_page, data_of(app.env).with_pages())
 
 
 def _copy_commands_too(app: Sphinx, config: Any) -> None:
@@ -281,6 +284,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machine", CourseMachine)
     app.add_directive("course-hardware", CourseHardware)
+    app.add_directive("course-machine-pages", CourseMachinePages)  # every set's page: they are in no toctree
     app.add_directive("course-mitigations", CourseMitigations)
     app.add_directive("course-kernel-run", CourseKernelRun)
     app.add_directive("course-context", CourseContext)
