@@ -117,6 +117,9 @@ def read_json(path: Path) -> dict:
     try:
         content = validate.decode(data)
         _check(path, content)
+        # As an import checks it: a set copied into results/ by hand is anyone's too. Not when writing: a
+        # run's own text is never lost for a character, and the next read names it.
+        validate.check_shown_text(path.name, content)
     except validate.SchemaError as error:
         raise StoreError(f"{path} {error}; {error.fix or REPAIR}") from error
     return content

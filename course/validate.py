@@ -481,7 +481,7 @@ def _shown_text(text: str, field: str, lines: bool = False) -> None:
     if bad is not None:
         raise SchemaError(
             f"has {field} holding the invisible character U+{ord(bad):04X} ({_shown(text)})",
-            fix="remove control, bidi and other format characters from the set's text, then export it again",
+            fix="remove control, bidi and other format characters from the set's text (then export it again)",
         )
 
 
