@@ -4,6 +4,7 @@ class column's unit, pool an emulated figure, blow up the build, or carry contro
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,23 @@ def test_a_set_copied_by_hand_as_index_gets_no_page_and_a_warning(make_app, app)
     assert len(warnings) == 1 and "'index' is the name of one of the site's own pages; not shown" in warnings[0]
     assert not (Path(built.outdir) / "machines" / "index.html").exists()
     assert (Path(built.outdir) / "machines" / "other-machine.html").is_file()
+
+
+def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Path) -> None:
+    """The checks' memory (in the process, and a build's file of keys) trusts contents, never names nor dates."""
+    copied = tmp_path / "results" / "canned-machine"
+    shutil.copytree(CANNED, copied)
+    keys = tmp_path / "build" / "checked.txt"
+    store.remember_checked(keys)
+    assert "canned-machine" in store.load_all(tmp_path / "results")
+    store.keep_checked(keys)
+    file = copied / "03-timing.json"
+    text = file.read_text()
+    stat = file.stat()
+    # The same size and date: only the content says it changed.
+    file.write_text(text.replace('"status": "ok"', '"status": "no"', 1))
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file.stat().st_size == stat.st_size
+    store.remember_checked(keys)
+    with pytest.raises(store.StoreError, match=r"03-timing.json has measurements\[.*\].status = 'no'"):
+        store.load_all(tmp_path / "results")

@@ -72,14 +72,21 @@ class ResultFileError(SphinxError):
     category = "Result file error"
 
 
+#: Beside the build's doctrees: the keys of the result files' contents that passed the checks (``store.read_json``).
+CHECKED_FILES = "course-checked-files.txt"
+
+
 def _load_data(app: Sphinx) -> None:
     results = Path(app.config.course_results_dir)
     if not results.is_absolute():
         results = Path(app.srcdir) / results
+    checked = Path(app.doctreedir) / CHECKED_FILES
+    store.remember_checked(checked)  # what an earlier build of this output checked: a clean build checks all
     try:
         data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
     except StoreError as error:
         raise ResultFileError(str(error)) from None
+    store.keep_checked(checked)
     attach(app.env, data)
     for kept, other in guest_kernels.duplicate_guests(list(data.sets.values())):
         logger.warning(
