@@ -771,6 +771,9 @@ def test_machine_pages_are_listed_on_the_overview_not_in_every_pages_sidebar(app
         sidebar = _html(app, page).split('<div class="sidebar-tree">', 1)[1].split("</div>", 1)[0]
         assert ">Machines</a>" in sidebar and "other-machine" not in sidebar, page
     assert "Other machine" in _html(app, "machines/other-machine"), "the page is built, with its own title"
+    # One folder, in no toctree: every machine page shows the same navigation (rendered once for all of them).
+    sidebars = {_html(app, f"machines/{name}").split('<div class="sidebar-tree">', 1)[1] for name, _ in links}
+    assert len({sidebar.split("</div>", 1)[0] for sidebar in sidebars}) == 1
 
 
 def test_a_site_whose_inputs_did_not_change_is_not_built_again(

@@ -102,7 +102,13 @@ class CourseMachine(CourseMixin, SphinxDirective):
         if not self.config.smartquotes or not any(tag in smartchars.quotes for tag in normalize_language_tag(language)):
             return str
         action = self.config.smartquotes_action
-        return lambda text: "".join(educate_tokens([("plain", text)], attr=action, language=language))
+
+        def smart(text: str) -> str:
+            if not any(mark in text for mark in _SMART_MARKS):  # most cells: a figure, a date, an id
+                return text
+            return "".join(educate_tokens([("plain", text)], attr=action, language=language))
+
+        return smart
 
     def _downloads(self, result_set: ResultSet) -> nodes.paragraph:
         """Links to the set's measurements as files; ``_link_values`` turns each target into a URI."""
@@ -149,6 +155,9 @@ def body_rows(anchors: list[str], rows: list[list[tuple[str, str]]], smart: Call
 def _escaped(text: str) -> str:
     return text.translate(HTMLTranslator.special_characters)
 
+
+#: What smart quotes may change in a text: quotes, ellipses, dashes, backticks, and backslash escapes.
+_SMART_MARKS = ("'", '"', "..", ". .", "--", "`", "\\")
 
 #: What the writer makes a space in an attribute's value.
 _WHITESPACE = re.compile(r"[\n\r\t\v\f]")
