@@ -37,7 +37,11 @@ GOALS = {
     "kernel-matrix-unchanged": 10.0,  # the same again: nothing rerun
     "site-clean": 8.0,  # invoke site into an empty build folder, from the stored results only
     "site-unchanged": 2.0,  # invoke site again, nothing changed
+    "site-class": 15.0,  # invoke site into an empty build folder, 60 imported sets beside the stored ones
 }
+
+#: The class of ``class_site_speed``: issue 25's "a class of 60".
+CLASS_SIZE = 60
 
 #: Each duration is the median of this many runs (cold ones each in a folder of their own).
 RUNS = 5
@@ -439,6 +443,45 @@ def site_speed(layout: Layout, progress: Progress = print, runs: int = RUNS) -> 
         }
 
 
+def class_site_speed(
+    layout: Layout, source: str, progress: Progress = print, runs: int = RUNS, size: int = CLASS_SIZE
+) -> dict[str, dict]:
+    """``invoke site`` into an empty build folder with ``size`` imported sets (copies of ``source``) beside the
+    stored ones, then the stored ones alone in the same run: the machine is shared, so the ratio of the two
+    says more than either duration. The sets are made in a scratch folder (``course.class_sets``), never in
+    the course's results.
+    """
+    from course.class_sets import import_class
+
+    command = [sys.executable, "-m", "invoke", "site"]
+    if not (layout.results / source / store.SET_FILE).is_file():
+        reason = f"no result set {source!r} to copy for the class: measure this machine first (invoke generate)"
+        return {"bench/pipeline.site-class": {"status": "skipped", "reason": reason, "measured_at": store.now()}}
+    with tempfile.TemporaryDirectory(prefix="course-bench-class-") as scratch:
+        results = Path(scratch) / "results"
+        shutil.copytree(layout.results, results, ignore=shutil.ignore_patterns(".*"))
+        import_class(results, source, size)
+        with_class, alone = [], []
+        for number in range(runs):
+            for timings, folder, what in (
+                (with_class, results, f"the site with a class of {size} imported sets, empty build folder"),
+                (alone, layout.results, "the site of the stored sets alone, empty build folder"),
+            ):
+                build = Path(scratch) / "build"
+                shutil.rmtree(build, ignore_errors=True)
+                env = {**os.environ, "INVOKE_COURSE_BUILD": str(build), "INVOKE_COURSE_RESULTS": str(folder)}
+                timings.append(_timed(command, env, layout.root, progress, f"{what} ({number + 1}/{runs})"))
+    what = f"the site with a class of {size} imported sets (copies of {source}), into an empty build folder"
+    record = _median_record(with_class, "site-class", command, what)
+    alone_median = statistics.median(alone)
+    ratio = record["value"] / alone_median if alone_median else 0.0
+    record["note"] = (
+        f"the stored sets alone, timed in the same run: median {alone_median:.2f} s "
+        f"(runs: {', '.join(f'{value:.2f}' for value in alone)}); with the class, {ratio:.2f} times that"
+    )
+    return {"bench/pipeline.site-class": record}
+
+
 def kernel_matrix_speed(layout: Layout, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:
     """The kernel matrix of three icount kernels, cold (each run in a scratch folder of its own), then unchanged.
 
@@ -609,6 +652,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print, runs: int = 
         **core_sharing(layout, progress=progress),
         **pipeline_speed(layout, progress=progress, runs=runs),
         **site_speed(layout, progress=progress, runs=runs),
+        **class_site_speed(layout, set_path.name, progress=progress, runs=runs),
         **icount_control(layout, progress=progress),
         **kernel_matrix_speed(layout, progress=progress, runs=runs),
         **lab_speed(layout, progress=progress),

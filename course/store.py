@@ -9,6 +9,9 @@ leaves half a file behind, and get ordinary modes: results are published and sha
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import os
 import re
@@ -41,6 +44,21 @@ class StoreError(ValueError):
 def slug_safe(name: str) -> str:
     """``name`` if it is a safe set folder name (letters, digits, dot, dash, underscore), else ``""``."""
     return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) else ""
+
+
+#: Pages of the site a set's page must not stand for: Sphinx's own (the search, the general index) and a
+#: folder's index page, which a server shows for the folder (``docs/machines/index.html``); compared
+#: without case, as a case-insensitive file system would.
+SITE_PAGE_NAMES = ("index", "search", "genindex", "modindex", "py-modindex")
+
+
+def page_name_problem(name: str) -> str:
+    """What makes ``name`` unfit to name a set's page (a predicate: "is ..."), or ``""``."""
+    if not slug_safe(name):
+        return "is not a safe folder name"
+    if name.lower() in SITE_PAGE_NAMES:
+        return "is the name of one of the site's own pages"
+    return ""
 
 
 def now() -> str:
@@ -99,12 +117,54 @@ def read_json(path: Path) -> dict:
         raise StoreError(
             f"{path} holds more than {validate.MAX_BYTES // 2**20} MiB, too much for a result file; {REPAIR}"
         )
+    key = _checked_key(path, data)
+    if key in _CHECKED:  # these very bytes passed these very checks: only parsed (as decode parses them)
+        _SEEN.add(key)
+        return json.loads(data.decode("utf-8"))
     try:
         content = validate.decode(data)
         _check(path, content)
+        # As an import checks it: a set copied into results/ by hand is anyone's too. Not when writing: a
+        # run's own text is never lost for a character, and the next read names it.
+        validate.check_shown_text(path.name, content)
     except validate.SchemaError as error:
         raise StoreError(f"{path} {error}; {error.fix or REPAIR}") from error
+    _CHECKED.add(key)
+    _SEEN.add(key)
     return content
+
+
+#: Keys (``_checked_key``) of file contents that passed :func:`read_json`'s checks, in this process and, when
+#: a site build remembers them (``remember_checked``), in earlier builds. Checking 60 imported sets takes
+#: seconds; a key changes with a single byte of the file or of the checking code, so nothing changed is trusted.
+_CHECKED: set[str] = set()
+#: The keys of the files read in this process: what ``keep_checked`` stores (never the keys of files long gone).
+_SEEN: set[str] = set()
+
+
+def _checked_key(path: Path, data: bytes) -> str:
+    role = b"set" if path.name == SET_FILE else b"lesson"  # set.json is checked as a set, others as lessons
+    return hashlib.sha256(_checker_version() + role + b"\0" + data).hexdigest()
+
+
+@functools.cache
+def _checker_version() -> bytes:
+    """The checking code itself (this module and ``validate``): a stricter check trusts no earlier key."""
+    return b"".join(hashlib.sha256(Path(source).read_bytes()).digest() for source in (validate.__file__, __file__))
+
+
+def remember_checked(file: Path) -> None:
+    """Trust the keys stored in ``file`` (a build's own, beside its output), as if checked in this process."""
+    try:
+        _CHECKED.update(line for line in file.read_text(encoding="ascii").split() if len(line) == 64)
+    except (OSError, UnicodeDecodeError):
+        return  # none yet (a clean build), or unreadable: every file is checked
+
+
+def keep_checked(file: Path) -> None:
+    """Store the keys of the contents read in this process in ``file``, for the next build of that output."""
+    with contextlib.suppress(OSError):  # a cache: the next build checks again
+        write_text(file, "\n".join(sorted(_SEEN)) + "\n")
 
 
 def _check(path: Path, content: dict) -> None:

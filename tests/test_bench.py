@@ -6,6 +6,7 @@ that they are computed, stored and reported as the instructor guide describes.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -174,6 +175,27 @@ def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
     # The second build reuses the first one's pages: it is the quicker of the two, whatever the machine.
     assert 0 < unchanged["value"] < clean["value"]
     assert any("empty build folder" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_the_site_of_a_class_is_timed_beside_the_stored_sets_alone_in_a_scratch_folder() -> None:
+    from course.layout import Layout
+
+    layout = Layout(Path(__file__).resolve().parents[1])
+    before = sorted(path.name for path in layout.results.iterdir())
+    lines: list[str] = []
+    found = bench.class_site_speed(layout, "amd-epyc-6.18.44-fc-v1272-vm", progress=lines.append, runs=1, size=2)
+    record = found["bench/pipeline.site-class"]
+    assert record["status"] == "ok" and record["unit"] == "s" and record["goal"] == 15.0 and len(record["runs"]) == 1
+    assert re.fullmatch(
+        r"the stored sets alone, timed in the same run: median [\d.]+ s \(runs: [\d.]+\); "
+        r"with the class, [\d.]+ times that",
+        record["note"],
+    ), record["note"]
+    assert any("a class of 2 imported sets" in line for line in lines)
+    assert sorted(path.name for path in layout.results.iterdir()) == before, "the class is made in a scratch folder"
+    skipped = bench.class_site_speed(layout, "no-such-set", progress=lines.append, runs=1)
+    assert skipped["bench/pipeline.site-class"]["status"] == "skipped"
 
 
 def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(

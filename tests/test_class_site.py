@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from course import site
+from course.class_sets import import_class
 from course.layout import Layout
-from tests.class_sets import import_class
 
 pytestmark = pytest.mark.slow
 

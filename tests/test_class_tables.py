@@ -17,11 +17,11 @@ import pytest
 from sphinx.testing.util import SphinxTestApp
 
 from course import progress, site
+from course.class_sets import factor, import_class
 from course.layout import Layout
 from course.sphinxext import progress as sphinx_progress
 from course.sphinxext.data import SETS_IN_FULL
 from course.sphinxext.figures import class_figure
-from tests.class_sets import factor, import_class
 
 ROOT = Path(__file__).resolve().parents[1]
 real_rows = progress.rows

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from course import commands, pipeline, store
+from course import commands, pipeline, report, store
 from course.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -404,6 +404,12 @@ def test_terminal_tables_escape_control_characters(tmp_path: Path) -> None:
     info["label"] = "L\x1b]0;owned\x07\x1b[2J\u202eL"
     info["machine"]["cpu_model"] = "C\x00C"
     (set_path / "set.json").write_text(json.dumps(info))
-    listed = commands.results(layout)
+    # Such a set is refused when it is read, as an import refuses it: one line, naming the file and the field.
+    with pytest.raises(store.StoreError) as refused:
+        commands.results(layout)
+    assert str(refused.value).startswith(f"{set_path / 'set.json'} has label holding the invisible character U+001B")
+    assert "\x1b" not in str(refused.value) and "\n" not in str(refused.value)
+    # What reaches a terminal table anyway (a field the load does not check) is escaped all the same.
+    listed = report.table(["set", "CPU"], [[info["label"], info["machine"]["cpu_model"]]])
     assert "\x1b" not in listed and "\x00" not in listed and "\x07" not in listed and "\u202e" not in listed
     assert "L\\x1b]0;owned\\x07\\x1b[2J\\u202eL" in listed and "C\\x00C" in listed

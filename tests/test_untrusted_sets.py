@@ -4,18 +4,20 @@ class column's unit, pool an emulated figure, blow up the build, or carry contro
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from course import guest_kernels, store, validate, vm
+from course import archive, guest_kernels, store, validate, vm
 from course.sphinxext import guest_mitigations
 from course.sphinxext.data import SETS_IN_FULL, CourseData
 from course.sphinxext.figures import class_cell, class_figure, class_spread
 from course.store import ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
+CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"
 
 
 def _guest_set(set_id: str, name: str, imported: bool = False, **guest: str) -> ResultSet:
@@ -103,3 +105,71 @@ def test_the_site_warns_of_two_own_sets_claiming_one_guest_boot_naming_both(make
     warnings = [line for line in built._warning.getvalue().splitlines() if "kernel matrix's boot" in line]
     assert len(warnings) == 1 and "'guest-a' and 'guest-b'" in warnings[0], warnings
     assert "guest-imported" not in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "field"),
+    [
+        ("set.json", lambda d: d.update(label="Lab \u202eCP 7"), "label"),
+        (
+            "03-timing.json",
+            lambda d: d["measurements"]["03-timing/read.tty"].update(note="a\x1b[2Jb"),
+            "measurements['03-timing/read.tty'].note",
+        ),
+    ],
+)
+def test_a_set_copied_by_hand_with_an_invisible_character_is_refused_on_load_naming_field_and_file(
+    tmp_path: Path, file: str, change, field: str
+) -> None:
+    """Not imported, so not checked by the import: the load checks it as the import would, in one line."""
+    copied = tmp_path / "results" / "canned-machine"
+    shutil.copytree(CANNED, copied)
+    data = json.loads((copied / file).read_text())
+    change(data)
+    (copied / file).write_text(json.dumps(data))
+    with pytest.raises(store.StoreError) as refused:
+        store.load_all(tmp_path / "results")
+    message = str(refused.value)
+    assert message.startswith(f"{copied / file} has {field} holding the invisible character U+"), message
+    assert "\n" not in message and "remove control, bidi and other format characters" in message
+
+
+@pytest.mark.parametrize("name", ["index", "search", "genindex", "Index"])
+def test_a_set_named_after_a_page_of_the_site_is_refused_on_import(tmp_path: Path, name: str) -> None:
+    shutil.copytree(CANNED, tmp_path / "made" / name)
+    made = archive.export_set(tmp_path / "made" / name, tmp_path / f"{name}.tar.gz")
+    with pytest.raises(archive.ArchiveError, match=rf"set name '{name}' is the name of one of the site's own pages"):
+        archive.import_set(made, tmp_path / "results", own_set="mine")
+    assert not (tmp_path / "results" / name).exists()
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-set-named-index")
+def test_a_set_copied_by_hand_as_index_gets_no_page_and_a_warning(make_app, app) -> None:
+    results = Path(app.srcdir) / "results"
+    shutil.copytree(results / "other-machine", results / "index")
+    built = make_app("html", srcdir=app.srcdir)
+    built.build()
+    warnings = [line for line in built._warning.getvalue().splitlines() if "course:" in line]
+    assert len(warnings) == 1 and "'index' is the name of one of the site's own pages; not shown" in warnings[0]
+    assert not (Path(built.outdir) / "machines" / "index.html").exists()
+    assert (Path(built.outdir) / "machines" / "other-machine.html").is_file()
+
+
+def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Path) -> None:
+    """The checks' memory (in the process, and a build's file of keys) trusts contents, never names nor dates."""
+    copied = tmp_path / "results" / "canned-machine"
+    shutil.copytree(CANNED, copied)
+    keys = tmp_path / "build" / "checked.txt"
+    store.remember_checked(keys)
+    assert "canned-machine" in store.load_all(tmp_path / "results")
+    store.keep_checked(keys)
+    file = copied / "03-timing.json"
+    text = file.read_text()
+    stat = file.stat()
+    # The same size and date: only the content says it changed.
+    file.write_text(text.replace('"status": "ok"', '"status": "no"', 1))
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file.stat().st_size == stat.st_size
+    store.remember_checked(keys)
+    with pytest.raises(store.StoreError, match=r"03-timing.json has measurements\[.*\].status = 'no'"):
+        store.load_all(tmp_path / "results")

@@ -12,6 +12,7 @@ Used from MyST:
 - ``{course-failures}``: what failed in a lesson's last run, with its log;
 - ``{course-machine}``: one result set's page (provenance, every figure); these pages are generated;
 - ``{course-hardware}``: every set in one table, with chosen figures against 2000;
+- ``{course-machine-pages}``: a link to every set's page (the pages are in no toctree, not in the sidebar);
 - ``{course-mitigations}``: this machine's CPU vulnerabilities and mitigations;
 - ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host);
 - ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
@@ -58,7 +59,7 @@ from course.sphinxext.data import CourseData, attach, data_of
 from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
 from course.sphinxext.guest_mitigations import CourseGuestMitigations
 from course.sphinxext.kernels import CourseKernels, CourseTraceDiff
-from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMitigations
+from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMachinePages, CourseMitigations
 from course.sphinxext.traces import CourseTraceKinds
 from course.store import StoreError
 
@@ -71,14 +72,21 @@ class ResultFileError(SphinxError):
     category = "Result file error"
 
 
+#: Beside the build's doctrees: the keys of the result files' contents that passed the checks (``store.read_json``).
+CHECKED_FILES = "course-checked-files.txt"
+
+
 def _load_data(app: Sphinx) -> None:
     results = Path(app.config.course_results_dir)
     if not results.is_absolute():
         results = Path(app.srcdir) / results
+    checked = Path(app.doctreedir) / CHECKED_FILES
+    store.remember_checked(checked)  # what an earlier build of this output checked: a clean build checks all
     try:
         data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
     except StoreError as error:
         raise ResultFileError(str(error)) from None
+    store.keep_checked(checked)
     attach(app.env, data)
     for kept, other in guest_kernels.duplicate_guests(list(data.sets.values())):
         logger.warning(
@@ -124,10 +132,13 @@ def _write_machine_pages(folder: Path, data: CourseData) -> list[Path]:
     """
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {}
+    for result_set in data.sets.values():
+        problem = store.page_name_problem(result_set.id)
+        if problem:
+            logger.warning(
+                "course: result set folder %r %s; not shown: rename the folder", result_set.id, problem, type="course"
+            )
     for result_set in data.with_pages():
-        if store.slug_safe(result_set.id) != result_set.id:
-            logger.warning("course: result set folder %r is not a safe name; not shown", result_set.id, type="course")
-            continue
         mark = " (this machine)" if result_set.id == data.current_id else ""
         title = markdown_text(f"{result_set.label}{mark}").strip() or result_set.id
         wanted[f"{result_set.id}.md"] = f"{GENERATED}\n# {title}\n\n```{{course-machine}} {result_set.id}\n```\n"
@@ -230,11 +241,38 @@ def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
         node["href"] = posixpath.relpath(node["target"], here or ".")
 
 
+#: The site's navigation as the machine pages show it, by the keywords the theme asked it with (one build, one
+#: process): they share one folder and are in no toctree, so each would render the very same tree.
+_MACHINE_PAGES_NAVIGATION: dict[str, str] = {}
+
+
+def _one_navigation_for_machine_pages(
+    app: Sphinx, pagename: str, templatename: str, context: dict, doctree: nodes.document | None
+) -> None:
+    """Give the machine pages a ``toctree()`` that renders the navigation once for all of them.
+
+    The theme (furo) lists the whole site on every page; rendered for each of 80 machine pages it
+    took seconds of a class's build. Runs before the theme reads the context (priority 400).
+    """
+    project = app.project
+    pages = getattr(project, "generated", {})
+    if pagename not in pages or "toctree" not in context:
+        return
+    render = context["toctree"]
+
+    def shared(**kwargs: Any) -> str:
+        key = f"{posixpath.dirname(pagename)} {sorted(kwargs.items())!r}"
+        if key not in _MACHINE_PAGES_NAVIGATION:
+            _MACHINE_PAGES_NAVIGATION[key] = render(**kwargs)
+        return _MACHINE_PAGES_NAVIGATION[key]
+
+    context["toctree"] = shared
+
+
 def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
     """Each shown set's measurements as JSON and CSV beside its page, once the HTML build succeeded."""
     if exception is None and app.builder.format == "html":
-        shown = [s for s in data_of(app.env).with_pages() if store.slug_safe(s.id) == s.id]
-        setdata.write(Path(app.outdir) / app.config.course_machines_page, shown)
+        setdata.write(Path(app.outdir) / app.config.course_machines_page, data_of(app.env).with_pages())
 
 
 def _copy_commands_too(app: Sphinx, config: Any) -> None:
@@ -283,6 +321,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machine", CourseMachine)
     app.add_directive("course-hardware", CourseHardware)
+    app.add_directive("course-machine-pages", CourseMachinePages)  # every set's page: they are in no toctree
     app.add_directive("course-mitigations", CourseMitigations)
     app.add_directive("course-kernel-run", CourseKernelRun)
     app.add_directive("course-context", CourseContext)
@@ -293,6 +332,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-trace-kinds", CourseTraceKinds)  # one read per kind of file (course.sphinxext.traces)
     app.connect("builder-inited", _load_data)
     app.connect("html-page-context", name_graphviz_figures)
+    app.connect("html-page-context", _one_navigation_for_machine_pages, priority=400)  # before the theme's
+    app.connect("builder-inited", lambda app: _MACHINE_PAGES_NAVIGATION.clear())  # another build, another tree
     app.connect("env-get-outdated", _outdated_when_sets_change)
     app.connect("env-purge-doc", _forget_doc)
     app.connect("env-merge-info", _merge)

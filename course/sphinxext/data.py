@@ -91,8 +91,13 @@ class CourseData:
         return [s for s in chosen if not guest_kernels.other_hardware(s)]
 
     def with_pages(self) -> list[ResultSet]:
-        """Every set, each with its page and downloads (``course_sets`` chooses what the tables compare)."""
-        return sorted(self.sets.values(), key=lambda s: (s.kind != "reference", s.id != self.current_id, s.id))
+        """Every set, each with its page and downloads (``course_sets`` chooses what the tables compare).
+
+        Not a set whose folder name cannot name a page (``store.page_name_problem``: a set copied by hand as
+        ``index``): the site warns of it and shows it nowhere.
+        """
+        named = [s for s in self.sets.values() if not store.page_name_problem(s.id)]
+        return sorted(named, key=lambda s: (s.kind != "reference", s.id != self.current_id, s.id))
 
     def compared(self, sets: list[ResultSet]) -> tuple[list[ResultSet], list[ResultSet]]:
         """``sets`` as a table or chart compares them: those shown one by one, and those summed up as the class.

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 from docutils import nodes
+from docutils.utils import normalize_language_tag
+from docutils.utils.smartquotes import educate_tokens, smartchars
+from docutils.writers._html_base import HTMLTranslator
 from sphinx.util.docutils import SphinxDirective
 
 from course.sphinxext import depends
@@ -28,6 +34,9 @@ class CourseMachine(CourseMixin, SphinxDirective):
             return self._page(result_set)
 
     def _page(self, result_set: ResultSet) -> list[nodes.Node]:
+        # Reached from the machines overview's list and from every figure's link, not from the sidebar: with a
+        # class of 60, a toctree of the machine pages would list them all on every page of the site.
+        self.env.metadata[self.env.docname]["orphan"] = True
         for name in result_set.lessons:
             self.use(Lookup(result_set, None, result_set.lesson_file(name)))
         self.use_set_info(result_set)  # its provenance: the TSC rate in hertz, the date
@@ -73,21 +82,33 @@ class CourseMachine(CourseMixin, SphinxDirective):
             )
         # A column empty for the whole set (the article printed no medians) only takes a phone's width.
         used = [i for i, header in enumerate(headers) if i == 0 or any(row[i] for row in rows)]
-        table = simple_table([headers[i] for i in used], [[row[i] for i in used] for row in rows])
+        table = simple_table([headers[i] for i in used], [])
         table["classes"].append("course-figures")
         # Each row is the target of the links of its figure on the lessons' pages, and the cells of a
         # median or of nanoseconds the targets of links to those (on a phone, a row is wider than the screen).
         cell_fields = {"in ns": "min-ns", "median": "median", "median in ns": "median-ns"}
-        shown = [headers[i] for i in used]
-        for row, anchor in zip(table.findall(nodes.row), [None, *anchors], strict=True):
-            if not anchor:
-                continue
-            row["ids"].append(anchor)
-            for header, cell in zip(shown, row.children, strict=True):
-                if header in cell_fields and cell.astext():
-                    cell["ids"].append(f"{anchor}~{cell_fields[header]}")
+        fields = [cell_fields.get(headers[i], "") for i in used]
+        body = [
+            [(row[i], f"{anchor}~{field}" if field and row[i] else "") for i, field in zip(used, fields, strict=True)]
+            for row, anchor in zip(rows, anchors, strict=True)
+        ]
+        table.next_node(nodes.tbody).append(nodes.raw("", body_rows(anchors, body, self._smart_text()), format="html"))
         out.append(table)
         return out
+
+    def _smart_text(self) -> Callable[[str], str]:
+        """What Sphinx's smart quotes would make of a cell's text (the rows are HTML, which they skip)."""
+        language = self.state.document.settings.language_code
+        if not self.config.smartquotes or not any(tag in smartchars.quotes for tag in normalize_language_tag(language)):
+            return str
+        action = self.config.smartquotes_action
+
+        def smart(text: str) -> str:
+            if not any(mark in text for mark in _SMART_MARKS):  # most cells: a figure, a date, an id
+                return text
+            return "".join(educate_tokens([("plain", text)], attr=action, language=language))
+
+        return smart
 
     def _downloads(self, result_set: ResultSet) -> nodes.paragraph:
         """Links to the set's measurements as files; ``_link_values`` turns each target into a URI."""
@@ -98,6 +119,52 @@ class CourseMachine(CourseMixin, SphinxDirective):
             paragraph += course_data_link(form, form, target=f"{self.config.course_machines_page}/{name}")
         paragraph += nodes.Text(" (one row a measurement, with its unit, statistics, and when and how it was taken).")
         return paragraph
+
+
+class CourseMachinePages(CourseMixin, SphinxDirective):
+    """A link to every set's page, titled as the page is: the machine pages are in no toctree (see ``_page``)."""
+
+    def run(self) -> list[nodes.Node]:
+        items = nodes.bullet_list(classes=["course-machine-pages"])
+        for result_set in self.data.with_pages():
+            self.use(Lookup(result_set, None, None))  # its label titles the link: a new label, a new list
+            paragraph = nodes.paragraph()
+            paragraph += machine_link(self, result_set.id, self.set_title(result_set.id).strip() or result_set.id)
+            items += nodes.list_item("", paragraph)
+        if not items.children:
+            self.use(None)  # listed again when a set appears
+            return [nodes.paragraph(text="No result set is stored yet.")]
+        return [items]
+
+
+def body_rows(anchors: list[str], rows: list[list[tuple[str, str]]], smart: Callable[[str], str] = str) -> str:
+    """A table's body rows as the HTML writer would write their nodes: each row with its id, each cell (text, id).
+
+    The figures of 60 sets are some 20,000 rows: as nodes, every transform of every build walked
+    them (some 400,000 nodes), and the pages took most of a clean build. As HTML they are one node; the
+    text is escaped as the writer escapes it, and the search still indexes it (Sphinx strips the tags).
+    """
+    lines = []
+    for number, (anchor, cells) in enumerate(zip(anchors, rows, strict=True)):
+        parity = "row-even" if number % 2 == 0 else "row-odd"  # the header row is the first, odd
+        tds = [f"<td{_id(cell_id)}><p>{_escaped(smart(text))}</p></td>" for text, cell_id in cells]
+        lines.append(f'<tr class="{parity}"{_id(anchor)}>' + "\n".join(tds) + "\n</tr>\n")
+    return "".join(lines)
+
+
+def _escaped(text: str) -> str:
+    return text.translate(HTMLTranslator.special_characters)
+
+
+#: What smart quotes may change in a text: quotes, ellipses, dashes, backticks, and backslash escapes.
+_SMART_MARKS = ("'", '"', "..", ". .", "--", "`", "\\")
+
+#: What the writer makes a space in an attribute's value.
+_WHITESPACE = re.compile(r"[\n\r\t\v\f]")
+
+
+def _id(anchor: str) -> str:
+    return f' id="{_escaped(_WHITESPACE.sub(" ", anchor))}"' if anchor else ""
 
 
 def kernel_runs(result_set: ResultSet) -> list[nodes.Node]:

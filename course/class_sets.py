@@ -1,4 +1,8 @@
-"""A class of imported result sets for the tests of tables that scale: copies of one set, figures varied."""
+"""A class of imported result sets, for the tests of tables that scale and the benchmark of a class's site.
+
+Copies of one set, figures varied, marked imported: made in scratch folders only, never in the course's
+``results/`` (they are no measurement of any machine).
+"""
 
 from __future__ import annotations
 
