@@ -143,6 +143,8 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             parts = [f"{loads} module loads", f"{sum('program' in job for job in jobs) - len(traces)} programs"]
             parts += [f"{len(traces)} traces"] if traces else []
             label = f"vm boot, {', '.join(parts[:-1])} and {parts[-1]} ({where['acceleration']})"
+            if boot.first_job_seconds is not None:  # where a boot's time goes: the guest starting, then the jobs
+                label += f", first job after {boot.first_job_seconds:.1f} s"
     except vm.VmError as error:
         # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
         loaded = [run for run in runs if any(job["lesson"] == run.lesson.name for job in jobs)]

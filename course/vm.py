@@ -54,6 +54,7 @@ class VmRun:
     exit_status: int | None  # None: stopped after the timeout
     seconds: float
     guest: dict = field(default_factory=dict)  # the guest's provenance (course.kernel_guest.guest_machine)
+    first_job_seconds: float | None = None  # from the boot's start to the guest helper's first job (None: never)
 
 
 def vng_path() -> Path:
@@ -316,11 +317,21 @@ def _boot(
     root = shlex.quote(str(layout.root))
     guest = f"cd {root} && PYTHONPATH={root} {shlex.join(helper(plan, results))}"
     started = time.monotonic()
+    first_job: list[float] = []  # when the helper announced its first job: the boot's own share of the time
 
     def show(line: str) -> None:
         if line.startswith("course-guest:"):
+            if not first_job:
+                first_job.append(time.monotonic() - started)
             progress("  vm     " + line.removeprefix("course-guest:").strip())
 
     status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir, hardware=hardware), timeout, show)
     seconds = time.monotonic() - started
-    return VmRun(kernel_guest.collected(results), console, status, seconds, kernel_guest.guest_of(results))
+    return VmRun(
+        kernel_guest.collected(results),
+        console,
+        status,
+        seconds,
+        kernel_guest.guest_of(results),
+        first_job[0] if first_job else None,
+    )

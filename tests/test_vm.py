@@ -93,3 +93,23 @@ def test_the_vm_scratch_folder_has_no_space_even_when_build_has_one(tmp_path: Pa
     plain = Layout(tmp_path, build_dir=tmp_path / "build")
     vm.run_jobs(plain, KERNEL, [], "tcg", progress=lambda line: None)
     assert seen[1].parent == plain.build / "vm", "a plain build folder keeps its scratch inside"
+
+
+def test_a_boot_says_when_its_first_job_began(tmp_path: Path, monkeypatch) -> None:
+    """Where a boot's time goes: until the guest helper's first job (the guest starting), then the jobs."""
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+    lines: list[str] = []
+
+    def booted(command: list[str], timeout: float, on_line) -> tuple[int, str]:
+        on_line("[    0.000000] Linux version ...")
+        assert not lines, "a console line is not a job"
+        on_line("course-guest: [1/2] 04-kernel-read/usystime (user space)")
+        on_line("course-guest: [2/2] ksystime stdin=pipe")
+        return 0, ""
+
+    monkeypatch.setattr(vm, "_run", booted)
+    boot = vm._boot(layout, KERNEL, [], "tcg-icount", lines.append, 60, tmp_path)
+    assert boot.first_job_seconds is not None and 0 <= boot.first_job_seconds <= boot.seconds
+    assert lines == ["  vm     [1/2] 04-kernel-read/usystime (user space)", "  vm     [2/2] ksystime stdin=pipe"]
+    monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: (None, "stopped"))
+    assert vm._boot(layout, KERNEL, [], "tcg-icount", lines.append, 60, tmp_path).first_job_seconds is None
