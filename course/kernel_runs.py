@@ -158,8 +158,29 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
 
 
 def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, progress: Progress) -> list[dict]:
-    """Build every module of ``runs`` against ``kernel``; one load job per module and kind of standard input."""
+    """Build every module of ``runs`` against ``kernel``; one load job per module and kind of standard input.
+
+    Those that should build are first made together, with one make (:func:`kernel_build.build_together`);
+    whatever that did not build is then built alone, with its own errors.
+    """
     jobs: list[dict] = []
+    started = time.monotonic()
+    wanted = {
+        (run.lesson.name, module.name): (run.lesson, module)
+        for run in runs
+        for module in run.lesson.modules
+        if module.expect != "build-error"
+    }
+    built_together = kernel_build.build_together(layout, list(wanted.values()), kernel)
+    together = {(lesson.name, module.name) for lesson, module in built_together}
+    if together:
+        names = ", ".join(sorted(f"{name}.ko" for _, name in together))
+        step = timed_step(f"build modules {names} (one make)", started)
+        step["shared"] = True  # one make for the lessons of this boot: its time is counted once
+        for run in runs:
+            if any((run.lesson.name, module.name) in together for module in run.lesson.modules):
+                run.steps.append(step)
+        progress(f"  build  {names}: {step['seconds']:.2f} s, one make for {kernel.release}")
     for run in runs:
         for module in run.lesson.modules:
             started = time.monotonic()
@@ -167,7 +188,7 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
                 _expect_build_error(layout, run, module, kernel, progress)
                 continue
             try:
-                built = kernel_build.build_module(layout, run.lesson, module, kernel)
+                built = kernel_build.build_module(layout, run.lesson, module, kernel)  # reused if built together
             except BuildError as error:
                 # An API this kernel changed: its failure, with the compiler's words; the boot goes on.
                 errors = compiler_errors(layout, error.log)
@@ -176,12 +197,13 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
                 _not_built(run, module, f"not built for {kernel.release}: {errors[0] if errors else error}")
                 progress(f"  build  {module.name:<20} FAILED: {said}")
                 continue
-            step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
-            run.steps.append(step)
-            progress(
-                f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
-                f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
-            )
+            if (run.lesson.name, module.name) not in together:  # else its step is the make above
+                step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
+                run.steps.append(step)
+                progress(
+                    f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
+                    f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
+                )
             client = run.programs.get(module.client) if module.client else None
             if module.client and client is None:
                 continue  # the client's build failed, and that is recorded

@@ -464,3 +464,24 @@ def test_the_benchmark_says_why_the_matrix_was_not_timed(tmp_path: Path, monkeyp
     assert set(found) == {"bench/pipeline.kernel-matrix", "bench/pipeline.kernel-matrix-unchanged"}
     assert all(value["status"] == "skipped" and "not installed" in value["reason"] for value in found.values())
     assert bench.GOALS["kernel-matrix"] == 90.0
+
+
+@pytest.mark.slow
+def test_modules_built_together_are_the_modules_built_alone_and_a_failure_marks_none(tmp_path: Path) -> None:
+    """One make for several modules (half of a one-module build is Kbuild starting up); if it fails, each alone."""
+    kernel = _installed(["6.1"])["6.1"]
+    layout = _layout(tmp_path)
+    found = {lesson.name: lesson for lesson in lessons.discover(layout)}
+    reads, layers, get_fs = found["04-kernel-read"], found["06-skipping-layers"], found["05-get-fs"]
+    pairs = [(reads, reads.modules[0]), (layers, layers.modules[0])]
+    assert kernel_build.build_together(layout, pairs, kernel) == pairs
+    for lesson, module in pairs:
+        again = kernel_build.build_module(layout, lesson, module, kernel)
+        assert again.ko.is_file() and not again.rebuilt, "built together, then reused as if built alone"
+        vermagic = subprocess.run(["modinfo", "-F", "vermagic", str(again.ko)], capture_output=True, text=True)
+        assert vermagic.stdout.split()[0] == kernel.release
+    assert kernel_build.build_together(layout, pairs, kernel) == [], "nothing left to build"
+    (oldstyle,) = [module for module in get_fs.modules if module.expect == "build-error"]
+    (kseg,) = [module for module in get_fs.modules if module.expect != "build-error"]
+    assert kernel_build.build_together(layout, [(get_fs, kseg), (get_fs, oldstyle)], kernel) == []
+    assert kernel_build.build_module(layout, get_fs, kseg, kernel).rebuilt, "not marked built by the failed make"
