@@ -161,10 +161,14 @@ class _ModuleInputs:
 def _inputs(layout: Layout, lesson: Lesson, module: ModuleSpec, kernel: GuestKernel) -> _ModuleInputs:
     sources = module_sources(layout, lesson, module)
     hashes = {name: file_hash(path) for name, path in sources.items()}
-    tree = layout.build / "kernel" / kernel.release
-    work = tree / lesson.name
+    ko = module_ko(layout, lesson, module, kernel)
     digest = hashlib.sha256(repr(sorted(hashes.items())).encode() + kernel.release.encode()).hexdigest()
-    return _ModuleInputs(hashes, sources, tree, work / f"{module.name}.ko", work / f"{module.name}.inputs", digest)
+    return _ModuleInputs(hashes, sources, ko.parent.parent, ko, ko.with_suffix(".inputs"), digest)
+
+
+def module_ko(layout: Layout, lesson: Lesson, module: ModuleSpec, kernel: GuestKernel) -> Path:
+    """Where :func:`build_module` puts the module built against ``kernel`` (known before it is built)."""
+    return layout.build / "kernel" / kernel.release / lesson.name / f"{module.name}.ko"
 
 
 def _copy_sources(inputs: _ModuleInputs) -> None:

@@ -254,11 +254,14 @@ def run_jobs(
     timeout: float = 900,
     hardware: GuestHardware = DEFAULT_HARDWARE,
     helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
+    while_booting: Callable[[Path], None] | None = None,
 ) -> VmRun:
     """Boot once, load every module of ``jobs`` in the guest, and return what each load logged.
 
     ``helper`` is the command the guest runs on the plan: :mod:`course.kernel_guest`'s, or
     another helper's (:mod:`course.grading_guest` builds and runs students' exercises).
+    ``while_booting`` runs beside the boot, given the boot's shared folder (the modules' build,
+    whose end the guest's helper waits for: :func:`course.kernel_guest.wait_for_built`).
     """
     require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
@@ -275,7 +278,16 @@ def run_jobs(
             if _cancelled.is_set():
                 raise KeyboardInterrupt("the kernel matrix was interrupted")
             boot = _boot(
-                layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=hardware, helper=helper
+                layout,
+                kernel,
+                jobs,
+                acceleration,
+                progress,
+                timeout,
+                rundir,
+                hardware=hardware,
+                helper=helper,
+                while_booting=while_booting,
             )
         if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
             raise KeyboardInterrupt("the kernel matrix was interrupted")
@@ -320,6 +332,7 @@ def _boot(
     rundir: Path,
     hardware: GuestHardware = DEFAULT_HARDWARE,
     helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
+    while_booting: Callable[[Path], None] | None = None,
 ) -> VmRun:
     plan, results = kernel_guest.prepare(rundir, jobs)
     root = shlex.quote(str(layout.root))
@@ -333,7 +346,24 @@ def _boot(
                 first_job.append(time.monotonic() - started)
             progress("  vm     " + line.removeprefix("course-guest:").strip())
 
-    status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir, hardware=hardware), timeout, show)
+    beside: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while_booting(rundir)
+        except BaseException as error:  # raised here, once the boot is over
+            beside.append(error)
+
+    worker = threading.Thread(target=work, name="while booting") if while_booting else None
+    if worker:
+        worker.start()
+    try:
+        status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir, hardware=hardware), timeout, show)
+    finally:
+        if worker:
+            worker.join()
+    if beside:
+        raise beside[0]
     seconds = time.monotonic() - started
     return VmRun(
         kernel_guest.collected(results),
