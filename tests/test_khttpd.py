@@ -199,10 +199,10 @@ def _run_lesson_9(course_root: Path, results: Path, build: Path) -> dict:
 #: repeat itself (lessons/09-khttpd.md says why, from samples printed one by one and function
 #: traces of two boots). Client and server run as SCHED_BATCH with unrandomized addresses
 #: ("batch"): before that, 6.12's io_uring median moved by several percent. Measured with it,
-#: 16 boots of the three kernels: most medians within 0.05 % of each other; in four boots one
-#: server cost a few hundred instructions more per request, every request alike (6.1: the kernel
-#: server twice, both of its runs, and io_uring once, 566-583; 6.1-rt: the kernel server, 824),
-#: 1.2 % to 1.8 %.
+#: 16 boots of the three kernels: most medians within 0.05 % of each other; in three boots one
+#: or two servers cost a few hundred instructions more per request, every request alike (6.1:
+#: the kernel server, both of its runs, twice, and io_uring in one of those boots, 566-583;
+#: 6.1-rt: the kernel server, 824), 1.2 % to 1.8 %.
 ICOUNT_SPREAD = 0.02
 
 
