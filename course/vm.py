@@ -40,14 +40,6 @@ UNITS = {"kvm": "ticks", "tcg": "emulated ticks", "tcg-icount": "icount ticks", 
 
 PROBE_SECONDS = 45
 
-#: On every guest's command line. The kernel tests each crypto algorithm it and udev's modules
-#: register (crypto/testmgr.c), and under emulation that is 23 % of what a 6.1 guest runs
-#: before its first job (4.8 G instructions without, 3.7 G with, counted by -icount). No lesson
-#: uses the kernel's crypto: with it, lesson 4's same-guest savings are unchanged on all three
-#: kernels, and its medians on 6.1 were all the same in a first boot (later boots moved one by 6
-#: instructions, as boots without it do).
-BOOT_PARAMETERS = ("cryptomgr.notests",)
-
 
 class VmError(RuntimeError):
     """The VM cannot be started here; the message says what is missing and how to get it."""
@@ -100,7 +92,7 @@ def vng_command(
     # letter of one of its short options ("-cpu ...": -c) as that option, not as the value.
     if qemu:
         command.append(f"--qemu-opts={qemu}")
-    command += [f"--append={parameter}" for parameter in (*BOOT_PARAMETERS, *hardware.append)]
+    command += [f"--append={parameter}" for parameter in hardware.append]
     return [*command, "--exec", exec_command]
 
 
