@@ -643,6 +643,64 @@ def run_only(layout: Layout, set_path: Path, names: list[str], progress: Progres
     return measured
 
 
+#: Lesson 9's per-request figures in the guest: the kernel server and the four user-space ones.
+KHTTPD_REQUESTS = (
+    "09-khttpd/request.khttpd",
+    "09-khttpd/request.khttpd-zerocopy",
+    *(f"09-khttpd/user.serve.request.{server}" for server in ("read-write", "sendfile", "splice", "io_uring")),
+)
+
+
+def khttpd_spread(stored: list[dict[str, dict]]) -> dict[str, dict]:
+    """How far lesson 9's request medians land apart over icount boots of one kernel, and whether its counts repeat.
+
+    Unlike lesson 4's empty reads, a request's instruction count is not quite the same from boot to
+    boot (lessons/09-khttpd.md says why): this is the figure for what spread its medians carry.
+    """
+    compared = [key for key in KHTTPD_REQUESTS if all(run.get(key, {}).get("status") == "ok" for run in stored)]
+    if len(stored) < 2 or not compared:
+        skipped = {
+            "status": "skipped",
+            "reason": "lesson 9 gave no request median in two boots",
+            "measured_at": store.now(),
+        }
+        return {"bench/icount.khttpd-spread": skipped}
+    spreads = {key: spread_percent([run[key]["median"] for run in stored]) for key in compared}
+    worst = max(spreads, key=lambda key: spreads[key])
+    counted = [key for key, value in stored[0].items() if value.get("unit") in ("calls", "bytes")]
+    repeated = all(
+        run.get(key, {}).get("histogram") == stored[0][key].get("histogram") for run in stored for key in counted
+    )
+    return {
+        "bench/icount.khttpd-spread": {
+            "status": "ok",
+            "unit": "%",
+            "value": round(spreads[worst], 4),
+            "goal": 0.0,
+            "what": f"largest spread of lesson 9's {len(compared)} request medians over {len(stored)} icount boots",
+            "worst": worst,
+            "medians": [run[worst]["median"] for run in stored],
+            "identical_medians": sum(1 for value in spreads.values() if value == 0),
+            "counts_repeat": repeated,  # every call and byte counted, request by request
+            "measured_at": store.now(),
+        }
+    }
+
+
+def icount_khttpd(layout: Layout, runs: int = 2, progress: Progress = print) -> dict[str, dict]:
+    """Lesson 9 ``runs`` times under ``tcg-icount``, each in a boot of its own: :func:`khttpd_spread`."""
+    stored: list[dict[str, dict]] = []
+    with tempfile.TemporaryDirectory(prefix="course-bench-khttpd-") as scratch:
+        results, build = Path(scratch) / "results", Path(scratch) / "build"
+        env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(build)}
+        command = [sys.executable, "-m", "invoke", "run", "--lesson", "9", "--acceleration", "tcg-icount"]
+        command += ["--set", "icount-khttpd", "--force"]
+        for number in range(runs):
+            _timed(command, env, layout.root, progress, f"icount run {number + 1}/{runs} of lesson 9")
+            stored.append(store.read_json(results / "icount-khttpd" / "09-khttpd.json")["measurements"])
+    return khttpd_spread(stored)
+
+
 def run(layout: Layout, set_path: Path, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:
     """Every benchmark, stored in the result set; returns the measurements (durations: medians of ``runs``)."""
     perf = perf_runs(progress=progress)
@@ -654,6 +712,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print, runs: int = 
         **site_speed(layout, progress=progress, runs=runs),
         **class_site_speed(layout, set_path.name, progress=progress, runs=runs),
         **icount_control(layout, progress=progress),
+        **icount_khttpd(layout, progress=progress),
         **kernel_matrix_speed(layout, progress=progress, runs=runs),
         **lab_speed(layout, progress=progress),
     }

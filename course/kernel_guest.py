@@ -50,6 +50,29 @@ TRACE_OPTIONS = {
 }
 
 
+#: In a boot's shared folder once the host has built the modules: the paths of those that built.
+BUILT_FILE = "built.json"
+
+#: How long the guest's helper waits for the host's module build (a build of a few modules takes
+#: a minute on a loaded machine; the helper never waits forever).
+BUILD_WAIT_SECONDS = 1800
+
+
+def write_built(folder: Path, kos: list[str]) -> None:
+    """Tell the guest's helper which modules built (the host writes this when its build ends, built or not)."""
+    write_json(folder / BUILT_FILE, {"built": kos})
+
+
+def wait_for_built(folder: Path, timeout: float = BUILD_WAIT_SECONDS, poll: float = 0.25) -> set[str]:
+    """The modules the host built, once it says so: the guest boots while they build."""
+    deadline = time.monotonic() + timeout
+    while not (folder / BUILT_FILE).is_file():
+        if time.monotonic() > deadline:
+            return set()  # then no module job runs, and each is recorded as not loaded
+        time.sleep(poll)
+    return set(json.loads((folder / BUILT_FILE).read_text(encoding="utf-8")).get("built", []))  # ours, not a result
+
+
 def prepare(folder: Path, jobs: list[dict]) -> tuple[Path, Path]:
     """Write the plan of ``jobs`` into ``folder``; return (plan, results) paths for :func:`command`."""
     plan, results = folder / "plan.json", folder / "results.json"
@@ -339,9 +362,15 @@ def main(argv: list[str]) -> int:
     # Written before the first job too: a boot whose jobs all fail, or that has none, still says
     # which CPU the guest saw and which mitigations its kernel chose.
     write_json(results_path, {"schema": 1, "jobs": [], "complete": not jobs, "guest": guest})
+    built: set[str] | None = None
     for number, job in enumerate(jobs, start=1):
         scratch = Path("/tmp/course-scratch")
-        if "trace" in job:
+        if job.get("after_build") and built is None:  # built on the host while this guest booted
+            print("course-guest: waiting for the host to build the modules", flush=True)
+            built = wait_for_built(results_path.parent)
+        if job.get("after_build") and job["ko"] not in (built or set()):
+            results.append({**job, "not_built": True})  # the host records why (its build failed)
+        elif "trace" in job:
             print(f"course-guest: [{number}/{len(jobs)}] trace {job['program']} (function_graph)", flush=True)
             results.append(run_trace_job(job, scratch))
         elif "binary" in job:

@@ -9,6 +9,7 @@ kept and the run ends non-zero. A figure that could not be measured is never mad
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -117,14 +118,36 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     for run in runs:
         run.kernel.update(where)
 
-    with vm.others_may_run():  # a kernel matrix builds each kernel's modules in its own folder, side by side
-        jobs = _build_modules(layout, runs, kernel, progress)
     traces = trace_jobs(layout, runs)
-    if not jobs and not traces:
+    planned = _planned_module_jobs(layout, runs, kernel)
+    built: list[list[dict]] = []  # the load jobs of the modules that built, once they are built
+
+    def build(rundir: Path | None = None) -> None:
+        """Build the modules; in a VM boot, while the guest starts, then tell its helper which built."""
+        if built:
+            return
+        try:
+            # A kernel matrix builds each kernel's modules in its own folder, side by side (beside a
+            # boot, this runs in a thread of its own, which holds no turn to give up).
+            with vm.others_may_run() if rundir is None else contextlib.nullcontext():
+                built.append(_build_modules(layout, runs, kernel, progress))
+        finally:
+            if rundir is not None:
+                kos = sorted({job["ko"] for job in built[0]}) if built else []
+                kernel_guest.write_built(rundir, kos)
+
+    if where["runner"] == "host-kernel" or not planned:
+        build()
+        planned = built[0]
+    else:
+        planned = [{**job, "after_build": True} for job in planned]
+    if not planned and not traces:
         return
     # The user-space side first, in the same boot: same kernel, same clock, same unit. The
     # traces last: whatever the tracer leaves behind cannot touch a figure measured before it.
-    jobs = guest_program_jobs(layout, runs) + jobs + traces
+    # The modules are built while the guest boots: its helper waits for them before the first
+    # module job (kernel_guest.wait_for_built), and runs those that built.
+    jobs = guest_program_jobs(layout, runs) + planned + traces
 
     started = time.monotonic()
     try:
@@ -134,8 +157,12 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             label = "load modules into the host kernel"
         else:
             progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} runs ...")
-            boot = vm.run_jobs(layout, kernel, jobs, where["acceleration"], progress, hardware=options.hardware)
-            results, console, status = boot.jobs, boot.console, boot.exit_status
+            boot = vm.run_jobs(
+                layout, kernel, jobs, where["acceleration"], progress, hardware=options.hardware, while_booting=build
+            )
+            build()  # a no-op once built while booting
+            jobs, results = _only_built(jobs, boot.jobs, {(job["lesson"], job["module"]) for job in built[0]})
+            console, status = boot.console, boot.exit_status
             for run in runs:
                 if boot.guest:
                     run.kernel["guest_machine"] = boot.guest
@@ -143,7 +170,10 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             parts = [f"{loads} module loads", f"{sum('program' in job for job in jobs) - len(traces)} programs"]
             parts += [f"{len(traces)} traces"] if traces else []
             label = f"vm boot, {', '.join(parts[:-1])} and {parts[-1]} ({where['acceleration']})"
+            if boot.first_job_seconds is not None:  # where a boot's time goes: the guest starting, then the jobs
+                label += f", first job after {boot.first_job_seconds:.1f} s"
     except vm.VmError as error:
+        build()  # its failures are recorded as they were before a boot that did not start
         # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
         loaded = [run for run in runs if any(job["lesson"] == run.lesson.name for job in jobs)]
         _cannot_start(loaded, where, _cannot(where["runner"], error), progress, built=True)
@@ -155,9 +185,36 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     record_results(runs, jobs, results, console, status, where)
 
 
+def _only_built(jobs: list[dict], results: list[dict], built: set[tuple[str, str]]) -> tuple[list[dict], list[dict]]:
+    """The jobs and results of a boot without the module jobs whose module did not build (their failure is recorded)."""
+    kept = [index for index, job in enumerate(jobs) if "ko" not in job or (job["lesson"], job["module"]) in built]
+    return [jobs[index] for index in kept], [results[index] for index in kept if index < len(results)]
+
+
 def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, progress: Progress) -> list[dict]:
-    """Build every module of ``runs`` against ``kernel``; one load job per module and kind of standard input."""
+    """Build every module of ``runs`` against ``kernel``; one load job per module and kind of standard input.
+
+    Those that should build are first made together, with one make (:func:`kernel_build.build_together`);
+    whatever that did not build is then built alone, with its own errors.
+    """
     jobs: list[dict] = []
+    started = time.monotonic()
+    wanted = {
+        (run.lesson.name, module.name): (run.lesson, module)
+        for run in runs
+        for module in run.lesson.modules
+        if module.expect != "build-error"
+    }
+    built_together = kernel_build.build_together(layout, list(wanted.values()), kernel)
+    together = {(lesson.name, module.name) for lesson, module in built_together}
+    if together:
+        names = ", ".join(sorted(f"{name}.ko" for _, name in together))
+        step = timed_step(f"build modules {names} (one make)", started)
+        step["shared"] = True  # one make for the lessons of this boot: its time is counted once
+        for run in runs:
+            if any((run.lesson.name, module.name) in together for module in run.lesson.modules):
+                run.steps.append(step)
+        progress(f"  build  {names}: {step['seconds']:.2f} s, one make for {kernel.release}")
     for run in runs:
         for module in run.lesson.modules:
             started = time.monotonic()
@@ -165,7 +222,7 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
                 _expect_build_error(layout, run, module, kernel, progress)
                 continue
             try:
-                built = kernel_build.build_module(layout, run.lesson, module, kernel)
+                built = kernel_build.build_module(layout, run.lesson, module, kernel)  # reused if built together
             except BuildError as error:
                 # An API this kernel changed: its failure, with the compiler's words; the boot goes on.
                 errors = compiler_errors(layout, error.log)
@@ -174,36 +231,52 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
                 _not_built(run, module, f"not built for {kernel.release}: {errors[0] if errors else error}")
                 progress(f"  build  {module.name:<20} FAILED: {said}")
                 continue
-            step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
-            run.steps.append(step)
-            progress(
-                f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
-                f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
-            )
-            client = run.programs.get(module.client) if module.client else None
-            if module.client and client is None:
-                continue  # the client's build failed, and that is recorded
-            serving = (
-                {
-                    "client": str(client.binary),
-                    "client_args": list(module.client_args),
-                    "client_shown_as": os.path.relpath(client.binary, layout.root),
-                    "client_sources": client.sources,
-                }
-                if client
-                else {}
-            )
-            jobs += [
-                {
-                    "lesson": run.lesson.name,
-                    "module": module.name,
-                    "ko": str(built.ko),
-                    "params": list(module.params),
-                    "stdin": stdin,
-                    **serving,
-                }
-                for stdin in module.stdin
-            ]
+            if (run.lesson.name, module.name) not in together:  # else its step is the make above
+                step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
+                run.steps.append(step)
+                progress(
+                    f"  build  {module.name + '.ko':<20} {step['seconds']:6.2f} s"
+                    f"{' (unchanged)' if step['cached'] else ''} for {kernel.release}"
+                )
+            jobs += _module_jobs(layout, run, module, built.ko)
+    return jobs
+
+
+def _module_jobs(layout: Layout, run: LessonRun, module, ko: Path) -> list[dict]:
+    """The load jobs of one module (one per kind of standard input); none if its client did not build."""
+    client = run.programs.get(module.client) if module.client else None
+    if module.client and client is None:
+        return []  # the client's build failed, and that is recorded
+    serving = (
+        {
+            "client": str(client.binary),
+            "client_args": list(module.client_args),
+            "client_shown_as": os.path.relpath(client.binary, layout.root),
+            "client_sources": client.sources,
+        }
+        if client
+        else {}
+    )
+    return [
+        {
+            "lesson": run.lesson.name,
+            "module": module.name,
+            "ko": str(ko),
+            "params": list(module.params),
+            "stdin": stdin,
+            **serving,
+        }
+        for stdin in module.stdin
+    ]
+
+
+def _planned_module_jobs(layout: Layout, runs: list[LessonRun], kernel: GuestKernel) -> list[dict]:
+    """The load jobs :func:`_build_modules` will return if every module builds, known before any is built."""
+    jobs: list[dict] = []
+    for run in runs:
+        for module in run.lesson.modules:
+            if module.expect != "build-error":
+                jobs += _module_jobs(layout, run, module, kernel_build.module_ko(layout, run.lesson, module, kernel))
     return jobs
 
 

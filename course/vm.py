@@ -54,6 +54,7 @@ class VmRun:
     exit_status: int | None  # None: stopped after the timeout
     seconds: float
     guest: dict = field(default_factory=dict)  # the guest's provenance (course.kernel_guest.guest_machine)
+    first_job_seconds: float | None = None  # from the boot's start to the guest helper's first job (None: never)
 
 
 def vng_path() -> Path:
@@ -245,11 +246,14 @@ def run_jobs(
     timeout: float = 900,
     hardware: GuestHardware = DEFAULT_HARDWARE,
     helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
+    while_booting: Callable[[Path], None] | None = None,
 ) -> VmRun:
     """Boot once, load every module of ``jobs`` in the guest, and return what each load logged.
 
     ``helper`` is the command the guest runs on the plan: :mod:`course.kernel_guest`'s, or
     another helper's (:mod:`course.grading_guest` builds and runs students' exercises).
+    ``while_booting`` runs beside the boot, given the boot's shared folder (the modules' build,
+    whose end the guest's helper waits for: :func:`course.kernel_guest.wait_for_built`).
     """
     require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
@@ -266,7 +270,16 @@ def run_jobs(
             if _cancelled.is_set():
                 raise KeyboardInterrupt("the kernel matrix was interrupted")
             boot = _boot(
-                layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=hardware, helper=helper
+                layout,
+                kernel,
+                jobs,
+                acceleration,
+                progress,
+                timeout,
+                rundir,
+                hardware=hardware,
+                helper=helper,
+                while_booting=while_booting,
             )
         if _cancelled.is_set():  # killed by cancel_boots(): what it logged is not a result
             raise KeyboardInterrupt("the kernel matrix was interrupted")
@@ -311,16 +324,44 @@ def _boot(
     rundir: Path,
     hardware: GuestHardware = DEFAULT_HARDWARE,
     helper: Callable[[Path, Path], list[str]] = kernel_guest.command,
+    while_booting: Callable[[Path], None] | None = None,
 ) -> VmRun:
     plan, results = kernel_guest.prepare(rundir, jobs)
     root = shlex.quote(str(layout.root))
     guest = f"cd {root} && PYTHONPATH={root} {shlex.join(helper(plan, results))}"
     started = time.monotonic()
+    first_job: list[float] = []  # when the helper announced its first job: the boot's own share of the time
 
     def show(line: str) -> None:
         if line.startswith("course-guest:"):
+            if not first_job:
+                first_job.append(time.monotonic() - started)
             progress("  vm     " + line.removeprefix("course-guest:").strip())
 
-    status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir, hardware=hardware), timeout, show)
+    beside: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while_booting(rundir)
+        except BaseException as error:  # raised here, once the boot is over
+            beside.append(error)
+
+    worker = threading.Thread(target=work, name="while booting") if while_booting else None
+    if worker:
+        worker.start()
+    try:
+        status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir, hardware=hardware), timeout, show)
+    finally:
+        if worker:
+            worker.join()
+    if beside:
+        raise beside[0]
     seconds = time.monotonic() - started
-    return VmRun(kernel_guest.collected(results), console, status, seconds, kernel_guest.guest_of(results))
+    return VmRun(
+        kernel_guest.collected(results),
+        console,
+        status,
+        seconds,
+        kernel_guest.guest_of(results),
+        first_job[0] if first_job else None,
+    )

@@ -247,3 +247,24 @@ def test_only_some_benchmarks_update_their_figures_and_keep_the_others(
     assert stored["bench/pipeline.cold"] == earlier["bench/pipeline.cold"], "a figure not measured again is kept"
     with pytest.raises(ValueError, match="no benchmark nope: choose among student-loop, site"):
         bench.run_only(None, tmp_path, ["nope"])  # type: ignore[arg-type]
+
+
+def _khttpd_boot(medians: dict[str, float], calls: int = 3) -> dict[str, dict]:
+    """Lesson 9 as one icount boot stores it: the request medians given, the others 43000; one call count."""
+    stored = {key: {"status": "ok", "unit": "icount ticks", "median": 43000.0} for key in bench.KHTTPD_REQUESTS}
+    for key, median in medians.items():
+        stored[key]["median"] = median
+    histogram = {"start": calls, "width": 1, "counts": [100]}
+    stored["09-khttpd/server-syscalls.read-write"] = {"status": "ok", "unit": "calls", "histogram": histogram}
+    return stored
+
+
+def test_lesson_9s_spread_names_its_worst_request_and_says_whether_the_counts_repeat() -> None:
+    same = bench.khttpd_spread([_khttpd_boot({}), _khttpd_boot({})])["bench/icount.khttpd-spread"]
+    assert same["value"] == 0.0 and same["identical_medians"] == 6 and same["counts_repeat"]
+    moved = bench.khttpd_spread([_khttpd_boot({}), _khttpd_boot({"09-khttpd/request.khttpd": 43043.0}, calls=4)])
+    spread = moved["bench/icount.khttpd-spread"]
+    assert spread["worst"] == "09-khttpd/request.khttpd" and spread["medians"] == [43000.0, 43043.0]
+    assert spread["value"] == pytest.approx(43 / 43021.5 * 100, rel=1e-3) and spread["identical_medians"] == 5
+    assert not spread["counts_repeat"] and _bench_verdict(spread)[2] == "NO"
+    assert bench.khttpd_spread([_khttpd_boot({})])["bench/icount.khttpd-spread"]["status"] == "skipped"

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -258,9 +259,11 @@ def canned_vm(monkeypatch) -> list[str]:
             "guest_kernel": options.release,
         }
 
-    def run_jobs(layout, kernel, jobs, acceleration, progress, timeout=900, hardware=None) -> vm.VmRun:
+    def run_jobs(layout, kernel, jobs, acceleration, progress, timeout=900, hardware=None, while_booting=None):
         booted.append(kernel.release)
-        with vm.others_may_run():  # as the real boot does: the other kernels' threads go on meanwhile
+        with vm.others_may_run(), tempfile.TemporaryDirectory() as shared:  # as the real boot does: the other
+            if while_booting:  # kernels' threads go on meanwhile, and the modules build while it boots
+                while_booting(Path(shared))
             time.sleep(0.2)
         results = [
             {**job, "command": "insmod fdfile.ko", "exit_status": 1, "insmod_output": "", "log": FDFILE_LOG}
@@ -303,7 +306,8 @@ def test_a_module_one_kernel_refuses_is_that_kernels_failure_and_the_others_go_o
         ("6.1", "qemu-icount-debian-6.1", True),
         ("6.12", "qemu-icount-debian-6.12", False),
     ]
-    assert canned_vm == [RELEASES["6.1"]], "6.12 had nothing left to load: no boot"
+    # Each boot starts while its modules build: 6.12's loads nothing, its module having failed.
+    assert canned_vm == [RELEASES["6.1"], RELEASES["6.12"]] or canned_vm == [RELEASES["6.12"], RELEASES["6.1"]]
     good = store.read_json(layout.results / "qemu-icount-debian-6.1" / "09-api-change.json")
     assert good["failures"] == [] and good["runner"] == "vm"
     figure = good["measurements"]["09-api-change/fdget-fdput"]
@@ -436,7 +440,7 @@ def test_an_interrupted_matrix_starts_no_boot_and_stores_none_cut_short(tmp_path
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
     cut: list[Path] = []
 
-    def boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, hardware=None, helper=None) -> vm.VmRun:
+    def boot(layout, kernel, jobs, acceleration, progress, timeout, rundir, **options) -> vm.VmRun:
         cut.append(rundir)
         vm.cancel_boots()  # as Ctrl-C does while this boot runs
         return vm.VmRun([], "", -9, 0.1)
@@ -464,3 +468,42 @@ def test_the_benchmark_says_why_the_matrix_was_not_timed(tmp_path: Path, monkeyp
     assert set(found) == {"bench/pipeline.kernel-matrix", "bench/pipeline.kernel-matrix-unchanged"}
     assert all(value["status"] == "skipped" and "not installed" in value["reason"] for value in found.values())
     assert bench.GOALS["kernel-matrix"] == 90.0
+
+
+@pytest.mark.slow
+def test_modules_built_together_are_the_modules_built_alone_and_a_failure_marks_none(tmp_path: Path) -> None:
+    """One make for several modules (half of a one-module build is Kbuild starting up); if it fails, each alone."""
+    kernel = _installed(["6.1"])["6.1"]
+    layout = _layout(tmp_path)
+    found = {lesson.name: lesson for lesson in lessons.discover(layout)}
+    reads, layers, get_fs = found["04-kernel-read"], found["06-skipping-layers"], found["05-get-fs"]
+    pairs = [(reads, reads.modules[0]), (layers, layers.modules[0])]
+    assert kernel_build.build_together(layout, pairs, kernel) == pairs
+    for lesson, module in pairs:
+        again = kernel_build.build_module(layout, lesson, module, kernel)
+        assert again.ko.is_file() and not again.rebuilt, "built together, then reused as if built alone"
+        vermagic = subprocess.run(["modinfo", "-F", "vermagic", str(again.ko)], capture_output=True, text=True)
+        assert vermagic.stdout.split()[0] == kernel.release
+    assert kernel_build.build_together(layout, pairs, kernel) == [], "nothing left to build"
+    (oldstyle,) = [module for module in get_fs.modules if module.expect == "build-error"]
+    (kseg,) = [module for module in get_fs.modules if module.expect != "build-error"]
+    assert kernel_build.build_together(layout, [(get_fs, kseg), (get_fs, oldstyle)], kernel) == []
+    assert kernel_build.build_module(layout, get_fs, kseg, kernel).rebuilt, "not marked built by the failed make"
+
+
+def test_a_module_that_did_not_build_while_the_guest_booted_is_skipped_in_the_guest_and_on_the_host(
+    tmp_path: Path,
+) -> None:
+    """The guest's helper loads only what the host says it built; the host drops the others' jobs and results."""
+    from course import kernel_guest
+
+    job = {"lesson": "05-get-fs", "module": "kseg", "ko": str(tmp_path / "kseg.ko"), "params": [], "stdin": "devnull"}
+    plan, results = kernel_guest.prepare(tmp_path, [{**job, "after_build": True}])
+    kernel_guest.write_built(tmp_path, [])  # its build failed
+    assert kernel_guest.main([str(plan), str(results), "--host-kernel"]) == 0
+    (skipped,) = kernel_guest.collected(results)
+    assert skipped["not_built"] and "exit_status" not in skipped, "never loaded"
+    program = {"lesson": "05-get-fs", "program": "05-get-fs/x", "binary": "/x"}
+    other = {**job, "module": "kget"}
+    jobs, kept = kernel_runs._only_built([program, job, other], [{"p": 1}, {"k": 1}], {("05-get-fs", "kget")})
+    assert jobs == [program, other] and kept == [{"p": 1}], "the results stay beside their jobs"

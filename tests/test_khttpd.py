@@ -103,6 +103,38 @@ def test_the_client_fails_on_a_single_wrong_byte(serve: Path, tmp_path: Path) ->
     assert "answers_checked" not in out, "no figure from a run whose answers were wrong"
 
 
+def test_the_client_never_writes_through_what_it_finds_at_the_page_path(serve: Path, tmp_path: Path) -> None:
+    """The page's path is in /tmp and the client may run as root: a symbolic link planted there is replaced,
+    never followed (the file it points to keeps its bytes)."""
+    victim = tmp_path / "victim"
+    victim.write_text("not the page\n")
+    page = tmp_path / "page.html"
+    page.symlink_to(victim)
+    with socket.socket() as closed:  # a port where nothing listens: the client writes the page, then fails
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        env = {**os.environ, "COURSE_KHTTPD_PAGE": str(page)}
+        finished = subprocess.run(
+            [str(serve), "client", str(port), "1"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert finished.returncode == 1 and "connect to 127.0.0.1" in finished.stderr
+    assert victim.read_text() == "not the page\n", "the client wrote through the link"
+    assert not page.is_symlink() and page.stat().st_size == 2048, "the page is a new file of its own"
+
+
+def test_batch_runs_itself_again_once_and_says_why_when_the_flag_does_not_hold(serve: Path, tmp_path: Path) -> None:
+    """A set-user-ID copy loses ADDR_NO_RANDOMIZE at every exec (PER_CLEAR_ON_SETID): one line, never a loop."""
+    if os.geteuid() != 0 or os.statvfs(tmp_path).f_flag & os.ST_NOSUID:
+        pytest.skip("needs root and a folder without nosuid, to make a set-user-ID root copy")
+    copy = tmp_path / "serve-setuid"
+    copy.write_bytes(serve.read_bytes())
+    copy.chmod(0o4755)
+    finished = subprocess.run([str(copy), "read-write", "2", "batch"], capture_output=True, text=True, timeout=20)
+    assert finished.returncode == 1
+    assert finished.stderr.count("\n") == 1 and "address randomization is back on" in finished.stderr
+    assert "course: measure" not in finished.stdout
+
+
 def test_what_listens_and_what_is_loaded_are_read_from_the_kernel_tables(tmp_path: Path) -> None:
     tcp = tmp_path / "tcp"
     tcp.write_text(
@@ -164,13 +196,15 @@ def _run_lesson_9(course_root: Path, results: Path, build: Path) -> dict:
 
 #: How far two icount boots of one kernel may set a request's median apart. Not 0, unlike the
 #: empty reads of lessons 4 and 6: -icount makes the clock count instructions, not the boot
-#: repeat itself (the guest's files come from the host, answered when the host gets to it), so
-#: each run starts with the timer tick and the allocators' caches elsewhere. Client and server
-#: run as SCHED_BATCH with unrandomized addresses ("batch"): before that, 6.12's io_uring median
-#: moved by several percent. Measured with it, two runs of the three-kernel matrix: 18 medians at
-#: most 0.037 % apart (6.1-rt, splice: 48409 and 48391), three identical; once, in a trial boot
-#: of 6.12, the kernel server's moved 0.58 %. This test boots 6.1, where trials stayed within 0.03 %.
-ICOUNT_SPREAD = 0.001
+#: repeat itself (lessons/09-khttpd.md says why, from samples printed one by one and function
+#: traces of two boots). Client and server run as SCHED_BATCH with unrandomized addresses
+#: ("batch"): before that, 6.12's io_uring median moved by several percent. Measured with it:
+#: three runs of the three-kernel matrix and four boots of 6.1 side by side, every request
+#: median within 0.06 % of the others; once, in a trial boot of 6.12, the kernel server's moved
+#: 0.58 %. With cryptomgr.notests on the guests' command line (tried, then dropped), three of
+#: six boots of 6.1 had the kernel server (once io_uring too) 566-583 instructions dearer per
+#: request, 1.2 % to 1.5 %, and one of 6.1-rt's 824 (1.8 %): the test allows 2 %.
+ICOUNT_SPREAD = 0.02
 
 
 @pytest.mark.slow

@@ -93,3 +93,54 @@ def test_the_vm_scratch_folder_has_no_space_even_when_build_has_one(tmp_path: Pa
     plain = Layout(tmp_path, build_dir=tmp_path / "build")
     vm.run_jobs(plain, KERNEL, [], "tcg", progress=lambda line: None)
     assert seen[1].parent == plain.build / "vm", "a plain build folder keeps its scratch inside"
+
+
+def test_a_boot_says_when_its_first_job_began(tmp_path: Path, monkeypatch) -> None:
+    """Where a boot's time goes: until the guest helper's first job (the guest starting), then the jobs."""
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+    lines: list[str] = []
+
+    def booted(command: list[str], timeout: float, on_line) -> tuple[int, str]:
+        on_line("[    0.000000] Linux version ...")
+        assert not lines, "a console line is not a job"
+        on_line("course-guest: [1/2] 04-kernel-read/usystime (user space)")
+        on_line("course-guest: [2/2] ksystime stdin=pipe")
+        return 0, ""
+
+    monkeypatch.setattr(vm, "_run", booted)
+    boot = vm._boot(layout, KERNEL, [], "tcg-icount", lines.append, 60, tmp_path)
+    assert boot.first_job_seconds is not None and 0 <= boot.first_job_seconds <= boot.seconds
+    assert lines == ["  vm     [1/2] 04-kernel-read/usystime (user space)", "  vm     [2/2] ksystime stdin=pipe"]
+    monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: (None, "stopped"))
+    assert vm._boot(layout, KERNEL, [], "tcg-icount", lines.append, 60, tmp_path).first_job_seconds is None
+
+
+def test_the_modules_build_beside_the_boot_and_the_guest_waits_for_them(tmp_path: Path, monkeypatch) -> None:
+    """The build runs while the guest starts; its helper loads only what built, and a build's error is the boot's."""
+    from course import kernel_guest
+
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+    order: list[str] = []
+
+    def build(shared: Path) -> None:
+        time.sleep(0.3)  # the boot is under way meanwhile
+        order.append("built")
+        kernel_guest.write_built(shared, ["/b/kseg.ko"])
+
+    def booted(command: list[str], timeout: float, on_line) -> tuple[int, str]:
+        order.append("booting")
+        assert command[command.index("--rwdir") + 1] == str(tmp_path), "the folder the guest shares"
+        order.append(f"waited for {sorted(kernel_guest.wait_for_built(tmp_path, timeout=30, poll=0.05))}")
+        return 0, ""
+
+    monkeypatch.setattr(vm, "_run", booted)
+    vm._boot(layout, KERNEL, [], "tcg-icount", lambda line: None, 60, tmp_path, while_booting=build)
+    assert order == ["booting", "built", "waited for ['/b/kseg.ko']"]
+    assert kernel_guest.wait_for_built(tmp_path / "nothing", timeout=0.1, poll=0.05) == set(), "never forever"
+
+    def broken(shared: Path) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: (0, ""))
+    with pytest.raises(OSError, match="no space left"):
+        vm._boot(layout, KERNEL, [], "tcg-icount", lambda line: None, 60, tmp_path, while_booting=broken)

@@ -41,6 +41,7 @@
 #define REQUEST_LIMIT 1024
 #define HEADER_LIMIT 128
 #define PAGE_PATH "/tmp/course-khttpd.html"  /* where khttpd.ko reads it (its path= parameter) */
+#define REEXEC_MARK "COURSE_SERVE_REEXEC"  /* set across run_repeatably()'s one exec of itself */
 
 static const char request_text[] = "GET /page.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
@@ -289,12 +290,19 @@ static void serve_io_uring(int listener, int page, long requests, struct cost co
 	close(conn);
 }
 
-/* Write the page where the server reads it from: `path`, or a new file named after `path` (mkstemp). */
+/* Write the page where the server reads it from: `path`, or a new file named after `path` (mkstemp).
+ * A fixed path sits in /tmp, where anyone may have put something first, and the client may run
+ * as root (the host-kernel runner): whatever is there is removed, never followed or written
+ * through (a symbolic link to another file), and the page is a new file (O_EXCL): if another
+ * appears in between, the run fails instead. In sticky /tmp nobody else can then replace it. */
 static int write_page(char *path, int unique)
 {
 	char page[PAGE_SIZE_BYTES + 1];
-	int fd = unique ? mkstemp(path) : open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	int fd;
 
+	if (!unique && unlink(path) != 0 && errno != ENOENT)
+		fail(path);
+	fd = unique ? mkstemp(path) : open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	page_bytes(page);
 	if (fd < 0 || write(fd, page, PAGE_SIZE_BYTES) != PAGE_SIZE_BYTES)
 		fail(path);
@@ -371,12 +379,24 @@ static void run_repeatably(char **argv)
 {
 	struct sched_param priority = { .sched_priority = 0 };
 	int persona = personality(0xffffffff);
+	int again = getenv(REEXEC_MARK) != NULL;
 
 	if (persona == -1)
 		fail("batch: personality");
+	unsetenv(REEXEC_MARK);  /* the client and anything it runs start afresh */
 	if (!(persona & ADDR_NO_RANDOMIZE)) {
+		/* Once only: an exec that clears the flag (a set-user-ID or file-capability copy of this
+		 * program, PER_CLEAR_ON_SETID) would clear it again on every exec. */
+		if (again) {
+			fprintf(stderr, "serve: batch: address randomization is back on after running again (a set-user-ID "
+					"or file-capability binary clears ADDR_NO_RANDOMIZE at exec); run a plain copy, or "
+					"leave out \"batch\"\n");
+			exit(1);
+		}
 		if (personality(persona | ADDR_NO_RANDOMIZE) == -1)
 			fail("batch: personality(ADDR_NO_RANDOMIZE)");
+		if (setenv(REEXEC_MARK, "1", 1) != 0)
+			fail("batch: setenv");
 		execv("/proc/self/exe", argv);
 		fail("batch: run again without address randomization");
 	}
