@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,11 +83,51 @@ def scratch_layout(tmp_path: Path) -> Layout:
     return Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
 
 
+def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder of this whole run: with pytest-xdist, the one its workers' folders are in."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
-def measured_course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Path, list]:
+def seed_kvm_verdict(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], None]:
+    """Give a fresh build folder this machine's KVM verdict (course.vm's kvm-verdict.json), probed once per run.
+
+    ``auto`` acceleration probes KVM once per build folder and remembers the verdict there: a boot
+    under KVM that fails (about 4 s of QEMU here, which aborts) or hangs (PROBE_SECONDS of a whole
+    core, on a machine whose /dev/kvm hangs), which every test that boots a real VM in a build
+    folder of its own would pay again. The first test that asks probes for real
+    (course.vm.choose_acceleration, as a run does); the others find the verdict in their build
+    folder, as a second run on one checkout does.
+    """
+    from course import kernel_build, vm
+
+    run = _run_folder(tmp_path_factory)
+    probed = Layout(ROOT, build_dir=run / "kvm-probe" / "build")
+    verdicts = probed.build / "vm" / "kvm-verdict.json"
+
+    def seed(build: Path) -> None:
+        with open(run / "kvm-probe.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # workers of one run wait for a single probe
+            if not verdicts.is_file():
+                try:
+                    vm.choose_acceleration(probed, kernel_build.find_kernel(), "auto", progress=print)
+                except (kernel_build.KernelError, vm.VmError):
+                    return  # no kernel or no QEMU: the test itself says so
+            (build / "vm").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(verdicts, build / "vm" / verdicts.name)
+
+    return seed
+
+
+@pytest.fixture(scope="session")
+def measured_course(
+    tmp_path_factory: pytest.TempPathFactory, seed_kvm_verdict: Callable[[Path], None]
+) -> tuple[Layout, Path, list]:
     """Every lesson measured for real, once per test session: programs here, modules in one VM boot."""
     scratch = tmp_path_factory.mktemp("measured")
     layout = Layout(ROOT, results_dir=scratch / "results", build_dir=scratch / "build")
+    seed_kvm_verdict(layout.build)
     shutil.copytree(ROOT / "results" / "reference-2000", layout.results / "reference-2000")
     # The shipped kernel matrix (lessons 2, 4 and 6 compare its guest kernels), as a clone has it.
     for matrix_set in sorted((ROOT / "results").glob("qemu-icount-debian-*")):

@@ -431,7 +431,7 @@ def test_kbuild_gets_a_plain_path_to_a_folder_with_a_space(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_modules_build_and_load_from_a_build_folder_with_a_space(tmp_path: Path) -> None:
+def test_modules_build_and_load_from_a_build_folder_with_a_space(tmp_path: Path, seed_kvm_verdict) -> None:
     """Lesson 5 for real: a module built with Kbuild, one refused by the compiler, and a VM boot."""
     try:
         kernel_build.find_kernel()
@@ -439,6 +439,7 @@ def test_modules_build_and_load_from_a_build_folder_with_a_space(tmp_path: Path)
         pytest.skip(str(error))
     spaced = tmp_path / "my course"
     layout = Layout(ROOT, results_dir=spaced / "results", build_dir=spaced / "build")
+    seed_kvm_verdict(layout.build)
     set_path = pipeline.open_set(layout, "mine")
     report = pipeline.measure_lesson(layout, lessons.find(layout, 5), set_path, progress=print)
     assert report.failures == []
