@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import fcntl
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -25,45 +27,102 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-#: The test modules that share the session's measured course (one VM boot) and the site built from it: when
-#: the suite runs in parallel (``invoke test``: pytest-xdist, one worker per CPU), one worker runs them all, in
-#: order, so that the course is measured once; every other module is a unit of its own (a site build writes
-#: its generated machine pages beside its own doctrees, never into the checkout, so builds of this checkout
-#: run side by side). A module that uses ``measured_course`` or ``built_site`` must be listed (checked below).
-CHECKOUT_SITE_MODULES = {
-    "test_browser.py",
-    "test_pipeline.py",
+#: Session fixtures worth making once (a VM boot, a whole site build), each with the modules whose tests use them.
+#: When the suite runs in parallel (``invoke test``: pytest-xdist, one worker per CPU), the tests that use one run
+#: on one worker, in order, as one group, so that it is made once; every other test runs with the rest of its
+#: module, as a unit of its own (a site build writes its generated machine pages beside its own doctrees, never
+#: into the checkout, so builds of this checkout run side by side). A test that uses one of these fixtures must be
+#: in a listed module (checked below).
+SHARED_GROUPS = {
+    "the measured course and its site": (
+        {"measured_course", "built_site"},
+        {"test_browser.py", "test_pipeline.py"},
+    ),
+    "this checkout's site from its stored results": (
+        {"checkout_site"},
+        {"test_answer_first_site.py", "test_edition.py"},
+    ),
 }
-CHECKOUT_SITE = "the measured course and this checkout's site"
+
+#: The groups that take longest, longest first (each boots a VM, builds whole sites or runs a lab; measured with
+#: ``pytest --durations``). xdist hands groups out in collection order, the next one to a worker with at most one
+#: test left: these are collected first, so that the short modules fill the time beside them instead of one long
+#: group starting last and running on alone. Only the order changes; every group still runs whole, in its order.
+LONGEST_FIRST = (
+    "the measured course and its site",
+    "tests/test_class_site.py",
+    "tests/test_publish.py",
+    "this checkout's site from its stored results",
+    "tests/test_lab.py",
+    "tests/test_bad_input.py",
+    "tests/test_khttpd.py",
+    "tests/test_sphinxext.py",
+    "tests/test_vm_shell.py",
+    "tests/test_bench.py",
+    "tests/test_runaway.py",
+    "tests/test_pipeline.py",
+    "tests/test_guest_hardware.py",
+    "tests/test_environment.py",
+    "tests/test_kernel_matrix.py",
+    "tests/test_exercises.py",
+    "tests/test_class_tables.py",
+)
+
+
+@functools.cache
+def _users(module: str, fixtures: frozenset[str]) -> frozenset[str]:
+    """The functions of a test module that use one of ``fixtures``, directly or through the module's own fixtures."""
+    tree = ast.parse((TESTS / module).read_text(encoding="utf-8"))
+    arguments = {
+        node.name: {argument.arg for argument in node.args.args}
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+    }
+    users = set(fixtures)
+    while more := {name for name, used in arguments.items() if name not in users and used & users}:
+        users |= more
+    return frozenset(users - fixtures)
+
+
+def group_of(nodeid: str) -> str:
+    """The unit a test is scheduled in: its shared fixture's group, else its module."""
+    module, _, test = nodeid.partition("::")
+    for group, (fixtures, modules) in SHARED_GROUPS.items():
+        if Path(module).name in modules and test.split("[", 1)[0] in _users(Path(module).name, frozenset(fixtures)):
+            return group
+    return module
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # only called where pytest-xdist is installed
     """xdist's own grouping (``--dist loadgroup``) sets ``item._nodeid``, which pytest 9 no longer reads; this
-    schedules by module instead, the modules of ``CHECKOUT_SITE_MODULES`` as one unit."""
+    schedules by :func:`group_of` instead."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class CheckoutSiteOnOneWorker(LoadScopeScheduling):
+    class SharedFixturesOnOneWorker(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return CHECKOUT_SITE if Path(module).name in CHECKOUT_SITE_MODULES else module
+            return group_of(nodeid)
 
-    return CheckoutSiteOnOneWorker(config, log)
+    return SharedFixturesOnOneWorker(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A module sharing the measured course must be listed above; in a student copy, a test of the full
-    edition's folded solutions is skipped, saying why."""
+    """A test using a shared fixture must be in its group; the longest groups come first; in a student copy, a test
+    of the full edition's folded solutions is skipped, saying why."""
     student_copy = (ROOT / ".course-edition").is_file()
     for item in items:
         if student_copy and item.name == "test_an_exercise_solution_is_folded_until_opened":
             item.add_marker(pytest.mark.skip(reason="a student copy has no solutions to fold"))
-        shared = {"measured_course", "built_site"} & set(getattr(item, "fixturenames", ()))
-        if shared and item.path.name not in CHECKOUT_SITE_MODULES:
-            raise pytest.UsageError(
-                f"{item.nodeid} uses the session's measured course: add {item.path.name} to "
-                "CHECKOUT_SITE_MODULES in tests/conftest.py (its tests must run on one worker)"
-            )
+        used = set(getattr(item, "fixturenames", ()))
+        for group, (fixtures, _) in SHARED_GROUPS.items():
+            if fixtures & used and group_of(item.nodeid) != group:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {', '.join(sorted(fixtures & used))}: add {item.path.name} to its group in "
+                    "SHARED_GROUPS in tests/conftest.py, with the fixture as a parameter of the test or of a fixture "
+                    "of its module (its tests must run on one worker)"
+                )
+    rank = {group: place for place, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -144,4 +203,14 @@ def built_site(measured_course) -> Layout:
 
     layout, set_path, _ = measured_course
     site.build_site(layout, strict=True, current_set=set_path.name)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def checkout_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """This checkout's whole site (its own edition) from the result sets it ships, built once with -W."""
+    from course import edition, site
+
+    layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("checkout-site") / "build")
+    site.build_site(layout, strict=True, edition_name=edition.of_checkout(ROOT))
     return layout

@@ -64,7 +64,7 @@ def test_lesson_toml_loses_only_its_solution_lines() -> None:
 
 
 @pytest.mark.slow
-def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_path: Path) -> None:
+def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_path: Path, checkout_site) -> None:
     layout = Layout(ROOT, results_dir=ROOT / "results", build_dir=tmp_path / "build")
     site.build_site(layout, strict=True, edition_name="student")
     student = site.html_folder(layout, "student")
@@ -73,9 +73,12 @@ def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_pa
     page = (student / "lessons" / "03-timing.html").read_text()
     assert "not part of the student edition" in page and "exercise-onebyte.c" in page  # the exercise stays
 
-    # The check can fail: the full edition (its own folder) does show them, folded and as downloads.
-    site.build_site(layout, strict=True, edition_name="full")
-    found = solutions_in(layout.html)
+    # The check can fail: the full edition (its own folder) does show them, folded and as downloads. It is the
+    # session's build of this checkout (conftest.py): built with -W, the same Sphinx command as edition "full".
+    assert site.sphinx_command(checkout_site, strict=True) == site.sphinx_command(
+        checkout_site, strict=True, edition_name="full"
+    )
+    found = solutions_in(checkout_site.html)
     assert any(hit.startswith("lessons/03-timing.html") for hit in found), found
     assert any(hit.startswith("_downloads/") for hit in found), found
 
