@@ -7,7 +7,10 @@ import fcntl
 import functools
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,10 @@ SHARED_GROUPS = {
         {"checkout_site"},
         {"test_answer_first_site.py", "test_edition.py"},
     ),
+    "the class's student copy and lesson 3 run in it": (
+        {"class_copy", "lesson_3_in_a_student_checkout"},
+        {"test_edition.py", "test_grading.py"},
+    ),
 }
 
 #: The groups that take longest, longest first (each boots a VM, builds whole sites or runs a lab; measured with
@@ -51,6 +58,7 @@ SHARED_GROUPS = {
 LONGEST_FIRST = (
     "the measured course and its site",
     "tests/test_class_site.py",
+    "the class's student copy and lesson 3 run in it",
     "tests/test_publish.py",
     "this checkout's site from its stored results",
     "tests/test_lab.py",
@@ -214,3 +222,45 @@ def checkout_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("checkout-site") / "build")
     site.build_site(layout, strict=True, edition_name=edition.of_checkout(ROOT))
     return layout
+
+
+@dataclass
+class StudentCheckout:
+    """A checkout a student works in, the ``invoke`` commands that made it (in order) and the last one's output."""
+
+    path: Path
+    ran: list[list[str]]
+    output: subprocess.CompletedProcess
+
+
+def _invoke(where: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=where, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def class_copy(tmp_path_factory: pytest.TempPathFactory) -> StudentCheckout:
+    """The student copy the class gets (solutions left out), made once with ``invoke student-copy`` as the guide says.
+
+    Read it only: a test that works in it works in a copy of it.
+    """
+    copy = tmp_path_factory.mktemp("handout") / "class-2027"
+    made = _invoke(ROOT, "student-copy", str(copy))
+    assert made.returncode == 0, made.stderr
+    return StudentCheckout(copy, [["student-copy", str(copy)]], made)
+
+
+@pytest.fixture(scope="session")
+def lesson_3_in_a_student_checkout(
+    class_copy: StudentCheckout, tmp_path_factory: pytest.TempPathFactory
+) -> StudentCheckout:
+    """A student's checkout of the class copy after the student's loop, ``invoke lesson 3 --set bob-laptop``: the
+    programs built and run, the exercise checked with no solution beside it, the student edition's site built.
+
+    Read it only: a test that works on in it (grading's bob) works in a copy of it.
+    """
+    checkout = tmp_path_factory.mktemp("student") / "bob"
+    shutil.copytree(class_copy.path, checkout)
+    command = ["lesson", "3", "--set", "bob-laptop"]
+    ran = _invoke(checkout, *command)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    return StudentCheckout(checkout, [*class_copy.ran, command], ran)
