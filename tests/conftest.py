@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-#: Session fixtures worth making once (a VM boot, a whole site build), each with the modules whose tests use them.
+#: Session fixtures worth making once (a VM boot, a whole site build), each with the modules whose tests use them,
+#: in the order they run: the longest test first, since xdist sends a worker its next group when one test of this
+#: one is left, and that group waits behind the last test.
 #: When the suite runs in parallel (``invoke test``: pytest-xdist, one worker per CPU), the tests that use one run
 #: on one worker, in order, as one group, so that it is made once; every other test runs with the rest of its
 #: module, as a unit of its own (a site build writes its generated machine pages beside its own doctrees, never
@@ -39,15 +41,15 @@ TESTS = Path(__file__).resolve().parent
 SHARED_GROUPS = {
     "the measured course and its site": (
         {"measured_course", "built_site"},
-        {"test_bad_input.py", "test_browser.py", "test_pipeline.py"},
+        ("test_bad_input.py", "test_browser.py", "test_pipeline.py"),
     ),
     "this checkout's site from its stored results": (
         {"checkout_site"},
-        {"test_answer_first_site.py", "test_edition.py"},
+        ("test_edition.py", "test_answer_first_site.py"),
     ),
     "the class's student copy and lesson 3 run in it": (
         {"class_copy", "lesson_3_in_a_student_checkout"},
-        {"test_edition.py", "test_grading.py"},
+        ("test_grading.py", "test_edition.py"),
     ),
 }
 
@@ -129,7 +131,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     "of its module (its tests must run on one worker)"
                 )
     rank = {group: place for place, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+
+    def place(item: pytest.Item) -> tuple[int, int]:
+        group = group_of(item.nodeid)
+        modules = SHARED_GROUPS.get(group, (set(), ()))[1]
+        return rank.get(group, len(rank)), modules.index(item.path.name) if group in SHARED_GROUPS else 0
+
+    items.sort(key=place)
 
 
 @pytest.fixture(scope="session")
