@@ -108,6 +108,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # only called wher
     schedules by :func:`group_of` instead."""
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False  # the order of the collection (LONGEST_FIRST), not by number of tests
+
     class SharedFixturesOnOneWorker(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
