@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import fcntl
+import functools
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,45 +30,116 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-#: The test modules that share the session's measured course (one VM boot) and the site built from it: when
-#: the suite runs in parallel (``invoke test``: pytest-xdist, one worker per CPU), one worker runs them all, in
-#: order, so that the course is measured once; every other module is a unit of its own (a site build writes
-#: its generated machine pages beside its own doctrees, never into the checkout, so builds of this checkout
-#: run side by side). A module that uses ``measured_course`` or ``built_site`` must be listed (checked below).
-CHECKOUT_SITE_MODULES = {
-    "test_browser.py",
-    "test_pipeline.py",
+#: Session fixtures worth making once (a VM boot, a whole site build), each with the modules whose tests use them,
+#: in the order they run: the longest test first, since xdist sends a worker its next group when one test of this
+#: one is left, and that group waits behind the last test.
+#: When the suite runs in parallel (``invoke test``: pytest-xdist, one worker per CPU), the tests that use one run
+#: on one worker, in order, as one group, so that it is made once; every other test runs with the rest of its
+#: module, as a unit of its own (a site build writes its generated machine pages beside its own doctrees, never
+#: into the checkout, so builds of this checkout run side by side). A test that uses one of these fixtures must be
+#: in a listed module (checked below).
+SHARED_GROUPS = {
+    "the measured course and its site": (
+        {"measured_course", "built_site"},
+        ("test_bad_input.py", "test_browser.py", "test_pipeline.py"),
+    ),
+    "this checkout's site from its stored results": (
+        {"checkout_site"},
+        ("test_edition.py", "test_answer_first_site.py"),
+    ),
+    "the class's student copy and lesson 3 run in it": (
+        {"class_copy", "lesson_3_in_a_student_checkout"},
+        ("test_grading.py", "test_edition.py"),
+    ),
 }
-CHECKOUT_SITE = "the measured course and this checkout's site"
+
+#: The groups that take longest, longest first (each boots a VM, builds whole sites or runs a lab; measured with
+#: ``pytest --durations``). xdist hands groups out in collection order, the next one to a worker with at most one
+#: test left: these are collected first, so that the short modules fill the time beside them instead of one long
+#: group starting last and running on alone. Only the order changes; every group still runs whole, in its order.
+LONGEST_FIRST = (
+    "the measured course and its site",
+    "the class's student copy and lesson 3 run in it",
+    "tests/test_class_site.py",
+    "tests/test_publish.py",
+    "this checkout's site from its stored results",
+    "tests/test_lab.py",
+    "tests/test_khttpd.py",
+    "tests/test_sphinxext.py",
+    "tests/test_vm_shell.py",
+    "tests/test_pipeline.py",
+    "tests/test_bench.py",
+    "tests/test_runaway.py",
+    "tests/test_guest_hardware.py",
+    "tests/test_environment.py",
+    "tests/test_kernel_matrix.py",
+    "tests/test_exercises.py",
+    "tests/test_class_tables.py",
+)
+
+
+@functools.cache
+def _users(module: str, fixtures: frozenset[str]) -> frozenset[str]:
+    """The functions of a test module that use one of ``fixtures``, directly or through the module's own fixtures."""
+    tree = ast.parse((TESTS / module).read_text(encoding="utf-8"))
+    arguments = {
+        node.name: {argument.arg for argument in node.args.args}
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+    }
+    users = set(fixtures)
+    while more := {name for name, used in arguments.items() if name not in users and used & users}:
+        users |= more
+    return frozenset(users - fixtures)
+
+
+def group_of(nodeid: str) -> str:
+    """The unit a test is scheduled in: its shared fixture's group, else its module."""
+    module, _, test = nodeid.partition("::")
+    for group, (fixtures, modules) in SHARED_GROUPS.items():
+        if Path(module).name in modules and test.split("[", 1)[0] in _users(Path(module).name, frozenset(fixtures)):
+            return group
+    return module
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # only called where pytest-xdist is installed
     """xdist's own grouping (``--dist loadgroup``) sets ``item._nodeid``, which pytest 9 no longer reads; this
-    schedules by module instead, the modules of ``CHECKOUT_SITE_MODULES`` as one unit."""
+    schedules by :func:`group_of` instead."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class CheckoutSiteOnOneWorker(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return CHECKOUT_SITE if Path(module).name in CHECKOUT_SITE_MODULES else module
+    config.option.loadscopereorder = False  # the order of the collection (LONGEST_FIRST), not by number of tests
 
-    return CheckoutSiteOnOneWorker(config, log)
+    class SharedFixturesOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return SharedFixturesOnOneWorker(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A module sharing the measured course must be listed above; in a student copy, a test of the full
-    edition's folded solutions is skipped, saying why."""
+    """A test using a shared fixture must be in its group; the longest groups come first; in a student copy, a test
+    of the full edition's folded solutions is skipped, saying why."""
     student_copy = (ROOT / ".course-edition").is_file()
     for item in items:
         if student_copy and item.name == "test_an_exercise_solution_is_folded_until_opened":
             item.add_marker(pytest.mark.skip(reason="a student copy has no solutions to fold"))
-        shared = {"measured_course", "built_site"} & set(getattr(item, "fixturenames", ()))
-        if shared and item.path.name not in CHECKOUT_SITE_MODULES:
-            raise pytest.UsageError(
-                f"{item.nodeid} uses the session's measured course: add {item.path.name} to "
-                "CHECKOUT_SITE_MODULES in tests/conftest.py (its tests must run on one worker)"
-            )
+        used = set(getattr(item, "fixturenames", ()))
+        for group, (fixtures, _) in SHARED_GROUPS.items():
+            if fixtures & used and group_of(item.nodeid) != group:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {', '.join(sorted(fixtures & used))}: add {item.path.name} to its group in "
+                    "SHARED_GROUPS in tests/conftest.py, with the fixture as a parameter of the test or of a fixture "
+                    "of its module (its tests must run on one worker)"
+                )
+    rank = {group: place for place, group in enumerate(LONGEST_FIRST)}
+
+    def place(item: pytest.Item) -> tuple[int, int]:
+        group = group_of(item.nodeid)
+        modules = SHARED_GROUPS.get(group, (set(), ()))[1]
+        return rank.get(group, len(rank)), modules.index(item.path.name) if group in SHARED_GROUPS else 0
+
+    items.sort(key=place)
 
 
 @pytest.fixture(scope="session")
@@ -80,11 +159,55 @@ def scratch_layout(tmp_path: Path) -> Layout:
     return Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
 
 
+def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder of this whole run: with pytest-xdist, the one its workers' folders are in."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
-def measured_course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Path, list]:
-    """Every lesson measured for real, once per test session: programs here, modules in one VM boot."""
-    scratch = tmp_path_factory.mktemp("measured")
+def seed_kvm_verdict(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], None]:
+    """Give a fresh build folder this machine's KVM verdict (course.vm's kvm-verdict.json), probed once per run.
+
+    ``auto`` acceleration probes KVM once per build folder and remembers the verdict there: a boot
+    under KVM that fails (about 4 s of QEMU here, which aborts) or hangs (PROBE_SECONDS of a whole
+    core, on a machine whose /dev/kvm hangs), which every test that boots a real VM in a build
+    folder of its own would pay again. The first test that asks probes for real
+    (course.vm.choose_acceleration, as a run does); the others find the verdict in their build
+    folder, as a second run on one checkout does.
+    """
+    from course import kernel_build, vm
+
+    run = _run_folder(tmp_path_factory)
+    probed = Layout(ROOT, build_dir=run / "kvm-probe" / "build")
+    verdicts = probed.build / "vm" / "kvm-verdict.json"
+
+    def seed(build: Path) -> None:
+        with open(run / "kvm-probe.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # workers of one run wait for a single probe
+            if not verdicts.is_file():
+                try:
+                    vm.choose_acceleration(probed, kernel_build.find_kernel(), "auto", progress=print)
+                except (kernel_build.KernelError, vm.VmError):
+                    return  # no kernel or no QEMU: the test itself says so
+            (build / "vm").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(verdicts, build / "vm" / verdicts.name)
+
+    return seed
+
+
+@pytest.fixture(scope="session")
+def measured_course(
+    tmp_path_factory: pytest.TempPathFactory, seed_kvm_verdict: Callable[[Path], None]
+) -> tuple[Layout, Path, list]:
+    """Every lesson measured for real, once per test session: programs here, modules in one VM boot.
+
+    Its results and build folders are in a folder whose name has a space, as a student's may have:
+    Kbuild, vng and the guest's paths must take it (test_bad_input.py checks lesson 5 of it).
+    """
+    scratch = tmp_path_factory.mktemp("measured") / "my course"
     layout = Layout(ROOT, results_dir=scratch / "results", build_dir=scratch / "build")
+    seed_kvm_verdict(layout.build)
     shutil.copytree(ROOT / "results" / "reference-2000", layout.results / "reference-2000")
     # The shipped kernel matrix (lessons 2, 4 and 6 compare its guest kernels), as a clone has it.
     for matrix_set in sorted((ROOT / "results").glob("qemu-icount-debian-*")):
@@ -102,3 +225,55 @@ def built_site(measured_course) -> Layout:
     layout, set_path, _ = measured_course
     site.build_site(layout, strict=True, current_set=set_path.name)
     return layout
+
+
+@pytest.fixture(scope="session")
+def checkout_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """This checkout's whole site (its own edition) from the result sets it ships, built once with -W."""
+    from course import edition, site
+
+    layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("checkout-site") / "build")
+    site.build_site(layout, strict=True, edition_name=edition.of_checkout(ROOT))
+    return layout
+
+
+@dataclass
+class StudentCheckout:
+    """A checkout a student works in, the ``invoke`` commands that made it (in order) and the last one's output."""
+
+    path: Path
+    ran: list[list[str]]
+    output: subprocess.CompletedProcess
+
+
+def _invoke(where: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=where, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def class_copy(tmp_path_factory: pytest.TempPathFactory) -> StudentCheckout:
+    """The student copy the class gets (solutions left out), made once with ``invoke student-copy`` as the guide says.
+
+    Read it only: a test that works in it works in a copy of it.
+    """
+    copy = tmp_path_factory.mktemp("handout") / "class-2027"
+    made = _invoke(ROOT, "student-copy", str(copy))
+    assert made.returncode == 0, made.stderr
+    return StudentCheckout(copy, [["student-copy", str(copy)]], made)
+
+
+@pytest.fixture(scope="session")
+def lesson_3_in_a_student_checkout(
+    class_copy: StudentCheckout, tmp_path_factory: pytest.TempPathFactory
+) -> StudentCheckout:
+    """A student's checkout of the class copy after the student's loop, ``invoke lesson 3 --set bob-laptop``: the
+    programs built and run, the exercise checked with no solution beside it, the student edition's site built.
+
+    Read it only: a test that works on in it (grading's bob) works in a copy of it.
+    """
+    checkout = tmp_path_factory.mktemp("student") / "bob"
+    shutil.copytree(class_copy.path, checkout)
+    command = ["lesson", "3", "--set", "bob-laptop"]
+    ran = _invoke(checkout, *command)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    return StudentCheckout(checkout, [*class_copy.ran, command], ran)

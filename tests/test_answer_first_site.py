@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from course import site, store
+from course import store
 from course.layout import Layout
 from course.sphinxext.data import same_hardware
 
@@ -37,10 +37,8 @@ MOST_WORDS = 350
 
 
 @pytest.fixture(scope="module")
-def html(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("answer-site") / "build")
-    site.build_site(layout, strict=True)
-    return layout.html
+def html(checkout_site: Layout) -> Path:
+    return checkout_site.html
 
 
 def _page(html: Path, lesson: str) -> str:

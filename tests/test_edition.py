@@ -8,11 +8,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from course import edition, lessons, site
 from course.layout import Layout
+
+if TYPE_CHECKING:
+    from tests.conftest import StudentCheckout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +68,7 @@ def test_lesson_toml_loses_only_its_solution_lines() -> None:
 
 
 @pytest.mark.slow
-def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_path: Path) -> None:
+def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_path: Path, checkout_site) -> None:
     layout = Layout(ROOT, results_dir=ROOT / "results", build_dir=tmp_path / "build")
     site.build_site(layout, strict=True, edition_name="student")
     student = site.html_folder(layout, "student")
@@ -73,19 +77,25 @@ def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_pa
     page = (student / "lessons" / "03-timing.html").read_text()
     assert "not part of the student edition" in page and "exercise-onebyte.c" in page  # the exercise stays
 
-    # The check can fail: the full edition (its own folder) does show them, folded and as downloads.
-    site.build_site(layout, strict=True, edition_name="full")
-    found = solutions_in(layout.html)
+    # The check can fail: the full edition (its own folder) does show them, folded and as downloads. It is the
+    # session's build of this checkout (conftest.py): built with -W, the same Sphinx command as edition "full".
+    assert site.sphinx_command(checkout_site, strict=True) == site.sphinx_command(
+        checkout_site, strict=True, edition_name="full"
+    )
+    found = solutions_in(checkout_site.html)
     assert any(hit.startswith("lessons/03-timing.html") for hit in found), found
     assert any(hit.startswith("_downloads/") for hit in found), found
 
 
 @pytest.mark.slow
-def test_the_student_copy_has_one_commit_no_solution_and_runs_lesson_3(tmp_path: Path) -> None:
-    copy = tmp_path / "class"
-    finished = subprocess.run(
-        [sys.executable, "-m", "invoke", "student-copy", str(copy)], cwd=ROOT, capture_output=True, text=True
-    )
+def test_the_student_copy_has_one_commit_no_solution_and_runs_lesson_3(
+    class_copy: StudentCheckout, lesson_3_in_a_student_checkout: StudentCheckout
+) -> None:
+    # Both made once for the session (conftest.py): the copy by ``invoke student-copy``, then a student's checkout
+    # of it where ``invoke lesson 3`` ran; the grading walkthrough works on in copies of them.
+    copy = class_copy.path
+    assert class_copy.ran == [["student-copy", str(copy)]]
+    finished = class_copy.output
     assert finished.returncode == 0, finished.stderr
     assert "solution files left out" in finished.stdout
     log = subprocess.run(["git", "-C", str(copy), "log", "--format=%H"], capture_output=True, text=True, check=True)
@@ -97,20 +107,22 @@ def test_the_student_copy_has_one_commit_no_solution_and_runs_lesson_3(tmp_path:
     assert edition.of_checkout(copy) == "student"
 
     # The student's own checkout: lesson 3 reruns, its exercise is checked (no solution beside it), the site builds.
-    ran = subprocess.run([sys.executable, "-m", "invoke", "lesson", "3"], cwd=copy, capture_output=True, text=True)
+    checkout = lesson_3_in_a_student_checkout.path
+    assert lesson_3_in_a_student_checkout.ran[-1][:2] == ["lesson", "3"]
+    ran = lesson_3_in_a_student_checkout.output
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert "exercises (edit the TODO" in ran.stdout
-    stored = [json.loads(path.read_text()) for path in (copy / "results").glob("*/03-timing.json")]
+    stored = [json.loads(path.read_text()) for path in (checkout / "results").glob("*/03-timing.json")]
     mine = [data for data in stored if "yours" in data.get("exercises", {}).get("onebyte", {})]
     fresh = [data for data in mine if "solution" not in data["exercises"]["onebyte"]]
     assert fresh, "the student's run checked the variant, with no solution to run"
     assert fresh[0]["exercises"]["onebyte"]["yours"]["status"] in ("not yet", "cannot be checked here")
-    assert (copy / "build" / "html" / "lessons" / "03-timing.html").is_file()
-    assert solutions_in(copy / "build" / "html") == []
+    assert (checkout / "build" / "html" / "lessons" / "03-timing.html").is_file()
+    assert solutions_in(checkout / "build" / "html") == []
 
     # A full edition needs the solutions: refused there, in one line.
     refused = subprocess.run(
-        [sys.executable, "-m", "invoke", "site", "--edition", "full"], cwd=copy, capture_output=True, text=True
+        [sys.executable, "-m", "invoke", "site", "--edition", "full"], cwd=checkout, capture_output=True, text=True
     )
     assert refused.returncode == 2 and "student copy" in refused.stderr
 

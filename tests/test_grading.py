@@ -13,11 +13,15 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from course import edition, grading, progress, store, submission
 from course.layout import Layout
+
+if TYPE_CHECKING:
+    from tests.conftest import StudentCheckout
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANT = "code/user/03-timing/exercise-onebyte.c"
@@ -140,16 +144,6 @@ def test_the_student_edition_shows_no_student(app) -> None:
     assert not (Path(app.outdir) / "progress.csv").exists()
 
 
-@pytest.fixture(scope="module")
-def class_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The student copy the class gets (solutions left out), made once as the guide says."""
-    copy = tmp_path_factory.mktemp("handout") / "class-2027"
-    made = invoke(ROOT, "student-copy", str(copy))
-    assert made.returncode == 0, made.stderr
-    assert edition.of_checkout(copy) == "student"
-    return copy
-
-
 def guide_commands() -> list[list[str]]:
     """The commands of the instructor guide's "Teaching a class", in order."""
     text = (ROOT / "docs" / "instructors.md").read_text()
@@ -176,13 +170,17 @@ def _student(class_copy: Path, where: Path, name: str) -> Path:
 
 @pytest.mark.slow
 def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status_ignored(
-    class_copy: Path, tmp_path: Path
+    class_copy: StudentCheckout, lesson_3_in_a_student_checkout: StudentCheckout, tmp_path: Path
 ) -> None:
+    # The class's copy, and bob's run of lesson 3 in his checkout of it, are the session's (conftest.py): made as
+    # the guide says, once for this walkthrough and the student edition's tests; the students work in copies.
+    assert edition.of_checkout(class_copy.path) == "student"
+    RAN.extend(lesson_3_in_a_student_checkout.ran)
     handed_in = tmp_path / "handed-in"
     solution = (ROOT / SOLUTION).read_text().replace('"../../common/stamp.h"', '"../common/stamp.h"')
 
     # Ada solves it her own way (a variable the solution has not).
-    ada = _student(class_copy, tmp_path, "ada")
+    ada = _student(class_copy.path, tmp_path, "ada")
     own = solution.replace(
         "return pread(STDIN_FILENO, buffer, 1, 0);", "ssize_t got = pread(0, buffer, 1, 0);\n\treturn got;"
     )
@@ -190,9 +188,8 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
 
     # Bob measures lesson 3 with the TODO left as it is, forges his set to say "works" (the
     # manifest is made afresh by submit), then hands in a variant that tells who runs it and where.
-    bob = _student(class_copy, tmp_path, "bob")
-    checked = invoke(bob, "lesson", "3", "--set", "bob-laptop")
-    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    bob = _student(lesson_3_in_a_student_checkout.path, tmp_path, "bob")
+    assert lesson_3_in_a_student_checkout.ran[-1] == ["lesson", "3", "--set", "bob-laptop"]
     set_path = bob / "results" / "bob-laptop"
     stored = store.read_json(set_path / "03-timing.json")
     assert stored["exercises"]["onebyte"]["yours"]["status"] == "not yet"
@@ -222,7 +219,7 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     )
 
     # Cy hands in the solution itself.
-    cy = _student(class_copy, tmp_path, "cy")
+    cy = _student(class_copy.path, tmp_path, "cy")
     (cy / VARIANT).write_text("/* all mine */\n" + solution)
 
     made = invoke(ada, "submit", "--student", "ada")  # into build/submit/, as the guide says
@@ -233,7 +230,7 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
     secret = tmp_path / "root-only.h"
     secret.write_text("static int secret = 42;\n")
     secret.chmod(0o600)
-    eve = _student(class_copy, tmp_path, "eve")
+    eve = _student(class_copy.path, tmp_path, "eve")
     (eve / VARIANT).write_text(f'#include "{secret}"\n' + solution)
 
     students = (("bob", bob, ("--set", "bob-laptop")), ("cy", cy, ()), ("eve", eve, ()))
