@@ -245,7 +245,11 @@ def test_only_some_benchmarks_update_their_figures_and_keep_the_others(
     stored = store.read_json(tmp_path / "bench.json")["measurements"]
     assert asked == [3] and stored["bench/pipeline.lesson-3"]["value"] == 2.0
     assert stored["bench/pipeline.cold"] == earlier["bench/pipeline.cold"], "a figure not measured again is kept"
-    with pytest.raises(ValueError, match="no benchmark nope: choose among student-loop, site"):
+    sources = []
+    monkeypatch.setitem(bench.ONLY, "class-site", lambda layout, source, progress, runs: sources.append(source) or {})
+    bench.run_only(None, tmp_path / "bob-laptop", ["class-site"])  # type: ignore[arg-type]
+    assert sources == ["bob-laptop"], "the class is made of copies of the set being benchmarked"
+    with pytest.raises(ValueError, match="no benchmark nope: choose among student-loop, site, class-site"):
         bench.run_only(None, tmp_path, ["nope"])  # type: ignore[arg-type]
 
 
