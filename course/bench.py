@@ -522,6 +522,23 @@ def kernel_matrix_speed(layout: Layout, progress: Progress = print, runs: int = 
         }
 
 
+def _icount_boots(
+    layout: Layout, lesson: int, lesson_file: str, set_name: str, runs: int, progress: Progress
+) -> list[dict]:
+    """Lesson ``lesson`` run ``runs`` times under ``tcg-icount`` as set ``set_name``, each in a boot of its own, in
+    a scratch folder: the measurements each run stored in ``lesson_file``."""
+    stored: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix=f"course-bench-icount-{lesson}-") as scratch:
+        results, build = Path(scratch) / "results", Path(scratch) / "build"
+        env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(build)}
+        command = [sys.executable, "-m", "invoke", "run", "--lesson", str(lesson), "--acceleration", "tcg-icount"]
+        command += ["--set", set_name, "--force"]
+        for number in range(runs):
+            _timed(command, env, layout.root, progress, f"icount run {number + 1}/{runs} of lesson {lesson}")
+            stored.append(store.read_json(results / set_name / f"{lesson_file}.json")["measurements"])
+    return stored
+
+
 def icount_control(layout: Layout, runs: int = 2, progress: Progress = print) -> dict[str, dict]:
     """Lesson 4 twice under ``tcg-icount``: the spread of its same-guest savings, expected 0 (a control).
 
@@ -529,17 +546,10 @@ def icount_control(layout: Layout, runs: int = 2, progress: Progress = print) ->
     above 0 would mean the guest's path, not the host, changed between them.
     """
     savings: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="course-bench-icount-") as scratch:
-        results, build = Path(scratch) / "results", Path(scratch) / "build"
-        env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(build)}
-        command = [sys.executable, "-m", "invoke", "run", "--lesson", "4", "--acceleration", "tcg-icount"]
-        command += ["--set", "icount-control", "--force"]
-        for number in range(runs):
-            _timed(command, env, layout.root, progress, f"icount run {number + 1}/{runs} of lesson 4")
-            stored = store.read_json(results / "icount-control" / "04-kernel-read.json")["measurements"]
-            for key, value in stored.items():
-                if "/saving" in key and value.get("status") == "ok":
-                    savings.setdefault(key, []).append(float(value["value"]))
+    for stored in _icount_boots(layout, 4, "04-kernel-read", "icount-control", runs, progress):
+        for key, value in stored.items():
+            if "/saving" in key and value.get("status") == "ok":
+                savings.setdefault(key, []).append(float(value["value"]))
     compared = {key: values for key, values in savings.items() if len(values) == runs}
     if not compared:
         skipped = {"status": "skipped", "reason": "no saving was derived under icount", "measured_at": store.now()}
@@ -694,16 +704,7 @@ def khttpd_spread(stored: list[dict[str, dict]]) -> dict[str, dict]:
 
 def icount_khttpd(layout: Layout, runs: int = 2, progress: Progress = print) -> dict[str, dict]:
     """Lesson 9 ``runs`` times under ``tcg-icount``, each in a boot of its own: :func:`khttpd_spread`."""
-    stored: list[dict[str, dict]] = []
-    with tempfile.TemporaryDirectory(prefix="course-bench-khttpd-") as scratch:
-        results, build = Path(scratch) / "results", Path(scratch) / "build"
-        env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(build)}
-        command = [sys.executable, "-m", "invoke", "run", "--lesson", "9", "--acceleration", "tcg-icount"]
-        command += ["--set", "icount-khttpd", "--force"]
-        for number in range(runs):
-            _timed(command, env, layout.root, progress, f"icount run {number + 1}/{runs} of lesson 9")
-            stored.append(store.read_json(results / "icount-khttpd" / "09-khttpd.json")["measurements"])
-    return khttpd_spread(stored)
+    return khttpd_spread(_icount_boots(layout, 9, "09-khttpd", "icount-khttpd", runs, progress))
 
 
 def run(layout: Layout, set_path: Path, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:
