@@ -136,7 +136,9 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
                 kos = sorted({job["ko"] for job in built[0]}) if built else []
                 kernel_guest.write_built(rundir, kos)
 
-    if where["runner"] == "host-kernel" or not planned:
+    programs = guest_program_jobs(layout, runs)
+    # A boot with nothing but modules to load waits for their build: if none builds, no VM starts.
+    if where["runner"] == "host-kernel" or not planned or not (programs or traces):
         build()
         planned = built[0]
     else:
@@ -147,7 +149,7 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     # traces last: whatever the tracer leaves behind cannot touch a figure measured before it.
     # The modules are built while the guest boots: its helper waits for them before the first
     # module job (kernel_guest.wait_for_built), and runs those that built.
-    jobs = guest_program_jobs(layout, runs) + planned + traces
+    jobs = programs + planned + traces
 
     started = time.monotonic()
     try:
