@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -37,6 +38,9 @@ MAX_POINTS = 20_000
 #: The smallest value above 0 in a timeline: the site divides each by the timeline's median, and
 #: a quotient by a smaller one would overflow (a probe's median is a count of ticks).
 SMALLEST_IN_TIMELINE = 1e-6
+
+#: The smallest normal float: a figure between it and 0 (a subnormal one) is refused.
+SMALLEST_FLOAT = sys.float_info.min
 
 STATISTICS = ("min", "median", "p90", "p99", "max")
 STATUSES = ("ok", "skipped", "failed")
@@ -330,6 +334,8 @@ def _check_histogram(where: str, histogram: Any) -> None:
     _required(histogram, "start", where, _number)
     _required(histogram, "width", where, _figure)
     _check(histogram["width"] > 0, f"{where}.width", histogram["width"], "a width above 0")
+    start, width = histogram["start"], histogram["width"]
+    _check(start + width != start, f"{where}.width", width, f"a width that moves the start ({start!r}) on")
     _required(histogram, "counts", where, _tallies)
     _check_length(f"{where}.counts", histogram["counts"], MAX_BINS)
     _optional(histogram, "above", f"{where}.above", _tally)
@@ -369,7 +375,13 @@ def _flag(value: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and -LARGEST < value < LARGEST
+    # A subnormal float (5e-324) is no measurement, and an axis of it has no round steps.
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and -LARGEST < value < LARGEST
+        and (value == 0 or abs(value) >= SMALLEST_FLOAT)
+    )
 
 
 def _number(value: Any) -> str:
@@ -412,7 +424,8 @@ def _numbers(value: Any) -> str:
 def _figures(value: Any) -> str:
     # One test an item, inline: a timeline holds thousands (``_figure`` each, as before, for the odd one).
     fine = isinstance(value, list) and all(
-        ((type(v) is float or type(v) is int) and 0 <= v < LARGEST) or not _figure(v) for v in value
+        ((type(v) is float or type(v) is int) and (v == 0 or SMALLEST_FLOAT <= v < LARGEST)) or not _figure(v)
+        for v in value
     )
     return "" if fine else "a list of finite numbers >= 0"
 

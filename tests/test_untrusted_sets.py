@@ -173,3 +173,16 @@ def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Pa
     store.remember_checked(keys)
     with pytest.raises(store.StoreError, match=r"03-timing.json has measurements\[.*\].status = 'no'"):
         store.load_all(tmp_path / "results")
+
+
+@pytest.mark.parametrize(
+    ("measurement", "field"),
+    [
+        ({"unit": "ns", "median": 5e-324}, "m.median"),
+        ({"unit": "ns", "min": 1, "histogram": {"start": 9e18, "width": 1e-3, "counts": [1]}}, "m.histogram.width"),
+        ({"unit": "ns", "min": 1, "timeline": {"seconds": [0, 5e-324], "values": [1, 1]}}, "m.timeline.seconds"),
+    ],
+)
+def test_a_subnormal_figure_or_a_bin_that_moves_nothing_is_refused(measurement: dict, field: str) -> None:
+    with pytest.raises(validate.SchemaError, match=rf"has {field} = "):
+        validate.check_measurement("m", {"status": "ok", **measurement})
