@@ -493,6 +493,11 @@ def _shown_texts(value: Any, field: str) -> None:
             _shown_text(item, field)
 
 
+def shows(char: str) -> bool:
+    """Whether ``char`` may be shown in a field of one line (what :func:`check_shown_text` lets through)."""
+    return char.isprintable() or unicodedata.category(char) not in UNSHOWABLE
+
+
 def _shown_text(text: str, field: str, lines: bool = False) -> None:
     if text.isprintable():  # no character of UNSHOWABLE is printable: most text is done in C, at once
         return

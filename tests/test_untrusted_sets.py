@@ -186,3 +186,14 @@ def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Pa
 def test_a_subnormal_figure_or_a_bin_that_moves_nothing_is_refused(measurement: dict, field: str) -> None:
     with pytest.raises(validate.SchemaError, match=rf"has {field} = "):
         validate.check_measurement("m", {"status": "ok", **measurement})
+
+
+def test_an_archive_named_with_invisible_characters_is_imported_with_them_escaped(tmp_path: Path) -> None:
+    """Its name is recorded after the checks: stored as it was, every later load refused the set."""
+    shutil.copytree(CANNED, tmp_path / "made" / "other")
+    made = archive.export_set(tmp_path / "made" / "other", tmp_path / "other.tar.gz")
+    renamed = made.rename(tmp_path / "class-\u202egz.tar.\x1b[31m.tar.gz")
+    archive.import_set(renamed, tmp_path / "results", own_set="mine")
+    loaded = store.load_all(tmp_path / "results")
+    recorded = json.loads((tmp_path / "results" / "other" / "set.json").read_text())["imported"]["archive"]
+    assert recorded == "class-\\u202egz.tar.\\u001b[31m.tar.gz" and "other" in loaded
