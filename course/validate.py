@@ -187,6 +187,7 @@ def check_lesson_file(content: dict, name: str = "") -> None:
         _check(isinstance(run, dict), "kernel_run", run, "an object")
         for key in KERNEL_RUN_TEXT:
             _optional(run, key, f"kernel_run.{key}", _text, nullable=True)
+        _optional(run, "acceleration", "kernel_run.acceleration", _acceleration, nullable=True)
         guest = run.get("guest_machine")
         if guest is not None:
             # The guest's own provenance (its kernel, QEMU's CPU, its mitigations), shown on machine pages.
@@ -409,6 +410,10 @@ def _count(value: Any) -> str:
     return "" if _is_number(value) and isinstance(value, int) and value > 0 else "a whole number above 0"
 
 
+def _acceleration(value: Any) -> str:
+    return "" if value in ACCELERATIONS else f"one of {', '.join(ACCELERATIONS)}"
+
+
 def _mapping(value: Any) -> str:
     return "" if isinstance(value, dict) else "an object"
 
@@ -459,38 +464,61 @@ MULTILINE = ("reason", "note", "how", "command", "stdin", "what", "call", "sourc
 
 
 def check_shown_text(file: str, content: dict) -> None:
-    """On import and export: the text of a set and of its measurements holds no character that does not show.
+    """On import, export and load: no key and no text of the file holds a character that does not show.
 
-    Refused, not cleaned: the field is named so that whoever made the set can fix it. Program output
-    (captures) and failure logs are shown as preformatted text and keep their lines and tabs.
+    Every key and every text, at any depth (a page shows fields this check never named: a machine's
+    mitigations, a guest's record). Refused, not cleaned: the field is named so that whoever made the
+    set can fix it. Program output (captures), failure logs, an exercise's detail and a measurement's
+    free text (:data:`MULTILINE`) are shown as preformatted text and keep their lines and tabs.
     """
-    if file == "set.json":
-        for key in SET_TEXT:
-            _shown_texts(content.get(key), key)
-        machine = content.get("machine", {})
-        for key, value in machine.items():
-            _shown_texts(value, f"machine.{key}")
-        for record in ("guest", "imported"):
-            for key, value in (content.get(record) or {}).items():
-                _shown_texts(value, f"{record}.{key}")
-        return
-    guest = (content.get("kernel_run") or {}).get("guest_machine") or {}
-    for key, value in guest.items():
-        _shown_texts(value, f"kernel_run.guest_machine.{key}")
-    for key, measurement in content.get("measurements", {}).items():
-        where = f"measurements[{_shown(key)}]"
-        _shown_text(key, f"{where} (its id)")
-        for name, value in measurement.items():
-            if isinstance(value, str):
-                _shown_text(value, f"{where}.{name}", lines=name in MULTILINE)
+    lesson = file != "set.json"
+    # (value, its field as a message names it, the keys leading to it)
+    pending: list[tuple[Any, str, tuple[str, ...]]] = [(content, "", ())]
+    while pending:  # a walk without recursion: a file may nest deeply
+        value, field, keys = pending.pop()
+        if isinstance(value, str):
+            _shown_text(value, field, _lines(keys) if lesson else "")
+        elif isinstance(value, dict):
+            inside = []
+            for key, item in value.items():
+                inner = _inner_field(field, keys, key)
+                _shown_text(key, f"{inner} (its name)")
+                if type(item) in _NESTED:
+                    inside.append((item, inner, (*keys, key)))
+            pending.extend(reversed(inside))  # popped in the file's order: the first problem is named
+        elif isinstance(value, list):
+            listed = (*keys, "[]")
+            inside = [(item, f"{field}[{i}]", listed) for i, item in enumerate(value) if type(item) in _NESTED]
+            pending.extend(reversed(inside))
 
 
-def _shown_texts(value: Any, field: str) -> None:
-    """``value`` (text, a list of text or an object of text) as :func:`_shown_text` demands."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
-    for item in items:
-        if isinstance(item, str):
-            _shown_text(item, field)
+_NESTED = (str, dict, list)
+#: Objects of id -> object: their keys are named as ids (``measurements['03-timing/read.tty']``).
+_BY_ID = ("measurements", "captures", "exercises")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _inner_field(field: str, keys: tuple[str, ...], key: str) -> str:
+    if not _FIELD_NAME.fullmatch(key) or (len(keys) == 1 and keys[0] in _BY_ID):
+        return f"{field}[{_shown(key)}]"
+    return f"{field}.{key}" if field else key
+
+
+def _lines(keys: tuple[str, ...]) -> str:
+    """What a lesson file's text at ``keys`` may hold beside printable text: nothing, line breaks and tabs
+    (free text), or any control character (a program's output and logs: a page shows each as an escape).
+    """
+    if not keys:
+        return ""
+    if keys[0] in ("captures", "failures"):
+        return OUTPUT
+    if keys[0] == "measurements":
+        return "\n\t" if len(keys) == 3 and keys[2] in MULTILINE else ""
+    return "\n\t" if keys[0] == "exercises" and len(keys) == 4 and keys[3] == "detail" else ""
+
+
+#: What :func:`_lines` allows in program output: its control characters (shown escaped, never bidi nor filler).
+OUTPUT = "output"
 
 
 def shows(char: str) -> bool:
@@ -498,11 +526,13 @@ def shows(char: str) -> bool:
     return char.isprintable() or unicodedata.category(char) not in UNSHOWABLE
 
 
-def _shown_text(text: str, field: str, lines: bool = False) -> None:
+def _shown_text(text: str, field: str, allowed: str = "") -> None:
     if text.isprintable():  # no character of UNSHOWABLE is printable: most text is done in C, at once
         return
-    allowed = "\n\t" if lines else ""
-    bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and c not in allowed), None)
+    if allowed == OUTPUT:
+        bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and unicodedata.category(c) != "Cc"), None)
+    else:
+        bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and c not in allowed), None)
     if bad is not None:
         raise SchemaError(
             f"has {field} holding the invisible character U+{ord(bad):04X} ({_shown(text)})",

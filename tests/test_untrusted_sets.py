@@ -197,3 +197,43 @@ def test_an_archive_named_with_invisible_characters_is_imported_with_them_escape
     loaded = store.load_all(tmp_path / "results")
     recorded = json.loads((tmp_path / "results" / "other" / "set.json").read_text())["imported"]["archive"]
     assert recorded == "class-\\u202egz.tar.\\u001b[31m.tar.gz" and "other" in loaded
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "field"),
+    [
+        ("set.json", {"machine": {"mitigations": {"MIT\u202eKEY": "Vulnerable"}}}, "machine.mitigations["),
+        ("set.json", {"machine": {"mitigations": {"meltdown": "a\x1b[2Jb"}}}, "machine.mitigations.meltdown"),
+        ("set.json", {"machine": {"MACH\u202e": "x"}}, "machine["),
+        ("set.json", {"label": "two\nlines"}, "label"),
+        ("01-x.json", {"kernel_run": {"why": "a\x07b"}}, "kernel_run.why"),
+        ("01-x.json", {"kernel_run": {"guest_machine": {"mitigations": {"m": "\u2066x"}}}}, "kernel_run.guest_machine"),
+        ("01-x.json", {"measurements": {"01-x/a": {"unit": "n\ns"}}}, "measurements['01-x/a'].unit"),
+        ("01-x.json", {"exercises": {"e": {"a\x1bb": {"status": "ok"}}}}, "exercises['e']"),
+        ("01-x.json", {"sources": {"code/\u202ea.c": "0" * 64}}, "sources["),
+        ("01-x.json", {"captures": {"01-x/c": {"text": "out\x01put\u202e"}}}, "captures['01-x/c'].text"),
+    ],
+)
+def test_every_key_and_text_of_a_file_is_checked_for_invisible_characters(file: str, content: dict, field: str) -> None:
+    with pytest.raises(validate.SchemaError, match=r"invisible character U\+") as refused:
+        validate.check_shown_text(file, content)
+    assert str(refused.value).startswith(f"has {field}"), str(refused.value)
+
+
+def test_output_logs_and_free_text_keep_their_lines_and_tabs() -> None:
+    validate.check_shown_text(
+        "01-x.json",
+        {
+            "captures": {"01-x/run": {"text": "a\tb\nc\n"}},
+            "failures": [{"step": "s", "message": "x\ny", "log": "l\n"}],
+            "measurements": {"01-x/a": {"reason": "cc said:\n\terror", "unit": "ns"}},
+            "exercises": {"e": {"student": {"status": "not yet", "detail": "line\nline"}}},
+        },
+    )
+
+
+def test_a_kernel_runs_acceleration_is_one_the_course_knows() -> None:
+    with pytest.raises(validate.SchemaError, match=r"kernel_run.acceleration = 'TCG', not one of kvm, tcg"):
+        validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": "TCG"}})
+    validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": "tcg-icount"}})
+    validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": None}})
