@@ -157,6 +157,43 @@ def check_set_info(info: dict) -> None:
     _optional(info, "imported", "imported", _text_map)
     # A kernel matrix's set: the one guest kernel it holds (name, release, flavour, preemption, CPU).
     _optional(info, "guest", "guest", _text_map)
+    _check_set_text_lengths(info, machine)
+
+
+#: The most characters of a name, a label or a machine's field (the shipped sets' longest: 104, a label);
+#: a note's and a mitigation's (126 shipped) may be longer. A 1,000,000-character label made a 32 MB site.
+MOST_IN_NAME = 200
+MOST_IN_NOTE = 2000
+#: The most entries of a machine's lists and objects (a CPU's flags, its mitigations: about 20).
+MOST_ENTRIES = 200
+
+
+def _check_set_text_lengths(info: dict, machine: dict) -> None:
+    for key in SET_TEXT:
+        _check_text_length(key, info.get(key), MOST_IN_NAME)
+    for key in MACHINE_TEXT:
+        _check_text_length(f"machine.{key}", machine.get(key), MOST_IN_NOTE if key == "note" else MOST_IN_NAME)
+    for key, most in (("tsc_flags", MOST_IN_NAME), ("mitigations", MOST_IN_NOTE)):
+        entries = machine.get(key) or []
+        _check_length(f"machine.{key}", list(entries), MOST_ENTRIES)
+        for name in entries:
+            _check_text_length(f"machine.{key} (a name)", name, MOST_IN_NAME)
+        for value in entries.values() if isinstance(entries, dict) else []:
+            _check_text_length(f"machine.{key} (a value)", value, most)
+    for record in ("imported", "guest"):
+        fields = info.get(record) or {}
+        _check_length(record, list(fields), MOST_ENTRIES)
+        for name, value in fields.items():
+            _check_text_length(f"{record} (a name)", name, MOST_IN_NAME)
+            _check_text_length(f"{record}[{_shown(name)}]", value, MOST_IN_NAME)
+
+
+def _check_text_length(field: str, value: Any, most: int) -> None:
+    if isinstance(value, str) and len(value) > most:
+        raise SchemaError(
+            f"has {field} of {len(value):,} characters, more than the {most:,} it may hold",
+            fix="shorten it: a set's text names a machine and its run, in a few words",
+        )
 
 
 # --- <lesson>.json ----------------------------------------------------------------------------

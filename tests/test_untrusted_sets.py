@@ -237,3 +237,36 @@ def test_a_kernel_runs_acceleration_is_one_the_course_knows() -> None:
         validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": "TCG"}})
     validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": "tcg-icount"}})
     validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": None}})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(label="L" * 1_000_000), "has label of 1,000,000 characters, more than the 200 it may hold"),
+        (lambda d: d.update(citation="c" * 201), "has citation of 201 characters, more than the 200"),
+        (lambda d: d["machine"].update(cpu_model="C" * 300), "has machine.cpu_model of 300 characters"),
+        (lambda d: d["machine"].update(note="n" * 2001), "has machine.note of 2,001 characters, more than the 2,000"),
+        (lambda d: d["machine"].update(mitigations={"m" * 201: "x"}), "has machine.mitigations (a name) of 201"),
+        (lambda d: d["machine"].update(tsc_flags=["f"] * 201), "has machine.tsc_flags of 201 entries"),
+        (lambda d: d.update(guest={"name": "g" * 201}), "has guest['name'] of 201 characters"),
+    ],
+)
+def test_over_long_text_of_a_set_is_refused_naming_field_and_bound(tmp_path: Path, change, message: str) -> None:
+    """A 1,000,000-character label made a 32 MB site (every page names the set)."""
+    copied = tmp_path / "results" / "canned-machine"
+    shutil.copytree(CANNED, copied)
+    info = json.loads((copied / "set.json").read_text())
+    change(info)
+    (copied / "set.json").write_text(json.dumps(info))
+    with pytest.raises(store.StoreError) as refused:
+        store.load_all(tmp_path / "results")
+    assert f"{copied / 'set.json'} {message}" in str(refused.value) and "\n" not in str(refused.value)
+    assert "shorten it" in str(refused.value) or "entries" in message
+    with pytest.raises(validate.SchemaError, match=r"it may hold|a result file may hold"):
+        validate.check_set_info(info)
+
+
+def test_the_shipped_sets_longest_text_is_well_within_the_bounds() -> None:
+    for info in (json.loads(path.read_text()) for path in (ROOT / "results").glob("*/set.json")):
+        validate.check_set_info(info)
+        assert len(info.get("label", "")) < validate.MOST_IN_NAME, "room for a longer label"
