@@ -496,6 +496,12 @@ def _text_map(value: Any) -> str:
 #: Characters no imported text may hold: controls (an escape sequence in a terminal, invalid in the EPUB's
 #: XHTML), format characters (a bidi override shows the rest of a label reversed) and line separators.
 UNSHOWABLE = ("Cc", "Cf", "Zl", "Zp")
+#: Those of them program output may not hold either (its control characters are shown escaped).
+_UNSHOWABLE_IN_OUTPUT = ("Cf", "Zl", "Zp")
+#: Printable characters that show nothing: Hangul fillers, the braille blank, the combining grapheme joiner,
+#: Khmer's inherent vowels, the Mongolian vowel separator. A label of them looks empty, or like another's.
+FILLERS = "\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5\u180e"
+_FILLER = re.compile(f"[{FILLERS}]")
 #: A measurement's free text (a reason may quote a compiler's lines) may break lines; nothing else may.
 MULTILINE = ("reason", "note", "how", "command", "stdin", "what", "call", "source")
 
@@ -560,20 +566,21 @@ OUTPUT = "output"
 
 def shows(char: str) -> bool:
     """Whether ``char`` may be shown in a field of one line (what :func:`check_shown_text` lets through)."""
-    return char.isprintable() or unicodedata.category(char) not in UNSHOWABLE
+    return (char.isprintable() or unicodedata.category(char) not in UNSHOWABLE) and char not in FILLERS
 
 
 def _shown_text(text: str, field: str, allowed: str = "") -> None:
-    if text.isprintable():  # no character of UNSHOWABLE is printable: most text is done in C, at once
+    if text.isprintable() and not _FILLER.search(text):  # no character of UNSHOWABLE is printable: done in C
         return
     if allowed == OUTPUT:
-        bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and unicodedata.category(c) != "Cc"), None)
+        bad = next((c for c in text if unicodedata.category(c) in _UNSHOWABLE_IN_OUTPUT or c in FILLERS), None)
     else:
-        bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and c not in allowed), None)
+        bad = next((c for c in text if not shows(c) and c not in allowed), None)
     if bad is not None:
         raise SchemaError(
             f"has {field} holding the invisible character U+{ord(bad):04X} ({_shown(text)})",
-            fix="remove control, bidi and other format characters from the set's text (then export it again)",
+            fix="remove control, bidi and other format characters (and blank fillers) from the set's text "
+            "(then export it again)",
         )
 
 

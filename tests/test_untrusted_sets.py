@@ -270,3 +270,13 @@ def test_the_shipped_sets_longest_text_is_well_within_the_bounds() -> None:
     for info in (json.loads(path.read_text()) for path in (ROOT / "results").glob("*/set.json")):
         validate.check_set_info(info)
         assert len(info.get("label", "")) < validate.MOST_IN_NAME, "room for a longer label"
+
+
+@pytest.mark.parametrize("filler", ["\u3164", "\u115f", "\u1160", "\u2800", "\u034f", "\uffa0", "\u180e", "\u17b4"])
+def test_a_printable_filler_that_shows_nothing_is_refused(filler: str) -> None:
+    """A label of Hangul fillers or braille blanks looks empty (or like another set's label) on every page."""
+    with pytest.raises(validate.SchemaError, match=rf"has label holding the invisible character U\+{ord(filler):04X}"):
+        validate.check_shown_text("set.json", {"label": f"Lab{filler}CP 7"})
+    with pytest.raises(validate.SchemaError, match=r"captures\['01-x/c'\]\.text holding"):
+        validate.check_shown_text("01-x.json", {"captures": {"01-x/c": {"text": f"out\x01{filler}"}}})
+    assert not validate.shows(filler)
