@@ -423,11 +423,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _number(value: Any) -> str:
-    return "" if _is_number(value) else "a finite number"
+    return "" if _is_number(value) else "a finite number (0, or 2.2e-308 or more in size)"
 
 
 def _figure(value: Any) -> str:
-    return "" if _is_number(value) and value >= 0 else "a finite number >= 0"
+    return "" if _is_number(value) and value >= 0 else "a finite number >= 0 (0, or 2.2e-308 or more)"
 
 
 def _rate(value: Any) -> str:
@@ -469,7 +469,7 @@ def _figures(value: Any) -> str:
         ((type(v) is float or type(v) is int) and (v == 0 or SMALLEST_FLOAT <= v < LARGEST)) or not _figure(v)
         for v in value
     )
-    return "" if fine else "a list of finite numbers >= 0"
+    return "" if fine else "a list of finite numbers >= 0 (0, or 2.2e-308 or more)"
 
 
 def _tallies(value: Any) -> str:
