@@ -446,17 +446,14 @@ def _parallel() -> list[str]:
 @_one_run_at_a_time
 def bench(c, set=None, runs=None, only=None):  # noqa: A002
     """Benchmark the course: repeatability of lesson 3, pipeline speed (cold, unchanged, lesson 3), peers."""
-    if runs is not None and (not str(runs).isdigit() or int(runs) < 1):
-        raise Exit(f"error: --runs must be a whole number of at least 1, got {runs!r}", code=2)
     from course import bench as benchmarks
 
-    names = [name.strip() for name in (only or "").split(",") if name.strip()]
-    unknown = [name for name in names if name not in benchmarks.ONLY]
-    if unknown:
-        raise Exit(
-            f"error: --only {','.join(unknown)}: no such benchmark; choose among {', '.join(benchmarks.ONLY)}", code=2
-        )
-    commands.bench(_layout(c), set_name=set or c.course.set, runs=int(runs) if runs else None, only=names)
+    try:
+        count = benchmarks.parse_runs(str(runs)) if runs is not None else None
+        names = benchmarks.parse_only(str(only)) if only is not None else []
+    except ValueError as error:
+        raise Exit(f"error: {error}", code=2) from None
+    commands.bench(_layout(c), set_name=set or c.course.set, runs=count, only=names)
 
 
 @task(

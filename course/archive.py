@@ -379,7 +379,9 @@ def _marked_imported(data: bytes, archive: Path) -> bytes:
     """``set.json`` with an ``imported`` record: the set is never taken for this machine's, nor measured into."""
     info = validate.decode(data)
     # The archive's name as text that is always UTF-8 (a file name may hold any bytes).
-    shown = os.fsencode(archive.name).decode("utf-8", "backslashreplace")[:200]
+    shown = os.fsencode(archive.name).decode("utf-8", "backslashreplace")
+    # ... and one that shows: a bidi override or an escape in it would make every later load refuse the set.
+    shown = "".join(c if validate.shows(c) else f"\\u{ord(c):04x}" for c in shown)[:200]
     info["imported"] = {"at": store.now(), "archive": shown}
     return (json.dumps(info, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
 

@@ -642,17 +642,42 @@ ONLY: dict[str, Callable[..., dict[str, dict]]] = {
 NEEDS_SET_NAME = {"class-site"}
 
 
-def run_only(layout: Layout, set_path: Path, names: list[str], progress: Progress = print, runs: int = RUNS) -> dict:
-    """Only the benchmarks ``names`` (keys of :data:`ONLY`), stored over the same figures of the last whole run."""
+#: The most runs a duration may be timed over (each run of the class's site takes a minute or so).
+MOST_RUNS = 100
+
+
+def parse_runs(text: str) -> int:
+    """``--runs``: a whole number from 1 to :data:`MOST_RUNS` in ASCII digits (``"²".isdigit()`` is true)."""
+    if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= MOST_RUNS:
+        raise ValueError(f"--runs must be a whole number from 1 to {MOST_RUNS}, got {text[:40]!r}")
+    return int(text)
+
+
+def parse_only(text: str) -> list[str]:
+    """``--only``: the benchmarks named, comma-separated, each once; naming none is refused, not taken as all."""
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise ValueError(f"--only {text[:40]!r} names no benchmark: choose among {', '.join(ONLY)}")
     unknown = [name for name in names if name not in ONLY]
     if unknown:
-        raise ValueError(f"no benchmark {', '.join(unknown)}: choose among {', '.join(ONLY)}")
+        raise ValueError(f"--only {','.join(unknown)[:80]}: no such benchmark; choose among {', '.join(ONLY)}")
+    return names
+
+
+def run_only(layout: Layout, set_path: Path, names: list[str], progress: Progress = print, runs: int = RUNS) -> dict:
+    """Only the benchmarks ``names`` (keys of :data:`ONLY`), stored over the same figures of the last whole run."""
+    names = list(dict.fromkeys(names))  # each once
+    unknown = [name for name in names if name not in ONLY]
+    if unknown or not names:
+        raise ValueError(f"no benchmark {', '.join(unknown) or 'named'}: choose among {', '.join(ONLY)}")
+    # Read (and check) the figures kept before measuring: a corrupt bench.json must stop us before
+    # minutes of measuring, not after them, throwing the fresh figures away.
+    path = set_path / "bench.json"
+    earlier = store.read_json(path).get("measurements", {}) if path.is_file() else {}
     measured: dict[str, dict] = {}
     for name in names:
         source = (set_path.name,) if name in NEEDS_SET_NAME else ()
         measured.update(ONLY[name](layout, *source, progress=progress, runs=runs))
-    path = set_path / "bench.json"
-    earlier = store.read_json(path).get("measurements", {}) if path.is_file() else {}
     stored = {**earlier, **measured}  # the figures not measured now stay those of their own run (each dated)
     store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": stored, "failures": []})
     return measured

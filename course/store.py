@@ -17,6 +17,8 @@ import os
 import re
 import secrets
 import stat
+import sys
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,11 +120,13 @@ def read_json(path: Path) -> dict:
             f"{path} holds more than {validate.MAX_BYTES // 2**20} MiB, too much for a result file; {REPAIR}"
         )
     key = _checked_key(path, data)
-    if key in _CHECKED:  # these very bytes passed these very checks: only parsed (as decode parses them)
-        _SEEN.add(key)
-        return json.loads(data.decode("utf-8"))
     try:
+        # Parsed as a checked file always is (no NaN, no Infinity, no lone surrogate), even when its key is
+        # known: a key stored in a build's file could have been planted there.
         content = validate.decode(data)
+        if key in _CHECKED:  # these very bytes passed these very checks
+            _SEEN.add(key)
+            return content
         _check(path, content)
         # As an import checks it: a set copied into results/ by hand is anyone's too. Not when writing: a
         # run's own text is never lost for a character, and the next read names it.
@@ -149,8 +153,11 @@ def _checked_key(path: Path, data: bytes) -> str:
 
 @functools.cache
 def _checker_version() -> bytes:
-    """The checking code itself (this module and ``validate``): a stricter check trusts no earlier key."""
-    return b"".join(hashlib.sha256(Path(source).read_bytes()).digest() for source in (validate.__file__, __file__))
+    """The checking code itself (this module and ``validate``), and what it runs on (Python, whose Unicode
+    tables decide which character is printable): a stricter check trusts no earlier key.
+    """
+    code = b"".join(hashlib.sha256(Path(source).read_bytes()).digest() for source in (validate.__file__, __file__))
+    return code + f"\0{sys.version}\0{unicodedata.unidata_version}\0".encode()
 
 
 def remember_checked(file: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -37,6 +38,9 @@ MAX_POINTS = 20_000
 #: The smallest value above 0 in a timeline: the site divides each by the timeline's median, and
 #: a quotient by a smaller one would overflow (a probe's median is a count of ticks).
 SMALLEST_IN_TIMELINE = 1e-6
+
+#: The smallest normal float: a figure between it and 0 (a subnormal one) is refused.
+SMALLEST_FLOAT = sys.float_info.min
 
 STATISTICS = ("min", "median", "p90", "p99", "max")
 STATUSES = ("ok", "skipped", "failed")
@@ -153,6 +157,43 @@ def check_set_info(info: dict) -> None:
     _optional(info, "imported", "imported", _text_map)
     # A kernel matrix's set: the one guest kernel it holds (name, release, flavour, preemption, CPU).
     _optional(info, "guest", "guest", _text_map)
+    _check_set_text_lengths(info, machine)
+
+
+#: The most characters of a name, a label or a machine's field (the shipped sets' longest: 104, a label);
+#: a note's and a mitigation's (126 shipped) may be longer. A 1,000,000-character label made a 32 MB site.
+MOST_IN_NAME = 200
+MOST_IN_NOTE = 2000
+#: The most entries of a machine's lists and objects (a CPU's flags, its mitigations: about 20).
+MOST_ENTRIES = 200
+
+
+def _check_set_text_lengths(info: dict, machine: dict) -> None:
+    for key in SET_TEXT:
+        _check_text_length(key, info.get(key), MOST_IN_NAME)
+    for key in MACHINE_TEXT:
+        _check_text_length(f"machine.{key}", machine.get(key), MOST_IN_NOTE if key == "note" else MOST_IN_NAME)
+    for key, most in (("tsc_flags", MOST_IN_NAME), ("mitigations", MOST_IN_NOTE)):
+        entries = machine.get(key) or []
+        _check_length(f"machine.{key}", list(entries), MOST_ENTRIES)
+        for name in entries:
+            _check_text_length(f"machine.{key} (a name)", name, MOST_IN_NAME)
+        for value in entries.values() if isinstance(entries, dict) else []:
+            _check_text_length(f"machine.{key} (a value)", value, most)
+    for record in ("imported", "guest"):
+        fields = info.get(record) or {}
+        _check_length(record, list(fields), MOST_ENTRIES)
+        for name, value in fields.items():
+            _check_text_length(f"{record} (a name)", name, MOST_IN_NAME)
+            _check_text_length(f"{record}[{_shown(name)}]", value, MOST_IN_NAME)
+
+
+def _check_text_length(field: str, value: Any, most: int) -> None:
+    if isinstance(value, str) and len(value) > most:
+        raise SchemaError(
+            f"has {field} of {len(value):,} characters, more than the {most:,} it may hold",
+            fix="shorten it: a set's text names a machine and its run, in a few words",
+        )
 
 
 # --- <lesson>.json ----------------------------------------------------------------------------
@@ -183,6 +224,7 @@ def check_lesson_file(content: dict, name: str = "") -> None:
         _check(isinstance(run, dict), "kernel_run", run, "an object")
         for key in KERNEL_RUN_TEXT:
             _optional(run, key, f"kernel_run.{key}", _text, nullable=True)
+        _optional(run, "acceleration", "kernel_run.acceleration", _acceleration, nullable=True)
         guest = run.get("guest_machine")
         if guest is not None:
             # The guest's own provenance (its kernel, QEMU's CPU, its mitigations), shown on machine pages.
@@ -330,6 +372,8 @@ def _check_histogram(where: str, histogram: Any) -> None:
     _required(histogram, "start", where, _number)
     _required(histogram, "width", where, _figure)
     _check(histogram["width"] > 0, f"{where}.width", histogram["width"], "a width above 0")
+    start, width = histogram["start"], histogram["width"]
+    _check(start + width != start, f"{where}.width", width, f"a width that moves the start ({start!r}) on")
     _required(histogram, "counts", where, _tallies)
     _check_length(f"{where}.counts", histogram["counts"], MAX_BINS)
     _optional(histogram, "above", f"{where}.above", _tally)
@@ -369,15 +413,21 @@ def _flag(value: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and -LARGEST < value < LARGEST
+    # A subnormal float (5e-324) is no measurement, and an axis of it has no round steps.
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and -LARGEST < value < LARGEST
+        and (value == 0 or abs(value) >= SMALLEST_FLOAT)
+    )
 
 
 def _number(value: Any) -> str:
-    return "" if _is_number(value) else "a finite number"
+    return "" if _is_number(value) else "a finite number (0, or 2.2e-308 or more in size)"
 
 
 def _figure(value: Any) -> str:
-    return "" if _is_number(value) and value >= 0 else "a finite number >= 0"
+    return "" if _is_number(value) and value >= 0 else "a finite number >= 0 (0, or 2.2e-308 or more)"
 
 
 def _rate(value: Any) -> str:
@@ -397,6 +447,10 @@ def _count(value: Any) -> str:
     return "" if _is_number(value) and isinstance(value, int) and value > 0 else "a whole number above 0"
 
 
+def _acceleration(value: Any) -> str:
+    return "" if value in ACCELERATIONS else f"one of {', '.join(ACCELERATIONS)}"
+
+
 def _mapping(value: Any) -> str:
     return "" if isinstance(value, dict) else "an object"
 
@@ -412,9 +466,10 @@ def _numbers(value: Any) -> str:
 def _figures(value: Any) -> str:
     # One test an item, inline: a timeline holds thousands (``_figure`` each, as before, for the odd one).
     fine = isinstance(value, list) and all(
-        ((type(v) is float or type(v) is int) and 0 <= v < LARGEST) or not _figure(v) for v in value
+        ((type(v) is float or type(v) is int) and (v == 0 or SMALLEST_FLOAT <= v < LARGEST)) or not _figure(v)
+        for v in value
     )
-    return "" if fine else "a list of finite numbers >= 0"
+    return "" if fine else "a list of finite numbers >= 0 (0, or 2.2e-308 or more)"
 
 
 def _tallies(value: Any) -> str:
@@ -441,54 +496,91 @@ def _text_map(value: Any) -> str:
 #: Characters no imported text may hold: controls (an escape sequence in a terminal, invalid in the EPUB's
 #: XHTML), format characters (a bidi override shows the rest of a label reversed) and line separators.
 UNSHOWABLE = ("Cc", "Cf", "Zl", "Zp")
+#: Those of them program output may not hold either (its control characters are shown escaped).
+_UNSHOWABLE_IN_OUTPUT = ("Cf", "Zl", "Zp")
+#: Printable characters that show nothing: Hangul fillers, the braille blank, the combining grapheme joiner,
+#: Khmer's inherent vowels, the Mongolian vowel separator. A label of them looks empty, or like another's.
+FILLERS = "\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5\u180e"
+_FILLER = re.compile(f"[{FILLERS}]")
 #: A measurement's free text (a reason may quote a compiler's lines) may break lines; nothing else may.
 MULTILINE = ("reason", "note", "how", "command", "stdin", "what", "call", "source")
 
 
 def check_shown_text(file: str, content: dict) -> None:
-    """On import and export: the text of a set and of its measurements holds no character that does not show.
+    """On import, export and load: no key and no text of the file holds a character that does not show.
 
-    Refused, not cleaned: the field is named so that whoever made the set can fix it. Program output
-    (captures) and failure logs are shown as preformatted text and keep their lines and tabs.
+    Every key and every text, at any depth (a page shows fields this check never named: a machine's
+    mitigations, a guest's record). Refused, not cleaned: the field is named so that whoever made the
+    set can fix it. Program output (captures), failure logs, an exercise's detail and a measurement's
+    free text (:data:`MULTILINE`) are shown as preformatted text and keep their lines and tabs.
     """
-    if file == "set.json":
-        for key in SET_TEXT:
-            _shown_texts(content.get(key), key)
-        machine = content.get("machine", {})
-        for key, value in machine.items():
-            _shown_texts(value, f"machine.{key}")
-        for record in ("guest", "imported"):
-            for key, value in (content.get(record) or {}).items():
-                _shown_texts(value, f"{record}.{key}")
+    lesson = file != "set.json"
+    # (value, its field as a message names it, the keys leading to it)
+    pending: list[tuple[Any, str, tuple[str, ...]]] = [(content, "", ())]
+    while pending:  # a walk without recursion: a file may nest deeply
+        value, field, keys = pending.pop()
+        if isinstance(value, str):
+            _shown_text(value, field, _lines(keys) if lesson else "")
+        elif isinstance(value, dict):
+            inside = []
+            for key, item in value.items():
+                inner = _inner_field(field, keys, key)
+                _shown_text(key, f"{inner} (its name)")
+                if type(item) in _NESTED:
+                    inside.append((item, inner, (*keys, key)))
+            pending.extend(reversed(inside))  # popped in the file's order: the first problem is named
+        elif isinstance(value, list):
+            listed = (*keys, "[]")
+            inside = [(item, f"{field}[{i}]", listed) for i, item in enumerate(value) if type(item) in _NESTED]
+            pending.extend(reversed(inside))
+
+
+_NESTED = (str, dict, list)
+#: Objects of id -> object: their keys are named as ids (``measurements['03-timing/read.tty']``).
+_BY_ID = ("measurements", "captures", "exercises")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _inner_field(field: str, keys: tuple[str, ...], key: str) -> str:
+    if not _FIELD_NAME.fullmatch(key) or (len(keys) == 1 and keys[0] in _BY_ID):
+        return f"{field}[{_shown(key)}]"
+    return f"{field}.{key}" if field else key
+
+
+def _lines(keys: tuple[str, ...]) -> str:
+    """What a lesson file's text at ``keys`` may hold beside printable text: nothing, line breaks and tabs
+    (free text), or any control character (a program's output and logs: a page shows each as an escape).
+    """
+    if not keys:
+        return ""
+    if keys[0] in ("captures", "failures"):
+        return OUTPUT
+    if keys[0] == "measurements":
+        return "\n\t" if len(keys) == 3 and keys[2] in MULTILINE else ""
+    return "\n\t" if keys[0] == "exercises" and len(keys) == 4 and keys[3] == "detail" else ""
+
+
+#: What :func:`_lines` allows in program output: its control characters (shown escaped, never bidi nor filler).
+OUTPUT = "output"
+
+
+def shows(char: str) -> bool:
+    """Whether ``char`` may be shown in a field of one line (what :func:`check_shown_text` lets through)."""
+    return (char.isprintable() or unicodedata.category(char) not in UNSHOWABLE) and char not in FILLERS
+
+
+def _shown_text(text: str, field: str, allowed: str = "") -> None:
+    if text.isprintable() and not _FILLER.search(text):  # no character of UNSHOWABLE is printable: done in C
         return
-    guest = (content.get("kernel_run") or {}).get("guest_machine") or {}
-    for key, value in guest.items():
-        _shown_texts(value, f"kernel_run.guest_machine.{key}")
-    for key, measurement in content.get("measurements", {}).items():
-        where = f"measurements[{_shown(key)}]"
-        _shown_text(key, f"{where} (its id)")
-        for name, value in measurement.items():
-            if isinstance(value, str):
-                _shown_text(value, f"{where}.{name}", lines=name in MULTILINE)
-
-
-def _shown_texts(value: Any, field: str) -> None:
-    """``value`` (text, a list of text or an object of text) as :func:`_shown_text` demands."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
-    for item in items:
-        if isinstance(item, str):
-            _shown_text(item, field)
-
-
-def _shown_text(text: str, field: str, lines: bool = False) -> None:
-    if text.isprintable():  # no character of UNSHOWABLE is printable: most text is done in C, at once
-        return
-    allowed = "\n\t" if lines else ""
-    bad = next((c for c in text if unicodedata.category(c) in UNSHOWABLE and c not in allowed), None)
+    if allowed == OUTPUT:
+        bad = next((c for c in text if unicodedata.category(c) in _UNSHOWABLE_IN_OUTPUT or c in FILLERS), None)
+    else:
+        bad = next((c for c in text if not shows(c) and c not in allowed), None)
     if bad is not None:
         raise SchemaError(
             f"has {field} holding the invisible character U+{ord(bad):04X} ({_shown(text)})",
-            fix="remove control, bidi and other format characters from the set's text (then export it again)",
+            fix="remove control, bidi and other format characters (and blank fillers) from the set's text "
+            "(then export it again)",
         )
 
 

@@ -272,3 +272,43 @@ def test_lesson_9s_spread_names_its_worst_request_and_says_whether_the_counts_re
     assert spread["value"] == pytest.approx(43 / 43021.5 * 100, rel=1e-3) and spread["identical_medians"] == 5
     assert not spread["counts_repeat"] and _bench_verdict(spread)[2] == "NO"
     assert bench.khttpd_spread([_khttpd_boot({})])["bench/icount.khttpd-spread"]["status"] == "skipped"
+
+
+def test_a_corrupt_bench_json_stops_only_some_benchmarks_before_they_measure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from course import store
+
+    (tmp_path / "bench.json").write_text("{not json")
+    measuring = []
+    monkeypatch.setitem(bench.ONLY, "student-loop", lambda layout, progress, runs: measuring.append(runs) or {})
+    with pytest.raises(store.StoreError, match=r"bench\.json is corrupt"):
+        bench.run_only(None, tmp_path, ["student-loop"])  # type: ignore[arg-type]
+    assert measuring == [], "refused before minutes of measuring, not after them"
+
+
+def test_only_names_each_benchmark_once_and_naming_none_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert bench.parse_only(" site, site ,student-loop,") == ["site", "student-loop"]
+    for nothing in (",", " ", "", " , "):
+        with pytest.raises(ValueError, match="names no benchmark: choose among student-loop, site, class-site"):
+            bench.parse_only(nothing)
+    with pytest.raises(ValueError, match="--only nope: no such benchmark"):
+        bench.parse_only("site,nope")
+    with pytest.raises(ValueError, match="no benchmark named"):
+        bench.run_only(None, tmp_path, [])  # type: ignore[arg-type]
+    measuring = []
+    monkeypatch.setitem(bench.ONLY, "site", lambda layout, progress, runs: measuring.append(runs) or {})
+    bench.run_only(None, tmp_path, ["site", "site"], runs=2)  # type: ignore[arg-type]
+    assert measuring == [2], "a name given twice is measured once"
+
+
+@pytest.mark.parametrize("text", ["²", "0", "101", "-1", "1.5", " 3", "٣", "9" * 5000])
+def test_runs_are_ascii_digits_from_1_to_100(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^--runs must be a whole number from 1 to 100, got "):
+        bench.parse_runs(text)
+
+
+def test_runs_within_bounds_are_taken() -> None:
+    assert (bench.parse_runs("1"), bench.parse_runs("05"), bench.parse_runs("100")) == (1, 5, 100)

@@ -323,3 +323,13 @@ def test_axis_values_are_round_and_cover_the_data() -> None:
     assert ticks(24.5, 135, 5, inside=True) == [40, 60, 80, 100, 120], "only values on the axis"
     assert log_ticks(0.7, 20_000) == [1, 10, 100, 1000, 10_000]
     assert log_ticks(300, 5000, (1, 2, 5)) == [500, 1000, 2000, 5000]
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 5e-324), (9e18, 9e18 + 1e-3), (1e-310, 2e-310)])
+def test_axis_values_of_a_span_too_small_for_round_steps_are_its_ends(low: float, high: float) -> None:
+    """A subnormal figure or a bin that moves nothing once crashed in ``math.log10(0)``."""
+    from course.sphinxext.svg import ticks
+
+    values = ticks(low, high, 5, inside=True)
+    assert len(values) == 2 and values[0] == low and values[-1] >= low
+    assert ticks(low, high, 4)[0] == low

@@ -1130,3 +1130,14 @@ def test_the_host_is_named_with_whether_it_is_a_virtual_machine_from_its_set(app
     assert "own kernel (canned-machine, on bare hardware)." in text  # no hypervisor flag in its set
     said = context.host_kind("some-vm", {"hypervisor": True})
     assert said.startswith("some-vm, itself a virtual machine") and "hypervisor" in said
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-navigation-suffix", confoverrides=FURO)
+def test_a_rebuild_with_another_link_suffix_draws_its_navigation_with_it(app: SphinxTestApp, make_app) -> None:
+    """The stored navigation's key holds the builder's link suffix: a stored one links to .html."""
+    app.build()
+    assert 'href="plain.html"' in _html(app)
+    again = make_app("html", srcdir=Path(app.srcdir), confoverrides={**FURO, "html_link_suffix": ".xhtml"})
+    again.build()
+    html = _html(again)
+    assert 'href="plain.xhtml"' in html and 'href="plain.html"' not in html, "every link, the navigation's too"

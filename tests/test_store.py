@@ -413,3 +413,26 @@ def test_terminal_tables_escape_control_characters(tmp_path: Path) -> None:
     listed = report.table(["set", "CPU"], [[info["label"], info["machine"]["cpu_model"]]])
     assert "\x1b" not in listed and "\x00" not in listed and "\x07" not in listed and "\u202e" not in listed
     assert "L\\x1b]0;owned\\x07\\x1b[2J\\u202eL" in listed and "C\\x00C" in listed
+
+
+def test_a_planted_key_of_checked_files_never_lets_a_nan_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build's file of checked keys is trusted for the slow checks, never for the parse."""
+    monkeypatch.setattr(store, "_CHECKED", set())
+    monkeypatch.setattr(store, "_SEEN", set())
+    bad = tmp_path / "set.json"
+    bad.write_bytes(b'{"schema": 1, "kind": "measured", "machine": {"tsc_hz": NaN}}')
+    keys = tmp_path / "course-checked-files.txt"
+    keys.write_text(store._checked_key(bad, bad.read_bytes()) + "\n")
+    store.remember_checked(keys)
+    with pytest.raises(store.StoreError, match=r"set\.json holds NaN, which is no figure"):
+        store.read_json(bad)
+
+
+def test_the_checked_keys_change_with_python_and_its_unicode_tables() -> None:
+    import sys
+    import unicodedata
+
+    version = store._checker_version()
+    assert sys.version.encode() in version and unicodedata.unidata_version.encode() in version

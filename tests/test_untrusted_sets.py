@@ -173,3 +173,110 @@ def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Pa
     store.remember_checked(keys)
     with pytest.raises(store.StoreError, match=r"03-timing.json has measurements\[.*\].status = 'no'"):
         store.load_all(tmp_path / "results")
+
+
+@pytest.mark.parametrize(
+    ("measurement", "field"),
+    [
+        ({"unit": "ns", "median": 5e-324}, "m.median"),
+        ({"unit": "ns", "min": 1, "histogram": {"start": 9e18, "width": 1e-3, "counts": [1]}}, "m.histogram.width"),
+        ({"unit": "ns", "min": 1, "timeline": {"seconds": [0, 5e-324], "values": [1, 1]}}, "m.timeline.seconds"),
+    ],
+)
+def test_a_subnormal_figure_or_a_bin_that_moves_nothing_is_refused(measurement: dict, field: str) -> None:
+    with pytest.raises(validate.SchemaError, match=rf"has {field} = "):
+        validate.check_measurement("m", {"status": "ok", **measurement})
+
+
+def test_an_archive_named_with_invisible_characters_is_imported_with_them_escaped(tmp_path: Path) -> None:
+    """Its name is recorded after the checks: stored as it was, every later load refused the set."""
+    shutil.copytree(CANNED, tmp_path / "made" / "other")
+    made = archive.export_set(tmp_path / "made" / "other", tmp_path / "other.tar.gz")
+    renamed = made.rename(tmp_path / "class-\u202egz.tar.\x1b[31m.tar.gz")
+    archive.import_set(renamed, tmp_path / "results", own_set="mine")
+    loaded = store.load_all(tmp_path / "results")
+    recorded = json.loads((tmp_path / "results" / "other" / "set.json").read_text())["imported"]["archive"]
+    assert recorded == "class-\\u202egz.tar.\\u001b[31m.tar.gz" and "other" in loaded
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "field"),
+    [
+        ("set.json", {"machine": {"mitigations": {"MIT\u202eKEY": "Vulnerable"}}}, "machine.mitigations["),
+        ("set.json", {"machine": {"mitigations": {"meltdown": "a\x1b[2Jb"}}}, "machine.mitigations.meltdown"),
+        ("set.json", {"machine": {"MACH\u202e": "x"}}, "machine["),
+        ("set.json", {"label": "two\nlines"}, "label"),
+        ("01-x.json", {"kernel_run": {"why": "a\x07b"}}, "kernel_run.why"),
+        ("01-x.json", {"kernel_run": {"guest_machine": {"mitigations": {"m": "\u2066x"}}}}, "kernel_run.guest_machine"),
+        ("01-x.json", {"measurements": {"01-x/a": {"unit": "n\ns"}}}, "measurements['01-x/a'].unit"),
+        ("01-x.json", {"exercises": {"e": {"a\x1bb": {"status": "ok"}}}}, "exercises['e']"),
+        ("01-x.json", {"sources": {"code/\u202ea.c": "0" * 64}}, "sources["),
+        ("01-x.json", {"captures": {"01-x/c": {"text": "out\x01put\u202e"}}}, "captures['01-x/c'].text"),
+    ],
+)
+def test_every_key_and_text_of_a_file_is_checked_for_invisible_characters(file: str, content: dict, field: str) -> None:
+    with pytest.raises(validate.SchemaError, match=r"invisible character U\+") as refused:
+        validate.check_shown_text(file, content)
+    assert str(refused.value).startswith(f"has {field}"), str(refused.value)
+
+
+def test_output_logs_and_free_text_keep_their_lines_and_tabs() -> None:
+    validate.check_shown_text(
+        "01-x.json",
+        {
+            "captures": {"01-x/run": {"text": "a\tb\nc\n"}},
+            "failures": [{"step": "s", "message": "x\ny", "log": "l\n"}],
+            "measurements": {"01-x/a": {"reason": "cc said:\n\terror", "unit": "ns"}},
+            "exercises": {"e": {"student": {"status": "not yet", "detail": "line\nline"}}},
+        },
+    )
+
+
+def test_a_kernel_runs_acceleration_is_one_the_course_knows() -> None:
+    with pytest.raises(validate.SchemaError, match=r"kernel_run.acceleration = 'TCG', not one of kvm, tcg"):
+        validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": "TCG"}})
+    validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": "tcg-icount"}})
+    validate.check_lesson_file({"schema": 1, "kernel_run": {"acceleration": None}})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(label="L" * 1_000_000), "has label of 1,000,000 characters, more than the 200 it may hold"),
+        (lambda d: d.update(citation="c" * 201), "has citation of 201 characters, more than the 200"),
+        (lambda d: d["machine"].update(cpu_model="C" * 300), "has machine.cpu_model of 300 characters"),
+        (lambda d: d["machine"].update(note="n" * 2001), "has machine.note of 2,001 characters, more than the 2,000"),
+        (lambda d: d["machine"].update(mitigations={"m" * 201: "x"}), "has machine.mitigations (a name) of 201"),
+        (lambda d: d["machine"].update(tsc_flags=["f"] * 201), "has machine.tsc_flags of 201 entries"),
+        (lambda d: d.update(guest={"name": "g" * 201}), "has guest['name'] of 201 characters"),
+    ],
+)
+def test_over_long_text_of_a_set_is_refused_naming_field_and_bound(tmp_path: Path, change, message: str) -> None:
+    """A 1,000,000-character label made a 32 MB site (every page names the set)."""
+    copied = tmp_path / "results" / "canned-machine"
+    shutil.copytree(CANNED, copied)
+    info = json.loads((copied / "set.json").read_text())
+    change(info)
+    (copied / "set.json").write_text(json.dumps(info))
+    with pytest.raises(store.StoreError) as refused:
+        store.load_all(tmp_path / "results")
+    assert f"{copied / 'set.json'} {message}" in str(refused.value) and "\n" not in str(refused.value)
+    assert "shorten it" in str(refused.value) or "entries" in message
+    with pytest.raises(validate.SchemaError, match=r"it may hold|a result file may hold"):
+        validate.check_set_info(info)
+
+
+def test_the_shipped_sets_longest_text_is_well_within_the_bounds() -> None:
+    for info in (json.loads(path.read_text()) for path in (ROOT / "results").glob("*/set.json")):
+        validate.check_set_info(info)
+        assert len(info.get("label", "")) < validate.MOST_IN_NAME, "room for a longer label"
+
+
+@pytest.mark.parametrize("filler", ["\u3164", "\u115f", "\u1160", "\u2800", "\u034f", "\uffa0", "\u180e", "\u17b4"])
+def test_a_printable_filler_that_shows_nothing_is_refused(filler: str) -> None:
+    """A label of Hangul fillers or braille blanks looks empty (or like another set's label) on every page."""
+    with pytest.raises(validate.SchemaError, match=rf"has label holding the invisible character U\+{ord(filler):04X}"):
+        validate.check_shown_text("set.json", {"label": f"Lab{filler}CP 7"})
+    with pytest.raises(validate.SchemaError, match=r"captures\['01-x/c'\]\.text holding"):
+        validate.check_shown_text("01-x.json", {"captures": {"01-x/c": {"text": f"out\x01{filler}"}}})
+    assert not validate.shows(filler)

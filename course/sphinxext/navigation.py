@@ -6,7 +6,8 @@ about a tenth of a second a page here with sixty machine pages, most of the writ
 lesson rerun. Its HTML depends only on the table of contents (every page's sections and
 toctrees, their titles and numbers, the pages that exist), on the page it is drawn for (which
 entry is current, links relative to it), on the builder, its tags and a few settings, and on
-the arguments of the call. Those are hashed, with Sphinx's version; under that key the HTML of the last build is
+the arguments of the call. Those are hashed, with Sphinx's and docutils' versions and the
+builder's link and file suffixes; under that key the HTML of the last build is
 used again, and a key that differs draws it afresh: the page is written exactly as without
 this cache.
 
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docutils
 import sphinx
 from docutils import nodes
 from sphinx import addnodes
@@ -45,7 +47,11 @@ def contents_digest(app: Sphinx) -> str:
     config = ("root_doc", "include_patterns", "exclude_patterns", "html_compact_lists", "html_secnumber_suffix")
     state = (
         sphinx.__version__,
+        docutils.__version__,
         app.builder.name,
+        # The suffix of every link drawn (html_link_suffix) and of the files written.
+        getattr(app.builder, "link_suffix", None),
+        getattr(app.builder, "out_suffix", None),
         repr(app.registry.translators.get(app.builder.name)),  # the HTML writer of the partial render
         sorted(app.builder.tags),
         [(name, repr(app.config[name])) for name in config],

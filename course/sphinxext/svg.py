@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from html import escape
 
@@ -88,7 +89,10 @@ def ticks(
     """
     if high <= low:
         high = low + 1
-    scale = 10 ** math.floor(math.log10((high - low) / most))
+    interval = (high - low) / most
+    if not (sys.float_info.min <= interval < math.inf):  # a span too small for round steps (5e-324, 9e18 + 1e-3)
+        return [low, high]
+    scale = 10 ** math.floor(math.log10(interval))
     best: list[float] = []
     for step in (s * scale * m for m in (1, 10) for s in steps):
         if inside:
