@@ -236,7 +236,9 @@ def test_ticks_of_two_machines_never_share_a_scale(app: SphinxTestApp) -> None:
 def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_record(app: SphinxTestApp) -> None:
     app.build()
     assert app._warning.getvalue() == ""
-    note = _html(app, "kernel").split("Where these kernel figures come from", 1)[1].split("</div>", 1)[0]
+    note = _html(app, "kernel").split("Where the kernel figures of the run that built this site come from", 1)[1]
+    note = note.split("</div>", 1)[0]
+    assert "Figures counted in icount ticks on this page come from other boots" in note, "tcg is not the matrix"
     assert "Emulation was used because a test boot with hardware virtualisation (KVM) failed" in note
     assert "time spent emulating, not work of the guest" in note
     assert "Assertion" not in note and "kvm.c" not in note, "QEMU's own words are not for the lesson"

@@ -60,6 +60,16 @@ KERNEL_RUN_TEXT = {
 }
 
 
+#: The box's title: it speaks of the guest of the run that built the site, not of every guest on the page.
+KERNEL_RUN_TITLE = "Where the kernel figures of the run that built this site come from"
+
+#: Beside a run that did not count instructions: where the page's icount figures come from instead.
+MATRIX_APART = (
+    "Figures counted in icount ticks on this page come from other boots: the kernel matrix's guests, "
+    "each named by its kernel, under deterministic emulation."
+)
+
+
 def why_in_words(run: dict) -> str:
     """Why the kernel figures were measured where they were, in one plain sentence.
 
@@ -110,7 +120,7 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
             self.warn(f"no kernel run recorded for {lesson!r} in result set {result_set.id!r}", "missing")
             return []
         box = nodes.admonition(classes=["course-kernel-run", "note"])
-        box += nodes.title(text="Where these kernel figures come from")
+        box += nodes.title(text=KERNEL_RUN_TITLE)
         if "unavailable" in run:
             box += nodes.paragraph(text=f"Not run on {result_set.label}: {run['unavailable']}")
             return [box]
@@ -120,6 +130,8 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
         why = why_in_words(run)
         if why:
             box += nodes.paragraph(text=why)
+        if acceleration != "tcg-icount":  # the matrix's boots sit on the same page, in a unit of their own
+            box += nodes.paragraph(text=MATRIX_APART)
         details = nodes.paragraph(
             text=f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}. "
         )
