@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import xml.etree.ElementTree as ET
 from html import unescape
@@ -310,9 +311,37 @@ def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> 
     assert svg.count(f'<circle r="2.8" fill="{PALETTE[1]}"/>') == 3 + 1, "three points, and one in the legend"
     lines = _lines(svg)
     fitted, article = lines[0], lines[1]  # in the plot; then their samples in the legend
-    assert len(fitted) == len(article) == 2 and article[1][1] < fitted[1][1], "4 ns a byte climbs higher on the chart"
+    assert article[-1][1] < fitted[-1][1], "4 ns a byte climbs higher on the chart"
     assert 'stroke-dasharray="6 4"' in svg, "the article's line dashed"
     assert {"page cache, host", "2000: 948 ns + 2 ticks a byte", "bytes read", "ns (log scale)"} <= set(_texts(svg))
+
+
+def _tick_label(svg: str, text: str, anchor: str) -> tuple[float, float]:
+    """Where the tick label ``text`` of one axis is drawn: the y axis's end at their tick, the x axis's are centred."""
+    label = rf'<text x="([\d.]+)" y="([\d.]+)" dy="0.35em" text-anchor="{anchor}">{re.escape(text)}</text>'
+    found = re.search(label, svg)
+    assert found, f"{text!r} labels a tick"
+    return float(found[1]), float(found[2])
+
+
+def test_a_linear_model_on_the_log_axis_is_a_curve_through_what_its_formula_says() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    today = SizeSeries("page cache, host", ((1.0, 800.0), (4096.0, 900.0)), 0.025, 800.0, 1)
+    then = SizeSeries("2000: 948 ns + 4 ns a byte", (), 4.0, 948.0, 0, "--")
+    svg = size_chart([today, then], "size").svg
+    article = _lines(svg)[1]
+    assert len(article) > 30, "sampled along x, not one straight segment between its ends"
+    # The axes' own scales, read from their tick labels: x linear in bytes, y logarithmic in ns.
+    x0, x1000 = _tick_label(svg, "0", "middle")[0], _tick_label(svg, "1,000", "middle")[0]
+    y1000, y10000 = _tick_label(svg, "1,000", "end")[1], _tick_label(svg, "10,000", "end")[1]
+    for size in (1000.0, 2000.0):
+        at = x0 + (x1000 - x0) * size / 1000
+        # The path's height where it crosses ``at``, between the two samples around it.
+        (xa, ya), (xb, yb) = next((a, b) for a, b in itertools.pairwise(article) if a[0] <= at <= b[0])
+        drawn = ya + (yb - ya) * (at - xa) / (xb - xa)
+        ns = 10 ** (3 + (drawn - y1000) / (y10000 - y1000))
+        assert ns == pytest.approx(948 + 4 * size, rel=0.01), f"at {size:,.0f} bytes the line reads {ns:,.0f} ns"
 
 
 def test_axis_values_are_round_and_cover_the_data() -> None:

@@ -479,6 +479,11 @@ MARKERS = {
 }
 
 
+#: Points a fitted line is drawn through: the line is straight in bytes and ns, so on the log ns axis it
+#: is a curve, and a segment between its two ends would put every byte count between them wrong.
+SAMPLES = 64
+
+
 def _marker(canvas: Canvas, x: float, y: float, marker: str, colour: str) -> None:
     shape = MARKERS.get(marker, MARKERS["o"]).format(colour=colour)
     canvas.raw(f'<g transform="translate({x:.2f} {y:.2f})">{shape}</g>')
@@ -489,7 +494,9 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     """Cost against read size: the measured points and each fitted line, nanoseconds on a log scale.
 
     The log scale keeps 2000's microseconds and today's hundreds of nanoseconds readable on one
-    axis; each line is straight in bytes (linear x), as the fit is.
+    axis; each line is the model ``intercept + slope * bytes`` (linear x), drawn through
+    :data:`SAMPLES` points so that it reads right at every size, not only at its two ends (a
+    straight segment on the log axis would not).
     """
     header = ("read", "bytes", "nanoseconds", "what it is")
     rows: list[tuple[str, ...]] = []
@@ -503,9 +510,10 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     end = max((size for one in drawn for size, _ in one.points), default=4096.0) or 4096.0
 
     def fitted(one: SizeSeries) -> list[tuple[float, float]]:
+        """The model ``intercept + slope * bytes`` sampled along x: on a log y axis it is a curve, not a segment."""
         if one.slope is None or one.intercept is None:
             return []
-        return [(size, one.intercept + one.slope * size) for size in (0.0, end)]
+        return [(size, one.intercept + one.slope * size) for size in (end * i / SAMPLES for i in range(SAMPLES + 1))]
 
     shown = [ns for one in drawn for _, ns in [*one.points, *fitted(one)] if ns > 0] or [1.0]
     # As matplotlib's autoscale would: the data's span, and 5 % of it (in decades) above and below.
@@ -524,9 +532,10 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, "bytes read", anchor="middle")
     for one in drawn:
         colour = PALETTE[one.colour % len(PALETTE)]
-        line = fitted(one)
-        if line:
-            canvas.path([(x(a), y(b)) for a, b in line], colour, width=1.5, dash=DASHES.get(one.line, ""))
+        # Only the model's points inside the plot: a point off the log axis (zero, negative, out of range) is left out.
+        line = [(x(a), y(b)) for a, b in fitted(one) if low <= b <= high]
+        if len(line) > 1:
+            canvas.path(line, colour, width=1.5, dash=DASHES.get(one.line, ""))
         for size, ns in one.points:
             _marker(canvas, x(size), y(ns), one.marker, colour)
     # The legend under the axis: each series' line and marker, then its name.
