@@ -316,6 +316,34 @@ def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> 
     assert {"page cache, host", "2000: 948 ns + 2 ticks a byte", "bytes read", "ns (log scale)"} <= set(_texts(svg))
 
 
+GRID = re.compile(r'<path d="[^"]+" fill="none" stroke="currentColor" stroke-opacity="0.2"/>')
+BAR = re.compile(r"<rect |<circle |<text [^>]*course-chart-halo")
+
+
+def test_every_grid_is_drawn_before_the_bars_and_figures_of_its_panel() -> None:
+    from course.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
+
+    drawn = {
+        "bars": bar_chart(
+            [Bar("a", "s", 39_956, "39,956", unit="ns"), Bar("b", "s", 2, "2 ticks", unit="ticks")], "bars"
+        ),
+        "histogram": histogram_chart({"start": 0, "width": 1, "counts": [3, 40], "above": 1}, "ticks", "histogram"),
+        "answer": answer_chart(
+            [Group("g", "how", (Share("2000", 50.0, "50 %"),)), Group("h", "", (Share("2000", 60.0, "60 %"),))],
+            "answer",
+            "saved, %",
+        ),
+        "size": size_chart([SizeSeries("host", ((1.0, 500.0), (4096.0, 900.0)), 0.1, 500.0)], "size"),
+    }
+    for name, chart in drawn.items():
+        panels = chart.svg.split('<g class="course-chart-panel"')[1:] or [chart.svg]
+        for panel in panels:
+            grid, first = list(GRID.finditer(panel)), BAR.search(panel)
+            assert grid and first, f"{name}: a grid and something drawn on it"
+            assert grid[-1].start() < first.start(), f"{name}: every grid line under the panel's bars and figures"
+    assert 'class="course-chart-halo"> 39,956' in drawn["bars"].svg, "a bar's figure ringed: a grid line stops short"
+
+
 def _tick_label(svg: str, text: str, anchor: str) -> tuple[float, float]:
     """Where the tick label ``text`` of one axis is drawn: the y axis's end at their tick, the x axis's are centred."""
     label = rf'<text x="([\d.]+)" y="([\d.]+)" dy="0.35em" text-anchor="{anchor}">{re.escape(text)}</text>'

@@ -82,26 +82,41 @@ def _x_axis(
     bottom: float,
     label: Callable[[float], str] | None,
     grid: bool = True,
+    behind: int | None = None,
 ) -> None:
-    """The bottom axis of a plot from ``top`` to ``bottom``: its line, ticks, their labels (if any) and the grid."""
+    """The bottom axis of a plot from ``top`` to ``bottom``: its line, ticks, their labels (if any) and the grid.
+
+    The grid goes at ``behind`` in the canvas's parts (the start of the panel), under whatever the
+    panel draws, even what was drawn before the axis.
+    """
     canvas.line(x.start, bottom, x.end, bottom)
+    under = canvas.mark() if behind is None else behind
     for value in values:
         at = x(value)
         if grid:
-            canvas.line(at, top, at, bottom, opacity=0.2)
+            canvas.line(at, top, at, bottom, opacity=0.2, behind=under)
+            under += 1
         canvas.line(at, bottom, at, bottom + TICK)
         if label is not None:
             canvas.text(at, bottom + TICK + LINE / 2 + 1, label(value), anchor="middle")
 
 
 def _y_axis(
-    canvas: Canvas, y: Scale, values: list[float], left: float, right: float, label: Callable[[float], str]
+    canvas: Canvas,
+    y: Scale,
+    values: list[float],
+    left: float,
+    right: float,
+    label: Callable[[float], str],
+    behind: int | None = None,
 ) -> None:
-    """The left axis of a plot: its line, ticks, their labels and a horizontal grid."""
+    """The left axis of a plot: its line, ticks, their labels and a horizontal grid (at ``behind``, as for x)."""
     canvas.line(left, y.start, left, y.end)
+    under = canvas.mark() if behind is None else behind
     for value in values:
         at = y(value)
-        canvas.line(left, at, right, at, opacity=0.2)
+        canvas.line(left, at, right, at, opacity=0.2, behind=under)
+        under += 1
         canvas.line(left - TICK, at, left, at)
         canvas.text(left - TICK - 2, at, label(value), anchor="end")
 
@@ -203,6 +218,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
         zip(panels, inside_each, named, figures, scales, strict=True), 1
     ):
         canvas.raw(f'<g class="course-chart-panel" id="{salt}-panel-{count}">')
+        start = canvas.mark()  # the panel's grid goes here, under its title, bars and figures
         for line in wrap(bounded(f"{panel}: {shared}" if shared else panel, 400), WIDTH - title_x - 8, FONT, bold=True):
             canvas.text(title_x, y + LINE / 2, line, bold=True)
             y += LINE
@@ -211,7 +227,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
         pitch = max(ROW, max(len(name) for name in names) * LINE + 8)
         thickness = min(0.7 * pitch, 28)
         bottom = y + len(inside) * pitch
-        _x_axis(canvas, x, ticks(0, x.high, 4, inside=True), y, bottom, _number)
+        _x_axis(canvas, x, ticks(0, x.high, 4, inside=True), y, bottom, _number, behind=start)
         canvas.line(left, y, left, bottom)
         for row, (bar, name, text) in enumerate(zip(inside, names, texts, strict=True)):
             middle = y + (row + 0.5) * pitch
@@ -222,7 +238,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
                 continue
             end = x(max(bar.value, 0))
             canvas.rect(left, middle - thickness / 2, end - left, thickness, PALETTE[bar.colour % len(PALETTE)])
-            canvas.text(end, middle, text)
+            canvas.text(end, middle, text, halo=True)
         unit = panel.split(":")[0].split(" (")[0]  # the unit, without the machine
         canvas.text(left + width / 2, bottom + TICK + LINE * 1.5 + 1, unit, anchor="middle")
         canvas.raw("</g>")
@@ -295,7 +311,7 @@ def histogram_chart(
     y = Scale(counted.low, counted.high, bottom, top, log=True)
     canvas, salt = Canvas(WIDTH, FONT), _salt(title, rows)
     canvas.text(x.end, LINE / 2 + 2, f"hatched: {tail}", anchor="end")
-    _y_axis(canvas, y, count_ticks, left, x.end, _number)
+    _y_axis(canvas, y, count_ticks, left, x.end, _number, behind=0)
     canvas.text(LINE / 2, (top + bottom) / 2, "samples (log scale)", anchor="middle", rotate=True)
     for i, count in enumerate(counts):
         if count > 0:
@@ -422,6 +438,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
     canvas, y = Canvas(WIDTH, FONT), 6.0
     spans: list[tuple[float, float]] = []
+    start = canvas.mark()  # the grid goes here, drawn last but under every bar and figure
     for group in groups:
         for line in wrap(bounded(group.title, 400), room, FONT, bold=True):
             canvas.text(left, y + LINE / 2, line, bold=True)
@@ -441,7 +458,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
                 continue
             end = x(max(share.value, 0))
             canvas.rect(left, y + 2, end - left, 16, PALETTE[share.colour % len(PALETTE)])
-            canvas.text(end, y + 10, " " + share.label)
+            canvas.text(end, y + 10, " " + share.label, halo=True)
             y += 21
         spans.append((bars_top, y + 6))
         y += 12
@@ -451,7 +468,8 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     spans[-1] = (spans[-1][0], bottom)
     for top, end in spans:
         for value in values:
-            canvas.line(x(value), top, x(value), end, opacity=0.2)
+            canvas.line(x(value), top, x(value), end, opacity=0.2, behind=start)
+            start += 1
         canvas.line(left, top, left, end)
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, axis, anchor="middle")
     return Chart(canvas.svg(bottom + TICK + 2 * LINE + 6, title, MIN_WIDTH), header, rows)
@@ -526,7 +544,7 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     top, bottom = 10.0, 250.0
     x, y = Scale(0, end * 1.02, left, WIDTH - 14), Scale(low, high, bottom, top, log=True)
     canvas = Canvas(WIDTH, FONT)
-    _y_axis(canvas, y, ns_ticks, left, x.end, _number)
+    _y_axis(canvas, y, ns_ticks, left, x.end, _number, behind=0)
     canvas.text(LINE / 2, (top + bottom) / 2, "ns (log scale)", anchor="middle", rotate=True)
     _x_axis(canvas, x, ticks(0, x.high, 5, inside=True), top, bottom, _number, grid=False)
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, "bytes read", anchor="middle")

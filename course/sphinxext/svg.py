@@ -149,9 +149,16 @@ class Canvas:
         faint: bool = False,
         size: float | None = None,
         rotate: bool = False,
+        halo: bool = False,
     ) -> None:
-        """One line of text, centred vertically on ``y``; ``anchor`` is start, middle or end."""
+        """One line of text, centred vertically on ``y``; ``anchor`` is start, middle or end.
+
+        With ``halo``, the page's CSS rings the text in the background's colour, so a grid line
+        behind it stops short of it instead of striking it through (a bar's figure).
+        """
         attributes = f'x="{number(x)}" y="{number(y)}" dy="0.35em"'
+        if halo:
+            attributes += ' class="course-chart-halo"'
         if anchor != "start":
             attributes += f' text-anchor="{anchor}"'
         if bold:
@@ -173,10 +180,29 @@ class Canvas:
         )
 
     def line(
-        self, x1: float, y1: float, x2: float, y2: float, *, opacity: float = 1, dash: str = "", width: float = 1
+        self,
+        x1: float,
+        y1: float,
+        x2: float,
+        y2: float,
+        *,
+        opacity: float = 1,
+        dash: str = "",
+        width: float = 1,
+        behind: int | None = None,
     ) -> None:
-        """A straight line in the text's colour: an axis, a tick, a grid or a reference line."""
+        """A straight line in the text's colour: an axis, a tick, a grid or a reference line.
+
+        ``behind``: written at that index of :attr:`parts` rather than last, so that what was drawn
+        from there on (a panel's bars and figures) is painted over it (see :meth:`mark`).
+        """
         self.path([(x1, y1), (x2, y2)], "currentColor", width=width, dash=dash, opacity=opacity)
+        if behind is not None:
+            self.parts.insert(behind, self.parts.pop())
+
+    def mark(self) -> int:
+        """Where the next part goes: a grid drawn later ``behind`` it is painted under everything after it."""
+        return len(self.parts)
 
     def path(
         self,
