@@ -288,6 +288,23 @@ def test_every_kind_of_chart_is_well_formed_svg_titled_for_a_screen_reader() -> 
     assert ET.fromstring(drawn["bars"].svg).get("aria-label") == "bars & co"
 
 
+def test_a_long_title_is_read_whole_by_a_screen_reader_and_a_hostile_one_is_bounded() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    title = (
+        "Cost of a read against its size, in nanoseconds: this machine's medians from the page cache with the line "
+        "fitted to them, and the article's empty read plus its two to three ticks a byte"
+    )
+    for chart in (
+        bar_chart([Bar("a", "s", 1, "1 ns", unit="ns")], title),
+        size_chart([SizeSeries("h", ((1.0, 2.0),))], title),
+    ):
+        root = ET.fromstring(chart.svg)
+        assert root.get("aria-label") == root.find("{http://www.w3.org/2000/svg}title").text == title, "never cut"
+    hostile = ET.fromstring(bar_chart([Bar("a", "s", 1, "1 ns", unit="ns")], "x" * 5000).svg).get("aria-label")
+    assert len(hostile) <= 400 and hostile.endswith("…")
+
+
 def test_an_answer_chart_draws_each_share_to_scale_from_0_to_100_percent() -> None:
     from course.sphinxext.charts import Group, Share, answer_chart
 

@@ -25,6 +25,10 @@ FONT_FAMILY = "'DejaVu Sans', Verdana, Arial, sans-serif"
 #: At most this many characters of a text are drawn (the figures' table under the chart keeps it whole).
 MOST = 120
 
+#: At most this many characters of a chart's title (its <title> and aria-label, what a screen reader
+#: reads and a pointer shows): a caption's whole sentence fits, a hostile one is still bounded.
+TITLE_MOST = 400
+
 # DejaVu Sans's advance widths in hundredths of an em, for the printable ASCII characters 32 to 126
 # (read from the font file with FreeType); any other character counts as one of the widest.
 _ADVANCES = {
@@ -232,7 +236,7 @@ class Canvas:
     def svg(self, height: float, title: str, min_width: float) -> str:
         """The chart as an inline <svg>: sized in CSS px, scaling down with the column, inked in the text's colour."""
         width, height = number(self.width), number(math.ceil(height))
-        label = escape(bounded(title))
+        label = escape(bounded(title, TITLE_MOST))  # whole: the browser wraps a tooltip, a screen reader reads on
         return (
             f'<svg class="course-chart" role="img" aria-label="{label}" style="min-width: {number(min_width)}px" '
             f'xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
