@@ -1130,3 +1130,11 @@ def test_the_host_is_named_with_whether_it_is_a_virtual_machine_from_its_set(app
     assert "own kernel (canned-machine, on bare hardware)." in text  # no hypervisor flag in its set
     said = context.host_kind("some-vm", {"hypervisor": True})
     assert said.startswith("some-vm, itself a virtual machine") and "hypervisor" in said
+
+
+def test_a_figure_a_byte_is_printed_without_needless_zeros() -> None:
+    from course.sphinxext.data import format_value
+
+    assert format_value(4.0, "ns/byte") == "4 ns/byte", "2000's two ticks a byte at 500 MHz, not 4.000"
+    assert format_value(2.5, "ticks/byte") == "2.5 ticks/byte"
+    assert format_value(0.0214, "ns/byte") == "0.021 ns/byte", "a thousandth kept where it is a digit"

@@ -521,7 +521,8 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     for one in series:
         rows += [(one.label, f"{size:,.0f}", f"{ns:,.0f}", "median, measured") for size, ns in one.points]
         if one.slope is not None and one.intercept is not None:
-            rows.append((one.label, "per byte", f"{one.slope:.3f}", f"fitted line: {one.intercept:,.0f} ns + slope"))
+            per_byte = f"{one.slope:.3f}".rstrip("0").rstrip(".")  # 4, not 4.000; 0.021 kept
+            rows.append((one.label, "per byte", per_byte, f"fitted line: {one.intercept:,.0f} ns + slope"))
     drawn = [one for one in series if one.points or one.slope is not None]
     if not drawn:
         return _empty(title, header, rows)
