@@ -234,7 +234,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
             for n, line in enumerate(name):
                 canvas.text(left - GAP, middle + (n - (len(name) - 1) / 2) * LINE, line, anchor="end")
             if bar.value is None:  # not run or failed: said, not drawn
-                canvas.text(left, middle, " " + bar.label, italic=True)
+                canvas.text(left, middle, " " + bar.label, italic=True, halo=True)
                 continue
             end = x(max(bar.value, 0))
             canvas.rect(left, middle - thickness / 2, end - left, thickness, PALETTE[bar.colour % len(PALETTE)])
@@ -452,7 +452,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
             canvas.text(left - GAP, y + 10, bounded(share.series, 40), anchor="end")
             if share.value is None:  # the reason, on as many lines as it needs, beside its set's name
                 for line in wrap(bounded(share.label, 400), room - 4, FONT):
-                    canvas.text(left + 4, y + 10, line, italic=True)
+                    canvas.text(left + 4, y + 10, line, italic=True, halo=True)  # the grid runs behind it
                     y += LINE
                 y += 5
                 continue
