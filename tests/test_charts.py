@@ -389,6 +389,14 @@ def test_a_linear_model_on_the_log_axis_is_a_curve_through_what_its_formula_says
         assert ns == pytest.approx(948 + 4 * size, rel=0.01), f"at {size:,.0f} bytes the line reads {ns:,.0f} ns"
 
 
+def test_a_size_chart_over_less_than_a_decade_still_labels_several_values() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    svg = size_chart([SizeSeries("host", ((0.0, 471.0), (4096.0, 930.0)), 0.1, 500.0)], "size").svg
+    labels = re.findall(r'text-anchor="end">([\d,]+)</text>', svg)
+    assert len(labels) >= 3, f"the ns axis is readable: {labels}"
+
+
 def test_axis_values_are_round_and_cover_the_data() -> None:
     from course.sphinxext.svg import log_ticks, ticks
 

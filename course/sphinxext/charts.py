@@ -540,6 +540,8 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     margin = (highest - lowest) * 0.05 or 0.1
     low, high = 10 ** (lowest - margin), 10 ** (highest + margin)
     ns_ticks = log_ticks(low, high, (1, 2, 5))
+    if len(ns_ticks) < 3:  # a span of less than a decade (400 to 1,000 ns): every whole step, or one label reads alone
+        ns_ticks = log_ticks(low, high, tuple(range(1, 10)))
     left = LINE + GAP + max(text_width(_number(value), FONT) for value in ns_ticks) + TICK + 2
     legend = [wrap(bounded(one.label), WIDTH - left - 40, FONT) for one in drawn]
     top, bottom = 10.0, 250.0
