@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import xml.etree.ElementTree as ET
 from html import unescape
@@ -287,6 +288,23 @@ def test_every_kind_of_chart_is_well_formed_svg_titled_for_a_screen_reader() -> 
     assert ET.fromstring(drawn["bars"].svg).get("aria-label") == "bars & co"
 
 
+def test_a_long_title_is_read_whole_by_a_screen_reader_and_a_hostile_one_is_bounded() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    title = (
+        "Cost of a read against its size, in nanoseconds: this machine's medians from the page cache with the line "
+        "fitted to them, and the article's empty read plus its two to three ticks a byte"
+    )
+    for chart in (
+        bar_chart([Bar("a", "s", 1, "1 ns", unit="ns")], title),
+        size_chart([SizeSeries("h", ((1.0, 2.0),))], title),
+    ):
+        root = ET.fromstring(chart.svg)
+        assert root.get("aria-label") == root.find("{http://www.w3.org/2000/svg}title").text == title, "never cut"
+    hostile = ET.fromstring(bar_chart([Bar("a", "s", 1, "1 ns", unit="ns")], "x" * 5000).svg).get("aria-label")
+    assert len(hostile) <= 400 and hostile.endswith("…")
+
+
 def test_an_answer_chart_draws_each_share_to_scale_from_0_to_100_percent() -> None:
     from course.sphinxext.charts import Group, Share, answer_chart
 
@@ -310,9 +328,73 @@ def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> 
     assert svg.count(f'<circle r="2.8" fill="{PALETTE[1]}"/>') == 3 + 1, "three points, and one in the legend"
     lines = _lines(svg)
     fitted, article = lines[0], lines[1]  # in the plot; then their samples in the legend
-    assert len(fitted) == len(article) == 2 and article[1][1] < fitted[1][1], "4 ns a byte climbs higher on the chart"
+    assert article[-1][1] < fitted[-1][1], "4 ns a byte climbs higher on the chart"
     assert 'stroke-dasharray="6 4"' in svg, "the article's line dashed"
     assert {"page cache, host", "2000: 948 ns + 2 ticks a byte", "bytes read", "ns (log scale)"} <= set(_texts(svg))
+
+
+GRID = re.compile(r'<path d="[^"]+" fill="none" stroke="currentColor" stroke-opacity="0.2"/>')
+BAR = re.compile(r"<rect |<circle |<text [^>]*course-chart-halo")
+
+
+def test_every_grid_is_drawn_before_the_bars_and_figures_of_its_panel() -> None:
+    from course.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
+
+    drawn = {
+        "bars": bar_chart(
+            [Bar("a", "s", 39_956, "39,956", unit="ns"), Bar("b", "s", 2, "2 ticks", unit="ticks")], "bars"
+        ),
+        "histogram": histogram_chart({"start": 0, "width": 1, "counts": [3, 40], "above": 1}, "ticks", "histogram"),
+        "answer": answer_chart(
+            [Group("g", "how", (Share("2000", 50.0, "50 %"),)), Group("h", "", (Share("2000", 60.0, "60 %"),))],
+            "answer",
+            "saved, %",
+        ),
+        "size": size_chart([SizeSeries("host", ((1.0, 500.0), (4096.0, 900.0)), 0.1, 500.0)], "size"),
+    }
+    for name, chart in drawn.items():
+        panels = chart.svg.split('<g class="course-chart-panel"')[1:] or [chart.svg]
+        for panel in panels:
+            grid, first = list(GRID.finditer(panel)), BAR.search(panel)
+            assert grid and first, f"{name}: a grid and something drawn on it"
+            assert grid[-1].start() < first.start(), f"{name}: every grid line under the panel's bars and figures"
+    assert 'class="course-chart-halo"> 39,956' in drawn["bars"].svg, "a bar's figure ringed: a grid line stops short"
+
+
+def _tick_label(svg: str, text: str, anchor: str) -> tuple[float, float]:
+    """Where the tick label ``text`` of one axis is drawn: the y axis's end at their tick, the x axis's are centred."""
+    label = rf'<text x="([\d.]+)" y="([\d.]+)" dy="0.35em" text-anchor="{anchor}">{re.escape(text)}</text>'
+    found = re.search(label, svg)
+    assert found, f"{text!r} labels a tick"
+    return float(found[1]), float(found[2])
+
+
+def test_a_linear_model_on_the_log_axis_is_a_curve_through_what_its_formula_says() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    today = SizeSeries("page cache, host", ((1.0, 800.0), (4096.0, 900.0)), 0.025, 800.0, 1)
+    then = SizeSeries("2000: 948 ns + 4 ns a byte", (), 4.0, 948.0, 0, "--")
+    svg = size_chart([today, then], "size").svg
+    article = _lines(svg)[1]
+    assert len(article) > 30, "sampled along x, not one straight segment between its ends"
+    # The axes' own scales, read from their tick labels: x linear in bytes, y logarithmic in ns.
+    x0, x1000 = _tick_label(svg, "0", "middle")[0], _tick_label(svg, "1,000", "middle")[0]
+    y1000, y10000 = _tick_label(svg, "1,000", "end")[1], _tick_label(svg, "10,000", "end")[1]
+    for size in (1000.0, 2000.0):
+        at = x0 + (x1000 - x0) * size / 1000
+        # The path's height where it crosses ``at``, between the two samples around it.
+        (xa, ya), (xb, yb) = next((a, b) for a, b in itertools.pairwise(article) if a[0] <= at <= b[0])
+        drawn = ya + (yb - ya) * (at - xa) / (xb - xa)
+        ns = 10 ** (3 + (drawn - y1000) / (y10000 - y1000))
+        assert ns == pytest.approx(948 + 4 * size, rel=0.01), f"at {size:,.0f} bytes the line reads {ns:,.0f} ns"
+
+
+def test_a_size_chart_over_less_than_a_decade_still_labels_several_values() -> None:
+    from course.sphinxext.charts import SizeSeries, size_chart
+
+    svg = size_chart([SizeSeries("host", ((0.0, 471.0), (4096.0, 930.0)), 0.1, 500.0)], "size").svg
+    labels = re.findall(r'text-anchor="end">([\d,]+)</text>', svg)
+    assert len(labels) >= 3, f"the ns axis is readable: {labels}"
 
 
 def test_axis_values_are_round_and_cover_the_data() -> None:

@@ -1143,3 +1143,11 @@ def test_a_rebuild_with_another_link_suffix_draws_its_navigation_with_it(app: Sp
     again.build()
     html = _html(again)
     assert 'href="plain.xhtml"' in html and 'href="plain.html"' not in html, "every link, the navigation's too"
+
+
+def test_a_figure_a_byte_is_printed_without_needless_zeros() -> None:
+    from course.sphinxext.data import format_value
+
+    assert format_value(4.0, "ns/byte") == "4 ns/byte", "2000's two ticks a byte at 500 MHz, not 4.000"
+    assert format_value(2.5, "ticks/byte") == "2.5 ticks/byte"
+    assert format_value(0.0214, "ns/byte") == "0.021 ns/byte", "a thousandth kept where it is a digit"

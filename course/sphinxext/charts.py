@@ -82,26 +82,41 @@ def _x_axis(
     bottom: float,
     label: Callable[[float], str] | None,
     grid: bool = True,
+    behind: int | None = None,
 ) -> None:
-    """The bottom axis of a plot from ``top`` to ``bottom``: its line, ticks, their labels (if any) and the grid."""
+    """The bottom axis of a plot from ``top`` to ``bottom``: its line, ticks, their labels (if any) and the grid.
+
+    The grid goes at ``behind`` in the canvas's parts (the start of the panel), under whatever the
+    panel draws, even what was drawn before the axis.
+    """
     canvas.line(x.start, bottom, x.end, bottom)
+    under = canvas.mark() if behind is None else behind
     for value in values:
         at = x(value)
         if grid:
-            canvas.line(at, top, at, bottom, opacity=0.2)
+            canvas.line(at, top, at, bottom, opacity=0.2, behind=under)
+            under += 1
         canvas.line(at, bottom, at, bottom + TICK)
         if label is not None:
             canvas.text(at, bottom + TICK + LINE / 2 + 1, label(value), anchor="middle")
 
 
 def _y_axis(
-    canvas: Canvas, y: Scale, values: list[float], left: float, right: float, label: Callable[[float], str]
+    canvas: Canvas,
+    y: Scale,
+    values: list[float],
+    left: float,
+    right: float,
+    label: Callable[[float], str],
+    behind: int | None = None,
 ) -> None:
-    """The left axis of a plot: its line, ticks, their labels and a horizontal grid."""
+    """The left axis of a plot: its line, ticks, their labels and a horizontal grid (at ``behind``, as for x)."""
     canvas.line(left, y.start, left, y.end)
+    under = canvas.mark() if behind is None else behind
     for value in values:
         at = y(value)
-        canvas.line(left, at, right, at, opacity=0.2)
+        canvas.line(left, at, right, at, opacity=0.2, behind=under)
+        under += 1
         canvas.line(left - TICK, at, left, at)
         canvas.text(left - TICK - 2, at, label(value), anchor="end")
 
@@ -203,6 +218,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
         zip(panels, inside_each, named, figures, scales, strict=True), 1
     ):
         canvas.raw(f'<g class="course-chart-panel" id="{salt}-panel-{count}">')
+        start = canvas.mark()  # the panel's grid goes here, under its title, bars and figures
         for line in wrap(bounded(f"{panel}: {shared}" if shared else panel, 400), WIDTH - title_x - 8, FONT, bold=True):
             canvas.text(title_x, y + LINE / 2, line, bold=True)
             y += LINE
@@ -211,18 +227,18 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
         pitch = max(ROW, max(len(name) for name in names) * LINE + 8)
         thickness = min(0.7 * pitch, 28)
         bottom = y + len(inside) * pitch
-        _x_axis(canvas, x, ticks(0, x.high, 4, inside=True), y, bottom, _number)
+        _x_axis(canvas, x, ticks(0, x.high, 4, inside=True), y, bottom, _number, behind=start)
         canvas.line(left, y, left, bottom)
         for row, (bar, name, text) in enumerate(zip(inside, names, texts, strict=True)):
             middle = y + (row + 0.5) * pitch
             for n, line in enumerate(name):
                 canvas.text(left - GAP, middle + (n - (len(name) - 1) / 2) * LINE, line, anchor="end")
             if bar.value is None:  # not run or failed: said, not drawn
-                canvas.text(left, middle, " " + bar.label, italic=True)
+                canvas.text(left, middle, " " + bar.label, italic=True, halo=True)
                 continue
             end = x(max(bar.value, 0))
             canvas.rect(left, middle - thickness / 2, end - left, thickness, PALETTE[bar.colour % len(PALETTE)])
-            canvas.text(end, middle, text)
+            canvas.text(end, middle, text, halo=True)
         unit = panel.split(":")[0].split(" (")[0]  # the unit, without the machine
         canvas.text(left + width / 2, bottom + TICK + LINE * 1.5 + 1, unit, anchor="middle")
         canvas.raw("</g>")
@@ -295,7 +311,7 @@ def histogram_chart(
     y = Scale(counted.low, counted.high, bottom, top, log=True)
     canvas, salt = Canvas(WIDTH, FONT), _salt(title, rows)
     canvas.text(x.end, LINE / 2 + 2, f"hatched: {tail}", anchor="end")
-    _y_axis(canvas, y, count_ticks, left, x.end, _number)
+    _y_axis(canvas, y, count_ticks, left, x.end, _number, behind=0)
     canvas.text(LINE / 2, (top + bottom) / 2, "samples (log scale)", anchor="middle", rotate=True)
     for i, count in enumerate(counts):
         if count > 0:
@@ -422,6 +438,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
     canvas, y = Canvas(WIDTH, FONT), 6.0
     spans: list[tuple[float, float]] = []
+    start = canvas.mark()  # the grid goes here, drawn last but under every bar and figure
     for group in groups:
         for line in wrap(bounded(group.title, 400), room, FONT, bold=True):
             canvas.text(left, y + LINE / 2, line, bold=True)
@@ -435,13 +452,13 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
             canvas.text(left - GAP, y + 10, bounded(share.series, 40), anchor="end")
             if share.value is None:  # the reason, on as many lines as it needs, beside its set's name
                 for line in wrap(bounded(share.label, 400), room - 4, FONT):
-                    canvas.text(left + 4, y + 10, line, italic=True)
+                    canvas.text(left + 4, y + 10, line, italic=True, halo=True)  # the grid runs behind it
                     y += LINE
                 y += 5
                 continue
             end = x(max(share.value, 0))
             canvas.rect(left, y + 2, end - left, 16, PALETTE[share.colour % len(PALETTE)])
-            canvas.text(end, y + 10, " " + share.label)
+            canvas.text(end, y + 10, " " + share.label, halo=True)
             y += 21
         spans.append((bars_top, y + 6))
         y += 12
@@ -451,7 +468,8 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     spans[-1] = (spans[-1][0], bottom)
     for top, end in spans:
         for value in values:
-            canvas.line(x(value), top, x(value), end, opacity=0.2)
+            canvas.line(x(value), top, x(value), end, opacity=0.2, behind=start)
+            start += 1
         canvas.line(left, top, left, end)
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, axis, anchor="middle")
     return Chart(canvas.svg(bottom + TICK + 2 * LINE + 6, title, MIN_WIDTH), header, rows)
@@ -479,6 +497,11 @@ MARKERS = {
 }
 
 
+#: Points a fitted line is drawn through: the line is straight in bytes and ns, so on the log ns axis it
+#: is a curve, and a segment between its two ends would put every byte count between them wrong.
+SAMPLES = 64
+
+
 def _marker(canvas: Canvas, x: float, y: float, marker: str, colour: str) -> None:
     shape = MARKERS.get(marker, MARKERS["o"]).format(colour=colour)
     canvas.raw(f'<g transform="translate({x:.2f} {y:.2f})">{shape}</g>')
@@ -489,23 +512,27 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     """Cost against read size: the measured points and each fitted line, nanoseconds on a log scale.
 
     The log scale keeps 2000's microseconds and today's hundreds of nanoseconds readable on one
-    axis; each line is straight in bytes (linear x), as the fit is.
+    axis; each line is the model ``intercept + slope * bytes`` (linear x), drawn through
+    :data:`SAMPLES` points so that it reads right at every size, not only at its two ends (a
+    straight segment on the log axis would not).
     """
     header = ("read", "bytes", "nanoseconds", "what it is")
     rows: list[tuple[str, ...]] = []
     for one in series:
         rows += [(one.label, f"{size:,.0f}", f"{ns:,.0f}", "median, measured") for size, ns in one.points]
         if one.slope is not None and one.intercept is not None:
-            rows.append((one.label, "per byte", f"{one.slope:.3f}", f"fitted line: {one.intercept:,.0f} ns + slope"))
+            per_byte = f"{one.slope:.3f}".rstrip("0").rstrip(".")  # 4, not 4.000; 0.021 kept
+            rows.append((one.label, "per byte", per_byte, f"fitted line: {one.intercept:,.0f} ns + slope"))
     drawn = [one for one in series if one.points or one.slope is not None]
     if not drawn:
         return _empty(title, header, rows)
     end = max((size for one in drawn for size, _ in one.points), default=4096.0) or 4096.0
 
     def fitted(one: SizeSeries) -> list[tuple[float, float]]:
+        """The model ``intercept + slope * bytes`` sampled along x: on a log y axis it is a curve, not a segment."""
         if one.slope is None or one.intercept is None:
             return []
-        return [(size, one.intercept + one.slope * size) for size in (0.0, end)]
+        return [(size, one.intercept + one.slope * size) for size in (end * i / SAMPLES for i in range(SAMPLES + 1))]
 
     shown = [ns for one in drawn for _, ns in [*one.points, *fitted(one)] if ns > 0] or [1.0]
     # As matplotlib's autoscale would: the data's span, and 5 % of it (in decades) above and below.
@@ -513,20 +540,23 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     margin = (highest - lowest) * 0.05 or 0.1
     low, high = 10 ** (lowest - margin), 10 ** (highest + margin)
     ns_ticks = log_ticks(low, high, (1, 2, 5))
+    if len(ns_ticks) < 3:  # a span of less than a decade (400 to 1,000 ns): every whole step, or one label reads alone
+        ns_ticks = log_ticks(low, high, tuple(range(1, 10)))
     left = LINE + GAP + max(text_width(_number(value), FONT) for value in ns_ticks) + TICK + 2
     legend = [wrap(bounded(one.label), WIDTH - left - 40, FONT) for one in drawn]
     top, bottom = 10.0, 250.0
     x, y = Scale(0, end * 1.02, left, WIDTH - 14), Scale(low, high, bottom, top, log=True)
     canvas = Canvas(WIDTH, FONT)
-    _y_axis(canvas, y, ns_ticks, left, x.end, _number)
+    _y_axis(canvas, y, ns_ticks, left, x.end, _number, behind=0)
     canvas.text(LINE / 2, (top + bottom) / 2, "ns (log scale)", anchor="middle", rotate=True)
     _x_axis(canvas, x, ticks(0, x.high, 5, inside=True), top, bottom, _number, grid=False)
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, "bytes read", anchor="middle")
     for one in drawn:
         colour = PALETTE[one.colour % len(PALETTE)]
-        line = fitted(one)
-        if line:
-            canvas.path([(x(a), y(b)) for a, b in line], colour, width=1.5, dash=DASHES.get(one.line, ""))
+        # Only the model's points inside the plot: a point off the log axis (zero, negative, out of range) is left out.
+        line = [(x(a), y(b)) for a, b in fitted(one) if low <= b <= high]
+        if len(line) > 1:
+            canvas.path(line, colour, width=1.5, dash=DASHES.get(one.line, ""))
         for size, ns in one.points:
             _marker(canvas, x(size), y(ns), one.marker, colour)
     # The legend under the axis: each series' line and marker, then its name.

@@ -245,8 +245,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:,.1f} s"
     if unit == "r":  # a rank correlation, between -1 and 1
         return f"r = {value:.2f}"
-    if unit.endswith("/byte"):
-        return f"{value:.3f} {unit}"
+    if unit.endswith("/byte"):  # a thousandth of a tick or ns; no needless zeros: 4 ns/byte, not 4.000
+        return f"{value:.3f}".rstrip("0").rstrip(".") + f" {unit}"
     return f"{value:,.0f} {unit}"  # ticks of every kind are whole numbers
 
 

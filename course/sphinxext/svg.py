@@ -26,6 +26,10 @@ FONT_FAMILY = "'DejaVu Sans', Verdana, Arial, sans-serif"
 #: At most this many characters of a text are drawn (the figures' table under the chart keeps it whole).
 MOST = 120
 
+#: At most this many characters of a chart's title (its <title> and aria-label, what a screen reader
+#: reads and a pointer shows): a caption's whole sentence fits, a hostile one is still bounded.
+TITLE_MOST = 400
+
 # DejaVu Sans's advance widths in hundredths of an em, for the printable ASCII characters 32 to 126
 # (read from the font file with FreeType); any other character counts as one of the widest.
 _ADVANCES = {
@@ -153,9 +157,16 @@ class Canvas:
         faint: bool = False,
         size: float | None = None,
         rotate: bool = False,
+        halo: bool = False,
     ) -> None:
-        """One line of text, centred vertically on ``y``; ``anchor`` is start, middle or end."""
+        """One line of text, centred vertically on ``y``; ``anchor`` is start, middle or end.
+
+        With ``halo``, the page's CSS rings the text in the background's colour, so a grid line
+        behind it stops short of it instead of striking it through (a bar's figure).
+        """
         attributes = f'x="{number(x)}" y="{number(y)}" dy="0.35em"'
+        if halo:
+            attributes += ' class="course-chart-halo"'
         if anchor != "start":
             attributes += f' text-anchor="{anchor}"'
         if bold:
@@ -177,10 +188,29 @@ class Canvas:
         )
 
     def line(
-        self, x1: float, y1: float, x2: float, y2: float, *, opacity: float = 1, dash: str = "", width: float = 1
+        self,
+        x1: float,
+        y1: float,
+        x2: float,
+        y2: float,
+        *,
+        opacity: float = 1,
+        dash: str = "",
+        width: float = 1,
+        behind: int | None = None,
     ) -> None:
-        """A straight line in the text's colour: an axis, a tick, a grid or a reference line."""
+        """A straight line in the text's colour: an axis, a tick, a grid or a reference line.
+
+        ``behind``: written at that index of :attr:`parts` rather than last, so that what was drawn
+        from there on (a panel's bars and figures) is painted over it (see :meth:`mark`).
+        """
         self.path([(x1, y1), (x2, y2)], "currentColor", width=width, dash=dash, opacity=opacity)
+        if behind is not None:
+            self.parts.insert(behind, self.parts.pop())
+
+    def mark(self) -> int:
+        """Where the next part goes: a grid drawn later ``behind`` it is painted under everything after it."""
+        return len(self.parts)
 
     def path(
         self,
@@ -210,7 +240,7 @@ class Canvas:
     def svg(self, height: float, title: str, min_width: float) -> str:
         """The chart as an inline <svg>: sized in CSS px, scaling down with the column, inked in the text's colour."""
         width, height = number(self.width), number(math.ceil(height))
-        label = escape(bounded(title))
+        label = escape(bounded(title, TITLE_MOST))  # whole: the browser wraps a tooltip, a screen reader reads on
         return (
             f'<svg class="course-chart" role="img" aria-label="{label}" style="min-width: {number(min_width)}px" '
             f'xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
