@@ -283,7 +283,7 @@ def test_each_set_has_a_page_with_its_provenance(app: SphinxTestApp) -> None:
     html = _html(app, "machines/canned-machine")
     assert "Canned CPU 1000" in html and "6.1.0-canned" in html
     assert re.search(r"meltdown.{0,80}: Not affected", html), "each vulnerability is listed with its state"
-    assert "This is the machine that built this site." in html
+    assert "This is the machine that built this site: canned-machine, on bare hardware." in html
     assert "03-timing/read.tty" in html  # every figure of the set is listed
     assert "Rubini, Linux Magazine, 2000" in _html(app, "machines/reference-2000")
     assert "This is the machine" not in _html(app, "machines/other-machine")

@@ -13,7 +13,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from course.sphinxext import depends
 from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
-from course.sphinxext.context import machine_link
+from course.sphinxext.context import host_kind, machine_link
 from course.sphinxext.data import Lookup, format_value, shown_from
 from course.sphinxext.figures import real_ns
 from course.sphinxext.setdata import cell_text_of, course_data_link, figure_anchor, file_names, measurements
@@ -42,7 +42,9 @@ class CourseMachine(CourseMixin, SphinxDirective):
         self.use_set_info(result_set)  # its provenance: the TSC rate in hertz, the date
         out: list[nodes.Node] = []
         if result_set.id == self.data.current_id:
-            out.append(nodes.paragraph(text="This is the machine that built this site."))
+            # Whether it is itself a VM, from its provenance: a reader must not take a guest's ticks for bare metal.
+            said = host_kind(result_set.id, result_set.machine)
+            out.append(nodes.paragraph(text=f"This is the machine that built this site: {said}."))
         fields = nodes.field_list()
         for name, value in provenance(result_set):
             field = nodes.field()
