@@ -106,12 +106,12 @@ def guest_machine() -> dict:
 
 def guest_of(results: Path) -> dict:
     """The guest's provenance as the helper recorded it (empty if it never started)."""
-    return (read_json(results).get("guest") or {}) if results.is_file() else {}
+    return (read_json(results, shown=False).get("guest") or {}) if results.is_file() else {}
 
 
 def collected(results: Path) -> list[dict]:
     """The jobs that finished, as the helper wrote them (none if it never started)."""
-    return read_json(results)["jobs"] if results.is_file() else []
+    return read_json(results, shown=False)["jobs"] if results.is_file() else []
 
 
 def in_disposable_vm(cmdline: str) -> bool:

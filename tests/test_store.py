@@ -436,3 +436,15 @@ def test_the_checked_keys_change_with_python_and_its_unicode_tables() -> None:
 
     version = store._checker_version()
     assert sys.version.encode() in version and unicodedata.unidata_version.encode() in version
+
+
+def test_the_guest_helpers_record_keeps_its_programs_lines_while_a_result_file_may_not(tmp_path: Path) -> None:
+    """The guest's record of its jobs is read as it is (their output has line breaks); a result file is checked."""
+    from course import kernel_guest
+
+    record = tmp_path / "results.json"
+    job = {"lesson": "03-timing", "program": "usystime", "stdout": "course: meta pinned=cpu0\ncourse: stamp 1\n"}
+    store.write_json(record, {"schema": 1, "jobs": [job], "guest": {}})
+    assert kernel_guest.collected(record) == [job]
+    with pytest.raises(store.StoreError, match="U\\+000A"):
+        store.read_json(record)
