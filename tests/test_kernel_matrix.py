@@ -306,8 +306,9 @@ def test_a_module_one_kernel_refuses_is_that_kernels_failure_and_the_others_go_o
         ("6.1", "qemu-icount-debian-6.1", True),
         ("6.12", "qemu-icount-debian-6.12", False),
     ]
-    # Each boot starts while its modules build: 6.12's loads nothing, its module having failed.
-    assert canned_vm == [RELEASES["6.1"], RELEASES["6.12"]] or canned_vm == [RELEASES["6.12"], RELEASES["6.1"]]
+    # This lesson has nothing but its module to run in a guest: each boot waits for the build, and 6.12,
+    # whose module failed, has nothing to load, so no VM starts for it.
+    assert canned_vm == [RELEASES["6.1"]]
     good = store.read_json(layout.results / "qemu-icount-debian-6.1" / "09-api-change.json")
     assert good["failures"] == [] and good["runner"] == "vm"
     figure = good["measurements"]["09-api-change/fdget-fdput"]
