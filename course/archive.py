@@ -345,10 +345,9 @@ def import_set(archive: Path, results: Path, force: bool = False, own_set: str |
     name, files = _read_members(archive)
     if name != store.slug_safe(name):
         raise ArchiveError(f"{archive}: set name {short_name(name)} is not a safe folder name")
-    if store.page_name_problem(name):  # its page would be docs/machines/index.html, what a server shows for the folder
-        raise ArchiveError(
-            f"{archive}: set name {name!r} {store.page_name_problem(name)}; rename the set's folder and export it again"
-        )
+    problem = store.page_name_problem(name)  # "index": its page would be what a server shows for docs/machines/
+    if problem:
+        raise ArchiveError(f"{archive}: set name {name!r} {problem}; rename the set's folder and export it again")
     _check_manifest(archive, name, files)
     try:
         _check_contents(files)
