@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from course import lessons, peers, protocol, store
-from course.build import build_program
-from course.layout import Layout
-from course.runners import run_on_host
-from course.stats import summarize
+from course.measure import lessons, peers, protocol
+from course.measure.build import build_program
+from course.measure.runners import run_on_host
+from course.measure.stats import summarize
+from course.results import store
+from course.results.layout import Layout
 
 #: The issue's goals: spreads in percent, durations in seconds.
 GOALS = {
@@ -448,10 +449,10 @@ def class_site_speed(
 ) -> dict[str, dict]:
     """``invoke site`` into an empty build folder with ``size`` imported sets (copies of ``source``) beside the
     stored ones, then the stored ones alone in the same run: the machine is shared, so the ratio of the two
-    says more than either duration. The sets are made in a scratch folder (``course.class_sets``), never in
+    says more than either duration. The sets are made in a scratch folder (``course.results.class_sets``), never in
     the course's results.
     """
-    from course.class_sets import import_class
+    from course.results.class_sets import import_class
 
     command = [sys.executable, "-m", "invoke", "site"]
     if not (layout.results / source / store.SET_FILE).is_file():
@@ -487,8 +488,8 @@ def kernel_matrix_speed(layout: Layout, progress: Progress = print, runs: int = 
 
     Skipped, saying why, where the three guest kernels are not installed (``invoke setup --tests``).
     """
-    from course import guest_kernels
-    from course.kernel_build import KernelError
+    from course.kernel import guest_kernels
+    from course.kernel.kernel_build import KernelError
 
     names = list(guest_kernels.KERNELS)
     keys = ("bench/pipeline.kernel-matrix", "bench/pipeline.kernel-matrix-unchanged")
@@ -585,9 +586,9 @@ def lab_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
     programs take turns on the one CPU each pins itself to (stamp.h): on separate machines
     only the lab's own work is shared. A first one-host lab warms the caches and is not counted.
     """
-    from course import lab
-    from course.inventory import Host
-    from course.local_sshd import LocalSshd
+    from course.lab import remote as lab
+    from course.lab.inventory import Host
+    from course.lab.local_sshd import LocalSshd
 
     def timed(hosts: list[Host], scratch_layout: Layout, options: lab.LabOptions) -> float:
         started = time.monotonic()

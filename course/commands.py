@@ -9,15 +9,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from course import fingerprint, pipeline, report, site, store, system
-from course import lessons as lesson_catalog
-from course.guest_hardware import GuestHardware
-from course.layout import Layout
-from course.pipeline import LessonReport
+from course import system
+from course.kernel.guest_hardware import GuestHardware
+from course.measure import lesson_run as pipeline
+from course.measure import lessons as lesson_catalog
+from course.measure.lesson_run import LessonReport
+from course.publish import report, site
+from course.results import fingerprint, store
+from course.results.layout import Layout
 
 if TYPE_CHECKING:
-    from course.inventory import Host
-    from course.lab import LabOptions, LabOutcome
+    from course.lab.inventory import Host
+    from course.lab.remote import LabOptions, LabOutcome
 
 
 def setup(layout: Layout, install: bool = True, tests: bool = False, guest_kernels: list[str] | None = None) -> None:
@@ -41,7 +44,7 @@ def setup(layout: Layout, install: bool = True, tests: bool = False, guest_kerne
 
 def build(layout: Layout, number: int | None = None) -> None:
     """Compile the user-space programs of one lesson (or all), reporting which changed."""
-    from course import build as builder
+    from course.measure import build as builder
 
     chosen = [lesson_catalog.find(layout, number)] if number else lesson_catalog.discover(layout)
     for item in chosen:
@@ -95,7 +98,8 @@ def measure_matrix(
 
     Returns whether every kernel ran without a failure (a kernel that failed kept its earlier figures).
     """
-    from course import guest_kernels, matrix, set_identity
+    from course import matrix
+    from course.kernel import guest_kernels, set_identity
 
     hardware = hardware or GuestHardware()
     kernels = {name: guest_kernels.find(name) for name in names}
@@ -307,7 +311,7 @@ def results(layout: Layout, as_json: bool = False) -> str:
 
 def export(layout: Layout, set_name: str | None, output: str | None, force: bool = False) -> Path:
     """Write one set (default: this machine's) as an archive; an existing file is replaced only with ``force``."""
-    from course import archive
+    from course.results import archive
 
     name = fingerprint.set_name(set_name)
     if not set_name and not (layout.results / name / store.SET_FILE).is_file():
@@ -332,7 +336,7 @@ def import_(layout: Layout, path: Path, force: bool = False, set_name: str | Non
 
     Never this machine's set: neither the one named after it nor ``set_name`` (``--set``/``course.set``).
     """
-    from course import archive
+    from course.results import archive
 
     own = [fingerprint.set_name(), *([fingerprint.set_name(set_name)] if set_name else [])]
     target = archive.import_set(path, layout.results, force=force, own_set=own)
@@ -345,7 +349,7 @@ def lab(layout: Layout, hosts: list[Host], options: LabOptions, set_name: str | 
 
     The outcome's ``failure_lines()`` say which hosts failed, and why.
     """
-    from course import lab as lab_run
+    from course.lab import remote as lab_run
 
     for number in options.lessons or []:  # a lesson that is not in the course fails here, not on every host
         lesson_catalog.find(layout, number)
@@ -386,7 +390,7 @@ def clean(layout: Layout) -> None:
     ``build/lab/`` holds what each host of a lab sent (its archive, its log): the only copy of
     a host's run once its scratch folder is gone, so it is never a build product to remove.
     """
-    from course.lab import lab_folder
+    from course.lab.remote import lab_folder
 
     kept = lab_folder(layout)
     if layout.build.is_dir():

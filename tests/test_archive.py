@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from course import archive, commands, fingerprint, pipeline, store, validate
-from course.layout import Layout
+from course import commands
+from course.measure import lesson_run as pipeline
+from course.results import archive, fingerprint, store, validate
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"

@@ -13,9 +13,14 @@ import pytest
 from invoke import Config, Exit, MockContext, Result
 
 import tasks
-from course import commands, kernel_build, kernel_runs, lessons, pipeline, site, store, vm
-from course.kernel_build import BuiltModule, GuestKernel
-from course.layout import Layout
+from course import commands
+from course.kernel import kernel_build, kernel_runs, vm
+from course.kernel.kernel_build import BuiltModule, GuestKernel
+from course.measure import lesson_run as pipeline
+from course.measure import lessons
+from course.publish import site
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = GuestKernel("6.1.0-test", Path("/boot/vmlinuz-6.1.0-test"), Path("/h"), Path("/m"))

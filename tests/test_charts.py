@@ -9,7 +9,7 @@ from html import unescape
 
 import pytest
 
-from course.sphinxext.charts import (
+from course.publish.sphinxext.charts import (
     FONT,
     MIN_WIDTH,
     PALETTE,
@@ -258,7 +258,7 @@ def test_every_bar_is_drawn_to_scale_on_the_row_of_its_name_with_its_figure_afte
 
 
 def test_a_hostile_label_is_escaped_bounded_and_loses_its_control_characters() -> None:
-    from course.sphinxext.svg import MOST
+    from course.publish.sphinxext.svg import MOST
 
     hostile = "<svg onload=alert(1)>&amp;" + "x" * 5000 + "\x1b[31m\u2028end"
     chart = bar_chart([Bar(hostile, hostile, 5, hostile, unit="ns", panel=hostile)], hostile)
@@ -271,7 +271,7 @@ def test_a_hostile_label_is_escaped_bounded_and_loses_its_control_characters() -
 
 
 def test_every_kind_of_chart_is_well_formed_svg_titled_for_a_screen_reader() -> None:
-    from course.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
+    from course.publish.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
 
     drawn = {
         "bars": bar_chart([Bar("a", "s", 1, "1 ns", unit="ns")], "bars & co"),
@@ -289,7 +289,7 @@ def test_every_kind_of_chart_is_well_formed_svg_titled_for_a_screen_reader() -> 
 
 
 def test_a_long_title_is_read_whole_by_a_screen_reader_and_a_hostile_one_is_bounded() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     title = (
         "Cost of a read against its size, in nanoseconds: this machine's medians from the page cache with the line "
@@ -306,7 +306,7 @@ def test_a_long_title_is_read_whole_by_a_screen_reader_and_a_hostile_one_is_boun
 
 
 def test_an_answer_chart_draws_each_share_to_scale_from_0_to_100_percent() -> None:
-    from course.sphinxext.charts import Group, Share, answer_chart
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
 
     groups = [Group("saved", "how", (Share("2000", 60.0, "60.0 %"), Share("today", 15.0, "15.0 %", 2)))]
     svg = answer_chart(groups, "t", "saved, %").svg
@@ -320,7 +320,7 @@ def test_an_answer_chart_draws_each_share_to_scale_from_0_to_100_percent() -> No
 
 
 def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     today = SizeSeries("page cache, host", ((1.0, 800.0), (2048.0, 850.0), (4096.0, 900.0)), 0.025, 800.0, 1)
     then = SizeSeries("2000: 948 ns + 2 ticks a byte", (), 4.0, 948.0, 0, "--")
@@ -338,7 +338,7 @@ BAR = re.compile(r"<rect |<circle |<text [^>]*course-chart-halo")
 
 
 def test_every_grid_is_drawn_before_the_bars_and_figures_of_its_panel() -> None:
-    from course.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
+    from course.publish.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
 
     drawn = {
         "bars": bar_chart(
@@ -370,7 +370,7 @@ def _tick_label(svg: str, text: str, anchor: str) -> tuple[float, float]:
 
 
 def test_a_linear_model_on_the_log_axis_is_a_curve_through_what_its_formula_says() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     today = SizeSeries("page cache, host", ((1.0, 800.0), (4096.0, 900.0)), 0.025, 800.0, 1)
     then = SizeSeries("2000: 948 ns + 4 ns a byte", (), 4.0, 948.0, 0, "--")
@@ -390,7 +390,7 @@ def test_a_linear_model_on_the_log_axis_is_a_curve_through_what_its_formula_says
 
 
 def test_a_size_chart_over_less_than_a_decade_still_labels_several_values() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     svg = size_chart([SizeSeries("host", ((0.0, 471.0), (4096.0, 930.0)), 0.1, 500.0)], "size").svg
     labels = re.findall(r'text-anchor="end">([\d,]+)</text>', svg)
@@ -398,7 +398,7 @@ def test_a_size_chart_over_less_than_a_decade_still_labels_several_values() -> N
 
 
 def test_axis_values_are_round_and_cover_the_data() -> None:
-    from course.sphinxext.svg import log_ticks, ticks
+    from course.publish.sphinxext.svg import log_ticks, ticks
 
     assert ticks(0, 948, 4) == [0, 250, 500, 750, 1000]
     assert ticks(0, 421, 4) == [0, 250, 500], "the tightest round end past the longest bar"
@@ -410,7 +410,7 @@ def test_axis_values_are_round_and_cover_the_data() -> None:
 @pytest.mark.parametrize(("low", "high"), [(0, 5e-324), (9e18, 9e18 + 1e-3), (1e-310, 2e-310)])
 def test_axis_values_of_a_span_too_small_for_round_steps_are_its_ends(low: float, high: float) -> None:
     """A subnormal figure or a bin that moves nothing once crashed in ``math.log10(0)``."""
-    from course.sphinxext.svg import ticks
+    from course.publish.sphinxext.svg import ticks
 
     values = ticks(low, high, 5, inside=True)
     assert len(values) == 2 and values[0] == low and values[-1] >= low

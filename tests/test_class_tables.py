@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course import progress, site
-from course.class_sets import factor, import_class
-from course.layout import Layout
-from course.sphinxext import progress as sphinx_progress
-from course.sphinxext.data import SETS_IN_FULL
-from course.sphinxext.figures import class_figure
+from course.publish import site
+from course.publish.sphinxext import progress as sphinx_progress
+from course.publish.sphinxext.data import SETS_IN_FULL
+from course.publish.sphinxext.figures import class_figure
+from course.results import progress
+from course.results.class_sets import factor, import_class
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 real_rows = progress.rows

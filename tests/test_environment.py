@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from course import build, fingerprint, kernel_runs, lessons, pipeline, store, system, vm
-from course.kernel_build import KernelError, find_kernel
-from course.layout import Layout
-from course.sphinxext import ResultFileError
+from course import system
+from course.kernel import kernel_runs, vm
+from course.kernel.kernel_build import KernelError, find_kernel
+from course.measure import build, lessons
+from course.measure import lesson_run as pipeline
+from course.publish.sphinxext import ResultFileError
+from course.results import fingerprint, store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline, protocol
-from course import report as report_text
-from course.layout import Layout
+from course.measure import lesson_run as pipeline
+from course.measure import lessons, protocol
+from course.publish import report as report_text
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 

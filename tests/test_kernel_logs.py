@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from course import kernel_guest, kernel_runs, lessons
-from course.layout import Layout
-from course.lessons import Lesson, ModuleSpec
-from course.pipeline import LessonRun, OptionError, inputs_key
+from course.kernel import kernel_guest, kernel_runs
+from course.measure import lessons
+from course.measure.lesson_run import LessonRun, OptionError, inputs_key
+from course.measure.lessons import Lesson, ModuleSpec
+from course.results.layout import Layout
 
 DATA = Path(__file__).parent / "data"
 TCG = {"runner": "vm", "acceleration": "tcg", "guest_kernel": "6.1.0-56-amd64"}

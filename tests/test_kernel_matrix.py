@@ -20,12 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from course import commands, guest_kernels, kernel_build, kernel_runs, lessons, matrix, pipeline, store, system, vm
-from course.build import BuildError
-from course.guest_kernels import KernelNameError
-from course.kernel_build import BuiltModule, GuestKernel
-from course.layout import Layout
-from course.runners import owned_process, read_output
+from course import commands, matrix, system
+from course.kernel import guest_kernels, kernel_build, kernel_runs, vm
+from course.kernel.guest_kernels import KernelNameError
+from course.kernel.kernel_build import BuiltModule, GuestKernel
+from course.measure import lesson_run as pipeline
+from course.measure import lessons
+from course.measure.build import BuildError
+from course.measure.runners import owned_process, read_output
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -496,7 +500,7 @@ def test_a_module_that_did_not_build_while_the_guest_booted_is_skipped_in_the_gu
     tmp_path: Path,
 ) -> None:
     """The guest's helper loads only what the host says it built; the host drops the others' jobs and results."""
-    from course import kernel_guest
+    from course.kernel import kernel_guest
 
     job = {"lesson": "05-get-fs", "module": "kseg", "ko": str(tmp_path / "kseg.ko"), "params": [], "stdin": "devnull"}
     plan, results = kernel_guest.prepare(tmp_path, [{**job, "after_build": True}])

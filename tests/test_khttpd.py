@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from course import kernel_guest, kernel_runs, lessons, protocol, store
-from course.build import build_program
-from course.layout import Layout
-from course.pipeline import LessonRun
+from course.kernel import kernel_guest, kernel_runs
+from course.measure import lessons, protocol
+from course.measure.build import build_program
+from course.measure.lesson_run import LessonRun
+from course.results import store
+from course.results.layout import Layout
 
 SERVERS = ("read-write", "sendfile", "splice", "io_uring")
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,10 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from course import bench, commands, fingerprint, inventory, lab, store, validate
-from course.inventory import Host, InventoryError
-from course.layout import Layout
-from course.local_sshd import LocalSshd, free_port
+from course import bench, commands
+from course.lab import inventory
+from course.lab import remote as lab
+from course.lab.inventory import Host, InventoryError
+from course.lab.local_sshd import LocalSshd, free_port
+from course.results import fingerprint, store, validate
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
@@ -118,7 +121,7 @@ def test_the_upload_is_the_committed_tree_without_results(tmp_path: Path) -> Non
     assert len(commit) == 40
     with tarfile.open(tmp_path / "tree.tar.gz") as tar:
         members = {member.name: member for member in tar.getmembers()}
-    assert "tasks.py" in members and "course/archive.py" in members
+    assert "tasks.py" in members and "course/results/archive.py" in members
     assert members["bootstrap"].mode & 0o111  # still executable on the host
     assert not [name for name in members if name.split("/")[0] in ("results", "build", ".venv")]
     with pytest.raises(lab.LabError, match="git clone"):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons
-from course.layout import Layout
+from course.measure import lessons
+from course.results.layout import Layout
 
 
 def test_discovers_the_course_lessons_in_order(course_root: Path) -> None:

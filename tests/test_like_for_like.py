@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from course import derive, kernel_guest, kernel_runs, lessons, store
-from course.layout import Layout
-from course.lessons import LessonError
-from course.pipeline import LessonRun
+from course.kernel import kernel_guest, kernel_runs
+from course.measure import lessons
+from course.measure.lesson_run import LessonRun
+from course.measure.lessons import LessonError
+from course.results import derive, store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 TCG = {"runner": "vm", "acceleration": "tcg", "guest_kernel": "6.1.0-56-amd64"}

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-from course import publish
+from course.publish import bundle as publish
 
 ROOT = Path(__file__).resolve().parents[1]
 EPUBCHECK = Path("/usr/share/java/epubcheck.jar")  # Debian's epubcheck package

@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline, runners, store, vm
-from course.layout import Layout
+from course.kernel import vm
+from course.measure import lesson_run as pipeline
+from course.measure import lessons, runners
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -356,7 +359,7 @@ def _lock_holder(hold: str, folder: Path) -> subprocess.Popen:
 
 
 def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> None:
-    from course import runlock
+    from course.results import runlock
 
     build = tmp_path / "build"
     holder = _lock_holder("hold", build)
@@ -504,7 +507,7 @@ int main(void) {
 
 
 def test_two_runs_sharing_a_results_folder_wait_for_each_other(tmp_path: Path) -> None:
-    from course import runlock
+    from course.results import runlock
 
     results = tmp_path / "results"
     holder = _lock_holder("hold_results", results)

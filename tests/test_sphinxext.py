@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course import site, store
-from course.layout import Layout
-from course.sphinxext import chartcache, context, figures, machines, setdata
+from course.publish import site
+from course.publish.sphinxext import chartcache, context, figures, machines, setdata
+from course.results import store
+from course.results.layout import Layout
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -249,7 +250,7 @@ def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_re
 
 
 def test_why_is_said_in_words_for_every_record_the_runner_makes() -> None:
-    from course.sphinxext.context import why_in_words
+    from course.publish.sphinxext.context import why_in_words
 
     def words(acceleration: str, why: str) -> str:
         return why_in_words({"acceleration": acceleration, "why": why})
@@ -564,7 +565,7 @@ def test_every_chart_function_goes_through_the_chart_cache() -> None:
     """A chart function added without ``@cached`` would be drawn again on every read of its page."""
     import inspect
 
-    from course.sphinxext import charts
+    from course.publish.sphinxext import charts
 
     drawing = [
         function
@@ -578,7 +579,7 @@ def test_every_chart_function_goes_through_the_chart_cache() -> None:
 
 
 def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    from course.sphinxext import charts
+    from course.publish.sphinxext import charts
 
     bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
     key = chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
@@ -591,7 +592,7 @@ def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.Mo
 
 
 def test_a_charts_key_changes_when_the_svg_writer_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from course.sphinxext import charts, svg
+    from course.publish.sphinxext import charts, svg
 
     bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
     chartcache._code_digest.cache_clear()
@@ -707,7 +708,7 @@ def test_the_search_index_built_with_the_stems_of_earlier_builds_is_the_same(
 ) -> None:
     from sphinx.search.en import SearchEnglish
 
-    from course.sphinxext import searchstems
+    from course.publish.sphinxext import searchstems
 
     app.build()
     srcdir = Path(app.srcdir)
@@ -818,7 +819,7 @@ def _imported(set_path: Path, updated: str = "9999-01-01T00:00:00+00:00") -> Non
 
 
 def test_an_imported_set_is_never_taken_for_this_machines(rootdir: Path, tmp_path: Path) -> None:
-    from course.sphinxext.data import CourseData
+    from course.publish.sphinxext.data import CourseData
 
     results = tmp_path / "results"
     shutil.copytree(rootdir / "test-course" / "results", results)
@@ -846,8 +847,8 @@ def test_a_goal_is_compared_only_with_a_figure_that_is_there(make_app, app: Sphi
 
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-crashing-chart")
 def test_a_set_the_site_cannot_draw_is_named_in_one_line(make_app, app: SphinxTestApp, monkeypatch) -> None:
-    from course.sphinxext import charts
-    from course.sphinxext.data import ResultSetError
+    from course.publish.sphinxext import charts
+    from course.publish.sphinxext.data import ResultSetError
 
     def crash(*args, **kwargs):
         raise ZeroDivisionError("float division by zero")
@@ -1110,7 +1111,7 @@ def test_the_api_reference_documents_every_module_of_the_package() -> None:
 
 
 def test_a_csvs_nanoseconds_carry_only_the_decimals_the_counters_step_supports() -> None:
-    from course.sphinxext.setdata import counter_step, ns_text
+    from course.publish.sphinxext.setdata import counter_step, ns_text
 
     # A 26-tick step at 2.6 GHz is 10 ns: whole nanoseconds, never 14 decimals.
     listed = [("03-timing", "03-timing/tsc-step", {"status": "ok", "median": 26.0})]
@@ -1146,7 +1147,7 @@ def test_a_rebuild_with_another_link_suffix_draws_its_navigation_with_it(app: Sp
 
 
 def test_a_figure_a_byte_is_printed_without_needless_zeros() -> None:
-    from course.sphinxext.data import format_value
+    from course.publish.sphinxext.data import format_value
 
     assert format_value(4.0, "ns/byte") == "4 ns/byte", "2000's two ticks a byte at 500 MHz, not 4.000"
     assert format_value(2.5, "ticks/byte") == "2.5 ticks/byte"

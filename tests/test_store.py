@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from course import commands, pipeline, report, store
-from course.layout import Layout
+from course import commands
+from course.measure import lesson_run as pipeline
+from course.publish import report
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"
@@ -440,7 +443,7 @@ def test_the_checked_keys_change_with_python_and_its_unicode_tables() -> None:
 
 def test_the_guest_helpers_record_keeps_its_programs_lines_while_a_result_file_may_not(tmp_path: Path) -> None:
     """The guest's record of its jobs is read as it is (their output has line breaks); a result file is checked."""
-    from course import kernel_guest
+    from course.kernel import kernel_guest
 
     record = tmp_path / "results.json"
     job = {"lesson": "03-timing", "program": "usystime", "stdout": "course: meta pinned=cpu0\ncourse: stamp 1\n"}

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from course import kernel_guest, kernel_runs, lessons, validate
-from course.layout import Layout
-from course.lessons import LessonError
-from course.pipeline import KernelOptions, LessonRun, inputs_key
-from course.runners import run_on_host
+from course.kernel import kernel_guest, kernel_runs
+from course.measure import lessons
+from course.measure.lesson_run import KernelOptions, LessonRun, inputs_key
+from course.measure.lessons import LessonError
+from course.measure.runners import run_on_host
+from course.results import validate
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

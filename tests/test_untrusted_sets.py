@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from course import archive, guest_kernels, store, validate, vm
-from course.sphinxext import guest_mitigations
-from course.sphinxext.data import SETS_IN_FULL, CourseData
-from course.sphinxext.figures import class_cell, class_figure, class_spread
-from course.store import ResultSet
+from course.kernel import guest_kernels, vm
+from course.publish.sphinxext import guest_mitigations
+from course.publish.sphinxext.data import SETS_IN_FULL, CourseData
+from course.publish.sphinxext.figures import class_cell, class_figure, class_spread
+from course.results import archive, store, validate
+from course.results.store import ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from course import vm
-from course.kernel_build import GuestKernel, KernelError, find_kernel
-from course.layout import Layout
+from course.kernel import vm
+from course.kernel.kernel_build import GuestKernel, KernelError, find_kernel
+from course.results.layout import Layout
 
 KERNEL = GuestKernel("6.1.0-test", Path("/boot/vmlinuz-6.1.0-test"), Path("/h"), Path("/m"))
 
@@ -117,7 +117,7 @@ def test_a_boot_says_when_its_first_job_began(tmp_path: Path, monkeypatch) -> No
 
 def test_the_modules_build_beside_the_boot_and_the_guest_waits_for_them(tmp_path: Path, monkeypatch) -> None:
     """The build runs while the guest starts; its helper loads only what built, and a build's error is the boot's."""
-    from course import kernel_guest
+    from course.kernel import kernel_guest
 
     layout = Layout(tmp_path, build_dir=tmp_path / "build")
     order: list[str] = []

@@ -1,9 +1,9 @@
 """Grading a class's submissions in the disposable VM: the grade comes from the instructor's own run.
 
-``invoke grade FOLDER`` reads every ``*.tar.gz`` there (:mod:`course.submission`), lays
+``invoke grade FOLDER`` reads every ``*.tar.gz`` there (:mod:`course.classroom.submission`), lays
 each student's exercise sources out beside a copy of the course's headers, and boots the
 guest kernel once for all of them: the guest compiles and runs each variant and each
-reference solution (:mod:`course.grading_guest`). Student code is untrusted: it is compiled
+reference solution (:mod:`course.classroom.grading_guest`). Student code is untrusted: it is compiled
 and run only in the VM, each job as a user of its own, never on this host. The sources are
 laid out here in a folder only this user may read (the guest's helper copies them as root),
 and the jobs are named ``reference|...`` and ``student/NAME|...``: no student's name can take
@@ -28,13 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from course import grading_guest, kernel_build, protocol, store, vm
-from course import lessons as lesson_catalog
-from course.layout import Layout
-from course.report import printable
-from course.stats import summarize
-from course.submission import RESERVED_NAMES, Submission, SubmissionError
-from course.submission import read as read_submission
+from course.classroom import grading_guest
+from course.classroom.submission import RESERVED_NAMES, Submission, SubmissionError
+from course.classroom.submission import read as read_submission
+from course.kernel import kernel_build, vm
+from course.measure import lessons as lesson_catalog
+from course.measure import protocol
+from course.measure.stats import summarize
+from course.publish.report import printable
+from course.results import store
+from course.results.layout import Layout
 
 #: Where grades are kept, inside the results folder: a name no result set can have.
 GRADES = "_grades"

@@ -1,8 +1,8 @@
 """Building and running the students' exercises inside the disposable VM (never on the instructor's host).
 
-This runs in the guest that :mod:`course.grading` boots::
+This runs in the guest that :mod:`course.classroom.grading` boots::
 
-    python -m course.grading_guest PLAN.json RESULTS.json
+    python -m course.classroom.grading_guest PLAN.json RESULTS.json
 
 Each job (a student's variant, or the course's solution) runs as a user of its own, uid
 ``FIRST_UID + N`` for the plan's job N (no ``/etc/passwd`` entry needed: ``setpriv`` takes
@@ -33,10 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from course.build import CFLAGS
-from course.kernel_guest import in_disposable_vm, outcome_fields
-from course.runners import run_on_host
-from course.store import write_json
+from course.kernel.kernel_guest import in_disposable_vm, outcome_fields
+from course.measure.build import CFLAGS
+from course.measure.runners import run_on_host
+from course.results.store import write_json
 
 #: Job N of a plan runs as this uid plus N (and the same gid): a user of its own, no other job's.
 FIRST_UID = 20000
@@ -53,7 +53,7 @@ SHARED_TEMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 
 def command(plan: Path, results: Path) -> list[str]:
     """How the VM runs this helper on ``plan`` (the course's own Python, at the same path in the guest)."""
-    return [sys.executable, "-m", "course.grading_guest", str(plan), str(results)]
+    return [sys.executable, "-m", "course.classroom.grading_guest", str(plan), str(results)]
 
 
 def job_uid(number: int) -> int:
@@ -249,10 +249,12 @@ def run_all(jobs: list[dict], results_path: Path) -> list[dict]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m course.grading_guest PLAN.json RESULTS.json", file=sys.stderr)
+        print("usage: python -m course.classroom.grading_guest PLAN.json RESULTS.json", file=sys.stderr)
         return 2
     if not in_disposable_vm(Path("/proc/cmdline").read_text()):
-        print("course.grading_guest: not in the course's VM; a student's code never runs here", file=sys.stderr)
+        print(
+            "course.classroom.grading_guest: not in the course's VM; a student's code never runs here", file=sys.stderr
+        )
         return 3
     plan, results_path = Path(argv[0]), Path(argv[1])
     run_all(json.loads(plan.read_text()), results_path)

@@ -3,7 +3,7 @@
 ``invoke submit --student NAME`` writes ``NAME.tar.gz`` holding ``NAME/SUBMISSION.json``
 (who, when, which files), ``NAME/code/user/<lesson>/<exercise>.c`` for each exercise of the
 course, and ``NAME/set.tar.gz``, the student's result set as ``invoke results.export`` makes
-it (when they have one). The instructor grades it with ``invoke grade`` (:mod:`course.grading`).
+it (when they have one). The instructor grades it with ``invoke grade`` (:mod:`course.classroom.grading`).
 
 A submission is untrusted input. Reading one is bounded (size, member count, one file's
 size), takes only plain files at the places above, and never believes what the archive says
@@ -23,8 +23,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from course import archive, fingerprint, lessons, store
-from course.layout import Layout
+from course.measure import lessons
+from course.results import archive, fingerprint, store
+from course.results.layout import Layout
 
 INFO = "SUBMISSION.json"
 SET_ARCHIVE = "set.tar.gz"

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.kernel_build import BOOT, HEADERS, MODULES, GuestKernel, KernelError, complete_releases, release_key
-from course.store import ResultSet
+from course.kernel.kernel_build import BOOT, HEADERS, MODULES, GuestKernel, KernelError, complete_releases, release_key
+from course.results.store import ResultSet
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.build import BuildError, file_hash
-from course.layout import Layout
-from course.lessons import Lesson, ModuleSpec
+from course.measure.build import BuildError, file_hash
+from course.measure.lessons import Lesson, ModuleSpec
+from course.results.layout import Layout
 
 BOOT = Path("/boot")
 HEADERS = Path("/usr/src")

@@ -4,7 +4,7 @@ This runs where the modules are loaded: inside the disposable VM (the default), 
 the host kernel when the user asked for it by name (``--kernel-runner host-kernel``).
 It refuses to run anywhere else, so that nothing is loaded into a kernel by accident::
 
-    python -m course.kernel_guest PLAN.json RESULTS.json
+    python -m course.kernel.kernel_guest PLAN.json RESULTS.json
 
 PLAN is a list of jobs: a module to load ``{lesson, module, ko, params, stdin}``, a
 user-space program to run ``{lesson, program, binary, args, stdin, files}`` (the user side of
@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from course import fingerprint
-from course.runners import RunOutcome, run_on_host, stdin_of_kind
-from course.store import read_json, write_json
+from course.measure.runners import RunOutcome, run_on_host, stdin_of_kind
+from course.results import fingerprint
+from course.results.store import read_json, write_json
 
 #: The kernel command line of a virtme-ng guest carries this; the host's never does.
 VM_MARK = "virtme"
@@ -86,7 +86,7 @@ def command(plan: Path, results: Path, on_host: bool = False) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "course.kernel_guest",
+        "course.kernel.kernel_guest",
         str(plan),
         str(results),
         *(["--host-kernel"] if on_host else []),
@@ -342,13 +342,13 @@ def _reset_tracing(tracefs: Path, options: dict[str, str], tracer: str, on: str)
 
 def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
-        print("usage: python -m course.kernel_guest PLAN.json RESULTS.json [--host-kernel]", file=sys.stderr)
+        print("usage: python -m course.kernel.kernel_guest PLAN.json RESULTS.json [--host-kernel]", file=sys.stderr)
         return 2
     plan_path, results_path = Path(argv[0]), Path(argv[1])
     on_host = argv[2:] == ["--host-kernel"]
     if not on_host and not in_disposable_vm(Path("/proc/cmdline").read_text()):
         print(
-            "course.kernel_guest: not in the course's VM; refusing to load modules into this kernel "
+            "course.kernel.kernel_guest: not in the course's VM; refusing to load modules into this kernel "
             "(the host-kernel runner must be asked for by name)",
             file=sys.stderr,
         )

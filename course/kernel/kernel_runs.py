@@ -1,6 +1,6 @@
 """The kernel side of a run: build the lessons' modules, load them where asked, record the figures.
 
-``vm`` (the default) loads them in a disposable VM (:mod:`course.vm`); ``host-kernel``
+``vm`` (the default) loads them in a disposable VM (:mod:`course.kernel.vm`); ``host-kernel``
 loads them into the running kernel, only when the user asked for it by name; ``none``
 records every kernel measurement as not run, with the reason. A runner that cannot start
 (no QEMU, no guest kernel, no headers) is a failure of the lesson: its earlier figures are
@@ -17,13 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import kernel_build, kernel_guest, store, vm
-from course import lessons as lesson_catalog
-from course.build import BuildError, file_hash
-from course.kernel_build import GuestKernel, KernelError
-from course.layout import Layout
-from course.lessons import Lesson
-from course.pipeline import (
+from course.kernel import kernel_build, kernel_guest, vm
+from course.kernel.kernel_build import GuestKernel, KernelError
+from course.measure import lessons as lesson_catalog
+from course.measure.build import BuildError, file_hash
+from course.measure.lesson_run import (
     KERNEL_RUNNERS,
     KernelOptions,
     LessonRun,
@@ -34,6 +32,9 @@ from course.pipeline import (
     record,
     timed_step,
 )
+from course.measure.lessons import Lesson
+from course.results import store
+from course.results.layout import Layout
 
 RUNNERS = KERNEL_RUNNERS
 

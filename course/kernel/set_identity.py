@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from course import guest_kernels, store, vm
-from course.kernel_build import GuestKernel
+from course.kernel import guest_kernels, vm
+from course.kernel.kernel_build import GuestKernel
+from course.results import store
 
 
 class ReleaseChangeError(RuntimeError):

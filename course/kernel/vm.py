@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import kernel_guest, store
-from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
-from course.guest_hardware import GuestHardware
-from course.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
-from course.layout import Layout
-from course.runners import kill_owned, owned_process, read_output, stop_note
+from course.kernel import kernel_guest
+from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
+from course.kernel.guest_hardware import GuestHardware
+from course.kernel.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
+from course.measure.runners import kill_owned, owned_process, read_output, stop_note
+from course.results import store
+from course.results.layout import Layout
 
 #: kvm: hardware virtualisation, real ticks. tcg: software emulation, ticks of the emulator.
 #: tcg-icount: emulation with a virtual clock driven by the instruction count (deterministic).
@@ -49,11 +50,11 @@ class VmError(RuntimeError):
 class VmRun:
     """What one boot produced."""
 
-    jobs: list[dict]  # one per module load, as written by course.kernel_guest
+    jobs: list[dict]  # one per module load, as written by course.kernel.kernel_guest
     console: str
     exit_status: int | None  # None: stopped after the timeout
     seconds: float
-    guest: dict = field(default_factory=dict)  # the guest's provenance (course.kernel_guest.guest_machine)
+    guest: dict = field(default_factory=dict)  # the guest's provenance (course.kernel.kernel_guest.guest_machine)
     first_job_seconds: float | None = None  # from the boot's start to the guest helper's first job (None: never)
 
 
@@ -80,7 +81,7 @@ def vng_command(
     rwdir: Path | None = None,
     hardware: GuestHardware = DEFAULT_HARDWARE,
 ) -> list[str]:
-    """The boot's command line; ``hardware`` (checked by course.guest_hardware): CPU model, kernel parameters."""
+    """The boot's command line; ``hardware`` (checked by course.kernel.guest_hardware): CPU model, kernel parameters."""
     command = [str(vng_path()), "--run", str(kernel.image), "--memory", "1G", "--cpus", "1"]
     if rwdir is not None:
         command += ["--rwdir", str(rwdir)]
@@ -250,10 +251,10 @@ def run_jobs(
 ) -> VmRun:
     """Boot once, load every module of ``jobs`` in the guest, and return what each load logged.
 
-    ``helper`` is the command the guest runs on the plan: :mod:`course.kernel_guest`'s, or
-    another helper's (:mod:`course.grading_guest` builds and runs students' exercises).
+    ``helper`` is the command the guest runs on the plan: :mod:`course.kernel.kernel_guest`'s, or
+    another helper's (:mod:`course.classroom.grading_guest` builds and runs students' exercises).
     ``while_booting`` runs beside the boot, given the boot's shared folder (the modules' build,
-    whose end the guest's helper waits for: :func:`course.kernel_guest.wait_for_built`).
+    whose end the guest's helper waits for: :func:`course.kernel.kernel_guest.wait_for_built`).
     """
     require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)

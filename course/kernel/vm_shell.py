@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from course import kernel_build, runlock, vm
-from course import lessons as lesson_catalog
-from course.build import BuildError, Program, build_program
-from course.kernel_build import GuestKernel
-from course.layout import Layout
-from course.lessons import Lesson
-from course.runners import owned_process
+from course.kernel import kernel_build, vm
+from course.kernel.kernel_build import GuestKernel
+from course.measure import lessons as lesson_catalog
+from course.measure.build import BuildError, Program, build_program
+from course.measure.lessons import Lesson
+from course.measure.runners import owned_process
+from course.results import runlock
+from course.results.layout import Layout
 
 #: The guest's parameters for a module loaded by hand: fewer samples than the pipeline's, so
 #: that a load under software emulation answers in seconds.

@@ -31,7 +31,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from course import fingerprint, report, store
+from course.publish import report
+from course.results import fingerprint, store
 
 #: The most an inventory file may hold (a lab of 60 hosts is a few KiB).
 MAX_BYTES = 1024 * 1024

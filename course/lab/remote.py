@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from course import archive, fingerprint, report, store
-from course.inventory import Host, names
-from course.layout import Layout
-from course.pipeline import KernelOptions
-from course.runners import start_threads, wait_for
+from course.lab.inventory import Host, names
+from course.measure.lesson_run import KernelOptions
+from course.measure.runners import start_threads, wait_for
+from course.publish import report
+from course.results import archive, fingerprint, store
+from course.results.layout import Layout
 
 if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs: `invoke --list` stays quick
     from fabric import Connection

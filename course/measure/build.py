@@ -8,9 +8,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.fingerprint import compiler_version
-from course.layout import Layout
-from course.lessons import Lesson
+from course.measure.lessons import Lesson
+from course.results.fingerprint import compiler_version
+from course.results.layout import Layout
 
 #: Optimised as a real program would be; warnings shown, never fatal on a newer compiler.
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-g")

@@ -2,7 +2,7 @@
 
 A VM boot is three generations (``vng``, ``virtme-run``, QEMU): ``PR_SET_PDEATHSIG`` on the
 first would not reach QEMU. So the course starts a boot through this guard, with
-``PR_SET_PDEATHSIG`` set to SIGTERM on the guard itself (:func:`course.runners.owned_process`):
+``PR_SET_PDEATHSIG`` set to SIGTERM on the guard itself (:func:`course.measure.runners.owned_process`):
 when the course's process ends, however it ends (SIGKILL included), the guard kills every
 process below it, orphans included (it is their subreaper), and exits.
 

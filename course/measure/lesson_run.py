@@ -1,8 +1,8 @@
 """Measuring lessons: build their code, run it, summarize and store the figures.
 
 This is the one place that knows the order of the steps; each step lives in its own
-module (:mod:`course.build`, :mod:`course.runners`, :mod:`course.kernel_runs`,
-:mod:`course.protocol`, :mod:`course.stats`, :mod:`course.store`).
+module (:mod:`course.measure.build`, :mod:`course.measure.runners`, :mod:`course.kernel.kernel_runs`,
+:mod:`course.measure.protocol`, :mod:`course.measure.stats`, :mod:`course.results.store`).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import disassemble, fingerprint, protocol, store, validate
-from course.build import BuildError, Program, build_program, file_hash
-from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
-from course.guest_hardware import GuestHardware
-from course.layout import Layout
-from course.lessons import Lesson
-from course.runners import FLOODED, OUTPUT_LIMIT_BYTES, run_on_host
-from course.stats import summarize
+from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
+from course.kernel.guest_hardware import GuestHardware
+from course.measure import disassemble, protocol
+from course.measure.build import BuildError, Program, build_program, file_hash
+from course.measure.lessons import Lesson
+from course.measure.runners import FLOODED, OUTPUT_LIMIT_BYTES, run_on_host
+from course.measure.stats import summarize
+from course.results import fingerprint, store, validate
+from course.results.layout import Layout
 
 Progress = Callable[[str], None]
 
@@ -43,7 +44,7 @@ def require_x86_64(architecture: str | None = None) -> None:
         )
 
 
-#: Where kernel modules may run, and how the ``vm`` runner may emulate (see :mod:`course.vm`).
+#: Where kernel modules may run, and how the ``vm`` runner may emulate (see :mod:`course.kernel.vm`).
 KERNEL_RUNNERS = ("vm", "host-kernel", "none")
 ACCELERATIONS = ("auto", "kvm", "tcg", "tcg-icount")
 
@@ -209,7 +210,7 @@ def measure_lessons(
     (a kernel matrix, :mod:`course.matrix`) only what runs in the guest runs: the modules,
     the guest's programs and the traces; nothing is run or timed on this machine.
     """
-    from course import kernel_runs  # the kernel side pulls in the VM machinery only when needed
+    from course.kernel import kernel_runs  # the kernel side pulls in the VM machinery only when needed
 
     require_x86_64()
     kernel = kernel or KernelOptions()
@@ -554,7 +555,7 @@ def _disassemble(run: LessonRun) -> None:
 
 def _derive(run: LessonRun, set_path: Path) -> None:
     """The lesson's derived figures, from this run's measurements and the set's stored ones."""
-    from course import derive
+    from course.results import derive
 
     stored = store.load_set(set_path) if run.lesson.derived else None
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import derive
-from course.layout import Layout
+from course.results import derive
+from course.results.layout import Layout
 
 LESSON_PAGE = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9-]+)\.md$")
 
@@ -60,7 +60,7 @@ class ExerciseSpec:
 
     ``program`` is the student's TODO-marked copy, ``solution`` the course's answer (a path
     below the lesson's folder, without ``.c``); both print a ``course: check`` line. A student
-    copy of the course (:mod:`course.edition`) has no solutions: ``solution`` is None there.
+    copy of the course (:mod:`course.publish.edition`) has no solutions: ``solution`` is None there.
     """
 
     name: str
@@ -164,7 +164,7 @@ class Lesson:
     programs: tuple[str, ...] = field(default=())
     kernel_dir: Path | None = None
     modules: tuple[ModuleSpec, ...] = ()
-    derived: tuple[dict, ...] = ()  # [[derive]] entries, computed after the runs (course.derive)
+    derived: tuple[dict, ...] = ()  # [[derive]] entries, computed after the runs (course.results.derive)
     exercises: tuple[ExerciseSpec, ...] = ()
     guest_runs: tuple[GuestRunSpec, ...] = ()  # user-space programs run in the modules' VM boot
     traces: tuple[TraceSpec, ...] = ()  # ftrace call graphs taken in the modules' VM boot

@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 
-from course import store
+from course.results import store
 
 PERF_ID = "peers/perf-bench-syscall-basic"
 LMBENCH_ID = "peers/lmbench-lat-syscall-null"

@@ -269,7 +269,7 @@ def owned_process(command: list[str], guarded: bool = False, **popen: object) ->
     unseen. The child itself starts with the signal mask this process had before.
 
     Should this process die without leaving the block (SIGKILL), the child is killed too
-    (``PR_SET_PDEATHSIG``); with ``guarded`` it runs under :mod:`course.guard`, which then
+    (``PR_SET_PDEATHSIG``); with ``guarded`` it runs under :mod:`course.measure.guard`, which then
     kills every process below it as well (a VM boot: QEMU is a grandchild).
     """
     parent = os.getpid()

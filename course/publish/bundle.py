@@ -13,7 +13,7 @@
   course's inline SVG charts no better, so the browser that already checks the site prints it.
 
 A published page names the instructor's machine by its set's label, never "this machine"
-(``course.sphinxext.published``). The default edition is the student one: a site put online
+(``course.publish.sphinxext.published``). The default edition is the student one: a site put online
 for a class must not show the solutions (``--edition full`` asks for them).
 
 The EPUB comes from Sphinx's own builder, with its root at ``book.md`` (a root page at the top
@@ -31,9 +31,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from course import __version__, site
-from course.layout import Layout
-from course.runners import owned_process, read_output, stop_note
+from course import __version__
+from course.measure.runners import owned_process, read_output, stop_note
+from course.publish import site
+from course.results.layout import Layout
 
 #: The book's and the handout's file names, in the published folder.
 EPUB_NAME = "kernel-system-calls.epub"

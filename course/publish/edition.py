@@ -1,7 +1,8 @@
 """Editions of the course: the full one (with the exercises' solutions) and the students' one.
 
 A solution is any file in a ``solutions/`` folder of ``code/`` (beside the exercises). The
-student edition of the site leaves them out of the pages and the downloads (``course.sphinxext.code``); a student
+student edition of the site leaves them out of the pages and the downloads
+(``course.publish.sphinxext.code``); a student
 copy of the repository (:func:`student_copy`) leaves them out of the files, drops the
 ``solution`` key of each ``[[exercise]]`` and carries no history: one fresh commit.
 
@@ -17,8 +18,8 @@ import subprocess
 import tomllib
 from pathlib import Path, PurePosixPath
 
-from course.layout import Layout
-from course.report import printable
+from course.publish.report import printable
+from course.results.layout import Layout
 
 EDITIONS = ("full", "student")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from course.pipeline import LessonReport
+from course.measure.lesson_run import LessonReport
 
 
 def printable(text: str) -> str:

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from course import fingerprint, store, validate
+from course.results import fingerprint, store, validate
 
 MANIFEST = "MANIFEST.json"
 
@@ -336,7 +336,7 @@ def import_set(archive: Path, results: Path, force: bool = False, own_set: str |
     """Add the set in ``archive`` to ``results`` after checking it; return its folder.
 
     ``force`` replaces a set of the same name, but never a reference set nor ``own_set``
-    (this machine's set, by default :func:`course.fingerprint.set_name`; or several names,
+    (this machine's set, by default :func:`course.results.fingerprint.set_name`; or several names,
     such as the derived one and the one configured with ``--set``), which an import may not
     create either: runs would measure into it and the site would show it as this machine's.
     """

@@ -16,7 +16,7 @@ import operator
 import re
 from collections.abc import Callable
 
-from course import store
+from course.results import store
 
 Lookup = Callable[[str], dict | None]
 

@@ -88,7 +88,7 @@ def machine(cc: str = "cc", cpuinfo_path: Path = Path("/proc/cpuinfo")) -> dict:
         "cpu_count": os.cpu_count(),
         "microcode": cpu.get("microcode", "unknown"),
         "tsc_flags": [flag for flag in TSC_FLAGS if flag in flags],
-        "tsc_hz": None,  # measured by the first program that runs; see course.pipeline
+        "tsc_hz": None,  # measured by the first program that runs; see course.measure.lesson_run
         "architecture": platform.machine(),
         "kernel_release": platform.release(),
         "kernel_version": platform.version(),

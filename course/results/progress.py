@@ -2,14 +2,14 @@
 
 Rows come from two places, and say which:
 
-- ``graded``: a grade stored by ``invoke grade`` (:mod:`course.grading`), from the instructor's
+- ``graded``: a grade stored by ``invoke grade`` (:mod:`course.classroom.grading`), from the instructor's
   own run of the student's code in the VM: status, cost against the solution, date, and
   whether the source is the solution's;
 - ``self-reported``: an imported result set (``invoke results.import``) whose lessons carry
   an exercise status: what the student's own run said, never checked here.
 
 Shown in the terminal (``invoke results.exercises``), as a CSV file, and on the site's
-progress page (``course.sphinxext.progress``).
+progress page (``course.publish.sphinxext.progress``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import store
-from course.grading import GRADES
+from course.classroom.grading import GRADES
+from course.results import store
 
 #: A grade file larger than this is not one ``invoke grade`` wrote.
 MAX_GRADE_BYTES = 1024 * 1024

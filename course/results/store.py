@@ -1,9 +1,9 @@
 """The results store: one folder per result set, one JSON file per lesson.
 
-``results/<set>/set.json`` describes the machine (see :func:`course.fingerprint.machine`);
+``results/<set>/set.json`` describes the machine (see :func:`course.results.fingerprint.machine`);
 ``results/<set>/<lesson>.json`` holds that lesson's measurements, captured outputs and
 failures. The schema is documented in ``docs/results.md`` and checked on every read
-(:mod:`course.validate`). Files are replaced atomically, so an interrupted run never
+(:mod:`course.results.validate`). Files are replaced atomically, so an interrupted run never
 leaves half a file behind, and get ordinary modes: results are published and shared.
 """
 
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from course import validate
+from course.results import validate
 
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
 SCHEMA = validate.SCHEMA
@@ -258,10 +258,10 @@ def _derive_reference(result_set: ResultSet) -> None:
     """Recompute a reference set's derived figures (the 2000 percentages) from its printed ones.
 
     The article's figures are typed, as printed; what is computed from them never is: each
-    derived entry's ``how`` is evaluated by :mod:`course.derive` over the set's own figures, so
+    derived entry's ``how`` is evaluated by :mod:`course.results.derive` over the set's own figures, so
     54.4 % is 216 against 474 ticks, whatever value the file holds.
     """
-    from course import derive  # derive imports store: imported here, where it is needed
+    from course.results import derive  # derive imports store: imported here, where it is needed
 
     for content in result_set.lessons.values():
         for key, measurement in content.get("measurements", {}).items():

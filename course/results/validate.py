@@ -30,7 +30,7 @@ MAX_BYTES = 16 * 1024 * 1024
 #: A figure beyond this is no measurement (and would overflow the site's arithmetic).
 LARGEST = 2.0**63
 
-#: The most bins a stored histogram may hold (a run stores 40: ``course.stats.HISTOGRAM_BINS``);
+#: The most bins a stored histogram may hold (a run stores 40: ``course.measure.stats.HISTOGRAM_BINS``);
 #: the site draws one rectangle per bin.
 MAX_BINS = 1000
 #: The most points a timeline, or a list of runs, may hold (a ten-second ``invoke bench`` keeps ~250).
@@ -284,12 +284,13 @@ MEASUREMENT_TEXT = (
 )
 
 
-#: Where a figure ran (course.pipeline, course.kernel_runs): the host's user space, the host's kernel, a VM,
-#: or nowhere (a kernel example not asked for). The class pools by these names: a misspelling must not pass.
+#: Where a figure ran (course.measure.lesson_run, course.kernel.kernel_runs): the host's user space, the host's
+#: kernel, a VM, or nowhere (a kernel example not asked for). The class pools by these names: a misspelling must
+#: not pass.
 RUNNERS = ("host", "host-kernel", "vm", "none")
-#: How (course.vm.ACCELERATIONS, and the host's own kernel as course.kernel_runs names it).
+#: How (course.kernel.vm.ACCELERATIONS, and the host's own kernel as course.kernel.kernel_runs names it).
 ACCELERATIONS = ("kvm", "tcg", "tcg-icount", "host-kernel")
-#: Under emulation a tick is not the machine's time (course.vm.UNITS): "ticks" there is a mislabelled figure.
+#: Under emulation a tick is not the machine's time (course.kernel.vm.UNITS): "ticks" there is a mislabelled figure.
 EMULATED = ("tcg", "tcg-icount")
 
 

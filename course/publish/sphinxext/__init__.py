@@ -18,12 +18,12 @@ Used from MyST:
 - ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
 - ``{course-run-report}``: the execution report, each lesson's last run;
 - ``{course-code}``, ``{course-downloads}``: listings cut from the real C files, and every file to download
-  (``course.sphinxext.code``);
+  (``course.publish.sphinxext.code``);
 - ``{course-kernels}``, ``{course-trace-diff}``: figures and call graphs across the guest kernels of the kernel
-  matrix (``course.sphinxext.kernels``);
+  matrix (``course.publish.sphinxext.kernels``);
 - ``{course-guest-mitigations}``: each guest kernel's figures with mitigations on and off, counted in
-  instructions under a CPU model its kernel treats as affected (``course.sphinxext.guest_mitigations``);
-- ``{course-progress}``: the class's progress, graded and self-reported (``course.sphinxext.progress``).
+  instructions under a CPU model its kernel treats as affected (``course.publish.sphinxext.guest_mitigations``);
+- ``{course-progress}``: the class's progress, graded and self-reported (``course.publish.sphinxext.progress``).
 
 A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
 value from sources changed since it was measured is a warning too. Every result file
@@ -49,19 +49,21 @@ from sphinx.project import Project
 from sphinx.util import logging
 from sphinx.util._pathlib import _StrPath
 
-from course import __version__, guest_kernels, store
-from course.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
-from course.sphinxext import chartcache, code, depends, navigation, progress, published, searchstems, setdata
-from course.sphinxext.answer import CourseAnswer, CourseSizeLine
-from course.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
-from course.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport, HostRole
-from course.sphinxext.data import CourseData, attach, data_of
-from course.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
-from course.sphinxext.guest_mitigations import CourseGuestMitigations
-from course.sphinxext.kernels import CourseKernels, CourseTraceDiff
-from course.sphinxext.machines import CourseHardware, CourseMachine, CourseMachinePages, CourseMitigations
-from course.sphinxext.traces import CourseTraceKinds
-from course.store import StoreError
+from course import __version__
+from course.kernel import guest_kernels
+from course.publish.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
+from course.publish.sphinxext import chartcache, code, depends, navigation, progress, published, searchstems, setdata
+from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
+from course.publish.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
+from course.publish.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport, HostRole
+from course.publish.sphinxext.data import CourseData, attach, data_of
+from course.publish.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
+from course.publish.sphinxext.guest_mitigations import CourseGuestMitigations
+from course.publish.sphinxext.kernels import CourseKernels, CourseTraceDiff
+from course.publish.sphinxext.machines import CourseHardware, CourseMachine, CourseMachinePages, CourseMitigations
+from course.publish.sphinxext.traces import CourseTraceKinds
+from course.results import store
+from course.results.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +319,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-table", CourseTable)
     app.add_directive("course-chart", CourseChart)
     app.add_directive("course-size-line", CourseSizeLine)  # cost against read size, with the fitted line
-    app.add_directive("course-answer", CourseAnswer)  # a lesson's answer, 2000 beside today (course.sphinxext.answer)
+    app.add_directive("course-answer", CourseAnswer)  # a lesson's answer, 2000 beside today (.answer)
     app.add_directive("course-failures", CourseFailures)
     app.add_directive("course-machine", CourseMachine)
     app.add_directive("course-hardware", CourseHardware)
@@ -326,10 +328,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-kernel-run", CourseKernelRun)
     app.add_directive("course-context", CourseContext)
     app.add_directive("course-run-report", CourseRunReport)
-    app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.sphinxext.kernels)
+    app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.publish.sphinxext.kernels)
     app.add_directive("course-trace-diff", CourseTraceDiff)
     app.add_directive("course-guest-mitigations", CourseGuestMitigations)  # lesson 8 (guest_mitigations)
-    app.add_directive("course-trace-kinds", CourseTraceKinds)  # one read per kind of file (course.sphinxext.traces)
+    app.add_directive("course-trace-kinds", CourseTraceKinds)  # one read per kind of file (.traces)
     app.connect("builder-inited", _load_data)
     app.connect("html-page-context", name_graphviz_figures)
     app.connect("html-page-context", _one_navigation_for_machine_pages, priority=400)  # before the theme's

@@ -22,12 +22,12 @@ from typing import ClassVar
 from docutils import nodes
 from docutils.parsers.rst import directives
 
-from course import guest_kernels
-from course.sphinxext import charts
-from course.sphinxext.base import MeasurementsDirective, value_text
-from course.sphinxext.data import describe, format_value, shown_from
-from course.sphinxext.figures import chart_figure, real_ns
-from course.store import ResultSet
+from course.kernel import guest_kernels
+from course.publish.sphinxext import charts
+from course.publish.sphinxext.base import MeasurementsDirective, value_text
+from course.publish.sphinxext.data import describe, format_value, shown_from
+from course.publish.sphinxext.figures import chart_figure, real_ns
+from course.results.store import ResultSet
 
 KINDS = ("how", "2000", "host", "guests", "today")
 

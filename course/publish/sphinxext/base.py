@@ -11,10 +11,10 @@ from docutils import nodes
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
-from course import store
-from course.sphinxext import depends
-from course.sphinxext.data import CourseData, Lookup, data_of, format_value, to_ns
-from course.store import ResultSet
+from course.publish.sphinxext import depends
+from course.publish.sphinxext.data import CourseData, Lookup, data_of, format_value, to_ns
+from course.results import store
+from course.results.store import ResultSet
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class CourseMixin:
         kernel and how QEMU ran it, and the host it ran on by its set's name, never as "this machine"
         (the figure is the guest's). A kernel matrix set names its guest already.
         """
-        from course.sphinxext.figures import ran_where  # figures imports this module
+        from course.publish.sphinxext.figures import ran_where  # figures imports this module
 
         result_set = self.data.sets[set_id]
         where = "" if result_set.info.get("guest") else ran_where(measurements)

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 
-from course import store
-from course.sphinxext import svg
+from course.publish.sphinxext import svg
+from course.results import store
 
 #: Changes when the stored form below changes: older files are then never read (2: written without matplotlib).
 FORMAT = 2
@@ -80,7 +80,7 @@ def _code_digest(draw: Callable) -> str:
 
 def _read(path: Path) -> Any:
     """The chart stored at ``path``, or None (absent, or unreadable: then it is drawn again)."""
-    from course.sphinxext.charts import Chart
+    from course.publish.sphinxext.charts import Chart
 
     try:
         content = json.loads(path.read_text(encoding="utf-8"))

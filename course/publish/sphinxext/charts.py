@@ -1,4 +1,4 @@
-"""Charts drawn from stored figures at build time, written directly as inline SVG (:mod:`course.sphinxext.svg`).
+"""Charts drawn from stored figures at build time, written directly as inline SVG (:mod:`course.publish.sphinxext.svg`).
 
 Every chart comes with the figures it draws as rows (``Chart.header``, ``Chart.rows``): the
 page shows them as a table, the text equivalent a screen reader reads instead of the picture.
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 
-from course.sphinxext.chartcache import cached
-from course.sphinxext.svg import Canvas, Scale, bounded, log_ticks, text_width, ticks, wrap
+from course.publish.sphinxext.chartcache import cached
+from course.publish.sphinxext.svg import Canvas, Scale, bounded, log_ticks, text_width, ticks, wrap
 
 #: Okabe and Ito's colour-blind-safe palette (without its black and yellow, unreadable on one of the two themes).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")

@@ -8,7 +8,7 @@
   ``:folded: Solution`` folds the listing until the reader opens it (an exercise's solution).
 - ``{course-downloads} 03-timing``: every file of a lesson's programs and modules, to download.
 
-The student edition (``course_edition = "student"``, :mod:`course.edition`) leaves every
+The student edition (``course_edition = "student"``, :mod:`course.publish.edition`) leaves every
 solution out: a listing of one becomes a line saying so, and the downloads skip them.
 
 A function, region or emphasized text the file no longer has is a warning naming it (an
@@ -28,7 +28,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective, SphinxTranslator
 
-from course import edition
+from course.publish import edition
 
 logger = logging.getLogger(__name__)
 

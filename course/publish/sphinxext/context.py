@@ -6,8 +6,8 @@ from docutils import nodes
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
-from course.sphinxext import depends
-from course.sphinxext.base import CourseMixin, Lookup, simple_table
+from course.publish.sphinxext import depends
+from course.publish.sphinxext.base import CourseMixin, Lookup, simple_table
 
 
 class CourseFailures(CourseMixin, SphinxDirective):

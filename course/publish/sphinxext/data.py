@@ -14,8 +14,9 @@ from pathlib import Path
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
 
-from course import fingerprint, guest_kernels, store
-from course.store import ResultSet
+from course.kernel import guest_kernels
+from course.results import fingerprint, store
+from course.results.store import ResultSet
 
 #: Fields a page may ask of a measurement, and how each is worded.
 FIELDS = {
@@ -209,7 +210,7 @@ class ResultSetError(SphinxError):
 def shown_from(result_set: ResultSet | None) -> Iterator[None]:
     """Turn a crash on ``result_set``'s figures into one line naming the set and the fix.
 
-    Every file is checked when it is read (:mod:`course.validate`), so this is the last guard: a
+    Every file is checked when it is read (:mod:`course.results.validate`), so this is the last guard: a
     check that misses a case must still name the set to delete, not end in a bare ``KeyError``.
     """
     try:

@@ -30,7 +30,7 @@ from typing import Any
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 
-from course import store
+from course.results import store
 
 #: A view: from a set's ``set.json`` content (a dict), what a page shows of it (anything ``repr``-able).
 View = Callable[[dict], Any]

@@ -14,8 +14,8 @@ from docutils.parsers.rst import directives
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
-from course.sphinxext import charts
-from course.sphinxext.base import (
+from course.publish.sphinxext import charts
+from course.publish.sphinxext.base import (
     CourseMixin,
     MeasurementsDirective,
     course_value,
@@ -23,8 +23,8 @@ from course.sphinxext.base import (
     table_row,
     value_text,
 )
-from course.sphinxext.data import CLASS, FIELDS, Lookup, describe, format_value, shown_from, shown_text, to_ns
-from course.store import ResultSet
+from course.publish.sphinxext.data import CLASS, FIELDS, Lookup, describe, format_value, shown_from, shown_text, to_ns
+from course.results.store import ResultSet
 
 #: The unit of a real time-stamp counter (user space, KVM, the host's kernel): time, convertible to ns.
 REAL_TICKS = "ticks"

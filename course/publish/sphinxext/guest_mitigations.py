@@ -19,14 +19,14 @@ from typing import ClassVar
 from docutils import nodes
 from docutils.parsers.rst import directives
 
-from course import guest_kernels
-from course.sphinxext import charts
-from course.sphinxext.base import MeasurementsDirective, course_value, simple_table, value_text, wrappable
-from course.sphinxext.context import machine_link
-from course.sphinxext.data import Lookup, describe, format_value, shown_from
-from course.sphinxext.figures import UNIT_TITLES, chart_figure
-from course.sphinxext.machines import guest_machine
-from course.store import ResultSet
+from course.kernel import guest_kernels
+from course.publish.sphinxext import charts
+from course.publish.sphinxext.base import MeasurementsDirective, course_value, simple_table, value_text, wrappable
+from course.publish.sphinxext.context import machine_link
+from course.publish.sphinxext.data import Lookup, describe, format_value, shown_from
+from course.publish.sphinxext.figures import UNIT_TITLES, chart_figure
+from course.publish.sphinxext.machines import guest_machine
+from course.results.store import ResultSet
 
 #: The parameter that turns the mitigations off, as ``--guest-append`` passes it.
 OFF = "mitigations=off"

@@ -9,7 +9,7 @@
   elsewhere), and the whole graphs as one unified diff.
 
 A change in percent compares a figure with the baseline kernel's only where both are icount
-ticks under the same acceleration (:func:`course.guest_kernels.change_percent`): like for like,
+ticks under the same acceleration (:func:`course.kernel.guest_kernels.change_percent`): like for like,
 never across units.
 """
 
@@ -21,13 +21,20 @@ from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
 
-from course import guest_kernels, tracediff
-from course.sphinxext import charts
-from course.sphinxext.base import CourseMixin, MeasurementsDirective, course_value, entries, table_row, value_text
-from course.sphinxext.context import machine_link
-from course.sphinxext.data import Lookup, describe, format_value, shown_from, shown_text
-from course.sphinxext.figures import UNIT_TITLES, chart_figure
-from course.store import ResultSet
+from course.kernel import guest_kernels, tracediff
+from course.publish.sphinxext import charts
+from course.publish.sphinxext.base import (
+    CourseMixin,
+    MeasurementsDirective,
+    course_value,
+    entries,
+    table_row,
+    value_text,
+)
+from course.publish.sphinxext.context import machine_link
+from course.publish.sphinxext.data import Lookup, describe, format_value, shown_from, shown_text
+from course.publish.sphinxext.figures import UNIT_TITLES, chart_figure
+from course.results.store import ResultSet
 
 #: The command that measures the kernel matrix, for the reader of a page that lacks it.
 MATRIX_COMMAND = "invoke run --guest-kernels 6.1,6.12,6.1-rt --acceleration tcg-icount"

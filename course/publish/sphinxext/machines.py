@@ -11,13 +11,13 @@ from docutils.utils.smartquotes import educate_tokens, smartchars
 from docutils.writers._html_base import HTMLTranslator
 from sphinx.util.docutils import SphinxDirective
 
-from course.sphinxext import depends
-from course.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
-from course.sphinxext.context import host_kind, machine_link
-from course.sphinxext.data import Lookup, format_value, shown_from
-from course.sphinxext.figures import real_ns
-from course.sphinxext.setdata import cell_text_of, course_data_link, figure_anchor, file_names, measurements
-from course.store import ResultSet
+from course.publish.sphinxext import depends
+from course.publish.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
+from course.publish.sphinxext.context import host_kind, machine_link
+from course.publish.sphinxext.data import Lookup, format_value, shown_from
+from course.publish.sphinxext.figures import real_ns
+from course.publish.sphinxext.setdata import cell_text_of, course_data_link, figure_anchor, file_names, measurements
+from course.results.store import ResultSet
 
 
 class CourseMachine(CourseMixin, SphinxDirective):

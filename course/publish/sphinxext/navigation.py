@@ -28,7 +28,7 @@ from docutils import nodes
 from sphinx import addnodes
 from sphinx.application import Sphinx
 
-from course import store
+from course.results import store
 
 FOLDER = "course-navigation"
 

@@ -1,4 +1,4 @@
-"""The class's progress page: ``{course-progress}`` (see :mod:`course.progress`).
+"""The class's progress page: ``{course-progress}`` (see :mod:`course.results.progress`).
 
 One row a student, one column an exercise: status, cost against the solution, date, and
 "same as the solution"; self-reported rows (imported sets, not graded) say so. The same
@@ -16,10 +16,10 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
 
-from course import progress, store
-from course.grading import GRADES
-from course.sphinxext.base import simple_table
-from course.sphinxext.setdata import course_data_link
+from course.classroom.grading import GRADES
+from course.publish.sphinxext.base import simple_table
+from course.publish.sphinxext.setdata import course_data_link
+from course.results import progress, store
 
 #: The CSV's path in the HTML output.
 CSV_NAME = "progress.csv"

@@ -17,7 +17,7 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 
-from course.sphinxext.data import data_of
+from course.publish.sphinxext.data import data_of
 
 #: The phrase, with its possessive, either case.
 _PHRASE = re.compile(r"\b([Tt])his machine('s)?")

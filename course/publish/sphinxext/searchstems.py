@@ -19,7 +19,7 @@ from typing import Any
 from docutils import nodes
 from sphinx.application import Sphinx
 
-from course import store
+from course.results import store
 
 FILE = "course-stems.json"
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from docutils import nodes
 
-from course import store
-from course.sphinxext.data import format_value
-from course.sphinxext.figures import real_ns
-from course.store import ResultSet
+from course.publish.sphinxext.data import format_value
+from course.publish.sphinxext.figures import real_ns
+from course.results import store
+from course.results.store import ResultSet
 
 #: The CSV's columns, in order: what the figure is, its statistics, and how and where it was taken.
 CSV_COLUMNS = (

@@ -13,10 +13,10 @@ from typing import ClassVar
 from docutils import nodes
 from docutils.parsers.rst import directives
 
-from course import tracediff
-from course.sphinxext.base import MeasurementsDirective, entries, simple_table
-from course.sphinxext.code import course_fold
-from course.sphinxext.data import Lookup, shown_text
+from course.kernel import tracediff
+from course.publish.sphinxext.base import MeasurementsDirective, entries, simple_table
+from course.publish.sphinxext.code import course_fold
+from course.publish.sphinxext.data import Lookup, shown_text
 
 
 def kinds_table(graphs: dict[str, str]) -> tuple[list[str], list[list[str]]]:
