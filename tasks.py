@@ -22,12 +22,13 @@ from course.classroom import grading, submission
 from course.cli import task  # one spelling and one short flag per option, in every task
 from course.kernel import guest_hardware, guest_kernels, set_identity, vm_shell
 from course.kernel.kernel_build import KernelError
+from course.kernel.options import KernelOptions, OptionError
 from course.kernel.vm import VmError
 from course.lab import inventory
 from course.lab.remote import LabError, LabOptions, Timeouts
 from course.measure import lessons
 from course.measure.build import BuildError
-from course.measure.lesson_run import KernelOptions, MachineError, OptionError
+from course.measure.lesson_run import MachineError
 from course.measure.runners import termination_as_interrupt
 from course.publish import bundle as publishing
 from course.publish import edition as course_edition

@@ -18,11 +18,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from course.kernel import guest_kernels
+from course.kernel.kernel_build import KernelError
+from course.lab import remote as lab
+from course.lab.inventory import Host
+from course.lab.local_sshd import LocalSshd
 from course.measure import lessons, peers, protocol
 from course.measure.build import build_program
 from course.measure.runners import run_on_host
 from course.measure.stats import summarize
 from course.results import store
+from course.results.class_sets import import_class
 from course.results.layout import Layout
 
 #: The issue's goals: spreads in percent, durations in seconds.
@@ -452,7 +458,6 @@ def class_site_speed(
     says more than either duration. The sets are made in a scratch folder (``course.results.class_sets``), never in
     the course's results.
     """
-    from course.results.class_sets import import_class
 
     command = [sys.executable, "-m", "invoke", "site"]
     if not (layout.results / source / store.SET_FILE).is_file():
@@ -488,8 +493,6 @@ def kernel_matrix_speed(layout: Layout, progress: Progress = print, runs: int = 
 
     Skipped, saying why, where the three guest kernels are not installed (``invoke setup --tests``).
     """
-    from course.kernel import guest_kernels
-    from course.kernel.kernel_build import KernelError
 
     names = list(guest_kernels.KERNELS)
     keys = ("bench/pipeline.kernel-matrix", "bench/pipeline.kernel-matrix-unchanged")
@@ -586,9 +589,6 @@ def lab_speed(layout: Layout, progress: Progress = print) -> dict[str, dict]:
     programs take turns on the one CPU each pins itself to (stamp.h): on separate machines
     only the lab's own work is shared. A first one-host lab warms the caches and is not counted.
     """
-    from course.lab import remote as lab
-    from course.lab.inventory import Host
-    from course.lab.local_sshd import LocalSshd
 
     def timed(hosts: list[Host], scratch_layout: Layout, options: lab.LabOptions) -> float:
         started = time.monotonic()

@@ -20,13 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course import pipeline
 from course.kernel import guest_kernels, kernel_runs, vm
 from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.kernel.guest_hardware import GuestHardware
 from course.kernel.kernel_build import GuestKernel
-from course.measure import lesson_run as pipeline
+from course.kernel.options import KernelOptions, OptionError
 from course.measure import lessons as lesson_catalog
-from course.measure.lesson_run import KernelOptions, LessonReport, MachineError, OptionError, Progress
+from course.measure.lesson_run import LessonReport, MachineError, Progress
 from course.measure.lessons import Lesson
 from course.measure.runners import start_threads, wait_for
 from course.publish import report

@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 
+from course.kernel import guest_kernels
+
 #: package -> what the course uses it for (listed in the README too).
 DEBIAN_PACKAGES = {
     "build-essential": "gcc and make, to compile the lessons' programs",
@@ -33,15 +35,11 @@ DEBIAN_TEST_PACKAGES = {
 
 def guest_kernel_packages(names: list[str]) -> list[str]:
     """The image and headers packages of the guest kernels ``names`` (``--guest-kernels``; see ``guest_kernels``)."""
-    from course.kernel import guest_kernels
-
     return [package for name in names for package in guest_kernels.KERNELS[name].packages]
 
 
 def test_packages() -> list[str]:
     """What ``setup --tests`` installs: the tests' tools, and every guest kernel (the tests build modules for each)."""
-    from course.kernel import guest_kernels
-
     return [*DEBIAN_TEST_PACKAGES, *guest_kernel_packages(list(guest_kernels.KERNELS))]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from course.measure import lesson_run as pipeline
+from course import pipeline
 from course.measure import lessons
 from course.results.layout import Layout
 

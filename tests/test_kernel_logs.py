@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from course.kernel import kernel_guest, kernel_runs
+from course.kernel.options import OptionError
 from course.measure import lessons
-from course.measure.lesson_run import LessonRun, OptionError, inputs_key
+from course.measure.lesson_run import LessonRun
 from course.measure.lessons import Lesson, ModuleSpec
+from course.pipeline import inputs_key
 from course.results.layout import Layout
 
 DATA = Path(__file__).parent / "data"

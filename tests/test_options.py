@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from course.kernel import kernel_build, kernel_runs
-from course.measure.lesson_run import KernelOptions
+from course.kernel.options import KernelOptions
 from course.results import store
 from course.results.layout import Layout
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from course import pipeline
 from course.kernel import kernel_runs
-from course.measure import lesson_run as pipeline
 from course.measure import lessons
 from course.measure.runners import run_on_host
 from course.results import store

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from course import pipeline
 from course.kernel import vm
-from course.measure import lesson_run as pipeline
-from course.measure import lessons, runners
+from course.measure import lesson_run, lessons, runners
 from course.results import store
 from course.results.layout import Layout
 
@@ -101,7 +101,7 @@ def _course(root: Path, programs: dict[str, str], toml: str) -> Layout:
     return Layout(root)
 
 
-def _measure(layout: Layout) -> pipeline.LessonReport:
+def _measure(layout: Layout) -> lesson_run.LessonReport:
     set_path = pipeline.open_set(layout)
     return pipeline.measure_lesson(layout, lessons.find(layout, 1), set_path, progress=lambda line: None)
 
@@ -347,7 +347,7 @@ def _lock_holder(hold: str, folder: Path) -> subprocess.Popen:
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from course import runlock\n"
+            "import sys; from pathlib import Path; from course.results import runlock\n"
             f"with runlock.{hold}(Path({str(folder)!r}), 'the first run'):\n"
             "    print('held', flush=True); sys.stdin.readline()\n",
         ],
@@ -400,7 +400,7 @@ def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> Non
         [
             sys.executable,
             "-c",
-            f"from course import runlock; from pathlib import Path\n"
+            f"from course.results import runlock; from pathlib import Path\n"
             f"with runlock.hold(Path({str(build)!r}), 'killed'):\n    print('held', flush=True); input()\n",
         ],
         cwd=ROOT,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from course import commands
-from course.measure import lesson_run as pipeline
+from course import commands, pipeline
+from course.measure import lesson_run
 from course.publish import report
 from course.results import store
 from course.results.layout import Layout
@@ -135,9 +135,9 @@ def test_a_run_never_adds_to_another_machines_set(tmp_path: Path) -> None:
     )
     store.save_set_info(tmp_path / "reference-2000", {"kind": "reference", "machine": {}})
     before = (tmp_path / "lab-pc-07" / "set.json").read_bytes()
-    with pytest.raises(pipeline.MachineError, match=r"belongs to another machine .*cpu_model 'Another CPU'"):
+    with pytest.raises(lesson_run.MachineError, match=r"belongs to another machine .*cpu_model 'Another CPU'"):
         pipeline.open_set(layout, "lab-pc-07")
-    with pytest.raises(pipeline.MachineError, match="is a reference set"):
+    with pytest.raises(lesson_run.MachineError, match="is a reference set"):
         pipeline.open_set(layout, "reference-2000")
     assert (tmp_path / "lab-pc-07" / "set.json").read_bytes() == before
     mine = pipeline.open_set(layout, "my-laptop", label="My laptop")

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from course.kernel import kernel_guest, kernel_runs
+from course.kernel.options import KernelOptions
 from course.measure import lessons
-from course.measure.lesson_run import KernelOptions, LessonRun, inputs_key
+from course.measure.lesson_run import LessonRun
 from course.measure.lessons import LessonError
 from course.measure.runners import run_on_host
+from course.pipeline import inputs_key
 from course.results import validate
 from course.results.layout import Layout
 

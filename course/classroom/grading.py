@@ -38,9 +38,7 @@ from course.measure.stats import summarize
 from course.publish.report import printable
 from course.results import store
 from course.results.layout import Layout
-
-#: Where grades are kept, inside the results folder: a name no result set can have.
-GRADES = "_grades"
+from course.results.progress import GRADES
 
 #: The statuses a grade can give, in the order a table shows them.
 STATUSES = ("works", "not yet", "does not compile", "crashed", "cannot be checked here", "not submitted")

@@ -19,11 +19,10 @@ from pathlib import Path
 
 from course.kernel import kernel_build, kernel_guest, vm
 from course.kernel.kernel_build import GuestKernel, KernelError
+from course.kernel.options import KERNEL_RUNNERS, KernelOptions
 from course.measure import lessons as lesson_catalog
 from course.measure.build import BuildError, file_hash
 from course.measure.lesson_run import (
-    KERNEL_RUNNERS,
-    KernelOptions,
     LessonRun,
     Progress,
     build_into,

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from course.kernel.options import KernelOptions
 from course.lab.inventory import Host, names
-from course.measure.lesson_run import KernelOptions
 from course.measure.runners import start_threads, wait_for
 from course.publish import report
 from course.results import archive, fingerprint, store

@@ -16,7 +16,7 @@ import operator
 import re
 from collections.abc import Callable
 
-from course.results import store
+from course.results.clock import now
 
 Lookup = Callable[[str], dict | None]
 
@@ -221,5 +221,5 @@ def derive(spec: dict, lookup: Lookup) -> dict:
         else:
             result = evaluate(spec["expression"], spec.get("unit", ""), lookup, bool(spec.get("proportional")))
     except DeriveError as error:
-        return {"status": "skipped", "reason": f"not derived: {error}", "measured_at": store.now()}
-    return {**result, "derived": True, "measured_at": store.now()}
+        return {"status": "skipped", "reason": f"not derived: {error}", "measured_at": now()}
+    return {**result, "derived": True, "measured_at": now()}

@@ -20,8 +20,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course.classroom.grading import GRADES
 from course.results import store
+
+#: Where grades are kept, inside the results folder: a name no result set can have.
+GRADES = "_grades"
 
 #: A grade file larger than this is not one ``invoke grade`` wrote.
 MAX_GRADE_BYTES = 1024 * 1024

@@ -20,11 +20,11 @@ import stat
 import sys
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from course.results import validate
+from course.results import derive, validate
+from course.results.clock import now  # store.now(): every writer's time stamp
 
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
 SCHEMA = validate.SCHEMA
@@ -61,11 +61,6 @@ def page_name_problem(name: str) -> str:
     if name.lower() in SITE_PAGE_NAMES:
         return "is the name of one of the site's own pages"
     return ""
-
-
-def now() -> str:
-    """The current time, as stored in result files (UTC, ISO 8601, seconds)."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -261,8 +256,6 @@ def _derive_reference(result_set: ResultSet) -> None:
     derived entry's ``how`` is evaluated by :mod:`course.results.derive` over the set's own figures, so
     54.4 % is 216 against 474 ticks, whatever value the file holds.
     """
-    from course.results import derive  # derive imports store: imported here, where it is needed
-
     for content in result_set.lessons.values():
         for key, measurement in content.get("measurements", {}).items():
             if not measurement.get("derived"):

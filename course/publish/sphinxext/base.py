@@ -125,8 +125,6 @@ class CourseMixin:
         kernel and how QEMU ran it, and the host it ran on by its set's name, never as "this machine"
         (the figure is the guest's). A kernel matrix set names its guest already.
         """
-        from course.publish.sphinxext.figures import ran_where  # figures imports this module
-
         result_set = self.data.sets[set_id]
         where = "" if result_set.info.get("guest") else ran_where(measurements)
         if where:  # the guest's figure, with the host it ran on by its set's name: never "this machine's"
@@ -284,3 +282,20 @@ def name_graphviz_figures(app: Any, pagename: str, templatename: str, context: d
         return f'<object {found[1]} role="img" aria-label="{alt}">\n<p class="warning">{alt}</p>'
 
     context["body"] = figure.sub(named, body)
+
+
+#: How a guest ran, in a column's title.
+HOW_IT_RAN = {"tcg": "QEMU TCG, emulated", "tcg-icount": "QEMU icount", "kvm": "KVM"}
+
+
+def ran_where(measurements: list[dict | None]) -> str:
+    """Where a column's kernel figures ran when that was a guest: "Debian 6.1.0-57-amd64 guest, QEMU TCG, emulated"."""
+    guests = {
+        (m.get("guest_kernel", "?"), m.get("acceleration", "?"))
+        for m in measurements
+        if m and m.get("runner") == "vm" and m.get("status") == "ok"
+    }
+    if len(guests) != 1:
+        return ""
+    kernel, acceleration = guests.pop()
+    return f"guest kernel {kernel} ({HOW_IT_RAN.get(acceleration, acceleration)})"

@@ -80,13 +80,11 @@ def _code_digest(draw: Callable) -> str:
 
 def _read(path: Path) -> Any:
     """The chart stored at ``path``, or None (absent, or unreadable: then it is drawn again)."""
-    from course.publish.sphinxext.charts import Chart
-
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
         if content.get("format") != FORMAT:
             return None
-        return Chart(content["svg"], tuple(content["header"]), [tuple(row) for row in content["rows"]])
+        return svg.Chart(content["svg"], tuple(content["header"]), [tuple(row) for row in content["rows"]])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

@@ -16,11 +16,11 @@ import math
 import statistics
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 
 from course.publish.sphinxext.chartcache import cached
-from course.publish.sphinxext.svg import Canvas, Scale, bounded, log_ticks, text_width, ticks, wrap
+from course.publish.sphinxext.svg import Canvas, Chart, Scale, bounded, log_ticks, text_width, ticks, wrap
 
 #: Okabe and Ito's colour-blind-safe palette (without its black and yellow, unreadable on one of the two themes).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
@@ -36,15 +36,6 @@ ROW = 24  # px a row of bars takes at least
 GAP = 6  # px between a label and what it labels
 TICK = 4  # px a tick mark sticks out of its axis
 ROW_NAME = 30  # characters at most on one line of a row's name: the bars keep most of the width
-
-
-@dataclass(frozen=True)
-class Chart:
-    """An SVG chart and its figures as a table: the text equivalent of the picture."""
-
-    svg: str
-    header: tuple[str, ...]
-    rows: list[tuple[str, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -606,23 +606,6 @@ class CourseChart(MeasurementsDirective):
         ]
 
 
-#: How a guest ran, in a column's title.
-HOW_IT_RAN = {"tcg": "QEMU TCG, emulated", "tcg-icount": "QEMU icount", "kvm": "KVM"}
-
-
-def ran_where(measurements: list[dict | None]) -> str:
-    """Where a column's kernel figures ran when that was a guest: "Debian 6.1.0-57-amd64 guest, QEMU TCG, emulated"."""
-    guests = {
-        (m.get("guest_kernel", "?"), m.get("acceleration", "?"))
-        for m in measurements
-        if m and m.get("runner") == "vm" and m.get("status") == "ok"
-    }
-    if len(guests) != 1:
-        return ""
-    kernel, acceleration = guests.pop()
-    return f"guest kernel {kernel} ({HOW_IT_RAN.get(acceleration, acceleration)})"
-
-
 def legend(entries: list[tuple[int, str]]) -> nodes.Node:
     """The sets a chart draws, each with its colour: the same colour for a set in every chart of the site."""
     items = "".join(

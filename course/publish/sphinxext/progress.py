@@ -16,10 +16,10 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
 
-from course.classroom.grading import GRADES
 from course.publish.sphinxext.base import simple_table
 from course.publish.sphinxext.setdata import course_data_link
 from course.results import progress, store
+from course.results.progress import GRADES
 
 #: The CSV's path in the HTML output.
 CSV_NAME = "progress.csv"

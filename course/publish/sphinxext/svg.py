@@ -247,3 +247,12 @@ class Canvas:
             f'font-family="{FONT_FAMILY}" font-size="{number(self.font)}" fill="currentColor">'
             f"<title>{label}</title>" + "".join(self.parts) + "</svg>"
         )
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An SVG chart and its figures as a table: the text equivalent of the picture."""
+
+    svg: str
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]] = field(default_factory=list)

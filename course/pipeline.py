@@ -1,0 +1,220 @@
+"""One generation of the lessons, top to bottom: plan, build, run on the host, run in the guest, record, derive.
+
+This is the one place that knows the order of the steps; each step lives in its own module
+(:mod:`course.measure.host_runs`, :mod:`course.kernel.kernel_runs`, :mod:`course.measure.lesson_run`,
+:mod:`course.results.derive`, :mod:`course.results.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import statistics
+from pathlib import Path
+
+from course.kernel.options import KernelOptions
+from course.measure import host_runs
+from course.measure.lesson_run import LessonReport, LessonRun, MachineError, Progress
+from course.measure.lessons import Lesson
+from course.results import derive, fingerprint, store
+from course.results.layout import Layout
+
+
+def require_x86_64(architecture: str | None = None) -> None:
+    """The programs read the x86 time-stamp counter: refuse, clearly, anywhere else."""
+    found = architecture or platform.machine()
+    if found not in ("x86_64", "AMD64"):
+        raise MachineError(
+            f"this machine is {found}, not x86-64: the course's programs read the x86 time-stamp counter "
+            "(rdtsc). Measure on an x86-64 machine, or build the site from stored results with: invoke site"
+        )
+
+
+#: What must match for a run to add to an existing set: the set belongs to one machine.
+SAME_MACHINE = ("cpu_model", "kernel_release", "virtualization")
+
+
+def open_set(layout: Layout, set_name: str | None = None, label: str | None = None) -> Path:
+    """This machine's result set folder, created or refreshed with its provenance.
+
+    A set named after another machine (or the 2000 reference) is refused: a run never
+    touches another machine's figures.
+    """
+    machine = fingerprint.machine()
+    path = layout.results / fingerprint.set_name(set_name, machine)
+    info: dict = {"kind": "measured", "machine": machine}
+    if label:
+        info["label"] = label
+    previous = store.read_json(path / store.SET_FILE) if (path / store.SET_FILE).is_file() else {}
+    refuse_foreign(path, previous)
+    if previous.get("guest"):
+        # Its figures are one guest kernel's: a run of this machine's default guest would mix kernels in it.
+        guest = previous["guest"]
+        raise MachineError(
+            f"result set {path.name!r} holds the figures of guest kernel {guest.get('name', '?')} "
+            f"({guest.get('acceleration', '?')}); measure into it with: invoke run --guest-kernels "
+            f"{guest.get('name', '?')} --acceleration {guest.get('acceleration', '?')}"
+        )
+    theirs = previous.get("machine", {})
+    differing = [key for key in SAME_MACHINE if theirs and theirs.get(key) != machine.get(key)]
+    if differing:
+        described = ", ".join(f"{key} {theirs.get(key)!r}" for key in differing)
+        raise MachineError(
+            f"result set {path.name!r} belongs to another machine ({described}); "
+            "choose another name with --set, or remove that folder if it is yours"
+        )
+    # The TSC rate is measured by the programs; keep the last one until a new one arrives.
+    machine["tsc_hz"] = theirs.get("tsc_hz")
+    store.save_set_info(path, info)
+    return path
+
+
+def refuse_foreign(path: Path, previous: dict) -> None:
+    """A run never measures into a reference set, nor into one that came by import."""
+    if previous.get("kind") == "reference":
+        raise MachineError(f"result set {path.name!r} is a reference set; measure into a set of your own (--set)")
+    if previous.get("imported"):
+        # Its figures came in an archive: reusing them, or adding to them, would pass them off as measured here.
+        raise MachineError(
+            f"result set {path.name!r} came by import (from {previous['imported'].get('archive', '?')!r}); a run "
+            "never measures into an imported set: choose another name with --set, or remove that folder"
+        )
+
+
+def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
+    """A hash of everything that could change the lesson's figures: reuse results only if it matches."""
+    lesson = run.lesson
+    specs = [
+        path.read_text(encoding="utf-8")
+        for path in (lesson.code_dir / "lesson.toml", (lesson.kernel_dir or lesson.code_dir) / "lesson.toml")
+        if path.is_file()
+    ]
+    parts = {
+        "programs": {name: program.inputs_hash for name, program in sorted(run.programs.items())},
+        "sources": run.sources,
+        "specs": specs,
+        "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
+        "cpu": [machine.get("cpu_model"), machine.get("microcode")],
+        # Where modules run, not why (the probe's wording and date would rerun them for nothing).
+        "kernel_runner": {k: v for k, v in kernel_setting.items() if k != "why"} if lesson.in_vm else None,
+    }
+    if run.kernel_only and kernel_setting.get("acceleration") == "tcg-icount":
+        # Only the guest runs, and icount ticks count its instructions: this host's kernel and CPU
+        # change none of them (the compiler does, through the programs' hashes).
+        parts = {**parts, "kernel": "", "cpu": [], "kernel_only": True}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def measure_lessons(
+    layout: Layout,
+    lessons: list[Lesson],
+    set_path: Path,
+    *,
+    force: bool = False,
+    progress: Progress = print,
+    kernel: KernelOptions | None = None,
+    kernel_only: bool = False,
+) -> list[LessonReport]:
+    """Build and run the lessons' code and store each lesson's results in ``set_path``.
+
+    A lesson's results are reused, without running anything, when nothing that shapes
+    them changed (sources, compiler, flags, kernel, machine), unless ``force`` is set.
+    All kernel modules of the lessons that do run share one VM boot. With ``kernel_only``
+    (a kernel matrix, :mod:`course.matrix`) only what runs in the guest runs: the modules,
+    the guest's programs and the traces; nothing is run or timed on this machine.
+    """
+    from course.kernel import kernel_runs  # start-up: a user-space lesson never loads the VM machinery
+
+    require_x86_64()
+    kernel = kernel or KernelOptions()
+    machine = store.read_json(set_path / store.SET_FILE)["machine"]
+    setting = kernel_runs.setting(layout, kernel, progress) if any(lesson.in_vm for lesson in lessons) else {}
+    reports: list[LessonReport] = []
+    pending: list[LessonRun] = []
+    for lesson in lessons:
+        previous_path = set_path / f"{lesson.name}.json"
+        run = LessonRun(lesson, store.read_json(previous_path) if previous_path.is_file() else {})
+        run.kernel_only = kernel_only
+        progress(f"lesson {lesson.number} ({lesson.name})")
+        if not kernel_only:
+            host_runs.build_programs(layout, run, progress)
+        kernel_runs.build_guest_programs(layout, run, progress)
+        run.sources.update(kernel_runs.module_hashes(layout, lesson))
+        key = inputs_key(run, machine, setting)
+        if (
+            not force
+            and not run.failures
+            and run.previous.get("inputs_key") == key
+            and not run.previous.get("failures")
+        ):
+            progress(f"  reuse  {lesson.name} results (sources, compiler, kernel and machine unchanged)")
+            reports.append(LessonReport(lesson, run.previous, run.previous, cached=True, steps=run.steps))
+            continue
+        run.kernel = {"inputs_key": key}
+        if not kernel_only:
+            host_runs.run_programs(layout, run, progress)
+            host_runs.run_exercises(layout, run, progress)
+            host_runs.disassemble_captures(run)
+        pending.append(run)
+
+    kernel_lessons = [run for run in pending if run.lesson.in_vm]
+    if kernel_lessons:
+        kernel_runs.measure(layout, kernel_lessons, kernel, setting, progress)
+
+    for run in pending:
+        _derive(run, set_path)
+        if run.tsc_rates and not run.lesson.modules and not run.kernel_only:  # a guest's rate is not this machine's
+            _record_tsc_rate(set_path, statistics.median(run.tsc_rates))
+        stored = store.save_lesson(set_path, run.lesson.name, _lesson_file(run))
+        reports.append(LessonReport(run.lesson, stored, run.previous, cached=False, steps=run.steps))
+    reports.sort(key=lambda report: report.lesson.number)
+    return reports
+
+
+def measure_lesson(
+    layout: Layout,
+    lesson: Lesson,
+    set_path: Path,
+    *,
+    force: bool = False,
+    progress: Progress = print,
+    kernel: KernelOptions | None = None,
+) -> LessonReport:
+    """One lesson: see :func:`measure_lessons`."""
+    return measure_lessons(layout, [lesson], set_path, force=force, progress=progress, kernel=kernel)[0]
+
+
+def _lesson_file(run: LessonRun) -> dict:
+    first = next(iter(run.programs.values()), None)
+    return {
+        "measured_at": store.now(),
+        "runner": "host" if not (run.lesson.modules or run.kernel_only) else run.kernel.get("runner", "vm"),
+        "kernel_run": {k: v for k, v in run.kernel.items() if k != "inputs_key"},
+        "inputs_key": run.kernel.get("inputs_key", "") if not run.failures else "",
+        "compiler": first.compiler if first else fingerprint.compiler_version(),
+        "cflags": list(first.cflags) if first else [],
+        "sources": {**run.sources, **{p: d for program in run.programs.values() for p, d in program.sources.items()}},
+        "measurements": run.measurements,
+        "captures": run.captures,
+        "failures": run.failures,
+        "steps": run.steps,
+        "exercises": run.exercises,
+    }
+
+
+def _derive(run: LessonRun, set_path: Path) -> None:
+    """The lesson's derived figures, from this run's measurements and the set's stored ones."""
+    stored = store.load_set(set_path) if run.lesson.derived else None
+
+    def lookup(key: str) -> dict | None:
+        return run.measurements.get(key) or (stored.measurement(key) if stored else None)
+
+    for spec in run.lesson.derived:
+        run.measurements[f"{run.lesson.name}/{spec['name']}"] = derive.derive(spec, lookup)
+
+
+def _record_tsc_rate(set_path: Path, tsc_hz: float) -> None:
+    info = store.read_json(set_path / store.SET_FILE)
+    info["machine"]["tsc_hz"] = round(tsc_hz)
+    store.save_set_info(set_path, info)
