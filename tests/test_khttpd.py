@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from course.kernel import kernel_guest, kernel_runs
+from course.kernel import guest_records, kernel_guest
 from course.measure import lessons, protocol
 from course.measure.build import build_program
 from course.measure.lesson_run import LessonRun
@@ -169,10 +169,10 @@ def test_a_server_module_left_loaded_or_listening_fails_the_lesson(course_root: 
         ),
     ):
         run = LessonRun(lesson, {})
-        assert not kernel_runs._server_behaved(run, "module khttpd", result, "")
+        assert not guest_records._server_behaved(run, "module khttpd", result, "")
         assert said in str(run.failures), run.failures
     run = LessonRun(lesson, {})
-    assert kernel_runs._server_behaved(run, "module khttpd", _server_result(), "") and not run.failures
+    assert guest_records._server_behaved(run, "module khttpd", _server_result(), "") and not run.failures
 
 
 def test_a_client_must_be_a_lesson_program(tmp_path: Path, course_root: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from course import pipeline
-from course.kernel import kernel_runs
+from course.kernel import call_graphs
 from course.measure import lessons
 from course.measure.runners import run_on_host
 from course.results import store
@@ -144,7 +144,7 @@ def test_lesson_2_traced_one_read_of_each_kind_in_the_modules_boot(measured_cour
         assert lines[0] in ("x64_sys_call() {", "__x64_sys_read() {"), lines[:3]
         for step in ("ksys_read() {", "vfs_read() {", "rw_verify_area() {", method):
             assert step in text, (kind, step)
-        assert "course-trace" not in text and len(lines) <= kernel_runs.GRAPH_LINES
+        assert "course-trace" not in text and len(lines) <= call_graphs.GRAPH_LINES
         assert capture["command"].endswith("read returned 0") and run["guest_kernel"] in capture["command"]
     steps = [s["name"] for r in reports if r.lesson.name == "02-read-path" for s in r.steps]
     assert "trace 02-read-path/readtrace under function_graph, in the VM" in steps

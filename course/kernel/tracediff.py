@@ -1,6 +1,6 @@
 """Where the path of one read changed between two kernels: two ``function_graph`` call graphs compared.
 
-The graphs are lesson 2's captures (:func:`course.kernel.kernel_runs.record_trace`): one call per line,
+The graphs are lesson 2's captures (:func:`course.kernel.guest_records.record_trace`): one call per line,
 two spaces of indentation per level, ``name() {`` opening a call with callees, ``name();`` a call
 without, ``}`` closing. A function is *added* when only the new graph calls it, *removed* when
 only the old one does, and *moved* when both call it but not from the same callers (its parent
