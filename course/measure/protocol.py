@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 PREFIX = re.compile(r"(?:^|\]\s*|:\s)course: (?P<body>.*)$")
 
 #: A tick count, a sample count or a rate at or beyond this is no measurement (the result
-#: files' limit, ``course.results.validate.LARGEST``).
+#: files' limit, ``course.results.schema_types.LARGEST``).
 LARGEST = 2**63
 
 #: The most measurements and skips one output may announce (a lesson's program prints a few dozen):

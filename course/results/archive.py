@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from course.results import fingerprint, store, validate
+from course.results import fingerprint, shown_text, store, validate
 
 MANIFEST = "MANIFEST.json"
 
@@ -316,7 +316,7 @@ def _check_contents(files: dict[str, bytes]) -> None:
                 _check_provenance(content)
             else:
                 validate.check_lesson_file(content, file.removesuffix(".json"))
-            validate.check_shown_text(file, content)
+            shown_text.check_shown_text(file, content)
         except validate.SchemaError as error:
             raise validate.SchemaError(f"{file} {error}", error.fix) from error
 
@@ -380,7 +380,7 @@ def _marked_imported(data: bytes, archive: Path) -> bytes:
     # The archive's name as text that is always UTF-8 (a file name may hold any bytes).
     shown = os.fsencode(archive.name).decode("utf-8", "backslashreplace")
     # ... and one that shows: a bidi override or an escape in it would make every later load refuse the set.
-    shown = "".join(c if validate.shows(c) else f"\\u{ord(c):04x}" for c in shown)[:200]
+    shown = "".join(c if shown_text.shows(c) else f"\\u{ord(c):04x}" for c in shown)[:200]
     info["imported"] = {"at": store.now(), "archive": shown}
     return (json.dumps(info, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from course.results import derive, validate
+from course.results import derive, shown_text, validate
 from course.results.clock import now  # store.now(): every writer's time stamp
 
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
@@ -130,7 +130,7 @@ def read_json(path: Path, shown: bool = True) -> dict:
         # As an import checks it: a set copied into results/ by hand is anyone's too. Not when writing: a
         # run's own text is never lost for a character, and the next read names it.
         if shown:
-            validate.check_shown_text(path.name, content)
+            shown_text.check_shown_text(path.name, content)
     except validate.SchemaError as error:
         raise StoreError(f"{path} {error}; {error.fix or REPAIR}") from error
     _CHECKED.add(key)

@@ -15,11 +15,34 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-import unicodedata
-from collections.abc import Callable
-from pathlib import PurePosixPath
 from typing import Any
+
+from course.results.schema_types import (
+    ACCELERATIONS,
+    SchemaError,
+    _acceleration,
+    _check,
+    _count,
+    _entries,
+    _figure,
+    _figures,
+    _flag,
+    _integer,
+    _items,
+    _mapping,
+    _number,
+    _numbers,
+    _optional,
+    _rate,
+    _required,
+    _shown,
+    _sources,
+    _tallies,
+    _tally,
+    _text,
+    _text_map,
+    _texts,
+)
 
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
 SCHEMA = 1
@@ -27,8 +50,6 @@ SCHEMA = 1
 #: The most one result file may hold; the largest committed one holds well under 1 MiB.
 MAX_BYTES = 16 * 1024 * 1024
 
-#: A figure beyond this is no measurement (and would overflow the site's arithmetic).
-LARGEST = 2.0**63
 
 #: The most bins a stored histogram may hold (a run stores 40: ``course.measure.stats.HISTOGRAM_BINS``);
 #: the site draws one rectangle per bin.
@@ -39,19 +60,9 @@ MAX_POINTS = 20_000
 #: a quotient by a smaller one would overflow (a probe's median is a count of ticks).
 SMALLEST_IN_TIMELINE = 1e-6
 
-#: The smallest normal float: a figure between it and 0 (a subnormal one) is refused.
-SMALLEST_FLOAT = sys.float_info.min
 
 STATISTICS = ("min", "median", "p90", "p99", "max")
 STATUSES = ("ok", "skipped", "failed")
-
-
-class SchemaError(ValueError):
-    """What is wrong with a result file; ``fix``, when given, replaces the caller's usual remedy."""
-
-    def __init__(self, problem: str, fix: str = "") -> None:
-        super().__init__(problem)
-        self.fix = fix
 
 
 def decode(data: bytes) -> dict:
@@ -288,8 +299,6 @@ MEASUREMENT_TEXT = (
 #: kernel, a VM, or nowhere (a kernel example not asked for). The class pools by these names: a misspelling must
 #: not pass.
 RUNNERS = ("host", "host-kernel", "vm", "none")
-#: How (course.kernel.vm.ACCELERATIONS, and the host's own kernel as course.kernel.kernel_runs names it).
-ACCELERATIONS = ("kvm", "tcg", "tcg-icount", "host-kernel")
 #: Under emulation a tick is not the machine's time (course.kernel.vm.UNITS): "ticks" there is a mislabelled figure.
 EMULATED = ("tcg", "tcg-icount")
 
@@ -399,239 +408,3 @@ def _check_timeline(where: str, timeline: Any) -> None:
 def _check_length(field: str, value: Any, most: int) -> None:
     if isinstance(value, list) and len(value) > most:
         raise SchemaError(f"has {field} of {len(value):,} entries, more than the {most:,} a result file may hold")
-
-
-# --- the types --------------------------------------------------------------------------------
-# Each returns the expected type in words when ``value`` does not have it, else "".
-
-
-def _text(value: Any) -> str:
-    return "" if isinstance(value, str) else "text"
-
-
-def _flag(value: Any) -> str:
-    return "" if isinstance(value, bool) else "true or false"
-
-
-def _is_number(value: Any) -> bool:
-    # A subnormal float (5e-324) is no measurement, and an axis of it has no round steps.
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and -LARGEST < value < LARGEST
-        and (value == 0 or abs(value) >= SMALLEST_FLOAT)
-    )
-
-
-def _number(value: Any) -> str:
-    return "" if _is_number(value) else "a finite number (0, or 2.2e-308 or more in size)"
-
-
-def _figure(value: Any) -> str:
-    return "" if _is_number(value) and value >= 0 else "a finite number >= 0 (0, or 2.2e-308 or more)"
-
-
-def _rate(value: Any) -> str:
-    # A TSC rate divides ticks: one below 1 Hz would make nanoseconds overflow (0: not measured).
-    return "" if _is_number(value) and (value == 0 or value >= 1) else "a rate in Hz (0, or from 1 to 2**63)"
-
-
-def _integer(value: Any) -> str:
-    return "" if _is_number(value) and isinstance(value, int) else "a whole number"
-
-
-def _tally(value: Any) -> str:
-    return "" if _is_number(value) and isinstance(value, int) and value >= 0 else "a whole number >= 0"
-
-
-def _count(value: Any) -> str:
-    return "" if _is_number(value) and isinstance(value, int) and value > 0 else "a whole number above 0"
-
-
-def _acceleration(value: Any) -> str:
-    return "" if value in ACCELERATIONS else f"one of {', '.join(ACCELERATIONS)}"
-
-
-def _mapping(value: Any) -> str:
-    return "" if isinstance(value, dict) else "an object"
-
-
-def _texts(value: Any) -> str:
-    return "" if isinstance(value, list) and all(isinstance(v, str) for v in value) else "a list of text"
-
-
-def _numbers(value: Any) -> str:
-    return "" if isinstance(value, list) and all(_is_number(v) for v in value) else "a list of finite numbers"
-
-
-def _figures(value: Any) -> str:
-    # One test an item, inline: a timeline holds thousands (``_figure`` each, as before, for the odd one).
-    fine = isinstance(value, list) and all(
-        ((type(v) is float or type(v) is int) and (v == 0 or SMALLEST_FLOAT <= v < LARGEST)) or not _figure(v)
-        for v in value
-    )
-    return "" if fine else "a list of finite numbers >= 0 (0, or 2.2e-308 or more)"
-
-
-def _tallies(value: Any) -> str:
-    fine = isinstance(value, list) and all((type(v) is int and 0 <= v < LARGEST) or not _tally(v) for v in value)
-    return "" if fine else "a list of whole numbers >= 0"
-
-
-def _sources(value: Any) -> str:
-    # A page hashes each source to warn when it changed: only files inside the course, never /etc/...
-    inside = isinstance(value, dict) and all(
-        isinstance(digest, str) and not path.startswith("/") and ".." not in PurePosixPath(path).parts
-        for path, digest in value.items()
-    )
-    return "" if inside else "an object of paths inside the course (code/...) -> SHA-256"
-
-
-def _text_map(value: Any) -> str:
-    is_map = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-    return "" if is_map else "an object of text (name -> text)"
-
-
-# --- text shown on a page, from an archive ------------------------------------------------------
-
-#: Characters no imported text may hold: controls (an escape sequence in a terminal, invalid in the EPUB's
-#: XHTML), format characters (a bidi override shows the rest of a label reversed) and line separators.
-UNSHOWABLE = ("Cc", "Cf", "Zl", "Zp")
-#: Those of them program output may not hold either (its control characters are shown escaped).
-_UNSHOWABLE_IN_OUTPUT = ("Cf", "Zl", "Zp")
-#: Printable characters that show nothing: Hangul fillers, the braille blank, the combining grapheme joiner,
-#: Khmer's inherent vowels, the Mongolian vowel separator. A label of them looks empty, or like another's.
-FILLERS = "\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5\u180e"
-_FILLER = re.compile(f"[{FILLERS}]")
-#: A measurement's free text (a reason may quote a compiler's lines) may break lines; nothing else may.
-MULTILINE = ("reason", "note", "how", "command", "stdin", "what", "call", "source")
-
-
-def check_shown_text(file: str, content: dict) -> None:
-    """On import, export and load: no key and no text of the file holds a character that does not show.
-
-    Every key and every text, at any depth (a page shows fields this check never named: a machine's
-    mitigations, a guest's record). Refused, not cleaned: the field is named so that whoever made the
-    set can fix it. Program output (captures), failure logs, an exercise's detail and a measurement's
-    free text (:data:`MULTILINE`) are shown as preformatted text and keep their lines and tabs.
-    """
-    lesson = file != "set.json"
-    # (value, its field as a message names it, the keys leading to it)
-    pending: list[tuple[Any, str, tuple[str, ...]]] = [(content, "", ())]
-    while pending:  # a walk without recursion: a file may nest deeply
-        value, field, keys = pending.pop()
-        if isinstance(value, str):
-            _shown_text(value, field, _lines(keys) if lesson else "")
-        elif isinstance(value, dict):
-            inside = []
-            for key, item in value.items():
-                inner = _inner_field(field, keys, key)
-                _shown_text(key, f"{inner} (its name)")
-                if type(item) in _NESTED:
-                    inside.append((item, inner, (*keys, key)))
-            pending.extend(reversed(inside))  # popped in the file's order: the first problem is named
-        elif isinstance(value, list):
-            listed = (*keys, "[]")
-            inside = [(item, f"{field}[{i}]", listed) for i, item in enumerate(value) if type(item) in _NESTED]
-            pending.extend(reversed(inside))
-
-
-_NESTED = (str, dict, list)
-#: Objects of id -> object: their keys are named as ids (``measurements['03-timing/read.tty']``).
-_BY_ID = ("measurements", "captures", "exercises")
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _inner_field(field: str, keys: tuple[str, ...], key: str) -> str:
-    if not _FIELD_NAME.fullmatch(key) or (len(keys) == 1 and keys[0] in _BY_ID):
-        return f"{field}[{_shown(key)}]"
-    return f"{field}.{key}" if field else key
-
-
-def _lines(keys: tuple[str, ...]) -> str:
-    """What a lesson file's text at ``keys`` may hold beside printable text: nothing, line breaks and tabs
-    (free text), or any control character (a program's output and logs: a page shows each as an escape).
-    """
-    if not keys:
-        return ""
-    if keys[0] in ("captures", "failures"):
-        return OUTPUT
-    if keys[0] == "measurements":
-        return "\n\t" if len(keys) == 3 and keys[2] in MULTILINE else ""
-    return "\n\t" if keys[0] == "exercises" and len(keys) == 4 and keys[3] == "detail" else ""
-
-
-#: What :func:`_lines` allows in program output: its control characters (shown escaped, never bidi nor filler).
-OUTPUT = "output"
-
-
-def shows(char: str) -> bool:
-    """Whether ``char`` may be shown in a field of one line (what :func:`check_shown_text` lets through)."""
-    return (char.isprintable() or unicodedata.category(char) not in UNSHOWABLE) and char not in FILLERS
-
-
-def _shown_text(text: str, field: str, allowed: str = "") -> None:
-    if text.isprintable() and not _FILLER.search(text):  # no character of UNSHOWABLE is printable: done in C
-        return
-    if allowed == OUTPUT:
-        bad = next((c for c in text if unicodedata.category(c) in _UNSHOWABLE_IN_OUTPUT or c in FILLERS), None)
-    else:
-        bad = next((c for c in text if not shows(c) and c not in allowed), None)
-    if bad is not None:
-        raise SchemaError(
-            f"has {field} holding the invisible character U+{ord(bad):04X} ({_shown(text)})",
-            fix="remove control, bidi and other format characters (and blank fillers) from the set's text "
-            "(then export it again)",
-        )
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def _check(ok: bool, field: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise SchemaError(f"has {field} = {_shown(value)}, not {expected}")
-
-
-def _optional(container: dict, key: str, field: str, expect: Callable[[Any], str], nullable: bool = False) -> None:
-    """Check ``container[key]`` if it is there (``None`` counts as absent when ``nullable``)."""
-    if key not in container or (nullable and container[key] is None):
-        return
-    expected = expect(container[key])
-    if expected:
-        raise SchemaError(f"has {field} = {_shown(container[key])}, not {expected}")
-
-
-def _required(container: Any, key: str, where: str, expect: Callable[[Any], str]) -> None:
-    _check(isinstance(container, dict), where, container, "an object")
-    if key not in container:
-        raise SchemaError(f"has {where} without its {key}")
-    _optional(container, key, f"{where}.{key}", expect)
-
-
-def _entries(content: dict, key: str) -> list[tuple[str, Any]]:
-    """The entries of an object field (id -> object), refusing anything else."""
-    value = content.get(key, {})
-    _check(isinstance(value, dict), key, value, "an object (id -> object)")
-    for name, entry in value.items():
-        _check(isinstance(entry, dict), f"{key}[{_shown(name)}]", entry, "an object")
-    return list(value.items())
-
-
-def _items(content: dict, key: str) -> list[tuple[int, Any]]:
-    """The entries of a list field, refusing anything else."""
-    value = content.get(key, [])
-    _check(isinstance(value, list), key, value, "a list")
-    for index, entry in enumerate(value):
-        _check(isinstance(entry, dict), f"{key}[{index}]", entry, "an object")
-    return list(enumerate(value))
-
-
-def _shown(value: Any) -> str:
-    """``value`` as a short, one-line repr (a file may hold anything, of any length)."""
-    if isinstance(value, dict):
-        return "{...} (an object)"
-    if isinstance(value, list):
-        return "[...] (a list)"
-    text = repr(value[:61] if isinstance(value, str) else value)
-    return text if len(text) <= 60 else text[:57] + "..."
