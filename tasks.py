@@ -29,7 +29,7 @@ from course.lab.remote import LabError, LabOptions, Timeouts
 from course.measure import lessons
 from course.measure.build import BuildError
 from course.measure.lesson_run import MachineError
-from course.measure.runners import termination_as_interrupt
+from course.measure.threads import termination_as_interrupt
 from course.publish import bundle as publishing
 from course.publish import edition as course_edition
 from course.publish import report, site

@@ -29,7 +29,7 @@ from course.kernel.options import KernelOptions, OptionError
 from course.measure import lessons as lesson_catalog
 from course.measure.lesson_run import LessonReport, MachineError, Progress
 from course.measure.lessons import Lesson
-from course.measure.runners import start_threads, wait_for
+from course.measure.threads import start_threads, wait_for
 from course.publish import report
 from course.results import fingerprint, store
 from course.results.layout import Layout

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from course.kernel.options import KernelOptions
 from course.lab.inventory import Host, names
-from course.measure.runners import start_threads, wait_for
+from course.measure.threads import start_threads, wait_for
 from course.publish import report
 from course.results import archive, fingerprint, store
 from course.results.layout import Layout
