@@ -6,6 +6,7 @@ import itertools
 import re
 import xml.etree.ElementTree as ET
 from html import unescape
+from pathlib import Path
 
 import pytest
 
@@ -415,3 +416,22 @@ def test_axis_values_of_a_span_too_small_for_round_steps_are_its_ends(low: float
     values = ticks(low, high, 5, inside=True)
     assert len(values) == 2 and values[0] == low and values[-1] >= low
     assert ticks(low, high, 4)[0] == low
+
+
+def test_a_charts_key_changes_when_the_parts_every_chart_is_drawn_with_change(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The axes and sizes live beside the charts (chart_parts): editing them draws every chart again."""
+    from course.publish.sphinxext import chart_parts, chartcache
+
+    bars = [Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
+    chartcache._code_digest.cache_clear()
+    key = chartcache.chart_key(bar_chart, (bars, "title"), {})
+    edited = tmp_path / "chart_parts.py"
+    edited.write_text(Path(chart_parts.__file__).read_text() + "\n# an axis, edited\n")
+    monkeypatch.setattr(chart_parts, "__file__", str(edited))
+    chartcache._code_digest.cache_clear()
+    try:
+        assert chartcache.chart_key(bar_chart, (bars, "title"), {}) != key
+    finally:
+        chartcache._code_digest.cache_clear()

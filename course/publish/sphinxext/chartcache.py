@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 
-from course.publish.sphinxext import svg
+from course.publish.sphinxext import chart_parts, svg
 from course.results import store
 
 #: Changes when the stored form below changes: older files are then never read (2: written without matplotlib).
@@ -71,9 +71,9 @@ def chart_key(draw: Callable, args: tuple, kwargs: dict) -> str:
 
 @functools.cache
 def _code_digest(draw: Callable) -> str:
-    """The digest of the code that draws: ``draw``'s module and the SVG writer it draws with."""
+    """The digest of the code that draws: ``draw``'s module, the parts every chart is made of, the SVG writer."""
     digest = hashlib.sha256(f"{FORMAT}".encode())
-    for module in (inspect.getfile(draw), svg.__file__):
+    for module in (inspect.getfile(draw), chart_parts.__file__, svg.__file__):
         digest.update(b"\0" + Path(module).read_bytes())
     return digest.hexdigest()
 

@@ -11,160 +11,30 @@ text, drops control characters and bounds its length; nothing is interpreted (a 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
-import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass
-from html import escape
 
+from course.publish.sphinxext.chart_parts import (
+    FONT,
+    GAP,
+    LINE,
+    MIN_WIDTH,
+    PALETTE,
+    ROW,
+    TICK,
+    WIDTH,
+    Bar,
+    chart_salt,
+    empty_chart,
+    figure_text,
+    plot_width,
+    row_names,
+    x_axis,
+    y_axis,
+)
 from course.publish.sphinxext.chartcache import cached
 from course.publish.sphinxext.svg import Canvas, Chart, Scale, bounded, log_ticks, text_width, ticks, wrap
-
-#: Okabe and Ito's colour-blind-safe palette (without its black and yellow, unreadable on one of the two themes).
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
-
-#: The chart's width in CSS px at its natural size. With FONT, the smallest text, a chart shown
-#: down to MIN_WIDTH px (the CSS keeps it no narrower) still has labels of 10 px or more.
-WIDTH = 460  # with FONT, MIN_WIDTH is 354 px: a chart fits a 390 px phone's text column (358 px)
-FONT = 13
-MIN_WIDTH = math.ceil(WIDTH * 10 / FONT)
-
-LINE = 16  # px from one line of text to the next
-ROW = 24  # px a row of bars takes at least
-GAP = 6  # px between a label and what it labels
-TICK = 4  # px a tick mark sticks out of its axis
-ROW_NAME = 30  # characters at most on one line of a row's name: the bars keep most of the width
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One bar: a value of one series (a result set) for one group (a measurement)."""
-
-    group: str
-    series: str
-    value: float | None
-    label: str  # the figure as printed beside the bar
-    note: str = ""  # where it comes from: in the figures' table
-    colour: int = 0  # index in PALETTE: the same set keeps its colour in every chart
-    unit: str = ""  # bars of different units (real, emulated, icount ticks) never share a scale
-    panel: str = ""  # the title of the panel (and scale) the bar is drawn in; it names the unit (default: the unit)
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:,.2g}"
-
-
-def _salt(title: str, rows: list) -> str:
-    """A prefix for the chart's ids, stable and distinct between charts: two charts of a page share none."""
-    return "c" + hashlib.sha256(repr((title, rows)).encode()).hexdigest()[:12]
-
-
-def _empty(title: str, header: tuple[str, ...], rows: list) -> Chart:
-    return Chart(f'<p class="course-chart-empty">{escape(bounded(title))}: no figures to draw yet.</p>', header, rows)
-
-
-def _x_axis(
-    canvas: Canvas,
-    x: Scale,
-    values: list[float],
-    top: float,
-    bottom: float,
-    label: Callable[[float], str] | None,
-    grid: bool = True,
-    behind: int | None = None,
-) -> None:
-    """The bottom axis of a plot from ``top`` to ``bottom``: its line, ticks, their labels (if any) and the grid.
-
-    The grid goes at ``behind`` in the canvas's parts (the start of the panel), under whatever the
-    panel draws, even what was drawn before the axis.
-    """
-    canvas.line(x.start, bottom, x.end, bottom)
-    under = canvas.mark() if behind is None else behind
-    for value in values:
-        at = x(value)
-        if grid:
-            canvas.line(at, top, at, bottom, opacity=0.2, behind=under)
-            under += 1
-        canvas.line(at, bottom, at, bottom + TICK)
-        if label is not None:
-            canvas.text(at, bottom + TICK + LINE / 2 + 1, label(value), anchor="middle")
-
-
-def _y_axis(
-    canvas: Canvas,
-    y: Scale,
-    values: list[float],
-    left: float,
-    right: float,
-    label: Callable[[float], str],
-    behind: int | None = None,
-) -> None:
-    """The left axis of a plot: its line, ticks, their labels and a horizontal grid (at ``behind``, as for x)."""
-    canvas.line(left, y.start, left, y.end)
-    under = canvas.mark() if behind is None else behind
-    for value in values:
-        at = y(value)
-        canvas.line(left, at, right, at, opacity=0.2, behind=under)
-        under += 1
-        canvas.line(left - TICK, at, left, at)
-        canvas.text(left - TICK - 2, at, label(value), anchor="end")
-
-
-def _wrap(label: str) -> list[str]:
-    """A row's name on lines short enough to leave the bars most of the width (names come from the sets).
-
-    A name is wrapped at its spaces only, never inside a word, unless one word alone is longer
-    than :data:`ROW_NAME` characters: that word is cut, and an ellipsis says so.
-    """
-    lines = textwrap.wrap(bounded(label), 22, break_long_words=False, break_on_hyphens=False) or [""]
-    return [line if len(line) <= ROW_NAME else line[: ROW_NAME - 1] + "…" for line in lines]
-
-
-def _fit(left: float, ends: list[tuple[float, str]], high: float) -> float:
-    """The plot's width from ``left``: the chart's, or less where a bar's figure would not fit after the bar."""
-    width = WIDTH - left - 24  # room for half the last tick's label
-    for value, text in ends:
-        if value > 0:
-            width = min(width, (WIDTH - 2 - left - text_width(text, FONT)) * high / value)
-    return max(width, 60.0)
-
-
-def _row_names(inside: list[Bar]) -> tuple[list[list[str]], str]:
-    """Each bar's row name (its lines), and what the panel's sets have in common (empty if one set or nothing).
-
-    The name is the bar's measurement, and its set too where the panel holds several sets. Only
-    what tells the sets apart goes into the row ("6.1-rt" of "QEMU -icount, Debian 6.1-rt guest
-    (...)"); what they share is said once, in the panel's title.
-    """
-    series = list(dict.fromkeys(bar.series for bar in inside))
-    if len(series) < 2:
-        return [_wrap(bar.group) for bar in inside], ""
-    short, shared = _distinct_parts(series)
-    # A no-break space ties the dot to the word before it: wrapping never leaves it alone on a line.
-    return [_wrap(f"{bar.group}\u00a0· {short[bar.series]}") for bar in inside], shared
-
-
-def _distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
-    """Each name without the words all of them begin and end with, and those words around the parts that differ."""
-    words = [name.split(" ") for name in names]
-    head = 0
-    while all(len(w) > head + 1 for w in words) and len({w[head] for w in words}) == 1:
-        head += 1
-    tail = 0
-    while all(len(w) > head + tail + 1 for w in words) and len({w[-1 - tail] for w in words}) == 1:
-        tail += 1
-    if not head and not tail:
-        return {name: name for name in names}, ""
-    short = {name: " ".join(w[head : len(w) - tail]) for name, w in zip(names, words, strict=True)}
-    if len(set(short.values())) < len(names):  # never two sets under one name
-        return {name: name for name in names}, ""
-    # Not an ellipsis, which reads as a title cut short: the parts that differ, listed in the title once.
-    parts = list(short.values())
-    differing = ", ".join(parts[:-1]) + " or " + parts[-1]
-    shared = " ".join([*words[0][:head], differing, *words[0][len(words[0]) - tail :]])
-    return short, shared
 
 
 @cached  # drawn again only when what it shows, or this module, changed
@@ -180,11 +50,11 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     """
     header = ("measurement", "result set", "figure", "panel (unit)", "what it is")
     if not bars:  # nothing measured yet (a fresh set, a new lab host): say so instead of drawing
-        return _empty(title, header, [])
+        return empty_chart(title, header, [])
     panels = list(dict.fromkeys(bar.panel or bar.unit for bar in bars))
     rows = [(bar.group, bar.series, bar.label, bar.panel or bar.unit, bar.note) for bar in bars]
     inside_each = [[bar for bar in bars if (bar.panel or bar.unit) == panel] for panel in panels]
-    named = [_row_names(inside) for inside in inside_each]
+    named = [row_names(inside) for inside in inside_each]
     # The axis names the unit: beside the bar, the number alone (the table keeps the whole label).
     figures = [
         [" " + bar.label.removesuffix(" " + bar.unit) if bar.unit else " " + bar.label for bar in inside]
@@ -198,12 +68,12 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
     longest = min(
         0.92 * width,
         *(
-            _fit(left, [(bar.value or 0.0, text) for bar, text in zip(inside, texts, strict=True)], top)
+            plot_width(left, [(bar.value or 0.0, text) for bar, text in zip(inside, texts, strict=True)], top)
             for inside, texts, top in zip(inside_each, figures, tops, strict=True)
         ),
     )
     scales = [Scale(0, top * width / longest, left, left + width) for top in tops]
-    canvas, salt, y = Canvas(WIDTH, FONT), _salt(title, rows), 2.0
+    canvas, salt, y = Canvas(WIDTH, FONT), chart_salt(title, rows), 2.0
     title_x = min(left, WIDTH - 200)  # over the bars; under a wide column of names, further left
     for count, (panel, inside, (names, shared), texts, x) in enumerate(
         zip(panels, inside_each, named, figures, scales, strict=True), 1
@@ -218,7 +88,7 @@ def bar_chart(bars: list[Bar], title: str) -> Chart:
         pitch = max(ROW, max(len(name) for name in names) * LINE + 8)
         thickness = min(0.7 * pitch, 28)
         bottom = y + len(inside) * pitch
-        _x_axis(canvas, x, ticks(0, x.high, 4, inside=True), y, bottom, _number, behind=start)
+        x_axis(canvas, x, ticks(0, x.high, 4, inside=True), y, bottom, figure_text, behind=start)
         canvas.line(left, y, left, bottom)
         for row, (bar, name, text) in enumerate(zip(inside, names, texts, strict=True)):
             middle = y + (row + 0.5) * pitch
@@ -295,14 +165,14 @@ def histogram_chart(
     gap = tail_width / 2
     counted = Scale(0.7, max([*counts, above, 1]) * 4, 0, 0, log=True)
     count_ticks = log_ticks(counted.low, counted.high)
-    left = LINE + GAP + max(text_width(_number(value), FONT) for value in count_ticks) + TICK + 2
+    left = LINE + GAP + max(text_width(figure_text(value), FONT) for value in count_ticks) + TICK + 2
     top, height = LINE + 8, 300 + LINE * len(x_label)
     bottom = height - TICK - LINE * (len(x_label) + 1) - 6
     x = Scale(start - step_width, end + gap + tail_width * 1.6, left, WIDTH - 10)
     y = Scale(counted.low, counted.high, bottom, top, log=True)
-    canvas, salt = Canvas(WIDTH, FONT), _salt(title, rows)
+    canvas, salt = Canvas(WIDTH, FONT), chart_salt(title, rows)
     canvas.text(x.end, LINE / 2 + 2, f"hatched: {tail}", anchor="end")
-    _y_axis(canvas, y, count_ticks, left, x.end, _number, behind=0)
+    y_axis(canvas, y, count_ticks, left, x.end, figure_text, behind=0)
     canvas.text(LINE / 2, (top + bottom) / 2, "samples (log scale)", anchor="middle", rotate=True)
     for i, count in enumerate(counts):
         if count > 0:
@@ -318,7 +188,7 @@ def histogram_chart(
         for fill in (PALETTE[3], f"url(#{hatch})"):
             canvas.rect(left_edge, y(above), right_edge - left_edge, bottom - y(above), fill, ' stroke="currentColor"')
     values = ticks(x.low, x.high, 5, inside=True)
-    _x_axis(canvas, x, values, top, bottom, _number, grid=False)
+    x_axis(canvas, x, values, top, bottom, figure_text, grid=False)
     for n, line in enumerate(x_label):
         canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * (1.5 + n) + 1, line, anchor="middle")
     return Chart(canvas.svg(height, title, MIN_WIDTH), (f"{unit}", "samples"), rows)
@@ -356,7 +226,7 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
             (
                 line.label,
                 f"{len(series):,}",
-                f"{_number(statistics.median(line.values))}",
+                f"{figure_text(statistics.median(line.values))}",
                 f"{ordered[0]:.0f} %",
                 f"{ordered[-1]:.0f} %",
             )
@@ -364,7 +234,7 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
     header = ("probe", "points", "median", "lowest, % of median", "highest, % of median")
     percent = [float(low), 100.0, float(high)]
     left = max(text_width(f"{value:.0f} %", FONT) for value in percent) + TICK + GAP
-    canvas, salt, panel = Canvas(WIDTH, FONT), _salt(title, rows), 130
+    canvas, salt, panel = Canvas(WIDTH, FONT), chart_salt(title, rows), 130
     seconds = ticks(0, end, 5, steps=(1, 2, 5, 10), inside=True)
     for count, (line, series) in enumerate(zip(lines, relative, strict=True), 1):
         top = (count - 1) * panel + LINE + 8
@@ -377,7 +247,7 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
             canvas.line(left - TICK, y(value), left, y(value))
             canvas.text(left - TICK - 2, y(value), f"{value:.0f} %", anchor="end")
         canvas.line(left, y(100), x.end, y(100), opacity=0.6, dash="4 3", width=0.8)  # the probe's median
-        _x_axis(canvas, x, seconds, top, bottom, (lambda s: f"{s:g} s") if count == len(lines) else None, grid=False)
+        x_axis(canvas, x, seconds, top, bottom, (lambda s: f"{s:g} s") if count == len(lines) else None, grid=False)
         points = [(x(s), y(min(high, max(low, p)))) for s, p in zip(line.seconds, series, strict=False)]
         canvas.path(points, PALETTE[line.colour % len(PALETTE)], width=1.2, css_class="probe")
         canvas.raw("</g>")
@@ -418,14 +288,14 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
     shares = [share for group in groups for share in group.shares]
     if not any(share.value is not None for share in shares):
-        return _empty(title, header, rows)
+        return empty_chart(title, header, rows)
     left = max(text_width(bounded(share.series, 40), FONT) for share in shares) + GAP + TICK
     if unit == "%":
         values, label = [0.0, 25.0, 50.0, 75.0, 100.0], (lambda value: f"{value:.0f} %")
     else:
-        values, label = ticks(0, max(share.value for share in shares if share.value is not None) or 1, 4), _number
+        values, label = ticks(0, max(share.value for share in shares if share.value is not None) or 1, 4), figure_text
     ends = [(share.value or 0.0, " " + share.label) for share in shares]
-    x = Scale(0, values[-1], left, left + _fit(left, ends, values[-1]))
+    x = Scale(0, values[-1], left, left + plot_width(left, ends, values[-1]))
     room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
     canvas, y = Canvas(WIDTH, FONT), 6.0
     spans: list[tuple[float, float]] = []
@@ -454,7 +324,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
         spans.append((bars_top, y + 6))
         y += 12
     bottom = y - 6
-    _x_axis(canvas, x, values, 0, bottom, label, grid=False)
+    x_axis(canvas, x, values, 0, bottom, label, grid=False)
     # The grid and the axis run beside the bars only, never through a group's title or its note.
     spans[-1] = (spans[-1][0], bottom)
     for top, end in spans:
@@ -516,7 +386,7 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
             rows.append((one.label, "per byte", per_byte, f"fitted line: {one.intercept:,.0f} ns + slope"))
     drawn = [one for one in series if one.points or one.slope is not None]
     if not drawn:
-        return _empty(title, header, rows)
+        return empty_chart(title, header, rows)
     end = max((size for one in drawn for size, _ in one.points), default=4096.0) or 4096.0
 
     def fitted(one: SizeSeries) -> list[tuple[float, float]]:
@@ -533,14 +403,14 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     ns_ticks = log_ticks(low, high, (1, 2, 5))
     if len(ns_ticks) < 3:  # a span of less than a decade (400 to 1,000 ns): every whole step, or one label reads alone
         ns_ticks = log_ticks(low, high, tuple(range(1, 10)))
-    left = LINE + GAP + max(text_width(_number(value), FONT) for value in ns_ticks) + TICK + 2
+    left = LINE + GAP + max(text_width(figure_text(value), FONT) for value in ns_ticks) + TICK + 2
     legend = [wrap(bounded(one.label), WIDTH - left - 40, FONT) for one in drawn]
     top, bottom = 10.0, 250.0
     x, y = Scale(0, end * 1.02, left, WIDTH - 14), Scale(low, high, bottom, top, log=True)
     canvas = Canvas(WIDTH, FONT)
-    _y_axis(canvas, y, ns_ticks, left, x.end, _number, behind=0)
+    y_axis(canvas, y, ns_ticks, left, x.end, figure_text, behind=0)
     canvas.text(LINE / 2, (top + bottom) / 2, "ns (log scale)", anchor="middle", rotate=True)
-    _x_axis(canvas, x, ticks(0, x.high, 5, inside=True), top, bottom, _number, grid=False)
+    x_axis(canvas, x, ticks(0, x.high, 5, inside=True), top, bottom, figure_text, grid=False)
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, "bytes read", anchor="middle")
     for one in drawn:
         colour = PALETTE[one.colour % len(PALETTE)]
