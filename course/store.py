@@ -63,6 +63,16 @@ def page_name_problem(name: str) -> str:
     return ""
 
 
+def case_twins(name: str, others: list[str]) -> list[str]:
+    """The names in ``others`` that differ from ``name`` in case alone (Unicode casefold).
+
+    A case-insensitive file system (macOS, Windows: where a site or a results folder may be copied) takes
+    them for one folder, and the site's pages for one page: the one replaces the other.
+    """
+    folded = name.casefold()
+    return sorted({other for other in others if other != name and other.casefold() == folded})
+
+
 def now() -> str:
     """The current time, as stored in result files (UTC, ISO 8601, seconds)."""
     return datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -302,11 +312,19 @@ def set_folders(results: Path) -> list[str]:
                 f"{results} is not a folder; point INVOKE_COURSE_RESULTS (or course.results) at the results folder"
             )
         return []
-    return [
+    names = [
         folder.name
         for folder in sorted(results.iterdir())
         if not folder.name.startswith(".") and (folder / SET_FILE).exists()
     ]
+    for name in names:
+        twins = case_twins(name, names)
+        if twins:  # copied by hand (an import refuses it): two pages that a copy of the site would make one
+            raise StoreError(
+                f"{results}: result sets {name!r} and {twins[0]!r} differ only in case, one folder and one page "
+                "on a case-insensitive file system (macOS, Windows); rename or remove one of the two folders"
+            )
+    return names
 
 
 def save_set_info(path: Path, info: dict) -> None:

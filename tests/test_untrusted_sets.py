@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from course import archive, guest_kernels, store, validate, vm
-from course.sphinxext import guest_mitigations
+from course.sphinxext import ResultFileError, guest_mitigations
 from course.sphinxext.data import SETS_IN_FULL, CourseData
 from course.sphinxext.figures import class_cell, class_figure, class_spread
 from course.store import ResultSet
@@ -153,6 +153,18 @@ def test_a_set_copied_by_hand_as_index_gets_no_page_and_a_warning(make_app, app)
     assert len(warnings) == 1 and "'index' is the name of one of the site's own pages; not shown" in warnings[0]
     assert not (Path(built.outdir) / "machines" / "index.html").exists()
     assert (Path(built.outdir) / "machines" / "other-machine.html").is_file()
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-sets-differing-in-case")
+def test_a_hand_copied_pair_of_sets_differing_only_in_case_stops_the_build_in_one_line(make_app, app) -> None:
+    """Two pages on Linux, one (the other lost) once the site is copied to macOS or a Windows checkout."""
+    results = Path(app.srcdir) / "results"
+    shutil.copytree(results / "other-machine", results / "Other-Machine")
+    with pytest.raises(ResultFileError) as refused:
+        make_app("html", srcdir=app.srcdir)
+    message = str(refused.value)
+    assert "result sets 'Other-Machine' and 'other-machine' differ only in case" in message, message
+    assert "\n" not in message
 
 
 def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Path) -> None:
