@@ -19,6 +19,7 @@ from sphinx.testing.util import SphinxTestApp
 from course import progress, site
 from course.class_sets import factor, import_class
 from course.layout import Layout
+from course.sphinxext import figures
 from course.sphinxext import progress as sphinx_progress
 from course.sphinxext.data import SETS_IN_FULL
 from course.sphinxext.figures import class_figure
@@ -88,6 +89,20 @@ def test_a_handful_of_sets_keep_a_column_each(make_app, app: SphinxTestApp) -> N
     head = _rows(_tables((Path(built.outdir) / "index.html").read_text(encoding="utf-8"))[0])[0]
     assert len(head) == 1 + SETS_IN_FULL + 1, head
     assert not any(title.startswith("the class") for title in head)
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-class-spread-once")
+def test_a_tables_class_spread_is_computed_once_a_row(make_app, app: SphinxTestApp, monkeypatch) -> None:
+    """Once to know whether the table has a class column, once more for its cell: the same figures twice."""
+    asked: list[list] = []  # the figure lists themselves, kept alive: two asks of one list are one id
+    real = figures.class_spread
+    monkeypatch.setattr(
+        figures, "class_spread", lambda found, field, anchors=None: asked.append(found) or real(found, field, anchors)
+    )
+    built = _class_app(make_app, app, SETS_IN_FULL)
+    html = (Path(built.outdir) / "index.html").read_text(encoding="utf-8")
+    assert any("the class:" in _rows(table)[0][-1] for table in _tables(html)), "a table with a class column"
+    assert asked and len({id(found) for found in asked}) == len(asked), "each row's class figures spread once"
 
 
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-class-units")

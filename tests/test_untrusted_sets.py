@@ -65,7 +65,7 @@ def test_one_set_in_ns_never_switches_the_class_column_of_a_percentage_row() -> 
     # Without a figure of the course's own, the class's majority decides: still not the one set in ns.
     spread = class_spread(class_figures, "value")
     assert spread is not None and spread.unit == "%" and spread.other_unit == 1
-    cell = class_cell(class_figures, "value", 21, anchors=[share]).astext()
+    cell = class_cell(class_spread(class_figures, "value", anchors=[share]), 21).astext()
     assert "20 of 21 sets (1 in another unit left out)" in cell, cell
 
 
