@@ -684,6 +684,53 @@ def test_the_configured_set_is_protected_too(tmp_path: Path) -> None:
     assert store.load_set(target).info["imported"]["archive"] == "mine.tar.gz"
 
 
+def _exported_as(tmp_path: Path, name: str) -> Path:
+    shutil.copytree(CANNED, tmp_path / "made" / name)
+    return archive.export_set(tmp_path / "made" / name, tmp_path / f"{name}.tar.gz")
+
+
+def test_a_set_whose_name_differs_only_in_case_from_a_stored_one_is_refused_even_forced(tmp_path: Path) -> None:
+    # On a case-insensitive file system results/Canned-Machine is results/canned-machine: --force would replace it.
+    results = tmp_path / "results"
+    shutil.copytree(CANNED, results / "canned-machine")
+    before = {p.name: p.read_bytes() for p in (results / "canned-machine").iterdir()}
+    made = _exported_as(tmp_path, "Canned-Machine")
+    for force in (False, True):
+        with pytest.raises(archive.ArchiveError) as refused:
+            archive.import_set(made, results, force=force, own_set="elsewhere")
+        message = str(refused.value)
+        assert message.startswith("result set 'Canned-Machine' differs only in case from 'canned-machine' (in "), (
+            message
+        )
+        assert "\n" not in message and message.endswith("export it under another set name")
+    assert _left_in(results) == ["canned-machine"]
+    assert {p.name: p.read_bytes() for p in (results / "canned-machine").iterdir()} == before
+    # The same name exactly keeps the usual rule: replaced with --force.
+    archive.import_set(_exported_as(tmp_path / "again", "canned-machine"), results, force=True, own_set="elsewhere")
+
+
+def test_a_set_whose_name_differs_only_in_case_from_this_machines_is_refused_even_when_absent(tmp_path: Path) -> None:
+    made = _exported_as(tmp_path, "AMD-EPYC-6.18.44-fc-v782-vm")
+    with pytest.raises(
+        archive.ArchiveError, match=r"differs only in case from 'amd-epyc-6.18.44-fc-v782-vm' \(this mach"
+    ):
+        archive.import_set(made, tmp_path / "results", force=True, own_set=["amd-epyc-6.18.44-fc-v782-vm"])
+    assert _left_in(tmp_path / "results") == []
+
+
+def test_a_hand_copied_pair_of_sets_differing_only_in_case_stops_the_load(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for name in ("Lab", "lab"):
+        shutil.copytree(CANNED, results / name)
+    with pytest.raises(store.StoreError) as refused:
+        store.load_all(results)
+    message = str(refused.value)
+    assert "result sets 'Lab' and 'lab' differ only in case" in message, message
+    assert "\n" not in message and message.endswith("rename or remove one of the two folders")
+    (results / "Lab").rename(results / "lab-2")
+    assert sorted(store.load_all(results)) == ["lab", "lab-2"]
+
+
 def test_a_run_never_measures_into_an_imported_set(exported: Path, tmp_path: Path) -> None:
     layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
     target = archive.import_set(exported, layout.results)

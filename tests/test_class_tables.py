@@ -17,6 +17,7 @@ import pytest
 from sphinx.testing.util import SphinxTestApp
 
 from course.publish import site
+from course.publish.sphinxext import figures
 from course.publish.sphinxext import progress as sphinx_progress
 from course.publish.sphinxext.data import SETS_IN_FULL
 from course.publish.sphinxext.figures import class_figure
@@ -91,6 +92,20 @@ def test_a_handful_of_sets_keep_a_column_each(make_app, app: SphinxTestApp) -> N
     assert not any(title.startswith("the class") for title in head)
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-class-spread-once")
+def test_a_tables_class_spread_is_computed_once_a_row(make_app, app: SphinxTestApp, monkeypatch) -> None:
+    """Once to know whether the table has a class column, once more for its cell: the same figures twice."""
+    asked: list[list] = []  # the figure lists themselves, kept alive: two asks of one list are one id
+    real = figures.class_spread
+    monkeypatch.setattr(
+        figures, "class_spread", lambda found, field, anchors=None: asked.append(found) or real(found, field, anchors)
+    )
+    built = _class_app(make_app, app, SETS_IN_FULL)
+    html = (Path(built.outdir) / "index.html").read_text(encoding="utf-8")
+    assert any("the class:" in _rows(table)[0][-1] for table in _tables(html)), "a table with a class column"
+    assert asked and len({id(found) for found in asked}) == len(asked), "each row's class figures spread once"
+
+
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-class-units")
 def test_the_class_pools_only_figures_of_time(make_app, app: SphinxTestApp) -> None:
     """Emulated and icount ticks are not time: a class cell never pools them, even beside a rate."""
@@ -143,7 +158,7 @@ def test_chosen_sets_reach_sphinx_as_course_sets(tmp_path: Path) -> None:
     assert not any(word.startswith("course_sets") for word in site.sphinx_command(layout))
 
 
-def test_the_progress_table_is_read_once_a_build_and_again_when_a_set_changes(tmp_path: Path, monkeypatch) -> None:
+def test_the_progress_table_is_read_once_a_build_and_again_in_the_next(tmp_path: Path, monkeypatch) -> None:
     results = tmp_path / "results"
     shutil.copytree(ROOT / "tests/roots/test-course/results/other-machine", results / "student-01")
     info = json.loads((results / "student-01" / "set.json").read_text())
@@ -154,10 +169,15 @@ def test_the_progress_table_is_read_once_a_build_and_again_when_a_set_changes(tm
     lesson_file.write_text(json.dumps(lesson))
     reads = []
     monkeypatch.setattr(progress, "rows", lambda folder: reads.append(folder) or real_rows(folder))
+    sphinx_progress.new_build(None)  # type: ignore[arg-type]
     first = sphinx_progress.rows_of(results)
-    assert sphinx_progress.rows_of(results) is first and len(reads) == 1, "unchanged files are not read again"
+    # The second and third asks of a build take the table as read: no file is looked at again, not even its date.
+    moved = results.rename(tmp_path / "moved")
+    assert sphinx_progress.rows_of(results) is first and len(reads) == 1, "one read a build"
+    moved.rename(results)
     lesson["exercises"]["onebyte"]["yours"]["status"] = "failed"
     lesson_file.write_text(json.dumps(lesson))
+    sphinx_progress.new_build(None)  # type: ignore[arg-type]
     rows, _, _ = sphinx_progress.rows_of(results)
     assert len(reads) == 2 and rows[0].cells["03-timing/onebyte"].status == "failed"
 

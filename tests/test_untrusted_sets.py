@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from course.kernel import guest_kernels, vm
-from course.publish.sphinxext import guest_mitigations
-from course.publish.sphinxext.data import SETS_IN_FULL, CourseData
+from course.publish.sphinxext import ResultFileError, guest_mitigations
+from course.publish.sphinxext.data import SETS_IN_FULL, CourseData, data_of
 from course.publish.sphinxext.figures import class_cell, class_figure, class_spread
 from course.results import archive, shown_text, store, validate
 from course.results.store import ResultSet
@@ -66,7 +66,7 @@ def test_one_set_in_ns_never_switches_the_class_column_of_a_percentage_row() -> 
     # Without a figure of the course's own, the class's majority decides: still not the one set in ns.
     spread = class_spread(class_figures, "value")
     assert spread is not None and spread.unit == "%" and spread.other_unit == 1
-    cell = class_cell(class_figures, "value", 21, anchors=[share]).astext()
+    cell = class_cell(class_spread(class_figures, "value", anchors=[share]), 21).astext()
     assert "20 of 21 sets (1 in another unit left out)" in cell, cell
 
 
@@ -156,14 +156,24 @@ def test_a_set_copied_by_hand_as_index_gets_no_page_and_a_warning(make_app, app)
     assert (Path(built.outdir) / "machines" / "other-machine.html").is_file()
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-sets-differing-in-case")
+def test_a_hand_copied_pair_of_sets_differing_only_in_case_stops_the_build_in_one_line(make_app, app) -> None:
+    """Two pages on Linux, one (the other lost) once the site is copied to macOS or a Windows checkout."""
+    results = Path(app.srcdir) / "results"
+    shutil.copytree(results / "other-machine", results / "Other-Machine")
+    with pytest.raises(ResultFileError) as refused:
+        make_app("html", srcdir=app.srcdir)
+    message = str(refused.value)
+    assert "result sets 'Other-Machine' and 'other-machine' differ only in case" in message, message
+    assert "\n" not in message
+
+
 def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Path) -> None:
     """The checks' memory (in the process, and a build's file of keys) trusts contents, never names nor dates."""
     copied = tmp_path / "results" / "canned-machine"
     shutil.copytree(CANNED, copied)
-    keys = tmp_path / "build" / "checked.txt"
-    store.remember_checked(keys)
     assert "canned-machine" in store.load_all(tmp_path / "results")
-    store.keep_checked(keys)
+    keys = store.checked_keys()
     file = copied / "03-timing.json"
     text = file.read_text()
     stat = file.stat()
@@ -174,6 +184,44 @@ def test_a_file_checked_once_is_checked_again_when_one_byte_changes(tmp_path: Pa
     store.remember_checked(keys)
     with pytest.raises(store.StoreError, match=r"03-timing.json has measurements\[.*\].status = 'no'"):
         store.load_all(tmp_path / "results")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-planted-checked-key")
+def test_a_key_planted_beside_the_doctrees_never_spares_a_file_its_checks(
+    make_app, app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checked keys ride in Sphinx's pickled environment: a file of keys beside it is no way in."""
+    app.build()
+    set_file = Path(app.srcdir) / "results" / "other-machine" / "set.json"
+    info = json.loads(set_file.read_text())
+    info["label"] = "Lab \u202ePC 7"
+    set_file.write_text(json.dumps(info))
+    # As a new process would start (the first build's keys are in its environment, the planted ones in the file).
+    monkeypatch.setattr(store, "_CHECKED", set())
+    monkeypatch.setattr(store, "_SEEN", set())
+    planted = Path(app.doctreedir) / "course-checked-files.txt"
+    planted.write_text(store._checked_key(set_file, set_file.read_bytes()) + "\n")
+    with pytest.raises(ResultFileError, match=r"set.json has label holding the invisible character U\+202E"):
+        make_app("html", srcdir=app.srcdir)
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-checked-keys-kept")
+def test_an_unchanged_rebuild_checks_no_file_again(make_app, app, monkeypatch: pytest.MonkeyPatch) -> None:
+    app.build()
+    monkeypatch.setattr(store, "_CHECKED", set())  # as a new process starts
+    monkeypatch.setattr(store, "_SEEN", set())
+    checked: list[str] = []
+    real_check = store._check
+    monkeypatch.setattr(store, "_check", lambda path, content: (checked.append(path.name), real_check(path, content)))
+    rebuilt = make_app("html", srcdir=app.srcdir)
+    assert checked == [], "the first build's keys came back with its environment"
+    assert "other-machine" in data_of(rebuilt.env).sets
+    # A changed file is checked again, and only that one.
+    lesson = Path(app.srcdir) / "results" / "other-machine" / "03-timing.json"
+    lesson.write_text(lesson.read_text() + "\n")
+    monkeypatch.setattr(store, "_CHECKED", set())
+    make_app("html", srcdir=app.srcdir)
+    assert checked == ["03-timing.json"]
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,27 @@ def test_a_boot_says_when_its_first_job_began(tmp_path: Path, monkeypatch) -> No
     assert vm._boot(layout, KERNEL, [], "tcg-icount", lines.append, 60, tmp_path).first_job_seconds is None
 
 
+def test_a_boot_reads_the_guest_helpers_record_once(tmp_path: Path, monkeypatch) -> None:
+    """The record holds every job's output: its jobs and the guest's provenance come from one read of it."""
+    from course.results import store
+
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+    job = {"lesson": "04-kernel-read", "program": "ksystime", "stdout": "a\nb\n"}
+    guest = {"kernel_release": "6.1.0-test"}
+
+    def booted(command: list[str], timeout: float, on_line) -> tuple[int, str]:
+        store.write_json(tmp_path / "results.json", {"schema": 1, "jobs": [job], "guest": guest})
+        return 0, ""
+
+    reads: list[Path] = []
+    real_read = store.read_regular
+    monkeypatch.setattr(store, "read_regular", lambda path, limit: reads.append(path) or real_read(path, limit))
+    monkeypatch.setattr(vm, "_run", booted)
+    boot = vm._boot(layout, KERNEL, [], "tcg-icount", lambda line: None, 60, tmp_path)
+    assert (boot.jobs, boot.guest) == ([job], guest)
+    assert reads == [tmp_path / "results.json"]
+
+
 def test_the_modules_build_beside_the_boot_and_the_guest_waits_for_them(tmp_path: Path, monkeypatch) -> None:
     """The build runs while the guest starts; its helper loads only what built, and a build's error is the boot's."""
     from course.kernel import kernel_guest

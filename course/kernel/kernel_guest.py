@@ -104,14 +104,24 @@ def guest_machine() -> dict:
     return {key: machine[key] for key in keep}
 
 
+def recorded(results: Path) -> tuple[list[dict], dict]:
+    """The jobs that finished and the guest's provenance, from one read of the helper's record (none if it
+    never started): the record holds every job's output, read and parsed whole each time.
+    """
+    if not results.is_file():
+        return [], {}
+    record = read_json(results, shown=False)
+    return record["jobs"], record.get("guest") or {}
+
+
 def guest_of(results: Path) -> dict:
     """The guest's provenance as the helper recorded it (empty if it never started)."""
-    return (read_json(results, shown=False).get("guest") or {}) if results.is_file() else {}
+    return recorded(results)[1]
 
 
 def collected(results: Path) -> list[dict]:
     """The jobs that finished, as the helper wrote them (none if it never started)."""
-    return read_json(results, shown=False)["jobs"] if results.is_file() else []
+    return recorded(results)[0]
 
 
 def in_disposable_vm(cmdline: str) -> bool:

@@ -358,11 +358,5 @@ def _boot(
     if beside:
         raise beside[0]
     seconds = time.monotonic() - started
-    return VmRun(
-        kernel_guest.collected(results),
-        console,
-        status,
-        seconds,
-        kernel_guest.guest_of(results),
-        first_job[0] if first_job else None,
-    )
+    jobs_done, guest = kernel_guest.recorded(results)
+    return VmRun(jobs_done, console, status, seconds, guest, first_job[0] if first_job else None)

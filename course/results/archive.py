@@ -7,9 +7,10 @@ archive, cut short, bigger than a result set can be, a member that is not a plai
 or would land outside the set, files that do not match the manifest, a newer schema, a
 field of the wrong type, missing provenance, impossible figures, a reference set, or a
 set that is already there unless forced; never, even forced, a reference set or this
-machine's own, which no import may create either). An imported set's ``set.json`` gets an
-``imported`` record, so that it is never taken for this machine's set. Export runs the same
-checks, so a bad set fails where it can be mended, and never replaces a file unless forced.
+machine's own, which no import may create either, nor a set whose name differs only in case
+from one there or this machine's). An imported set's ``set.json`` gets an ``imported``
+record, so that it is never taken for this machine's set. Export runs the same checks, so
+a bad set fails where it can be mended, and never replaces a file unless forced.
 """
 
 from __future__ import annotations
@@ -359,6 +360,7 @@ def import_set(archive: Path, results: Path, force: bool = False, own_set: str |
             f"result set {name!r} is named as this machine's own set; an import never creates or replaces it "
             "(runs measure into it, the site shows it as this machine): export it under another set name"
         )
+    _refuse_case_twin(name, own, results)
     target = results / name
     if target.exists():
         if not force:
@@ -372,6 +374,24 @@ def import_set(archive: Path, results: Path, force: bool = False, own_set: str |
             f"could not write {name!r} into {results} ({error.strerror or error}); nothing was changed"
         ) from error
     return target
+
+
+def _refuse_case_twin(name: str, own: list[str], results: Path) -> None:
+    """Refuse a name that differs only in case from this machine's set or a folder in ``results``, even forced.
+
+    On a case-insensitive file system ``results/Lab`` is ``results/lab`` (--force would replace it, this
+    machine's own set included); elsewhere the two pages would clash once the site is copied to one.
+    """
+    stored = [entry.name for entry in results.iterdir()] if results.is_dir() else []
+    for twins, where in (
+        (store.case_twins(name, own), "this machine's own set"),
+        (store.case_twins(name, stored), f"in {results}"),
+    ):
+        if twins:
+            raise ArchiveError(
+                f"result set {name!r} differs only in case from {twins[0]!r} ({where}): a case-insensitive file "
+                "system (macOS, Windows) takes them for one folder and one page; export it under another set name"
+            )
 
 
 def _marked_imported(data: bytes, archive: Path) -> bytes:

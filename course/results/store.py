@@ -9,7 +9,6 @@ leaves half a file behind, and get ordinary modes: results are published and sha
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -19,6 +18,7 @@ import secrets
 import stat
 import sys
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,16 @@ def page_name_problem(name: str) -> str:
     if name.lower() in SITE_PAGE_NAMES:
         return "is the name of one of the site's own pages"
     return ""
+
+
+def case_twins(name: str, others: list[str]) -> list[str]:
+    """The names in ``others`` that differ from ``name`` in case alone (Unicode casefold).
+
+    A case-insensitive file system (macOS, Windows: where a site or a results folder may be copied) takes
+    them for one folder, and the site's pages for one page: the one replaces the other.
+    """
+    folded = name.casefold()
+    return sorted({other for other in others if other != name and other.casefold() == folded})
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -139,10 +149,11 @@ def read_json(path: Path, shown: bool = True) -> dict:
 
 
 #: Keys (``_checked_key``) of file contents that passed :func:`read_json`'s checks, in this process and, when
-#: a site build remembers them (``remember_checked``), in earlier builds. Checking 60 imported sets takes
-#: seconds; a key changes with a single byte of the file or of the checking code, so nothing changed is trusted.
+#: a site build remembers them (``remember_checked``), in earlier builds: checking every file again would cost
+#: each rebuild a third of a second (the course's sets) to most of a second (a class of 60 imported sets). A key
+#: changes with a single byte of the file or of the checking code, so nothing changed is trusted.
 _CHECKED: set[str] = set()
-#: The keys of the files read in this process: what ``keep_checked`` stores (never the keys of files long gone).
+#: The keys of the files read in this process: what ``checked_keys`` gives (never the keys of files long gone).
 _SEEN: set[str] = set()
 
 
@@ -161,18 +172,18 @@ def _checker_version() -> bytes:
     return code + f"\0{sys.version}\0{unicodedata.unidata_version}\0".encode()
 
 
-def remember_checked(file: Path) -> None:
-    """Trust the keys stored in ``file`` (a build's own, beside its output), as if checked in this process."""
-    try:
-        _CHECKED.update(line for line in file.read_text(encoding="ascii").split() if len(line) == 64)
-    except (OSError, UnicodeDecodeError):
-        return  # none yet (a clean build), or unreadable: every file is checked
+def remember_checked(keys: Iterable[str]) -> None:
+    """Trust ``keys`` (an earlier build's :func:`checked_keys`) as if checked in this process.
+
+    Whoever can plant a key can plant a file that skips the shape and text checks: the caller keeps them where
+    forging them is no new power (the site: in Sphinx's pickled environment, which a build loads and so runs).
+    """
+    _CHECKED.update(key for key in keys if isinstance(key, str) and len(key) == 64)
 
 
-def keep_checked(file: Path) -> None:
-    """Store the keys of the contents read in this process in ``file``, for the next build of that output."""
-    with contextlib.suppress(OSError):  # a cache: the next build checks again
-        write_text(file, "\n".join(sorted(_SEEN)) + "\n")
+def checked_keys() -> list[str]:
+    """The keys of the contents read (and checked) in this process, for the next build of the same output."""
+    return sorted(_SEEN)
 
 
 def _check(path: Path, content: dict) -> None:
@@ -295,11 +306,19 @@ def set_folders(results: Path) -> list[str]:
                 f"{results} is not a folder; point INVOKE_COURSE_RESULTS (or course.results) at the results folder"
             )
         return []
-    return [
+    names = [
         folder.name
         for folder in sorted(results.iterdir())
         if not folder.name.startswith(".") and (folder / SET_FILE).exists()
     ]
+    for name in names:
+        twins = case_twins(name, names)
+        if twins:  # copied by hand (an import refuses it): two pages that a copy of the site would make one
+            raise StoreError(
+                f"{results}: result sets {name!r} and {twins[0]!r} differ only in case, one folder and one page "
+                "on a case-insensitive file system (macOS, Windows); rename or remove one of the two folders"
+            )
+    return names
 
 
 def save_set_info(path: Path, info: dict) -> None:

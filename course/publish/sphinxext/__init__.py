@@ -74,21 +74,23 @@ class ResultFileError(SphinxError):
     category = "Result file error"
 
 
-#: Beside the build's doctrees: the keys of the result files' contents that passed the checks (``store.read_json``).
-CHECKED_FILES = "course-checked-files.txt"
+#: The attribute of the build's environment holding the keys of the result files' contents that passed the
+#: checks (``store.read_json``): pickled with it, so that a planted key takes forging ``environment.pickle``,
+#: which Sphinx unpickles (runs) at the next build anyway; a file of its own beside it was one more way in.
+CHECKED_KEYS = "course_checked_files"
 
 
 def _load_data(app: Sphinx) -> None:
     results = Path(app.config.course_results_dir)
     if not results.is_absolute():
         results = Path(app.srcdir) / results
-    checked = Path(app.doctreedir) / CHECKED_FILES
-    store.remember_checked(checked)  # what an earlier build of this output checked: a clean build checks all
+    # What an earlier build of this output checked: a clean build (a fresh environment) checks all.
+    store.remember_checked(getattr(app.env, CHECKED_KEYS, ()))
     try:
         data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
     except StoreError as error:
         raise ResultFileError(str(error)) from None
-    store.keep_checked(checked)
+    setattr(app.env, CHECKED_KEYS, store.checked_keys())
     attach(app.env, data)
     for kept, other in guest_kernels.duplicate_guests(list(data.sets.values())):
         logger.warning(

@@ -160,11 +160,9 @@ def class_spread(
     return ClassSpread(values[0], statistics.median(values), values[-1], unit, len(values), len(figures) - len(values))
 
 
-def class_cell(
-    measurements: list[dict | None], field: str, sets: int, anchors: list[dict | None] | None = None
-) -> nodes.Node:
-    """The class's cell: its median first, then its smallest and largest and how many sets have the figure."""
-    spread = class_spread(measurements, field, anchors)
+def class_cell(spread: ClassSpread | None, sets: int) -> nodes.Node:
+    """The class's cell (:func:`class_spread`): its median first, then its smallest and largest and how many sets
+    have the figure."""
     if spread is None:
         return nodes.Text("—")
     median = nodes.inline(classes=["course-class-median"], text=f"median {format_value(spread.median, spread.unit)}")
@@ -308,11 +306,12 @@ class CourseTable(MeasurementsDirective):
             for key, _, found in looked
         }
         anchors = {key: own_figures(found, self.data.current_id, self.data.sets) for key, _, found in looked}
-        # A class column of dashes only takes room: the class's figures here are all ticks of no time.
-        with_class = any(
-            class_spread(figures, self.options.get("field") or "min", anchors[key])
+        spreads = {
+            key: class_spread(figures, self.options.get("field") or "min", anchors[key])
             for key, figures in class_figures.items()
-        )
+        }
+        # A class column of dashes only takes room: the class's figures here are all ticks of no time.
+        with_class = any(spreads.values())
         columns = 1 + len(keep) + with_class + ratio
         table = nodes.table(classes=["course-table"])
         if self.options.get("caption"):
@@ -346,7 +345,7 @@ class CourseTable(MeasurementsDirective):
                             self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns)
                         )
             if with_class:
-                cells.append(class_cell(class_figures[key], field or "min", len(pooled), anchors[key]))
+                cells.append(class_cell(spreads[key], len(pooled)))
             if ratio:
                 cells.insert(at, self._ratio(key, dict(found)))
             body += table_row(cells)
