@@ -132,7 +132,7 @@ def test_a_size_chart_draws_the_fitted_lines_and_the_articles() -> None:
 def test_every_recorded_command_is_shown_as_what_a_shell_runs_and_the_rest_in_words() -> None:
     import shlex
 
-    from course.publish.sphinxext.figures import command_parts
+    from course.publish.sphinxext.output import command_parts
 
     seen = 0
     for result_set in store.load_all(ROOT / "results").values():

@@ -55,12 +55,15 @@ from course.publish.site import GENERATED, GENERATED_FOLDER  # a generated machi
 from course.publish.sphinxext import chartcache, code, depends, navigation, progress, published, searchstems, setdata
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.publish.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
+from course.publish.sphinxext.chart_directive import CourseChart
 from course.publish.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport, HostRole
 from course.publish.sphinxext.data import CourseData, attach, data_of
-from course.publish.sphinxext.figures import CourseChart, CourseOutput, CourseTable, MeasureRole
+from course.publish.sphinxext.figures import MeasureRole
 from course.publish.sphinxext.guest_mitigations import CourseGuestMitigations
 from course.publish.sphinxext.kernels import CourseKernels, CourseTraceDiff
 from course.publish.sphinxext.machines import CourseHardware, CourseMachine, CourseMachinePages, CourseMitigations
+from course.publish.sphinxext.output import CourseOutput
+from course.publish.sphinxext.table_directive import CourseTable
 from course.publish.sphinxext.traces import CourseTraceKinds
 from course.results import store
 from course.results.store import StoreError
