@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from course import bench
+from course import bench, bench_speed
 from course.commands import _bench_verdict
 from course.measure import peers
 
@@ -134,7 +134,7 @@ def _icount_runs(monkeypatch: pytest.MonkeyPatch, savings: list[float]) -> dict:
         assert "--acceleration" in command and "tcg-icount" in command
         return 1.0
 
-    monkeypatch.setattr(bench, "_timed", boot)
+    monkeypatch.setattr(bench, "timed", boot)
     layout = Layout(Path(__file__).resolve().parents[1])
     return bench.icount_control(layout, runs=len(savings), progress=lambda line: None)["bench/icount.saving-spread"]
 
@@ -157,9 +157,9 @@ def test_the_guest_programs_time_is_read_from_the_cold_generation(tmp_path) -> N
     steps = [{"name": "run 03-timing/usystime in the guest", "seconds": 2.5, "cached": False}]
     steps.append({"name": "build module ksystime", "seconds": 1.0, "cached": False})
     store.write_json(tmp_path / "m" / "04-kernel-read.json", {"schema": 1, "steps": steps})
-    found = bench._guest_program_time(tmp_path)
+    found = bench_speed._guest_program_time(tmp_path)
     assert found["value"] == 2.5 and found["goal"] == 15.0
-    assert bench._guest_program_time(tmp_path / "none")["status"] == "skipped"
+    assert bench_speed._guest_program_time(tmp_path / "none")["status"] == "skipped"
 
 
 @pytest.mark.slow
@@ -214,7 +214,7 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
         printed = f"lesson 3 ...\nsite updated in {next(shares)} s: build/html\n" if "lesson" in command else ""
         return next(durations), printed
 
-    monkeypatch.setattr(bench, "_run_timed", run)
+    monkeypatch.setattr(bench_speed, "run_timed", run)
     found = bench.pipeline_speed(Layout(Path(__file__).resolve().parents[1]), progress=lambda line: None)
     cold = found["bench/pipeline.cold"]
     assert cold["value"] == 44.0 and cold["runs"] == [50.0, 40.0, 44.0, 60.0, 41.0] and cold["goal"] == 45.0
