@@ -25,7 +25,7 @@ from course.kernel.kernel_build import KernelError
 from course.kernel.options import KernelOptions, OptionError
 from course.kernel.vm import VmError
 from course.lab import inventory
-from course.lab.remote import LabError, LabOptions, Timeouts
+from course.lab.options import LabError, LabOptions, Timeouts
 from course.measure import lessons
 from course.measure.build import BuildError
 from course.measure.lesson_run import MachineError

@@ -22,7 +22,7 @@ from course.results.layout import Layout
 
 if TYPE_CHECKING:
     from course.lab.inventory import Host
-    from course.lab.remote import LabOptions, LabOutcome
+    from course.lab.options import LabOptions, LabOutcome
 
 
 def setup(layout: Layout, install: bool = True, tests: bool = False, guest_kernels: list[str] | None = None) -> None:
@@ -389,7 +389,7 @@ def clean(layout: Layout) -> None:
     ``build/lab/`` holds what each host of a lab sent (its archive, its log): the only copy of
     a host's run once its scratch folder is gone, so it is never a build product to remove.
     """
-    from course.lab.remote import lab_folder  # start-up: the lab (and its YAML inventory) loads only when a lab runs
+    from course.lab.options import lab_folder  # start-up: the lab (and its YAML inventory) loads only when a lab runs
 
     kept = lab_folder(layout)
     if layout.build.is_dir():

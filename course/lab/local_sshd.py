@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from course.lab.remote import LabError
+from course.lab.options import LabError
 
 #: How long the daemon may take to answer on its port.
 START_SECONDS = 10.0
