@@ -125,6 +125,8 @@ def _fresh_folders(scratch: Path, layout: Layout, with_results: bool = True) -> 
 
 #: What ``invoke lesson`` prints of the site's share.
 SITE_SHARE = re.compile(r"^site updated in ([\d.]+) s", re.MULTILINE)
+#: What it prints of its programs' share (their builds and runs).
+PROGRAMS_SHARE = re.compile(r"^built and measured in ([\d.]+) s", re.MULTILINE)
 
 
 def pipeline_speed(layout: Layout, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:
@@ -181,21 +183,29 @@ def student_loop_speed(layout: Layout, progress: Progress = print, runs: int = R
 
 
 def _lesson_3_speed(layout: Layout, env: dict[str, str], progress: Progress, runs: int) -> dict[str, dict]:
-    """``invoke lesson 3`` timed ``runs`` times in ``env``'s folders, and the site's share it prints."""
-    lesson, site = [], []
+    """``invoke lesson 3`` timed ``runs`` times in ``env``'s folders, and the site's and its programs' shares it prints.
+
+    The programs' share is a control, without a goal: they run as long as their samples take.
+    """
+    lesson, site, programs = [], [], []
     command = [sys.executable, "-m", "invoke", "lesson", "3"]
     for number in range(runs):
         seconds, printed = run_timed(command, env, layout.root, progress, f"invoke lesson 3 ({number + 1}/{runs})")
-        share = SITE_SHARE.search(printed)
-        if share is None:
-            raise RuntimeError(f"invoke lesson 3 did not say how long the site took:\n{printed[-2000:]}")
+        share, measured = SITE_SHARE.search(printed), PROGRAMS_SHARE.search(printed)
+        if share is None or measured is None:
+            raise RuntimeError(
+                f"invoke lesson 3 did not say how long its programs and the site took:\n{printed[-2000:]}"
+            )
         lesson.append(seconds)
         site.append(float(share[1]))
+        programs.append(float(measured[1]))
+    what = "the programs' share of invoke lesson 3, a control: they run as long as their samples take"
     return {
         "bench/pipeline.lesson-3": _median_record(lesson, "lesson-3", command, "invoke lesson 3"),
         "bench/pipeline.lesson-3-site": _median_record(
             site, "lesson-3-site", command, "the site's share of invoke lesson 3 (site updated in ... s)"
         ),
+        "bench/pipeline.lesson-3-programs": {**_median_record(programs, "lesson-3", command, what), "goal": None},
     }
 
 

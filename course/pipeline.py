@@ -205,10 +205,15 @@ def _lesson_file(run: LessonRun) -> dict:
 
 def _derive(run: LessonRun, set_path: Path) -> None:
     """The lesson's derived figures, from this run's measurements and the set's stored ones."""
-    stored = store.load_set(set_path) if run.lesson.derived else None
+    stored: list[store.ResultSet] = []  # the set is read only for a figure this run did not measure
 
     def lookup(key: str) -> dict | None:
-        return run.measurements.get(key) or (stored.measurement(key) if stored else None)
+        found = run.measurements.get(key)
+        if found:
+            return found
+        if not stored:
+            stored.append(store.load_set(set_path))
+        return stored[0].measurement(key)
 
     for spec in run.lesson.derived:
         run.measurements[f"{run.lesson.name}/{spec['name']}"] = derive.derive(spec, lookup)

@@ -211,7 +211,8 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
 
     def run(command: list[str], env: dict, cwd, progress, what: str) -> tuple[float, str]:
         seen.append((" ".join(command[3:]), env["INVOKE_COURSE_BUILD"]))
-        printed = f"lesson 3 ...\nsite updated in {next(shares)} s: build/html\n" if "lesson" in command else ""
+        printed = "lesson 3 ...\nbuilt and measured in 2.9 s\n" if "lesson" in command else ""
+        printed += f"site updated in {next(shares)} s: build/html\n" if "lesson" in command else ""
         return next(durations), printed
 
     monkeypatch.setattr(bench_speed, "run_timed", run)
@@ -223,6 +224,8 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
     share = found["bench/pipeline.lesson-3-site"]
     assert share["value"] == 1.2 and share["goal"] == 1.5 and share["runs"] == [1.1, 1.4, 1.2, 0.9, 5.0]
     assert _bench_verdict(share)[2] == "yes" and _bench_verdict(cold)[2] == "yes"
+    programs = found["bench/pipeline.lesson-3-programs"]
+    assert programs["value"] == 2.9 and programs["goal"] is None and _bench_verdict(programs)[1] == "(control)"
     folders = [folder for _, folder in seen]
     assert len(set(folders[:5])) == 5, "each cold generation starts from empty folders"
     assert set(folders[5:]) == {folders[4]}, "the other steps run where the last cold one left its results"

@@ -113,6 +113,8 @@ def test_the_student_copy_has_one_commit_no_solution_and_runs_lesson_3(
     ran = lesson_3_in_a_student_checkout.output
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert "exercises (edit the TODO" in ran.stdout
+    # Where the rerun's time went, each share on its own line (invoke bench reads both).
+    assert re.search(r"^built and measured in \d+\.\d s\nsite updated in \d+\.\d s: ", ran.stdout, re.MULTILINE)
     stored = [json.loads(path.read_text()) for path in (checkout / "results").glob("*/03-timing.json")]
     mine = [data for data in stored if "yours" in data.get("exercises", {}).get("onebyte", {})]
     fresh = [data for data in mine if "solution" not in data["exercises"]["onebyte"]]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from course import commands, pipeline
-from course.measure import lesson_run
+from course.measure import lesson_run, lessons
 from course.publish import report
 from course.results import store
 from course.results.layout import Layout
@@ -91,6 +92,47 @@ def test_a_clean_run_replaces_the_lesson_file_whole(tmp_path: Path) -> None:
     store.save_lesson(tmp_path, "01-x", {"measurements": {"01-x/gone": _measurement(1)}, "failures": []})
     stored = store.save_lesson(tmp_path, "01-x", {"measurements": {"01-x/new": _measurement(2)}, "failures": []})
     assert list(stored["measurements"]) == ["01-x/new"]
+
+
+def _run_deriving(expression: str, measured: dict[str, dict]) -> lesson_run.LessonRun:
+    """A run of lesson 3 that measured ``measured`` and derives one figure, ``03-timing/d``, by ``expression``."""
+    lesson = lessons.find(Layout(ROOT), 3)
+    spec = {"name": "d", "expression": expression, "unit": "%"}
+    run = lesson_run.LessonRun(dataclasses.replace(lesson, derived=(spec,)), previous={})
+    run.measurements.update(measured)
+    return run
+
+
+def test_a_figure_derived_from_the_run_alone_never_reads_the_set(tmp_path: Path) -> None:
+    # The rerun of one lesson reads no other lesson's file: a damaged one does not stop it.
+    store.save_set_info(tmp_path, {"kind": "measured", "machine": {}})
+    (tmp_path / "01-user-kernel.json").write_text("not JSON")
+    run = _run_deriving(
+        "100 * median(03-timing/a) / median(03-timing/b)",
+        {
+            "03-timing/a": {"status": "ok", "median": 1, "unit": "ticks"},
+            "03-timing/b": {"status": "ok", "median": 4, "unit": "ticks"},
+        },
+    )
+    pipeline._derive(run, tmp_path)
+    assert run.measurements["03-timing/d"]["value"] == 25
+
+
+def test_a_figure_derived_from_another_lessons_stored_figure_reads_the_set(tmp_path: Path) -> None:
+    store.save_set_info(tmp_path, {"kind": "measured", "machine": {}})
+    stored = {"04-kernel-read/k": {"status": "ok", "median": 3, "unit": "ticks"}}
+    store.save_lesson(tmp_path, "04-kernel-read", {"measurements": stored, "failures": []})
+    run = _run_deriving(
+        "100 * median(04-kernel-read/k) / median(03-timing/b)",
+        {
+            "03-timing/b": {"status": "ok", "median": 4, "unit": "ticks"},
+        },
+    )
+    pipeline._derive(run, tmp_path)
+    assert run.measurements["03-timing/d"]["value"] == 75
+    (tmp_path / "04-kernel-read.json").write_text("not JSON")  # once needed, a damaged file is named
+    with pytest.raises(store.StoreError, match=r"04-kernel-read\.json"):
+        pipeline._derive(run, tmp_path)
 
 
 def test_load_all_puts_reference_sets_first(tmp_path: Path) -> None:
