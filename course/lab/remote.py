@@ -22,9 +22,7 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +50,7 @@ from course.lab.options import (
     lab_folder,
 )
 from course.lab.ssh import SshSession, cleaned, stop_step
+from course.lab.upload import committed_tree, kept_venv
 from course.measure.threads import start_threads, wait_for
 from course.publish import report
 from course.results import archive, fingerprint, store
@@ -64,34 +63,6 @@ Progress = Callable[[str], None]
 
 # Paramiko logs each failed connection with its traceback; the lab says why in one line instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-
-def committed_tree(root: Path, output: Path) -> tuple[str, int]:
-    """Write the committed tree (HEAD, without results/) as a .tar.gz; its commit and how many changes stay here."""
-    if shutil.which("git") is None:
-        raise LabError("the lab uploads the committed tree with git, and git is not installed (apt-get install git)")
-
-    def git(*arguments: str) -> str:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(root), *arguments], capture_output=True, text=True, timeout=120, check=True
-            )
-        except subprocess.CalledProcessError as error:
-            raise LabError(
-                f"the lab uploads this checkout's committed tree, and git cannot give it "
-                f"(git {arguments[0]}: {error.stderr.strip() or error}); is {root} a git clone with a commit?"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise LabError(f"git {arguments[0]} took more than 120 s in {root}") from None
-        return done.stdout
-
-    commit = git("rev-parse", "--verify", "HEAD").strip()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # Committed files only: the hosts measure what the course is, not a half-made edit; never the
-    # results (a host makes its own set) nor anything ignored (.venv, build/).
-    git("archive", "--format=tar.gz", "-o", str(output), "HEAD", "--", ".", ":(exclude)results")
-    changed = len(git("status", "--porcelain", "--untracked-files=no").splitlines())
-    return commit, changed
 
 
 def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Progress = print) -> LabOutcome:
@@ -122,26 +93,6 @@ def run_lab(layout: Layout, hosts: list[Host], options: LabOptions, progress: Pr
     finally:
         tree.unlink(missing_ok=True)
     return LabOutcome(runs, commit, interrupted=not finished)
-
-
-def kept_venv(folder: str) -> str:
-    """Shell words, run in a scratch folder before ``./bootstrap``: its ``.venv`` is the host's kept one.
-
-    ``FOLDER/course-lab-venv`` is made once (at its own path, so its scripts name it, not a
-    scratch folder that goes) and linked as ``.venv`` by every run; ``./bootstrap`` then
-    reinstalls nothing while requirements.lock and pyproject.toml match the hashes it stamped
-    there. Where no virtual environment can be made yet (no python3-venv), ``./bootstrap`` makes
-    its own in the scratch folder, as before.
-    """
-    kept = shlex.quote(f"{folder.rstrip('/')}/{KEPT_VENV}")
-    python = "$([ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)"
-    return (
-        f"kept={kept}; "
-        'if [ ! -x "$kept/bin/python" ]; then rm -rf "$kept"; '
-        f'{python} -m venv "$kept" >/dev/null 2>&1 || rm -rf "$kept"; fi; '
-        'if [ -x "$kept/bin/python" ]; then ln -s "$kept" .venv; '
-        f'sha256sum --check --status .venv/.requirements.lock.sha256 2>/dev/null && echo "{REUSED}"; fi; true'
-    )
 
 
 def refuse_clashes(runs: list[HostRun], own_sets: tuple[str, ...], results: Path, force: bool) -> None:

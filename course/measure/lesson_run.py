@@ -1,8 +1,7 @@
-"""Measuring lessons: build their code, run it, summarize and store the figures.
+"""What both runners share: the run of one lesson, its progress and failures, and how a figure is recorded.
 
-This is the one place that knows the order of the steps; each step lives in its own
-module (:mod:`course.measure.build`, :mod:`course.measure.runners`, :mod:`course.kernel.kernel_runs`,
-:mod:`course.measure.protocol`, :mod:`course.measure.stats`, :mod:`course.results.store`).
+The host side (:mod:`course.measure.host_runs`) and the guest side (:mod:`course.kernel.kernel_runs`)
+fill one :class:`LessonRun` each lesson; :mod:`course.pipeline` orders their steps.
 """
 
 from __future__ import annotations
