@@ -116,6 +116,52 @@ def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesso
     assert not missing, f"{lesson}: the answer gives {missing}, which its chart does not show"
 
 
+#: The lessons that open with an answer chart (``course-answer``), which a phone shows on its first screen.
+ANSWER_CHARTS = ["01-user-kernel", "04-kernel-read", "06-skipping-layers", "08-since-2000"]
+
+#: Where the answer chart, its first bar and its legend are on the page, and the window's height, in CSS px.
+ANSWER_CHART_BOX = """
+const figure = document.querySelector('article .course-chart.course-answer');
+const svg = figure.querySelector('svg.course-chart'), legend = figure.querySelector('.course-legend');
+const bar = svg.querySelector('rect');
+return [svg.getBoundingClientRect().top, bar.getBoundingClientRect().bottom,
+        svg.getBoundingClientRect().bottom, legend.getBoundingClientRect().top, innerHeight];
+"""
+
+
+@pytest.fixture(scope="module")
+def phone():
+    """Headless Chromium with a phone's window, 390 x 844 CSS px."""
+    import shutil
+
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    # A headless window is never narrower than 500 px: a phone's viewport is emulated instead.
+    metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.parametrize("lesson", ANSWER_CHARTS)
+def test_on_a_phone_the_answer_chart_is_on_the_first_screen(html: Path, phone, lesson: str) -> None:
+    """Under the question and the answer, before anything else: its first bars on screen, its legend after it."""
+    phone.get((html / "lessons" / f"{lesson}.html").as_uri())
+    assert phone.execute_script("return [innerWidth, innerHeight]") == [390, 844]
+    top, first_bar, bottom, legend, height = phone.execute_script(ANSWER_CHART_BOX)
+    assert first_bar <= height, f"{lesson}: the answer chart's first bar is at {first_bar:.0f} px, below {height} px"
+    assert top <= height - 250, f"{lesson}: only {height - top:.0f} px of the answer chart on the first screen"
+    assert legend >= bottom, f"{lesson}: the legend comes before the chart's bars"
+
+
 def test_no_lesson_chart_repeats_a_machine_under_another_build_tag(html: Path) -> None:
     builds: dict[tuple, list[str]] = {}
     for result_set in store.load_all(ROOT / "results").values():
