@@ -104,7 +104,7 @@ def _numbers(text: str) -> list[str]:
     return re.findall(r"\d[\d,]*(?:\.\d+)?", text)
 
 
-@pytest.mark.parametrize("lesson", CHARTED)
+@pytest.mark.parametrize("lesson", [*CHARTED, "09-khttpd"])
 def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesson: str) -> None:
     article = _article(_page(html, lesson))
     answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
@@ -117,7 +117,7 @@ def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesso
 
 
 #: The lessons that open with an answer chart (``course-answer``), which a phone shows on its first screen.
-ANSWER_CHARTS = ["01-user-kernel", "04-kernel-read", "06-skipping-layers", "08-since-2000"]
+ANSWER_CHARTS = ["01-user-kernel", "04-kernel-read", "06-skipping-layers", "08-since-2000", "09-khttpd"]
 
 #: Where the answer chart, its first bar and its legend are on the page, and the window's height, in CSS px.
 ANSWER_CHART_BOX = """
