@@ -260,7 +260,7 @@ def _who(name: str) -> str:
     guest = re.match(r"(6\.\d+(?:-rt)?) guest:", name) or re.search(r"Debian (6\.\d+(?:-rt)?) guest", name)
     if guest:
         return f"guest {guest[1]}"
-    return "this machine" if name.startswith("host") or "(this machine)" in name else name
+    return "this machine" if name.startswith("host") or "(this machine" in name else name
 
 
 def test_a_set_has_one_colour_in_every_chart_of_every_lesson(html: Path) -> None:
@@ -274,3 +274,21 @@ def test_a_set_has_one_colour_in_every_chart_of_every_lesson(html: Path) -> None
     assert all(len(found) == 1 for found in colours.values()), colours
     used = [next(iter(found)) for found in colours.values()]
     assert len(used) == len(set(used)), f"two sets share a colour: {colours}"
+
+
+def test_the_home_table_is_in_one_unit_and_names_this_machine_a_vm(html: Path) -> None:
+    """Nanoseconds in every column (ticks of three clocks never share a row); a host that is a VM says so."""
+    page = (html / "docs" / "index.html").read_text(encoding="utf-8")
+    table = page.split('<table class="course-table', 1)[1].split("</table>", 1)[0]
+    head, body = table.split("</thead>", 1)
+    cells = [
+        _text(cell)
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+        for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[1:]
+    ]
+    assert cells and all(re.fullmatch(r"[\d.,]+ (ns|times)|—", cell) for cell in cells), cells
+    assert 'data-field="min-ns"' in body, "each figure links to the nanoseconds it shows"
+    sets = store.load_all(ROOT / "results").values()
+    current = next(s for s in sets if f"{s.label} (this machine" in _text(head))
+    if current.machine.get("hypervisor"):
+        assert f"{current.label} (this machine, itself a VM)" in _text(head)

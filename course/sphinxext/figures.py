@@ -444,8 +444,15 @@ class CourseTable(MeasurementsDirective):
         if measurement.get("goal") is not None and measurement.get(field) is not None:
             met = "met" if measurement[field] <= measurement["goal"] else "not met"
             text += f" (goal ≤ {format_value(measurement['goal'], measurement['unit'])}: {met})"
+        # A figure shown in ns names its field so: its link and its check convert as the page did.
+        shown_ns = in_ns and measurement.get("unit", REAL_TICKS) == REAL_TICKS
         return course_value(
-            text, text, title=describe(lookup, field), measurement=key, set_id=lookup.result_set.id, field=field
+            text,
+            text,
+            title=describe(lookup, field, shown_ns),
+            measurement=key,
+            set_id=lookup.result_set.id,
+            field=field + ("-ns" if shown_ns else ""),
         )
 
 
