@@ -116,6 +116,18 @@ def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesso
     assert not missing, f"{lesson}: the answer gives {missing}, which its chart does not show"
 
 
+@pytest.mark.parametrize("lesson", KERNEL_LESSONS)
+def test_a_hosts_stand_in_says_so_on_its_bar(html: Path, lesson: str) -> None:
+    """No module runs on the host: its share is the invalid call's, and its bar's row says so, not only a note."""
+    article = _article(_page(html, lesson))
+    chart = article.split('class="course-chart course-answer', 1)[1].split("</details>", 1)[0]
+    svg, table = chart.split("</svg>", 1)
+    rows = [_text(row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+    hosts = [row for row in rows if " host " in f" {row}"]
+    assert hosts and all(": invalid call " in row for row in hosts), hosts
+    assert ": invalid call</text>" in svg, "on the bar's row as drawn"
+
+
 #: The lessons that open with an answer chart (``course-answer``), which a phone shows on its first screen.
 ANSWER_CHARTS = ["01-user-kernel", "04-kernel-read", "06-skipping-layers", "08-since-2000", "09-khttpd"]
 

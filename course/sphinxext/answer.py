@@ -10,6 +10,8 @@ each kind of set::
       guests 06-skipping-layers/saving-percent.ksys-read.tty
       today not measurable: why (instead of host and guests)
 
+Words after a figure's id name what the figure stands in for on its bar's row (``host <id> invalid call``).
+
 ``2000`` is the reference set, ``host`` this machine's own kernel (never a guest's figure),
 ``guests`` every set of the kernel matrix under ``tcg-icount`` (instructions, the same on every
 host). Emulated (TCG) figures never appear: they move with the host from run to run.
@@ -17,6 +19,7 @@ host). Emulated (TCG) figures never appear: they move with the host from run to 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 from docutils import nodes
@@ -56,8 +59,12 @@ class CourseAnswer(MeasurementsDirective):
                 elif kind == "today":
                     shares.append(charts.Share("today", None, rest, note="not measured today: " + rest))
                 else:
+                    # Words after the figure's id go on its bar's row: a stand-in says so where it is drawn.
+                    key, _, standing_for = rest.partition(" ")
                     for result_set in self._sets(kind):
-                        share = self._share(result_set, rest)
+                        share = self._share(result_set, key)
+                        if share is not None and standing_for.strip():
+                            share = dataclasses.replace(share, series=f"{share.series}: {standing_for.strip()}")
                         if share is not None:
                             shares.append(share)
                             entries.append((share.colour, legend_name(result_set)))
