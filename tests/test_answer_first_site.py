@@ -304,3 +304,29 @@ def test_the_home_table_is_in_one_unit_and_names_this_machine_a_vm(html: Path) -
     current = next(s for s in sets if f"{s.label} (this machine" in _text(head))
     if current.machine.get("hypervisor"):
         assert f"{current.label} (this machine, itself a VM)" in _text(head)
+
+
+def test_the_machines_overview_sets_2000s_crossing_beside_todays_with_the_mitigations_next_to_it(html: Path) -> None:
+    """2000's crossing is the article's breakdown (as lessons 1 and 8 chart it); the table says what it leaves out."""
+    page = (html / "docs" / "machines.html").read_text(encoding="utf-8")
+    table, rest = page.split("<table", 1)[1].split("</table>", 1)
+    head = [_text(cell) for cell in re.findall(r"<th[^>]*>(.*?)</th>", table.split("</thead>", 1)[0], re.S)]
+    assert head[1].startswith("the crossing alone") and head[2] == "mitigations", head[:3]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+    sets = store.load_all(ROOT / "results")
+    breakdown = sets["reference-2000"].measurement("08-since-2000/entry-exit.article")
+    ns = breakdown["value"] / breakdown["tsc_hz"] * 1e9
+    first = next(row for row in rows if row and _text(row[0]).startswith("2000"))
+    assert _text(first[1]) == f"{breakdown['value']:,.0f} ticks / {ns:,.0f} ns", "as lessons 1 and 8 chart it"
+    notes = [_text(note) for note in re.findall(r'<p class="course-table-note">(.*?)</p>', rest, re.S)]
+    shown = len(rows) - 1
+    if shown < len(sets):
+        assert f"It shows {shown} of the {len(sets)} stored sets" in notes[0], notes[0]
+    # This machine's crossing against each other host's, with the files in which their kernels differ.
+    current = next(s for s in sets.values() if f"{s.label} (this machine" in _text(page))
+    for other in sets.values():
+        if other is current or other.kind == "reference" or not other.measurement("08-since-2000/invalid-syscall"):
+            continue
+        mine, theirs = current.machine.get("mitigations") or {}, other.machine.get("mitigations") or {}
+        differ = sorted(name for name in {*mine, *theirs} if mine.get(name) != theirs.get(name))
+        assert f"{other.label} (" in notes[1] and ", ".join(differ) in notes[1], (other.id, differ, notes[1])
