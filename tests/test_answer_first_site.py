@@ -104,7 +104,7 @@ def _numbers(text: str) -> list[str]:
     return re.findall(r"\d[\d,]*(?:\.\d+)?", text)
 
 
-@pytest.mark.parametrize("lesson", CHARTED)
+@pytest.mark.parametrize("lesson", [*CHARTED, "09-khttpd"])
 def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesson: str) -> None:
     article = _article(_page(html, lesson))
     answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
@@ -114,6 +114,64 @@ def test_the_opening_chart_shows_every_figure_the_answer_gives(html: Path, lesso
     assert given, "the answer gives its figures"
     missing = [text for text in given if _numbers(text)[0] not in drawn]
     assert not missing, f"{lesson}: the answer gives {missing}, which its chart does not show"
+
+
+@pytest.mark.parametrize("lesson", KERNEL_LESSONS)
+def test_a_hosts_stand_in_says_so_on_its_bar(html: Path, lesson: str) -> None:
+    """No module runs on the host: its share is the invalid call's, and its bar's row says so, not only a note."""
+    article = _article(_page(html, lesson))
+    chart = article.split('class="course-chart course-answer', 1)[1].split("</details>", 1)[0]
+    svg, table = chart.split("</svg>", 1)
+    rows = [_text(row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+    hosts = [row for row in rows if " host " in f" {row}"]
+    assert hosts and all(": invalid call " in row for row in hosts), hosts
+    assert ": invalid call</text>" in svg, "on the bar's row as drawn"
+
+
+#: The lessons that open with an answer chart (``course-answer``), which a phone shows on its first screen.
+ANSWER_CHARTS = ["01-user-kernel", "04-kernel-read", "06-skipping-layers", "08-since-2000", "09-khttpd"]
+
+#: Where the answer chart, its first bar and its legend are on the page, and the window's height, in CSS px.
+ANSWER_CHART_BOX = """
+const figure = document.querySelector('article .course-chart.course-answer');
+const svg = figure.querySelector('svg.course-chart'), legend = figure.querySelector('.course-legend');
+const bar = svg.querySelector('rect');
+return [svg.getBoundingClientRect().top, bar.getBoundingClientRect().bottom,
+        svg.getBoundingClientRect().bottom, legend.getBoundingClientRect().top, innerHeight];
+"""
+
+
+@pytest.fixture(scope="module")
+def phone():
+    """Headless Chromium with a phone's window, 390 x 844 CSS px."""
+    import shutil
+
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    # A headless window is never narrower than 500 px: a phone's viewport is emulated instead.
+    metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.parametrize("lesson", ANSWER_CHARTS)
+def test_on_a_phone_the_answer_chart_is_on_the_first_screen(html: Path, phone, lesson: str) -> None:
+    """Under the question and the answer, before anything else: its first bars on screen, its legend after it."""
+    phone.get((html / "lessons" / f"{lesson}.html").as_uri())
+    assert phone.execute_script("return [innerWidth, innerHeight]") == [390, 844]
+    top, first_bar, bottom, legend, height = phone.execute_script(ANSWER_CHART_BOX)
+    assert first_bar <= height, f"{lesson}: the answer chart's first bar is at {first_bar:.0f} px, below {height} px"
+    assert top <= height - 250, f"{lesson}: only {height - top:.0f} px of the answer chart on the first screen"
+    assert legend >= bottom, f"{lesson}: the legend comes before the chart's bars"
 
 
 def test_no_lesson_chart_repeats_a_machine_under_another_build_tag(html: Path) -> None:
@@ -214,7 +272,7 @@ def _who(name: str) -> str:
     guest = re.match(r"(6\.\d+(?:-rt)?) guest:", name) or re.search(r"Debian (6\.\d+(?:-rt)?) guest", name)
     if guest:
         return f"guest {guest[1]}"
-    return "this machine" if name.startswith("host") or "(this machine)" in name else name
+    return "this machine" if name.startswith("host") or "(this machine" in name else name
 
 
 def test_a_set_has_one_colour_in_every_chart_of_every_lesson(html: Path) -> None:
@@ -228,3 +286,47 @@ def test_a_set_has_one_colour_in_every_chart_of_every_lesson(html: Path) -> None
     assert all(len(found) == 1 for found in colours.values()), colours
     used = [next(iter(found)) for found in colours.values()]
     assert len(used) == len(set(used)), f"two sets share a colour: {colours}"
+
+
+def test_the_home_table_is_in_one_unit_and_names_this_machine_a_vm(html: Path) -> None:
+    """Nanoseconds in every column (ticks of three clocks never share a row); a host that is a VM says so."""
+    page = (html / "docs" / "index.html").read_text(encoding="utf-8")
+    table = page.split('<table class="course-table', 1)[1].split("</table>", 1)[0]
+    head, body = table.split("</thead>", 1)
+    cells = [
+        _text(cell)
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+        for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[1:]
+    ]
+    assert cells and all(re.fullmatch(r"[\d.,]+ (ns|times)|—", cell) for cell in cells), cells
+    assert 'data-field="min-ns"' in body, "each figure links to the nanoseconds it shows"
+    sets = store.load_all(ROOT / "results").values()
+    current = next(s for s in sets if f"{s.label} (this machine" in _text(head))
+    if current.machine.get("hypervisor"):
+        assert f"{current.label} (this machine, itself a VM)" in _text(head)
+
+
+def test_the_machines_overview_sets_2000s_crossing_beside_todays_with_the_mitigations_next_to_it(html: Path) -> None:
+    """2000's crossing is the article's breakdown (as lessons 1 and 8 chart it); the table says what it leaves out."""
+    page = (html / "docs" / "machines.html").read_text(encoding="utf-8")
+    table, rest = page.split("<table", 1)[1].split("</table>", 1)
+    head = [_text(cell) for cell in re.findall(r"<th[^>]*>(.*?)</th>", table.split("</thead>", 1)[0], re.S)]
+    assert head[1].startswith("the crossing alone") and head[2] == "mitigations", head[:3]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+    sets = store.load_all(ROOT / "results")
+    breakdown = sets["reference-2000"].measurement("08-since-2000/entry-exit.article")
+    ns = breakdown["value"] / breakdown["tsc_hz"] * 1e9
+    first = next(row for row in rows if row and _text(row[0]).startswith("2000"))
+    assert _text(first[1]) == f"{breakdown['value']:,.0f} ticks / {ns:,.0f} ns", "as lessons 1 and 8 chart it"
+    notes = [_text(note) for note in re.findall(r'<p class="course-table-note">(.*?)</p>', rest, re.S)]
+    shown = len(rows) - 1
+    if shown < len(sets):
+        assert f"It shows {shown} of the {len(sets)} stored sets" in notes[0], notes[0]
+    # This machine's crossing against each other host's, with the files in which their kernels differ.
+    current = next(s for s in sets.values() if f"{s.label} (this machine" in _text(page))
+    for other in sets.values():
+        if other is current or other.kind == "reference" or not other.measurement("08-since-2000/invalid-syscall"):
+            continue
+        mine, theirs = current.machine.get("mitigations") or {}, other.machine.get("mitigations") or {}
+        differ = sorted(name for name in {*mine, *theirs} if mine.get(name) != theirs.get(name))
+        assert f"{other.label} (" in notes[1] and ", ".join(differ) in notes[1], (other.id, differ, notes[1])

@@ -334,6 +334,18 @@ def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> 
     assert {"page cache, host", "2000: 948 ns + 2 ticks a byte", "bytes read", "ns (log scale)"} <= set(_texts(svg))
 
 
+def test_a_size_chart_says_which_points_are_minima_beside_the_medians() -> None:
+    """A best-of-the-samples mark sits beside the article's best-of-N; its table row says it is a minimum."""
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
+
+    medians = SizeSeries("page cache, host", ((0.0, 470.0), (4096.0, 900.0)), 0.025, 800.0, 1)
+    best = SizeSeries("empty read, best, host", ((0.0, 421.0),), None, None, 1, "-", "^", "minimum, measured")
+    chart = size_chart([medians, best], "size")
+    assert ("page cache, host", "0", "470", "median, measured") in chart.rows
+    assert ("empty read, best, host", "0", "421", "minimum, measured") in chart.rows
+    assert chart.svg.count('<path d="M0 -3.4L3 2.2H-3Z"') == 1 + 1, "its own marker, and one in the legend"
+
+
 GRID = re.compile(r'<path d="[^"]+" fill="none" stroke="currentColor" stroke-opacity="0.2"/>')
 BAR = re.compile(r"<rect |<circle |<text [^>]*course-chart-halo")
 

@@ -51,14 +51,24 @@ def test_each_kernel_shows_both_boots_and_what_the_mitigations_add(app: SphinxTe
 
 
 @pytest.mark.sphinx("html", testroot="course-mitigations")
-def test_the_chart_draws_both_boots_in_one_icount_panel_and_the_guests_lists_follow(app: SphinxTestApp) -> None:
+def test_the_chart_draws_what_the_mitigations_add_in_percent_and_the_guests_lists_follow(app: SphinxTestApp) -> None:
+    """One bar a kernel and figure: the table's on-minus-off over on, never the two boots' counts again."""
     app.build()
     html = _page(app)
     chart = html.split('class="course-chart', 1)[1].split("</details>", 1)[0]
     figures = _text(chart.split("<summary>", 1)[1])
-    for state in ("mitigations on (default)", "mitigations=off"):
-        assert f"6.12: floor {state} " in figures
-    assert figures.count("icount ticks (guest instructions, the same on every host)") == 8, "one panel, one unit"
+    svg = chart.split("</svg>", 1)[0]
+    floor = "04-kernel-read/user.entry.invalid-syscall"
+    for kernel in ("6.1", "6.12"):
+        on = _median(f"qemu-icount-debian-{kernel}-skylake-server-v4", floor)
+        off = _median(f"qemu-icount-debian-{kernel}-skylake-server-v4-mitigations-off", floor)
+        added = f"{100 * (on - off) / on:.1f}"
+        assert f" floor {kernel} {added} % " in figures, f"{kernel}'s bar is its share added"
+        assert f" {added}</text>" in svg, "drawn beside its bar, the axis naming the unit"
+    assert figures.count("instructions added, % of the call with mitigations on") == 4, "one panel, one unit"
+    table = chart.split("<summary>", 1)[1]
+    assert table.count("<tr") - 1 == 4, "four bars: two kernels, two figures"
+    assert "icount ticks" not in svg and "mitigations=off" not in svg, "neither boot's count drawn again"
     lists = _text(html.split('class="course-guest-vulnerabilities', 1)[1].split("</ul>", 1)[0])
     assert "6.1, mitigations on (default): " in lists and "meltdown: Mitigation: PTI" in lists
     assert "6.1, mitigations=off: " in lists and "meltdown: Vulnerable" in lists, "the guest's own words, both boots"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -85,3 +86,38 @@ def test_an_arrow_through_a_centred_cluster_label_is_found() -> None:
     # The figure as it was: labels centred over the syscall arrow, which enters the kernel at the centre.
     centred = _diagrams("02-read-path.md")[0].replace(" labeljust=l;", "")
     assert _crossings(_svg(centred)) == ["libc->entry crosses the label 'kernel space'"]
+
+
+def _cluster_box(svg: str, name: str) -> tuple[float, float, float, float]:
+    """The box (x0, y0, x1, y1) of the cluster called ``name`` (its dashed border)."""
+    for group in re.findall(r'<g id="clust\d+" class="cluster">(.*?)</g>', svg, re.S):
+        if re.search(r"<title>([^<]*)</title>", group)[1] == name:
+            corners = [tuple(map(float, pair.split(","))) for pair in re.search(r'points="([^"]+)"', group)[1].split()]
+            xs, ys = [x for x, _ in corners], [y for _, y in corners]
+            return min(xs), min(ys), max(xs), max(ys)
+    raise AssertionError(f"no cluster {name}")
+
+
+#: How close to a border an arrow may run before it reads as running along it, in the SVG's units (points).
+CLEARANCE = 6
+
+
+def test_lesson_2s_way_back_runs_clear_of_the_kernel_space_border() -> None:
+    svg = _svg(_diagrams("02-read-path.md")[0])
+    _, top, right, bottom = _cluster_box(svg, "cluster_kernel")
+    back = [(edge, x, y) for edge, x, y in _edge_points(svg) if "libc" in unescape(edge) and "entry" not in edge]
+    assert back, "the way back is drawn"
+    along = [(round(x), round(y)) for _, x, y in back if top <= y <= bottom and abs(x - right) < CLEARANCE]
+    assert not along, f"the way back runs along the kernel-space border at {along}"
+
+
+def test_a_name_with_an_underscore_keeps_clear_of_the_line_below_it() -> None:
+    """An underscore sits on the baseline: lines of a node a font size apart put it on the next line's capitals."""
+    svg = _svg(_diagrams("02-read-path.md")[0])
+    close = []
+    for group in re.findall(r'<g id="node\d+" class="node">(.*?)</g>', svg, re.S):
+        lines = re.findall(r'<text[^>]* y="([-\d.]+)"[^>]*font-size="([\d.]+)"[^>]*>([^<]*)<', group)
+        for (y, size, text), (below, _, _) in itertools.pairwise(lines):
+            if "_" in text and float(below) - float(y) < 1.2 * float(size):
+                close.append(unescape(text))
+    assert not close, f"these names touch the line below them: {close}"

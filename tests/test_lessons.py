@@ -63,3 +63,25 @@ def test_disassembly_needs_program_or_library(tmp_path: Path) -> None:
     layout = _mini_course(tmp_path, '[[disassemble]]\nid = "x"\nsymbol = "main"\n')
     with pytest.raises(lessons.LessonError, match="exactly one of program or library"):
         lessons.discover(layout)
+
+
+def _prose(text: str) -> str:
+    """A lesson's words without its code blocks, inline code and roles (a role's figure comes from a result file)."""
+    import re
+
+    text = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
+    text = re.sub(r"\{[a-z0-9-]+\}`[^`]*`", " {figure} ", text)
+    return re.sub(r"`[^`]*`", " ", text)
+
+
+def test_no_lesson_types_an_approximate_measured_figure(course_root: Path) -> None:
+    """An "about 300 ticks" or "about 300 of its {figure}" is a figure typed by hand: it comes from a result file."""
+    import re
+
+    typed = re.compile(r"\b(?:about|nearly|roughly|around|some) \d[\d,.]*\s+(?:ticks|ns|cycles|instructions|of its)\b")
+    found = [
+        (path.name, match[0])
+        for path in sorted((course_root / "lessons").glob("*.md"))
+        for match in typed.finditer(re.sub(r"\s+", " ", _prose(path.read_text(encoding="utf-8"))))
+    ]
+    assert not found, found

@@ -44,6 +44,16 @@ def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
 
 
 @pytest.mark.sphinx("html", testroot="course")
+def test_a_tables_note_says_each_thing_once_a_page_and_2000_only_under_a_2000_column(app: SphinxTestApp) -> None:
+    app.build()
+    notes = [unescape(note) for note in re.findall(r'<p class="course-table-note">(.*?)</p>', _html(app, "today"))]
+    first, second = notes  # today.md: a pipe alone (no 2000 figure), then the same beside 2000 with the ratio
+    assert first.startswith("Each cell: minimum / median") and "2000" not in first
+    assert "Each cell" not in second, "not repeated under the next table"
+    assert second.startswith("The 2000 figures are Rubini") and "the column after this machine" in second
+
+
+@pytest.mark.sphinx("html", testroot="course")
 def test_an_optional_figure_not_yet_measured_is_said_so_without_a_warning(app: SphinxTestApp) -> None:
     app.build()
     assert app._warning.getvalue() == ""

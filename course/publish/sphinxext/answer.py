@@ -10,6 +10,8 @@ each kind of set::
       guests 06-skipping-layers/saving-percent.ksys-read.tty
       today not measurable: why (instead of host and guests)
 
+Words after a figure's id name what the figure stands in for on its bar's row (``host <id> invalid call``).
+
 ``2000`` is the reference set, ``host`` this machine's own kernel (never a guest's figure),
 ``guests`` every set of the kernel matrix under ``tcg-icount`` (instructions, the same on every
 host). Emulated (TCG) figures never appear: they move with the host from run to run.
@@ -17,6 +19,7 @@ host). Emulated (TCG) figures never appear: they move with the host from run to 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 from docutils import nodes
@@ -56,8 +59,12 @@ class CourseAnswer(MeasurementsDirective):
                 elif kind == "today":
                     shares.append(charts.Share("today", None, rest, note="not measured today: " + rest))
                 else:
+                    # Words after the figure's id go on its bar's row: a stand-in says so where it is drawn.
+                    key, _, standing_for = rest.partition(" ")
                     for result_set in self._sets(kind):
-                        share = self._share(result_set, rest)
+                        share = self._share(result_set, key)
+                        if share is not None and standing_for.strip():
+                            share = dataclasses.replace(share, series=f"{share.series}: {standing_for.strip()}")
                         if share is not None:
                             shares.append(share)
                             entries.append((share.colour, legend_name(result_set)))
@@ -152,7 +159,9 @@ class CourseSizeLine(MeasurementsDirective):
     """Cost against read size on this machine, with the fitted line, and the article's cost a byte beside it.
 
     Content lines: ``<measurement template with {size}> <slope measurement> <label>``, and one
-    ``2000 <empty read> <ticks a byte, low> <ticks a byte, high>`` for the article's figures.
+    ``2000 <empty read> <ticks a byte, low> <ticks a byte, high>`` for the article's figures; a line
+    ``best <bytes> <measurement> <label>`` marks this machine's minimum of one size, the figure the
+    article's best-of-N compares with (the medians and their line are another statistic).
     """
 
     option_spec: ClassVar[dict] = {"caption": directives.unchanged, "sizes": directives.unchanged_required}
@@ -169,6 +178,9 @@ class CourseSizeLine(MeasurementsDirective):
                 continue
             if words[0] == "2000":
                 series += self._article(words[1:], entries)
+                continue
+            if words[0] == "best":
+                series += self._best(words[1:], entries)
                 continue
             template, slope_key, label = words[0], words[1], " ".join(words[2:])
             points = []
@@ -192,6 +204,22 @@ class CourseSizeLine(MeasurementsDirective):
         with shown_from(current):
             chart = charts.size_chart(series, caption or "cost against read size")
         return [chart_figure(chart, caption, entries)]
+
+    def _best(self, words: list[str], entries: list[tuple[int, str]]) -> list[charts.SizeSeries]:
+        """This machine's minimum of one size, a marker alone: what sits beside the article's best-of-N figures."""
+        if len(words) < 3 or not words[0].isdigit():
+            self.warn("a best line names the size, the measurement and its label", "syntax")
+            return []
+        lookup = self.check(words[1])
+        ns = real_ns(lookup.measurement, "min") if lookup and lookup.measurement else None
+        if ns is None:
+            return []
+        current = self.data.current
+        colour = self.data.colour_of(current.id) if current else 1
+        entries.append((colour, legend_name(current) if current else "host: this machine's own kernel"))
+        label = f"{' '.join(words[2:])}, host"
+        what = "minimum (best of the samples), measured"
+        return [charts.SizeSeries(label, ((float(words[0]), ns),), None, None, colour, "-", "^", what)]
 
     def _article(self, keys: list[str], entries: list[tuple[int, str]]) -> list[charts.SizeSeries]:
         """The article's empty read with two to three ticks a byte on top: two dashed lines, its figures only."""

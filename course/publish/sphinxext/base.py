@@ -115,7 +115,9 @@ class CourseMixin:
 
     def set_title(self, set_id: str) -> str:
         result_set = self.data.sets[set_id]
-        mark = " (this machine)" if set_id == self.data.current_id else ""
+        # A reader takes "this machine" for bare hardware: one that is itself a VM says so in its title.
+        vm = ", itself a VM" if result_set.machine.get("hypervisor") else ""
+        mark = f" (this machine{vm})" if set_id == self.data.current_id else ""
         return result_set.label + mark
 
     def column_title(self, set_id: str, measurements: list[dict | None]) -> str:

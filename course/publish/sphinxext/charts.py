@@ -347,6 +347,7 @@ class SizeSeries:
     colour: int = 0  # the set's colour: two kinds of file of one set differ by their line and marker
     line: str = "-"  # "--" for a line that was not fitted here (the article's figures)
     marker: str = "o"
+    what: str = "median, measured"  # what its points are, in the figures' table
 
 
 #: matplotlib's names of line styles, as SVG dashes; and its markers, as SVG shapes around (0, 0).
@@ -380,7 +381,7 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     header = ("read", "bytes", "nanoseconds", "what it is")
     rows: list[tuple[str, ...]] = []
     for one in series:
-        rows += [(one.label, f"{size:,.0f}", f"{ns:,.0f}", "median, measured") for size, ns in one.points]
+        rows += [(one.label, f"{size:,.0f}", f"{ns:,.0f}", one.what) for size, ns in one.points]
         if one.slope is not None and one.intercept is not None:
             per_byte = f"{one.slope:.3f}".rstrip("0").rstrip(".")  # 4, not 4.000; 0.021 kept
             rows.append((one.label, "per byte", per_byte, f"fitted line: {one.intercept:,.0f} ns + slope"))

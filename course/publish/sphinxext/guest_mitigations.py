@@ -24,12 +24,15 @@ from course.publish.sphinxext import charts
 from course.publish.sphinxext.base import MeasurementsDirective, course_value, simple_table, value_text, wrappable
 from course.publish.sphinxext.context import machine_link
 from course.publish.sphinxext.data import Lookup, describe, format_value, shown_from
-from course.publish.sphinxext.figures import UNIT_TITLES, chart_figure
+from course.publish.sphinxext.figures import chart_figure
 from course.publish.sphinxext.machines import guest_machine
 from course.results.store import ResultSet
 
 #: The parameter that turns the mitigations off, as ``--guest-append`` passes it.
 OFF = "mitigations=off"
+
+#: The chart's panel: what its bars are.
+ADDED = "instructions added, % of the call with mitigations on"
 
 #: The two boots of each kernel, as the page names them.
 STATES = ("mitigations on (default)", OFF)
@@ -108,7 +111,7 @@ class CourseGuestMitigations(MeasurementsDirective):
             return [said]
         out: list[nodes.Node] = [self._table(kernels, rows, field, caption)]
         with shown_from(next(s for _, on, off in kernels for s in (on, off) if s)):
-            out.append(self._chart(kernels, rows, field, caption))
+            out.append(self._chart(kernels, rows, field, cpu))
         out.append(self._vulnerabilities(kernels, cpu))
         return out
 
@@ -154,27 +157,38 @@ class CourseGuestMitigations(MeasurementsDirective):
             body += row
         return table
 
-    def _chart(self, kernels, rows, field: str, caption: str) -> nodes.Node:
+    def _chart(self, kernels, rows, field: str, cpu: str) -> nodes.Node:
+        """The table's point at a glance: the share of each call's instructions the mitigations add, one bar a kernel.
+
+        Both boots' counts stay in the table above; a bar is their difference over the count with them on.
+        """
+        # Each kernel in its own colour: that of its default boot, as every other chart of the site draws it.
+        default_boots = guest_kernels.guest_sets(self.data.with_pages(), "tcg-icount")
+        colours = {guest_kernels.matrix_guest(s).get("name"): self.data.colour_of(s.id) for s in default_boots}
         bars = []
         for key, label in rows:
             for name, on, off in kernels:
-                for colour, (state, result_set) in enumerate(zip(STATES, (on, off), strict=True), start=1):
-                    measurement = result_set.measurement(key) if result_set else None
-                    if not measurement:
-                        continue
-                    unit = measurement.get("unit", "ticks")
-                    ok = measurement.get("status") == "ok"
-                    value = measurement.get(field) if ok else None
-                    text = (
-                        format_value(value, unit).split(" ", 1)[0]
-                        if value is not None
-                        else value_text(measurement, field, False)
+                gap = difference(on.measurement(key) if on else None, off.measurement(key) if off else None, field)
+                if gap is None:
+                    continue
+                note = f"({on.label}) - ({off.label}), over the first: {key}, {field}"
+                bars.append(
+                    charts.Bar(
+                        label,
+                        name,
+                        gap[1],
+                        f"{gap[1]:.1f} %",
+                        note,
+                        colours.get(name, self.data.colour_of(on.id)),
+                        "%",
+                        ADDED,
                     )
-                    note = f"{result_set.label}: {key}"
-                    panel = UNIT_TITLES.get(unit, unit)
-                    bars.append(charts.Bar(f"{name}: {label}", state, value, text, note, colour, unit, panel))
-        chart = charts.bar_chart(bars, caption or "mitigations on and off")
-        return chart_figure(chart, caption)
+                )
+        caption = (
+            f"What the mitigations add to one call in each guest kernel, in percent of its instructions with them on "
+            f"(QEMU -icount, {cpu}, {field}s; both counts are in the table above)"
+        )
+        return chart_figure(charts.bar_chart(bars, caption), caption)
 
     def _vulnerabilities(self, kernels, cpu: str) -> nodes.Node:
         """What each guest's kernel wrote in its own vulnerability files, booted by default and with mitigations=off."""

@@ -11,6 +11,7 @@ from docutils.utils.smartquotes import educate_tokens, smartchars
 from docutils.writers._html_base import HTMLTranslator
 from sphinx.util.docutils import SphinxDirective
 
+from course.kernel import guest_kernels
 from course.publish.sphinxext import depends
 from course.publish.sphinxext.base import CourseMixin, MeasurementsDirective, simple_table, table_row, value_text
 from course.publish.sphinxext.context import host_kind, machine_link
@@ -293,10 +294,11 @@ def hardware_cell(measurement: dict | None, then_ns: float | None) -> str:
     """Ticks, ns and the ratio to 2000 (when ``then_ns`` is given); ns and the ratio only for figures of real time."""
     if not measurement:
         return "—"
-    text = value_text(measurement, "min", False)
+    field = "min" if measurement.get("min") is not None else "value"  # the article's breakdown is one figure
+    text = value_text(measurement, field, False)
     if measurement.get("status") != "ok":
         return text
-    now_ns = real_ns(measurement)  # None for emulated and icount ticks, whatever rate was recorded
+    now_ns = real_ns(measurement, field)  # None for emulated and icount ticks, whatever rate was recorded
     if now_ns is not None:
         text += f" / {format_value(now_ns, 'ns')}"
         if then_ns and now_ns:
@@ -310,15 +312,19 @@ depends.register_figure(CELL_VIEW, lambda measurement, then: hardware_cell(measu
 class CourseHardware(MeasurementsDirective):
     """Every result set in one table: the machine, and chosen figures in ticks, in ns and against 2000.
 
-    Content lines name the figures to compare (``<measurement id> <label>``), as in ``course-table``.
+    Content lines name the figures to compare (``<measurement id> <label>``), as in ``course-table``;
+    ``<id>|<2000 id>`` takes the 2000 row's figure from another measurement of the reference set (the
+    article's breakdown of a call it never timed). The mitigations follow the first figure, which they
+    change first.
     """
 
     def run(self) -> list[nodes.Node]:
-        figures = self.rows()
+        figures = [(*key.partition("|")[::2], label) for key, label in self.rows()]
         reference = next((s for s in self.data.shown() if s.kind == "reference"), None)
-        # The answer first: the figures against 2000, then what the machine was.
-        headers = ["set", *(f"{label} (ticks / ns / vs 2000)" for _, label in figures)]
-        headers += ["CPU", "kernel", "virtualization", "TSC", "mitigations"]
+        # The answer first: the figures against 2000, the mitigations beside the first, then what the machine was.
+        headers = ["set", *(f"{label} (ticks / ns / vs 2000)" for _, _, label in figures)]
+        headers.insert(2, "mitigations")
+        headers += ["CPU", "kernel", "virtualization", "TSC"]
         table = simple_table(headers, [])
         body = table.next_node(nodes.tbody)
         for result_set in self.data.shown():
@@ -327,20 +333,16 @@ class CourseHardware(MeasurementsDirective):
             self.use_set_info(result_set, SUMMARY_VIEW)
             summary = machine_summary(result_set)
             cells: list = [machine_link(self, result_set.id, self.set_title(result_set.id))]
-            for key, _ in figures:
-                lookup = self.data.find(key, result_set.id)
-                then = reference.measurement(key) if reference and result_set is not reference else None
-                then_ns = real_ns(then) if then else None
+            for key, then_key, _ in figures:
+                own = then_key if then_key and result_set is reference else key
+                lookup = self.data.find(own, result_set.id)
+                then = reference.measurement(then_key or key) if reference and result_set is not reference else None
+                then_ns = real_ns(then, "min" if then.get("min") is not None else "value") if then else None
                 argument = repr(then_ns) if then_ns else ""
-                self.use_figure(lookup, key, CELL_VIEW, argument)
+                self.use_figure(lookup, own, CELL_VIEW, argument)
                 cells.append(hardware_cell(lookup.measurement if lookup else None, then_ns))
-            cells += [
-                summary["cpu"],
-                summary["kernel"],
-                summary["virtualization"],
-                summary["tsc"],
-                summary["mitigations"],
-            ]
+            cells.insert(2, summary["mitigations"])
+            cells += [summary["cpu"], summary["kernel"], summary["virtualization"], summary["tsc"]]
             body += table_row(cells)
         note = nodes.paragraph(
             classes=["course-table-note"],
@@ -348,10 +350,67 @@ class CourseHardware(MeasurementsDirective):
                 "vs 2000: how many times faster than the article's figure for the same call, comparing nanoseconds "
                 "(ticks are not comparable: the article's 500 MHz CPU counted core cycles, "
                 "an invariant TSC counts time). "
-                "Emulated and icount ticks have no nanoseconds and are not compared."
+                "Emulated and icount ticks have no nanoseconds and are not compared. " + self._left_out()
             ),
         )
-        return [table, note]
+        return [table, note, *(self._mitigations_apart(*figures[0][::2]) if figures else [])]
+
+    def _left_out(self) -> str:
+        """Which stored sets the table leaves out, and why: each still has its page below."""
+        shown = {s.id for s in self.data.shown()}
+        apart = [s for s in self.data.with_pages() if s.id not in shown]
+        if not apart:
+            return f"The table shows every stored set ({len(shown)})."
+        other_boots = sum(1 for s in apart if guest_kernels.other_hardware(s))
+        reasons = []
+        if other_boots:
+            reasons.append(
+                f"{other_boots} are the guests of lesson 8's mitigations section, booted on another CPU model or "
+                "with mitigations=off (beside the default guests here, they would show each kernel twice)"
+            )
+        if len(apart) > other_boots:
+            reasons.append(f"{len(apart) - other_boots} were not chosen for the tables (invoke site --sets)")
+        return (
+            f"It shows {len(shown)} of the {len(shown) + len(apart)} stored sets: of the others, "
+            + "; ".join(reasons)
+            + ". Each has its page below."
+        )
+
+    def _mitigations_apart(self, key: str, label: str) -> list[nodes.Node]:
+        """This machine's first figure against the other hosts', with the vulnerability files where they differ.
+
+        Read from each machine's own files; which difference accounts for the gap is left to the reader.
+        """
+        current = self.data.current
+        if current is None or only_in_guest(current):
+            return []
+        mine = current.measurement(key)
+        mine_ns = real_ns(mine) if mine else None
+        states = current.machine.get("mitigations") or {}
+        others = []
+        for other in self.data.shown():
+            if other is current or other.kind == "reference" or only_in_guest(other):
+                continue
+            theirs = other.measurement(key)
+            their_ns = real_ns(theirs) if theirs else None
+            their_states = other.machine.get("mitigations") or {}
+            if not mine_ns or not their_ns or not states or not their_states:
+                continue
+            differ = sorted(
+                name for name in set(states) | set(their_states) if states.get(name) != their_states.get(name)
+            )
+            files = ", ".join(differ) if differ else "none"
+            others.append(f"{other.label} ({format_value(their_ns, 'ns')}): {files}")
+        if not mine_ns or not others:
+            return []
+        text = (
+            f"{label[:1].upper() + label[1:]}: {format_value(mine_ns, 'ns')} on {self.set_title(current.id)}. "
+            "The vulnerability files in which each other host's kernel differs from this machine's: "
+            + "; ".join(others)
+            + ". A mitigation that works on every crossing (lesson 8 lists what each does) changes this figure "
+            "first; that a given difference accounts for a gap is our inference, not a measurement."
+        )
+        return [nodes.paragraph(classes=["course-table-note"], text=text)]
 
 
 def provenance(result_set) -> list[tuple[str, str]]:

@@ -85,6 +85,7 @@ class CourseTable(MeasurementsDirective):
         # A class column of dashes only takes room: the class's figures here are all ticks of no time.
         with_class = any(spreads.values())
         columns = 1 + len(keep) + with_class + ratio
+        with_2000 = any(self.data.sets[set_id].kind == "reference" for set_id in keep)
         table = nodes.table(classes=["course-table"])
         if self.options.get("caption"):
             table += nodes.title(text=self.options["caption"])
@@ -124,10 +125,10 @@ class CourseTable(MeasurementsDirective):
         if pooled:
             text = CLASS_NOTE if with_class else CLASS_ON_PAGES
             note = nodes.paragraph(classes=["course-table-note"], text=text.format(sets=len(pooled)))
-            return [table, note] if field else [table, note, self._note(ratio)]
+            return [table, note] if field else [table, note, *self._note(ratio, with_2000)]
         if field:
             return [table]
-        return [table, self._note(ratio)]
+        return [table, *self._note(ratio, with_2000)]
 
     @staticmethod
     def _has_unit(result_set: ResultSet, looked: list, unit: str) -> bool:
@@ -150,22 +151,28 @@ class CourseTable(MeasurementsDirective):
         )
         return title
 
-    def _note(self, ratio: bool) -> nodes.Node:
-        text = (
+    def _note(self, ratio: bool, with_2000: bool) -> list[nodes.Node]:
+        """What the cells are, said once a page: a later table adds only what it shows anew (2000, the ratio)."""
+        sentences = [
             "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted (a stamp "
-            "pair's own row is that cost), and below "
-            "them the 90th and 99th percentiles (the spread). "
-            'The 2000 figures are Rubini\'s (Linux Magazine, 2000): a best-of-N on his "500MHz box" '
-            "(a Pentium-class CPU, whose TSC counted core clock cycles); "
-            "today's invariant TSC ticks at a fixed rate."
-        )
+            "pair's own row is that cost), and below them the 90th and 99th percentiles (the spread)."
+        ]
+        if with_2000:
+            sentences.append(
+                'The 2000 figures are Rubini\'s (Linux Magazine, 2000): a best-of-N on his "500MHz box" '
+                "(a Pentium-class CPU, whose TSC counted core clock cycles); "
+                "today's invariant TSC ticks at a fixed rate."
+            )
         if ratio:
-            text += (
-                " Across the two, compare nanoseconds: the column after this machine's divides the 2000 "
+            sentences.append(
+                "Across the two, compare nanoseconds: the column after this machine's divides the 2000 "
                 "minimum by this machine's, both in ns (2 means the call took twice as long in 2000). "
                 "Ticks compare within one machine only."
             )
-        return nodes.paragraph(classes=["course-table-note"], text=text)
+        said = self.env.temp_data.setdefault("course_table_notes", set())  # this page's, read once
+        new = [sentence for sentence in sentences if sentence not in said]
+        said.update(new)
+        return [nodes.paragraph(classes=["course-table-note"], text=" ".join(new))] if new else []
 
     def _ratio(self, key: str, found: dict[str, Lookup | None]) -> nodes.Node:
         """This machine's figure against 2000's, in ns; a dash when either is missing or not real time."""
@@ -215,6 +222,13 @@ class CourseTable(MeasurementsDirective):
         if measurement.get("goal") is not None and measurement.get(field) is not None:
             met = "met" if measurement[field] <= measurement["goal"] else "not met"
             text += f" (goal ≤ {format_value(measurement['goal'], measurement['unit'])}: {met})"
+        # A figure shown in ns names its field so: its link and its check convert as the page did.
+        shown_ns = in_ns and measurement.get("unit", REAL_TICKS) == REAL_TICKS
         return course_value(
-            text, text, title=describe(lookup, field), measurement=key, set_id=lookup.result_set.id, field=field
+            text,
+            text,
+            title=describe(lookup, field, shown_ns),
+            measurement=key,
+            set_id=lookup.result_set.id,
+            field=field + ("-ns" if shown_ns else ""),
         )
