@@ -9,6 +9,8 @@ or an upward import fails with the rest.
 from __future__ import annotations
 
 import ast
+import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,3 +237,12 @@ def test_a_subpackage_outside_the_layers_is_named(tmp_path: Path) -> None:
     (package / "extras").mkdir()
     (package / "extras" / "__init__.py").write_text("")
     assert problems(package) == ["course.extras is in no layer: add it to LAYERS (tests/test_layers.py) and to docs/"]
+
+
+def test_the_architecture_page_draws_these_layers() -> None:
+    """docs/architecture.md draws this map: an arrow from each layer's package to each package of the layer below."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    drawn = set(re.findall(r"^\s*(\w+) -> (\w+);", page, re.M))
+    named = [[name or "top" for name in names] for names in LAYERS]
+    expected = {(upper, lower) for below, above in itertools.pairwise(named) for upper in above for lower in below}
+    assert drawn == expected
