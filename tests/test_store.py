@@ -481,6 +481,22 @@ def test_the_checked_keys_change_with_python_and_its_unicode_tables() -> None:
     assert sys.version.encode() in version and unicodedata.unidata_version.encode() in version
 
 
+def test_the_checked_keys_change_with_each_module_of_the_check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The check lives in validate, its field types and its shown-text check: editing any makes every key anew."""
+    from course.results import schema_types, shown_text, validate
+
+    store._checker_version.cache_clear()
+    before = store._checker_version()
+    for module in (validate, schema_types, shown_text):
+        edited = tmp_path / Path(module.__file__).name
+        edited.write_text(Path(module.__file__).read_text() + "\n# a stricter check\n")
+        with monkeypatch.context() as patched:
+            patched.setattr(module, "__file__", str(edited))
+            store._checker_version.cache_clear()
+            assert store._checker_version() != before, module.__name__
+    store._checker_version.cache_clear()
+
+
 def test_the_guest_helpers_record_keeps_its_programs_lines_while_a_result_file_may_not(tmp_path: Path) -> None:
     """The guest's record of its jobs is read as it is (their output has line breaks); a result file is checked."""
     from course.kernel import kernel_guest

@@ -45,7 +45,7 @@ FIRST_UID = 20000
 COMPILER_LOG_CHARS = 4000
 
 #: The course's checkout, hidden from every job (it holds the solutions' sources).
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]  # course/classroom/ is two folders below it
 
 #: The shared folders where a job may leave files behind (removed after it).
 SHARED_TEMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))

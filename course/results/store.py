@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from course.results import derive, shown_text, validate
+from course.results import derive, schema_types, shown_text, validate
 from course.results.clock import now  # store.now(): every writer's time stamp
 
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
@@ -165,10 +165,12 @@ def _checked_key(path: Path, data: bytes, shown: bool = True) -> str:
 
 @functools.cache
 def _checker_version() -> bytes:
-    """The checking code itself (this module and ``validate``), and what it runs on (Python, whose Unicode
-    tables decide which character is printable): a stricter check trusts no earlier key.
+    """The checking code itself (this module, ``validate`` and the field types and shown-text check it uses),
+    and what it runs on (Python, whose Unicode tables decide which character is printable): a stricter check
+    trusts no earlier key.
     """
-    code = b"".join(hashlib.sha256(Path(source).read_bytes()).digest() for source in (validate.__file__, __file__))
+    checkers = (validate.__file__, schema_types.__file__, shown_text.__file__, __file__)
+    code = b"".join(hashlib.sha256(Path(source).read_bytes()).digest() for source in checkers)
     return code + f"\0{sys.version}\0{unicodedata.unidata_version}\0".encode()
 
 
