@@ -468,7 +468,7 @@ def _diverging_scale(left: float, values: list[float], shares: list[Share], labe
 
 @cached  # drawn again only when what it shows, or this module, changed
 def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") -> Chart:
-    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for percentages).
+    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for savings in %).
 
     Each group is a question's answer (a saving), its title above its bars and, under the title,
     how each era measured it; each bar is a result set, named on its row and coloured as the set
