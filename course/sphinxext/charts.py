@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -415,13 +416,67 @@ class Group:
     shares: tuple[Share, ...] = ()
 
 
+#: The two sides of a diverging answer chart's zero line: a negative saving is a cost.
+SAVED, COSTS_MORE = "saved \u2192", "\u2190 costs more"
+
+
+def _signed_percent(value: float) -> str:
+    """A tick of a diverging axis: its sign says its side (+2 %, 0 %, -2 %)."""
+    return f"{value:+g} %" if value else "0 %"
+
+
+def _side(value: float | None) -> str:
+    """Which side of a diverging chart's zero a figure is on, in words, for its row of the figures' table."""
+    if not value:
+        return ""
+    return " (" + (COSTS_MORE if value < 0 else SAVED).strip("\u2190\u2192 ") + ")"
+
+
+def _diverging_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round ticks from a round bound under ``low`` (< 0) through 0 to one over ``high``: -4, -2, 0, 2, 4."""
+    span = (high - low) / most
+    if not (sys.float_info.min <= span < math.inf):  # no round steps for it (1e-320, or -1e308 to 1e308)
+        return sorted({low, 0.0, high})
+    scale = 10 ** math.floor(math.log10(span))
+    for step in (s * scale * m for m in (1, 10, 100) for s in (1, 2, 5)):
+        first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+        if last - first <= most:
+            return [round(i * step, 10) for i in range(first, last + 1)]
+    return [low, 0.0, high]  # not reached: a step a hundred times the span holds it in two intervals
+
+
+def _diverging_scale(left: float, values: list[float], shares: list[Share], label: Callable[[float], str]) -> Scale:
+    """The widest scale whose zero leaves every figure room at its bar's end, the tick labels and the sides' words.
+
+    Each need is linear in the zero's place ``z`` and the px a unit ``s``: ``z >= a + b * s`` on the
+    left, ``z <= c - d * s`` on the right; the largest ``s`` meets the tightest pair of them.
+    """
+    low, high = values[0], values[-1]
+    space = text_width(" ", FONT)
+    lefts = [(left, -low), (2 + GAP + text_width(COSTS_MORE, FONT), 0.0), (2 + text_width(label(low), FONT) / 2, -low)]
+    rights = [(WIDTH - 2 - GAP - text_width(SAVED, FONT), 0.0), (WIDTH - 2 - text_width(label(high), FONT) / 2, high)]
+    for share in shares:
+        if share.value is not None and share.value < 0:
+            lefts.append((left + GAP + space + text_width(share.label, FONT), -share.value))  # clear of the names
+        elif share.value is not None:
+            rights.append((WIDTH - 2 - text_width(" " + share.label, FONT), share.value))
+    px = min((c - a) / (b + d) for a, b in lefts for c, d in rights if b + d > 0)
+    px = max(px, 60 / (high - low))  # labels too wide for any scale (a hostile one): a plot of 60 px still
+    zero = max(a + b * px for a, b in lefts)
+    return Scale(low, high, zero + low * px, zero + high * px)
+
+
 @cached  # drawn again only when what it shows, or this module, changed
 def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") -> Chart:
-    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for percentages).
+    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for savings in %).
 
     Each group is a question's answer (a saving), its title above its bars and, under the title,
     how each era measured it; each bar is a result set, named on its row and coloured as the set
     is everywhere. A set with no figure gets its reason in italics on its row, never a bar.
+
+    A negative saving (the new way costs more) diverges: every bar grows from a zero line, a
+    negative one to the left with its figure at its end, on an axis bounded by round values
+    just past the data, its sides named under the ticks ("costs more", "saved").
     """
     header = ("figure", "result set", "value", "what it is")
     rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
@@ -429,12 +484,23 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     if not any(share.value is not None for share in shares):
         return _empty(title, header, rows)
     left = max(text_width(bounded(share.series, 40), FONT) for share in shares) + GAP + TICK
-    if unit == "%":
-        values, label = [0.0, 25.0, 50.0, 75.0, 100.0], (lambda value: f"{value:.0f} %")
+    measured = [share.value for share in shares if share.value is not None]
+    diverging = unit == "%" and min(measured) < 0
+    if diverging:
+        values = _diverging_ticks(min(measured), max(0.0, *measured))
+        label = _signed_percent
+        x = _diverging_scale(left, values, shares, label)
+        # The table, read instead of the picture, says which side each figure is on.
+        sides = [_side(share.value) for group in groups for share in group.shares]
+        rows = [(*row[:2], row[2] + side, *row[3:]) for row, side in zip(rows, sides, strict=True)]
     else:
-        values, label = ticks(0, max(share.value for share in shares if share.value is not None) or 1, 4), _number
-    ends = [(share.value or 0.0, " " + share.label) for share in shares]
-    x = Scale(0, values[-1], left, left + _fit(left, ends, values[-1]))
+        if unit == "%":
+            values, label = [0.0, 25.0, 50.0, 75.0, 100.0], (lambda value: f"{value:.0f} %")
+        else:
+            values, label = ticks(0, max(measured) or 1, 4), _number
+        ends = [(share.value or 0.0, " " + share.label) for share in shares]
+        x = Scale(0, values[-1], left, left + _fit(left, ends, values[-1]))
+    zero = x(0)
     room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
     canvas, y = Canvas(WIDTH, FONT), 6.0
     spans: list[tuple[float, float]] = []
@@ -456,9 +522,14 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
                     y += LINE
                 y += 5
                 continue
-            end = x(max(share.value, 0))
-            canvas.rect(left, y + 2, end - left, 16, PALETTE[share.colour % len(PALETTE)])
-            canvas.text(end, y + 10, " " + share.label, halo=True)
+            end = x(max(share.value, 0) if not diverging else share.value)
+            colour = PALETTE[share.colour % len(PALETTE)]
+            if end < zero:  # a cost: the bar grows left of zero, its figure at its end
+                canvas.rect(end, y + 2, zero - end, 16, colour)
+                canvas.text(end - text_width(" ", FONT), y + 10, share.label, anchor="end", halo=True)
+            else:
+                canvas.rect(zero, y + 2, end - zero, 16, colour)
+                canvas.text(end, y + 10, " " + share.label, halo=True)
             y += 21
         spans.append((bars_top, y + 6))
         y += 12
@@ -470,9 +541,15 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
         for value in values:
             canvas.line(x(value), top, x(value), end, opacity=0.2, behind=start)
             start += 1
-        canvas.line(left, top, left, end)
-    canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, axis, anchor="middle")
-    return Chart(canvas.svg(bottom + TICK + 2 * LINE + 6, title, MIN_WIDTH), header, rows)
+        canvas.line(zero, top, zero, end)
+    below = bottom + TICK + LINE * 1.5 + 1
+    if diverging:  # which way is which, on either side of zero, then what the axis counts
+        canvas.text(zero - GAP, below, COSTS_MORE, anchor="end")
+        canvas.text(zero + GAP, below, SAVED)
+        below += LINE
+    canvas.text((x.start + x.end) / 2, below, axis, anchor="middle")
+    height = bottom + TICK + 2 * LINE + 6 + (LINE if diverging else 0)
+    return Chart(canvas.svg(height, title, MIN_WIDTH), header, rows)
 
 
 @dataclass(frozen=True)
