@@ -1153,19 +1153,20 @@ def test_a_figure_a_byte_is_printed_without_needless_zeros() -> None:
     assert format_value(0.0214, "ns/byte") == "0.021 ns/byte", "a thousandth kept where it is a digit"
 
 
-def test_the_costliest_pages_are_dealt_to_different_parallel_reads() -> None:
+def test_the_costliest_pages_are_dealt_to_the_reads_that_start_at_once() -> None:
     from sphinx.util.parallel import make_chunks
 
     from course.sphinxext import _balanced_chunks
 
-    costs = {"api/a": 100, "api/b": 90, "api/c": 80, **{f"page{number:02}": 1 for number in range(13)}}
+    costs = {"api/a": 100, "api/b": 90, "api/c": 80, **{f"page{number:02}": 1 for number in range(27)}}
     sizes = [len(chunk) for chunk in make_chunks(sorted(costs), 2)]
-    chunks = _balanced_chunks(costs, sizes)
+    assert len(sizes) > 2 and {"api/a", "api/b", "api/c"} <= set(make_chunks(sorted(costs), 2)[0]), "one process"
+    chunks = _balanced_chunks(costs, sizes, processes=2)
     assert [len(chunk) for chunk in chunks] == sizes
     assert sorted(name for chunk in chunks for name in chunk) == sorted(costs), "every page read once"
-    totals = [sum(costs[docname] for docname in chunk) for chunk in chunks]
-    assert {"api/a", "api/b", "api/c"} <= set(make_chunks(sorted(costs), 2)[0]), "Sphinx's own cut: one process"
-    assert max(totals) - min(totals) <= max(costs.values()), totals
+    first, second = (sum(costs[docname] for docname in chunk) for chunk in chunks[:2])
+    assert abs(first - second) <= max(costs.values()) and first + second >= sum(costs.values()) - len(costs)
+    assert all(not name.startswith("api/") for chunk in chunks[2:] for name in chunk), "later chunks: cheap pages"
 
 
 def test_a_page_of_autodoc_directives_costs_more_than_a_long_page(tmp_path: Path) -> None:
