@@ -174,6 +174,32 @@ def test_on_a_phone_the_answer_chart_is_on_the_first_screen(html: Path, phone, l
     assert legend >= bottom, f"{lesson}: the legend comes before the chart's bars"
 
 
+@pytest.mark.parametrize("lesson", ANSWER_CHARTS)
+def test_each_answer_bar_grows_from_zero_a_cost_to_the_left(html: Path, lesson: str) -> None:
+    """A negative share (lesson 9's kernel server against sendfile()) is a bar left of zero, with its figure."""
+    chart = _article(_page(html, lesson)).split('class="course-chart course-answer', 1)[1].split("</details>", 1)[0]
+    svg, table = chart.split("</svg>", 1)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+    values = [
+        float(found[0].replace(",", "")) for row in cells if row and (found := re.match(r"-?[\d,.]+", _text(row[2])))
+    ]
+    bars = [
+        (float(x), float(width))
+        for x, width in re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="16" fill="#\w+"/>', svg)
+    ]
+    assert len(bars) == len(values), "a bar for each figure of the table"
+    zero = float(re.search(r'<text x="([\d.]+)" [^>]*text-anchor="middle">0(?: %)?</text>', svg)[1])
+    for value, (x, width) in zip(values, bars, strict=True):
+        if value < 0:
+            assert x < zero and x + width == pytest.approx(zero, abs=0.02), f"{lesson}: {value} left of zero"
+        else:
+            assert x == pytest.approx(zero, abs=0.02), f"{lesson}: {value} from zero to the right"
+    costs = any(value < 0 for value in values)
+    assert ("costs more</text>" in svg) == costs, "the sides named where a figure is a cost"
+    if ">0 %</text>" in svg and not costs:
+        assert ">100 %</text>" in svg, f"{lesson}: shares that are all savings keep the 0-100 % axis"
+
+
 def test_no_lesson_chart_repeats_a_machine_under_another_build_tag(html: Path) -> None:
     builds: dict[tuple, list[str]] = {}
     for result_set in store.load_all(ROOT / "results").values():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import xml.etree.ElementTree as ET
 from html import unescape
 from pathlib import Path
 
 import pytest
+from sphinx.testing.util import SphinxTestApp
 
 from course.publish.sphinxext.charts import (
     FONT,
@@ -318,6 +320,107 @@ def test_an_answer_chart_draws_each_share_to_scale_from_0_to_100_percent() -> No
         0.15 * (hundred - zero), abs=0.05
     )
     assert _text_at(svg, "2000")[1] < _text_at(svg, "today")[1], "each set named on its row, in order"
+
+
+#: Answer charts whose shares are all positive, as drawn before negative shares diverged (commit dd0c3a1).
+BEFORE_DIVERGING = Path(__file__).parent / "data" / "answer-charts-all-positive.json"
+
+
+def _answer_charts_before() -> dict[str, str]:
+    return json.loads(BEFORE_DIVERGING.read_text(encoding="utf-8"))
+
+
+def test_an_all_positive_answer_chart_is_drawn_byte_for_byte_as_before() -> None:
+    """Lessons 1, 4, 6 and 8 keep their charts: only a negative share draws a diverging one."""
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
+
+    percent = [
+        Group(
+            "skipping entry and exit",
+            "how 2000: sys_read() called directly; host: the invalid call",
+            (
+                Share("2000", 61.5, "61.5 %", 0, "the article's"),
+                Share("host 6.18: invalid call", 12.25, "12.25 %", 1),
+                Share("6.1 guest", 0.0, "0.00 %", 2),
+            ),
+        ),
+        Group(
+            "skipping the descriptor",
+            "",
+            (Share("2000", 3.4, "3.40 %", 0), Share("today", None, "not measurable: the module cannot load here")),
+        ),
+    ]
+    nanoseconds = [
+        Group(
+            "the way in and out",
+            "how both",
+            (Share("2000", 1234.0, "1,234 ns", 0), Share("host 6.18", 56.0, "56 ns", 1)),
+        )
+    ]
+    before = _answer_charts_before()
+    assert answer_chart(percent, "percent & co", "saved, %").svg == before["percent"]
+    assert answer_chart(nanoseconds, "ns", "nanoseconds", "ns").svg == before["ns"]
+
+
+def test_a_negative_share_diverges_left_of_a_zero_line_on_an_axis_bounded_by_the_data() -> None:
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
+
+    groups = [
+        Group(
+            "against read() + write()",
+            "",
+            (Share("6.1 guest", 0.43, "0.43 %", 2), Share("6.12 guest", 2.05, "2.05 %", 4)),
+        ),
+        Group(
+            "against sendfile()",
+            "",
+            (Share("6.1 guest", -3.29, "-3.29 %", 2), Share("6.12 guest", -1.71, "-1.71 %", 4)),
+        ),
+    ]
+    chart = answer_chart(groups, "t", "% of the user-space server's request")
+    svg = chart.svg
+    ET.fromstring(svg)
+    zero, two = _tick_label(svg, "0 %", "middle")[0], _tick_label(svg, "+2 %", "middle")[0]
+    assert _tick_label(svg, "-4 %", "middle") and _tick_label(svg, "+4 %", "middle"), "a round bound past the data"
+    assert "100 %" not in _texts(svg), "not the 0-100 % axis: a share of 2 % would be a sliver"
+    px = (two - zero) / 2  # a percentage point
+    drawn = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="16" fill="(#\w+)"/>', svg)
+    (saved, _, saved_fill), (more, _, more_fill), (cost, cost_width, cost_fill), (less, less_width, less_fill) = drawn
+    assert float(saved) == pytest.approx(zero, abs=0.01) and float(more) == pytest.approx(zero, abs=0.01)
+    for start, width, value in ((cost, cost_width, 3.29), (less, less_width, 1.71)):
+        assert float(start) + float(width) == pytest.approx(zero, abs=0.02), "a cost ends at zero"
+        assert float(start) == pytest.approx(zero - value * px, abs=0.05), "and runs left, to scale"
+    assert (saved_fill, more_fill) == (cost_fill, less_fill) == (PALETTE[2], PALETTE[4]), "each kernel its colour"
+    figure = re.search(r'<text x="([\d.]+)" y="[\d.]+" dy="0.35em" [^>]*text-anchor="end">-3.29 %</text>', svg)
+    assert figure and float(figure[1]) < float(cost), "its figure at its end, left of the bar"
+    costs_more, saved_words = _text_at(svg, "\u2190 costs more"), _text_at(svg, "saved \u2192")
+    assert costs_more[0] < zero < saved_words[0] and costs_more[1] == saved_words[1], "each side named, under zero"
+    assert [row[2] for row in chart.rows] == [
+        "0.43 % (saved)",
+        "2.05 % (saved)",
+        "-3.29 % (costs more)",
+        "-1.71 % (costs more)",
+    ]
+
+
+@pytest.mark.sphinx("html", testroot="course-answer")
+def test_on_a_page_a_negative_share_is_a_bar_left_of_zero_and_an_all_positive_chart_is_unchanged(
+    app: SphinxTestApp,
+) -> None:
+    app.build()
+    assert app._warning.getvalue() == ""
+    page = (Path(app.outdir) / "index.html").read_text(encoding="utf-8")
+    savings, both = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert savings == _answer_charts_before()["site"], "the chart of savings alone is drawn as before"
+    zero = _tick_label(both, "0 %", "middle")[0]
+    bars = _bars(both)
+    assert len(bars) == 4
+    for start, width, _ in bars[:2]:  # against read() + write(): saved
+        assert start == pytest.approx(zero, abs=0.01) and width > 0
+    for start, width, _ in bars[2:]:  # against sendfile(): the kernel server costs more
+        assert start < zero and start + width == pytest.approx(zero, abs=0.02)
+    table = page.split("Savings and costs</p>", 1)[1].split("</table>", 1)[0]
+    assert "-3.20 % (costs more)" in table and "2.50 % (saved)" in table, "the table says which side"
 
 
 def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> None:

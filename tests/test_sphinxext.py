@@ -1162,3 +1162,57 @@ def test_a_figure_a_byte_is_printed_without_needless_zeros() -> None:
     assert format_value(4.0, "ns/byte") == "4 ns/byte", "2000's two ticks a byte at 500 MHz, not 4.000"
     assert format_value(2.5, "ticks/byte") == "2.5 ticks/byte"
     assert format_value(0.0214, "ns/byte") == "0.021 ns/byte", "a thousandth kept where it is a digit"
+
+
+def test_the_costliest_pages_are_dealt_to_the_reads_that_start_at_once() -> None:
+    from sphinx.util.parallel import make_chunks
+
+    from course.publish.sphinxext import _balanced_chunks
+
+    costs = {"api/a": 100, "api/b": 90, "api/c": 80, **{f"page{number:02}": 1 for number in range(27)}}
+    sizes = [len(chunk) for chunk in make_chunks(sorted(costs), 2)]
+    assert len(sizes) > 2 and {"api/a", "api/b", "api/c"} <= set(make_chunks(sorted(costs), 2)[0]), "one process"
+    chunks = _balanced_chunks(costs, sizes, processes=2)
+    assert [len(chunk) for chunk in chunks] == sizes
+    assert sorted(name for chunk in chunks for name in chunk) == sorted(costs), "every page read once"
+    first, second = (sum(costs[docname] for docname in chunk) for chunk in chunks[:2])
+    assert abs(first - second) <= max(costs.values()) and first + second >= sum(costs.values()) - len(costs)
+    assert all(not name.startswith("api/") for chunk in chunks[2:] for name in chunk), "later chunks: cheap pages"
+
+
+def test_a_page_of_autodoc_directives_costs_more_than_a_long_page(tmp_path: Path) -> None:
+    from course.publish.sphinxext import _reading_cost
+
+    api, long = tmp_path / "api.md", tmp_path / "long.md"
+    api.write_text(
+        "```{eval-rst}\n" + "".join(f".. automodule:: course.m{n}\n   :members:\n\n" for n in range(3)) + "```\n"
+    )
+    long.write_text("A lesson's prose.\n" * 600)  # about 11 kB
+    assert _reading_cost(api) > _reading_cost(long) > _reading_cost(tmp_path / "gone.md") == 1
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-parallel-read")
+def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestApp, make_app, tmp_path: Path) -> None:
+    """Two processes read the pages in the order the extension chose, and the pages come out byte for byte alike."""
+    srcdir = Path(app.srcdir)
+    (srcdir / "api.md").write_text(
+        "# API\n\n```{eval-rst}\n.. automodule:: course.publish.sphinxext.setdata\n   :members:\n```\n"
+    )
+    (srcdir / "index.md").write_text((srcdir / "index.md").read_text() + "\n```{toctree}\napi\n```\n")
+    extensions = {
+        "extensions": ["myst_parser", "sphinx.ext.graphviz", "sphinx.ext.autodoc", "course.publish.sphinxext"]
+    }
+    serial_source = tmp_path / "serial"
+    shutil.copytree(srcdir, serial_source, ignore=shutil.ignore_patterns("_build"))
+    serial = make_app("html", srcdir=serial_source, confoverrides=extensions, freshenv=True)
+    serial.build()
+    parallel = make_app("html", srcdir=srcdir, confoverrides=extensions, freshenv=True, parallel=2)
+    order: list[str] = []
+    parallel.connect("env-before-read-docs", lambda app, env, docnames: order.extend(docnames), priority=900)
+    parallel.build()
+    assert sorted(order) != order and set(order) >= {"api", "index", "plain"}, "the pages read in the chosen order"
+    pages = sorted(page.relative_to(serial.outdir) for page in Path(serial.outdir).rglob("*.html"))
+    assert pages == sorted(page.relative_to(parallel.outdir) for page in Path(parallel.outdir).rglob("*.html"))
+    for page in pages:
+        assert (Path(serial.outdir) / page).read_bytes() == (Path(parallel.outdir) / page).read_bytes(), page
+    assert "as_json" in _html(parallel, "api")

@@ -36,7 +36,7 @@ KINDS = ("how", "2000", "host", "guests", "today")
 
 
 class CourseAnswer(MeasurementsDirective):
-    """The lesson's answer: each saving in percent, the article's figure beside today's on one 0-100 % scale."""
+    """The lesson's answer: each saving in percent, 2000 beside today on one 0-100 % scale (a cost: from zero, left)."""
 
     option_spec: ClassVar[dict] = {
         "caption": directives.unchanged,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -168,3 +169,64 @@ def distinct_parts(names: list[str]) -> tuple[dict[str, str], str]:
     differing = ", ".join(parts[:-1]) + " or " + parts[-1]
     shared = " ".join([*words[0][:head], differing, *words[0][len(words[0]) - tail :]])
     return short, shared
+
+
+@dataclass(frozen=True)
+class Share:
+    """One result set's figure in an answer chart: a percentage, or why there is none."""
+
+    series: str  # the set, short, on the bar's row ("2000", "6.1 guest")
+    value: float | None
+    label: str  # the figure as printed beside the bar, or the reason it is missing
+    colour: int = 0  # index in PALETTE: the set's colour in every chart
+    note: str = ""  # what the figure is and where it comes from: in the figures' table
+
+
+#: The two sides of a diverging answer chart's zero line: a negative saving is a cost.
+SAVED, COSTS_MORE = "saved \u2192", "\u2190 costs more"
+
+
+def signed_percent(value: float) -> str:
+    """A tick of a diverging axis: its sign says its side (+2 %, 0 %, -2 %)."""
+    return f"{value:+g} %" if value else "0 %"
+
+
+def side_of(value: float | None) -> str:
+    """Which side of a diverging chart's zero a figure is on, in words, for its row of the figures' table."""
+    if not value:
+        return ""
+    return " (" + (COSTS_MORE if value < 0 else SAVED).strip("\u2190\u2192 ") + ")"
+
+
+def diverging_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round ticks from a round bound under ``low`` (< 0) through 0 to one over ``high``: -4, -2, 0, 2, 4."""
+    span = (high - low) / most
+    if not (sys.float_info.min <= span < math.inf):  # no round steps for it (1e-320, or -1e308 to 1e308)
+        return sorted({low, 0.0, high})
+    scale = 10 ** math.floor(math.log10(span))
+    for step in (s * scale * m for m in (1, 10, 100) for s in (1, 2, 5)):
+        first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+        if last - first <= most:
+            return [round(i * step, 10) for i in range(first, last + 1)]
+    return [low, 0.0, high]  # not reached: a step a hundred times the span holds it in two intervals
+
+
+def diverging_scale(left: float, values: list[float], shares: list[Share], label: Callable[[float], str]) -> Scale:
+    """The widest scale whose zero leaves every figure room at its bar's end, the tick labels and the sides' words.
+
+    Each need is linear in the zero's place ``z`` and the px a unit ``s``: ``z >= a + b * s`` on the
+    left, ``z <= c - d * s`` on the right; the largest ``s`` meets the tightest pair of them.
+    """
+    low, high = values[0], values[-1]
+    space = text_width(" ", FONT)
+    lefts = [(left, -low), (2 + GAP + text_width(COSTS_MORE, FONT), 0.0), (2 + text_width(label(low), FONT) / 2, -low)]
+    rights = [(WIDTH - 2 - GAP - text_width(SAVED, FONT), 0.0), (WIDTH - 2 - text_width(label(high), FONT) / 2, high)]
+    for share in shares:
+        if share.value is not None and share.value < 0:
+            lefts.append((left + GAP + space + text_width(share.label, FONT), -share.value))  # clear of the names
+        elif share.value is not None:
+            rights.append((WIDTH - 2 - text_width(" " + share.label, FONT), share.value))
+    px = min((c - a) / (b + d) for a, b in lefts for c, d in rights if b + d > 0)
+    px = max(px, 60 / (high - low))  # labels too wide for any scale (a hostile one): a plot of 60 px still
+    zero = max(a + b * px for a, b in lefts)
+    return Scale(low, high, zero + low * px, zero + high * px)

@@ -16,20 +16,27 @@ import statistics
 from dataclasses import dataclass
 
 from course.publish.sphinxext.chart_parts import (
+    COSTS_MORE,
     FONT,
     GAP,
     LINE,
     MIN_WIDTH,
     PALETTE,
     ROW,
+    SAVED,
     TICK,
     WIDTH,
     Bar,
+    Share,
     chart_salt,
+    diverging_scale,
+    diverging_ticks,
     empty_chart,
     figure_text,
     plot_width,
     row_names,
+    side_of,
+    signed_percent,
     x_axis,
     y_axis,
 )
@@ -257,17 +264,6 @@ def timeline_chart(lines: list[Line], title: str) -> Chart:
 
 
 @dataclass(frozen=True)
-class Share:
-    """One result set's figure in an answer chart: a percentage, or why there is none."""
-
-    series: str  # the set, short, on the bar's row ("2000", "6.1 guest")
-    value: float | None
-    label: str  # the figure as printed beside the bar, or the reason it is missing
-    colour: int = 0  # index in PALETTE: the set's colour in every chart
-    note: str = ""  # what the figure is and where it comes from: in the figures' table
-
-
-@dataclass(frozen=True)
 class Group:
     """One question's answer across eras: a saving, named the same way for 2000 and today."""
 
@@ -278,11 +274,15 @@ class Group:
 
 @cached  # drawn again only when what it shows, or this module, changed
 def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") -> Chart:
-    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for percentages).
+    """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for savings in %).
 
     Each group is a question's answer (a saving), its title above its bars and, under the title,
     how each era measured it; each bar is a result set, named on its row and coloured as the set
     is everywhere. A set with no figure gets its reason in italics on its row, never a bar.
+
+    A negative saving (the new way costs more) diverges: every bar grows from a zero line, a
+    negative one to the left with its figure at its end, on an axis bounded by round values
+    just past the data, its sides named under the ticks ("costs more", "saved").
     """
     header = ("figure", "result set", "value", "what it is")
     rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
@@ -290,12 +290,23 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     if not any(share.value is not None for share in shares):
         return empty_chart(title, header, rows)
     left = max(text_width(bounded(share.series, 40), FONT) for share in shares) + GAP + TICK
-    if unit == "%":
-        values, label = [0.0, 25.0, 50.0, 75.0, 100.0], (lambda value: f"{value:.0f} %")
+    measured = [share.value for share in shares if share.value is not None]
+    diverging = unit == "%" and min(measured) < 0
+    if diverging:
+        values = diverging_ticks(min(measured), max(0.0, *measured))
+        label = signed_percent
+        x = diverging_scale(left, values, shares, label)
+        # The table, read instead of the picture, says which side each figure is on.
+        sides = [side_of(share.value) for group in groups for share in group.shares]
+        rows = [(*row[:2], row[2] + side, *row[3:]) for row, side in zip(rows, sides, strict=True)]
     else:
-        values, label = ticks(0, max(share.value for share in shares if share.value is not None) or 1, 4), figure_text
-    ends = [(share.value or 0.0, " " + share.label) for share in shares]
-    x = Scale(0, values[-1], left, left + plot_width(left, ends, values[-1]))
+        if unit == "%":
+            values, label = [0.0, 25.0, 50.0, 75.0, 100.0], (lambda value: f"{value:.0f} %")
+        else:
+            values, label = ticks(0, max(measured) or 1, 4), figure_text
+        ends = [(share.value or 0.0, " " + share.label) for share in shares]
+        x = Scale(0, values[-1], left, left + plot_width(left, ends, values[-1]))
+    zero = x(0)
     room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
     canvas, y = Canvas(WIDTH, FONT), 6.0
     spans: list[tuple[float, float]] = []
@@ -317,9 +328,14 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
                     y += LINE
                 y += 5
                 continue
-            end = x(max(share.value, 0))
-            canvas.rect(left, y + 2, end - left, 16, PALETTE[share.colour % len(PALETTE)])
-            canvas.text(end, y + 10, " " + share.label, halo=True)
+            end = x(max(share.value, 0) if not diverging else share.value)
+            colour = PALETTE[share.colour % len(PALETTE)]
+            if end < zero:  # a cost: the bar grows left of zero, its figure at its end
+                canvas.rect(end, y + 2, zero - end, 16, colour)
+                canvas.text(end - text_width(" ", FONT), y + 10, share.label, anchor="end", halo=True)
+            else:
+                canvas.rect(zero, y + 2, end - zero, 16, colour)
+                canvas.text(end, y + 10, " " + share.label, halo=True)
             y += 21
         spans.append((bars_top, y + 6))
         y += 12
@@ -331,9 +347,15 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
         for value in values:
             canvas.line(x(value), top, x(value), end, opacity=0.2, behind=start)
             start += 1
-        canvas.line(left, top, left, end)
-    canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, axis, anchor="middle")
-    return Chart(canvas.svg(bottom + TICK + 2 * LINE + 6, title, MIN_WIDTH), header, rows)
+        canvas.line(zero, top, zero, end)
+    below = bottom + TICK + LINE * 1.5 + 1
+    if diverging:  # which way is which, on either side of zero, then what the axis counts
+        canvas.text(zero - GAP, below, COSTS_MORE, anchor="end")
+        canvas.text(zero + GAP, below, SAVED)
+        below += LINE
+    canvas.text((x.start + x.end) / 2, below, axis, anchor="middle")
+    height = bottom + TICK + 2 * LINE + 6 + (LINE if diverging else 0)
+    return Chart(canvas.svg(height, title, MIN_WIDTH), header, rows)
 
 
 @dataclass(frozen=True)
