@@ -122,6 +122,20 @@ def test_the_client_never_writes_through_what_it_finds_at_the_page_path(serve: P
     assert not page.is_symlink() and page.stat().st_size == 2048, "the page is a new file of its own"
 
 
+def test_a_page_path_too_long_for_the_client_is_refused_not_cut(serve: Path, tmp_path: Path) -> None:
+    """A path over the client's 255 bytes, cut short, would name another file: one line, nothing written."""
+    folder = tmp_path / ("d" * (219 - len(str(tmp_path))))  # 220 bytes in all
+    folder.mkdir()
+    page = folder / ("p" * (299 - len(str(folder))))  # 300 bytes, cut at 255 inside its name: a file beside it
+    assert len(str(page)) == 300 and len(str(folder)) < 255
+    env = {**os.environ, "COURSE_KHTTPD_PAGE": str(page)}
+    finished = subprocess.run([str(serve), "client", "8080", "1"], env=env, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert finished.stderr.count("\n") == 1 and "COURSE_KHTTPD_PAGE is 300 bytes long" in finished.stderr
+    assert "over the 255" in finished.stderr and "shorter path" in finished.stderr
+    assert not Path(str(page)[:255]).exists() and list(folder.iterdir()) == [], "no page written under a cut name"
+
+
 def test_batch_runs_itself_again_once_and_says_why_when_the_flag_does_not_hold(serve: Path, tmp_path: Path) -> None:
     """A set-user-ID copy loses ADDR_NO_RANDOMIZE at every exec (PER_CLEAR_ON_SETID): one line, never a loop."""
     if os.geteuid() != 0 or os.statvfs(tmp_path).f_flag & os.ST_NOSUID:
