@@ -124,6 +124,7 @@ def init_script(jobs: list[dict]) -> str:
     lines += [
         "mkdir -p /out/guest; uname -r >/out/guest/release; uname -v >/out/guest/version",
         "cat /proc/cpuinfo >/out/guest/cpuinfo",
+        "grep . /sys/devices/system/cpu/vulnerabilities/* >/out/guest/mitigations",
         "for folder in /out/*; do for file in $folder/*; do",
         '  mark="@@course ${folder#/out/} ${file##*/}"',
         '  echo "$mark begin"; base64 $file; echo "$mark end"',
@@ -293,10 +294,13 @@ def guest_of(files: dict[str, dict[str, str]]) -> dict:
     """The guest's provenance: its kernel and the CPU QEMU showed it (what course.kernel_guest records, in part)."""
     guest = files.get("guest", {})
     model = re.search(r"^model name\s*:\s*(.*)$", guest.get("cpuinfo", ""), re.MULTILINE)
+    # grep's "path:text" lines, as course.fingerprint.mitigations reads the same files.
+    lines = (line.partition(":") for line in guest.get("mitigations", "").splitlines())
     found = {
         "kernel_release": guest.get("release", "").strip(),
         "kernel_version": guest.get("version", "").strip(),
         "cpu_model": model[1].strip() if model else "",
+        "mitigations": {path.rsplit("/", 1)[-1]: text.strip() for path, _, text in lines if text},
         "guest_system": DESCRIBED,
     }
     return {key: value for key, value in found.items() if value}

@@ -74,7 +74,11 @@ def test_what_the_guest_printed_becomes_each_jobs_result() -> None:
             "insmod": "",
             "rmmod": "",
         },
-        "guest": {"release": "6.1.0-1-amd64\n", "cpuinfo": "model name\t: QEMU TCG CPU\n"},
+        "guest": {
+            "release": "6.1.0-1-amd64\n",
+            "cpuinfo": "model name\t: QEMU TCG CPU\n",
+            "mitigations": "/sys/devices/system/cpu/vulnerabilities/meltdown:Not affected\n",
+        },
     }
     read = ram_guest.read_back(_console(files))
     assert read["0"]["stdout"] == "course: meta x=1\n" and read["guest"]["release"] == "6.1.0-1-amd64\n"
@@ -83,7 +87,8 @@ def test_what_the_guest_printed_becomes_each_jobs_result() -> None:
     assert server["exit_status"] == 0 and server["client_result"]["ok"]
     assert server["client_result"]["stdout"].startswith("course: measure request.khttpd")
     assert server["left_loaded"] is True and server["left_listening"] == ["0100007F:8080 (tcp)"]
-    assert ram_guest.guest_of(read)["cpu_model"] == "QEMU TCG CPU"
+    guest = ram_guest.guest_of(read)
+    assert guest["cpu_model"] == "QEMU TCG CPU" and guest["mitigations"] == {"meltdown": "Not affected"}
 
 
 def test_a_job_the_guest_never_finished_ends_the_results_there() -> None:
