@@ -150,7 +150,7 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
         place.mkdir(parents=True)
         for key in ("binary", "client", "ko"):
             if key in job:
-                shutil.copy2(job[key], place / Path(job[key]).name)
+                _copy_stripped(Path(job[key]), place / Path(job[key]).name)
                 if key != "ko":
                     needed.update(libraries(Path(job[key])))
     for library in needed:
@@ -177,6 +177,20 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     if made.returncode != 0:
         raise RamGuestError(f"cpio could not make the guest's initramfs: {made.stderr.decode(errors='replace')[:300]}")
     return archive
+
+
+def _copy_stripped(source: Path, target: Path) -> None:
+    """A program or module without its debugging sections and build ID: those name the folder it was built in,
+    and a file of another size lays the guest's memory out otherwise (another boot, other counts)."""
+    stripped = subprocess.run(
+        ["objcopy", "--strip-debug", "--remove-section=.note.gnu.build-id", str(source), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if stripped.returncode != 0:
+        raise RamGuestError(f"objcopy could not copy {source.name} into the guest: {stripped.stderr.strip()[:300]}")
+    target.chmod(source.stat().st_mode & 0o777)
 
 
 def qemu_command(kernel: GuestKernel, initramfs: Path, hardware: GuestHardware = DEFAULT_HARDWARE) -> list[str]:
