@@ -99,6 +99,7 @@ def init_script(jobs: list[dict]) -> str:
         "#!/bin/busybox sh",
         "/bin/busybox --install -s /bin",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
+        "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed at the end
         "ip link set lo up",
         "mkdir -p /out /tmp",
     ]
