@@ -355,8 +355,8 @@ KHTTPD_REQUESTS = (
 def khttpd_spread(stored: list[dict[str, dict]]) -> dict[str, dict]:
     """How far lesson 9's request medians land apart over icount boots of one kernel, and whether its counts repeat.
 
-    Unlike lesson 4's empty reads, a request's instruction count is not quite the same from boot to
-    boot (lessons/09-khttpd.md says why): this is the figure for what spread its medians carry.
+    Its guest boots from memory with QEMU's clock and random numbers fixed (course.kernel.ram_guest), so
+    the spread is expected to be 0; in virtme-ng boots it never quite was (lessons/09-khttpd.md).
     """
     compared = [key for key in KHTTPD_REQUESTS if all(run.get(key, {}).get("status") == "ok" for run in stored)]
     if len(stored) < 2 or not compared:

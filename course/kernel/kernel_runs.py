@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from course.kernel import kernel_build, kernel_guest, vm
+from course.kernel import kernel_build, kernel_guest, ram_guest, vm
 from course.kernel.guest_records import cannot_start, keep_earlier, not_built, not_run, record_results
 from course.kernel.kernel_build import GuestKernel, KernelError
 from course.kernel.options import KERNEL_RUNNERS, KernelOptions
@@ -130,13 +130,35 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
                 kernel_guest.write_built(rundir, kos)
 
     programs = guest_program_jobs(layout, runs)
+    in_memory: set[str] = set()
+    if where["runner"] == "vm" and where["acceleration"] == "tcg-icount":
+        # Lesson 9's servers in a guest of their own that repeats itself (course.kernel.ram_guest).
+        in_memory = ram_guest.lessons_in_memory(programs + planned + traces)
+    memory_programs = [job for job in programs if job["lesson"] in in_memory]
+    programs = [job for job in programs if job["lesson"] not in in_memory]
+    planned = [job for job in planned if job["lesson"] not in in_memory]
+    memory_boot: list[dict] = []
+
+    def build_then_boot(rundir: Path | None = None) -> None:
+        """Build; then, once, the guest from memory: beside the virtme-ng boot when there is one."""
+        build(rundir)
+        if in_memory and not memory_boot:
+            jobs = memory_programs + [job for job in built[0] if job["lesson"] in in_memory]
+            memory_boot.append(_boot_in_memory(layout, runs, in_memory, jobs, kernel, options, where, progress))
+
+    def finish_in_memory() -> None:
+        build_then_boot()  # a no-op once it booted beside the other
+        if memory_boot:
+            _record_in_memory(runs, memory_boot[0], where, progress)
+
     # A boot with nothing but modules to load waits for their build: if none builds, no VM starts.
     if where["runner"] == "host-kernel" or not planned or not (programs or traces):
         build()
-        planned = built[0]
+        planned = [job for job in built[0] if job["lesson"] not in in_memory]
     else:
         planned = [{**job, "after_build": True} for job in planned]
     if not planned and not traces:
+        finish_in_memory()
         return
     # The user-space side first, in the same boot: same kernel, same clock, same unit. The
     # traces last: whatever the tracer leaves behind cannot touch a figure measured before it.
@@ -153,7 +175,13 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         else:
             progress(f"  vm     booting {kernel.release} ({where['acceleration']}) for {len(jobs)} runs ...")
             boot = vm.run_jobs(
-                layout, kernel, jobs, where["acceleration"], progress, hardware=options.hardware, while_booting=build
+                layout,
+                kernel,
+                jobs,
+                where["acceleration"],
+                progress,
+                hardware=options.hardware,
+                while_booting=build_then_boot,
             )
             build()  # a no-op once built while booting
             jobs, results = _only_built(jobs, boot.jobs, {(job["lesson"], job["module"]) for job in built[0]})
@@ -172,12 +200,64 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
         loaded = [run for run in runs if any(job["lesson"] == run.lesson.name for job in jobs)]
         cannot_start(loaded, where, _cannot(where["runner"], error), progress, built=True)
+        finish_in_memory()
         return
     seconds = time.monotonic() - started
     for run in runs:
         run.steps.append({"name": label, "seconds": round(seconds, 3), "cached": False, "shared": True})
     progress(f"  kernel {label}: {seconds:.1f} s")
     record_results(runs, jobs, results, console, status, where)
+    finish_in_memory()
+
+
+def _boot_in_memory(
+    layout: Layout,
+    runs: list[LessonRun],
+    lessons: set[str],
+    jobs: list[dict],
+    kernel: GuestKernel,
+    options: KernelOptions,
+    where: dict,
+    progress: Progress,
+) -> dict:
+    """The jobs of ``lessons`` (programs, and the server modules that built) in one boot of course.kernel.ram_guest.
+
+    It may run in the thread beside a virtme-ng boot: it records nothing, :func:`_record_in_memory` does.
+    """
+    ours = [run for run in runs if run.lesson.name in lessons]
+    booted: dict = {"jobs": jobs, "runs": ours, "boot": None, "error": None, "seconds": 0.0}
+    if not jobs:
+        return booted
+    progress(f"  vm     booting {kernel.release} from memory ({where['acceleration']}) for {len(jobs)} runs ...")
+    started = time.monotonic()
+    try:
+        with vm.others_may_run():
+            booted["boot"] = ram_guest.run_jobs(layout, kernel, jobs, progress, hardware=options.hardware)
+    except (vm.VmError, ram_guest.RamGuestError, OSError, subprocess.SubprocessError) as error:
+        booted["error"] = error
+    booted["seconds"] = time.monotonic() - started
+    return booted
+
+
+def _record_in_memory(runs: list[LessonRun], booted: dict, where: dict, progress: Progress) -> None:
+    """What the guest from memory measured (:func:`_boot_in_memory`), with how it ran."""
+    ours, boot = booted["runs"], booted["boot"]
+    if not booted["jobs"]:
+        return
+    provenance = {"guest_system": ram_guest.DESCRIBED, "qemu_options": " ".join(ram_guest.ICOUNT_OPTIONS)}
+    for run in ours:
+        run.kernel.update(provenance)
+    if boot is None:
+        cannot_start(ours, where, _cannot("vm", booted["error"]), progress, built=True)
+        return
+    for run in ours:
+        if boot.guest:
+            run.kernel["guest_machine"] = boot.guest
+    label = f"vm boot from memory, {len(booted['jobs'])} runs ({where['acceleration']}, {ram_guest.DESCRIBED})"
+    for run in ours:
+        run.steps.append({"name": label, "seconds": round(booted["seconds"], 3), "cached": False})
+    progress(f"  kernel {label}: {booted['seconds']:.1f} s")
+    record_results(runs, booted["jobs"], boot.jobs, boot.console, boot.exit_status, where)
 
 
 def _only_built(jobs: list[dict], results: list[dict], built: set[tuple[str, str]]) -> tuple[list[dict], list[dict]]:

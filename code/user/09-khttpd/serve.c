@@ -422,9 +422,15 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		const char *where = getenv("COURSE_KHTTPD_PAGE");  /* another path, for a test on the host */
+		const char *wanted = where && *where ? where : PAGE_PATH;
 		char path[256];
 
-		snprintf(path, sizeof(path), "%s", where && *where ? where : PAGE_PATH);
+		/* Cut short, the path would name another file: the page would be written there, not where asked. */
+		if (snprintf(path, sizeof(path), "%s", wanted) >= (int)sizeof(path)) {
+			fprintf(stderr, "serve: COURSE_KHTTPD_PAGE is %zu bytes long, over the %zu the client takes; "
+					"give a shorter path\n", strlen(wanted), sizeof(path) - 1);
+			return 2;
+		}
 		close(write_page(path, 0));  /* khttpd.ko opens it at its first connection */
 		print_tsc_hz();
 		return run_client((int)port, requests, argc > 4 && strcmp(argv[4], "zerocopy") == 0 ? "khttpd-zerocopy" : "khttpd");

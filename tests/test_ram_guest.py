@@ -1,0 +1,127 @@
+"""The initramfs guest of lesson 9's servers: which jobs it takes, its init script, what it reads back."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from course.kernel import ram_guest
+
+SERVER = {
+    "lesson": "09-khttpd",
+    "module": "khttpd",
+    "ko": "/b/khttpd.ko",
+    "params": ["port=8080", "requests=100"],
+    "client": "/b/serve",
+    "client_args": ["client", "8080", "100", "batch"],
+    "client_shown_as": "build/code/09-khttpd/serve",
+    "stdin": "devnull",
+}
+PROGRAM = {
+    "lesson": "09-khttpd",
+    "lessons": ["09-khttpd"],
+    "program": "09-khttpd/serve",
+    "binary": "/b/serve",
+    "args": ["read-write", "100", "batch"],
+    "stdin": "devnull",
+    "files": [],
+    "shown_as": "build/code/09-khttpd/serve",
+}
+
+
+def test_only_a_lesson_with_a_server_and_nothing_else_goes_to_memory() -> None:
+    assert ram_guest.lessons_in_memory([PROGRAM, SERVER]) == {"09-khttpd"}
+    load = {"lesson": "04-kernel-read", "module": "kread", "ko": "/b/kread.ko", "stdin": "null"}
+    assert ram_guest.lessons_in_memory([load]) == set(), "a plain module load stays in the virtme-ng boot"
+    with_input = {**PROGRAM, "stdin": "file"}
+    assert ram_guest.lessons_in_memory([with_input, SERVER]) == set(), "a program with input: the whole lesson stays"
+    shared = {**PROGRAM, "lessons": ["09-khttpd", "04-kernel-read"]}
+    assert ram_guest.lessons_in_memory([shared, SERVER]) == set(), "a program another lesson shares stays"
+
+
+def test_the_init_script_quotes_every_word_it_was_given() -> None:
+    odd = {**PROGRAM, "args": ["read-write", "$(reboot)", "a b;c"]}
+    script = ram_guest.init_script([odd, {**SERVER, "params": ["port=8080", "x=`id`"]}])
+    assert "/job/0/serve read-write '$(reboot)' 'a b;c' </dev/null" in script
+    assert "insmod /job/1/khttpd.ko port=8080 'x=`id`'" in script
+    assert "rmmod khttpd" in script and script.rstrip().endswith("poweroff -f")
+
+
+def _console(files: dict[str, dict[str, str]]) -> str:
+    lines = ["[    0.1] a kernel line", "course-guest: [1/2] ..."]
+    for job, named in files.items():
+        for name, text in named.items():
+            encoded = base64.encodebytes(text.encode()).decode().splitlines()
+            lines += [f"@@course {job} {name} begin", *encoded, f"@@course {job} {name} end"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_what_the_guest_printed_becomes_each_jobs_result() -> None:
+    listening = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n"
+    files = {
+        "0": {"status": "0\n", "stdout": "course: meta x=1\n", "stderr": ""},
+        "1": {
+            "status": "0\n",
+            "client_status": "0\n",
+            "stdout": "course: measure request.khttpd unit=ticks samples=1\n",
+            "log": "course: meta done=1\n",
+            "modules": "khttpd 16384 0 - Live 0x0\n",
+            "tcp": listening,
+            "insmod": "",
+            "rmmod": "",
+        },
+        "guest": {
+            "release": "6.1.0-1-amd64\n",
+            "cpuinfo": "model name\t: QEMU TCG CPU\n",
+            "mitigations": "/sys/devices/system/cpu/vulnerabilities/meltdown:Not affected\n",
+        },
+    }
+    read = ram_guest.read_back(_console(files))
+    assert read["0"]["stdout"] == "course: meta x=1\n" and read["guest"]["release"] == "6.1.0-1-amd64\n"
+    program, server = ram_guest.job_results([PROGRAM, SERVER], read)
+    assert program["ok"] and program["command"] == "build/code/09-khttpd/serve read-write 100 batch < /dev/null"
+    assert server["exit_status"] == 0 and server["client_result"]["ok"]
+    assert server["client_result"]["stdout"].startswith("course: measure request.khttpd")
+    assert server["left_loaded"] is True and server["left_listening"] == ["0100007F:8080 (tcp)"]
+    guest = ram_guest.guest_of(read)
+    assert guest["cpu_model"] == "QEMU TCG CPU" and guest["mitigations"] == {"meltdown": "Not affected"}
+
+
+def test_a_job_the_guest_never_finished_ends_the_results_there() -> None:
+    files = {"0": {"status": "0\n", "stdout": ""}, "1": {"stdout": "half"}}
+    assert len(ram_guest.job_results([PROGRAM, SERVER], ram_guest.read_back(_console(files)))) == 1
+    damaged = _console({"0": {"status": "0\n"}}).replace("MAo=", "M!o=")
+    assert ram_guest.job_results([PROGRAM], ram_guest.read_back(damaged)) == []
+
+
+def test_the_boot_is_emulated_and_repeatable_never_kvm() -> None:
+    class Kernel:
+        image = Path("/boot/vmlinuz")
+
+    command = ram_guest.qemu_command(Kernel(), Path("/x/initramfs.cpio"))  # type: ignore[arg-type]
+    assert command[command.index("-accel") + 1] == "tcg" and "kvm" not in " ".join(command)
+    assert "shift=0,sleep=off,align=off" in command and "-seed" in command and "-rtc" in command
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="needs cpio")
+def test_the_initramfs_is_the_same_bytes_whenever_it_is_made(tmp_path: Path) -> None:
+    """Files copied at another time or built elsewhere make another boot: dates, inode numbers and debugging
+    sections are left out of the archive."""
+    try:
+        ram_guest.busybox()
+    except ram_guest.RamGuestError:
+        pytest.skip("no static busybox here")
+    programs, made = [], []
+    for folder in ("one", "a-longer-build-folder"):  # the compiler writes the folder into the debugging sections
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "prog.c").write_text("int main(void) { return 0; }\n")
+        program = tmp_path / folder / "prog"
+        subprocess.run(["cc", "-g", "-o", str(program), "prog.c"], cwd=tmp_path / folder, check=True)
+        programs.append(program.read_bytes())
+        made.append(ram_guest.make_initramfs([{**PROGRAM, "binary": str(program)}], tmp_path / folder / "guest"))
+    assert len(programs[0]) != len(programs[1]), "built in two folders, the programs differ"
+    assert made[0].read_bytes() == made[1].read_bytes()
