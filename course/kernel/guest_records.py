@@ -252,3 +252,7 @@ def not_run(run: LessonRun, reason: str, keep: dict | None = None, built: bool =
                 skipped = {"status": "skipped", "reason": f"not run: {reason}", "stdin": stdin}
                 key = measurement_id(run.lesson, name, stdin, module.stdin)
                 note(run.measurements, kept[0], key, {**skipped, "measured_at": store.now()})
+
+
+def why_not_started(runner: str, error: Exception) -> str:
+    return f"{'the VM' if runner == 'vm' else f'the {runner} runner'} cannot start: {error}"

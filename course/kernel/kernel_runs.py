@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from course.kernel import kernel_build, kernel_guest, ram_guest, vm
-from course.kernel.guest_records import cannot_start, keep_earlier, not_built, not_run, record_results
+from course.kernel.guest_records import cannot_start, keep_earlier, not_built, not_run, record_results, why_not_started
 from course.kernel.kernel_build import GuestKernel, KernelError
+from course.kernel.memory_boot import boot_in_memory, record_in_memory
 from course.kernel.options import KERNEL_RUNNERS, KernelOptions
 from course.measure import lessons as lesson_catalog
 from course.measure.build import BuildError, file_hash
@@ -69,7 +70,7 @@ def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
                 raise vm.VmError("it loads modules and needs root")
             host_kernel()
         except (KernelError, vm.VmError) as error:
-            return {"runner": "host-kernel", "failed": _cannot(options.runner, error)}
+            return {"runner": "host-kernel", "failed": why_not_started(options.runner, error)}
         return {"runner": "host-kernel", "acceleration": "host-kernel", "guest_kernel": os.uname().release}
     try:
         kernel = kernel_build.find_kernel(options.release)
@@ -77,7 +78,7 @@ def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
         vm.vng_path()
         acceleration, why = vm.choose_acceleration(layout, kernel, options.acceleration, progress)
     except (KernelError, vm.VmError) as error:
-        return {"runner": "vm", "failed": _cannot("vm", error)}
+        return {"runner": "vm", "failed": why_not_started("vm", error)}
     if options.acceleration == "auto" and acceleration != "kvm":
         progress(f"  vm     {why}")  # why not KVM, in one line: the figures are emulated ticks
     where = {"runner": "vm", "acceleration": acceleration, "why": why, "guest_kernel": kernel.release}
@@ -86,10 +87,6 @@ def setting(layout: Layout, options: KernelOptions, progress: Progress) -> dict:
     if options.hardware.append:
         where["guest_append"] = " ".join(options.hardware.append)
     return where
-
-
-def _cannot(runner: str, error: Exception) -> str:
-    return f"{'the VM' if runner == 'vm' else f'the {runner} runner'} cannot start: {error}"
 
 
 def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where: dict, progress: Progress) -> None:
@@ -106,7 +103,7 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     try:
         kernel = host_kernel() if where["runner"] == "host-kernel" else kernel_build.find_kernel(options.release)
     except KernelError as error:
-        cannot_start(runs, where, _cannot(where["runner"], error), progress)
+        cannot_start(runs, where, why_not_started(where["runner"], error), progress)
         return
     for run in runs:
         run.kernel.update(where)
@@ -144,12 +141,12 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         build(rundir)
         if in_memory and not memory_boot:
             jobs = memory_programs + [job for job in built[0] if job["lesson"] in in_memory]
-            memory_boot.append(_boot_in_memory(layout, runs, in_memory, jobs, kernel, options, where, progress))
+            memory_boot.append(boot_in_memory(layout, runs, in_memory, jobs, kernel, options, where, progress))
 
     def finish_in_memory() -> None:
         build_then_boot()  # a no-op once it booted beside the other
         if memory_boot:
-            _record_in_memory(runs, memory_boot[0], where, progress)
+            record_in_memory(runs, memory_boot[0], where, progress)
 
     # A boot with nothing but modules to load waits for their build: if none builds, no VM starts.
     if where["runner"] == "host-kernel" or not planned or not (programs or traces):
@@ -199,7 +196,7 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         build()  # its failures are recorded as they were before a boot that did not start
         # Recorded with the lessons, not raised: the user-space figures of this run are still stored.
         loaded = [run for run in runs if any(job["lesson"] == run.lesson.name for job in jobs)]
-        cannot_start(loaded, where, _cannot(where["runner"], error), progress, built=True)
+        cannot_start(loaded, where, why_not_started(where["runner"], error), progress, built=True)
         finish_in_memory()
         return
     seconds = time.monotonic() - started
@@ -208,56 +205,6 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     progress(f"  kernel {label}: {seconds:.1f} s")
     record_results(runs, jobs, results, console, status, where)
     finish_in_memory()
-
-
-def _boot_in_memory(
-    layout: Layout,
-    runs: list[LessonRun],
-    lessons: set[str],
-    jobs: list[dict],
-    kernel: GuestKernel,
-    options: KernelOptions,
-    where: dict,
-    progress: Progress,
-) -> dict:
-    """The jobs of ``lessons`` (programs, and the server modules that built) in one boot of course.kernel.ram_guest.
-
-    It may run in the thread beside a virtme-ng boot: it records nothing, :func:`_record_in_memory` does.
-    """
-    ours = [run for run in runs if run.lesson.name in lessons]
-    booted: dict = {"jobs": jobs, "runs": ours, "boot": None, "error": None, "seconds": 0.0}
-    if not jobs:
-        return booted
-    progress(f"  vm     booting {kernel.release} from memory ({where['acceleration']}) for {len(jobs)} runs ...")
-    started = time.monotonic()
-    try:
-        with vm.others_may_run():
-            booted["boot"] = ram_guest.run_jobs(layout, kernel, jobs, progress, hardware=options.hardware)
-    except (vm.VmError, ram_guest.RamGuestError, OSError, subprocess.SubprocessError) as error:
-        booted["error"] = error
-    booted["seconds"] = time.monotonic() - started
-    return booted
-
-
-def _record_in_memory(runs: list[LessonRun], booted: dict, where: dict, progress: Progress) -> None:
-    """What the guest from memory measured (:func:`_boot_in_memory`), with how it ran."""
-    ours, boot = booted["runs"], booted["boot"]
-    if not booted["jobs"]:
-        return
-    provenance = {"guest_system": ram_guest.DESCRIBED, "qemu_options": " ".join(ram_guest.ICOUNT_OPTIONS)}
-    for run in ours:
-        run.kernel.update(provenance)
-    if boot is None:
-        cannot_start(ours, where, _cannot("vm", booted["error"]), progress, built=True)
-        return
-    for run in ours:
-        if boot.guest:
-            run.kernel["guest_machine"] = boot.guest
-    label = f"vm boot from memory, {len(booted['jobs'])} runs ({where['acceleration']}, {ram_guest.DESCRIBED})"
-    for run in ours:
-        run.steps.append({"name": label, "seconds": round(booted["seconds"], 3), "cached": False})
-    progress(f"  kernel {label}: {booted['seconds']:.1f} s")
-    record_results(runs, booted["jobs"], boot.jobs, boot.console, boot.exit_status, where)
 
 
 def _only_built(jobs: list[dict], results: list[dict], built: set[tuple[str, str]]) -> tuple[list[dict], list[dict]]:
