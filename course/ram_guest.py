@@ -86,6 +86,12 @@ def libraries(binary: Path) -> list[Path]:
     listed = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30)
     found = []
     for line in listed.stdout.splitlines():
+        if "not found" in line.partition("=>")[2]:
+            # Skipped, the program would only fail in the guest (exit 127) with nothing said on the host.
+            raise RamGuestError(
+                f"{binary.name} needs {line.partition('=>')[0].strip()}, which the host does not have: "
+                "install the library (or relink the program) before booting the guest"
+            )
         path = line.split("=>")[-1].split("(")[0].strip()
         if path.startswith("/"):
             found.append(Path(path))
@@ -155,7 +161,10 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
                 if key != "ko":
                     needed.update(libraries(Path(job[key])))
     for library in needed:
-        target = root / library.relative_to("/")
+        # ldd prints what the binary's loader path says, ".." included: keep every copy inside root.
+        target = Path(os.path.normpath(root / library.relative_to("/")))
+        if not target.is_relative_to(os.path.normpath(root)):
+            raise RamGuestError(f"library {str(library)!r} lies outside the guest's root: refusing to copy it")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(library.resolve(), target)
     init = root / "init"

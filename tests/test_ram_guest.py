@@ -125,3 +125,43 @@ def test_the_initramfs_is_the_same_bytes_whenever_it_is_made(tmp_path: Path) -> 
         made.append(ram_guest.make_initramfs([{**PROGRAM, "binary": str(program)}], tmp_path / folder / "guest"))
     assert len(programs[0]) != len(programs[1]), "built in two folders, the programs differ"
     assert made[0].read_bytes() == made[1].read_bytes()
+
+
+def _linked_program(tmp_path: Path, runpath: str, with_library: bool = True) -> Path:
+    """A program that needs libf.so, found by the loader through ``runpath`` (as a build's rpath would say)."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "f.c").write_text("int f(void) { return 0; }\n")
+    (tmp_path / "m.c").write_text("int f(void);\nint main(void) { return f(); }\n")
+    library = tmp_path / "lib" / "libf.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), "f.c"], cwd=tmp_path, check=True)
+    program = tmp_path / "m"
+    link = ["cc", "-o", str(program), "m.c", f"-L{tmp_path / 'lib'}", "-lf", f"-Wl,-rpath,{runpath}"]
+    subprocess.run(link, cwd=tmp_path, check=True)
+    if not with_library:
+        library.unlink()
+    return program
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None or shutil.which("ldd") is None, reason="needs cpio and ldd")
+def test_a_library_path_with_dot_dot_is_never_copied_outside_the_guests_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ldd prints the rpath as it is: "/../../<tmp>/lib/libf.so" joined onto root/ pointed above it.
+    # As many ".." as root lies below tmp_path: the old code wrote the copy to tmp_path/<tmp_path>/lib/libf.so.
+    folder = tmp_path / "deep" / "er" / "guest"
+    program = _linked_program(
+        tmp_path, "/.." * len((folder / "root").relative_to(tmp_path).parts) + str(tmp_path / "lib")
+    )
+    assert any(".." in str(path) for path in ram_guest.libraries(program)), "the reproducer needs a '..' path"
+    monkeypatch.setattr(ram_guest, "busybox", lambda: Path("/bin/true"))
+    with pytest.raises(ram_guest.RamGuestError, match="outside the guest's root"):
+        ram_guest.make_initramfs([{**PROGRAM, "binary": str(program)}], folder)
+    copied = [path for path in tmp_path.rglob("libf.so") if path != tmp_path / "lib" / "libf.so"]
+    assert copied == [], f"copied outside the guest: {copied}"
+
+
+@pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd")
+def test_a_library_the_host_lacks_is_named_before_the_boot(tmp_path: Path) -> None:
+    program = _linked_program(tmp_path, str(tmp_path / "lib"), with_library=False)
+    with pytest.raises(ram_guest.RamGuestError, match=r"m needs libf\.so, which the host does not have"):
+        ram_guest.libraries(program)
