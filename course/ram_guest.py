@@ -350,9 +350,13 @@ def run_jobs(
     """Boot the initramfs guest once for ``jobs`` (see :func:`suitable`) and return what each job gave."""
     vm.require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
+    if vm.boot_cancelled():  # interrupted during the build it waited for
+        raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
     folder = Path(tempfile.mkdtemp(prefix="ram-", dir=layout.build / "vm"))
     try:
         archive = make_initramfs(jobs, folder)
+        if vm.boot_cancelled():
+            raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
         started = time.monotonic()
         first_job: list[float] = []
 
