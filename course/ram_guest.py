@@ -132,6 +132,7 @@ def init_script(jobs: list[dict]) -> str:
         "mkdir -p /out/guest; uname -r >/out/guest/release; uname -v >/out/guest/version",
         "cat /proc/cpuinfo >/out/guest/cpuinfo",
         "grep . /sys/devices/system/cpu/vulnerabilities/* >/out/guest/mitigations",
+        "kill -9 -1",  # whatever a job left running prints nothing into the files below
         "for folder in /out/*; do for file in $folder/*; do",
         '  mark="@@course ${folder#/out/} ${file##*/}"',
         '  echo "$mark begin"; base64 $file; echo "$mark end"',
@@ -241,19 +242,31 @@ def read_back(console: str) -> dict[str, dict[str, str]]:
     files: dict[str, dict[str, str]] = {}
     current: tuple[str, str] | None = None
     chunks: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    damaged: set[str] = set()
     for line in console.replace("\r", "").splitlines():
         mark = MARK.match(line)
         if mark and mark[3] == "begin":
             current, chunks = (mark[1], mark[2]), []
+            if current in seen:  # a second block: something else in the guest printed it, never trusted
+                damaged.add(mark[1])
+            seen.add(current)
         elif mark and current == (mark[1], mark[2]):
             with contextlib.suppress(binascii.Error, ValueError):  # damaged: the job reads as not finished
-                files.setdefault(mark[1], {})[mark[2]] = base64.b64decode("".join(chunks), validate=True).decode(
-                    "utf-8", "backslashreplace"
-                )
+                decoded = base64.b64decode("".join(chunks), validate=True).decode("utf-8", "backslashreplace")
+                files.setdefault(mark[1], {}).setdefault(mark[2], decoded)  # the first block is the real one
             current = None
         elif current is not None:
             chunks.append(line.strip())
+    for job in damaged:  # the job (or the guest's description) reads as not finished
+        files.pop(job, None)
     return files
+
+
+def _status(text: str | None) -> int | None:
+    """An exit status the guest printed, or None when it is not one (the job then reads as not finished)."""
+    text = (text or "").strip()
+    return int(text) if re.fullmatch(r"-?\d{1,5}", text) else None
 
 
 def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict]:
@@ -262,9 +275,9 @@ def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict
     with tempfile.TemporaryDirectory(prefix="course-ram-guest-") as scratch:
         for index, job in enumerate(jobs):
             got = files.get(str(index), {})
-            if "status" not in got:
+            status = _status(got.get("status"))
+            if status is None:
                 break
-            status = int(got["status"].strip() or -1)
             if "binary" in job:
                 command = " ".join([job.get("shown_as") or job["binary"], *job.get("args", ()), "< /dev/null"])
                 results.append({**job, **_outcome(command, status, got), "seconds": 0.0})
@@ -281,7 +294,8 @@ def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict
             }
             if status == 0:
                 shown = job.get("client_shown_as") or job["client"]
-                client_status = int(got.get("client_status", "-1").strip() or -1)
+                client_status = _status(got.get("client_status"))
+                client_status = -1 if client_status is None else client_status
                 result["client_result"] = _outcome(
                     " ".join([shown, *job["client_args"], "< /dev/null"]), client_status, got
                 )

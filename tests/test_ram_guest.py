@@ -165,3 +165,27 @@ def test_a_library_the_host_lacks_is_named_before_the_boot(tmp_path: Path) -> No
     program = _linked_program(tmp_path, str(tmp_path / "lib"), with_library=False)
     with pytest.raises(ram_guest.RamGuestError, match=r"m needs libf\.so, which the host does not have"):
         ram_guest.libraries(program)
+
+
+def test_a_status_that_is_not_a_number_leaves_the_job_unfinished() -> None:
+    for status in ("not-a-number\n", "1e9\n", "123456\n", "0 0\n", "\n"):
+        read = ram_guest.read_back(_console({"0": {"status": status, "stdout": "ok\n"}}))
+        assert ram_guest.job_results([PROGRAM], read) == [], status
+    read = ram_guest.read_back(_console({"0": {"status": "0\n", "client_status": "x"}}))
+    (server,) = ram_guest.job_results([SERVER], read)
+    assert server["client_result"]["exit_status"] == -1 and server["client_result"]["ended"] == "did not finish"
+
+
+def test_a_second_block_of_a_file_is_damage_not_a_replacement() -> None:
+    # A process the job left running (or a kernel line) printing a block after the real one.
+    real = _console({"0": {"status": "0\n", "stdout": "ok\n"}, "guest": {"release": "6.1\n"}})
+    forged = _console({"0": {"status": "7\n"}, "guest": {"release": "forged\n"}})
+    read = ram_guest.read_back(real + forged)
+    assert "0" not in read and "guest" not in read
+    assert ram_guest.job_results([PROGRAM], read) == []
+    assert ram_guest.read_back(real)["guest"]["release"] == "6.1\n"
+
+
+def test_the_guest_kills_what_the_jobs_left_running_before_printing_their_files() -> None:
+    script = ram_guest.init_script([PROGRAM])
+    assert script.index("kill -9 -1") < script.index("base64")
