@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import math
 import os
 import re
 import shlex
@@ -48,6 +49,14 @@ BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 
 #: The lines that carry the guest's files back: ``@@course <job> <name> begin`` ... ``end``.
 MARK = re.compile(r"^@@course (\d+|guest) ([a-z_]+) (begin|end)$")
+
+#: At most this much of each file a job wrote comes back (base64 makes it a third more): the console
+#: as a whole is cut at course.runners.OUTPUT_LIMIT_BYTES (4 MiB), and one big file must not lose the rest.
+FILE_LIMIT_BYTES = 256 * 1024
+
+#: How long insmod and rmmod may take in the guest, and a server's client when its job names no timeout.
+MODULE_SECONDS = 120
+CLIENT_SECONDS = 300
 
 #: The guest's files read back for its provenance (tables in /proc, as course.kernel_guest reads them).
 GUEST_FILES = ("release", "version", "cpuinfo")
@@ -99,47 +108,61 @@ def libraries(binary: Path) -> list[Path]:
 
 
 def init_script(jobs: list[dict]) -> str:
-    """The guest's /init: every job in order, its outputs kept in /out, then all of them printed, then power off."""
+    """The guest's /init: every job in order, each under its timeout, its files printed as soon as it ends."""
     q = shlex.quote
     lines = [
         "#!/bin/busybox sh",
         "/bin/busybox --install -s /bin",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
-        "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed at the end
+        "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed
         "ip link set lo up",
         "mkdir -p /out /tmp",
+        # Whatever a job left running is killed first: it prints nothing into the blocks.
+        "dump() { kill -9 -1; for file in /out/$1/*; do",
+        '  mark="@@course $1 ${file##*/}"',
+        f'  echo "$mark begin"; head -c {FILE_LIMIT_BYTES} $file | base64; echo "$mark end"',
+        "done; }",
     ]
     for index, job in enumerate(jobs):
         out = f"/out/{index}"
         lines.append(f"mkdir -p {out}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
         if "binary" in job:
-            command = " ".join(q(word) for word in [f"/job/{index}/{Path(job['binary']).name}", *job.get("args", ())])
-            lines.append(f"{command} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/status")
+            seconds = _seconds(job.get("timeout"), 120)
+            words = [f"/job/{index}/{Path(job['binary']).name}", *job.get("args", ())]
+            command = f"timeout -s KILL {seconds} " + " ".join(q(word) for word in words)
+            lines.append(f"{command} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/status; dump {index}")
             continue
         params = " ".join(q(word) for word in job.get("params", ()))
-        client = " ".join(q(word) for word in [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]])
+        words = [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]]
+        client = f"timeout -s KILL {_seconds(job.get('timeout'), CLIENT_SECONDS)} " + " ".join(q(w) for w in words)
+        ko = f"/job/{index}/{Path(job['ko']).name}"
         lines += [
             "dmesg -c >/dev/null",
-            f"insmod /job/{index}/{Path(job['ko']).name} {params} >{out}/insmod 2>&1; echo $? >{out}/status",
+            f"timeout -s KILL {MODULE_SECONDS} insmod {ko} {params} >{out}/insmod 2>&1; echo $? >{out}/status",
             f'if [ "$(cat {out}/status)" = 0 ]; then',
             f"  {client} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
-            f"  rmmod {q(job['module'])} >{out}/rmmod 2>&1",
+            f"  timeout -s KILL {MODULE_SECONDS} rmmod {q(job['module'])} >{out}/rmmod 2>&1",
             "fi",
             f"dmesg >{out}/log; cat /proc/modules >{out}/modules",
             f"cat /proc/net/tcp >{out}/tcp; cat /proc/net/tcp6 >{out}/tcp6 2>/dev/null",
+            f"dump {index}",
         ]
     lines += [
         "mkdir -p /out/guest; uname -r >/out/guest/release; uname -v >/out/guest/version",
         "cat /proc/cpuinfo >/out/guest/cpuinfo",
         "grep . /sys/devices/system/cpu/vulnerabilities/* >/out/guest/mitigations",
-        "kill -9 -1",  # whatever a job left running prints nothing into the files below
-        "for folder in /out/*; do for file in $folder/*; do",
-        '  mark="@@course ${folder#/out/} ${file##*/}"',
-        '  echo "$mark begin"; base64 $file; echo "$mark end"',
-        "done; done",
+        "dump guest",
         "poweroff -f",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _seconds(timeout: object, default: int) -> int:
+    """A job's timeout as busybox's timeout takes it: whole seconds, at least one."""
+    try:
+        return max(1, math.ceil(float(timeout if timeout is not None else default)))
+    except (TypeError, ValueError, OverflowError):
+        return default
 
 
 def _title(job: dict) -> str:

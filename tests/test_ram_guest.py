@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -189,3 +190,68 @@ def test_a_second_block_of_a_file_is_damage_not_a_replacement() -> None:
 def test_the_guest_kills_what_the_jobs_left_running_before_printing_their_files() -> None:
     script = ram_guest.init_script([PROGRAM])
     assert script.index("kill -9 -1") < script.index("base64")
+
+
+def _in_a_pid_namespace() -> bool:
+    if shutil.which("unshare") is None or shutil.which("cpio") is None:
+        return False
+    tried = subprocess.run(["unshare", "-p", "-f", "-m", "true"], capture_output=True, timeout=30)
+    return tried.returncode == 0
+
+
+@pytest.mark.skipif(not _in_a_pid_namespace(), reason="needs cpio and unshare (a PID namespace)")
+def test_a_hung_job_or_a_big_file_loses_only_itself(tmp_path: Path) -> None:
+    """The guest's /init, run in a PID namespace of its own (its kill -9 -1 kills nothing else) and chrooted
+    into the initramfs folder: the hung job is killed at its timeout, the big file is cut, the rest comes back."""
+    try:
+        ram_guest.busybox()
+    except ram_guest.RamGuestError:
+        pytest.skip("no static busybox here")
+    sources = {
+        "hang": "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+        "big": "#include <stdio.h>\nint main(void) { for (int i = 0; i < 1 << 20; i++) putchar('x'); return 0; }\n",
+        "fine": '#include <stdio.h>\nint main(void) { puts("ok"); return 0; }\n',
+    }
+    jobs = []
+    for name, source in sources.items():
+        (tmp_path / f"{name}.c").write_text(source)
+        subprocess.run(["cc", "-o", name, f"{name}.c"], cwd=tmp_path, check=True)
+        jobs.append(
+            {**PROGRAM, "program": f"09-khttpd/{name}", "binary": str(tmp_path / name), "args": [], "timeout": 1}
+        )
+    ram_guest.make_initramfs(jobs, tmp_path / "guest")
+    root = tmp_path / "guest" / "root"
+    # The lines that need a kernel of their own: mounts, the kernel's log, the network, the power-off.
+    host_safe = [
+        line
+        for line in (root / "init").read_text().splitlines()
+        if not line.startswith(("mount ", "dmesg -n", "ip link", "poweroff"))
+    ]
+    # The guest's devtmpfs: the host's /dev, bound in a mount namespace of the test's own.
+    inside = f'mount --bind /dev {shlex.quote(str(root / "dev"))} && exec chroot {shlex.quote(str(root))} "$@"'
+    ran = subprocess.run(
+        [
+            "unshare",
+            "-p",
+            "-f",
+            "--kill-child",
+            "-m",
+            "sh",
+            "-c",
+            inside,
+            "sh",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "\n".join(host_safe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,  # the namespace dies with unshare (--kill-child)
+    )
+    read = ram_guest.read_back(ran.stdout)
+    hung, big, fine = ram_guest.job_results(jobs, read)
+    assert hung["exit_status"] == 137, "killed (SIGKILL) at its one-second timeout"
+    assert big["ok"] and len(big["stdout"]) == ram_guest.FILE_LIMIT_BYTES
+    assert fine["ok"] and fine["stdout"] == "ok\n"
+    assert read["guest"]["release"].strip()
