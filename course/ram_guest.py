@@ -37,6 +37,7 @@ from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.guest_hardware import GuestHardware
 from course.kernel_build import GuestKernel
 from course.layout import Layout
+from course.report import printable
 
 #: QEMU's options that make a boot repeat itself (provenance: stored with the figures as ``qemu_options``).
 ICOUNT_OPTIONS = ("-icount", "shift=0,sleep=off,align=off", "-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm")
@@ -401,7 +402,8 @@ def run_jobs(
             if line.startswith("course-guest:"):
                 if not first_job:
                     first_job.append(time.monotonic() - started)
-                progress("  vm     " + line.removeprefix("course-guest:").strip())
+                # The guest's words: an escape sequence in them would drive the terminal.
+                progress("  vm     " + printable(line.removeprefix("course-guest:").strip()))
 
         status, console = vm._run(qemu_command(kernel, archive, hardware), timeout, show)
         files = read_back(console)

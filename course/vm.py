@@ -31,6 +31,7 @@ from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.guest_hardware import GuestHardware
 from course.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
 from course.layout import Layout
+from course.report import printable
 from course.runners import kill_owned, owned_process, read_output, stop_note
 
 #: kvm: hardware virtualisation, real ticks. tcg: software emulation, ticks of the emulator.
@@ -356,7 +357,8 @@ def _boot(
         if line.startswith("course-guest:"):
             if not first_job:
                 first_job.append(time.monotonic() - started)
-            progress("  vm     " + line.removeprefix("course-guest:").strip())
+            # The guest's words: an escape sequence in them would drive the terminal.
+            progress("  vm     " + printable(line.removeprefix("course-guest:").strip()))
 
     beside: list[BaseException] = []
     # What runs beside the boot sees its end (boot_cancelled) and registers the boots it starts (_run).

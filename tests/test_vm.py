@@ -249,3 +249,19 @@ def test_ctrl_c_during_the_build_starts_no_guest_from_memory_after_it(tmp_path: 
     _interrupted_boot(tmp_path, monkeypatch, build_then_boot, after=0.3)
     assert started == [], "the guest from memory was packed or booted after Ctrl-C"
     assert not _running("31.5")
+
+
+FORGED = "course-guest: \x1b]2;retitled\x07\x1b[2J [1/1] forged\u202e"
+
+
+def test_a_guest_progress_line_reaches_the_terminal_escaped(tmp_path: Path, monkeypatch) -> None:
+    """The guest's words: an escape sequence in them would clear or retitle the terminal."""
+    from course import ram_guest
+
+    lines: list[str] = []
+    monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: on_line(FORGED) or (0, ""))
+    vm._boot(Layout(tmp_path, build_dir=tmp_path / "build"), KERNEL, [], "tcg-icount", lines.append, 60, tmp_path)
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+    ram_guest.run_jobs(Layout(tmp_path, build_dir=tmp_path / "build"), KERNEL, [], lines.append)
+    assert lines == [r"  vm     \x1b]2;retitled\x07\x1b[2J [1/1] forged\u202e"] * 2
