@@ -390,7 +390,9 @@ def run_jobs(
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
     if vm.boot_cancelled():  # interrupted during the build it waited for
         raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
-    folder = Path(tempfile.mkdtemp(prefix="ram-", dir=layout.build / "vm"))
+    # Named by this process, as vm.run_jobs names its folders: one left by a SIGKILL goes on the next run.
+    vm.remove_stale_runs(layout.build / "vm", "ram-")
+    folder = Path(tempfile.mkdtemp(prefix=f"ram-{os.getpid()}-", dir=layout.build / "vm"))
     try:
         archive = make_initramfs(jobs, folder)
         if vm.boot_cancelled():

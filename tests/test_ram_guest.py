@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import shlex
 import shutil
 import subprocess
@@ -255,3 +256,32 @@ def test_a_hung_job_or_a_big_file_loses_only_itself(tmp_path: Path) -> None:
     assert big["ok"] and len(big["stdout"]) == ram_guest.FILE_LIMIT_BYTES
     assert fine["ok"] and fine["stdout"] == "ok\n"
     assert read["guest"]["release"].strip()
+
+
+def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from course import vm
+    from course.layout import Layout
+
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    parent = tmp_path / "build" / "vm"
+    left = parent / f"ram-{dead}-abc"  # a run killed by SIGKILL never removed it
+    (left / "root").mkdir(parents=True)
+    alive = parent / f"ram-{os.getpid()}-xyz"  # another boot of this process, still running
+    alive.mkdir()
+    seen: list[str] = []
+
+    def booted(command: list[str], timeout: float, on_line) -> tuple[int, str]:
+        seen.extend(path.name for path in parent.iterdir())
+        return 0, ""
+
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(vm, "_run", booted)
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+
+    class Kernel:
+        image = Path("/boot/vmlinuz")
+
+    ram_guest.run_jobs(Layout(tmp_path, build_dir=tmp_path / "build"), Kernel(), [], lambda line: None)  # type: ignore[arg-type]
+    assert not left.exists() and alive.exists()
+    assert any(name.startswith(f"ram-{os.getpid()}-") and name != alive.name for name in seen), seen
+    assert sorted(path.name for path in parent.iterdir()) == [alive.name], "its own folder removed at its end"
