@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from html import unescape
 from pathlib import Path
@@ -569,3 +570,24 @@ def test_a_small_percentage_keeps_two_significant_digits() -> None:
     assert format_value(-0.004, "%") == "-0.004 %" and format_value(-1e-12, "%") == "-1e-12 %"
     assert format_value(0.0, "%") == "0.00 %" and format_value(0.43, "%") == "0.43 %"
     assert format_value(-3.29, "%") == "-3.29 %" and format_value(61.5, "%") == "61.5 %"
+
+
+def test_on_a_page_an_absurd_share_is_a_warning_and_a_row_not_a_bar(tmp_path: Path) -> None:
+    """An imported set's cost of 5e6 % squeezed every real bar to nothing: now the build says what it left out."""
+    from sphinx.testing.util import SphinxTestApp
+
+    source = tmp_path / "src"
+    shutil.copytree(Path(__file__).parent / "roots" / "test-course-answer", source)
+    forged = source / "results" / "qemu-icount-debian-6.1" / "09-khttpd.json"
+    data = json.loads(forged.read_text())
+    data["measurements"]["09-khttpd/saving-percent.sendfile"]["value"] = -5e6
+    forged.write_text(json.dumps(data))
+    app = SphinxTestApp("html", srcdir=source, builddir=tmp_path / "out")
+    try:
+        app.build()
+        warnings = app._warning.getvalue()
+    finally:
+        app.cleanup()
+    assert "-5000000.0 %, no saving: left out of the chart" in warnings
+    page = (tmp_path / "out" / "html" / "index.html").read_text(encoding="utf-8")
+    assert 'width="nan"' not in page and "left out: -5000000.0 % is no saving" in page
