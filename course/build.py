@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from course.fingerprint import compiler_version
 from course.layout import Layout
-from course.lessons import Lesson
+from course.lessons import LIB_FLAG, Lesson
 
 #: Optimised as a real program would be; warnings shown, never fatal on a newer compiler.
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-g")
@@ -65,6 +66,12 @@ def build_program(layout: Layout, lesson: Lesson, program: str, cc: str = "cc", 
 
     ``libs`` are linker flags (``-luring``) from the program's ``[[run]]`` entry.
     """
+    # lesson.toml checks libs; checked again here because every caller hands them to cc as they are.
+    for flag in libs:
+        if not re.fullmatch(LIB_FLAG, flag):
+            raise BuildError(
+                f"libs entry {flag!r} for {program} is not a library flag: give only -lNAME items, like -luring"
+            )
     require_compiler(cc)
     sources = program_sources(layout, lesson, program)
     built = Program(

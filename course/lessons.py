@@ -21,6 +21,8 @@ LESSON_PAGE = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9-]+)\.md$")
 
 #: The kinds of standard input a program can be run with.
 STDIN_KINDS = ("devnull", "file", "pipe", "tty", "zero", "socket")
+#: The only linker flags a lesson.toml may give cc: a library by name (-luring), never -o or @file.
+LIB_FLAG = r"-l[A-Za-z0-9_.+-]+"
 
 
 class LessonError(ValueError):
@@ -294,6 +296,16 @@ def _texts(key: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _libs(key: str, value: object) -> tuple[str, ...]:
+    # Handed to cc as they are: "-o /path" would write anywhere and "@file" would read a host
+    # file into the build log, so only plain -lNAME flags pass.
+    items = _texts(key, value)
+    for item in items:
+        if not re.fullmatch(LIB_FLAG, item):
+            raise _Bad(f'{key} entry {item!r} is not a library flag: give only -lNAME items, like {key} = ["-luring"]')
+    return items
+
+
 def _kinds(key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise _Bad(f'{key} must be a list of kinds of file, like {key} = ["devnull"], not {_shown(value)}')
@@ -390,7 +402,7 @@ Check = Callable[[str, object], object]
 
 #: Every key each kind of entry may have, and the check its value must pass.
 SECTIONS: dict[str, dict[str, Check]] = {
-    "run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout, "libs": _texts},
+    "run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout, "libs": _libs},
     "disassemble": {"id": _text, "symbol": _text, "program": _text, "library": _text},
     "derive": {
         "name": _text,

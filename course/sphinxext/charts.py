@@ -11,6 +11,7 @@ text, drops control characters and bounds its length; nothing is interpreted (a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import statistics
@@ -441,7 +442,10 @@ def _diverging_ticks(low: float, high: float, most: int = 6) -> list[float]:
     for step in (s * scale * m for m in (1, 10, 100) for s in (1, 2, 5)):
         first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
         if last - first <= most:
-            return [round(i * step, 10) for i in range(first, last + 1)]
+            # Rounded to the step's own precision: to 10 places, ticks of 2e-12 all became 0 (a zero span).
+            places = max(10, 1 - math.floor(math.log10(step)))
+            values = [round(i * step, places) for i in range(first, last + 1)]
+            return values if values[0] < values[-1] else sorted({low, 0.0, high})
     return [low, 0.0, high]  # not reached: a step a hundred times the span holds it in two intervals
 
 
@@ -461,9 +465,34 @@ def _diverging_scale(left: float, values: list[float], shares: list[Share], labe
         elif share.value is not None:
             rights.append((WIDTH - 2 - text_width(" " + share.label, FONT), share.value))
     px = min((c - a) / (b + d) for a, b in lefts for c, d in rights if b + d > 0)
+    if not high > low:  # no span to draw (a share too small to tell from zero): a plot of 60 px, of one unit
+        high = low + 1.0
     px = max(px, 60 / (high - low))  # labels too wide for any scale (a hostile one): a plot of 60 px still
     zero = max(a + b * px for a, b in lefts)
     return Scale(low, high, zero + low * px, zero + high * px)
+
+
+#: The largest share an answer chart draws, in per cent: a saving is at most 100 %, and a cost of a
+#: million per cent (ten thousand times the time) is no measured figure but a damaged or forged one.
+ABSURD_PERCENT = 1e6
+
+#: Shares closer to zero than this are drawn at zero: no scale has room for 1e-320 % beside 0.
+TINY_PERCENT = 1e-300
+
+
+def absurd_share(value: float) -> bool:
+    """Whether ``value`` (a share in per cent) is no figure an answer chart can show."""
+    return not math.isfinite(value) or abs(value) > ABSURD_PERCENT
+
+
+def _drawable(share: Share) -> Share:
+    if share.value is None:
+        return share
+    if absurd_share(share.value):
+        return dataclasses.replace(share, value=None, label=f"left out: {share.label} is no saving")
+    if abs(share.value) < TINY_PERCENT:
+        return dataclasses.replace(share, value=0.0)
+    return share
 
 
 @cached  # drawn again only when what it shows, or this module, changed
@@ -480,6 +509,9 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     """
     header = ("figure", "result set", "value", "what it is")
     rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
+    # A share no saving can be (nan, inf, a cost of a million per cent; the directive warns of it) is left
+    # out, and one too small to tell from zero is drawn at zero: either would make the scale nan or zero wide.
+    groups = [dataclasses.replace(group, shares=tuple(_drawable(share) for share in group.shares)) for group in groups]
     shares = [share for group in groups for share in group.shares]
     if not any(share.value is not None for share in shares):
         return _empty(title, header, rows)
