@@ -356,3 +356,51 @@ def test_the_machines_overview_sets_2000s_crossing_beside_todays_with_the_mitiga
         mine, theirs = current.machine.get("mitigations") or {}, other.machine.get("mitigations") or {}
         differ = sorted(name for name in {*mine, *theirs} if mine.get(name) != theirs.get(name))
         assert f"{other.label} (" in notes[1] and ", ".join(differ) in notes[1], (other.id, differ, notes[1])
+
+
+def _answer_charts(article: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Each answer chart of a page in order: its caption and its rows (figure, set, value) as its table gives them."""
+    found = []
+    for chart in article.split('class="course-chart course-answer')[1:]:
+        chart = chart.split("</details>", 1)[0]
+        caption = _text(re.search(r'<p class="course-chart-caption">(.*?)</p>', chart, re.S)[1])
+        table = chart.split("</svg>", 1)[1].split("<tbody>", 1)[1]
+        rows = [[_text(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in table.split("</tr>")]
+        found.append((caption, [(row[0], row[1], row[2]) for row in rows if len(row) >= 3]))
+    return found
+
+
+@pytest.mark.parametrize("lesson", KERNEL_LESSONS)
+def test_a_kernel_lesson_answers_in_time_shares_and_charts_the_counts_below(html: Path, lesson: str) -> None:
+    """The opening chart holds shares of time only (2000's and this machine's); the guests' shares of instructions
+    are another measure and get a chart of their own, further down."""
+    article = _article(_page(html, lesson))
+    (caption, rows), *below = _answer_charts(article)
+    assert rows and all(figure.endswith("a share of time") for figure, _, _ in rows), rows
+    assert "instructions" not in caption and "time" in caption, caption
+    assert {"2000"} < {who for _, who, _ in rows}, "2000 beside today"
+    counted = [row for _, chart in below for row in chart]
+    assert counted and all(figure.endswith("a share of instructions") for figure, _, _ in counted), counted
+    assert all(" guest" in who for _, who, _ in counted), "instruction counts are the guests' alone"
+
+
+def test_lesson_6_does_not_open_with_lesson_4s_chart(html: Path) -> None:
+    openings = [_answer_charts(_article(_page(html, lesson)))[0] for lesson in KERNEL_LESSONS]
+    assert openings[0][1] != openings[1][1] and openings[0][0] != openings[1][0]
+
+
+def test_a_panel_title_names_one_figure_across_lessons_4_and_6(html: Path) -> None:
+    """A panel named alike on both pages shows the same figures: lesson 4's kernel_read() skips more than
+    lesson 6's ksys_read(), and its title says so."""
+    shown: dict[tuple, set[tuple[str, str]]] = {}
+    for lesson in KERNEL_LESSONS:
+        for _, rows in _answer_charts(_article(_page(html, lesson))):
+            for figure, who, value in rows:
+                # "entry and exit skipped" and "skipping entry and exit" name one layer: the words count, not the order
+                layers = tuple(word for word in ("entry", "exit", "lookup", "method") if word in figure)
+                shown.setdefault((layers, figure.rsplit(": a share of", 1)[-1]), set()).add((who, value))
+    for title, figures in shown.items():
+        sets = [who for who, _ in figures]
+        assert len(sets) == len(set(sets)), f"{title!r} shows different figures for one set: {sorted(figures)}"
+    titles = [row[0] for _, rows in _answer_charts(_article(_page(html, "04-kernel-read"))) for row in rows]
+    assert any("descriptor lookup" in title and "kernel_read()" in title for title in titles), titles
