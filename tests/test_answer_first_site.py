@@ -404,3 +404,34 @@ def test_a_panel_title_names_one_figure_across_lessons_4_and_6(html: Path) -> No
         assert len(sets) == len(set(sets)), f"{title!r} shows different figures for one set: {sorted(figures)}"
     titles = [row[0] for _, rows in _answer_charts(_article(_page(html, "04-kernel-read"))) for row in rows]
     assert any("descriptor lookup" in title and "kernel_read()" in title for title in titles), titles
+
+
+def test_lesson_9s_answer_gives_every_guest_and_says_so_when_the_sign_flips(html: Path) -> None:
+    """Not one kernel's figures: every guest's, and against sendfile() the sign flips if, and only if, the stored
+    figures of the guests have both signs."""
+    article = _article(_page(html, "09-khttpd"))
+    answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+    sets = store.load_all(ROOT / "results")
+    guests = [set_id for set_id in sets if re.fullmatch(r"qemu-icount-debian-6\.\d+(-rt)?", set_id)]
+    assert len(guests) == 3, guests
+    given = [set_id for set_id, _ in _values(answer)]
+    for guest in guests:
+        assert given.count(guest) == 2, f"{guest}: against read()+write() and against sendfile()"
+    signs = {sets[guest].measurement("09-khttpd/saving-percent.sendfile")["value"] > 0 for guest in guests}
+    assert ("sign flips" in _text(answer)) == (len(signs) == 2), _text(answer)
+
+
+def test_lesson_9_explains_its_tails_and_its_emulated_times_beside_the_tables(html: Path) -> None:
+    """The counted table's p99 runs far above its median, and the emulated table disagrees with the counts: the
+    paragraph right after each table says why."""
+    article = _article(_page(html, "09-khttpd"))
+    after = {}
+    for table in re.findall(r'<table class="course-table.*?</table>', article, re.S):
+        caption = _text(re.search(r"<caption>(.*?)</caption>", table, re.S)[1]) if "<caption>" in table else ""
+        rest = article.split(table, 1)[1].split("<table", 1)[0]
+        prose = re.findall(r"<p>(.*?)</p>", rest, re.S)  # the table's own notes have a class
+        after[caption] = _text(prose[0]) if prose else ""
+    counted = next(text for caption, text in after.items() if "counted in instructions (QEMU -icount)" in caption)
+    emulated = next(text for caption, text in after.items() if "plain emulation" in caption)
+    assert "99th percentile" in counted and "interrupt" in counted, counted
+    assert "emulated" in emulated and "instruction counts" in emulated and "inference" in emulated, emulated
