@@ -289,6 +289,9 @@ def test_the_compiler_errors_wrap_and_the_answer_columns_come_first(html: Path) 
     machines = (html / "docs" / "machines.html").read_text(encoding="utf-8")
     head = re.findall(r"<th[^>]*>(.*?)</th>", machines.split("<thead>", 1)[1].split("</thead>", 1)[0], re.S)
     assert _text(head[0]) == "set" and "vs 2000" in _text(head[1]), "the figures against 2000 right after the set"
+    # The course's code listings wrap a long line rather than hide its end past the box's right edge.
+    assert ".course-code pre { white-space: pre-wrap;" in css
+    assert re.search(r'class="[^"]*course-code[^"]*".*?<pre>', _page(html, "09-khttpd"), re.S)
 
 
 def _who(name: str) -> str:
