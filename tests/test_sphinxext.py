@@ -20,6 +20,7 @@ from sphinx.testing.util import SphinxTestApp
 from course import site, store
 from course.layout import Layout
 from course.sphinxext import chartcache, context, figures, machines, setdata
+from course.sphinxext.base import value_text
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -1214,3 +1215,10 @@ def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestAp
         assert (Path(serial.outdir) / page).read_bytes() == (Path(parallel.outdir) / page).read_bytes(), page
     assert "as_json" in _html(parallel, "api")
 
+
+def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
+    """A reason such as "no ->read method" in a narrow cell: a line may break anywhere but inside the arrow."""
+    skipped = value_text({"status": "skipped", "reason": "no ->read method"}, "min", False)
+    failed = value_text({"status": "failed", "reason": "f_op->read_iter refused"}, "min", False)
+    assert skipped == "not run (no -\u2060>read method)" and failed == "failed (f_op-\u2060>read_iter refused)"
+    assert value_text({"status": "ok", "min": 5, "unit": "ticks"}, "min", False) == "5 ticks"
