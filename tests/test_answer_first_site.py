@@ -402,3 +402,17 @@ def test_the_machines_overview_sets_2000s_crossing_beside_todays_with_the_mitiga
         mine, theirs = current.machine.get("mitigations") or {}, other.machine.get("mitigations") or {}
         differ = sorted(name for name in {*mine, *theirs} if mine.get(name) != theirs.get(name))
         assert f"{other.label} (" in notes[1] and ", ".join(differ) in notes[1], (other.id, differ, notes[1])
+
+
+def _answer_panels(html: Path, lesson: str) -> list[str]:
+    """The titles of the panels of a lesson's answer chart (its bold lines), in order."""
+    article = _article(_page(html, lesson))
+    chart = article.split('class="course-chart course-answer', 1)[1].split("</svg>", 1)[0]
+    return [unescape(title) for title in re.findall(r'<text[^>]*font-weight="bold"[^>]*>([^<]*)</text>', chart)]
+
+
+def test_lesson_8_answers_since_2000_with_a_chart_of_its_own_not_lesson_1s(html: Path) -> None:
+    """Lesson 1 charts the way in and out alone; lesson 8 sets it beside the empty read it is part of."""
+    first, since = _answer_panels(html, "01-user-kernel"), _answer_panels(html, "08-since-2000")
+    assert first and since and since != first, (first, since)
+    assert since[0] == "an empty read of a terminal" and any("the way in and out" in title for title in since), since
