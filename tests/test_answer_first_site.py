@@ -289,6 +289,9 @@ def test_the_compiler_errors_wrap_and_the_answer_columns_come_first(html: Path) 
     machines = (html / "docs" / "machines.html").read_text(encoding="utf-8")
     head = re.findall(r"<th[^>]*>(.*?)</th>", machines.split("<thead>", 1)[1].split("</thead>", 1)[0], re.S)
     assert _text(head[0]) == "set" and "vs 2000" in _text(head[1]), "the figures against 2000 right after the set"
+    # The course's code listings wrap a long line rather than hide its end past the box's right edge.
+    assert ".course-code pre { white-space: pre-wrap;" in css
+    assert re.search(r'class="[^"]*course-code[^"]*".*?<pre>', _page(html, "09-khttpd"), re.S)
 
 
 def _who(name: str) -> str:
@@ -333,18 +336,61 @@ def test_the_home_table_is_in_one_unit_and_names_this_machine_a_vm(html: Path) -
         assert f"{current.label} (this machine, itself a VM)" in _text(head)
 
 
+#: The one stored figure every page shows for the way into the kernel and back: lesson 8's entry.c, at best.
+WAY_IN_AND_OUT = "08-since-2000/invalid-syscall"
+#: Other programs that time the same call, for a reason of their own, and the words that name them on a page.
+OTHER_PROGRAMS = {
+    "03-timing/invalid-syscall": r"(?i)(lesson 3|this lesson).s program, timed in the same rounds",
+    "07-bytes/invalid-syscall.file": r"bytes\.c.* in the same run as the reads",
+}
+
+
+def _current_id(html: Path) -> str:
+    page = _page(html, "01-user-kernel")
+    return re.search(rf'data-measurement="{WAY_IN_AND_OUT}" data-set="([^"]*)"', page)[1]
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["lessons/01-user-kernel", "lessons/03-timing", "lessons/07-bytes", "lessons/08-since-2000", "docs/machines"],
+)
+def test_the_way_in_and_out_is_one_stored_figure_wherever_it_is_quoted(html: Path, page: str) -> None:
+    """The same program's minimum in the answers and the overview; another program's figure says which and why."""
+    article = _article((html / f"{page}.html").read_text(encoding="utf-8"))
+    current = _current_id(html)
+    found = re.findall(
+        r'data-measurement="([^"]*invalid-syscall[^"]*)" data-set="([^"]*)" data-field="([^"]*)"', article
+    )
+    host = {(key, field) for key, set_id, field in found if set_id == current}
+    assert (WAY_IN_AND_OUT, "min-ns") in host, host
+    if "<strong>The answer:</strong>" in article:
+        answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+        shown = re.findall(rf'data-measurement="([^"]*invalid-syscall[^"]*)" data-set="{current}"', answer)
+        assert set(shown) <= {WAY_IN_AND_OUT}, f"the answer quotes {shown}"
+    text = _text(article)
+    for key in {key for key, _ in host} - {WAY_IN_AND_OUT}:
+        assert key in OTHER_PROGRAMS and re.search(OTHER_PROGRAMS[key], text), f"{key}: which program, and why"
+
+
 def test_the_machines_overview_sets_2000s_crossing_beside_todays_with_the_mitigations_next_to_it(html: Path) -> None:
     """2000's crossing is the article's breakdown (as lessons 1 and 8 chart it); the table says what it leaves out."""
     page = (html / "docs" / "machines.html").read_text(encoding="utf-8")
     table, rest = page.split("<table", 1)[1].split("</table>", 1)
     head = [_text(cell) for cell in re.findall(r"<th[^>]*>(.*?)</th>", table.split("</thead>", 1)[0], re.S)]
-    assert head[1].startswith("the crossing alone") and head[2] == "mitigations", head[:3]
+    assert head[1].startswith("the way in and out (entry and exit alone)") and head[2] == "mitigations", head[:3]
+    # Nanoseconds only (each set's page has the ticks); "vs 2000" only over a figure the article has.
+    assert "getppid() (C library) (ns)" in head and not any("ticks" in cell for cell in head), head
     rows = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
     sets = store.load_all(ROOT / "results")
     breakdown = sets["reference-2000"].measurement("08-since-2000/entry-exit.article")
     ns = breakdown["value"] / breakdown["tsc_hz"] * 1e9
     first = next(row for row in rows if row and _text(row[0]).startswith("2000"))
-    assert _text(first[1]) == f"{breakdown['value']:,.0f} ticks / {ns:,.0f} ns", "as lessons 1 and 8 chart it"
+    assert _text(first[1]) == f"{ns:,.0f} ns", "as lessons 1 and 8 chart it"
+    figures = [[_text(cell) for cell in row[1:6] if _text(cell) != "—"] for row in rows if row]
+    assert all(figures), "no row of dashes (a guest's instruction counts are on its own page)"
+    way = sets[_current_id(html)].measurement(WAY_IN_AND_OUT)
+    mine = next(row for row in rows if row and "(this machine" in _text(row[0]))
+    assert _text(mine[1]).startswith(f"{way['min'] / way['tsc_hz'] * 1e9:,.0f} ns"), "the figure the lessons show"
     notes = [_text(note) for note in re.findall(r'<p class="course-table-note">(.*?)</p>', rest, re.S)]
     shown = len(rows) - 1
     if shown < len(sets):
@@ -454,3 +500,17 @@ def test_the_home_page_opens_with_its_answer_and_one_chart_of_2000_against_today
     assert all(value.endswith(" ns") for _, _, value in rows), rows
     drawn = {_numbers(value)[0] for _, _, value in rows}
     assert {_numbers(text)[0] for _, text in values} <= drawn, "the chart shows every figure the answer gives"
+
+
+def _answer_panels(html: Path, lesson: str) -> list[str]:
+    """The titles of the panels of a lesson's answer chart (its bold lines), in order."""
+    article = _article(_page(html, lesson))
+    chart = article.split('class="course-chart course-answer', 1)[1].split("</svg>", 1)[0]
+    return [unescape(title) for title in re.findall(r'<text[^>]*font-weight="bold"[^>]*>([^<]*)</text>', chart)]
+
+
+def test_lesson_8_answers_since_2000_with_a_chart_of_its_own_not_lesson_1s(html: Path) -> None:
+    """Lesson 1 charts the way in and out alone; lesson 8 sets it beside the empty read it is part of."""
+    first, since = _answer_panels(html, "01-user-kernel"), _answer_panels(html, "08-since-2000")
+    assert first and since and since != first, (first, since)
+    assert since[0] == "an empty read of a terminal" and any("the way in and out" in title for title in since), since
