@@ -289,6 +289,9 @@ def test_the_compiler_errors_wrap_and_the_answer_columns_come_first(html: Path) 
     machines = (html / "docs" / "machines.html").read_text(encoding="utf-8")
     head = re.findall(r"<th[^>]*>(.*?)</th>", machines.split("<thead>", 1)[1].split("</thead>", 1)[0], re.S)
     assert _text(head[0]) == "set" and "vs 2000" in _text(head[1]), "the figures against 2000 right after the set"
+    # The course's code listings wrap a long line rather than hide its end past the box's right edge.
+    assert ".course-code pre { white-space: pre-wrap;" in css
+    assert re.search(r'class="[^"]*course-code[^"]*".*?<pre>', _page(html, "09-khttpd"), re.S)
 
 
 def _who(name: str) -> str:
@@ -317,7 +320,8 @@ def test_a_set_has_one_colour_in_every_chart_of_every_lesson(html: Path) -> None
 def test_the_home_table_is_in_one_unit_and_names_this_machine_a_vm(html: Path) -> None:
     """Nanoseconds in every column (ticks of three clocks never share a row); a host that is a VM says so."""
     page = (html / "docs" / "index.html").read_text(encoding="utf-8")
-    table = page.split('<table class="course-table', 1)[1].split("</table>", 1)[0]
+    tables = re.findall(r'<table class="course-table (?!course-chart-table).*?</table>', page, re.S)  # not a chart's
+    table = tables[0]
     head, body = table.split("</thead>", 1)
     cells = [
         _text(cell)
@@ -332,18 +336,61 @@ def test_the_home_table_is_in_one_unit_and_names_this_machine_a_vm(html: Path) -
         assert f"{current.label} (this machine, itself a VM)" in _text(head)
 
 
+#: The one stored figure every page shows for the way into the kernel and back: lesson 8's entry.c, at best.
+WAY_IN_AND_OUT = "08-since-2000/invalid-syscall"
+#: Other programs that time the same call, for a reason of their own, and the words that name them on a page.
+OTHER_PROGRAMS = {
+    "03-timing/invalid-syscall": r"(?i)(lesson 3|this lesson).s program, timed in the same rounds",
+    "07-bytes/invalid-syscall.file": r"bytes\.c.* in the same run as the reads",
+}
+
+
+def _current_id(html: Path) -> str:
+    page = _page(html, "01-user-kernel")
+    return re.search(rf'data-measurement="{WAY_IN_AND_OUT}" data-set="([^"]*)"', page)[1]
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["lessons/01-user-kernel", "lessons/03-timing", "lessons/07-bytes", "lessons/08-since-2000", "docs/machines"],
+)
+def test_the_way_in_and_out_is_one_stored_figure_wherever_it_is_quoted(html: Path, page: str) -> None:
+    """The same program's minimum in the answers and the overview; another program's figure says which and why."""
+    article = _article((html / f"{page}.html").read_text(encoding="utf-8"))
+    current = _current_id(html)
+    found = re.findall(
+        r'data-measurement="([^"]*invalid-syscall[^"]*)" data-set="([^"]*)" data-field="([^"]*)"', article
+    )
+    host = {(key, field) for key, set_id, field in found if set_id == current}
+    assert (WAY_IN_AND_OUT, "min-ns") in host, host
+    if "<strong>The answer:</strong>" in article:
+        answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+        shown = re.findall(rf'data-measurement="([^"]*invalid-syscall[^"]*)" data-set="{current}"', answer)
+        assert set(shown) <= {WAY_IN_AND_OUT}, f"the answer quotes {shown}"
+    text = _text(article)
+    for key in {key for key, _ in host} - {WAY_IN_AND_OUT}:
+        assert key in OTHER_PROGRAMS and re.search(OTHER_PROGRAMS[key], text), f"{key}: which program, and why"
+
+
 def test_the_machines_overview_sets_2000s_crossing_beside_todays_with_the_mitigations_next_to_it(html: Path) -> None:
     """2000's crossing is the article's breakdown (as lessons 1 and 8 chart it); the table says what it leaves out."""
     page = (html / "docs" / "machines.html").read_text(encoding="utf-8")
     table, rest = page.split("<table", 1)[1].split("</table>", 1)
     head = [_text(cell) for cell in re.findall(r"<th[^>]*>(.*?)</th>", table.split("</thead>", 1)[0], re.S)]
-    assert head[1].startswith("the crossing alone") and head[2] == "mitigations", head[:3]
+    assert head[1].startswith("the way in and out (entry and exit alone)") and head[2] == "mitigations", head[:3]
+    # Nanoseconds only (each set's page has the ticks); "vs 2000" only over a figure the article has.
+    assert "getppid() (C library) (ns)" in head and not any("ticks" in cell for cell in head), head
     rows = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
     sets = store.load_all(ROOT / "results")
     breakdown = sets["reference-2000"].measurement("08-since-2000/entry-exit.article")
     ns = breakdown["value"] / breakdown["tsc_hz"] * 1e9
     first = next(row for row in rows if row and _text(row[0]).startswith("2000"))
-    assert _text(first[1]) == f"{breakdown['value']:,.0f} ticks / {ns:,.0f} ns", "as lessons 1 and 8 chart it"
+    assert _text(first[1]) == f"{ns:,.0f} ns", "as lessons 1 and 8 chart it"
+    figures = [[_text(cell) for cell in row[1:6] if _text(cell) != "—"] for row in rows if row]
+    assert all(figures), "no row of dashes (a guest's instruction counts are on its own page)"
+    way = sets[_current_id(html)].measurement(WAY_IN_AND_OUT)
+    mine = next(row for row in rows if row and "(this machine" in _text(row[0]))
+    assert _text(mine[1]).startswith(f"{way['min'] / way['tsc_hz'] * 1e9:,.0f} ns"), "the figure the lessons show"
     notes = [_text(note) for note in re.findall(r'<p class="course-table-note">(.*?)</p>', rest, re.S)]
     shown = len(rows) - 1
     if shown < len(sets):
@@ -356,3 +403,114 @@ def test_the_machines_overview_sets_2000s_crossing_beside_todays_with_the_mitiga
         mine, theirs = current.machine.get("mitigations") or {}, other.machine.get("mitigations") or {}
         differ = sorted(name for name in {*mine, *theirs} if mine.get(name) != theirs.get(name))
         assert f"{other.label} (" in notes[1] and ", ".join(differ) in notes[1], (other.id, differ, notes[1])
+
+
+def _answer_charts(article: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Each answer chart of a page in order: its caption and its rows (figure, set, value) as its table gives them."""
+    found = []
+    for chart in article.split('class="course-chart course-answer')[1:]:
+        chart = chart.split("</details>", 1)[0]
+        caption = _text(re.search(r'<p class="course-chart-caption">(.*?)</p>', chart, re.S)[1])
+        table = chart.split("</svg>", 1)[1].split("<tbody>", 1)[1]
+        rows = [[_text(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in table.split("</tr>")]
+        found.append((caption, [(row[0], row[1], row[2]) for row in rows if len(row) >= 3]))
+    return found
+
+
+@pytest.mark.parametrize("lesson", KERNEL_LESSONS)
+def test_a_kernel_lesson_answers_in_time_shares_and_charts_the_counts_below(html: Path, lesson: str) -> None:
+    """The opening chart holds shares of time only (2000's and this machine's); the guests' shares of instructions
+    are another measure and get a chart of their own, further down."""
+    article = _article(_page(html, lesson))
+    (caption, rows), *below = _answer_charts(article)
+    assert rows and all(figure.endswith("a share of time") for figure, _, _ in rows), rows
+    assert "instructions" not in caption and "time" in caption, caption
+    assert {"2000"} < {who for _, who, _ in rows}, "2000 beside today"
+    counted = [row for _, chart in below for row in chart]
+    assert counted and all(figure.endswith("a share of instructions") for figure, _, _ in counted), counted
+    assert all(" guest" in who for _, who, _ in counted), "instruction counts are the guests' alone"
+
+
+def test_lesson_6_does_not_open_with_lesson_4s_chart(html: Path) -> None:
+    openings = [_answer_charts(_article(_page(html, lesson)))[0] for lesson in KERNEL_LESSONS]
+    assert openings[0][1] != openings[1][1] and openings[0][0] != openings[1][0]
+
+
+def test_a_panel_title_names_one_figure_across_lessons_4_and_6(html: Path) -> None:
+    """A panel named alike on both pages shows the same figures: lesson 4's kernel_read() skips more than
+    lesson 6's ksys_read(), and its title says so."""
+    shown: dict[tuple, set[tuple[str, str]]] = {}
+    for lesson in KERNEL_LESSONS:
+        for _, rows in _answer_charts(_article(_page(html, lesson))):
+            for figure, who, value in rows:
+                # "entry and exit skipped" and "skipping entry and exit" name one layer: the words count, not the order
+                layers = tuple(word for word in ("entry", "exit", "lookup", "method") if word in figure)
+                shown.setdefault((layers, figure.rsplit(": a share of", 1)[-1]), set()).add((who, value))
+    for title, figures in shown.items():
+        sets = [who for who, _ in figures]
+        assert len(sets) == len(set(sets)), f"{title!r} shows different figures for one set: {sorted(figures)}"
+    titles = [row[0] for _, rows in _answer_charts(_article(_page(html, "04-kernel-read"))) for row in rows]
+    assert any("descriptor lookup" in title and "kernel_read()" in title for title in titles), titles
+
+
+def test_lesson_9s_answer_gives_every_guest_and_says_so_when_the_sign_flips(html: Path) -> None:
+    """Not one kernel's figures: every guest's, and against sendfile() the sign flips if, and only if, the stored
+    figures of the guests have both signs."""
+    article = _article(_page(html, "09-khttpd"))
+    answer = article.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+    sets = store.load_all(ROOT / "results")
+    guests = [set_id for set_id in sets if re.fullmatch(r"qemu-icount-debian-6\.\d+(-rt)?", set_id)]
+    assert len(guests) == 3, guests
+    given = [set_id for set_id, _ in _values(answer)]
+    for guest in guests:
+        assert given.count(guest) == 2, f"{guest}: against read()+write() and against sendfile()"
+    signs = {sets[guest].measurement("09-khttpd/saving-percent.sendfile")["value"] > 0 for guest in guests}
+    assert ("sign flips" in _text(answer)) == (len(signs) == 2), _text(answer)
+
+
+def test_lesson_9_explains_its_tails_and_its_emulated_times_beside_the_tables(html: Path) -> None:
+    """The counted table's p99 runs far above its median, and the emulated table disagrees with the counts: the
+    paragraph right after each table says why."""
+    article = _article(_page(html, "09-khttpd"))
+    after = {}
+    for table in re.findall(r'<table class="course-table.*?</table>', article, re.S):
+        caption = _text(re.search(r"<caption>(.*?)</caption>", table, re.S)[1]) if "<caption>" in table else ""
+        rest = article.split(table, 1)[1].split("<table", 1)[0]
+        prose = re.findall(r"<p>(.*?)</p>", rest, re.S)  # the table's own notes have a class
+        after[caption] = _text(prose[0]) if prose else ""
+    counted = next(text for caption, text in after.items() if "counted in instructions (QEMU -icount)" in caption)
+    emulated = next(text for caption, text in after.items() if "plain emulation" in caption)
+    assert "99th percentile" in counted and "interrupt" in counted, counted
+    assert "emulated" in emulated and "instruction counts" in emulated and "inference" in emulated, emulated
+
+
+def test_the_home_page_opens_with_its_answer_and_one_chart_of_2000_against_today_in_ns(html: Path) -> None:
+    article = _article((html / "docs" / "index.html").read_text(encoding="utf-8"))
+    opening = article.split("<h2", 1)[0]
+    assert "<strong>The question:</strong>" in opening and "<strong>The answer:</strong>" in opening
+    answer = opening.split("<strong>The answer:</strong>", 1)[1].split("</p>", 1)[0]
+    values = _values(answer)
+    assert {set_id == "reference-2000" for set_id, _ in values} == {True, False}, "2000 beside today"
+    assert {_unit(text) for _, text in values} == {"ns"}, values
+    assert "08-since-2000.html" in answer, "the answer points to lesson 8"
+    charts = _answer_charts(opening)
+    assert len(charts) == 1, "one chart"
+    rows = charts[0][1]
+    assert {who for _, who, _ in rows} >= {"2000"} and any(who.startswith("host") for _, who, _ in rows), rows
+    assert all(value.endswith(" ns") for _, _, value in rows), rows
+    drawn = {_numbers(value)[0] for _, _, value in rows}
+    assert {_numbers(text)[0] for _, text in values} <= drawn, "the chart shows every figure the answer gives"
+
+
+def _answer_panels(html: Path, lesson: str) -> list[str]:
+    """The titles of the panels of a lesson's answer chart (its bold lines), in order."""
+    article = _article(_page(html, lesson))
+    chart = article.split('class="course-chart course-answer', 1)[1].split("</svg>", 1)[0]
+    return [unescape(title) for title in re.findall(r'<text[^>]*font-weight="bold"[^>]*>([^<]*)</text>', chart)]
+
+
+def test_lesson_8_answers_since_2000_with_a_chart_of_its_own_not_lesson_1s(html: Path) -> None:
+    """Lesson 1 charts the way in and out alone; lesson 8 sets it beside the empty read it is part of."""
+    first, since = _answer_panels(html, "01-user-kernel"), _answer_panels(html, "08-since-2000")
+    assert first and since and since != first, (first, since)
+    assert since[0] == "an empty read of a terminal" and any("the way in and out" in title for title in since), since

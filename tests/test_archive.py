@@ -810,3 +810,20 @@ def test_the_site_never_marks_an_imported_set_as_this_machine(exported: Path, tm
     monkeypatch.setattr(commands.site, "build_site", lambda layout, strict, current_set, **_: asked.append(current_set))
     commands.build_site(layout, set_name="canned-machine")
     assert asked == [""]
+
+
+@pytest.mark.parametrize("name", ["nul", "CON", "Aux", "prn.old", "com1", "LPT9.set", "canned-machine."])
+def test_a_set_named_as_windows_cannot_name_a_folder_is_refused(tmp_path: Path, name: str) -> None:
+    # Copied to Windows, "x." and "x" are one folder, and con, nul, com1 ... name devices, never folders.
+    assert store.page_name_problem(name)
+    made = _exported_as(tmp_path, name)
+    with pytest.raises(
+        archive.ArchiveError, match=rf"set name {re.escape(repr(name))} (ends with a dot|is the name of a)"
+    ):
+        archive.import_set(made, tmp_path / "results", force=True, own_set="elsewhere")
+    assert _left_in(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize("name", ["console", "null-device", "com10", "lpt", "a.b", "canned-machine"])
+def test_names_that_only_look_like_a_windows_device_pass(name: str) -> None:
+    assert store.page_name_problem(name) == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from html import unescape
 from pathlib import Path
@@ -550,3 +551,62 @@ def test_a_charts_key_changes_when_the_parts_every_chart_is_drawn_with_change(
         assert chartcache.chart_key(bar_chart, (bars, "title"), {}) != key
     finally:
         chartcache._code_digest.cache_clear()
+
+
+def _coordinates(svg: str) -> list[str]:
+    return re.findall(r'(?:x|y|x1|x2|y1|y2|width|height)="([^"]*)"', svg) + re.findall(r'd="([^"]*)"', svg)
+
+
+@pytest.mark.parametrize("values", [[-4e-11, 1e-11, 2e-11], [-1e-300, 1e-300], [-1.23456e-10, 3e-11], [-5e-324, 1.0]])
+def test_a_diverging_chart_of_tiny_shares_has_distinct_round_ticks(values: list[float]) -> None:
+    """Ticks rounded to ten places once all became 0: a zero-wide scale, ZeroDivisionError, no site."""
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
+
+    shares = tuple(Share(f"set {i}", v, f"{v!r} %", colour=i) for i, v in enumerate(values))
+    svg = answer_chart([Group("saving", "", shares)], "tiny", "percent").svg
+    ET.fromstring(svg)
+    assert not any(re.search(r"nan|inf", value) for value in _coordinates(svg))
+    labels = re.findall(r'text-anchor="middle">([^<]*) %<', svg)  # the ticks' labels, under the axis
+    assert len(labels) == len(set(labels)), f"ticks that read alike: {labels}"
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, float("nan"), float("inf"), -float("inf"), -5e6])
+def test_an_absurd_share_is_left_out_of_the_chart_never_drawn_as_nan(value: float) -> None:
+    from course.publish.sphinxext.charts import Group, Share, absurd_share, answer_chart
+
+    assert absurd_share(value)
+    shares = (Share("forged", value, f"{value!r} %", colour=0), Share("real", -2.0, "-2.00 %", colour=1))
+    chart = answer_chart([Group("saving", "", shares)], "absurd", "percent")
+    ET.fromstring(chart.svg)
+    assert not any(re.search(r"nan|inf", coordinate) for coordinate in _coordinates(chart.svg))
+    assert f"left out: {value!r} % is no saving" in _texts(chart.svg)
+    assert "-2 %" in _texts(chart.svg), "the real share keeps its diverging scale"
+
+
+def test_a_small_percentage_keeps_two_significant_digits() -> None:
+    from course.publish.sphinxext.data import format_value
+
+    assert format_value(-0.004, "%") == "-0.004 %" and format_value(-1e-12, "%") == "-1e-12 %"
+    assert format_value(0.0, "%") == "0.00 %" and format_value(0.43, "%") == "0.43 %"
+    assert format_value(-3.29, "%") == "-3.29 %" and format_value(61.5, "%") == "61.5 %"
+
+
+def test_on_a_page_an_absurd_share_is_a_warning_and_a_row_not_a_bar(tmp_path: Path) -> None:
+    """An imported set's cost of 5e6 % squeezed every real bar to nothing: now the build says what it left out."""
+    from sphinx.testing.util import SphinxTestApp
+
+    source = tmp_path / "src"
+    shutil.copytree(Path(__file__).parent / "roots" / "test-course-answer", source)
+    forged = source / "results" / "qemu-icount-debian-6.1" / "09-khttpd.json"
+    data = json.loads(forged.read_text())
+    data["measurements"]["09-khttpd/saving-percent.sendfile"]["value"] = -5e6
+    forged.write_text(json.dumps(data))
+    app = SphinxTestApp("html", srcdir=source, builddir=tmp_path / "out")
+    try:
+        app.build()
+        warnings = app._warning.getvalue()
+    finally:
+        app.cleanup()
+    assert "-5000000.0 %, no saving: left out of the chart" in warnings
+    page = (tmp_path / "out" / "html" / "index.html").read_text(encoding="utf-8")
+    assert 'width="nan"' not in page and "left out: -5000000.0 % is no saving" in page

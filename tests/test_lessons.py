@@ -85,3 +85,30 @@ def test_no_lesson_types_an_approximate_measured_figure(course_root: Path) -> No
         for match in typed.finditer(re.sub(r"\s+", " ", _prose(path.read_text(encoding="utf-8"))))
     ]
     assert not found, found
+
+
+@pytest.mark.parametrize("flag", ["-o", "/tmp/elsewhere", "@/etc/passwd", "-Wl,-o,/tmp/x", "-l", "-lm x"])
+def test_libs_other_than_library_flags_are_refused(tmp_path: Path, flag: str) -> None:
+    # libs reach cc as they are: "-o PATH" wrote the binary anywhere, "@FILE" put a host file in the build log.
+    layout = _mini_course(tmp_path, f'[[run]]\nprogram = "prog"\nlibs = ["-luring", {flag!r}]\n'.replace("'", '"'))
+    with pytest.raises(lessons.LessonError, match=r"libs entry .* is not a library flag: give only -lNAME items"):
+        lessons.discover(layout)
+
+
+def test_library_flags_pass(tmp_path: Path) -> None:
+    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\nlibs = ["-luring", "-lstdc++", "-lm"]\n')
+    assert lessons.discover(layout)[0].runs[0].libs == ("-luring", "-lstdc++", "-lm")
+
+
+def test_build_program_refuses_a_flag_that_is_not_a_library(tmp_path: Path) -> None:
+    from course.measure.build import BuildError, build_program
+
+    layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\n')
+    lesson = lessons.discover(layout)[0]
+    (tmp_path / "secret.txt").write_text("SECRET-WORD\n")
+    escaped = tmp_path / "escaped"
+    for libs in (("-o", str(escaped)), (f"@{tmp_path / 'secret.txt'}",)):
+        with pytest.raises(BuildError, match="is not a library flag") as error:
+            build_program(layout, lesson, "prog", libs=libs)
+        assert "SECRET-WORD" not in error.value.log
+    assert not escaped.exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -125,3 +127,161 @@ def test_the_initramfs_is_the_same_bytes_whenever_it_is_made(tmp_path: Path) -> 
         made.append(ram_guest.make_initramfs([{**PROGRAM, "binary": str(program)}], tmp_path / folder / "guest"))
     assert len(programs[0]) != len(programs[1]), "built in two folders, the programs differ"
     assert made[0].read_bytes() == made[1].read_bytes()
+
+
+def _linked_program(tmp_path: Path, runpath: str, with_library: bool = True) -> Path:
+    """A program that needs libf.so, found by the loader through ``runpath`` (as a build's rpath would say)."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "f.c").write_text("int f(void) { return 0; }\n")
+    (tmp_path / "m.c").write_text("int f(void);\nint main(void) { return f(); }\n")
+    library = tmp_path / "lib" / "libf.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), "f.c"], cwd=tmp_path, check=True)
+    program = tmp_path / "m"
+    link = ["cc", "-o", str(program), "m.c", f"-L{tmp_path / 'lib'}", "-lf", f"-Wl,-rpath,{runpath}"]
+    subprocess.run(link, cwd=tmp_path, check=True)
+    if not with_library:
+        library.unlink()
+    return program
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None or shutil.which("ldd") is None, reason="needs cpio and ldd")
+def test_a_library_path_with_dot_dot_is_never_copied_outside_the_guests_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ldd prints the rpath as it is: "/../../<tmp>/lib/libf.so" joined onto root/ pointed above it.
+    # As many ".." as root lies below tmp_path: the old code wrote the copy to tmp_path/<tmp_path>/lib/libf.so.
+    folder = tmp_path / "deep" / "er" / "guest"
+    program = _linked_program(
+        tmp_path, "/.." * len((folder / "root").relative_to(tmp_path).parts) + str(tmp_path / "lib")
+    )
+    assert any(".." in str(path) for path in ram_guest.libraries(program)), "the reproducer needs a '..' path"
+    monkeypatch.setattr(ram_guest, "busybox", lambda: Path("/bin/true"))
+    with pytest.raises(ram_guest.RamGuestError, match="outside the guest's root"):
+        ram_guest.make_initramfs([{**PROGRAM, "binary": str(program)}], folder)
+    copied = [path for path in tmp_path.rglob("libf.so") if path != tmp_path / "lib" / "libf.so"]
+    assert copied == [], f"copied outside the guest: {copied}"
+
+
+@pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd")
+def test_a_library_the_host_lacks_is_named_before_the_boot(tmp_path: Path) -> None:
+    program = _linked_program(tmp_path, str(tmp_path / "lib"), with_library=False)
+    with pytest.raises(ram_guest.RamGuestError, match=r"m needs libf\.so, which the host does not have"):
+        ram_guest.libraries(program)
+
+
+def test_a_status_that_is_not_a_number_leaves_the_job_unfinished() -> None:
+    for status in ("not-a-number\n", "1e9\n", "123456\n", "0 0\n", "\n"):
+        read = ram_guest.read_back(_console({"0": {"status": status, "stdout": "ok\n"}}))
+        assert ram_guest.job_results([PROGRAM], read) == [], status
+    read = ram_guest.read_back(_console({"0": {"status": "0\n", "client_status": "x"}}))
+    (server,) = ram_guest.job_results([SERVER], read)
+    assert server["client_result"]["exit_status"] == -1 and server["client_result"]["ended"] == "did not finish"
+
+
+def test_a_second_block_of_a_file_is_damage_not_a_replacement() -> None:
+    # A process the job left running (or a kernel line) printing a block after the real one.
+    real = _console({"0": {"status": "0\n", "stdout": "ok\n"}, "guest": {"release": "6.1\n"}})
+    forged = _console({"0": {"status": "7\n"}, "guest": {"release": "forged\n"}})
+    read = ram_guest.read_back(real + forged)
+    assert "0" not in read and "guest" not in read
+    assert ram_guest.job_results([PROGRAM], read) == []
+    assert ram_guest.read_back(real)["guest"]["release"] == "6.1\n"
+
+
+def test_the_guest_kills_what_the_jobs_left_running_before_printing_their_files() -> None:
+    script = ram_guest.init_script([PROGRAM])
+    assert script.index("kill -9 -1") < script.index("base64")
+
+
+def _in_a_pid_namespace() -> bool:
+    if shutil.which("unshare") is None or shutil.which("cpio") is None:
+        return False
+    tried = subprocess.run(["unshare", "-p", "-f", "-m", "true"], capture_output=True, timeout=30)
+    return tried.returncode == 0
+
+
+@pytest.mark.skipif(not _in_a_pid_namespace(), reason="needs cpio and unshare (a PID namespace)")
+def test_a_hung_job_or_a_big_file_loses_only_itself(tmp_path: Path) -> None:
+    """The guest's /init, run in a PID namespace of its own (its kill -9 -1 kills nothing else) and chrooted
+    into the initramfs folder: the hung job is killed at its timeout, the big file is cut, the rest comes back."""
+    try:
+        ram_guest.busybox()
+    except ram_guest.RamGuestError:
+        pytest.skip("no static busybox here")
+    sources = {
+        "hang": "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+        "big": "#include <stdio.h>\nint main(void) { for (int i = 0; i < 1 << 20; i++) putchar('x'); return 0; }\n",
+        "fine": '#include <stdio.h>\nint main(void) { puts("ok"); return 0; }\n',
+    }
+    jobs = []
+    for name, source in sources.items():
+        (tmp_path / f"{name}.c").write_text(source)
+        subprocess.run(["cc", "-o", name, f"{name}.c"], cwd=tmp_path, check=True)
+        jobs.append(
+            {**PROGRAM, "program": f"09-khttpd/{name}", "binary": str(tmp_path / name), "args": [], "timeout": 1}
+        )
+    ram_guest.make_initramfs(jobs, tmp_path / "guest")
+    root = tmp_path / "guest" / "root"
+    # The lines that need a kernel of their own: mounts, the kernel's log, the network, the power-off.
+    host_safe = [
+        line
+        for line in (root / "init").read_text().splitlines()
+        if not line.startswith(("mount ", "dmesg -n", "ip link", "poweroff"))
+    ]
+    # The guest's devtmpfs: the host's /dev, bound in a mount namespace of the test's own.
+    inside = f'mount --bind /dev {shlex.quote(str(root / "dev"))} && exec chroot {shlex.quote(str(root))} "$@"'
+    ran = subprocess.run(
+        [
+            "unshare",
+            "-p",
+            "-f",
+            "--kill-child",
+            "-m",
+            "sh",
+            "-c",
+            inside,
+            "sh",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "\n".join(host_safe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,  # the namespace dies with unshare (--kill-child)
+    )
+    read = ram_guest.read_back(ran.stdout)
+    hung, big, fine = ram_guest.job_results(jobs, read)
+    assert hung["exit_status"] == 137, "killed (SIGKILL) at its one-second timeout"
+    assert big["ok"] and len(big["stdout"]) == ram_guest.FILE_LIMIT_BYTES
+    assert fine["ok"] and fine["stdout"] == "ok\n"
+    assert read["guest"]["release"].strip()
+
+
+def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from course.kernel import vm
+    from course.results.layout import Layout
+
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    parent = tmp_path / "build" / "vm"
+    left = parent / f"ram-{dead}-abc"  # a run killed by SIGKILL never removed it
+    (left / "root").mkdir(parents=True)
+    alive = parent / f"ram-{os.getpid()}-xyz"  # another boot of this process, still running
+    alive.mkdir()
+    seen: list[str] = []
+
+    def booted(command: list[str], timeout: float, on_line) -> tuple[int, str]:
+        seen.extend(path.name for path in parent.iterdir())
+        return 0, ""
+
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(vm, "_run", booted)
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+
+    class Kernel:
+        image = Path("/boot/vmlinuz")
+
+    ram_guest.run_jobs(Layout(tmp_path, build_dir=tmp_path / "build"), Kernel(), [], lambda line: None)  # type: ignore[arg-type]
+    assert not left.exists() and alive.exists()
+    assert any(name.startswith(f"ram-{os.getpid()}-") and name != alive.name for name in seen), seen
+    assert sorted(path.name for path in parent.iterdir()) == [alive.name], "its own folder removed at its end"

@@ -165,3 +165,103 @@ def test_the_modules_build_beside_the_boot_and_the_guest_waits_for_them(tmp_path
     monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: (0, ""))
     with pytest.raises(OSError, match="no space left"):
         vm._boot(layout, KERNEL, [], "tcg-icount", lambda line: None, 60, tmp_path, while_booting=broken)
+
+
+def _interrupted_boot(tmp_path: Path, monkeypatch, while_booting, after: float) -> float:
+    """vm.run_jobs with 'sleep' for virtme-ng's boot, interrupted (a signal raising KeyboardInterrupt) ``after`` s."""
+    import signal
+    import threading
+
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(vm, "vng_command", lambda *args, **kwargs: ["sleep", "31.5"])
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(after, os.kill, (os.getpid(), signal.SIGUSR1))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            vm.run_jobs(
+                Layout(tmp_path, build_dir=tmp_path / "build"),
+                KERNEL,
+                [],
+                "tcg-icount",
+                lambda line: None,
+                while_booting=while_booting,
+            )
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    return time.monotonic() - started
+
+
+def _running(argument: str) -> str:
+    return subprocess.run(["pgrep", "-f", f"^sleep {argument}$"], capture_output=True, text=True).stdout.strip()
+
+
+def test_ctrl_c_kills_the_guest_from_memory_booting_beside(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C during a boot whose guest from memory runs beside it: that guest's QEMU is killed at once,
+    not left to run until its own end while run_jobs waits for it."""
+    from course.kernel import ram_guest
+
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+    monkeypatch.setattr(ram_guest, "qemu_command", lambda *args, **kwargs: ["sleep", "29.5"])
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+    seen: list[str] = []
+
+    def beside(rundir: Path) -> None:
+        ram_guest.run_jobs(layout, KERNEL, [], lambda line: None)
+
+    def interrupt_once_booted() -> None:
+        for _ in range(200):
+            if _running("29.5"):
+                seen.append(_running("29.5"))
+                return
+            time.sleep(0.05)
+
+    import threading
+
+    watcher = threading.Thread(target=interrupt_once_booted)
+    watcher.start()
+    seconds = _interrupted_boot(tmp_path, monkeypatch, beside, after=2.0)
+    watcher.join()
+    assert seen, "the guest from memory had started when Ctrl-C came"
+    assert seconds < 15, "run_jobs waited for the guest from memory's own end (29.5 s)"
+    assert not _running("29.5") and not _running("31.5"), "a boot outlived Ctrl-C"
+    assert not list((tmp_path / "build" / "vm").iterdir())
+
+
+def test_ctrl_c_during_the_build_starts_no_guest_from_memory_after_it(tmp_path: Path, monkeypatch) -> None:
+    from course.kernel import ram_guest
+
+    started: list[str] = []
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: started.append("packed") or folder / "x")
+    monkeypatch.setattr(ram_guest, "qemu_command", lambda *args, **kwargs: started.append("qemu") or ["true"])
+    layout = Layout(tmp_path, build_dir=tmp_path / "build")
+
+    def build_then_boot(rundir: Path) -> None:
+        time.sleep(1.0)  # the modules' build, interrupted meanwhile
+        ram_guest.run_jobs(layout, KERNEL, [], lambda line: None)
+
+    _interrupted_boot(tmp_path, monkeypatch, build_then_boot, after=0.3)
+    assert started == [], "the guest from memory was packed or booted after Ctrl-C"
+    assert not _running("31.5")
+
+
+FORGED = "course-guest: \x1b]2;retitled\x07\x1b[2J [1/1] forged\u202e"
+
+
+def test_a_guest_progress_line_reaches_the_terminal_escaped(tmp_path: Path, monkeypatch) -> None:
+    """The guest's words: an escape sequence in them would clear or retitle the terminal."""
+    from course.kernel import ram_guest
+
+    lines: list[str] = []
+    monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: on_line(FORGED) or (0, ""))
+    vm._boot(Layout(tmp_path, build_dir=tmp_path / "build"), KERNEL, [], "tcg-icount", lines.append, 60, tmp_path)
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+    ram_guest.run_jobs(Layout(tmp_path, build_dir=tmp_path / "build"), KERNEL, [], lines.append)
+    assert lines == [r"  vm     \x1b]2;retitled\x07\x1b[2J [1/1] forged\u202e"] * 2

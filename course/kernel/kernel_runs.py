@@ -139,6 +139,8 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     def build_then_boot(rundir: Path | None = None) -> None:
         """Build; then, once, the guest from memory: beside the virtme-ng boot when there is one."""
         build(rundir)
+        if vm.boot_cancelled():  # Ctrl-C during the build: no guest from memory after it
+            raise KeyboardInterrupt("the boot was interrupted during the modules' build")
         if in_memory and not memory_boot:
             jobs = memory_programs + [job for job in built[0] if job["lesson"] in in_memory]
             memory_boot.append(boot_in_memory(layout, runs, in_memory, jobs, kernel, options, where, progress))

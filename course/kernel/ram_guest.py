@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import math
 import os
 import re
 import shlex
@@ -36,6 +37,7 @@ from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.kernel.guest_hardware import GuestHardware
 from course.kernel.kernel_build import GuestKernel
 from course.results.layout import Layout
+from course.results.shown_text import printable
 
 #: QEMU's options that make a boot repeat itself (provenance: stored with the figures as ``qemu_options``).
 ICOUNT_OPTIONS = ("-icount", "shift=0,sleep=off,align=off", "-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm")
@@ -49,7 +51,15 @@ BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 #: The lines that carry the guest's files back: ``@@course <job> <name> begin`` ... ``end``.
 MARK = re.compile(r"^@@course (\d+|guest) ([a-z_]+) (begin|end)$")
 
-#: The guest's files read back for its provenance (tables in /proc, as course.kernel.kernel_guest reads them).
+#: At most this much of each file a job wrote comes back (base64 makes it a third more): the console
+#: as a whole is cut at course.measure.runners.OUTPUT_LIMIT_BYTES (4 MiB), and one big file must not lose the rest.
+FILE_LIMIT_BYTES = 256 * 1024
+
+#: How long insmod and rmmod may take in the guest, and a server's client when its job names no timeout.
+MODULE_SECONDS = 120
+CLIENT_SECONDS = 300
+
+#: The guest's files read back for its provenance (tables in /proc, as kernel_guest reads them).
 GUEST_FILES = ("release", "version", "cpuinfo")
 
 
@@ -86,6 +96,12 @@ def libraries(binary: Path) -> list[Path]:
     listed = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30)
     found = []
     for line in listed.stdout.splitlines():
+        if "not found" in line.partition("=>")[2]:
+            # Skipped, the program would only fail in the guest (exit 127) with nothing said on the host.
+            raise RamGuestError(
+                f"{binary.name} needs {line.partition('=>')[0].strip()}, which the host does not have: "
+                "install the library (or relink the program) before booting the guest"
+            )
         path = line.split("=>")[-1].split("(")[0].strip()
         if path.startswith("/"):
             found.append(Path(path))
@@ -93,46 +109,61 @@ def libraries(binary: Path) -> list[Path]:
 
 
 def init_script(jobs: list[dict]) -> str:
-    """The guest's /init: every job in order, its outputs kept in /out, then all of them printed, then power off."""
+    """The guest's /init: every job in order, each under its timeout, its files printed as soon as it ends."""
     q = shlex.quote
     lines = [
         "#!/bin/busybox sh",
         "/bin/busybox --install -s /bin",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
-        "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed at the end
+        "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed
         "ip link set lo up",
         "mkdir -p /out /tmp",
+        # Whatever a job left running is killed first: it prints nothing into the blocks.
+        "dump() { kill -9 -1; for file in /out/$1/*; do",
+        '  mark="@@course $1 ${file##*/}"',
+        f'  echo "$mark begin"; head -c {FILE_LIMIT_BYTES} $file | base64; echo "$mark end"',
+        "done; }",
     ]
     for index, job in enumerate(jobs):
         out = f"/out/{index}"
         lines.append(f"mkdir -p {out}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
         if "binary" in job:
-            command = " ".join(q(word) for word in [f"/job/{index}/{Path(job['binary']).name}", *job.get("args", ())])
-            lines.append(f"{command} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/status")
+            seconds = _seconds(job.get("timeout"), 120)
+            words = [f"/job/{index}/{Path(job['binary']).name}", *job.get("args", ())]
+            command = f"timeout -s KILL {seconds} " + " ".join(q(word) for word in words)
+            lines.append(f"{command} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/status; dump {index}")
             continue
         params = " ".join(q(word) for word in job.get("params", ()))
-        client = " ".join(q(word) for word in [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]])
+        words = [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]]
+        client = f"timeout -s KILL {_seconds(job.get('timeout'), CLIENT_SECONDS)} " + " ".join(q(w) for w in words)
+        ko = f"/job/{index}/{Path(job['ko']).name}"
         lines += [
             "dmesg -c >/dev/null",
-            f"insmod /job/{index}/{Path(job['ko']).name} {params} >{out}/insmod 2>&1; echo $? >{out}/status",
+            f"timeout -s KILL {MODULE_SECONDS} insmod {ko} {params} >{out}/insmod 2>&1; echo $? >{out}/status",
             f'if [ "$(cat {out}/status)" = 0 ]; then',
             f"  {client} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
-            f"  rmmod {q(job['module'])} >{out}/rmmod 2>&1",
+            f"  timeout -s KILL {MODULE_SECONDS} rmmod {q(job['module'])} >{out}/rmmod 2>&1",
             "fi",
             f"dmesg >{out}/log; cat /proc/modules >{out}/modules",
             f"cat /proc/net/tcp >{out}/tcp; cat /proc/net/tcp6 >{out}/tcp6 2>/dev/null",
+            f"dump {index}",
         ]
     lines += [
         "mkdir -p /out/guest; uname -r >/out/guest/release; uname -v >/out/guest/version",
         "cat /proc/cpuinfo >/out/guest/cpuinfo",
         "grep . /sys/devices/system/cpu/vulnerabilities/* >/out/guest/mitigations",
-        "for folder in /out/*; do for file in $folder/*; do",
-        '  mark="@@course ${folder#/out/} ${file##*/}"',
-        '  echo "$mark begin"; base64 $file; echo "$mark end"',
-        "done; done",
+        "dump guest",
         "poweroff -f",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _seconds(timeout: object, default: int) -> int:
+    """A job's timeout as busybox's timeout takes it: whole seconds, at least one."""
+    try:
+        return max(1, math.ceil(float(timeout if timeout is not None else default)))
+    except (TypeError, ValueError, OverflowError):
+        return default
 
 
 def _title(job: dict) -> str:
@@ -155,7 +186,10 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
                 if key != "ko":
                     needed.update(libraries(Path(job[key])))
     for library in needed:
-        target = root / library.relative_to("/")
+        # ldd prints what the binary's loader path says, ".." included: keep every copy inside root.
+        target = Path(os.path.normpath(root / library.relative_to("/")))
+        if not target.is_relative_to(os.path.normpath(root)):
+            raise RamGuestError(f"library {str(library)!r} lies outside the guest's root: refusing to copy it")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(library.resolve(), target)
     init = root / "init"
@@ -232,19 +266,31 @@ def read_back(console: str) -> dict[str, dict[str, str]]:
     files: dict[str, dict[str, str]] = {}
     current: tuple[str, str] | None = None
     chunks: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    damaged: set[str] = set()
     for line in console.replace("\r", "").splitlines():
         mark = MARK.match(line)
         if mark and mark[3] == "begin":
             current, chunks = (mark[1], mark[2]), []
+            if current in seen:  # a second block: something else in the guest printed it, never trusted
+                damaged.add(mark[1])
+            seen.add(current)
         elif mark and current == (mark[1], mark[2]):
             with contextlib.suppress(binascii.Error, ValueError):  # damaged: the job reads as not finished
-                files.setdefault(mark[1], {})[mark[2]] = base64.b64decode("".join(chunks), validate=True).decode(
-                    "utf-8", "backslashreplace"
-                )
+                decoded = base64.b64decode("".join(chunks), validate=True).decode("utf-8", "backslashreplace")
+                files.setdefault(mark[1], {}).setdefault(mark[2], decoded)  # the first block is the real one
             current = None
         elif current is not None:
             chunks.append(line.strip())
+    for job in damaged:  # the job (or the guest's description) reads as not finished
+        files.pop(job, None)
     return files
+
+
+def _status(text: str | None) -> int | None:
+    """An exit status the guest printed, or None when it is not one (the job then reads as not finished)."""
+    text = (text or "").strip()
+    return int(text) if re.fullmatch(r"-?\d{1,5}", text) else None
 
 
 def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict]:
@@ -253,9 +299,9 @@ def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict
     with tempfile.TemporaryDirectory(prefix="course-ram-guest-") as scratch:
         for index, job in enumerate(jobs):
             got = files.get(str(index), {})
-            if "status" not in got:
+            status = _status(got.get("status"))
+            if status is None:
                 break
-            status = int(got["status"].strip() or -1)
             if "binary" in job:
                 command = " ".join([job.get("shown_as") or job["binary"], *job.get("args", ()), "< /dev/null"])
                 results.append({**job, **_outcome(command, status, got), "seconds": 0.0})
@@ -272,7 +318,8 @@ def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict
             }
             if status == 0:
                 shown = job.get("client_shown_as") or job["client"]
-                client_status = int(got.get("client_status", "-1").strip() or -1)
+                client_status = _status(got.get("client_status"))
+                client_status = -1 if client_status is None else client_status
                 result["client_result"] = _outcome(
                     " ".join([shown, *job["client_args"], "< /dev/null"]), client_status, got
                 )
@@ -341,9 +388,15 @@ def run_jobs(
     """Boot the initramfs guest once for ``jobs`` (see :func:`suitable`) and return what each job gave."""
     vm.require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="ram-", dir=layout.build / "vm"))
+    if vm.boot_cancelled():  # interrupted during the build it waited for
+        raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
+    # Named by this process, as vm.run_jobs names its folders: one left by a SIGKILL goes on the next run.
+    vm.remove_stale_runs(layout.build / "vm", "ram-")
+    folder = Path(tempfile.mkdtemp(prefix=f"ram-{os.getpid()}-", dir=layout.build / "vm"))
     try:
         archive = make_initramfs(jobs, folder)
+        if vm.boot_cancelled():
+            raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
         started = time.monotonic()
         first_job: list[float] = []
 
@@ -351,7 +404,8 @@ def run_jobs(
             if line.startswith("course-guest:"):
                 if not first_job:
                     first_job.append(time.monotonic() - started)
-                progress("  vm     " + line.removeprefix("course-guest:").strip())
+                # The guest's words: an escape sequence in them would drive the terminal.
+                progress("  vm     " + printable(line.removeprefix("course-guest:").strip()))
 
         status, console = vm._run(qemu_command(kernel, archive, hardware), timeout, show)
         files = read_back(console)

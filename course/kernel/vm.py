@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from course.kernel import kernel_guest
 from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
@@ -31,6 +33,7 @@ from course.kernel.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
 from course.measure.runners import kill_owned, owned_process, read_output, stop_note
 from course.results import store
 from course.results.layout import Layout
+from course.results.shown_text import printable
 
 #: kvm: hardware virtualisation, real ticks. tcg: software emulation, ticks of the emulator.
 #: tcg-icount: emulation with a virtual clock driven by the instruction count (deterministic).
@@ -127,7 +130,16 @@ def _run(command: list[str], timeout: float, on_line: Callable[[str], None]) -> 
     ) as process:
         if _cancelled.is_set():  # a kernel matrix interrupted while this boot started: kill_owned() missed it
             raise KeyboardInterrupt("the kernel matrix was interrupted")
-        output = read_output(process, timeout, on_data=lines)
+        beside = getattr(_turns, "beside", None)
+        if beside is not None:  # started beside a boot (while_booting): that boot's end kills it
+            beside.pids.add(process.pid)
+            if beside.stop.is_set():  # the boot ended while this one started
+                raise KeyboardInterrupt("the boot this one ran beside was interrupted")
+        try:
+            output = read_output(process, timeout, on_data=lines)
+        finally:
+            if beside is not None:  # ended: its pid is no longer one to kill
+                beside.pids.discard(process.pid)
     console = output.streams[0].decode("utf-8", "backslashreplace").replace("\r\n", "\n")
     if output.stopped:
         return None, f"{console}\n[course] {stop_note(output.stopped, timeout)}\n"
@@ -197,6 +209,15 @@ _turns = threading.local()
 
 #: Set when a kernel matrix is interrupted (Ctrl-C): no boot starts, and one cut short stores nothing.
 _cancelled = threading.Event()
+
+
+def boot_cancelled() -> bool:
+    """Whether the boot this thread works beside (``while_booting``), or the whole kernel matrix, was stopped.
+
+    Work beside a boot asks before each long step it starts (packing an initramfs, another QEMU).
+    """
+    beside = getattr(_turns, "beside", None)
+    return _cancelled.is_set() or (beside is not None and beside.stop.is_set())
 
 
 def cancel_boots(cancel: bool = True) -> None:
@@ -337,11 +358,15 @@ def _boot(
         if line.startswith("course-guest:"):
             if not first_job:
                 first_job.append(time.monotonic() - started)
-            progress("  vm     " + line.removeprefix("course-guest:").strip())
+            # The guest's words: an escape sequence in them would drive the terminal.
+            progress("  vm     " + printable(line.removeprefix("course-guest:").strip()))
 
     beside: list[BaseException] = []
+    # What runs beside the boot sees its end (boot_cancelled) and registers the boots it starts (_run).
+    state = SimpleNamespace(stop=threading.Event(), pids=set())
 
     def work() -> None:
+        _turns.beside = state
         try:
             while_booting(rundir)
         except BaseException as error:  # raised here, once the boot is over
@@ -352,6 +377,15 @@ def _boot(
         worker.start()
     try:
         status, console = _run(vng_command(kernel, acceleration, guest, rwdir=rundir, hardware=hardware), timeout, show)
+    except BaseException as error:
+        # Ctrl-C, SIGTERM or a failure: what runs beside ends now, not when its own QEMU times out.
+        state.stop.set()
+        if not isinstance(error, Exception):
+            kill_owned()  # the whole run ends: its builds too
+        for pid in set(state.pids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        raise
     finally:
         if worker:
             worker.join()

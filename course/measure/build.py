@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from course.measure.lesson_fields import LIB_FLAG
 from course.measure.lessons import Lesson
 from course.results.fingerprint import compiler_version
 from course.results.layout import Layout
@@ -65,6 +67,12 @@ def build_program(layout: Layout, lesson: Lesson, program: str, cc: str = "cc", 
 
     ``libs`` are linker flags (``-luring``) from the program's ``[[run]]`` entry.
     """
+    # lesson.toml checks libs; checked again here because every caller hands them to cc as they are.
+    for flag in libs:
+        if not re.fullmatch(LIB_FLAG, flag):
+            raise BuildError(
+                f"libs entry {flag!r} for {program} is not a library flag: give only -lNAME items, like -luring"
+            )
     require_compiler(cc)
     sources = program_sources(layout, lesson, program)
     built = Program(

@@ -10,6 +10,8 @@ from course.results import derive
 
 #: The kinds of standard input a program can be run with.
 STDIN_KINDS = ("devnull", "file", "pipe", "tty", "zero", "socket")
+#: The only linker flags a lesson.toml may give cc: a library by name (-luring), never -o or @file.
+LIB_FLAG = r"-l[A-Za-z0-9_.+-]+"
 
 
 class BadValue(ValueError):
@@ -49,6 +51,18 @@ def _texts(key: str, value: object) -> tuple[str, ...]:
     if any("\0" in item for item in value):
         raise BadValue(f"{key} must not hold a NUL character (\\u0000), as in {_shown(value)}")
     return tuple(value)
+
+
+def _libs(key: str, value: object) -> tuple[str, ...]:
+    # Handed to cc as they are: "-o /path" would write anywhere and "@file" would read a host
+    # file into the build log, so only plain -lNAME flags pass.
+    items = _texts(key, value)
+    for item in items:
+        if not re.fullmatch(LIB_FLAG, item):
+            raise BadValue(
+                f'{key} entry {item!r} is not a library flag: give only -lNAME items, like {key} = ["-luring"]'
+            )
+    return items
 
 
 def _kinds(key: str, value: object) -> tuple[str, ...]:
@@ -150,7 +164,7 @@ Check = Callable[[str, object], object]
 
 #: Every key each kind of entry may have, and the check its value must pass.
 SECTIONS: dict[str, dict[str, Check]] = {
-    "run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout, "libs": _texts},
+    "run": {"program": _text, "args": _texts, "stdin": _stdin, "files": _kinds, "timeout": _timeout, "libs": _libs},
     "disassemble": {"id": _text, "symbol": _text, "program": _text, "library": _text},
     "derive": {
         "name": _text,

@@ -5,17 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from course.measure.lesson_run import LessonReport
-
-
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: each control or invisible character escaped (ESC as \\x1b, U+202E as \\u202e).
-
-    Cells come from result files, and an imported set is anyone's: raw, an escape sequence would
-    drive the terminal (clear it, retitle it, hide lines), a NUL or a bidi override hide text.
-    """
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+from course.results.shown_text import printable  # report.printable: the tasks' and drivers' spelling
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

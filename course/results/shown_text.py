@@ -99,3 +99,14 @@ def _shown_text(text: str, field: str, allowed: str = "") -> None:
             fix="remove control, bidi and other format characters (and blank fillers) from the set's text "
             "(then export it again)",
         )
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: each control or invisible character escaped (ESC as \\x1b, U+202E as \\u202e).
+
+    Cells come from result files, and an imported set is anyone's: raw, an escape sequence would
+    drive the terminal (clear it, retitle it, hide lines), a NUL or a bidi override hide text.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

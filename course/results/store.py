@@ -54,12 +54,24 @@ def slug_safe(name: str) -> str:
 SITE_PAGE_NAMES = ("index", "search", "genindex", "modindex", "py-modindex")
 
 
+#: Names Windows keeps for its devices, in any case and with any extension.
+WINDOWS_DEVICE_NAMES = frozenset(
+    ["con", "nul", "aux", "prn"] + [f"{port}{n}" for port in ("com", "lpt") for n in range(1, 10)]
+)
+
+
 def page_name_problem(name: str) -> str:
     """What makes ``name`` unfit to name a set's page (a predicate: "is ..."), or ``""``."""
     if not slug_safe(name):
         return "is not a safe folder name"
     if name.lower() in SITE_PAGE_NAMES:
         return "is the name of one of the site's own pages"
+    # Windows, where a results folder or a site may be copied, drops a trailing dot (two names, one
+    # folder) and gives a device's name (with any extension: nul.json) no file at all.
+    if name.endswith("."):
+        return "ends with a dot, which Windows drops from a folder's name"
+    if name.split(".", 1)[0].lower() in WINDOWS_DEVICE_NAMES:
+        return "is the name of a Windows device (con, nul, aux, prn, com1-9, lpt1-9), which no folder may have there"
     return ""
 
 

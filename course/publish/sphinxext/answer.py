@@ -127,6 +127,13 @@ class CourseAnswer(MeasurementsDirective):
                 self.warn(f"{key!r} of {result_set.id!r} is in {measurement.get('unit')}, not in percent", "units")
             return charts.Share(series, None, text, colour, describe(lookup, "value"))  # type: ignore[arg-type]
         value = measurement["value"]
+        if charts.absurd_share(value):  # an imported set's: nan, inf or 1e308 % would break the chart's scale
+            self.warn(
+                f"{key!r} of {result_set.id!r} is {value!r} %, no saving: left out of the chart "
+                f"(a share is finite and within {charts.ABSURD_PERCENT:g} %)",
+                "units",
+            )
+            return charts.Share(series, None, f"left out: {value!r} % is no saving", colour)
         return charts.Share(series, value, format_value(value, "%"), colour, describe(lookup, "value"))  # type: ignore[arg-type]
 
 

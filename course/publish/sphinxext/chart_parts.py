@@ -207,7 +207,10 @@ def diverging_ticks(low: float, high: float, most: int = 6) -> list[float]:
     for step in (s * scale * m for m in (1, 10, 100) for s in (1, 2, 5)):
         first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
         if last - first <= most:
-            return [round(i * step, 10) for i in range(first, last + 1)]
+            # Rounded to the step's own precision: to 10 places, ticks of 2e-12 all became 0 (a zero span).
+            places = max(10, 1 - math.floor(math.log10(step)))
+            values = [round(i * step, places) for i in range(first, last + 1)]
+            return values if values[0] < values[-1] else sorted({low, 0.0, high})
     return [low, 0.0, high]  # not reached: a step a hundred times the span holds it in two intervals
 
 
@@ -227,6 +230,8 @@ def diverging_scale(left: float, values: list[float], shares: list[Share], label
         elif share.value is not None:
             rights.append((WIDTH - 2 - text_width(" " + share.label, FONT), share.value))
     px = min((c - a) / (b + d) for a, b in lefts for c, d in rights if b + d > 0)
+    if not high > low:  # no span to draw (a share too small to tell from zero): a plot of 60 px, of one unit
+        high = low + 1.0
     px = max(px, 60 / (high - low))  # labels too wide for any scale (a hostile one): a plot of 60 px still
     zero = max(a + b * px for a, b in lefts)
     return Scale(low, high, zero + low * px, zero + high * px)

@@ -11,6 +11,7 @@ text, drops control characters and bounds its length; nothing is interpreted (a 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -272,6 +273,29 @@ class Group:
     shares: tuple[Share, ...] = ()
 
 
+#: The largest share an answer chart draws, in per cent: a saving is at most 100 %, and a cost of a
+#: million per cent (ten thousand times the time) is no measured figure but a damaged or forged one.
+ABSURD_PERCENT = 1e6
+
+#: Shares closer to zero than this are drawn at zero: no scale has room for 1e-320 % beside 0.
+TINY_PERCENT = 1e-300
+
+
+def absurd_share(value: float) -> bool:
+    """Whether ``value`` (a share in per cent) is no figure an answer chart can show."""
+    return not math.isfinite(value) or abs(value) > ABSURD_PERCENT
+
+
+def _drawable(share: Share) -> Share:
+    if share.value is None:
+        return share
+    if absurd_share(share.value):
+        return dataclasses.replace(share, value=None, label=f"left out: {share.label} is no saving")
+    if abs(share.value) < TINY_PERCENT:
+        return dataclasses.replace(share, value=0.0)
+    return share
+
+
 @cached  # drawn again only when what it shows, or this module, changed
 def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") -> Chart:
     """Figures of one unit, 2000 beside today, on one scale for every group (0 to 100 % for savings in %).
@@ -286,6 +310,9 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     """
     header = ("figure", "result set", "value", "what it is")
     rows = [(group.title, share.series, share.label, share.note) for group in groups for share in group.shares]
+    # A share no saving can be (nan, inf, a cost of a million per cent; the directive warns of it) is left
+    # out, and one too small to tell from zero is drawn at zero: either would make the scale nan or zero wide.
+    groups = [dataclasses.replace(group, shares=tuple(_drawable(share) for share in group.shares)) for group in groups]
     shares = [share for group in groups for share in group.shares]
     if not any(share.value is not None for share in shares):
         return empty_chart(title, header, rows)

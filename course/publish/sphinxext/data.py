@@ -241,6 +241,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:,.1f} ns" if value < 100 else f"{value:,.0f} ns"
     if unit == "%":
         # A share of tens of percent from medians is not known to a hundredth; a small spread may be.
+        if value and abs(value) < 0.005:  # two places would print it as 0.00 % (or -0.00 %): two digits instead
+            return f"{value:.2g} %"
         return f"{value:.1f} %" if abs(value) >= 10 else f"{value:.2f} %"
     if unit == "s":
         return f"{value:,.1f} s"

@@ -291,18 +291,20 @@ def tsc_text(rate: float | None) -> str:
 
 
 def hardware_cell(measurement: dict | None, then_ns: float | None) -> str:
-    """Ticks, ns and the ratio to 2000 (when ``then_ns`` is given); ns and the ratio only for figures of real time."""
+    """ns and the ratio to 2000 (when ``then_ns`` is given); ticks (each set's page has them) only without ns.
+
+    A 500 MHz CPU's cycles and an invariant TSC's ticks are different clocks: the overview sets only
+    nanoseconds side by side, which also keeps its columns within a laptop's text column.
+    """
     if not measurement:
         return "—"
     field = "min" if measurement.get("min") is not None else "value"  # the article's breakdown is one figure
-    text = value_text(measurement, field, False)
-    if measurement.get("status") != "ok":
-        return text
-    now_ns = real_ns(measurement, field)  # None for emulated and icount ticks, whatever rate was recorded
-    if now_ns is not None:
-        text += f" / {format_value(now_ns, 'ns')}"
-        if then_ns and now_ns:
-            text += f" / {then_ns / now_ns:.1f} times faster"
+    now_ns = real_ns(measurement, field) if measurement.get("status") == "ok" else None
+    if now_ns is None:  # emulated and icount ticks, whatever rate was recorded; or "not run (why)"
+        return value_text(measurement, field, False)
+    text = format_value(now_ns, "ns")
+    if then_ns and now_ns:
+        text += f" / {then_ns / now_ns:.1f} times faster"
     return text
 
 
@@ -322,11 +324,14 @@ class CourseHardware(MeasurementsDirective):
         figures = [(*key.partition("|")[::2], label) for key, label in self.rows()]
         reference = next((s for s in self.data.shown() if s.kind == "reference"), None)
         # The answer first: the figures against 2000, the mitigations beside the first, then what the machine was.
-        headers = ["set", *(f"{label} (ticks / ns / vs 2000)" for _, _, label in figures)]
+        # "vs 2000" only over a column where the article has a figure to be compared with.
+        compared = {key: bool(reference and reference.measurement(then or key)) for key, then, _ in figures}
+        headers = ["set", *(f"{label} (ns{' / vs 2000' if compared[key] else ''})" for key, _, label in figures)]
         headers.insert(2, "mitigations")
-        headers += ["CPU", "kernel", "virtualization", "TSC"]
+        headers += ["kernel", "CPU (virtualization; TSC)"]  # one column: the table fits a laptop's text column
         table = simple_table(headers, [])
         body = table.next_node(nodes.tbody)
+        guests_apart = 0
         for result_set in self.data.shown():
             # By what the row shows, not by file: a rerun rewrites set.json and every sample, and often
             # leaves a minimum and the TSC rate to two decimals as they were.
@@ -341,8 +346,11 @@ class CourseHardware(MeasurementsDirective):
                 argument = repr(then_ns) if then_ns else ""
                 self.use_figure(lookup, own, CELL_VIEW, argument)
                 cells.append(hardware_cell(lookup.measurement if lookup else None, then_ns))
+            if only_in_guest(result_set) and all(cell == "—" for cell in cells[1:]):
+                guests_apart += 1  # a row of dashes: its instruction counts are on its own page
+                continue
             cells.insert(2, summary["mitigations"])
-            cells += [summary["cpu"], summary["kernel"], summary["virtualization"], summary["tsc"]]
+            cells += [summary["kernel"], f"{summary['cpu']} ({summary['virtualization']}; TSC {summary['tsc']})"]
             body += table_row(cells)
         note = nodes.paragraph(
             classes=["course-table-note"],
@@ -350,19 +358,24 @@ class CourseHardware(MeasurementsDirective):
                 "vs 2000: how many times faster than the article's figure for the same call, comparing nanoseconds "
                 "(ticks are not comparable: the article's 500 MHz CPU counted core cycles, "
                 "an invariant TSC counts time). "
-                "Emulated and icount ticks have no nanoseconds and are not compared. " + self._left_out()
+                "Emulated and icount ticks have no nanoseconds and are not compared. " + self._left_out(guests_apart)
             ),
         )
         return [table, note, *(self._mitigations_apart(*figures[0][::2]) if figures else [])]
 
-    def _left_out(self) -> str:
+    def _left_out(self, guests_apart: int = 0) -> str:
         """Which stored sets the table leaves out, and why: each still has its page below."""
         shown = {s.id for s in self.data.shown()}
         apart = [s for s in self.data.with_pages() if s.id not in shown]
-        if not apart:
+        if not apart and not guests_apart:
             return f"The table shows every stored set ({len(shown)})."
         other_boots = sum(1 for s in apart if guest_kernels.other_hardware(s))
         reasons = []
+        if guests_apart:
+            reasons.append(
+                f"{guests_apart} were measured only in a guest and hold none of these figures (their instruction "
+                "counts are on their pages)"
+            )
         if other_boots:
             reasons.append(
                 f"{other_boots} are the guests of lesson 8's mitigations section, booted on another CPU model or "
@@ -371,7 +384,7 @@ class CourseHardware(MeasurementsDirective):
         if len(apart) > other_boots:
             reasons.append(f"{len(apart) - other_boots} were not chosen for the tables (invoke site --sets)")
         return (
-            f"It shows {len(shown)} of the {len(shown) + len(apart)} stored sets: of the others, "
+            f"It shows {len(shown) - guests_apart} of the {len(shown) + len(apart)} stored sets: of the others, "
             + "; ".join(reasons)
             + ". Each has its page below."
         )

@@ -28,7 +28,9 @@ _LEFT_ALONE = (nodes.literal_block, nodes.literal, nodes.raw, nodes.FixedTextEle
 
 def published_text(text: str, label: str) -> str:
     """``text`` with "this machine" replaced by ``label`` (and its mark by "the instructor's machine")."""
-    text = text.replace("(this machine)", "(the instructor's machine)")
+    # The mark may carry more: "(this machine, itself a VM)" becomes "(the instructor's machine, itself a VM)".
+    for mark in ("(this machine)", "(this machine,"):
+        text = text.replace(mark, mark.replace("this machine", "the instructor's machine"))
     return _PHRASE.sub(lambda found: label + (found.group(2) or ""), text)
 
 
