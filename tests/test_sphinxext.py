@@ -601,6 +601,30 @@ def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.Mo
     assert key != chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
 
 
+def test_a_charts_key_leaves_out_its_tables_notes_and_a_stored_chart_takes_todays(tmp_path: Path) -> None:
+    """A rerun renews each figure's date (a note of the table, never drawn): the picture is kept, the table renewed."""
+    from course.sphinxext import charts
+
+    bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ns", "measured at 10:00", unit="ns")]
+    again = [charts.Bar("read", "this machine", 1234.0, "1,234 ns", "measured at 11:00", unit="ns")]
+    key = chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
+    assert key == chartcache.chart_key(charts.bar_chart, (again, "title"), {})
+    relabelled = [charts.Bar("read", "this machine", 1234.0, "1,235 ns", "measured at 10:00", unit="ns")]
+    assert key != chartcache.chart_key(charts.bar_chart, (relabelled, "title"), {}), "a label is drawn"
+    folder = tmp_path / chartcache.FOLDER
+    folder.mkdir()
+    chartcache._build.update(folder=folder)
+    try:
+        first = charts.bar_chart(bars, "title")
+        stored = {path.name: path.stat().st_mtime_ns for path in folder.glob("*.json")}
+        second = charts.bar_chart(again, "title")
+        assert {path.name: path.stat().st_mtime_ns for path in folder.glob("*.json")} == stored, "not drawn again"
+    finally:
+        chartcache._build.clear()
+    assert second.svg == first.svg
+    assert [row[-1] for row in second.rows] == ["measured at 11:00"], "the table says today's note"
+
+
 def test_a_charts_key_changes_when_the_svg_writer_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from course.sphinxext import charts, svg
 
