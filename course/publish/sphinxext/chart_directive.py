@@ -130,8 +130,8 @@ class CourseChart(MeasurementsDirective):
                     continue
                 unit = measurement.get("unit", REAL_TICKS)
                 ns = real_ns(measurement, field) if in_ns else None
-                if ns is not None:
-                    value, unit = ns, "ns"
+                if ns is not None:  # drawn as printed: a rate measured again must not make unchanged ticks a new chart
+                    value, unit = round(ns, 1 if ns < 100 else 0), "ns"
                 elif in_ns and unit in (REAL_TICKS, "ns"):
                     bars.append(charts.Bar(label, series, None, "no TSC rate", colour=colour))
                     continue

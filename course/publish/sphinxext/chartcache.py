@@ -12,6 +12,7 @@ written once and never rewritten; those that no page uses any more are removed a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -26,8 +27,9 @@ from sphinx.environment import BuildEnvironment
 from course.publish.sphinxext import chart_parts, svg
 from course.results import store
 
-#: Changes when the stored form below changes: older files are then never read (2: written without matplotlib).
-FORMAT = 2
+#: Changes when the stored form below changes: older files are then never read (2: written without matplotlib;
+#: 3: keyed without the table's notes, which are stored beside the rows).
+FORMAT = 3
 
 FOLDER = "course-charts"
 
@@ -47,11 +49,21 @@ def cached(draw: Draw) -> Draw:
             return draw(*args, **kwargs)
         key = chart_key(draw, args, kwargs)
         _note_use(key)
+        notes: list[str] = []
+        _table_notes(args, notes)
         stored = _read(folder / f"{key}.json")
         if stored is not None:
-            return stored
+            # The key leaves out the notes of the figures' table (when, at which rate): the picture is the
+            # stored one, its table takes today's notes in their place, or it is drawn again if that is unclear.
+            chart, old = stored
+            pairs = set(zip(old, notes, strict=False))
+            if len(old) == len(notes) and len(pairs) == len(set(old)):  # each old note has one note of today
+                swap = dict(pairs)
+                rows = [(*row[:-1], swap.get(row[-1], row[-1])) if row else row for row in chart.rows]
+                return type(chart)(chart.svg, chart.header, rows)
+            return draw(*args, **kwargs)
         chart = draw(*args, **kwargs)
-        content = {"format": FORMAT, "svg": chart.svg, "header": chart.header, "rows": chart.rows}
+        content = {"format": FORMAT, "svg": chart.svg, "header": chart.header, "rows": chart.rows, "notes": notes}
         store.write_text(folder / f"{key}.json", json.dumps(content, sort_keys=True))  # atomic: two readers may race
         return chart
 
@@ -59,14 +71,41 @@ def cached(draw: Draw) -> Draw:
 
 
 def chart_key(draw: Callable, args: tuple, kwargs: dict) -> str:
-    """The digest of a chart: the drawing code, the function and every argument.
+    """The digest of a chart: the drawing code, the function and every argument but its table's notes.
 
     The arguments are the figures as the directive hands them over (frozen dataclasses, dicts
-    loaded from JSON, strings): their ``repr`` is exact (floats included) and ordered as given.
+    loaded from JSON, strings): their ``repr`` is exact (floats included) and ordered as given, so
+    a directive hands over its figures as drawn (nanoseconds as printed, not converted to the tenth
+    digit). The notes (:data:`TABLE_ONLY`: when and how a figure was taken) show in the table only.
     """
     digest = hashlib.sha256(_code_digest(draw).encode())
-    digest.update(repr((draw.__qualname__, args, sorted(kwargs.items()))).encode())
+    digest.update(repr((draw.__qualname__, _table_notes(args, []), sorted(kwargs.items()))).encode())
     return digest.hexdigest()[:32]
+
+
+#: Fields of a chart's figures that only its table shows, never its picture (a figure's date, its rate):
+#: a rerun renews them while the picture stays the same, so they are no part of a chart's key.
+TABLE_ONLY = ("note", "what")
+
+
+def _table_notes(value: Any, notes: list[str]) -> Any:
+    """``value`` with its figures' table notes emptied, each note appended to ``notes`` in order."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_table_notes(item, notes) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {field.name for field in dataclasses.fields(value)}
+        emptied = {}
+        for name in TABLE_ONLY:
+            if name in fields and getattr(value, name):
+                notes.append(getattr(value, name))
+                emptied[name] = ""
+        inner = {
+            field.name: _table_notes(getattr(value, field.name), notes)
+            for field in dataclasses.fields(value)
+            if isinstance(getattr(value, field.name), (list, tuple))
+        }
+        return dataclasses.replace(value, **emptied, **inner) if emptied or inner else value
+    return value
 
 
 @functools.cache
@@ -79,12 +118,13 @@ def _code_digest(draw: Callable) -> str:
 
 
 def _read(path: Path) -> Any:
-    """The chart stored at ``path``, or None (absent, or unreadable: then it is drawn again)."""
+    """The chart stored at ``path`` and its table's notes, or None (absent, or unreadable: then it is drawn again)."""
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
         if content.get("format") != FORMAT:
             return None
-        return svg.Chart(content["svg"], tuple(content["header"]), [tuple(row) for row in content["rows"]])
+        chart = svg.Chart(content["svg"], tuple(content["header"]), [tuple(row) for row in content["rows"]])
+        return chart, [str(note) for note in content["notes"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
