@@ -15,7 +15,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.graphviz",
     "sphinx.ext.extlinks",
-    "course.sphinxext",
+    "course.publish.sphinxext",
 ]
 
 root_doc = "docs/index"

@@ -17,36 +17,28 @@ from pathlib import Path
 
 from invoke import Collection, Exit
 
-from course import (
-    commands,
-    grading,
-    guest_hardware,
-    guest_kernels,
-    inventory,
-    lessons,
-    progress,
-    report,
-    runlock,
-    set_identity,
-    site,
-    store,
-    submission,
-    vm_shell,
-)
-from course import edition as course_edition
-from course import publish as publishing
-from course.archive import ArchiveError
-from course.build import BuildError
+from course import commands
+from course.classroom import grading, submission
 from course.cli import task  # one spelling and one short flag per option, in every task
-from course.fingerprint import SetNameError
-from course.kernel_build import KernelError
-from course.lab import LabError, LabOptions, Timeouts
-from course.layout import Layout, find_root
-from course.pipeline import KernelOptions, MachineError, OptionError
-from course.runners import termination_as_interrupt
-from course.store import StoreError
+from course.kernel import guest_hardware, guest_kernels, set_identity, vm_shell
+from course.kernel.kernel_build import KernelError
+from course.kernel.options import KernelOptions, OptionError
+from course.kernel.vm import VmError
+from course.lab import inventory
+from course.lab.options import LabError, LabOptions, Timeouts
+from course.measure import lessons
+from course.measure.build import BuildError
+from course.measure.lesson_run import MachineError
+from course.measure.threads import termination_as_interrupt
+from course.publish import bundle as publishing
+from course.publish import edition as course_edition
+from course.publish import report, site
+from course.results import progress, runlock, store
+from course.results.archive import ArchiveError
+from course.results.fingerprint import SetNameError
+from course.results.layout import Layout, find_root
+from course.results.store import StoreError
 from course.system import SystemError_
-from course.vm import VmError
 
 #: Errors of the course that are the user's to fix: one clear line, no traceback.
 CLEAR_ERRORS = (
@@ -262,7 +254,7 @@ def run(
 
 
 def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleration, hardware=None) -> None:
-    """``invoke run --guest-kernels``: one set per kernel, named after it (course.guest_kernels.set_name)."""
+    """``invoke run --guest-kernels``: one set per kernel, named after it (course.kernel.guest_kernels.set_name)."""
     chosen = guest_kernels.parse(names)
     if set_name or label:
         option = "--set" if set_name else "--label"

@@ -1,7 +1,7 @@
 """The course generator: measure the lessons' programs, store the figures with their
 provenance, and place them into the Sphinx site.
 
-The package keeps Sphinx at its edge: everything but :mod:`course.sphinxext` runs
+The package keeps Sphinx at its edge: everything but :mod:`course.publish.sphinxext` runs
 without Sphinx, so results can be measured on one machine and published on another.
 """
 

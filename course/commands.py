@@ -9,15 +9,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from course import fingerprint, pipeline, report, site, store, system
-from course import lessons as lesson_catalog
-from course.guest_hardware import GuestHardware
-from course.layout import Layout
-from course.pipeline import LessonReport
+from course import pipeline, system
+from course.kernel import guest_kernels
+from course.kernel import options as kernel_options
+from course.kernel.guest_hardware import GuestHardware
+from course.measure import build as builder
+from course.measure import lessons as lesson_catalog
+from course.measure.lesson_run import LessonReport
+from course.publish import report, site
+from course.results import archive, fingerprint, store
+from course.results.layout import Layout
 
 if TYPE_CHECKING:
-    from course.inventory import Host
-    from course.lab import LabOptions, LabOutcome
+    from course.lab.inventory import Host
+    from course.lab.options import LabOptions, LabOutcome
 
 
 def setup(layout: Layout, install: bool = True, tests: bool = False, guest_kernels: list[str] | None = None) -> None:
@@ -41,7 +46,6 @@ def setup(layout: Layout, install: bool = True, tests: bool = False, guest_kerne
 
 def build(layout: Layout, number: int | None = None) -> None:
     """Compile the user-space programs of one lesson (or all), reporting which changed."""
-    from course import build as builder
 
     chosen = [lesson_catalog.find(layout, number)] if number else lesson_catalog.discover(layout)
     for item in chosen:
@@ -61,11 +65,11 @@ def measure(
     force: bool = False,
     set_name: str | None = None,
     label: str | None = None,
-    kernel: pipeline.KernelOptions | None = None,
+    kernel: kernel_options.KernelOptions | None = None,
 ) -> tuple[list[LessonReport], str]:
     """Build and run the chosen lessons (default: all), storing their results; return reports and set id."""
     chosen = [lesson_catalog.find(layout, n) for n in numbers] if numbers else lesson_catalog.discover(layout)
-    kernel = kernel or pipeline.KernelOptions()
+    kernel = kernel or kernel_options.KernelOptions()
     if kernel.runner == "host-kernel":
         print(
             "WARNING: --kernel-runner host-kernel loads the course's modules into the kernel of THIS machine.\n"
@@ -95,7 +99,8 @@ def measure_matrix(
 
     Returns whether every kernel ran without a failure (a kernel that failed kept its earlier figures).
     """
-    from course import guest_kernels, matrix, set_identity
+    from course import matrix  # start-up: the kernel matrix and its VM machinery
+    from course.kernel import set_identity  # start-up: it loads the VM machinery, which a user-space lesson never needs
 
     hardware = hardware or GuestHardware()
     kernels = {name: guest_kernels.find(name) for name in names}
@@ -145,7 +150,7 @@ def generate(
     set_name: str | None = None,
     label: str | None = None,
     strict: bool = False,
-    kernel: pipeline.KernelOptions | None = None,
+    kernel: kernel_options.KernelOptions | None = None,
     verbose: bool = False,
 ) -> bool:
     """Measure every lesson (reusing unchanged results), build the site, print where it is.
@@ -172,7 +177,7 @@ def generate(
 
 
 def lesson(
-    layout: Layout, number: int, *, set_name: str | None = None, kernel: pipeline.KernelOptions | None = None
+    layout: Layout, number: int, *, set_name: str | None = None, kernel: kernel_options.KernelOptions | None = None
 ) -> bool:
     """Rerun one lesson, rebuild the pages that use it, print the new figures beside the old."""
     reports, set_id = measure(layout, [number], force=True, set_name=set_name, kernel=kernel)
@@ -255,7 +260,7 @@ def _bench_verdict(value: dict) -> list[str]:
 
 def bench(layout: Layout, set_name: str | None = None, runs: int | None = None, only: list[str] | None = None) -> None:
     """Run the benchmarks (or ``only`` some), store them in this machine's set, print them against their goals."""
-    from course import bench as benchmarks
+    from course import bench as benchmarks  # start-up: only invoke bench
 
     set_path = pipeline.open_set(layout, set_name)
     if only:
@@ -310,7 +315,6 @@ def results(layout: Layout, as_json: bool = False) -> str:
 
 def export(layout: Layout, set_name: str | None, output: str | None, force: bool = False) -> Path:
     """Write one set (default: this machine's) as an archive; an existing file is replaced only with ``force``."""
-    from course import archive
 
     name = fingerprint.set_name(set_name)
     if not set_name and not (layout.results / name / store.SET_FILE).is_file():
@@ -335,7 +339,6 @@ def import_(layout: Layout, path: Path, force: bool = False, set_name: str | Non
 
     Never this machine's set: neither the one named after it nor ``set_name`` (``--set``/``course.set``).
     """
-    from course import archive
 
     own = [fingerprint.set_name(), *([fingerprint.set_name(set_name)] if set_name else [])]
     target = archive.import_set(path, layout.results, force=force, own_set=own)
@@ -348,7 +351,7 @@ def lab(layout: Layout, hosts: list[Host], options: LabOptions, set_name: str | 
 
     The outcome's ``failure_lines()`` say which hosts failed, and why.
     """
-    from course import lab as lab_run
+    from course.lab import remote as lab_run  # start-up: the lab (and its YAML inventory) loads only when a lab runs
 
     for number in options.lessons or []:  # a lesson that is not in the course fails here, not on every host
         lesson_catalog.find(layout, number)
@@ -389,7 +392,7 @@ def clean(layout: Layout) -> None:
     ``build/lab/`` holds what each host of a lab sent (its archive, its log): the only copy of
     a host's run once its scratch folder is gone, so it is never a build product to remove.
     """
-    from course.lab import lab_folder
+    from course.lab.options import lab_folder  # start-up: the lab (and its YAML inventory) loads only when a lab runs
 
     kept = lab_folder(layout)
     if layout.build.is_dir():

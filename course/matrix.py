@@ -3,7 +3,7 @@
 ``invoke run --guest-kernels 6.1,6.12,6.1-rt --acceleration tcg-icount`` builds the modules
 against each kernel, boots each kernel once for all of its lessons' work (modules, the guest's
 programs, lesson 2's trace) and stores its figures in a set of its own
-(:func:`course.guest_kernels.set_name`). Nothing runs on this machine's kernel but the builds.
+(:func:`course.kernel.guest_kernels.set_name`). Nothing runs on this machine's kernel but the builds.
 
 Under ``tcg-icount`` the boots run side by side: each counts its guest's instructions, whatever
 else the host runs, so the figures are those of boots one after another, and three kernels cost
@@ -20,15 +20,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import fingerprint, guest_kernels, kernel_runs, pipeline, report, store, vm
-from course import lessons as lesson_catalog
-from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
-from course.guest_hardware import GuestHardware
-from course.kernel_build import GuestKernel
-from course.layout import Layout
-from course.lessons import Lesson
-from course.pipeline import KernelOptions, LessonReport, MachineError, OptionError, Progress
-from course.runners import start_threads, wait_for
+from course import pipeline
+from course.kernel import guest_kernels, kernel_runs, vm
+from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
+from course.kernel.guest_hardware import GuestHardware
+from course.kernel.kernel_build import GuestKernel
+from course.kernel.options import KernelOptions, OptionError
+from course.measure import lessons as lesson_catalog
+from course.measure.lesson_run import LessonReport, MachineError, Progress
+from course.measure.lessons import Lesson
+from course.measure.threads import start_threads, wait_for
+from course.publish import report
+from course.results import fingerprint, store
+from course.results.layout import Layout
 
 #: What the terminal's summary compares across kernels (the site's "kernel versions" tables too).
 SUMMARY_FIGURES = (

@@ -1,36 +1,24 @@
-"""Measuring lessons: build their code, run it, summarize and store the figures.
+"""One generation of the lessons, top to bottom: plan, build, run on the host, run in the guest, record, derive.
 
-This is the one place that knows the order of the steps; each step lives in its own
-module (:mod:`course.build`, :mod:`course.runners`, :mod:`course.kernel_runs`,
-:mod:`course.protocol`, :mod:`course.stats`, :mod:`course.store`).
+This is the one place that knows the order of the steps; each step lives in its own module
+(:mod:`course.measure.host_runs`, :mod:`course.kernel.kernel_runs`, :mod:`course.measure.lesson_run`,
+:mod:`course.results.derive`, :mod:`course.results.store`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import statistics
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import disassemble, fingerprint, protocol, store, validate
-from course.build import BuildError, Program, build_program, file_hash
-from course.guest_hardware import DEFAULT as DEFAULT_HARDWARE
-from course.guest_hardware import GuestHardware
-from course.layout import Layout
-from course.lessons import Lesson
-from course.runners import FLOODED, OUTPUT_LIMIT_BYTES, run_on_host
-from course.stats import summarize
-
-Progress = Callable[[str], None]
-
-
-class MachineError(RuntimeError):
-    """This machine cannot measure what the course measures; the message says what to do instead."""
+from course.kernel.options import KernelOptions
+from course.measure import host_runs
+from course.measure.lesson_run import LessonReport, LessonRun, MachineError, Progress
+from course.measure.lessons import Lesson
+from course.results import derive, fingerprint, store
+from course.results.layout import Layout
 
 
 def require_x86_64(architecture: str | None = None) -> None:
@@ -41,74 +29,6 @@ def require_x86_64(architecture: str | None = None) -> None:
             f"this machine is {found}, not x86-64: the course's programs read the x86 time-stamp counter "
             "(rdtsc). Measure on an x86-64 machine, or build the site from stored results with: invoke site"
         )
-
-
-#: Where kernel modules may run, and how the ``vm`` runner may emulate (see :mod:`course.vm`).
-KERNEL_RUNNERS = ("vm", "host-kernel", "none")
-ACCELERATIONS = ("auto", "kvm", "tcg", "tcg-icount")
-
-
-class OptionError(ValueError):
-    """An option of the command line or configuration that has no meaning; the message lists the valid ones."""
-
-
-@dataclass(frozen=True)
-class KernelOptions:
-    """Where kernel modules run: ``vm`` (default), ``host-kernel`` (only when asked by name) or ``none``.
-
-    Checked when made, before anything runs: a typo must not turn into a run that measures nothing.
-    """
-
-    runner: str = "vm"
-    acceleration: str = "auto"  # auto, kvm, tcg or tcg-icount
-    release: str = ""  # the guest kernel; default: the newest installed
-    hardware: GuestHardware = DEFAULT_HARDWARE  # the CPU model and kernel parameters the guest is given
-
-    def __post_init__(self) -> None:
-        if self.runner not in KERNEL_RUNNERS:
-            raise OptionError(
-                f"unknown kernel runner {self.runner!r}; choose one of {', '.join(KERNEL_RUNNERS)} (--kernel-runner)"
-            )
-        if self.acceleration not in ACCELERATIONS:
-            raise OptionError(
-                f"unknown acceleration {self.acceleration!r}; choose one of {', '.join(ACCELERATIONS)} (--acceleration)"
-            )
-
-
-@dataclass
-class LessonReport:
-    """What a lesson's run did: its stored file, whether it was reused, its steps."""
-
-    lesson: Lesson
-    stored: dict
-    previous: dict
-    cached: bool
-    steps: list[dict] = field(default_factory=list)
-
-    @property
-    def failures(self) -> list[dict]:
-        return [] if self.cached else self.stored.get("failures", [])
-
-
-@dataclass
-class LessonRun:
-    """A lesson being measured: what it produced so far."""
-
-    lesson: Lesson
-    previous: dict
-    programs: dict[str, Program] = field(default_factory=dict)
-    measurements: dict[str, dict] = field(default_factory=dict)
-    captures: dict[str, dict] = field(default_factory=dict)
-    failures: list[dict] = field(default_factory=list)
-    steps: list[dict] = field(default_factory=list)
-    tsc_rates: list[float] = field(default_factory=list)
-    kernel: dict = field(default_factory=dict)  # runner, acceleration, guest kernel
-    sources: dict[str, str] = field(default_factory=dict)
-    exercises: dict[str, dict] = field(default_factory=dict)  # name -> {"yours": ..., "solution": ...}
-    kernel_only: bool = False  # a kernel matrix's run: only what runs in the guest (course.matrix)
-
-    def fail(self, step: str, what: str, message: str, log: str = "") -> None:
-        self.failures.append(failure(step, what, message, log))
 
 
 #: What must match for a run to add to an existing set: the set belongs to one machine.
@@ -162,11 +82,6 @@ def refuse_foreign(path: Path, previous: dict) -> None:
         )
 
 
-def measurement_id(lesson: Lesson, name: str, stdin: str, kinds: tuple[str, ...]) -> str:
-    """``03-timing/read.devnull``: lesson, measurement, and the kind of standard input when it varies."""
-    return f"{lesson.name}/{name}" + (f".{stdin}" if len(kinds) > 1 else "")
-
-
 def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
     """A hash of everything that could change the lesson's figures: reuse results only if it matches."""
     lesson = run.lesson
@@ -209,7 +124,7 @@ def measure_lessons(
     (a kernel matrix, :mod:`course.matrix`) only what runs in the guest runs: the modules,
     the guest's programs and the traces; nothing is run or timed on this machine.
     """
-    from course import kernel_runs  # the kernel side pulls in the VM machinery only when needed
+    from course.kernel import kernel_runs  # start-up: a user-space lesson never loads the VM machinery
 
     require_x86_64()
     kernel = kernel or KernelOptions()
@@ -223,7 +138,7 @@ def measure_lessons(
         run.kernel_only = kernel_only
         progress(f"lesson {lesson.number} ({lesson.name})")
         if not kernel_only:
-            _build_programs(layout, run, progress)
+            host_runs.build_programs(layout, run, progress)
         kernel_runs.build_guest_programs(layout, run, progress)
         run.sources.update(kernel_runs.module_hashes(layout, lesson))
         key = inputs_key(run, machine, setting)
@@ -238,9 +153,9 @@ def measure_lessons(
             continue
         run.kernel = {"inputs_key": key}
         if not kernel_only:
-            _run_programs(layout, run, progress)
-            _run_exercises(layout, run, progress)
-            _disassemble(run)
+            host_runs.run_programs(layout, run, progress)
+            host_runs.run_exercises(layout, run, progress)
+            host_runs.disassemble_captures(run)
         pending.append(run)
 
     kernel_lessons = [run for run in pending if run.lesson.in_vm]
@@ -288,274 +203,8 @@ def _lesson_file(run: LessonRun) -> dict:
     }
 
 
-def _build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
-    lesson = run.lesson
-    # An exercise's sources belong to the inputs: editing your variant reruns the lesson.
-    for spec in lesson.exercises:
-        for program in (spec.program, spec.solution):
-            if program is None:  # a student copy: no solution
-                continue
-            source = lesson.source(program)
-            run.sources[str(source.relative_to(layout.root))] = file_hash(source)
-    libs = {spec.program: spec.libs for spec in lesson.runs}
-    names = [spec.program for spec in lesson.runs] + [d.program for d in lesson.disassemblies if d.program]
-    for name in dict.fromkeys(names):
-        build_into(layout, run, lesson, name, progress, libs=libs.get(name, ()))
-
-
-def build_into(
-    layout: Layout,
-    run: LessonRun,
-    owner: Lesson,
-    name: str,
-    progress: Progress,
-    *,
-    key: str = "",
-    step_name: str = "",
-    libs: tuple[str, ...] = (),
-) -> None:
-    """Compile ``owner``'s program ``name`` into ``run.programs[key or name]``, timing the step.
-
-    A program that does not compile is recorded as the run's failure, not raised.
-    """
-    key = key or name
-    started = time.monotonic()
-    try:
-        run.programs[key] = build_program(layout, owner, name, libs=libs)
-    except BuildError as error:
-        run.fail("build", key, str(error), error.log)
-        progress(f"  build  {key:<20} FAILED: {error}")
-        return
-    step = timed_step(step_name or f"build {key}", started, cached=not run.programs[key].rebuilt)
-    run.steps.append(step)
-    progress(f"  build  {key:<20} {step['seconds']:6.2f} s{' (unchanged)' if step['cached'] else ''}")
-
-
-def _run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
-    lesson = run.lesson
-    for spec in lesson.runs:
-        program = run.programs.get(spec.program)
-        if program is None:
-            continue
-        for stdin in spec.stdin:
-            started = time.monotonic()
-            also = f" files={','.join(spec.files)}" if spec.files else ""
-            progress(f"  run    {spec.program:<20} stdin={stdin}{also} ...")
-            outcome = run_on_host(
-                program.binary,
-                spec.args,
-                stdin,
-                layout.build / "scratch",
-                spec.timeout,
-                shown_as=os.path.relpath(program.binary, layout.root),
-                files=spec.files,
-            )
-            run.steps.append(timed_step(f"run {spec.program} ({stdin})", started))
-            what = f"{spec.program} (stdin={stdin})"
-            if not outcome.ok:
-                run.fail("run", what, f"{outcome.command} {outcome.ended}", outcome.stdout + outcome.stderr)
-                continue
-            context = {
-                "stdin": stdin,
-                **({"files": list(spec.files)} if spec.files else {}),
-                "command": outcome.command,
-                "exit_status": outcome.exit_status,
-                "sources": program.sources,
-                "runner": "host",
-            }
-            parsed = parse_or_fail(run, what, outcome.stdout)
-            if parsed is None:
-                continue
-            record(run, spec.stdin, stdin, parsed, context)
-            run.captures[measurement_id(lesson, spec.program, stdin, spec.stdin) + ".output"] = {
-                "text": "\n".join(parsed.text).strip("\n"),
-                "command": outcome.command,
-                "measured_at": store.now(),
-            }
-
-
-#: How long a student's variant (or its solution) may run before it is stopped.
-EXERCISE_SECONDS = 120
-
-
-def stopped_why(stopped: str) -> str:
-    """Why a variant was stopped: ``timeout after 120 s``, ``output over 4 MiB``."""
-    if stopped == FLOODED:
-        return f"output over {OUTPUT_LIMIT_BYTES // (1024 * 1024)} MiB"
-    return f"timeout after {EXERCISE_SECONDS:g} s"
-
-
-def _run_exercises(layout: Layout, run: LessonRun, progress: Progress) -> None:
-    """Build and run each exercise's student variant and its solution; record both checks and figures.
-
-    A student's variant that does not compile, crashes or fails its check is the exercise's
-    status, not a failure of the course; the solution failing is one.
-    """
-    lesson = run.lesson
-    for spec in lesson.exercises:
-        outcome: dict[str, dict] = {}
-        for role, program in (("solution", spec.solution), ("yours", spec.program)):
-            if program is None:  # a student copy has no solution to measure beside yours
-                continue
-            prefix = f"{'solution' if role == 'solution' else 'exercise'}.{spec.name}."
-            try:
-                built = build_program(layout, lesson, program)
-            except BuildError as error:
-                errors = [line for line in error.log.splitlines() if "error" in line]
-                outcome[role] = {"status": "does not compile", "detail": (errors or [str(error)])[0][-300:]}
-                if role == "solution":
-                    run.fail("build", program, str(error), error.log)
-                continue
-            for stdin in spec.stdin:
-                progress(f"  check  {program:<20} stdin={stdin} ...")
-                started = time.monotonic()
-                result = run_on_host(
-                    built.binary,
-                    spec.args,
-                    stdin,
-                    layout.build / "scratch",
-                    EXERCISE_SECONDS,
-                    shown_as=os.path.relpath(built.binary, layout.root),
-                )
-                run.steps.append(timed_step(f"exercise {program} ({stdin})", started))
-                parsed, unparsed = None, ""
-                if result.ok:
-                    try:
-                        parsed = protocol.parse(result.stdout)
-                    except protocol.ProtocolError as error:  # a student's stray "course:" line
-                        unparsed = str(error)
-                check = parsed.checks.get(spec.name) if parsed else None
-                if result.exit_status == 0 and not result.stopped and result.not_utf8:
-                    state = {"status": "not yet", "detail": f"it {result.ended}"[:300]}
-                elif result.stopped:  # ran too long or printed too much: why, in the status's own words
-                    state = {"status": "stopped", "detail": f"stopped: {stopped_why(result.stopped)}"}
-                elif not result.ok:
-                    state = {"status": "crashed", "detail": f"{result.command} {result.ended}"[-300:]}
-                elif unparsed:
-                    state = {"status": "not yet", "detail": f"its output does not parse: {unparsed}"[:300]}
-                elif check is None:
-                    state = {"status": "not yet", "detail": "the program printed no check line"}
-                else:
-                    status = {"ok": "works", "fail": "not yet", "na": "cannot be checked here"}[check[0]]
-                    state = {"status": status, "detail": check[1]}
-                outcome[role] = state
-                if role == "solution" and state["status"] not in ("works", "cannot be checked here"):
-                    run.fail(
-                        "check",
-                        program,
-                        f"the reference solution fails its own check: {state['detail']}",
-                        result.stdout + result.stderr,
-                    )
-                if parsed is not None:
-                    context = {
-                        "stdin": stdin,
-                        "command": result.command,
-                        "exit_status": result.exit_status,
-                        "sources": built.sources,
-                        "runner": "host",
-                    }
-                    record(run, spec.stdin, stdin, parsed, context, prefix=prefix)
-        run.exercises[spec.name] = outcome
-
-
-def parse_or_fail(run: LessonRun, what: str, output: str) -> protocol.ProgramOutput | None:
-    try:
-        return protocol.parse(output)
-    except protocol.ProtocolError as error:
-        run.fail("parse", what, str(error), output[-4000:])
-        return None
-
-
-def record(
-    run: LessonRun,
-    kinds: tuple[str, ...],
-    stdin: str,
-    parsed: protocol.ProgramOutput,
-    context: dict,
-    unit: str | None = None,
-    with_rate: bool = True,
-    prefix: str = "",
-) -> None:
-    """Store the parsed measurements and skips of one run (a program's, or a module load's).
-
-    ``prefix`` goes before each measurement's name (``exercise.int80.``), so that an
-    exercise's figures and its solution's stand apart from the lesson's own.
-    """
-    lesson = run.lesson
-    tsc_hz = float(parsed.meta["tsc_hz"]) if parsed.meta.get("tsc_hz") and with_rate else None
-    if tsc_hz:
-        run.tsc_rates.append(tsc_hz)
-    measured_at = store.now()
-    meta = {k: v for k, v in parsed.meta.items() if k not in ("tsc_hz", "done")}
-    for name, raw in parsed.measurements.items():
-        overhead = 0
-        if raw.subtract:
-            base = parsed.measurements.get(raw.subtract)
-            if base is None:
-                run.fail("parse", name, f"{name} subtracts unknown measurement {raw.subtract}")
-                continue
-            overhead = min(base.counts)
-        summary = summarize(raw.counts, overhead, raw.per)
-        key = measurement_id(lesson, prefix + name, stdin, kinds)
-        measurement = {
-            "status": "ok",
-            "calls_per_sample": raw.per,
-            # The runner's unit names what ticks count there; a count of calls or bytes keeps its own.
-            "unit": (unit or raw.unit) if raw.unit == "ticks" else raw.unit,
-            "samples": summary.samples,
-            "min": summary.min,
-            "median": summary.median,
-            "p90": summary.p90,
-            "p99": summary.p99,
-            "max": summary.max,
-            "overhead": {
-                "ticks": overhead,
-                "from": measurement_id(lesson, prefix + raw.subtract, stdin, kinds) if raw.subtract else None,
-            },
-            "histogram": summary.histogram,
-            "tsc_hz": tsc_hz if raw.unit == "ticks" else None,  # a count of calls has no nanoseconds
-            "measured_at": measured_at,
-            "meta": meta,
-            **context,
-        }
-        # What the store would refuse (a minimum below its subtracted stamp pair...) fails this
-        # program's parse step here; stored, it would stop the whole run.
-        try:
-            validate.check_measurement(key, measurement)
-        except validate.SchemaError as error:
-            run.fail("parse", prefix + name, f"{key} cannot be stored: it {error}")
-            continue
-        run.measurements[key] = measurement
-    for name, reason in parsed.skipped.items():
-        run.measurements[measurement_id(lesson, prefix + name, stdin, kinds)] = {
-            "status": "skipped",
-            "reason": reason,
-            "measured_at": measured_at,
-            **context,
-        }
-
-
-def _disassemble(run: LessonRun) -> None:
-    for spec in run.lesson.disassemblies:
-        started = time.monotonic()
-        try:
-            if spec.program:
-                if spec.program not in run.programs:
-                    continue
-                listing, command = disassemble.of_program(run.programs[spec.program].binary, spec.symbol)
-            else:
-                listing, command = disassemble.of_library(spec.library or "", spec.symbol)
-        except disassemble.DisassemblyError as error:
-            run.fail("disassemble", spec.id, str(error))
-            continue
-        run.captures[f"{run.lesson.name}/{spec.id}"] = {"text": listing, "command": command, "measured_at": store.now()}
-        run.steps.append(timed_step(f"disassemble {spec.id}", started))
-
-
 def _derive(run: LessonRun, set_path: Path) -> None:
     """The lesson's derived figures, from this run's measurements and the set's stored ones."""
-    from course import derive
-
     stored: list[store.ResultSet] = []  # the set is read only for a figure this run did not measure
 
     def lookup(key: str) -> dict | None:
@@ -574,11 +223,3 @@ def _record_tsc_rate(set_path: Path, tsc_hz: float) -> None:
     info = store.read_json(set_path / store.SET_FILE)
     info["machine"]["tsc_hz"] = round(tsc_hz)
     store.save_set_info(set_path, info)
-
-
-def failure(step: str, what: str, message: str, log: str = "") -> dict:
-    return {"step": step, "what": what, "message": message, "log": log[-20000:], "at": store.now()}
-
-
-def timed_step(name: str, started: float, cached: bool = False) -> dict:
-    return {"name": name, "seconds": round(time.monotonic() - started, 3), "cached": cached}

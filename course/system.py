@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 
+from course.kernel import guest_kernels
+
 #: package -> what the course uses it for (listed in the README too).
 DEBIAN_PACKAGES = {
     "build-essential": "gcc and make, to compile the lessons' programs",
@@ -16,7 +18,7 @@ DEBIAN_PACKAGES = {
     "linux-image-amd64": "the kernel the VM boots (Debian's)",
     "linux-headers-amd64": "that kernel's headers, to build the modules against it",
     "busybox-static": "the tools of the VM's initramfs (virtme-ng), and the init of lesson 9's guest",
-    "cpio": "to pack lesson 9's guest, which boots from memory alone (course.ram_guest)",
+    "cpio": "to pack lesson 9's guest, which boots from memory alone (course.kernel.ram_guest)",
     "kmod": "insmod, to load a module in the VM",
     "util-linux": "dmesg, to read the kernel log in the VM",
 }
@@ -33,16 +35,12 @@ DEBIAN_TEST_PACKAGES = {
 
 
 def guest_kernel_packages(names: list[str]) -> list[str]:
-    """The image and headers packages of the guest kernels ``names`` (``--guest-kernels``; see course.guest_kernels)."""
-    from course import guest_kernels
-
+    """The image and headers packages of the guest kernels ``names`` (``--guest-kernels``; see ``guest_kernels``)."""
     return [package for name in names for package in guest_kernels.KERNELS[name].packages]
 
 
 def test_packages() -> list[str]:
     """What ``setup --tests`` installs: the tests' tools, and every guest kernel (the tests build modules for each)."""
-    from course import guest_kernels
-
     return [*DEBIAN_TEST_PACKAGES, *guest_kernel_packages(list(guest_kernels.KERNELS))]
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline
-from course.layout import Layout
+from course import pipeline
+from course.measure import lessons
+from course.results.layout import Layout
 
 pytest_plugins = ("sphinx.testing.fixtures",)
 
 #: Tests of the solutions themselves (exercises, editions, grading, publishing): a student copy
-#: of the course (course.edition) has no solutions, and runs the rest.
+#: of the course (course.publish.edition) has no solutions, and runs the rest.
 if (Path(__file__).resolve().parents[1] / ".course-edition").is_file():
     collect_ignore = ["test_exercises.py", "test_edition.py", "test_grading.py", "test_publish.py"]
 
@@ -167,16 +168,16 @@ def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def seed_kvm_verdict(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], None]:
-    """Give a fresh build folder this machine's KVM verdict (course.vm's kvm-verdict.json), probed once per run.
+    """Give a fresh build folder this machine's KVM verdict (course.kernel.vm's kvm-verdict.json), probed once per run.
 
     ``auto`` acceleration probes KVM once per build folder and remembers the verdict there: a boot
     under KVM that fails (about 4 s of QEMU here, which aborts) or hangs (PROBE_SECONDS of a whole
     core, on a machine whose /dev/kvm hangs), which every test that boots a real VM in a build
     folder of its own would pay again. The first test that asks probes for real
-    (course.vm.choose_acceleration, as a run does); the others find the verdict in their build
+    (course.kernel.vm.choose_acceleration, as a run does); the others find the verdict in their build
     folder, as a second run on one checkout does.
     """
-    from course import kernel_build, vm
+    from course.kernel import kernel_build, vm
 
     run = _run_folder(tmp_path_factory)
     probed = Layout(ROOT, build_dir=run / "kvm-probe" / "build")
@@ -220,7 +221,7 @@ def measured_course(
 @pytest.fixture(scope="session")
 def built_site(measured_course) -> Layout:
     """The whole site, built with -W from the results measured in this session."""
-    from course import site
+    from course.publish import site
 
     layout, set_path, _ = measured_course
     site.build_site(layout, strict=True, current_set=set_path.name)
@@ -230,7 +231,7 @@ def built_site(measured_course) -> Layout:
 @pytest.fixture(scope="session")
 def checkout_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     """This checkout's whole site (its own edition) from the result sets it ships, built once with -W."""
-    from course import edition, site
+    from course.publish import edition, site
 
     layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("checkout-site") / "build")
     site.build_site(layout, strict=True, edition_name=edition.of_checkout(ROOT))

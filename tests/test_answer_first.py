@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from course import derive, store
+from course.results import derive, store
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference-2000"
@@ -70,8 +70,8 @@ def test_usystime_times_the_invalid_call_in_the_rounds_of_the_reads(tmp_path: Pa
 
 
 def test_the_entry_and_exit_share_is_derived_from_one_run_in_percent() -> None:
-    from course import lessons
-    from course.layout import Layout
+    from course.measure import lessons
+    from course.results.layout import Layout
 
     specs = {spec["name"]: spec for spec in lessons.find(Layout(ROOT), 3).derived}
     spec = specs["saving-percent.entry-exit.tty"]
@@ -84,7 +84,7 @@ def test_the_entry_and_exit_share_is_derived_from_one_run_in_percent() -> None:
 
 
 def test_the_execution_report_gives_each_lesson_its_own_last_run() -> None:
-    from course.sphinxext.context import last_run
+    from course.publish.sphinxext.context import last_run
 
     data = {
         "measured_at": "2026-12-05T01:07:19+00:00",  # the end of the whole run, when every file was written
@@ -103,7 +103,7 @@ def test_the_execution_report_gives_each_lesson_its_own_last_run() -> None:
 
 
 def test_an_answer_chart_puts_every_share_on_one_scale_from_0_to_100() -> None:
-    from course.sphinxext.charts import Group, Share, answer_chart
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
 
     groups = [
         Group("crossing only", "int $0x80", (Share("2000", 10.5, "10.5 %"), Share("today", None, "not measurable"))),
@@ -116,7 +116,7 @@ def test_an_answer_chart_puts_every_share_on_one_scale_from_0_to_100() -> None:
 
 
 def test_a_size_chart_draws_the_fitted_lines_and_the_articles() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     today = SizeSeries("page cache, host", ((1.0, 800.0), (4096.0, 900.0)), 0.025, 800.0, 1)
     then = SizeSeries("2000: 948 ns + 2 ticks a byte", (), 4.0, 948.0, 0, "--")
@@ -132,7 +132,7 @@ def test_a_size_chart_draws_the_fitted_lines_and_the_articles() -> None:
 def test_every_recorded_command_is_shown_as_what_a_shell_runs_and_the_rest_in_words() -> None:
     import shlex
 
-    from course.sphinxext.figures import command_parts
+    from course.publish.sphinxext.output import command_parts
 
     seen = 0
     for result_set in store.load_all(ROOT / "results").values():
@@ -154,7 +154,7 @@ def test_every_recorded_command_is_shown_as_what_a_shell_runs_and_the_rest_in_wo
 
 
 def test_the_kinds_table_names_only_what_not_every_graph_calls() -> None:
-    from course.sphinxext.traces import kinds_table
+    from course.publish.sphinxext.traces import kinds_table
 
     null = "x64_sys_call() {\n  ksys_read() {\n    vfs_read() {\n      read_null();\n    }\n  }\n}\n"
     tty = "x64_sys_call() {\n  ksys_read() {\n    vfs_read() {\n      tty_read() {\n        n_tty_read();\n      }\n"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from course import store
-from course.layout import Layout
-from course.sphinxext.data import same_hardware
+from course.publish.sphinxext.data import same_hardware
+from course.results import store
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from course import archive, commands, fingerprint, pipeline, store, validate
-from course.layout import Layout
+from course import commands, pipeline
+from course.measure import lesson_run
+from course.results import archive, fingerprint, store, validate
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"
@@ -733,7 +735,7 @@ def test_a_run_never_measures_into_an_imported_set(exported: Path, tmp_path: Pat
     layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
     target = archive.import_set(exported, layout.results)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
-    with pytest.raises(pipeline.MachineError, match=r"'canned-machine' came by import .*never measures into"):
+    with pytest.raises(lesson_run.MachineError, match=r"'canned-machine' came by import .*never measures into"):
         pipeline.open_set(layout, "canned-machine")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 

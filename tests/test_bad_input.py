@@ -13,9 +13,14 @@ import pytest
 from invoke import Config, Exit, MockContext, Result
 
 import tasks
-from course import commands, kernel_build, kernel_runs, lessons, pipeline, site, store, vm
-from course.kernel_build import BuiltModule, GuestKernel
-from course.layout import Layout
+from course import commands, pipeline
+from course.kernel import kernel_build, kernel_runs, vm
+from course.kernel import options as kopts
+from course.kernel.kernel_build import BuiltModule, GuestKernel
+from course.measure import lesson_run, lessons
+from course.publish import site
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = GuestKernel("6.1.0-test", Path("/boot/vmlinuz-6.1.0-test"), Path("/h"), Path("/m"))
@@ -176,12 +181,12 @@ def test_a_bad_lesson_toml_on_the_command_line_is_one_line(tmp_path: Path) -> No
 
 
 def test_kernel_options_are_checked_when_made() -> None:
-    with pytest.raises(pipeline.OptionError, match=r"unknown acceleration 'warp'; choose one of auto, kvm, tcg, tcg"):
-        pipeline.KernelOptions(acceleration="warp")
-    with pytest.raises(pipeline.OptionError, match=r"unknown kernel runner 'qemu'; choose one of vm, host-kernel"):
-        pipeline.KernelOptions(runner="qemu")
-    assert set(pipeline.ACCELERATIONS) == {"auto", *vm.ACCELERATIONS}
-    assert set(kernel_runs.RUNNERS) == set(pipeline.KERNEL_RUNNERS)
+    with pytest.raises(kopts.OptionError, match=r"unknown acceleration 'warp'; choose one of auto, kvm, tcg, tcg"):
+        kopts.KernelOptions(acceleration="warp")
+    with pytest.raises(kopts.OptionError, match=r"unknown kernel runner 'qemu'; choose one of vm, host-kernel"):
+        kopts.KernelOptions(runner="qemu")
+    assert set(kopts.ACCELERATIONS) == {"auto", *vm.ACCELERATIONS}
+    assert set(kernel_runs.RUNNERS) == set(kopts.KERNEL_RUNNERS)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +213,7 @@ NO_QEMU = "qemu-system-x86_64 not found; install it with: apt-get install qemu-s
 LOG = "course: measure x unit=ticks samples=2\ncourse: hist x 5x2\ncourse: meta done=1\n"
 
 
-def _measure(layout: Layout) -> pipeline.LessonReport:
+def _measure(layout: Layout) -> lesson_run.LessonReport:
     set_path = pipeline.open_set(layout, "mine")
     return pipeline.measure_lesson(layout, lessons.find(layout, 1), set_path, force=True, progress=lambda line: None)
 
@@ -262,7 +267,7 @@ def test_the_none_runner_keeps_the_kernel_figures_measured_before(tmp_path: Path
         lessons.find(layout, 1),
         layout.results / "mine",
         progress=lambda line: None,
-        kernel=pipeline.KernelOptions(runner="none"),
+        kernel=kopts.KernelOptions(runner="none"),
     )
     assert report.failures == []
     stored = store.read_json(layout.results / "mine" / "01-mini.json")
@@ -279,7 +284,7 @@ def test_the_none_runner_still_records_not_run_without_a_failure(tmp_path: Path)
         lessons.find(layout, 1),
         set_path,
         progress=lambda line: None,
-        kernel=pipeline.KernelOptions(runner="none"),
+        kernel=kopts.KernelOptions(runner="none"),
     )
     assert report.failures == []
     assert report.stored["measurements"]["01-mini/x.tty"]["status"] == "skipped"

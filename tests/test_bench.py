@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from course import bench, peers
+from course import bench, bench_speed
 from course.commands import _bench_verdict
+from course.measure import peers
 
 
 def test_spread_is_range_over_median() -> None:
@@ -118,8 +119,8 @@ def test_ratio_spreads_compare_each_kind_with_devnull_run_by_run() -> None:
 
 def _icount_runs(monkeypatch: pytest.MonkeyPatch, savings: list[float]) -> dict:
     """icount_control over canned boots: each "boot" stores lesson 4 with the next saving."""
-    from course import store
-    from course.layout import Layout
+    from course.results import store
+    from course.results.layout import Layout
 
     boots = iter(savings)
 
@@ -133,7 +134,7 @@ def _icount_runs(monkeypatch: pytest.MonkeyPatch, savings: list[float]) -> dict:
         assert "--acceleration" in command and "tcg-icount" in command
         return 1.0
 
-    monkeypatch.setattr(bench, "_timed", boot)
+    monkeypatch.setattr(bench, "timed", boot)
     layout = Layout(Path(__file__).resolve().parents[1])
     return bench.icount_control(layout, runs=len(savings), progress=lambda line: None)["bench/icount.saving-spread"]
 
@@ -151,19 +152,19 @@ def test_the_icount_control_shows_a_difference_between_boots(monkeypatch: pytest
 
 
 def test_the_guest_programs_time_is_read_from_the_cold_generation(tmp_path) -> None:
-    from course import store
+    from course.results import store
 
     steps = [{"name": "run 03-timing/usystime in the guest", "seconds": 2.5, "cached": False}]
     steps.append({"name": "build module ksystime", "seconds": 1.0, "cached": False})
     store.write_json(tmp_path / "m" / "04-kernel-read.json", {"schema": 1, "steps": steps})
-    found = bench._guest_program_time(tmp_path)
+    found = bench_speed._guest_program_time(tmp_path)
     assert found["value"] == 2.5 and found["goal"] == 15.0
-    assert bench._guest_program_time(tmp_path / "none")["status"] == "skipped"
+    assert bench_speed._guest_program_time(tmp_path / "none")["status"] == "skipped"
 
 
 @pytest.mark.slow
 def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
-    from course.layout import Layout
+    from course.results.layout import Layout
 
     layout = Layout(Path(__file__).resolve().parents[1])
     lines: list[str] = []
@@ -179,7 +180,7 @@ def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
 
 @pytest.mark.slow
 def test_the_site_of_a_class_is_timed_beside_the_stored_sets_alone_in_a_scratch_folder() -> None:
-    from course.layout import Layout
+    from course.results.layout import Layout
 
     layout = Layout(Path(__file__).resolve().parents[1])
     before = sorted(path.name for path in layout.results.iterdir())
@@ -202,7 +203,7 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Five cold generations, each in empty folders of its own; then five of each other step in the last one."""
-    from course.layout import Layout
+    from course.results.layout import Layout
 
     durations = iter([50.0, 40.0, 44.0, 60.0, 41.0, 0.5, 0.4, 0.9, 0.6, 0.3, 2.0, 3.5, 2.5, 2.8, 9.0])
     shares = iter(["1.1", "1.4", "1.2", "0.9", "5.0"])
@@ -214,7 +215,7 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
         printed += f"site updated in {next(shares)} s: build/html\n" if "lesson" in command else ""
         return next(durations), printed
 
-    monkeypatch.setattr(bench, "_run_timed", run)
+    monkeypatch.setattr(bench_speed, "run_timed", run)
     found = bench.pipeline_speed(Layout(Path(__file__).resolve().parents[1]), progress=lambda line: None)
     cold = found["bench/pipeline.cold"]
     assert cold["value"] == 44.0 and cold["runs"] == [50.0, 40.0, 44.0, 60.0, 41.0] and cold["goal"] == 45.0
@@ -234,7 +235,7 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
 def test_only_some_benchmarks_update_their_figures_and_keep_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from course import store
+    from course.results import store
 
     earlier = {
         "bench/pipeline.lesson-3": {"status": "ok", "value": 11.0, "unit": "s", "measured_at": "then"},
@@ -280,7 +281,7 @@ def test_lesson_9s_spread_names_its_worst_request_and_says_whether_the_counts_re
 def test_a_corrupt_bench_json_stops_only_some_benchmarks_before_they_measure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from course import store
+    from course.results import store
 
     (tmp_path / "bench.json").write_text("{not json")
     measuring = []

@@ -19,9 +19,9 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from course import store
-from course.layout import Layout
-from course.sphinxext.setdata import figure_anchor
+from course.publish.sphinxext.setdata import figure_anchor
+from course.results import store
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 

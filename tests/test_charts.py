@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course.sphinxext.charts import (
+from course.publish.sphinxext.charts import (
     FONT,
     MIN_WIDTH,
     PALETTE,
@@ -262,7 +262,7 @@ def test_every_bar_is_drawn_to_scale_on_the_row_of_its_name_with_its_figure_afte
 
 
 def test_a_hostile_label_is_escaped_bounded_and_loses_its_control_characters() -> None:
-    from course.sphinxext.svg import MOST
+    from course.publish.sphinxext.svg import MOST
 
     hostile = "<svg onload=alert(1)>&amp;" + "x" * 5000 + "\x1b[31m\u2028end"
     chart = bar_chart([Bar(hostile, hostile, 5, hostile, unit="ns", panel=hostile)], hostile)
@@ -275,7 +275,7 @@ def test_a_hostile_label_is_escaped_bounded_and_loses_its_control_characters() -
 
 
 def test_every_kind_of_chart_is_well_formed_svg_titled_for_a_screen_reader() -> None:
-    from course.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
+    from course.publish.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
 
     drawn = {
         "bars": bar_chart([Bar("a", "s", 1, "1 ns", unit="ns")], "bars & co"),
@@ -293,7 +293,7 @@ def test_every_kind_of_chart_is_well_formed_svg_titled_for_a_screen_reader() -> 
 
 
 def test_a_long_title_is_read_whole_by_a_screen_reader_and_a_hostile_one_is_bounded() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     title = (
         "Cost of a read against its size, in nanoseconds: this machine's medians from the page cache with the line "
@@ -310,7 +310,7 @@ def test_a_long_title_is_read_whole_by_a_screen_reader_and_a_hostile_one_is_boun
 
 
 def test_an_answer_chart_draws_each_share_to_scale_from_0_to_100_percent() -> None:
-    from course.sphinxext.charts import Group, Share, answer_chart
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
 
     groups = [Group("saved", "how", (Share("2000", 60.0, "60.0 %"), Share("today", 15.0, "15.0 %", 2)))]
     svg = answer_chart(groups, "t", "saved, %").svg
@@ -333,7 +333,7 @@ def _answer_charts_before() -> dict[str, str]:
 
 def test_an_all_positive_answer_chart_is_drawn_byte_for_byte_as_before() -> None:
     """Lessons 1, 4, 6 and 8 keep their charts: only a negative share draws a diverging one."""
-    from course.sphinxext.charts import Group, Share, answer_chart
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
 
     percent = [
         Group(
@@ -364,7 +364,7 @@ def test_an_all_positive_answer_chart_is_drawn_byte_for_byte_as_before() -> None
 
 
 def test_a_negative_share_diverges_left_of_a_zero_line_on_an_axis_bounded_by_the_data() -> None:
-    from course.sphinxext.charts import Group, Share, answer_chart
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
 
     groups = [
         Group(
@@ -425,7 +425,7 @@ def test_on_a_page_a_negative_share_is_a_bar_left_of_zero_and_an_all_positive_ch
 
 
 def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     today = SizeSeries("page cache, host", ((1.0, 800.0), (2048.0, 850.0), (4096.0, 900.0)), 0.025, 800.0, 1)
     then = SizeSeries("2000: 948 ns + 2 ticks a byte", (), 4.0, 948.0, 0, "--")
@@ -440,7 +440,7 @@ def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> 
 
 def test_a_size_chart_says_which_points_are_minima_beside_the_medians() -> None:
     """A best-of-the-samples mark sits beside the article's best-of-N; its table row says it is a minimum."""
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     medians = SizeSeries("page cache, host", ((0.0, 470.0), (4096.0, 900.0)), 0.025, 800.0, 1)
     best = SizeSeries("empty read, best, host", ((0.0, 421.0),), None, None, 1, "-", "^", "minimum, measured")
@@ -455,7 +455,7 @@ BAR = re.compile(r"<rect |<circle |<text [^>]*course-chart-halo")
 
 
 def test_every_grid_is_drawn_before_the_bars_and_figures_of_its_panel() -> None:
-    from course.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
+    from course.publish.sphinxext.charts import Group, Share, SizeSeries, answer_chart, size_chart
 
     drawn = {
         "bars": bar_chart(
@@ -487,7 +487,7 @@ def _tick_label(svg: str, text: str, anchor: str) -> tuple[float, float]:
 
 
 def test_a_linear_model_on_the_log_axis_is_a_curve_through_what_its_formula_says() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     today = SizeSeries("page cache, host", ((1.0, 800.0), (4096.0, 900.0)), 0.025, 800.0, 1)
     then = SizeSeries("2000: 948 ns + 4 ns a byte", (), 4.0, 948.0, 0, "--")
@@ -507,7 +507,7 @@ def test_a_linear_model_on_the_log_axis_is_a_curve_through_what_its_formula_says
 
 
 def test_a_size_chart_over_less_than_a_decade_still_labels_several_values() -> None:
-    from course.sphinxext.charts import SizeSeries, size_chart
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
 
     svg = size_chart([SizeSeries("host", ((0.0, 471.0), (4096.0, 930.0)), 0.1, 500.0)], "size").svg
     labels = re.findall(r'text-anchor="end">([\d,]+)</text>', svg)
@@ -515,7 +515,7 @@ def test_a_size_chart_over_less_than_a_decade_still_labels_several_values() -> N
 
 
 def test_axis_values_are_round_and_cover_the_data() -> None:
-    from course.sphinxext.svg import log_ticks, ticks
+    from course.publish.sphinxext.svg import log_ticks, ticks
 
     assert ticks(0, 948, 4) == [0, 250, 500, 750, 1000]
     assert ticks(0, 421, 4) == [0, 250, 500], "the tightest round end past the longest bar"
@@ -527,11 +527,30 @@ def test_axis_values_are_round_and_cover_the_data() -> None:
 @pytest.mark.parametrize(("low", "high"), [(0, 5e-324), (9e18, 9e18 + 1e-3), (1e-310, 2e-310)])
 def test_axis_values_of_a_span_too_small_for_round_steps_are_its_ends(low: float, high: float) -> None:
     """A subnormal figure or a bin that moves nothing once crashed in ``math.log10(0)``."""
-    from course.sphinxext.svg import ticks
+    from course.publish.sphinxext.svg import ticks
 
     values = ticks(low, high, 5, inside=True)
     assert len(values) == 2 and values[0] == low and values[-1] >= low
     assert ticks(low, high, 4)[0] == low
+
+
+def test_a_charts_key_changes_when_the_parts_every_chart_is_drawn_with_change(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The axes and sizes live beside the charts (chart_parts): editing them draws every chart again."""
+    from course.publish.sphinxext import chart_parts, chartcache
+
+    bars = [Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
+    chartcache._code_digest.cache_clear()
+    key = chartcache.chart_key(bar_chart, (bars, "title"), {})
+    edited = tmp_path / "chart_parts.py"
+    edited.write_text(Path(chart_parts.__file__).read_text() + "\n# an axis, edited\n")
+    monkeypatch.setattr(chart_parts, "__file__", str(edited))
+    chartcache._code_digest.cache_clear()
+    try:
+        assert chartcache.chart_key(bar_chart, (bars, "title"), {}) != key
+    finally:
+        chartcache._code_digest.cache_clear()
 
 
 def _coordinates(svg: str) -> list[str]:
@@ -541,7 +560,7 @@ def _coordinates(svg: str) -> list[str]:
 @pytest.mark.parametrize("values", [[-4e-11, 1e-11, 2e-11], [-1e-300, 1e-300], [-1.23456e-10, 3e-11], [-5e-324, 1.0]])
 def test_a_diverging_chart_of_tiny_shares_has_distinct_round_ticks(values: list[float]) -> None:
     """Ticks rounded to ten places once all became 0: a zero-wide scale, ZeroDivisionError, no site."""
-    from course.sphinxext.charts import Group, Share, answer_chart
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
 
     shares = tuple(Share(f"set {i}", v, f"{v!r} %", colour=i) for i, v in enumerate(values))
     svg = answer_chart([Group("saving", "", shares)], "tiny", "percent").svg
@@ -553,7 +572,7 @@ def test_a_diverging_chart_of_tiny_shares_has_distinct_round_ticks(values: list[
 
 @pytest.mark.parametrize("value", [1e308, -1e308, float("nan"), float("inf"), -float("inf"), -5e6])
 def test_an_absurd_share_is_left_out_of_the_chart_never_drawn_as_nan(value: float) -> None:
-    from course.sphinxext.charts import Group, Share, absurd_share, answer_chart
+    from course.publish.sphinxext.charts import Group, Share, absurd_share, answer_chart
 
     assert absurd_share(value)
     shares = (Share("forged", value, f"{value!r} %", colour=0), Share("real", -2.0, "-2.00 %", colour=1))
@@ -565,7 +584,7 @@ def test_an_absurd_share_is_left_out_of_the_chart_never_drawn_as_nan(value: floa
 
 
 def test_a_small_percentage_keeps_two_significant_digits() -> None:
-    from course.sphinxext.data import format_value
+    from course.publish.sphinxext.data import format_value
 
     assert format_value(-0.004, "%") == "-0.004 %" and format_value(-1e-12, "%") == "-1e-12 %"
     assert format_value(0.0, "%") == "0.00 %" and format_value(0.43, "%") == "0.43 %"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from course import site
-from course.class_sets import import_class
-from course.layout import Layout
+from course.publish import site
+from course.results.class_sets import import_class
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course import progress, site
-from course.class_sets import factor, import_class
-from course.layout import Layout
-from course.sphinxext import figures
-from course.sphinxext import progress as sphinx_progress
-from course.sphinxext.data import SETS_IN_FULL
-from course.sphinxext.figures import class_figure
+from course.publish import site
+from course.publish.sphinxext import progress as sphinx_progress
+from course.publish.sphinxext import table_directive
+from course.publish.sphinxext.data import SETS_IN_FULL
+from course.publish.sphinxext.figures import class_figure
+from course.results import progress
+from course.results.class_sets import factor, import_class
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 real_rows = progress.rows
@@ -95,9 +96,11 @@ def test_a_handful_of_sets_keep_a_column_each(make_app, app: SphinxTestApp) -> N
 def test_a_tables_class_spread_is_computed_once_a_row(make_app, app: SphinxTestApp, monkeypatch) -> None:
     """Once to know whether the table has a class column, once more for its cell: the same figures twice."""
     asked: list[list] = []  # the figure lists themselves, kept alive: two asks of one list are one id
-    real = figures.class_spread
+    real = table_directive.class_spread
     monkeypatch.setattr(
-        figures, "class_spread", lambda found, field, anchors=None: asked.append(found) or real(found, field, anchors)
+        table_directive,
+        "class_spread",
+        lambda found, field, anchors=None: asked.append(found) or real(found, field, anchors),
     )
     built = _class_app(make_app, app, SETS_IN_FULL)
     html = (Path(built.outdir) / "index.html").read_text(encoding="utf-8")

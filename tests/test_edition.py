@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from course import edition, lessons, site
-from course.layout import Layout
+from course.measure import lessons
+from course.publish import edition, site
+from course.results.layout import Layout
 
 if TYPE_CHECKING:
     from tests.conftest import StudentCheckout

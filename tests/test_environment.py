@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from course import build, fingerprint, kernel_runs, lessons, pipeline, store, system, vm
-from course.kernel_build import KernelError, find_kernel
-from course.layout import Layout
-from course.sphinxext import ResultFileError
+from course import pipeline, system
+from course.kernel import kernel_runs, vm
+from course.kernel.kernel_build import KernelError, find_kernel
+from course.measure import build, lesson_run, lessons
+from course.publish.sphinxext import ResultFileError
+from course.results import fingerprint, store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +100,7 @@ def test_kvm_present_but_hanging_or_failing_falls_back(monkeypatch) -> None:
 
 
 def test_not_x86_64() -> None:
-    with pytest.raises(pipeline.MachineError, match=r"aarch64, not x86-64: .*\(rdtsc\).*invoke site"):
+    with pytest.raises(lesson_run.MachineError, match=r"aarch64, not x86-64: .*\(rdtsc\).*invoke site"):
         pipeline.require_x86_64("aarch64")
     pipeline.require_x86_64("x86_64")
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline, protocol
-from course import report as report_text
-from course.layout import Layout
+from course import pipeline
+from course.measure import host_runs, lessons, protocol
+from course.publish import report as report_text
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +99,7 @@ def test_check_lines_are_parsed() -> None:
     ids=["never-exits", "floods"],
 )
 def test_a_stopped_variant_says_why(course_copy: Layout, monkeypatch: pytest.MonkeyPatch, body: str, why: str) -> None:
-    monkeypatch.setattr(pipeline, "EXERCISE_SECONDS", 2)
+    monkeypatch.setattr(host_runs, "EXERCISE_SECONDS", 2)
     lesson = lessons.find(course_copy, 1)
     spec = lesson.exercises[0]
     lesson.source(spec.program).write_text(f"#include <stdio.h>\n#include <unistd.h>\nint main(void) {{ {body} }}\n")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from course import fingerprint
+from course.results import fingerprint
 
 CPUINFO = """\
 processor	: 0

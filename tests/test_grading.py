@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from course import edition, grading, progress, store, submission
-from course.layout import Layout
+from course.classroom import grading, submission
+from course.publish import edition
+from course.results import progress, store
+from course.results.layout import Layout
 
 if TYPE_CHECKING:
     from tests.conftest import StudentCheckout
@@ -303,8 +305,8 @@ def test_two_students_are_graded_in_the_vm_a_copy_is_flagged_and_a_forged_status
 
 
 def test_a_guest_kernels_set_is_never_silently_replaced_by_another_release(tmp_path: Path) -> None:
-    from course import set_identity
-    from course.kernel_build import GuestKernel
+    from course.kernel import set_identity
+    from course.kernel.kernel_build import GuestKernel
 
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results" / "qemu-icount-debian-6.1", results / "qemu-icount-debian-6.1")
@@ -382,7 +384,7 @@ int main(int argc, char **argv) {
 @pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="needs root and setpriv")
 def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothing(tmp_path: Path) -> None:
     """The guest's helper (run here directly: the programs are this test's own) keeps the jobs apart."""
-    from course import grading_guest
+    from course.classroom import grading_guest
 
     for name, source in (("one", LEAVES_BEHIND), ("two", PRYS)):
         (tmp_path / name).mkdir()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from course import guest_hardware, guest_kernels, vm
-from course.guest_hardware import GuestHardware, GuestHardwareError
-from course.kernel_build import GuestKernel, KernelError
-from course.layout import Layout
+from course.kernel import guest_hardware, guest_kernels, vm
+from course.kernel.guest_hardware import GuestHardware, GuestHardwareError
+from course.kernel.kernel_build import GuestKernel, KernelError
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = frozenset({"Skylake-Server-v4", "EPYC-Rome-v2", "qemu64"})
@@ -89,7 +89,8 @@ def test_a_real_guest_sees_the_cpu_model_and_the_parameters_it_was_given(tmp_pat
 
 
 def test_the_set_name_of_long_parameters_stays_a_usable_folder_name() -> None:
-    from course import guest_kernels, store
+    from course.kernel import guest_kernels
+    from course.results import store
 
     longest = " ".join(f"p{i}" + "x" * 10 + "=" + "v" * 6 for i in range(8))
     assert len(longest) <= guest_hardware.MAX_APPEND

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course.sphinxext.guest_mitigations import difference, pairs
-from course.store import load_all
+from course.publish.sphinxext.guest_mitigations import difference, pairs
+from course.results.store import load_all
 
 ROOT = Path(__file__).resolve().parent / "roots" / "test-course-mitigations"
 

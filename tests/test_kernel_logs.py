@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from course import kernel_guest, kernel_runs, lessons
-from course.layout import Layout
-from course.lessons import Lesson, ModuleSpec
-from course.pipeline import LessonRun, OptionError, inputs_key
+from course.kernel import guest_records, kernel_guest, kernel_runs
+from course.kernel.options import OptionError
+from course.measure import lessons
+from course.measure.lesson_run import LessonRun
+from course.measure.lessons import Lesson, ModuleSpec
+from course.pipeline import inputs_key
+from course.results.layout import Layout
 
 DATA = Path(__file__).parent / "data"
 TCG = {"runner": "vm", "acceleration": "tcg", "guest_kernel": "6.1.0-56-amd64"}
@@ -28,7 +31,7 @@ def _lesson_4(course_root: Path) -> LessonRun:
 def test_a_real_ksystime_log_becomes_measurements_and_a_refusal(course_root: Path) -> None:
     run = _lesson_4(course_root)
     jobs = _captured("ksystime-vm-results.json")[:2]  # devnull and tty, 200 samples each
-    kernel_runs.record_results([run], jobs, jobs, console="", status=0, where=TCG)
+    guest_records.record_results([run], jobs, jobs, console="", status=0, where=TCG)
     assert run.failures == []
     refused = run.measurements["04-kernel-read/kernel-read.devnull"]
     assert refused["status"] == "skipped" and "refused" in refused["reason"] and "EINVAL" in refused["reason"]
@@ -53,7 +56,7 @@ def test_a_read_the_kernel_would_refuse_is_skipped_never_timed(course_root: Path
     layout = Layout(course_root)
     four, six = (LessonRun(lessons.find(layout, number), previous={}) for number in (4, 6))
     jobs = _captured("read-checks-vm-results.json")
-    kernel_runs.record_results([four, six], jobs, jobs, console="", status=0, where=TCG)
+    guest_records.record_results([four, six], jobs, jobs, console="", status=0, where=TCG)
     assert four.failures == six.failures == [], "no warning either: kernel_read() is not tried on a write-only file"
     measured = {**four.measurements, **six.measurements}
 
@@ -118,7 +121,7 @@ def test_the_modules_check_every_timed_reads_return_value(course_root: Path) -> 
 def test_a_module_that_stops_early_is_a_failure_not_a_figure(course_root: Path) -> None:
     run = _lesson_4(course_root)
     job = _captured("ksystime-vm-results.json")[2]  # samples=0: init refuses before measuring
-    kernel_runs.record_results([run], [job], [job], console="", status=0, where=TCG)
+    guest_records.record_results([run], [job], [job], console="", status=0, where=TCG)
     assert [f["step"] for f in run.failures] == ["load"]
     assert "did not finish measuring" in run.failures[0]["message"]
     assert "Invalid parameters" in run.failures[0]["message"]
@@ -131,7 +134,7 @@ def test_an_oops_is_captured_with_its_log(tmp_path: Path) -> None:
     )
     run = LessonRun(oops, previous={})
     jobs = _captured("oops-vm-results.json")
-    kernel_runs.record_results([run], jobs, jobs, console="", status=0, where=TCG)
+    guest_records.record_results([run], jobs, jobs, console="", status=0, where=TCG)
     assert run.failures[0]["message"] == "the kernel reported an oops or BUG while the module ran"
     assert "BUG: kernel NULL pointer dereference" in run.failures[0]["log"]
     assert run.measurements == {}, "figures printed before an oops are not trusted"
@@ -140,7 +143,7 @@ def test_an_oops_is_captured_with_its_log(tmp_path: Path) -> None:
 def test_a_vm_that_dies_fails_the_loads_it_never_made(course_root: Path) -> None:
     run = _lesson_4(course_root)
     jobs = _captured("ksystime-vm-results.json")[:2]
-    kernel_runs.record_results([run], jobs, jobs[:1], console="Kernel panic", status=None, where=TCG)
+    guest_records.record_results([run], jobs, jobs[:1], console="Kernel panic", status=None, where=TCG)
     assert run.measurements["04-kernel-read/read-iter.devnull"]["status"] == "ok"
     assert run.failures[0]["what"] == "module ksystime (stdin=tty)"
     assert "stopped after its timeout" in run.failures[0]["message"]

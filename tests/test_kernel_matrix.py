@@ -20,12 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from course import commands, guest_kernels, kernel_build, kernel_runs, lessons, matrix, pipeline, store, system, vm
-from course.build import BuildError
-from course.guest_kernels import KernelNameError
-from course.kernel_build import BuiltModule, GuestKernel
-from course.layout import Layout
-from course.runners import owned_process, read_output
+from course import commands, matrix, pipeline, system
+from course.kernel import guest_kernels, kernel_build, kernel_runs, vm
+from course.kernel import options as kernel_options
+from course.kernel.guest_kernels import KernelNameError
+from course.kernel.kernel_build import BuiltModule, GuestKernel
+from course.measure import lesson_run, lessons
+from course.measure.build import BuildError
+from course.measure.runners import owned_process, read_output
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -181,11 +185,11 @@ def test_a_guest_set_holds_one_kernel_and_a_plain_run_never_measures_into_it(tmp
         and info["label"] == "QEMU -icount, Debian 6.12 guest (deterministic path lengths)"
     )
     assert info["guest"]["name"] == "6.12" and info["guest"]["acceleration"] == "tcg-icount"
-    with pytest.raises(pipeline.MachineError, match=r"holds the figures of guest kernel 6.12 .*--guest-kernels 6.12"):
+    with pytest.raises(lesson_run.MachineError, match=r"holds the figures of guest kernel 6.12 .*--guest-kernels 6.12"):
         pipeline.open_set(layout, "qemu-icount-debian-6.12")
     other = layout.results / "qemu-icount-debian-6.1"
     shutil.copytree(path, other)  # a folder of 6.1's name that holds 6.12's figures
-    with pytest.raises(pipeline.MachineError, match=r"holds guest kernel '6\.12' under 'tcg-icount', not '6\.1'"):
+    with pytest.raises(lesson_run.MachineError, match=r"holds guest kernel '6\.12' under 'tcg-icount', not '6\.1'"):
         matrix.open_guest_set(layout, "6.1", kernel, "tcg-icount", "host")
 
 
@@ -198,11 +202,11 @@ def test_an_icount_set_from_another_host_is_refreshed_and_a_tcg_one_is_refused(t
         info["machine"]["kernel_release"] = "6.18.0-another-host"
         store.write_json(path / store.SET_FILE, info)
     assert matrix.open_guest_set(layout, "6.1", kernel, "tcg-icount", "host").name == "qemu-icount-debian-6.1"
-    with pytest.raises(pipeline.MachineError, match="belongs to another machine"):
+    with pytest.raises(lesson_run.MachineError, match="belongs to another machine"):
         matrix.open_guest_set(layout, "6.1", kernel, "tcg", "host")
     reference = layout.results / "qemu-icount-debian-6.12"
     store.write_json(reference / store.SET_FILE, {"schema": 1, "kind": "reference", "machine": {}})
-    with pytest.raises(pipeline.MachineError, match="is a reference set"):
+    with pytest.raises(lesson_run.MachineError, match="is a reference set"):
         matrix.open_guest_set(layout, "6.12", kernel, "tcg-icount", "host")
 
 
@@ -210,7 +214,7 @@ def test_only_kernel_lessons_run_in_a_matrix() -> None:
     layout = Layout(ROOT)
     assert [lesson.number for lesson in matrix.kernel_lessons(layout, None)] == [2, 4, 5, 6, 9]
     with pytest.raises(
-        pipeline.OptionError, match=r"lesson 3 \(03-timing\) runs nothing in a guest kernel.*2, 4, 5, 6, 9"
+        kernel_options.OptionError, match=r"lesson 3 \(03-timing\) runs nothing in a guest kernel.*2, 4, 5, 6, 9"
     ):
         matrix.kernel_lessons(layout, [4, 3])
 
@@ -496,7 +500,7 @@ def test_a_module_that_did_not_build_while_the_guest_booted_is_skipped_in_the_gu
     tmp_path: Path,
 ) -> None:
     """The guest's helper loads only what the host says it built; the host drops the others' jobs and results."""
-    from course import kernel_guest
+    from course.kernel import kernel_guest
 
     job = {"lesson": "05-get-fs", "module": "kseg", "ko": str(tmp_path / "kseg.ko"), "params": [], "stdin": "devnull"}
     plan, results = kernel_guest.prepare(tmp_path, [{**job, "after_build": True}])

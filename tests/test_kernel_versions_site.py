@@ -1,4 +1,4 @@
-"""The kernel matrix on the site (course.sphinxext.kernels): a table and chart across guest kernels, and the
+"""The kernel matrix on the site (course.publish.sphinxext.kernels): a table and chart across guest kernels, and the
 difference between two kernels' call graphs of one read. Canned sets in ``roots/test-course-kernels``; their
 call graphs are those of a real icount matrix run (6.1, 6.12 and 6.1 with PREEMPT_RT).
 """

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from course import kernel_guest, kernel_runs, lessons, protocol, ram_guest, store
-from course.build import build_program
-from course.layout import Layout
-from course.pipeline import LessonRun
+from course.kernel import guest_records, kernel_guest, ram_guest
+from course.measure import lessons, protocol
+from course.measure.build import build_program
+from course.measure.lesson_run import LessonRun
+from course.results import store
+from course.results.layout import Layout
 
 SERVERS = ("read-write", "sendfile", "splice", "io_uring")
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,10 +183,10 @@ def test_a_server_module_left_loaded_or_listening_fails_the_lesson(course_root: 
         ),
     ):
         run = LessonRun(lesson, {})
-        assert not kernel_runs._server_behaved(run, "module khttpd", result, "")
+        assert not guest_records._server_behaved(run, "module khttpd", result, "")
         assert said in str(run.failures), run.failures
     run = LessonRun(lesson, {})
-    assert kernel_runs._server_behaved(run, "module khttpd", _server_result(), "") and not run.failures
+    assert guest_records._server_behaved(run, "module khttpd", _server_result(), "") and not run.failures
 
 
 def test_a_client_must_be_a_lesson_program(tmp_path: Path, course_root: Path) -> None:
@@ -233,7 +235,7 @@ def test_lesson_9_in_the_guest_checks_every_answer_leaves_nothing_and_counts_the
     assert len(counts) == 18 and {k: again[k]["histogram"] for k in counts} == {
         k: v["histogram"] for k, v in counts.items()
     }, "every call and byte counted is the same in both boots, request by request"
-    # The guest boots from memory with QEMU's clock and random numbers fixed (course.ram_guest): two
+    # The guest boots from memory with QEMU's clock and random numbers fixed (course.kernel.ram_guest): two
     # boots are the same boot, so every request's count repeats, not only the medians. In virtme-ng
     # boots (the host's files over 9p) medians moved by up to 70 instructions, within a boot too.
     assert first["kernel_run"]["qemu_options"] == " ".join(ram_guest.ICOUNT_OPTIONS), "how the guest ran is stored"

@@ -26,16 +26,20 @@ from pathlib import Path
 
 import pytest
 
-from course import bench, commands, fingerprint, inventory, lab, store, validate
-from course.inventory import Host, InventoryError
-from course.layout import Layout
-from course.local_sshd import LocalSshd, free_port
+from course import bench, bench_speed, commands
+from course.lab import inventory, ssh
+from course.lab import options as lab_options
+from course.lab import remote as lab
+from course.lab.inventory import Host, InventoryError
+from course.lab.local_sshd import LocalSshd, free_port
+from course.results import fingerprint, store, validate
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 
 #: Short limits: a test that hangs fails instead (the real defaults are in minutes).
-TIMEOUTS = lab.Timeouts(connect=3, transfer=60, bootstrap=120, run=300, cleanup=30)
+TIMEOUTS = lab_options.Timeouts(connect=3, transfer=60, bootstrap=120, run=300, cleanup=30)
 
 needs_sshd = pytest.mark.skipif(
     not any(Path(folder, "sshd").exists() for folder in ("/usr/sbin", "/usr/local/sbin")),
@@ -108,9 +112,9 @@ def test_same_host_twice_gets_two_names() -> None:
 
 
 def test_what_a_host_prints_never_drives_the_terminal() -> None:
-    assert lab._clean("error: \x1b[2J\x1b]0;owned\x07gone\n  next") == "error: \\x1b[2J\\x1b]0;owned\\x07gone next"
-    assert len(lab._clean("x" * 1000)) == 300
-    assert lab._clean("a\u202eb\rc\n", keep_lines=True) == "a\\u202eb\\rc\n"
+    assert ssh.cleaned("error: \x1b[2J\x1b]0;owned\x07gone\n  next") == "error: \\x1b[2J\\x1b]0;owned\\x07gone next"
+    assert len(ssh.cleaned("x" * 1000)) == 300
+    assert ssh.cleaned("a\u202eb\rc\n", keep_lines=True) == "a\\u202eb\\rc\n"
 
 
 def test_the_upload_is_the_committed_tree_without_results(tmp_path: Path) -> None:
@@ -118,7 +122,7 @@ def test_the_upload_is_the_committed_tree_without_results(tmp_path: Path) -> Non
     assert len(commit) == 40
     with tarfile.open(tmp_path / "tree.tar.gz") as tar:
         members = {member.name: member for member in tar.getmembers()}
-    assert "tasks.py" in members and "course/archive.py" in members
+    assert "tasks.py" in members and "course/results/archive.py" in members
     assert members["bootstrap"].mode & 0o111  # still executable on the host
     assert not [name for name in members if name.split("/")[0] in ("results", "build", ".venv")]
     with pytest.raises(lab.LabError, match="git clone"):
@@ -345,7 +349,7 @@ def test_a_run_that_fails_is_reported_in_the_hosts_words(sshd: LocalSshd, lab_la
 @needs_sshd
 def test_a_step_that_times_out_is_stopped_on_the_host(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
-    options = _options(sshd, keep=True, timeouts=lab.Timeouts(connect=3, transfer=60, bootstrap=120, run=1))
+    options = _options(sshd, keep=True, timeouts=lab_options.Timeouts(connect=3, transfer=60, bootstrap=120, run=1))
     (slow,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-slow")], options).hosts
     assert slow.step == "run"
     assert slow.failure == "run timed out after 1 s (stopped on the host)"
@@ -364,7 +368,7 @@ def test_the_bench_times_a_lab_of_one_host_and_of_two(scratch_layout: Layout) ->
     assert found["status"] == "ok", found
     one, two = found["runs"]
     # The ratio is of the unrounded seconds; the runs are stored to the hundredth.
-    assert one > 0 and two > 0 and found["goal"] == bench.LAB_GOAL
+    assert one > 0 and two > 0 and found["goal"] == bench_speed.LAB_GOAL
     assert found["value"] == pytest.approx(two / one, abs=0.02)
     validate.check_measurement("bench/lab.two-hosts-over-one", found)  # as bench.json stores it
     assert any("two hosts" in line for line in lines)
@@ -385,7 +389,7 @@ def test_a_step_cannot_have_no_time_limit() -> None:
     # `timeout 0 ...` on the host would never stop the step: a zero or negative limit is refused.
     for seconds in (0, -60, float("nan"), float("inf")):
         with pytest.raises(lab.LabError, match="positive number of seconds"):
-            lab.Timeouts(run=seconds)
+            lab_options.Timeouts(run=seconds)
 
 
 def _processes_everywhere() -> list[str]:
@@ -418,8 +422,8 @@ def test_a_host_that_prints_300_mb_costs_what_a_quiet_one_does(
         tracemalloc.stop()
     assert quiet.ok and loud.ok, (quiet.failure, loud.failure)
     assert loud_cpu < 2 * quiet_cpu + 1.0, (loud_cpu, quiet_cpu)
-    assert loud_memory < 2 * quiet_memory + 2 * lab.TAIL_BYTES, (loud_memory, quiet_memory)
-    assert loud.log is not None and loud.log.stat().st_size < 20 * lab.TAIL_BYTES
+    assert loud_memory < 2 * quiet_memory + 2 * lab_options.TAIL_BYTES, (loud_memory, quiet_memory)
+    assert loud.log is not None and loud.log.stat().st_size < 20 * lab_options.TAIL_BYTES
     assert "bytes before these are in" in loud.log.read_text()
     assert not (quiet.log and "bytes before these" in quiet.log.read_text())
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons
-from course.layout import Layout
+from course.measure import lessons
+from course.results.layout import Layout
 
 
 def test_discovers_the_course_lessons_in_order(course_root: Path) -> None:
@@ -101,7 +101,7 @@ def test_library_flags_pass(tmp_path: Path) -> None:
 
 
 def test_build_program_refuses_a_flag_that_is_not_a_library(tmp_path: Path) -> None:
-    from course.build import BuildError, build_program
+    from course.measure.build import BuildError, build_program
 
     layout = _mini_course(tmp_path, '[[run]]\nprogram = "prog"\n')
     lesson = lessons.discover(layout)[0]

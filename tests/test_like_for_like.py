@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from course import derive, kernel_guest, kernel_runs, lessons, store
-from course.layout import Layout
-from course.lessons import LessonError
-from course.pipeline import LessonRun
+from course.kernel import guest_records, kernel_guest, kernel_runs
+from course.measure import lessons
+from course.measure.lesson_run import LessonRun
+from course.measure.lessons import LessonError
+from course.results import derive, store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 TCG = {"runner": "vm", "acceleration": "tcg", "guest_kernel": "6.1.0-56-amd64"}
@@ -234,7 +236,7 @@ def test_a_guest_programs_figures_are_stored_in_the_guests_unit_beside_the_modul
     job = _program_job(["04-kernel-read"])
     result = {**job, "command": "usystime 4", "exit_status": 0, "ok": True, "ended": "exited with 0"}
     result.update(stdout=USYSTIME_OUTPUT, stderr="", seconds=0.5)
-    kernel_runs.record_results([run], [job], [result], console="", status=0, where=TCG)
+    guest_records.record_results([run], [job], [result], console="", status=0, where=TCG)
     assert run.failures == []
     read = run.measurements["04-kernel-read/user.usystime.read.tty"]
     assert read["status"] == "ok" and read["unit"] == "emulated ticks", "the guest's clock, not the host's ticks"
@@ -263,7 +265,7 @@ def test_a_guest_program_that_fails_is_a_failure_of_each_lesson_and_no_figure() 
     job = _program_job(["04-kernel-read"])
     result = {**job, "command": "usystime 4", "exit_status": 1, "ok": False, "ended": "exited with 1"}
     result.update(stdout="", stderr="usystime: no terminal", seconds=0.1)
-    kernel_runs.record_results([run], [job], [result], console="", status=0, where=TCG)
+    guest_records.record_results([run], [job], [result], console="", status=0, where=TCG)
     assert [(f["step"], f["message"]) for f in run.failures] == [("run", "it exited with 1")]
     assert not any(key.startswith("04-kernel-read/user.") for key in run.measurements)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from course import commands
-from course.layout import Layout
+from course.results.layout import Layout
 
 
 class _Server(BaseHTTPRequestHandler):

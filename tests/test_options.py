@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from course import kernel_build, kernel_runs, store
-from course.layout import Layout
-from course.pipeline import KernelOptions
+from course.kernel import kernel_build, kernel_runs
+from course.kernel.options import KernelOptions
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,8 +123,9 @@ def test_the_kvm_fallback_says_why_in_one_line(tmp_path: Path) -> None:
 
 
 def test_generate_is_compact_unless_verbose(monkeypatch, capsys) -> None:
-    from course import commands, lessons
-    from course.pipeline import LessonReport
+    from course import commands
+    from course.measure import lessons
+    from course.measure.lesson_run import LessonReport
 
     layout = Layout(ROOT)
     every = lessons.discover(layout)

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from course import kernel_runs, lessons, pipeline, store
-from course.layout import Layout
-from course.runners import run_on_host
+from course import pipeline
+from course.kernel import call_graphs
+from course.measure import lessons
+from course.measure.runners import run_on_host
+from course.results import store
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +144,7 @@ def test_lesson_2_traced_one_read_of_each_kind_in_the_modules_boot(measured_cour
         assert lines[0] in ("x64_sys_call() {", "__x64_sys_read() {"), lines[:3]
         for step in ("ksys_read() {", "vfs_read() {", "rw_verify_area() {", method):
             assert step in text, (kind, step)
-        assert "course-trace" not in text and len(lines) <= kernel_runs.GRAPH_LINES
+        assert "course-trace" not in text and len(lines) <= call_graphs.GRAPH_LINES
         assert capture["command"].endswith("read returned 0") and run["guest_kernel"] in capture["command"]
     steps = [s["name"] for r in reports if r.lesson.name == "02-read-path" for s in r.steps]
     assert "trace 02-read-path/readtrace under function_graph, in the VM" in steps
@@ -234,7 +237,7 @@ def test_the_whole_site_builds_without_a_warning(built_site: Layout) -> None:
     page = (layout.html / "lessons" / "03-timing.html").read_text()
     assert "course-value" in page and "<svg" in page
     assert "emulated ticks" in (layout.html / "lessons" / "04-kernel-read.html").read_text()
-    assert (layout.html / "docs" / "api" / "results.html").read_text().count("course.store") > 1
+    assert (layout.html / "docs" / "api" / "results.html").read_text().count("course.results.store") > 1
 
 
 #: Pages Sphinx writes at the end of every build, whatever changed: its indices and the search page.
@@ -258,8 +261,8 @@ def test_a_rerun_of_lesson_3_rewrites_exactly_the_pages_that_show_its_figures(
     lesson 3 among them, and no other page is even read again; a chart is drawn again only when
     what it shows changed. The session's site is left built from the new figures, as a rerun leaves it.
     """
-    from course import site
-    from course.sphinxext import chartcache
+    from course.publish import site
+    from course.publish.sphinxext import chartcache
 
     layout, set_path, _ = measured_course
     # Other tests build this checkout's site from other results (bench, lab): its generated machine pages are
@@ -282,7 +285,7 @@ def test_a_rerun_of_lesson_3_rewrites_exactly_the_pages_that_show_its_figures(
     figure = re.compile(rf'data-measurement="03-timing/[^"]*" data-set="{re.escape(set_path.name)}"')
     showing = {page for page, text in after.items() if figure.search(text)}
     # A chart carries no figure's id: the pages that drew one from lesson 3's file are read from Sphinx's
-    # environment, where each page notes the result files it shows (course.sphinxext.depends).
+    # environment, where each page notes the result files it shows (course.publish.sphinxext.depends).
     environment = pickle.loads((layout.doctrees / "environment.pickle").read_bytes())
     lesson_file = f"/{set_path.name}/03-timing.json"
     charted = {

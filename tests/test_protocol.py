@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from course.protocol import ProtocolError, parse
+from course.measure.protocol import ProtocolError, parse
 
 OUTPUT = """\
 getppid() through the C library:   42

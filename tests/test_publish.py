@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-from course import publish
+from course.publish import bundle as publish
 
 ROOT = Path(__file__).resolve().parents[1]
 EPUBCHECK = Path("/usr/share/java/epubcheck.jar")  # Debian's epubcheck package
@@ -201,7 +201,7 @@ def test_the_published_site_opens_from_disk_and_from_a_plain_server_with_every_a
 
 def test_a_published_page_names_the_instructors_machine_when_it_is_itself_a_vm() -> None:
     """The home table's mark of a host that is a VM carries more words; it is renamed all the same."""
-    from course.sphinxext.published import published_text
+    from course.publish.sphinxext.published import published_text
 
     text = published_text("amd-epyc (this machine, itself a VM)", "amd-epyc")
     assert text == "amd-epyc (the instructor's machine, itself a VM)"

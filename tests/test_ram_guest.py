@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from course import ram_guest
+from course.kernel import ram_guest
 
 SERVER = {
     "lesson": "09-khttpd",
@@ -259,8 +259,8 @@ def test_a_hung_job_or_a_big_file_loses_only_itself(tmp_path: Path) -> None:
 
 
 def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from course import vm
-    from course.layout import Layout
+    from course.kernel import vm
+    from course.results.layout import Layout
 
     dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
     parent = tmp_path / "build" / "vm"

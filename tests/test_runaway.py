@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, pipeline, runners, store, vm
-from course.layout import Layout
+from course import pipeline
+from course.kernel import vm
+from course.measure import lesson_run, lessons, runners
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +101,7 @@ def _course(root: Path, programs: dict[str, str], toml: str) -> Layout:
     return Layout(root)
 
 
-def _measure(layout: Layout) -> pipeline.LessonReport:
+def _measure(layout: Layout) -> lesson_run.LessonReport:
     set_path = pipeline.open_set(layout)
     return pipeline.measure_lesson(layout, lessons.find(layout, 1), set_path, progress=lambda line: None)
 
@@ -344,7 +347,7 @@ def _lock_holder(hold: str, folder: Path) -> subprocess.Popen:
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from course import runlock\n"
+            "import sys; from pathlib import Path; from course.results import runlock\n"
             f"with runlock.{hold}(Path({str(folder)!r}), 'the first run'):\n"
             "    print('held', flush=True); sys.stdin.readline()\n",
         ],
@@ -356,7 +359,7 @@ def _lock_holder(hold: str, folder: Path) -> subprocess.Popen:
 
 
 def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> None:
-    from course import runlock
+    from course.results import runlock
 
     build = tmp_path / "build"
     holder = _lock_holder("hold", build)
@@ -397,7 +400,7 @@ def test_a_second_run_on_one_checkout_waits_for_the_first(tmp_path: Path) -> Non
         [
             sys.executable,
             "-c",
-            f"from course import runlock; from pathlib import Path\n"
+            f"from course.results import runlock; from pathlib import Path\n"
             f"with runlock.hold(Path({str(build)!r}), 'killed'):\n    print('held', flush=True); input()\n",
         ],
         cwd=ROOT,
@@ -504,7 +507,7 @@ int main(void) {
 
 
 def test_two_runs_sharing_a_results_folder_wait_for_each_other(tmp_path: Path) -> None:
-    from course import runlock
+    from course.results import runlock
 
     results = tmp_path / "results"
     holder = _lock_holder("hold_results", results)

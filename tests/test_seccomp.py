@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from course import derive, lessons, protocol
-from course.build import build_program
-from course.layout import Layout
-from course.runners import run_on_host
-from course.stats import summarize
+from course.measure import lessons, protocol
+from course.measure.build import build_program
+from course.measure.runners import run_on_host
+from course.measure.stats import summarize
+from course.results import derive
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 LANES = ("seccomp.read-unfiltered", "seccomp.read-allow-all", "seccomp.read-filter-runs")

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
-from course import site, store
-from course.layout import Layout
-from course.sphinxext import chartcache, context, figures, machines, setdata
-from course.sphinxext.base import value_text
+from course.publish import site
+from course.publish.sphinxext import chartcache, context, figures, machines, setdata
+from course.publish.sphinxext.base import value_text
+from course.results import store
+from course.results.layout import Layout
 
 
 def _html(app: SphinxTestApp, page: str = "index") -> str:
@@ -260,7 +261,7 @@ def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_re
 
 
 def test_why_is_said_in_words_for_every_record_the_runner_makes() -> None:
-    from course.sphinxext.context import why_in_words
+    from course.publish.sphinxext.context import why_in_words
 
     def words(acceleration: str, why: str) -> str:
         return why_in_words({"acceleration": acceleration, "why": why})
@@ -575,7 +576,7 @@ def test_every_chart_function_goes_through_the_chart_cache() -> None:
     """A chart function added without ``@cached`` would be drawn again on every read of its page."""
     import inspect
 
-    from course.sphinxext import charts
+    from course.publish.sphinxext import charts
 
     drawing = [
         function
@@ -589,7 +590,7 @@ def test_every_chart_function_goes_through_the_chart_cache() -> None:
 
 
 def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    from course.sphinxext import charts
+    from course.publish.sphinxext import charts
 
     bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
     key = chartcache.chart_key(charts.bar_chart, (bars, "title"), {})
@@ -603,7 +604,7 @@ def test_a_charts_key_is_its_figures_and_its_drawing_code(monkeypatch: pytest.Mo
 
 def test_a_charts_key_leaves_out_its_tables_notes_and_a_stored_chart_takes_todays(tmp_path: Path) -> None:
     """A rerun renews each figure's date (a note of the table, never drawn): the picture is kept, the table renewed."""
-    from course.sphinxext import charts
+    from course.publish.sphinxext import charts
 
     bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ns", "measured at 10:00", unit="ns")]
     again = [charts.Bar("read", "this machine", 1234.0, "1,234 ns", "measured at 11:00", unit="ns")]
@@ -626,7 +627,7 @@ def test_a_charts_key_leaves_out_its_tables_notes_and_a_stored_chart_takes_today
 
 
 def test_a_charts_key_changes_when_the_svg_writer_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from course.sphinxext import charts, svg
+    from course.publish.sphinxext import charts, svg
 
     bars = [charts.Bar("read", "this machine", 1234.0, "1,234 ticks", unit="ticks")]
     chartcache._code_digest.cache_clear()
@@ -742,7 +743,7 @@ def test_the_search_index_built_with_the_stems_of_earlier_builds_is_the_same(
 ) -> None:
     from sphinx.search.en import SearchEnglish
 
-    from course.sphinxext import searchstems
+    from course.publish.sphinxext import searchstems
 
     app.build()
     srcdir = Path(app.srcdir)
@@ -853,7 +854,7 @@ def _imported(set_path: Path, updated: str = "9999-01-01T00:00:00+00:00") -> Non
 
 
 def test_an_imported_set_is_never_taken_for_this_machines(rootdir: Path, tmp_path: Path) -> None:
-    from course.sphinxext.data import CourseData
+    from course.publish.sphinxext.data import CourseData
 
     results = tmp_path / "results"
     shutil.copytree(rootdir / "test-course" / "results", results)
@@ -881,8 +882,8 @@ def test_a_goal_is_compared_only_with_a_figure_that_is_there(make_app, app: Sphi
 
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-crashing-chart")
 def test_a_set_the_site_cannot_draw_is_named_in_one_line(make_app, app: SphinxTestApp, monkeypatch) -> None:
-    from course.sphinxext import charts
-    from course.sphinxext.data import ResultSetError
+    from course.publish.sphinxext import charts
+    from course.publish.sphinxext.data import ResultSetError
 
     def crash(*args, **kwargs):
         raise ZeroDivisionError("float division by zero")
@@ -1145,7 +1146,7 @@ def test_the_api_reference_documents_every_module_of_the_package() -> None:
 
 
 def test_a_csvs_nanoseconds_carry_only_the_decimals_the_counters_step_supports() -> None:
-    from course.sphinxext.setdata import counter_step, ns_text
+    from course.publish.sphinxext.setdata import counter_step, ns_text
 
     # A 26-tick step at 2.6 GHz is 10 ns: whole nanoseconds, never 14 decimals.
     listed = [("03-timing", "03-timing/tsc-step", {"status": "ok", "median": 26.0})]
@@ -1181,7 +1182,7 @@ def test_a_rebuild_with_another_link_suffix_draws_its_navigation_with_it(app: Sp
 
 
 def test_a_figure_a_byte_is_printed_without_needless_zeros() -> None:
-    from course.sphinxext.data import format_value
+    from course.publish.sphinxext.data import format_value
 
     assert format_value(4.0, "ns/byte") == "4 ns/byte", "2000's two ticks a byte at 500 MHz, not 4.000"
     assert format_value(2.5, "ticks/byte") == "2.5 ticks/byte"
@@ -1191,7 +1192,7 @@ def test_a_figure_a_byte_is_printed_without_needless_zeros() -> None:
 def test_the_costliest_pages_are_dealt_to_the_reads_that_start_at_once() -> None:
     from sphinx.util.parallel import make_chunks
 
-    from course.sphinxext import _balanced_chunks
+    from course.publish.sphinxext import _balanced_chunks
 
     costs = {"api/a": 100, "api/b": 90, "api/c": 80, **{f"page{number:02}": 1 for number in range(27)}}
     sizes = [len(chunk) for chunk in make_chunks(sorted(costs), 2)]
@@ -1205,7 +1206,7 @@ def test_the_costliest_pages_are_dealt_to_the_reads_that_start_at_once() -> None
 
 
 def test_a_page_of_autodoc_directives_costs_more_than_a_long_page(tmp_path: Path) -> None:
-    from course.sphinxext import _reading_cost
+    from course.publish.sphinxext import _reading_cost
 
     api, long = tmp_path / "api.md", tmp_path / "long.md"
     api.write_text(
@@ -1220,10 +1221,12 @@ def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestAp
     """Two processes read the pages in the order the extension chose, and the pages come out byte for byte alike."""
     srcdir = Path(app.srcdir)
     (srcdir / "api.md").write_text(
-        "# API\n\n```{eval-rst}\n.. automodule:: course.sphinxext.setdata\n   :members:\n```\n"
+        "# API\n\n```{eval-rst}\n.. automodule:: course.publish.sphinxext.setdata\n   :members:\n```\n"
     )
     (srcdir / "index.md").write_text((srcdir / "index.md").read_text() + "\n```{toctree}\napi\n```\n")
-    extensions = {"extensions": ["myst_parser", "sphinx.ext.graphviz", "sphinx.ext.autodoc", "course.sphinxext"]}
+    extensions = {
+        "extensions": ["myst_parser", "sphinx.ext.graphviz", "sphinx.ext.autodoc", "course.publish.sphinxext"]
+    }
     serial_source = tmp_path / "serial"
     shutil.copytree(srcdir, serial_source, ignore=shutil.ignore_patterns("_build"))
     serial = make_app("html", srcdir=serial_source, confoverrides=extensions, freshenv=True)

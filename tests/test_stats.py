@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from course.stats import HISTOGRAM_BINS, percentile, summarize
+from course.measure.stats import HISTOGRAM_BINS, percentile, summarize
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from course import commands, lessons, pipeline, report, store
-from course.layout import Layout
+from course import commands, pipeline
+from course.measure import lesson_run, lessons
+from course.publish import report
+from course.results import store
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"
@@ -91,11 +94,11 @@ def test_a_clean_run_replaces_the_lesson_file_whole(tmp_path: Path) -> None:
     assert list(stored["measurements"]) == ["01-x/new"]
 
 
-def _run_deriving(expression: str, measured: dict[str, dict]) -> pipeline.LessonRun:
+def _run_deriving(expression: str, measured: dict[str, dict]) -> lesson_run.LessonRun:
     """A run of lesson 3 that measured ``measured`` and derives one figure, ``03-timing/d``, by ``expression``."""
     lesson = lessons.find(Layout(ROOT), 3)
     spec = {"name": "d", "expression": expression, "unit": "%"}
-    run = pipeline.LessonRun(dataclasses.replace(lesson, derived=(spec,)), previous={})
+    run = lesson_run.LessonRun(dataclasses.replace(lesson, derived=(spec,)), previous={})
     run.measurements.update(measured)
     return run
 
@@ -174,9 +177,9 @@ def test_a_run_never_adds_to_another_machines_set(tmp_path: Path) -> None:
     )
     store.save_set_info(tmp_path / "reference-2000", {"kind": "reference", "machine": {}})
     before = (tmp_path / "lab-pc-07" / "set.json").read_bytes()
-    with pytest.raises(pipeline.MachineError, match=r"belongs to another machine .*cpu_model 'Another CPU'"):
+    with pytest.raises(lesson_run.MachineError, match=r"belongs to another machine .*cpu_model 'Another CPU'"):
         pipeline.open_set(layout, "lab-pc-07")
-    with pytest.raises(pipeline.MachineError, match="is a reference set"):
+    with pytest.raises(lesson_run.MachineError, match="is a reference set"):
         pipeline.open_set(layout, "reference-2000")
     assert (tmp_path / "lab-pc-07" / "set.json").read_bytes() == before
     mine = pipeline.open_set(layout, "my-laptop", label="My laptop")
@@ -478,9 +481,25 @@ def test_the_checked_keys_change_with_python_and_its_unicode_tables() -> None:
     assert sys.version.encode() in version and unicodedata.unidata_version.encode() in version
 
 
+def test_the_checked_keys_change_with_each_module_of_the_check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The check lives in validate, its field types and its shown-text check: editing any makes every key anew."""
+    from course.results import schema_types, shown_text, validate
+
+    store._checker_version.cache_clear()
+    before = store._checker_version()
+    for module in (validate, schema_types, shown_text):
+        edited = tmp_path / Path(module.__file__).name
+        edited.write_text(Path(module.__file__).read_text() + "\n# a stricter check\n")
+        with monkeypatch.context() as patched:
+            patched.setattr(module, "__file__", str(edited))
+            store._checker_version.cache_clear()
+            assert store._checker_version() != before, module.__name__
+    store._checker_version.cache_clear()
+
+
 def test_the_guest_helpers_record_keeps_its_programs_lines_while_a_result_file_may_not(tmp_path: Path) -> None:
     """The guest's record of its jobs is read as it is (their output has line breaks); a result file is checked."""
-    from course import kernel_guest
+    from course.kernel import kernel_guest
 
     record = tmp_path / "results.json"
     job = {"lesson": "03-timing", "program": "usystime", "stdout": "course: meta pinned=cpu0\ncourse: stamp 1\n"}

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from course import lessons, protocol
-from course.layout import Layout
-from course.pipeline import LessonRun, record
-from course.runners import run_on_host
+from course.measure import lessons, protocol
+from course.measure.lesson_run import LessonRun, record
+from course.measure.runners import run_on_host
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from course import derive, lessons, protocol
-from course.build import build_program
-from course.layout import Layout
-from course.runners import run_on_host
+from course.measure import lessons, protocol
+from course.measure.build import build_program
+from course.measure.runners import run_on_host
+from course.results import derive
+from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 

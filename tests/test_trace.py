@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from course import kernel_guest, kernel_runs, lessons, validate
-from course.layout import Layout
-from course.lessons import LessonError
-from course.pipeline import KernelOptions, LessonRun, inputs_key
-from course.runners import run_on_host
+from course.kernel import call_graphs, guest_records, kernel_guest, kernel_runs
+from course.kernel.options import KernelOptions
+from course.measure import lessons
+from course.measure.lesson_run import LessonRun
+from course.measure.lessons import LessonError
+from course.measure.runners import run_on_host
+from course.pipeline import inputs_key
+from course.results import validate
+from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -133,7 +137,7 @@ def test_where_the_trace_runs_is_part_of_lesson_2s_inputs() -> None:
 
 
 def test_a_real_trace_gives_three_graphs_of_each_kind_between_its_markers() -> None:
-    graphs = kernel_runs.call_graphs(_canned()["trace_text"])
+    graphs = call_graphs.call_graphs(_canned()["trace_text"])
     assert sorted(graphs) == sorted(KINDS)
     for kind, rounds in graphs.items():
         assert len(rounds) == 3, kind
@@ -151,7 +155,7 @@ def test_a_real_trace_gives_three_graphs_of_each_kind_between_its_markers() -> N
 
 def test_the_stored_graph_is_the_shortest_round_with_how_it_was_taken() -> None:
     run, job, result = _lesson_2(), _job(), _canned()
-    kernel_runs.record_results([run], [job], [result], console="", status=0, where=TCG)
+    guest_records.record_results([run], [job], [result], console="", status=0, where=TCG)
     assert run.failures == []
     assert sorted(run.captures) == sorted(f"02-read-path/trace.{kind}" for kind in KINDS)
     tty = run.captures["02-read-path/trace.tty"]
@@ -194,7 +198,7 @@ def test_a_kernel_without_x64_sys_call_and_the_duration_columns_still_parse() ->
             " 0)               |  /* course-trace end zero returned -14 */",
         ]
     )
-    graphs = kernel_runs.call_graphs(trace)
+    graphs = call_graphs.call_graphs(trace)
     (pipe,) = graphs["pipe"]
     assert [line.strip() for line in pipe.lines] == [
         "__x64_sys_read() {",
@@ -209,18 +213,18 @@ def test_a_kernel_without_x64_sys_call_and_the_duration_columns_still_parse() ->
 
 
 def test_a_graph_is_bounded_in_lines_and_width() -> None:
-    graph = kernel_runs.CallGraph("tty", ["x64_sys_call() {", *(f"  f{i}();" for i in range(400)), "}"])
+    graph = call_graphs.CallGraph("tty", ["x64_sys_call() {", *(f"  f{i}();" for i in range(400)), "}"])
     graph.lines[1] = "  " + "g" * 500 + "();"
     lines = graph.text().splitlines()
-    assert len(lines) == kernel_runs.GRAPH_LINES
-    assert lines[-1] == f"[... {402 - kernel_runs.GRAPH_LINES + 1} more lines of this call graph not kept]"
-    assert len(lines[1]) == kernel_runs.GRAPH_LINE_CHARS and lines[1].endswith("...")
+    assert len(lines) == call_graphs.GRAPH_LINES
+    assert lines[-1] == f"[... {402 - call_graphs.GRAPH_LINES + 1} more lines of this call graph not kept]"
+    assert len(lines[1]) == call_graphs.GRAPH_LINE_CHARS and lines[1].endswith("...")
 
 
 def test_a_kind_without_a_graph_is_a_failure_with_the_trace() -> None:
     run, job, result = _lesson_2(), _job(), _canned()
     cut = result["trace_text"].split("/* course-trace begin socket */")[0]
-    kernel_runs.record_results([run], [job], [{**result, "trace_text": cut}], console="", status=0, where=TCG)
+    guest_records.record_results([run], [job], [{**result, "trace_text": cut}], console="", status=0, where=TCG)
     assert [(f["step"], f["what"]) for f in run.failures] == [
         ("parse", "trace trace (02-read-path/readtrace) in the guest, socket")
     ]
@@ -231,12 +235,12 @@ def test_a_kind_without_a_graph_is_a_failure_with_the_trace() -> None:
 def test_a_trace_that_failed_or_never_ran_is_a_failure_and_no_graph() -> None:
     run, job = _lesson_2(), _job()
     failed = {**_canned(), "ok": False, "ended": "this kernel has none of the functions to start the graph at (x)"}
-    kernel_runs.record_results([run], [job], [failed], console="", status=0, where=TCG)
+    guest_records.record_results([run], [job], [failed], console="", status=0, where=TCG)
     assert [(f["step"], f["message"]) for f in run.failures] == [("run", f"it {failed['ended']}")]
     assert run.captures == {}
 
     run = _lesson_2()
-    kernel_runs.record_results([run], [job], [], console="boot log", status=None, where=TCG)
+    guest_records.record_results([run], [job], [], console="boot log", status=None, where=TCG)
     assert "the VM stopped after its timeout before this trace was taken" in run.failures[0]["message"]
     assert run.captures == {}
 
@@ -246,7 +250,7 @@ def test_a_trace_is_stored_as_the_kernel_printed_it() -> None:
     result = _canned()
     hostile = result["trace_text"].replace("read_null();", "read_null```{raw} html<script>();", 3)
     run = _lesson_2()
-    kernel_runs.record_results([run], [_job()], [{**result, "trace_text": hostile}], console="", status=0, where=TCG)
+    guest_records.record_results([run], [_job()], [{**result, "trace_text": hostile}], console="", status=0, where=TCG)
     assert "read_null```{raw} html<script>();" in run.captures["02-read-path/trace.devnull"]["text"]
 
 
@@ -322,7 +326,7 @@ def test_the_helper_sets_the_tracer_up_runs_the_program_and_puts_everything_back
     expected = ["function_graph", "0", "0", "0", "x64_sys_call", "__x64_sys_read", "__x64_sys_write"]
     assert seen.read_text().split() == expected
     assert result["graph"] == ["x64_sys_call", "__x64_sys_read"] and result["graph_missing"] == []
-    assert kernel_runs.call_graphs(result["trace_text"])["pipe"], "the trace it wrote came back"
+    assert call_graphs.call_graphs(result["trace_text"])["pipe"], "the trace it wrote came back"
     assert not result["trace_truncated"]
     # Afterwards: as it was, or cleared.
     assert (tracefs / "current_tracer").read_text() == "nop" and (tracefs / "tracing_on").read_text() == "1"

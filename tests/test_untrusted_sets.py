@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from course import archive, guest_kernels, store, validate, vm
-from course.sphinxext import ResultFileError, guest_mitigations
-from course.sphinxext.data import SETS_IN_FULL, CourseData, data_of
-from course.sphinxext.figures import class_cell, class_figure, class_spread
-from course.store import ResultSet
+from course.kernel import guest_kernels, vm
+from course.publish.sphinxext import ResultFileError, guest_mitigations
+from course.publish.sphinxext.data import SETS_IN_FULL, CourseData, data_of
+from course.publish.sphinxext.figures import class_cell, class_figure, class_spread
+from course.results import archive, shown_text, store, validate
+from course.results.store import ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNED = ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine"
@@ -264,12 +265,12 @@ def test_an_archive_named_with_invisible_characters_is_imported_with_them_escape
 )
 def test_every_key_and_text_of_a_file_is_checked_for_invisible_characters(file: str, content: dict, field: str) -> None:
     with pytest.raises(validate.SchemaError, match=r"invisible character U\+") as refused:
-        validate.check_shown_text(file, content)
+        shown_text.check_shown_text(file, content)
     assert str(refused.value).startswith(f"has {field}"), str(refused.value)
 
 
 def test_output_logs_and_free_text_keep_their_lines_and_tabs() -> None:
-    validate.check_shown_text(
+    shown_text.check_shown_text(
         "01-x.json",
         {
             "captures": {"01-x/run": {"text": "a\tb\nc\n"}},
@@ -324,7 +325,7 @@ def test_the_shipped_sets_longest_text_is_well_within_the_bounds() -> None:
 def test_a_printable_filler_that_shows_nothing_is_refused(filler: str) -> None:
     """A label of Hangul fillers or braille blanks looks empty (or like another set's label) on every page."""
     with pytest.raises(validate.SchemaError, match=rf"has label holding the invisible character U\+{ord(filler):04X}"):
-        validate.check_shown_text("set.json", {"label": f"Lab{filler}CP 7"})
+        shown_text.check_shown_text("set.json", {"label": f"Lab{filler}CP 7"})
     with pytest.raises(validate.SchemaError, match=r"captures\['01-x/c'\]\.text holding"):
-        validate.check_shown_text("01-x.json", {"captures": {"01-x/c": {"text": f"out\x01{filler}"}}})
-    assert not validate.shows(filler)
+        shown_text.check_shown_text("01-x.json", {"captures": {"01-x/c": {"text": f"out\x01{filler}"}}})
+    assert not shown_text.shows(filler)

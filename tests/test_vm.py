@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from course import vm
-from course.kernel_build import GuestKernel, KernelError, find_kernel
-from course.layout import Layout
+from course.kernel import vm
+from course.kernel.kernel_build import GuestKernel, KernelError, find_kernel
+from course.results.layout import Layout
 
 KERNEL = GuestKernel("6.1.0-test", Path("/boot/vmlinuz-6.1.0-test"), Path("/h"), Path("/m"))
 
@@ -117,7 +117,7 @@ def test_a_boot_says_when_its_first_job_began(tmp_path: Path, monkeypatch) -> No
 
 def test_a_boot_reads_the_guest_helpers_record_once(tmp_path: Path, monkeypatch) -> None:
     """The record holds every job's output: its jobs and the guest's provenance come from one read of it."""
-    from course import store
+    from course.results import store
 
     layout = Layout(tmp_path, build_dir=tmp_path / "build")
     job = {"lesson": "04-kernel-read", "program": "ksystime", "stdout": "a\nb\n"}
@@ -138,7 +138,7 @@ def test_a_boot_reads_the_guest_helpers_record_once(tmp_path: Path, monkeypatch)
 
 def test_the_modules_build_beside_the_boot_and_the_guest_waits_for_them(tmp_path: Path, monkeypatch) -> None:
     """The build runs while the guest starts; its helper loads only what built, and a build's error is the boot's."""
-    from course import kernel_guest
+    from course.kernel import kernel_guest
 
     layout = Layout(tmp_path, build_dir=tmp_path / "build")
     order: list[str] = []
@@ -205,7 +205,7 @@ def _running(argument: str) -> str:
 def test_ctrl_c_kills_the_guest_from_memory_booting_beside(tmp_path: Path, monkeypatch) -> None:
     """Ctrl-C during a boot whose guest from memory runs beside it: that guest's QEMU is killed at once,
     not left to run until its own end while run_jobs waits for it."""
-    from course import ram_guest
+    from course.kernel import ram_guest
 
     monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
     monkeypatch.setattr(ram_guest, "qemu_command", lambda *args, **kwargs: ["sleep", "29.5"])
@@ -235,7 +235,7 @@ def test_ctrl_c_kills_the_guest_from_memory_booting_beside(tmp_path: Path, monke
 
 
 def test_ctrl_c_during_the_build_starts_no_guest_from_memory_after_it(tmp_path: Path, monkeypatch) -> None:
-    from course import ram_guest
+    from course.kernel import ram_guest
 
     started: list[str] = []
     monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: started.append("packed") or folder / "x")
@@ -256,7 +256,7 @@ FORGED = "course-guest: \x1b]2;retitled\x07\x1b[2J [1/1] forged\u202e"
 
 def test_a_guest_progress_line_reaches_the_terminal_escaped(tmp_path: Path, monkeypatch) -> None:
     """The guest's words: an escape sequence in them would clear or retitle the terminal."""
-    from course import ram_guest
+    from course.kernel import ram_guest
 
     lines: list[str] = []
     monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: on_line(FORGED) or (0, ""))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from course import vm_shell
-from course.layout import Layout
+from course.kernel import vm_shell
+from course.results.layout import Layout
 
 INVOKE = [sys.executable, "-m", "invoke"]
 

@@ -1,6 +1,6 @@
-"""A small course project with the canned sets of a kernel matrix, for course.sphinxext.kernels."""
+"""A small course project with the canned sets of a kernel matrix, for course.publish.sphinxext.kernels."""
 
-extensions = ["myst_parser", "course.sphinxext"]
+extensions = ["myst_parser", "course.publish.sphinxext"]
 exclude_patterns = ["results"]
 course_results_dir = "results"
 course_current_set = "canned-machine"

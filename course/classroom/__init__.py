@@ -1,0 +1,1 @@
+"""Teaching a class: students' submissions and their grading in the disposable VM."""

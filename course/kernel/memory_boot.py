@@ -1,0 +1,63 @@
+"""The lessons that boot a guest from memory (lesson 9): their boot beside the virtme-ng one, then its record."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from course.kernel import ram_guest, vm
+from course.kernel.guest_records import cannot_start, record_results, why_not_started
+from course.kernel.kernel_build import GuestKernel
+from course.kernel.options import KernelOptions
+from course.measure.lesson_run import LessonRun, Progress
+from course.results.layout import Layout
+
+
+def boot_in_memory(
+    layout: Layout,
+    runs: list[LessonRun],
+    lessons: set[str],
+    jobs: list[dict],
+    kernel: GuestKernel,
+    options: KernelOptions,
+    where: dict,
+    progress: Progress,
+) -> dict:
+    """The jobs of ``lessons`` (programs, and the server modules that built) in one boot of course.kernel.ram_guest.
+
+    It may run in the thread beside a virtme-ng boot: it records nothing, :func:`record_in_memory` does.
+    """
+    ours = [run for run in runs if run.lesson.name in lessons]
+    booted: dict = {"jobs": jobs, "runs": ours, "boot": None, "error": None, "seconds": 0.0}
+    if not jobs:
+        return booted
+    progress(f"  vm     booting {kernel.release} from memory ({where['acceleration']}) for {len(jobs)} runs ...")
+    started = time.monotonic()
+    try:
+        with vm.others_may_run():
+            booted["boot"] = ram_guest.run_jobs(layout, kernel, jobs, progress, hardware=options.hardware)
+    except (vm.VmError, ram_guest.RamGuestError, OSError, subprocess.SubprocessError) as error:
+        booted["error"] = error
+    booted["seconds"] = time.monotonic() - started
+    return booted
+
+
+def record_in_memory(runs: list[LessonRun], booted: dict, where: dict, progress: Progress) -> None:
+    """What the guest from memory measured (:func:`boot_in_memory`), with how it ran."""
+    ours, boot = booted["runs"], booted["boot"]
+    if not booted["jobs"]:
+        return
+    provenance = {"guest_system": ram_guest.DESCRIBED, "qemu_options": " ".join(ram_guest.ICOUNT_OPTIONS)}
+    for run in ours:
+        run.kernel.update(provenance)
+    if boot is None:
+        cannot_start(ours, where, why_not_started("vm", booted["error"]), progress, built=True)
+        return
+    for run in ours:
+        if boot.guest:
+            run.kernel["guest_machine"] = boot.guest
+    label = f"vm boot from memory, {len(booted['jobs'])} runs ({where['acceleration']}, {ram_guest.DESCRIBED})"
+    for run in ours:
+        run.steps.append({"name": label, "seconds": round(booted["seconds"], 3), "cached": False})
+    progress(f"  kernel {label}: {booted['seconds']:.1f} s")
+    record_results(runs, booted["jobs"], boot.jobs, boot.console, boot.exit_status, where)

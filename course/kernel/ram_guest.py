@@ -1,0 +1,416 @@
+"""A guest that repeats itself: lesson 9's servers under ``tcg-icount``, booted from memory alone.
+
+Two virtme-ng boots of one kernel never quite repeat each other: the guest reads its programs,
+its Python and its results over 9p from the host, each answer arriving when the host gets to
+it, so the guest's clock, its random pool and its allocators are left in another state by every
+boot. A server's request then costs a few instructions more or less from run to run (measured:
+medians up to 70 apart, within one boot as well as across two). A guest whose init, programs
+and modules all come from an initramfs, with no device but its serial console, has no such
+input: with QEMU's clock jumping over idle time instead of following the host's
+(``sleep=off,align=off``), its random numbers seeded (``-seed``) and its clock starting at a
+fixed date (``-rtc``), two boots print the same console byte for byte.
+
+Only the jobs such a guest can run come here (:func:`suitable`): a program with no standard
+input, and a server module with its client. The guest's init is a shell script (busybox, from
+the host: ``apt-get install busybox-static``); each job's output comes back on the console,
+base64-encoded between markers, once every job has run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from course.kernel import kernel_guest, vm
+from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
+from course.kernel.guest_hardware import GuestHardware
+from course.kernel.kernel_build import GuestKernel
+from course.results.layout import Layout
+from course.results.shown_text import printable
+
+#: QEMU's options that make a boot repeat itself (provenance: stored with the figures as ``qemu_options``).
+ICOUNT_OPTIONS = ("-icount", "shift=0,sleep=off,align=off", "-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm")
+
+#: What the guest is, beside its kernel and CPU model: stored with the figures.
+DESCRIBED = "initramfs guest (busybox init, no host file system), QEMU " + " ".join(ICOUNT_OPTIONS)
+
+#: Where the host's static busybox is looked for.
+BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
+
+#: The lines that carry the guest's files back: ``@@course <job> <name> begin`` ... ``end``.
+MARK = re.compile(r"^@@course (\d+|guest) ([a-z_]+) (begin|end)$")
+
+#: At most this much of each file a job wrote comes back (base64 makes it a third more): the console
+#: as a whole is cut at course.measure.runners.OUTPUT_LIMIT_BYTES (4 MiB), and one big file must not lose the rest.
+FILE_LIMIT_BYTES = 256 * 1024
+
+#: How long insmod and rmmod may take in the guest, and a server's client when its job names no timeout.
+MODULE_SECONDS = 120
+CLIENT_SECONDS = 300
+
+#: The guest's files read back for its provenance (tables in /proc, as kernel_guest reads them).
+GUEST_FILES = ("release", "version", "cpuinfo")
+
+
+class RamGuestError(RuntimeError):
+    """The initramfs guest cannot be made here; the message says what is missing."""
+
+
+def suitable(job: dict) -> bool:
+    """A job the initramfs guest runs: a program without standard input or files, or a server with its client."""
+    if "trace" in job:
+        return False
+    if "binary" in job:
+        return job.get("stdin") == "devnull" and not job.get("files")
+    return "client" in job
+
+
+def busybox() -> Path:
+    """The host's busybox, statically linked (the guest has no library of its own for it)."""
+    for path in BUSYBOX_PATHS:
+        if path.is_file() and b"statically linked" in _file_type(path):
+            return path
+    raise RamGuestError("no static busybox for the initramfs guest; install it with: apt-get install busybox-static")
+
+
+def _file_type(path: Path) -> bytes:
+    try:
+        return subprocess.run(["file", "-b", str(path)], capture_output=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return b""
+
+
+def libraries(binary: Path) -> list[Path]:
+    """The shared libraries a host binary loads (the guest runs the same Debian user space)."""
+    listed = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30)
+    found = []
+    for line in listed.stdout.splitlines():
+        if "not found" in line.partition("=>")[2]:
+            # Skipped, the program would only fail in the guest (exit 127) with nothing said on the host.
+            raise RamGuestError(
+                f"{binary.name} needs {line.partition('=>')[0].strip()}, which the host does not have: "
+                "install the library (or relink the program) before booting the guest"
+            )
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            found.append(Path(path))
+    return found
+
+
+def init_script(jobs: list[dict]) -> str:
+    """The guest's /init: every job in order, each under its timeout, its files printed as soon as it ends."""
+    q = shlex.quote
+    lines = [
+        "#!/bin/busybox sh",
+        "/bin/busybox --install -s /bin",
+        "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
+        "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed
+        "ip link set lo up",
+        "mkdir -p /out /tmp",
+        # Whatever a job left running is killed first: it prints nothing into the blocks.
+        "dump() { kill -9 -1; for file in /out/$1/*; do",
+        '  mark="@@course $1 ${file##*/}"',
+        f'  echo "$mark begin"; head -c {FILE_LIMIT_BYTES} $file | base64; echo "$mark end"',
+        "done; }",
+    ]
+    for index, job in enumerate(jobs):
+        out = f"/out/{index}"
+        lines.append(f"mkdir -p {out}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
+        if "binary" in job:
+            seconds = _seconds(job.get("timeout"), 120)
+            words = [f"/job/{index}/{Path(job['binary']).name}", *job.get("args", ())]
+            command = f"timeout -s KILL {seconds} " + " ".join(q(word) for word in words)
+            lines.append(f"{command} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/status; dump {index}")
+            continue
+        params = " ".join(q(word) for word in job.get("params", ()))
+        words = [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]]
+        client = f"timeout -s KILL {_seconds(job.get('timeout'), CLIENT_SECONDS)} " + " ".join(q(w) for w in words)
+        ko = f"/job/{index}/{Path(job['ko']).name}"
+        lines += [
+            "dmesg -c >/dev/null",
+            f"timeout -s KILL {MODULE_SECONDS} insmod {ko} {params} >{out}/insmod 2>&1; echo $? >{out}/status",
+            f'if [ "$(cat {out}/status)" = 0 ]; then',
+            f"  {client} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
+            f"  timeout -s KILL {MODULE_SECONDS} rmmod {q(job['module'])} >{out}/rmmod 2>&1",
+            "fi",
+            f"dmesg >{out}/log; cat /proc/modules >{out}/modules",
+            f"cat /proc/net/tcp >{out}/tcp; cat /proc/net/tcp6 >{out}/tcp6 2>/dev/null",
+            f"dump {index}",
+        ]
+    lines += [
+        "mkdir -p /out/guest; uname -r >/out/guest/release; uname -v >/out/guest/version",
+        "cat /proc/cpuinfo >/out/guest/cpuinfo",
+        "grep . /sys/devices/system/cpu/vulnerabilities/* >/out/guest/mitigations",
+        "dump guest",
+        "poweroff -f",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(timeout: object, default: int) -> int:
+    """A job's timeout as busybox's timeout takes it: whole seconds, at least one."""
+    try:
+        return max(1, math.ceil(float(timeout if timeout is not None else default)))
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _title(job: dict) -> str:
+    return f"{job['module']} serving its client" if "client" in job else f"{job['program']} (user space)"
+
+
+def make_initramfs(jobs: list[dict], folder: Path) -> Path:
+    """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries."""
+    root = folder / "root"
+    for name in ("bin", "proc", "sys", "dev", "tmp", "out"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox(), root / "bin" / "busybox")
+    needed: set[Path] = set()
+    for index, job in enumerate(jobs):
+        place = root / "job" / str(index)
+        place.mkdir(parents=True)
+        for key in ("binary", "client", "ko"):
+            if key in job:
+                _copy_stripped(Path(job[key]), place / Path(job[key]).name)
+                if key != "ko":
+                    needed.update(libraries(Path(job[key])))
+    for library in needed:
+        # ldd prints what the binary's loader path says, ".." included: keep every copy inside root.
+        target = Path(os.path.normpath(root / library.relative_to("/")))
+        if not target.is_relative_to(os.path.normpath(root)):
+            raise RamGuestError(f"library {str(library)!r} lies outside the guest's root: refusing to copy it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(library.resolve(), target)
+    init = root / "init"
+    init.write_text(init_script(jobs))
+    init.chmod(0o755)
+    # The same bytes for the same files: any input that differs changes the boot (dates, inode numbers).
+    names = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    for name in [*names, "."]:
+        os.utime(root / name, (0, 0), follow_symlinks=False)
+    archive = folder / "initramfs.cpio"
+    with archive.open("wb") as out:
+        made = subprocess.run(
+            ["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"],
+            cwd=root,
+            input="\n".join([".", *names]).encode(),
+            stdout=out,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    if made.returncode != 0:
+        raise RamGuestError(f"cpio could not make the guest's initramfs: {made.stderr.decode(errors='replace')[:300]}")
+    return archive
+
+
+def _copy_stripped(source: Path, target: Path) -> None:
+    """A program or module without its debugging sections and build ID: those name the folder it was built in,
+    and a file of another size lays the guest's memory out otherwise (another boot, other counts)."""
+    stripped = subprocess.run(
+        ["objcopy", "--strip-debug", "--remove-section=.note.gnu.build-id", str(source), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if stripped.returncode != 0:
+        raise RamGuestError(f"objcopy could not copy {source.name} into the guest: {stripped.stderr.strip()[:300]}")
+    target.chmod(source.stat().st_mode & 0o777)
+
+
+def qemu_command(kernel: GuestKernel, initramfs: Path, hardware: GuestHardware = DEFAULT_HARDWARE) -> list[str]:
+    """The boot: software emulation only (never KVM), one CPU, the serial console on standard output."""
+    append = " ".join(["console=ttyS0", "quiet", "panic=-1", kernel_guest.VM_MARK, *hardware.append])
+    return [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-machine",
+        "q35",
+        "-cpu",
+        hardware.cpu or "max",  # virtme-ng's default model
+        "-m",
+        "1G",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(kernel.image),
+        "-initrd",
+        str(initramfs),
+        "-append",
+        append,
+        *ICOUNT_OPTIONS,
+    ]
+
+
+def read_back(console: str) -> dict[str, dict[str, str]]:
+    """The files the guest printed, by job (``"0"``, ``"1"``, ... and ``"guest"``); a damaged one is left out."""
+    files: dict[str, dict[str, str]] = {}
+    current: tuple[str, str] | None = None
+    chunks: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    damaged: set[str] = set()
+    for line in console.replace("\r", "").splitlines():
+        mark = MARK.match(line)
+        if mark and mark[3] == "begin":
+            current, chunks = (mark[1], mark[2]), []
+            if current in seen:  # a second block: something else in the guest printed it, never trusted
+                damaged.add(mark[1])
+            seen.add(current)
+        elif mark and current == (mark[1], mark[2]):
+            with contextlib.suppress(binascii.Error, ValueError):  # damaged: the job reads as not finished
+                decoded = base64.b64decode("".join(chunks), validate=True).decode("utf-8", "backslashreplace")
+                files.setdefault(mark[1], {}).setdefault(mark[2], decoded)  # the first block is the real one
+            current = None
+        elif current is not None:
+            chunks.append(line.strip())
+    for job in damaged:  # the job (or the guest's description) reads as not finished
+        files.pop(job, None)
+    return files
+
+
+def _status(text: str | None) -> int | None:
+    """An exit status the guest printed, or None when it is not one (the job then reads as not finished)."""
+    text = (text or "").strip()
+    return int(text) if re.fullmatch(r"-?\d{1,5}", text) else None
+
+
+def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict]:
+    """Each finished job's result, shaped as kernel_guest writes it; the list stops at the first unfinished."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="course-ram-guest-") as scratch:
+        for index, job in enumerate(jobs):
+            got = files.get(str(index), {})
+            status = _status(got.get("status"))
+            if status is None:
+                break
+            if "binary" in job:
+                command = " ".join([job.get("shown_as") or job["binary"], *job.get("args", ()), "< /dev/null"])
+                results.append({**job, **_outcome(command, status, got), "seconds": 0.0})
+                continue
+            result = {
+                **job,
+                "command": " ".join(["insmod", Path(job["ko"]).name, *job.get("params", [])]),
+                "exit_status": status,
+                "insmod_output": got.get("insmod", "").strip(),
+                "client_result": None,
+                "rmmod_output": got.get("rmmod", "").strip(),
+                "log": got.get("log", ""),
+                "seconds": 0.0,
+            }
+            if status == 0:
+                shown = job.get("client_shown_as") or job["client"]
+                client_status = _status(got.get("client_status"))
+                client_status = -1 if client_status is None else client_status
+                result["client_result"] = _outcome(
+                    " ".join([shown, *job["client_args"], "< /dev/null"]), client_status, got
+                )
+            folder = Path(scratch) / str(index)  # the tables keep their names: they are named in what is left
+            folder.mkdir()
+            tables = []
+            for name in ("tcp", "tcp6"):
+                table = folder / name
+                table.write_text(got.get(name, ""))
+                tables.append(table)
+            modules = folder / "modules"
+            modules.write_text(got.get("modules", ""))
+            result["left_loaded"] = kernel_guest.loaded(job["module"], modules)
+            result["left_listening"] = kernel_guest.listening_on(
+                kernel_guest._port_of(job.get("params", [])), tuple(tables)
+            )
+            results.append(result)
+    return results
+
+
+def _outcome(command: str, status: int, got: dict[str, str]) -> dict:
+    ended = f"exited with {status}" if status >= 0 else "did not finish"
+    return {
+        "command": command,
+        "exit_status": status,
+        "ok": status == 0,
+        "ended": ended,
+        "stdout": got.get("stdout", ""),
+        "stderr": got.get("stderr", "")[-4000:],
+    }
+
+
+def guest_of(files: dict[str, dict[str, str]]) -> dict:
+    """The guest's provenance: its kernel and the CPU QEMU showed it (what kernel_guest records, in part)."""
+    guest = files.get("guest", {})
+    model = re.search(r"^model name\s*:\s*(.*)$", guest.get("cpuinfo", ""), re.MULTILINE)
+    # grep's "path:text" lines, as course.results.fingerprint.mitigations reads the same files.
+    lines = (line.partition(":") for line in guest.get("mitigations", "").splitlines())
+    found = {
+        "kernel_release": guest.get("release", "").strip(),
+        "kernel_version": guest.get("version", "").strip(),
+        "cpu_model": model[1].strip() if model else "",
+        "mitigations": {path.rsplit("/", 1)[-1]: text.strip() for path, _, text in lines if text},
+        "guest_system": DESCRIBED,
+    }
+    return {key: value for key, value in found.items() if value}
+
+
+def lessons_in_memory(jobs: list[dict]) -> set[str]:
+    """The lessons whose every job the initramfs guest runs, with a server among them (lesson 9's)."""
+    named = [(job, {job["lesson"], *job.get("lessons", ())}) for job in jobs]
+    servers = {job["lesson"] for job, _ in named if "client" in job}
+    unsuitable = {name for job, names in named if not suitable(job) for name in names}
+    shared = {name for _, names in named if len(names) > 1 and not names <= servers for name in names}
+    return servers - unsuitable - shared
+
+
+def run_jobs(
+    layout: Layout,
+    kernel: GuestKernel,
+    jobs: list[dict],
+    progress: Callable[[str], None],
+    timeout: float = 900,
+    hardware: GuestHardware = DEFAULT_HARDWARE,
+) -> vm.VmRun:
+    """Boot the initramfs guest once for ``jobs`` (see :func:`suitable`) and return what each job gave."""
+    vm.require_qemu()
+    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
+    if vm.boot_cancelled():  # interrupted during the build it waited for
+        raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
+    # Named by this process, as vm.run_jobs names its folders: one left by a SIGKILL goes on the next run.
+    vm.remove_stale_runs(layout.build / "vm", "ram-")
+    folder = Path(tempfile.mkdtemp(prefix=f"ram-{os.getpid()}-", dir=layout.build / "vm"))
+    try:
+        archive = make_initramfs(jobs, folder)
+        if vm.boot_cancelled():
+            raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
+        started = time.monotonic()
+        first_job: list[float] = []
+
+        def show(line: str) -> None:
+            if line.startswith("course-guest:"):
+                if not first_job:
+                    first_job.append(time.monotonic() - started)
+                # The guest's words: an escape sequence in them would drive the terminal.
+                progress("  vm     " + printable(line.removeprefix("course-guest:").strip()))
+
+        status, console = vm._run(qemu_command(kernel, archive, hardware), timeout, show)
+        files = read_back(console)
+        seconds = time.monotonic() - started
+        first = first_job[0] if first_job else None
+        return vm.VmRun(job_results(jobs, files), console, status, seconds, guest_of(files), first)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

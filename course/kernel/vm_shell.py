@@ -1,0 +1,188 @@
+"""``invoke vm --lesson N``: a shell in the lesson's disposable guest, to load its modules by hand.
+
+The pipeline loads every module itself; a student also wants to type ``insmod``, read
+``dmesg`` and ``rmmod`` as linux-kernel-labs and LKMPG let them. This builds the lesson's
+modules (against the guest kernel) and programs (on the host: the guest shares the host's
+files read-only, at the same paths), prints a short guide, and boots the guest with its
+serial console in this terminal. Leaving the shell powers the guest off; whatever happens
+(Ctrl-C before the guest takes the terminal, SIGTERM, a crash of this process), QEMU is
+killed with everything it started, and the terminal's settings are put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import sys
+import termios
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from course.kernel import kernel_build, vm
+from course.kernel.kernel_build import GuestKernel
+from course.measure import lessons as lesson_catalog
+from course.measure.build import BuildError, Program, build_program
+from course.measure.lessons import Lesson
+from course.measure.runners import owned_process
+from course.results import runlock
+from course.results.layout import Layout
+
+#: The guest's parameters for a module loaded by hand: fewer samples than the pipeline's, so
+#: that a load under software emulation answers in seconds.
+HAND_PARAMS = {"samples": "200"}
+
+
+class ShellError(RuntimeError):
+    """The shell cannot be opened; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a hand session offers: the lesson's modules and programs, built, at paths the guest sees."""
+
+    lesson: Lesson
+    kernel: GuestKernel
+    modules: list[tuple[str, Path, tuple[str, ...]]]  # name, .ko, parameters for a load by hand
+    clients: dict[str, list[str]]  # a server module's name -> the command of its client
+    programs: list[tuple[str, Path, tuple[str, ...]]]  # name as lesson.toml says it, binary, its arguments
+
+
+def require_terminal(stdin: TextIO) -> None:
+    if not stdin.isatty():
+        raise ShellError(
+            "invoke vm opens a shell in the guest and needs a terminal (standard input is not one); "
+            "run it in an interactive terminal"
+        )
+
+
+def _hand_params(params: tuple[str, ...]) -> tuple[str, ...]:
+    """The lesson's parameters, with the sample counts made small enough for a load by hand."""
+    shown = []
+    for param in params:
+        name, _, value = param.partition("=")
+        shown.append(f"{name}={HAND_PARAMS.get(name, value)}")
+    return tuple(shown)
+
+
+def prepare(layout: Layout, number: int, release: str, progress: Callable[[str], None]) -> Prepared:
+    """Build the lesson's modules against the guest kernel and the programs it runs in the guest."""
+    lesson = lesson_catalog.find(layout, number)
+    kernel = kernel_build.find_kernel(release)
+    modules, clients = [], {}
+    owners = {each.name: each for each in lesson_catalog.discover(layout)}
+    for module in lesson.modules:
+        if module.expect != "load" or module.name in clients:
+            continue  # a module meant not to build (lesson 5's oldstyle) has nothing to load; a server is shown once
+        try:
+            built = kernel_build.build_module(layout, lesson, module, kernel)
+        except BuildError as error:
+            raise ShellError(f"{error}; run invoke lesson {number} to see the compiler's words") from None
+        progress(f"  build  {module.name}.ko for {kernel.release}{'' if built.rebuilt else ' (unchanged)'}")
+        modules.append((module.name, built.ko, _hand_params(module.params)))
+        if module.client:
+            client = _build(layout, owners[module.client_lesson], module.client_name)
+            clients[module.name] = [str(client.binary), *module.client_args]
+    programs = []
+    for spec in lesson.guest_runs:
+        program = _build(layout, owners[spec.lesson], spec.name)
+        progress(f"  build  {spec.program}{'' if program.rebuilt else ' (unchanged)'}")
+        programs.append((spec.program, program.binary, spec.args))
+    if not modules and not programs:
+        with_modules = [str(each.number) for each in owners.values() if each.modules]
+        raise ShellError(
+            f"lesson {number} has no module or program to run in the guest; "
+            f"the lessons with modules are {', '.join(with_modules)}"
+        )
+    return Prepared(lesson, kernel, modules, clients, programs)
+
+
+def _build(layout: Layout, owner: Lesson, name: str) -> Program:
+    """One of ``owner``'s programs, linked as its lesson links it on the host (-luring)."""
+    libs = next((run.libs for run in owner.runs if run.program == name), ())
+    try:
+        return build_program(layout, owner, name, libs=libs)
+    except BuildError as error:
+        raise ShellError(str(error)) from None
+
+
+def guide(prepared: Prepared, acceleration: str) -> str:
+    """The few lines printed before the boot: what to type in the guest."""
+    lines = [
+        f"Lesson {prepared.lesson.number} in a disposable guest: kernel {prepared.kernel.release}, "
+        f"{acceleration} (a boot takes about half a minute under emulation).",
+        "The guest sees this machine's files read-only at the same paths; /tmp is its own.",
+        "",
+    ]
+    for name, ko, params in prepared.modules:
+        client = prepared.clients.get(name)
+        if client:  # a server: it stays loaded while its client talks to it
+            lines += [
+                f"  module {name} (a server on 127.0.0.1; run 'ip link set lo up' first):",
+                f"    insmod {shlex.join([str(ko), *params])}",
+                f"    {shlex.join(client)}   # its client: requests, every answer checked",
+                f"    dmesg | grep 'course:'; rmmod {name}",
+            ]
+            continue
+        lines += [
+            f"  module {name}:",
+            f"    insmod {shlex.join([str(ko), *params])} < /dev/null   # load it (stdin is what it reads)",
+            "    dmesg | grep 'course:'        # its lines in the kernel log",
+            f"    lsmod | grep {name}; rmmod {name}   # if it stayed loaded, unload it",
+        ]
+    if any(name not in prepared.clients for name, _, _ in prepared.modules):
+        lines.append("  A module that measures and leaves refuses to stay loaded: insmod then says")
+        lines.append("  'Invalid parameters' (init returned -EINVAL on purpose); its figures are in dmesg.")
+    for name, binary, args in prepared.programs:
+        lines.append(f"  program {name}: {shlex.join([str(binary), *args])}")
+    lines += ["", "Leave the shell (exit or Ctrl-D) to power the guest off; nothing is left running.", ""]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def terminal_restored(fd: int) -> Iterator[None]:
+    """QEMU puts the terminal in raw mode; killed, it cannot put it back: this does."""
+    try:
+        saved = termios.tcgetattr(fd)
+    except termios.error:
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def shell_command(prepared: Prepared, acceleration: str, cwd: Path) -> list[str]:
+    """vng without --exec: a shell on the guest's serial console, in this terminal."""
+    command = vm.vng_command(prepared.kernel, acceleration, "true")
+    command = command[: command.index("--exec")]
+    return [*command, "--cwd", str(cwd)]
+
+
+def open_shell(
+    layout: Layout,
+    number: int,
+    release: str,
+    acceleration: str,
+    progress: Callable[[str], None] = print,
+    stdin: TextIO | None = None,
+) -> int:
+    """Build, print the guide, boot the guest with its console here; return the shell's exit status."""
+    stdin = stdin or sys.stdin
+    require_terminal(stdin)
+    vm.require_qemu()
+    # The build folder's lock while building only: a shell may stay open for an hour.
+    with runlock.hold(layout.build, f"invoke vm --lesson {number} (building)"):
+        prepared = prepare(layout, number, release, progress)
+        chosen, why = vm.choose_acceleration(layout, prepared.kernel, acceleration, progress)
+    progress(f"  vm     {chosen}: {why}")
+    print(guide(prepared, chosen), flush=True)
+    command = shell_command(prepared, chosen, layout.root)
+    with terminal_restored(stdin.fileno()), owned_process(command, env=vm._environment(), cwd=layout.root) as process:
+        # The console is this terminal: QEMU reads and writes it directly, nothing is piped.
+        status = process.wait()
+    print(f"\nthe guest powered off (exit {status}); nothing of it is left running", flush=True)
+    return status

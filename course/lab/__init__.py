@@ -1,0 +1,1 @@
+"""A lab of machines measured over SSH: its inventory, the run on every host, and the throwaway sshd of its tests."""

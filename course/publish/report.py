@@ -1,0 +1,126 @@
+"""Terminal output: the tables a student or instructor reads after a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from course.measure.lesson_run import LessonReport
+from course.results.shown_text import printable  # report.printable: the tasks' and drivers' spelling
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table with aligned columns (numbers right, text left), every cell printable."""
+    shown = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for text, width in zip(cells, widths, strict=True):
+            out.append(text.rjust(width) if _numeric(text) else text.ljust(width))
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(shown[0]), rule, *(line(row) for row in shown[1:])])
+
+
+def _numeric(text: str) -> bool:
+    return text.replace(".", "", 1).replace(",", "").replace("-", "", 1).strip().isdigit()
+
+
+def figure(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}".removesuffix(".0")
+
+
+def nanoseconds(ticks: float | None, tsc_hz: float | None) -> str:
+    if ticks is None or not tsc_hz:
+        return "-"
+    return f"{ticks / tsc_hz * 1e9:,.1f}"
+
+
+def lesson_table(report: LessonReport, compare: bool = False) -> str:
+    """The lesson's measurements; with ``compare``, the previous run's min and median beside them."""
+    headers = ["measurement", "unit", "min", "median", "p90", "p99", "median ns", "samples"]
+    if compare:
+        headers += ["previous min", "previous median"]
+    rows = []
+    notes = []
+    old = report.previous.get("measurements", {})
+    for key, value in sorted(report.stored.get("measurements", {}).items()):
+        if value.get("status") == "ok" and "min" not in value:  # a derived or single figure
+            single = value.get("value", value.get("mean"))
+            shown = f"{single:,.2f}" if single is not None and abs(single) < 100 else figure(single)
+            row = [key, value.get("unit", ""), shown, "", "", "", "", ""]
+        elif value.get("status") != "ok":
+            notes.append(printable(f"{key}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}"))
+            row = [key, "", value.get("status", "?"), "", "", "", "", ""]
+        else:
+            row = [
+                key,
+                value.get("unit", "ticks"),
+                figure(value["min"]),
+                figure(value["median"]),
+                figure(value["p90"]),
+                figure(value["p99"]),
+                nanoseconds(value["median"], value.get("tsc_hz")),
+                f"{value['samples']:,}",
+            ]
+        if compare:
+            before = old.get(key, {})
+            row += [figure(before.get("min")), figure(before.get("median"))]
+        rows.append(row)
+    if not rows:
+        captures = sorted(report.stored.get("captures", {}))
+        return printable("captured: " + ", ".join(captures)) if captures else "(nothing measured or captured)"
+    return "\n".join([table(headers, rows), *notes])
+
+
+def exercises_table(report: LessonReport) -> str:
+    """Each exercise: whether your variant works, and its figure beside the reference solution's."""
+    exercises = report.stored.get("exercises") or {}
+    if not exercises:
+        return ""
+    measured = report.stored.get("measurements", {})
+    rows = []
+    for name, outcome in sorted(exercises.items()):
+        yours = outcome.get("yours", {})
+        figures = []
+        for who in ("exercise", "solution"):
+            found = [
+                m
+                for key, m in sorted(measured.items())
+                if key.split("/", 1)[1].startswith(f"{who}.{name}.")
+                and m.get("status") == "ok"
+                and "stamp-pair" not in key
+            ]
+            figures.append(f"{found[0]['median']:,.0f} {found[0]['unit']}" if found else "-")
+        detail = yours.get("detail", "")
+        detail = detail if len(detail) <= 160 else f"{detail[:157]}..."
+        rows.append([name, yours.get("status", "?"), figures[0], figures[1], detail])
+    return table(["exercise", "your variant", "your median", "solution median", "check says"], rows)
+
+
+def steps_table(reports: Sequence[LessonReport], site_seconds: float | None = None) -> str:
+    """Where the time went: every step of every lesson, the shared VM boot once, and the site build."""
+    rows, shared = [], set()
+    for report in reports:
+        for step in report.steps:
+            if step.get("shared"):
+                if step["name"] in shared:
+                    continue
+                shared.add(step["name"])
+            owner = "kernel lessons" if step.get("shared") else report.lesson.name
+            rows.append([owner, step["name"], f"{step['seconds']:.2f}", "yes" if step["cached"] else ""])
+    if site_seconds is not None:
+        rows.append(["site", "sphinx-build", f"{site_seconds:.2f}", ""])
+    return table(["lesson", "step", "seconds", "cached"], rows)
+
+
+def failures_text(reports: Sequence[LessonReport]) -> str:
+    lines = []
+    for report in reports:
+        for failure in report.failures:
+            line = f"FAILED {report.lesson.name}: {failure['step']} {failure['what']}: {failure['message']}"
+            lines.append(printable(line))
+    return "\n".join(lines)

@@ -1,0 +1,426 @@
+"""Sphinx extension: place stored measurements into the course's pages.
+
+Used from MyST:
+
+- ``{measure}`03-timing/read.devnull``: one value inline (``:median``, ``:ns``,
+  ``:median-ns`` ... after the id; ``set@`` before it picks a result set);
+- ``{host}`this machine's own kernel```: the words, with this machine's set and whether it is a VM;
+- ``{course-output}``: a captured output block (a program's output, a disassembly);
+- ``{course-table}``: measurements down, result sets across, the 2000 reference first;
+- ``{course-answer}``: a lesson's answer, each saving in percent, 2000 beside today on one scale;
+- ``{course-chart}``: bars across sets, the histogram of one measurement, or a timeline of probes (``:timeline:``);
+- ``{course-failures}``: what failed in a lesson's last run, with its log;
+- ``{course-machine}``: one result set's page (provenance, every figure); these pages are generated;
+- ``{course-hardware}``: every set in one table, with chosen figures against 2000;
+- ``{course-machine-pages}``: a link to every set's page (the pages are in no toctree, not in the sidebar);
+- ``{course-mitigations}``: this machine's CPU vulnerabilities and mitigations;
+- ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host);
+- ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
+- ``{course-run-report}``: the execution report, each lesson's last run;
+- ``{course-code}``, ``{course-downloads}``: listings cut from the real C files, and every file to download
+  (``course.publish.sphinxext.code``);
+- ``{course-kernels}``, ``{course-trace-diff}``: figures and call graphs across the guest kernels of the kernel
+  matrix (``course.publish.sphinxext.kernels``);
+- ``{course-guest-mitigations}``: each guest kernel's figures with mitigations on and off, counted in
+  instructions under a CPU model its kernel treats as affected (``course.publish.sphinxext.guest_mitigations``);
+- ``{course-progress}``: the class's progress, graded and self-reported (``course.publish.sphinxext.progress``).
+
+A missing value is a warning naming it (a CI build with ``-W`` fails on it), and a
+value from sources changed since it was measured is a warning too. Every result file
+read is recorded as a dependency, so new results rebuild exactly the pages using them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+import re
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.errors import SphinxError
+from sphinx.project import Project
+from sphinx.util import logging
+from sphinx.util._pathlib import _StrPath
+from sphinx.util.parallel import make_chunks
+
+from course import __version__
+from course.kernel import guest_kernels
+from course.publish.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
+from course.publish.sphinxext import chartcache, code, depends, navigation, progress, published, searchstems, setdata
+from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
+from course.publish.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
+from course.publish.sphinxext.chart_directive import CourseChart
+from course.publish.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport, HostRole
+from course.publish.sphinxext.data import CourseData, attach, data_of
+from course.publish.sphinxext.figures import MeasureRole
+from course.publish.sphinxext.guest_mitigations import CourseGuestMitigations
+from course.publish.sphinxext.kernels import CourseKernels, CourseTraceDiff
+from course.publish.sphinxext.machines import CourseHardware, CourseMachine, CourseMachinePages, CourseMitigations
+from course.publish.sphinxext.output import CourseOutput
+from course.publish.sphinxext.table_directive import CourseTable
+from course.publish.sphinxext.traces import CourseTraceKinds
+from course.results import store
+from course.results.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+
+class ResultFileError(SphinxError):
+    """A result file the site cannot read: Sphinx prints the message (which names the file and the fix)."""
+
+    category = "Result file error"
+
+
+#: The attribute of the build's environment holding the keys of the result files' contents that passed the
+#: checks (``store.read_json``): pickled with it, so that a planted key takes forging ``environment.pickle``,
+#: which Sphinx unpickles (runs) at the next build anyway; a file of its own beside it was one more way in.
+CHECKED_KEYS = "course_checked_files"
+
+
+def _load_data(app: Sphinx) -> None:
+    results = Path(app.config.course_results_dir)
+    if not results.is_absolute():
+        results = Path(app.srcdir) / results
+    # What an earlier build of this output checked: a clean build (a fresh environment) checks all.
+    store.remember_checked(getattr(app.env, CHECKED_KEYS, ()))
+    try:
+        data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
+    except StoreError as error:
+        raise ResultFileError(str(error)) from None
+    setattr(app.env, CHECKED_KEYS, store.checked_keys())
+    attach(app.env, data)
+    for kept, other in guest_kernels.duplicate_guests(list(data.sets.values())):
+        logger.warning(
+            "course: result sets %r and %r are both the kernel matrix's boot of guest %r; "
+            "%r is shown: remove or rename the other",
+            kept.id,
+            other.id,
+            guest_kernels.matrix_guest(kept).get("name", "?"),
+            kept.id,
+            type="course",
+            subtype="duplicate-guest",
+        )
+    _forget_checkout_pages(Path(app.srcdir) / app.config.course_machines_page)
+    generated = Path(app.doctreedir) / GENERATED_FOLDER
+    pages = _write_machine_pages(generated / app.config.course_machines_page, data)
+    _read_generated_pages(app, {f"{app.config.course_machines_page}/{page.stem}": page for page in pages})
+    if not data.current:
+        logger.warning(
+            "course: no measured result set in %s; run `invoke generate` to measure this machine",
+            results,
+            type="course",
+            subtype="no-set",
+        )
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal MyST: every ASCII punctuation mark backslash-escaped, on one line.
+
+    A set's label comes from whoever made the set (an imported archive is anyone's): unescaped,
+    a label could open a directive (``{include}`` of a local file), a role or raw HTML.
+    CommonMark makes a backslash before any ASCII punctuation a literal character, so
+    nothing in the result can start markup; control characters and line breaks become spaces.
+    """
+    flat = "".join(" " if unicodedata.category(char)[0] in "CZ" and char != " " else char for char in text)
+    return re.sub(r"""([!-/:-@\[-`{-~])""", r"\\\1", flat)
+
+
+def _write_machine_pages(folder: Path, data: CourseData) -> list[Path]:
+    """One page per shown result set, written only when its text changes (so Sphinx rereads nothing else); the pages.
+
+    They go beside the build's doctrees, never into the checkout: two builds of one checkout (the
+    tests run several at once) each read their own.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {}
+    for result_set in data.sets.values():
+        problem = store.page_name_problem(result_set.id)
+        if problem:
+            logger.warning(
+                "course: result set folder %r %s; not shown: rename the folder", result_set.id, problem, type="course"
+            )
+    for result_set in data.with_pages():
+        mark = " (this machine)" if result_set.id == data.current_id else ""
+        title = markdown_text(f"{result_set.label}{mark}").strip() or result_set.id
+        wanted[f"{result_set.id}.md"] = f"{GENERATED}\n# {title}\n\n```{{course-machine}} {result_set.id}\n```\n"
+    for page in folder.glob("*.md"):
+        if page.name not in wanted and page.read_text(encoding="utf-8").startswith(GENERATED):
+            page.unlink()
+    for name, text in wanted.items():
+        page = folder / name
+        if not page.is_file() or page.read_text(encoding="utf-8") != text:
+            page.write_text(text, encoding="utf-8")
+    return [folder / name for name in sorted(wanted)]
+
+
+def _forget_checkout_pages(folder: Path) -> None:
+    """Remove the machine pages that earlier versions generated into the checkout (their first line says so)."""
+    for page in folder.glob("*.md") if folder.is_dir() else ():
+        try:
+            if page.read_text(encoding="utf-8").startswith(GENERATED):
+                page.unlink()
+        except FileNotFoundError:  # another build of this checkout removed it first
+            continue
+    with contextlib.suppress(OSError):  # left empty (it is not the course's: .gitignore): gone too
+        folder.rmdir()
+
+
+class GeneratedPagesProject(Project):
+    """Sphinx's project, with pages whose sources live outside the source folder (the generated machine pages).
+
+    Each keeps the name and the relative path a page of the source folder would have (its URL, its
+    ``_sources`` copy); only the file read, and whose date says whether to read it again, is elsewhere.
+    """
+
+    generated: dict[str, Path]
+
+    def discover(self, exclude_paths: Iterable[str] = (), include_paths: Iterable[str] = ("**",)) -> set[str]:
+        super().discover(exclude_paths, include_paths)
+        generated = getattr(self, "generated", {})
+        # A build folder inside the source folder (Sphinx's test projects): its pages are found once, by their own name.
+        files = {page.resolve() for page in generated.values()}
+        for path, docname in list(self._path_to_docname.items()):
+            if (self.srcdir / path).resolve() in files:
+                self.docnames.discard(docname)
+                del self._path_to_docname[path], self._docname_to_path[docname]
+        for docname, page in generated.items():
+            relative = Path(docname + page.suffix)
+            self.docnames.add(docname)
+            self._docname_to_path[docname] = relative
+            self._path_to_docname[relative] = docname
+        return self.docnames
+
+    def doc2path(self, docname: str, absolute: bool) -> _StrPath:
+        page = getattr(self, "generated", {}).get(docname)
+        if absolute and page is not None:
+            return _StrPath(page)
+        return super().doc2path(docname, absolute)
+
+
+def _read_generated_pages(app: Sphinx, pages: dict[str, Path]) -> None:
+    """Make Sphinx find ``pages`` (docname: file) as if they were in the source folder."""
+    project = app.project
+    project.__class__ = GeneratedPagesProject  # the environment keeps (and pickles) this very object
+    project.generated = pages  # type: ignore[attr-defined]
+
+
+#: What marks a page whose reading costs most of a clean build's: autodoc imports and analyses a module for each.
+_AUTODOC = re.compile(rb"^\s*\.\. auto(?:module|class|function)::", re.MULTILINE)
+
+
+def _reading_cost(path: Path) -> int:
+    """A page's reading cost in rough units: its size in kilobytes, and far more for each autodoc directive.
+
+    The API reference's pages are a few hundred bytes each, yet reading them is most of a clean
+    build here (62 modules imported, analysed and documented); the others cost by their length.
+    """
+    try:
+        source = path.read_bytes()
+    except OSError:
+        return 1
+    return 1 + len(source) // 1024 + 12 * len(_AUTODOC.findall(source))
+
+
+def _balanced_chunks(costs: dict[str, int], sizes: list[int], processes: int = 0) -> list[list[str]]:
+    """``costs``' pages in chunks of ``sizes`` pages: the costliest first, each to the cheapest chunk with room.
+
+    With ``processes``, the chunks that start at once: they take the costliest pages between them
+    and the later chunks what is left, so that an autodoc page's imports and source analyses are
+    repeated in as few processes as there are cores, not in every chunk.
+    """
+    chunks: list[list[str]] = [[] for _ in sizes]
+    totals = [0] * len(sizes)
+    first = range(min(processes, len(sizes))) if processes else range(len(sizes))
+    for docname in sorted(costs, key=lambda name: (-costs[name], name)):
+        open_chunks = [number for number in first if len(chunks[number]) < sizes[number]] or [
+            number for number, size in enumerate(sizes) if len(chunks[number]) < size
+        ]
+        cheapest = min(open_chunks, key=lambda number: (totals[number], number))
+        chunks[cheapest].append(docname)
+        totals[cheapest] += costs[docname]
+    return [sorted(chunk) for chunk in chunks]
+
+
+def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    """Order the pages to read so that the chunks Sphinx starts at once, one process a core, cost about the same.
+
+    Sphinx cuts the sorted list into equal runs of pages (``make_chunks``) and starts as many as it
+    has processes: every page of the API reference fell into the first run, and one core read them
+    all while the other finished early. The later runs get the cheapest pages.
+    """
+    # Sphinx's own check (is_parallel_allowed) would warn a second time of an extension not parallel-safe.
+    if app.parallel <= 1 or not all(extension.parallel_read_safe for extension in app.extensions.values()):
+        return  # a serial read: its order is the sorted one, as always
+    sizes = [len(chunk) for chunk in make_chunks(docnames, app.parallel)]
+    costs = {docname: _reading_cost(Path(env.doc2path(docname))) for docname in docnames}
+    docnames[:] = [docname for chunk in _balanced_chunks(costs, sizes, app.parallel) for docname in chunk]
+
+
+def _outdated_when_sets_change(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
+    """Pages that list result sets must be rebuilt when a set appears or disappears."""
+    signature = data_of(env).signature
+    if getattr(env, "course_signature", None) == signature:
+        return []
+    env.course_signature = signature  # type: ignore[attr-defined]
+    return sorted(getattr(env, "course_docs", set()) & set(env.all_docs))
+
+
+def _forget_doc(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+    getattr(env, "course_docs", set()).discard(docname)
+
+
+def _merge(app: Sphinx, env: BuildEnvironment, docnames: set, other: BuildEnvironment) -> None:
+    env.course_docs = getattr(env, "course_docs", set()) | (  # type: ignore[attr-defined]
+        getattr(other, "course_docs", set()) & docnames
+    )
+
+
+def _link_values(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Point each value at its own row on its result set's page, with a URI right for this builder."""
+    data = data_of(app.env)
+    for node in doctree.findall(course_value):
+        try:
+            page = app.builder.get_relative_uri(docname, f"{app.config.course_machines_page}/{node['set_id']}")
+        except Exception:  # builders without pages (linkcheck, text) have no URI to give
+            node["href"] = ""
+            continue
+        lookup = data.find(node["measurement"], node["set_id"])
+        if lookup and lookup.measurement:
+            page += "#" + setdata.figure_target(node["measurement"], node.get("field", "min"), lookup.measurement)
+        node["href"] = page
+    # A set's data files sit beside its page in the output: their URI is relative to this page's.
+    for node in doctree.findall(setdata.course_data_link):
+        here = posixpath.dirname(app.builder.get_target_uri(docname))
+        node["href"] = posixpath.relpath(node["target"], here or ".")
+
+
+#: The site's navigation as the machine pages show it, by the keywords the theme asked it with (one build, one
+#: process): they share one folder and are in no toctree, so each would render the very same tree.
+_MACHINE_PAGES_NAVIGATION: dict[str, str] = {}
+
+
+def _one_navigation_for_machine_pages(
+    app: Sphinx, pagename: str, templatename: str, context: dict, doctree: nodes.document | None
+) -> None:
+    """Give the machine pages a ``toctree()`` that renders the navigation once for all of them.
+
+    The theme (furo) lists the whole site on every page; rendered for each of 80 machine pages it
+    took seconds of a class's build. Runs before the theme reads the context (priority 400).
+    """
+    project = app.project
+    pages = getattr(project, "generated", {})
+    if pagename not in pages or "toctree" not in context:
+        return
+    render = context["toctree"]
+
+    def shared(**kwargs: Any) -> str:
+        key = f"{posixpath.dirname(pagename)} {sorted(kwargs.items())!r}"
+        if key not in _MACHINE_PAGES_NAVIGATION:
+            _MACHINE_PAGES_NAVIGATION[key] = render(**kwargs)
+        return _MACHINE_PAGES_NAVIGATION[key]
+
+    context["toctree"] = shared
+
+
+def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
+    """Each shown set's measurements as JSON and CSV beside its page, once the HTML build succeeded."""
+    if exception is None and app.builder.format == "html":
+        setdata.write(Path(app.outdir) / app.config.course_machines_page, data_of(app.env).with_pages())
+
+
+def _copy_commands_too(app: Sphinx, config: Any) -> None:
+    """A copy button on every code block and on every command of a captured output's caption.
+
+    Console prompts need no pattern: Pygments marks them ``.gp`` (and a console's output
+    ``.go``), which the button leaves out with the line numbers: what is copied runs as shown.
+    """
+    if "course-command" not in config.copybutton_selector:
+        config.copybutton_selector += ", code.course-command"
+    if config.copybutton_exclude == ".linenos":  # the button's default
+        config.copybutton_exclude = ".linenos, .gp, .go"
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_config_value("course_results_dir", "results", "env", types=[str])
+    app.add_config_value("course_current_set", "", "env", types=[str])
+    app.add_config_value("course_sets", [], "env", types=[list])
+    app.add_config_value("course_machines_page", "docs/machines", "env", types=[str])
+    app.add_node(
+        course_value,
+        html=(visit_course_value, depart_course_value),
+        latex=(lambda s, n: None, lambda s, n: None),
+        text=(lambda s, n: None, lambda s, n: None),
+    )
+    app.add_node(
+        setdata.course_data_link,
+        html=(setdata.visit_course_data_link, setdata.depart_course_data_link),
+        latex=(lambda s, n: None, lambda s, n: None),
+        text=(lambda s, n: None, lambda s, n: None),
+    )
+    code.setup(app)
+    progress.setup(app)
+    published.setup(app)
+    depends.setup(app)  # result files as dependencies, by content
+    chartcache.setup(app)  # a chart is drawn again only when what it shows changed
+    navigation.setup(app)  # the theme's navigation drawn again only when the table of contents changed
+    searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
+    app.add_role("measure", MeasureRole())
+    app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
+    app.add_directive("course-output", CourseOutput)
+    app.add_directive("course-table", CourseTable)
+    app.add_directive("course-chart", CourseChart)
+    app.add_directive("course-size-line", CourseSizeLine)  # cost against read size, with the fitted line
+    app.add_directive("course-answer", CourseAnswer)  # a lesson's answer, 2000 beside today (.answer)
+    app.add_directive("course-failures", CourseFailures)
+    app.add_directive("course-machine", CourseMachine)
+    app.add_directive("course-hardware", CourseHardware)
+    app.add_directive("course-machine-pages", CourseMachinePages)  # every set's page: they are in no toctree
+    app.add_directive("course-mitigations", CourseMitigations)
+    app.add_directive("course-kernel-run", CourseKernelRun)
+    app.add_directive("course-context", CourseContext)
+    app.add_directive("course-run-report", CourseRunReport)
+    app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.publish.sphinxext.kernels)
+    app.add_directive("course-trace-diff", CourseTraceDiff)
+    app.add_directive("course-guest-mitigations", CourseGuestMitigations)  # lesson 8 (guest_mitigations)
+    app.add_directive("course-trace-kinds", CourseTraceKinds)  # one read per kind of file (.traces)
+    app.connect("builder-inited", _load_data)
+    app.connect("html-page-context", name_graphviz_figures)
+    app.connect("html-page-context", _one_navigation_for_machine_pages, priority=400)  # before the theme's
+    app.connect("builder-inited", lambda app: _MACHINE_PAGES_NAVIGATION.clear())  # another build, another tree
+    app.connect("env-get-outdated", _outdated_when_sets_change)
+    app.connect("env-purge-doc", _forget_doc)
+    app.connect("env-merge-info", _merge)
+    app.connect("env-before-read-docs", _balance_parallel_read)
+    app.connect("doctree-resolved", _link_values)
+    app.connect("build-finished", _write_set_data)
+    app.add_css_file("course.css")
+    app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)
+    static = Path(__file__).parent / "static"
+    app.connect("config-inited", lambda a, config: config.html_static_path.append(str(static)))
+    app.setup_extension("sphinx_copybutton")
+    app.connect("config-inited", _copy_commands_too, priority=400)  # before the button reads its selector
+    return {
+        "version": __version__,
+        "parallel_read_safe": True,
+        "parallel_write_safe": True,
+        "env_version": _code_version(),
+    }
+
+
+def _code_version() -> int:
+    """A number that changes with this extension's code.
+
+    Pages hold the HTML its directives drew when they were read; Sphinx rereads every page
+    when an extension's env_version changes, so a changed chart or table reaches every page.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return int(digest.hexdigest()[:8], 16)

@@ -1,0 +1,275 @@
+"""What a reader must know beside the figures: failures, where kernel figures ran, what a tick is, the run report."""
+
+from __future__ import annotations
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.util.docutils import SphinxDirective, SphinxRole
+
+from course.publish.sphinxext import depends
+from course.publish.sphinxext.base import CourseMixin, Lookup, simple_table
+
+
+class CourseFailures(CourseMixin, SphinxDirective):
+    """The failures of a lesson's last run on this machine, each with its log; nothing when it went well."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        found = self.current_lesson(self.arguments[0])
+        if found is None:
+            return []
+        out: list[nodes.Node] = []
+        for failure in found[1].get("failures", []):
+            box = nodes.admonition(classes=["course-failure", "error"])
+            box += nodes.title(text=f"Failed: {failure['step']} {failure['what']}")
+            box += nodes.paragraph(
+                text=f"{failure['message']} ({failure['at']}). "
+                "Figures below from earlier runs are kept with their own dates."
+            )
+            if failure.get("log"):
+                box += nodes.literal_block(failure["log"], failure["log"], language="text")
+            out.append(box)
+        return out
+
+
+#: What a reader must know about kernel figures, by where they were measured.
+KERNEL_RUN_TEXT = {
+    "tcg": (
+        "These kernel figures come from software emulation (QEMU TCG): the module ran in a virtual machine "
+        "whose processor is a program. QEMU derives the guest's time-stamp counter from the host's clock, so "
+        "these emulated ticks count the host's time spent emulating, not work of the guest's processor: they "
+        "change from run to run and host to host, have no nanoseconds, and compare neither with the "
+        "user-space figures of this machine nor with the 2000 ones. What they still show is relative: which "
+        "variant runs the longer path, and by roughly how much."
+    ),
+    "tcg-icount": (
+        "These kernel figures come from software emulation in deterministic mode (QEMU -icount shift=0): the "
+        "virtual clock advances one nanosecond per guest instruction executed, so an icount tick is an "
+        "instruction and the same module gives the same figures on every boot and every host. They measure "
+        "path length, not time."
+    ),
+    "kvm": (
+        "These kernel figures come from a virtual machine with hardware virtualisation (KVM): rdtsc does not "
+        "leave the guest, so the ticks are the host processor's own, as in user space."
+    ),
+    "host-kernel": (
+        "These kernel figures come from the modules loaded into the running kernel of the measured machine, "
+        "as the article did."
+    ),
+}
+
+
+#: The box's title: it speaks of the guest of the run that built the site, not of every guest on the page.
+KERNEL_RUN_TITLE = "Where the kernel figures of the run that built this site come from"
+
+#: Beside a run that did not count instructions: where the page's icount figures come from instead.
+MATRIX_APART = (
+    "Figures counted in icount ticks on this page come from other boots: the kernel matrix's guests, "
+    "each named by its kernel, under deterministic emulation."
+)
+
+
+def why_in_words(run: dict) -> str:
+    """Why the kernel figures were measured where they were, in one plain sentence.
+
+    The runner records the probe's own words (the last line QEMU printed, an assertion in its
+    source); that is for the machine's page. A reader of a lesson needs the reason, not the log.
+    """
+    acceleration, why = run.get("acceleration", ""), run.get("why", "")
+    if not why:
+        return ""
+    if why == "asked for":
+        if acceleration == "tcg-icount":
+            return (
+                "Deterministic emulation was asked for by name (--acceleration tcg-icount), "
+                "to count instructions rather than time."
+            )
+        return f"This was asked for by name (--acceleration {acceleration})."
+    if acceleration == "kvm":
+        return "A test boot showed that hardware virtualisation (KVM) works on this machine."
+    if acceleration == "tcg":
+        if "/dev/kvm" in why:
+            reason = "this machine offers no hardware virtualisation to the course (no usable /dev/kvm)"
+        elif "hung" in why:
+            reason = "a test boot with hardware virtualisation (KVM) did not finish on this machine"
+        elif "failed" in why:
+            reason = "a test boot with hardware virtualisation (KVM) failed here: QEMU stopped with an error"
+        else:
+            reason = "hardware virtualisation (KVM) could not be used on this machine"
+        return f"Emulation was used because {reason}. Emulation is slower than KVM, but runs on any machine."
+    return f"The course chose {acceleration or 'this runner'} on this machine."
+
+
+class CourseKernelRun(CourseMixin, SphinxDirective):
+    """Where a lesson's kernel figures were measured (VM and acceleration, or host), said plainly.
+
+    The runner's own record of why (a probe's last console line) goes to the machine's page.
+    """
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        lesson = self.arguments[0]
+        found = self.current_lesson(lesson)
+        if found is None:
+            return []
+        result_set, data = found
+        run = data.get("kernel_run")
+        if not run:
+            self.warn(f"no kernel run recorded for {lesson!r} in result set {result_set.id!r}", "missing")
+            return []
+        box = nodes.admonition(classes=["course-kernel-run", "note"])
+        box += nodes.title(text=KERNEL_RUN_TITLE)
+        if "unavailable" in run:
+            box += nodes.paragraph(text=f"Not run on {result_set.label}: {run['unavailable']}")
+            return [box]
+        acceleration = run.get("acceleration", "")
+        text = KERNEL_RUN_TEXT.get(acceleration, f"Measured with {acceleration}.")
+        box += nodes.paragraph(text=text)
+        why = why_in_words(run)
+        if why:
+            box += nodes.paragraph(text=why)
+        if acceleration != "tcg-icount":  # the matrix's boots sit on the same page, in a unit of their own
+            box += nodes.paragraph(text=MATRIX_APART)
+        details = nodes.paragraph(
+            text=f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}. "
+        )
+        details += machine_link(self, result_set.id, "The runner's full record is on the machine's page")
+        details += nodes.Text(".")
+        box += details
+        return [box]
+
+
+def machine_link(directive: SphinxDirective, set_id: str, text: str) -> addnodes.pending_xref:
+    """A link to a result set's generated page."""
+    return addnodes.pending_xref(
+        "",
+        nodes.inline(text=text),
+        refdomain="std",
+        reftype="doc",
+        reftarget=f"/{directive.config.course_machines_page}/{set_id}",
+        refexplicit=True,
+        refdoc=directive.env.docname,
+    )
+
+
+def tick_context(machine: dict) -> list[str]:
+    """What a tick means on ``machine``, in sentences a reader can check against /proc/cpuinfo."""
+    flags = set(machine.get("tsc_flags", []))
+    rate = machine.get("tsc_hz")
+    rate_text = f"{rate / 1e9:.2f} GHz" if rate else "an unmeasured rate"
+    out = []
+    if {"constant_tsc", "nonstop_tsc"} <= flags:
+        out.append(
+            f"The time-stamp counter of {machine.get('cpu_model', 'this CPU')} is invariant (constant_tsc, "
+            f"nonstop_tsc): it ticks at a fixed {rate_text} whatever the core's clock, so a tick is a slice of "
+            "time, not a cycle. The article's 500 MHz Pentium-class CPU counted core cycles: "
+            "compare nanoseconds, or ratios within one machine, rather than raw ticks."
+        )
+    else:
+        out.append(
+            f"The time-stamp counter here is not marked invariant: ticks may follow the core clock ({rate_text} "
+            "measured), as the article's did, and change with frequency scaling."
+        )
+    if machine.get("hypervisor"):
+        out.append(
+            f"This machine is a virtual machine ({machine.get('virtualization', 'vm')}): the hypervisor may offset "
+            "or scale the counter, and other guests share the CPU, which widens the distribution's tail."
+        )
+    else:
+        out.append("This machine runs on bare hardware: no hypervisor stands between the program and the counter.")
+    return out
+
+
+#: What a page with ``course-context`` shows of ``set.json``: the sentences themselves.
+TICK_VIEW = "tick-context"
+depends.register(TICK_VIEW, lambda info: tick_context(info.get("machine") or {}))
+
+
+def host_kind(result_set_id: str, machine: dict) -> str:
+    """What the host under this machine's figures is, from its set's provenance: a VM or bare hardware."""
+    if machine.get("hypervisor"):
+        return f"{result_set_id}, itself a virtual machine: the real TSC, read under a hypervisor"
+    return f"{result_set_id}, on bare hardware"
+
+
+class HostRole(CourseMixin, SphinxRole):
+    """``{host}`this machine's own kernel```: the words, then which set they mean and whether it is a VM.
+
+    The fact comes from the set's ``set.json`` (its ``hypervisor`` flag), never from the lesson's text.
+    """
+
+    def run(self) -> tuple[list[nodes.Node], list[nodes.system_message]]:
+        result_set = self.data.current
+        if result_set is None:
+            self.warn("no result set of this machine for {host}; run invoke generate", "missing")
+            return [nodes.Text(self.text)], []
+        self.use(Lookup(result_set, None, None))  # the set's identity holds the hypervisor flag
+        return [nodes.Text(f"{self.text} ({host_kind(result_set.id, result_set.machine)})")], []
+
+
+class CourseContext(CourseMixin, SphinxDirective):
+    """What a tick means on the machine of this page's figures (invariant TSC, hypervisor), said plainly."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return []
+        self.use_set_info(result_set, TICK_VIEW)  # the TSC rate as the sentences say it, not to the hertz
+        box = nodes.admonition(classes=["course-context", "note"])
+        box += nodes.title(text=f"What a tick is on {result_set.label}")
+        for sentence in tick_context(result_set.machine):
+            box += nodes.paragraph(text=sentence)
+        return [box]
+
+
+class CourseRunReport(CourseMixin, SphinxDirective):
+    """The execution report: each lesson's last run (when, where, how long, cached steps, failures)."""
+
+    def run(self) -> list[nodes.Node]:
+        result_set = self.data.current
+        if result_set is None:
+            return [nodes.paragraph(text="No result set of this machine yet: run invoke generate.")]
+        out: list[nodes.Node] = []
+        rows = []
+        for name, data in sorted(result_set.lessons.items()):
+            if "steps" not in data:
+                continue
+            self.use(Lookup(result_set, None, result_set.lesson_file(name)))
+            where = data.get("runner", "host")
+            kernel = data.get("kernel_run") or {}
+            if kernel.get("acceleration"):
+                where += f" ({kernel['acceleration']}, {kernel.get('guest_kernel')})"
+            elif kernel.get("unavailable"):
+                where += f" (not run: {kernel['unavailable']})"
+            seconds = sum(step["seconds"] for step in data["steps"])
+            cached = sum(1 for step in data["steps"] if step.get("cached"))
+            failures = data.get("failures", [])
+            rows.append(
+                [
+                    name,
+                    last_run(data),
+                    where,
+                    f"{seconds:.2f} s",
+                    f"{cached} of {len(data['steps'])}",
+                    str(len(failures)) if failures else "none",
+                ]
+            )
+        out.append(simple_table(["lesson", "last run", "where", "time in steps", "steps reused", "failures"], rows))
+        return out
+
+
+def last_run(data: dict) -> str:
+    """When a lesson's own run last measured something: its latest figure or capture, not the file's date.
+
+    A run of several lessons writes every file at its end, so each file's date is that end; the figures
+    and captures keep the moment each was taken. A derived figure is computed at the end too: left out.
+    """
+    stamps = [
+        entry.get("measured_at", "")
+        for kind in ("measurements", "captures")
+        for entry in data.get(kind, {}).values()
+        if isinstance(entry, dict) and not entry.get("derived")
+    ]
+    return max((stamp for stamp in stamps if stamp), default=data.get("measured_at", ""))

@@ -1,0 +1,234 @@
+"""``{course-table}``: figures side by side in a table, one column a result set, the class's spread beside them."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx import addnodes
+
+from course.publish.sphinxext.base import (
+    MeasurementsDirective,
+    course_value,
+    how_to_measure,
+    table_row,
+    value_text,
+)
+from course.publish.sphinxext.data import FIELDS, Lookup, describe, format_value, shown_from
+from course.publish.sphinxext.figures import (
+    CLASS_NOTE,
+    CLASS_ON_PAGES,
+    REAL_TICKS,
+    basis_unit,
+    class_cell,
+    class_spread,
+    own_figures,
+    ratio_to_2000,
+    real_ns,
+    reference_set,
+)
+from course.results.store import ResultSet
+
+
+class CourseTable(MeasurementsDirective):
+    """Measurements down, result sets across: min / median and the spread, optionally in nanoseconds.
+
+    With ``:field:``, each cell shows that one field (a benchmark's ``value``, a peer's ``mean``),
+    and its goal when the measurement has one. With ``:vs-2000:``, a column right after this
+    machine's gives the ratio of the 2000 figure to this machine's, both minima in nanoseconds:
+    across eras the table compares time, never raw ticks. With ``:unit:``, only the sets whose
+    figures here are in that unit have a column (a percentage by the unit it was computed from):
+    one table, one unit, whatever clocks the sets ran on.
+    """
+
+    option_spec: ClassVar[dict] = {
+        "caption": directives.unchanged,
+        "ns": directives.flag,
+        "vs-2000": directives.flag,
+        "field": lambda arg: directives.choice(arg, tuple(FIELDS)),
+        # ticks, emulated ticks, icount ticks, ns: a table of one unit (see basis_unit)
+        "unit": directives.unchanged_required,
+        # Figures that only some runs make (invoke bench): missing is "not measured", not a warning.
+        "optional": directives.flag,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        rows = self.rows()
+        looked = [(key, label, self.lookups(key)) for key, label in rows]
+        in_ns = "ns" in self.options
+        ratio = "vs-2000" in self.options
+        # One column per set: this machine's always, the reference where the ratio needs it, and the
+        # others (the reference too) where they have a figure: a column of dashes only takes room.
+        kept = [
+            result_set
+            for result_set in self.sets_here()
+            if (result_set.kind == "reference" and ratio)
+            or result_set.id == self.data.current_id
+            or any(dict(found)[result_set.id] and dict(found)[result_set.id].measurement for _, _, found in looked)
+        ]
+        if self.options.get("unit"):  # one unit a table: a set whose figures here are in another has no column
+            kept = [s for s in kept if self._has_unit(s, looked, self.options["unit"])]
+        # Beyond a handful of machines, the others are one column: the class (every set keeps its page).
+        own, pooled = self.data.compared(kept)
+        keep = [result_set.id for result_set in own]
+        pooled_ids = {result_set.id for result_set in pooled}
+        class_figures = {
+            key: [lookup.measurement for set_id, lookup in found if set_id in pooled_ids and lookup]
+            for key, _, found in looked
+        }
+        anchors = {key: own_figures(found, self.data.current_id, self.data.sets) for key, _, found in looked}
+        spreads = {
+            key: class_spread(figures, self.options.get("field") or "min", anchors[key])
+            for key, figures in class_figures.items()
+        }
+        # A class column of dashes only takes room: the class's figures here are all ticks of no time.
+        with_class = any(spreads.values())
+        columns = 1 + len(keep) + with_class + ratio
+        with_2000 = any(self.data.sets[set_id].kind == "reference" for set_id in keep)
+        table = nodes.table(classes=["course-table"])
+        if self.options.get("caption"):
+            table += nodes.title(text=self.options["caption"])
+        group = nodes.tgroup(cols=columns)
+        table += group
+        for _ in range(columns):
+            group += nodes.colspec(colwidth=1)
+        head = nodes.thead()
+        group += head
+        # The ratio sits beside the two figures it divides: right after this machine's column.
+        at = 1 + (keep.index(self.data.current_id) + 1 if self.data.current_id in keep else len(keep))
+        columns_found = {
+            set_id: [lookup.measurement for _, _, found in looked for i, lookup in found if i == set_id and lookup]
+            for set_id in keep
+        }
+        titles: list[nodes.Node | str] = ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
+        titles += [self._class_title(len(pooled))] if with_class else []
+        if ratio:
+            titles.insert(at, "2000 ÷ this machine (ns)")
+        head += table_row(titles)
+        body = nodes.tbody()
+        group += body
+        field = self.options.get("field")
+        for key, label, found in looked:
+            cells: list[nodes.Node | str] = [nodes.literal(text=label)]
+            for set_id, lookup in found:
+                if set_id in keep:
+                    with shown_from(self.data.sets.get(set_id)):
+                        cells.append(
+                            self._single(key, lookup, field, in_ns) if field else self._cell(key, lookup, in_ns)
+                        )
+            if with_class:
+                cells.append(class_cell(spreads[key], len(pooled)))
+            if ratio:
+                cells.insert(at, self._ratio(key, dict(found)))
+            body += table_row(cells)
+        if pooled:
+            text = CLASS_NOTE if with_class else CLASS_ON_PAGES
+            note = nodes.paragraph(classes=["course-table-note"], text=text.format(sets=len(pooled)))
+            return [table, note] if field else [table, note, *self._note(ratio, with_2000)]
+        if field:
+            return [table]
+        return [table, *self._note(ratio, with_2000)]
+
+    @staticmethod
+    def _has_unit(result_set: ResultSet, looked: list, unit: str) -> bool:
+        """Whether any figure of ``result_set`` in this table counts in ``unit``."""
+        figures = [lookup.measurement for _, _, found in looked for i, lookup in found if i == result_set.id and lookup]
+        return any(m and m.get("status", "ok") == "ok" and basis_unit(result_set, m) == unit for m in figures)
+
+    def _class_title(self, count: int) -> nodes.Node:
+        """The class's column title, linked to the machines page, where each of its sets has its row and page."""
+        title = nodes.inline()
+        title += nodes.Text(f"the class: {count} other machines, ")
+        title += addnodes.pending_xref(
+            "",
+            nodes.inline(text="each on its page"),
+            refdomain="std",
+            reftype="doc",
+            reftarget="/" + self.config.course_machines_page.rstrip("/"),
+            refexplicit=True,
+            refwarn=True,
+        )
+        return title
+
+    def _note(self, ratio: bool, with_2000: bool) -> list[nodes.Node]:
+        """What the cells are, said once a page: a later table adds only what it shows anew (2000, the ratio)."""
+        sentences = [
+            "Each cell: minimum / median of the samples, the stamp pair's own cost subtracted (a stamp "
+            "pair's own row is that cost), and below them the 90th and 99th percentiles (the spread)."
+        ]
+        if with_2000:
+            sentences.append(
+                'The 2000 figures are Rubini\'s (Linux Magazine, 2000): a best-of-N on his "500MHz box" '
+                "(a Pentium-class CPU, whose TSC counted core clock cycles); "
+                "today's invariant TSC ticks at a fixed rate."
+            )
+        if ratio:
+            sentences.append(
+                "Across the two, compare nanoseconds: the column after this machine's divides the 2000 "
+                "minimum by this machine's, both in ns (2 means the call took twice as long in 2000). "
+                "Ticks compare within one machine only."
+            )
+        said = self.env.temp_data.setdefault("course_table_notes", set())  # this page's, read once
+        new = [sentence for sentence in sentences if sentence not in said]
+        said.update(new)
+        return [nodes.paragraph(classes=["course-table-note"], text=" ".join(new))] if new else []
+
+    def _ratio(self, key: str, found: dict[str, Lookup | None]) -> nodes.Node:
+        """This machine's figure against 2000's, in ns; a dash when either is missing or not real time."""
+        reference = reference_set(self.data.shown())
+        now = found.get(self.data.current_id)
+        then = found.get(reference.id) if reference else None
+        value = ratio_to_2000(now.measurement if now else None, then.measurement if then else None)
+        if value is None or now is None or then is None:
+            return nodes.Text("—")
+        title = (
+            f"{format_value(real_ns(then.measurement or {}) or 0, 'ns')} in 2000 over "
+            f"{format_value(real_ns(now.measurement or {}) or 0, 'ns')} on {now.result_set.label}: minima"
+        )
+        text = f"{value:.1f} times"
+        return course_value(text, text, title=title, measurement=key, set_id=now.result_set.id, field="vs-2000")
+
+    def _cell(self, key: str, lookup: Lookup | None, in_ns: bool) -> nodes.Node:
+        if lookup is None or lookup.measurement is None:
+            return nodes.Text("—")
+        measurement = lookup.measurement
+        if measurement.get("status") != "ok":
+            return nodes.emphasis(text=value_text(measurement, "min", False))
+        text = value_text(measurement, "min", False)
+        # Emulated and icount ticks have no ns, rate or not; a figure already in ns needs no second one.
+        ns = real_ns(measurement) if in_ns and measurement.get("unit", REAL_TICKS) == REAL_TICKS else None
+        if ns is not None:
+            text += f" ({format_value(ns, 'ns')})"  # beside the minimum it converts, not after the median
+        if measurement.get("median") is not None:
+            text += " / " + value_text(measurement, "median", False).split(" ")[0]
+        value = course_value(text, text, title=describe(lookup, "min"), measurement=key, set_id=lookup.result_set.id)
+        if measurement.get("p90") is None:
+            return value
+        spread = nodes.inline(classes=["course-spread"])
+        spread += nodes.Text(f"p90 {measurement['p90']:,.0f} · p99 {measurement['p99']:,.0f}")
+        return nodes.inline("", "", value, nodes.raw("", "<br/>", format="html"), spread)
+
+    def _single(self, key: str, lookup: Lookup | None, field: str, in_ns: bool) -> nodes.Node:
+        if lookup is None or lookup.measurement is None:
+            if lookup is not None and lookup.result_set.id == self.data.current_id and "optional" in self.options:
+                return nodes.emphasis(text=f"not measured yet: run {how_to_measure(key)}")
+            return nodes.Text("—")
+        measurement = lookup.measurement
+        text = value_text(measurement, field, in_ns)
+        if measurement.get("status") != "ok":
+            return nodes.emphasis(text=text)
+        # A goal is compared with the figure shown; a measurement without that figure shows no verdict.
+        if measurement.get("goal") is not None and measurement.get(field) is not None:
+            met = "met" if measurement[field] <= measurement["goal"] else "not met"
+            text += f" (goal ≤ {format_value(measurement['goal'], measurement['unit'])}: {met})"
+        # A figure shown in ns names its field so: its link and its check convert as the page did.
+        shown_ns = in_ns and measurement.get("unit", REAL_TICKS) == REAL_TICKS
+        return course_value(
+            text,
+            text,
+            title=describe(lookup, field, shown_ns),
+            measurement=key,
+            set_id=lookup.result_set.id,
+            field=field + ("-ns" if shown_ns else ""),
+        )

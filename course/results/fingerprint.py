@@ -1,0 +1,141 @@
+"""The machine a result set was measured on: what makes its figures what they are."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+#: CPU flags that change what a tick is, or whether one can be read at all.
+TSC_FLAGS = ("tsc", "rdtscp", "constant_tsc", "nonstop_tsc", "tsc_known_freq", "hypervisor")
+
+VULNERABILITIES = Path("/sys/devices/system/cpu/vulnerabilities")
+
+
+def cpu_info(cpuinfo: str) -> dict[str, str]:
+    """The first processor's fields of a ``/proc/cpuinfo`` text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def mitigations(folder: Path = VULNERABILITIES) -> dict[str, str]:
+    """Each known CPU vulnerability and what the kernel does about it."""
+    if not folder.is_dir():
+        return {}
+    return {entry.name: entry.read_text().strip() for entry in sorted(folder.iterdir()) if entry.is_file()}
+
+
+def compiler_version(cc: str = "cc") -> str:
+    """The first line of ``cc --version``, or why there is none.
+
+    Asked once per compiler file in a process (a run builds a dozen programs with the same one):
+    the compiler found on PATH, its size and date are the key, so another compiler is asked again.
+    """
+    found = shutil.which(cc)
+    if found is None:
+        return "not found"
+    try:
+        stat = os.stat(found)
+    except OSError:
+        return "not found"
+    return _version_of(cc, found, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _version_of(cc: str, found: str, size: int, mtime_ns: int) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "not found"
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+def virtualization(flags: set[str], dmi_product: str) -> str:
+    """``"bare"`` on real hardware, else a short name of the hypervisor as the DMI tells it."""
+    if "hypervisor" not in flags:
+        return "bare"
+    product = dmi_product.lower()
+    for name in ("kvm", "qemu", "vmware", "virtualbox", "hyper-v", "xen", "firecracker"):
+        if name in product:
+            return name
+    return "vm"
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and single dashes: safe in paths, URLs and shells."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "unknown"
+
+
+def machine(cc: str = "cc", cpuinfo_path: Path = Path("/proc/cpuinfo")) -> dict:
+    """The provenance of this machine, as stored in a result set's ``set.json``."""
+    cpu = cpu_info(cpuinfo_path.read_text()) if cpuinfo_path.is_file() else {}
+    flags = set(cpu.get("flags", "").split())
+    dmi = Path("/sys/class/dmi/id/product_name")
+    dmi_product = dmi.read_text().strip() if dmi.is_file() else ""
+    return {
+        "cpu_model": cpu.get("model name", platform.processor() or "unknown"),
+        "cpu_count": os.cpu_count(),
+        "microcode": cpu.get("microcode", "unknown"),
+        "tsc_flags": [flag for flag in TSC_FLAGS if flag in flags],
+        "tsc_hz": None,  # measured by the first program that runs; see course.measure.lesson_run
+        "architecture": platform.machine(),
+        "kernel_release": platform.release(),
+        "kernel_version": platform.version(),
+        "hypervisor": "hypervisor" in flags,
+        "virtualization": virtualization(flags, dmi_product),
+        "dmi_product": dmi_product,
+        "mitigations": mitigations(),
+        "compiler": compiler_version(cc),
+        "os": _os_release(),
+    }
+
+
+def set_id(info: dict) -> str:
+    """The stable name of a machine's result set: CPU model, kernel release, virtualization."""
+    return "-".join(slug(info[key]) for key in ("cpu_model", "kernel_release", "virtualization"))
+
+
+#: The longest set name: a folder name, a page name and an archive's name must all take it.
+SET_NAME_LIMIT = 100
+
+
+class SetNameError(ValueError):
+    """A set name asked for that cannot name a folder (nothing left once made safe, or too long)."""
+
+
+def set_name(asked: str | None = None, info: dict | None = None) -> str:
+    """The folder name of a result set: ``asked`` made safe, else this machine's stable id.
+
+    A name asked for that leaves nothing once made safe ('...', 'é', '_') is refused, never
+    silently 'unknown'; so is one longer than :data:`SET_NAME_LIMIT`.
+    """
+    if not asked:
+        return set_id(info or machine())
+    made = re.sub(r"[^a-z0-9.]+", "-", str(asked).lower()).strip("-.")
+    shown = str(asked) if len(str(asked)) <= 40 else f"{str(asked)[:37]}..."
+    if not made:
+        raise SetNameError(
+            f"set name {shown!r} has no letter or digit (a-z, 0-9) to name a folder with; choose one like lab-pc-07"
+        )
+    if len(made) > SET_NAME_LIMIT:
+        raise SetNameError(f"set name {shown!r} is {len(made)} characters long; at most {SET_NAME_LIMIT}")
+    return made
+
+
+def _os_release() -> str:
+    path = Path("/etc/os-release")
+    if not path.is_file():
+        return platform.system()
+    fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return fields.get("PRETTY_NAME", "").strip('"') or platform.system()
