@@ -702,7 +702,7 @@ def test_a_set_whose_name_differs_only_in_case_from_a_stored_one_is_refused_even
         assert message.startswith("result set 'Canned-Machine' differs only in case from 'canned-machine' (in "), (
             message
         )
-        assert "\n" not in message and message.endswith("export it under another set name")
+        assert "\n" not in message and message.endswith(archive.RENAME_AND_EXPORT)
     assert _left_in(results) == ["canned-machine"]
     assert {p.name: p.read_bytes() for p in (results / "canned-machine").iterdir()} == before
     # The same name exactly keeps the usual rule: replaced with --force.

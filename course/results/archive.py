@@ -51,6 +51,13 @@ class ArchiveError(ValueError):
     """An archive that cannot be imported, or a set that cannot be exported; the message says why."""
 
 
+#: What to do with a set whose name may not be imported here: a set is named by its folder.
+RENAME_AND_EXPORT = (
+    "on the machine it came from, rename its folder (mv results/OLD results/NEW) and export it again "
+    "with invoke results.export --set NEW"
+)
+
+
 def export_set(set_path: Path, output: Path, force: bool = False) -> Path:
     """Write the set in ``set_path`` to ``output`` as one archive (byte-for-byte the same files).
 
@@ -358,7 +365,7 @@ def import_set(archive: Path, results: Path, force: bool = False, own_set: str |
     if name in own:
         raise ArchiveError(
             f"result set {name!r} is named as this machine's own set; an import never creates or replaces it "
-            "(runs measure into it, the site shows it as this machine): export it under another set name"
+            "(runs measure into it, the site shows it as this machine): " + RENAME_AND_EXPORT
         )
     _refuse_case_twin(name, own, results)
     target = results / name
@@ -390,7 +397,7 @@ def _refuse_case_twin(name: str, own: list[str], results: Path) -> None:
         if twins:
             raise ArchiveError(
                 f"result set {name!r} differs only in case from {twins[0]!r} ({where}): a case-insensitive file "
-                "system (macOS, Windows) takes them for one folder and one page; export it under another set name"
+                "system (macOS, Windows) takes them for one folder and one page: " + RENAME_AND_EXPORT
             )
 
 
