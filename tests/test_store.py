@@ -507,3 +507,16 @@ def test_the_guest_helpers_record_keeps_its_programs_lines_while_a_result_file_m
     assert kernel_guest.collected(record) == [job]
     with pytest.raises(store.StoreError, match="U\\+000A"):
         store.read_json(record)
+
+
+def test_a_rerun_never_sets_its_figures_beside_previous_ones_of_another_unit() -> None:
+    """invoke lesson 9 under tcg-icount after a tcg run: icount ticks are not set beside emulated ticks."""
+    figure = {"status": "ok", "min": 42_538, "median": 42_706, "p90": 42_800, "p99": 43_000, "samples": 100}
+    stored = {"measurements": {"09-khttpd/request.khttpd": {**figure, "unit": "icount ticks"}}}
+    emulated = {"measurements": {"09-khttpd/request.khttpd": {**figure, "min": 481_817, "unit": "emulated ticks"}}}
+    same = {"measurements": {"09-khttpd/request.khttpd": {**figure, "min": 42_100, "unit": "icount ticks"}}}
+    lesson = None  # the table reads only the stored and the previous file
+    across = report.lesson_table(lesson_run.LessonReport(lesson, stored, emulated, cached=False), compare=True)
+    assert "481,817" not in across and "the previous run counted emulated ticks, this one icount ticks" in across
+    alike = report.lesson_table(lesson_run.LessonReport(lesson, stored, same, cached=False), compare=True)
+    assert "42,100" in alike and "not compared" not in alike

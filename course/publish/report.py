@@ -68,7 +68,14 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
             ]
         if compare:
             before = old.get(key, {})
-            row += [figure(before.get("min")), figure(before.get("median"))]
+            unit, unit_before = value.get("unit", "ticks"), before.get("unit", "ticks")
+            if (
+                before and unit_before != unit
+            ):  # another clock (emulated ticks against icount ticks): never side by side
+                row += ["-", "-"]
+                notes.append(printable(f"{key}: the previous run counted {unit_before}, this one {unit}: not compared"))
+            else:
+                row += [figure(before.get("min")), figure(before.get("median"))]
         rows.append(row)
     if not rows:
         captures = sorted(report.stored.get("captures", {}))
