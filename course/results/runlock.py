@@ -50,11 +50,8 @@ def hold(
     build.mkdir(parents=True, exist_ok=True)
     path = (build / LOCK_NAME).resolve()
     if path in _held:
-        _held[path] += 1
-        try:
+        with _again(path):
             yield
-        finally:
-            _held[path] -= 1
         return
     fd = _acquire(path, what, wait, progress or _tell)
     _held[path] = 1
@@ -80,11 +77,8 @@ def hold_results(
     path = results.resolve()
     key = path / "\0folder"  # no file has this path: never taken for a build folder's lock file
     if key in _held:
-        _held[key] += 1
-        try:
+        with _again(key):
             yield
-        finally:
-            _held[key] -= 1
         return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -113,6 +107,16 @@ def hold_results(
             del _held[key]
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _again(key: Path) -> Iterator[None]:
+    """A block inside one of this process that holds ``key`` already: counted, nothing taken twice."""
+    _held[key] += 1
+    try:
+        yield
+    finally:
+        _held[key] -= 1
 
 
 def _tell(line: str) -> None:
