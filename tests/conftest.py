@@ -154,6 +154,25 @@ def course_root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def start_chromium() -> Callable[..., object]:
+    """Start headless Chromium under Selenium with these flags beside the ones every browser test needs."""
+
+    def start(*flags: str) -> object:
+        if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+            pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", *flags):
+            options.add_argument(flag)
+        return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+    return start
+
+
 @pytest.fixture
 def scratch_layout(tmp_path: Path) -> Layout:
     """The real checkout, with results and build output in a temporary folder."""

@@ -142,20 +142,9 @@ return [svg.getBoundingClientRect().top, bar.getBoundingClientRect().bottom,
 
 
 @pytest.fixture(scope="module")
-def phone():
+def phone(start_chromium):
     """Headless Chromium with a phone's window, 390 x 844 CSS px."""
-    import shutil
-
-    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
-        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = start_chromium("--disable-background-networking")
     # A headless window is never narrower than 500 px: a phone's viewport is emulated instead.
     metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -30,27 +29,14 @@ SCREENSHOTS = ROOT / "build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
-        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
+def browser(start_chromium):
+    driver = start_chromium(
         "--disable-quic",
-        "--no-first-run",
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1300,2000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    )
     yield driver
     driver.quit()
 

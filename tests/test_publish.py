@@ -135,17 +135,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def chromium():
-    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
-        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1366,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+def chromium(start_chromium):
+    driver = start_chromium("--window-size=1366,900")
     yield driver
     driver.quit()
 
