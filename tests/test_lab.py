@@ -246,6 +246,32 @@ def _describe(pid: int) -> str:
 
 
 @needs_sshd
+def test_the_test_sshd_ends_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    """A test run killed by a timeout (SIGKILL, no teardown) leaves no daemon listening behind."""
+    starter = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from course.lab.local_sshd import LocalSshd\n"
+        "daemon = LocalSshd(Path(sys.argv[1])).start()\n"
+        "print(daemon.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", starter, str(tmp_path / "sshd")], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        daemon = int(process.stdout.readline())
+        assert not _zombie(daemon)  # it was listening
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    outlived = _until(lambda: not _zombie(daemon))
+    if outlived:
+        os.kill(daemon, signal.SIGKILL)  # so that a failure leaves nothing running either
+    assert not outlived, f"sshd {daemon} outlived the process that started it"
+
+
+@needs_sshd
 @pytest.mark.slow
 def test_a_lab_of_two_hosts_brings_both_sets_and_reports_the_failing_ones(
     sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]

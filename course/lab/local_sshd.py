@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from course.lab.options import LabError
+from course.measure.runners import die_with_parent
 
 #: How long the daemon may take to answer on its port.
 START_SECONDS = 10.0
@@ -113,14 +114,17 @@ class LocalSshd:
         )
         host_public = (self.host_key.with_name(self.host_key.name + ".pub")).read_text().split()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_public[0]} {host_public[1]}\n")
+        parent = os.getpid()
         with self.log.open("ab") as log:
             # A session of its own: a Ctrl-C at the terminal reaches the test, which stops it in order.
+            # Should the test's process be killed before it can (a timeout's SIGKILL), the daemon ends too.
             self.process = subprocess.Popen(
                 [_sshd(), "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=lambda: die_with_parent(parent, signal.SIGTERM),
             )
         self._wait_until_it_answers()
         return self

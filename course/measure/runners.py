@@ -252,7 +252,7 @@ def _with_descendants(table: dict[int, tuple[str, int, int]], roots: set[int]) -
 _HELD = {signal.SIGINT, *TERMINATION}
 
 
-def _dies_with(parent: int, number: int) -> None:
+def die_with_parent(parent: int, number: int) -> None:
     """In the child, before exec: receive ``number`` when the thread that started it ends (this process too)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(number), 0, 0, 0)
@@ -280,7 +280,7 @@ def owned_process(command: list[str], guarded: bool = False, **popen: object) ->
     def prepare() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if sys.platform.startswith("linux"):
-            _dies_with(parent, death)
+            die_with_parent(parent, death)
 
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     process: OwnedProcess | None = None
