@@ -280,13 +280,25 @@ def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleratio
         raise Exit("some kernels failed; see the failures above (earlier results were kept)", code=1)
 
 
-@task(help={"number": "the lesson's number, as in lessons/NN-*.md", "set": SET_HELP["set"], **KERNEL_HELP})
+@task(
+    help={
+        "number": "the lesson's number, as in lessons/NN-*.md",
+        "all": "rerun every program of the lesson (default: the exercises, their solutions and the programs "
+        "whose sources changed; the others keep their stored figures, with their own dates)",
+        "set": SET_HELP["set"],
+        **KERNEL_HELP,
+    }
+)
 @_clear_errors
 @_one_run_at_a_time
-def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa: A002
-    """Rerun one lesson's exercise: rebuild if changed, run, store, update its pages, compare."""
+def lesson(c, number, all_=False, set=None, kernel_runner=None, acceleration=None):  # noqa: A002
+    """Rerun one lesson's exercise (and changed programs; --all: every program), store, update its pages, compare."""
     ok = commands.lesson(
-        _layout(c), _number(number), set_name=set or c.course.set, kernel=_kernel(c, kernel_runner, acceleration)
+        _layout(c),
+        _number(number),
+        set_name=set or c.course.set,
+        kernel=_kernel(c, kernel_runner, acceleration),
+        every=all_,
     )
     if not ok:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)

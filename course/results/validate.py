@@ -209,7 +209,7 @@ def _check_text_length(field: str, value: Any, most: int) -> None:
 
 # --- <lesson>.json ----------------------------------------------------------------------------
 
-LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "compiler")
+LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "setting_key", "compiler")
 KERNEL_RUN_TEXT = ("runner", "acceleration", "why", "guest_kernel", "unavailable")
 
 
