@@ -228,6 +228,15 @@ def _lesson_file(run: LessonRun) -> dict:
         "failures": run.failures,
         "steps": run.steps,
         "exercises": run.exercises,
+        # A student's rerun kept these programs' figures: each program -> when its figures were taken.
+        **({"kept": _kept_dates(run)} if run.kept else {}),
+    }
+
+
+def _kept_dates(run: LessonRun) -> dict[str, str]:
+    measured = run.measurements
+    return {
+        program: min(measured[key].get("measured_at", "") for key in keys) for program, keys in sorted(run.kept.items())
     }
 
 

@@ -118,6 +118,12 @@ def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini:
     assert stored["exercises"]["x"]["yours"]["status"] == "works"
     assert stored["measurements"]["01-mini/alpha-less-beta"]["value"] == 30, "derived from the kept figures"
     assert stored["captures"].keys() == {"01-mini/alpha.output", "01-mini/beta.output", "01-mini/gamma.output"}
+    assert stored["kept"] == {p: before[f"01-mini/{f}"] for p, f in (("alpha", "a"), ("beta", "b"), ("gamma", "c"))}
+    # The execution report's "last run" says both dates: the rerun's, and the kept figures'.
+    from course.publish.sphinxext.context import kept_since, last_run
+
+    assert last_run(stored) == after["01-mini/solution.x.one"]
+    assert kept_since(stored) == f" (figures of alpha, beta, gamma kept from {before['01-mini/a']})"
     line = report.kept_line(second)
     assert line.startswith("reran the exercise x and its solution; kept 3 programs' figures (alpha, beta, gamma)")
     assert line.endswith("invoke lesson 1 --all reruns them")
