@@ -183,3 +183,13 @@ def test_the_lesson_command_says_what_it_kept(mini: Layout, capsys, monkeypatch)
     assert "; kept 3 programs' figures (alpha, beta, gamma) from " in out
     assert commands.lesson(mini, 1, every=True)
     assert "kept no stored figure" in capsys.readouterr().out
+
+
+def test_a_program_set_beside_the_exercise_by_a_derivation_always_reruns(mini: Layout) -> None:
+    toml = mini.root / "code/user/01-mini/lesson.toml"
+    derivation = '[[derive]]\nname = "x-over-c"\nexpression = "median(01-mini/exercise.x.one) / median(01-mini/c)"\n'
+    toml.write_text(toml.read_text() + derivation)
+    rerun(mini)
+    second = rerun(mini)
+    assert set(second.kept) == {"alpha", "beta"}, "gamma's figure is divided into the exercise's, rerun each time"
+    assert ran(second) == {"gamma", "exercise-x", "solutions/exercise-x"}
