@@ -193,3 +193,9 @@ def test_a_program_set_beside_the_exercise_by_a_derivation_always_reruns(mini: L
     second = rerun(mini)
     assert set(second.kept) == {"alpha", "beta"}, "gamma's figure is divided into the exercise's, rerun each time"
     assert ran(second) == {"gamma", "exercise-x", "solutions/exercise-x"}
+
+
+def test_in_a_student_copy_the_line_names_no_solution(mini: Layout) -> None:
+    first = rerun(mini)
+    first.stored["exercises"]["x"].pop("solution")  # a student copy measures no solution beside yours
+    assert report.kept_line(first).startswith("reran the exercise x, alpha, beta, gamma;")

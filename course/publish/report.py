@@ -99,8 +99,11 @@ def kept_line(report: LessonReport) -> str:
         return ""
     ran = sorted({step["name"].split(" ")[1] for step in report.steps if step["name"].startswith("run ")})
     ran = [name for name in ran if name not in report.kept]
-    exercises = sorted(report.stored.get("exercises") or {})
-    parts = [f"the exercise {name} and its solution" for name in exercises] + ran
+    exercises = report.stored.get("exercises") or {}
+    parts = [
+        f"the exercise {name}" + (" and its solution" if "solution" in outcome else "")  # a student copy has none
+        for name, outcome in sorted(exercises.items())
+    ] + ran
     reran = f"reran {', '.join(parts) or 'nothing'}"
     if not report.kept:
         return f"{reran}; kept no stored figure"
