@@ -18,19 +18,15 @@ from pathlib import Path
 from invoke import Collection, Exit
 
 from course import commands
-from course.classroom import grading, submission
 from course.cli import task  # one spelling and one short flag per option, in every task
-from course.kernel import guest_hardware, guest_kernels, set_identity, vm_shell
+from course.kernel import guest_hardware, guest_kernels, set_identity
 from course.kernel.kernel_build import KernelError
 from course.kernel.options import KernelOptions, OptionError
 from course.kernel.vm import VmError
-from course.lab import inventory
-from course.lab.options import LabError, LabOptions, Timeouts
 from course.measure import lessons
 from course.measure.build import BuildError
 from course.measure.lesson_run import MachineError
 from course.measure.threads import termination_as_interrupt
-from course.publish import bundle as publishing
 from course.publish import edition as course_edition
 from course.publish import report, site
 from course.results import progress, runlock, store
@@ -53,16 +49,27 @@ CLEAR_ERRORS = (
     OptionError,
     BuildError,
     runlock.RunLockError,
-    LabError,
-    inventory.InventoryError,
     guest_kernels.KernelNameError,
     SetNameError,
     course_edition.EditionError,
     set_identity.ReleaseChangeError,
-    submission.SubmissionError,
-    grading.GradingError,
-    vm_shell.ShellError,
 )
+
+#: The same, of the modules only some tasks import (start-up: ``invoke lesson 3`` loads none of them):
+#: module -> its error class. A module that was never imported raised nothing.
+LAZY_CLEAR_ERRORS = {
+    "course.lab.options": "LabError",
+    "course.lab.inventory": "InventoryError",
+    "course.classroom.submission": "SubmissionError",
+    "course.classroom.grading": "GradingError",
+    "course.kernel.vm_shell": "ShellError",
+}
+
+
+def _clear_error_types() -> tuple[type[BaseException], ...]:
+    loaded = [getattr(sys.modules[name], error) for name, error in LAZY_CLEAR_ERRORS.items() if name in sys.modules]
+    return (*CLEAR_ERRORS, *loaded)
+
 
 SET_HELP = {
     "set": "name of this machine's result set (default: derived from the machine)",
@@ -136,10 +143,11 @@ def _clear_errors(function):
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except CLEAR_ERRORS as error:
-            raise Exit(f"error: {error}", code=2) from None
-        except OSError as error:  # a full disk or a folder without permission: the machine's, not a bug
-            line = commands.os_error_line(error, _folders(args))
+        except Exception as error:
+            if isinstance(error, _clear_error_types()):
+                raise Exit(f"error: {error}", code=2) from None
+            # A full disk or a folder without permission: the machine's, not a bug.
+            line = commands.os_error_line(error, _folders(args)) if isinstance(error, OSError) else None
             if line is None:
                 raise
             raise Exit(f"error: {line}", code=2) from None
@@ -280,13 +288,25 @@ def _matrix(c, names, lesson, force, set_name, label, kernel_runner, acceleratio
         raise Exit("some kernels failed; see the failures above (earlier results were kept)", code=1)
 
 
-@task(help={"number": "the lesson's number, as in lessons/NN-*.md", "set": SET_HELP["set"], **KERNEL_HELP})
+@task(
+    help={
+        "number": "the lesson's number, as in lessons/NN-*.md",
+        "all": "rerun every program of the lesson (default: the exercises, their solutions and the programs "
+        "whose sources changed; the others keep their stored figures, with their own dates)",
+        "set": SET_HELP["set"],
+        **KERNEL_HELP,
+    }
+)
 @_clear_errors
 @_one_run_at_a_time
-def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa: A002
-    """Rerun one lesson's exercise: rebuild if changed, run, store, update its pages, compare."""
+def lesson(c, number, all_=False, set=None, kernel_runner=None, acceleration=None):  # noqa: A002
+    """Rerun one lesson's exercise (and changed programs; --all: every program), store, update its pages, compare."""
     ok = commands.lesson(
-        _layout(c), _number(number), set_name=set or c.course.set, kernel=_kernel(c, kernel_runner, acceleration)
+        _layout(c),
+        _number(number),
+        set_name=set or c.course.set,
+        kernel=_kernel(c, kernel_runner, acceleration),
+        every=all_,
     )
     if not ok:
         raise Exit("some steps failed; see the failures above (earlier results were kept)", code=1)
@@ -301,6 +321,8 @@ def lesson(c, number, set=None, kernel_runner=None, acceleration=None):  # noqa:
 @_clear_errors
 def vm(c, lesson, acceleration="tcg"):
     """Open a shell in the lesson's disposable guest (serial console here): insmod, dmesg, rmmod by hand."""
+    from course.kernel import vm_shell  # start-up: the guest's shell loads only when asked for
+
     with termination_as_interrupt():
         status = vm_shell.open_shell(_layout(c), _number(lesson), c.course.guest_kernel, acceleration)
     if status != 0:
@@ -334,6 +356,8 @@ def site_(c, strict=False, edition=None, sets=""):
 @_clear_errors
 def publish(c, edition="student", pdf=False):
     """Write the site to publish: a self-contained folder with .nojekyll and the EPUB beside it, and its tarball."""
+    from course.publish import bundle as publishing  # start-up: only invoke publish
+
     layout = _layout(c)
     chosen = course_edition.chosen(layout.root, edition)
     done = publishing.publish(layout, edition=chosen, current_set=commands.current_set(layout, c.course.set), pdf=pdf)
@@ -484,6 +508,9 @@ def lab(
     parallel=None,
 ):
     """Measure a lab of machines over SSH at once, import each one's set, build the site."""
+    from course.lab import inventory  # start-up: the lab (and its YAML inventory) loads only when a lab runs
+    from course.lab.options import LabOptions, Timeouts
+
     minutes = _minutes(timeout or 60, "--timeout") * 60
     outcome = commands.lab(
         _layout(c),
@@ -554,6 +581,8 @@ def results_import(c, archive, force=False):
 @_clear_errors
 def results_exercises(c, csv=None):
     """The class's progress: one row a student, one column an exercise (graded, or self-reported by an import)."""
+    from course.classroom import grading  # start-up: the class's modules load only when asked for
+
     layout = _layout(c)
     rows, columns, problems = progress.rows(layout.results)
     for line in problems:
@@ -582,6 +611,8 @@ results = Collection("results", results_list, results_export, results_import, re
 @_clear_errors
 def submit(c, student, output=None, set=None):  # noqa: A002
     """Pack your exercise sources and your result set into one archive to hand in."""
+    from course.classroom import submission  # start-up: the class's modules load only when asked for
+
     path = submission.pack(_layout(c), student, Path(output) if output else None, set_name=set or c.course.set)
     print(f"submission: {path} (hand this file in; your instructor grades it with invoke grade)")
 
@@ -598,6 +629,8 @@ def submit(c, student, output=None, set=None):  # noqa: A002
 @_one_run_at_a_time
 def grade(c, folder, lessons=None, acceleration=None):
     """Build and check every submission in the disposable VM, against the solutions; store and show the grades."""
+    from course.classroom import grading  # start-up: the class's modules load only when asked for
+
     grades, refused = grading.grade(
         _layout(c),
         Path(folder),

@@ -63,11 +63,15 @@ def measure(
     numbers: list[int] | None = None,
     *,
     force: bool = False,
+    keep_unchanged: bool = False,
     set_name: str | None = None,
     label: str | None = None,
     kernel: kernel_options.KernelOptions | None = None,
 ) -> tuple[list[LessonReport], str]:
-    """Build and run the chosen lessons (default: all), storing their results; return reports and set id."""
+    """Build and run the chosen lessons (default: all), storing their results; return reports and set id.
+
+    ``keep_unchanged``: see :func:`course.pipeline.measure_lessons` (a student's rerun).
+    """
     chosen = [lesson_catalog.find(layout, n) for n in numbers] if numbers else lesson_catalog.discover(layout)
     kernel = kernel or kernel_options.KernelOptions()
     if kernel.runner == "host-kernel":
@@ -80,7 +84,12 @@ def measure(
     shown = set_path.relative_to(layout.root) if set_path.is_relative_to(layout.root) else set_path
     print(f"result set: {shown}")
     reports = pipeline.measure_lessons(
-        layout, [lesson for lesson in chosen if lesson.has_code], set_path, force=force, kernel=kernel
+        layout,
+        [lesson for lesson in chosen if lesson.has_code],
+        set_path,
+        force=force,
+        keep_unchanged=keep_unchanged,
+        kernel=kernel,
     )
     return reports, set_path.name
 
@@ -177,11 +186,25 @@ def generate(
 
 
 def lesson(
-    layout: Layout, number: int, *, set_name: str | None = None, kernel: kernel_options.KernelOptions | None = None
+    layout: Layout,
+    number: int,
+    *,
+    set_name: str | None = None,
+    kernel: kernel_options.KernelOptions | None = None,
+    every: bool = False,
 ) -> bool:
-    """Rerun one lesson, rebuild the pages that use it, print the new figures beside the old."""
-    reports, set_id = measure(layout, [number], force=True, set_name=set_name, kernel=kernel)
+    """Rerun one lesson, rebuild the pages that use it, print the new figures beside the old.
+
+    A student's loop: the exercises and their solutions always rerun, and so does every program
+    whose sources changed; the other programs keep their stored figures, with their own dates,
+    unless ``every`` (``--all``) reruns them all.
+    """
+    reports, set_id = measure(layout, [number], force=True, keep_unchanged=not every, set_name=set_name, kernel=kernel)
     print_reports(reports, compare=True)
+    for lesson_report in reports:
+        line = report.kept_line(lesson_report)
+        if line:
+            print("\n" + line)
     seconds = site.build_site(layout, strict=False, current_set=set_id)
     # Where a rerun's time goes: building and running what it measures, then the site.
     measured = sum(step["seconds"] for lesson_report in reports for step in lesson_report.steps)

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from course.kernel.options import KernelOptions
-from course.measure import host_runs
+from course.measure import host_runs, keep
 from course.measure.lesson_run import LessonReport, LessonRun, MachineError, Progress
 from course.measure.lessons import Lesson
 from course.results import derive, fingerprint, store
@@ -106,12 +106,33 @@ def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def setting_key(run: LessonRun, machine: dict) -> str:
+    """A hash of what shapes a host lesson's figures apart from each program's own sources.
+
+    Its lesson.toml, the compiler and flags of each program, this machine's kernel and CPU: a
+    rerun keeps a program's stored figures (:mod:`course.measure.keep`) only while it matches.
+    """
+    lesson = run.lesson
+    parts = {
+        "specs": [
+            path.read_text(encoding="utf-8")
+            for path in (lesson.code_dir / "lesson.toml", (lesson.kernel_dir or lesson.code_dir) / "lesson.toml")
+            if path.is_file()
+        ],
+        "builds": {name: [program.compiler, *program.cflags] for name, program in sorted(run.programs.items())},
+        "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
+        "cpu": [machine.get("cpu_model"), machine.get("microcode")],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def measure_lessons(
     layout: Layout,
     lessons: list[Lesson],
     set_path: Path,
     *,
     force: bool = False,
+    keep_unchanged: bool = False,
     progress: Progress = print,
     kernel: KernelOptions | None = None,
     kernel_only: bool = False,
@@ -120,6 +141,9 @@ def measure_lessons(
 
     A lesson's results are reused, without running anything, when nothing that shapes
     them changed (sources, compiler, flags, kernel, machine), unless ``force`` is set.
+    With ``keep_unchanged`` (a student's ``invoke lesson N``) a lesson that does run still
+    reruns its exercises, but keeps the stored figures of each program whose sources and
+    setting are unchanged (:mod:`course.measure.keep`), each with its own date.
     All kernel modules of the lessons that do run share one VM boot. With ``kernel_only``
     (a kernel matrix, :mod:`course.matrix`) only what runs in the guest runs: the modules,
     the guest's programs and the traces; nothing is run or timed on this machine.
@@ -152,6 +176,9 @@ def measure_lessons(
             reports.append(LessonReport(lesson, run.previous, run.previous, cached=True, steps=run.steps))
             continue
         run.kernel = {"inputs_key": key}
+        run.setting_key = setting_key(run, machine)
+        if keep_unchanged and not kernel_only and run.previous.get("setting_key") == run.setting_key:
+            run.kept = keep.keepable(layout, run)
         if not kernel_only:
             host_runs.run_programs(layout, run, progress)
             host_runs.run_exercises(layout, run, progress)
@@ -167,7 +194,7 @@ def measure_lessons(
         if run.tsc_rates and not run.lesson.modules and not run.kernel_only:  # a guest's rate is not this machine's
             _record_tsc_rate(set_path, statistics.median(run.tsc_rates))
         stored = store.save_lesson(set_path, run.lesson.name, _lesson_file(run))
-        reports.append(LessonReport(run.lesson, stored, run.previous, cached=False, steps=run.steps))
+        reports.append(LessonReport(run.lesson, stored, run.previous, cached=False, steps=run.steps, kept=run.kept))
     reports.sort(key=lambda report: report.lesson.number)
     return reports
 
@@ -192,6 +219,7 @@ def _lesson_file(run: LessonRun) -> dict:
         "runner": "host" if not (run.lesson.modules or run.kernel_only) else run.kernel.get("runner", "vm"),
         "kernel_run": {k: v for k, v in run.kernel.items() if k != "inputs_key"},
         "inputs_key": run.kernel.get("inputs_key", "") if not run.failures else "",
+        "setting_key": run.setting_key if not run.failures else "",
         "compiler": first.compiler if first else fingerprint.compiler_version(),
         "cflags": list(first.cflags) if first else [],
         "sources": {**run.sources, **{p: d for program in run.programs.values() for p, d in program.sources.items()}},
@@ -200,6 +228,15 @@ def _lesson_file(run: LessonRun) -> dict:
         "failures": run.failures,
         "steps": run.steps,
         "exercises": run.exercises,
+        # A student's rerun kept these programs' figures: each program -> when its figures were taken.
+        **({"kept": _kept_dates(run)} if run.kept else {}),
+    }
+
+
+def _kept_dates(run: LessonRun) -> dict[str, str]:
+    measured = run.measurements
+    return {
+        program: min(measured[key].get("measured_at", "") for key in keys) for program, keys in sorted(run.kept.items())
     }
 
 

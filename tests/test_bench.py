@@ -205,14 +205,17 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
     """Five cold generations, each in empty folders of its own; then five of each other step in the last one."""
     from course.results.layout import Layout
 
-    durations = iter([50.0, 40.0, 44.0, 60.0, 41.0, 0.5, 0.4, 0.9, 0.6, 0.3, 2.0, 3.5, 2.5, 2.8, 9.0])
+    loop, every = [2.0, 3.5, 2.5, 2.8, 9.0], [7.0, 6.0, 8.0, 7.5, 5.6]
+    rounds = [value for pair in zip(every, loop, strict=True) for value in pair]  # --all, then the student's loop
+    durations = iter([50.0, 40.0, 44.0, 60.0, 41.0, 0.5, 0.4, 0.9, 0.6, 0.3, *rounds])
     shares = iter(["1.1", "1.4", "1.2", "0.9", "5.0"])
     seen: list[tuple[str, str]] = []
 
     def run(command: list[str], env: dict, cwd, progress, what: str) -> tuple[float, str]:
         seen.append((" ".join(command[3:]), env["INVOKE_COURSE_BUILD"]))
-        printed = "lesson 3 ...\nbuilt and measured in 2.9 s\n" if "lesson" in command else ""
-        printed += f"site updated in {next(shares)} s: build/html\n" if "lesson" in command else ""
+        student = "lesson" in command and "--all" not in command
+        printed = "lesson 3 ...\nbuilt and measured in 2.9 s\n" if student else ""
+        printed += f"site updated in {next(shares)} s: build/html\n" if student else ""
         return next(durations), printed
 
     monkeypatch.setattr(bench_speed, "run_timed", run)
@@ -229,7 +232,10 @@ def test_the_pipeline_is_timed_as_medians_with_the_site_share_of_a_lesson_rerun(
     folders = [folder for _, folder in seen]
     assert len(set(folders[:5])) == 5, "each cold generation starts from empty folders"
     assert set(folders[5:]) == {folders[4]}, "the other steps run where the last cold one left its results"
-    assert [step for step, _ in seen] == ["generate"] * 10 + ["lesson 3"] * 5
+    assert [step for step, _ in seen] == ["generate"] * 10 + ["lesson 3 --all", "lesson 3"] * 5
+    control = found["bench/pipeline.lesson-3-all"]
+    assert control["value"] == 7.0 and control["goal"] is None
+    assert found["bench/pipeline.lesson-3"]["note"].endswith("the student's loop takes 0.40 times that")
 
 
 def test_only_some_benchmarks_update_their_figures_and_keep_the_others(

@@ -507,7 +507,7 @@ def test_invoke_grade_exits_non_zero_when_a_job_could_not_be_graded(tmp_path: Pa
         },
     }
     refused = ["\\x1beve.tar.gz: not a submission archive"]
-    monkeypatch.setattr(tasks.grading, "grade", lambda *args, **kwargs: ([record], refused))
+    monkeypatch.setattr(grading, "grade", lambda *args, **kwargs: ([record], refused))  # the task imports it on use
     with pytest.raises(Exit) as ended:
         tasks.grade(MockContext(config=config, run=Result()), str(tmp_path))
     assert ended.value.code == 1

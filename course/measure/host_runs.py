@@ -29,10 +29,14 @@ def build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
 
 
 def run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
+    """Run each program of the lesson, or carry over the figures of those ``run.kept`` names."""
     lesson = run.lesson
     for spec in lesson.runs:
         program = run.programs.get(spec.program)
         if program is None:
+            continue
+        if spec.program in run.kept:
+            keep_figures(run, spec.program, spec.stdin, progress)
             continue
         for stdin in spec.stdin:
             started = time.monotonic()
@@ -69,6 +73,21 @@ def run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
                 "command": outcome.command,
                 "measured_at": store.now(),
             }
+
+
+def keep_figures(run: LessonRun, program: str, kinds: tuple[str, ...], progress: Progress) -> None:
+    """Carry a kept program's stored figures and outputs over unchanged, each with its own date."""
+    lesson = run.lesson
+    previous = run.previous
+    for key in run.kept[program]:
+        run.measurements[key] = previous["measurements"][key]
+    for stdin in kinds:
+        output = measurement_id(lesson, program, stdin, kinds) + ".output"
+        if output in previous.get("captures", {}):
+            run.captures[output] = previous["captures"][output]
+        run.steps.append({"name": f"run {program} ({stdin})", "seconds": 0.0, "cached": True})
+    when = min(previous["measurements"][key].get("measured_at", "") for key in run.kept[program])
+    progress(f"  keep   {program:<20} figures of {when} (sources unchanged)")
 
 
 #: How long a student's variant (or its solution) may run before it is stopped.

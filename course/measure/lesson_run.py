@@ -33,6 +33,11 @@ class LessonReport:
     previous: dict
     cached: bool
     steps: list[dict] = field(default_factory=list)
+    kept: dict[str, list[str]] = field(default_factory=dict)  # program -> its figures kept from an earlier run
+
+    @property
+    def kept_figures(self) -> set[str]:
+        return {key for keys in self.kept.values() for key in keys}
 
     @property
     def failures(self) -> list[dict]:
@@ -55,6 +60,8 @@ class LessonRun:
     sources: dict[str, str] = field(default_factory=dict)
     exercises: dict[str, dict] = field(default_factory=dict)  # name -> {"yours": ..., "solution": ...}
     kernel_only: bool = False  # a kernel matrix's run: only what runs in the guest (course.matrix)
+    kept: dict[str, list[str]] = field(default_factory=dict)  # program -> its figures kept (course.measure.keep)
+    setting_key: str = ""  # what shapes its figures beside the sources (course.pipeline.setting_key)
 
     def fail(self, step: str, what: str, message: str, log: str = "") -> None:
         self.failures.append(failure(step, what, message, log))

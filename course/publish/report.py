@@ -47,17 +47,22 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
     rows = []
     notes = []
     old = report.previous.get("measurements", {})
+    kept = report.kept_figures
     for key, value in sorted(report.stored.get("measurements", {}).items()):
+        # A kept row is the earlier run's figure, not rerun; a derived one from kept figures only says so too.
+        marked = f"{key} (kept)" if key in kept else key
+        if value.get("derived") and kept and set(value.get("from") or ()) <= kept:
+            marked = f"{key} (from kept)"
         if value.get("status") == "ok" and "min" not in value:  # a derived or single figure
             single = value.get("value", value.get("mean"))
             shown = f"{single:,.2f}" if single is not None and abs(single) < 100 else figure(single)
-            row = [key, value.get("unit", ""), shown, "", "", "", "", ""]
+            row = [marked, value.get("unit", ""), shown, "", "", "", "", ""]
         elif value.get("status") != "ok":
             notes.append(printable(f"{key}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}"))
-            row = [key, "", value.get("status", "?"), "", "", "", "", ""]
+            row = [marked, "", value.get("status", "?"), "", "", "", "", ""]
         else:
             row = [
-                key,
+                marked,
                 value.get("unit", "ticks"),
                 figure(value["min"]),
                 figure(value["median"]),
@@ -81,6 +86,36 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
         captures = sorted(report.stored.get("captures", {}))
         return printable("captured: " + ", ".join(captures)) if captures else "(nothing measured or captured)"
     return "\n".join([table(headers, rows), *notes])
+
+
+def when(stamp: str) -> str:
+    """``2026-12-05T02:07:44+00:00`` as ``2026-12-05 02:07 UTC``."""
+    return f"{stamp[:10]} {stamp[11:16]} UTC" if stamp.endswith("+00:00") else stamp
+
+
+def kept_line(report: LessonReport) -> str:
+    """One line: what a student's rerun ran again and whose figures it kept from when ("" when reused whole)."""
+    if report.cached:
+        return ""
+    ran = sorted({step["name"].split(" ")[1] for step in report.steps if step["name"].startswith("run ")})
+    ran = [name for name in ran if name not in report.kept]
+    exercises = report.stored.get("exercises") or {}
+    parts = [
+        f"the exercise {name}" + (" and its solution" if "solution" in outcome else "")  # a student copy has none
+        for name, outcome in sorted(exercises.items())
+    ] + ran
+    reran = f"reran {', '.join(parts) or 'nothing'}"
+    if not report.kept:
+        return f"{reran}; kept no stored figure"
+    measured = report.stored.get("measurements", {})
+    stamps = sorted(measured[key].get("measured_at", "") for key in report.kept_figures if key in measured)
+    since = when(stamps[0]) if stamps[0][:16] == stamps[-1][:16] else f"{when(stamps[0])} to {when(stamps[-1])}"
+    count = len(report.kept)
+    programs = f"{count} program{'s' if count > 1 else ''}' figures ({', '.join(sorted(report.kept))})"
+    return (
+        f"{reran}; kept {programs} from {since} (sources unchanged); "
+        f"invoke lesson {report.lesson.number} --all reruns them"
+    )
 
 
 def exercises_table(report: LessonReport) -> str:

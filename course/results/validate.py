@@ -209,7 +209,7 @@ def _check_text_length(field: str, value: Any, most: int) -> None:
 
 # --- <lesson>.json ----------------------------------------------------------------------------
 
-LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "compiler")
+LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "setting_key", "compiler")
 KERNEL_RUN_TEXT = ("runner", "acceleration", "why", "guest_kernel", "unavailable")
 
 
@@ -230,6 +230,7 @@ def check_lesson_file(content: dict, name: str = "") -> None:
     _optional(content, "cflags", "cflags", _texts)
     _optional(content, "sources", "sources", _sources)
     _optional(content, "notes", "notes", _text_map)
+    _optional(content, "kept", "kept", _text_map)
     run = content.get("kernel_run")
     if run is not None:
         _check(isinstance(run, dict), "kernel_run", run, "an object")

@@ -249,7 +249,7 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             rows.append(
                 [
                     name,
-                    last_run(data),
+                    last_run(data) + kept_since(data),
                     where,
                     f"{seconds:.2f} s",
                     f"{cached} of {len(data['steps'])}",
@@ -258,6 +258,14 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             )
         out.append(simple_table(["lesson", "last run", "where", "time in steps", "steps reused", "failures"], rows))
         return out
+
+
+def kept_since(data: dict) -> str:
+    """The date of the figures a student's rerun kept, when it differs from the last run's (else "")."""
+    kept = data.get("kept") or {}
+    if not isinstance(kept, dict) or not kept:
+        return ""
+    return f" (figures of {', '.join(sorted(kept))} kept from {min(kept.values())})"
 
 
 def last_run(data: dict) -> str:

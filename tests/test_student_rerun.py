@@ -1,0 +1,201 @@
+"""A student's rerun (``invoke lesson N``): the exercise and its solution rerun, unchanged programs keep their figures.
+
+Real compiles and real runs of a small lesson shaped like lesson 3 (programs, a derivation, an exercise
+with its solution); what is asserted is which programs ran (the step list, each figure's date), never a time.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from course import commands, pipeline
+from course.measure import lessons
+from course.publish import report
+from course.results import store
+from course.results.layout import Layout
+
+pytestmark = pytest.mark.slow
+
+
+def program(name: str, ticks: int) -> str:
+    """A program that prints one measurement, ``name``, of two samples of ``ticks`` each."""
+    return (
+        "#include <stdio.h>\n"
+        f'int main(void) {{ printf("course: measure {name} unit=ticks samples=2\\ncourse: hist {name} {ticks}x2\\n");'
+        " return 0; }\n"
+    )
+
+
+def exercise(verdict: str) -> str:
+    return (
+        "#include <stdio.h>\n"
+        'int main(void) { printf("course: measure one unit=ticks samples=2\\ncourse: hist one 7x2\\n");'
+        f' printf("course: check x {verdict} detail\\n"); return 0; }}\n'
+    )
+
+
+LESSON = """
+[[run]]
+program = "alpha"
+
+[[run]]
+program = "beta"
+
+[[run]]
+program = "gamma"
+
+[[derive]]
+name = "alpha-less-beta"
+expression = "median(01-mini/a) - median(01-mini/b)"
+
+[[exercise]]
+name = "x"
+program = "exercise-x"
+solution = "solutions/exercise-x"
+"""
+
+
+@pytest.fixture
+def mini(tmp_path: Path) -> Layout:
+    root = tmp_path / "course"
+    (root / "lessons").mkdir(parents=True)
+    (root / "conf.py").write_text("")
+    (root / "lessons" / "01-mini.md").write_text("# Mini\n")
+    code = root / "code" / "user" / "01-mini"
+    (code / "solutions").mkdir(parents=True)
+    (root / "code" / "user" / "common").mkdir()
+    (code / "lesson.toml").write_text(LESSON)
+    for name, figure, ticks in (("alpha", "a", 50), ("beta", "b", 20), ("gamma", "c", 9)):
+        (code / f"{name}.c").write_text(program(figure, ticks))
+    (code / "exercise-x.c").write_text(exercise("fail"))
+    (code / "solutions" / "exercise-x.c").write_text(exercise("ok"))
+    return Layout(root)
+
+
+def rerun(layout: Layout, every: bool = False):
+    """What ``invoke lesson 1`` (``--all``: ``every``) measures, without the site."""
+    set_path = pipeline.open_set(layout)
+    lesson = lessons.find(layout, 1)
+    quiet = lambda line: None  # noqa: E731
+    return pipeline.measure_lessons(layout, [lesson], set_path, force=True, keep_unchanged=not every, progress=quiet)[0]
+
+
+def ran(lesson_report) -> set[str]:
+    """The programs whose runs really happened (a kept program's step is a cached one)."""
+    steps = [s for s in lesson_report.steps if s["name"].startswith(("run ", "exercise "))]
+    return {s["name"].split(" ")[1] for s in steps if not s.get("cached")}
+
+
+def dates(layout: Layout) -> dict[str, str]:
+    stored = store.read_json(pipeline.open_set(layout) / "01-mini.json")
+    return {key: m["measured_at"] for key, m in stored["measurements"].items()}
+
+
+def later() -> None:
+    """Let the clock pass a second: dates are stored to the second, and a rerun must show a new one."""
+    time.sleep(1.1)
+
+
+def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini: Layout) -> None:
+    first = rerun(mini)
+    assert ran(first) == {"alpha", "beta", "gamma", "exercise-x", "solutions/exercise-x"}
+    assert first.kept == {}, "the first run has nothing to keep"
+    before = dates(mini)
+    later()
+    (mini.root / "code/user/01-mini/exercise-x.c").write_text(exercise("ok"))  # the student's edit
+    second = rerun(mini)
+    assert ran(second) == {"exercise-x", "solutions/exercise-x"}
+    assert set(second.kept) == {"alpha", "beta", "gamma"}
+    after = dates(mini)
+    for key in ("01-mini/a", "01-mini/b", "01-mini/c"):
+        assert after[key] == before[key], f"{key} keeps its own date"
+    for key in ("01-mini/exercise.x.one", "01-mini/solution.x.one"):
+        assert after[key] > before[key], f"{key} was measured again"
+    stored = store.read_json(pipeline.open_set(mini) / "01-mini.json")
+    assert stored["exercises"]["x"]["yours"]["status"] == "works"
+    assert stored["measurements"]["01-mini/alpha-less-beta"]["value"] == 30, "derived from the kept figures"
+    assert stored["captures"].keys() == {"01-mini/alpha.output", "01-mini/beta.output", "01-mini/gamma.output"}
+    assert stored["kept"] == {p: before[f"01-mini/{f}"] for p, f in (("alpha", "a"), ("beta", "b"), ("gamma", "c"))}
+    # The execution report's "last run" says both dates: the rerun's, and the kept figures'.
+    from course.publish.sphinxext.context import kept_since, last_run
+
+    assert last_run(stored) == after["01-mini/solution.x.one"]
+    assert kept_since(stored) == f" (figures of alpha, beta, gamma kept from {before['01-mini/a']})"
+    line = report.kept_line(second)
+    assert line.startswith("reran the exercise x and its solution; kept 3 programs' figures (alpha, beta, gamma)")
+    assert line.endswith("invoke lesson 1 --all reruns them")
+    table = report.lesson_table(second, compare=True)
+    assert "01-mini/a (kept)" in table and "01-mini/exercise.x.one (kept)" not in table
+
+
+def test_an_edited_program_reruns_and_a_derivation_never_mixes_runs(mini: Layout) -> None:
+    rerun(mini)
+    before = dates(mini)
+    later()
+    (mini.root / "code/user/01-mini/gamma.c").write_text(program("c", 11))
+    second = rerun(mini)
+    assert ran(second) == {"gamma", "exercise-x", "solutions/exercise-x"}, "a changed source is never kept"
+    assert store.read_json(pipeline.open_set(mini) / "01-mini.json")["measurements"]["01-mini/c"]["min"] == 11
+    assert dates(mini)["01-mini/a"] == before["01-mini/a"]
+    later()
+    # alpha feeds a derivation with beta: rerunning alpha alone would set figures of two runs side by side.
+    (mini.root / "code/user/01-mini/alpha.c").write_text(program("a", 60))
+    third = rerun(mini)
+    assert ran(third) == {"alpha", "beta", "exercise-x", "solutions/exercise-x"}
+    assert set(third.kept) == {"gamma"}
+    after = store.read_json(pipeline.open_set(mini) / "01-mini.json")["measurements"]
+    assert after["01-mini/alpha-less-beta"]["value"] == 40
+    assert after["01-mini/a"]["measured_at"] == after["01-mini/b"]["measured_at"] > before["01-mini/b"]
+
+
+def test_all_reruns_every_program(mini: Layout) -> None:
+    rerun(mini)
+    later()
+    everything = rerun(mini, every=True)
+    assert ran(everything) == {"alpha", "beta", "gamma", "exercise-x", "solutions/exercise-x"}
+    assert everything.kept == {}
+    assert report.kept_line(everything) == (
+        "reran the exercise x and its solution, alpha, beta, gamma; kept no stored figure"
+    )
+
+
+def test_a_changed_setting_or_a_failed_run_keeps_nothing(mini: Layout) -> None:
+    rerun(mini)
+    toml = mini.root / "code/user/01-mini/lesson.toml"
+    toml.write_text(toml.read_text().replace('program = "gamma"', 'program = "gamma"\nargs = ["5"]'))
+    assert ran(rerun(mini)) >= {"alpha", "beta", "gamma"}, "another lesson.toml: every figure is taken again"
+    (mini.root / "code/user/01-mini/solutions/exercise-x.c").write_text(exercise("fail"))
+    failed = rerun(mini)
+    assert failed.failures, "the reference solution failing its check is a failure of the run"
+    (mini.root / "code/user/01-mini/solutions/exercise-x.c").write_text(exercise("ok"))
+    assert ran(rerun(mini)) >= {"alpha", "beta", "gamma"}, "after a failed run, the next one reruns whole"
+
+
+def test_the_lesson_command_says_what_it_kept(mini: Layout, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(commands.site, "build_site", lambda *args, **kwargs: 0.0)
+    assert commands.lesson(mini, 1)
+    capsys.readouterr()
+    assert commands.lesson(mini, 1)
+    out = capsys.readouterr().out
+    assert "; kept 3 programs' figures (alpha, beta, gamma) from " in out
+    assert commands.lesson(mini, 1, every=True)
+    assert "kept no stored figure" in capsys.readouterr().out
+
+
+def test_a_program_set_beside_the_exercise_by_a_derivation_always_reruns(mini: Layout) -> None:
+    toml = mini.root / "code/user/01-mini/lesson.toml"
+    derivation = '[[derive]]\nname = "x-over-c"\nexpression = "median(01-mini/exercise.x.one) / median(01-mini/c)"\n'
+    toml.write_text(toml.read_text() + derivation)
+    rerun(mini)
+    second = rerun(mini)
+    assert set(second.kept) == {"alpha", "beta"}, "gamma's figure is divided into the exercise's, rerun each time"
+    assert ran(second) == {"gamma", "exercise-x", "solutions/exercise-x"}
+
+
+def test_in_a_student_copy_the_line_names_no_solution(mini: Layout) -> None:
+    first = rerun(mini)
+    first.stored["exercises"]["x"].pop("solution")  # a student copy measures no solution beside yours
+    assert report.kept_line(first).startswith("reran the exercise x, alpha, beta, gamma;")
