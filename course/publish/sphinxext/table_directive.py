@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from docutils import nodes
@@ -12,6 +13,7 @@ from course.publish.sphinxext.base import (
     MeasurementsDirective,
     course_value,
     how_to_measure,
+    ran_where,
     table_row,
     value_text,
 )
@@ -29,6 +31,9 @@ from course.publish.sphinxext.figures import (
     reference_set,
 )
 from course.results.store import ResultSet
+
+#: The acceleration that measures in a unit: what to rerun for a table of that unit that has no figures.
+ACCELERATION_OF = {"emulated ticks": "tcg", "icount ticks": "tcg-icount"}
 
 
 class CourseTable(MeasurementsDirective):
@@ -84,6 +89,9 @@ class CourseTable(MeasurementsDirective):
         }
         # A class column of dashes only takes room: the class's figures here are all ticks of no time.
         with_class = any(spreads.values())
+        shown = [lookup for _, _, found in looked for set_id, lookup in found if set_id in keep and lookup]
+        if not with_class and not any(lookup.measurement for lookup in shown) and "optional" not in self.options:
+            return self._not_run(looked)  # row labels and no figure: say why, never an empty table
         columns = 1 + len(keep) + with_class + ratio
         with_2000 = any(self.data.sets[set_id].kind == "reference" for set_id in keep)
         table = nodes.table(classes=["course-table"])
@@ -129,6 +137,46 @@ class CourseTable(MeasurementsDirective):
         if field:
             return [table]
         return [table, *self._note(ratio, with_2000)]
+
+    def _not_run(self, looked: list) -> list[nodes.Node]:
+        """A table no set has a figure for: one line that says what was run instead, and a warning.
+
+        After ``invoke lesson 9 --acceleration tcg-icount`` this machine's lesson 9 figures are a guest's
+        instruction counts: a table of emulated ticks has none. It says so (in which unit this machine's
+        last run counted, where, and the command that measures the table's unit), and the build warns:
+        ``invoke site --strict`` fails on a table that shows nothing.
+        """
+        caption = self.options.get("caption", "this table")
+        unit = self.options.get("unit", "")
+        keys = [key for key, _, _ in looked]
+        current = self.data.current
+        mine = [
+            lookup.measurement for _, _, found in looked for i, lookup in found if i == self.data.current_id and lookup
+        ]
+        mine = [m for m in mine if m and m.get("status", "ok") == "ok"]
+        command = how_to_measure(keys[0]) if keys else "invoke generate"
+        if current is not None and mine and unit:
+            counted = " and ".join(sorted({basis_unit(current, m) for m in mine}))
+            where = ran_where(mine)  # a guest's: another acceleration measures the table's unit
+            acceleration = ACCELERATION_OF.get(unit) if where else None
+            if acceleration:
+                reason = (
+                    f"this machine's last run counted {counted} in a {where}, not {unit}; "
+                    f"`{command} --acceleration {acceleration}` measures them"
+                )
+            else:
+                reason = f"this machine's figures of it are in {counted}, not {unit}"
+        elif current is not None:
+            reason = f"this machine has no figure of it yet; `{command}` measures it"
+        else:
+            reason = f"no result set here has these figures{f' in {unit}' if unit else ''}"
+        self.warn(f"the table {caption!r} has no figures: {reason}", "empty-table")
+        paragraph = nodes.paragraph(classes=["course-table-not-run"])
+        what = re.sub(r":\s*(minimum|median)[^:]*$", "", caption)  # what the cells would have held goes
+        paragraph += nodes.strong(text=f"{what}: not run. ")
+        for n, part in enumerate((reason[0].upper() + reason[1:] + ".").split("`")):
+            paragraph += nodes.literal(text=part) if n % 2 else nodes.Text(part)  # a command, as the page shows one
+        return [paragraph]
 
     @staticmethod
     def _has_unit(result_set: ResultSet, looked: list, unit: str) -> bool:
