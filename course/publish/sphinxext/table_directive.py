@@ -89,9 +89,11 @@ class CourseTable(MeasurementsDirective):
         }
         # A class column of dashes only takes room: the class's figures here are all ticks of no time.
         with_class = any(spreads.values())
-        shown = [lookup for _, _, found in looked for set_id, lookup in found if set_id in keep and lookup]
-        if not with_class and not any(lookup.measurement for lookup in shown) and "optional" not in self.options:
-            return self._not_run(looked)  # row labels and no figure: say why, never an empty table
+        # No set kept (a column's or the class's) has a figure here: say why, never an empty table.
+        kept_ids = {result_set.id for result_set in kept}
+        shown = [lookup for _, _, found in looked for set_id, lookup in found if set_id in kept_ids and lookup]
+        if not any(lookup.measurement for lookup in shown) and "optional" not in self.options:
+            return self._not_run(looked)
         columns = 1 + len(keep) + with_class + ratio
         with_2000 = any(self.data.sets[set_id].kind == "reference" for set_id in keep)
         table = nodes.table(classes=["course-table"])
