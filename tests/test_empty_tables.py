@@ -80,3 +80,8 @@ def test_the_canned_pages_have_no_empty_table(app: SphinxTestApp) -> None:
     app.build()
     assert "empty-table" not in app._warning.getvalue()
     assert "not run." not in (Path(app.outdir) / "kernel.html").read_text()
+
+
+def test_the_guide_says_a_table_without_figures_is_a_warning() -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "instructors.md").read_text()
+    assert "a table that no set has a figure for" in " ".join(guide.split())
