@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from course.kernel import kernel_build, kernel_runs, ram_guest, vm
-from course.measure import lessons
+from course.measure import host_runs, lessons
 from course.measure.lesson_run import LessonRun
 from course.results.layout import Layout
 
@@ -53,3 +53,16 @@ def test_a_module_loaded_two_ways_is_built_and_said_once(tmp_path: Path) -> None
         assert sum("khttpd.ko" in line for line in lines) == 1, lines
         assert len({tuple(job["params"]) for job in jobs}) == 2, "both ways of loading it still run"
     assert not run.failures
+
+
+@pytest.mark.slow
+def test_lesson_9s_four_servers_on_the_host_each_have_their_line(tmp_path: Path) -> None:
+    layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    run = LessonRun(lessons.find(layout, 9), previous={})
+    host_runs.build_programs(layout, run, progress=lambda line: None)
+    lines: list[str] = []
+    host_runs.run_programs(layout, run, lines.append)
+    started = [line for line in lines if line.startswith("  run    serve")]
+    assert len(started) == len(set(started)) == 4, lines
+    for server in ("read-write", "sendfile", "splice", "io_uring"):
+        assert any(f"args={server} 2000" in line for line in started), started

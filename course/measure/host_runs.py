@@ -30,6 +30,7 @@ def build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
 
 def run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
     lesson = run.lesson
+    ways = [spec.program for spec in lesson.runs]  # a program run several ways: its lines name the way
     for spec in lesson.runs:
         program = run.programs.get(spec.program)
         if program is None:
@@ -37,6 +38,7 @@ def run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
         for stdin in spec.stdin:
             started = time.monotonic()
             also = f" files={','.join(spec.files)}" if spec.files else ""
+            also += f" args={' '.join(spec.args)}" if ways.count(spec.program) > 1 else ""  # lesson 9's four servers
             progress(f"  run    {spec.program:<20} stdin={stdin}{also} ...")
             outcome = run_on_host(
                 program.binary,
