@@ -132,13 +132,41 @@ class CourseTable(MeasurementsDirective):
             if ratio:
                 cells.insert(at, self._ratio(key, dict(found)))
             body += table_row(cells)
+        blocks: list[nodes.Node] = [table, *self._same_guest(keep, columns_found)]
         if pooled:
             text = CLASS_NOTE if with_class else CLASS_ON_PAGES
             note = nodes.paragraph(classes=["course-table-note"], text=text.format(sets=len(pooled)))
-            return [table, note] if field else [table, note, *self._note(ratio, with_2000)]
+            return [*blocks, note] if field else [*blocks, note, *self._note(ratio, with_2000)]
         if field:
-            return [table]
-        return [table, *self._note(ratio, with_2000)]
+            return blocks
+        return [*blocks, *self._note(ratio, with_2000)]
+
+    def _same_guest(self, keep: list[str], columns_found: dict[str, list]) -> list[nodes.Node]:
+        """A note when this machine's column counted in the very guest a kernel set of the table counted in.
+
+        After ``invoke lesson 9 --acceleration tcg-icount`` this machine's column is Debian's 6.1 guest under
+        -icount, as ``qemu-icount-debian-6.1`` is: the same instructions whatever the host, so the same counts.
+        """
+        mine = [m for m in columns_found.get(self.data.current_id, []) if m and m.get("status", "ok") == "ok"]
+        guests = {(m.get("guest_kernel"), m.get("acceleration")) for m in mine if m.get("runner") == "vm"}
+        if len(guests) != 1 or next(iter(guests))[1] != "tcg-icount":
+            return []
+        release = next(iter(guests))[0]
+        twins = [
+            self.data.sets[set_id].label
+            for set_id in keep
+            if (guest := self.data.sets[set_id].info.get("guest") or {}).get("release") == release
+            and guest.get("acceleration") == "tcg-icount"
+            and not guest.get("cpu_requested")
+            and not guest.get("kernel_parameters")
+        ]
+        if not twins:
+            return []
+        text = (
+            f"This machine's column ran guest kernel {release} under QEMU -icount, as {twins[0]} did: -icount counts "
+            "the guest's instructions whatever the host, so the two columns are expected to hold the same counts."
+        )
+        return [nodes.paragraph(classes=["course-table-note"], text=text)]
 
     def _not_run(self, looked: list) -> list[nodes.Node]:
         """A table no set has a figure for: one line that says what was run instead, and a warning.
