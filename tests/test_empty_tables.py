@@ -74,7 +74,7 @@ def test_a_table_without_figures_says_why_and_warns(make_app, app: SphinxTestApp
     assert "guest kernel 6.1.0-57-amd64 (QEMU icount), in a VM on the host" in heading, heading
     assert "this machine" not in heading
     # Its counts repeat those of the kernel set of the same guest kernel: the page says why, once, under that table.
-    same = "ran guest kernel 6.1.0-57-amd64 under QEMU -icount, as Other machine did"
+    same = "The guest that Canned machine booted ran kernel 6.1.0-57-amd64 under QEMU -icount, as Other machine did"
     assert text.count(same) == 1 and same in text.split("Counted in instructions")[1], text
     # Figures that ran on the host have no remedy in another acceleration: said as they are.
     assert "Host figures counted in instructions: not run. This machine's figures of it are in ticks" in text, text

@@ -163,8 +163,9 @@ class CourseTable(MeasurementsDirective):
         if not twins:
             return []
         text = (
-            f"This machine's column ran guest kernel {release} under QEMU -icount, as {twins[0]} did: -icount counts "
-            "the guest's instructions whatever the host, so the two columns are expected to hold the same counts."
+            f"The guest that {self.data.sets[self.data.current_id].label} booted ran kernel {release} under QEMU "
+            f"-icount, as {twins[0]} did: -icount counts the guest's instructions whatever the host, so both "
+            "columns are expected to hold the same counts."
         )
         return [nodes.paragraph(classes=["course-table-note"], text=text)]
 
