@@ -544,11 +544,18 @@ def clean(c):
     commands.clean(_layout(c))
 
 
-@task(name="list", default=True, help={"json": "print every set and measurement as JSON (schema: docs/results.md)"})
+@task(
+    name="list",
+    default=True,
+    help={
+        "json": "print every set and measurement as JSON (schema: docs/results.md)",
+        "verbose": "every field: the label, the host's CPU, kernel and virtualization (wider than 100 columns)",
+    },
+)
 @_clear_errors
-def results_list(c, json=False):
-    """List the stored result sets (machine, date, completeness), or print them all as JSON."""
-    print(commands.results(_layout(c), as_json=json))
+def results_list(c, json=False, verbose=False):
+    """List the stored result sets (where they ran, date, completeness), or print them all as JSON."""
+    print(commands.results(_layout(c), as_json=json, verbose=verbose))
 
 
 @task(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -298,9 +299,20 @@ def bench(layout: Layout, set_name: str | None = None, runs: int | None = None, 
     print(f"stored in {files}; `invoke site` shows them on the site")
 
 
-def results(layout: Layout, as_json: bool = False) -> str:
-    """Every stored result set: a table, or the full JSON documented in docs/results.md."""
-    sets = store.load_all(layout.results)
+#: The terminal width ``invoke results`` fits its table to; the set and "where it ran" cells wrap onto more lines.
+RESULTS_WIDTH = 100
+
+
+def results(layout: Layout, as_json: bool = False, verbose: bool = False) -> str:
+    """Every stored result set: a table (within 100 columns; ``verbose``: every field), or the full JSON.
+
+    Two sets whose names differ in case alone are listed all the same, with a warning on stderr that
+    says which to rename: the site and an import refuse them, the listing is where one looks for them.
+    """
+    sets = store.load_all(layout.results, case_twins_allowed=True)
+    clash = store.case_clash(layout.results, list(sets))
+    if clash:
+        print(f"warning: {clash}", file=sys.stderr)
     if not sets and not as_json:
         return f"no result sets in {layout.results} (`invoke generate` measures this machine's)"
     if as_json:
@@ -317,23 +329,69 @@ def results(layout: Layout, as_json: bool = False) -> str:
         ok = sum(1 for m in measurements if m.get("status") == "ok")
         failures = sum(len(d.get("failures", [])) for d in result_set.lessons.values())
         lessons_done = sum(1 for name in with_code if name in result_set.lessons)
-        machine = result_set.machine
-        imported = bool(result_set.info.get("imported"))
-        rows.append(
-            [
-                result_set.id + (" *" if result_set.id == mine else "") + (" (imported)" if imported else ""),
-                result_set.label if result_set.label != result_set.id else "",
+        name = (
+            result_set.id
+            + (" *" if result_set.id == mine else "")
+            + (" (imported)" if result_set.info.get("imported") else "")
+        )
+        reference = result_set.kind == "reference"
+        tail = [
+            result_set.updated()[:10] or "-",
+            "-" if reference else f"{lessons_done}/{len(with_code)}",
+            f"{ok}/{len(measurements)}",
+            str(failures),
+        ]
+        if verbose:
+            machine = result_set.machine
+            label = result_set.label if result_set.label != result_set.id else ""
+            host = [
                 machine.get("cpu_model", "-"),
                 machine.get("kernel_release", "-"),
                 machine.get("virtualization", "-"),
-                result_set.updated()[:10] or "-",
-                "reference" if result_set.kind == "reference" else f"{lessons_done}/{len(with_code)} lessons",
-                f"{ok}/{len(measurements)}",
-                str(failures),
             ]
-        )
-    headers = ["set", "label", "cpu", "kernel", "virt", "date", "complete", "figures ok", "failures"]
-    return report.table(headers, rows) + "\n(* this machine)"
+            rows.append([name, label, *host, where_ran(result_set), *tail])
+        else:
+            rows.append([name, where_ran(result_set), *tail])
+    ending = "\n* this machine; lessons: of those with programs, how many have results here"
+    if verbose:
+        headers = [
+            "set",
+            "label",
+            "host cpu",
+            "host kernel",
+            "host virt",
+            "where it ran",
+            "date",
+            "lessons",
+            "ok",
+            "failed",
+        ]
+        return report.table(headers, rows) + ending
+    headers = ["set", "where it ran", "date", "lessons", "ok", "failed"]
+    table = report.fitted_table(headers, rows, RESULTS_WIDTH, wrapped=(0, 1))
+    return table + ending + "\n(--verbose: every field, the set's label and the host's CPU and kernel among them)"
+
+
+def where_ran(result_set: store.ResultSet) -> str:
+    """Where a set's figures were measured, in a few words: the host's CPU and kernel, or the guest's release and how.
+
+    An icount set measured in a guest names the guest (its release, the CPU model QEMU showed it, its kernel
+    parameters, the acceleration), never the host that ran QEMU: its figures are the guest's.
+    """
+    machine = result_set.machine
+    if result_set.kind == "reference":
+        return f"{result_set.label}, kernel {machine.get('kernel_release', '?')}"
+    guest = result_set.info.get("guest")
+    if isinstance(guest, dict):
+        parts = [f"guest {guest.get('release') or guest.get('name') or '?'}"]
+        if guest.get("cpu_requested"):
+            parts.append(f"on {guest['cpu_requested']}")
+        if guest.get("kernel_parameters"):
+            parts.append(f"with {guest['kernel_parameters']}")
+        return " ".join(parts) + f", {guest.get('acceleration') or '?'}"
+    virt = machine.get("virtualization")
+    where = f"host {machine.get('cpu_model', '?')}, kernel {machine.get('kernel_release', '?')}"
+    return where + (f" ({virt})" if virt and virt != "bare" else "")
 
 
 def export(layout: Layout, set_name: str | None, output: str | None, force: bool = False) -> Path:

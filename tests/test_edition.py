@@ -76,7 +76,9 @@ def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_pa
     assert student == tmp_path / "build" / "student" / "html"
     assert solutions_in(student) == []
     page = (student / "lessons" / "03-timing.html").read_text()
-    assert "not part of the student edition" in page and "exercise-onebyte.c" in page  # the exercise stays
+    assert "exercise-onebyte.c" in page and "uses pread" not in text_of(student / "lessons" / "03-timing.html")
+    # Lesson 3's solution, prose and code, is a course-solution-prose block: gone. Lesson 1's code says why it is.
+    assert "not part of the student edition" in (student / "lessons" / "01-user-kernel.html").read_text()
 
     # The check can fail: the full edition (its own folder) does show them, folded and as downloads. It is the
     # session's build of this checkout (conftest.py): built with -W, the same Sphinx command as edition "full".

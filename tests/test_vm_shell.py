@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from course.kernel import vm_shell
+from course.kernel.kernel_build import GuestKernel
+from course.measure import lessons
 from course.results.layout import Layout
 
 INVOKE = [sys.executable, "-m", "invoke"]
@@ -180,3 +182,22 @@ def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(cou
     finally:
         terminal.kill()
     assert not [pid for pid in qemu if _alive(pid)], "no QEMU left running"
+
+
+def test_the_guide_and_the_acceleration_line_say_it_in_words(course_root: Path) -> None:
+    """No bare "tcg: asked for", and no promise of a boot time that a busy machine does not keep."""
+    assert (
+        vm_shell.acceleration_line("tcg", "asked for", "tcg")
+        == "software emulation (TCG), as asked by --acceleration tcg"
+    )
+    probed = vm_shell.acceleration_line(
+        "tcg", "software emulation: a probe boot under KVM hung (no answer in 45 s)", "auto"
+    )
+    assert probed == "software emulation (TCG): a probe boot under KVM hung (no answer in 45 s)"
+    kernel = GuestKernel("6.1.0-57-amd64", Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    prepared = vm_shell.Prepared(lessons.find(Layout(course_root), 4), kernel, [], {}, [])
+    said = vm_shell.guide(prepared, "tcg")
+    assert "kernel 6.1.0-57-amd64, software emulation (TCG)." in said
+    assert "half a minute" not in said and "busier machine" in said, "what the boot's time depends on"
+    assert "~/.bashrc" in said, "the host's shell start-up files run in the guest, and their complaints are theirs"
+    assert "KVM takes seconds" in vm_shell.guide(prepared, "kvm")

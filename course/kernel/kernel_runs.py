@@ -239,6 +239,7 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
             if any((run.lesson.name, module.name) in together for module in run.lesson.modules):
                 run.steps.append(step)
         progress(f"  build  {names}: {step['seconds']:.2f} s, one make for {kernel.release}")
+    said: set[tuple[str, str]] = set()  # a module loaded twice (lesson 9's khttpd, two ways) is built and said once
     for run in runs:
         for module in run.lesson.modules:
             started = time.monotonic()
@@ -255,7 +256,8 @@ def _build_modules(layout: Layout, runs: list[LessonRun], kernel: GuestKernel, p
                 not_built(run, module, f"not built for {kernel.release}: {errors[0] if errors else error}")
                 progress(f"  build  {module.name:<20} FAILED: {said}")
                 continue
-            if (run.lesson.name, module.name) not in together:  # else its step is the make above
+            if (run.lesson.name, module.name) not in together | said:  # else its step is the make above
+                said.add((run.lesson.name, module.name))
                 step = timed_step(f"build module {module.name}", started, cached=not built.rebuilt)
                 run.steps.append(step)
                 progress(

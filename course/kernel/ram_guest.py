@@ -37,7 +37,6 @@ from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.kernel.guest_hardware import GuestHardware
 from course.kernel.kernel_build import GuestKernel
 from course.results.layout import Layout
-from course.results.shown_text import printable
 
 #: QEMU's options that make a boot repeat itself (provenance: stored with the figures as ``qemu_options``).
 ICOUNT_OPTIONS = ("-icount", "shift=0,sleep=off,align=off", "-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm")
@@ -404,8 +403,7 @@ def run_jobs(
             if line.startswith("course-guest:"):
                 if not first_job:
                     first_job.append(time.monotonic() - started)
-                # The guest's words: an escape sequence in them would drive the terminal.
-                progress("  vm     " + printable(line.removeprefix("course-guest:").strip()))
+                progress("  vm     " + vm.guest_progress(line, jobs))
 
         status, console = vm._run(qemu_command(kernel, archive, hardware), timeout, show)
         files = read_back(console)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -144,6 +145,23 @@ def _run(command: list[str], timeout: float, on_line: Callable[[str], None]) -> 
     if output.stopped:
         return None, f"{console}\n[course] {stop_note(output.stopped, timeout)}\n"
     return process.returncode, console
+
+
+def guest_progress(line: str, jobs: list[dict]) -> str:
+    """A guest's ``course-guest:`` line as the terminal shows it, with what tells its job's variants apart.
+
+    The guest says ``[3/8] 09-khttpd/serve (user space)`` four times over for lesson 9's four servers; the
+    host knows each job's arguments (a program's, or a server module's parameters) and adds them. The
+    guest's own words stay as they are: what it runs is what it measures.
+    """
+    said = line.removeprefix("course-guest:").strip()
+    number = re.match(r"\[(\d+)/\d+\] ", said)
+    if number and 0 < int(number[1]) <= len(jobs):
+        job = jobs[int(number[1]) - 1]
+        variant = job.get("params") if "client" in job else job.get("args") if "binary" in job else None
+        if variant:
+            said += ": " + " ".join(variant)
+    return printable(said)  # the guest's words: an escape sequence in them would drive the terminal
 
 
 def probe_kvm(kernel: GuestKernel, timeout: float = PROBE_SECONDS) -> tuple[bool, str]:
@@ -358,8 +376,7 @@ def _boot(
         if line.startswith("course-guest:"):
             if not first_job:
                 first_job.append(time.monotonic() - started)
-            # The guest's words: an escape sequence in them would drive the terminal.
-            progress("  vm     " + printable(line.removeprefix("course-guest:").strip()))
+            progress("  vm     " + guest_progress(line, jobs))
 
     beside: list[BaseException] = []
     # What runs beside the boot sees its end (boot_cancelled) and registers the boots it starts (_run).

@@ -107,12 +107,41 @@ def _build(layout: Layout, owner: Lesson, name: str) -> Program:
         raise ShellError(str(error)) from None
 
 
+#: Each acceleration in words, as the terminal says it.
+ACCELERATION_WORDS = {
+    "kvm": "hardware virtualisation (KVM)",
+    "tcg": "software emulation (TCG)",
+    "tcg-icount": "software emulation counting instructions (TCG with -icount)",
+}
+
+
+def acceleration_line(chosen: str, why: str, asked: str) -> str:
+    """Which acceleration the guest boots with, and why, in words (never the bare "tcg: asked for")."""
+    words = ACCELERATION_WORDS.get(chosen, chosen)
+    if why == "asked for":  # vm.choose_acceleration's words for an acceleration named on the command line
+        return f"{words}, as asked by --acceleration {asked}"
+    return f"{words}: {why.removeprefix('software emulation: ')}"
+
+
+def boot_time(acceleration: str) -> str:
+    """What a boot's time depends on: emulated, every guest instruction runs on this machine's busy or idle CPU."""
+    if acceleration == "kvm":
+        return "A boot under KVM takes seconds."
+    return (
+        "A boot under software emulation takes from tens of seconds to a few minutes: QEMU runs every "
+        "instruction of the guest on this machine's CPU, so a slower or busier machine (builds, tests or "
+        "other guests at the same time) waits longer."
+    )
+
+
 def guide(prepared: Prepared, acceleration: str) -> str:
     """The few lines printed before the boot: what to type in the guest."""
     lines = [
         f"Lesson {prepared.lesson.number} in a disposable guest: kernel {prepared.kernel.release}, "
-        f"{acceleration} (a boot takes about half a minute under emulation).",
-        "The guest sees this machine's files read-only at the same paths; /tmp is its own.",
+        f"{ACCELERATION_WORDS.get(acceleration, acceleration)}.",
+        boot_time(acceleration),
+        "The guest sees this machine's files read-only at the same paths; /tmp is its own. Your shell's",
+        "start-up files (~/.bashrc) run there too: a complaint of theirs about a read-only folder is theirs.",
         "",
     ]
     for name, ko, params in prepared.modules:
@@ -178,7 +207,7 @@ def open_shell(
     with runlock.hold(layout.build, f"invoke vm --lesson {number} (building)"):
         prepared = prepare(layout, number, release, progress)
         chosen, why = vm.choose_acceleration(layout, prepared.kernel, acceleration, progress)
-    progress(f"  vm     {chosen}: {why}")
+    progress(f"  vm     {acceleration_line(chosen, why, acceleration)}")
     print(guide(prepared, chosen), flush=True)
     command = shell_command(prepared, chosen, layout.root)
     with terminal_restored(stdin.fileno()), owned_process(command, env=vm._environment(), cwd=layout.root) as process:

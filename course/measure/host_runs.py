@@ -31,6 +31,7 @@ def build_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
 def run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
     """Run each program of the lesson, or carry over the figures of those ``run.kept`` names."""
     lesson = run.lesson
+    ways = [spec.program for spec in lesson.runs]  # a program run several ways: its lines name the way
     for spec in lesson.runs:
         program = run.programs.get(spec.program)
         if program is None:
@@ -41,6 +42,7 @@ def run_programs(layout: Layout, run: LessonRun, progress: Progress) -> None:
         for stdin in spec.stdin:
             started = time.monotonic()
             also = f" files={','.join(spec.files)}" if spec.files else ""
+            also += f" args={' '.join(spec.args)}" if ways.count(spec.program) > 1 else ""  # lesson 9's four servers
             progress(f"  run    {spec.program:<20} stdin={stdin}{also} ...")
             outcome = run_on_host(
                 program.binary,

@@ -6,6 +6,9 @@ student edition of the site leaves them out of the pages and the downloads
 copy of the repository (:func:`student_copy`) leaves them out of the files, drops the
 ``solution`` key of each ``[[exercise]]`` and carries no history: one fresh commit.
 
+Prose that gives a solution away sits in a ``course-solution-prose`` block (:data:`SOLUTION_PROSE`):
+the student edition leaves it out of the pages, and a student copy out of its files.
+
 A student copy says so in :data:`MARKER` at its root, so that its own builds are the student
 edition without being asked, and a full edition (which needs the solutions) is refused there.
 """
@@ -31,6 +34,13 @@ SOLUTIONS = "solutions"
 
 #: The one line of a lesson.toml that names an exercise's solution (the course writes it so).
 _SOLUTION_LINE = re.compile(r'^solution\s*=\s*"[^"\n]*"\s*(#.*)?$', re.MULTILINE)
+
+
+#: The directive around prose that gives a solution away (the full edition only): a fenced block of its own,
+#: ``:::{course-solution-prose}`` to a closing ``:::`` of the same indentation (or with backticks).
+SOLUTION_PROSE = "course-solution-prose"
+
+_PROSE_OPENING = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>:{3,}|`{3,})\{" + SOLUTION_PROSE + r"\}[ \t]*$")
 
 
 class EditionError(ValueError):
@@ -73,6 +83,33 @@ def folder_name(root: Path, edition: str) -> str:
 def without_solutions(lesson_toml: str) -> str:
     """A lesson.toml's text with each ``solution = "..."`` line removed (the rest kept as written)."""
     return _SOLUTION_LINE.sub("", lesson_toml).replace("\n\n\n", "\n\n")
+
+
+def without_solution_prose(page: str, name: str = "the page") -> str:
+    """A MyST page's text with each ``course-solution-prose`` block cut out (the rest kept as written).
+
+    A block whose closing fence is missing is refused: what follows it would be cut too, or kept with the solution.
+    """
+    lines = page.splitlines(keepends=True)
+    kept: list[str] = []
+    index = 0
+    while index < len(lines):
+        opening = _PROSE_OPENING.match(lines[index].rstrip("\n"))
+        if not opening:
+            kept.append(lines[index])
+            index += 1
+            continue
+        indent, fence = opening["indent"], opening["fence"]
+        closing = re.compile(rf"^{re.escape(indent)}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+        end = next((n for n in range(index + 1, len(lines)) if closing.match(lines[n].rstrip("\n"))), None)
+        if end is None:
+            raise EditionError(
+                f"{name}, line {index + 1}: a {SOLUTION_PROSE} block is never closed; close it with {fence}"
+            )
+        if kept and not kept[-1].strip() and end + 1 < len(lines) and not lines[end + 1].strip():
+            end += 1  # the blank line after the block goes with it, the one before stays
+        index = end + 1
+    return "".join(kept)
 
 
 def tracked_files(root: Path) -> list[str]:
@@ -127,6 +164,9 @@ def student_copy(layout: Layout, destination: Path) -> tuple[Path, list[str]]:
             target.parent.mkdir(parents=True, exist_ok=True)
             if PurePosixPath(name).name == "lesson.toml":
                 _write_lesson_toml(source, target)
+            elif name.endswith(".md"):
+                text = source.read_text(encoding="utf-8")
+                target.write_text(without_solution_prose(text, name) if SOLUTION_PROSE in text else text, "utf-8")
             else:
                 shutil.copy2(source, target)
         (partial / MARKER).write_text("student\n", encoding="utf-8")

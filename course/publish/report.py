@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from course.measure.lesson_run import LessonReport
@@ -21,6 +22,51 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([line(shown[0]), rule, *(line(row) for row in shown[1:])])
+
+
+def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, wrapped: Sequence[int]) -> str:
+    """:func:`table` within ``width`` columns: the ``wrapped`` columns share what the others leave, a long cell
+    going on over the next lines (broken after a space or a dash where it can be)."""
+    shown = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
+    fixed = sum(max(len(row[i]) for row in shown) for i in range(len(headers)) if i not in wrapped)
+    room = width - fixed - 2 * (len(headers) - 1)
+    natural = {i: max(len(row[i]) for row in shown) for i in wrapped}
+    limits = dict(natural)
+    while sum(limits.values()) > room and max(limits.values()) > len(max(headers, key=len)):
+        widest = max(limits, key=lambda i: limits[i])  # take from the widest column, a character at a time
+        limits[widest] -= 1
+    lines = []
+    for row in shown[1:]:
+        cells = {i: wrapped_cell(row[i], limits[i]) for i in wrapped}
+        for n in range(max(len(cell) for cell in cells.values())):
+            lines.append(
+                [
+                    (cells[i][n] if n < len(cells[i]) else "") if i in wrapped else (cell if n == 0 else "")
+                    for i, cell in enumerate(row)
+                ]
+            )
+    return table(shown[0], lines)
+
+
+def wrapped_cell(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width``: broken at spaces; a word longer than a line after its dashes
+    (``qemu-icount-`` / ``debian-6.1``), a part still longer where it must be."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+            continue
+        pieces = [""]
+        for part in re.split(r"(?<=-)", word):
+            while part:
+                if len(pieces[-1]) + len(part) <= width:
+                    pieces[-1], part = pieces[-1] + part, ""
+                elif not pieces[-1]:
+                    pieces[-1], part = part[:width], part[width:]
+                else:
+                    pieces.append("")
+        lines += pieces
+    return lines or [""]
 
 
 def _numeric(text: str) -> bool:

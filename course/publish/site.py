@@ -95,16 +95,17 @@ def build_site(
 ) -> float:
     """Build the site into ``build/html``; return the seconds it took.
 
-    Strict builds print every warning and fail on the first page with one; others keep the
-    warnings in ``build/sphinx-warnings.txt`` and print how many there are, so that a
-    student rerunning one lesson is not buried under the other lessons' stale figures.
+    Strict builds print every warning and fail on the first page with one; others print how many
+    there are, so that a student rerunning one lesson is not buried under the other lessons' stale
+    figures. Every build that runs Sphinx rewrites ``build/sphinx-warnings.txt``: it lists that
+    build's warnings (or its crash), never an earlier build's.
     """
     started = time.monotonic()
     command = sphinx_command(layout, strict=strict, current_set=current_set, edition_name=edition_name, sets=sets)
     warnings = layout.build / "sphinx-warnings.txt"
-    if not strict:
-        layout.build.mkdir(parents=True, exist_ok=True)
-        command += ["-w", str(warnings)]
+    # Every build (strict ones too) writes the file afresh: an earlier build's crash report must not outlive it.
+    layout.build.mkdir(parents=True, exist_ok=True)
+    command += ["-w", str(warnings)]
     stamp = layout.build / INPUTS_STAMP
     inputs = input_stamp(layout, command)
     if _unchanged_since_last_build(layout, stamp, inputs):
@@ -112,6 +113,7 @@ def build_site(
             _say_warnings(warnings)
         return time.monotonic() - started
     stamp.unlink(missing_ok=True)  # a build that fails leaves no stamp: the next one runs Sphinx
+    warnings.write_text("", encoding="utf-8")  # emptied before Sphinx starts, whether or not it gets to open it
     # Sphinx's stderr is read here (and echoed in strict builds) so that a failure names its cause.
     said: list[str] = []
     with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="backslashreplace") as process:

@@ -300,20 +300,24 @@ def _derive_reference(result_set: ResultSet) -> None:
                 measurement["tsc_hz"] = rates.pop()  # ticks of one clock: the sum converts to ns like its parts
 
 
-def load_all(results: Path) -> dict[str, ResultSet]:
+def load_all(results: Path, case_twins_allowed: bool = False) -> dict[str, ResultSet]:
     """Every result set under ``results``, reference sets first, then by id.
 
     Dot-folders are never sets: an import stages into ``.import-*`` and an interrupted one
     may leave it behind (likewise ``.replaced-*``). A results folder not made yet holds no set;
     one that is a file is refused (a misspelled INVOKE_COURSE_RESULTS must not look like no sets).
     """
-    sets = [load_set(results / name) for name in set_folders(results)]
+    sets = [load_set(results / name) for name in set_folders(results, case_twins_allowed=case_twins_allowed)]
     sets.sort(key=lambda s: (s.kind != "reference", s.id))
     return {s.id: s for s in sets}
 
 
-def set_folders(results: Path) -> list[str]:
-    """The names of the folders under ``results`` that :func:`load_all` loads as sets, without reading them."""
+def set_folders(results: Path, case_twins_allowed: bool = False) -> list[str]:
+    """The names of the folders under ``results`` that :func:`load_all` loads as sets, without reading them.
+
+    Two names that differ in case alone are refused (the site and an import refuse them), unless
+    ``case_twins_allowed``: the listing of ``invoke results`` shows them, and :func:`case_clash` says why they must go.
+    """
     if not results.is_dir():
         if results.exists():
             raise StoreError(
@@ -325,14 +329,24 @@ def set_folders(results: Path) -> list[str]:
         for folder in sorted(results.iterdir())
         if not folder.name.startswith(".") and (folder / SET_FILE).exists()
     ]
+    clash = case_clash(results, names)
+    if (
+        clash and not case_twins_allowed
+    ):  # copied by hand (an import refuses it): two pages a copy of the site makes one
+        raise StoreError(clash)
+    return names
+
+
+def case_clash(results: Path, names: list[str]) -> str:
+    """One line naming the first two of ``names`` that differ only in case, and the fix; ``""`` when none do."""
     for name in names:
         twins = case_twins(name, names)
-        if twins:  # copied by hand (an import refuses it): two pages that a copy of the site would make one
-            raise StoreError(
+        if twins:
+            return (
                 f"{results}: result sets {name!r} and {twins[0]!r} differ only in case, one folder and one page "
                 "on a case-insensitive file system (macOS, Windows); rename or remove one of the two folders"
             )
-    return names
+    return ""
 
 
 def save_set_info(path: Path, info: dict) -> None:

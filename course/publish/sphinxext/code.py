@@ -234,6 +234,21 @@ class CourseDownloads(SphinxDirective):
         return [items]
 
 
+class CourseSolutionProse(SphinxDirective):
+    """Prose that gives an exercise's solution away: in the full edition only.
+
+    The student edition of the site shows nothing of it, and a student copy of the repository has
+    the block cut out of its pages (:func:`course.publish.edition.without_solution_prose`).
+    """
+
+    has_content = True
+
+    def run(self) -> list[nodes.Node]:
+        if self.config.course_edition == "student":
+            return []
+        return self.parse_content_to_nodes()
+
+
 def setup(app: Sphinx) -> None:
     """Called from the extension's own setup."""
     app.add_config_value("course_code_dir", "code", "env", types=[str])
@@ -243,3 +258,4 @@ def setup(app: Sphinx) -> None:
     app.add_node(course_fold, html=(visit_course_fold, depart_course_fold), latex=passes, text=passes)
     app.add_directive("course-code", CourseCode)
     app.add_directive("course-downloads", CourseDownloads)
+    app.add_directive(edition.SOLUTION_PROSE, CourseSolutionProse)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from docutils import nodes
@@ -12,6 +13,7 @@ from course.publish.sphinxext.base import (
     MeasurementsDirective,
     course_value,
     how_to_measure,
+    ran_where,
     table_row,
     value_text,
 )
@@ -29,6 +31,9 @@ from course.publish.sphinxext.figures import (
     reference_set,
 )
 from course.results.store import ResultSet
+
+#: The acceleration that measures in a unit: what to rerun for a table of that unit that has no figures.
+ACCELERATION_OF = {"emulated ticks": "tcg", "icount ticks": "tcg-icount"}
 
 
 class CourseTable(MeasurementsDirective):
@@ -84,6 +89,11 @@ class CourseTable(MeasurementsDirective):
         }
         # A class column of dashes only takes room: the class's figures here are all ticks of no time.
         with_class = any(spreads.values())
+        # No set kept (a column's or the class's) has a figure here: say why, never an empty table.
+        kept_ids = {result_set.id for result_set in kept}
+        shown = [lookup for _, _, found in looked for set_id, lookup in found if set_id in kept_ids and lookup]
+        if not any(lookup.measurement for lookup in shown) and "optional" not in self.options:
+            return self._not_run(looked)
         columns = 1 + len(keep) + with_class + ratio
         with_2000 = any(self.data.sets[set_id].kind == "reference" for set_id in keep)
         table = nodes.table(classes=["course-table"])
@@ -122,13 +132,82 @@ class CourseTable(MeasurementsDirective):
             if ratio:
                 cells.insert(at, self._ratio(key, dict(found)))
             body += table_row(cells)
+        blocks: list[nodes.Node] = [table, *self._same_guest(keep, columns_found)]
         if pooled:
             text = CLASS_NOTE if with_class else CLASS_ON_PAGES
             note = nodes.paragraph(classes=["course-table-note"], text=text.format(sets=len(pooled)))
-            return [table, note] if field else [table, note, *self._note(ratio, with_2000)]
+            return [*blocks, note] if field else [*blocks, note, *self._note(ratio, with_2000)]
         if field:
-            return [table]
-        return [table, *self._note(ratio, with_2000)]
+            return blocks
+        return [*blocks, *self._note(ratio, with_2000)]
+
+    def _same_guest(self, keep: list[str], columns_found: dict[str, list]) -> list[nodes.Node]:
+        """A note when this machine's column counted in the very guest a kernel set of the table counted in.
+
+        After ``invoke lesson 9 --acceleration tcg-icount`` this machine's column is Debian's 6.1 guest under
+        -icount, as ``qemu-icount-debian-6.1`` is: the same instructions whatever the host, so the same counts.
+        """
+        mine = [m for m in columns_found.get(self.data.current_id, []) if m and m.get("status", "ok") == "ok"]
+        guests = {(m.get("guest_kernel"), m.get("acceleration")) for m in mine if m.get("runner") == "vm"}
+        if len(guests) != 1 or next(iter(guests))[1] != "tcg-icount":
+            return []
+        release = next(iter(guests))[0]
+        twins = [
+            self.data.sets[set_id].label
+            for set_id in keep
+            if (guest := self.data.sets[set_id].info.get("guest") or {}).get("release") == release
+            and guest.get("acceleration") == "tcg-icount"
+            and not guest.get("cpu_requested")
+            and not guest.get("kernel_parameters")
+        ]
+        if not twins:
+            return []
+        text = (
+            f"The guest that {self.data.sets[self.data.current_id].label} booted ran kernel {release} under QEMU "
+            f"-icount, as {twins[0]} did: -icount counts the guest's instructions whatever the host, so both "
+            "columns are expected to hold the same counts."
+        )
+        return [nodes.paragraph(classes=["course-table-note"], text=text)]
+
+    def _not_run(self, looked: list) -> list[nodes.Node]:
+        """A table no set has a figure for: one line that says what was run instead, and a warning.
+
+        After ``invoke lesson 9 --acceleration tcg-icount`` this machine's lesson 9 figures are a guest's
+        instruction counts: a table of emulated ticks has none. It says so (in which unit this machine's
+        last run counted, where, and the command that measures the table's unit), and the build warns:
+        ``invoke site --strict`` fails on a table that shows nothing.
+        """
+        caption = self.options.get("caption", "this table")
+        unit = self.options.get("unit", "")
+        keys = [key for key, _, _ in looked]
+        current = self.data.current
+        mine = [
+            lookup.measurement for _, _, found in looked for i, lookup in found if i == self.data.current_id and lookup
+        ]
+        mine = [m for m in mine if m and m.get("status", "ok") == "ok"]
+        command = how_to_measure(keys[0]) if keys else "invoke generate"
+        if current is not None and mine and unit:
+            counted = " and ".join(sorted({basis_unit(current, m) for m in mine}))
+            where = ran_where(mine)  # a guest's: another acceleration measures the table's unit
+            acceleration = ACCELERATION_OF.get(unit) if where else None
+            if acceleration:
+                reason = (
+                    f"this machine's last run counted {counted} in a {where}, not {unit}; "
+                    f"`{command} --acceleration {acceleration}` measures them"
+                )
+            else:
+                reason = f"this machine's figures of it are in {counted}, not {unit}"
+        elif current is not None:
+            reason = f"this machine has no figure of it yet; `{command}` measures it"
+        else:
+            reason = f"no result set here has these figures{f' in {unit}' if unit else ''}"
+        self.warn(f"the table {caption!r} has no figures: {reason}", "empty-table")
+        paragraph = nodes.paragraph(classes=["course-table-not-run"])
+        what = re.sub(r":\s*(minimum|median)[^:]*$", "", caption)  # what the cells would have held goes
+        paragraph += nodes.strong(text=f"{what}: not run. ")
+        for n, part in enumerate((reason[0].upper() + reason[1:] + ".").split("`")):
+            paragraph += nodes.literal(text=part) if n % 2 else nodes.Text(part)  # a command, as the page shows one
+        return [paragraph]
 
     @staticmethod
     def _has_unit(result_set: ResultSet, looked: list, unit: str) -> bool:

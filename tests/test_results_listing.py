@@ -1,0 +1,81 @@
+"""`invoke results`: what an instructor reads of the stored sets, within 100 columns, even when two clash."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from course import commands
+from course.publish import report
+from course.results.layout import Layout
+
+ROOT = Path(__file__).resolve().parents[1]
+ICOUNT = "qemu-icount-debian-6.1-rt-skylake-server-v4-mitigations-off"  # the longest name the course ships
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for name in ("reference-2000", "qemu-icount-debian-6.12", ICOUNT):
+        shutil.copytree(ROOT / "results" / name, folder / name)
+    shutil.copytree(ROOT / "tests" / "roots" / "test-course" / "results" / "canned-machine", folder / "canned-machine")
+    return folder
+
+
+def _column(listed: str, header: str, following: str) -> str:
+    """The text of one column of a listing, its wrapped lines joined (as a reader reads them)."""
+    lines = listed.splitlines()
+    start, end = lines[0].index(header), lines[0].index(following)
+    return " ".join(line[start:end].strip() for line in lines[2:] if line[start:end].strip())
+
+
+def test_the_listing_fits_100_columns_and_says_where_each_set_ran(results: Path) -> None:
+    listed = commands.results(Layout(ROOT, results_dir=results))
+    assert max(len(line) for line in listed.splitlines()) <= 100, listed
+    where = _column(listed, "where it ran", "date")
+    # An icount set ran in a guest: its release, the CPU model QEMU showed it, its parameters and the acceleration,
+    # never the host that ran QEMU (whose CPU and kernel the set's "machine" holds).
+    assert "guest 6.12.118+deb12-amd64, tcg-icount" in where, listed
+    assert "guest 6.1.0-57-rt-amd64 on Skylake-Server-v4 with mitigations=off, tcg-icount" in where, listed
+    assert "6.18.44" not in listed, "the host's kernel is not where an icount set ran"
+    # A long set name wraps after its dashes, whole over the lines it takes.
+    assert ICOUNT in _column(listed, "set", "where it ran").replace("- ", "-"), listed
+    # A host set names its CPU and kernel; the article's set its machine.
+    assert (
+        "host Canned CPU 1000, kernel 6.1.0-canned" in where
+        and "2000: Rubini's 500 MHz PC, kernel 2.4.0-test8" in where
+    )
+    verbose = commands.results(Layout(ROOT, results_dir=results), verbose=True)
+    assert "QEMU -icount, Debian 6.12 guest" in verbose and "host cpu" in verbose
+
+
+def test_two_sets_differing_only_in_case_are_listed_with_a_warning(results: Path, capsys) -> None:
+    shutil.copytree(results / "canned-machine", results / "Canned-Machine")
+    listed = commands.results(Layout(ROOT, results_dir=results))
+    assert "Canned-Machine" in listed and "\ncanned-machine " in listed, listed
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: ") and "'Canned-Machine' and 'canned-machine' differ only in case" in warning
+    assert "rename or remove one of the two folders" in warning
+    # On the command line: the table, the warning, and exit status 0 (the site still refuses the pair).
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "results"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "INVOKE_COURSE_RESULTS": str(results)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Canned-Machine" in done.stdout and "differ only in case" in done.stderr
+
+
+def test_a_wrapped_cell_breaks_at_spaces_then_after_dashes() -> None:
+    assert report.wrapped_cell("guest 6.1.0-57-amd64, tcg-icount", 22) == ["guest 6.1.0-57-amd64,", "tcg-icount"]
+    assert report.wrapped_cell("qemu-icount-debian-6.1-rt", 12) == ["qemu-icount-", "debian-6.1-", "rt"]
+    assert report.wrapped_cell("x" * 10, 4) == ["xxxx", "xxxx", "xx"]
+    assert report.wrapped_cell("", 4) == [""]
