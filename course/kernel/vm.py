@@ -11,6 +11,7 @@ emulation (TCG); the deterministic mode adds ``-icount``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from course.kernel import kernel_guest
+from course.kernel import boot_image, kernel_guest
 from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.kernel.guest_hardware import GuestHardware
 from course.kernel.kernel_build import PLAIN_PATH, GuestKernel, plain_temp
@@ -146,6 +147,12 @@ def vng_command(
     command.append(f"--append={UNUSED_DRIVERS_PARAMETER}")
     command += [f"--append={parameter}" for parameter in hardware.append]
     return [*command, "--exec", exec_command]
+
+
+def booted_kernel(layout: Layout, kernel: GuestKernel) -> GuestKernel:
+    """The kernel as a guest boots it: uncompressed, at its PVH entry, where it can be (course.kernel.boot_image)."""
+    image = boot_image.uncompressed(layout.build, kernel.image)
+    return dataclasses.replace(kernel, image=image) if image else kernel
 
 
 def _environment() -> dict[str, str]:
@@ -397,6 +404,7 @@ def _boot(
     while_booting: Callable[[Path], None] | None = None,
 ) -> VmRun:
     plan, results = kernel_guest.prepare(rundir, jobs)
+    kernel = booted_kernel(layout, kernel)
     root = shlex.quote(str(layout.root))
     guest = f"cd {root} && PYTHONPATH={root} {shlex.join(helper(plan, results))}"
     started = time.monotonic()
