@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from course.kernel import boot_image, guest_kernels
-from course.kernel.kernel_build import KernelError, find_kernel
+from course.kernel import boot_image, guest_kernels, vm
+from course.kernel.kernel_build import GuestKernel, KernelError, find_kernel
+from course.results.layout import Layout
 
 PVH_NOTE = boot_image.PVH_NOTES[1] + b"\x50\x08\x00\x01\x00\x00\x00\x00"
 
@@ -56,3 +57,13 @@ def test_debians_kernels_have_a_pvh_entry(tmp_path: Path, name: str) -> None:
     assert made is not None, f"{kernel.image} (xz for 6.1, zstd for 6.12) holds an ELF kernel with a PVH entry"
     assert made.read_bytes()[:4] == b"\x7fELF"
     assert find_kernel(kernel.release).image == kernel.image, "the installed image itself is never changed"
+
+
+def test_a_build_folder_whose_path_vng_would_split_boots_the_image_as_it_is(tmp_path: Path) -> None:
+    kernel = b"\x7fELF" + b"\x00" * 60 + PVH_NOTE
+    image = _bzimage(tmp_path, kernel)
+    guest = GuestKernel("6.1.0-test", image, tmp_path / "h", tmp_path / "m")
+    plain = vm.booted_kernel(Layout(tmp_path, build_dir=tmp_path / "build"), guest)
+    assert plain.image != image and plain.image.read_bytes() == kernel and plain.release == guest.release
+    spaced = vm.booted_kernel(Layout(tmp_path, build_dir=tmp_path / "my build"), guest)
+    assert spaced == guest, "vng splits --run's path at spaces"

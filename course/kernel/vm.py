@@ -150,7 +150,12 @@ def vng_command(
 
 
 def booted_kernel(layout: Layout, kernel: GuestKernel) -> GuestKernel:
-    """The kernel as a guest boots it: uncompressed, at its PVH entry, where it can be (course.kernel.boot_image)."""
+    """The kernel as a guest boots it: uncompressed, at its PVH entry, where it can be (course.kernel.boot_image).
+
+    vng splits the kernel's path at spaces: a build folder whose path has one boots the bzImage.
+    """
+    if not PLAIN_PATH.fullmatch(str(layout.build)):
+        return kernel
     image = boot_image.uncompressed(layout.build, kernel.image)
     return dataclasses.replace(kernel, image=image) if image else kernel
 
