@@ -17,7 +17,7 @@ from course.kernel.options import KernelOptions
 from course.measure import host_runs, keep
 from course.measure.lesson_run import LessonReport, LessonRun, MachineError, Progress
 from course.measure.lessons import Lesson
-from course.results import derive, fingerprint, store
+from course.results import code_parts, derive, fingerprint, store
 from course.results.layout import Layout
 
 
@@ -171,6 +171,8 @@ def measure_lessons(
             and not run.failures
             and run.previous.get("inputs_key") == key
             and not run.previous.get("failures")
+            # The course's code that shaped its guest (lesson 9's from memory) is an input too.
+            and not code_parts.changed(run.previous.get("sources", {}))
         ):
             progress(f"  reuse  {lesson.name} results (sources, compiler, kernel and machine unchanged)")
             reports.append(LessonReport(lesson, run.previous, run.previous, cached=True, steps=run.steps))

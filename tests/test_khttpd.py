@@ -228,6 +228,8 @@ def test_lesson_9_in_the_guest_checks_every_answer_leaves_nothing_and_counts_the
         assert measured[key]["meta"]["answers_checked"] == str(measured[key]["samples"]), key
         assert measured[key]["meta"]["scheduling"] == "batch", f"{key}: client and server SCHED_BATCH"
     assert measured["09-khttpd/server-syscalls.khttpd"]["status"] == "skipped", "a kernel thread makes no call"
+    guest_code = ram_guest.guest_code_sources().items()  # the course's code that made the guest: a source of each
+    assert all(guest_code <= measured[key]["sources"].items() for key in requests), "a change to it makes them stale"
     second = _run_lesson_9(course_root, tmp_path / "results", tmp_path / "build")
     again = second["measurements"]
     in_guest = {k: v for k, v in measured.items() if k.startswith("09-khttpd/user.") or ".khttpd" in k}

@@ -26,6 +26,15 @@ def test_software_emulation_and_its_deterministic_mode() -> None:
     assert vm.UNITS == {"kvm": "ticks", "tcg": "emulated ticks", "tcg-icount": "icount ticks", "host-kernel": "ticks"}
 
 
+def test_every_host_shares_its_root_over_9p_and_the_guest_loads_no_driver_it_does_not_use(course_root: Path) -> None:
+    command = vm.vng_command(KERNEL, "tcg-icount", "true")
+    assert "--force-9p" in command, "virtiofs where virtiofsd starts would be another guest, with other counts"
+    blacklist = [word for word in command if word.startswith("--append=modprobe.blacklist=")]
+    assert blacklist == [f"--append={vm.UNUSED_DRIVERS_PARAMETER}"] and " " not in blacklist[0], "one kernel word"
+    ours = {path.stem for path in (course_root / "code" / "kernel").rglob("*.c")}
+    assert ours and not ours & set(vm.UNUSED_DRIVERS), "the course's own modules are loaded by path, never listed"
+
+
 def test_a_remembered_kvm_verdict_is_used_without_probing(tmp_path: Path, monkeypatch) -> None:
     layout = Layout(tmp_path, build_dir=tmp_path / "build")
     verdicts = layout.build / "vm" / "kvm-verdict.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from course.kernel import vm
 from course.kernel.call_graphs import call_graphs
 from course.measure.lesson_run import LessonRun, Progress, measurement_id, parse_or_fail, record
-from course.results import store
+from course.results import code_parts, store
 
 #: Words in a kernel log that mean a module crashed the kernel's code path.
 OOPS_MARKERS = ("BUG:", "Oops:", "general protection fault", "Kernel panic", "Call Trace:")
@@ -59,7 +59,8 @@ def record_results(
             "stdin": job["stdin"],
             "command": f"{result['command']} < {job['stdin']}",
             "exit_status": result["exit_status"],
-            "sources": {k: v for k, v in run.sources.items() if "/kernel/" in k},
+            # The module's sources, and the course's code that shaped the guest, if it was packed by it.
+            "sources": {k: v for k, v in run.sources.items() if "/kernel/" in k or code_parts.is_parts(k)},
             "runner": where["runner"],
             "acceleration": where["acceleration"],
             "guest_kernel": where.get("guest_kernel"),

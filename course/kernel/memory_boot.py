@@ -53,11 +53,22 @@ def record_in_memory(runs: list[LessonRun], booted: dict, where: dict, progress:
     if boot is None:
         cannot_start(ours, where, why_not_started("vm", booted["error"]), progress, built=True)
         return
+    # The course's code that shaped this guest is a source of each of its figures, beside the programs'.
+    guest_code = ram_guest.guest_code_sources()
     for run in ours:
+        run.sources.update(guest_code)
         if boot.guest:
             run.kernel["guest_machine"] = boot.guest
+    jobs = [_with_sources(job, guest_code) for job in booted["jobs"]]
     label = f"vm boot from memory, {len(booted['jobs'])} runs ({where['acceleration']}, {ram_guest.DESCRIBED})"
     for run in ours:
         run.steps.append({"name": label, "seconds": round(booted["seconds"], 3), "cached": False})
     progress(f"  kernel {label}: {booted['seconds']:.1f} s")
-    record_results(runs, booted["jobs"], boot.jobs, boot.console, boot.exit_status, where)
+    record_results(runs, jobs, boot.jobs, boot.console, boot.exit_status, where)
+
+
+def _with_sources(job: dict, extra: dict[str, str]) -> dict:
+    """The job with ``extra`` among the sources of its figures: a program's, a server's client's (a module's
+    own figures take their sources from its lesson's, which have them already)."""
+    key = "client_sources" if "client" in job else "sources" if "binary" in job else None
+    return {**job, key: {**job.get(key, {}), **extra}} if key else job

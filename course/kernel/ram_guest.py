@@ -36,6 +36,7 @@ from course.kernel import kernel_guest, vm
 from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.kernel.guest_hardware import GuestHardware
 from course.kernel.kernel_build import GuestKernel
+from course.results import code_parts
 from course.results.layout import Layout
 
 #: QEMU's options that make a boot repeat itself (provenance: stored with the figures as ``qemu_options``).
@@ -60,6 +61,43 @@ CLIENT_SECONDS = 300
 
 #: The guest's files read back for its provenance (tables in /proc, as kernel_guest reads them).
 GUEST_FILES = ("release", "version", "cpuinfo")
+
+
+#: The course's own code that shapes what the guest runs (its /init, what its initramfs holds and how it is
+#: packed, QEMU's options, which jobs it gets): among the sources of its figures (course.results.code_parts),
+#: so that a change there shows them stale, as a change of a program of code/ does.
+GUEST_CODE = {
+    "course/kernel/ram_guest.py": (
+        "ICOUNT_OPTIONS",
+        "BUSYBOX_PATHS",
+        "FILE_LIMIT_BYTES",
+        "MODULE_SECONDS",
+        "CLIENT_SECONDS",
+        "suitable",
+        "busybox",
+        "libraries",
+        "init_script",
+        "_seconds",
+        "_title",
+        "make_initramfs",
+        "_copy_stripped",
+        "qemu_command",
+        "lessons_in_memory",
+    ),
+    "course/kernel/memory_boot.py": ("boot_in_memory",),
+    "course/kernel/kernel_guest.py": ("VM_MARK",),
+}
+
+
+def guest_code_sources() -> dict[str, str]:
+    """The digests of :data:`GUEST_CODE` as they are now, by source key (``path::name,...``)."""
+    found = {}
+    for relative, names in GUEST_CODE.items():
+        source_key = code_parts.key(relative, names)
+        digest = code_parts.current(code_parts.CODE_ROOT, source_key)
+        if digest is not None:
+            found[source_key] = digest
+    return found
 
 
 class RamGuestError(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 from html import escape, unescape
 from typing import Any
 
@@ -11,9 +12,10 @@ from docutils import nodes
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from course.kernel import guest_kernels
 from course.publish.sphinxext import depends
 from course.publish.sphinxext.data import CourseData, Lookup, data_of, format_value, to_ns
-from course.results import store
+from course.results import code_parts, store
 from course.results.store import ResultSet
 
 logger = logging.getLogger(__name__)
@@ -94,12 +96,18 @@ class CourseMixin:
                 f"run `{how_to_measure(measurement_id)}` to measure it",
                 "missing",
             )
-        elif lookup.result_set.id == self.data.current_id:
+        elif self.data.checks_sources(lookup.result_set.id):
+            for source_key in lookup.measurement.get("sources", {}):
+                if code_parts.is_parts(source_key):  # the course's own Python: its change rereads the page
+                    python = self.data.code_root / source_key.partition(code_parts.SEPARATOR)[0]
+                    depends.note(self.env, python)  # type: ignore[arg-type]
             changed = self.data.stale_sources(lookup.measurement)
             if changed:
+                guest = guest_kernels.matrix_guest(lookup.result_set)
+                of_set = f" of {lookup.result_set.id!r}" if guest else ""
                 self.warn(
-                    f"measurement {measurement_id!r} is stale: {', '.join(changed)} changed since it was "
-                    f"measured; run `{how_to_measure(measurement_id)}`",
+                    f"measurement {measurement_id!r}{of_set} is stale: {', '.join(changed)} changed since it was "
+                    f"measured; run `{how_to_measure(measurement_id, guest)}`",
                     "stale",
                 )
         return lookup
@@ -146,12 +154,23 @@ class CourseMixin:
         logger.warning("course: " + message, location=self.get_location(), type="course", subtype=subtype)  # type: ignore[attr-defined]
 
 
-def how_to_measure(measurement_id: str) -> str:
-    """The command that (re)measures a measurement: its lesson's, or the benchmarks'."""
+def how_to_measure(measurement_id: str, guest: dict | None = None) -> str:
+    """The command that (re)measures a measurement: its lesson's, or the benchmarks'.
+
+    ``guest``: the set is one of the kernel matrix's (its ``guest`` record), remeasured by its own boot.
+    """
     prefix = measurement_id.split("/", 1)[0]
-    if prefix[:2].isdigit():
+    if not prefix[:2].isdigit():
+        return "invoke bench"
+    if not guest:
         return f"invoke lesson {int(prefix[:2])}"
-    return "invoke bench"
+    words = ["invoke", "run", "--lesson", str(int(prefix[:2])), "--guest-kernels", str(guest.get("name", "?"))]
+    words += ["--acceleration", str(guest.get("acceleration", "?"))]
+    if guest.get("cpu_requested"):
+        words += ["--guest-cpu", str(guest["cpu_requested"])]
+    if guest.get("kernel_parameters"):
+        words += ["--guest-append", str(guest["kernel_parameters"])]
+    return shlex.join(words)
 
 
 def value_text(measurement: dict, field: str, in_ns: bool) -> str:

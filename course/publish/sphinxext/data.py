@@ -15,7 +15,7 @@ from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
 
 from course.kernel import guest_kernels
-from course.results import fingerprint, store
+from course.results import code_parts, fingerprint, store
 from course.results.store import ResultSet
 
 #: Fields a page may ask of a measurement, and how each is worded.
@@ -52,6 +52,7 @@ class CourseData:
     def __init__(self, results: Path, code_root: Path, current: str = "", shown: list[str] | None = None) -> None:
         self.results = results
         self.code_root = code_root
+        self._digests: dict[str, str | None] = {}  # source key -> its digest today (None: its file is gone)
         self.sets = store.load_all(results)
         self.current_id = current or self._guess_current()
         # Chosen sets (course_sets, `invoke site --sets`) are what tables and charts compare; the 2000 reference
@@ -158,13 +159,27 @@ class CourseData:
         return Lookup(result_set, found, file if file.is_file() else None)
 
     def stale_sources(self, measurement: dict) -> list[str]:
-        """The sources that changed since ``measurement`` was taken (empty when it is current)."""
+        """The sources that changed since ``measurement`` was taken (empty when it is current).
+
+        A source is a file of the checkout, or some definitions of one (course.results.code_parts:
+        the course's code that shaped a guest); each is read and hashed once per build.
+        """
         changed = []
-        for relative, digest in measurement.get("sources", {}).items():
-            path = self.code_root / relative
-            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-                changed.append(relative)
+        for source_key, digest in measurement.get("sources", {}).items():
+            if source_key not in self._digests:
+                self._digests[source_key] = code_parts.current(self.code_root, source_key)
+            if self._digests[source_key] != digest:
+                changed.append(source_key)
         return changed
+
+    def checks_sources(self, set_id: str) -> bool:
+        """Whether a figure of ``set_id`` must match today's code: this machine's, and the kernel matrix's sets.
+
+        This checkout measured both; another build of this machine's (an older kernel) or another
+        machine's set (imported) measured the code of its day, and says so with its date.
+        """
+        result_set = self.sets.get(set_id)
+        return set_id == self.current_id or (result_set is not None and bool(guest_kernels.matrix_guest(result_set)))
 
 
 #: A host kernel's build tag at the end of its release (``6.18.44-fc-v782``): another build of one release.

@@ -1,0 +1,151 @@
+"""The course's code that shapes the guest from memory is a source of its figures: a change to it shows them stale.
+
+Lesson 9's guest from memory runs an ``/init`` and an initramfs that course/kernel/ram_guest.py writes
+(course.results.code_parts): the definitions that shape them are recorded with each figure, and the site's
+check of a kernel matrix's set names them when their code changes, as it names a changed file of code/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sphinx.testing.util import SphinxTestApp
+
+from course import pipeline
+from course.kernel import memory_boot, ram_guest
+from course.measure import lessons
+from course.results import code_parts, store
+from course.results.layout import Layout
+
+GUEST_CODE = '''"""The guest's init."""
+
+#: How long a job may take.
+SECONDS = 120
+
+
+def init_script(jobs):
+    """The /init."""
+    return "#!/bin/busybox sh\\n" + "sleep %d\\n" % SECONDS  # one line per job
+
+
+def shown(jobs):
+    return "progress"
+'''
+
+
+def test_only_the_code_of_the_named_definitions_counts() -> None:
+    names = ("SECONDS", "init_script")
+    before = code_parts.parts_digest(GUEST_CODE, names)
+    worded = GUEST_CODE.replace('"""The /init."""', '"""Its /init, reworded."""').replace("# one line", "# a line")
+    assert code_parts.parts_digest(worded, names) == before, "docstrings and comments are words, not code"
+    assert code_parts.parts_digest(GUEST_CODE.replace('"progress"', '"shown"'), names) == before, "another function"
+    assert code_parts.parts_digest(GUEST_CODE.replace("busybox sh", "sh"), names) != before, "the init it writes"
+    assert code_parts.parts_digest(GUEST_CODE.replace("= 120", "= 60"), names) != before, "a constant it uses"
+    gone = GUEST_CODE.replace("def init_script", "def init_lines")
+    assert code_parts.parts_digest(gone, names) != before, "a definition that is gone is a change"
+    assert code_parts.parts_digest("def (", names) != before, "a file that is no Python matches nothing"
+
+
+def test_a_source_key_names_its_file_and_definitions(tmp_path: Path) -> None:
+    (tmp_path / "course").mkdir()
+    (tmp_path / "course" / "guest.py").write_text(GUEST_CODE)
+    source_key = code_parts.key("course/guest.py", ("SECONDS", "init_script"))
+    assert source_key == "course/guest.py::SECONDS,init_script" and code_parts.is_parts(source_key)
+    digest = code_parts.current(tmp_path, source_key)
+    assert digest == code_parts.parts_digest(GUEST_CODE, ("SECONDS", "init_script"))
+    assert code_parts.changed({source_key: digest, "code/user/x.c": "0" * 64}, tmp_path) == [], "only definitions"
+    (tmp_path / "course" / "guest.py").write_text(GUEST_CODE.replace("120", "121"))
+    assert code_parts.changed({source_key: digest}, tmp_path) == [source_key]
+    assert code_parts.current(tmp_path, "course/gone.py::init_script") is None
+
+
+def test_the_guests_figures_carry_the_code_that_packed_it() -> None:
+    """What record_in_memory adds to each job's figures: the digests of ram_guest's definitions as they are now."""
+    recorded = ram_guest.guest_code_sources()
+    packing = code_parts.key("course/kernel/ram_guest.py", ram_guest.GUEST_CODE["course/kernel/ram_guest.py"])
+    assert packing in recorded and {"init_script", "make_initramfs", "qemu_command"} <= set(
+        packing.partition("::")[2].split(",")
+    )
+    assert code_parts.changed(recorded) == [], "recorded from the checkout's own files"
+    program = memory_boot._with_sources({"binary": "/b", "sources": {"code/user/x.c": "1"}}, recorded)
+    server = memory_boot._with_sources(
+        {"ko": "/k.ko", "client": "/c", "client_sources": {"code/user/c.c": "2"}}, recorded
+    )
+    assert program["sources"] == {"code/user/x.c": "1", **recorded}
+    assert server["client_sources"] == {"code/user/c.c": "2", **recorded}
+    alone = {"ko": "/k.ko"}
+    assert memory_boot._with_sources(alone, recorded) == alone, "a module's own figures take its lesson's sources"
+
+
+def _plant(srcdir: Path, code: str) -> str:
+    """The guest's code under the test project, and its digest recorded with one figure of the 6.1 guest's set."""
+    guest = srcdir / "course" / "kernel" / "ram_guest.py"
+    guest.parent.mkdir(parents=True, exist_ok=True)
+    guest.write_text(code)
+    source_key = code_parts.key("course/kernel/ram_guest.py", ("SECONDS", "init_script"))
+    lesson = srcdir / "results" / "qemu-icount-debian-6.1" / "04-kernel-read.json"
+    data = json.loads(lesson.read_text())
+    figure = data["measurements"]["04-kernel-read/read-iter.pipe"]
+    figure["sources"] = {source_key: code_parts.parts_digest(GUEST_CODE, ("SECONDS", "init_script"))}
+    lesson.write_text(json.dumps(data))
+    page = srcdir / "index.md"
+    shown = "\n\nFrom memory: {measure}`qemu-icount-debian-6.1@04-kernel-read/read-iter.pipe:median`.\n"
+    if shown not in page.read_text():
+        page.write_text(page.read_text() + shown)
+    return source_key
+
+
+@pytest.mark.sphinx("html", testroot="course-kernels")
+def test_a_change_to_the_guests_init_makes_its_figures_stale(app: SphinxTestApp, make_app) -> None:
+    srcdir = Path(app.srcdir)  # each build below loads the sets as it starts: planted before it
+    source_key = _plant(srcdir, GUEST_CODE)
+    first = make_app("html", srcdir=app.srcdir)
+    first.build()
+    assert "stale" not in first._warning.getvalue(), "the code it was measured with"
+
+    _plant(srcdir, GUEST_CODE.replace("# one line per job", "# each job"))
+    reworded = make_app("html", srcdir=app.srcdir)
+    reworded.build()
+    assert "stale" not in reworded._warning.getvalue(), "a comment changes no count"
+
+    _plant(srcdir, GUEST_CODE.replace("busybox sh", "sh -e"))
+    changed = make_app("html", srcdir=app.srcdir)
+    changed.build()  # incremental: the page is read again because the guest's code changed
+    warnings = changed._warning.getvalue()
+    assert (
+        f"measurement '04-kernel-read/read-iter.pipe' of 'qemu-icount-debian-6.1' is stale: {source_key} changed"
+        in warnings
+    )
+    assert "run `invoke run --lesson 4 --guest-kernels 6.1 --acceleration tcg-icount`" in warnings
+
+
+def test_a_lesson_whose_guest_code_changed_is_measured_again(tmp_path: Path) -> None:
+    """A lesson file that records the guest's code reruns once that code is not what it was: it is an input."""
+    root = tmp_path / "course"
+    (root / "lessons").mkdir(parents=True)
+    (root / "conf.py").write_text("")
+    (root / "lessons" / "01-mini.md").write_text("# Mini\n")
+    code = root / "code" / "user" / "01-mini"
+    code.mkdir(parents=True)
+    (root / "code" / "user" / "common").mkdir()
+    (code / "lesson.toml").write_text('[[run]]\nprogram = "prog"\n')
+    (code / "prog.c").write_text(
+        '#include <stdio.h>\nint main(void) { printf("course: measure x unit=ticks samples=2\\n'
+        'course: hist x 5x2\\n"); return 0; }\n'
+    )
+    layout = Layout(root)
+    set_path = pipeline.open_set(layout)
+    lesson = lessons.find(layout, 1)
+    quiet = lambda line: None  # noqa: E731
+    assert not pipeline.measure_lesson(layout, lesson, set_path, progress=quiet).cached
+    assert pipeline.measure_lesson(layout, lesson, set_path, progress=quiet).cached, "nothing changed"
+    stored = store.read_json(set_path / "01-mini.json")
+    recorded = ram_guest.guest_code_sources()
+    store.save_lesson(set_path, "01-mini", {**stored, "sources": {**stored["sources"], **recorded}})
+    assert pipeline.measure_lesson(layout, lesson, set_path, progress=quiet).cached, "the same guest code"
+    stored = store.read_json(set_path / "01-mini.json")
+    packing = next(iter(recorded))
+    store.save_lesson(set_path, "01-mini", {**stored, "sources": {**stored["sources"], packing: "0" * 64}})
+    assert not pipeline.measure_lesson(layout, lesson, set_path, progress=quiet).cached, "its guest's code changed"
