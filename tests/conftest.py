@@ -6,6 +6,7 @@ import ast
 import fcntl
 import functools
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,53 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return rank.get(group, len(rank)), modules.index(item.path.name) if group in SHARED_GROUPS else 0
 
     items.sort(key=place)
+
+
+#: Where a test's CPU seconds wait between its set-up and its teardown report (see pytest_runtest_makereport).
+_CPU_AT_SETUP = pytest.StashKey[float]()
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time and that of every child it waited for (a VM, a Sphinx build, a compiler, Chromium)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_CPU_AT_SETUP] = _cpu_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A test's teardown report carries the CPU seconds it cost, its fixtures made for it included: on a machine
+    shared with other work, wall-clock durations say how busy the machine was, CPU seconds say what the test did
+    (xdist sends them from the workers with the report)."""
+    outcome = yield
+    if call.when == "teardown" and _CPU_AT_SETUP in item.stash:
+        outcome.get_result().user_properties.append(("cpu_seconds", _cpu_seconds() - item.stash[_CPU_AT_SETUP]))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """With ``--durations``: each scheduling unit's (group_of) wall and CPU seconds, the most CPU first, and the
+    run's total CPU: on two cores, half of it is the least wall time any schedule can reach."""
+    if config.option.durations is None:
+        return
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if not isinstance(report, pytest.TestReport):
+                continue
+            group = group_of(report.nodeid)
+            wall[group] = wall.get(group, 0.0) + report.duration
+            cpu[group] = cpu.get(group, 0.0) + sum(v for k, v in report.user_properties if k == "cpu_seconds")
+    if not cpu:
+        return
+    terminalreporter.write_sep("=", "CPU seconds by group (a test, its fixtures and what it waited for)")
+    for group in sorted(cpu, key=cpu.__getitem__, reverse=True)[:30]:
+        terminalreporter.write_line(f"{cpu[group]:8.1f} s CPU {wall[group]:8.1f} s wall  {group}")
+    terminalreporter.write_line(f"{sum(cpu.values()):8.1f} s CPU in all, over {len(cpu)} groups")
 
 
 @pytest.fixture(scope="session")
