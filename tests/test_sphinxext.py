@@ -1287,3 +1287,21 @@ def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
     failed = value_text({"status": "failed", "reason": "f_op->read_iter refused"}, "min", False)
     assert skipped == "not run (no -\u2060>read method)" and failed == "failed (f_op-\u2060>read_iter refused)"
     assert value_text({"status": "ok", "min": 5, "unit": "ticks"}, "min", False) == "5 ticks"
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-parallel-handful", parallel=2)
+def test_a_parallel_build_reads_a_handful_of_pages_in_its_own_process(app: SphinxTestApp, make_app) -> None:
+    """Forking a process per chunk and merging its pickled environment costs more than reading a rerun's few
+    pages: those are read (and written) here; a build of many pages still reads them in other processes."""
+    here = _pages_read(app)
+    app.build()
+    assert app.parallel == 2 and here == [], "every page of a first build, read in other processes"
+    result = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(result.read_text())
+    data["measurements"]["03-timing/read.pipe"]["median"] = 473
+    _later(result, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir, parallel=2)
+    here = _pages_read(again)
+    again.build()
+    assert sorted(here) == ["index", "machines/canned-machine", "today"] and again.parallel == 1
+    assert "456 ticks / 473" in _html(again, "today")

@@ -263,6 +263,21 @@ def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[st
     docnames[:] = [docname for chunk in _balanced_chunks(costs, sizes, app.parallel) for docname in chunk]
 
 
+#: Up to this many pages to read, a build reads and writes them in this process: a student's rerun of one lesson.
+SERIAL_PAGES = 5
+
+
+def _serial_for_a_handful(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    """Read and write a handful of pages in this process, whatever ``-j`` says.
+
+    Each process of a parallel read sends the whole environment back, pickled, to be merged, and a
+    parallel write starts its own: for the three pages a rerun of lesson 3 rereads that costs more than
+    reading them here (earlier Sphinx releases read five pages or fewer serially, whatever -j said).
+    """
+    if 0 < len(docnames) <= SERIAL_PAGES and app.parallel > 1:
+        app.parallel = 1  # read before the writing decides (Builder.build): both phases stay in this process
+
+
 def _outdated_when_sets_change(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
     """Pages that list result sets must be rebuilt when a set appears or disappears."""
     signature = data_of(env).signature
@@ -397,6 +412,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-get-outdated", _outdated_when_sets_change)
     app.connect("env-purge-doc", _forget_doc)
     app.connect("env-merge-info", _merge)
+    app.connect("env-before-read-docs", _serial_for_a_handful, priority=400)  # before the chunks are balanced
     app.connect("env-before-read-docs", _balance_parallel_read)
     app.connect("doctree-resolved", _link_values)
     app.connect("build-finished", _write_set_data)
