@@ -1305,3 +1305,30 @@ def test_a_parallel_build_reads_a_handful_of_pages_in_its_own_process(app: Sphin
     again.build()
     assert sorted(here) == ["index", "machines/canned-machine", "today"] and again.parallel == 1
     assert "456 ticks / 473" in _html(again, "today")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-toctree-parent")
+def test_a_page_is_written_again_for_a_reread_page_of_its_toctree_only_when_its_entry_changed(
+    app: SphinxTestApp, make_app
+) -> None:
+    """New figures on a page its toctree lists leave the index's text as it was: it is not written again; a new
+    title of that page is a new entry, and it is."""
+    app.build()
+    outdir, srcdir = Path(app.outdir), Path(app.srcdir)
+    kernel = srcdir / "results" / "canned-machine" / "04-kernel-read.json"
+    data = json.loads(kernel.read_text())
+    data["measurements"]["04-kernel-read/kernel-read.tty"]["median"] = 977  # drawn on the kernel page alone
+    _later(kernel, json.dumps(data))
+    before = {page.name: page.stat().st_mtime_ns for page in outdir.glob("*.html")}
+    again = make_app("html", srcdir=app.srcdir)
+    again.build()
+    written = {page.name for page in outdir.glob("*.html") if page.stat().st_mtime_ns != before.get(page.name)}
+    assert "kernel.html" in written and "index.html" not in written
+    assert ">977 " in _html(again, "kernel")
+
+    page = srcdir / "kernel.md"
+    _later(page, page.read_text().replace("# Kernel figures", "# Figures from the kernel", 1))
+    third = make_app("html", srcdir=app.srcdir)
+    third.build()
+    assert "Figures from the kernel" in _html(third, "index"), "the index lists the page under its new title"
+    assert third.env.files_to_rebuild.get("kernel") == {"index"}, "the environment keeps what Sphinx recorded"

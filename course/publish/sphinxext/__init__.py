@@ -53,7 +53,17 @@ from sphinx.util.parallel import make_chunks
 from course import __version__
 from course.kernel import guest_kernels
 from course.publish.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
-from course.publish.sphinxext import chartcache, code, depends, navigation, progress, published, searchstems, setdata
+from course.publish.sphinxext import (
+    chartcache,
+    code,
+    depends,
+    navigation,
+    progress,
+    published,
+    searchstems,
+    setdata,
+    toctrees,
+)
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.publish.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.publish.sphinxext.chart_directive import CourseChart
@@ -385,6 +395,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     depends.setup(app)  # result files as dependencies, by content
     chartcache.setup(app)  # a chart is drawn again only when what it shows changed
     navigation.setup(app)  # the theme's navigation drawn again only when the table of contents changed
+    toctrees.setup(app)  # a page is not written again for a reread page its toctree shows as before
     searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
