@@ -584,6 +584,51 @@ def test_a_table_of_a_glob_is_read_again_when_a_figure_it_matches_appears(app: S
     assert "read.pty" in _html(again, "globs") and "457 ticks" in _html(again, "globs")
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-parallel-handful", parallel=2)
+def test_a_parallel_build_reads_a_handful_of_pages_in_its_own_process(app: SphinxTestApp, make_app) -> None:
+    """Forking a process per chunk and merging its pickled environment costs more than reading a rerun's few
+    pages: those are read (and written) here; a build of many pages still reads them in other processes."""
+    here = _pages_read(app)
+    app.build()
+    assert app.parallel == 2 and here == [], "every page of a first build, read in other processes"
+    result = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(result.read_text())
+    data["measurements"]["03-timing/read.pipe"]["median"] = 473
+    _later(result, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir, parallel=2)
+    here = _pages_read(again)
+    again.build()
+    assert sorted(here) == ["index", "machines/canned-machine", "today"] and again.parallel == 1
+    assert "456 ticks / 473" in _html(again, "today")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-toctree-parent")
+def test_a_page_is_written_again_for_a_reread_page_of_its_toctree_only_when_its_entry_changed(
+    app: SphinxTestApp, make_app
+) -> None:
+    """New figures on a page its toctree lists leave the index's text as it was: it is not written again; a new
+    title of that page is a new entry, and it is."""
+    app.build()
+    outdir, srcdir = Path(app.outdir), Path(app.srcdir)
+    kernel = srcdir / "results" / "canned-machine" / "04-kernel-read.json"
+    data = json.loads(kernel.read_text())
+    data["measurements"]["04-kernel-read/kernel-read.tty"]["median"] = 977  # drawn on the kernel page alone
+    _later(kernel, json.dumps(data))
+    before = {page.name: page.stat().st_mtime_ns for page in outdir.glob("*.html")}
+    again = make_app("html", srcdir=app.srcdir)
+    again.build()
+    written = {page.name for page in outdir.glob("*.html") if page.stat().st_mtime_ns != before.get(page.name)}
+    assert "kernel.html" in written and "index.html" not in written
+    assert ">977 " in _html(again, "kernel")
+
+    page = srcdir / "kernel.md"
+    _later(page, page.read_text().replace("# Kernel figures", "# Figures from the kernel", 1))
+    third = make_app("html", srcdir=app.srcdir)
+    third.build()
+    assert "Figures from the kernel" in _html(third, "index"), "the index lists the page under its new title"
+    assert third.env.files_to_rebuild.get("kernel") == {"index"}, "the environment keeps what Sphinx recorded"
+
+
 def _charts(app: SphinxTestApp) -> dict[str, int]:
     """The stored charts of ``app``'s build: file name and date."""
     return {path.name: path.stat().st_mtime_ns for path in chartcache.folder_of(app).glob("*.json")}
@@ -1287,48 +1332,3 @@ def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
     failed = value_text({"status": "failed", "reason": "f_op->read_iter refused"}, "min", False)
     assert skipped == "not run (no -\u2060>read method)" and failed == "failed (f_op-\u2060>read_iter refused)"
     assert value_text({"status": "ok", "min": 5, "unit": "ticks"}, "min", False) == "5 ticks"
-
-
-@pytest.mark.sphinx("html", testroot="course", srcdir="course-parallel-handful", parallel=2)
-def test_a_parallel_build_reads_a_handful_of_pages_in_its_own_process(app: SphinxTestApp, make_app) -> None:
-    """Forking a process per chunk and merging its pickled environment costs more than reading a rerun's few
-    pages: those are read (and written) here; a build of many pages still reads them in other processes."""
-    here = _pages_read(app)
-    app.build()
-    assert app.parallel == 2 and here == [], "every page of a first build, read in other processes"
-    result = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
-    data = json.loads(result.read_text())
-    data["measurements"]["03-timing/read.pipe"]["median"] = 473
-    _later(result, json.dumps(data))
-    again = make_app("html", srcdir=app.srcdir, parallel=2)
-    here = _pages_read(again)
-    again.build()
-    assert sorted(here) == ["index", "machines/canned-machine", "today"] and again.parallel == 1
-    assert "456 ticks / 473" in _html(again, "today")
-
-
-@pytest.mark.sphinx("html", testroot="course", srcdir="course-toctree-parent")
-def test_a_page_is_written_again_for_a_reread_page_of_its_toctree_only_when_its_entry_changed(
-    app: SphinxTestApp, make_app
-) -> None:
-    """New figures on a page its toctree lists leave the index's text as it was: it is not written again; a new
-    title of that page is a new entry, and it is."""
-    app.build()
-    outdir, srcdir = Path(app.outdir), Path(app.srcdir)
-    kernel = srcdir / "results" / "canned-machine" / "04-kernel-read.json"
-    data = json.loads(kernel.read_text())
-    data["measurements"]["04-kernel-read/kernel-read.tty"]["median"] = 977  # drawn on the kernel page alone
-    _later(kernel, json.dumps(data))
-    before = {page.name: page.stat().st_mtime_ns for page in outdir.glob("*.html")}
-    again = make_app("html", srcdir=app.srcdir)
-    again.build()
-    written = {page.name for page in outdir.glob("*.html") if page.stat().st_mtime_ns != before.get(page.name)}
-    assert "kernel.html" in written and "index.html" not in written
-    assert ">977 " in _html(again, "kernel")
-
-    page = srcdir / "kernel.md"
-    _later(page, page.read_text().replace("# Kernel figures", "# Figures from the kernel", 1))
-    third = make_app("html", srcdir=app.srcdir)
-    third.build()
-    assert "Figures from the kernel" in _html(third, "index"), "the index lists the page under its new title"
-    assert third.env.files_to_rebuild.get("kernel") == {"index"}, "the environment keeps what Sphinx recorded"

@@ -258,21 +258,6 @@ def _balanced_chunks(costs: dict[str, int], sizes: list[int], processes: int = 0
     return [sorted(chunk) for chunk in chunks]
 
 
-def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
-    """Order the pages to read so that the chunks Sphinx starts at once, one process a core, cost about the same.
-
-    Sphinx cuts the sorted list into equal runs of pages (``make_chunks``) and starts as many as it
-    has processes: every page of the API reference fell into the first run, and one core read them
-    all while the other finished early. The later runs get the cheapest pages.
-    """
-    # Sphinx's own check (is_parallel_allowed) would warn a second time of an extension not parallel-safe.
-    if app.parallel <= 1 or not all(extension.parallel_read_safe for extension in app.extensions.values()):
-        return  # a serial read: its order is the sorted one, as always
-    sizes = [len(chunk) for chunk in make_chunks(docnames, app.parallel)]
-    costs = {docname: _reading_cost(Path(env.doc2path(docname))) for docname in docnames}
-    docnames[:] = [docname for chunk in _balanced_chunks(costs, sizes, app.parallel) for docname in chunk]
-
-
 #: Up to this many pages to read, a build reads and writes them in this process: a student's rerun of one lesson.
 SERIAL_PAGES = 5
 
@@ -286,6 +271,21 @@ def _serial_for_a_handful(app: Sphinx, env: BuildEnvironment, docnames: list[str
     """
     if 0 < len(docnames) <= SERIAL_PAGES and app.parallel > 1:
         app.parallel = 1  # read before the writing decides (Builder.build): both phases stay in this process
+
+
+def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    """Order the pages to read so that the chunks Sphinx starts at once, one process a core, cost about the same.
+
+    Sphinx cuts the sorted list into equal runs of pages (``make_chunks``) and starts as many as it
+    has processes: every page of the API reference fell into the first run, and one core read them
+    all while the other finished early. The later runs get the cheapest pages.
+    """
+    # Sphinx's own check (is_parallel_allowed) would warn a second time of an extension not parallel-safe.
+    if app.parallel <= 1 or not all(extension.parallel_read_safe for extension in app.extensions.values()):
+        return  # a serial read: its order is the sorted one, as always
+    sizes = [len(chunk) for chunk in make_chunks(docnames, app.parallel)]
+    costs = {docname: _reading_cost(Path(env.doc2path(docname))) for docname in docnames}
+    docnames[:] = [docname for chunk in _balanced_chunks(costs, sizes, app.parallel) for docname in chunk]
 
 
 def _outdated_when_sets_change(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
