@@ -546,6 +546,89 @@ def test_a_rerun_that_leaves_a_minimum_as_it_was_leaves_the_overview_unread(app:
     assert "616 ns" in _html(third, "machines") and "616 ns" not in shown
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-one-figure-rerun")
+def test_a_rerun_that_changes_one_figure_rereads_only_the_pages_that_show_it(app: SphinxTestApp, make_app) -> None:
+    """A student's rerun rewrites its lesson's file and keeps most figures as they were (every program it did not
+    run again): a page that shows figures of that file, none of them changed, is not read again."""
+    app.build()
+    result = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(result.read_text())
+    data["measurements"]["03-timing/read.pipe"]["median"] = 473  # the pipe's program alone ran again
+    data["measurements"]["03-timing/read.pipe"]["measured_at"] = data["measured_at"] = "2031-01-01T00:00:00+00:00"
+    _later(result, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(again)
+    again.build()
+    # host and kernel show the terminal's figure alone, the overview its minimum; the index shows the file's
+    # failures and a capture of it besides, the set's page every figure.
+    assert sorted(read) == ["index", "machines/canned-machine", "today"]
+    assert "456 ticks / 473" in _html(again, "today")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-glob-rows")
+def test_a_table_of_a_glob_is_read_again_when_a_figure_it_matches_appears(app: SphinxTestApp, make_app) -> None:
+    """A glob's rows are the measurements the sets hold: a new one is a new row, though no figure shown changed."""
+    srcdir = Path(app.srcdir)
+    (srcdir / "globs.md").write_text("---\norphan: true\n---\n\n# Globs\n\n```{course-table}\n03-timing/read.p*\n```\n")
+    first = make_app("html", srcdir=app.srcdir)
+    first.build()
+    assert "read.pipe" in _html(first, "globs") and "read.pty" not in _html(first, "globs")
+    result = srcdir / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(result.read_text())
+    data["measurements"]["03-timing/read.pty"] = {**data["measurements"]["03-timing/read.pipe"], "min": 457}
+    _later(result, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)
+    read = _pages_read(again)
+    again.build()
+    assert "globs" in read and {"host", "kernel", "machines"}.isdisjoint(read)
+    assert "read.pty" in _html(again, "globs") and "457 ticks" in _html(again, "globs")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-parallel-handful", parallel=2)
+def test_a_parallel_build_reads_a_handful_of_pages_in_its_own_process(app: SphinxTestApp, make_app) -> None:
+    """Forking a process per chunk and merging its pickled environment costs more than reading a rerun's few
+    pages: those are read (and written) here; a build of many pages still reads them in other processes."""
+    here = _pages_read(app)
+    app.build()
+    assert app.parallel == 2 and here == [], "every page of a first build, read in other processes"
+    result = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(result.read_text())
+    data["measurements"]["03-timing/read.pipe"]["median"] = 473
+    _later(result, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir, parallel=2)
+    here = _pages_read(again)
+    again.build()
+    assert sorted(here) == ["index", "machines/canned-machine", "today"] and again.parallel == 1
+    assert "456 ticks / 473" in _html(again, "today")
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-toctree-parent")
+def test_a_page_is_written_again_for_a_reread_page_of_its_toctree_only_when_its_entry_changed(
+    app: SphinxTestApp, make_app
+) -> None:
+    """New figures on a page its toctree lists leave the index's text as it was: it is not written again; a new
+    title of that page is a new entry, and it is."""
+    app.build()
+    outdir, srcdir = Path(app.outdir), Path(app.srcdir)
+    kernel = srcdir / "results" / "canned-machine" / "04-kernel-read.json"
+    data = json.loads(kernel.read_text())
+    data["measurements"]["04-kernel-read/kernel-read.tty"]["median"] = 977  # drawn on the kernel page alone
+    _later(kernel, json.dumps(data))
+    before = {page.name: page.stat().st_mtime_ns for page in outdir.glob("*.html")}
+    again = make_app("html", srcdir=app.srcdir)
+    again.build()
+    written = {page.name for page in outdir.glob("*.html") if page.stat().st_mtime_ns != before.get(page.name)}
+    assert "kernel.html" in written and "index.html" not in written
+    assert ">977 " in _html(again, "kernel")
+
+    page = srcdir / "kernel.md"
+    _later(page, page.read_text().replace("# Kernel figures", "# Figures from the kernel", 1))
+    third = make_app("html", srcdir=app.srcdir)
+    third.build()
+    assert "Figures from the kernel" in _html(third, "index"), "the index lists the page under its new title"
+    assert third.env.files_to_rebuild.get("kernel") == {"index"}, "the environment keeps what Sphinx recorded"
+
+
 def _charts(app: SphinxTestApp) -> dict[str, int]:
     """The stored charts of ``app``'s build: file name and date."""
     return {path.name: path.stat().st_mtime_ns for path in chartcache.folder_of(app).glob("*.json")}

@@ -118,6 +118,20 @@ def test_a_figure_derived_from_the_run_alone_never_reads_the_set(tmp_path: Path)
     assert run.measurements["03-timing/d"]["value"] == 25
 
 
+def test_a_derived_figure_is_dated_by_its_newest_input(tmp_path: Path) -> None:
+    """A student's rerun keeps the figures it does not remeasure, with their dates: a figure derived from them
+    alone is then the very same as before (its page is not rebuilt), and one with a new input is dated by it."""
+    store.save_set_info(tmp_path, {"kind": "measured", "machine": {}})
+    kept = {"status": "ok", "median": 1, "unit": "ticks", "measured_at": "2026-11-01T00:00:00+00:00"}
+    rerun = {"status": "ok", "median": 4, "unit": "ticks", "measured_at": "2026-12-05T12:00:00+00:00"}
+    run = _run_deriving("100 * median(03-timing/a) / median(03-timing/b)", {"03-timing/a": kept, "03-timing/b": kept})
+    pipeline._derive(run, tmp_path)
+    assert run.measurements["03-timing/d"]["measured_at"] == kept["measured_at"]
+    run = _run_deriving("100 * median(03-timing/a) / median(03-timing/b)", {"03-timing/a": kept, "03-timing/b": rerun})
+    pipeline._derive(run, tmp_path)
+    assert run.measurements["03-timing/d"]["measured_at"] == rerun["measured_at"]
+
+
 def test_a_figure_derived_from_another_lessons_stored_figure_reads_the_set(tmp_path: Path) -> None:
     store.save_set_info(tmp_path, {"kind": "measured", "machine": {}})
     stored = {"04-kernel-read/k": {"status": "ok", "median": 3, "unit": "ticks"}}

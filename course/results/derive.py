@@ -222,4 +222,14 @@ def derive(spec: dict, lookup: Lookup) -> dict:
             result = evaluate(spec["expression"], spec.get("unit", ""), lookup, bool(spec.get("proportional")))
     except DeriveError as error:
         return {"status": "skipped", "reason": f"not derived: {error}", "measured_at": now()}
-    return {**result, "derived": True, "measured_at": now()}
+    return {**result, "derived": True, "measured_at": _newest_input(result["from"], lookup)}
+
+
+def _newest_input(used: list[str], lookup: Lookup) -> str:
+    """When a derived figure's inputs were measured: the newest of their dates (now, when none has one).
+
+    A student's rerun keeps the figures of the programs it does not rerun, each with its date: a
+    figure derived from kept ones alone is then the same figure, with the same date, as before.
+    """
+    dates = [str(found["measured_at"]) for key in used if (found := lookup(key)) and found.get("measured_at")]
+    return max(dates, default="") or now()

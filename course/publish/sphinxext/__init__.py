@@ -53,7 +53,17 @@ from sphinx.util.parallel import make_chunks
 from course import __version__
 from course.kernel import guest_kernels
 from course.publish.site import GENERATED, GENERATED_FOLDER  # a generated machine page's first line, and its folder
-from course.publish.sphinxext import chartcache, code, depends, navigation, progress, published, searchstems, setdata
+from course.publish.sphinxext import (
+    chartcache,
+    code,
+    depends,
+    navigation,
+    progress,
+    published,
+    searchstems,
+    setdata,
+    toctrees,
+)
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.publish.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.publish.sphinxext.chart_directive import CourseChart
@@ -248,6 +258,21 @@ def _balanced_chunks(costs: dict[str, int], sizes: list[int], processes: int = 0
     return [sorted(chunk) for chunk in chunks]
 
 
+#: Up to this many pages to read, a build reads and writes them in this process: a student's rerun of one lesson.
+SERIAL_PAGES = 5
+
+
+def _serial_for_a_handful(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    """Read and write a handful of pages in this process, whatever ``-j`` says.
+
+    Each process of a parallel read sends the whole environment back, pickled, to be merged, and a
+    parallel write starts its own: for the three pages a rerun of lesson 3 rereads that costs more than
+    reading them here (earlier Sphinx releases read five pages or fewer serially, whatever -j said).
+    """
+    if 0 < len(docnames) <= SERIAL_PAGES and app.parallel > 1:
+        app.parallel = 1  # read before the writing decides (Builder.build): both phases stay in this process
+
+
 def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
     """Order the pages to read so that the chunks Sphinx starts at once, one process a core, cost about the same.
 
@@ -370,6 +395,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     depends.setup(app)  # result files as dependencies, by content
     chartcache.setup(app)  # a chart is drawn again only when what it shows changed
     navigation.setup(app)  # the theme's navigation drawn again only when the table of contents changed
+    toctrees.setup(app)  # a page is not written again for a reread page its toctree shows as before
     searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
@@ -397,6 +423,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-get-outdated", _outdated_when_sets_change)
     app.connect("env-purge-doc", _forget_doc)
     app.connect("env-merge-info", _merge)
+    app.connect("env-before-read-docs", _serial_for_a_handful, priority=400)  # before the chunks are balanced
     app.connect("env-before-read-docs", _balance_parallel_read)
     app.connect("doctree-resolved", _link_values)
     app.connect("build-finished", _write_set_data)

@@ -60,11 +60,16 @@ class CourseMixin:
         if docs is None:
             docs = self.env.course_docs = set()  # type: ignore[attr-defined]
         docs.add(self.env.docname)  # type: ignore[attr-defined]
-        if lookup is not None:
-            # By content, not by date: a rerun rewrites set.json (its TSC rate) and leaves most pages' figures alone.
-            depends.note(self.env, lookup.result_set.path / store.SET_FILE, depends.SET)  # type: ignore[arg-type]
-            if lookup.file is not None:
-                depends.note(self.env, lookup.file)  # type: ignore[arg-type]
+        if lookup is None:
+            return
+        # By content, not by date: a rerun rewrites set.json (its TSC rate) and leaves most pages' figures alone.
+        depends.note(self.env, lookup.result_set.path / store.SET_FILE, depends.SET)  # type: ignore[arg-type]
+        if lookup.file is not None and lookup.measurement_id and lookup.result_set.kind != "reference":
+            # One measurement, not its file: a student's rerun rewrites the file and keeps most figures as they were.
+            # (A reference set's derived figures are computed from the others as it loads: its whole file counts.)
+            depends.note_figure(self.env, lookup.file, depends.MEASUREMENT, lookup.measurement_id)  # type: ignore[arg-type]
+        elif lookup.file is not None:
+            depends.note(self.env, lookup.file)  # type: ignore[arg-type]
 
     def use_figure(self, lookup: Lookup | None, measurement_id: str, view: str, argument: str = "") -> None:
         """Record that this page shows ``view`` of one measurement only (see :func:`depends.note_figure`)."""
@@ -211,6 +216,7 @@ class MeasurementsDirective(CourseMixin, SphinxDirective):
         rows: list[tuple[str, str]] = []
         for key, label in entries(self.content):
             if any(ch in key for ch in "*?["):
+                self._use_measurement_ids()
                 matches = fnmatch.filter(known, key)
                 if not matches:
                     self.warn(f"no measurement matches {key!r}", "missing")
@@ -220,6 +226,13 @@ class MeasurementsDirective(CourseMixin, SphinxDirective):
         if not rows:
             self.warn("no measurements listed; put one measurement id per line in the directive", "syntax")
         return rows
+
+    def _use_measurement_ids(self) -> None:
+        """Record that a glob's rows depend on which measurements each shown set holds (not on their figures)."""
+        for result_set in self.data.shown():
+            self.use(Lookup(result_set, None, None))  # its files: a lesson measured for the first time
+            for lesson in result_set.lessons:
+                depends.note(self.env, result_set.lesson_file(lesson), depends.IDS)  # type: ignore[arg-type]
 
     def current_lookup(self, key: str) -> Lookup | None:
         """The measurement in this machine's set: it must be there, unless the directive is ``:optional:``."""

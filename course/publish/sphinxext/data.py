@@ -44,6 +44,8 @@ class Lookup:
     result_set: ResultSet
     measurement: dict | None
     file: Path | None
+    #: The measurement looked up (:meth:`CourseData.find`); empty when the lookup stands for the whole file.
+    measurement_id: str = ""
 
 
 class CourseData:
@@ -156,7 +158,7 @@ class CourseData:
         file = result_set.lesson_file(lesson)
         if not file.is_file():
             file = result_set.lesson_file("reference")
-        return Lookup(result_set, found, file if file.is_file() else None)
+        return Lookup(result_set, found, file if file.is_file() else None, measurement_id)
 
     def stale_sources(self, measurement: dict) -> list[str]:
         """The sources that changed since ``measurement`` was taken (empty when it is current).

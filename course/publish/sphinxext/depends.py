@@ -14,9 +14,12 @@ Views:
   rebuilds the pages that said it was missing);
 - others registered by the directive that shows them (:func:`register`), from the real code
   that renders the text, so that a page is rebuilt when what it says changes, and only then;
-- figure views (:func:`register_figure`, :func:`note_figure`): of a lesson file, the text a page
-  shows of one measurement (a table cell of its minimum), which a rerun often leaves as it was
-  while every sample in the file changes.
+- ``ids``: which measurements a lesson file holds (what a glob of a table's rows expands to);
+- figure views (:func:`register_figure`, :func:`note_figure`): of a lesson file, what a page
+  shows of one measurement: ``measurement``, the whole measurement as stored (a value, a table
+  row, a chart's bars), which a student's rerun leaves as it was for every program it keeps, or
+  less (a table cell of its minimum), which a rerun often leaves as it was while every sample
+  in the file changes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ View = Callable[[dict], Any]
 
 BYTES = "bytes"
 SET = "set"
+IDS = "ids"
 
 _VIEWS: dict[str, View] = {}
 
@@ -49,8 +53,14 @@ _FIGURE_VIEWS: dict[str, FigureView] = {}
 #: The first item of a figure view's record key (a JSON list; other keys are ``view:path``).
 _FIGURE = "figure"
 
+#: The figure view of a whole measurement, as stored: what a value, a table row or a chart of it is drawn from.
+MEASUREMENT = "measurement"
+
 #: Digests computed in this process for this build: a file is read once however many pages use it.
 _DIGESTS: dict[tuple[str, str], str] = {}
+
+#: The measurements of each lesson file read for figure views in this build: parsed once, however many figures.
+_MEASUREMENTS: dict[str, dict] = {}
 
 
 def register(name: str, view: View) -> None:
@@ -92,6 +102,10 @@ def _compute(path: Path, view: str) -> str:
         return "unreadable"  # the site build names the file and the fix
     if not isinstance(info, dict):
         return "unreadable"
+    if view == IDS:
+        measurements = info.get("measurements")
+        ids = sorted(measurements) if isinstance(measurements, dict) else []
+        return hashlib.sha256(json.dumps(ids).encode()).hexdigest()
     files = sorted(f.name for f in store.result_files(path.parent))  # which lessons the set holds
     shown = identity(info) if view == SET else (identity(info), _VIEWS[view](info))
     text = json.dumps([shown, files], sort_keys=True, default=repr)
@@ -103,12 +117,34 @@ def figure_digest(path: Path, view: str, measurement_id: str, argument: str = ""
     key = (str(path), json.dumps([_FIGURE, view, measurement_id, argument]))
     if key not in _DIGESTS:
         try:
-            measurements = json.loads(path.read_bytes()).get("measurements") or {}
-            shown = _FIGURE_VIEWS[view](measurements.get(measurement_id), argument)
+            measurement = _measurements(path).get(measurement_id)
+            if measurement is None and path.name != REFERENCE_FILE:  # where the set's own lookup looks next
+                measurement = _measurements(path.with_name(REFERENCE_FILE), missing_ok=True).get(measurement_id)
+            shown = _FIGURE_VIEWS[view](measurement, argument)
         except (OSError, ValueError, AttributeError):
             shown = "unreadable"  # gone or broken: the page is read again and the build names the file
         _DIGESTS[key] = hashlib.sha256(json.dumps(shown, sort_keys=True, default=repr).encode()).hexdigest()
     return _DIGESTS[key]
+
+
+#: A set's file of reference figures, where :meth:`course.results.store.ResultSet.measurement` looks after the lesson's.
+REFERENCE_FILE = "reference.json"
+
+
+def _measurements(path: Path, missing_ok: bool = False) -> dict:
+    """The measurements of the lesson file at ``path``, parsed once a build; OSError or ValueError when unreadable."""
+    key = str(path)
+    if key not in _MEASUREMENTS:
+        try:
+            found = json.loads(path.read_bytes()).get("measurements") or {}
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+            found = {}
+        if not isinstance(found, dict):
+            raise ValueError(f"{path}: measurements is no mapping")
+        _MEASUREMENTS[key] = found
+    return _MEASUREMENTS[key]
 
 
 def note_figure(env: BuildEnvironment, path: Path, view: str, measurement_id: str, argument: str = "") -> None:
@@ -130,12 +166,12 @@ def _current(key: str) -> str | None:
             return None
         return figure_digest(Path(path), view, measurement_id, argument)
     view, _, path = key.partition(":")
-    return digest(Path(path), view) if view in (BYTES, SET, *_VIEWS) else None
+    return digest(Path(path), view) if view in (BYTES, SET, IDS, *_VIEWS) else None
 
 
 def note(env: BuildEnvironment, path: Path, view: str = BYTES) -> None:
     """Record that the page being read shows ``view`` of ``path``, as it is now."""
-    if view not in (BYTES, SET, *_VIEWS):
+    if view not in (BYTES, SET, IDS, *_VIEWS):
         raise ValueError(f"unknown view {view!r} of {path}")
     record = _records(env).setdefault(env.docname, {})
     record[f"{view}:{path}"] = digest(path, view)
@@ -166,6 +202,7 @@ def _outdated(app: Sphinx, env: BuildEnvironment, added: set, changed: set, remo
 
 def _fresh(app: Sphinx) -> None:
     _DIGESTS.clear()  # a new build: the files may have changed since the last one in this process
+    _MEASUREMENTS.clear()
 
 
 def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
@@ -175,6 +212,9 @@ def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
 def _merge(app: Sphinx, env: BuildEnvironment, docnames: set, other: BuildEnvironment) -> None:
     theirs = _records(other)
     _records(env).update({docname: theirs[docname] for docname in docnames if docname in theirs})
+
+
+register_figure(MEASUREMENT, lambda measurement, argument: measurement)
 
 
 def setup(app: Sphinx) -> None:
