@@ -1241,6 +1241,25 @@ def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestAp
     for page in pages:
         assert (Path(serial.outdir) / page).read_bytes() == (Path(parallel.outdir) / page).read_bytes(), page
     assert "as_json" in _html(parallel, "api")
+    # The set downloads, made in a process of their own while the parallel build writes its pages: the same bytes.
+    downloads = [
+        sorted(path.relative_to(out) for path in Path(out).rglob("*.[jc]s[ov]*"))
+        for out in (serial.outdir, parallel.outdir)
+    ]
+    assert downloads[0] == downloads[1] and {path.suffix for path in downloads[0]} >= {".json", ".csv"}
+    for download in downloads[0]:
+        assert (Path(serial.outdir) / download).read_bytes() == (Path(parallel.outdir) / download).read_bytes()
+
+
+def test_set_downloads_made_meanwhile_are_those_made_at_the_end() -> None:
+    """The forked process gives the texts the build would compute itself, and ends, taken or not."""
+    import multiprocessing
+
+    sets = list(store.load_all(Path(__file__).resolve().parents[1] / "results").values())[:4]
+    meanwhile = setdata.TextsMeanwhile(sets)
+    assert meanwhile.result() == setdata.texts(sets) and len(setdata.texts(sets)) == 2 * len(sets)
+    setdata.TextsMeanwhile(sets).close()  # a build that failed: nothing taken
+    assert multiprocessing.active_children() == []
 
 
 def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:

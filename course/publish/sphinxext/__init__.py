@@ -37,6 +37,7 @@ import hashlib
 import posixpath
 import re
 import unicodedata
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,9 @@ def _load_data(app: Sphinx) -> None:
     # What an earlier build of this output checked: a clean build (a fresh environment) checks all.
     store.remember_checked(getattr(app.env, CHECKED_KEYS, ()))
     try:
-        data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
+        data = CourseData(
+            results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets), app.parallel
+        )
     except StoreError as error:
         raise ResultFileError(str(error)) from None
     setattr(app.env, CHECKED_KEYS, store.checked_keys())
@@ -329,10 +332,29 @@ def _one_navigation_for_machine_pages(
     context["toctree"] = shared
 
 
+#: The set downloads' texts being computed while the pages are written (``_set_data_meanwhile``), by application.
+_SET_DATA: weakref.WeakKeyDictionary[Sphinx, setdata.TextsMeanwhile] = weakref.WeakKeyDictionary()
+
+
+def _set_data_meanwhile(app: Sphinx, builder: Any) -> None:
+    """Start computing the set downloads in a process of their own, on the core the page writing leaves.
+
+    Only in a parallel build: a serial one was asked to use one core.
+    """
+    if app.builder.format == "html" and app.parallel > 1:
+        _SET_DATA[app] = setdata.TextsMeanwhile(data_of(app.env).with_pages())
+
+
 def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
     """Each shown set's measurements as JSON and CSV beside its page, once the HTML build succeeded."""
-    if exception is None and app.builder.format == "html":
-        setdata.write(Path(app.outdir) / app.config.course_machines_page, data_of(app.env).with_pages())
+    meanwhile = _SET_DATA.pop(app, None)
+    if exception is not None or app.builder.format != "html":
+        if meanwhile is not None:
+            meanwhile.close()
+        return
+    sets = data_of(app.env).with_pages()
+    wanted = meanwhile.result() if meanwhile is not None and meanwhile.sets == sets else None
+    setdata.write(Path(app.outdir) / app.config.course_machines_page, sets, wanted)
 
 
 def _copy_commands_too(app: Sphinx, config: Any) -> None:
@@ -399,6 +421,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-merge-info", _merge)
     app.connect("env-before-read-docs", _balance_parallel_read)
     app.connect("doctree-resolved", _link_values)
+    app.connect("write-started", _set_data_meanwhile)
     app.connect("build-finished", _write_set_data)
     app.add_css_file("course.css")
     app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)
