@@ -1268,3 +1268,32 @@ def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
     failed = value_text({"status": "failed", "reason": "f_op->read_iter refused"}, "min", False)
     assert skipped == "not run (no -\u2060>read method)" and failed == "failed (f_op-\u2060>read_iter refused)"
     assert value_text({"status": "ok", "min": 5, "unit": "ticks"}, "min", False) == "5 ticks"
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-python-lookups")
+def test_the_python_domain_looks_each_object_up_once_while_the_objects_stay_the_same(
+    app: SphinxTestApp, monkeypatch
+) -> None:
+    """The API pages' references to types that are no documented object scan the index once, not once each."""
+    from sphinx.domains.python import PythonDomain
+
+    domain = app.env.get_domain("py")
+    assert isinstance(domain, PythonDomain)
+    scans: list[str] = []
+    real_find_obj = PythonDomain.find_obj
+    monkeypatch.setattr(
+        PythonDomain, "find_obj", lambda self, *args, **kw: scans.append(args[3]) or real_find_obj(self, *args, **kw)
+    )
+    app.env.current_document.docname = "index"
+    domain.note_object("course.results.store.load_all", "function", "load-all")
+    for _ in range(3):
+        assert domain.find_obj(app.env, "course.x", None, "str", "class", 1) == []
+        assert [name for name, _ in domain.find_obj(app.env, "course.x", None, "load_all", None, 1)] == [
+            "course.results.store.load_all"
+        ], "found by its suffix, as Sphinx finds it"
+    assert scans == ["str", "load_all"], "each lookup made once"
+    domain.note_object("course.results.progress.str", "class", "str")  # an object noted: the answers may change
+    assert [name for name, _ in domain.find_obj(app.env, "course.x", None, "str", "class", 1)] == [
+        "course.results.progress.str"
+    ]
+    assert scans == ["str", "load_all", "str"]
