@@ -1297,3 +1297,16 @@ def test_the_python_domain_looks_each_object_up_once_while_the_objects_stay_the_
         "course.results.progress.str"
     ]
     assert scans == ["str", "load_all", "str"]
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-shared-checks")
+def test_a_clean_parallel_build_shares_the_checks_and_a_rebuild_has_none_to_share(
+    app: SphinxTestApp, make_app, monkeypatch
+) -> None:
+    shared: list[int] = []
+    real_sharing = store._load_sharing_checks
+    monkeypatch.setattr(store, "_load_sharing_checks", lambda *args: shared.append(args[2]) or real_sharing(*args))
+    make_app("html", srcdir=Path(app.srcdir), freshenv=True, parallel=2).build()
+    assert shared == [2], "a fresh environment: every file checked, on both cores"
+    make_app("html", srcdir=Path(app.srcdir), parallel=2).build()
+    assert shared == [2], "a rebuild knows its files' checks: no helper is started"

@@ -91,10 +91,13 @@ def _load_data(app: Sphinx) -> None:
     if not results.is_absolute():
         results = Path(app.srcdir) / results
     # What an earlier build of this output checked: a clean build (a fresh environment) checks all.
-    store.remember_checked(getattr(app.env, CHECKED_KEYS, ()))
+    earlier = getattr(app.env, CHECKED_KEYS, ())
+    store.remember_checked(earlier)
+    # The checks are shared between the cores only when there are checks to make: a rebuild's files are known.
+    processes = 1 if earlier else app.parallel
     try:
         data = CourseData(
-            results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets), app.parallel
+            results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets), processes
         )
     except StoreError as error:
         raise ResultFileError(str(error)) from None
