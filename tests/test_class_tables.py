@@ -170,7 +170,7 @@ def test_the_progress_table_is_read_once_a_build_and_again_in_the_next(tmp_path:
     lesson["exercises"] = {"onebyte": {"yours": {"status": "works"}}}
     lesson_file.write_text(json.dumps(lesson))
     reads = []
-    monkeypatch.setattr(progress, "rows", lambda folder: reads.append(folder) or real_rows(folder))
+    monkeypatch.setattr(progress, "rows", lambda folder, sets=None: reads.append(folder) or real_rows(folder, sets))
     sphinx_progress.new_build(None)  # type: ignore[arg-type]
     first = sphinx_progress.rows_of(results)
     # The second and third asks of a build take the table as read: no file is looked at again, not even its date.
@@ -182,6 +182,29 @@ def test_the_progress_table_is_read_once_a_build_and_again_in_the_next(tmp_path:
     sphinx_progress.new_build(None)  # type: ignore[arg-type]
     rows, _, _ = sphinx_progress.rows_of(results)
     assert len(reads) == 2 and rows[0].cells["03-timing/onebyte"].status == "failed"
+
+
+@pytest.mark.sphinx("html", testroot="course-progress", srcdir="course-progress-one-load")
+def test_the_progress_page_takes_the_sets_the_build_loaded(app: SphinxTestApp, make_app, monkeypatch) -> None:
+    """A build reads the result sets once: the progress rows come from the sets the site loaded for its pages."""
+    from course.results import store
+
+    results = Path(app.srcdir) / "results"
+    shutil.copytree(ROOT / "tests/roots/test-course/results/other-machine", results / "student-01")
+    info = json.loads((results / "student-01" / "set.json").read_text())
+    (results / "student-01" / "set.json").write_text(json.dumps({**info, "imported": {"at": "now", "archive": "x"}}))
+    lesson = json.loads((results / "student-01" / "03-timing.json").read_text())
+    lesson["exercises"] = {"onebyte": {"yours": {"status": "works"}}}
+    (results / "student-01" / "03-timing.json").write_text(json.dumps(lesson))
+    loads: list[Path] = []
+    real_load_all = store.load_all
+    monkeypatch.setattr(
+        store, "load_all", lambda folder, *more, **named: loads.append(folder) or real_load_all(folder, *more, **named)
+    )
+    built = make_app("html", srcdir=Path(app.srcdir), freshenv=True)  # set up after the set is there
+    built.build()
+    assert loads == [results], "one load a build"
+    assert "student-01" in (Path(built.outdir) / "progress.csv").read_text(), "the self-reported row, from that load"
 
 
 def test_a_figure_emulated_or_counted_in_a_guest_is_never_pooled_even_as_a_percentage() -> None:

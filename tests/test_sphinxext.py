@@ -1324,6 +1324,25 @@ def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestAp
     for page in pages:
         assert (Path(serial.outdir) / page).read_bytes() == (Path(parallel.outdir) / page).read_bytes(), page
     assert "as_json" in _html(parallel, "api")
+    # The set downloads, made in a process of their own while the parallel build writes its pages: the same bytes.
+    downloads = [
+        sorted(path.relative_to(out) for path in Path(out).rglob("*.[jc]s[ov]*"))
+        for out in (serial.outdir, parallel.outdir)
+    ]
+    assert downloads[0] == downloads[1] and {path.suffix for path in downloads[0]} >= {".json", ".csv"}
+    for download in downloads[0]:
+        assert (Path(serial.outdir) / download).read_bytes() == (Path(parallel.outdir) / download).read_bytes()
+
+
+def test_set_downloads_made_meanwhile_are_those_made_at_the_end() -> None:
+    """The forked process gives the texts the build would compute itself, and ends, taken or not."""
+    import multiprocessing
+
+    sets = list(store.load_all(Path(__file__).resolve().parents[1] / "results").values())[:4]
+    meanwhile = setdata.TextsMeanwhile(sets)
+    assert meanwhile.result() == setdata.texts(sets) and len(setdata.texts(sets)) == 2 * len(sets)
+    setdata.TextsMeanwhile(sets).close()  # a build that failed: nothing taken
+    assert multiprocessing.active_children() == []
 
 
 def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
@@ -1332,3 +1351,45 @@ def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
     failed = value_text({"status": "failed", "reason": "f_op->read_iter refused"}, "min", False)
     assert skipped == "not run (no -\u2060>read method)" and failed == "failed (f_op-\u2060>read_iter refused)"
     assert value_text({"status": "ok", "min": 5, "unit": "ticks"}, "min", False) == "5 ticks"
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-python-lookups")
+def test_the_python_domain_looks_each_object_up_once_while_the_objects_stay_the_same(
+    app: SphinxTestApp, monkeypatch
+) -> None:
+    """The API pages' references to types that are no documented object scan the index once, not once each."""
+    from sphinx.domains.python import PythonDomain
+
+    domain = app.env.get_domain("py")
+    assert isinstance(domain, PythonDomain)
+    scans: list[str] = []
+    real_find_obj = PythonDomain.find_obj
+    monkeypatch.setattr(
+        PythonDomain, "find_obj", lambda self, *args, **kw: scans.append(args[3]) or real_find_obj(self, *args, **kw)
+    )
+    app.env.current_document.docname = "index"
+    domain.note_object("course.results.store.load_all", "function", "load-all")
+    for _ in range(3):
+        assert domain.find_obj(app.env, "course.x", None, "str", "class", 1) == []
+        assert [name for name, _ in domain.find_obj(app.env, "course.x", None, "load_all", None, 1)] == [
+            "course.results.store.load_all"
+        ], "found by its suffix, as Sphinx finds it"
+    assert scans == ["str", "load_all"], "each lookup made once"
+    domain.note_object("course.results.progress.str", "class", "str")  # an object noted: the answers may change
+    assert [name for name, _ in domain.find_obj(app.env, "course.x", None, "str", "class", 1)] == [
+        "course.results.progress.str"
+    ]
+    assert scans == ["str", "load_all", "str"]
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-shared-checks")
+def test_a_clean_parallel_build_shares_the_checks_and_a_rebuild_has_none_to_share(
+    app: SphinxTestApp, make_app, monkeypatch
+) -> None:
+    shared: list[int] = []
+    real_sharing = store._load_sharing_checks
+    monkeypatch.setattr(store, "_load_sharing_checks", lambda *args: shared.append(args[2]) or real_sharing(*args))
+    make_app("html", srcdir=Path(app.srcdir), freshenv=True, parallel=2).build()
+    assert shared == [2], "a fresh environment: every file checked, on both cores"
+    make_app("html", srcdir=Path(app.srcdir), parallel=2).build()
+    assert shared == [2], "a rebuild knows its files' checks: no helper is started"

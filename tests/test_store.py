@@ -161,6 +161,37 @@ def test_load_all_puts_reference_sets_first(tmp_path: Path) -> None:
     assert sets["a-machine"].measurement("03-timing/read.pipe") is None
 
 
+def test_a_load_shared_between_processes_gives_what_a_load_in_one_gives(tmp_path: Path, monkeypatch) -> None:
+    """The helpers check the later shares (this process checks only the first), and a bad file is named alike."""
+    import multiprocessing
+
+    results = Path(shutil.copytree(ROOT / "results", tmp_path / "results"))
+    for fresh in ("_CHECKED", "_SEEN"):  # nothing checked earlier in this process
+        monkeypatch.setattr(store, fresh, set())
+    alone, keys = store.load_all(results), store.checked_keys()
+    for fresh in ("_CHECKED", "_SEEN"):
+        monkeypatch.setattr(store, fresh, set())
+    checked_here: list[Path] = []
+    real_check = store._check
+    monkeypatch.setattr(store, "_check", lambda path, content: checked_here.append(path) or real_check(path, content))
+    shared = store.load_all(results, processes=3)
+    assert list(shared) == list(alone) and shared == alone
+    assert store.checked_keys() == keys, "the helpers' checks count as this process's"
+    names = store.set_folders(results)
+    first_share = names[: -(-len(names) // 3)]
+    assert {path.parent.name for path in checked_here} == set(first_share), "the other shares were checked apart"
+    last = names[-1]
+    (results / last / "set.json").write_text('{"schema": 1, "kind": ')
+    for fresh in ("_CHECKED", "_SEEN"):
+        monkeypatch.setattr(store, fresh, set())
+    with pytest.raises(store.StoreError) as in_one:
+        store.load_all(results)
+    with pytest.raises(store.StoreError) as in_two:
+        store.load_all(results, processes=2)
+    assert str(in_two.value) == str(in_one.value) and last in str(in_two.value)
+    assert multiprocessing.active_children() == [], "no helper left running"
+
+
 def test_save_set_info_keeps_earlier_fields(tmp_path: Path) -> None:
     store.save_set_info(tmp_path, {"kind": "measured", "label": "Lab PC 7"})
     store.save_set_info(tmp_path, {"kind": "measured", "machine": {"cpu_model": "x"}})

@@ -91,10 +91,13 @@ def graded_rows(results: Path) -> tuple[list[Row], list[str]]:
     return rows, problems
 
 
-def self_reported_rows(results: Path) -> list[Row]:
-    """Each imported set whose lessons say how the student's own variant went (unchecked)."""
+def self_reported_rows(results: Path, sets: dict[str, store.ResultSet] | None = None) -> list[Row]:
+    """Each imported set whose lessons say how the student's own variant went (unchecked).
+
+    ``sets``: ``results``' sets as :func:`store.load_all` gave them already (the site's build loads them once).
+    """
     rows = []
-    for set_id, result_set in store.load_all(results).items():
+    for set_id, result_set in (store.load_all(results) if sets is None else sets).items():
         if result_set.kind == "reference" or not result_set.info.get("imported"):
             continue
         row = Row(student=set_id, kind="self-reported")
@@ -111,10 +114,10 @@ def self_reported_rows(results: Path) -> list[Row]:
     return rows
 
 
-def rows(results: Path) -> tuple[list[Row], list[str], list[str]]:
+def rows(results: Path, sets: dict[str, store.ResultSet] | None = None) -> tuple[list[Row], list[str], list[str]]:
     """Every row (graded first, then self-reported), the exercise columns in lesson order, and problems."""
     graded, problems = graded_rows(results)
-    everything = graded + self_reported_rows(results)
+    everything = graded + self_reported_rows(results, sets)
     columns = sorted({key for row in everything for key in row.cells})
     return everything, columns, problems
 

@@ -37,12 +37,14 @@ import hashlib
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Set
 from pathlib import Path
 from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
+from sphinx.domains.python import ObjectEntry, PythonDomain
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
 from sphinx.project import Project
@@ -99,9 +101,14 @@ def _load_data(app: Sphinx) -> None:
     if not results.is_absolute():
         results = Path(app.srcdir) / results
     # What an earlier build of this output checked: a clean build (a fresh environment) checks all.
-    store.remember_checked(getattr(app.env, CHECKED_KEYS, ()))
+    earlier = getattr(app.env, CHECKED_KEYS, ())
+    store.remember_checked(earlier)
+    # The checks are shared between the cores only when there are checks to make: a rebuild's files are known.
+    processes = 1 if earlier else app.parallel
     try:
-        data = CourseData(results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets))
+        data = CourseData(
+            results, Path(app.srcdir), app.config.course_current_set, list(app.config.course_sets), processes
+        )
     except StoreError as error:
         raise ResultFileError(str(error)) from None
     setattr(app.env, CHECKED_KEYS, store.checked_keys())
@@ -288,6 +295,50 @@ def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[st
     docnames[:] = [docname for chunk in _balanced_chunks(costs, sizes, app.parallel) for docname in chunk]
 
 
+class _PythonDomainLookingUpOnce(PythonDomain):
+    """Sphinx's Python domain, each lookup of an object made once while the objects stay the same.
+
+    Every type the API pages name in a parameter's description (``str``, ``Path``, ``dict``...) is a reference
+    that Sphinx, finding no object of that name, looks up by suffix over every documented object: thousands of
+    scans of the whole index in the build's main process, which resolves the pages one by one while another
+    process writes them. A lookup's answer changes only when an object or a module is noted or forgotten.
+    """
+
+    def find_obj(
+        self,
+        env: BuildEnvironment,
+        modname: str,
+        classname: str,
+        name: str,
+        type: str | None,  # noqa: A002 - the name Sphinx calls it by
+        searchmode: int = 0,
+    ) -> list[tuple[str, ObjectEntry]]:
+        found: dict[tuple, list[tuple[str, ObjectEntry]]] = self.__dict__.setdefault("_course_found", {})
+        key = (modname, classname, name, type, searchmode)
+        if key not in found:
+            found[key] = super().find_obj(env, modname, classname, name, type, searchmode)
+        return list(found[key])
+
+    def _forget_lookups(self) -> None:
+        self.__dict__.pop("_course_found", None)
+
+    def note_object(self, *args: Any, **kwargs: Any) -> None:
+        self._forget_lookups()
+        super().note_object(*args, **kwargs)
+
+    def note_module(self, *args: Any, **kwargs: Any) -> None:
+        self._forget_lookups()
+        super().note_module(*args, **kwargs)
+
+    def clear_doc(self, docname: str) -> None:
+        self._forget_lookups()
+        super().clear_doc(docname)
+
+    def merge_domaindata(self, docnames: Set[str], otherdata: dict[str, Any]) -> None:
+        self._forget_lookups()
+        super().merge_domaindata(docnames, otherdata)
+
+
 def _outdated_when_sets_change(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
     """Pages that list result sets must be rebuilt when a set appears or disappears."""
     signature = data_of(env).signature
@@ -354,10 +405,29 @@ def _one_navigation_for_machine_pages(
     context["toctree"] = shared
 
 
+#: The set downloads' texts being computed while the pages are written (``_set_data_meanwhile``), by application.
+_SET_DATA: weakref.WeakKeyDictionary[Sphinx, setdata.TextsMeanwhile] = weakref.WeakKeyDictionary()
+
+
+def _set_data_meanwhile(app: Sphinx, builder: Any) -> None:
+    """Start computing the set downloads in a process of their own, on the core the page writing leaves.
+
+    Only in a parallel build: a serial one was asked to use one core.
+    """
+    if app.builder.format == "html" and app.parallel > 1:
+        _SET_DATA[app] = setdata.TextsMeanwhile(data_of(app.env).with_pages())
+
+
 def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
     """Each shown set's measurements as JSON and CSV beside its page, once the HTML build succeeded."""
-    if exception is None and app.builder.format == "html":
-        setdata.write(Path(app.outdir) / app.config.course_machines_page, data_of(app.env).with_pages())
+    meanwhile = _SET_DATA.pop(app, None)
+    if exception is not None or app.builder.format != "html":
+        if meanwhile is not None:
+            meanwhile.close()
+        return
+    sets = data_of(app.env).with_pages()
+    wanted = meanwhile.result() if meanwhile is not None and meanwhile.sets == sets else None
+    setdata.write(Path(app.outdir) / app.config.course_machines_page, sets, wanted)
 
 
 def _copy_commands_too(app: Sphinx, config: Any) -> None:
@@ -425,7 +495,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-merge-info", _merge)
     app.connect("env-before-read-docs", _serial_for_a_handful, priority=400)  # before the chunks are balanced
     app.connect("env-before-read-docs", _balance_parallel_read)
+    app.add_domain(_PythonDomainLookingUpOnce, override=True)  # the API pages' references resolved faster
     app.connect("doctree-resolved", _link_values)
+    app.connect("write-started", _set_data_meanwhile)
     app.connect("build-finished", _write_set_data)
     app.add_css_file("course.css")
     app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)

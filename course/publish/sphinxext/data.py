@@ -51,11 +51,13 @@ class Lookup:
 class CourseData:
     """Every result set under the results folder, loaded once per build."""
 
-    def __init__(self, results: Path, code_root: Path, current: str = "", shown: list[str] | None = None) -> None:
+    def __init__(
+        self, results: Path, code_root: Path, current: str = "", shown: list[str] | None = None, processes: int = 1
+    ) -> None:
         self.results = results
         self.code_root = code_root
         self._digests: dict[str, str | None] = {}  # source key -> its digest today (None: its file is gone)
-        self.sets = store.load_all(results)
+        self.sets = store.load_all(results, processes=processes)  # processes: the cores Sphinx was given (-j)
         self.current_id = current or self._guess_current()
         # Chosen sets (course_sets, `invoke site --sets`) are what tables and charts compare; the 2000 reference
         # and this machine are always among them, and every set keeps its page.

@@ -17,6 +17,7 @@ from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
 
 from course.publish.sphinxext.base import simple_table
+from course.publish.sphinxext.data import data_of
 from course.publish.sphinxext.setdata import course_data_link
 from course.results import progress, store
 from course.results.progress import GRADES
@@ -36,10 +37,18 @@ def results_of(app_or_env_config, srcdir: str | Path) -> Path:
 _READ: dict[Path, tuple[list[progress.Row], list[str], list[str]]] = {}
 
 
-def rows_of(results: Path) -> tuple[list[progress.Row], list[str], list[str]]:
-    """:func:`progress.rows`, read once a build."""
+def rows_of(results: Path, env: BuildEnvironment | None = None) -> tuple[list[progress.Row], list[str], list[str]]:
+    """:func:`progress.rows`, read once a build, from the sets the build loaded already when they are ``results``'.
+
+    Loading 60 imported sets a second time (each file parsed again) cost a class's build over half a second.
+    """
     if results not in _READ:
-        _READ[results] = progress.rows(results)
+        try:
+            loaded = data_of(env) if env is not None else None
+        except KeyError:  # no data loaded for this environment: the rows read the sets themselves
+            loaded = None
+        sets = loaded.sets if loaded is not None and loaded.results == results else None
+        _READ[results] = progress.rows(results, sets)
     return _READ[results]
 
 
@@ -48,13 +57,13 @@ def new_build(app: Sphinx) -> None:
     _READ.clear()
 
 
-def signature(results: Path) -> str:
+def signature(results: Path, env: BuildEnvironment | None = None) -> str:
     """What the page shows, as a digest: its rows as the table renders them, and any problem it names.
 
     By content, not by file dates: a rerun rewrites a set's files (and its ``set.json``) whether
     or not a student's row changed, and the page is read again only when the table would differ.
     """
-    rows, columns, problems = rows_of(results)
+    rows, columns, problems = rows_of(results, env)
     shown = (progress.as_table(rows, columns) if rows else None, problems)
     return hashlib.sha256(repr(shown).encode()).hexdigest()
 
@@ -70,7 +79,7 @@ class CourseProgress(SphinxDirective):
         results = results_of(self.config, self.env.srcdir)
         for path in (results / GRADES).glob("*.json") if (results / GRADES).is_dir() else []:
             self.env.note_dependency(str(path))
-        rows, columns, problems = rows_of(results)
+        rows, columns, problems = rows_of(results, self.env)
         shown: list[nodes.Node] = [nodes.paragraph(text=f"Problem: {line}") for line in problems]
         if not rows:
             text = "No grades yet: invoke grade FOLDER grades the class's submissions in the VM."
@@ -92,7 +101,7 @@ class CourseProgress(SphinxDirective):
 
 def outdated(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
     """The progress page is read again when a grade or a set appears, changes or goes."""
-    now = signature(results_of(app.config, app.srcdir))
+    now = signature(results_of(app.config, app.srcdir), env)
     if getattr(env, "course_progress_signature", None) == now:
         return []
     env.course_progress_signature = now  # type: ignore[attr-defined]
@@ -113,7 +122,7 @@ def write_csv(app: Sphinx, exception: Exception | None) -> None:
     """The table as CSV at the output's root, once an HTML build succeeded (never in the student edition)."""
     if exception is not None or app.builder.format != "html" or app.config.course_edition == "student":
         return
-    rows, columns, _ = rows_of(results_of(app.config, app.srcdir))
+    rows, columns, _ = rows_of(results_of(app.config, app.srcdir), app.env)
     store.write_text(Path(app.outdir) / CSV_NAME, progress.as_csv(rows, columns))
 
 

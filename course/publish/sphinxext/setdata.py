@@ -12,8 +12,10 @@ import csv
 import io
 import json
 import math
+import multiprocessing
 import re
 from html import escape
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from docutils import nodes
@@ -228,18 +230,67 @@ def file_names(set_id: str) -> dict[str, str]:
     return {"JSON": f"{set_id}.json", "CSV": f"{set_id}.csv"}
 
 
-def write(folder: Path, sets: list[ResultSet]) -> None:
-    """Write each set's files into ``folder`` (the machine pages' folder of the HTML output).
-
-    A file is rewritten only when its text changes, and files of sets no longer shown are
-    removed; nothing else in the folder is touched.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
+def texts(sets: list[ResultSet]) -> dict[str, str]:
+    """Each set's download files, by file name: their text."""
     wanted: dict[str, str] = {}
     for result_set in sets:
         names = file_names(result_set.id)
         wanted[names["JSON"]] = as_json(result_set)
         wanted[names["CSV"]] = as_csv(result_set)
+    return wanted
+
+
+class TextsMeanwhile:
+    """:func:`texts` computed in a forked process while the build goes on (its pages are written).
+
+    A class's 80 sets take over a second to turn into JSON and CSV (Python's JSON encoder is pure Python
+    when it indents), which the build's main process spent alone at its very end, one core idle.
+    """
+
+    def __init__(self, sets: list[ResultSet]) -> None:
+        self.sets = sets
+        self._receive, send = multiprocessing.Pipe(duplex=False)
+        context = multiprocessing.get_context("fork")  # the sets are the parent's own objects: never pickled there
+        self._process = context.Process(target=_send_texts, args=(sets, send), daemon=True)
+        self._process.start()
+        send.close()
+
+    def result(self) -> dict[str, str]:
+        """The texts; computed here after all when the process could not give them (its error is raised here)."""
+        try:
+            got = self._receive.recv()
+        except (EOFError, OSError):
+            got = None
+        finally:
+            self.close()
+        return got if isinstance(got, dict) else texts(self.sets)
+
+    def close(self) -> None:
+        """End the process (it has nothing else to do), whether or not its texts were taken."""
+        self._receive.close()
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+
+
+def _send_texts(sets: list[ResultSet], send: Connection) -> None:
+    try:
+        got: dict[str, str] | None = texts(sets)
+    except Exception:  # the parent computes them again, and so raises the error where the build reports it
+        got = None
+    send.send(got)
+    send.close()
+
+
+def write(folder: Path, sets: list[ResultSet], wanted: dict[str, str] | None = None) -> None:
+    """Write each set's files into ``folder`` (the machine pages' folder of the HTML output).
+
+    A file is rewritten only when its text changes, and files of sets no longer shown are
+    removed; nothing else in the folder is touched. ``wanted``: the sets' :func:`texts`, when computed already.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if wanted is None:
+        wanted = texts(sets)
     for old in [*folder.glob("*.json"), *folder.glob("*.csv")]:
         if old.name not in wanted:
             old.unlink()
