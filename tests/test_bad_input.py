@@ -409,6 +409,22 @@ def test_a_failed_site_build_says_what_sphinx_said(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("jobs", ["0", "two", "-1", "1.5", "\u0663"])
+def test_a_bad_sphinx_jobs_setting_is_one_line_naming_it(jobs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(site.JOBS_VARIABLE, jobs)
+    with pytest.raises(site.SiteError, match=f"^{site.JOBS_VARIABLE}=.*: say a whole number above 0, or auto"):
+        site.sphinx_command(Layout(ROOT))
+
+
+def test_sphinx_jobs_is_every_cpu_unless_the_environment_says_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(site.JOBS_VARIABLE, raising=False)
+    command = site.sphinx_command(Layout(ROOT))
+    assert command[command.index("-j") + 1] == "auto", "a user's build reads and writes pages on every CPU"
+    monkeypatch.setenv(site.JOBS_VARIABLE, " 3 ")
+    command = site.sphinx_command(Layout(ROOT))
+    assert command[command.index("-j") + 1] == "3"
+
+
 def test_sphinx_reason_picks_the_cause() -> None:
     warnings = (
         "/c/lessons/03-timing.md:12: WARNING: no measurement '03-timing/x' [course.missing]\n"
