@@ -1334,6 +1334,33 @@ def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestAp
         assert (Path(serial.outdir) / download).read_bytes() == (Path(parallel.outdir) / download).read_bytes()
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-set-downloads-again")
+def test_a_rebuild_makes_the_downloads_of_the_changed_sets_only(
+    make_app, app: SphinxTestApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A student's rerun changes one set of many: the others' files stay, made from the same bytes."""
+    app.build()
+    machines = Path(app.outdir) / "machines"
+    made = []
+    real_texts = setdata.texts
+    monkeypatch.setattr(setdata, "texts", lambda sets: made.append(sorted(s.id for s in sets)) or real_texts(sets))
+
+    make_app("html", srcdir=app.srcdir).build()
+    assert made == [[]], "nothing changed: no set's files made again"
+
+    lesson = Path(app.srcdir) / "results" / "other-machine" / "03-timing.json"
+    data = json.loads(lesson.read_text())
+    key = next(k for k, m in data["measurements"].items() if m.get("min"))
+    data["measurements"][key]["min"] += 1
+    lesson.write_text(json.dumps(data))
+    (machines / "reference-2000.csv").unlink()  # a file gone from the output is made again too
+    make_app("html", srcdir=app.srcdir).build()
+    assert made[-1] == ["other-machine", "reference-2000"]
+    stored = json.loads((machines / "other-machine.json").read_text())
+    assert next(m["min"] for m in stored["measurements"] if m["id"] == key) == data["measurements"][key]["min"]
+    assert (machines / "reference-2000.csv").is_file()
+
+
 def test_set_downloads_made_meanwhile_are_those_made_at_the_end() -> None:
     """The forked process gives the texts the build would compute itself, and ends, taken or not."""
     import multiprocessing

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import posixpath
 import re
 import unicodedata
@@ -427,7 +428,19 @@ def _write_set_data(app: Sphinx, exception: Exception | None) -> None:
         return
     sets = data_of(app.env).with_pages()
     wanted = meanwhile.result() if meanwhile is not None and meanwhile.sets == sets else None
-    setdata.write(Path(app.outdir) / app.config.course_machines_page, sets, wanted)
+    # What each set's files were made from, beside the doctrees (a clean build has none): a rerun makes anew only
+    # the files of the sets it changed.
+    made_from = Path(app.doctreedir) / "course-set-data.json"
+    try:
+        before = json.loads(made_from.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or not ours to trust: every set's files are made
+        before = {}
+    digests = {s.id: setdata.digest(s) for s in sets}
+    if not isinstance(before, dict):
+        before = {}
+    unchanged = {set_id for set_id, digest in digests.items() if before.get(set_id) == digest}
+    setdata.write(Path(app.outdir) / app.config.course_machines_page, sets, wanted, unchanged)
+    store.write_text(made_from, json.dumps(digests, indent=1, sort_keys=True))
 
 
 def _copy_commands_too(app: Sphinx, config: Any) -> None:

@@ -8,12 +8,15 @@ the HTML output, from the same loaded sets the pages show, and only when their b
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
 import multiprocessing
 import re
+from collections.abc import Set
 from html import escape
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -282,17 +285,38 @@ def _send_texts(sets: list[ResultSet], send: Connection) -> None:
     send.close()
 
 
-def write(folder: Path, sets: list[ResultSet], wanted: dict[str, str] | None = None) -> None:
+#: The code that turns a loaded set into its download files: a change to it makes every set's files anew.
+_MAKING_CODE = (*sorted(Path(__file__).parent.glob("*.py")), *sorted(Path(store.__file__).parent.glob("*.py")))
+
+
+def digest(result_set: ResultSet) -> str:
+    """What a set's download files are made from: the bytes of its files and of the code that reads and writes them."""
+    made_from = hashlib.sha256()
+    for path in (*_MAKING_CODE, result_set.path / store.SET_FILE, *store.result_files(result_set.path)):
+        made_from.update(path.name.encode() + b"\0")
+        with contextlib.suppress(OSError):  # a file gone since the load: the digest differs, the files are made
+            made_from.update(path.read_bytes())
+        made_from.update(b"\0")
+    return made_from.hexdigest()
+
+
+def write(
+    folder: Path, sets: list[ResultSet], wanted: dict[str, str] | None = None, unchanged: Set[str] = frozenset()
+) -> None:
     """Write each set's files into ``folder`` (the machine pages' folder of the HTML output).
 
     A file is rewritten only when its text changes, and files of sets no longer shown are
     removed; nothing else in the folder is touched. ``wanted``: the sets' :func:`texts`, when computed already.
+    ``unchanged``: ids of sets whose files this folder holds from a build of the same :func:`digest`; their
+    texts are not made again (a student's rerun changes one set of twenty).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if wanted is None:
-        wanted = texts(sets)
+        there = {s.id for s in sets if all((folder / name).is_file() for name in file_names(s.id).values())}
+        wanted = texts([s for s in sets if s.id not in unchanged or s.id not in there])
+    shown = {name for s in sets for name in file_names(s.id).values()}
     for old in [*folder.glob("*.json"), *folder.glob("*.csv")]:
-        if old.name not in wanted:
+        if old.name not in shown:
             old.unlink()
     for name, text in wanted.items():
         path = folder / name
