@@ -51,6 +51,28 @@ def test_a_page_loses_each_block_and_keeps_the_rest() -> None:
         edition.without_solution_prose("a\n:::{course-solution-prose}\nthe answer\n", "lessons/x.md")
 
 
+@pytest.mark.parametrize(
+    "page",
+    [
+        "a\n\n:::{course-solution-prose} SECRET on the opening line\nSECRET\n:::\n\nb\n",
+        "a\n\n::: {course-solution-prose}\nSECRET\n:::\n\nb\n",
+        "a\n\n~~~{course-solution-prose}\nSECRET\n~~~\n\nb\n",
+        "a\r\n\r\n:::{course-solution-prose}\r\nSECRET\r\n:::\r\n\r\nb\r\n",
+        "a\n\n:::{course-solution-prose}\nSECRET\n::: \nb\n",
+    ],
+)
+def test_every_form_myst_reads_as_the_block_is_cut(page: str) -> None:
+    """MyST reads each of these as the directive (the student site hides it): a student copy must cut it too."""
+    cut = edition.without_solution_prose(page)
+    assert "SECRET" not in cut and "a" in cut and "b" in cut, repr(cut)
+
+
+def test_a_block_the_cut_cannot_reach_is_refused_not_kept() -> None:
+    inside = "a\n\n::::{note}\n:::{course-solution-prose}\nSECRET\n:::\n::::\n\nb\n"
+    with pytest.raises(edition.EditionError, match=r"lessons/x.md: a course-solution-prose block inside the \{note\}"):
+        edition.without_solution_prose(inside, "lessons/x.md")
+
+
 def test_no_lesson_gives_lesson_3s_solution_away_in_the_student_edition() -> None:
     """Lesson 3's exercise named the system call its solution uses; that sentence is the full edition's now."""
     page = (ROOT / "lessons" / "03-timing.md").read_text()

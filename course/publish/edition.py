@@ -40,8 +40,6 @@ _SOLUTION_LINE = re.compile(r'^solution\s*=\s*"[^"\n]*"\s*(#.*)?$', re.MULTILINE
 #: ``:::{course-solution-prose}`` to a closing ``:::`` of the same indentation (or with backticks).
 SOLUTION_PROSE = "course-solution-prose"
 
-_PROSE_OPENING = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>:{3,}|`{3,})\{" + SOLUTION_PROSE + r"\}[ \t]*$")
-
 
 class EditionError(ValueError):
     """An edition that does not exist, or cannot be built from this checkout."""
@@ -88,28 +86,54 @@ def without_solutions(lesson_toml: str) -> str:
 def without_solution_prose(page: str, name: str = "the page") -> str:
     """A MyST page's text with each ``course-solution-prose`` block cut out (the rest kept as written).
 
-    A block whose closing fence is missing is refused: what follows it would be cut too, or kept with the solution.
+    The blocks are found by MyST's own parser, so every form it reads as the directive is cut (a ``~~~`` or
+    backtick fence, a space after the fence, text on the opening line, CRLF line ends). A block whose closing
+    fence is missing is refused (what follows it would be cut too, or kept with the solution), and so is one
+    MyST would not see at the top level (inside another directive's block): refused, never kept.
     """
     lines = page.splitlines(keepends=True)
+    cut: list[tuple[int, int]] = []
+    for token in _fences(page):
+        if not _is_solution_prose(token.info):
+            continue
+        start, end = token.map
+        closing = lines[end - 1].strip() if end - 1 > start else ""
+        if not closing or set(closing) != {token.markup[0]} or len(closing) < len(token.markup):
+            raise EditionError(
+                f"{name}, line {start + 1}: a {SOLUTION_PROSE} block is never closed; close it with {token.markup}"
+            )
+        cut.append((start, end))
     kept: list[str] = []
     index = 0
-    while index < len(lines):
-        opening = _PROSE_OPENING.match(lines[index].rstrip("\n"))
-        if not opening:
-            kept.append(lines[index])
-            index += 1
-            continue
-        indent, fence = opening["indent"], opening["fence"]
-        closing = re.compile(rf"^{re.escape(indent)}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
-        end = next((n for n in range(index + 1, len(lines)) if closing.match(lines[n].rstrip("\n"))), None)
-        if end is None:
-            raise EditionError(
-                f"{name}, line {index + 1}: a {SOLUTION_PROSE} block is never closed; close it with {fence}"
-            )
-        if kept and not kept[-1].strip() and end + 1 < len(lines) and not lines[end + 1].strip():
+    for start, end in cut:
+        kept += lines[index:start]
+        if kept and not kept[-1].strip() and end < len(lines) and not lines[end].strip():
             end += 1  # the blank line after the block goes with it, the one before stays
-        index = end + 1
-    return "".join(kept)
+        index = end
+    kept += lines[index:]
+    text = "".join(kept)
+    for token in _fences(text):
+        if token.info.strip().startswith("{") and "{" + SOLUTION_PROSE + "}" in token.content:
+            line = token.map[0] + 1
+            raise EditionError(
+                f"{name}: a {SOLUTION_PROSE} block inside the {token.info.split()[0]} block of line {line} (as it "
+                "stands after cutting) cannot be cut; move it out to the top level of the page"
+            )
+    return text
+
+
+def _fences(page: str) -> list:
+    """The page's fenced blocks (``:::``, backticks, ``~~~``) as MyST's markdown parser reads them, with their lines."""
+    from markdown_it.renderer import RendererHTML  # the parser is needed by a student copy only
+    from myst_parser.config.main import MdParserConfig
+    from myst_parser.parsers.mdit import create_md_parser
+
+    parser = create_md_parser(MdParserConfig(enable_extensions={"colon_fence"}), RendererHTML)
+    return [token for token in parser.parse(page) if token.type in ("fence", "colon_fence") and token.map]
+
+
+def _is_solution_prose(info: str) -> bool:
+    return info.strip().startswith("{" + SOLUTION_PROSE + "}")
 
 
 def tracked_files(root: Path) -> list[str]:
