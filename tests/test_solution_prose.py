@@ -36,6 +36,9 @@ def test_the_student_edition_leaves_the_block_out_of_the_page_and_the_search(app
     assert ANSWER not in (built / "index.html").read_text()
     assert "the hint every edition keeps" in (built / "index.html").read_text()
     assert "pread" not in (built / "searchindex.js").read_text(), "the search index never saw the block"
+    files = [path for path in built.rglob("*") if path.is_file()]
+    leaks = [path.relative_to(built) for path in files if ANSWER in path.read_text("latin-1")]
+    assert leaks == [], "no file of the student site holds it (a page's copied MyST source did)"
     assert _warnings(app) == []
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -249,10 +249,18 @@ class CourseSolutionProse(SphinxDirective):
         return self.parse_content_to_nodes()
 
 
+def _no_page_sources_for_students(app: Sphinx, config: Any) -> None:
+    """The student edition publishes no page's MyST source (``_sources/``): the solution prose is in it."""
+    if config.course_edition == "student":
+        config.html_copy_source = False
+        config.html_show_sourcelink = False
+
+
 def setup(app: Sphinx) -> None:
     """Called from the extension's own setup."""
     app.add_config_value("course_code_dir", "code", "env", types=[str])
     app.add_config_value("course_edition", "full", "env", types=[str])
+    app.connect("config-inited", _no_page_sources_for_students)
     passes = (_pass, _pass)
     app.add_node(course_code, html=(visit_course_code, depart_course_code))
     app.add_node(course_fold, html=(visit_course_fold, depart_course_fold), latex=passes, text=passes)
