@@ -109,7 +109,8 @@ def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
 def setting_key(run: LessonRun, machine: dict) -> str:
     """A hash of what shapes a host lesson's figures apart from each program's own sources.
 
-    Its lesson.toml, the compiler and flags of each program, this machine's kernel and CPU: a
+    Its lesson.toml, the compiler and flags of each program, this machine's kernel and CPU, the
+    kernel's mitigations and command line (a reboot with ``mitigations=off``) and the CPU count: a
     rerun keeps a program's stored figures (:mod:`course.measure.keep`) only while it matches.
     """
     lesson = run.lesson
@@ -122,6 +123,9 @@ def setting_key(run: LessonRun, machine: dict) -> str:
         "builds": {name: [program.compiler, *program.cflags] for name, program in sorted(run.programs.items())},
         "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
         "cpu": [machine.get("cpu_model"), machine.get("microcode")],
+        "mitigations": machine.get("mitigations"),
+        "cmdline": fingerprint.kernel_cmdline(),
+        "cpu_count": machine.get("cpu_count"),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

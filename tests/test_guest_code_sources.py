@@ -61,6 +61,55 @@ def test_a_source_key_names_its_file_and_definitions(tmp_path: Path) -> None:
     assert code_parts.current(tmp_path, "course/gone.py::init_script") is None
 
 
+@pytest.mark.parametrize(
+    "source_key",
+    [
+        "..::x",
+        "code/..::x",
+        "course/../../etc/passwd.py::x",
+        "/course/x.py::x",
+        ".venv/pyvenv.cfg::x",
+        "course/results.json::x",
+        "course/x.py::" + ",".join(f"n{i}" for i in range(51)),
+        "course/x.py::a b",
+    ],
+)
+def test_the_schema_refuses_a_source_key_of_no_python_of_the_course(source_key: str) -> None:
+    from course.results import validate
+    from course.results.schema_types import SchemaError
+
+    with pytest.raises(SchemaError) as refused:
+        validate.check_lesson_file({"sources": {source_key: "0" * 64}})
+    assert len(str(refused.value).splitlines()) == 1 and str(refused.value).startswith("has the source ")
+    assert "under course/" in refused.value.fix
+    validate.check_lesson_file({"sources": {"course/kernel/ram_guest.py::SECONDS,init_script": "0" * 64}})
+
+
+def test_a_source_key_reads_no_link_no_large_file_and_no_file_outside_course(tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    (root / "course").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "guest.py").write_text(GUEST_CODE)
+    (root / "course" / "guest.py").write_text(GUEST_CODE)
+    (root / "guest.py").write_text(GUEST_CODE)
+    assert code_parts.current(root, "course/guest.py::SECONDS") is not None
+    (root / "course" / "linked.py").symlink_to(outside / "guest.py")
+    (root / "course" / "linked").symlink_to(outside)
+    (root / "course" / "big.py").write_text("x = 1\n" + "#" * code_parts.MAX_FILE_BYTES)
+    (root / "course" / "folder.py").mkdir()
+    for source_key in (
+        "course/linked.py::SECONDS",  # a link inside the checkout leads anywhere
+        "course/linked/guest.py::SECONDS",
+        "course/big.py::x",  # parsed, it would take ~180 bytes of memory per byte
+        "course/folder.py::x",
+        "guest.py::SECONDS",  # not under course/
+        "code/../course/guest.py::SECONDS",
+    ):
+        assert code_parts.current(root, source_key) is None, source_key
+    assert code_parts.changed({"course/big.py::x": "0" * 64}, root) == ["course/big.py::x"], "read as missing: stale"
+
+
 def test_the_guests_figures_carry_the_code_that_packed_it() -> None:
     """What record_in_memory adds to each job's figures: the digests of ram_guest's definitions as they are now."""
     recorded = ram_guest.guest_code_sources()

@@ -200,3 +200,38 @@ def test_in_a_student_copy_the_line_names_no_solution(mini: Layout) -> None:
     first = rerun(mini)
     first.stored["exercises"]["x"].pop("solution")  # a student copy measures no solution beside yours
     assert report.kept_line(first).startswith("reran the exercise x, alpha, beta, gamma;")
+
+
+def test_a_reboot_with_other_mitigations_a_command_line_or_cpus_keeps_nothing(mini: Layout, monkeypatch) -> None:
+    from course.measure.lesson_run import LessonRun
+    from course.results import fingerprint
+
+    run = LessonRun(lessons.find(mini, 1), {})
+    machine = {"cpu_model": "cpu", "microcode": "0x1", "cpu_count": 4, "mitigations": {"spectre_v2": "IBRS"}}
+    monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: "root=/dev/sda1")
+    before = pipeline.setting_key(run, machine)
+    assert pipeline.setting_key(run, dict(machine)) == before
+    assert pipeline.setting_key(run, {**machine, "mitigations": {"spectre_v2": "Vulnerable"}}) != before
+    assert pipeline.setting_key(run, {**machine, "cpu_count": 1}) != before
+    monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: "root=/dev/sda1 mitigations=off")
+    assert pipeline.setting_key(run, machine) != before
+
+
+def test_a_program_whose_last_run_only_skipped_is_never_kept(mini: Layout) -> None:
+    from course.measure import keep
+    from course.measure.build import Program, program_sources
+    from course.measure.lesson_run import LessonRun
+
+    lesson = lessons.find(mini, 1)
+    sources = program_sources(mini, lesson, "gamma")
+    figure = {"measured_at": "2026-12-01T10:00:00Z", "sources": sources}
+
+    def keepable(status: str) -> dict[str, list[str]]:
+        skipped = {"status": "skipped", "reason": "no two readings were 20 updates apart"}
+        previous = {"measurements": {"01-mini/c": {**figure, **({"status": "ok"} if status == "ok" else skipped)}}}
+        run = LessonRun(lesson, previous)
+        run.programs["gamma"] = Program("gamma", Path("/x"), sources, "cc", (), False)
+        return keep.keepable(mini, run)
+
+    assert keepable("ok") == {"gamma": ["01-mini/c"]}
+    assert keepable("skipped") == {}, "a skip (a loaded machine) is measured again on the next rerun"

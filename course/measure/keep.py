@@ -41,8 +41,9 @@ def derivation_inputs(spec: dict) -> list[str]:
 def keepable(layout: Layout, run: LessonRun) -> dict[str, list[str]]:
     """The programs whose stored figures this rerun may keep, each with its figures' ids.
 
-    A program is kept only when it compiled now, every stored figure of it records exactly the
-    sources it is built from now, and each kind of standard input it runs with left figures.
+    A program is kept only when it compiled now, every stored figure of it was measured (status
+    "ok": a skip, such as a loaded machine's, is tried again) and records exactly the sources it is
+    built from now, and each kind of standard input it runs with left figures.
     """
     lesson = run.lesson
     if lesson.in_vm or run.previous.get("failures"):
@@ -54,7 +55,10 @@ def keepable(layout: Layout, run: LessonRun) -> dict[str, list[str]]:
         if program is None or spec.program in kept:
             continue
         figures = own_figures(layout, run, spec.program)
-        fresh = bool(figures) and all(measurements[key].get("sources") == program.sources for key in figures)
+        fresh = bool(figures) and all(
+            measurements[key].get("status") == "ok" and measurements[key].get("sources") == program.sources
+            for key in figures
+        )
         # Figures of several kinds of input end in the kind (``.devnull``): each kind must have left some.
         every_input = len(spec.stdin) < 2 or all(
             any(key.endswith(f".{stdin}") for key in figures) for stdin in spec.stdin

@@ -14,13 +14,28 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
-from pathlib import Path
+import os
+import stat
+from pathlib import Path, PurePosixPath
 
 #: Between a file and the names of its definitions in a source's key.
 SEPARATOR = "::"
 
 #: The checkout that holds the course's own Python (``course/...``), where such a source is read.
 CODE_ROOT = Path(__file__).resolve().parents[2]
+
+#: The largest Python file a source key may name (the course's own are well under 100 KiB): any
+#: larger one is read as missing, never parsed (``ast`` takes ~180 bytes of memory per byte).
+MAX_FILE_BYTES = 1024 * 1024
+
+#: The most definitions one source key may name (the guest's code names 15 of one file).
+MAX_NAMES = 50
+
+#: How a ``path::names`` key must look, said in the schema's refusal.
+FIX = (
+    "a `path::names` source names at most 50 top-level definitions of a .py file under course/ "
+    "(course/kernel/ram_guest.py::init_script): the file was not written by a course run"
+)
 
 
 def key(relative: str, names: tuple[str, ...]) -> str:
@@ -47,16 +62,63 @@ def parts_digest(text: str, names: tuple[str, ...]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def key_problem(source_key: str) -> str:
+    """What is wrong with the ``path::names`` key ``source_key`` (``""`` when nothing is, or it is no such key).
+
+    Its path is a relative one under ``course/`` without a ``..`` part, of a ``.py`` file, and it
+    names 1 to :data:`MAX_NAMES` definitions, each a Python identifier.
+    """
+    if not is_parts(source_key):
+        return ""
+    relative, _, names = source_key.partition(SEPARATOR)
+    parts = PurePosixPath(relative).parts
+    if relative.startswith("/") or ".." in parts or "\\" in relative:
+        return "has a path that leads out of the course"
+    if len(parts) < 2 or parts[0] != "course" or not relative.endswith(".py"):
+        return "names no .py file under course/"
+    listed = names.split(",")
+    if len(listed) > MAX_NAMES:
+        return f"names {len(listed)} definitions, more than {MAX_NAMES}"
+    if not all(name.isidentifier() for name in listed):
+        return "names something that is no Python identifier"
+    return ""
+
+
 def current(root: Path, source_key: str) -> str | None:
-    """The digest a source of ``source_key`` has today under ``root``; None if its file is gone."""
+    """The digest a source of ``source_key`` has today under ``root``; None if its file is gone.
+
+    A ``path::names`` key that :func:`key_problem` refuses, or whose file is a symbolic link (or
+    lies under one), is no regular file, or is larger than :data:`MAX_FILE_BYTES`, is read as
+    missing (so its figure is stale), never parsed.
+    """
     relative, _, names = source_key.partition(SEPARATOR)
     path = root / relative
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
     if not names:
-        return hashlib.sha256(data).hexdigest()
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    data = _python_file(root, path) if not key_problem(source_key) else None
+    if data is None:
+        return None
     return parts_digest(data.decode("utf-8", "surrogateescape"), tuple(names.split(",")))
+
+
+def _python_file(root: Path, path: Path) -> bytes | None:
+    """The bytes of ``path``: a regular file under ``root`` reached through no symbolic link, of at most 1 MiB."""
+    try:
+        if path.resolve() != root.resolve() / path.relative_to(root):
+            return None  # a symbolic link on the way: it may lead anywhere
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (OSError, ValueError):
+        return None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_FILE_BYTES:
+            return None
+        data = os.read(descriptor, MAX_FILE_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    return data if len(data) <= MAX_FILE_BYTES else None
 
 
 def changed(sources: dict[str, str], root: Path = CODE_ROOT) -> list[str]:

@@ -36,6 +36,14 @@ def mitigations(folder: Path = VULNERABILITIES) -> dict[str, str]:
     return {entry.name: entry.read_text().strip() for entry in sorted(folder.iterdir()) if entry.is_file()}
 
 
+def kernel_cmdline(path: Path = Path("/proc/cmdline")) -> str:
+    """The command line this kernel booted with (``mitigations=off``, ``isolcpus=``...): it shapes figures too."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def compiler_version(cc: str = "cc") -> str:
     """The first line of ``cc --version``, or why there is none.
 

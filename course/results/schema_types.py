@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
+from course.results import code_parts
+
 #: A figure beyond this is no measurement (and would overflow the site's arithmetic).
 LARGEST = 2.0**63
 
@@ -105,6 +107,11 @@ def _tallies(value: Any) -> str:
 
 
 def _sources(value: Any) -> str:
+    # Some definitions of the course's own Python (course.results.code_parts): parsed, so checked closely.
+    for path in value if isinstance(value, dict) else ():
+        problem = code_parts.key_problem(path) if isinstance(path, str) else ""
+        if problem:
+            raise SchemaError(f"has the source {_shown(path)}, which {problem}", fix=code_parts.FIX)
     # A page hashes each source to warn when it changed: only files inside the course, never /etc/...
     inside = isinstance(value, dict) and all(
         isinstance(digest, str) and not path.startswith("/") and ".." not in PurePosixPath(path).parts
