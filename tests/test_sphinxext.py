@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -1370,6 +1371,53 @@ def test_set_downloads_made_meanwhile_are_those_made_at_the_end() -> None:
     assert meanwhile.result() == setdata.texts(sets) and len(setdata.texts(sets)) == 2 * len(sets)
     setdata.TextsMeanwhile(sets).close()  # a build that failed: nothing taken
     assert multiprocessing.active_children() == []
+
+
+#: A build whose download texts (2 MB, more than a pipe holds) wait in the helper's pipe: it prints the
+#: helper's pid and waits, to be killed.
+_TEXTS_PARENT = """
+import time
+from course.publish.sphinxext import setdata
+setdata.texts = lambda sets: {"x.json": "x" * 2_000_000}
+meanwhile = setdata.TextsMeanwhile([])
+print(meanwhile._process.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGTERM])
+def test_the_set_downloads_helper_ends_with_a_killed_build(number: int) -> None:
+    """A build killed (a CI cancel, ``timeout``) while its texts wait in the pipe leaves no helper blocked for ever."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _TEXTS_PARENT],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        helper = int(parent.stdout.readline())
+        time.sleep(0.5)  # the helper is on its send by now
+        parent.send_signal(number)
+        parent.wait(10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and _running(helper):
+        time.sleep(0.05)
+    alive = _running(helper)
+    if alive:
+        os.kill(helper, signal.SIGKILL)
+    assert not alive, "the helper outlived its build"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:

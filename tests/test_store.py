@@ -7,6 +7,9 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -565,3 +568,80 @@ def test_a_rerun_never_sets_its_figures_beside_previous_ones_of_another_unit() -
     assert "481,817" not in across and "the previous run counted emulated ticks, this one icount ticks" in across
     alike = report.lesson_table(lesson_run.LessonReport(lesson, stored, same, cached=False), compare=True)
     assert "42,100" in alike and "not compared" not in alike
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` ends (or is left a zombie) within ``seconds``; killed here if not, so nothing stays."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return False
+
+
+#: A parent whose checking helpers each have ~100 KB of keys to send (more than a pipe holds) while it
+#: is still on its own share: it prints their pids and waits there, to be killed.
+_SHARING_PARENT = """
+import multiprocessing, os, sys, time
+from pathlib import Path
+from course.results import store
+parent = os.getpid()
+store.checked_keys = lambda: [f"{n:064x}" for n in range(1500)]
+def load_set(path):
+    if os.getpid() == parent:
+        print(*(helper.pid for helper in multiprocessing.active_children()), flush=True)
+        time.sleep(60)
+store.load_set = load_set
+try:
+    store._load_sharing_checks(Path("unused"), ["a", "b", "c"], 3)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGTERM])
+def test_the_checking_helpers_end_with_a_killed_parent(number: int) -> None:
+    """A build killed while its helpers' keys wait in their pipes leaves no helper blocked on a write for ever."""
+    parent = subprocess.Popen([sys.executable, "-c", _SHARING_PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        helpers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(helpers) == 2
+        time.sleep(0.3)  # the helpers are on their send by now
+        parent.send_signal(number)
+        parent.wait(10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert all([_gone_within(pid, 5.0) for pid in helpers]), "a helper outlived its parent"
+
+
+def test_ctrl_c_ends_the_checking_helpers_without_a_traceback() -> None:
+    """Ctrl-C reaches the whole process group: the helpers end quietly, the parent alone says what happened."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _SHARING_PARENT],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert parent.stdout is not None
+        helpers = [int(pid) for pid in parent.stdout.readline().split()]
+        time.sleep(0.3)
+        os.killpg(parent.pid, signal.SIGINT)
+        _, errors = parent.communicate(timeout=10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert all([_gone_within(pid, 5.0) for pid in helpers]) and parent.returncode == 130
+    assert "Traceback" not in errors and "KeyboardInterrupt" not in errors, errors

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from course.lab.options import LabError
-from course.measure.runners import die_with_parent
+from course.results.child import die_with_parent
 
 #: How long the daemon may take to answer on its port.
 START_SECONDS = 10.0

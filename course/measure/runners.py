@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from course.results.child import die_with_parent
+
 #: The most a program may print, standard output and error together (and the most a VM boot's
 #: console may print), before it is stopped: the course's programs print a few KiB, and a
 #: flood must fill neither this process's memory nor a result file.
@@ -52,7 +54,6 @@ FLOODED = "output limit"
 _CHUNK = 65536
 _POLL_SECONDS = 0.05  # only where a pidfd cannot tell when the child ends
 _PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -250,14 +251,6 @@ def _with_descendants(table: dict[int, tuple[str, int, int]], roots: set[int]) -
 
 #: Signals held back while a child is created (see owned_process).
 _HELD = {signal.SIGINT, *TERMINATION}
-
-
-def die_with_parent(parent: int, number: int) -> None:
-    """In the child, before exec: receive ``number`` when the thread that started it ends (this process too)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(number), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the prctl: the signal will never come
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from course.results import derive, schema_types, shown_text, validate
+from course.results.child import forked_helper
 from course.results.clock import now  # store.now(): every writer's time stamp
 
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
@@ -335,7 +336,10 @@ def _load_sharing_checks(results: Path, names: list[str], processes: int) -> lis
     try:
         for share in shares[1:]:
             receive, send = context.Pipe(duplex=False)
-            helper = context.Process(target=_check_share, args=(results, share, send), daemon=True)
+            inherited = [receive, *(earlier for earlier, _ in helpers)]  # the read ends the fork copies
+            helper = context.Process(
+                target=_check_share, args=(results, share, os.getpid(), inherited, send), daemon=True
+            )
             helper.start()
             send.close()
             helpers.append((receive, helper))
@@ -353,16 +357,21 @@ def _load_sharing_checks(results: Path, names: list[str], processes: int) -> lis
             helper.join()
 
 
-def _check_share(results: Path, names: list[str], send: Connection) -> None:
-    """In a forked process: check the sets ``names`` and send the keys of what passed (None if any did not)."""
-    try:
-        for name in names:
-            load_set(results / name)
-        keys: list[str] | None = checked_keys()
-    except Exception:  # the parent checks them again and names the problem
-        keys = None
-    send.send(keys)
-    send.close()
+def _check_share(results: Path, names: list[str], parent: int, inherited: list[Connection], send: Connection) -> None:
+    """In a forked process: check the sets ``names`` and send the keys of what passed (None if any did not).
+
+    It ends with ``parent`` (:func:`course.results.child.forked_helper`): a class's keys run past what a pipe
+    holds, and with the parent killed the send would wait for ever.
+    """
+    with forked_helper(parent, inherited):
+        try:
+            for name in names:
+                load_set(results / name)
+            keys: list[str] | None = checked_keys()
+        except Exception:  # the parent checks them again and names the problem
+            keys = None
+        send.send(keys)
+        send.close()
 
 
 def set_folders(results: Path, case_twins_allowed: bool = False) -> list[str]:

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import re
 from collections.abc import Set
 from html import escape
@@ -26,6 +27,7 @@ from docutils import nodes
 from course.publish.sphinxext.data import format_value
 from course.publish.sphinxext.figures import real_ns
 from course.results import store
+from course.results.child import forked_helper
 from course.results.store import ResultSet
 
 #: The CSV's columns, in order: what the figure is, its statistics, and how and where it was taken.
@@ -254,7 +256,7 @@ class TextsMeanwhile:
         self.sets = sets
         self._receive, send = multiprocessing.Pipe(duplex=False)
         context = multiprocessing.get_context("fork")  # the sets are the parent's own objects: never pickled there
-        self._process = context.Process(target=_send_texts, args=(sets, send), daemon=True)
+        self._process = context.Process(target=_send_texts, args=(sets, os.getpid(), self._receive, send), daemon=True)
         self._process.start()
         send.close()
 
@@ -276,13 +278,19 @@ class TextsMeanwhile:
         self._process.join()
 
 
-def _send_texts(sets: list[ResultSet], send: Connection) -> None:
-    try:
-        got: dict[str, str] | None = texts(sets)
-    except Exception:  # the parent computes them again, and so raises the error where the build reports it
-        got = None
-    send.send(got)
-    send.close()
+def _send_texts(sets: list[ResultSet], parent: int, receive: Connection, send: Connection) -> None:
+    """In the forked process: send the texts (None if they failed), ending with ``parent``.
+
+    The texts run to megabytes, far more than a pipe holds: with the build killed, the send would wait for
+    ever (:func:`course.results.child.forked_helper`).
+    """
+    with forked_helper(parent, [receive]):
+        try:
+            got: dict[str, str] | None = texts(sets)
+        except Exception:  # the parent computes them again, and so raises the error where the build reports it
+            got = None
+        send.send(got)
+        send.close()
 
 
 #: The code that turns a loaded set into its download files: a change to it makes every set's files anew.
