@@ -80,7 +80,7 @@ def sphinx_command(
     command = [
         sys.executable,
         "-m",
-        "sphinx",
+        "course.publish.sphinx_run",  # sphinx-build, without the teardown of its heap at exit
         "-b",
         builder,
         "-q",
