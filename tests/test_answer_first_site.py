@@ -341,7 +341,14 @@ def _current_id(html: Path) -> str:
 
 @pytest.mark.parametrize(
     "page",
-    ["lessons/01-user-kernel", "lessons/03-timing", "lessons/07-bytes", "lessons/08-since-2000", "docs/machines"],
+    [
+        "docs/index",
+        "lessons/01-user-kernel",
+        "lessons/03-timing",
+        "lessons/07-bytes",
+        "lessons/08-since-2000",
+        "docs/machines",
+    ],
 )
 def test_the_way_in_and_out_is_one_stored_figure_wherever_it_is_quoted(html: Path, page: str) -> None:
     """The same program's minimum in the answers and the overview; another program's figure says which and why."""
