@@ -591,6 +591,15 @@ def test_a_small_percentage_keeps_two_significant_digits() -> None:
     assert format_value(-3.29, "%") == "-3.29 %" and format_value(61.5, "%") == "61.5 %"
 
 
+def test_a_count_of_one_takes_the_singular() -> None:
+    """io_uring's server makes one system call a request: "1 call", not "1 calls"."""
+    from course.publish.sphinxext.data import format_value
+
+    assert format_value(1.0, "calls") == "1 call" and format_value(2.0, "calls") == "2 calls"
+    assert format_value(1.0, "bytes") == "1 byte" and format_value(1.0, "icount ticks") == "1 icount tick"
+    assert format_value(1.0, "s") == "1.0 s" and format_value(1.0, "MHz") == "1 MHz"
+
+
 def test_on_a_page_an_absurd_share_is_a_warning_and_a_row_not_a_bar(tmp_path: Path) -> None:
     """An imported set's cost of 5e6 % squeezed every real bar to nothing: now the build says what it left out."""
     from sphinx.testing.util import SphinxTestApp

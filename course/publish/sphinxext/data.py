@@ -269,6 +269,8 @@ def format_value(value: float, unit: str) -> str:
         return f"r = {value:.2f}"
     if unit.endswith("/byte"):  # a thousandth of a tick or ns; no needless zeros: 4 ns/byte, not 4.000
         return f"{value:.3f}".rstrip("0").rstrip(".") + f" {unit}"
+    if round(value) == 1 and unit.endswith("s") and unit != "s":  # 1 call, 1 byte, 1 tick: the noun's singular
+        unit = unit[:-1]
     return f"{value:,.0f} {unit}"  # ticks of every kind are whole numbers
 
 
