@@ -438,6 +438,16 @@ def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> 
     assert {"page cache, host", "2000: 948 ns + 2 ticks a byte", "bytes read", "ns (log scale)"} <= set(_texts(svg))
 
 
+def test_the_articles_two_lines_are_told_apart_by_their_dashes() -> None:
+    """2 and 3 ticks a byte share the 2000 colour: the second has a dash of its own, in the plot and the legend."""
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
+
+    low = SizeSeries("2000: 948 ns + 2 ticks a byte", (), 4.0, 948.0, 0, "--")
+    high = SizeSeries("2000: 948 ns + 3 ticks a byte", (), 6.0, 948.0, 0, "--")
+    svg = size_chart([low, high], "size").svg
+    assert svg.count('stroke-dasharray="6 4"') == 2 and svg.count('stroke-dasharray="2 3"') == 2, svg
+
+
 def test_a_size_chart_says_which_points_are_minima_beside_the_medians() -> None:
     """A best-of-the-samples mark sits beside the article's best-of-N; its table row says it is a minimum."""
     from course.publish.sphinxext.charts import SizeSeries, size_chart
