@@ -629,3 +629,20 @@ def test_on_a_page_an_absurd_share_is_a_warning_and_a_row_not_a_bar(tmp_path: Pa
     assert "-5000000.0 %, no saving: left out of the chart" in warnings
     page = (tmp_path / "out" / "html" / "index.html").read_text(encoding="utf-8")
     assert 'width="nan"' not in page and "left out: -5000000.0 % is no saving" in page
+
+
+def test_the_kernel_guests_come_in_the_kernels_order() -> None:
+    """6.1, 6.12, 6.1-rt in every chart and table, as the answers name them, not by id (6.1, 6.1-rt, 6.12)."""
+    from course.publish.sphinxext.data import _kernel_order
+    from course.results.store import ResultSet
+
+    def guest(kernel: str) -> ResultSet:
+        return ResultSet(f"qemu-icount-debian-{kernel}", Path("."), {"guest": {"name": kernel}})
+
+    sets = [guest("6.1-rt"), guest("6.12"), guest("6.1"), ResultSet("amd-epyc-vm", Path("."), {})]
+    assert [s.id for s in sorted(sets, key=_kernel_order)] == [
+        "amd-epyc-vm",
+        "qemu-icount-debian-6.1",
+        "qemu-icount-debian-6.12",
+        "qemu-icount-debian-6.1-rt",
+    ]
