@@ -438,6 +438,16 @@ def test_a_size_chart_marks_each_measured_point_and_draws_each_fitted_line() -> 
     assert {"page cache, host", "2000: 948 ns + 2 ticks a byte", "bytes read", "ns (log scale)"} <= set(_texts(svg))
 
 
+def test_the_articles_two_lines_are_told_apart_by_their_dashes() -> None:
+    """2 and 3 ticks a byte share the 2000 colour: the second has a dash of its own, in the plot and the legend."""
+    from course.publish.sphinxext.charts import SizeSeries, size_chart
+
+    low = SizeSeries("2000: 948 ns + 2 ticks a byte", (), 4.0, 948.0, 0, "--")
+    high = SizeSeries("2000: 948 ns + 3 ticks a byte", (), 6.0, 948.0, 0, "--")
+    svg = size_chart([low, high], "size").svg
+    assert svg.count('stroke-dasharray="6 4"') == 2 and svg.count('stroke-dasharray="2 3"') == 2, svg
+
+
 def test_a_size_chart_says_which_points_are_minima_beside_the_medians() -> None:
     """A best-of-the-samples mark sits beside the article's best-of-N; its table row says it is a minimum."""
     from course.publish.sphinxext.charts import SizeSeries, size_chart
@@ -591,6 +601,15 @@ def test_a_small_percentage_keeps_two_significant_digits() -> None:
     assert format_value(-3.29, "%") == "-3.29 %" and format_value(61.5, "%") == "61.5 %"
 
 
+def test_a_count_of_one_takes_the_singular() -> None:
+    """io_uring's server makes one system call a request: "1 call", not "1 calls"."""
+    from course.publish.sphinxext.data import format_value
+
+    assert format_value(1.0, "calls") == "1 call" and format_value(2.0, "calls") == "2 calls"
+    assert format_value(1.0, "bytes") == "1 byte" and format_value(1.0, "icount ticks") == "1 icount tick"
+    assert format_value(1.0, "s") == "1.0 s" and format_value(1.0, "MHz") == "1 MHz"
+
+
 def test_on_a_page_an_absurd_share_is_a_warning_and_a_row_not_a_bar(tmp_path: Path) -> None:
     """An imported set's cost of 5e6 % squeezed every real bar to nothing: now the build says what it left out."""
     from sphinx.testing.util import SphinxTestApp
@@ -610,3 +629,20 @@ def test_on_a_page_an_absurd_share_is_a_warning_and_a_row_not_a_bar(tmp_path: Pa
     assert "-5000000.0 %, no saving: left out of the chart" in warnings
     page = (tmp_path / "out" / "html" / "index.html").read_text(encoding="utf-8")
     assert 'width="nan"' not in page and "left out: -5000000.0 % is no saving" in page
+
+
+def test_the_kernel_guests_come_in_the_kernels_order() -> None:
+    """6.1, 6.12, 6.1-rt in every chart and table, as the answers name them, not by id (6.1, 6.1-rt, 6.12)."""
+    from course.publish.sphinxext.data import _kernel_order
+    from course.results.store import ResultSet
+
+    def guest(kernel: str) -> ResultSet:
+        return ResultSet(f"qemu-icount-debian-{kernel}", Path("."), {"guest": {"name": kernel}})
+
+    sets = [guest("6.1-rt"), guest("6.12"), guest("6.1"), ResultSet("amd-epyc-vm", Path("."), {})]
+    assert [s.id for s in sorted(sets, key=_kernel_order)] == [
+        "amd-epyc-vm",
+        "qemu-icount-debian-6.1",
+        "qemu-icount-debian-6.12",
+        "qemu-icount-debian-6.1-rt",
+    ]

@@ -408,6 +408,22 @@ MARKERS = {
 }
 
 
+#: Dashes for a second (third...) line of the same style and colour (the article's 2 and 3 ticks a byte): told apart.
+OTHER_DASHES = ("2 3", "10 3 2 3", "12 5")
+
+
+def _dashes(drawn: list[SizeSeries]) -> list[str]:
+    """Each series' dash: its style's, or another one where an earlier series has its style and colour."""
+    seen: dict[tuple[str, int], int] = {}
+    dashes = []
+    for one in drawn:
+        before = seen.get((one.line, one.colour), 0)
+        if one.slope is not None:  # a marker alone (a best figure) draws no line
+            seen[(one.line, one.colour)] = before + 1
+        dashes.append(DASHES.get(one.line, "") if not before else OTHER_DASHES[(before - 1) % len(OTHER_DASHES)])
+    return dashes
+
+
 #: Points a fitted line is drawn through: the line is straight in bytes and ns, so on the log ns axis it
 #: is a curve, and a segment between its two ends would put every byte count between them wrong.
 SAMPLES = 64
@@ -462,20 +478,21 @@ def size_chart(series: list[SizeSeries], title: str) -> Chart:
     canvas.text(LINE / 2, (top + bottom) / 2, "ns (log scale)", anchor="middle", rotate=True)
     x_axis(canvas, x, ticks(0, x.high, 5, inside=True), top, bottom, figure_text, grid=False)
     canvas.text((x.start + x.end) / 2, bottom + TICK + LINE * 1.5 + 1, "bytes read", anchor="middle")
-    for one in drawn:
+    dashes = _dashes(drawn)
+    for one, dash in zip(drawn, dashes, strict=True):
         colour = PALETTE[one.colour % len(PALETTE)]
         # Only the model's points inside the plot: a point off the log axis (zero, negative, out of range) is left out.
         line = [(x(a), y(b)) for a, b in fitted(one) if low <= b <= high]
         if len(line) > 1:
-            canvas.path(line, colour, width=1.5, dash=DASHES.get(one.line, ""))
+            canvas.path(line, colour, width=1.5, dash=dash)
         for size, ns in one.points:
             _marker(canvas, x(size), y(ns), one.marker, colour)
     # The legend under the axis: each series' line and marker, then its name.
     row = bottom + TICK + 2 * LINE + 14
-    for one, names in zip(drawn, legend, strict=True):
+    for one, names, dash in zip(drawn, legend, dashes, strict=True):
         colour = PALETTE[one.colour % len(PALETTE)]
         if one.slope is not None:
-            canvas.path([(left, row), (left + 28, row)], colour, width=1.5, dash=DASHES.get(one.line, ""))
+            canvas.path([(left, row), (left + 28, row)], colour, width=1.5, dash=dash)
         if one.points:
             _marker(canvas, left + 14, row, one.marker, colour)
         for name in names:

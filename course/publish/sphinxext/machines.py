@@ -326,7 +326,8 @@ class CourseHardware(MeasurementsDirective):
         # The answer first: the figures against 2000, the mitigations beside the first, then what the machine was.
         # "vs 2000" only over a column where the article has a figure to be compared with.
         compared = {key: bool(reference and reference.measurement(then or key)) for key, then, _ in figures}
-        headers = ["set", *(f"{label} (ns{' / vs 2000' if compared[key] else ''})" for key, _, label in figures)]
+        # Each machine's best (its minimum, as the lessons' tables give first); a lesson's box gives the median.
+        headers = ["set", *(f"{label} (best, ns{' / vs 2000' if compared[key] else ''})" for key, _, label in figures)]
         headers.insert(2, "mitigations")
         headers += ["kernel", "CPU (virtualization; TSC)"]  # one column: the table fits a laptop's text column
         table = simple_table(headers, [])
@@ -355,6 +356,7 @@ class CourseHardware(MeasurementsDirective):
         note = nodes.paragraph(
             classes=["course-table-note"],
             text=(
+                "best: each machine's fastest call (its minimum; a lesson's opening box gives the median). "
                 "vs 2000: how many times faster than the article's figure for the same call, comparing nanoseconds "
                 "(ticks are not comparable: the article's 500 MHz CPU counted core cycles, "
                 "an invariant TSC counts time). "
