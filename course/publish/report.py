@@ -48,6 +48,27 @@ def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: i
     return table(shown[0], lines)
 
 
+def stacked_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, below: str) -> str:
+    """:func:`table` within ``width`` columns, each row ``[name, text, *figures]``: the name whole on its line
+    (never broken: it is copied into commands), ``text`` under it, indented and wrapped to the first column;
+    the figures on the name's line, or on the first line under it when the name is too long to share one."""
+    rest = table(headers[1:], [row[2:] for row in rows]).splitlines()
+    figures = rest[2:]
+    first = max(len(headers[0]), len(below) + 2, width - 2 - len(rest[1]))
+    shown = [printable(f"{headers[0]} / {below}").ljust(first), "-" * first]
+    lines = [f"{shown[0]}  {rest[0]}", f"{shown[1]}  {rest[1]}"]
+    for row, line in zip(rows, figures, strict=True):
+        name = printable(str(row[0]))
+        under = ["  " + part for part in wrapped_cell(printable(str(row[1])), first - 2)]
+        cells = [name, *under]
+        if len(name) > first:  # alone on its line, longer than the column
+            lines.append(name)
+            cells = under
+        for n, cell in enumerate(cells):
+            lines.append((cell.ljust(first) + "  " + (line if n == 0 else "")).rstrip())
+    return "\n".join(lines)
+
+
 def wrapped_cell(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width``: broken at spaces; a word longer than a line after its dashes
     (``qemu-icount-`` / ``debian-6.1``), a part still longer where it must be."""
