@@ -26,9 +26,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(shown[0]), rule, *(line(row) for row in shown[1:])])
 
 
-def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, wrapped: Sequence[int]) -> str:
+def fitted_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, wrapped: Sequence[int], whole: bool = False
+) -> str:
     """:func:`table` within ``width`` columns: the ``wrapped`` columns share what the others leave, a long cell
-    going on over the next lines (broken after a space or a dash where it can be)."""
+    going on over the next lines (broken after a space or a dash where it can be); with ``whole``, a row whose
+    cells are too long is their line, unbroken (a name is copied whole), its other cells on the next line."""
     shown = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
     fixed = sum(max(len(row[i]) for row in shown) for i in range(len(headers)) if i not in wrapped)
     room = width - fixed - 2 * (len(headers) - 1)
@@ -38,7 +41,12 @@ def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: i
         widest = max(limits, key=lambda i: limits[i])  # take from the widest column, a character at a time
         limits[widest] -= 1
     lines = []
+    alone = {}  # the table's line -> the unbroken cells set on a line before it
     for row in shown[1:]:
+        if whole and any(len(row[i]) > limits[i] for i in wrapped):
+            alone[len(lines)] = "  ".join(row[i] for i in wrapped)
+            lines.append(["" if i in wrapped else cell for i, cell in enumerate(row)])
+            continue
         cells = {i: wrapped_cell(row[i], limits[i]) for i in wrapped}
         for n in range(max(len(cell) for cell in cells.values())):
             lines.append(
@@ -47,7 +55,8 @@ def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: i
                     for i, cell in enumerate(row)
                 ]
             )
-    return table(shown[0], lines)
+    out = table(shown[0], lines).splitlines()
+    return "\n".join(out[:2] + [text for n, line in enumerate(out[2:]) for text in [alone.get(n), line] if text])
 
 
 def stacked_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, below: str) -> str:
@@ -179,7 +188,7 @@ def lesson_table(report: LessonReport, compare: bool = False, width: int | None 
         stamps = sorted(stamp for stamp in compared if stamp)
         before = f"the run of {span(stamps)}" if stamps else "the run before"
         above += f"; prev: {before}" if compared else "; no earlier figure to set beside them"
-    fitted = fitted_table(headers, rows, width, wrapped=(0,))
+    fitted = fitted_table(headers, rows, width, wrapped=(0,), whole=True)
     wrapped = [textwrap.fill(note, width, subsequent_indent="  ", break_on_hyphens=False) for note in notes]
     return "\n".join([above, fitted, *wrapped])
 
