@@ -184,6 +184,9 @@ def test_all_reruns_every_program(mini: Layout) -> None:
     assert ran(everything) == {"alpha", "beta", "gamma", "exercise-x", "solutions/exercise-x"}
     assert everything.kept == {}
     assert report.kept_line(everything) == "reran the exercise x and its solution, alpha, beta, gamma"
+    # A derived figure measured again is set beside the previous one.
+    rows = {line.split()[0]: line.split() for line in report.lesson_table(everything, compare=True).splitlines()}
+    assert rows["alpha-less-beta"] == ["alpha-less-beta", "ticks", "30.00", "30.00"], rows
 
 
 def test_a_changed_setting_or_a_failed_run_keeps_nothing(mini: Layout) -> None:

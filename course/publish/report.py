@@ -111,6 +111,11 @@ def figure(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}".removesuffix(".0")
 
 
+def single_figure(value: float | None) -> str:
+    """A derived or single figure: two decimals below 100."""
+    return f"{value:,.2f}" if value is not None and abs(value) < 100 else figure(value)
+
+
 def nanoseconds(ticks: float | None, tsc_hz: float | None) -> str:
     if ticks is None or not tsc_hz:
         return "-"
@@ -147,7 +152,7 @@ def lesson_table(report: LessonReport, compare: bool = False, width: int | None 
             marked = f"{name} (from kept)"
         if value.get("status") == "ok" and "min" not in value:  # a derived or single figure
             single = value.get("value", value.get("mean"))
-            shown = f"{single:,.2f}" if single is not None and abs(single) < 100 else figure(single)
+            shown = single_figure(single)
             row = [marked, value.get("unit", ""), shown, "", "", "", "", ""]
         elif value.get("status") != "ok":
             notes.append(printable(f"{name}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}"))
@@ -175,6 +180,9 @@ def lesson_table(report: LessonReport, compare: bool = False, width: int | None 
                 notes.append(
                     printable(f"{name}: the previous run counted {unit_before}, this one {unit}: not compared")
                 )
+            elif "min" not in value and "min" not in before and before.get("status") == "ok":  # a single figure
+                row += [single_figure(before.get("value", before.get("mean"))), ""]
+                compared.append(before.get("measured_at", ""))
             else:
                 row += [figure(before.get("min")), figure(before.get("median"))]
                 if before.get("min") is not None or before.get("median") is not None:
