@@ -299,8 +299,15 @@ def bench(layout: Layout, set_name: str | None = None, runs: int | None = None, 
     print(f"stored in {files}; `invoke site` shows them on the site")
 
 
-#: The terminal width ``invoke results`` fits its table to; the set and "where it ran" cells wrap onto more lines.
+#: The terminal width ``invoke results`` fits its table to; a set's name is never broken (it is copied into
+#: commands), "where it ran" wraps under it.
 RESULTS_WIDTH = 100
+
+#: What the counts of ``invoke results`` count.
+KEY = (
+    "\nok: measurements with a figure; skipped: not measured there, each saying why (`invoke lesson N`"
+    "\nshows it); failed: steps that failed"
+)
 
 
 def results(layout: Layout, as_json: bool = False, verbose: bool = False) -> str:
@@ -327,6 +334,7 @@ def results(layout: Layout, as_json: bool = False, verbose: bool = False) -> str
     for result_set in sets.values():
         measurements = [m for d in result_set.lessons.values() for m in d.get("measurements", {}).values()]
         ok = sum(1 for m in measurements if m.get("status") == "ok")
+        skipped = len(measurements) - ok  # not measured here, each saying why (a failed step is a failure)
         failures = sum(len(d.get("failures", [])) for d in result_set.lessons.values())
         lessons_done = sum(1 for name in with_code if name in result_set.lessons)
         name = (
@@ -338,7 +346,8 @@ def results(layout: Layout, as_json: bool = False, verbose: bool = False) -> str
         tail = [
             result_set.updated()[:10] or "-",
             "-" if reference else f"{lessons_done}/{len(with_code)}",
-            f"{ok}/{len(measurements)}",
+            str(ok),
+            str(skipped),
             str(failures),
         ]
         if verbose:
@@ -364,12 +373,13 @@ def results(layout: Layout, as_json: bool = False, verbose: bool = False) -> str
             "date",
             "lessons",
             "ok",
+            "skipped",
             "failed",
         ]
-        return report.table(headers, rows) + ending
-    headers = ["set", "where it ran", "date", "lessons", "ok", "failed"]
-    table = report.fitted_table(headers, rows, RESULTS_WIDTH, wrapped=(0, 1))
-    return table + ending + "\n(--verbose: every field, the set's label and the host's CPU and kernel among them)"
+        return report.table(headers, rows) + ending + KEY
+    headers = ["set", "date", "lessons", "ok", "skipped", "failed"]
+    table = report.stacked_table(headers, rows, RESULTS_WIDTH, "where it ran")
+    return table + ending + KEY + "\n(--verbose: every field, the set's label and the host's CPU and kernel among them)"
 
 
 def where_ran(result_set: store.ResultSet) -> str:

@@ -129,7 +129,32 @@ def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini:
     assert line.startswith("reran the exercise x and its solution; kept 3 programs' figures (alpha, beta, gamma)")
     assert line.endswith("invoke lesson 1 --all reruns them")
     table = report.lesson_table(second, compare=True)
-    assert "01-mini/a (kept)" in table and "01-mini/exercise.x.one (kept)" not in table
+    assert "\na (kept)" in table and "exercise.x.one (kept)" not in table
+    # A kept row is the previous figure itself: nothing beside it; the rerun ones beside the run they follow.
+    rows = {line.split()[0]: line for line in table.splitlines()[3:]}
+    assert rows["a"].split()[-1] == "(kept)" or rows["a"].split()[-1] != rows["a"].split()[2], table
+    assert len(rows["a"].split()) == len(rows["exercise.x.one"].split()) - 2 + 1, table
+    previous = second.previous["measurements"]["01-mini/exercise.x.one"]["measured_at"]
+    assert table.splitlines()[0] == f"measurements of 01-mini/; prev: the run of {report.when(previous)}", table
+    assert max(len(line) for line in table.splitlines()) <= 100
+
+
+def test_the_lesson_table_fits_the_terminal(mini: Layout, monkeypatch) -> None:
+    rerun(mini)
+    later()
+    second = rerun(mini)
+    narrow = report.lesson_table(second, compare=True, width=90)
+    assert max(len(line) for line in narrow.splitlines()) <= 90, narrow
+    lines = narrow.splitlines()
+    assert "alpha-less-beta (from kept)" in lines, "a name too long for its column is a line, never broken"
+    assert lines[lines.index("alpha-less-beta (from kept)") + 1].split() == ["ticks", "30.00"], narrow
+    monkeypatch.setenv("COLUMNS", "95")
+    assert max(len(line) for line in report.lesson_table(second, compare=True).splitlines()) <= 95
+    monkeypatch.setenv("COLUMNS", "70")
+    line = report.kept_line(second)
+    assert max(len(part) for part in line.splitlines()) <= 70 and len(line.splitlines()) > 1, line
+    monkeypatch.delenv("COLUMNS")
+    assert report.terminal_width() == 100, "not a terminal (pytest captures the output): 100 columns"
 
 
 def test_an_edited_program_reruns_and_a_derivation_never_mixes_runs(mini: Layout) -> None:
@@ -158,9 +183,10 @@ def test_all_reruns_every_program(mini: Layout) -> None:
     everything = rerun(mini, every=True)
     assert ran(everything) == {"alpha", "beta", "gamma", "exercise-x", "solutions/exercise-x"}
     assert everything.kept == {}
-    assert report.kept_line(everything) == (
-        "reran the exercise x and its solution, alpha, beta, gamma; kept no stored figure"
-    )
+    assert report.kept_line(everything) == "reran the exercise x and its solution, alpha, beta, gamma"
+    # A derived figure measured again is set beside the previous one.
+    rows = {line.split()[0]: line.split() for line in report.lesson_table(everything, compare=True).splitlines()}
+    assert rows["alpha-less-beta"] == ["alpha-less-beta", "ticks", "30.00", "30.00"], rows
 
 
 def test_a_changed_setting_or_a_failed_run_keeps_nothing(mini: Layout) -> None:
@@ -183,7 +209,8 @@ def test_the_lesson_command_says_what_it_kept(mini: Layout, capsys, monkeypatch)
     out = capsys.readouterr().out
     assert "; kept 3 programs' figures (alpha, beta, gamma) from " in out
     assert commands.lesson(mini, 1, every=True)
-    assert "kept no stored figure" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reran the exercise x and its solution, alpha, beta, gamma\n" in out and "kept" not in out, out
 
 
 def test_a_program_set_beside_the_exercise_by_a_derivation_always_reruns(mini: Layout) -> None:
@@ -199,7 +226,7 @@ def test_a_program_set_beside_the_exercise_by_a_derivation_always_reruns(mini: L
 def test_in_a_student_copy_the_line_names_no_solution(mini: Layout) -> None:
     first = rerun(mini)
     first.stored["exercises"]["x"].pop("solution")  # a student copy measures no solution beside yours
-    assert report.kept_line(first).startswith("reran the exercise x, alpha, beta, gamma;")
+    assert report.kept_line(first) == "reran the exercise x, alpha, beta, gamma"
 
 
 def test_a_reboot_with_other_mitigations_a_command_line_or_cpus_keeps_nothing(mini: Layout, monkeypatch) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import textwrap
 from collections.abc import Sequence
 
 from course.measure.lesson_run import LessonReport
@@ -24,9 +26,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(shown[0]), rule, *(line(row) for row in shown[1:])])
 
 
-def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, wrapped: Sequence[int]) -> str:
+def fitted_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, wrapped: Sequence[int], whole: bool = False
+) -> str:
     """:func:`table` within ``width`` columns: the ``wrapped`` columns share what the others leave, a long cell
-    going on over the next lines (broken after a space or a dash where it can be)."""
+    going on over the next lines (broken after a space or a dash where it can be); with ``whole``, a row whose
+    cells are too long is their line, unbroken (a name is copied whole), its other cells on the next line."""
     shown = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
     fixed = sum(max(len(row[i]) for row in shown) for i in range(len(headers)) if i not in wrapped)
     room = width - fixed - 2 * (len(headers) - 1)
@@ -36,7 +41,12 @@ def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: i
         widest = max(limits, key=lambda i: limits[i])  # take from the widest column, a character at a time
         limits[widest] -= 1
     lines = []
+    alone = {}  # the table's line -> the unbroken cells set on a line before it
     for row in shown[1:]:
+        if whole and any(len(row[i]) > limits[i] for i in wrapped):
+            alone[len(lines)] = "  ".join(row[i] for i in wrapped)
+            lines.append(["" if i in wrapped else cell for i, cell in enumerate(row)])
+            continue
         cells = {i: wrapped_cell(row[i], limits[i]) for i in wrapped}
         for n in range(max(len(cell) for cell in cells.values())):
             lines.append(
@@ -45,7 +55,29 @@ def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: i
                     for i, cell in enumerate(row)
                 ]
             )
-    return table(shown[0], lines)
+    out = table(shown[0], lines).splitlines()
+    return "\n".join(out[:2] + [text for n, line in enumerate(out[2:]) for text in [alone.get(n), line] if text])
+
+
+def stacked_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, below: str) -> str:
+    """:func:`table` within ``width`` columns, each row ``[name, text, *figures]``: the name whole on its line
+    (never broken: it is copied into commands), ``text`` under it, indented and wrapped to the first column;
+    the figures on the name's line, or on the first line under it when the name is too long to share one."""
+    rest = table(headers[1:], [row[2:] for row in rows]).splitlines()
+    figures = rest[2:]
+    first = max(len(headers[0]), len(below) + 2, width - 2 - len(rest[1]))
+    shown = [printable(f"{headers[0]} / {below}").ljust(first), "-" * first]
+    lines = [f"{shown[0]}  {rest[0]}", f"{shown[1]}  {rest[1]}"]
+    for row, line in zip(rows, figures, strict=True):
+        name = printable(str(row[0]))
+        under = ["  " + part for part in wrapped_cell(printable(str(row[1])), first - 2)]
+        cells = [name, *under]
+        if len(name) > first:  # alone on its line, longer than the column
+            lines.append(name)
+            cells = under
+        for n, cell in enumerate(cells):
+            lines.append((cell.ljust(first) + "  " + (line if n == 0 else "")).rstrip())
+    return "\n".join(lines)
 
 
 def wrapped_cell(text: str, width: int) -> list[str]:
@@ -79,32 +111,51 @@ def figure(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}".removesuffix(".0")
 
 
+def single_figure(value: float | None) -> str:
+    """A derived or single figure: two decimals below 100."""
+    return f"{value:,.2f}" if value is not None and abs(value) < 100 else figure(value)
+
+
 def nanoseconds(ticks: float | None, tsc_hz: float | None) -> str:
     if ticks is None or not tsc_hz:
         return "-"
     return f"{ticks / tsc_hz * 1e9:,.1f}"
 
 
-def lesson_table(report: LessonReport, compare: bool = False) -> str:
-    """The lesson's measurements; with ``compare``, the previous run's min and median beside them."""
+def terminal_width() -> int:
+    """The terminal's columns (``COLUMNS`` first), 100 when the output is no terminal."""
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def lesson_table(report: LessonReport, compare: bool = False, width: int | None = None) -> str:
+    """The lesson's measurements within ``width`` columns (the terminal's), named without the lesson's prefix;
+    with ``compare``, the previous run's min and median beside each figure measured again, the run dated
+    above the table (a kept figure is the previous one: nothing to set beside it)."""
+    width = width or terminal_width()
+    measured = report.stored.get("measurements", {})
+    lessons = {key.split("/", 1)[0] for key in measured}
+    prefix = f"{lessons.pop()}/" if len(lessons) == 1 and all("/" in key for key in measured) else ""
     headers = ["measurement", "unit", "min", "median", "p90", "p99", "median ns", "samples"]
     if compare:
-        headers += ["previous min", "previous median"]
+        headers += ["prev min", "prev median"]
     rows = []
     notes = []
     old = report.previous.get("measurements", {})
     kept = report.kept_figures
-    for key, value in sorted(report.stored.get("measurements", {}).items()):
+    compared: list[str] = []  # when the figures set beside this run's were measured
+    for key, value in sorted(measured.items()):
         # A kept row is the earlier run's figure, not rerun; a derived one from kept figures only says so too.
-        marked = f"{key} (kept)" if key in kept else key
-        if value.get("derived") and kept and set(value.get("from") or ()) <= kept:
-            marked = f"{key} (from kept)"
+        name = key.removeprefix(prefix)
+        marked = f"{name} (kept)" if key in kept else name
+        derived_from_kept = bool(value.get("derived") and kept and set(value.get("from") or ()) <= kept)
+        if derived_from_kept:
+            marked = f"{name} (from kept)"
         if value.get("status") == "ok" and "min" not in value:  # a derived or single figure
             single = value.get("value", value.get("mean"))
-            shown = f"{single:,.2f}" if single is not None and abs(single) < 100 else figure(single)
+            shown = single_figure(single)
             row = [marked, value.get("unit", ""), shown, "", "", "", "", ""]
         elif value.get("status") != "ok":
-            notes.append(printable(f"{key}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}"))
+            notes.append(printable(f"{name}: {value.get('status', '?')}: {value.get('reason', 'no reason given')}"))
             row = [marked, "", value.get("status", "?"), "", "", "", "", ""]
         else:
             row = [
@@ -120,18 +171,34 @@ def lesson_table(report: LessonReport, compare: bool = False) -> str:
         if compare:
             before = old.get(key, {})
             unit, unit_before = value.get("unit", "ticks"), before.get("unit", "ticks")
-            if (
+            if key in kept or derived_from_kept:  # the previous figure itself: never compared with itself
+                row += ["", ""]
+            elif (
                 before and unit_before != unit
             ):  # another clock (emulated ticks against icount ticks): never side by side
                 row += ["-", "-"]
-                notes.append(printable(f"{key}: the previous run counted {unit_before}, this one {unit}: not compared"))
+                notes.append(
+                    printable(f"{name}: the previous run counted {unit_before}, this one {unit}: not compared")
+                )
+            elif "min" not in value and "min" not in before and before.get("status") == "ok":  # a single figure
+                row += [single_figure(before.get("value", before.get("mean"))), ""]
+                compared.append(before.get("measured_at", ""))
             else:
                 row += [figure(before.get("min")), figure(before.get("median"))]
+                if before.get("min") is not None or before.get("median") is not None:
+                    compared.append(before.get("measured_at", ""))
         rows.append(row)
     if not rows:
         captures = sorted(report.stored.get("captures", {}))
         return printable("captured: " + ", ".join(captures)) if captures else "(nothing measured or captured)"
-    return "\n".join([table(headers, rows), *notes])
+    above = f"measurements of {prefix}" if prefix else "measurements"
+    if compare:
+        stamps = sorted(stamp for stamp in compared if stamp)
+        before = f"the run of {span(stamps)}" if stamps else "the run before"
+        above += f"; prev: {before}" if compared else "; no earlier figure to set beside them"
+    fitted = fitted_table(headers, rows, width, wrapped=(0,), whole=True)
+    wrapped = [textwrap.fill(note, width, subsequent_indent="  ", break_on_hyphens=False) for note in notes]
+    return "\n".join([above, fitted, *wrapped])
 
 
 def when(stamp: str) -> str:
@@ -139,10 +206,19 @@ def when(stamp: str) -> str:
     return f"{stamp[:10]} {stamp[11:16]} UTC" if stamp.endswith("+00:00") else stamp
 
 
-def kept_line(report: LessonReport) -> str:
-    """One line: what a student's rerun ran again and whose figures it kept from when ("" when reused whole)."""
+def span(stamps: Sequence[str]) -> str:
+    """Sorted time stamps as one minute, or the first to the last."""
+    if stamps[0][:16] == stamps[-1][:16]:
+        return when(stamps[0])
+    return f"{when(stamps[0])} to {when(stamps[-1])}"
+
+
+def kept_line(report: LessonReport, width: int | None = None) -> str:
+    """What a student's rerun ran again and whose figures it kept from when ("" when reused whole), within
+    ``width`` columns (the terminal's); not a word of keeping when it kept nothing."""
     if report.cached:
         return ""
+    width = width or terminal_width()
     ran = sorted({step["name"].split(" ")[1] for step in report.steps if step["name"].startswith("run ")})
     ran = [name for name in ran if name not in report.kept]
     exercises = report.stored.get("exercises") or {}
@@ -152,16 +228,20 @@ def kept_line(report: LessonReport) -> str:
     ] + ran
     reran = f"reran {', '.join(parts) or 'nothing'}"
     if not report.kept:
-        return f"{reran}; kept no stored figure"
+        return _fill(reran, width)
     measured = report.stored.get("measurements", {})
     stamps = sorted(measured[key].get("measured_at", "") for key in report.kept_figures if key in measured)
-    since = when(stamps[0]) if stamps[0][:16] == stamps[-1][:16] else f"{when(stamps[0])} to {when(stamps[-1])}"
     count = len(report.kept)
     programs = f"{count} program{'s' if count > 1 else ''}' figures ({', '.join(sorted(report.kept))})"
-    return (
-        f"{reran}; kept {programs} from {since} (sources unchanged); "
-        f"invoke lesson {report.lesson.number} --all reruns them"
+    return _fill(
+        f"{reran}; kept {programs} from {span(stamps)} (sources unchanged); "
+        f"invoke lesson {report.lesson.number} --all reruns them",
+        width,
     )
+
+
+def _fill(text: str, width: int) -> str:
+    return textwrap.fill(text, width, break_on_hyphens=False, break_long_words=False)
 
 
 def exercises_table(report: LessonReport) -> str:
