@@ -249,7 +249,7 @@ def test_ticks_of_two_machines_never_share_a_scale(app: SphinxTestApp) -> None:
 def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_record(app: SphinxTestApp) -> None:
     app.build()
     assert app._warning.getvalue() == ""
-    note = _html(app, "kernel").split("Where the kernel figures of the run that built this site come from", 1)[1]
+    note = _html(app, "kernel").split("Where the kernel figures on this page come from", 1)[1]
     note = note.split("</div>", 1)[0]
     assert "Figures counted in icount ticks on this page come from other boots" in note, "tcg is not the matrix"
     assert "Emulation was used because a test boot with hardware virtualisation (KVM) failed" in note
@@ -259,6 +259,33 @@ def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_re
     page = _html(app, "machines/canned-machine")
     words = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page)))
     assert "kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed." in words, "QEMU's words, verbatim"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_the_kernel_run_note_opens_with_where_the_icount_figures_come_from(app: SphinxTestApp) -> None:
+    app.build()
+    note = _html(app, "kernel").split("Where the kernel figures on this page come from", 1)[1]
+    paragraphs = [
+        unescape(re.sub(r"<[^>]+>", "", p)) for p in re.findall(r"<p>(.*?)</p>", note.split("</div>", 1)[0], re.S)
+    ]
+    assert paragraphs[0].startswith("Figures counted in icount ticks on this page come from other boots"), paragraphs
+    assert "(QEMU -icount shift=0): Other machine, each named" in paragraphs[0], "the icount boots, by name"
+    assert paragraphs[1].startswith(
+        "The kernel figures of this machine\u2019s own last run (shown under Canned machine) come from software"
+    ), "the emulated ticks are this machine's own run's, not the page's icount figures"
+
+
+def test_other_boots_are_named_by_kernel_and_by_label() -> None:
+    from course.publish.sphinxext.context import boots_in_words
+
+    class Boot:
+        def __init__(self, label: str, name: str = "") -> None:
+            self.label, self.info = label, {"guest": {"name": name}} if name else {}
+
+    boots = [Boot("g1", "6.1"), Boot("g2", "6.12"), Boot("g3", "6.1-rt"), Boot("Other machine")]
+    words = boots_in_words(boots)  # type: ignore[arg-type]
+    assert words == "the kernel matrix's guests (6.1, 6.12 and 6.1-rt) and Other machine"
+    assert boots_in_words([Boot("Other machine")]) == "Other machine"  # type: ignore[list-item]
 
 
 def test_why_is_said_in_words_for_every_record_the_runner_makes() -> None:
