@@ -878,6 +878,24 @@ def test_the_search_index_built_with_the_stems_of_earlier_builds_is_the_same(
     assert "zyxwvut" in index and index == (Path(fresh.outdir) / "searchindex.js").read_text()
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-kept")
+def test_a_rerun_that_kept_figures_says_which_and_from_when(app: SphinxTestApp, make_app) -> None:
+    app.build()
+    assert "course-kept" not in _html(app), "nothing is said when nothing was kept"
+    lesson = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(lesson.read_text())
+    data["kept"] = {"tscstep": "2026-10-31T09:15:00+00:00", "<b>fences</b>": "2026-10-31T09:15:00+00:00"}
+    _later(lesson, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)
+    again.build()
+    html = _html(again)
+    line = unescape(re.sub(r"<[^>]+>", "", html.split('class="course-kept"', 1)[1].split("</p>", 1)[0]))
+    assert "kept from 2026-10-31 09:15 UTC: <b>fences</b>, tscstep" in line, "each date once, with its programs"
+    assert line.startswith(">Last run "), line
+    assert "invoke lesson 3 --all reruns them" in line
+    assert "&lt;b&gt;fences&lt;/b&gt;" in html and "<b>fences" not in html, "a set's names are text, never markup"
+
+
 @pytest.mark.sphinx("html", testroot="course")
 def test_a_failed_run_is_shown_as_a_failure_box_with_its_log(app: SphinxTestApp) -> None:
     app.build()

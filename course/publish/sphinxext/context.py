@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective, SphinxRole
@@ -296,6 +298,52 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             )
         out.append(simple_table(["lesson", "last run", "where", "time in steps", "steps reused", "failures"], rows))
         return out
+
+
+class CourseKept(CourseMixin, SphinxDirective):
+    """After a student's rerun: which of a lesson's figures are its last run's and which were kept, and from when.
+
+    Nothing when nothing was kept. The lesson file is a set's (untrusted): its names become text, never markup.
+    """
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        lesson = self.arguments[0]
+        found = self.current_lesson(lesson)  # records the lesson file: a rerun that changes ``kept`` rebuilds the page
+        if found is None:
+            return []
+        kept = found[1].get("kept") or {}
+        if not isinstance(kept, dict) or not kept:
+            return []
+        by_date: dict[str, list[str]] = {}
+        for program, when in sorted(kept.items()):
+            by_date.setdefault(str(when), []).append(str(program))
+        line = nodes.paragraph(classes=["course-kept"])
+        line += nodes.Text(f"Last run {utc_minute(last_run(found[1]))}: every figure of this lesson but these; ")
+        line += nodes.Text(
+            "; ".join(f"kept from {utc_minute(when)}: {', '.join(names)}" for when, names in by_date.items())
+        )
+        line += nodes.Text(" (their sources unchanged; ")
+        command = rerun_all_command(lesson)
+        line += nodes.literal(text=command)
+        line += nodes.Text(" reruns them).")
+        return [line]
+
+
+def rerun_all_command(lesson: str) -> str:
+    """``invoke lesson 3 --all`` for ``03-timing``: the rerun that keeps nothing."""
+    number = lesson.split("-", 1)[0]
+    return f"invoke lesson {int(number) if number.isdigit() else lesson} --all"
+
+
+def utc_minute(stamp: str) -> str:
+    """``2026-12-05T13:47:10+00:00`` as ``2026-12-05 13:47 UTC``; a stamp that is not one, as it is."""
+    try:
+        moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    except (TypeError, ValueError):
+        return stamp or "at an unrecorded time"
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def kept_since(data: dict) -> str:
