@@ -884,7 +884,7 @@ def test_a_rerun_that_kept_figures_says_which_and_from_when(app: SphinxTestApp, 
     assert "course-kept" not in _html(app), "nothing is said when nothing was kept"
     lesson = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
     data = json.loads(lesson.read_text())
-    data["kept"] = {"tscstep": "2026-10-31T09:15:00+00:00", "<b>fences</b>": "2026-10-31T09:15:00+00:00"}
+    data["kept"] = {"tscstep": "2026-10-31T09:15:00+00:00", "<b>fences</b>": "2026-10-31T09:15:40+00:00"}
     _later(lesson, json.dumps(data))
     again = make_app("html", srcdir=app.srcdir)
     again.build()

@@ -318,12 +318,10 @@ class CourseKept(CourseMixin, SphinxDirective):
             return []
         by_date: dict[str, list[str]] = {}
         for program, when in sorted(kept.items()):
-            by_date.setdefault(str(when), []).append(str(program))
+            by_date.setdefault(utc_minute(str(when)), []).append(str(program))  # as shown: one minute, once
         line = nodes.paragraph(classes=["course-kept"])
         line += nodes.Text(f"Last run {utc_minute(last_run(found[1]))}: every figure of this lesson but these; ")
-        line += nodes.Text(
-            "; ".join(f"kept from {utc_minute(when)}: {', '.join(names)}" for when, names in by_date.items())
-        )
+        line += nodes.Text("; ".join(f"kept from {when}: {', '.join(names)}" for when, names in by_date.items()))
         line += nodes.Text(" (their sources unchanged; ")
         command = rerun_all_command(lesson)
         line += nodes.literal(text=command)
