@@ -275,6 +275,20 @@ def test_the_kernel_run_note_opens_with_where_the_icount_figures_come_from(app: 
     ), "the emulated ticks are this machine's own run's, not the page's icount figures"
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-kernel-not-run")
+def test_a_kernel_run_that_did_not_happen_still_opens_with_the_icount_boots(app: SphinxTestApp, make_app) -> None:
+    kernel = Path(app.srcdir) / "results" / "canned-machine" / "04-kernel-read.json"
+    data = json.loads(kernel.read_text())
+    data["kernel_run"] = {"unavailable": "no QEMU on this machine (install qemu-system-x86)"}
+    _later(kernel, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)  # the fixture's app read the results as it started
+    again.build()
+    note = _html(again, "kernel").split("Where the kernel figures on this page come from", 1)[1].split("</div>", 1)[0]
+    words = unescape(re.sub(r"<[^>]+>", "", note))
+    assert words.index("come from other boots") < words.index("Not run on Canned machine: no QEMU"), words
+    assert "software emulation (QEMU TCG)" not in words, "nothing is said of a run that did not happen"
+
+
 def test_other_boots_are_named_by_kernel_and_by_label() -> None:
     from course.publish.sphinxext.context import boots_in_words
 

@@ -143,15 +143,15 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
             return []
         box = nodes.admonition(classes=["course-kernel-run", "note"])
         box += nodes.title(text=KERNEL_RUN_TITLE)
-        if "unavailable" in run:
-            box += nodes.paragraph(text=f"Not run on {result_set.label}: {run['unavailable']}")
-            return [box]
         acceleration = run.get("acceleration", "")
         # The matrix's boots sit on the same page, in a unit of their own, and are its charts' headline:
-        # the box opens with them, then says where this machine's own run measured.
+        # the box opens with them, then says where this machine's own run measured (or why it did not).
         guests = [] if acceleration == "tcg-icount" else self.icount_boots(lesson, result_set)
         if guests:
             box += nodes.paragraph(text=MATRIX_APART.format(boots=boots_in_words(guests)))
+        if "unavailable" in run:
+            box += nodes.paragraph(text=f"Not run on {result_set.label}: {run['unavailable']}")
+            return [box]
         subject = RUN_SUBJECT_BESIDE.format(label=result_set.label) if guests else RUN_SUBJECT_ALONE
         known = KERNEL_RUN_TEXT.get(acceleration)  # a set's acceleration is its own words: never a template
         text = known.format(subject=subject) if known else f"{subject} were measured with {acceleration}."
