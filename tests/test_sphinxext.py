@@ -249,7 +249,7 @@ def test_ticks_of_two_machines_never_share_a_scale(app: SphinxTestApp) -> None:
 def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_record(app: SphinxTestApp) -> None:
     app.build()
     assert app._warning.getvalue() == ""
-    note = _html(app, "kernel").split("Where the kernel figures of the run that built this site come from", 1)[1]
+    note = _html(app, "kernel").split("Where the kernel figures on this page come from", 1)[1]
     note = note.split("</div>", 1)[0]
     assert "Figures counted in icount ticks on this page come from other boots" in note, "tcg is not the matrix"
     assert "Emulation was used because a test boot with hardware virtualisation (KVM) failed" in note
@@ -259,6 +259,47 @@ def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_re
     page = _html(app, "machines/canned-machine")
     words = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page)))
     assert "kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed." in words, "QEMU's words, verbatim"
+
+
+@pytest.mark.sphinx("html", testroot="course")
+def test_the_kernel_run_note_opens_with_where_the_icount_figures_come_from(app: SphinxTestApp) -> None:
+    app.build()
+    note = _html(app, "kernel").split("Where the kernel figures on this page come from", 1)[1]
+    paragraphs = [
+        unescape(re.sub(r"<[^>]+>", "", p)) for p in re.findall(r"<p>(.*?)</p>", note.split("</div>", 1)[0], re.S)
+    ]
+    assert paragraphs[0].startswith("Figures counted in icount ticks on this page come from other boots"), paragraphs
+    assert "(QEMU -icount shift=0): Other machine, each named" in paragraphs[0], "the icount boots, by name"
+    assert paragraphs[1].startswith(
+        "The kernel figures of this machine\u2019s own last run (shown under Canned machine) come from software"
+    ), "the emulated ticks are this machine's own run's, not the page's icount figures"
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-kernel-not-run")
+def test_a_kernel_run_that_did_not_happen_still_opens_with_the_icount_boots(app: SphinxTestApp, make_app) -> None:
+    kernel = Path(app.srcdir) / "results" / "canned-machine" / "04-kernel-read.json"
+    data = json.loads(kernel.read_text())
+    data["kernel_run"] = {"unavailable": "no QEMU on this machine (install qemu-system-x86)"}
+    _later(kernel, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)  # the fixture's app read the results as it started
+    again.build()
+    note = _html(again, "kernel").split("Where the kernel figures on this page come from", 1)[1].split("</div>", 1)[0]
+    words = unescape(re.sub(r"<[^>]+>", "", note))
+    assert words.index("come from other boots") < words.index("Not run on Canned machine: no QEMU"), words
+    assert "software emulation (QEMU TCG)" not in words, "nothing is said of a run that did not happen"
+
+
+def test_other_boots_are_named_by_kernel_and_by_label() -> None:
+    from course.publish.sphinxext.context import boots_in_words
+
+    class Boot:
+        def __init__(self, label: str, name: str = "") -> None:
+            self.label, self.info = label, {"guest": {"name": name}} if name else {}
+
+    boots = [Boot("g1", "6.1"), Boot("g2", "6.12"), Boot("g3", "6.1-rt"), Boot("Other machine")]
+    words = boots_in_words(boots)  # type: ignore[arg-type]
+    assert words == "the kernel matrix's guests (6.1, 6.12 and 6.1-rt) and Other machine"
+    assert boots_in_words([Boot("Other machine")]) == "Other machine"  # type: ignore[list-item]
 
 
 def test_why_is_said_in_words_for_every_record_the_runner_makes() -> None:
@@ -849,6 +890,24 @@ def test_the_search_index_built_with_the_stems_of_earlier_builds_is_the_same(
     fresh.build()
     index = (Path(again.outdir) / "searchindex.js").read_text()
     assert "zyxwvut" in index and index == (Path(fresh.outdir) / "searchindex.js").read_text()
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-kept")
+def test_a_rerun_that_kept_figures_says_which_and_from_when(app: SphinxTestApp, make_app) -> None:
+    app.build()
+    assert "course-kept" not in _html(app), "nothing is said when nothing was kept"
+    lesson = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
+    data = json.loads(lesson.read_text())
+    data["kept"] = {"tscstep": "2026-10-31T09:15:00+00:00", "<b>fences</b>": "2026-10-31T09:15:40+00:00"}
+    _later(lesson, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)
+    again.build()
+    html = _html(again)
+    line = unescape(re.sub(r"<[^>]+>", "", html.split('class="course-kept"', 1)[1].split("</p>", 1)[0]))
+    assert "kept from 2026-10-31 09:15 UTC: <b>fences</b>, tscstep" in line, "each date once, with its programs"
+    assert line.startswith(">Last run "), line
+    assert "invoke lesson 3 --all reruns them" in line
+    assert "&lt;b&gt;fences&lt;/b&gt;" in html and "<b>fences" not in html, "a set's names are text, never markup"
 
 
 @pytest.mark.sphinx("html", testroot="course")

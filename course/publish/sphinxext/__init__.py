@@ -17,6 +17,7 @@ Used from MyST:
 - ``{course-kernel-run}``: where a lesson's kernel figures were measured (VM, emulation, host);
 - ``{course-context}``: what a tick means on this machine (invariant TSC, hypervisor);
 - ``{course-run-report}``: the execution report, each lesson's last run;
+- ``{course-kept}``: after a student's rerun, which of a lesson's figures were kept from an earlier run, and when;
 - ``{course-code}``, ``{course-downloads}``: listings cut from the real C files, and every file to download
   (``course.publish.sphinxext.code``);
 - ``{course-kernels}``, ``{course-trace-diff}``: figures and call graphs across the guest kernels of the kernel
@@ -70,7 +71,14 @@ from course.publish.sphinxext import (
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.publish.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
 from course.publish.sphinxext.chart_directive import CourseChart
-from course.publish.sphinxext.context import CourseContext, CourseFailures, CourseKernelRun, CourseRunReport, HostRole
+from course.publish.sphinxext.context import (
+    CourseContext,
+    CourseFailures,
+    CourseKept,
+    CourseKernelRun,
+    CourseRunReport,
+    HostRole,
+)
 from course.publish.sphinxext.data import CourseData, attach, data_of
 from course.publish.sphinxext.figures import MeasureRole
 from course.publish.sphinxext.guest_mitigations import CourseGuestMitigations
@@ -495,6 +503,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("course-kernel-run", CourseKernelRun)
     app.add_directive("course-context", CourseContext)
     app.add_directive("course-run-report", CourseRunReport)
+    app.add_directive("course-kept", CourseKept)  # after a student's rerun: the figures kept, and from when
     app.add_directive("course-kernels", CourseKernels)  # the kernel matrix (course.publish.sphinxext.kernels)
     app.add_directive("course-trace-diff", CourseTraceDiff)
     app.add_directive("course-guest-mitigations", CourseGuestMitigations)  # lesson 8 (guest_mitigations)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
+from course.kernel import guest_kernels
 from course.publish.sphinxext import depends
 from course.publish.sphinxext.base import CourseMixin, Lookup, simple_table
+from course.results.store import ResultSet
 
 
 class CourseFailures(CourseMixin, SphinxDirective):
@@ -36,7 +40,7 @@ class CourseFailures(CourseMixin, SphinxDirective):
 #: What a reader must know about kernel figures, by where they were measured.
 KERNEL_RUN_TEXT = {
     "tcg": (
-        "These kernel figures come from software emulation (QEMU TCG): the module ran in a virtual machine "
+        "{subject} come from software emulation (QEMU TCG): the module ran in a virtual machine "
         "whose processor is a program. QEMU derives the guest's time-stamp counter from the host's clock, so "
         "these emulated ticks count the host's time spent emulating, not work of the guest's processor: they "
         "change from run to run and host to host, have no nanoseconds, and compare neither with the "
@@ -44,30 +48,48 @@ KERNEL_RUN_TEXT = {
         "variant runs the longer path, and by roughly how much."
     ),
     "tcg-icount": (
-        "These kernel figures come from software emulation in deterministic mode (QEMU -icount shift=0): the "
+        "{subject} come from software emulation in deterministic mode (QEMU -icount shift=0): the "
         "virtual clock advances one nanosecond per guest instruction executed, so an icount tick is an "
         "instruction and the same module gives the same figures on every boot and every host. They measure "
         "path length, not time."
     ),
     "kvm": (
-        "These kernel figures come from a virtual machine with hardware virtualisation (KVM): rdtsc does not "
+        "{subject} come from a virtual machine with hardware virtualisation (KVM): rdtsc does not "
         "leave the guest, so the ticks are the host processor's own, as in user space."
     ),
     "host-kernel": (
-        "These kernel figures come from the modules loaded into the running kernel of the measured machine, "
-        "as the article did."
+        "{subject} come from the modules loaded into the running kernel of the measured machine, as the article did."
     ),
 }
 
 
-#: The box's title: it speaks of the guest of the run that built the site, not of every guest on the page.
-KERNEL_RUN_TITLE = "Where the kernel figures of the run that built this site come from"
+#: The box's title: the page's kernel figures come from this machine's last run and the matrix's guests.
+KERNEL_RUN_TITLE = "Where the kernel figures on this page come from"
 
-#: Beside a run that did not count instructions: where the page's icount figures come from instead.
+#: The box's opening beside a run that did not count instructions: the page's icount figures (its charts'
+#: headline) come from other boots, the matrix's guests, named by kernel.
 MATRIX_APART = (
-    "Figures counted in icount ticks on this page come from other boots: the kernel matrix's guests, "
-    "each named by its kernel, under deterministic emulation."
+    "Figures counted in icount ticks on this page come from other boots, under deterministic emulation "
+    "(QEMU -icount shift=0): {boots}, each named in the charts and tables. An icount tick is one instruction of "
+    "the guest: the same module gives the same count on every boot and every host."
 )
+
+#: Who the run's paragraph speaks of: "These kernel figures" alone, this machine's own beside other boots'.
+RUN_SUBJECT_ALONE = "These kernel figures"
+RUN_SUBJECT_BESIDE = "The kernel figures of this machine's own last run (shown under {label})"
+
+
+def boots_in_words(boots: list[ResultSet]) -> str:
+    """Other boots as a reader names them: "the kernel matrix's guests (6.1, 6.12 and 6.1-rt) and Other"."""
+    kernels = [str(guest_kernels.matrix_guest(s)["name"]) for s in boots if guest_kernels.matrix_guest(s).get("name")]
+    phrases = [f"the kernel matrix's guests ({and_list(kernels)})"] if kernels else []
+    phrases += [s.label for s in boots if not guest_kernels.matrix_guest(s).get("name")]
+    return and_list(phrases)
+
+
+def and_list(words: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def why_in_words(run: dict) -> str:
@@ -121,17 +143,22 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
             return []
         box = nodes.admonition(classes=["course-kernel-run", "note"])
         box += nodes.title(text=KERNEL_RUN_TITLE)
+        acceleration = run.get("acceleration", "")
+        # The matrix's boots sit on the same page, in a unit of their own, and are its charts' headline:
+        # the box opens with them, then says where this machine's own run measured (or why it did not).
+        guests = [] if acceleration == "tcg-icount" else self.icount_boots(lesson, result_set)
+        if guests:
+            box += nodes.paragraph(text=MATRIX_APART.format(boots=boots_in_words(guests)))
         if "unavailable" in run:
             box += nodes.paragraph(text=f"Not run on {result_set.label}: {run['unavailable']}")
             return [box]
-        acceleration = run.get("acceleration", "")
-        text = KERNEL_RUN_TEXT.get(acceleration, f"Measured with {acceleration}.")
+        subject = RUN_SUBJECT_BESIDE.format(label=result_set.label) if guests else RUN_SUBJECT_ALONE
+        known = KERNEL_RUN_TEXT.get(acceleration)  # a set's acceleration is its own words: never a template
+        text = known.format(subject=subject) if known else f"{subject} were measured with {acceleration}."
         box += nodes.paragraph(text=text)
         why = why_in_words(run)
         if why:
             box += nodes.paragraph(text=why)
-        if acceleration != "tcg-icount":  # the matrix's boots sit on the same page, in a unit of their own
-            box += nodes.paragraph(text=MATRIX_APART)
         details = nodes.paragraph(
             text=f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}. "
         )
@@ -139,6 +166,19 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
         details += nodes.Text(".")
         box += details
         return [box]
+
+    def icount_boots(self, lesson: str, current: ResultSet) -> list[ResultSet]:
+        """The page's other sets whose ``lesson`` counted instructions (the matrix's guests first, by kernel)."""
+        found = []
+        for other in self.data.lesson_sets():
+            if other.id == current.id:
+                continue
+            file = other.lesson_file(lesson)
+            self.use(Lookup(other, None, file if file.is_file() else None))
+            if (other.lessons.get(lesson, {}).get("kernel_run") or {}).get("acceleration") == "tcg-icount":
+                found.append(other)
+        guests = guest_kernels.guest_sets(found)
+        return guests + [s for s in found if s not in guests]
 
 
 def machine_link(directive: SphinxDirective, set_id: str, text: str) -> addnodes.pending_xref:
@@ -258,6 +298,50 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             )
         out.append(simple_table(["lesson", "last run", "where", "time in steps", "steps reused", "failures"], rows))
         return out
+
+
+class CourseKept(CourseMixin, SphinxDirective):
+    """After a student's rerun: which of a lesson's figures are its last run's and which were kept, and from when.
+
+    Nothing when nothing was kept. The lesson file is a set's (untrusted): its names become text, never markup.
+    """
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        lesson = self.arguments[0]
+        found = self.current_lesson(lesson)  # records the lesson file: a rerun that changes ``kept`` rebuilds the page
+        if found is None:
+            return []
+        kept = found[1].get("kept") or {}
+        if not isinstance(kept, dict) or not kept:
+            return []
+        by_date: dict[str, list[str]] = {}
+        for program, when in sorted(kept.items()):
+            by_date.setdefault(utc_minute(str(when)), []).append(str(program))  # as shown: one minute, once
+        line = nodes.paragraph(classes=["course-kept"])
+        line += nodes.Text(f"Last run {utc_minute(last_run(found[1]))}: every figure of this lesson but these; ")
+        line += nodes.Text("; ".join(f"kept from {when}: {', '.join(names)}" for when, names in by_date.items()))
+        line += nodes.Text(" (their sources unchanged; ")
+        command = rerun_all_command(lesson)
+        line += nodes.literal(text=command)
+        line += nodes.Text(" reruns them).")
+        return [line]
+
+
+def rerun_all_command(lesson: str) -> str:
+    """``invoke lesson 3 --all`` for ``03-timing``: the rerun that keeps nothing."""
+    number = lesson.split("-", 1)[0]
+    return f"invoke lesson {int(number) if number.isdigit() else lesson} --all"
+
+
+def utc_minute(stamp: str) -> str:
+    """``2026-12-05T13:47:10+00:00`` as ``2026-12-05 13:47 UTC``; a stamp that is not one, as it is."""
+    try:
+        moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    except (TypeError, ValueError):
+        return stamp or "at an unrecorded time"
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def kept_since(data: dict) -> str:
