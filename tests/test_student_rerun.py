@@ -58,6 +58,13 @@ solution = "solutions/exercise-x"
 """
 
 
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines as long as they come: the terminal the suite runs in may be any width (CI's is 80 columns);
+    the tests of the width itself set their own."""
+    monkeypatch.setenv("COLUMNS", "250")
+
+
 @pytest.fixture
 def mini(tmp_path: Path) -> Layout:
     root = tmp_path / "course"
@@ -128,7 +135,7 @@ def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini:
     line = report.kept_line(second)
     assert line.startswith("reran the exercise x and its solution; kept 3 programs' figures (alpha, beta, gamma)")
     assert line.endswith("invoke lesson 1 --all reruns them")
-    table = report.lesson_table(second, compare=True)
+    table = report.lesson_table(second, compare=True, width=100)
     assert "\na (kept)" in table and "exercise.x.one (kept)" not in table
     # A kept row is the previous figure itself: nothing beside it; the rerun ones beside the run they follow.
     rows = {line.split()[0]: line for line in table.splitlines()[3:]}
