@@ -280,7 +280,8 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             where = data.get("runner", "host")
             kernel = data.get("kernel_run") or {}
             if kernel.get("acceleration"):
-                where += f" ({kernel['acceleration']}, {kernel.get('guest_kernel')})"
+                guest = f"guest {kernel.get('guest_kernel')} ({kernel['acceleration']})"
+                where = f"host, and a {guest}" if where == "host" else guest  # programs on the host, modules in it
             elif kernel.get("unavailable"):
                 where += f" (not run: {kernel['unavailable']})"
             seconds = sum(step["seconds"] for step in data["steps"])
