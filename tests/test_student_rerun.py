@@ -236,19 +236,48 @@ def test_in_a_student_copy_the_line_names_no_solution(mini: Layout) -> None:
     assert report.kept_line(first) == "reran the exercise x, alpha, beta, gamma"
 
 
-def test_a_reboot_with_other_mitigations_a_command_line_or_cpus_keeps_nothing(mini: Layout, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mitigations": {"spectre_v2": "Vulnerable"}},
+        {"cpu_count": 1},
+        {"cmdline": "root=/dev/sda1 mitigations=off"},
+        {"kernel_release": "6.12"},
+        {"microcode": "0x2"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_a_reboot_with_other_mitigations_a_command_line_or_cpus_reruns_and_keeps_nothing(
+    mini: Layout, monkeypatch, change: dict
+) -> None:
+    # Both keys read one setting: what makes a student's rerun keep nothing makes a plain run rerun.
     from course.measure.lesson_run import LessonRun
     from course.results import fingerprint
 
     run = LessonRun(lessons.find(mini, 1), {})
     machine = {"cpu_model": "cpu", "microcode": "0x1", "cpu_count": 4, "mitigations": {"spectre_v2": "IBRS"}}
     monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: "root=/dev/sda1")
-    before = pipeline.setting_key(run, machine)
-    assert pipeline.setting_key(run, dict(machine)) == before
-    assert pipeline.setting_key(run, {**machine, "mitigations": {"spectre_v2": "Vulnerable"}}) != before
-    assert pipeline.setting_key(run, {**machine, "cpu_count": 1}) != before
-    monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: "root=/dev/sda1 mitigations=off")
-    assert pipeline.setting_key(run, machine) != before
+    keys = (pipeline.setting_key(run, machine), pipeline.inputs_key(run, machine, {}))
+    assert (pipeline.setting_key(run, dict(machine)), pipeline.inputs_key(run, dict(machine), {})) == keys
+    cmdline = change.get("cmdline", "root=/dev/sda1")
+    monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: cmdline)
+    other = {**machine, **{k: v for k, v in change.items() if k != "cmdline"}}
+    assert pipeline.setting_key(run, other) != keys[0], "a rerun keeps nothing"
+    assert pipeline.inputs_key(run, other, {}) != keys[1], "a plain run reruns"
+
+
+def test_a_plain_run_after_a_change_of_mitigations_reruns_the_lesson(mini: Layout, monkeypatch) -> None:
+    from course.results import fingerprint
+
+    def measure():
+        set_path = pipeline.open_set(mini)
+        return pipeline.measure_lessons(mini, [lessons.find(mini, 1)], set_path, progress=lambda line: None)[0]
+
+    monkeypatch.setattr(fingerprint, "mitigations", lambda: {"spectre_v2": "Mitigation: IBRS"})
+    assert not measure().cached
+    assert measure().cached, "nothing changed: reused"
+    monkeypatch.setattr(fingerprint, "mitigations", lambda: {"spectre_v2": "Vulnerable"})  # rebooted mitigations=off
+    assert not measure().cached, "the stored figures were taken with other mitigations"
 
 
 def test_a_program_whose_last_run_only_skipped_is_never_kept(mini: Layout) -> None:
