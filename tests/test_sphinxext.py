@@ -1439,7 +1439,7 @@ import time
 from course.publish.sphinxext import setdata
 setdata.texts = lambda sets: {"x.json": "x" * 2_000_000}
 meanwhile = setdata.TextsMeanwhile([])
-print(meanwhile._process.pid, flush=True)
+print(meanwhile.pid, flush=True)
 time.sleep(60)
 """
 

@@ -14,12 +14,9 @@ import hashlib
 import io
 import json
 import math
-import multiprocessing
-import os
 import re
 from collections.abc import Set
 from html import escape
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from docutils import nodes
@@ -27,7 +24,7 @@ from docutils import nodes
 from course.publish.sphinxext.data import format_value
 from course.publish.sphinxext.figures import real_ns
 from course.results import store
-from course.results.child import forked_helper
+from course.results.child import Meanwhile
 from course.results.store import ResultSet
 
 #: The CSV's columns, in order: what the figure is, its statistics, and how and where it was taken.
@@ -245,52 +242,22 @@ def texts(sets: list[ResultSet]) -> dict[str, str]:
     return wanted
 
 
-class TextsMeanwhile:
+class TextsMeanwhile(Meanwhile[dict[str, str]]):
     """:func:`texts` computed in a forked process while the build goes on (its pages are written).
 
     A class's 80 sets take over a second to turn into JSON and CSV (Python's JSON encoder is pure Python
-    when it indents), which the build's main process spent alone at its very end, one core idle.
+    when it indents), which the build's main process spent alone at its very end, one core idle. The texts
+    run to megabytes, far more than a pipe holds: the process ends with the build (:class:`Meanwhile`).
     """
 
     def __init__(self, sets: list[ResultSet]) -> None:
         self.sets = sets
-        self._receive, send = multiprocessing.Pipe(duplex=False)
-        context = multiprocessing.get_context("fork")  # the sets are the parent's own objects: never pickled there
-        self._process = context.Process(target=_send_texts, args=(sets, os.getpid(), self._receive, send), daemon=True)
-        self._process.start()
-        send.close()
+        super().__init__(lambda: texts(sets))
 
     def result(self) -> dict[str, str]:
         """The texts; computed here after all when the process could not give them (its error is raised here)."""
-        try:
-            got = self._receive.recv()
-        except (EOFError, OSError):
-            got = None
-        finally:
-            self.close()
+        got = super().result()
         return got if isinstance(got, dict) else texts(self.sets)
-
-    def close(self) -> None:
-        """End the process (it has nothing else to do), whether or not its texts were taken."""
-        self._receive.close()
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join()
-
-
-def _send_texts(sets: list[ResultSet], parent: int, receive: Connection, send: Connection) -> None:
-    """In the forked process: send the texts (None if they failed), ending with ``parent``.
-
-    The texts run to megabytes, far more than a pipe holds: with the build killed, the send would wait for
-    ever (:func:`course.results.child.forked_helper`).
-    """
-    with forked_helper(parent, [receive]):
-        try:
-            got: dict[str, str] | None = texts(sets)
-        except Exception:  # the parent computes them again, and so raises the error where the build reports it
-            got = None
-        send.send(got)
-        send.close()
 
 
 #: The code that turns a loaded set into its download files: a change to it makes every set's files anew.
