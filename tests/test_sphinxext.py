@@ -16,6 +16,7 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from conftest import gone_within
 from sphinx.testing.util import SphinxTestApp
 
 from course.publish import site
@@ -1463,20 +1464,7 @@ def test_the_set_downloads_helper_ends_with_a_killed_build(number: int) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and _running(helper):
-        time.sleep(0.05)
-    alive = _running(helper)
-    if alive:
-        os.kill(helper, signal.SIGKILL)
-    assert not alive, "the helper outlived its build"
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
+    assert gone_within(helper, 5.0), "the helper outlived its build"
 
 
 def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
