@@ -127,11 +127,13 @@ def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini:
     assert stored["captures"].keys() == {"01-mini/alpha.output", "01-mini/beta.output", "01-mini/gamma.output"}
     assert stored["kept"] == {p: before[f"01-mini/{f}"] for p, f in (("alpha", "a"), ("beta", "b"), ("gamma", "c"))}
     # The execution report's "last run" says both dates: the rerun's, and the kept figures'.
-    from course.publish.sphinxext.context import kept_since, last_run
+    from course.publish.sphinxext.context import kept_since, last_run, utc_minute
 
     # The rerun's last figure: the exercise and its solution may be taken a second apart.
     assert last_run(stored) == max(after["01-mini/solution.x.one"], after["01-mini/exercise.x.one"])
-    assert kept_since(stored) == f" (figures of alpha, beta, gamma kept from {before['01-mini/a']})"
+    # As the lesson's page says it: to the minute, in UTC (an ISO stamp broke at its hyphens in a phone's column).
+    assert kept_since(stored) == f" (figures of alpha, beta, gamma kept from {utc_minute(before['01-mini/a'])})"
+    assert utc_minute(before["01-mini/a"]).endswith(" UTC")
     line = report.kept_line(second)
     assert line.startswith("reran the exercise x and its solution; kept 3 programs' figures (alpha, beta, gamma)")
     assert line.endswith("invoke lesson 1 --all reruns them")

@@ -290,7 +290,7 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             rows.append(
                 [
                     name,
-                    last_run(data) + kept_since(data),
+                    utc_minute(last_run(data)) + kept_since(data),
                     where,
                     f"{seconds:.2f} s",
                     f"{cached} of {len(data['steps'])}",
@@ -346,11 +346,11 @@ def utc_minute(stamp: str) -> str:
 
 
 def kept_since(data: dict) -> str:
-    """The date of the figures a student's rerun kept, when it differs from the last run's (else "")."""
+    """The date of the figures a student's rerun kept, when it differs from the last run's (else ""), to the minute."""
     kept = data.get("kept") or {}
     if not isinstance(kept, dict) or not kept:
         return ""
-    return f" (figures of {', '.join(sorted(kept))} kept from {min(kept.values())})"
+    return f" (figures of {', '.join(sorted(kept))} kept from {utc_minute(str(min(kept.values())))})"
 
 
 def last_run(data: dict) -> str:
