@@ -255,6 +255,11 @@ def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_re
     assert "Figures counted in icount ticks on this page come from other boots" in note, "tcg is not the matrix"
     assert "Emulation was used because a test boot with hardware virtualisation (KVM) failed" in note
     assert "time spent emulating, not work of the guest" in note
+    # Said in full once, in the section every box links to (docs/measuring.md on the site), not on every page.
+    assert 'href="plain.html#kernel-figures-under-emulation"' in note and "QEMU derives" not in note
+    measuring = (Path(__file__).resolve().parents[1] / "docs" / "measuring.md").read_text(encoding="utf-8")
+    section = measuring.split("(kernel-figures-under-emulation)=", 1)[1].split("\n### ", 2)[1]
+    assert "QEMU derives the guest's time-stamp counter from the host's clock" in section
     assert "Assertion" not in note and "kvm.c" not in note, "QEMU's own words are not for the lesson"
     assert 'href="machines/canned-machine.html"' in note
     page = _html(app, "machines/canned-machine")
