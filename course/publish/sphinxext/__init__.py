@@ -523,6 +523,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", _write_set_data)
     app.add_css_file("course.css")
     app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)
+    app.add_js_file("course-tables.js", loading_method="defer")  # a wide table says it scrolls, where it does
     static = Path(__file__).parent / "static"
     app.connect("config-inited", lambda a, config: config.html_static_path.append(str(static)))
     app.setup_extension("sphinx_copybutton")
