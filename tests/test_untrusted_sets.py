@@ -329,3 +329,9 @@ def test_a_printable_filler_that_shows_nothing_is_refused(filler: str) -> None:
     with pytest.raises(validate.SchemaError, match=r"captures\['01-x/c'\]\.text holding"):
         shown_text.check_shown_text("01-x.json", {"captures": {"01-x/c": {"text": f"out\x01{filler}"}}})
     assert not shown_text.shows(filler)
+
+
+def test_an_ideographic_space_is_accepted_and_shown_as_itself() -> None:
+    shown_text.check_shown_text("set.json", {"machine": {"cpu_model": "AMD\u3000EPYC"}})
+    assert shown_text.printable("AMD\u3000EPYC\u00a0x") == "AMD\u3000EPYC\u00a0x", "a space, not \\u3000"
+    assert shown_text.printable("a\x1b[2Jb\u202ec") == "a\\x1b[2Jb\\u202ec", "controls and bidi still escaped"

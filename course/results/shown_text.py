@@ -102,11 +102,17 @@ def _shown_text(text: str, field: str, allowed: str = "") -> None:
 
 
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: each control or invisible character escaped (ESC as \\x1b, U+202E as \\u202e).
+    """``text`` safe for a terminal: each control or invisible character escaped (ESC as \\x1b, U+202E as \\u202e),
+    a space of another width (U+3000) kept.
 
     Cells come from result files, and an imported set is anyone's: raw, an escape sequence would
     drive the terminal (clear it, retitle it, hide lines), a NUL or a bidi override hide text.
     """
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return "".join(char if char.isprintable() or _space(char) else repr(char)[1:-1] for char in text)
+
+
+def _space(char: str) -> bool:
+    """A space other than U+0020 (U+3000, the ideographic space; U+00A0): Python calls it unprintable, yet it shows."""
+    return unicodedata.category(char) == "Zs"
