@@ -86,7 +86,14 @@ def shows(char: str) -> bool:
     return (char.isprintable() or unicodedata.category(char) not in UNSHOWABLE) and char not in FILLERS
 
 
+#: The most combining marks one character may carry: Unicode's stream-safe text format allows 30 in a row
+#: (UAX #15, UAX15-D4); no script needs as many. Hundreds stacked on one letter draw over the lines around it.
+MOST_MARKS = 30
+
+
 def _shown_text(text: str, field: str, allowed: str = "") -> None:
+    if not text.isascii():
+        _refuse_stacked_marks(text, field)
     if text.isprintable() and not _FILLER.search(text):  # no character of UNSHOWABLE is printable: done in C
         return
     if allowed == OUTPUT:
@@ -99,6 +106,17 @@ def _shown_text(text: str, field: str, allowed: str = "") -> None:
             fix="remove control, bidi and other format characters (and blank fillers) from the set's text "
             "(then export it again)",
         )
+
+
+def _refuse_stacked_marks(text: str, field: str) -> None:
+    run = 0
+    for char in text:
+        run = run + 1 if unicodedata.combining(char) else 0
+        if run > MOST_MARKS:
+            raise SchemaError(
+                f"has {field} with more than {MOST_MARKS} combining marks on one character ({_shown(text)})",
+                fix=f"remove the marks: a character may carry at most {MOST_MARKS} (then export the set again)",
+            )
 
 
 def printable(text: str) -> str:
