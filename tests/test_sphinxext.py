@@ -904,16 +904,28 @@ def test_a_rerun_that_kept_figures_says_which_and_from_when(app: SphinxTestApp, 
     assert "course-kept" not in _html(app), "nothing is said when nothing was kept"
     lesson = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
     data = json.loads(lesson.read_text())
-    data["kept"] = {"tscstep": "2026-10-31T09:15:00+00:00", "<b>fences</b>": "2026-10-31T09:15:40+00:00"}
+    data["kept"] = {"tscstep": "2026-09-30T09:15:00+00:00", "<b>fences</b>": "2026-09-30T09:15:40+00:00"}
     _later(lesson, json.dumps(data))
     again = make_app("html", srcdir=app.srcdir)
     again.build()
     html = _html(again)
     line = unescape(re.sub(r"<[^>]+>", "", html.split('class="course-kept"', 1)[1].split("</p>", 1)[0]))
-    assert "kept from 2026-10-31 09:15 UTC: <b>fences</b>, tscstep" in line, "each date once, with its programs"
+    assert "kept from 2026-09-30 09:15 UTC" in line and ": <b>fences</b>, tscstep" in line, "each date once"
     assert line.startswith(">Last run "), line
     assert "invoke lesson 3 --all reruns them" in line
     assert "&lt;b&gt;fences&lt;/b&gt;" in html and "<b>fences" not in html, "a set's names are text, never markup"
+    # Figures kept for weeks say how much older they are than the run beside them (the canned run: 2026-11-01).
+    assert "kept from 2026-09-30 09:15 UTC (31 days before the last run): <b>fences</b>, tscstep" in line, line
+
+
+def test_a_kept_figures_age_is_said_from_a_day_on() -> None:
+    from course.publish.sphinxext.context import days_before
+
+    last = "2026-12-05T13:47:10+00:00"
+    assert days_before("2026-12-05T09:00:00+00:00", last) == "", "the same day: the date says it"
+    assert days_before("2026-12-04T13:00:00+00:00", last) == " (1 day before the last run)"
+    assert days_before("2026-06-05T13:47:10+00:00", last) == " (183 days before the last run)"
+    assert days_before("not a date", last) == days_before("2026-12-05T13:47:10+00:00", "") == ""
 
 
 @pytest.mark.sphinx("html", testroot="course")

@@ -332,10 +332,12 @@ class CourseKept(CourseMixin, SphinxDirective):
         if not isinstance(kept, dict) or not kept:
             return []
         by_date: dict[str, list[str]] = {}
+        latest = last_run(found[1])
         for program, when in sorted(kept.items()):
-            by_date.setdefault(utc_minute(str(when)), []).append(str(program))  # as shown: one minute, once
+            # As shown: one minute, once; and how much older than the rest, once that is a day or more.
+            by_date.setdefault(utc_minute(str(when)) + days_before(str(when), latest), []).append(str(program))
         line = nodes.paragraph(classes=["course-kept"])
-        line += nodes.Text(f"Last run {utc_minute(last_run(found[1]))}: every figure of this lesson but these; ")
+        line += nodes.Text(f"Last run {utc_minute(latest)}: every figure of this lesson but these; ")
         line += nodes.Text("; ".join(f"kept from {when}: {', '.join(names)}" for when, names in by_date.items()))
         line += nodes.Text(" (their sources unchanged; ")
         command = rerun_all_command(lesson)
@@ -365,6 +367,15 @@ def kept_since(data: dict) -> str:
     if not isinstance(kept, dict) or not kept:
         return ""
     return f" (figures of {', '.join(sorted(kept))} kept from {utc_minute(str(min(kept.values())))})"
+
+
+def days_before(stamp: str, later: str) -> str:
+    """ " (35 days before the last run)" when ``stamp`` is a day or more older than ``later``, else ""."""
+    try:
+        days = (datetime.fromisoformat(later) - datetime.fromisoformat(stamp)).days
+    except (TypeError, ValueError):
+        return ""
+    return f" ({days} day{'s' if days > 1 else ''} before the last run)" if days >= 1 else ""
 
 
 def last_run(data: dict) -> str:
