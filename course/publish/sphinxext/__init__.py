@@ -34,7 +34,6 @@ read is recorded as a dependency, so new results rebuild exactly the pages using
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import posixpath
 import re
@@ -542,7 +541,4 @@ def _code_version() -> int:
     Pages hold the HTML its directives drew when they were read; Sphinx rereads every page
     when an extension's env_version changes, so a changed chart or table reaches every page.
     """
-    digest = hashlib.sha256()
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.read_bytes())
-    return int(digest.hexdigest()[:8], 16)
+    return depends.code_version()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from docutils import nodes
 
+from course.publish.sphinxext import depends
 from course.publish.sphinxext.data import format_value
 from course.publish.sphinxext.figures import real_ns
 from course.results import store
@@ -260,14 +262,22 @@ class TextsMeanwhile(Meanwhile[dict[str, str]]):
         return got if isinstance(got, dict) else texts(self.sets)
 
 
-#: The code that turns a loaded set into its download files: a change to it makes every set's files anew.
-_MAKING_CODE = (*sorted(Path(__file__).parent.glob("*.py")), *sorted(Path(store.__file__).parent.glob("*.py")))
+@functools.cache
+def _making_code() -> bytes:
+    """The version of the code that turns a loaded set into its download files: this extension's (the number that
+    rereads every page) and the result store's, which reads the sets. A change to either makes every set's files anew.
+    """
+    store_code = hashlib.sha256()
+    for path in sorted(Path(store.__file__).parent.glob("*.py")):
+        store_code.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{depends.code_version()} {store_code.hexdigest()}".encode()
 
 
 def digest(result_set: ResultSet) -> str:
-    """What a set's download files are made from: the bytes of its files and of the code that reads and writes them."""
-    made_from = hashlib.sha256()
-    for path in (*_MAKING_CODE, result_set.path / store.SET_FILE, *store.result_files(result_set.path)):
+    """What a set's download files are made from: the bytes of its files and the version of the code that reads and
+    writes them (:func:`_making_code`)."""
+    made_from = hashlib.sha256(_making_code() + b"\0")
+    for path in (result_set.path / store.SET_FILE, *store.result_files(result_set.path)):
         made_from.update(path.name.encode() + b"\0")
         with contextlib.suppress(OSError):  # a file gone since the load: the digest differs, the files are made
             made_from.update(path.read_bytes())
