@@ -83,50 +83,58 @@ def refuse_foreign(path: Path, previous: dict) -> None:
 
 
 def inputs_key(run: LessonRun, machine: dict, kernel_setting: dict) -> str:
-    """A hash of everything that could change the lesson's figures: reuse results only if it matches."""
-    lesson = run.lesson
-    specs = [
-        path.read_text(encoding="utf-8")
-        for path in (lesson.code_dir / "lesson.toml", (lesson.kernel_dir or lesson.code_dir) / "lesson.toml")
-        if path.is_file()
-    ]
+    """A hash of everything that could change the lesson's figures: reuse results only if it matches.
+
+    Its programs and sources, where its modules run, and the same setting a student's rerun
+    compares (:func:`setting_key`): a reboot with ``mitigations=off`` reruns it.
+    """
     parts = {
         "programs": {name: program.inputs_hash for name, program in sorted(run.programs.items())},
         "sources": run.sources,
-        "specs": specs,
-        "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
-        "cpu": [machine.get("cpu_model"), machine.get("microcode")],
+        "specs": _specs(run.lesson),
         # Where modules run, not why (the probe's wording and date would rerun them for nothing).
-        "kernel_runner": {k: v for k, v in kernel_setting.items() if k != "why"} if lesson.in_vm else None,
+        "kernel_runner": {k: v for k, v in kernel_setting.items() if k != "why"} if run.lesson.in_vm else None,
     }
     if run.kernel_only and kernel_setting.get("acceleration") == "tcg-icount":
-        # Only the guest runs, and icount ticks count its instructions: this host's kernel and CPU
-        # change none of them (the compiler does, through the programs' hashes).
-        parts = {**parts, "kernel": "", "cpu": [], "kernel_only": True}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        # Only the guest runs, and icount ticks count its instructions: nothing of this host changes
+        # them (the compiler does, through the programs' hashes).
+        return _digest({**parts, "kernel": "", "cpu": [], "kernel_only": True})
+    return _digest({**parts, **_host_setting(machine)})
 
 
 def setting_key(run: LessonRun, machine: dict) -> str:
     """A hash of what shapes a host lesson's figures apart from each program's own sources.
 
-    Its lesson.toml, the compiler and flags of each program, this machine's kernel and CPU, the
-    kernel's mitigations and command line (a reboot with ``mitigations=off``) and the CPU count: a
-    rerun keeps a program's stored figures (:mod:`course.measure.keep`) only while it matches.
+    Its lesson.toml, the compiler and flags of each program, and this machine's setting
+    (:func:`_host_setting`): a rerun keeps a program's stored figures (:mod:`course.measure.keep`)
+    only while it matches.
     """
-    lesson = run.lesson
-    parts = {
-        "specs": [
-            path.read_text(encoding="utf-8")
-            for path in (lesson.code_dir / "lesson.toml", (lesson.kernel_dir or lesson.code_dir) / "lesson.toml")
-            if path.is_file()
-        ],
-        "builds": {name: [program.compiler, *program.cflags] for name, program in sorted(run.programs.items())},
+    builds = {name: [program.compiler, *program.cflags] for name, program in sorted(run.programs.items())}
+    return _digest({"specs": _specs(run.lesson), "builds": builds, **_host_setting(machine)})
+
+
+def _host_setting(machine: dict) -> dict:
+    """What of this machine shapes every figure measured on it: the one list both keys hash.
+
+    Its kernel and CPU, the kernel's mitigations and command line (a reboot with
+    ``mitigations=off``) and the CPU count.
+    """
+    return {
         "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
         "cpu": [machine.get("cpu_model"), machine.get("microcode")],
         "mitigations": machine.get("mitigations"),
         "cmdline": fingerprint.kernel_cmdline(),
         "cpu_count": machine.get("cpu_count"),
     }
+
+
+def _specs(lesson: Lesson) -> list[str]:
+    """The lesson's lesson.toml files, user and kernel side, as text."""
+    paths = (lesson.code_dir / "lesson.toml", (lesson.kernel_dir or lesson.code_dir) / "lesson.toml")
+    return [path.read_text(encoding="utf-8") for path in paths if path.is_file()]
+
+
+def _digest(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

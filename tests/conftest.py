@@ -8,8 +8,10 @@ import functools
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,3 +354,34 @@ def lesson_3_in_a_student_checkout(
     ran = _invoke(checkout, *command)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     return StudentCheckout(checkout, [*class_copy.ran, command], ran)
+
+
+# Waiting for a process to end, as the tests of "nothing is left running" do (import them: from conftest import ...).
+
+
+def until(condition: Callable[[], object], seconds: float = 15.0, every: float = 0.05):
+    """Wait (bounded) while ``condition()`` is truthy; its last value (falsy unless ``seconds`` ran out)."""
+    deadline = time.monotonic() + seconds
+    while (value := condition()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return value
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process: one gone, or a zombie its parent has not reaped yet, is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` ends within ``seconds``; killed here if not, so that a failing test leaves nothing."""
+    if not until(lambda: alive(pid), seconds):
+        return True
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended just now
+        return True
+    return False

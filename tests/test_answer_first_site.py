@@ -141,13 +141,16 @@ return [svg.getBoundingClientRect().top, bar.getBoundingClientRect().bottom,
 """
 
 
+#: A phone's viewport, 390 x 844 CSS px.
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+
+
 @pytest.fixture(scope="module")
 def phone(start_chromium):
     """Headless Chromium with a phone's window, 390 x 844 CSS px."""
     driver = start_chromium("--disable-background-networking")
     # A headless window is never narrower than 500 px: a phone's viewport is emulated instead.
-    metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
     yield driver
     driver.quit()
 
@@ -161,6 +164,30 @@ def test_on_a_phone_the_answer_chart_is_on_the_first_screen(html: Path, phone, l
     assert first_bar <= height, f"{lesson}: the answer chart's first bar is at {first_bar:.0f} px, below {height} px"
     assert top <= height - 250, f"{lesson}: only {height - top:.0f} px of the answer chart on the first screen"
     assert legend >= bottom, f"{lesson}: the legend comes before the chart's bars"
+
+
+#: Whether the machines overview's box scrolls sideways, whether the hint above it shows, and what it says.
+SCROLL_HINT = """
+const box = document.querySelector("p.course-scroll-hint + .table-wrapper");
+const hint = box.previousElementSibling;
+return [box.scrollWidth > box.clientWidth, getComputedStyle(hint).display !== "none", hint.textContent];
+"""
+
+
+def test_the_machines_overview_says_it_scrolls_sideways_where_it_does(html: Path, phone) -> None:
+    """On a phone its eight columns run past the screen: a line above the table says so; at 1400 px it fits, unsaid."""
+    page = (html / "docs" / "machines.html").as_uri()
+    phone.get(page)
+    scrolls, shown, text = phone.execute_script(SCROLL_HINT)
+    assert scrolls and shown, "on a phone the table scrolls, and the hint says so"
+    assert "scrolls sideways" in text and "columns" in text, text
+    wide = {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    phone.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", wide)
+    try:
+        phone.get(page)
+        assert phone.execute_script(SCROLL_HINT)[:2] == [False, False], "a table that fits says nothing"
+    finally:
+        phone.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
 
 
 @pytest.mark.parametrize("lesson", ANSWER_CHARTS)

@@ -488,6 +488,27 @@ def test_every_grid_is_drawn_before_the_bars_and_figures_of_its_panel() -> None:
     assert 'class="course-chart-halo"> 39,956' in drawn["bars"].svg, "a bar's figure ringed: a grid line stops short"
 
 
+@pytest.mark.parametrize("other", [60.0, -3.0], ids=["from 0 to 100 %", "diverging"])
+def test_a_reason_in_words_has_no_grid_line_or_zero_line_through_it(other: float) -> None:
+    """Lesson 6's "not timed: ..." on its row: the lines stop above its first line and resume below its last."""
+    from course.publish.sphinxext.charts import Group, Share, answer_chart
+
+    reason = "not timed: no module runs in this machine's kernel, and an emulated guest's clock times the emulator"
+    shares = (Share("2000", other, f"{other} %", 0), Share("today", None, reason), Share("guest", 20.0, "20 %", 2))
+    svg = answer_chart([Group("calling the method as well", "", shares)], "t", "saved, %").svg
+    lines = [
+        (float(x), float(y)) for x, y in re.findall(r'<text x="([\d.]+)" y="([\d.]+)"[^>]*font-style="italic"', svg)
+    ]
+    assert len(lines) >= 2, "a reason on two lines or more"
+    left, top, bottom = lines[0][0], lines[0][1] - 8, lines[-1][1] + 8  # the text's box, 13 px type
+    vertical = re.findall(r'<path d="M([\d.]+) ([\d.]+) L\1 ([\d.]+)" fill="none" stroke="currentColor"', svg)
+    assert vertical, "a grid is drawn"
+    for x, start, end in ((float(x), float(a), float(b)) for x, a, b in vertical):
+        if x >= left:  # a line the text could cross (the zero line at the left of the text may run on)
+            assert end <= top or start >= bottom, f"a line at x={x} crosses the reason ({start} to {end})"
+    assert [x for x, _, _ in vertical if float(x) > left], "the grid runs beside the bars"
+
+
 def _tick_label(svg: str, text: str, anchor: str) -> tuple[float, float]:
     """Where the tick label ``text`` of one axis is drawn: the y axis's end at their tick, the x axis's are centred."""
     label = rf'<text x="([\d.]+)" y="([\d.]+)" dy="0.35em" text-anchor="{anchor}">{re.escape(text)}</text>'

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import alive, gone_within, until
 
 from course import bench, bench_speed, commands
 from course.lab import inventory, ssh
@@ -216,26 +217,10 @@ def _processes_in(folder: Path) -> list[str]:
     return found
 
 
-def _until(condition, seconds: float = 15.0):
-    """Wait (bounded) for ``condition()`` to be falsy; return its last value."""
-    deadline = time.monotonic() + seconds
-    while (value := condition()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return value
-
-
 def _nothing_left(sshd: LocalSshd, folder: Path) -> None:
-    assert _until(lambda: _processes_in(folder)) == []
-    left = _until(lambda: [_describe(pid) for pid in sshd.sessions() if not _zombie(pid)])
+    assert until(lambda: _processes_in(folder)) == []
+    left = until(lambda: [_describe(pid) for pid in sshd.sessions() if alive(pid)])
     assert left == []  # every client went, and with it everything the sessions ran
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # gone
-    return stat[stat.rindex(")") + 2] == "Z"
 
 
 def _describe(pid: int) -> str:
@@ -261,14 +246,11 @@ def test_the_test_sshd_ends_when_the_process_that_started_it_is_killed(tmp_path:
     )
     try:
         daemon = int(process.stdout.readline())
-        assert not _zombie(daemon)  # it was listening
+        assert alive(daemon)  # it was listening
     finally:
         process.kill()
         process.wait(timeout=30)
-    outlived = _until(lambda: not _zombie(daemon))
-    if outlived:
-        os.kill(daemon, signal.SIGKILL)  # so that a failure leaves nothing running either
-    assert not outlived, f"sshd {daemon} outlived the process that started it"
+    assert gone_within(daemon, 15.0), f"sshd {daemon} outlived the process that started it"
 
 
 @needs_sshd
@@ -479,7 +461,7 @@ def test_an_interrupted_lab_stops_every_host_cleans_up_and_prints_the_summary(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
         try:
             # Both hosts are in their run step (a sleep that would last an hour), with a process left beside it.
-            assert not _until(lambda: len([p for p in _processes_in(remote) if "sleep 4445" in p]) < 2, 120)
+            assert not until(lambda: len([p for p in _processes_in(remote) if "sleep 4445" in p]) < 2, 120)
             process.send_signal(number)
             assert process.wait(timeout=90) == 130
         finally:
@@ -506,7 +488,7 @@ def test_a_download_cut_short_leaves_no_partial_file(
     assert main is not None
 
     def interrupt_when_a_part_appears() -> None:
-        if not _until(lambda: not (folder.is_dir() and list(folder.glob(".*.part"))), 120):
+        if not until(lambda: not (folder.is_dir() and list(folder.glob(".*.part"))), 120):
             signal.pthread_kill(main, signal.SIGINT)
 
     watcher = threading.Thread(target=interrupt_when_a_part_appears)

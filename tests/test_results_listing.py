@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,45 @@ def test_a_wrapped_cell_breaks_at_spaces_then_after_dashes() -> None:
     assert report.wrapped_cell("qemu-icount-debian-6.1-rt", 12) == ["qemu-icount-", "debian-6.1-", "rt"]
     assert report.wrapped_cell("x" * 10, 4) == ["xxxx", "xxxx", "xx"]
     assert report.wrapped_cell("", 4) == [""]
+
+
+def full_width(text: str) -> str:
+    """ASCII letters, digits and brackets as their full-width forms (U+FF01 on), two columns each."""
+    return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in text)
+
+
+#: A CPU model as an imported set may spell it: full-width letters, ideographic spaces (U+3000), katakana.
+WIDE_CPU = "\u3000".join([full_width("AMD"), full_width("EPYC"), full_width("7763"), "64コア", "プロセッサ"])
+WIDE_CPU += full_width(" (") + "研究室\u3000第三教室" + full_width(")")
+
+
+def test_wide_characters_and_accents_are_measured_in_columns_not_code_points(results: Path) -> None:
+    """A full-width CPU model takes two columns a character: the listing still fits 100, and U+3000 shows as a space."""
+    info_path = results / "canned-machine" / "set.json"
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info["machine"]["cpu_model"] = WIDE_CPU
+    info["label"] = "Cafe\u0301 de\u0301ja\u0300 vu \u00e0 l'e\u0301cole"  # combining accents: no column each
+    info_path.write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
+    listed = commands.results(Layout(ROOT, results_dir=results))
+    assert max(report.columns(line) for line in listed.splitlines()) <= 100, listed
+    assert "\\u3000" not in listed and full_width("AMD") in listed, "an ideographic space is text, not an escape"
+    assert all(line.strip() for line in listed.splitlines()[2:] if line), "no line that looks blank"
+    verbose = commands.results(Layout(ROOT, results_dir=results), verbose=True)
+    assert WIDE_CPU in verbose, "whole, its spaces as they are"
+    row = next(line for line in verbose.splitlines() if line.startswith("canned-machine"))
+    header = verbose.splitlines()[0]
+    # Each column starts where its header does: padding counts columns, so the cells after the CPU line up.
+    assert report.columns(row[: row.index("6.1.0-canned")]) == header.index("host kernel"), verbose
+
+
+def test_a_cell_is_measured_and_cut_in_columns() -> None:
+    assert report.columns("abc") == 3 and report.columns(full_width("AB")) == 4 and report.columns("e\u0301") == 1
+    assert report.columns("\u3000") == 2
+    assert report.wrapped_cell(full_width("ABCDE"), 4) == [full_width("AB"), full_width("CD"), full_width("E")]
+    assert report.wrapped_cell("e\u0301" * 6, 4) == ["e\u0301" * 4, "e\u0301" * 2], "a mark stays with its letter"
+    assert report.table(["x", "n"], [[full_width("AB"), "1"], ["abcd", "22"]]).splitlines() == [
+        "x     n",
+        "----  --",
+        full_width("AB") + "   1",
+        "abcd  22",
+    ]

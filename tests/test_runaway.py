@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import alive
 
 from course import pipeline
 from course.kernel import vm
@@ -122,15 +123,6 @@ def _at_most(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
 def _processes_under(folder: Path) -> list[str]:
     """Live processes whose command line names ``folder`` (a program built there, or its helpers)."""
     found = []
@@ -139,7 +131,7 @@ def _processes_under(folder: Path) -> list[str]:
             continue
         with contextlib.suppress(OSError):
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if str(folder) in command and _running(int(entry.name)):
+            if str(folder) in command and alive(int(entry.name)):
                 found.append(f"{entry.name} {command}")
     return found
 
@@ -235,7 +227,7 @@ def test_the_timeout_holds_against_a_child_that_calls_setsid(tmp_path: Path, par
             report = _measure(layout)
         assert time.monotonic() - started < 20, "the run did not wait for the grandchild's pipe"
         grandchild = int(pid_file.read_text())
-        assert not _running(grandchild), "the setsid() grandchild is killed"
+        assert not alive(grandchild), "the setsid() grandchild is killed"
         assert not Path(f"/proc/{grandchild}").exists(), "and reaped"
         assert _processes_under(layout.root) == []
         if parent == "exit":
@@ -296,7 +288,7 @@ def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(tmp_path: Path, number: si
         running.send_signal(number)
         assert running.wait(timeout=60) == 130, output.text()
         assert "interrupted: stored results are as they were" in output.text()
-        assert not _running(int(pid_file.read_text())), "the setsid() grandchild is gone"
+        assert not alive(int(pid_file.read_text())), "the setsid() grandchild is gone"
         assert _processes_under(layout.root) == [], "no program of this run is left"
         assert not list(layout.results.glob("*/01-mini.json")), "nothing half-measured was stored"
     finally:

@@ -16,6 +16,7 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from conftest import gone_within
 from sphinx.testing.util import SphinxTestApp
 
 from course.publish import site
@@ -254,6 +255,11 @@ def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_re
     assert "Figures counted in icount ticks on this page come from other boots" in note, "tcg is not the matrix"
     assert "Emulation was used because a test boot with hardware virtualisation (KVM) failed" in note
     assert "time spent emulating, not work of the guest" in note
+    # Said in full once, in the section every box links to (docs/measuring.md on the site), not on every page.
+    assert 'href="plain.html#kernel-figures-under-emulation"' in note and "QEMU derives" not in note
+    measuring = (Path(__file__).resolve().parents[1] / "docs" / "measuring.md").read_text(encoding="utf-8")
+    section = measuring.split("(kernel-figures-under-emulation)=", 1)[1].split("\n### ", 2)[1]
+    assert "QEMU derives the guest's time-stamp counter from the host's clock" in section
     assert "Assertion" not in note and "kvm.c" not in note, "QEMU's own words are not for the lesson"
     assert 'href="machines/canned-machine.html"' in note
     page = _html(app, "machines/canned-machine")
@@ -898,16 +904,28 @@ def test_a_rerun_that_kept_figures_says_which_and_from_when(app: SphinxTestApp, 
     assert "course-kept" not in _html(app), "nothing is said when nothing was kept"
     lesson = Path(app.srcdir) / "results" / "canned-machine" / "03-timing.json"
     data = json.loads(lesson.read_text())
-    data["kept"] = {"tscstep": "2026-10-31T09:15:00+00:00", "<b>fences</b>": "2026-10-31T09:15:40+00:00"}
+    data["kept"] = {"tscstep": "2026-09-30T09:15:00+00:00", "<b>fences</b>": "2026-09-30T09:15:40+00:00"}
     _later(lesson, json.dumps(data))
     again = make_app("html", srcdir=app.srcdir)
     again.build()
     html = _html(again)
     line = unescape(re.sub(r"<[^>]+>", "", html.split('class="course-kept"', 1)[1].split("</p>", 1)[0]))
-    assert "kept from 2026-10-31 09:15 UTC: <b>fences</b>, tscstep" in line, "each date once, with its programs"
+    assert "kept from 2026-09-30 09:15 UTC" in line and ": <b>fences</b>, tscstep" in line, "each date once"
     assert line.startswith(">Last run "), line
     assert "invoke lesson 3 --all reruns them" in line
     assert "&lt;b&gt;fences&lt;/b&gt;" in html and "<b>fences" not in html, "a set's names are text, never markup"
+    # Figures kept for weeks say how much older they are than the run beside them (the canned run: 2026-11-01).
+    assert "kept from 2026-09-30 09:15 UTC (31 days before the last run): <b>fences</b>, tscstep" in line, line
+
+
+def test_a_kept_figures_age_is_said_from_a_day_on() -> None:
+    from course.publish.sphinxext.context import days_before
+
+    last = "2026-12-05T13:47:10+00:00"
+    assert days_before("2026-12-05T09:00:00+00:00", last) == "", "the same day: the date says it"
+    assert days_before("2026-12-04T13:00:00+00:00", last) == " (1 day before the last run)"
+    assert days_before("2026-06-05T13:47:10+00:00", last) == " (183 days before the last run)"
+    assert days_before("not a date", last) == days_before("2026-12-05T13:47:10+00:00", "") == ""
 
 
 @pytest.mark.sphinx("html", testroot="course")
@@ -1439,7 +1457,7 @@ import time
 from course.publish.sphinxext import setdata
 setdata.texts = lambda sets: {"x.json": "x" * 2_000_000}
 meanwhile = setdata.TextsMeanwhile([])
-print(meanwhile._process.pid, flush=True)
+print(meanwhile.pid, flush=True)
 time.sleep(60)
 """
 
@@ -1463,20 +1481,7 @@ def test_the_set_downloads_helper_ends_with_a_killed_build(number: int) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and _running(helper):
-        time.sleep(0.05)
-    alive = _running(helper)
-    if alive:
-        os.kill(helper, signal.SIGKILL)
-    assert not alive, "the helper outlived its build"
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
+    assert gone_within(helper, 5.0), "the helper outlived its build"
 
 
 def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import gone_within
 
 from course import commands, pipeline
 from course.measure import lesson_run, lessons
@@ -570,21 +571,6 @@ def test_a_rerun_never_sets_its_figures_beside_previous_ones_of_another_unit() -
     assert "42,100" in alike and "not compared" not in alike
 
 
-def _gone_within(pid: int, seconds: float) -> bool:
-    """Whether process ``pid`` ends (or is left a zombie) within ``seconds``; killed here if not, so nothing stays."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return False
-
-
 #: A parent whose checking helpers each have ~100 KB of keys to send (more than a pipe holds) while it
 #: is still on its own share: it prints their pids and waits there, to be killed.
 _SHARING_PARENT = """
@@ -620,7 +606,7 @@ def test_the_checking_helpers_end_with_a_killed_parent(number: int) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-    assert all([_gone_within(pid, 5.0) for pid in helpers]), "a helper outlived its parent"
+    assert all([gone_within(pid, 5.0) for pid in helpers]), "a helper outlived its parent"
 
 
 def test_ctrl_c_ends_the_checking_helpers_without_a_traceback() -> None:
@@ -643,5 +629,5 @@ def test_ctrl_c_ends_the_checking_helpers_without_a_traceback() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-    assert all([_gone_within(pid, 5.0) for pid in helpers]) and parent.returncode == 130
+    assert all([gone_within(pid, 5.0) for pid in helpers]) and parent.returncode == 130
     assert "Traceback" not in errors and "KeyboardInterrupt" not in errors, errors

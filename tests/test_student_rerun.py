@@ -127,11 +127,13 @@ def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini:
     assert stored["captures"].keys() == {"01-mini/alpha.output", "01-mini/beta.output", "01-mini/gamma.output"}
     assert stored["kept"] == {p: before[f"01-mini/{f}"] for p, f in (("alpha", "a"), ("beta", "b"), ("gamma", "c"))}
     # The execution report's "last run" says both dates: the rerun's, and the kept figures'.
-    from course.publish.sphinxext.context import kept_since, last_run
+    from course.publish.sphinxext.context import kept_since, last_run, utc_minute
 
     # The rerun's last figure: the exercise and its solution may be taken a second apart.
     assert last_run(stored) == max(after["01-mini/solution.x.one"], after["01-mini/exercise.x.one"])
-    assert kept_since(stored) == f" (figures of alpha, beta, gamma kept from {before['01-mini/a']})"
+    # As the lesson's page says it: to the minute, in UTC (an ISO stamp broke at its hyphens in a phone's column).
+    assert kept_since(stored) == f" (figures of alpha, beta, gamma kept from {utc_minute(before['01-mini/a'])})"
+    assert utc_minute(before["01-mini/a"]).endswith(" UTC")
     line = report.kept_line(second)
     assert line.startswith("reran the exercise x and its solution; kept 3 programs' figures (alpha, beta, gamma)")
     assert line.endswith("invoke lesson 1 --all reruns them")
@@ -236,19 +238,48 @@ def test_in_a_student_copy_the_line_names_no_solution(mini: Layout) -> None:
     assert report.kept_line(first) == "reran the exercise x, alpha, beta, gamma"
 
 
-def test_a_reboot_with_other_mitigations_a_command_line_or_cpus_keeps_nothing(mini: Layout, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mitigations": {"spectre_v2": "Vulnerable"}},
+        {"cpu_count": 1},
+        {"cmdline": "root=/dev/sda1 mitigations=off"},
+        {"kernel_release": "6.12"},
+        {"microcode": "0x2"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_a_reboot_with_other_mitigations_a_command_line_or_cpus_reruns_and_keeps_nothing(
+    mini: Layout, monkeypatch, change: dict
+) -> None:
+    # Both keys read one setting: what makes a student's rerun keep nothing makes a plain run rerun.
     from course.measure.lesson_run import LessonRun
     from course.results import fingerprint
 
     run = LessonRun(lessons.find(mini, 1), {})
     machine = {"cpu_model": "cpu", "microcode": "0x1", "cpu_count": 4, "mitigations": {"spectre_v2": "IBRS"}}
     monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: "root=/dev/sda1")
-    before = pipeline.setting_key(run, machine)
-    assert pipeline.setting_key(run, dict(machine)) == before
-    assert pipeline.setting_key(run, {**machine, "mitigations": {"spectre_v2": "Vulnerable"}}) != before
-    assert pipeline.setting_key(run, {**machine, "cpu_count": 1}) != before
-    monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: "root=/dev/sda1 mitigations=off")
-    assert pipeline.setting_key(run, machine) != before
+    keys = (pipeline.setting_key(run, machine), pipeline.inputs_key(run, machine, {}))
+    assert (pipeline.setting_key(run, dict(machine)), pipeline.inputs_key(run, dict(machine), {})) == keys
+    cmdline = change.get("cmdline", "root=/dev/sda1")
+    monkeypatch.setattr(fingerprint, "kernel_cmdline", lambda: cmdline)
+    other = {**machine, **{k: v for k, v in change.items() if k != "cmdline"}}
+    assert pipeline.setting_key(run, other) != keys[0], "a rerun keeps nothing"
+    assert pipeline.inputs_key(run, other, {}) != keys[1], "a plain run reruns"
+
+
+def test_a_plain_run_after_a_change_of_mitigations_reruns_the_lesson(mini: Layout, monkeypatch) -> None:
+    from course.results import fingerprint
+
+    def measure():
+        set_path = pipeline.open_set(mini)
+        return pipeline.measure_lessons(mini, [lessons.find(mini, 1)], set_path, progress=lambda line: None)[0]
+
+    monkeypatch.setattr(fingerprint, "mitigations", lambda: {"spectre_v2": "Mitigation: IBRS"})
+    assert not measure().cached
+    assert measure().cached, "nothing changed: reused"
+    monkeypatch.setattr(fingerprint, "mitigations", lambda: {"spectre_v2": "Vulnerable"})  # rebooted mitigations=off
+    assert not measure().cached, "the stored figures were taken with other mitigations"
 
 
 def test_a_program_whose_last_run_only_skipped_is_never_kept(mini: Layout) -> None:

@@ -329,3 +329,34 @@ def test_a_printable_filler_that_shows_nothing_is_refused(filler: str) -> None:
     with pytest.raises(validate.SchemaError, match=r"captures\['01-x/c'\]\.text holding"):
         shown_text.check_shown_text("01-x.json", {"captures": {"01-x/c": {"text": f"out\x01{filler}"}}})
     assert not shown_text.shows(filler)
+
+
+def test_a_character_under_more_combining_marks_than_unicode_streams_is_refused() -> None:
+    """300 accents on one letter draw over the lines around it (and wrapped into lines that looked blank)."""
+    with pytest.raises(validate.SchemaError, match=r"has machine.cpu_model with more than 30 combining marks"):
+        shown_text.check_shown_text("set.json", {"machine": {"cpu_model": "CPU e" + "\u0301" * 300}})
+    with pytest.raises(validate.SchemaError, match=r"has label with more than 30"):
+        shown_text.check_shown_text("set.json", {"label": "a" + "\u0301\u0302" * 16})
+    # What scripts write passes: Vietnamese stacks two marks, and many letters each carry some.
+    shown_text.check_shown_text("set.json", {"label": "Tie\u0302\u0301ng Vie\u0323\u0302t " + "e\u0301" * 100})
+
+
+def test_an_ideographic_space_is_accepted_and_shown_as_itself() -> None:
+    shown_text.check_shown_text("set.json", {"machine": {"cpu_model": "AMD\u3000EPYC"}})
+    assert shown_text.printable("AMD\u3000EPYC\u00a0x") == "AMD\u3000EPYC\u00a0x", "a space, not \\u3000"
+    assert shown_text.printable("a\x1b[2Jb\u202ec") == "a\\x1b[2Jb\\u202ec", "controls and bidi still escaped"
+
+
+@pytest.mark.parametrize(
+    ("kept", "message"),
+    [
+        ({"tscstep": "2026-10-31T09:15:00+00:00" + "0" * 1_000_000}, r"kept\['tscstep'\] = .*, not a time stamp"),
+        ({"tscstep": "yesterday"}, r"kept\['tscstep'\] = 'yesterday', not a time stamp"),
+        ({"p" * 201: "2026-10-31T09:15:00+00:00"}, r"kept \(a name\) of 201 characters"),
+        ({f"p{n}": "2026-10-31T09:15:00+00:00" for n in range(201)}, r"kept of 201 entries"),
+    ],
+)
+def test_a_student_reruns_kept_dates_are_time_stamps_of_bounded_length(kept: dict, message: str) -> None:
+    with pytest.raises(validate.SchemaError, match=message):
+        validate.check_lesson_file({"schema": 1, "kept": kept})
+    validate.check_lesson_file({"schema": 1, "kept": {"tscstep": "2026-10-31T09:15:00+00:00"}})

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import alive
 
 from course.kernel import vm_shell
 from course.kernel.kernel_build import GuestKernel
@@ -93,14 +94,6 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -160,7 +153,7 @@ def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, 
         assert b"the guest powered off" in terminal.seen
     finally:
         terminal.kill()
-    assert not [pid for pid in qemu if _alive(pid)], "no QEMU left running"
+    assert not [pid for pid in qemu if alive(pid)], "no QEMU left running"
     assert not [path for path in (build / "vm").glob("run-*")], "no run folder left behind"
 
 
@@ -181,7 +174,7 @@ def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(cou
         assert status is not None and status != 0, "invoke ended, reporting the interruption"
     finally:
         terminal.kill()
-    assert not [pid for pid in qemu if _alive(pid)], "no QEMU left running"
+    assert not [pid for pid in qemu if alive(pid)], "no QEMU left running"
 
 
 def test_the_guide_and_the_acceleration_line_say_it_in_words(course_root: Path) -> None:

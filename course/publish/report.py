@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 
 from course.measure.lesson_run import LessonReport
@@ -14,12 +15,12 @@ from course.results.shown_text import printable  # report.printable: the tasks' 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain text table with aligned columns (numbers right, text left), every cell printable."""
     shown = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
-    widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
+    widths = [max(columns(cell) for cell in column) for column in zip(*shown, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
         out = []
         for text, width in zip(cells, widths, strict=True):
-            out.append(text.rjust(width) if _numeric(text) else text.ljust(width))
+            out.append(padded(text, width, right=_numeric(text)))
         return "  ".join(out).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
@@ -33,9 +34,9 @@ def fitted_table(
     going on over the next lines (broken after a space or a dash where it can be); with ``whole``, a row whose
     cells are too long is their line, unbroken (a name is copied whole), its other cells on the next line."""
     shown = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
-    fixed = sum(max(len(row[i]) for row in shown) for i in range(len(headers)) if i not in wrapped)
+    fixed = sum(max(columns(row[i]) for row in shown) for i in range(len(headers)) if i not in wrapped)
     room = width - fixed - 2 * (len(headers) - 1)
-    natural = {i: max(len(row[i]) for row in shown) for i in wrapped}
+    natural = {i: max(columns(row[i]) for row in shown) for i in wrapped}
     limits = dict(natural)
     while sum(limits.values()) > room and max(limits.values()) > len(max(headers, key=len)):
         widest = max(limits, key=lambda i: limits[i])  # take from the widest column, a character at a time
@@ -43,7 +44,7 @@ def fitted_table(
     lines = []
     alone = {}  # the table's line -> the unbroken cells set on a line before it
     for row in shown[1:]:
-        if whole and any(len(row[i]) > limits[i] for i in wrapped):
+        if whole and any(columns(row[i]) > limits[i] for i in wrapped):
             alone[len(lines)] = "  ".join(row[i] for i in wrapped)
             lines.append(["" if i in wrapped else cell for i, cell in enumerate(row)])
             continue
@@ -66,17 +67,17 @@ def stacked_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: 
     rest = table(headers[1:], [row[2:] for row in rows]).splitlines()
     figures = rest[2:]
     first = max(len(headers[0]), len(below) + 2, width - 2 - len(rest[1]))
-    shown = [printable(f"{headers[0]} / {below}").ljust(first), "-" * first]
+    shown = [padded(printable(f"{headers[0]} / {below}"), first), "-" * first]
     lines = [f"{shown[0]}  {rest[0]}", f"{shown[1]}  {rest[1]}"]
     for row, line in zip(rows, figures, strict=True):
         name = printable(str(row[0]))
         under = ["  " + part for part in wrapped_cell(printable(str(row[1])), first - 2)]
         cells = [name, *under]
-        if len(name) > first:  # alone on its line, longer than the column
+        if columns(name) > first:  # alone on its line, longer than the column
             lines.append(name)
             cells = under
         for n, cell in enumerate(cells):
-            lines.append((cell.ljust(first) + "  " + (line if n == 0 else "")).rstrip())
+            lines.append((padded(cell, first) + "  " + (line if n == 0 else "")).rstrip())
     return "\n".join(lines)
 
 
@@ -85,20 +86,50 @@ def wrapped_cell(text: str, width: int) -> list[str]:
     (``qemu-icount-`` / ``debian-6.1``), a part still longer where it must be."""
     lines: list[str] = []
     for word in text.split():
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
+        if lines and columns(lines[-1]) + 1 + columns(word) <= width:
             lines[-1] += " " + word
             continue
         pieces = [""]
         for part in re.split(r"(?<=-)", word):
             while part:
-                if len(pieces[-1]) + len(part) <= width:
+                if columns(pieces[-1]) + columns(part) <= width:
                     pieces[-1], part = pieces[-1] + part, ""
                 elif not pieces[-1]:
-                    pieces[-1], part = part[:width], part[width:]
+                    pieces[-1], part = _cut(part, width)
                 else:
                     pieces.append("")
         lines += pieces
     return lines or [""]
+
+
+def columns(text: str) -> int:
+    """How many columns of a terminal ``text`` takes: a wide character (CJK, full-width forms, U+3000) two,
+    a combining mark or a zero-width character none (not its number of code points)."""
+    if text.isascii():
+        return len(text)
+    return sum(_columns_of(char) for char in text)
+
+
+def _columns_of(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def padded(text: str, width: int, right: bool = False) -> str:
+    """``text`` filled with spaces to ``width`` columns (:func:`columns`), on the left with ``right``."""
+    gap = " " * max(width - columns(text), 0)
+    return gap + text if right else text + gap
+
+
+def _cut(text: str, width: int) -> tuple[str, str]:
+    """The longest start of ``text`` within ``width`` columns (one character at least, with its marks), and the rest."""
+    taken = 0
+    for end, char in enumerate(text):
+        taken += _columns_of(char)
+        if taken > width and end > 0:
+            return text[:end], text[end:]
+    return text, ""
 
 
 def _numeric(text: str) -> bool:

@@ -86,7 +86,14 @@ def shows(char: str) -> bool:
     return (char.isprintable() or unicodedata.category(char) not in UNSHOWABLE) and char not in FILLERS
 
 
+#: The most combining marks one character may carry: Unicode's stream-safe text format allows 30 in a row
+#: (UAX #15, UAX15-D4); no script needs as many. Hundreds stacked on one letter draw over the lines around it.
+MOST_MARKS = 30
+
+
 def _shown_text(text: str, field: str, allowed: str = "") -> None:
+    if not text.isascii():
+        _refuse_stacked_marks(text, field)
     if text.isprintable() and not _FILLER.search(text):  # no character of UNSHOWABLE is printable: done in C
         return
     if allowed == OUTPUT:
@@ -101,12 +108,29 @@ def _shown_text(text: str, field: str, allowed: str = "") -> None:
         )
 
 
+def _refuse_stacked_marks(text: str, field: str) -> None:
+    run = 0
+    for char in text:
+        run = run + 1 if unicodedata.combining(char) else 0
+        if run > MOST_MARKS:
+            raise SchemaError(
+                f"has {field} with more than {MOST_MARKS} combining marks on one character ({_shown(text)})",
+                fix=f"remove the marks: a character may carry at most {MOST_MARKS} (then export the set again)",
+            )
+
+
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: each control or invisible character escaped (ESC as \\x1b, U+202E as \\u202e).
+    """``text`` safe for a terminal: each control or invisible character escaped (ESC as \\x1b, U+202E as \\u202e),
+    a space of another width (U+3000) kept.
 
     Cells come from result files, and an imported set is anyone's: raw, an escape sequence would
     drive the terminal (clear it, retitle it, hide lines), a NUL or a bidi override hide text.
     """
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return "".join(char if char.isprintable() or _space(char) else repr(char)[1:-1] for char in text)
+
+
+def _space(char: str) -> bool:
+    """A space other than U+0020 (U+3000, the ideographic space; U+00A0): Python calls it unprintable, yet it shows."""
+    return unicodedata.category(char) == "Zs"

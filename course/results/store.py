@@ -9,11 +9,9 @@ leaves half a file behind, and get ordinary modes: results are published and sha
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import secrets
@@ -22,12 +20,11 @@ import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from course.results import derive, schema_types, shown_text, validate
-from course.results.child import forked_helper
+from course.results.child import Meanwhile
 from course.results.clock import now  # store.now(): every writer's time stamp
 
 #: Version of the JSON layout; a file with a higher number comes from a newer course.
@@ -331,47 +328,25 @@ def _load_sharing_checks(results: Path, names: list[str], processes: int) -> lis
     """
     size = -(-len(names) // processes)
     shares = [names[start : start + size] for start in range(0, len(names), size)]
-    context = multiprocessing.get_context("fork")  # the checking code and its keys are this process's own
-    helpers = []
+    helpers: list[Meanwhile[list[str]]] = []
     try:
         for share in shares[1:]:
-            receive, send = context.Pipe(duplex=False)
-            inherited = [receive, *(earlier for earlier, _ in helpers)]  # the read ends the fork copies
-            helper = context.Process(
-                target=_check_share, args=(results, share, os.getpid(), inherited, send), daemon=True
-            )
-            helper.start()
-            send.close()
-            helpers.append((receive, helper))
+            helpers.append(Meanwhile(functools.partial(_check_share, results, share)))
         sets = [load_set(results / name) for name in shares[0]]
-        for (receive, _), share in zip(helpers, shares[1:], strict=True):
-            with contextlib.suppress(EOFError, OSError):  # a helper that died: its share is checked here
-                remember_checked(receive.recv() or ())
+        for helper, share in zip(helpers, shares[1:], strict=True):
+            remember_checked(helper.result() or ())
             sets += [load_set(results / name) for name in share]
         return sets
     finally:
-        for receive, helper in helpers:
-            receive.close()
-            if helper.is_alive():
-                helper.terminate()
-            helper.join()
+        for helper in helpers:
+            helper.close()
 
 
-def _check_share(results: Path, names: list[str], parent: int, inherited: list[Connection], send: Connection) -> None:
-    """In a forked process: check the sets ``names`` and send the keys of what passed (None if any did not).
-
-    It ends with ``parent`` (:func:`course.results.child.forked_helper`): a class's keys run past what a pipe
-    holds, and with the parent killed the send would wait for ever.
-    """
-    with forked_helper(parent, inherited):
-        try:
-            for name in names:
-                load_set(results / name)
-            keys: list[str] | None = checked_keys()
-        except Exception:  # the parent checks them again and names the problem
-            keys = None
-        send.send(keys)
-        send.close()
+def _check_share(results: Path, names: list[str]) -> list[str]:
+    """In a forked process: check the sets ``names``; the keys of what passed (it raises if any did not)."""
+    for name in names:
+        load_set(results / name)
+    return checked_keys()
 
 
 def set_folders(results: Path, case_twins_allowed: bool = False) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 from course.results.schema_types import (
@@ -209,6 +210,33 @@ def _check_text_length(field: str, value: Any, most: int) -> None:
 
 # --- <lesson>.json ----------------------------------------------------------------------------
 
+#: The longest time stamp a lesson file may hold where the course writes one (``2026-12-05T13:47:10+00:00``
+#: is 25 characters; microseconds make 32).
+MOST_IN_STAMP = 40
+
+
+def _check_kept(kept: Any) -> None:
+    """A student's rerun's kept programs: a few names, each with the time stamp of its figures, nothing longer."""
+    if not isinstance(kept, dict):
+        return
+    _check_length("kept", list(kept), MOST_ENTRIES)
+    for name, when in kept.items():
+        _check_text_length("kept (a name)", name, MOST_IN_NAME)
+        if len(when) > MOST_IN_STAMP or not _is_stamp(when):
+            raise SchemaError(
+                f"has kept[{_shown(name)}] = {_shown(when)}, not a time stamp",
+                fix="each kept program maps to when its figures were taken, as 2026-12-05T13:47:10+00:00",
+            )
+
+
+def _is_stamp(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 LESSON_TEXT = ("lesson", "measured_at", "runner", "inputs_key", "setting_key", "compiler")
 KERNEL_RUN_TEXT = ("runner", "acceleration", "why", "guest_kernel", "unavailable")
 
@@ -231,6 +259,7 @@ def check_lesson_file(content: dict, name: str = "") -> None:
     _optional(content, "sources", "sources", _sources)
     _optional(content, "notes", "notes", _text_map)
     _optional(content, "kept", "kept", _text_map)
+    _check_kept(content.get("kept"))
     run = content.get("kernel_run")
     if run is not None:
         _check(isinstance(run, dict), "kernel_run", run, "an object")

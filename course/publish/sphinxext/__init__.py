@@ -34,7 +34,6 @@ read is recorded as a dependency, so new results rebuild exactly the pages using
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import posixpath
 import re
@@ -523,6 +522,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", _write_set_data)
     app.add_css_file("course.css")
     app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)
+    app.add_js_file("course-tables.js", loading_method="defer")  # a wide table says it scrolls, where it does
     static = Path(__file__).parent / "static"
     app.connect("config-inited", lambda a, config: config.html_static_path.append(str(static)))
     app.setup_extension("sphinx_copybutton")
@@ -541,7 +541,4 @@ def _code_version() -> int:
     Pages hold the HTML its directives drew when they were read; Sphinx rereads every page
     when an extension's env_version changes, so a changed chart or table reaches every page.
     """
-    digest = hashlib.sha256()
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.read_bytes())
-    return int(digest.hexdigest()[:8], 16)
+    return depends.code_version()

@@ -337,6 +337,7 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     room = WIDTH - left - 16  # titles, how each era measured, reasons: from the axis nearly to the edge
     canvas, y = Canvas(WIDTH, FONT), 6.0
     spans: list[tuple[float, float]] = []
+    reasons: list[tuple[float, float]] = []  # the rows of a reason in words: the grid stops above and resumes below
     start = canvas.mark()  # the grid goes here, drawn last but under every bar and figure
     for group in groups:
         for line in wrap(bounded(group.title, 400), room, FONT, bold=True):
@@ -350,10 +351,12 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
         for share in group.shares:
             canvas.text(left - GAP, y + 10, bounded(share.series, 40), anchor="end")
             if share.value is None:  # the reason, on as many lines as it needs, beside its set's name
+                row_top = y
                 for line in wrap(bounded(share.label, 400), room - 4, FONT):
-                    canvas.text(left + 4, y + 10, line, italic=True, halo=True)  # the grid runs behind it
+                    canvas.text(left + 4, y + 10, line, italic=True, halo=True)
                     y += LINE
                 y += 5
+                reasons.append((row_top, y))
                 continue
             end = x(max(share.value, 0) if not diverging else share.value)
             colour = PALETTE[share.colour % len(PALETTE)]
@@ -368,13 +371,16 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
         y += 12
     bottom = y - 6
     x_axis(canvas, x, values, 0, bottom, label, grid=False)
-    # The grid and the axis run beside the bars only, never through a group's title or its note.
+    # The grid and the axis run beside the bars only, never through a group's title, its note or a reason.
     spans[-1] = (spans[-1][0], bottom)
-    for top, end in spans:
-        for value in values:
-            canvas.line(x(value), top, x(value), end, opacity=0.2, behind=start)
-            start += 1
-        canvas.line(zero, top, zero, end)
+    for span in spans:
+        for top, end in _apart_from(span, reasons):
+            for value in values:
+                canvas.line(x(value), top, x(value), end, opacity=0.2, behind=start)
+                start += 1
+        # The zero line left of every reason runs on; one in the middle (diverging) stops short of it too.
+        for top, end in _apart_from(span, reasons) if diverging else [span]:
+            canvas.line(zero, top, zero, end)
     below = bottom + TICK + LINE * 1.5 + 1
     if diverging:  # which way is which, on either side of zero, then what the axis counts
         canvas.text(zero - GAP, below, COSTS_MORE, anchor="end")
@@ -383,6 +389,18 @@ def answer_chart(groups: list[Group], title: str, axis: str, unit: str = "%") ->
     canvas.text((x.start + x.end) / 2, below, axis, anchor="middle")
     height = bottom + TICK + 2 * LINE + 6 + (LINE if diverging else 0)
     return Chart(canvas.svg(height, title, MIN_WIDTH), header, rows)
+
+
+def _apart_from(span: tuple[float, float], gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The pieces of ``span`` (top, bottom) outside every one of ``gaps``, top to bottom, none empty."""
+    pieces, top = [], span[0]
+    for gap_top, gap_end in sorted(gaps):
+        if gap_end <= top or gap_top >= span[1]:
+            continue
+        pieces.append((top, gap_top))
+        top = gap_end
+    pieces.append((top, span[1]))
+    return [(start, end) for start, end in pieces if end > start]
 
 
 @dataclass(frozen=True)

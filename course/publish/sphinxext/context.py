@@ -37,30 +37,28 @@ class CourseFailures(CourseMixin, SphinxDirective):
         return out
 
 
-#: What a reader must know about kernel figures, by where they were measured.
+#: What a reader must know about kernel figures, by where they were measured, in one or two sentences: the
+#: whole of it is said once, in the section of docs/measuring.md the box links to (KERNEL_RUN_EXPLAINED).
 KERNEL_RUN_TEXT = {
     "tcg": (
-        "{subject} come from software emulation (QEMU TCG): the module ran in a virtual machine "
-        "whose processor is a program. QEMU derives the guest's time-stamp counter from the host's clock, so "
-        "these emulated ticks count the host's time spent emulating, not work of the guest's processor: they "
-        "change from run to run and host to host, have no nanoseconds, and compare neither with the "
-        "user-space figures of this machine nor with the 2000 ones. What they still show is relative: which "
-        "variant runs the longer path, and by roughly how much."
+        "{subject} come from software emulation (QEMU TCG), in emulated ticks: the host's time spent emulating, "
+        "not work of the guest's processor. They have no nanoseconds and compare with no other clock."
     ),
     "tcg-icount": (
-        "{subject} come from software emulation in deterministic mode (QEMU -icount shift=0): the "
-        "virtual clock advances one nanosecond per guest instruction executed, so an icount tick is an "
-        "instruction and the same module gives the same figures on every boot and every host. They measure "
-        "path length, not time."
+        "{subject} come from deterministic emulation (QEMU -icount shift=0), in icount ticks: one tick is one "
+        "instruction of the guest, the same on every boot and every host. They measure path length, not time."
     ),
     "kvm": (
-        "{subject} come from a virtual machine with hardware virtualisation (KVM): rdtsc does not "
-        "leave the guest, so the ticks are the host processor's own, as in user space."
+        "{subject} come from a virtual machine with hardware virtualisation (KVM), in the host processor's own "
+        "ticks, as in user space."
     ),
     "host-kernel": (
         "{subject} come from the modules loaded into the running kernel of the measured machine, as the article did."
     ),
 }
+
+#: The label of the section that explains every kind of kernel run in full (docs/measuring.md).
+KERNEL_RUN_EXPLAINED = "kernel-figures-under-emulation"
 
 
 #: The box's title: the page's kernel figures come from this machine's last run and the matrix's guests.
@@ -155,7 +153,10 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
         subject = RUN_SUBJECT_BESIDE.format(label=result_set.label) if guests else RUN_SUBJECT_ALONE
         known = KERNEL_RUN_TEXT.get(acceleration)  # a set's acceleration is its own words: never a template
         text = known.format(subject=subject) if known else f"{subject} were measured with {acceleration}."
-        box += nodes.paragraph(text=text)
+        said = nodes.paragraph(text=text + " ")
+        said += explained_link(self, "What each kind of run measures")
+        said += nodes.Text(".")
+        box += said
         why = why_in_words(run)
         if why:
             box += nodes.paragraph(text=why)
@@ -179,6 +180,19 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
                 found.append(other)
         guests = guest_kernels.guest_sets(found)
         return guests + [s for s in found if s not in guests]
+
+
+def explained_link(directive: SphinxDirective, text: str) -> addnodes.pending_xref:
+    """A link to the section that says in full what each kind of kernel run measures."""
+    return addnodes.pending_xref(
+        "",
+        nodes.inline(text=text),
+        refdomain="std",
+        reftype="ref",
+        reftarget=KERNEL_RUN_EXPLAINED,
+        refexplicit=True,
+        refdoc=directive.env.docname,
+    )
 
 
 def machine_link(directive: SphinxDirective, set_id: str, text: str) -> addnodes.pending_xref:
@@ -290,7 +304,7 @@ class CourseRunReport(CourseMixin, SphinxDirective):
             rows.append(
                 [
                     name,
-                    last_run(data) + kept_since(data),
+                    utc_minute(last_run(data)) + kept_since(data),
                     where,
                     f"{seconds:.2f} s",
                     f"{cached} of {len(data['steps'])}",
@@ -318,10 +332,12 @@ class CourseKept(CourseMixin, SphinxDirective):
         if not isinstance(kept, dict) or not kept:
             return []
         by_date: dict[str, list[str]] = {}
+        latest = last_run(found[1])
         for program, when in sorted(kept.items()):
-            by_date.setdefault(utc_minute(str(when)), []).append(str(program))  # as shown: one minute, once
+            # As shown: one minute, once; and how much older than the rest, once that is a day or more.
+            by_date.setdefault(utc_minute(str(when)) + days_before(str(when), latest), []).append(str(program))
         line = nodes.paragraph(classes=["course-kept"])
-        line += nodes.Text(f"Last run {utc_minute(last_run(found[1]))}: every figure of this lesson but these; ")
+        line += nodes.Text(f"Last run {utc_minute(latest)}: every figure of this lesson but these; ")
         line += nodes.Text("; ".join(f"kept from {when}: {', '.join(names)}" for when, names in by_date.items()))
         line += nodes.Text(" (their sources unchanged; ")
         command = rerun_all_command(lesson)
@@ -346,11 +362,20 @@ def utc_minute(stamp: str) -> str:
 
 
 def kept_since(data: dict) -> str:
-    """The date of the figures a student's rerun kept, when it differs from the last run's (else "")."""
+    """The date of the figures a student's rerun kept, when it differs from the last run's (else ""), to the minute."""
     kept = data.get("kept") or {}
     if not isinstance(kept, dict) or not kept:
         return ""
-    return f" (figures of {', '.join(sorted(kept))} kept from {min(kept.values())})"
+    return f" (figures of {', '.join(sorted(kept))} kept from {utc_minute(str(min(kept.values())))})"
+
+
+def days_before(stamp: str, later: str) -> str:
+    """ " (35 days before the last run)" when ``stamp`` is a day or more older than ``later``, else ""."""
+    try:
+        days = (datetime.fromisoformat(later) - datetime.fromisoformat(stamp)).days
+    except (TypeError, ValueError):
+        return ""
+    return f" ({days} day{'s' if days > 1 else ''} before the last run)" if days >= 1 else ""
 
 
 def last_run(data: dict) -> str:

@@ -24,6 +24,7 @@ Views:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -222,3 +223,15 @@ def setup(app: Sphinx) -> None:
     app.connect("env-get-outdated", _outdated)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
+
+
+@functools.cache
+def code_version() -> int:
+    """A number that changes with this extension's code (its modules' bytes, read once a process).
+
+    Every page depends on it: the extension's ``env_version``, and the set downloads' digest.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return int(digest.hexdigest()[:8], 16)

@@ -363,7 +363,12 @@ class CourseHardware(MeasurementsDirective):
                 "Emulated and icount ticks have no nanoseconds and are not compared. " + self._left_out(guests_apart)
             ),
         )
-        return [table, note, *(self._mitigations_apart(*figures[0][::2]) if figures else [])]
+        # On a phone its columns run past the screen: a hint right above says so while they do (course-tables.js).
+        hint = nodes.paragraph(
+            classes=["course-scroll-hint"],
+            text=f"The table has {len(headers)} columns: it scrolls sideways, each set's name kept at the left.",
+        )
+        return [hint, table, note, *(self._mitigations_apart(*figures[0][::2]) if figures else [])]
 
     def _left_out(self, guests_apart: int = 0) -> str:
         """Which stored sets the table leaves out, and why: each still has its page below."""

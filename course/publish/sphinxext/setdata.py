@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
 import math
-import multiprocessing
-import os
 import re
 from collections.abc import Set
 from html import escape
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from docutils import nodes
 
+from course.publish.sphinxext import depends
 from course.publish.sphinxext.data import format_value
 from course.publish.sphinxext.figures import real_ns
 from course.results import store
-from course.results.child import forked_helper
+from course.results.child import Meanwhile
 from course.results.store import ResultSet
 
 #: The CSV's columns, in order: what the figure is, its statistics, and how and where it was taken.
@@ -245,62 +244,40 @@ def texts(sets: list[ResultSet]) -> dict[str, str]:
     return wanted
 
 
-class TextsMeanwhile:
+class TextsMeanwhile(Meanwhile[dict[str, str]]):
     """:func:`texts` computed in a forked process while the build goes on (its pages are written).
 
     A class's 80 sets take over a second to turn into JSON and CSV (Python's JSON encoder is pure Python
-    when it indents), which the build's main process spent alone at its very end, one core idle.
+    when it indents), which the build's main process spent alone at its very end, one core idle. The texts
+    run to megabytes, far more than a pipe holds: the process ends with the build (:class:`Meanwhile`).
     """
 
     def __init__(self, sets: list[ResultSet]) -> None:
         self.sets = sets
-        self._receive, send = multiprocessing.Pipe(duplex=False)
-        context = multiprocessing.get_context("fork")  # the sets are the parent's own objects: never pickled there
-        self._process = context.Process(target=_send_texts, args=(sets, os.getpid(), self._receive, send), daemon=True)
-        self._process.start()
-        send.close()
+        super().__init__(lambda: texts(sets))
 
     def result(self) -> dict[str, str]:
         """The texts; computed here after all when the process could not give them (its error is raised here)."""
-        try:
-            got = self._receive.recv()
-        except (EOFError, OSError):
-            got = None
-        finally:
-            self.close()
+        got = super().result()
         return got if isinstance(got, dict) else texts(self.sets)
 
-    def close(self) -> None:
-        """End the process (it has nothing else to do), whether or not its texts were taken."""
-        self._receive.close()
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join()
 
-
-def _send_texts(sets: list[ResultSet], parent: int, receive: Connection, send: Connection) -> None:
-    """In the forked process: send the texts (None if they failed), ending with ``parent``.
-
-    The texts run to megabytes, far more than a pipe holds: with the build killed, the send would wait for
-    ever (:func:`course.results.child.forked_helper`).
+@functools.cache
+def _making_code() -> bytes:
+    """The version of the code that turns a loaded set into its download files: this extension's (the number that
+    rereads every page) and the result store's, which reads the sets. A change to either makes every set's files anew.
     """
-    with forked_helper(parent, [receive]):
-        try:
-            got: dict[str, str] | None = texts(sets)
-        except Exception:  # the parent computes them again, and so raises the error where the build reports it
-            got = None
-        send.send(got)
-        send.close()
-
-
-#: The code that turns a loaded set into its download files: a change to it makes every set's files anew.
-_MAKING_CODE = (*sorted(Path(__file__).parent.glob("*.py")), *sorted(Path(store.__file__).parent.glob("*.py")))
+    store_code = hashlib.sha256()
+    for path in sorted(Path(store.__file__).parent.glob("*.py")):
+        store_code.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{depends.code_version()} {store_code.hexdigest()}".encode()
 
 
 def digest(result_set: ResultSet) -> str:
-    """What a set's download files are made from: the bytes of its files and of the code that reads and writes them."""
-    made_from = hashlib.sha256()
-    for path in (*_MAKING_CODE, result_set.path / store.SET_FILE, *store.result_files(result_set.path)):
+    """What a set's download files are made from: the bytes of its files and the version of the code that reads and
+    writes them (:func:`_making_code`)."""
+    made_from = hashlib.sha256(_making_code() + b"\0")
+    for path in (result_set.path / store.SET_FILE, *store.result_files(result_set.path)):
         made_from.update(path.name.encode() + b"\0")
         with contextlib.suppress(OSError):  # a file gone since the load: the digest differs, the files are made
             made_from.update(path.read_bytes())
