@@ -211,23 +211,35 @@ def course_root() -> Path:
     return ROOT
 
 
+def chromium_driver(*flags: str) -> object:
+    """Headless Chromium under Selenium with ``flags`` beside the ones every browser test needs.
+
+    Its chromedriver dies with the test process (SIGTERM when the thread that started it ends), and the
+    browser with its chromedriver: a worker killed mid-test would otherwise leave both running.
+    """
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from course.results.child import die_with_parent
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(TESTS / "chromium-with-parent")  # which ends with its chromedriver
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", *flags):
+        options.add_argument(flag)
+    parent = os.getpid()
+    service = Service(
+        shutil.which("chromedriver"),
+        popen_kw={"preexec_fn": functools.partial(die_with_parent, parent, signal.SIGTERM)},
+    )
+    return webdriver.Chrome(service=service, options=options)
+
+
 @pytest.fixture(scope="session")
 def start_chromium() -> Callable[..., object]:
     """Start headless Chromium under Selenium with these flags beside the ones every browser test needs."""
-
-    def start(*flags: str) -> object:
-        if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
-            pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium")
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", *flags):
-            options.add_argument(flag)
-        return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-    return start
+    return chromium_driver
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import chromium_driver
 
 from course.publish import site
 from course.results.class_sets import import_class
@@ -46,16 +47,7 @@ def class_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
 
 
 def _browser(width: int, height: int):
-    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
-        pytest.fail("chromium and chromium-driver are needed: invoke setup --tests installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--window-size={width},{height}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    return chromium_driver(f"--window-size={width},{height}")
 
 
 def _pages(layout: Layout) -> list[Path]:
