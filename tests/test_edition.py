@@ -22,16 +22,29 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def solution_lines() -> dict[str, list[str]]:
-    """Each solution's own lines of code or comment: those its exercise does not have (at least 20 characters)."""
-    found: dict[str, list[str]] = {}
+def solutions_and_exercises() -> dict[str, tuple[Path, Path]]:
+    """Every solution of the course with the exercise it answers: each ``[[exercise]]``'s program, and each kernel
+    lesson's ``solutions/exercise-NAME.c`` (lesson 9's, which its module includes in place of the student's file)."""
+    pairs: dict[str, tuple[Path, Path]] = {}
     for lesson in lessons.discover(Layout(ROOT)):
         for spec in lesson.exercises:
             assert spec.solution is not None
-            exercise = {line.strip() for line in lesson.source(spec.program).read_text().splitlines()}
-            own = [line.strip() for line in lesson.source(spec.solution).read_text().splitlines()]
-            found[spec.solution] = [line for line in own if len(line) >= 20 and line not in exercise]
-    assert len(found) >= 3 and all(found.values()), found
+            pairs[spec.solution] = (lesson.source(spec.solution), lesson.source(spec.program))
+    for solution in sorted((ROOT / "code" / "kernel").glob("*/solutions/*")):
+        pairs[solution.relative_to(ROOT).as_posix()] = (solution, solution.parent.parent / solution.name)
+    assert "code/kernel/09-khttpd/solutions/exercise-zerocopy.c" in pairs, "lesson 9's answer is a solution file"
+    return pairs
+
+
+def solution_lines() -> dict[str, list[str]]:
+    """Each solution's own lines of code or comment: those its exercise and the files beside it do not have (and
+    do not hold: a line is looked for as a part of the text), of at least 20 characters."""
+    found: dict[str, list[str]] = {}
+    for name, (solution, exercise) in solutions_and_exercises().items():
+        beside = "\n".join(path.read_text() for path in sorted(exercise.parent.iterdir()) if path.is_file())
+        own = [line.strip() for line in solution.read_text().splitlines()]
+        found[name] = [line for line in own if len(line) >= 20 and line not in beside]
+    assert len(found) >= 4 and all(found.values()), found
     return found
 
 
@@ -88,6 +101,11 @@ def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_pa
     found = solutions_in(checkout_site.html)
     assert any(hit.startswith("lessons/03-timing.html") for hit in found), found
     assert any(hit.startswith("_downloads/") for hit in found), found
+    # Lesson 9's kernel exercise too: its answer folded on the page and its solution file a download, here only.
+    assert any(hit.startswith("lessons/09-khttpd.html") and "sock_sendmsg" in hit for hit in found), found
+    assert any(hit.startswith("_downloads/") and "/exercise-zerocopy.c: " in hit for hit in found), found
+    lesson_9 = text_of(student / "lessons" / "09-khttpd.html")
+    assert "exercise-zerocopy.c" in lesson_9 and "return -EOPNOTSUPP;" in lesson_9, "the stub is shown, to fill in"
 
 
 @pytest.mark.slow
@@ -107,6 +125,9 @@ def test_the_student_copy_has_one_commit_no_solution_and_runs_lesson_3(
     assert not [path for path in tracked.splitlines() if path.startswith("code/") and "solutions/" in path]
     assert "code/user/03-timing/exercise-onebyte.c" in tracked
     assert not list((copy / "code").rglob("solutions"))
+    # Lesson 9's exercise is a kernel module's: the copy has its stub, and no line of its answer anywhere.
+    assert "code/kernel/09-khttpd/exercise-zerocopy.c" in tracked
+    assert solutions_in(copy / "code") == [] and solutions_in(copy / "lessons") == []
     assert edition.of_checkout(copy) == "student"
 
     # The student's own checkout: lesson 3 reruns, its exercise is checked (no solution beside it), the site builds.

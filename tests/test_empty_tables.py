@@ -73,6 +73,11 @@ def test_a_table_without_figures_says_why_and_warns(make_app, app: SphinxTestApp
     heading = text.split("Counted in instructions")[1].split("kernel_read, tty")[0]
     assert "guest kernel 6.1.0-57-amd64 (QEMU icount), in a VM on the host" in heading, heading
     assert "this machine" not in heading
+    # Where and when: the guest, the host it ran on, and the date of its figures.
+    provenance = (
+        "guest kernel 6.1.0-57-amd64 (QEMU icount), in a VM on the host Canned machine, measured 2026-11-01 00:00 UTC"
+    )
+    assert provenance in heading, heading
     # Its counts repeat those of the kernel set of the same guest kernel: the page says why, once, under that table.
     same = "The guest that Canned machine booted ran kernel 6.1.0-57-amd64 under QEMU -icount, as Other machine did"
     assert text.count(same) == 1 and same in text.split("Counted in instructions")[1], text

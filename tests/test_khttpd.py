@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from course.kernel import guest_records, kernel_guest, ram_guest
+from course.kernel import guest_kernels, guest_records, kernel_build, kernel_guest, ram_guest
 from course.measure import lessons, protocol
 from course.measure.build import build_program
 from course.measure.lesson_run import LessonRun
+from course.publish import edition
 from course.results import store
 from course.results.layout import Layout
 
@@ -187,6 +190,87 @@ def test_a_server_module_left_loaded_or_listening_fails_the_lesson(course_root: 
         assert said in str(run.failures), run.failures
     run = LessonRun(lesson, {})
     assert guest_records._server_behaved(run, "module khttpd", _server_result(), "") and not run.failures
+
+
+def _stub_says() -> str:
+    """The line the stub of lesson 9's exercise prints in the guest: its course_print()'s string literals, joined."""
+    stub = (ROOT / "code/kernel/09-khttpd/exercise-zerocopy.c").read_text()
+    call = re.search(r"course_print\(((?:\s*\"[^\"]*\")+)\s*\);", stub)
+    assert call, "the stub says, in the course's protocol, that it is a stub"
+    return "".join(re.findall(r'"([^"]*)"', call[1]))
+
+
+def test_the_module_says_why_the_zerocopy_exercise_failed_its_client(course_root: Path) -> None:
+    """The stub of lesson 9's exercise: the run's failure quotes the module's check, the student's clue."""
+    lesson = lessons.find(Layout(course_root), 9)
+    client = {"ok": False, "ended": "exited with 1", "stdout": "", "stderr": "serve: client: no answer to request 1"}
+    stub = (
+        "[ 9.1] khttpd: course: meta listening=127.0.0.1:8081 requests=100 timeout=60\n"
+        f"[ 9.2] khttpd: course: {_stub_says()}\n"
+    )
+    run = LessonRun(lesson, {})
+    assert not guest_records._server_behaved(run, "module khttpd", _server_result(client_result=client), stub)
+    (failure,) = run.failures
+    said = failure["message"]
+    assert "byte for byte); the module's check zerocopy: send_page_zerocopy() is still the stub" in said, said
+    assert "exercise-zerocopy.c" in said and "invoke lesson 9" in said, said
+    run = LessonRun(lesson, {})
+    unreadable = "[ 9.2] khttpd: course: check zerocopy maybe\n"  # recorded where the log's figures are read
+    assert not guest_records._server_behaved(run, "module khttpd", _server_result(client_result=client), unreadable)
+    assert "byte for byte" in str(run.failures) and "module's check" not in str(run.failures)
+
+
+def _without_solutions(tmp_path: Path) -> Layout:
+    """The course's lessons and code as a student copy has them: no ``solutions/`` folder."""
+    root = tmp_path / "course"
+    for part in ("lessons", "code"):
+        shutil.copytree(ROOT / part, root / part, ignore=shutil.ignore_patterns("solutions"))
+    for toml in (root / "code").rglob("lesson.toml"):
+        toml.write_text(edition.without_solutions(toml.read_text()))
+    (root / "conf.py").write_text("")
+    return Layout(root, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+
+
+def test_the_zerocopy_exercise_is_built_from_the_solution_here_and_from_the_stub_in_a_student_copy(
+    tmp_path: Path,
+) -> None:
+    """khttpd.c includes the solution where the checkout has it: the module's sources say which file was built."""
+    here = Layout(ROOT, build_dir=tmp_path / "build")
+    lesson = lessons.find(here, 9)
+    sources = kernel_build.module_sources(here, lesson, lesson.modules[1])
+    assert "code/kernel/09-khttpd/solutions/exercise-zerocopy.c" in sources
+    assert "code/kernel/09-khttpd/exercise-zerocopy.c" not in sources, "the stub is not built here"
+    student = _without_solutions(tmp_path)
+    lesson = lessons.find(student, 9)
+    sources = kernel_build.module_sources(student, lesson, lesson.modules[1])
+    assert "code/kernel/09-khttpd/exercise-zerocopy.c" in sources
+    assert not [name for name in sources if "solutions" in name]
+    khttpd = (ROOT / "code/kernel/09-khttpd/khttpd.c").read_text()
+    assert '#if __has_include("solutions/exercise-zerocopy.c")' in khttpd and "send_page_zerocopy(struct" not in khttpd
+
+
+@pytest.mark.slow
+def test_a_student_copy_builds_the_stub_against_every_guest_kernel(tmp_path: Path) -> None:
+    """The stub builds (no solution in the tree, none left from another build) and sends nothing without a copy."""
+    student = _without_solutions(tmp_path)
+    lesson = lessons.find(student, 9)
+    try:
+        kernels = [guest_kernels.find(name) for name in ("6.1", "6.12")]
+    except kernel_build.KernelError as error:
+        pytest.skip(f"{error}; invoke setup --tests installs every guest kernel")
+    for kernel in kernels:
+        # A solution left in the build tree by another build must not take the stub's place.
+        planted = student.build / "kernel" / kernel.release / "09-khttpd" / "solutions" / "exercise-zerocopy.c"
+        planted.parent.mkdir(parents=True)
+        shutil.copy2(ROOT / "code/kernel/09-khttpd/solutions/exercise-zerocopy.c", planted)
+        built = kernel_build.build_module(student, lesson, lesson.modules[1], kernel)
+        assert built.ko.is_file() and not planted.exists()
+        symbols = subprocess.run(["nm", "-u", str(built.ko)], capture_output=True, text=True, check=True).stdout
+        assert "kernel_sendpage" not in symbols and "sock_sendmsg" not in symbols, f"the stub sends nothing ({kernel})"
+    here = Layout(ROOT, build_dir=tmp_path / "full")
+    full = kernel_build.build_module(here, lessons.find(here, 9), lesson.modules[1], kernels[0])
+    symbols = subprocess.run(["nm", "-u", str(full.ko)], capture_output=True, text=True, check=True).stdout
+    assert "kernel_sendpage" in symbols, "the course's own build is the solution's (6.1 still has kernel_sendpage)"
 
 
 def test_a_client_must_be_a_lesson_program(tmp_path: Path, course_root: Path) -> None:

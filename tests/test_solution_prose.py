@@ -92,8 +92,10 @@ def test_a_student_copy_has_no_solution_prose_in_its_pages(tmp_path: Path) -> No
     pages = {path.relative_to(copy).as_posix(): path.read_text() for path in copy.glob("lessons/*.md")}
     assert pages and not [name for name, text in pages.items() if "{" + edition.SOLUTION_PROSE + "}" in text]
     assert "uses {man2}`pread`" not in pages["lessons/03-timing.md"]
-    assert ":function: send_page_zerocopy" not in pages["lessons/09-khttpd.md"], "lesson 9's folded answer is cut"
-    assert "`send_page_zerocopy()`" in pages["lessons/09-khttpd.md"], "its exercise stays"
+    lesson_9 = pages["lessons/09-khttpd.md"]
+    assert "solutions/exercise-zerocopy.c" not in lesson_9, "lesson 9's folded answer is cut"
+    assert "`send_page_zerocopy()`" in lesson_9, "its exercise stays"
+    assert "{course-code} code/kernel/09-khttpd/exercise-zerocopy.c" in lesson_9, "and the stub to fill in"
 
 
 def test_the_guide_documents_the_block() -> None:

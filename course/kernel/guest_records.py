@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from course.kernel import vm
 from course.kernel.call_graphs import call_graphs
+from course.measure import protocol
 from course.measure.lesson_run import LessonRun, Progress, measurement_id, parse_or_fail, record
 from course.results import code_parts, store
 
@@ -87,13 +88,24 @@ def _server_behaved(run: LessonRun, what: str, result: dict, log: str) -> bool:
     client = result["client_result"]
     if not client["ok"]:
         said = (client["stdout"] + client["stderr"])[-4000:]
-        run.fail("run", f"{what}: its client", f"it {client['ended']} (every answer is checked byte for byte)", said)
+        why = f"it {client['ended']} (every answer is checked byte for byte)" + _failed_checks(log)
+        run.fail("run", f"{what}: its client", why, said)
         return False
     if result["left_loaded"] or result["left_listening"]:
         left = ["still loaded" if result["left_loaded"] else "", ", ".join(result["left_listening"])]
         run.fail("run", what, f"left behind after rmmod: {'; '.join(x for x in left if x)}", result["rmmod_output"])
         return False
     return True
+
+
+def _failed_checks(log: str) -> str:
+    """What the module's own checks said when they failed (lesson 9's exercise: why its server stopped answering)."""
+    try:
+        checks = protocol.parse(log).checks
+    except protocol.ProtocolError:
+        return ""  # the log is read again, and its fault recorded, where its figures are
+    failed = [f"{name}: {detail}" for name, (verdict, detail) in checks.items() if verdict == "fail"]
+    return "; the module's check " + "; ".join(failed)[:600] if failed else ""
 
 
 def _guest_job_failed(

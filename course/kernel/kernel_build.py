@@ -108,10 +108,18 @@ def find_kernel(
 
 
 def module_sources(layout: Layout, lesson: Lesson, module: ModuleSpec) -> dict[str, Path]:
-    """The files a module is built from: its source, its Kbuild, and the shared kernel headers."""
+    """The files a module is built from: its source, its Kbuild, the shared kernel headers, and its exercises.
+
+    An exercise a module includes (``exercise-NAME.c`` beside it, lesson 9's) is built from the
+    reference solution where the checkout has it (``solutions/exercise-NAME.c``), else from the
+    student's file: only the one the compiler reads is a source (``khttpd.c`` chooses the same way).
+    """
     assert lesson.kernel_dir is not None
     files = [lesson.kernel_dir / f"{module.name}.c", lesson.kernel_dir / "Kbuild"]
     files += sorted((layout.kernel_code / "common").glob("*.h"))
+    for exercise in sorted(lesson.kernel_dir.glob("exercise-*.c")):
+        solution = exercise.parent / "solutions" / exercise.name
+        files.append(solution if solution.is_file() else exercise)
     return {str(path.relative_to(layout.root)): path for path in files}
 
 
@@ -177,6 +185,9 @@ def _copy_sources(inputs: _ModuleInputs) -> None:
         target = inputs.tree / Path(relative).relative_to(Path(relative).parts[0], Path(relative).parts[1])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
+        if target.name.startswith("exercise-") and target.parent.name != "solutions":
+            # The student's file is built: no solution left in the tree from another build may take its place.
+            (target.parent / "solutions" / target.name).unlink(missing_ok=True)
 
 
 def build_module(layout: Layout, lesson: Lesson, module: ModuleSpec, kernel: GuestKernel) -> BuiltModule:

@@ -15,6 +15,7 @@ from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
 
 from course.kernel import guest_kernels
+from course.publish import edition
 from course.results import code_parts, fingerprint, store
 from course.results.store import ResultSet
 
@@ -167,14 +168,23 @@ class CourseData:
 
         A source is a file of the checkout, or some definitions of one (course.results.code_parts:
         the course's code that shaped a guest); each is read and hashed once per build.
+
+        A student copy has no solutions: a figure the course measured with one (lesson 9's zero-copy
+        server is built from its solution) cannot be checked against it there, and is not stale for its lack.
         """
         changed = []
         for source_key, digest in measurement.get("sources", {}).items():
             if source_key not in self._digests:
                 self._digests[source_key] = code_parts.current(self.code_root, source_key)
+            if self._digests[source_key] is None and self._left_out(source_key):
+                continue
             if self._digests[source_key] != digest:
                 changed.append(source_key)
         return changed
+
+    def _left_out(self, source_key: str) -> bool:
+        """Whether ``source_key`` is a solution this checkout (a student copy) left out on purpose."""
+        return edition.is_solution(source_key) and edition.of_checkout(self.code_root) == "student"
 
     def checks_sources(self, set_id: str) -> bool:
         """Whether a figure of ``set_id`` must match today's code: this machine's, and the kernel matrix's sets.

@@ -17,6 +17,7 @@ from course.publish.sphinxext.base import (
     table_row,
     value_text,
 )
+from course.publish.sphinxext.context import utc_minute
 from course.publish.sphinxext.data import FIELDS, Lookup, describe, format_value, shown_from
 from course.publish.sphinxext.figures import (
     CLASS_NOTE,
@@ -111,7 +112,8 @@ class CourseTable(MeasurementsDirective):
             set_id: [lookup.measurement for _, _, found in looked for i, lookup in found if i == set_id and lookup]
             for set_id in keep
         }
-        titles: list[nodes.Node | str] = ["measurement", *(self.column_title(i, columns_found[i]) for i in keep)]
+        titles: list[nodes.Node | str] = ["measurement"]
+        titles += [self.column_title(i, columns_found[i]) + self._guest_run_date(i, columns_found[i]) for i in keep]
         titles += [self._class_title(len(pooled))] if with_class else []
         if ratio:
             titles.insert(at, "2000 ÷ this machine (ns)")
@@ -140,6 +142,23 @@ class CourseTable(MeasurementsDirective):
         if field:
             return blocks
         return [*blocks, *self._note(ratio, with_2000)]
+
+    def _guest_run_date(self, set_id: str, measurements: list[dict | None]) -> str:
+        """When this machine's column was measured, when a guest of its measured it: ", measured 2026-12-05 14:59 UTC".
+
+        Its title says where (the guest kernel, how QEMU ran it, the host); a matrix set names its guest and
+        dates its own page. The date is the figures' own (from one minute to another when they span more).
+        """
+        if set_id != self.data.current_id or self.data.sets[set_id].info.get("guest"):
+            return ""
+        figures = [m for m in measurements if m and m.get("status", "ok") == "ok"]
+        # The figures' own moments; a table of derived figures alone (shares) has the moment they were derived.
+        measured = [m for m in figures if not m.get("derived")] or figures
+        stamps = sorted(str(m["measured_at"]) for m in measured if m.get("measured_at"))
+        if not ran_where(figures) or not stamps:
+            return ""
+        first, last = utc_minute(stamps[0]), utc_minute(stamps[-1])
+        return f", measured {first}" if first == last else f", measured from {first} to {last}"
 
     def _same_guest(self, keep: list[str], columns_found: dict[str, list]) -> list[nodes.Node]:
         """A note when this machine's column counted in the very guest a kernel set of the table counted in.
