@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from course import commands, matrix, pipeline, system
-from course.kernel import guest_kernels, kernel_build, kernel_runs, vm
+from course.kernel import guest_kernels, kernel_build, kernel_runs, ram_guest, vm
 from course.kernel import options as kernel_options
 from course.kernel.guest_kernels import KernelNameError
 from course.kernel.kernel_build import BuiltModule, GuestKernel
@@ -264,11 +264,16 @@ def canned_vm(monkeypatch) -> list[str]:
         }
 
     def run_jobs(layout, kernel, jobs, acceleration, progress, timeout=900, hardware=None, while_booting=None):
-        booted.append(kernel.release)
         with vm.others_may_run(), tempfile.TemporaryDirectory() as shared:  # as the real boot does: the other
             if while_booting:  # kernels' threads go on meanwhile, and the modules build while it boots
                 while_booting(Path(shared))
-            time.sleep(0.2)
+            return from_memory(layout, kernel, jobs, progress, timeout, hardware)
+
+    def from_memory(layout, kernel, jobs, progress, timeout=900, hardware=None):
+        """Under tcg-icount every job goes to the guest from memory (course.kernel.ram_guest), built first:
+        memory_boot lets the other kernels' threads go on meanwhile."""
+        booted.append(kernel.release)
+        time.sleep(0.2)
         results = [
             {**job, "command": "insmod fdfile.ko", "exit_status": 1, "insmod_output": "", "log": FDFILE_LOG}
             for job in jobs
@@ -278,6 +283,7 @@ def canned_vm(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(kernel_runs, "setting", setting)
     monkeypatch.setattr(vm, "run_jobs", run_jobs)
+    monkeypatch.setattr(ram_guest, "run_jobs", from_memory)
     return booted
 
 
@@ -350,10 +356,13 @@ def test_kernels_boot_side_by_side_under_icount_and_one_at_a_time_otherwise(
     _refuse_on_6_12(monkeypatch)
     layout = _course_with_api_change(tmp_path)
     threads: list[str] = []
-    real = vm.run_jobs
-    monkeypatch.setattr(
-        vm, "run_jobs", lambda *args, **kwargs: threads.append(threading.current_thread().name) or real(*args, **kwargs)
-    )
+    for module in (vm, ram_guest):  # tcg-icount boots from memory; tcg and kvm boot virtme-ng
+        real = module.run_jobs
+        monkeypatch.setattr(
+            module,
+            "run_jobs",
+            lambda *args, real=real, **kwargs: threads.append(threading.current_thread().name) or real(*args, **kwargs),
+        )
     matrix.run_matrix(layout, ["6.1", "6.1-rt"], [9], acceleration="tcg-icount", progress=lambda line: None)
     assert sorted(threads) == ["kernel 6.1", "kernel 6.1-rt"]
     threads.clear()
