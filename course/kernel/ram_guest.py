@@ -56,6 +56,9 @@ BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 #: The lines that carry the guest's files back: ``@@course <job> <name> begin`` ... ``end``.
 MARK = re.compile(r"^@@course (\d+|guest) ([a-z_]+) (begin|end)$")
 
+#: What the guest's /etc/hostname holds.
+GUEST_HOSTNAME = "course-guest"
+
 #: At most this much of each file a job wrote comes back (base64 makes it a third more): the console
 #: as a whole is cut at course.measure.runners.OUTPUT_LIMIT_BYTES (4 MiB), and one big file must not lose the rest.
 FILE_LIMIT_BYTES = 256 * 1024
@@ -79,6 +82,7 @@ GUEST_CODE = {
     "course/kernel/ram_guest.py": (
         "ICOUNT_OPTIONS",
         "BUSYBOX_PATHS",
+        "GUEST_HOSTNAME",
         "FILE_LIMIT_BYTES",
         "TRACEFS",
         "TRACE_LIMIT_BYTES",
@@ -285,8 +289,10 @@ def _title(job: dict) -> str:
 def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries."""
     root = folder / "root"
-    for name in ("bin", "proc", "sys", "dev", "tmp", "out"):
+    for name in ("bin", "proc", "sys", "dev", "tmp", "out", "etc"):
         (root / name).mkdir(parents=True, exist_ok=True)
+    # A small regular file every guest has (lesson 4's exercise opens it from its module), as virtme-ng's root has.
+    (root / "etc" / "hostname").write_text(GUEST_HOSTNAME + "\n")
     shutil.copy2(busybox(), root / "bin" / "busybox")
     shutil.copy2(guest_launcher.compiled(folder.parent / "launcher"), root / "bin" / "course-launch")
     needed: set[Path] = set()
