@@ -7,12 +7,15 @@ one boot of course.kernel.ram_guest per kernel. Two real boots here, with small 
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from course.kernel import kernel_build, ram_guest
+from course.kernel import guest_launcher, kernel_build, ram_guest
 from course.measure import build, lessons, protocol
 from course.results.layout import Layout
 
@@ -32,6 +35,25 @@ def test_every_job_of_the_icount_lessons_goes_to_the_guest_from_memory() -> None
     assert ram_guest.lessons_in_memory([*jobs, odd]) == {"02-read-path", "09-khttpd"}, (
         "a kind the launcher cannot open keeps its lesson in virtme-ng, and the lesson sharing a program with it"
     )
+
+
+def test_kernels_side_by_side_compile_one_launcher_between_them(tmp_path: Path) -> None:
+    """A kernel matrix packs each kernel's guest in a thread of one process: one launcher, none left half-made."""
+    made: list[Path] = []
+    threads = [threading.Thread(target=lambda: made.append(guest_launcher.compiled(tmp_path))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 3 and len(set(made)) == 1 and made[0].is_file()
+    assert [path.name for path in tmp_path.iterdir()] == [made[0].name], "no source or partial binary left"
+    opened = subprocess.run(
+        [str(made[0]), "pipe", "tty,file,socket", "--", "/bin/sh", "-c", 'echo "$COURSE_FILES"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert opened.returncode == 0 and re.fullmatch(r"tty=\d+ file=\d+ socket=\d+\n", opened.stdout), opened
 
 
 def _kernel_ready() -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 #: The kinds it opens, as course.measure.runners.stdin_of_kind names them.
@@ -133,6 +134,10 @@ int main(int argc, char **argv)
 """
 
 
+#: A kernel matrix packs its kernels' guests in threads of one process: one compiles, the others wait for it.
+_compiling = threading.Lock()
+
+
 class LauncherError(RuntimeError):
     """The launcher could not be compiled; the message says why."""
 
@@ -146,20 +151,26 @@ def compiled(folder: Path) -> Path:
     defines = [f"-DFILE_TEXT={_c_string(FILE_TEXT)}", f"-DFILE_PATH={_c_string(FILE_PATH)}"]
     digest = hashlib.sha256("\0".join([SOURCE, *defines]).encode()).hexdigest()[:16]
     binary = folder / f"course-launch-{digest}"
-    if binary.is_file():
-        return binary
+    with _compiling:
+        if not binary.is_file():
+            _compile(folder, binary, defines)
+    return binary
+
+
+def _compile(folder: Path, binary: Path, defines: list[str]) -> None:
+    """Compiled under a name of this process's own, then renamed into place: another run may compile it too."""
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / f"course-launch-{digest}.c"
+    source = folder / f".{binary.name}.{os.getpid()}.c"
     source.write_text(SOURCE)
-    partial = folder / f".course-launch-{digest}.{os.getpid()}"
+    partial = folder / f".{binary.name}.{os.getpid()}"
     made = subprocess.run(
         ["gcc", "-static", "-O2", "-Wall", *defines, "-o", str(partial), str(source)],
         capture_output=True,
         text=True,
         timeout=120,
     )
+    source.unlink()
     if made.returncode != 0:
         partial.unlink(missing_ok=True)
         raise LauncherError(f"gcc could not build the guest's launcher (static libc: libc6-dev): {made.stderr[:300]}")
     partial.replace(binary)
-    return binary

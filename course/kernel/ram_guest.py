@@ -104,7 +104,15 @@ GUEST_CODE = {
     ),
     "course/kernel/memory_boot.py": ("boot_in_memory",),
     "course/kernel/kernel_guest.py": ("VM_MARK", "TRACEFS", "TRACE_OPTIONS"),
-    "course/kernel/guest_launcher.py": ("KINDS", "FILE_TEXT", "FILE_PATH", "SOURCE", "_c_string", "compiled"),
+    "course/kernel/guest_launcher.py": (
+        "KINDS",
+        "FILE_TEXT",
+        "FILE_PATH",
+        "SOURCE",
+        "_c_string",
+        "compiled",
+        "_compile",
+    ),
 }
 
 
@@ -294,7 +302,11 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     # A small regular file every guest has (lesson 4's exercise opens it from its module), as virtme-ng's root has.
     (root / "etc" / "hostname").write_text(GUEST_HOSTNAME + "\n")
     shutil.copy2(busybox(), root / "bin" / "busybox")
-    shutil.copy2(guest_launcher.compiled(folder.parent / "launcher"), root / "bin" / "course-launch")
+    try:
+        launcher = guest_launcher.compiled(folder.parent / "launcher")
+    except (guest_launcher.LauncherError, OSError, subprocess.SubprocessError) as error:
+        raise RamGuestError(str(error)) from error
+    shutil.copy2(launcher, root / "bin" / "course-launch")
     needed: set[Path] = set()
     for index, job in enumerate(jobs):
         place = root / "job" / str(index)
