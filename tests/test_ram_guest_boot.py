@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -54,6 +55,12 @@ def test_kernels_side_by_side_compile_one_launcher_between_them(tmp_path: Path) 
         timeout=30,
     )
     assert opened.returncode == 0 and re.fullmatch(r"tty=\d+ file=\d+ socket=\d+\n", opened.stdout), opened
+    # Another process in another folder (another checkout) makes the same bytes: else its guest is another boot.
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-another-checkout" / "launcher"
+    code = f"import pathlib, course.kernel.guest_launcher as g; g.compiled(pathlib.Path({str(elsewhere)!r}))"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=Path(__file__).parents[1])
+    (other,) = elsewhere.iterdir()
+    assert other.read_bytes() == made[0].read_bytes()
 
 
 def _kernel_ready() -> bool:

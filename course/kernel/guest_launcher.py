@@ -16,8 +16,9 @@ given): its reads go through shmem's ``->read_iter``.
 from __future__ import annotations
 
 import hashlib
-import os
+import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -29,6 +30,9 @@ FILE_TEXT = "A small disk file, read as standard input.\n" * 200
 
 #: Where the guest writes it.
 FILE_PATH = "/tmp/course-scratch/stdin.txt"
+
+#: How it is compiled: static (the guest has no libraries of its own for it), stripped.
+CFLAGS = ("-static", "-O2", "-s", "-Wall")
 
 SOURCE = r"""
 /* course-launch: run a program with standard input and open files of the course's kinds. */
@@ -149,7 +153,7 @@ def _c_string(text: str) -> str:
 def compiled(folder: Path) -> Path:
     """The launcher, compiled statically into ``folder`` (once per source and file text)."""
     defines = [f"-DFILE_TEXT={_c_string(FILE_TEXT)}", f"-DFILE_PATH={_c_string(FILE_PATH)}"]
-    digest = hashlib.sha256("\0".join([SOURCE, *defines]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\0".join([SOURCE, *CFLAGS, *defines]).encode()).hexdigest()[:16]
     binary = folder / f"course-launch-{digest}"
     with _compiling:
         if not binary.is_file():
@@ -158,19 +162,24 @@ def compiled(folder: Path) -> Path:
 
 
 def _compile(folder: Path, binary: Path, defines: list[str]) -> None:
-    """Compiled under a name of this process's own, then renamed into place: another run may compile it too."""
+    """Compiled in a folder of this process's own, then renamed into place: another run may compile it too.
+
+    Stripped (``-s``), and from a source of the same name wherever it is built: a symbol table naming
+    the file would make the launcher another size in another checkout, and the guest another boot.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / f".{binary.name}.{os.getpid()}.c"
+    scratch = Path(tempfile.mkdtemp(prefix=f".{binary.name}.", dir=folder))
+    source, partial = scratch / "course-launch.c", scratch / "course-launch"
     source.write_text(SOURCE)
-    partial = folder / f".{binary.name}.{os.getpid()}"
     made = subprocess.run(
-        ["gcc", "-static", "-O2", "-Wall", *defines, "-o", str(partial), str(source)],
+        ["gcc", *CFLAGS, *defines, "-o", "course-launch", "course-launch.c"],
+        cwd=scratch,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    source.unlink()
+    if made.returncode == 0:
+        partial.replace(binary)
+    shutil.rmtree(scratch, ignore_errors=True)
     if made.returncode != 0:
-        partial.unlink(missing_ok=True)
         raise LauncherError(f"gcc could not build the guest's launcher (static libc: libc6-dev): {made.stderr[:300]}")
-    partial.replace(binary)

@@ -108,6 +108,7 @@ GUEST_CODE = {
         "KINDS",
         "FILE_TEXT",
         "FILE_PATH",
+        "CFLAGS",
         "SOURCE",
         "_c_string",
         "compiled",
