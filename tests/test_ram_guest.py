@@ -51,11 +51,9 @@ def test_the_init_script_quotes_every_word_it_was_given() -> None:
     odd = {**PROGRAM, "args": ["read-write", "$(reboot)", "a b;c"]}
     script = ram_guest.init_script([odd, {**SERVER, "params": ["port=8080", "x=`id`"]}])
     assert "/bin/course-launch devnull - -- /job/0/serve read-write '$(reboot)' 'a b;c' >/out/0/stdout" in script
-    assert "insmod /job/1/khttpd.ko port=8080 'x=`id`'" in script
+    assert "/bin/course-launch devnull - -- --load /job/1/khttpd.ko port=8080 'x=`id`' >/out/1/insmod" in script
     load = {"lesson": "04-kernel-read", "module": "ksystime", "ko": "/b/k.ko", "params": ["s=`id`"], "stdin": "pipe"}
-    assert "/bin/course-launch pipe - -- /bin/insmod /job/0/k.ko 's=`id`' >/out/0/insmod" in ram_guest.init_script(
-        [load]
-    )
+    assert "/bin/course-launch pipe - -- --load /job/0/k.ko 's=`id`' >/out/0/insmod" in ram_guest.init_script([load])
     assert "rmmod khttpd" in script and script.rstrip().endswith("poweroff -f")
 
 

@@ -8,6 +8,11 @@ empty pipe and one end of a socket pair whose other ends it keeps open and silen
 them. It waits for the program and exits with its status. It is compiled statically, once per
 source, into the build folder, and packed into the initramfs.
 
+It also loads the modules (``--load KO PARAMS...`` in place of a program): one ``finit_module()``,
+as kmod's ``insmod`` does on the host and in a virtme-ng guest. Busybox's ``insmod`` would not do:
+when ``finit_module()`` fails it tries ``init_module()`` with the same file, so a module that
+measures in its init and returns an error, as the course's do, would run, and print, twice.
+
 Its file lives on the guest's root, the initramfs unpacked into ``rootfs``, which is a tmpfs
 (``init/do_mounts.c``: rootfs is tmpfs when the kernel has CONFIG_TMPFS and no ``root=`` is
 given): its reads go through shmem's ``->read_iter``.
@@ -45,6 +50,7 @@ SOURCE = r"""
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -99,6 +105,29 @@ static int open_kind(const char *kind)
 	return fd;
 }
 
+/* Load a module as kmod's insmod does: its parameters joined by spaces, one finit_module(), no second try. */
+static int load(int argc, char **argv)
+{
+	char params[4096] = "";
+	int fd, i;
+
+	for (i = 1; i < argc; i++) {
+		size_t used = strlen(params);
+		int wrote = snprintf(params + used, sizeof(params) - used, "%s%s", used ? " " : "", argv[i]);
+
+		if (wrote < 0 || (size_t)wrote >= sizeof(params) - used) {
+			fprintf(stderr, "course-launch: the parameters of %s are too long\n", argv[0]);
+			return 1;
+		}
+	}
+	fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || syscall(SYS_finit_module, fd, params, 0) != 0) {
+		fprintf(stderr, "course-launch: could not insert module %s: %s\n", argv[0], strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char listed[512] = "", *kinds, *kind;
@@ -106,7 +135,7 @@ int main(int argc, char **argv)
 	pid_t child;
 
 	if (argc < 5 || strcmp(argv[3], "--")) {
-		fprintf(stderr, "usage: course-launch STDIN FILES|- -- PROGRAM [ARG...]\n");
+		fprintf(stderr, "usage: course-launch STDIN FILES|- -- PROGRAM [ARG...] | --load MODULE [PARAM...]\n");
 		return 2;
 	}
 	fd = open_kind(argv[1]);
@@ -127,6 +156,8 @@ int main(int argc, char **argv)
 	if (child < 0)
 		die("cannot fork for", argv[4]);
 	if (child == 0) {
+		if (!strcmp(argv[4], "--load"))
+			_exit(argc > 5 ? load(argc - 5, argv + 5) : 2);
 		execv(argv[4], argv + 4);
 		die("cannot run", argv[4]);
 	}

@@ -201,20 +201,20 @@ def init_script(jobs: list[dict]) -> str:
             continue
         if "client" not in job:  # a module that measures in its init: loaded with a kind of standard input
             ko = f"/job/{index}/{Path(job['ko']).name}"
-            insmod = _launch(job["stdin"], (), ["/bin/insmod", ko, *job.get("params", ())])
+            insmod = _launch(job["stdin"], (), ["--load", ko, *job.get("params", ())])
             lines += [
                 "dmesg -c >/dev/null",
                 f"timeout -s KILL {MODULE_SECONDS} {insmod} >{out}/insmod 2>&1; echo $? >{out}/status",
                 f"dmesg >{out}/log; dump {index}",
             ]
             continue
-        params = " ".join(q(word) for word in job.get("params", ()))
         words = [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]]
         client = f"timeout -s KILL {_seconds(job.get('timeout'), CLIENT_SECONDS)} " + " ".join(q(w) for w in words)
         ko = f"/job/{index}/{Path(job['ko']).name}"
+        insmod = _launch("devnull", (), ["--load", ko, *job.get("params", ())])
         lines += [
             "dmesg -c >/dev/null",
-            f"timeout -s KILL {MODULE_SECONDS} insmod {ko} {params} >{out}/insmod 2>&1; echo $? >{out}/status",
+            f"timeout -s KILL {MODULE_SECONDS} {insmod} >{out}/insmod 2>&1; echo $? >{out}/status",
             f'if [ "$(cat {out}/status)" = 0 ]; then',
             f"  {client} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
             f"  timeout -s KILL {MODULE_SECONDS} rmmod {q(job['module'])} >{out}/rmmod 2>&1",
