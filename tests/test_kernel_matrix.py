@@ -338,6 +338,26 @@ def test_a_module_one_kernel_refuses_is_that_kernels_failure_and_the_others_go_o
     assert "qemu-icount-debian-6.12" in text and any(line.startswith("[6.12]") and "FAILED" in line for line in lines)
 
 
+def test_under_icount_a_lesson_of_module_loads_boots_from_memory_and_never_virtme_ng(
+    tmp_path: Path, canned_vm: list[str], monkeypatch
+) -> None:
+    _refuse_on_6_12(monkeypatch)
+    layout = _course_with_api_change(tmp_path)
+
+    def virtme_ng(*args, **kwargs) -> None:
+        raise AssertionError("a virtme-ng boot under tcg-icount")
+
+    monkeypatch.setattr(vm, "run_jobs", virtme_ng)
+    (run,) = matrix.run_matrix(layout, ["6.1"], [9], acceleration="tcg-icount", progress=lambda line: None)
+    assert run.ok and canned_vm == [RELEASES["6.1"]], "one boot, from memory"
+    stored = store.read_json(layout.results / "qemu-icount-debian-6.1" / "09-api-change.json")
+    assert stored["kernel_run"]["qemu_options"] == " ".join(ram_guest.ICOUNT_OPTIONS), "how the guest ran is stored"
+    boots = [step["name"] for step in stored["steps"] if "boot" in step["name"]]
+    assert len(boots) == 1 and boots[0].startswith("vm boot from memory"), boots
+    guest_code = ram_guest.guest_code_sources().items()
+    assert guest_code <= stored["measurements"]["09-api-change/fdget-fdput"]["sources"].items(), "its code is a source"
+
+
 def test_nothing_is_rerun_when_nothing_changed(tmp_path: Path, canned_vm: list[str], monkeypatch) -> None:
     _refuse_on_6_12(monkeypatch)
     layout = _course_with_api_change(tmp_path)
