@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from course import commands, matrix, pipeline, system
-from course.kernel import guest_kernels, kernel_build, kernel_runs, vm
+from course.kernel import guest_kernels, kernel_build, kernel_runs, ram_guest, vm
 from course.kernel import options as kernel_options
 from course.kernel.guest_kernels import KernelNameError
 from course.kernel.kernel_build import BuiltModule, GuestKernel
@@ -264,11 +264,16 @@ def canned_vm(monkeypatch) -> list[str]:
         }
 
     def run_jobs(layout, kernel, jobs, acceleration, progress, timeout=900, hardware=None, while_booting=None):
-        booted.append(kernel.release)
         with vm.others_may_run(), tempfile.TemporaryDirectory() as shared:  # as the real boot does: the other
             if while_booting:  # kernels' threads go on meanwhile, and the modules build while it boots
                 while_booting(Path(shared))
-            time.sleep(0.2)
+            return from_memory(layout, kernel, jobs, progress, timeout, hardware)
+
+    def from_memory(layout, kernel, jobs, progress, timeout=900, hardware=None):
+        """Under tcg-icount every job goes to the guest from memory (course.kernel.ram_guest), built first:
+        memory_boot lets the other kernels' threads go on meanwhile."""
+        booted.append(kernel.release)
+        time.sleep(0.2)
         results = [
             {**job, "command": "insmod fdfile.ko", "exit_status": 1, "insmod_output": "", "log": FDFILE_LOG}
             for job in jobs
@@ -278,6 +283,7 @@ def canned_vm(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(kernel_runs, "setting", setting)
     monkeypatch.setattr(vm, "run_jobs", run_jobs)
+    monkeypatch.setattr(ram_guest, "run_jobs", from_memory)
     return booted
 
 
@@ -332,6 +338,26 @@ def test_a_module_one_kernel_refuses_is_that_kernels_failure_and_the_others_go_o
     assert "qemu-icount-debian-6.12" in text and any(line.startswith("[6.12]") and "FAILED" in line for line in lines)
 
 
+def test_under_icount_a_lesson_of_module_loads_boots_from_memory_and_never_virtme_ng(
+    tmp_path: Path, canned_vm: list[str], monkeypatch
+) -> None:
+    _refuse_on_6_12(monkeypatch)
+    layout = _course_with_api_change(tmp_path)
+
+    def virtme_ng(*args, **kwargs) -> None:
+        raise AssertionError("a virtme-ng boot under tcg-icount")
+
+    monkeypatch.setattr(vm, "run_jobs", virtme_ng)
+    (run,) = matrix.run_matrix(layout, ["6.1"], [9], acceleration="tcg-icount", progress=lambda line: None)
+    assert run.ok and canned_vm == [RELEASES["6.1"]], "one boot, from memory"
+    stored = store.read_json(layout.results / "qemu-icount-debian-6.1" / "09-api-change.json")
+    assert stored["kernel_run"]["qemu_options"] == " ".join(ram_guest.ICOUNT_OPTIONS), "how the guest ran is stored"
+    boots = [step["name"] for step in stored["steps"] if "boot" in step["name"]]
+    assert len(boots) == 1 and boots[0].startswith("vm boot from memory"), boots
+    guest_code = ram_guest.guest_code_sources().items()
+    assert guest_code <= stored["measurements"]["09-api-change/fdget-fdput"]["sources"].items(), "its code is a source"
+
+
 def test_nothing_is_rerun_when_nothing_changed(tmp_path: Path, canned_vm: list[str], monkeypatch) -> None:
     _refuse_on_6_12(monkeypatch)
     layout = _course_with_api_change(tmp_path)
@@ -350,10 +376,13 @@ def test_kernels_boot_side_by_side_under_icount_and_one_at_a_time_otherwise(
     _refuse_on_6_12(monkeypatch)
     layout = _course_with_api_change(tmp_path)
     threads: list[str] = []
-    real = vm.run_jobs
-    monkeypatch.setattr(
-        vm, "run_jobs", lambda *args, **kwargs: threads.append(threading.current_thread().name) or real(*args, **kwargs)
-    )
+    for module in (vm, ram_guest):  # tcg-icount boots from memory; tcg and kvm boot virtme-ng
+        real = module.run_jobs
+        monkeypatch.setattr(
+            module,
+            "run_jobs",
+            lambda *args, real=real, **kwargs: threads.append(threading.current_thread().name) or real(*args, **kwargs),
+        )
     matrix.run_matrix(layout, ["6.1", "6.1-rt"], [9], acceleration="tcg-icount", progress=lambda line: None)
     assert sorted(threads) == ["kernel 6.1", "kernel 6.1-rt"]
     threads.clear()

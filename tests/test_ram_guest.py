@@ -1,4 +1,4 @@
-"""The initramfs guest of lesson 9's servers: which jobs it takes, its init script, what it reads back."""
+"""The initramfs guest of the icount lessons: which jobs it takes, its init script, what it reads back."""
 
 from __future__ import annotations
 
@@ -35,21 +35,25 @@ PROGRAM = {
 }
 
 
-def test_only_a_lesson_with_a_server_and_nothing_else_goes_to_memory() -> None:
+def test_a_lesson_goes_to_memory_unless_one_of_its_jobs_needs_a_kind_the_launcher_lacks() -> None:
     assert ram_guest.lessons_in_memory([PROGRAM, SERVER]) == {"09-khttpd"}
-    load = {"lesson": "04-kernel-read", "module": "kread", "ko": "/b/kread.ko", "stdin": "null"}
-    assert ram_guest.lessons_in_memory([load]) == set(), "a plain module load stays in the virtme-ng boot"
-    with_input = {**PROGRAM, "stdin": "file"}
-    assert ram_guest.lessons_in_memory([with_input, SERVER]) == set(), "a program with input: the whole lesson stays"
-    shared = {**PROGRAM, "lessons": ["09-khttpd", "04-kernel-read"]}
-    assert ram_guest.lessons_in_memory([shared, SERVER]) == set(), "a program another lesson shares stays"
+    load = {"lesson": "04-kernel-read", "module": "kread", "ko": "/b/kread.ko", "stdin": "pipe"}
+    assert ram_guest.lessons_in_memory([load]) == {"04-kernel-read"}, "a module loaded with a pipe as its input"
+    with_input = {**PROGRAM, "stdin": "file", "files": ["tty", "socket"]}
+    assert ram_guest.lessons_in_memory([with_input, SERVER]) == {"09-khttpd"}, "a program with input and files"
+    odd = {**PROGRAM, "stdin": "fifo"}
+    assert ram_guest.lessons_in_memory([odd, SERVER]) == set(), "a kind it cannot open: the whole lesson stays"
+    shared = {**odd, "lessons": ["09-khttpd", "04-kernel-read"]}
+    assert ram_guest.lessons_in_memory([shared, SERVER, load]) == set(), "so does a lesson that shares that job"
 
 
 def test_the_init_script_quotes_every_word_it_was_given() -> None:
     odd = {**PROGRAM, "args": ["read-write", "$(reboot)", "a b;c"]}
     script = ram_guest.init_script([odd, {**SERVER, "params": ["port=8080", "x=`id`"]}])
-    assert "/job/0/serve read-write '$(reboot)' 'a b;c' </dev/null" in script
-    assert "insmod /job/1/khttpd.ko port=8080 'x=`id`'" in script
+    assert "/bin/course-launch devnull - -- /job/0/serve read-write '$(reboot)' 'a b;c' >/out/0/stdout" in script
+    assert "/bin/course-launch devnull - -- --load /job/1/khttpd.ko port=8080 'x=`id`' >/out/1/insmod" in script
+    load = {"lesson": "04-kernel-read", "module": "ksystime", "ko": "/b/k.ko", "params": ["s=`id`"], "stdin": "pipe"}
+    assert "/bin/course-launch pipe - -- --load /job/0/k.ko 's=`id`' >/out/0/insmod" in ram_guest.init_script([load])
     assert "rmmod khttpd" in script and script.rstrip().endswith("poweroff -f")
 
 

@@ -14,8 +14,8 @@ The same kernel started another way is not quite the same boot: without the deco
 kernel is not relocated at random (KASLR), and its memory lies elsewhere. The virtme-ng boots'
 figures came out the same (every minimum and median of lessons 4 and 6, the call graphs of
 lesson 2, on the three kernels); lesson 9's guest from memory, whose every count repeats,
-counted some requests otherwise (by up to 7,000 instructions of 48,000 on 6.12), so it still
-boots the bzImage, as its recorded figures did.
+counted some requests otherwise (by up to 7,000 instructions of 48,000 on 6.12). The guest from
+memory, where every icount lesson now runs, boots it this way too; its sets were measured so.
 """
 
 from __future__ import annotations

@@ -129,11 +129,14 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     programs = guest_program_jobs(layout, runs)
     in_memory: set[str] = set()
     if where["runner"] == "vm" and where["acceleration"] == "tcg-icount":
-        # Lesson 9's servers in a guest of their own that repeats itself (course.kernel.ram_guest).
+        # Counted in a guest that repeats itself, booted from memory (course.kernel.ram_guest): no
+        # udev, no 9p, and the same counts boot after boot. virtme-ng stays for tcg and kvm.
         in_memory = ram_guest.lessons_in_memory(programs + planned + traces)
     memory_programs = [job for job in programs if job["lesson"] in in_memory]
+    memory_traces = [job for job in traces if job["lesson"] in in_memory]
     programs = [job for job in programs if job["lesson"] not in in_memory]
     planned = [job for job in planned if job["lesson"] not in in_memory]
+    traces = [job for job in traces if job["lesson"] not in in_memory]
     memory_boot: list[dict] = []
 
     def build_then_boot(rundir: Path | None = None) -> None:
@@ -142,7 +145,9 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
         if vm.boot_cancelled():  # Ctrl-C during the build: no guest from memory after it
             raise KeyboardInterrupt("the boot was interrupted during the modules' build")
         if in_memory and not memory_boot:
-            jobs = memory_programs + [job for job in built[0] if job["lesson"] in in_memory]
+            # As in a virtme-ng boot: the user-space side first, then the modules, the traces last.
+            modules = [job for job in built[0] if job["lesson"] in in_memory]
+            jobs = memory_programs + modules + memory_traces
             memory_boot.append(boot_in_memory(layout, runs, in_memory, jobs, kernel, options, where, progress))
 
     def finish_in_memory() -> None:

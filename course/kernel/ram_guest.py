@@ -1,4 +1,4 @@
-"""A guest that repeats itself: lesson 9's servers under ``tcg-icount``, booted from memory alone.
+"""A guest that repeats itself: every kernel lesson under ``tcg-icount``, booted from memory alone.
 
 Two virtme-ng boots of one kernel never quite repeat each other: the guest reads its programs,
 its Python and its results over 9p from the host, each answer arriving when the host gets to
@@ -10,10 +10,14 @@ input: with QEMU's clock jumping over idle time instead of following the host's
 (``sleep=off,align=off``), its random numbers seeded (``-seed``) and its clock starting at a
 fixed date (``-rtc``), two boots print the same console byte for byte.
 
-Only the jobs such a guest can run come here (:func:`suitable`): a program with no standard
-input, and a server module with its client. The guest's init is a shell script (busybox, from
-the host: ``apt-get install busybox-static``); each job's output comes back on the console,
-base64-encoded between markers, once every job has run.
+Every job of a kernel lesson runs here (:func:`suitable`): a program with its standard input and
+open files of each kind, a module loaded with each kind of standard input, a server module with
+its client, a program traced with ftrace's function_graph. The guest's init is a shell script
+(busybox, from the host: ``apt-get install busybox-static``); a small static launcher
+(:mod:`course.kernel.guest_launcher`) opens each kind of file as the course's Python does
+elsewhere. Each job's output comes back on the console, base64-encoded between markers, as soon
+as it ends. Its files (the small file a job reads) lie on the guest's root, the initramfs in
+``rootfs``: a tmpfs, where a virtme-ng guest's ``/tmp`` is an overlay over the host's folder.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from course.kernel import kernel_guest, vm
+from course.kernel import guest_launcher, kernel_guest, vm
 from course.kernel.guest_hardware import DEFAULT as DEFAULT_HARDWARE
 from course.kernel.guest_hardware import GuestHardware
 from course.kernel.kernel_build import GuestKernel
+from course.measure.runners import STDIN_SHOWN
 from course.results import code_parts
 from course.results.layout import Layout
 
@@ -51,6 +56,9 @@ BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 #: The lines that carry the guest's files back: ``@@course <job> <name> begin`` ... ``end``.
 MARK = re.compile(r"^@@course (\d+|guest) ([a-z_]+) (begin|end)$")
 
+#: What the guest's /etc/hostname holds.
+GUEST_HOSTNAME = "course-guest"
+
 #: At most this much of each file a job wrote comes back (base64 makes it a third more): the console
 #: as a whole is cut at course.measure.runners.OUTPUT_LIMIT_BYTES (4 MiB), and one big file must not lose the rest.
 FILE_LIMIT_BYTES = 256 * 1024
@@ -58,6 +66,10 @@ FILE_LIMIT_BYTES = 256 * 1024
 #: How long insmod and rmmod may take in the guest, and a server's client when its job names no timeout.
 MODULE_SECONDS = 120
 CLIENT_SECONDS = 300
+
+#: Where the guest mounts ftrace's file system (kernel_guest.TRACEFS), and the most of a trace read back.
+TRACEFS = str(kernel_guest.TRACEFS)
+TRACE_LIMIT_BYTES = FILE_LIMIT_BYTES - 1
 
 #: The guest's files read back for its provenance (tables in /proc, as kernel_guest reads them).
 GUEST_FILES = ("release", "version", "cpuinfo")
@@ -70,7 +82,10 @@ GUEST_CODE = {
     "course/kernel/ram_guest.py": (
         "ICOUNT_OPTIONS",
         "BUSYBOX_PATHS",
+        "GUEST_HOSTNAME",
         "FILE_LIMIT_BYTES",
+        "TRACEFS",
+        "TRACE_LIMIT_BYTES",
         "MODULE_SECONDS",
         "CLIENT_SECONDS",
         "suitable",
@@ -79,13 +94,26 @@ GUEST_CODE = {
         "init_script",
         "_seconds",
         "_title",
+        "_launch",
+        "_trace_lines",
         "make_initramfs",
         "_copy_stripped",
         "qemu_command",
         "lessons_in_memory",
+        "run_jobs",
     ),
     "course/kernel/memory_boot.py": ("boot_in_memory",),
-    "course/kernel/kernel_guest.py": ("VM_MARK",),
+    "course/kernel/kernel_guest.py": ("VM_MARK", "TRACEFS", "TRACE_OPTIONS"),
+    "course/kernel/guest_launcher.py": (
+        "KINDS",
+        "FILE_TEXT",
+        "FILE_PATH",
+        "CFLAGS",
+        "SOURCE",
+        "_c_string",
+        "compiled",
+        "_compile",
+    ),
 }
 
 
@@ -105,12 +133,9 @@ class RamGuestError(RuntimeError):
 
 
 def suitable(job: dict) -> bool:
-    """A job the initramfs guest runs: a program without standard input or files, or a server with its client."""
-    if "trace" in job:
-        return False
-    if "binary" in job:
-        return job.get("stdin") == "devnull" and not job.get("files")
-    return "client" in job
+    """A job the initramfs guest runs: every kind of the kernel lessons', with kinds of file the launcher opens."""
+    kinds = [job.get("stdin", "devnull"), *job.get("files", ())]
+    return all(kind in guest_launcher.KINDS for kind in kinds)
 
 
 def busybox() -> Path:
@@ -152,6 +177,7 @@ def init_script(jobs: list[dict]) -> str:
         "#!/bin/busybox sh",
         "/bin/busybox --install -s /bin",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
+        "mkdir -p /dev/pts; mount -t devpts devpts /dev/pts",  # the launcher's pseudo-terminals
         "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed
         "ip link set lo up",
         "mkdir -p /out /tmp",
@@ -164,19 +190,31 @@ def init_script(jobs: list[dict]) -> str:
     for index, job in enumerate(jobs):
         out = f"/out/{index}"
         lines.append(f"mkdir -p {out}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
+        if "trace" in job:
+            lines += _trace_lines(job, index, out)
+            continue
         if "binary" in job:
             seconds = _seconds(job.get("timeout"), 120)
             words = [f"/job/{index}/{Path(job['binary']).name}", *job.get("args", ())]
-            command = f"timeout -s KILL {seconds} " + " ".join(q(word) for word in words)
-            lines.append(f"{command} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/status; dump {index}")
+            command = f"timeout -s KILL {seconds} " + _launch(job.get("stdin", "devnull"), job.get("files", ()), words)
+            lines.append(f"{command} >{out}/stdout 2>{out}/stderr; echo $? >{out}/status; dump {index}")
             continue
-        params = " ".join(q(word) for word in job.get("params", ()))
+        if "client" not in job:  # a module that measures in its init: loaded with a kind of standard input
+            ko = f"/job/{index}/{Path(job['ko']).name}"
+            insmod = _launch(job["stdin"], (), ["--load", ko, *job.get("params", ())])
+            lines += [
+                "dmesg -c >/dev/null",
+                f"timeout -s KILL {MODULE_SECONDS} {insmod} >{out}/insmod 2>&1; echo $? >{out}/status",
+                f"dmesg >{out}/log; dump {index}",
+            ]
+            continue
         words = [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]]
         client = f"timeout -s KILL {_seconds(job.get('timeout'), CLIENT_SECONDS)} " + " ".join(q(w) for w in words)
         ko = f"/job/{index}/{Path(job['ko']).name}"
+        insmod = _launch("devnull", (), ["--load", ko, *job.get("params", ())])
         lines += [
             "dmesg -c >/dev/null",
-            f"timeout -s KILL {MODULE_SECONDS} insmod {ko} {params} >{out}/insmod 2>&1; echo $? >{out}/status",
+            f"timeout -s KILL {MODULE_SECONDS} {insmod} >{out}/insmod 2>&1; echo $? >{out}/status",
             f'if [ "$(cat {out}/status)" = 0 ]; then',
             f"  {client} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
             f"  timeout -s KILL {MODULE_SECONDS} rmmod {q(job['module'])} >{out}/rmmod 2>&1",
@@ -195,6 +233,51 @@ def init_script(jobs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _launch(stdin: str, files: tuple[str, ...] | list[str], words: list[str]) -> str:
+    """A command run by the launcher with ``stdin`` as standard input and ``files`` open (``/bin/course-launch``)."""
+    q = shlex.quote
+    opened = ",".join(files) or "-"
+    return " ".join(q(word) for word in ["/bin/course-launch", stdin, opened, "--", *words])
+
+
+def _trace_lines(job: dict, index: int, out: str) -> list[str]:
+    """A traced job, as kernel_guest.run_trace_job does it: function_graph from ``graph``, then reset.
+
+    Each function is written on its own, with its newline, so that one this kernel lacks is refused
+    alone (the write fails) and named (``graph_missing``).
+    """
+    q = shlex.quote
+    t = TRACEFS
+    lines = [
+        f"mount -t tracefs nodev {t} 2>/dev/null",
+        f"echo 0 >{t}/tracing_on; echo nop >{t}/current_tracer; echo >{t}/trace",
+        f": >{out}/graph; : >{out}/graph_missing; : >{out}/notrace",
+        f"echo -n >{t}/set_graph_function; echo -n >{t}/set_graph_notrace",
+    ]
+    for name in job["graph"]:
+        lines.append(
+            f"if echo {q(name)} >>{t}/set_graph_function; then echo {q(name)} >>{out}/graph; "
+            f"else echo {q(name)} >>{out}/graph_missing; fi 2>/dev/null"
+        )
+    for name in job.get("notrace", ()):
+        lines.append(f"echo {q(name)} >>{t}/set_graph_notrace 2>/dev/null && echo {q(name)} >>{out}/notrace")
+    options = kernel_guest.TRACE_OPTIONS.items()
+    lines += [f"[ -f {t}/options/{name} ] && echo {value} >{t}/options/{name}" for name, value in options]
+    seconds = _seconds(job.get("timeout"), 60)
+    words = [f"/job/{index}/{Path(job['binary']).name}", t]
+    command = f"timeout -s KILL {seconds} " + _launch("devnull", job.get("files", ()), words)
+    lines += [
+        f"if [ -s {out}/graph ]; then",
+        f"  echo function_graph >{t}/current_tracer",
+        f"  {command} >{out}/stdout 2>{out}/stderr; echo $? >{out}/status",
+        f"  echo 0 >{t}/tracing_on; head -c {TRACE_LIMIT_BYTES + 1} {t}/trace >{out}/trace",
+        f"else echo 0 >{out}/status; fi",
+        f"echo nop >{t}/current_tracer; echo -n >{t}/set_graph_function; echo -n >{t}/set_graph_notrace",
+        f"echo >{t}/trace; dump {index}",
+    ]
+    return lines
+
+
 def _seconds(timeout: object, default: int) -> int:
     """A job's timeout as busybox's timeout takes it: whole seconds, at least one."""
     try:
@@ -204,15 +287,27 @@ def _seconds(timeout: object, default: int) -> int:
 
 
 def _title(job: dict) -> str:
-    return f"{job['module']} serving its client" if "client" in job else f"{job['program']} (user space)"
+    """What the guest says it runs, in kernel_guest's words (the host adds each job's arguments)."""
+    if "trace" in job:
+        return f"trace {job['program']} (function_graph)"
+    if "binary" in job:
+        return f"{job['program']} (user space)"
+    return f"{job['module']} serving its client" if "client" in job else f"{job['module']} stdin={job['stdin']}"
 
 
 def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries."""
     root = folder / "root"
-    for name in ("bin", "proc", "sys", "dev", "tmp", "out"):
+    for name in ("bin", "proc", "sys", "dev", "tmp", "out", "etc"):
         (root / name).mkdir(parents=True, exist_ok=True)
+    # A small regular file every guest has (lesson 4's exercise opens it from its module), as virtme-ng's root has.
+    (root / "etc" / "hostname").write_text(GUEST_HOSTNAME + "\n")
     shutil.copy2(busybox(), root / "bin" / "busybox")
+    try:
+        launcher = guest_launcher.compiled(folder.parent / "launcher")
+    except (guest_launcher.LauncherError, OSError, subprocess.SubprocessError) as error:
+        raise RamGuestError(str(error)) from error
+    shutil.copy2(launcher, root / "bin" / "course-launch")
     needed: set[Path] = set()
     for index, job in enumerate(jobs):
         place = root / "job" / str(index)
@@ -339,9 +434,26 @@ def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict
             status = _status(got.get("status"))
             if status is None:
                 break
+            if "trace" in job:
+                results.append(_trace_result(job, status, got))
+                continue
             if "binary" in job:
-                command = " ".join([job.get("shown_as") or job["binary"], *job.get("args", ()), "< /dev/null"])
-                results.append({**job, **_outcome(command, status, got), "seconds": 0.0})
+                results.append({**job, **_outcome(_shown(job), status, got), "seconds": 0.0})
+                continue
+            if "client" not in job:
+                command = " ".join(["insmod", Path(job["ko"]).name, *job.get("params", [])])
+                insmod = got.get("insmod", "").strip()
+                log = got.get("log", "")
+                results.append(
+                    {
+                        **job,
+                        "command": command,
+                        "exit_status": status,
+                        "insmod_output": insmod,
+                        "log": log,
+                        "seconds": 0.0,
+                    }
+                )
                 continue
             result = {
                 **job,
@@ -377,6 +489,32 @@ def job_results(jobs: list[dict], files: dict[str, dict[str, str]]) -> list[dict
     return results
 
 
+def _shown(job: dict, args: tuple[str, ...] | list[str] | None = None) -> str:
+    """A program's command as runners.run_on_host records it: its path, arguments, input and open files."""
+    words = [job.get("shown_as") or job["binary"], *(job.get("args", ()) if args is None else args)]
+    shown = f"{shlex.join(words)} {STDIN_SHOWN[job.get('stdin', 'devnull')]}"
+    return shown + (f" (files open: {', '.join(job['files'])})" if job.get("files") else "")
+
+
+def _trace_result(job: dict, status: int, got: dict[str, str]) -> dict:
+    """A traced job's result, shaped as kernel_guest.run_trace_job's."""
+    graph, missing = got.get("graph", "").split(), got.get("graph_missing", "").split()
+    result = {**job, "graph": graph, "graph_missing": missing, "notrace": got.get("notrace", "").split()}
+    if not graph:
+        why = f"this kernel has none of the functions to start the graph at ({', '.join(missing)})"
+        return {**result, "ok": False, "exit_status": None, "ended": why, "stdout": "", "stderr": "", "command": ""}
+    trace = got.get("trace", "")
+    outcome = _outcome(_shown({**job, "stdin": "devnull"}, [TRACEFS]), status, got)
+    return {
+        **result,
+        **outcome,
+        "stdout": outcome["stdout"][-4000:],
+        "trace_text": trace[:TRACE_LIMIT_BYTES],
+        "trace_truncated": len(trace) > TRACE_LIMIT_BYTES,
+        "seconds": 0.0,
+    }
+
+
 def _outcome(command: str, status: int, got: dict[str, str]) -> dict:
     ended = f"exited with {status}" if status >= 0 else "did not finish"
     return {
@@ -406,12 +544,21 @@ def guest_of(files: dict[str, dict[str, str]]) -> dict:
 
 
 def lessons_in_memory(jobs: list[dict]) -> set[str]:
-    """The lessons whose every job the initramfs guest runs, with a server among them (lesson 9's)."""
-    named = [(job, {job["lesson"], *job.get("lessons", ())}) for job in jobs]
-    servers = {job["lesson"] for job, _ in named if "client" in job}
-    unsuitable = {name for job, names in named if not suitable(job) for name in names}
-    shared = {name for _, names in named if len(names) > 1 and not names <= servers for name in names}
-    return servers - unsuitable - shared
+    """The lessons whose every job the initramfs guest runs (see :func:`suitable`).
+
+    A lesson that shares a job (a program two lessons ask for, run once) with a lesson that stays
+    in the virtme-ng boot stays there with it: one run of that job serves both.
+    """
+    named = [{job["lesson"], *job.get("lessons", ())} for job in jobs]
+    staying = {name for job, names in zip(jobs, named, strict=True) if not suitable(job) for name in names}
+    grown = True
+    while grown:
+        grown = False
+        for names in named:
+            if names & staying and not names <= staying:
+                staying |= names
+                grown = True
+    return {name for names in named for name in names} - staying
 
 
 def run_jobs(
@@ -443,7 +590,9 @@ def run_jobs(
                     first_job.append(time.monotonic() - started)
                 progress("  vm     " + vm.guest_progress(line, jobs))
 
-        status, console = vm._run(qemu_command(kernel, archive, hardware), timeout, show)
+        # Started at its PVH entry, without the decompressor that took seconds of every boot (course.kernel.boot_image).
+        booted = vm.booted_kernel(layout, kernel)
+        status, console = vm._run(qemu_command(booted, archive, hardware), timeout, show)
         files = read_back(console)
         seconds = time.monotonic() - started
         first = first_job[0] if first_job else None

@@ -1,0 +1,132 @@
+"""The guest from memory runs every kind of job of the icount lessons, and a second boot counts the same.
+
+Under ``tcg-icount`` every kernel lesson's guest work (lesson 4's module with each kind of standard
+input, the user-space programs with their open files, lesson 2's trace, lesson 9's servers) runs in
+one boot of course.kernel.ram_guest per kernel. Two real boots here, with small sample counts.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from course.kernel import guest_launcher, kernel_build, ram_guest
+from course.measure import build, lessons, protocol
+from course.results.layout import Layout
+
+KINDS = ["tty", "file", "devnull", "pipe", "zero", "socket"]
+
+
+def test_every_job_of_the_icount_lessons_goes_to_the_guest_from_memory() -> None:
+    program = {"lesson": "04-kernel-read", "lessons": ["04-kernel-read", "06-skipping-layers"], "binary": "/b/u"}
+    jobs = [
+        {**program, "stdin": "devnull", "files": KINDS},
+        {"lesson": "04-kernel-read", "module": "ksystime", "ko": "/b/k.ko", "stdin": "socket"},
+        {"lesson": "02-read-path", "trace": "trace", "binary": "/b/t", "files": KINDS, "graph": ["x"]},
+        {"lesson": "09-khttpd", "module": "khttpd", "ko": "/b/h.ko", "client": "/b/s", "client_args": []},
+    ]
+    assert ram_guest.lessons_in_memory(jobs) == {"02-read-path", "04-kernel-read", "06-skipping-layers", "09-khttpd"}
+    odd = {"lesson": "06-skipping-layers", "module": "ksyslayers", "ko": "/b/l.ko", "stdin": "fifo"}
+    assert ram_guest.lessons_in_memory([*jobs, odd]) == {"02-read-path", "09-khttpd"}, (
+        "a kind the launcher cannot open keeps its lesson in virtme-ng, and the lesson sharing a program with it"
+    )
+
+
+def test_kernels_side_by_side_compile_one_launcher_between_them(tmp_path: Path) -> None:
+    """A kernel matrix packs each kernel's guest in a thread of one process: one launcher, none left half-made."""
+    made: list[Path] = []
+    threads = [threading.Thread(target=lambda: made.append(guest_launcher.compiled(tmp_path))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 3 and len(set(made)) == 1 and made[0].is_file()
+    assert [path.name for path in tmp_path.iterdir()] == [made[0].name], "no source or partial binary left"
+    opened = subprocess.run(
+        [str(made[0]), "pipe", "tty,file,socket", "--", "/bin/sh", "-c", 'echo "$COURSE_FILES"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert opened.returncode == 0 and re.fullmatch(r"tty=\d+ file=\d+ socket=\d+\n", opened.stdout), opened
+    # Another process in another folder (another checkout) makes the same bytes: else its guest is another boot.
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-another-checkout" / "launcher"
+    code = f"import pathlib, course.kernel.guest_launcher as g; g.compiled(pathlib.Path({str(elsewhere)!r}))"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=Path(__file__).parents[1])
+    (other,) = elsewhere.iterdir()
+    assert other.read_bytes() == made[0].read_bytes()
+
+
+def _kernel_ready() -> bool:
+    try:
+        kernel_build.find_kernel()
+        ram_guest.busybox()
+    except (kernel_build.KernelError, ram_guest.RamGuestError):
+        return False
+    return all(shutil.which(tool) for tool in ("qemu-system-x86_64", "cpio", "make", "gcc"))
+
+
+def _jobs(layout: Layout, kernel: kernel_build.GuestKernel) -> list[dict]:
+    """Lesson 3's empty reads with every kind open, lesson 4's module with each kind of input, lesson 2's trace."""
+    catalog = {lesson.name: lesson for lesson in lessons.discover(layout)}
+    usystime = build.build_program(layout, catalog["03-timing"], "usystime")
+    readtrace = build.build_program(layout, catalog["02-read-path"], "readtrace")
+    lesson_4 = catalog["04-kernel-read"]
+    module = next(module for module in lesson_4.modules if module.name == "ksystime")
+    ko = kernel_build.build_module(layout, lesson_4, module, kernel).ko
+    trace = next(spec for spec in catalog["02-read-path"].traces)
+    program = {"lesson": "04-kernel-read", "lessons": ["04-kernel-read"], "program": "03-timing/usystime"}
+    return [
+        {**program, "binary": str(usystime.binary), "args": ["200"], "stdin": "devnull", "files": KINDS},
+        *(
+            {"lesson": "04-kernel-read", "module": "ksystime", "ko": str(ko), "params": ["samples=200"], "stdin": kind}
+            for kind in KINDS
+        ),
+        {
+            "lesson": "02-read-path",
+            "trace": "trace",
+            "program": "02-read-path/readtrace",
+            "binary": str(readtrace.binary),
+            "files": KINDS,
+            "graph": list(trace.graph),
+            "notrace": list(trace.notrace),
+            "timeout": 60,
+        },
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _kernel_ready(), reason="needs a guest kernel with headers, QEMU, busybox-static, cpio")
+def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_root: Path, tmp_path: Path) -> None:
+    layout = Layout(course_root, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+    kernel = kernel_build.find_kernel()
+    jobs = _jobs(layout, kernel)
+    assert ram_guest.lessons_in_memory(jobs) == {"02-read-path", "04-kernel-read"}
+    boots = [ram_guest.run_jobs(layout, kernel, jobs, lambda line: None, timeout=600) for _ in range(2)]
+    for boot in boots:
+        assert boot.exit_status == 0 and len(boot.jobs) == len(jobs), boot.console[-3000:]
+    program, *loads, trace = boots[0].jobs
+    assert program["ok"], program["stderr"]
+    read = protocol.parse(program["stdout"])
+    assert {f"read.{kind}" for kind in KINDS} <= set(read.measurements), "every kind was open in the guest"
+    for load in loads:  # init measures and returns an error: nothing stays loaded
+        parsed = protocol.parse(load["log"])
+        assert parsed.meta.get("done") == "1", load["log"][-2000:]
+        # One load: busybox's insmod would try init_module() after the failed finit_module(), measuring twice.
+        assert load["log"].count("course: meta done=1") == 1 and load["exit_status"] != 0, load["insmod_output"]
+        assert "read-iter" in parsed.measurements or "read-iter" in parsed.skipped, load["stdin"]
+    assert trace["ok"] and trace["graph"] and "shmem_file_read_iter" in trace["trace_text"], (
+        "the small file lies on the guest's tmpfs root"
+    )
+    # Two boots of one initramfs are one boot: every sample of every figure repeats, not only the medians.
+    first, second = ([job.get("stdout", "") + job.get("log", "") for job in boot.jobs[:-1]] for boot in boots)
+    counted = [[line for line in text.splitlines() if "course: hist" in line] for text in first]
+    assert all(counted) and counted == [
+        [line for line in text.splitlines() if "course: hist" in line] for text in second
+    ], "icount counts differ between two boots of the guest from memory"
