@@ -455,7 +455,9 @@ def _parallel() -> list[str]:
         "runs": "how many times each duration is timed, for its median (default: 5)",
         "only": "only these benchmarks, comma-separated: student-loop (an unchanged invoke generate and invoke "
         "lesson 3, in a copy of this checkout's results and build), site (invoke site, clean and unchanged), "
-        "class-site (invoke site, clean, with 60 imported copies of this machine's set); default: every benchmark",
+        "class-site (invoke site, clean, with 60 imported copies of this machine's set), generate (invoke "
+        "generate, cold and unchanged, and invoke lesson 3: minutes), matrix (three icount guest kernels, cold "
+        "and unchanged: minutes); default: every benchmark",
     }
 )
 @_clear_errors

@@ -297,6 +297,8 @@ ONLY: dict[str, Callable[..., dict[str, dict]]] = {
     "student-loop": student_loop_speed,  # unchanged generate, invoke lesson 3 and the site's share
     "site": site_speed,  # invoke site, clean and unchanged
     "class-site": class_site_speed,  # invoke site, clean, with a class of 60 imported sets (copies of this set)
+    "generate": pipeline_speed,  # invoke generate, cold and unchanged, and invoke lesson 3 (the cold runs take minutes)
+    "matrix": kernel_matrix_speed,  # invoke run of three icount kernels, cold and unchanged (minutes)
 }
 
 #: The benchmarks of :data:`ONLY` that copy the set being benchmarked, so take its name.

@@ -259,7 +259,9 @@ def test_only_some_benchmarks_update_their_figures_and_keep_the_others(
     monkeypatch.setitem(bench.ONLY, "class-site", lambda layout, source, progress, runs: sources.append(source) or {})
     bench.run_only(None, tmp_path / "bob-laptop", ["class-site"])  # type: ignore[arg-type]
     assert sources == ["bob-laptop"], "the class is made of copies of the set being benchmarked"
-    with pytest.raises(ValueError, match="no benchmark nope: choose among student-loop, site, class-site"):
+    with pytest.raises(
+        ValueError, match="no benchmark nope: choose among student-loop, site, class-site, generate, matrix"
+    ):
         bench.run_only(None, tmp_path, ["nope"])  # type: ignore[arg-type]
 
 
@@ -302,7 +304,9 @@ def test_only_names_each_benchmark_once_and_naming_none_is_refused(
 ) -> None:
     assert bench.parse_only(" site, site ,student-loop,") == ["site", "student-loop"]
     for nothing in (",", " ", "", " , "):
-        with pytest.raises(ValueError, match="names no benchmark: choose among student-loop, site, class-site"):
+        with pytest.raises(
+            ValueError, match="names no benchmark: choose among student-loop, site, class-site, generate, matrix"
+        ):
             bench.parse_only(nothing)
     with pytest.raises(ValueError, match="--only nope: no such benchmark"):
         bench.parse_only("site,nope")
