@@ -102,6 +102,7 @@ def test_a_bad_run_entry_is_one_line_naming_the_file(tmp_path: Path, entry: str,
         ("run = 5\n", r"write each run entry as a table headed \[\[run\]\]"),
         ("[[runs]]\nprogram = 'prog'\n", r"unknown section 'runs' \(did you mean 'run'\?\)"),
         ("[[module]]\nname = 'mod'\n", r"\[\[module\]\] belongs in code/kernel/NN-slug/lesson.toml"),
+        ("boot = 'own'\n", r"boot belongs in code/kernel/NN-slug/lesson.toml, beside the modules"),
         ("[[run]]\nargs = ['1']\n", r"\[\[run\]\] entry 1 needs program"),
         ("[[run]]\nprogram = 5\n", r"program must be a non-empty string"),
         ("[[disassemble]]\nid = 'x'\nsymbol = 'main'\n", "exactly one of program or library"),
@@ -135,6 +136,9 @@ def test_a_bad_user_lesson_toml_is_one_line_naming_the_file(tmp_path: Path, toml
         ("[[module]]\nname = 'mod'\nmeasure = ['x']\n", r"unknown key 'measure' \(did you mean 'measures'\?\)"),
         ("[[module]]\nname = '../mod'\n", r"name must be a plain name \(letters, digits, - and _\)"),
         ('[[module]]\nname = "mod"\nparams = ["samples=1\\u0000"]\n', r"params must not hold a NUL character"),
+        ("boot = 'alone'\n[[module]]\nname = 'mod'\n", r"boot must be \"own\" \(its guest work in a boot of its own\)"),
+        ("boot = true\n[[module]]\nname = 'mod'\n", r"boot must be \"own\" .* or \"shared\", not True"),
+        ("[boot]\nown = true\n", r"boot must be \"own\""),
     ],
 )
 def test_a_bad_kernel_lesson_toml_is_one_line_naming_the_file(tmp_path: Path, toml: str, message: str) -> None:
@@ -158,7 +162,16 @@ def test_every_lesson_toml_of_the_course_loads(course_root: Path) -> None:
         assert lesson.has_code, toml
         if toml.parent.parent.name == "kernel":
             assert lesson.in_vm, toml  # modules to load, or a trace to take (lesson 2)
+    # Lesson 9's servers count what the boot holds before them: it boots alone; the others share a boot.
+    assert [name for name, lesson in found.items() if lesson.own_boot] == ["09-khttpd"]
     assert all(isinstance(spec.timeout, float) for lesson in found.values() for spec in lesson.runs)
+
+
+def test_a_kernel_lesson_shares_its_boot_unless_it_says_boot_own(tmp_path: Path) -> None:
+    shared = lessons.discover(_course(tmp_path / "shared", kernel="[[module]]\nname = 'mod'\n"))
+    said = lessons.discover(_course(tmp_path / "said", kernel="boot = 'shared'\n[[module]]\nname = 'mod'\n"))
+    own = lessons.discover(_course(tmp_path / "own", kernel="boot = 'own'\n[[module]]\nname = 'mod'\n"))
+    assert [shared[0].own_boot, said[0].own_boot, own[0].own_boot] == [False, False, True]
 
 
 def test_a_bad_lesson_toml_on_the_command_line_is_one_line(tmp_path: Path) -> None:

@@ -358,6 +358,37 @@ def test_under_icount_a_lesson_of_module_loads_boots_from_memory_and_never_virtm
     assert guest_code <= stored["measurements"]["09-api-change/fdget-fdput"]["sources"].items(), "its code is a source"
 
 
+def test_a_lesson_that_says_boot_own_boots_from_memory_alone_after_the_shared_boot(
+    tmp_path: Path, canned_vm: list[str], monkeypatch
+) -> None:
+    _refuse_on_6_12(monkeypatch)
+    layout = _course_with_api_change(tmp_path)
+    # A second lesson of the same module, saying boot = "own" as lesson 9 does.
+    (layout.lessons / "10-api-own.md").write_text("# 10. The same, in a boot of its own\n")
+    own = layout.kernel_code / "10-api-own"
+    shutil.copytree(DATA / "api-change", own)
+    (own / "lesson.toml").write_text('boot = "own"\n' + (own / "lesson.toml").read_text())
+    boots: list[list[str]] = []
+    real = ram_guest.run_jobs
+    monkeypatch.setattr(
+        ram_guest,
+        "run_jobs",
+        lambda layout, kernel, jobs, *args, **kwargs: (
+            boots.append([job["lesson"] for job in jobs]) or real(layout, kernel, jobs, *args, **kwargs)
+        ),
+    )
+    (run,) = matrix.run_matrix(layout, ["6.1"], [9, 10], acceleration="tcg-icount", progress=lambda line: None)
+    assert run.ok and boots == [["09-api-change"], ["10-api-own"]], boots
+    for name in ("09-api-change", "10-api-own"):
+        stored = store.read_json(layout.results / "qemu-icount-debian-6.1" / f"{name}.json")
+        assert stored["measurements"][f"{name}/fdget-fdput"]["status"] == "ok", name
+        (boot,) = [step["name"] for step in stored["steps"] if "boot" in step["name"]]
+        assert boot.startswith("vm boot from memory, 1 runs"), boot
+    boots.clear()
+    matrix.run_matrix(layout, ["6.1"], [10], acceleration="tcg-icount", force=True, progress=lambda line: None)
+    assert boots == [["10-api-own"]], "alone, the same boot"
+
+
 def test_nothing_is_rerun_when_nothing_changed(tmp_path: Path, canned_vm: list[str], monkeypatch) -> None:
     _refuse_on_6_12(monkeypatch)
     layout = _course_with_api_change(tmp_path)

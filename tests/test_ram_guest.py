@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from course.kernel import ram_guest
+from course.kernel import memory_boot, ram_guest
 
 SERVER = {
     "lesson": "09-khttpd",
@@ -45,6 +45,27 @@ def test_a_lesson_goes_to_memory_unless_one_of_its_jobs_needs_a_kind_the_launche
     assert ram_guest.lessons_in_memory([odd, SERVER]) == set(), "a kind it cannot open: the whole lesson stays"
     shared = {**odd, "lessons": ["09-khttpd", "04-kernel-read"]}
     assert ram_guest.lessons_in_memory([shared, SERVER, load]) == set(), "so does a lesson that shares that job"
+
+
+def test_a_lesson_that_says_boot_own_boots_alone_and_the_others_share_one_boot() -> None:
+    """The planning of a kernel's boots from memory: which jobs go in which boot, in the order given."""
+    shared = {"lesson": "04-kernel-read", "lessons": ["04-kernel-read", "09-khttpd"], "binary": "/b/u", "args": []}
+    load = {"lesson": "04-kernel-read", "module": "ksystime", "ko": "/b/k.ko", "stdin": "tty"}
+    trace = {"lesson": "02-read-path", "trace": "trace", "binary": "/b/t", "files": ["tty"], "graph": ["x"]}
+    jobs = [shared, PROGRAM, load, SERVER, trace]
+    lessons = {"02-read-path", "04-kernel-read", "09-khttpd"}
+    boots = memory_boot.memory_boots(jobs, lessons, own={"09-khttpd"})
+    assert boots == [
+        ({"02-read-path", "04-kernel-read"}, [{**shared, "lessons": ["04-kernel-read"]}, load, trace]),
+        # The program both lessons ask for runs in each boot, for the lesson that boots there.
+        ({"09-khttpd"}, [{**shared, "lesson": "09-khttpd", "lessons": ["09-khttpd"]}, PROGRAM, SERVER]),
+    ]
+    # Lesson 9 alone (invoke lesson 9): the very jobs of its boot in the matrix, so the same initramfs.
+    alone = {**shared, "lesson": "09-khttpd", "lessons": ["09-khttpd"]}
+    assert memory_boot.memory_boots([alone, PROGRAM, SERVER], {"09-khttpd"}, {"09-khttpd"}) == [boots[1]]
+    assert memory_boot.memory_boots(jobs, lessons, own=set()) == [(lessons, jobs)], "no lesson of its own: one boot"
+    assert memory_boot.memory_boots([load], {"04-kernel-read"}, {"09-khttpd"}) == [({"04-kernel-read"}, [load])]
+    assert memory_boot.memory_boots([], lessons, {"09-khttpd"}) == [], "nothing to run: no boot"
 
 
 def test_the_init_script_quotes_every_word_it_was_given() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from course.kernel import kernel_build, kernel_guest, ram_guest, vm
 from course.kernel.guest_records import cannot_start, keep_earlier, not_built, not_run, record_results, why_not_started
 from course.kernel.kernel_build import GuestKernel, KernelError
-from course.kernel.memory_boot import boot_in_memory, record_in_memory
+from course.kernel.memory_boot import boot_in_memory, memory_boots, record_in_memory
 from course.kernel.options import KERNEL_RUNNERS, KernelOptions
 from course.measure import lessons as lesson_catalog
 from course.measure.build import BuildError, file_hash
@@ -137,23 +137,28 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     programs = [job for job in programs if job["lesson"] not in in_memory]
     planned = [job for job in planned if job["lesson"] not in in_memory]
     traces = [job for job in traces if job["lesson"] not in in_memory]
-    memory_boot: list[dict] = []
+    memory_booted: list[dict] = []
+    own = {run.lesson.name for run in runs if run.lesson.own_boot}
 
     def build_then_boot(rundir: Path | None = None) -> None:
-        """Build; then, once, the guest from memory: beside the virtme-ng boot when there is one."""
+        """Build; then, once, the guests from memory: beside the virtme-ng boot when there is one."""
         build(rundir)
         if vm.boot_cancelled():  # Ctrl-C during the build: no guest from memory after it
             raise KeyboardInterrupt("the boot was interrupted during the modules' build")
-        if in_memory and not memory_boot:
+        if in_memory and not memory_booted:
             # As in a virtme-ng boot: the user-space side first, then the modules, the traces last.
             modules = [job for job in built[0] if job["lesson"] in in_memory]
             jobs = memory_programs + modules + memory_traces
-            memory_boot.append(boot_in_memory(layout, runs, in_memory, jobs, kernel, options, where, progress))
+            # One after the other: a matrix boots its kernels side by side already, on every CPU there is.
+            for lessons, ours in memory_boots(jobs, in_memory, own):
+                if vm.boot_cancelled():
+                    raise KeyboardInterrupt("the boot was interrupted before the next guest from memory")
+                memory_booted.append(boot_in_memory(layout, runs, lessons, ours, kernel, options, where, progress))
 
     def finish_in_memory() -> None:
         build_then_boot()  # a no-op once it booted beside the other
-        if memory_boot:
-            record_in_memory(runs, memory_boot[0], where, progress)
+        for booted in memory_booted:
+            record_in_memory(runs, booted, where, progress)
 
     # A boot with nothing but modules to load waits for their build: if none builds, no VM starts.
     if where["runner"] == "host-kernel" or not planned or not (programs or traces):

@@ -1,4 +1,9 @@
-"""The lessons that boot a guest from memory (every kernel lesson under tcg-icount): their boot, then its record."""
+"""The lessons that boot a guest from memory (every kernel lesson under tcg-icount): their boots, then their record.
+
+The lessons share one boot per kernel, but for a lesson whose ``lesson.toml`` says ``boot = "own"``
+(lesson 9's servers over loopback): it boots alone, so that its counts are the same whether it
+runs alone (``invoke lesson 9``) or in the kernel matrix (:func:`memory_boots`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,28 @@ from course.kernel.kernel_build import GuestKernel
 from course.kernel.options import KernelOptions
 from course.measure.lesson_run import LessonRun, Progress
 from course.results.layout import Layout
+
+
+def memory_boots(jobs: list[dict], lessons: set[str], own: set[str]) -> list[tuple[set[str], list[dict]]]:
+    """The boots from memory of ``lessons`` and the jobs of each, in the order of ``jobs``: one boot for
+    the lessons that share it, then one for each lesson of ``own``.
+
+    A lesson's counts may depend on what else its boot holds (the initramfs lays the guest's memory
+    out, the jobs before it leave the scheduler's clock where they do): a lesson of ``own`` gets the
+    boot it would get alone. A job two lessons share (a program run once for both) runs in each
+    boot that holds one of them, for those of its lessons that boot there.
+    """
+    groups = [lessons - own] + [{lesson} for lesson in sorted(lessons & own)]
+    boots = []
+    for group in groups:
+        ours = []
+        for job in jobs:
+            names = [name for name in job.get("lessons", [job["lesson"]]) if name in group]
+            if names:
+                ours.append({**job, "lesson": names[0], "lessons": names} if "lessons" in job else job)
+        if group and ours:
+            boots.append((group, ours))
+    return boots
 
 
 def boot_in_memory(

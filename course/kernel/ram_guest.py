@@ -102,7 +102,7 @@ GUEST_CODE = {
         "lessons_in_memory",
         "run_jobs",
     ),
-    "course/kernel/memory_boot.py": ("boot_in_memory",),
+    "course/kernel/memory_boot.py": ("boot_in_memory", "memory_boots"),
     "course/kernel/kernel_guest.py": ("VM_MARK", "TRACEFS", "TRACE_OPTIONS"),
     "course/kernel/guest_launcher.py": (
         "KINDS",

@@ -102,6 +102,12 @@ def _expect(key: str, value: object) -> str:
     return str(value)
 
 
+def _boot(key: str, value: object) -> str:
+    if value not in ("shared", "own"):
+        raise BadValue(f'{key} must be "own" (its guest work in a boot of its own) or "shared", not {_shown(value)}')
+    return str(value)
+
+
 def _slope_kind(key: str, value: object) -> str:
     if value != "slope":
         raise BadValue(f'{key} must be "slope" (or left out, with an expression), not {_shown(value)}')
@@ -196,6 +202,10 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "timeout": _timeout,
     },
 }
+
+
+#: The settings a kernel lesson.toml may hold above its entries (``boot = "own"``), and their checks.
+KERNEL_SETTINGS: dict[str, Check] = {"boot": _boot}
 
 
 #: The keys each kind of entry cannot do without.

@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course.measure.lesson_fields import REQUIRED, SECTIONS, BadValue
+from course.measure.lesson_fields import KERNEL_SETTINGS, REQUIRED, SECTIONS, BadValue
 from course.results.layout import Layout
 
 LESSON_PAGE = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9-]+)\.md$")
@@ -163,6 +163,8 @@ class Lesson:
     exercises: tuple[ExerciseSpec, ...] = ()
     guest_runs: tuple[GuestRunSpec, ...] = ()  # user-space programs run in the modules' VM boot
     traces: tuple[TraceSpec, ...] = ()  # ftrace call graphs taken in the modules' VM boot
+    # boot = "own": under tcg-icount its guest work boots from memory alone, as it does when run alone
+    own_boot: bool = False
 
     @property
     def has_code(self) -> bool:
@@ -193,6 +195,7 @@ def discover(layout: Layout) -> list[Lesson]:
         exercises = [_exercise_spec(code_dir / "lesson.toml", entry) for entry in user.get("exercise", [])]
         kernel_dir = layout.kernel_code / name
         kernel = _load(kernel_dir / "lesson.toml", KERNEL_SECTIONS)
+        settings = _settings(kernel_dir / "lesson.toml")
         modules = [_module_spec(layout, kernel_dir / "lesson.toml", entry) for entry in kernel.get("module", [])]
         guest_runs = [
             _guest_run_spec(layout, kernel_dir / "lesson.toml", entry) for entry in kernel.get("guest_run", [])
@@ -228,6 +231,7 @@ def discover(layout: Layout) -> list[Lesson]:
                 exercises=tuple(exercises),
                 guest_runs=tuple(guest_runs),
                 traces=tuple(traces),
+                own_boot=settings.get("boot") == "own",
             )
         )
     return lessons
@@ -269,13 +273,26 @@ def _load(path: Path, sections: tuple[str, ...]) -> dict[str, list[dict]]:
         raise LessonError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
     listed = ", ".join(f"[[{name}]]" for name in sections)
     for name in data:
-        if name in sections:
+        if name in sections or (name in KERNEL_SETTINGS and sections == KERNEL_SECTIONS):
             continue
+        if name in KERNEL_SETTINGS:
+            raise LessonError(f"{path}: {name} belongs in code/kernel/NN-slug/lesson.toml, beside the modules")
         if name in SECTIONS:
             home = "code/kernel/NN-slug/" if name in ("module", "guest_run", "trace") else "code/user/NN-slug/"
             raise LessonError(f"{path}: [[{name}]] belongs in {home}lesson.toml; this file holds {listed}")
         raise LessonError(f"{path}: unknown section {name!r}{_guess(name, sections)}; this file holds {listed}")
     return {name: _entries(path, name, data.get(name, [])) for name in sections}
+
+
+def _settings(path: Path) -> dict[str, object]:
+    """The settings above the entries of a kernel ``lesson.toml`` (:data:`KERNEL_SETTINGS`), each checked."""
+    if not path.is_file():
+        return {}
+    data = tomllib.loads(path.read_text(encoding="utf-8"))  # read by _load first, which refuses a bad file
+    try:
+        return {name: check(name, data[name]) for name, check in KERNEL_SETTINGS.items() if name in data}
+    except BadValue as error:
+        raise LessonError(f"{path}: {error}") from None
 
 
 def _entries(path: Path, section: str, entries: object) -> list[dict]:
