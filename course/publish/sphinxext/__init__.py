@@ -66,6 +66,7 @@ from course.publish.sphinxext import (
     published,
     searchstems,
     setdata,
+    sourceanalysis,
     toctrees,
 )
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
@@ -488,6 +489,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     navigation.setup(app)  # the theme's navigation drawn again only when the table of contents changed
     toctrees.setup(app)  # a page is not written again for a reread page its toctree shows as before
     searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
+    sourceanalysis.setup(app)  # autodoc's source analysis without the line ranges only viewcode reads
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
