@@ -1377,8 +1377,12 @@ def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestAp
     parallel = make_app("html", srcdir=srcdir, confoverrides=extensions, freshenv=True, parallel=2)
     order: list[str] = []
     parallel.connect("env-before-read-docs", lambda app, env, docnames: order.extend(docnames), priority=900)
+    writers: list[int] = []
+    write_parallel = parallel.builder._write_parallel
+    parallel.builder._write_parallel = lambda docnames, nproc: writers.append(nproc) or write_parallel(docnames, nproc)
     parallel.build()
     assert sorted(order) != order and set(order) >= {"api", "index", "plain"}, "the pages read in the chosen order"
+    assert writers == [2], "written by two processes beside the main one (Sphinx's own: one fewer than -j)"
     pages = sorted(page.relative_to(serial.outdir) for page in Path(serial.outdir).rglob("*.html"))
     assert pages == sorted(page.relative_to(parallel.outdir) for page in Path(parallel.outdir).rglob("*.html"))
     for page in pages:

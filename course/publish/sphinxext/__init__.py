@@ -305,6 +305,29 @@ def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[st
     docnames[:] = [docname for chunk in _balanced_chunks(costs, sizes, app.parallel) for docname in chunk]
 
 
+def _a_writer_a_core(app: Sphinx, builder: Any) -> None:
+    """Write the pages in as many processes as they were read in, beside the main process that resolves them.
+
+    Sphinx writes in one process fewer than ``-j`` says: its main process resolves each page (references,
+    the search index's words) and hands the pages over in runs, one run to a writing process. With one writer
+    on two cores, the writer waited while the main process resolved the first run (the API pages, most of its
+    work), and the main process idled while the writer went through the last runs alone. Two writers take
+    smaller runs, the first sooner, and share the last ones. Runs only before a parallel write (a handful of
+    pages is written in this process, ``_serial_for_a_handful``); the count is put back when the build ends.
+    """
+    if app.parallel > 1:
+        _READING_PROCESSES[app] = app.parallel
+        app.parallel += 1
+
+
+def _as_many_processes_again(app: Sphinx, exception: Exception | None) -> None:
+    app.parallel = _READING_PROCESSES.pop(app, app.parallel)
+
+
+#: Of each application writing in one more process than it reads in: how many it reads in.
+_READING_PROCESSES: weakref.WeakKeyDictionary[Sphinx, int] = weakref.WeakKeyDictionary()
+
+
 class _PythonDomainLookingUpOnce(PythonDomain):
     """Sphinx's Python domain, each lookup of an object made once while the objects stay the same.
 
@@ -522,6 +545,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_domain(_PythonDomainLookingUpOnce, override=True)  # the API pages' references resolved faster
     app.connect("doctree-resolved", _link_values)
     app.connect("write-started", _set_data_meanwhile)
+    app.connect("write-started", _a_writer_a_core)  # Sphinx writes in -j - 1 processes beside the main one
+    app.connect("build-finished", _as_many_processes_again)
     app.connect("build-finished", _write_set_data)
     app.add_css_file("course.css")
     app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)
