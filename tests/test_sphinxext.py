@@ -1357,6 +1357,11 @@ def test_a_page_of_autodoc_directives_costs_more_than_a_long_page(tmp_path: Path
     )
     long.write_text("A lesson's prose.\n" * 600)  # about 11 kB
     assert _reading_cost(api) > _reading_cost(long) > _reading_cost(tmp_path / "gone.md") == 1
+    # A module documented costs by the length of its source: autodoc's work grows with it.
+    large, small = tmp_path / "large.md", tmp_path / "small.md"
+    large.write_text("```{eval-rst}\n.. automodule:: course.publish.sphinxext.charts\n   :members:\n```\n")
+    small.write_text("```{eval-rst}\n.. automodule:: course.results.clock\n   :members:\n```\n")
+    assert _reading_cost(large) > 2 * _reading_cost(small)
 
 
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-parallel-read")
