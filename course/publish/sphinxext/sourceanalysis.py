@@ -4,8 +4,9 @@ For every module the API pages document, and for the modules of the objects they
 values of module constants), autodoc has Sphinx analyse the source (``ModuleAnalyzer.analyze``) in two
 passes: one over the syntax tree for the ``#:`` comments, annotations, overloads and the order of the
 definitions, and one over the tokens for where each class and function starts and ends (``tags``). Autodoc
-reads only the first; the second, pure Python and about three quarters of the analysis, serves the source
-links of ``sphinx.ext.viewcode``, which the site does not use. It is made here when ``tags`` is first read
+reads only the first; the second, pure Python and well over half of the analysis (a clean build's reading
+processes spent 1.4 s each analysing, 0.6 s without it), serves the source links of ``sphinx.ext.viewcode``,
+which the site does not use. It is made here when ``tags`` is first read
 (``find_tags``), from the same parser, so a reader of it gets exactly what it got before.
 """
 
@@ -30,6 +31,7 @@ class ParserOfCommentsFirst(Parser):
     """Sphinx's parser, its ``parse`` leaving the definitions' line ranges for later."""
 
     def parse(self) -> None:
+        """The syntax tree's pass; the token pass waits for the first read of the analyser's ``tags``."""
         self.parse_comments()
         self.definitions = _LineRangesLater(self)  # type: ignore[assignment] - ModuleAnalyzer.analyze copies it to tags
 
