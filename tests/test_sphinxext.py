@@ -1375,6 +1375,11 @@ def test_a_page_of_autodoc_directives_costs_more_than_a_long_page(tmp_path: Path
     )
     long.write_text("A lesson's prose.\n" * 600)  # about 11 kB
     assert _reading_cost(api) > _reading_cost(long) > _reading_cost(tmp_path / "gone.md") == 1
+    # A module documented costs by the length of its source: autodoc's work grows with it.
+    large, small = tmp_path / "large.md", tmp_path / "small.md"
+    large.write_text("```{eval-rst}\n.. automodule:: course.publish.sphinxext.charts\n   :members:\n```\n")
+    small.write_text("```{eval-rst}\n.. automodule:: course.results.clock\n   :members:\n```\n")
+    assert _reading_cost(large) > 2 * _reading_cost(small)
 
 
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-parallel-read")
@@ -1395,8 +1400,12 @@ def test_a_parallel_build_writes_the_same_site_as_a_serial_one(app: SphinxTestAp
     parallel = make_app("html", srcdir=srcdir, confoverrides=extensions, freshenv=True, parallel=2)
     order: list[str] = []
     parallel.connect("env-before-read-docs", lambda app, env, docnames: order.extend(docnames), priority=900)
+    writers: list[int] = []
+    write_parallel = parallel.builder._write_parallel
+    parallel.builder._write_parallel = lambda docnames, nproc: writers.append(nproc) or write_parallel(docnames, nproc)
     parallel.build()
     assert sorted(order) != order and set(order) >= {"api", "index", "plain"}, "the pages read in the chosen order"
+    assert writers == [2], "written by two processes beside the main one (Sphinx's own: one fewer than -j)"
     pages = sorted(page.relative_to(serial.outdir) for page in Path(serial.outdir).rglob("*.html"))
     assert pages == sorted(page.relative_to(parallel.outdir) for page in Path(parallel.outdir).rglob("*.html"))
     for page in pages:

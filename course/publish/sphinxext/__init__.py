@@ -34,6 +34,7 @@ read is recorded as a dependency, so new results rebuild exactly the pages using
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import posixpath
 import re
@@ -65,6 +66,7 @@ from course.publish.sphinxext import (
     published,
     searchstems,
     setdata,
+    sourceanalysis,
     toctrees,
 )
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
@@ -237,7 +239,22 @@ def _read_generated_pages(app: Sphinx, pages: dict[str, Path]) -> None:
 
 
 #: What marks a page whose reading costs most of a clean build's: autodoc imports and analyses a module for each.
-_AUTODOC = re.compile(rb"^\s*\.\. auto(?:module|class|function)::", re.MULTILINE)
+_AUTODOC = re.compile(rb"^\s*\.\. auto(module|class|function)::\s*([\w.]+)", re.MULTILINE)
+
+#: An autodoc directive's cost when its module's source is not found (or it documents one object of it).
+_AUTODOC_COST = 12
+
+
+def _module_source_size(name: str) -> int | None:
+    """The size in bytes of module ``name``'s source file, found without importing the module itself."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    try:
+        return Path(spec.origin).stat().st_size if spec and spec.origin else None
+    except OSError:
+        return None
 
 
 def _reading_cost(path: Path) -> int:
@@ -245,12 +262,18 @@ def _reading_cost(path: Path) -> int:
 
     The API reference's pages are a few hundred bytes each, yet reading them is most of a clean
     build here (62 modules imported, analysed and documented); the others cost by their length.
+    An ``automodule`` costs by the length of the module it documents: one kilobyte of source took
+    about 1.3 times as long as a kilobyte of prose (the largest API page, 310 kB of modules, 2.1 s).
     """
     try:
         source = path.read_bytes()
     except OSError:
         return 1
-    return 1 + len(source) // 1024 + 12 * len(_AUTODOC.findall(source))
+    cost = 1 + len(source) // 1024
+    for kind, name in _AUTODOC.findall(source):
+        size = _module_source_size(name.decode()) if kind == b"module" else None
+        cost += _AUTODOC_COST if size is None else 1 + size * 13 // 10240
+    return cost
 
 
 def _balanced_chunks(costs: dict[str, int], sizes: list[int], processes: int = 0) -> list[list[str]]:
@@ -301,6 +324,29 @@ def _balance_parallel_read(app: Sphinx, env: BuildEnvironment, docnames: list[st
     sizes = [len(chunk) for chunk in make_chunks(docnames, app.parallel)]
     costs = {docname: _reading_cost(Path(env.doc2path(docname))) for docname in docnames}
     docnames[:] = [docname for chunk in _balanced_chunks(costs, sizes, app.parallel) for docname in chunk]
+
+
+def _a_writer_a_core(app: Sphinx, builder: Any) -> None:
+    """Write the pages in as many processes as they were read in, beside the main process that resolves them.
+
+    Sphinx writes in one process fewer than ``-j`` says: its main process resolves each page (references,
+    the search index's words) and hands the pages over in runs, one run to a writing process. With one writer
+    on two cores, the writer waited while the main process resolved the first run (the API pages, most of its
+    work), and the main process idled while the writer went through the last runs alone. Two writers take
+    smaller runs, the first sooner, and share the last ones. Runs only before a parallel write (a handful of
+    pages is written in this process, ``_serial_for_a_handful``); the count is put back when the build ends.
+    """
+    if app.parallel > 1:
+        _READING_PROCESSES[app] = app.parallel
+        app.parallel += 1
+
+
+def _as_many_processes_again(app: Sphinx, exception: Exception | None) -> None:
+    app.parallel = _READING_PROCESSES.pop(app, app.parallel)
+
+
+#: Of each application writing in one more process than it reads in: how many it reads in.
+_READING_PROCESSES: weakref.WeakKeyDictionary[Sphinx, int] = weakref.WeakKeyDictionary()
 
 
 class _PythonDomainLookingUpOnce(PythonDomain):
@@ -487,6 +533,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     navigation.setup(app)  # the theme's navigation drawn again only when the table of contents changed
     toctrees.setup(app)  # a page is not written again for a reread page its toctree shows as before
     searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
+    sourceanalysis.setup(app)  # autodoc's source analysis without the line ranges only viewcode reads
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
@@ -519,6 +566,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_domain(_PythonDomainLookingUpOnce, override=True)  # the API pages' references resolved faster
     app.connect("doctree-resolved", _link_values)
     app.connect("write-started", _set_data_meanwhile)
+    app.connect("write-started", _a_writer_a_core)  # Sphinx writes in -j - 1 processes beside the main one
+    app.connect("build-finished", _as_many_processes_again)
     app.connect("build-finished", _write_set_data)
     app.add_css_file("course.css")
     app.add_js_file("course-values.js", loading_method="defer")  # a tap shows a figure's note (no hover on touch)
