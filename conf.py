@@ -42,6 +42,8 @@ graphviz_output_format = "svg"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Defaults as written (CHECKOUT, not the path of the checkout that built the site).
+autodoc_preserve_defaults = True
 # The course annotates its signatures; it writes no "# type: (...) -> ..." comments for autodoc to look for in
 # the source of every function it documents (a twelfth of a clean build's reading).
 autodoc_use_type_comments = False

@@ -45,6 +45,9 @@ FIRST_UID = 20000
 COMPILER_LOG_CHARS = 4000
 
 #: The course's checkout, hidden from every job (it holds the solutions' sources).
+#: (Where this checkout lies: its value is the builder's, so the API pages leave it out.)
+#:
+#: :meta hide-value:
 CHECKOUT = Path(__file__).resolve().parents[2]  # course/classroom/ is two folders below it
 
 #: The shared folders where a job may leave files behind (removed after it).

@@ -22,6 +22,9 @@ from pathlib import Path, PurePosixPath
 SEPARATOR = "::"
 
 #: The checkout that holds the course's own Python (``course/...``), where such a source is read.
+#: (Where this checkout lies: its value is the builder's, so the API pages leave it out.)
+#:
+#: :meta hide-value:
 CODE_ROOT = Path(__file__).resolve().parents[2]
 
 #: The largest Python file a source key may name (the course's own are well under 100 KiB): any
