@@ -537,3 +537,10 @@ def test_lesson_8_answers_since_2000_with_a_chart_of_its_own_not_lesson_1s(html:
     first, since = _answer_panels(html, "01-user-kernel"), _answer_panels(html, "08-since-2000")
     assert first and since and since != first, (first, since)
     assert since[0] == "an empty read of a terminal" and any("the way in and out" in title for title in since), since
+
+
+def test_no_page_names_the_checkout_that_built_it(html: Path) -> None:
+    """A published page is the same wherever it was built: the API pages named the builder's folder."""
+    root = str(Path(__file__).resolve().parents[1])
+    naming = [str(page.relative_to(html)) for page in html.rglob("*.html") if root in page.read_text(encoding="utf-8")]
+    assert not naming, f"these pages name the checkout {root}: {naming}"
