@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -67,6 +68,24 @@ def _expected(sets: dict, measurement: str, set_id: str, field: str) -> tuple[fl
     return value, 0.51 if stored.get("unit") not in ("%", "s") else 0.051
 
 
+#: Each figure of a page as the reader sees it, in one call to the browser (hundreds of figures a page, each five
+#: WebDriver round trips, took most of this test's CPU): its text, then, unless it says it was not run or failed,
+#: whether it is displayed once scrolled to (Selenium's own check, the atom WebElement.is_displayed runs) and
+#: which stored value it names.
+FIGURES = (
+    "const isDisplayed = ("
+    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
+    + """);
+return [...document.querySelectorAll('.course-value')].map((element) => {
+  const text = element.innerText.trim();
+  if (text.startsWith('not run') || text.startsWith('failed')) return [text];
+  element.scrollIntoView();
+  return [text, isDisplayed(element), ...['measurement', 'set', 'field'].map((n) => element.getAttribute('data-' + n))];
+});
+"""
+)
+
+
 def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_site: Layout, browser) -> None:
     from selenium.webdriver.common.by import By
 
@@ -76,20 +95,14 @@ def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_si
         browser.get(page.as_uri())
         heading = browser.find_element(By.CSS_SELECTOR, "article h1")
         assert heading.is_displayed() and heading.text, f"{page.name} shows no title"
-        for element in browser.find_elements(By.CSS_SELECTOR, ".course-value"):
-            text = element.text
-            if text.startswith(("not run", "failed")):
+        for text, *seen in browser.execute_script(FIGURES):
+            if not seen:  # not run, or failed
                 continue
-            browser.execute_script("arguments[0].scrollIntoView()", element)
-            assert element.is_displayed(), f"{page.name}: a figure is hidden"
-            expected, slack = _expected(
-                sets,
-                element.get_attribute("data-measurement"),
-                element.get_attribute("data-set"),
-                element.get_attribute("data-field"),
-            )
+            displayed, measurement, set_id, field = seen
+            assert displayed, f"{page.name}: a figure is hidden"
+            expected, slack = _expected(sets, measurement, set_id, field)
             assert abs(_first_number(text) - expected) <= slack, (
-                f"{page.name}: {text!r} shown for {element.get_attribute('data-measurement')}, stored {expected}"
+                f"{page.name}: {text!r} shown for {measurement}, stored {expected}"
             )
             checked += 1
         for chart in browser.find_elements(By.CSS_SELECTOR, "svg.course-chart"):
