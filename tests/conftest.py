@@ -56,7 +56,7 @@ SHARED_GROUPS = {
     ),
     "this checkout's site from its stored results": (
         {"checkout_site"},
-        ("test_edition.py", "test_answer_first_site.py"),
+        ("test_edition.py", "test_answer_first_site.py", "test_pipeline.py"),
     ),
     "the class's student copy and lesson 3 run in it": (
         {"class_copy", "lesson_3_in_a_student_checkout"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -67,6 +68,24 @@ def _expected(sets: dict, measurement: str, set_id: str, field: str) -> tuple[fl
     return value, 0.51 if stored.get("unit") not in ("%", "s") else 0.051
 
 
+#: Each figure of a page as the reader sees it, in one call to the browser (hundreds of figures a page, each five
+#: WebDriver round trips, took most of this test's CPU): its text, then, unless it says it was not run or failed,
+#: whether it is displayed once scrolled to (Selenium's own check, the atom WebElement.is_displayed runs) and
+#: which stored value it names.
+FIGURES = (
+    "const isDisplayed = ("
+    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
+    + """);
+return [...document.querySelectorAll('.course-value')].map((element) => {
+  const text = element.innerText.trim();
+  if (text.startsWith('not run') || text.startsWith('failed')) return [text];
+  element.scrollIntoView();
+  return [text, isDisplayed(element), ...['measurement', 'set', 'field'].map((n) => element.getAttribute('data-' + n))];
+});
+"""
+)
+
+
 def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_site: Layout, browser) -> None:
     from selenium.webdriver.common.by import By
 
@@ -76,20 +95,14 @@ def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_si
         browser.get(page.as_uri())
         heading = browser.find_element(By.CSS_SELECTOR, "article h1")
         assert heading.is_displayed() and heading.text, f"{page.name} shows no title"
-        for element in browser.find_elements(By.CSS_SELECTOR, ".course-value"):
-            text = element.text
-            if text.startswith(("not run", "failed")):
+        for text, *seen in browser.execute_script(FIGURES):
+            if not seen:  # not run, or failed
                 continue
-            browser.execute_script("arguments[0].scrollIntoView()", element)
-            assert element.is_displayed(), f"{page.name}: a figure is hidden"
-            expected, slack = _expected(
-                sets,
-                element.get_attribute("data-measurement"),
-                element.get_attribute("data-set"),
-                element.get_attribute("data-field"),
-            )
+            displayed, measurement, set_id, field = seen
+            assert displayed, f"{page.name}: a figure is hidden"
+            expected, slack = _expected(sets, measurement, set_id, field)
             assert abs(_first_number(text) - expected) <= slack, (
-                f"{page.name}: {text!r} shown for {element.get_attribute('data-measurement')}, stored {expected}"
+                f"{page.name}: {text!r} shown for {measurement}, stored {expected}"
             )
             checked += 1
         for chart in browser.find_elements(By.CSS_SELECTOR, "svg.course-chart"):
@@ -187,31 +200,41 @@ def _lesson_pages(layout: Layout) -> list[Path]:
     return pages
 
 
-#: A listing's code as the reader sees it: the text of its <pre>, without the line numbers.
-CODE_OF = """
-const pre = arguments[0].querySelector('pre').cloneNode(true);
-pre.querySelectorAll('.linenos').forEach(n => n.remove());
-return pre.textContent;
+#: Each listing of a page as the reader sees it, in one call to the browser (a call for each of ~650 line numbers
+#: took most of this test's CPU): its file and first line, the text of its <pre> without the line numbers, the line
+#: numbers' text (none where they are not displayed, as Selenium's own check says: a folded listing is not rendered
+#: until opened) and where its download link points.
+LISTINGS = (
+    "const isDisplayed = ("
+    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
+    + """);
+return [...document.querySelectorAll('div.course-code')].map((listing) => {
+  const pre = listing.querySelector('pre').cloneNode(true);
+  pre.querySelectorAll('.linenos').forEach((n) => n.remove());
+  const numbers = [...listing.querySelectorAll('.linenos')].map((n) => (isDisplayed(n) ? n.innerText : ''));
+  const link = listing.querySelector('.code-block-caption a.download');
+  return [listing.getAttribute('data-source'), listing.getAttribute('data-first-line'), pre.textContent, numbers,
+          link && link.href];
+});
 """
+)
 
 
 def test_every_lesson_shows_code_equal_to_its_source_file(built_site: Layout, browser) -> None:
-    from selenium.webdriver.common.by import By
-
     for page in _lesson_pages(built_site):
         browser.get(page.as_uri())
-        listings = browser.find_elements(By.CSS_SELECTOR, "div.course-code")
+        listings = browser.execute_script(LISTINGS)
         assert listings, f"{page.name} shows no code"
-        for listing in listings:
-            source = (ROOT / listing.get_attribute("data-source")).read_text(encoding="utf-8").splitlines()
-            first = int(listing.get_attribute("data-first-line"))
-            shown = browser.execute_script(CODE_OF, listing).rstrip("\n").split("\n")
+        for file, first_line, code, shown_numbers, href in listings:
+            source = (ROOT / file).read_text(encoding="utf-8").splitlines()
+            first = int(first_line)
+            shown = code.rstrip("\n").split("\n")
             assert shown == source[first - 1 : first - 1 + len(shown)], f"{page.name}: a listing differs from its file"
-            numbers = [int(n.text) for n in listing.find_elements(By.CSS_SELECTOR, ".linenos") if n.text.strip()]
+            numbers = [int(n) for n in shown_numbers if n.strip()]
             if numbers:  # a folded listing is not rendered until opened, so its numbers have no text yet
                 assert numbers == list(range(first, first + len(shown))), f"{page.name}: not the file's own numbers"
-            link = listing.find_element(By.CSS_SELECTOR, ".code-block-caption a.download")
-            whole = Path(unquote(urlparse(link.get_attribute("href")).path)).read_text(encoding="utf-8")
+            assert href, f"{page.name}: a listing has no download link"
+            whole = Path(unquote(urlparse(href).path)).read_text(encoding="utf-8")
             assert whole.splitlines() == source, f"{page.name}: the link does not give the whole file"
 
 
@@ -316,21 +339,30 @@ def test_home_lists_each_lesson_with_a_line_and_the_sidebar_separates_the_parts(
     assert captions == ["Lessons", "Figures and machines", "Reference"]
 
 
+#: Each link of a page to a kernel function or a system call's manual: where it points, its text as shown (none
+#: where Selenium's own check says it is not displayed) and its classes.
+KERNEL_LINKS = (
+    "const isDisplayed = ("
+    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
+    + """);
+return [...document.querySelectorAll('article a.extlink-kfunc, article a.extlink-man2')].map(
+  (link) => [link.href, isDisplayed(link) ? link.innerText.trim() : '', link.getAttribute('class')]);
+"""
+)
+
+
 def test_kernel_functions_link_to_the_guest_kernels_source_and_calls_to_their_manual(
     built_site: Layout, browser
 ) -> None:
     import runpy
 
-    from selenium.webdriver.common.by import By
-
     version = runpy.run_path(str(ROOT / "conf.py"))["course_guest_kernel"]
     for page in _lesson_pages(built_site):
         browser.get(page.as_uri())
-        links = browser.find_elements(By.CSS_SELECTOR, "article a.extlink-kfunc, article a.extlink-man2")
+        links = browser.execute_script(KERNEL_LINKS)  # in one call: a call for each link's every field cost most
         assert links, f"{page.name} links no kernel function or system call"
-        for link in links:
-            href, text = link.get_attribute("href"), link.text
-            if "extlink-kfunc" in link.get_attribute("class"):
+        for href, text, kind in links:
+            if "extlink-kfunc" in kind:
                 assert href == f"https://elixir.bootlin.com/linux/v{version}/A/ident/{text.removesuffix('()')}"
             else:
                 assert href == f"https://man7.org/linux/man-pages/man2/{text.removesuffix('(2)')}.2.html"
@@ -461,6 +493,10 @@ def test_a_tap_shows_a_figures_note_and_a_second_tap_lands_on_it(built_site: Lay
         browser.set_window_size(1300, 2000)
 
 
+#: The anchors of a machine page's rows, one a figure.
+FIGURE_ROWS = "return [...document.querySelectorAll(\"tr[id^='figure-']\")].map((row) => row.getAttribute('id'))"
+
+
 def test_each_machine_page_downloads_its_figures_as_json_and_csv(built_site: Layout, browser) -> None:
     import csv
     import io
@@ -471,7 +507,8 @@ def test_each_machine_page_downloads_its_figures_as_json_and_csv(built_site: Lay
     assert pages
     for page in pages:
         browser.get(page.as_uri())
-        rows = {row.get_attribute("id") for row in browser.find_elements(By.CSS_SELECTOR, "tr[id^='figure-']")}
+        # Read in one call: a page lists hundreds of figures, and a call for each took most of this test's CPU.
+        rows = set(browser.execute_script(FIGURE_ROWS))
         assert rows, f"{page.name} lists no figure"
         links = {
             link.text: link.get_attribute("href") for link in browser.find_elements(By.CSS_SELECTOR, ".course-data a")

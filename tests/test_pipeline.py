@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -349,14 +350,18 @@ def test_invoke_build_compiles_every_program_with_its_libraries(tmp_path: Path, 
     assert (tmp_path / "code" / "08-since-2000" / "uring").is_file(), "linked with -luring"
 
 
-def test_serve_shows_the_site_locally(tmp_path: Path, course_root: Path) -> None:
+def test_serve_shows_the_site_locally(tmp_path: Path, course_root: Path, checkout_site: Layout) -> None:
+    """The preview builds the site, then serves it: its build is Sphinx's own, run on the session's build of this
+    checkout (conftest.py: the same sources, results and edition), so it reads only what is out of date there."""
+    build = tmp_path / "build"
+    shutil.copytree(checkout_site.build, build, symlinks=True)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "invoke", "serve", "--port", str(port)],
         cwd=course_root,
-        env={**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path)},
+        env={**os.environ, "INVOKE_COURSE_BUILD": str(build)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -22,6 +22,9 @@ from course.publish import bundle as publish
 
 ROOT = Path(__file__).resolve().parents[1]
 EPUBCHECK = Path("/usr/share/java/epubcheck.jar")  # Debian's epubcheck package
+#: A JVM for one short check: the first JIT tier only and one GC thread. The same check in half the CPU time (7.6
+#: against 16.5 s here); the server JIT and parallel GC pay off only in a longer run.
+SHORT_RUN_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 
 
 class _Assets(HTMLParser):
@@ -120,7 +123,7 @@ def test_the_epub_passes_epubcheck(published: Path) -> None:
     if not EPUBCHECK.is_file() or shutil.which("java") is None:
         pytest.fail("epubcheck is needed: invoke setup --tests installs it (Debian's epubcheck)")
     checked = subprocess.run(
-        ["java", "-jar", str(EPUBCHECK), str(published / publish.FOLDER / publish.EPUB_NAME)],
+        ["java", *SHORT_RUN_JVM, "-jar", str(EPUBCHECK), str(published / publish.FOLDER / publish.EPUB_NAME)],
         capture_output=True,
         text=True,
     )
