@@ -401,6 +401,16 @@ def test_a_lesson_that_says_boot_own_boots_from_memory_alone_after_the_shared_bo
     boots.clear()
     matrix.run_matrix(layout, ["6.1"], [10], acceleration="tcg-icount", force=True, progress=lambda line: None)
     assert boots == [["10-api-own"]], "alone, the same boot"
+    boots.clear()
+    monkeypatch.setattr(
+        ram_guest,
+        "run_tcg_jobs",
+        lambda layout, kernel, jobs, *args, **kwargs: (
+            boots.append(sorted({job["lesson"] for job in jobs})) or real(layout, kernel, jobs, *args, **kwargs)
+        ),
+    )
+    matrix.run_matrix(layout, ["6.1"], [9, 10], acceleration="tcg", force=True, progress=lambda line: None)
+    assert boots == [["09-api-change", "10-api-own"]], "under plain tcg one boot for both: nothing to keep alone"
 
 
 def test_nothing_is_rerun_when_nothing_changed(tmp_path: Path, canned_vm: list[str], monkeypatch) -> None:

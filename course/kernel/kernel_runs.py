@@ -138,7 +138,9 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
     planned = [job for job in planned if job["lesson"] not in in_memory]
     traces = [job for job in traces if job["lesson"] not in in_memory]
     memory_booted: list[dict] = []
-    own = {run.lesson.name for run in runs if run.lesson.own_boot}
+    # A boot of its own keeps a lesson's icount figures the same alone or beside the others; plain tcg's
+    # emulated ticks follow the host's clock and repeat no better alone: one boot for all, one start less.
+    own = {run.lesson.name for run in runs if run.lesson.own_boot and where["acceleration"] == "tcg-icount"}
 
     def build_then_boot(rundir: Path | None = None) -> None:
         """Build; then, once, the guests from memory: beside the virtme-ng boot when there is one."""
