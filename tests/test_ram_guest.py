@@ -323,3 +323,10 @@ def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypa
     assert not left.exists() and alive.exists()
     assert any(name.startswith(f"ram-{os.getpid()}-") and name != alive.name for name in seen), seen
     assert sorted(path.name for path in parent.iterdir()) == [alive.name], "its own folder removed at its end"
+
+
+def test_each_job_of_a_tcg_boot_takes_the_time_between_its_announcement_and_the_next() -> None:
+    results = [{"program": "a", "seconds": 0.0}, {"program": "b", "seconds": 0.0}, {"program": "c", "seconds": 0.0}]
+    timed = ram_guest.with_seconds(results, {0: 10.0, 1: 12.5, 2: 13.0}, 20.0)
+    assert [result["seconds"] for result in timed] == [2.5, 0.5, 7.0]
+    assert ram_guest.with_seconds(results, {1: 12.5}, 13.0)[0]["seconds"] == 0.0, "never announced: untimed"

@@ -679,19 +679,36 @@ def _boot(
             raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
         started = time.monotonic()
         first_job: list[float] = []
+        announced: dict[int, float] = {}  # when the guest said it starts each job, by index
 
         def show(line: str) -> None:
             if line.startswith("course-guest:"):
+                now = time.monotonic()
                 if not first_job:
-                    first_job.append(time.monotonic() - started)
+                    first_job.append(now - started)
+                number = re.match(r"course-guest: \[(\d+)/", line)
+                if number:
+                    announced.setdefault(int(number[1]) - 1, now)
                 progress("  vm     " + vm.guest_progress(line, jobs))
 
         # Started at its PVH entry, without the decompressor that took seconds of every boot (course.kernel.boot_image).
         booted = vm.booted_kernel(layout, kernel)
         status, console = vm._run(command_of(booted, archive, hardware), timeout, show)
+        ended = time.monotonic()
         files = read_back(console)
-        seconds = time.monotonic() - started
+        results = with_seconds(job_results(jobs, files), announced, ended)
         first = first_job[0] if first_job else None
-        return vm.VmRun(job_results(jobs, files), console, status, seconds, guest_of(files, acceleration), first)
+        return vm.VmRun(results, console, status, ended - started, guest_of(files, acceleration), first)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def with_seconds(results: list[dict], announced: dict[int, float], ended: float) -> list[dict]:
+    """Each job's wall time as the host saw it: from the guest's announcing it to its announcing the next (its
+    files' way back on the console included), the last one's to the boot's end; a job never announced keeps 0."""
+    starts = sorted(announced.items())
+    until = {index: (starts[n + 1][1] if n + 1 < len(starts) else ended) for n, (index, _) in enumerate(starts)}
+    return [
+        {**result, "seconds": round(until[index] - announced[index], 3)} if index in announced else result
+        for index, result in enumerate(results)
+    ]
