@@ -136,11 +136,21 @@ def record_in_memory(runs: list[LessonRun], booted: dict, where: dict, progress:
         if boot.guest:
             run.kernel["guest_machine"] = boot.guest
     jobs = [_with_sources(job, guest_code) for job in booted["jobs"]]
-    label = f"vm boot from memory, {len(booted['jobs'])} runs ({acceleration}, {ram_guest.described(acceleration)})"
+    # What the boot held, said as a virtme-ng boot's step says it (course.kernel.kernel_runs).
+    traces = sum("trace" in job for job in jobs)
+    parts = [
+        f"{sum('module' in job for job in jobs)} module loads",
+        f"{sum('program' in job for job in jobs) - traces} programs",
+    ]
+    parts += [f"{traces} traces"] if traces else []
+    held = f"{', '.join(parts[:-1])} and {parts[-1]}"
+    label = f"vm boot from memory, {len(jobs)} runs: {held} ({acceleration}, {ram_guest.described(acceleration)})"
     if boot.first_job_seconds is not None:  # where a boot's time goes: the guest starting, then the jobs
         label += f", first job after {boot.first_job_seconds:.1f} s"
+    # A boot of several lessons is one step of theirs, its time counted once (as a virtme-ng boot's).
+    step = {"name": label, "seconds": round(booted["seconds"], 3), "cached": False, "shared": len(ours) > 1}
     for run in ours:
-        run.steps.append({"name": label, "seconds": round(booted["seconds"], 3), "cached": False})
+        run.steps.append(dict(step))
     progress(f"  kernel {label}: {booted['seconds']:.1f} s")
     record_results(runs, jobs, boot.jobs, boot.console, boot.exit_status, where)
 
