@@ -17,8 +17,8 @@ DEBIAN_PACKAGES = {
     "qemu-system-x86": "QEMU, the disposable VM the kernel modules run in",
     "linux-image-amd64": "the kernel the VM boots (Debian's)",
     "linux-headers-amd64": "that kernel's headers, to build the modules against it",
-    "busybox-static": "the tools of the VM's initramfs (virtme-ng), and the init of the icount lessons' guest",
-    "cpio": "to pack the icount lessons' guest, which boots from memory alone (course.kernel.ram_guest)",
+    "busybox-static": "the tools of the VM's initramfs (virtme-ng), and the init of the emulated kernel lessons' guest",
+    "cpio": "to pack the emulated kernel lessons' guest, which boots from memory alone (course.kernel.ram_guest)",
     "kmod": "insmod, to load a module in the VM",
     "util-linux": "dmesg, to read the kernel log in the VM",
 }

@@ -19,6 +19,8 @@ from course.measure import lessons
 from course.results import code_parts, store
 from course.results.layout import Layout
 
+ROOT = Path(__file__).resolve().parents[1]
+
 GUEST_CODE = '''"""The guest's init."""
 
 #: How long a job may take.
@@ -126,6 +128,25 @@ def test_the_guests_figures_carry_the_code_that_packed_it() -> None:
     assert server["client_sources"] == {"code/user/c.c": "2", **recorded}
     alone = {"ko": "/k.ko"}
     assert memory_boot._with_sources(alone, recorded) == alone, "a module's own figures take its lesson's sources"
+
+
+def test_plain_tcgs_figures_carry_its_own_code_and_the_shipped_icount_sets_stay_current() -> None:
+    """Plain tcg's guest has its own source keys (its options and boot), so the shipped icount sets, whose
+    keys name the icount boot's definitions, are not made stale by the tcg path beside it."""
+    icount, tcg = ram_guest.guest_code_sources("tcg-icount"), ram_guest.guest_code_sources("tcg")
+    (tcg_key,) = [key for key in tcg if key.startswith("course/kernel/ram_guest.py")]
+    names = set(tcg_key.partition("::")[2].split(","))
+    assert {"TCG_OPTIONS", "tcg_command", "run_tcg_jobs", "init_script"} <= names
+    assert "ICOUNT_OPTIONS" not in names and tcg_key not in icount
+    shipped = {
+        source_key: digest
+        for path in sorted(ROOT.glob("results/qemu-icount-*/*.json"))
+        if path.name != store.SET_FILE
+        for figure in json.loads(path.read_text()).get("measurements", {}).values()
+        for source_key, digest in figure.get("sources", {}).items()
+        if code_parts.is_parts(source_key)
+    }
+    assert shipped and code_parts.changed(shipped) == [], "the shipped icount sets' guest code is as it was measured"
 
 
 def _plant(srcdir: Path, code: str) -> str:

@@ -284,6 +284,7 @@ def canned_vm(monkeypatch) -> list[str]:
     monkeypatch.setattr(kernel_runs, "setting", setting)
     monkeypatch.setattr(vm, "run_jobs", run_jobs)
     monkeypatch.setattr(ram_guest, "run_jobs", from_memory)
+    monkeypatch.setattr(ram_guest, "run_tcg_jobs", from_memory)
     return booted
 
 
@@ -338,23 +339,36 @@ def test_a_module_one_kernel_refuses_is_that_kernels_failure_and_the_others_go_o
     assert "qemu-icount-debian-6.12" in text and any(line.startswith("[6.12]") and "FAILED" in line for line in lines)
 
 
-def test_under_icount_a_lesson_of_module_loads_boots_from_memory_and_never_virtme_ng(
-    tmp_path: Path, canned_vm: list[str], monkeypatch
+@pytest.mark.parametrize(
+    ("acceleration", "options", "set_name"),
+    [
+        ("tcg-icount", ram_guest.ICOUNT_OPTIONS, "qemu-icount-debian-6.1"),
+        ("tcg", ram_guest.TCG_OPTIONS, "*-tcg-debian-6.1"),  # the host's time: its set names the host first
+    ],
+)
+def test_under_emulation_a_lesson_of_module_loads_boots_from_memory_and_never_virtme_ng(
+    tmp_path: Path, canned_vm: list[str], monkeypatch, acceleration: str, options: tuple[str, ...], set_name: str
 ) -> None:
+    """Under tcg-icount and plain tcg alike (the default here, where KVM fails) the kernel work boots from memory."""
     _refuse_on_6_12(monkeypatch)
     layout = _course_with_api_change(tmp_path)
+    other = {"tcg-icount": "run_tcg_jobs", "tcg": "run_jobs"}[acceleration]
 
-    def virtme_ng(*args, **kwargs) -> None:
-        raise AssertionError("a virtme-ng boot under tcg-icount")
+    def not_this_one(*args, **kwargs) -> None:
+        raise AssertionError(f"a virtme-ng boot, or the other guest from memory's, under {acceleration}")
 
-    monkeypatch.setattr(vm, "run_jobs", virtme_ng)
-    (run,) = matrix.run_matrix(layout, ["6.1"], [9], acceleration="tcg-icount", progress=lambda line: None)
+    monkeypatch.setattr(vm, "run_jobs", not_this_one)
+    monkeypatch.setattr(ram_guest, other, not_this_one)
+    (run,) = matrix.run_matrix(layout, ["6.1"], [9], acceleration=acceleration, progress=lambda line: None)
     assert run.ok and canned_vm == [RELEASES["6.1"]], "one boot, from memory"
-    stored = store.read_json(layout.results / "qemu-icount-debian-6.1" / "09-api-change.json")
-    assert stored["kernel_run"]["qemu_options"] == " ".join(ram_guest.ICOUNT_OPTIONS), "how the guest ran is stored"
+    (path,) = layout.results.glob(f"{set_name}/09-api-change.json")
+    stored = store.read_json(path)
+    assert stored["kernel_run"]["qemu_options"] == " ".join(options), "how the guest ran is stored"
+    assert stored["kernel_run"]["guest_system"] == ram_guest.described(acceleration)
+    assert ("-icount" in stored["kernel_run"]["guest_system"]) == (acceleration == "tcg-icount")
     boots = [step["name"] for step in stored["steps"] if "boot" in step["name"]]
     assert len(boots) == 1 and boots[0].startswith("vm boot from memory"), boots
-    guest_code = ram_guest.guest_code_sources().items()
+    guest_code = ram_guest.guest_code_sources(acceleration).items()
     assert guest_code <= stored["measurements"]["09-api-change/fdget-fdput"]["sources"].items(), "its code is a source"
 
 
@@ -387,6 +401,16 @@ def test_a_lesson_that_says_boot_own_boots_from_memory_alone_after_the_shared_bo
     boots.clear()
     matrix.run_matrix(layout, ["6.1"], [10], acceleration="tcg-icount", force=True, progress=lambda line: None)
     assert boots == [["10-api-own"]], "alone, the same boot"
+    boots.clear()
+    monkeypatch.setattr(
+        ram_guest,
+        "run_tcg_jobs",
+        lambda layout, kernel, jobs, *args, **kwargs: (
+            boots.append(sorted({job["lesson"] for job in jobs})) or real(layout, kernel, jobs, *args, **kwargs)
+        ),
+    )
+    matrix.run_matrix(layout, ["6.1"], [9, 10], acceleration="tcg", force=True, progress=lambda line: None)
+    assert boots == [["09-api-change", "10-api-own"]], "under plain tcg one boot for both: nothing to keep alone"
 
 
 def test_nothing_is_rerun_when_nothing_changed(tmp_path: Path, canned_vm: list[str], monkeypatch) -> None:
@@ -407,11 +431,12 @@ def test_kernels_boot_side_by_side_under_icount_and_one_at_a_time_otherwise(
     _refuse_on_6_12(monkeypatch)
     layout = _course_with_api_change(tmp_path)
     threads: list[str] = []
-    for module in (vm, ram_guest):  # tcg-icount boots from memory; tcg and kvm boot virtme-ng
-        real = module.run_jobs
+    # tcg-icount and tcg boot from memory (each its own runner); kvm boots virtme-ng
+    for module, name in ((vm, "run_jobs"), (ram_guest, "run_jobs"), (ram_guest, "run_tcg_jobs")):
+        real = getattr(module, name)
         monkeypatch.setattr(
             module,
-            "run_jobs",
+            name,
             lambda *args, real=real, **kwargs: threads.append(threading.current_thread().name) or real(*args, **kwargs),
         )
     matrix.run_matrix(layout, ["6.1", "6.1-rt"], [9], acceleration="tcg-icount", progress=lambda line: None)

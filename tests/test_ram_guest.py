@@ -134,6 +134,19 @@ def test_the_boot_is_emulated_and_repeatable_never_kvm() -> None:
     assert "shift=0,sleep=off,align=off" in command and "-seed" in command and "-rtc" in command
 
 
+def test_under_plain_tcg_the_same_boot_runs_without_icount_keeping_seed_and_date() -> None:
+    class Kernel:
+        image = Path("/boot/vmlinuz")
+
+    icount = ram_guest.qemu_command(Kernel(), Path("/x/initramfs.cpio"))  # type: ignore[arg-type]
+    command = ram_guest.tcg_command(Kernel(), Path("/x/initramfs.cpio"))  # type: ignore[arg-type]
+    assert command[command.index("-accel") + 1] == "tcg" and "kvm" not in " ".join(command)
+    assert "-icount" not in command and command[-len(ram_guest.TCG_OPTIONS) :] == list(ram_guest.TCG_OPTIONS)
+    assert "-seed" in command and "-rtc" in command
+    assert command[: -len(ram_guest.TCG_OPTIONS)] == icount[: -len(ram_guest.ICOUNT_OPTIONS)], "the same guest else"
+    assert "-icount" not in ram_guest.described("tcg") and "-icount" in ram_guest.described("tcg-icount")
+
+
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="needs cpio")
 def test_the_initramfs_is_the_same_bytes_whenever_it_is_made(tmp_path: Path) -> None:
     """Files copied at another time or built elsewhere make another boot: dates, inode numbers and debugging
@@ -310,3 +323,10 @@ def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypa
     assert not left.exists() and alive.exists()
     assert any(name.startswith(f"ram-{os.getpid()}-") and name != alive.name for name in seen), seen
     assert sorted(path.name for path in parent.iterdir()) == [alive.name], "its own folder removed at its end"
+
+
+def test_each_job_of_a_tcg_boot_takes_the_time_between_its_announcement_and_the_next() -> None:
+    results = [{"program": "a", "seconds": 0.0}, {"program": "b", "seconds": 0.0}, {"program": "c", "seconds": 0.0}]
+    timed = ram_guest.with_seconds(results, {0: 10.0, 1: 12.5, 2: 13.0}, 20.0)
+    assert [result["seconds"] for result in timed] == [2.5, 0.5, 7.0]
+    assert ram_guest.with_seconds(results, {1: 12.5}, 13.0)[0]["seconds"] == 0.0, "never announced: untimed"

@@ -295,6 +295,25 @@ def test_a_kernel_run_that_did_not_happen_still_opens_with_the_icount_boots(app:
     assert "software emulation (QEMU TCG)" not in words, "nothing is said of a run that did not happen"
 
 
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-kernel-from-memory")
+def test_the_kernel_run_note_names_the_guest_a_run_booted(app: SphinxTestApp, make_app) -> None:
+    """A tcg run's guest from memory is named in its box: what a small file is there depends on it."""
+    from course.kernel import ram_guest
+
+    app.build()
+    words = unescape(re.sub(r"<[^>]+>", "", _html(app, "kernel").split("Where the kernel figures", 1)[1]))
+    assert "acceleration: tcg. " in words and "; guest:" not in words, "a virtme-ng run's record names none"
+    kernel = Path(app.srcdir) / "results" / "canned-machine" / "04-kernel-read.json"
+    data = json.loads(kernel.read_text())
+    data["kernel_run"]["guest_system"] = ram_guest.described("tcg")
+    _later(kernel, json.dumps(data))
+    again = make_app("html", srcdir=app.srcdir)
+    again.build()
+    note = _html(again, "kernel").split("Where the kernel figures on this page come from", 1)[1].split("</div>", 1)[0]
+    words = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", note)))
+    assert "acceleration: tcg; guest: initramfs guest (busybox init, no host file system), QEMU -seed 1" in words
+
+
 def test_other_boots_are_named_by_kernel_and_by_label() -> None:
     from course.publish.sphinxext.context import boots_in_words
 

@@ -231,9 +231,13 @@ def build_together(
     # lesson's module meant not to build (listed in the same folder's Kbuild) is left alone.
     (tree / "Kbuild").write_text("".join(f"obj-m += {folder}/\n" for folder in folders))
     targets = [f"{lesson.name}/{module.name}.ko" for lesson, module in pending]
+    # Every CPU: the modules compile side by side (in a cold generation this make is between the host's
+    # lessons and the guest's boot, which packs what it builds, and nothing else runs meanwhile).
     with make_safe(tree) as seen:
         finished = subprocess.run(
-            ["make", "-C", str(kernel.headers), f"M={seen}", *targets], capture_output=True, text=True
+            ["make", f"-j{os.cpu_count() or 1}", "-C", str(kernel.headers), f"M={seen}", *targets],
+            capture_output=True,
+            text=True,
         )
     for inputs in every:
         if finished.returncode != 0 or not inputs.ko.is_file():

@@ -1,4 +1,4 @@
-"""The lessons that boot a guest from memory (every kernel lesson under tcg-icount): their boots, then their record.
+"""The lessons that boot a guest from memory (every kernel lesson under emulation): their boots, then their record.
 
 The lessons share one boot per kernel, but for a lesson whose ``lesson.toml`` says ``boot = "own"``
 (lesson 9's servers over loopback): it boots alone, so that its counts are the same whether it
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 
 from course.kernel import ram_guest, vm
 from course.kernel.guest_records import cannot_start, record_results, why_not_started
@@ -69,29 +70,87 @@ def boot_in_memory(
     return booted
 
 
+def boot_tcg_in_memory(
+    layout: Layout,
+    runs: list[LessonRun],
+    lessons: set[str],
+    jobs: list[dict],
+    kernel: GuestKernel,
+    options: KernelOptions,
+    where: dict,
+    progress: Progress,
+) -> dict:
+    """:func:`boot_in_memory` under plain TCG (ram_guest.run_tcg_jobs).
+
+    boot_in_memory stays as it is: its code is a source of the shipped icount sets (code_parts).
+    """
+    return _boot_with(ram_guest.run_tcg_jobs, layout, runs, lessons, jobs, kernel, options, where, progress)
+
+
+def _boot_with(
+    boot: Callable[..., vm.VmRun],
+    layout: Layout,
+    runs: list[LessonRun],
+    lessons: set[str],
+    jobs: list[dict],
+    kernel: GuestKernel,
+    options: KernelOptions,
+    where: dict,
+    progress: Progress,
+) -> dict:
+    """The jobs of ``lessons`` in one boot of ``boot`` (a runner of course.kernel.ram_guest), or why not."""
+    ours = [run for run in runs if run.lesson.name in lessons]
+    booted: dict = {"jobs": jobs, "runs": ours, "boot": None, "error": None, "seconds": 0.0}
+    if not jobs:
+        return booted
+    progress(f"  vm     booting {kernel.release} from memory ({where['acceleration']}) for {len(jobs)} runs ...")
+    started = time.monotonic()
+    try:
+        with vm.others_may_run():
+            booted["boot"] = boot(layout, kernel, jobs, progress, hardware=options.hardware)
+    except (vm.VmError, ram_guest.RamGuestError, OSError, subprocess.SubprocessError) as error:
+        booted["error"] = error
+    booted["seconds"] = time.monotonic() - started
+    return booted
+
+
 def record_in_memory(runs: list[LessonRun], booted: dict, where: dict, progress: Progress) -> None:
     """What the guest from memory measured (:func:`boot_in_memory`), with how it ran."""
     ours, boot = booted["runs"], booted["boot"]
     if not booted["jobs"]:
         return
-    provenance = {"guest_system": ram_guest.DESCRIBED, "qemu_options": " ".join(ram_guest.ICOUNT_OPTIONS)}
+    acceleration = where["acceleration"]
+    provenance = {
+        "guest_system": ram_guest.described(acceleration),
+        "qemu_options": " ".join(ram_guest.QEMU_OPTIONS[acceleration]),
+    }
     for run in ours:
         run.kernel.update(provenance)
     if boot is None:
         cannot_start(ours, where, why_not_started("vm", booted["error"]), progress, built=True)
         return
     # The course's code that shaped this guest is a source of each of its figures, beside the programs'.
-    guest_code = ram_guest.guest_code_sources()
+    guest_code = ram_guest.guest_code_sources(acceleration)
     for run in ours:
         run.sources.update(guest_code)
         if boot.guest:
             run.kernel["guest_machine"] = boot.guest
     jobs = [_with_sources(job, guest_code) for job in booted["jobs"]]
-    label = f"vm boot from memory, {len(booted['jobs'])} runs ({where['acceleration']}, {ram_guest.DESCRIBED})"
+    # What the boot held, said as a virtme-ng boot's step says it (course.kernel.kernel_runs).
+    traces = sum("trace" in job for job in jobs)
+    parts = [
+        f"{sum('module' in job for job in jobs)} module loads",
+        f"{sum('program' in job for job in jobs) - traces} programs",
+    ]
+    parts += [f"{traces} traces"] if traces else []
+    held = f"{', '.join(parts[:-1])} and {parts[-1]}"
+    label = f"vm boot from memory, {len(jobs)} runs: {held} ({acceleration}, {ram_guest.described(acceleration)})"
     if boot.first_job_seconds is not None:  # where a boot's time goes: the guest starting, then the jobs
         label += f", first job after {boot.first_job_seconds:.1f} s"
+    # A boot of several lessons is one step of theirs, its time counted once (as a virtme-ng boot's).
+    step = {"name": label, "seconds": round(booted["seconds"], 3), "cached": False, "shared": len(ours) > 1}
     for run in ours:
-        run.steps.append({"name": label, "seconds": round(booted["seconds"], 3), "cached": False})
+        run.steps.append(dict(step))
     progress(f"  kernel {label}: {booted['seconds']:.1f} s")
     record_results(runs, jobs, boot.jobs, boot.console, boot.exit_status, where)
 

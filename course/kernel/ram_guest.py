@@ -1,4 +1,4 @@
-"""A guest that repeats itself: every kernel lesson under ``tcg-icount``, booted from memory alone.
+"""A guest that repeats itself: every kernel lesson under emulation (``tcg-icount``, ``tcg``), booted from memory alone.
 
 Two virtme-ng boots of one kernel never quite repeat each other: the guest reads its programs,
 its Python and its results over 9p from the host, each answer arriving when the host gets to
@@ -18,6 +18,11 @@ its client, a program traced with ftrace's function_graph. The guest's init is a
 elsewhere. Each job's output comes back on the console, base64-encoded between markers, as soon
 as it ends. Its files (the small file a job reads) lie on the guest's root, the initramfs in
 ``rootfs``: a tmpfs, where a virtme-ng guest's ``/tmp`` is an overlay over the host's folder.
+
+Under plain ``tcg`` (the default where KVM does not work) the same guest runs without ``-icount``
+(:data:`TCG_OPTIONS`): its clock follows the host's, so its figures are emulated ticks that move from
+run to run, but it starts in about half the time of a virtme-ng boot (no udev, no 9p) and keeps what
+costs nothing to fix (random seed, start date). virtme-ng stays for ``kvm`` and ``invoke vm``'s shell.
 """
 
 from __future__ import annotations
@@ -47,8 +52,19 @@ from course.results.layout import Layout
 #: QEMU's options that make a boot repeat itself (provenance: stored with the figures as ``qemu_options``).
 ICOUNT_OPTIONS = ("-icount", "shift=0,sleep=off,align=off", "-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm")
 
-#: What the guest is, beside its kernel and CPU model: stored with the figures.
-DESCRIBED = "initramfs guest (busybox init, no host file system), QEMU " + " ".join(ICOUNT_OPTIONS)
+#: Plain TCG's options: no instruction count (the guest's clock is the host's), the rest of what repeats kept.
+TCG_OPTIONS = ("-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm")
+
+#: QEMU's options by acceleration: the accelerations whose kernel lessons boot from memory.
+QEMU_OPTIONS = {"tcg-icount": ICOUNT_OPTIONS, "tcg": TCG_OPTIONS}
+
+
+def described(acceleration: str = "tcg-icount") -> str:
+    """What the guest is, beside its kernel and CPU model: stored with the figures."""
+    return "initramfs guest (busybox init, no host file system), QEMU " + " ".join(QEMU_OPTIONS[acceleration])
+
+
+DESCRIBED = described()
 
 #: Where the host's static busybox is looked for.
 BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
@@ -117,10 +133,26 @@ GUEST_CODE = {
 }
 
 
-def guest_code_sources() -> dict[str, str]:
-    """The digests of :data:`GUEST_CODE` as they are now, by source key (``path::name,...``)."""
+#: The same under plain TCG: its own options and boot (GUEST_CODE's definitions are left as they are, since
+#: their code is a source of every shipped icount set, and a change there would show those sets stale).
+GUEST_CODE_TCG = {
+    **GUEST_CODE,
+    "course/kernel/ram_guest.py": (
+        *(name for name in GUEST_CODE["course/kernel/ram_guest.py"] if name not in ("ICOUNT_OPTIONS", "run_jobs")),
+        "TCG_OPTIONS",
+        "tcg_command",
+        "run_tcg_jobs",
+        "_boot",
+    ),
+    "course/kernel/memory_boot.py": ("boot_tcg_in_memory", "_boot_with", "memory_boots"),
+}
+
+
+def guest_code_sources(acceleration: str = "tcg-icount") -> dict[str, str]:
+    """The digests of :data:`GUEST_CODE` (:data:`GUEST_CODE_TCG`) as they are now, by source key (``path::names``)."""
     found = {}
-    for relative, names in GUEST_CODE.items():
+    code = GUEST_CODE_TCG if acceleration == "tcg" else GUEST_CODE
+    for relative, names in code.items():
         source_key = code_parts.key(relative, names)
         digest = code_parts.current(code_parts.CODE_ROOT, source_key)
         if digest is not None:
@@ -393,6 +425,12 @@ def qemu_command(kernel: GuestKernel, initramfs: Path, hardware: GuestHardware =
     ]
 
 
+def tcg_command(kernel: GuestKernel, initramfs: Path, hardware: GuestHardware = DEFAULT_HARDWARE) -> list[str]:
+    """:func:`qemu_command` under plain TCG: :data:`TCG_OPTIONS` in place of :data:`ICOUNT_OPTIONS`."""
+    command = qemu_command(kernel, initramfs, hardware)
+    return [*command[: -len(ICOUNT_OPTIONS)], *TCG_OPTIONS]
+
+
 def read_back(console: str) -> dict[str, dict[str, str]]:
     """The files the guest printed, by job (``"0"``, ``"1"``, ... and ``"guest"``); a damaged one is left out."""
     files: dict[str, dict[str, str]] = {}
@@ -527,7 +565,7 @@ def _outcome(command: str, status: int, got: dict[str, str]) -> dict:
     }
 
 
-def guest_of(files: dict[str, dict[str, str]]) -> dict:
+def guest_of(files: dict[str, dict[str, str]], acceleration: str = "tcg-icount") -> dict:
     """The guest's provenance: its kernel and the CPU QEMU showed it (what kernel_guest records, in part)."""
     guest = files.get("guest", {})
     model = re.search(r"^model name\s*:\s*(.*)$", guest.get("cpuinfo", ""), re.MULTILINE)
@@ -538,7 +576,7 @@ def guest_of(files: dict[str, dict[str, str]]) -> dict:
         "kernel_version": guest.get("version", "").strip(),
         "cpu_model": model[1].strip() if model else "",
         "mitigations": {path.rsplit("/", 1)[-1]: text.strip() for path, _, text in lines if text},
-        "guest_system": DESCRIBED,
+        "guest_system": described(acceleration),
     }
     return {key: value for key, value in found.items() if value}
 
@@ -599,3 +637,78 @@ def run_jobs(
         return vm.VmRun(job_results(jobs, files), console, status, seconds, guest_of(files), first)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_tcg_jobs(
+    layout: Layout,
+    kernel: GuestKernel,
+    jobs: list[dict],
+    progress: Callable[[str], None],
+    timeout: float = 900,
+    hardware: GuestHardware = DEFAULT_HARDWARE,
+) -> vm.VmRun:
+    """:func:`run_jobs` under plain TCG (:func:`tcg_command`)."""
+    return _boot(layout, kernel, jobs, progress, timeout, hardware, "tcg")
+
+
+def _boot(
+    layout: Layout,
+    kernel: GuestKernel,
+    jobs: list[dict],
+    progress: Callable[[str], None],
+    timeout: float,
+    hardware: GuestHardware,
+    acceleration: str,
+) -> vm.VmRun:
+    """Boot the initramfs guest once for ``jobs`` under ``acceleration``.
+
+    :func:`run_jobs` does the same under tcg-icount and stays as it is: its code is a source of the
+    shipped icount sets (code_parts); it becomes a call of this one when they are measured again.
+    """
+    command_of = {"tcg-icount": qemu_command, "tcg": tcg_command}[acceleration]
+    vm.require_qemu()
+    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
+    if vm.boot_cancelled():  # interrupted during the build it waited for
+        raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
+    # Named by this process, as vm.run_jobs names its folders: one left by a SIGKILL goes on the next run.
+    vm.remove_stale_runs(layout.build / "vm", "ram-")
+    folder = Path(tempfile.mkdtemp(prefix=f"ram-{os.getpid()}-", dir=layout.build / "vm"))
+    try:
+        archive = make_initramfs(jobs, folder)
+        if vm.boot_cancelled():
+            raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
+        started = time.monotonic()
+        first_job: list[float] = []
+        announced: dict[int, float] = {}  # when the guest said it starts each job, by index
+
+        def show(line: str) -> None:
+            if line.startswith("course-guest:"):
+                now = time.monotonic()
+                if not first_job:
+                    first_job.append(now - started)
+                number = re.match(r"course-guest: \[(\d+)/", line)
+                if number:
+                    announced.setdefault(int(number[1]) - 1, now)
+                progress("  vm     " + vm.guest_progress(line, jobs))
+
+        # Started at its PVH entry, without the decompressor that took seconds of every boot (course.kernel.boot_image).
+        booted = vm.booted_kernel(layout, kernel)
+        status, console = vm._run(command_of(booted, archive, hardware), timeout, show)
+        ended = time.monotonic()
+        files = read_back(console)
+        results = with_seconds(job_results(jobs, files), announced, ended)
+        first = first_job[0] if first_job else None
+        return vm.VmRun(results, console, status, ended - started, guest_of(files, acceleration), first)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def with_seconds(results: list[dict], announced: dict[int, float], ended: float) -> list[dict]:
+    """Each job's wall time as the host saw it: from the guest's announcing it to its announcing the next (its
+    files' way back on the console included), the last one's to the boot's end; a job never announced keeps 0."""
+    starts = sorted(announced.items())
+    until = {index: (starts[n + 1][1] if n + 1 < len(starts) else ended) for n, (index, _) in enumerate(starts)}
+    return [
+        {**result, "seconds": round(until[index] - announced[index], 3)} if index in announced else result
+        for index, result in enumerate(results)
+    ]

@@ -160,9 +160,10 @@ class CourseKernelRun(CourseMixin, SphinxDirective):
         why = why_in_words(run)
         if why:
             box += nodes.paragraph(text=why)
-        details = nodes.paragraph(
-            text=f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}. "
-        )
+        # Which guest (a boot from memory or virtme-ng's) decides what a file is there (lessons 2, 4, 7).
+        guest = f"; guest: {run['guest_system']}" if run.get("guest_system") else ""
+        where = f"Runner: {run.get('runner')}; kernel: {run.get('guest_kernel')}; acceleration: {acceleration}"
+        details = nodes.paragraph(text=f"{where}{guest}. ")
         details += machine_link(self, result_set.id, "The runner's full record is on the machine's page")
         details += nodes.Text(".")
         box += details
