@@ -125,6 +125,19 @@ def test_a_job_the_guest_never_finished_ends_the_results_there() -> None:
     assert ram_guest.job_results([PROGRAM], ram_guest.read_back(damaged)) == []
 
 
+def test_a_block_cut_short_or_undecodable_leaves_its_job_unfinished_not_empty() -> None:
+    """A flood can cut the console inside a block: the job it belongs to must not read as having printed nothing."""
+    whole = _console({"0": {"status": "0\n", "stdout": "course: measure a unit=ticks samples=1\n"}})
+    assert ram_guest.job_results([PROGRAM], ram_guest.read_back(whole))[0]["ok"]
+    cut = whole[: whole.index("@@course 0 stdout end")]  # the console ends inside the stdout block
+    assert ram_guest.job_results([PROGRAM], ram_guest.read_back(cut)) == []
+    unended = whole.replace("@@course 0 stdout end\r\n", "")  # a block that never ends before the next
+    unended += _console({"1": {"status": "0\n"}})
+    assert "0" not in ram_guest.read_back(unended)
+    garbled = whole.replace("@@course 0 stdout begin\r\n", "@@course 0 stdout begin\r\n!!!!\r\n")
+    assert ram_guest.job_results([PROGRAM], ram_guest.read_back(garbled)) == []
+
+
 def test_the_boot_is_emulated_and_repeatable_never_kvm() -> None:
     class Kernel:
         image = Path("/boot/vmlinuz")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import math
 import os
 import re
@@ -441,17 +440,24 @@ def read_back(console: str) -> dict[str, dict[str, str]]:
     for line in console.replace("\r", "").splitlines():
         mark = MARK.match(line)
         if mark and mark[3] == "begin":
+            if current is not None:  # the block before never ended: cut short, its job is not trusted
+                damaged.add(current[0])
             current, chunks = (mark[1], mark[2]), []
             if current in seen:  # a second block: something else in the guest printed it, never trusted
                 damaged.add(mark[1])
             seen.add(current)
         elif mark and current == (mark[1], mark[2]):
-            with contextlib.suppress(binascii.Error, ValueError):  # damaged: the job reads as not finished
+            try:
                 decoded = base64.b64decode("".join(chunks), validate=True).decode("utf-8", "backslashreplace")
+            except (binascii.Error, ValueError):  # damaged: the job reads as not finished, not as empty output
+                damaged.add(mark[1])
+            else:
                 files.setdefault(mark[1], {}).setdefault(mark[2], decoded)  # the first block is the real one
             current = None
         elif current is not None:
             chunks.append(line.strip())
+    if current is not None:  # the console ended inside a block (cut at its limit, or the guest stopped)
+        damaged.add(current[0])
     for job in damaged:  # the job (or the guest's description) reads as not finished
         files.pop(job, None)
     return files
