@@ -337,6 +337,9 @@ def test_a_character_under_more_combining_marks_than_unicode_streams_is_refused(
         shown_text.check_shown_text("set.json", {"machine": {"cpu_model": "CPU e" + "\u0301" * 300}})
     with pytest.raises(validate.SchemaError, match=r"has label with more than 30"):
         shown_text.check_shown_text("set.json", {"label": "a" + "\u0301\u0302" * 16})
+    for mark in ("\u0489", "\u20dd", "\u07a6"):  # marks whose combining class is 0 (enclosing, Thaana)
+        with pytest.raises(validate.SchemaError, match=r"has label with more than 30"):
+            shown_text.check_shown_text("set.json", {"label": "e" + mark * 300})
     # What scripts write passes: Vietnamese stacks two marks, and many letters each carry some.
     shown_text.check_shown_text("set.json", {"label": "Tie\u0302\u0301ng Vie\u0323\u0302t " + "e\u0301" * 100})
 

@@ -111,7 +111,8 @@ def _shown_text(text: str, field: str, allowed: str = "") -> None:
 def _refuse_stacked_marks(text: str, field: str) -> None:
     run = 0
     for char in text:
-        run = run + 1 if unicodedata.combining(char) else 0
+        # A mark by its category (nonspacing, enclosing): combining() is 0 for U+0489, U+20DD and hundreds more.
+        run = run + 1 if unicodedata.category(char) in ("Mn", "Me") or unicodedata.combining(char) else 0
         if run > MOST_MARKS:
             raise SchemaError(
                 f"has {field} with more than {MOST_MARKS} combining marks on one character ({_shown(text)})",
