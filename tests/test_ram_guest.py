@@ -343,3 +343,6 @@ def test_each_job_of_a_tcg_boot_takes_the_time_between_its_announcement_and_the_
     timed = ram_guest.with_seconds(results, {0: 10.0, 1: 12.5, 2: 13.0}, 20.0)
     assert [result["seconds"] for result in timed] == [2.5, 0.5, 7.0]
     assert ram_guest.with_seconds(results, {1: 12.5}, 13.0)[0]["seconds"] == 0.0, "never announced: untimed"
+    # A program printed "[3/3]" while job 0 ran: that announcement is dropped (job 2 untimed), no time negative.
+    forged = ram_guest.with_seconds(results, {0: 10.0, 1: 12.5, 2: 11.0}, 20.0)
+    assert all(result["seconds"] >= 0 for result in forged), forged

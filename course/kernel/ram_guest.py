@@ -712,7 +712,13 @@ def _boot(
 def with_seconds(results: list[dict], announced: dict[int, float], ended: float) -> list[dict]:
     """Each job's wall time as the host saw it: from the guest's announcing it to its announcing the next (its
     files' way back on the console included), the last one's to the boot's end; a job never announced keeps 0."""
-    starts = sorted(announced.items())
+    # A program may print a line that looks like an announcement: only times that grow with the index are kept,
+    # so that a forged one never makes a job's time negative (a job it shadows reads as untimed).
+    starts: list[tuple[int, float]] = []
+    for index, at in sorted(announced.items()):
+        if not starts or at >= starts[-1][1]:
+            starts.append((index, at))
+    announced = dict(starts)
     until = {index: (starts[n + 1][1] if n + 1 < len(starts) else ended) for n, (index, _) in enumerate(starts)}
     return [
         {**result, "seconds": round(until[index] - announced[index], 3)} if index in announced else result
