@@ -123,6 +123,12 @@ def _at_most(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _boot_folders(folder: Path) -> list[Path]:
+    """The scratch folders of the boots in ``folder``: a virtme-ng boot's (``run-*``, with its plan.json) or a guest
+    from memory's (``ram-*``: every emulated kernel run boots one, tcg and tcg-icount)."""
+    return [path for path in (*folder.glob("run-*"), *folder.glob("ram-*")) if path.is_dir()]
+
+
 def _processes_under(folder: Path) -> list[str]:
     """Live processes whose command line names ``folder`` (a program built there, or its helpers)."""
     found = []
@@ -319,14 +325,14 @@ def test_sigterm_during_the_vm_boot_leaves_no_vm_or_scratch(tmp_path: Path, seed
         deadline = time.monotonic() + 60
         while not _processes_under(tmp_path / "build" / "vm") and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert list((tmp_path / "build" / "vm").glob("run-*")), "the boot's scratch folder exists"
+        assert _boot_folders(tmp_path / "build" / "vm"), "the boot's scratch folder exists"
         assert _processes_under(tmp_path / "build" / "vm"), "the VM is running"
         time.sleep(2)
         running.send_signal(signal.SIGTERM)
         assert running.wait(timeout=60) == 130, output.text()
         time.sleep(1)
         assert _processes_under(tmp_path) == [], "no VM or helper of this run is left"
-        assert list((tmp_path / "build" / "vm").glob("run-*")) == [], "its scratch folder is gone"
+        assert _boot_folders(tmp_path / "build" / "vm") == [], "its scratch folder is gone"
         assert not list((tmp_path / "results").glob("*/04-kernel-read.json")), "nothing half-measured was stored"
     finally:
         running.kill()
@@ -556,7 +562,7 @@ def _until_booted(folder: Path, plans: int = 1, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         qemus = [line for line in _processes_under(folder) if "qemu-system" in line]
-        if len(list(folder.glob("run-*/plan.json"))) >= plans and len(qemus) >= plans:
+        if len(_boot_folders(folder)) >= plans and len(qemus) >= plans:
             return
         time.sleep(0.5)
     pytest.fail(f"no {plans} boots in {folder}")
@@ -571,7 +577,7 @@ def test_sigterm_during_a_kernel_matrix_leaves_no_vm_and_no_run_folder(tmp_path:
         running.send_signal(signal.SIGTERM)
         assert running.wait(timeout=120) == 130, output.text()
         assert _processes_under(tmp_path) == [], "no VM or helper of this run is left"
-        assert list((tmp_path / "build" / "vm").glob("run-*")) == [], "no boot's folder (plan.json) is left"
+        assert _boot_folders(tmp_path / "build" / "vm") == [], "no boot's folder is left"
         assert not list((tmp_path / "results").glob("*/04-kernel-read.json")), "nothing half-measured was stored"
     finally:
         running.kill()
@@ -590,8 +596,9 @@ def test_qemu_dies_with_a_run_killed_by_sigkill(tmp_path: Path) -> None:
         while _processes_under(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _processes_under(tmp_path) == [], output.text()
-        (stale,) = list((tmp_path / "build" / "vm").glob("run-*"))  # left: the next run removes it (below)
-        assert vm.remove_stale_runs(tmp_path / "build" / "vm") == [stale]
+        (stale,) = _boot_folders(tmp_path / "build" / "vm")  # left: the next run removes it (below)
+        prefix = stale.name.split("-", 1)[0] + "-"  # run- (virtme-ng) or ram- (the guest from memory)
+        assert vm.remove_stale_runs(tmp_path / "build" / "vm", prefix) == [stale]
     finally:
         running.kill()
         _kill_under(tmp_path)

@@ -119,6 +119,8 @@ def record_in_memory(runs: list[LessonRun], booted: dict, where: dict, progress:
     ours, boot = booted["runs"], booted["boot"]
     if not booted["jobs"]:
         return
+    if vm.boot_cancelled():  # a matrix interrupted (Ctrl-C, SIGTERM) killed this QEMU: nothing of it is stored
+        raise KeyboardInterrupt("the kernel matrix was interrupted")
     acceleration = where["acceleration"]
     provenance = {
         "guest_system": ram_guest.described(acceleration),
