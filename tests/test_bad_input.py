@@ -236,14 +236,15 @@ def test_a_vm_that_cannot_start_fails_the_lesson_and_keeps_its_figures(tmp_path:
     monkeypatch.setattr(kernel_build, "find_kernel", lambda release="": KERNEL)
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
     monkeypatch.setattr(vm, "vng_path", lambda: Path("/usr/bin/vng"))
-    monkeypatch.setattr(vm, "choose_acceleration", lambda *a: ("tcg", "asked for"))
+    # KVM: a virtme-ng boot (vm.run_jobs, canned here); emulated runs boot the guest from memory instead.
+    monkeypatch.setattr(vm, "choose_acceleration", lambda *a: ("kvm", "asked for"))
     built = BuiltModule("01-mini", "mod", tmp_path / "mod.ko", {}, rebuilt=False)
     monkeypatch.setattr(kernel_build, "build_module", lambda *a: built)
     booted = vm.VmRun([{"log": LOG, "exit_status": 1, "insmod_output": "", "command": "insmod mod.ko"}] * 2, "", 0, 1)
     monkeypatch.setattr(vm, "run_jobs", lambda *a, **k: booted)
     first = _measure(layout)
     assert first.failures == [] and first.stored["measurements"]["01-mini/x.tty"]["status"] == "ok"
-    assert first.stored["kernel_run"]["acceleration"] == "tcg"
+    assert first.stored["kernel_run"]["acceleration"] == "kvm"
 
     def no_qemu() -> None:
         raise vm.VmError(NO_QEMU)
@@ -255,7 +256,7 @@ def test_a_vm_that_cannot_start_fails_the_lesson_and_keeps_its_figures(tmp_path:
     ]
     stored = store.read_json(layout.results / "mine" / "01-mini.json")
     assert stored["measurements"]["01-mini/x.tty"] == first.stored["measurements"]["01-mini/x.tty"], "kept"
-    assert stored["kernel_run"]["acceleration"] == "tcg", "the kept figures still say where they come from"
+    assert stored["kernel_run"]["acceleration"] == "kvm", "the kept figures still say where they come from"
     assert stored["failures"][0]["message"] == f"the VM cannot start: {NO_QEMU}"
     # y was never measured: a placeholder says why, so the page explains the gap.
     assert stored["measurements"]["01-mini/y.tty"]["status"] == "skipped"
@@ -268,7 +269,7 @@ def test_the_none_runner_keeps_the_kernel_figures_measured_before(tmp_path: Path
     monkeypatch.setattr(kernel_build, "find_kernel", lambda release="": KERNEL)
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
     monkeypatch.setattr(vm, "vng_path", lambda: Path("/usr/bin/vng"))
-    monkeypatch.setattr(vm, "choose_acceleration", lambda *a: ("tcg", "asked for"))
+    monkeypatch.setattr(vm, "choose_acceleration", lambda *a: ("kvm", "asked for"))  # a virtme-ng boot, canned
     built = BuiltModule("01-mini", "mod", tmp_path / "mod.ko", {}, rebuilt=False)
     monkeypatch.setattr(kernel_build, "build_module", lambda *a: built)
     booted = vm.VmRun([{"log": LOG, "exit_status": 1, "insmod_output": "", "command": "insmod mod.ko"}] * 2, "", 0, 1)
@@ -285,7 +286,7 @@ def test_the_none_runner_keeps_the_kernel_figures_measured_before(tmp_path: Path
     assert report.failures == []
     stored = store.read_json(layout.results / "mine" / "01-mini.json")
     assert stored["measurements"]["01-mini/x.tty"] == first.stored["measurements"]["01-mini/x.tty"], "kept"
-    assert stored["kernel_run"]["acceleration"] == "tcg", "the kept figures still say where they come from"
+    assert stored["kernel_run"]["acceleration"] == "kvm", "the kept figures still say where they come from"
     assert stored["measurements"]["01-mini/y.tty"]["status"] == "skipped", "never measured: says why"
 
 
