@@ -114,11 +114,13 @@ def test_the_user_space_side_ran_in_the_modules_own_boot(measured_course) -> Non
     else:
         assert kernel_saving["status"] == "ok" and kernel_saving["unit"] == "bytes", kernel_saving.get("reason")
     # The break-even on this machine's own clock: its floor over its slope, both from one run of bytes.c.
-    floor = lesson_7["07-bytes/break-even.floor.file"]
-    assert floor["status"] == "ok" and floor["unit"] == "bytes" and floor.get("runner", "host") == "host"
-    assert floor["value"] == pytest.approx(
-        lesson_7["07-bytes/invalid-syscall.file"]["median"] / lesson_7["07-bytes/slope.file"]["value"]
-    )
+    floor, slope = lesson_7["07-bytes/break-even.floor.file"], lesson_7["07-bytes/slope.file"]
+    if slope["status"] == "skipped":  # a loaded machine's run: its fitted byte cost fell below its noise
+        assert "below this run's noise" in slope["reason"], slope["reason"]
+        assert floor["status"] == "skipped" and "slope.file" in floor["reason"], floor
+    else:
+        assert floor["status"] == "ok" and floor["unit"] == "bytes" and floor.get("runner", "host") == "host"
+        assert floor["value"] == pytest.approx(lesson_7["07-bytes/invalid-syscall.file"]["median"] / slope["value"])
     guest_runs = [s["name"] for r in reports for s in r.steps if s["name"] == "run 03-timing/usystime in the guest"]
     assert guest_runs == ["run 03-timing/usystime in the guest"], "one run serves both lessons"
 
