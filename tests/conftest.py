@@ -397,3 +397,20 @@ def gone_within(pid: int, seconds: float) -> bool:
     except ProcessLookupError:  # it ended just now
         return True
     return False
+
+
+def helpers_after_killing_their_parent(script: str, number: int, settle: float) -> list[int]:
+    """Run ``script`` (it prints its forked helpers' pids on one line), send it signal ``number`` once they are on
+    their send (after ``settle`` seconds), and return the helpers, each of which must then end on its own."""
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        helpers = [int(pid) for pid in parent.stdout.readline().split()]
+        time.sleep(settle)
+        parent.send_signal(number)
+        parent.wait(10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    return helpers

@@ -16,7 +16,7 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-from conftest import gone_within
+from conftest import gone_within, helpers_after_killing_their_parent
 from sphinx.testing.util import SphinxTestApp
 
 from course.publish import site
@@ -1493,22 +1493,7 @@ time.sleep(60)
 @pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGTERM])
 def test_the_set_downloads_helper_ends_with_a_killed_build(number: int) -> None:
     """A build killed (a CI cancel, ``timeout``) while its texts wait in the pipe leaves no helper blocked for ever."""
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _TEXTS_PARENT],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert parent.stdout is not None
-        helper = int(parent.stdout.readline())
-        time.sleep(0.5)  # the helper is on its send by now
-        parent.send_signal(number)
-        parent.wait(10)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+    (helper,) = helpers_after_killing_their_parent(_TEXTS_PARENT, number, settle=0.5)
     assert gone_within(helper, 5.0), "the helper outlived its build"
 
 

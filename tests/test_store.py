@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import gone_within
+from conftest import gone_within, helpers_after_killing_their_parent
 
 from course import commands, pipeline
 from course.measure import lesson_run, lessons
@@ -594,18 +594,8 @@ except KeyboardInterrupt:
 @pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGTERM])
 def test_the_checking_helpers_end_with_a_killed_parent(number: int) -> None:
     """A build killed while its helpers' keys wait in their pipes leaves no helper blocked on a write for ever."""
-    parent = subprocess.Popen([sys.executable, "-c", _SHARING_PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert parent.stdout is not None
-        helpers = [int(pid) for pid in parent.stdout.readline().split()]
-        assert len(helpers) == 2
-        time.sleep(0.3)  # the helpers are on their send by now
-        parent.send_signal(number)
-        parent.wait(10)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+    helpers = helpers_after_killing_their_parent(_SHARING_PARENT, number, settle=0.3)
+    assert len(helpers) == 2
     assert all([gone_within(pid, 5.0) for pid in helpers]), "a helper outlived its parent"
 
 
