@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from course import pipeline
 from course.kernel import guest_launcher, kernel_build, ram_guest
-from course.kernel.options import KernelOptions
 from course.measure import build, lessons, protocol
 from course.results import store
 from course.results.layout import Layout
@@ -140,22 +138,22 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _kernel_ready(), reason="needs a guest kernel with headers, QEMU, busybox-static, cpio")
-def test_lesson_9_alone_counts_what_the_kernel_matrix_counted(scratch_layout: Layout) -> None:
-    """``invoke lesson 9 --acceleration tcg-icount`` (lesson 9 alone in its boot) gives the shipped matrix set's
-    counts: the matrix boots lesson 9 from memory on its own too, with the very same jobs (lesson 9's exercise 1)."""
+def test_lesson_9_alone_counts_what_the_kernel_matrix_counted(lesson_9_twice: tuple[dict, dict]) -> None:
+    """``invoke run --lesson 9 --acceleration tcg-icount`` (lesson 9 alone in its boot, as a student reruns it;
+    the first of the two runs test_khttpd.py compares) gives the shipped matrix set's counts: the matrix boots
+    lesson 9 from memory on its own too, with the very same jobs (lesson 9's exercise 1)."""
     kernel = kernel_build.find_kernel()
     shipped = store.read_json(ROOT / "results" / "qemu-icount-debian-6.1" / "09-khttpd.json")
     counted = {key: figure for key, figure in shipped["measurements"].items() if figure.get("status") == "ok"}
     if {figure["guest_kernel"] for figure in counted.values() if "guest_kernel" in figure} != {kernel.release}:
         pytest.skip(f"the shipped matrix set was counted on another 6.1 than this machine's {kernel.release}")
-    (lesson_9,) = [lesson for lesson in lessons.discover(scratch_layout) if lesson.name == "09-khttpd"]
+    (lesson_9,) = [lesson for lesson in lessons.discover(Layout(ROOT)) if lesson.name == "09-khttpd"]
     assert lesson_9.own_boot, 'lesson 9 says boot = "own"'
-    set_path = pipeline.open_set(scratch_layout)
-    options = KernelOptions("vm", "tcg-icount", kernel.release)
-    (report,) = pipeline.measure_lessons(scratch_layout, [lesson_9], set_path, progress=print, kernel=options)
-    boots = [step["name"] for step in report.steps if "boot" in step["name"]]
+    run, _ = lesson_9_twice
+    assert run["kernel_run"]["guest_kernel"] == kernel.release, run["kernel_run"]
+    boots = [step["name"] for step in run["steps"] if "boot" in step["name"]]
     assert len(boots) == 1 and boots[0].startswith("vm boot from memory"), boots
-    alone = store.read_json(set_path / "09-khttpd.json")["measurements"]
+    alone = run["measurements"]
     assert len(counted) >= 30, sorted(counted)  # the requests, calls, copies and savings of five servers
     figure = {key: _figure(alone.get(key, {})) for key in counted}
     differ = {
