@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import functools
+import json
 import os
 import resource
 import shutil
@@ -62,6 +63,7 @@ SHARED_GROUPS = {
         {"class_copy", "lesson_3_in_a_student_checkout"},
         ("test_grading.py", "test_edition.py"),
     ),
+    "lesson 9 booted twice from memory": ({"lesson_9_twice"}, ("test_khttpd.py", "test_ram_guest_boot.py")),
 }
 
 #: The groups that take longest, longest first (each boots a VM, builds whole sites or runs a lab; measured with
@@ -75,6 +77,7 @@ LONGEST_FIRST = (
     "tests/test_publish.py",
     "this checkout's site from its stored results",
     "tests/test_lab.py",
+    "lesson 9 booted twice from memory",
     "tests/test_khttpd.py",
     "tests/test_sphinxext.py",
     "tests/test_vm_shell.py",
@@ -246,6 +249,26 @@ def start_chromium() -> Callable[..., object]:
 def scratch_layout(tmp_path: Path) -> Layout:
     """The real checkout, with results and build output in a temporary folder."""
     return Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
+
+
+@pytest.fixture(scope="session")
+def lesson_9_twice(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """Lesson 9's stored file after each of two runs of ``invoke run --lesson 9 --acceleration tcg-icount --force``
+    on one checkout: two boots of its guest from memory (lesson 9 boots alone, ``boot = "own"``), made once for
+    test_khttpd.py (the two boots count the same) and test_ram_guest_boot.py (alone, it counts what the shipped
+    kernel matrix counted). Read them only."""
+    scratch = tmp_path_factory.mktemp("lesson-9")
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(scratch / "results")}
+    env["INVOKE_COURSE_BUILD"] = str(scratch / "build")
+    command = [sys.executable, "-m", "invoke", "run", "--lesson", "9", "--acceleration", "tcg-icount"]
+    stored = []
+    for _ in range(2):
+        finished = subprocess.run(
+            [*command, "--set", "lesson-9", "--force"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
+        stored.append(json.loads((scratch / "results" / "lesson-9" / "09-khttpd.json").read_text()))
+    return stored[0], stored[1]
 
 
 def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:

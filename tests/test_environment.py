@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import until
 
 from course import pipeline, system
 from course.kernel import kernel_runs, vm
@@ -167,16 +168,15 @@ def test_ctrl_c_during_the_vm_boot_leaves_no_vm_behind(tmp_path: Path, seed_kvm_
     seed_kvm_verdict(tmp_path / "build")  # the run's own KVM probe is not what this test stops
     running = _invoke(["run", "--lesson", "4"], tmp_path)
     _wait_for(running, "booting")
-    deadline = time.monotonic() + 60
-    while not _processes("qemu-system") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _processes("qemu-system"), "the VM was running"
-    time.sleep(2)
+
+    def our_qemu() -> list[str]:  # this run's guest (its kernel and initramfs lie in tmp_path), not another test's
+        return [line for line in _processes(str(tmp_path)) if "qemu-system" in line]
+
+    assert not until(lambda: not our_qemu(), 60, every=0.2), "the VM was running"
     running.send_signal(signal.SIGINT)
     output = running.communicate(timeout=60)[0]
     assert running.returncode == 130, output
-    time.sleep(1)
-    assert _processes(str(tmp_path)) == [], "no VM or helper of this run is left"
+    assert until(lambda: _processes(str(tmp_path)), 1) == [], "no VM or helper of this run is left"
     vm_folder = tmp_path / "build" / "vm"
     assert [*vm_folder.glob("run-*"), *vm_folder.glob("ram-*")] == [], "its scratch folder (either guest's) is gone"
     assert not list((tmp_path / "results").glob("*/04-kernel-read.json")), "nothing half-measured was stored"

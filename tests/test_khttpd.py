@@ -7,7 +7,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from course.measure import lessons, protocol
 from course.measure.build import build_program
 from course.measure.lesson_run import LessonRun
 from course.publish import edition
-from course.results import store
 from course.results.layout import Layout
 
 SERVERS = ("read-write", "sendfile", "splice", "io_uring")
@@ -284,22 +282,13 @@ def test_a_client_must_be_a_lesson_program(tmp_path: Path, course_root: Path) ->
         lessons._module_spec(layout, toml, {"name": "khttpd", "client_args": ["x"]})
 
 
-def _run_lesson_9(course_root: Path, results: Path, build: Path) -> dict:
-    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(results), "INVOKE_COURSE_BUILD": str(build)}
-    command = [sys.executable, "-m", "invoke", "run", "--lesson", "9", "--acceleration", "tcg-icount"]
-    finished = subprocess.run(
-        [*command, "--set", "lesson-9", "--force"], cwd=course_root, env=env, capture_output=True, text=True
-    )
-    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
-    return store.read_json(results / "lesson-9" / "09-khttpd.json")
-
-
 @pytest.mark.slow
 def test_lesson_9_in_the_guest_checks_every_answer_leaves_nothing_and_counts_the_same_twice(
-    course_root: Path, tmp_path: Path
+    lesson_9_twice: tuple[dict, dict],
 ) -> None:
-    """Two icount boots of lesson 9: all five servers answer byte for byte; every count repeats exactly."""
-    first = _run_lesson_9(course_root, tmp_path / "results", tmp_path / "build")
+    """Two icount boots of lesson 9 (two runs of ``invoke run --lesson 9 --acceleration tcg-icount``, made once with
+    test_ram_guest_boot.py's): all five servers answer byte for byte; every count repeats exactly."""
+    first, second = lesson_9_twice
     assert first["failures"] == [], "a server left loaded or listening, or an answer that differed, fails the run"
     measured = first["measurements"]
     requests = {
@@ -314,7 +303,6 @@ def test_lesson_9_in_the_guest_checks_every_answer_leaves_nothing_and_counts_the
     assert measured["09-khttpd/server-syscalls.khttpd"]["status"] == "skipped", "a kernel thread makes no call"
     guest_code = ram_guest.guest_code_sources().items()  # the course's code that made the guest: a source of each
     assert all(guest_code <= measured[key]["sources"].items() for key in requests), "a change to it makes them stale"
-    second = _run_lesson_9(course_root, tmp_path / "results", tmp_path / "build")
     again = second["measurements"]
     in_guest = {k: v for k, v in measured.items() if k.startswith("09-khttpd/user.") or ".khttpd" in k}
     counts = {k: v for k, v in in_guest.items() if v.get("unit") in ("calls", "bytes")}

@@ -3,7 +3,8 @@
 Under ``tcg-icount`` every kernel lesson's guest work (lesson 4's module with each kind of standard
 input, the user-space programs with their open files, lesson 2's trace) runs in one boot of
 course.kernel.ram_guest per kernel; lesson 9 (``boot = "own"``) in one of its own. Two real boots
-here, with small sample counts; then lesson 9 alone, as a student reruns it, against the matrix's set.
+here, with small sample counts (the second stopped where the trace, compared with nothing, begins); then
+lesson 9 alone, as a student reruns it, against the matrix's set.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from course import pipeline
-from course.kernel import guest_launcher, kernel_build, ram_guest
-from course.kernel.options import KernelOptions
+from course.kernel import guest_launcher, kernel_build, ram_guest, vm
 from course.measure import build, lessons, protocol
 from course.results import store
 from course.results.layout import Layout
@@ -107,6 +106,26 @@ def _jobs(layout: Layout, kernel: kernel_build.GuestKernel) -> list[dict]:
     ]
 
 
+class _LastJobReached(Exception):
+    """The guest announced its last job: the boot is stopped there (QEMU is killed as the boot's block is left)."""
+
+
+def _boot_until_the_last_job(layout: Layout, kernel: kernel_build.GuestKernel, jobs: list[dict], folder: Path) -> str:
+    """The console of a boot of ram_guest.run_jobs's initramfs, with its QEMU command, until the last job begins."""
+    folder.mkdir()
+    archive = ram_guest.make_initramfs(jobs, folder)
+    lines: list[str] = []
+
+    def until_the_last(line: str) -> None:
+        lines.append(line)
+        if line.startswith(f"course-guest: [{len(jobs)}/{len(jobs)}] "):
+            raise _LastJobReached
+
+    with pytest.raises(_LastJobReached):
+        vm._run(ram_guest.qemu_command(vm.booted_kernel(layout, kernel), archive), 600, until_the_last)
+    return "\n".join(lines) + "\n"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _kernel_ready(), reason="needs a guest kernel with headers, QEMU, busybox-static, cpio")
 def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_root: Path, tmp_path: Path) -> None:
@@ -114,10 +133,9 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
     kernel = kernel_build.find_kernel()
     jobs = _jobs(layout, kernel)
     assert ram_guest.lessons_in_memory(jobs) == {"02-read-path", "04-kernel-read"}
-    boots = [ram_guest.run_jobs(layout, kernel, jobs, lambda line: None, timeout=600) for _ in range(2)]
-    for boot in boots:
-        assert boot.exit_status == 0 and len(boot.jobs) == len(jobs), boot.console[-3000:]
-    program, *loads, trace = boots[0].jobs
+    boot = ram_guest.run_jobs(layout, kernel, jobs, lambda line: None, timeout=600)
+    assert boot.exit_status == 0 and len(boot.jobs) == len(jobs), boot.console[-3000:]
+    program, *loads, trace = boot.jobs
     assert program["ok"], program["stderr"]
     read = protocol.parse(program["stdout"])
     assert {f"read.{kind}" for kind in KINDS} <= set(read.measurements), "every kind was open in the guest"
@@ -131,7 +149,12 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
         "the small file lies on the guest's tmpfs root"
     )
     # Two boots of one initramfs are one boot: every sample of every figure repeats, not only the medians.
-    first, second = ([job.get("stdout", "") + job.get("log", "") for job in boot.jobs[:-1]] for boot in boots)
+    # The second stops where the trace, the last job (compared with nothing), begins: half of a boot's time.
+    console = _boot_until_the_last_job(layout, kernel, jobs, tmp_path / "again")
+    again = ram_guest.job_results(jobs, ram_guest.read_back(console))
+    assert len(again) == len(jobs) - 1, "the second boot ran every job before the trace"
+    first = [job.get("stdout", "") + job.get("log", "") for job in boot.jobs[:-1]]
+    second = [job.get("stdout", "") + job.get("log", "") for job in again]
     counted = [[line for line in text.splitlines() if "course: hist" in line] for text in first]
     assert all(counted) and counted == [
         [line for line in text.splitlines() if "course: hist" in line] for text in second
@@ -140,22 +163,22 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _kernel_ready(), reason="needs a guest kernel with headers, QEMU, busybox-static, cpio")
-def test_lesson_9_alone_counts_what_the_kernel_matrix_counted(scratch_layout: Layout) -> None:
-    """``invoke lesson 9 --acceleration tcg-icount`` (lesson 9 alone in its boot) gives the shipped matrix set's
-    counts: the matrix boots lesson 9 from memory on its own too, with the very same jobs (lesson 9's exercise 1)."""
+def test_lesson_9_alone_counts_what_the_kernel_matrix_counted(lesson_9_twice: tuple[dict, dict]) -> None:
+    """``invoke run --lesson 9 --acceleration tcg-icount`` (lesson 9 alone in its boot, as a student reruns it;
+    the first of the two runs test_khttpd.py compares) gives the shipped matrix set's counts: the matrix boots
+    lesson 9 from memory on its own too, with the very same jobs (lesson 9's exercise 1)."""
     kernel = kernel_build.find_kernel()
     shipped = store.read_json(ROOT / "results" / "qemu-icount-debian-6.1" / "09-khttpd.json")
     counted = {key: figure for key, figure in shipped["measurements"].items() if figure.get("status") == "ok"}
     if {figure["guest_kernel"] for figure in counted.values() if "guest_kernel" in figure} != {kernel.release}:
         pytest.skip(f"the shipped matrix set was counted on another 6.1 than this machine's {kernel.release}")
-    (lesson_9,) = [lesson for lesson in lessons.discover(scratch_layout) if lesson.name == "09-khttpd"]
+    (lesson_9,) = [lesson for lesson in lessons.discover(Layout(ROOT)) if lesson.name == "09-khttpd"]
     assert lesson_9.own_boot, 'lesson 9 says boot = "own"'
-    set_path = pipeline.open_set(scratch_layout)
-    options = KernelOptions("vm", "tcg-icount", kernel.release)
-    (report,) = pipeline.measure_lessons(scratch_layout, [lesson_9], set_path, progress=print, kernel=options)
-    boots = [step["name"] for step in report.steps if "boot" in step["name"]]
+    run, _ = lesson_9_twice
+    assert run["kernel_run"]["guest_kernel"] == kernel.release, run["kernel_run"]
+    boots = [step["name"] for step in run["steps"] if "boot" in step["name"]]
     assert len(boots) == 1 and boots[0].startswith("vm boot from memory"), boots
-    alone = store.read_json(set_path / "09-khttpd.json")["measurements"]
+    alone = run["measurements"]
     assert len(counted) >= 30, sorted(counted)  # the requests, calls, copies and savings of five servers
     figure = {key: _figure(alone.get(key, {})) for key in counted}
     differ = {

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import alive
+from conftest import alive, until
 
 from course import pipeline
 from course.kernel import vm
@@ -322,16 +322,12 @@ def test_sigterm_during_the_vm_boot_leaves_no_vm_or_scratch(tmp_path: Path, seed
     output = _Lines(running)
     try:
         output.wait_for("booting", timeout=300)
-        deadline = time.monotonic() + 60
-        while not _processes_under(tmp_path / "build" / "vm") and time.monotonic() < deadline:
-            time.sleep(0.5)
+        _until_booted(tmp_path / "build" / "vm", timeout=60)  # its QEMU runs: stopped mid-boot, no sleep needed
         assert _boot_folders(tmp_path / "build" / "vm"), "the boot's scratch folder exists"
         assert _processes_under(tmp_path / "build" / "vm"), "the VM is running"
-        time.sleep(2)
         running.send_signal(signal.SIGTERM)
         assert running.wait(timeout=60) == 130, output.text()
-        time.sleep(1)
-        assert _processes_under(tmp_path) == [], "no VM or helper of this run is left"
+        assert until(lambda: _processes_under(tmp_path), 1) == [], "no VM or helper of this run is left"
         assert _boot_folders(tmp_path / "build" / "vm") == [], "its scratch folder is gone"
         assert not list((tmp_path / "results").glob("*/04-kernel-read.json")), "nothing half-measured was stored"
     finally:
