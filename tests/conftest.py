@@ -55,8 +55,8 @@ SHARED_GROUPS = {
         ("test_bad_input.py", "test_browser.py", "test_pipeline.py"),
     ),
     "this checkout's site from its stored results": (
-        {"checkout_site"},
-        ("test_edition.py", "test_answer_first_site.py", "test_pipeline.py"),
+        {"checkout_site", "published"},
+        ("test_edition.py", "test_answer_first_site.py", "test_pipeline.py", "test_publish.py"),
     ),
     "the class's student copy and lesson 3 run in it": (
         {"class_copy", "lesson_3_in_a_student_checkout"},
@@ -324,6 +324,20 @@ def checkout_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("checkout-site") / "build")
     site.build_site(layout, strict=True, edition_name=edition.of_checkout(ROOT))
     return layout
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``invoke publish --pdf --strict`` of this checkout, once per session: its ``build/publish`` folder (the folder
+    to put online, the EPUB, the PDF handout, the tarball). Its pages are the student edition built with -W, which
+    test_edition.py reads as the student edition: one build of it for both."""
+    build = tmp_path_factory.mktemp("publish") / "build"
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(build)}
+    command = [sys.executable, "-m", "invoke", "publish", "--pdf", "--strict"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "published (student edition" in done.stdout
+    return build / "publish"
 
 
 @dataclass
