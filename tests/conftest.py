@@ -62,6 +62,10 @@ SHARED_GROUPS = {
         {"class_copy", "lesson_3_in_a_student_checkout"},
         ("test_grading.py", "test_edition.py"),
     ),
+    "a class of 60 imported sets: its site timed, then looked at": (
+        {"timed_class_site"},
+        ("test_class_site.py", "test_bench.py"),
+    ),
 }
 
 #: The groups that take longest, longest first (each boots a VM, builds whole sites or runs a lab; measured with
@@ -71,7 +75,7 @@ SHARED_GROUPS = {
 LONGEST_FIRST = (
     "the measured course and its site",
     "the class's student copy and lesson 3 run in it",
-    "tests/test_class_site.py",
+    "a class of 60 imported sets: its site timed, then looked at",
     "tests/test_publish.py",
     "this checkout's site from its stored results",
     "tests/test_lab.py",
@@ -338,6 +342,38 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "published (student edition" in done.stdout
     return build / "publish"
+
+
+#: The shipped host set the class's sets copy (every lesson measured).
+CLASS_SOURCE = "amd-epyc-6.18.44-fc-v1272-vm"
+
+
+@dataclass
+class TimedClassSite:
+    """A class's site as ``invoke bench --only class-site`` times it, one run, kept: the class's results and the site
+    built with them (``layout``), what the benchmark found and printed, and the course's own sets before and after."""
+
+    layout: Layout
+    found: dict[str, dict]
+    lines: list[str]
+    stored_before: list[str]
+    stored_after: list[str]
+
+
+@pytest.fixture(scope="session")
+def timed_class_site(tmp_path_factory: pytest.TempPathFactory) -> TimedClassSite:
+    """The class benchmark (course.bench_speed.class_site_speed) once, with a class of 60 copies of CLASS_SOURCE,
+    keeping its folder: test_bench.py checks what it found, test_class_site.py opens the site it timed."""
+    from course import bench
+
+    stored = ROOT / "results"
+    before = sorted(path.name for path in stored.iterdir())
+    kept = tmp_path_factory.mktemp("class-of-60") / "class"
+    lines: list[str] = []
+    found = bench.class_site_speed(Layout(ROOT), CLASS_SOURCE, progress=lines.append, runs=1, size=60, keep=kept)
+    after = sorted(path.name for path in stored.iterdir())
+    layout = Layout(ROOT, results_dir=kept / "results", build_dir=kept / "build")
+    return TimedClassSite(layout, found, lines, before, after)
 
 
 @dataclass
