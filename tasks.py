@@ -419,7 +419,9 @@ def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=N
 def serve(c, port=8000, host="127.0.0.1"):
     """Preview the site locally, rebuilding it when a lesson, doc or result changes."""
     layout = _layout(c)
-    arguments = [arg for arg in site.sphinx_command(layout, strict=False)[3:] if arg != "-q"]
+    # The current set as invoke site, generate and lesson pass it: the same options, so Sphinx reads only what changed.
+    current = commands.current_set(layout, c.course.set)
+    arguments = [arg for arg in site.sphinx_command(layout, strict=False, current_set=current)[3:] if arg != "-q"]
     command = [sys.executable, "-m", "sphinx_autobuild", "--host", host, "--port", str(int(port))]
     # Absolute, and only folders that exist: invoke may run from anywhere (invoke -r), and the
     # watcher refuses a missing folder.

@@ -252,26 +252,44 @@ def _guest_program_time(results: Path) -> dict:
     }
 
 
-def site_speed(layout: Layout, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:
+def _scratch(cleanup: contextlib.ExitStack, keep: Path | None, prefix: str) -> Path:
+    """Where a benchmark runs: ``keep``, made new (nothing of an earlier run is mistaken for this one's), and kept;
+    else a temporary folder, removed with ``cleanup``."""
+    if keep is None:
+        return Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    keep.mkdir(parents=True)
+    return keep
+
+
+def site_speed(
+    layout: Layout, progress: Progress = print, runs: int = RUNS, keep: Path | None = None
+) -> dict[str, dict]:
     """``invoke site`` into an empty build folder (nothing measured: the stored results only), then again.
 
     The stored results are only read; the builds go to scratch folders, so the real site is untouched.
+    ``keep``, a new folder, is the scratch folder instead of a temporary one: the last build stays in ``keep/build``
+    (built clean, then again with nothing changed), the others are removed.
     """
     command = [sys.executable, "-m", "invoke", "site"]
-    with tempfile.TemporaryDirectory(prefix="course-bench-site-") as scratch:
-        folders = _fresh_folders(Path(scratch), layout, with_results=False)
+    with contextlib.ExitStack() as cleanup:
+        folders = _fresh_folders(_scratch(cleanup, keep, "course-bench-site-"), layout, with_results=False)
         clean, env = [], {}
         for number in range(runs):
             env = next(folders)
             what = f"the site from the stored results, into an empty build folder ({number + 1}/{runs})"
             clean.append(timed(command, env, layout.root, progress, what))
         what = "the site from the stored results, into an empty build folder"
-        return {
+        found = {
             "bench/pipeline.site-clean": _median_record(clean, "site-clean", command, what),
             "bench/pipeline.site-unchanged": _timed_runs(
                 layout, command, _repeat(env), "site-unchanged", "the site again, nothing changed", progress, runs
             ),
         }
+        if keep is not None:
+            last = Path(env["INVOKE_COURSE_BUILD"])
+            last.rename(keep / "build")
+            last.parent.rmdir()  # its run folder, empty now
+    return found
 
 
 def class_site_speed(
@@ -296,11 +314,7 @@ def class_site_speed(
         reason = f"no result set {source!r} to copy for the class: measure this machine first (invoke generate)"
         return {"bench/pipeline.site-class": {"status": "skipped", "reason": reason, "measured_at": store.now()}}
     with contextlib.ExitStack() as cleanup:
-        if keep is None:
-            scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="course-bench-class-")))
-        else:
-            keep.mkdir(parents=True)  # a new folder: nothing of an earlier run is mistaken for this one's
-            scratch = keep
+        scratch = _scratch(cleanup, keep, "course-bench-class-")
         results = scratch / "results"
         shutil.copytree(layout.results, results, ignore=shutil.ignore_patterns(".*"))
         import_class(results, source, size)

@@ -55,8 +55,8 @@ SHARED_GROUPS = {
         ("test_bad_input.py", "test_browser.py", "test_pipeline.py"),
     ),
     "this checkout's site from its stored results": (
-        {"checkout_site", "published"},
-        ("test_edition.py", "test_answer_first_site.py", "test_pipeline.py", "test_publish.py"),
+        {"timed_checkout_site", "checkout_site", "published"},
+        ("test_edition.py", "test_answer_first_site.py", "test_pipeline.py", "test_publish.py", "test_bench.py"),
     ),
     "the class's student copy and lesson 3 run in it": (
         {"class_copy", "lesson_3_in_a_student_checkout"},
@@ -320,13 +320,34 @@ def built_site(measured_course) -> Layout:
     return layout
 
 
-@pytest.fixture(scope="session")
-def checkout_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """This checkout's whole site (its own edition) from the result sets it ships, built once with -W."""
-    from course.publish import edition, site
+@dataclass
+class TimedSite:
+    """A site as ``invoke bench`` times it, one run, kept: its layout, what the benchmark found and printed."""
 
-    layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("checkout-site") / "build")
-    site.build_site(layout, strict=True, edition_name=edition.of_checkout(ROOT))
+    layout: Layout
+    found: dict[str, dict]
+    lines: list[str]
+
+
+@pytest.fixture(scope="session")
+def timed_checkout_site(tmp_path_factory: pytest.TempPathFactory) -> TimedSite:
+    """``invoke bench --only site`` once (course.bench_speed.site_speed: ``invoke site`` clean, then again unchanged),
+    keeping its build: this checkout's whole site, its own edition, from the result sets it ships."""
+    from course import bench
+
+    kept = tmp_path_factory.mktemp("checkout-site") / "bench"
+    lines: list[str] = []
+    found = bench.site_speed(Layout(ROOT), progress=lines.append, runs=1, keep=kept)
+    return TimedSite(Layout(ROOT, build_dir=kept / "build"), found, lines)
+
+
+@pytest.fixture(scope="session")
+def checkout_site(timed_checkout_site: TimedSite) -> Layout:
+    """This checkout's whole site (its own edition) from the result sets it ships, built once (timed_checkout_site)
+    with no warning: the build lists each one in sphinx-warnings.txt, so an empty list is what -W passes."""
+    layout = timed_checkout_site.layout
+    warned = (layout.build / "sphinx-warnings.txt").read_text(encoding="utf-8")
+    assert warned == "", f"the site of this checkout warns:\n{warned[:3000]}"
     return layout
 
 
@@ -349,13 +370,10 @@ CLASS_SOURCE = "amd-epyc-6.18.44-fc-v1272-vm"
 
 
 @dataclass
-class TimedClassSite:
+class TimedClassSite(TimedSite):
     """A class's site as ``invoke bench --only class-site`` times it, one run, kept: the class's results and the site
     built with them (``layout``), what the benchmark found and printed, and the course's own sets before and after."""
 
-    layout: Layout
-    found: dict[str, dict]
-    lines: list[str]
     stored_before: list[str]
     stored_after: list[str]
 

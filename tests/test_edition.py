@@ -98,7 +98,7 @@ def test_the_student_edition_has_no_solution_source_and_the_full_one_does(
     assert "not part of the student edition" in (student / "lessons" / "01-user-kernel.html").read_text()
 
     # The check can fail: the full edition (its own folder) does show them, folded and as downloads. It is the
-    # session's build of this checkout (conftest.py): built with -W, the same Sphinx command as edition "full".
+    # session's build of this checkout (conftest.py, with no warning): its own edition, whose command is edition "full".
     assert site.sphinx_command(checkout_site, strict=True) == site.sphinx_command(
         checkout_site, strict=True, edition_name="full"
     )
