@@ -75,9 +75,9 @@ SHARED_GROUPS = {
 LONGEST_FIRST = (
     "the measured course and its site",
     "the class's student copy and lesson 3 run in it",
-    "a class of 60 imported sets: its site timed, then looked at",
-    "tests/test_publish.py",
     "this checkout's site from its stored results",
+    "tests/test_publish.py",
+    "a class of 60 imported sets: its site timed, then looked at",
     "tests/test_lab.py",
     "tests/test_khttpd.py",
     "tests/test_sphinxext.py",
