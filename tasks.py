@@ -351,16 +351,18 @@ def site_(c, strict=False, edition=None, sets=""):
     help={
         "edition": "student (default: no solutions, no student's grades) or full (with the solutions)",
         "pdf": "also a PDF handout of the whole course, printed by headless Chromium (about 200 pages)",
+        "strict": "turn the HTML pages' Sphinx warnings into errors (as invoke site --strict)",
     }
 )
 @_clear_errors
-def publish(c, edition="student", pdf=False):
+def publish(c, edition="student", pdf=False, strict=False):
     """Write the site to publish: a self-contained folder with .nojekyll and the EPUB beside it, and its tarball."""
     from course.publish import bundle as publishing  # start-up: only invoke publish
 
     layout = _layout(c)
     chosen = course_edition.chosen(layout.root, edition)
-    done = publishing.publish(layout, edition=chosen, current_set=commands.current_set(layout, c.course.set), pdf=pdf)
+    current = commands.current_set(layout, c.course.set)
+    done = publishing.publish(layout, edition=chosen, current_set=current, pdf=pdf, strict=strict)
     print(f"published ({chosen} edition, {done.pages} pages): {done.folder}")
     print(f"  EPUB:    {done.epub}")
     print(f"  tarball: {done.tarball}")
@@ -417,7 +419,9 @@ def generate(c, force=False, set=None, label=None, strict=False, kernel_runner=N
 def serve(c, port=8000, host="127.0.0.1"):
     """Preview the site locally, rebuilding it when a lesson, doc or result changes."""
     layout = _layout(c)
-    arguments = [arg for arg in site.sphinx_command(layout, strict=False)[3:] if arg != "-q"]
+    # The current set as invoke site, generate and lesson pass it: the same options, so Sphinx reads only what changed.
+    current = commands.current_set(layout, c.course.set)
+    arguments = [arg for arg in site.sphinx_command(layout, strict=False, current_set=current)[3:] if arg != "-q"]
     command = [sys.executable, "-m", "sphinx_autobuild", "--host", host, "--port", str(int(port))]
     # Absolute, and only folders that exist: invoke may run from anywhere (invoke -r), and the
     # watcher refuses a missing folder.

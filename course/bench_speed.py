@@ -6,6 +6,7 @@ keeps the median of its runs beside the goal it is held to (see :mod:`course.ben
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -251,55 +252,87 @@ def _guest_program_time(results: Path) -> dict:
     }
 
 
-def site_speed(layout: Layout, progress: Progress = print, runs: int = RUNS) -> dict[str, dict]:
+def _scratch(cleanup: contextlib.ExitStack, keep: Path | None, prefix: str) -> Path:
+    """Where a benchmark runs: ``keep``, made new (nothing of an earlier run is mistaken for this one's), and kept;
+    else a temporary folder, removed with ``cleanup``."""
+    if keep is None:
+        return Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    keep.mkdir(parents=True)
+    return keep
+
+
+def site_speed(
+    layout: Layout, progress: Progress = print, runs: int = RUNS, keep: Path | None = None
+) -> dict[str, dict]:
     """``invoke site`` into an empty build folder (nothing measured: the stored results only), then again.
 
     The stored results are only read; the builds go to scratch folders, so the real site is untouched.
+    ``keep``, a new folder, is the scratch folder instead of a temporary one: the last build stays in ``keep/build``
+    (built clean, then again with nothing changed), the others are removed.
     """
     command = [sys.executable, "-m", "invoke", "site"]
-    with tempfile.TemporaryDirectory(prefix="course-bench-site-") as scratch:
-        folders = _fresh_folders(Path(scratch), layout, with_results=False)
+    with contextlib.ExitStack() as cleanup:
+        folders = _fresh_folders(_scratch(cleanup, keep, "course-bench-site-"), layout, with_results=False)
         clean, env = [], {}
         for number in range(runs):
             env = next(folders)
             what = f"the site from the stored results, into an empty build folder ({number + 1}/{runs})"
             clean.append(timed(command, env, layout.root, progress, what))
         what = "the site from the stored results, into an empty build folder"
-        return {
+        found = {
             "bench/pipeline.site-clean": _median_record(clean, "site-clean", command, what),
             "bench/pipeline.site-unchanged": _timed_runs(
                 layout, command, _repeat(env), "site-unchanged", "the site again, nothing changed", progress, runs
             ),
         }
+        if keep is not None:
+            last = Path(env["INVOKE_COURSE_BUILD"])
+            last.rename(keep / "build")
+            last.parent.rmdir()  # its run folder, empty now
+    return found
 
 
 def class_site_speed(
-    layout: Layout, source: str, progress: Progress = print, runs: int = RUNS, size: int = CLASS_SIZE
+    layout: Layout,
+    source: str,
+    progress: Progress = print,
+    runs: int = RUNS,
+    size: int = CLASS_SIZE,
+    keep: Path | None = None,
 ) -> dict[str, dict]:
     """``invoke site`` into an empty build folder with ``size`` imported sets (copies of ``source``) beside the
     stored ones, then the stored ones alone in the same run: the machine is shared, so the ratio of the two
     says more than either duration. The sets are made in a scratch folder (``course.results.class_sets``), never in
-    the course's results.
+    the course's results. Both sites mark ``source`` as the current set, whichever machine runs them.
+
+    ``keep``, a new folder, is the scratch folder instead of a temporary one, and stays: ``keep/results`` holds the
+    stored sets and the class, ``keep/build`` the site the last run built with them (for a look at what was timed).
     """
 
     command = [sys.executable, "-m", "invoke", "site"]
     if not (layout.results / source / store.SET_FILE).is_file():
         reason = f"no result set {source!r} to copy for the class: measure this machine first (invoke generate)"
         return {"bench/pipeline.site-class": {"status": "skipped", "reason": reason, "measured_at": store.now()}}
-    with tempfile.TemporaryDirectory(prefix="course-bench-class-") as scratch:
-        results = Path(scratch) / "results"
+    with contextlib.ExitStack() as cleanup:
+        scratch = _scratch(cleanup, keep, "course-bench-class-")
+        results = scratch / "results"
         shutil.copytree(layout.results, results, ignore=shutil.ignore_patterns(".*"))
         import_class(results, source, size)
         with_class, alone = [], []
         for number in range(runs):
-            for timings, folder, what in (
-                (with_class, results, f"the site with a class of {size} imported sets, empty build folder"),
-                (alone, layout.results, "the site of the stored sets alone, empty build folder"),
+            for timings, folder, build, what in (
+                (with_class, results, "build", f"the site with a class of {size} imported sets, empty build folder"),
+                (alone, layout.results, "build-alone", "the site of the stored sets alone, empty build folder"),
             ):
-                build = Path(scratch) / "build"
-                shutil.rmtree(build, ignore_errors=True)
-                env = {**os.environ, "INVOKE_COURSE_BUILD": str(build), "INVOKE_COURSE_RESULTS": str(folder)}
+                shutil.rmtree(scratch / build, ignore_errors=True)
+                env = {
+                    **os.environ,
+                    "INVOKE_COURSE_BUILD": str(scratch / build),
+                    "INVOKE_COURSE_RESULTS": str(folder),
+                    "INVOKE_COURSE_SET": source,
+                }
                 timings.append(timed(command, env, layout.root, progress, f"{what} ({number + 1}/{runs})"))
+        shutil.rmtree(scratch / "build-alone", ignore_errors=True)
     what = f"the site with a class of {size} imported sets (copies of {source}), into an empty build folder"
     record = _median_record(with_class, "site-class", command, what)
     alone_median = statistics.median(alone)

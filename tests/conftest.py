@@ -56,14 +56,18 @@ SHARED_GROUPS = {
         ("test_bad_input.py", "test_browser.py", "test_pipeline.py"),
     ),
     "this checkout's site from its stored results": (
-        {"checkout_site"},
-        ("test_edition.py", "test_answer_first_site.py", "test_pipeline.py"),
+        {"timed_checkout_site", "checkout_site", "published"},
+        ("test_edition.py", "test_answer_first_site.py", "test_pipeline.py", "test_publish.py", "test_bench.py"),
     ),
     "the class's student copy and lesson 3 run in it": (
         {"class_copy", "lesson_3_in_a_student_checkout"},
         ("test_grading.py", "test_edition.py"),
     ),
     "lesson 9 booted twice from memory": ({"lesson_9_twice"}, ("test_khttpd.py", "test_ram_guest_boot.py")),
+    "a class of 60 imported sets: its site timed, then looked at": (
+        {"timed_class_site"},
+        ("test_class_site.py", "test_bench.py"),
+    ),
 }
 
 #: The groups that take longest, longest first (each boots a VM, builds whole sites or runs a lab; measured with
@@ -73,9 +77,9 @@ SHARED_GROUPS = {
 LONGEST_FIRST = (
     "the measured course and its site",
     "the class's student copy and lesson 3 run in it",
-    "tests/test_class_site.py",
-    "tests/test_publish.py",
     "this checkout's site from its stored results",
+    "tests/test_publish.py",
+    "a class of 60 imported sets: its site timed, then looked at",
     "tests/test_lab.py",
     "lesson 9 booted twice from memory",
     "tests/test_khttpd.py",
@@ -339,14 +343,78 @@ def built_site(measured_course) -> Layout:
     return layout
 
 
-@pytest.fixture(scope="session")
-def checkout_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """This checkout's whole site (its own edition) from the result sets it ships, built once with -W."""
-    from course.publish import edition, site
+@dataclass
+class TimedSite:
+    """A site as ``invoke bench`` times it, one run, kept: its layout, what the benchmark found and printed."""
 
-    layout = Layout(ROOT, build_dir=tmp_path_factory.mktemp("checkout-site") / "build")
-    site.build_site(layout, strict=True, edition_name=edition.of_checkout(ROOT))
+    layout: Layout
+    found: dict[str, dict]
+    lines: list[str]
+
+
+@pytest.fixture(scope="session")
+def timed_checkout_site(tmp_path_factory: pytest.TempPathFactory) -> TimedSite:
+    """``invoke bench --only site`` once (course.bench_speed.site_speed: ``invoke site`` clean, then again unchanged),
+    keeping its build: this checkout's whole site, its own edition, from the result sets it ships."""
+    from course import bench
+
+    kept = tmp_path_factory.mktemp("checkout-site") / "bench"
+    lines: list[str] = []
+    found = bench.site_speed(Layout(ROOT), progress=lines.append, runs=1, keep=kept)
+    return TimedSite(Layout(ROOT, build_dir=kept / "build"), found, lines)
+
+
+@pytest.fixture(scope="session")
+def checkout_site(timed_checkout_site: TimedSite) -> Layout:
+    """This checkout's whole site (its own edition) from the result sets it ships, built once (timed_checkout_site)
+    with no warning: the build lists each one in sphinx-warnings.txt, so an empty list is what -W passes."""
+    layout = timed_checkout_site.layout
+    warned = (layout.build / "sphinx-warnings.txt").read_text(encoding="utf-8")
+    assert warned == "", f"the site of this checkout warns:\n{warned[:3000]}"
     return layout
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``invoke publish --pdf --strict`` of this checkout, once per session: its ``build/publish`` folder (the folder
+    to put online, the EPUB, the PDF handout, the tarball). Its pages are the student edition built with -W, which
+    test_edition.py reads as the student edition: one build of it for both."""
+    build = tmp_path_factory.mktemp("publish") / "build"
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(build)}
+    command = [sys.executable, "-m", "invoke", "publish", "--pdf", "--strict"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "published (student edition" in done.stdout
+    return build / "publish"
+
+
+#: The shipped host set the class's sets copy (every lesson measured).
+CLASS_SOURCE = "amd-epyc-6.18.44-fc-v1272-vm"
+
+
+@dataclass
+class TimedClassSite(TimedSite):
+    """A class's site as ``invoke bench --only class-site`` times it, one run, kept: the class's results and the site
+    built with them (``layout``), what the benchmark found and printed, and the course's own sets before and after."""
+
+    stored_before: list[str]
+    stored_after: list[str]
+
+
+@pytest.fixture(scope="session")
+def timed_class_site(tmp_path_factory: pytest.TempPathFactory) -> TimedClassSite:
+    """The class benchmark (course.bench_speed.class_site_speed) once, with a class of 60 copies of CLASS_SOURCE,
+    keeping its folder: test_bench.py checks what it found, test_class_site.py opens the site it timed."""
+    from course import bench
+
+    stored = ROOT / "results"
+    before = sorted(path.name for path in stored.iterdir())
+    kept = tmp_path_factory.mktemp("class-of-60") / "class"
+    lines: list[str] = []
+    found = bench.class_site_speed(Layout(ROOT), CLASS_SOURCE, progress=lines.append, runs=1, size=60, keep=kept)
+    after = sorted(path.name for path in stored.iterdir())
+    layout = Layout(ROOT, results_dir=kept / "results", build_dir=kept / "build")
+    return TimedClassSite(layout, found, lines, before, after)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from course import bench, bench_speed
 from course.commands import _bench_verdict
 from course.measure import peers
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_spread_is_range_over_median() -> None:
     assert bench.spread_percent([100, 101, 102, 103, 104]) == pytest.approx(4 / 102 * 100)
@@ -163,12 +165,9 @@ def test_the_guest_programs_time_is_read_from_the_cold_generation(tmp_path) -> N
 
 
 @pytest.mark.slow
-def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
-    from course.results.layout import Layout
-
-    layout = Layout(Path(__file__).resolve().parents[1])
-    lines: list[str] = []
-    found = bench.site_speed(layout, progress=lines.append, runs=1)
+def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder(timed_checkout_site) -> None:
+    # One run, its build kept (conftest.py): the session's site of this checkout, which other tests read.
+    found, lines = timed_checkout_site.found, timed_checkout_site.lines
     clean, unchanged = found["bench/pipeline.site-clean"], found["bench/pipeline.site-unchanged"]
     assert (clean["goal"], unchanged["goal"]) == (8.0, 2.0)
     assert len(clean["runs"]) == len(unchanged["runs"]) == 1
@@ -176,26 +175,30 @@ def test_the_site_is_timed_clean_then_unchanged_in_a_scratch_folder() -> None:
     # The second build reuses the first one's pages: it is the quicker of the two, whatever the machine.
     assert 0 < unchanged["value"] < clean["value"]
     assert any("empty build folder" in line for line in lines)
+    kept = timed_checkout_site.layout.build
+    assert (kept / "html" / "docs" / "index.html").is_file()
+    assert [path.name for path in kept.parent.iterdir()] == ["build"], "the last build kept, nothing else"
 
 
 @pytest.mark.slow
-def test_the_site_of_a_class_is_timed_beside_the_stored_sets_alone_in_a_scratch_folder() -> None:
+def test_the_site_of_a_class_is_timed_beside_the_stored_sets_alone_in_a_scratch_folder(timed_class_site) -> None:
     from course.results.layout import Layout
 
-    layout = Layout(Path(__file__).resolve().parents[1])
-    before = sorted(path.name for path in layout.results.iterdir())
-    lines: list[str] = []
-    found = bench.class_site_speed(layout, "amd-epyc-6.18.44-fc-v1272-vm", progress=lines.append, runs=1, size=2)
-    record = found["bench/pipeline.site-class"]
+    # One run with a class of 60, its folder kept (conftest.py): test_class_site.py opens the site it timed.
+    record = timed_class_site.found["bench/pipeline.site-class"]
     assert record["status"] == "ok" and record["unit"] == "s" and record["goal"] == 15.0 and len(record["runs"]) == 1
     assert re.fullmatch(
         r"the stored sets alone, timed in the same run: median [\d.]+ s \(runs: [\d.]+\); "
         r"with the class, [\d.]+ times that",
         record["note"],
     ), record["note"]
-    assert any("a class of 2 imported sets" in line for line in lines)
-    assert sorted(path.name for path in layout.results.iterdir()) == before, "the class is made in a scratch folder"
-    skipped = bench.class_site_speed(layout, "no-such-set", progress=lines.append, runs=1)
+    assert any("a class of 60 imported sets" in line for line in timed_class_site.lines)
+    assert timed_class_site.stored_after == timed_class_site.stored_before, "the class is made in a scratch folder"
+    kept = timed_class_site.layout
+    assert (kept.results / "student-60" / "set.json").is_file() and (kept.html / "docs" / "index.html").is_file()
+    assert sorted(path.name for path in kept.results.parent.iterdir()) == ["build", "results"], "the class's build kept"
+    lines: list[str] = []
+    skipped = bench.class_site_speed(Layout(ROOT), "no-such-set", progress=lines.append, runs=1)
     assert skipped["bench/pipeline.site-class"]["status"] == "skipped"
 
 

@@ -1,29 +1,23 @@
 """The real site with a class of 60 imported sets, in headless Chromium: no table of the home page or of a
 lesson is wider than the content column at 1366 px; screenshots at 390 px are kept for a reader to look at.
 
-It builds this checkout's site (its generated machine pages): listed in conftest's CHECKOUT_SITE_MODULES.
+The site is the one the class benchmark builds and keeps (conftest.py's timed_class_site, shared with test_bench.py).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from conftest import chromium_driver
 
-from course.publish import site
-from course.results.class_sets import import_class
 from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "build" / "screenshots"
-
-#: The shipped host set the students' sets copy (every lesson measured), and this machine's set in the build.
-SOURCE = "amd-epyc-6.18.44-fc-v1272-vm"
 
 #: Each table's width against its content column (the article), every fold opened first.
 WIDTHS = """
@@ -36,14 +30,11 @@ return [column, [...document.querySelectorAll("article table")].map(
 
 
 @pytest.fixture(scope="module")
-def class_site(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """The whole site from the shipped sets and 60 students' sets imported beside them."""
-    scratch = tmp_path_factory.mktemp("class-of-60")
-    layout = Layout(ROOT, results_dir=scratch / "results", build_dir=scratch / "build")
-    shutil.copytree(ROOT / "results", layout.results, ignore=shutil.ignore_patterns("_*", ".*"))
-    import_class(layout.results, SOURCE, 60)
-    site.build_site(layout, strict=False, current_set=SOURCE)
-    return layout
+def class_site(timed_class_site) -> Layout:
+    """The whole site from the shipped sets and 60 students' sets imported beside them, marking the set they copy
+    current: the site test_bench.py's class benchmark timed, kept (conftest.py's timed_class_site)."""
+    assert timed_class_site.found["bench/pipeline.site-class"]["status"] == "ok"
+    return timed_class_site.layout
 
 
 def _browser(width: int, height: int):

@@ -82,11 +82,15 @@ def test_lesson_toml_loses_only_its_solution_lines() -> None:
 
 
 @pytest.mark.slow
-def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_path: Path, checkout_site) -> None:
+def test_the_student_edition_has_no_solution_source_and_the_full_one_does(
+    tmp_path: Path, checkout_site, published: Path
+) -> None:
+    # The student edition's own folder is apart from the full one's.
     layout = Layout(ROOT, results_dir=ROOT / "results", build_dir=tmp_path / "build")
-    site.build_site(layout, strict=True, edition_name="student")
-    student = site.html_folder(layout, "student")
-    assert student == tmp_path / "build" / "student" / "html"
+    assert site.html_folder(layout, "student") == tmp_path / "build" / "student" / "html"
+    # Its pages are the session's published site (conftest.py: ``invoke publish --strict``, the student edition, built
+    # with -W): what a class reads online, one build for these checks and test_publish.py's.
+    student = published / "html"
     assert solutions_in(student) == []
     page = (student / "lessons" / "03-timing.html").read_text()
     assert "exercise-onebyte.c" in page and "uses pread" not in text_of(student / "lessons" / "03-timing.html")
@@ -94,7 +98,7 @@ def test_the_student_edition_has_no_solution_source_and_the_full_one_does(tmp_pa
     assert "not part of the student edition" in (student / "lessons" / "01-user-kernel.html").read_text()
 
     # The check can fail: the full edition (its own folder) does show them, folded and as downloads. It is the
-    # session's build of this checkout (conftest.py): built with -W, the same Sphinx command as edition "full".
+    # session's build of this checkout (conftest.py, with no warning): its own edition, whose command is edition "full".
     assert site.sphinx_command(checkout_site, strict=True) == site.sphinx_command(
         checkout_site, strict=True, edition_name="full"
     )

@@ -1,4 +1,7 @@
-"""invoke publish: a folder that opens from disk and from a server with every asset, a valid EPUB, no "this machine"."""
+"""invoke publish: a folder that opens from disk and from a server with every asset, a valid EPUB, no "this machine".
+
+The folder is conftest's session fixture ``published`` (``invoke publish --pdf --strict``), which test_edition.py
+reads too."""
 
 from __future__ import annotations
 
@@ -75,18 +78,6 @@ def test_read_the_docs_builds_the_published_student_edition_and_runs_nothing() -
     finally:
         os.environ.pop("READTHEDOCS") if saved is None else os.environ.__setitem__("READTHEDOCS", saved)
     assert settings["course_published"] is True and settings["course_edition"] == "student"
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    build = tmp_path_factory.mktemp("publish") / "build"
-    env = {**os.environ, "INVOKE_COURSE_BUILD": str(build)}
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "publish", "--pdf"], cwd=ROOT, capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "published (student edition" in done.stdout
-    return build / "publish"
 
 
 @pytest.mark.slow

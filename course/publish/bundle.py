@@ -57,11 +57,18 @@ class Published:
 
 
 def _sphinx(
-    layout: Layout, builder: str, out: Path, doctrees: Path, edition: str, current_set: str, *extra: str
+    layout: Layout,
+    builder: str,
+    out: Path,
+    doctrees: Path,
+    edition: str,
+    current_set: str,
+    *extra: str,
+    strict: bool = False,
 ) -> None:
     """Run one Sphinx build of the published kind into ``out``; a failure is a SiteError with Sphinx's reason."""
     command = site.sphinx_command(
-        layout, builder, strict=False, current_set=current_set, edition_name=edition, out=out, doctrees=doctrees
+        layout, builder, strict=strict, current_set=current_set, edition_name=edition, out=out, doctrees=doctrees
     )
     command += ["-D", "course_published=1", *extra]
     finished = subprocess.run(command, capture_output=True, text=True, errors="backslashreplace")
@@ -134,13 +141,24 @@ def print_pdf(single_page: Path, output: Path, timeout: float = PDF_SECONDS) -> 
 
 
 def publish(
-    layout: Layout, *, edition: str = "student", current_set: str = "", pdf: bool = False, progress=print
+    layout: Layout,
+    *,
+    edition: str = "student",
+    current_set: str = "",
+    pdf: bool = False,
+    strict: bool = False,
+    progress=print,
 ) -> Published:
-    """Build the published folder, the EPUB beside its pages, and the tarball; return where they are."""
+    """Build the published folder, the EPUB beside its pages, and the tarball; return where they are.
+
+    ``strict`` fails the HTML pages' build on a Sphinx warning, as ``invoke site --strict`` does (a stale or
+    missing figure, a broken reference): the tests publish so, and read the student edition there. The EPUB's
+    and the handout's builds, of the same pages, stay lenient.
+    """
     work = layout.build / "publish"
     html, book = work / "html", work / "epub"
     progress(f"publish: the HTML site ({edition} edition) ...")
-    _sphinx(layout, "html", html, work / "doctrees-html", edition, current_set)
+    _sphinx(layout, "html", html, work / "doctrees-html", edition, current_set, strict=strict)
     progress("publish: the EPUB ...")
     shutil.rmtree(book, ignore_errors=True)  # Sphinx zips what the folder holds: nothing stale goes in
     _sphinx(
