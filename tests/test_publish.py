@@ -191,3 +191,31 @@ def test_a_published_page_names_the_instructors_machine_when_it_is_itself_a_vm()
     text = published_text("amd-epyc (this machine, itself a VM)", "amd-epyc")
     assert text == "amd-epyc (the instructor's machine, itself a VM)"
     assert "this machine" not in published_text("on this machine; (this machine)", "amd-epyc")
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_strict_turns_only_the_pages_warnings_into_errors(
+    strict: bool, scratch_layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``invoke publish --strict`` gives the HTML pages' build Sphinx's -W, and its failure stops the publishing
+    with Sphinx's reason (the session's ``published`` fixture only ever sees it succeed)."""
+    ran: list[list[str]] = []
+
+    def warned(command: list[str], **_: object) -> subprocess.CompletedProcess:
+        ran.append(command)
+        failed = "-W" in command
+        stderr = "WARNING: a figure of no stored set\n" if failed else ""
+        return subprocess.CompletedProcess(command, 1 if failed else 0, "", stderr)
+
+    monkeypatch.setattr(publish.subprocess, "run", warned)
+    if strict:
+        with pytest.raises(publish.site.SiteError, match=r"the html build failed .*a figure of no stored set"):
+            publish.publish(scratch_layout, strict=True, progress=lambda line: None)
+        assert len(ran) == 1, "nothing is built after the pages failed"
+    else:
+        with pytest.raises(FileNotFoundError, match="epub"):  # the fake EPUB build wrote no book to pack
+            publish.publish(scratch_layout, strict=False, progress=lambda line: None)
+        assert [command[command.index("-b") + 1] for command in ran] == ["html", "epub"]
+    pages = ran[0]
+    assert pages[pages.index("-b") + 1] == "html" and ("-W" in pages) == strict
+    assert not any("-W" in command for command in ran[1:]), "the EPUB and the handout stay lenient"
