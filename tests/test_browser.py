@@ -68,34 +68,95 @@ def _expected(sets: dict, measurement: str, set_id: str, field: str) -> tuple[fl
     return value, 0.51 if stored.get("unit") not in ("%", "s") else 0.051
 
 
-#: Each figure of a page as the reader sees it, in one call to the browser (hundreds of figures a page, each five
-#: WebDriver round trips, took most of this test's CPU): its text, then, unless it says it was not run or failed,
-#: whether it is displayed once scrolled to (Selenium's own check, the atom WebElement.is_displayed runs) and
-#: which stored value it names.
-FIGURES = (
-    "const isDisplayed = ("
-    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
-    + """);
-return [...document.querySelectorAll('.course-value')].map((element) => {
+#: Selenium's own check of whether an element is displayed (the atom WebElement.is_displayed runs), for the scripts
+#: below: each reads a page in one call to the browser (a call for each figure, line number or link took most of the
+#: CPU of these tests).
+IS_DISPLAYED = (
+    "const isDisplayed = (" + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8") + ");\n"
+)
+
+#: Each figure of a page as the reader sees it: its text, then, unless it says it was not run or failed, whether it
+#: is displayed once scrolled to and which stored value it names.
+FIGURES = """
+[...document.querySelectorAll('.course-value')].map((element) => {
   const text = element.innerText.trim();
   if (text.startsWith('not run') || text.startsWith('failed')) return [text];
   element.scrollIntoView();
   return [text, isDisplayed(element), ...['measurement', 'set', 'field'].map((n) => element.getAttribute('data-' + n))];
-});
+})
 """
+
+#: Each chart of a page once scrolled to, as WebDriver would see it: displayed, its height in CSS px (the element's
+#: rect), how many marks it draws (not just its axes) and how many texts (axes and labels) it has.
+CHARTS = """
+[...document.querySelectorAll('svg.course-chart')].map((chart) => {
+  chart.scrollIntoView();
+  return [isDisplayed(chart), chart.getBoundingClientRect().height,
+          chart.querySelectorAll("rect, circle, path[stroke^='#']").length, chart.querySelectorAll('text').length];
+})
+"""
+
+#: Each listing of a page: its file and first line, the text of its <pre> without the line numbers, the line
+#: numbers' text (none where they are not displayed: a folded listing is not rendered until opened) and where its
+#: download link points.
+LISTINGS = """
+[...document.querySelectorAll('div.course-code')].map((listing) => {
+  const pre = listing.querySelector('pre').cloneNode(true);
+  pre.querySelectorAll('.linenos').forEach((n) => n.remove());
+  const numbers = [...listing.querySelectorAll('.linenos')].map((n) => (isDisplayed(n) ? n.innerText : ''));
+  const link = listing.querySelector('.code-block-caption a.download');
+  return [listing.getAttribute('data-source'), listing.getAttribute('data-first-line'), pre.textContent, numbers,
+          link && link.href];
+})
+"""
+
+#: Each link of a page to a kernel function or a system call's manual: where it points, its text as shown (none
+#: where it is not displayed) and its classes.
+KERNEL_LINKS = """
+[...document.querySelectorAll('article a.extlink-kfunc, article a.extlink-man2')].map(
+  (link) => [link.href, isDisplayed(link) ? link.innerText.trim() : '', link.getAttribute('class')])
+"""
+
+#: A page as the reader first sees it, read in one call once it has loaded: its title (displayed, its text), its
+#: favicon, its listings, its kernel links, its opening's text and its links to the glossary; then its figures and
+#: its charts, each scrolled to (last: the scrolling changes nothing the others read).
+VISIT = (
+    IS_DISPLAYED
+    + "const heading = document.querySelector('article h1');\n"
+    + "const icon = document.querySelector(\"link[rel~='icon']\");\n"
+    + "const opening = document.querySelector('article .course-opening');\n"
+    + "const read = {heading: heading && [isDisplayed(heading), heading.innerText.trim()], icon: icon && icon.href,\n"
+    + f"  listings: {LISTINGS.strip()},\n  kernel_links: {KERNEL_LINKS.strip()},\n"
+    + "  opening: opening && opening.innerText,\n"
+    + "  glossary: [...document.querySelectorAll(\"article a[href*='glossary.html#term-']\")].map((a) => a.href)};\n"
+    + f"read.figures = {FIGURES.strip()};\nread.charts = {CHARTS.strip()};\nreturn read;\n"
 )
 
 
-def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_site: Layout, browser) -> None:
-    from selenium.webdriver.common.by import By
+@pytest.fixture(scope="module")
+def desktop_visits(built_site: Layout, browser) -> dict[Path, dict]:
+    """Every page of the site, loaded once in the desktop window, and what :data:`VISIT` read of it.
 
+    The tests that only read a page as it loads share these visits (each page load costs Chromium about
+    0.3 CPU-s here): the figures, the favicon, the listings, the kernel links and the openings of one load.
+    """
+    visits = {}
+    for page in _pages(built_site):
+        browser.get(page.as_uri())
+        visits[page] = browser.execute_script(VISIT)
+    return visits
+
+
+def test_every_page_renders_with_its_figures_equal_to_the_stored_values(
+    built_site: Layout, desktop_visits: dict[Path, dict]
+) -> None:
     sets = store.load_all(built_site.results)
     checked = 0
     for page in _pages(built_site):
-        browser.get(page.as_uri())
-        heading = browser.find_element(By.CSS_SELECTOR, "article h1")
-        assert heading.is_displayed() and heading.text, f"{page.name} shows no title"
-        for text, *seen in browser.execute_script(FIGURES):
+        read = desktop_visits[page]
+        displayed, title = read["heading"] or (False, "")
+        assert displayed and title, f"{page.name} shows no title"
+        for text, *seen in read["figures"]:
             if not seen:  # not run, or failed
                 continue
             displayed, measurement, set_id, field = seen
@@ -105,12 +166,10 @@ def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_si
                 f"{page.name}: {text!r} shown for {measurement}, stored {expected}"
             )
             checked += 1
-        for chart in browser.find_elements(By.CSS_SELECTOR, "svg.course-chart"):
-            browser.execute_script("arguments[0].scrollIntoView()", chart)
-            assert chart.is_displayed() and chart.size["height"] > 20, f"{page.name}: a chart is not drawn"
-            marks = chart.find_elements(By.CSS_SELECTOR, "rect, circle, path[stroke^='#']")  # not just its axes
+        for displayed, height, marks, texts in read["charts"]:
+            assert displayed and height > 20, f"{page.name}: a chart is not drawn"
             assert marks, f"{page.name}: a chart draws nothing"
-            assert chart.find_elements(By.TAG_NAME, "text"), f"{page.name}: a chart has no axes or labels"
+            assert texts, f"{page.name}: a chart has no axes or labels"
     assert checked >= 40, f"only {checked} figures were found on the pages"
 
 
@@ -200,30 +259,9 @@ def _lesson_pages(layout: Layout) -> list[Path]:
     return pages
 
 
-#: Each listing of a page as the reader sees it, in one call to the browser (a call for each of ~650 line numbers
-#: took most of this test's CPU): its file and first line, the text of its <pre> without the line numbers, the line
-#: numbers' text (none where they are not displayed, as Selenium's own check says: a folded listing is not rendered
-#: until opened) and where its download link points.
-LISTINGS = (
-    "const isDisplayed = ("
-    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
-    + """);
-return [...document.querySelectorAll('div.course-code')].map((listing) => {
-  const pre = listing.querySelector('pre').cloneNode(true);
-  pre.querySelectorAll('.linenos').forEach((n) => n.remove());
-  const numbers = [...listing.querySelectorAll('.linenos')].map((n) => (isDisplayed(n) ? n.innerText : ''));
-  const link = listing.querySelector('.code-block-caption a.download');
-  return [listing.getAttribute('data-source'), listing.getAttribute('data-first-line'), pre.textContent, numbers,
-          link && link.href];
-});
-"""
-)
-
-
-def test_every_lesson_shows_code_equal_to_its_source_file(built_site: Layout, browser) -> None:
+def test_every_lesson_shows_code_equal_to_its_source_file(built_site: Layout, desktop_visits: dict[Path, dict]) -> None:
     for page in _lesson_pages(built_site):
-        browser.get(page.as_uri())
-        listings = browser.execute_script(LISTINGS)
+        listings = desktop_visits[page]["listings"]
         assert listings, f"{page.name} shows no code"
         for file, first_line, code, shown_numbers, href in listings:
             source = (ROOT / file).read_text(encoding="utf-8").splitlines()
@@ -306,18 +344,19 @@ def test_an_exercise_solution_is_folded_until_opened(built_site: Layout, browser
     assert {link.text for link in downloads} >= wanted
 
 
-def test_each_lesson_opens_with_its_aims_and_links_its_terms_to_the_glossary(built_site: Layout, browser) -> None:
+def test_each_lesson_opens_with_its_aims_and_links_its_terms_to_the_glossary(
+    built_site: Layout, browser, desktop_visits: dict[Path, dict]
+) -> None:
     from selenium.webdriver.common.by import By
 
     terms = set()
     for page in _lesson_pages(built_site):
-        browser.get(page.as_uri())
-        opening = browser.find_element(By.CSS_SELECTOR, "article .course-opening")
+        opening, links = desktop_visits[page]["opening"], desktop_visits[page]["glossary"]
+        assert opening is not None, f"{page.name} has no opening"
         for part in ("You will learn", "You need"):
-            assert part in opening.text, f"{page.name}: the opening says nothing under {part!r}"
-        links = browser.find_elements(By.CSS_SELECTOR, "article a[href*='glossary.html#term-']")
+            assert part in opening, f"{page.name}: the opening says nothing under {part!r}"
         assert links, f"{page.name} links no term to the glossary"
-        terms |= {link.get_attribute("href") for link in links}
+        terms |= set(links)
     for href in sorted(terms):
         browser.get(href)
         anchor = urlparse(href).fragment
@@ -339,27 +378,14 @@ def test_home_lists_each_lesson_with_a_line_and_the_sidebar_separates_the_parts(
     assert captions == ["Lessons", "Figures and machines", "Reference"]
 
 
-#: Each link of a page to a kernel function or a system call's manual: where it points, its text as shown (none
-#: where Selenium's own check says it is not displayed) and its classes.
-KERNEL_LINKS = (
-    "const isDisplayed = ("
-    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
-    + """);
-return [...document.querySelectorAll('article a.extlink-kfunc, article a.extlink-man2')].map(
-  (link) => [link.href, isDisplayed(link) ? link.innerText.trim() : '', link.getAttribute('class')]);
-"""
-)
-
-
 def test_kernel_functions_link_to_the_guest_kernels_source_and_calls_to_their_manual(
-    built_site: Layout, browser
+    built_site: Layout, desktop_visits: dict[Path, dict]
 ) -> None:
     import runpy
 
     version = runpy.run_path(str(ROOT / "conf.py"))["course_guest_kernel"]
     for page in _lesson_pages(built_site):
-        browser.get(page.as_uri())
-        links = browser.execute_script(KERNEL_LINKS)  # in one call: a call for each link's every field cost most
+        links = desktop_visits[page]["kernel_links"]
         assert links, f"{page.name} links no kernel function or system call"
         for href, text, kind in links:
             if "extlink-kfunc" in kind:
@@ -522,10 +548,8 @@ def test_each_machine_page_downloads_its_figures_as_json_and_csv(built_site: Lay
         assert data["set"] == page.stem and {row["set"] for row in table} == {page.stem}
 
 
-def test_every_page_has_the_course_favicon(built_site: Layout, browser) -> None:
-    from selenium.webdriver.common.by import By
-
+def test_every_page_has_the_course_favicon(built_site: Layout, desktop_visits: dict[Path, dict]) -> None:
     for page in _pages(built_site):
-        browser.get(page.as_uri())
-        icon = browser.find_element(By.CSS_SELECTOR, "link[rel~='icon']").get_attribute("href")
+        icon = desktop_visits[page]["icon"]
+        assert icon, f"{page.name} has no favicon link"
         assert Path(unquote(urlparse(icon).path)).read_text().startswith("<svg"), page.name
