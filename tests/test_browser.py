@@ -288,6 +288,19 @@ arguments[0].scrollIntoView({block: 'center', behavior: 'instant'});  // not smo
 """
 
 
+#: Each copy button of a page, read in one call (a call for each of its fields took most of this test's CPU): the
+#: button, whether the block it copies is a command, and the file and first line of the listing it is in (none for
+#: a block that is not a listing).
+BUTTONS = """
+return [...document.querySelectorAll('button.copybtn')].map((button) => {
+  const target = document.querySelector(button.dataset.clipboardTarget);
+  const listing = target.closest('div.course-code');
+  return [button, (target.getAttribute('class') || '').includes('course-command'),
+          listing && listing.getAttribute('data-source'), listing && listing.getAttribute('data-first-line')];
+});
+"""
+
+
 def _copy(browser, button) -> str | None:
     """What a reader's click on ``button`` copies (a real click: copying needs a user's gesture)."""
     browser.execute_script(LISTEN, button)
@@ -303,20 +316,16 @@ def test_every_code_block_and_command_has_a_copy_button_that_copies_it_exactly(b
         browser.get(page.as_uri())
         browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")  # folded too
         blocks = browser.find_elements(By.CSS_SELECTOR, "div.highlight pre, code.course-command")
-        buttons = browser.find_elements(By.CSS_SELECTOR, "button.copybtn")
+        buttons = browser.execute_script(BUTTONS)
         assert blocks and len(buttons) == len(blocks), f"{page.name}: {len(blocks)} blocks, {len(buttons)} buttons"
-        for button in buttons:
-            target = browser.execute_script(
-                "return document.querySelector(arguments[0].dataset.clipboardTarget)", button
-            )
+        for button, command, source_file, first_line in buttons:
             copied = _copy(browser, button)
             assert copied, f"{page.name}: a copy button copied nothing"
-            listing = browser.execute_script("return arguments[0].closest('div.course-code')", target)
-            if "course-command" in target.get_attribute("class"):
+            if command:
                 commands.append(copied)
-            elif listing is not None:  # a listing copies as its file has it: no line numbers
-                source = (ROOT / listing.get_attribute("data-source")).read_text(encoding="utf-8").splitlines()
-                first = int(listing.get_attribute("data-first-line"))
+            elif source_file is not None:  # a listing copies as its file has it: no line numbers
+                source = (ROOT / source_file).read_text(encoding="utf-8").splitlines()
+                first = int(first_line)
                 lines = copied.split("\n")
                 assert lines == source[first - 1 : first - 1 + len(lines)], f"{page.name}: copied {copied[:80]!r}"
             elif page.name == "index.html":
