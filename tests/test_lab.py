@@ -372,7 +372,8 @@ def test_a_step_that_times_out_is_stopped_on_the_host(sshd: LocalSshd, lab_layou
 @pytest.mark.slow
 def test_the_bench_times_a_lab_of_one_host_and_of_two(scratch_layout: Layout) -> None:
     lines: list[str] = []
-    found = bench.lab_speed(scratch_layout, progress=lines.append)["bench/lab.two-hosts-over-one"]
+    # No warm-up lab: only the record's shape and its ratio's arithmetic are checked, not its figure against the goal.
+    found = bench.lab_speed(scratch_layout, progress=lines.append, warm_up=False)["bench/lab.two-hosts-over-one"]
     assert found["status"] == "ok", found
     one, two = found["runs"]
     # The ratio is of the unrounded seconds; the runs are stored to the hundredth.
