@@ -117,9 +117,21 @@ KERNEL_LINKS = """
   (link) => [link.href, isDisplayed(link) ? link.innerText.trim() : '', link.getAttribute('class')])
 """
 
+#: The anchors of a machine page's rows, one a figure (hundreds a page).
+FIGURE_ROWS = """
+[...document.querySelectorAll("tr[id^='figure-']")].map((row) => row.getAttribute('id'))
+"""
+
+#: A machine page's download links: each one's text as shown (none where it is not displayed) and where it points.
+DATA_LINKS = """
+[...document.querySelectorAll('.course-data a')].map(
+  (link) => [isDisplayed(link) ? link.innerText.trim() : '', link.href])
+"""
+
 #: A page as the reader first sees it, read in one call once it has loaded: its title (displayed, its text), its
-#: favicon, its listings, its kernel links, its opening's text and its links to the glossary; then its figures and
-#: its charts, each scrolled to (last: the scrolling changes nothing the others read).
+#: favicon, its listings, its kernel links, its opening's text and its links to the glossary, a machine page's rows
+#: and download links; then its figures and its charts, each scrolled to (last: the scrolling changes nothing the
+#: others read).
 VISIT = (
     IS_DISPLAYED
     + "const heading = document.querySelector('article h1');\n"
@@ -128,6 +140,7 @@ VISIT = (
     + "const read = {heading: heading && [isDisplayed(heading), heading.innerText.trim()], icon: icon && icon.href,\n"
     + f"  listings: {LISTINGS.strip()},\n  kernel_links: {KERNEL_LINKS.strip()},\n"
     + "  opening: opening && opening.innerText,\n"
+    + f"  figure_rows: {FIGURE_ROWS.strip()},\n  data_links: {DATA_LINKS.strip()},\n"
     + "  glossary: [...document.querySelectorAll(\"article a[href*='glossary.html#term-']\")].map((a) => a.href)};\n"
     + f"read.figures = {FIGURES.strip()};\nread.charts = {CHARTS.strip()};\nreturn read;\n"
 )
@@ -138,7 +151,8 @@ def desktop_visits(built_site: Layout, browser) -> dict[Path, dict]:
     """Every page of the site, loaded once in the desktop window, and what :data:`VISIT` read of it.
 
     The tests that only read a page as it loads share these visits (each page load costs Chromium about
-    0.3 CPU-s here): the figures, the favicon, the listings, the kernel links and the openings of one load.
+    0.3 CPU-s here): the figures, the favicon, the listings, the kernel links, the openings and the machine
+    pages' rows and downloads of one load.
     """
     visits = {}
     for page in _pages(built_site):
@@ -539,26 +553,18 @@ def test_a_tap_shows_a_figures_note_and_a_second_tap_lands_on_it(built_site: Lay
         browser.set_window_size(1300, 2000)
 
 
-#: The anchors of a machine page's rows, one a figure.
-FIGURE_ROWS = "return [...document.querySelectorAll(\"tr[id^='figure-']\")].map((row) => row.getAttribute('id'))"
-
-
-def test_each_machine_page_downloads_its_figures_as_json_and_csv(built_site: Layout, browser) -> None:
+def test_each_machine_page_downloads_its_figures_as_json_and_csv(
+    built_site: Layout, desktop_visits: dict[Path, dict]
+) -> None:
     import csv
     import io
-
-    from selenium.webdriver.common.by import By
 
     pages = sorted(built_site.html.glob("docs/machines/*.html"))
     assert pages
     for page in pages:
-        browser.get(page.as_uri())
-        # Read in one call: a page lists hundreds of figures, and a call for each took most of this test's CPU.
-        rows = set(browser.execute_script(FIGURE_ROWS))
+        rows = set(desktop_visits[page]["figure_rows"])
         assert rows, f"{page.name} lists no figure"
-        links = {
-            link.text: link.get_attribute("href") for link in browser.find_elements(By.CSS_SELECTOR, ".course-data a")
-        }
+        links = dict(desktop_visits[page]["data_links"])
         assert set(links) == {"JSON", "CSV"}, f"{page.name}: {links}"
         files = {form: Path(unquote(urlparse(href).path)) for form, href in links.items()}
         data = json.loads(files["JSON"].read_text(encoding="utf-8"))
