@@ -483,7 +483,10 @@ def test_a_download_cut_short_leaves_no_partial_file(
     sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lab, "DOWNLOAD_CHUNK", 512)  # slow enough to be interrupted half-way
-    venv = _misbehaving_venv(tmp_path / "venv", results_export='head -c 8000000 /dev/urandom > "$3"; exit 0')
+    # No lesson is measured (the run step succeeds at once): only the download of the host's archive is looked at.
+    venv = _misbehaving_venv(
+        tmp_path / "venv", run="exit 0", results_export='head -c 8000000 /dev/urandom > "$3"; exit 0'
+    )
     folder = lab.lab_folder(lab_layout)
     main = threading.main_thread().ident
     assert main is not None
@@ -567,7 +570,8 @@ def test_a_hosts_error_output_is_escaped_and_a_carriage_return_hides_nothing(
 
 @needs_sshd
 def test_an_export_that_is_a_fifo_is_refused_as_such(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
-    venv = _misbehaving_venv(tmp_path / "venv", results_export='mkfifo "$3"; exit 0')
+    # No lesson is measured (the run step succeeds at once): only the export's kind of file is looked at.
+    venv = _misbehaving_venv(tmp_path / "venv", run="exit 0", results_export='mkfifo "$3"; exit 0')
     (run,) = lab.run_lab(
         lab_layout, [_host(sshd, tmp_path / "remote", set="lab-fifo", venv=venv)], _options(sshd)
     ).hosts
