@@ -68,34 +68,109 @@ def _expected(sets: dict, measurement: str, set_id: str, field: str) -> tuple[fl
     return value, 0.51 if stored.get("unit") not in ("%", "s") else 0.051
 
 
-#: Each figure of a page as the reader sees it, in one call to the browser (hundreds of figures a page, each five
-#: WebDriver round trips, took most of this test's CPU): its text, then, unless it says it was not run or failed,
-#: whether it is displayed once scrolled to (Selenium's own check, the atom WebElement.is_displayed runs) and
-#: which stored value it names.
-FIGURES = (
-    "const isDisplayed = ("
-    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
-    + """);
-return [...document.querySelectorAll('.course-value')].map((element) => {
+#: Selenium's own check of whether an element is displayed (the atom WebElement.is_displayed runs), for the scripts
+#: below: each reads a page in one call to the browser (a call for each figure, line number or link took most of the
+#: CPU of these tests).
+IS_DISPLAYED = (
+    "const isDisplayed = (" + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8") + ");\n"
+)
+
+#: Each figure of a page as the reader sees it: its text, then, unless it says it was not run or failed, whether it
+#: is displayed once scrolled to and which stored value it names.
+FIGURES = """
+[...document.querySelectorAll('.course-value')].map((element) => {
   const text = element.innerText.trim();
   if (text.startsWith('not run') || text.startsWith('failed')) return [text];
   element.scrollIntoView();
   return [text, isDisplayed(element), ...['measurement', 'set', 'field'].map((n) => element.getAttribute('data-' + n))];
-});
+})
 """
+
+#: Each chart of a page once scrolled to, as WebDriver would see it: displayed, its height in CSS px (the element's
+#: rect), how many marks it draws (not just its axes) and how many texts (axes and labels) it has.
+CHARTS = """
+[...document.querySelectorAll('svg.course-chart')].map((chart) => {
+  chart.scrollIntoView();
+  return [isDisplayed(chart), chart.getBoundingClientRect().height,
+          chart.querySelectorAll("rect, circle, path[stroke^='#']").length, chart.querySelectorAll('text').length];
+})
+"""
+
+#: Each listing of a page: its file and first line, the text of its <pre> without the line numbers, the line
+#: numbers' text (none where they are not displayed: a folded listing is not rendered until opened) and where its
+#: download link points.
+LISTINGS = """
+[...document.querySelectorAll('div.course-code')].map((listing) => {
+  const pre = listing.querySelector('pre').cloneNode(true);
+  pre.querySelectorAll('.linenos').forEach((n) => n.remove());
+  const numbers = [...listing.querySelectorAll('.linenos')].map((n) => (isDisplayed(n) ? n.innerText : ''));
+  const link = listing.querySelector('.code-block-caption a.download');
+  return [listing.getAttribute('data-source'), listing.getAttribute('data-first-line'), pre.textContent, numbers,
+          link && link.href];
+})
+"""
+
+#: Each link of a page to a kernel function or a system call's manual: where it points, its text as shown (none
+#: where it is not displayed) and its classes.
+KERNEL_LINKS = """
+[...document.querySelectorAll('article a.extlink-kfunc, article a.extlink-man2')].map(
+  (link) => [link.href, isDisplayed(link) ? link.innerText.trim() : '', link.getAttribute('class')])
+"""
+
+#: The anchors of a machine page's rows, one a figure (hundreds a page).
+FIGURE_ROWS = """
+[...document.querySelectorAll("tr[id^='figure-']")].map((row) => row.getAttribute('id'))
+"""
+
+#: A machine page's download links: each one's text as shown (none where it is not displayed) and where it points.
+DATA_LINKS = """
+[...document.querySelectorAll('.course-data a')].map(
+  (link) => [isDisplayed(link) ? link.innerText.trim() : '', link.href])
+"""
+
+#: A page as the reader first sees it, read in one call once it has loaded: its title (displayed, its text), its
+#: favicon, its listings, its kernel links, its opening's text and its links to the glossary, a machine page's rows
+#: and download links; then its figures and its charts, each scrolled to (last: the scrolling changes nothing the
+#: others read).
+VISIT = (
+    IS_DISPLAYED
+    + "const heading = document.querySelector('article h1');\n"
+    + "const icon = document.querySelector(\"link[rel~='icon']\");\n"
+    + "const opening = document.querySelector('article .course-opening');\n"
+    + "const read = {heading: heading && [isDisplayed(heading), heading.innerText.trim()], icon: icon && icon.href,\n"
+    + f"  listings: {LISTINGS.strip()},\n  kernel_links: {KERNEL_LINKS.strip()},\n"
+    + "  opening: opening && opening.innerText,\n"
+    + f"  figure_rows: {FIGURE_ROWS.strip()},\n  data_links: {DATA_LINKS.strip()},\n"
+    + "  glossary: [...document.querySelectorAll(\"article a[href*='glossary.html#term-']\")].map((a) => a.href)};\n"
+    + f"read.figures = {FIGURES.strip()};\nread.charts = {CHARTS.strip()};\nreturn read;\n"
 )
 
 
-def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_site: Layout, browser) -> None:
-    from selenium.webdriver.common.by import By
+@pytest.fixture(scope="module")
+def desktop_visits(built_site: Layout, browser) -> dict[Path, dict]:
+    """Every page of the site, loaded once in the desktop window, and what :data:`VISIT` read of it.
 
+    The tests that only read a page as it loads share these visits (each page load costs Chromium about
+    0.3 CPU-s here): the figures, the favicon, the listings, the kernel links, the openings and the machine
+    pages' rows and downloads of one load.
+    """
+    visits = {}
+    for page in _pages(built_site):
+        browser.get(page.as_uri())
+        visits[page] = browser.execute_script(VISIT)
+    return visits
+
+
+def test_every_page_renders_with_its_figures_equal_to_the_stored_values(
+    built_site: Layout, desktop_visits: dict[Path, dict]
+) -> None:
     sets = store.load_all(built_site.results)
     checked = 0
     for page in _pages(built_site):
-        browser.get(page.as_uri())
-        heading = browser.find_element(By.CSS_SELECTOR, "article h1")
-        assert heading.is_displayed() and heading.text, f"{page.name} shows no title"
-        for text, *seen in browser.execute_script(FIGURES):
+        read = desktop_visits[page]
+        displayed, title = read["heading"] or (False, "")
+        assert displayed and title, f"{page.name} shows no title"
+        for text, *seen in read["figures"]:
             if not seen:  # not run, or failed
                 continue
             displayed, measurement, set_id, field = seen
@@ -105,12 +180,10 @@ def test_every_page_renders_with_its_figures_equal_to_the_stored_values(built_si
                 f"{page.name}: {text!r} shown for {measurement}, stored {expected}"
             )
             checked += 1
-        for chart in browser.find_elements(By.CSS_SELECTOR, "svg.course-chart"):
-            browser.execute_script("arguments[0].scrollIntoView()", chart)
-            assert chart.is_displayed() and chart.size["height"] > 20, f"{page.name}: a chart is not drawn"
-            marks = chart.find_elements(By.CSS_SELECTOR, "rect, circle, path[stroke^='#']")  # not just its axes
+        for displayed, height, marks, texts in read["charts"]:
+            assert displayed and height > 20, f"{page.name}: a chart is not drawn"
             assert marks, f"{page.name}: a chart draws nothing"
-            assert chart.find_elements(By.TAG_NAME, "text"), f"{page.name}: a chart has no axes or labels"
+            assert texts, f"{page.name}: a chart has no axes or labels"
     assert checked >= 40, f"only {checked} figures were found on the pages"
 
 
@@ -200,30 +273,9 @@ def _lesson_pages(layout: Layout) -> list[Path]:
     return pages
 
 
-#: Each listing of a page as the reader sees it, in one call to the browser (a call for each of ~650 line numbers
-#: took most of this test's CPU): its file and first line, the text of its <pre> without the line numbers, the line
-#: numbers' text (none where they are not displayed, as Selenium's own check says: a folded listing is not rendered
-#: until opened) and where its download link points.
-LISTINGS = (
-    "const isDisplayed = ("
-    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
-    + """);
-return [...document.querySelectorAll('div.course-code')].map((listing) => {
-  const pre = listing.querySelector('pre').cloneNode(true);
-  pre.querySelectorAll('.linenos').forEach((n) => n.remove());
-  const numbers = [...listing.querySelectorAll('.linenos')].map((n) => (isDisplayed(n) ? n.innerText : ''));
-  const link = listing.querySelector('.code-block-caption a.download');
-  return [listing.getAttribute('data-source'), listing.getAttribute('data-first-line'), pre.textContent, numbers,
-          link && link.href];
-});
-"""
-)
-
-
-def test_every_lesson_shows_code_equal_to_its_source_file(built_site: Layout, browser) -> None:
+def test_every_lesson_shows_code_equal_to_its_source_file(built_site: Layout, desktop_visits: dict[Path, dict]) -> None:
     for page in _lesson_pages(built_site):
-        browser.get(page.as_uri())
-        listings = browser.execute_script(LISTINGS)
+        listings = desktop_visits[page]["listings"]
         assert listings, f"{page.name} shows no code"
         for file, first_line, code, shown_numbers, href in listings:
             source = (ROOT / file).read_text(encoding="utf-8").splitlines()
@@ -250,6 +302,19 @@ arguments[0].scrollIntoView({block: 'center', behavior: 'instant'});  // not smo
 """
 
 
+#: Each copy button of a page, read in one call (a call for each of its fields took most of this test's CPU): the
+#: button, whether the block it copies is a command, and the file and first line of the listing it is in (none for
+#: a block that is not a listing).
+BUTTONS = """
+return [...document.querySelectorAll('button.copybtn')].map((button) => {
+  const target = document.querySelector(button.dataset.clipboardTarget);
+  const listing = target.closest('div.course-code');
+  return [button, (target.getAttribute('class') || '').includes('course-command'),
+          listing && listing.getAttribute('data-source'), listing && listing.getAttribute('data-first-line')];
+});
+"""
+
+
 def _copy(browser, button) -> str | None:
     """What a reader's click on ``button`` copies (a real click: copying needs a user's gesture)."""
     browser.execute_script(LISTEN, button)
@@ -265,20 +330,16 @@ def test_every_code_block_and_command_has_a_copy_button_that_copies_it_exactly(b
         browser.get(page.as_uri())
         browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")  # folded too
         blocks = browser.find_elements(By.CSS_SELECTOR, "div.highlight pre, code.course-command")
-        buttons = browser.find_elements(By.CSS_SELECTOR, "button.copybtn")
+        buttons = browser.execute_script(BUTTONS)
         assert blocks and len(buttons) == len(blocks), f"{page.name}: {len(blocks)} blocks, {len(buttons)} buttons"
-        for button in buttons:
-            target = browser.execute_script(
-                "return document.querySelector(arguments[0].dataset.clipboardTarget)", button
-            )
+        for button, command, source_file, first_line in buttons:
             copied = _copy(browser, button)
             assert copied, f"{page.name}: a copy button copied nothing"
-            listing = browser.execute_script("return arguments[0].closest('div.course-code')", target)
-            if "course-command" in target.get_attribute("class"):
+            if command:
                 commands.append(copied)
-            elif listing is not None:  # a listing copies as its file has it: no line numbers
-                source = (ROOT / listing.get_attribute("data-source")).read_text(encoding="utf-8").splitlines()
-                first = int(listing.get_attribute("data-first-line"))
+            elif source_file is not None:  # a listing copies as its file has it: no line numbers
+                source = (ROOT / source_file).read_text(encoding="utf-8").splitlines()
+                first = int(first_line)
                 lines = copied.split("\n")
                 assert lines == source[first - 1 : first - 1 + len(lines)], f"{page.name}: copied {copied[:80]!r}"
             elif page.name == "index.html":
@@ -306,23 +367,35 @@ def test_an_exercise_solution_is_folded_until_opened(built_site: Layout, browser
     assert {link.text for link in downloads} >= wanted
 
 
-def test_each_lesson_opens_with_its_aims_and_links_its_terms_to_the_glossary(built_site: Layout, browser) -> None:
-    from selenium.webdriver.common.by import By
+#: The element of each id in ``arguments[0]``: its tag and its text as shown (none where it is not displayed), or null.
+TERMS = """
+return arguments[0].map((id) => {
+  const term = document.getElementById(id);
+  return term && [term.tagName.toLowerCase(), isDisplayed(term) ? term.innerText.trim() : ''];
+});
+"""
+
+
+def test_each_lesson_opens_with_its_aims_and_links_its_terms_to_the_glossary(
+    built_site: Layout, browser, desktop_visits: dict[Path, dict]
+) -> None:
 
     terms = set()
     for page in _lesson_pages(built_site):
-        browser.get(page.as_uri())
-        opening = browser.find_element(By.CSS_SELECTOR, "article .course-opening")
+        opening, links = desktop_visits[page]["opening"], desktop_visits[page]["glossary"]
+        assert opening is not None, f"{page.name} has no opening"
         for part in ("You will learn", "You need"):
-            assert part in opening.text, f"{page.name}: the opening says nothing under {part!r}"
-        links = browser.find_elements(By.CSS_SELECTOR, "article a[href*='glossary.html#term-']")
+            assert part in opening, f"{page.name}: the opening says nothing under {part!r}"
         assert links, f"{page.name} links no term to the glossary"
-        terms |= {link.get_attribute("href") for link in links}
+        terms |= set(links)
+    anchors: dict[str, list[str]] = {}  # each page the links land on (the glossary), loaded once for its terms
     for href in sorted(terms):
-        browser.get(href)
-        anchor = urlparse(href).fragment
-        term = browser.find_element(By.ID, anchor)
-        assert term.tag_name == "dt" and term.text, f"{href} lands on no glossary term"
+        parts = urlparse(href)
+        anchors.setdefault(parts._replace(fragment="").geturl(), []).append(parts.fragment)
+    for url, ids in anchors.items():
+        browser.get(url)
+        for anchor, found in zip(ids, browser.execute_script(IS_DISPLAYED + TERMS, ids), strict=True):
+            assert found and found[0] == "dt" and found[1], f"{url}#{anchor} lands on no glossary term"
     assert len(terms) >= 15, f"only {len(terms)} distinct terms are linked"
 
 
@@ -339,27 +412,14 @@ def test_home_lists_each_lesson_with_a_line_and_the_sidebar_separates_the_parts(
     assert captions == ["Lessons", "Figures and machines", "Reference"]
 
 
-#: Each link of a page to a kernel function or a system call's manual: where it points, its text as shown (none
-#: where Selenium's own check says it is not displayed) and its classes.
-KERNEL_LINKS = (
-    "const isDisplayed = ("
-    + pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js").decode("utf-8")
-    + """);
-return [...document.querySelectorAll('article a.extlink-kfunc, article a.extlink-man2')].map(
-  (link) => [link.href, isDisplayed(link) ? link.innerText.trim() : '', link.getAttribute('class')]);
-"""
-)
-
-
 def test_kernel_functions_link_to_the_guest_kernels_source_and_calls_to_their_manual(
-    built_site: Layout, browser
+    built_site: Layout, desktop_visits: dict[Path, dict]
 ) -> None:
     import runpy
 
     version = runpy.run_path(str(ROOT / "conf.py"))["course_guest_kernel"]
     for page in _lesson_pages(built_site):
-        browser.get(page.as_uri())
-        links = browser.execute_script(KERNEL_LINKS)  # in one call: a call for each link's every field cost most
+        links = desktop_visits[page]["kernel_links"]
         assert links, f"{page.name} links no kernel function or system call"
         for href, text, kind in links:
             if "extlink-kfunc" in kind:
@@ -493,26 +553,18 @@ def test_a_tap_shows_a_figures_note_and_a_second_tap_lands_on_it(built_site: Lay
         browser.set_window_size(1300, 2000)
 
 
-#: The anchors of a machine page's rows, one a figure.
-FIGURE_ROWS = "return [...document.querySelectorAll(\"tr[id^='figure-']\")].map((row) => row.getAttribute('id'))"
-
-
-def test_each_machine_page_downloads_its_figures_as_json_and_csv(built_site: Layout, browser) -> None:
+def test_each_machine_page_downloads_its_figures_as_json_and_csv(
+    built_site: Layout, desktop_visits: dict[Path, dict]
+) -> None:
     import csv
     import io
-
-    from selenium.webdriver.common.by import By
 
     pages = sorted(built_site.html.glob("docs/machines/*.html"))
     assert pages
     for page in pages:
-        browser.get(page.as_uri())
-        # Read in one call: a page lists hundreds of figures, and a call for each took most of this test's CPU.
-        rows = set(browser.execute_script(FIGURE_ROWS))
+        rows = set(desktop_visits[page]["figure_rows"])
         assert rows, f"{page.name} lists no figure"
-        links = {
-            link.text: link.get_attribute("href") for link in browser.find_elements(By.CSS_SELECTOR, ".course-data a")
-        }
+        links = dict(desktop_visits[page]["data_links"])
         assert set(links) == {"JSON", "CSV"}, f"{page.name}: {links}"
         files = {form: Path(unquote(urlparse(href).path)) for form, href in links.items()}
         data = json.loads(files["JSON"].read_text(encoding="utf-8"))
@@ -522,10 +574,8 @@ def test_each_machine_page_downloads_its_figures_as_json_and_csv(built_site: Lay
         assert data["set"] == page.stem and {row["set"] for row in table} == {page.stem}
 
 
-def test_every_page_has_the_course_favicon(built_site: Layout, browser) -> None:
-    from selenium.webdriver.common.by import By
-
+def test_every_page_has_the_course_favicon(built_site: Layout, desktop_visits: dict[Path, dict]) -> None:
     for page in _pages(built_site):
-        browser.get(page.as_uri())
-        icon = browser.find_element(By.CSS_SELECTOR, "link[rel~='icon']").get_attribute("href")
+        icon = desktop_visits[page]["icon"]
+        assert icon, f"{page.name} has no favicon link"
         assert Path(unquote(urlparse(icon).path)).read_text().startswith("<svg"), page.name
