@@ -60,6 +60,7 @@ from course.publish.site import GENERATED, GENERATED_FOLDER  # a generated machi
 from course.publish.sphinxext import (
     chartcache,
     code,
+    defaults,
     depends,
     navigation,
     progress,
@@ -534,6 +535,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     toctrees.setup(app)  # a page is not written again for a reread page its toctree shows as before
     searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
     sourceanalysis.setup(app)  # autodoc's source analysis without the line ranges only viewcode reads
+    defaults.setup(app)  # autodoc's defaults as written, each module's source parsed once
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
