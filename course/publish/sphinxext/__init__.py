@@ -68,6 +68,7 @@ from course.publish.sphinxext import (
     searchstems,
     setdata,
     sourceanalysis,
+    titlesonly,
     toctrees,
 )
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
@@ -536,6 +537,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
     sourceanalysis.setup(app)  # autodoc's source analysis without the line ranges only viewcode reads
     defaults.setup(app)  # autodoc's defaults as written, each module's source parsed once
+    titlesonly.setup(app)  # the navigation's entry of each page made once a process, not once a page written
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
