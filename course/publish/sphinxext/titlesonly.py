@@ -116,7 +116,8 @@ def install() -> None:
     toctree._toctree_entry = _toctree_entry
 
 
-def setup(app: Sphinx) -> None:
+def setup(app: Sphinx) -> dict[str, bool]:
     install()
     app.connect("write-started", _start)
     app.connect("build-finished", _stop)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
