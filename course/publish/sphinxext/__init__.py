@@ -67,6 +67,7 @@ from course.publish.sphinxext import (
     published,
     searchstems,
     setdata,
+    smartquotes,
     sourceanalysis,
     titlesonly,
     toctrees,
@@ -540,6 +541,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     defaults.setup(app)  # autodoc's defaults as written, each module's source parsed once
     titlesonly.setup(app)  # the navigation's entry of each page made once a process, not once a page written
     writebatches.setup(app)  # pages handed to the writing processes a few at a time
+    smartquotes.setup(app)  # smart quotes only for the blocks of text they can change
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
