@@ -71,7 +71,6 @@ from course.publish.sphinxext import (
     sourceanalysis,
     titlesonly,
     toctrees,
-    writebatches,
 )
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
 from course.publish.sphinxext.base import course_value, depart_course_value, name_graphviz_figures, visit_course_value
@@ -540,7 +539,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     sourceanalysis.setup(app)  # autodoc's source analysis without the line ranges only viewcode reads
     defaults.setup(app)  # autodoc's defaults as written, each module's source parsed once
     titlesonly.setup(app)  # the navigation's entry of each page made once a process, not once a page written
-    writebatches.setup(app)  # pages handed to the writing processes a few at a time
     smartquotes.setup(app)  # smart quotes only for the blocks of text they can change
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
