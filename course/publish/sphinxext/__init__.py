@@ -60,13 +60,16 @@ from course.publish.site import GENERATED, GENERATED_FOLDER  # a generated machi
 from course.publish.sphinxext import (
     chartcache,
     code,
+    defaults,
     depends,
     navigation,
     progress,
     published,
     searchstems,
     setdata,
+    smartquotes,
     sourceanalysis,
+    titlesonly,
     toctrees,
 )
 from course.publish.sphinxext.answer import CourseAnswer, CourseSizeLine
@@ -534,6 +537,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
     toctrees.setup(app)  # a page is not written again for a reread page its toctree shows as before
     searchstems.setup(app)  # the search index's stems of earlier builds looked up, not computed again
     sourceanalysis.setup(app)  # autodoc's source analysis without the line ranges only viewcode reads
+    defaults.setup(app)  # autodoc's defaults as written, each module's source parsed once
+    titlesonly.setup(app)  # the navigation's entry of each page made once a process, not once a page written
+    smartquotes.setup(app)  # smart quotes only for the blocks of text they can change
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
