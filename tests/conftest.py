@@ -41,6 +41,13 @@ TESTS = Path(__file__).resolve().parent
 #: are tested on their own, in test_sphinxext.py.
 os.environ.setdefault(JOBS_VARIABLE, "1")
 
+#: Tests press Ctrl-C on the commands they start (SIGINT). A shell without job control starts a background job with
+#: SIGINT ignored, and an ignored signal stays ignored across exec: a suite started that way (``... &`` in a script)
+#: would see ``invoke`` shrug the signal off and fail those tests for the shell's reason. Python's own handler here
+#: means every child starts with the default action, whatever started the suite.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 #: Session fixtures worth making once (a VM boot, a whole site build), each with the modules whose tests use them,
 #: in the order they run: the longest test first, since xdist sends a worker its next group when one test of this
