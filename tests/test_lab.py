@@ -387,10 +387,12 @@ def test_the_bench_times_a_lab_of_one_host_and_of_two(scratch_layout: Layout) ->
 def test_what_a_step_leaves_running_ends_with_the_step(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
     """Debian's sh is dash: the group kill must be in words it takes (``kill -s TERM -- -PGID``)."""
     remote = tmp_path / "remote"
-    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4444 &")
+    # A duration no other test sleeps: the check looks at every process on the machine (one that left the host's
+    # folder too), and must not count another test's leftovers.
+    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4447 &")
     (run,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-left", venv=venv)], _options(sshd)).hosts
     assert run.ok and run.imported, run.failure
-    assert not [line for line in _processes_everywhere() if "sleep 4444" in line]
+    assert not [line for line in _processes_everywhere() if "sleep 4447" in line]
     _nothing_left(sshd, remote)
 
 
