@@ -262,6 +262,12 @@ def scratch_layout(tmp_path: Path) -> Layout:
     return Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
 
 
+def _invoke(where: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``invoke`` with ``args`` in ``where``, its output captured; ``env``: variables set beside this process's."""
+    command = [sys.executable, "-m", "invoke", *args]
+    return subprocess.run(command, cwd=where, capture_output=True, text=True, env={**os.environ, **env})
+
+
 @pytest.fixture(scope="session")
 def lesson_9_twice(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """Lesson 9's stored file after each of two runs of ``invoke run --lesson 9 --acceleration tcg-icount --force``
@@ -269,14 +275,11 @@ def lesson_9_twice(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict
     test_khttpd.py (the two boots count the same) and test_ram_guest_boot.py (alone, it counts what the shipped
     kernel matrix counted). Read them only."""
     scratch = tmp_path_factory.mktemp("lesson-9")
-    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(scratch / "results")}
-    env["INVOKE_COURSE_BUILD"] = str(scratch / "build")
-    command = [sys.executable, "-m", "invoke", "run", "--lesson", "9", "--acceleration", "tcg-icount"]
+    env = {"INVOKE_COURSE_RESULTS": str(scratch / "results"), "INVOKE_COURSE_BUILD": str(scratch / "build")}
+    command = ["run", "--lesson", "9", "--acceleration", "tcg-icount", "--set", "lesson-9", "--force"]
     stored = []
     for _ in range(2):
-        finished = subprocess.run(
-            [*command, "--set", "lesson-9", "--force"], cwd=ROOT, env=env, capture_output=True, text=True
-        )
+        finished = _invoke(ROOT, *command, **env)
         assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
         stored.append(json.loads((scratch / "results" / "lesson-9" / "09-khttpd.json").read_text()))
     return stored[0], stored[1]
@@ -387,9 +390,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     to put online, the EPUB, the PDF handout, the tarball). Its pages are the student edition built with -W, which
     test_edition.py reads as the student edition: one build of it for both."""
     build = tmp_path_factory.mktemp("publish") / "build"
-    env = {**os.environ, "INVOKE_COURSE_BUILD": str(build)}
-    command = [sys.executable, "-m", "invoke", "publish", "--pdf", "--strict"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    done = _invoke(ROOT, "publish", "--pdf", "--strict", INVOKE_COURSE_BUILD=str(build))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "published (student edition" in done.stdout
     return build / "publish"
@@ -431,10 +432,6 @@ class StudentCheckout:
     path: Path
     ran: list[list[str]]
     output: subprocess.CompletedProcess
-
-
-def _invoke(where: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=where, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")
