@@ -331,6 +331,7 @@ class CourseHardware(MeasurementsDirective):
         headers.insert(2, "mitigations")
         headers += ["kernel", "CPU (virtualization; TSC)"]  # one column: the table fits a laptop's text column
         table = simple_table(headers, [])
+        table["classes"].append("course-machines-overview")  # its long headers get room on a phone (course.css)
         body = table.next_node(nodes.tbody)
         guests_apart = 0
         for result_set in self.data.shown():
