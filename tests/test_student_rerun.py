@@ -15,6 +15,7 @@ from course import commands, pipeline
 from course.measure import lessons
 from course.publish import report
 from course.results import store
+from course.results.clock import utc_minute
 from course.results.layout import Layout
 
 pytestmark = pytest.mark.slow
@@ -127,7 +128,7 @@ def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini:
     assert stored["captures"].keys() == {"01-mini/alpha.output", "01-mini/beta.output", "01-mini/gamma.output"}
     assert stored["kept"] == {p: before[f"01-mini/{f}"] for p, f in (("alpha", "a"), ("beta", "b"), ("gamma", "c"))}
     # The execution report's "last run" says both dates: the rerun's, and the kept figures'.
-    from course.publish.sphinxext.context import kept_since, last_run, utc_minute
+    from course.publish.sphinxext.context import kept_since, last_run
 
     # The rerun's last figure: the exercise and its solution may be taken a second apart.
     assert last_run(stored) == max(after["01-mini/solution.x.one"], after["01-mini/exercise.x.one"])
@@ -144,7 +145,7 @@ def test_an_edit_of_the_exercise_reruns_only_the_exercise_and_its_solution(mini:
     assert rows["a"].split()[-1] == "(kept)" or rows["a"].split()[-1] != rows["a"].split()[2], table
     assert len(rows["a"].split()) == len(rows["exercise.x.one"].split()) - 2 + 1, table
     previous = second.previous["measurements"]["01-mini/exercise.x.one"]["measured_at"]
-    assert table.splitlines()[0] == f"measurements of 01-mini/; prev: the run of {report.when(previous)}", table
+    assert table.splitlines()[0] == f"measurements of 01-mini/; prev: the run of {utc_minute(previous)}", table
     assert max(len(line) for line in table.splitlines()) <= 100
 
 

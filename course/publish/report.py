@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from course.measure.lesson_run import LessonReport
+from course.results.clock import utc_minute
 from course.results.shown_text import printable  # report.printable: the tasks' and drivers' spelling
 
 
@@ -232,16 +233,11 @@ def lesson_table(report: LessonReport, compare: bool = False, width: int | None 
     return "\n".join([above, fitted, *wrapped])
 
 
-def when(stamp: str) -> str:
-    """``2026-12-05T02:07:44+00:00`` as ``2026-12-05 02:07 UTC``."""
-    return f"{stamp[:10]} {stamp[11:16]} UTC" if stamp.endswith("+00:00") else stamp
-
-
 def span(stamps: Sequence[str]) -> str:
     """Sorted time stamps as one minute, or the first to the last."""
     if stamps[0][:16] == stamps[-1][:16]:
-        return when(stamps[0])
-    return f"{when(stamps[0])} to {when(stamps[-1])}"
+        return utc_minute(stamps[0])
+    return f"{utc_minute(stamps[0])} to {utc_minute(stamps[-1])}"
 
 
 def kept_line(report: LessonReport, width: int | None = None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from docutils import nodes
 from sphinx import addnodes
@@ -11,6 +11,7 @@ from sphinx.util.docutils import SphinxDirective, SphinxRole
 from course.kernel import guest_kernels
 from course.publish.sphinxext import depends
 from course.publish.sphinxext.base import CourseMixin, Lookup, simple_table
+from course.results.clock import utc_minute
 from course.results.store import ResultSet
 
 
@@ -351,15 +352,6 @@ def rerun_all_command(lesson: str) -> str:
     """``invoke lesson 3 --all`` for ``03-timing``: the rerun that keeps nothing."""
     number = lesson.split("-", 1)[0]
     return f"invoke lesson {int(number) if number.isdigit() else lesson} --all"
-
-
-def utc_minute(stamp: str) -> str:
-    """``2026-12-05T13:47:10+00:00`` as ``2026-12-05 13:47 UTC``; a stamp that is not one, as it is."""
-    try:
-        moment = datetime.fromisoformat(stamp).astimezone(UTC)
-    except (TypeError, ValueError):
-        return stamp or "at an unrecorded time"
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def kept_since(data: dict) -> str:

@@ -17,7 +17,6 @@ from course.publish.sphinxext.base import (
     table_row,
     value_text,
 )
-from course.publish.sphinxext.context import utc_minute
 from course.publish.sphinxext.data import FIELDS, Lookup, describe, format_value, shown_from
 from course.publish.sphinxext.figures import (
     CLASS_NOTE,
@@ -31,6 +30,7 @@ from course.publish.sphinxext.figures import (
     real_ns,
     reference_set,
 )
+from course.results.clock import utc_minute
 from course.results.store import ResultSet
 
 #: The acceleration that measures in a unit: what to rerun for a table of that unit that has no figures.
