@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -137,13 +138,25 @@ def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, 
         guide = terminal.expect(b"Leave the shell", timeout=120).decode()
         assert "insmod " in guide and "ksystime.ko samples=200" in guide and "dmesg" in guide and "rmmod" in guide
         assert "03-timing/usystime" in guide, "the lesson's programs, with where they are"
-        terminal.expect(b"virtme-ng", timeout=240)
+        release = re.search(r"kernel (\S+), software emulation", guide)
+        assert release, guide
+        # The course's start-up ran: its prompt names the guest's kernel and the lesson.
+        terminal.expect(f"guest {release[1]} lesson 4 # ".encode(), timeout=240)
         terminal.send("echo READY$((40+2))")
         terminal.expect(b"READY42", timeout=120)
         qemu = {pid for pid in _descendants(terminal.pid) if _comm(pid).startswith("qemu")}
         assert qemu, "the guest is a QEMU below invoke"
-        ko = build / "kernel"
-        terminal.send(f"insmod $(ls {ko}/*/04-kernel-read/ksystime.ko) samples=200 < /dev/null; echo LOADED$((1+1))")
+        # Nothing of the host user's: bash read neither ~/.profile nor ~/.bashrc, so no PATH of theirs (root's
+        # ~/.bashrc here puts pyenv's and cargo's folders under /root first), and it starts in the lesson's folder.
+        terminal.send("echo \"SHELL$((6*7))=[$(tr '\\0' ' ' < /proc/$$/cmdline)] PATH=[$PATH] PWD=[$PWD] END$((2+3))\"")
+        said = terminal.expect(b"END5", timeout=60)
+        found = re.search(rb"SHELL42=\[(.*?)\] PATH=\[(.*?)\] PWD=\[(.*?)\]", said)
+        assert found, terminal.tail()
+        shell, path, folder = (part.decode() for part in found.groups())
+        assert shell.startswith("bash --noprofile --rcfile ") and shell.endswith(" -i "), shell
+        assert str(Path.home()) not in path.split(":") and f"{Path.home()}/" not in path, path
+        assert folder == f"{build}/kernel/{release[1]}/04-kernel-read"
+        terminal.send("insmod ./ksystime.ko samples=200 < /dev/null; echo LOADED$((1+1))")
         terminal.expect(b"LOADED2", timeout=240)
         terminal.send("dmesg | grep -c 'course: meta done=1' | sed 's/^/DONE=/'")
         terminal.expect(b"DONE=1", timeout=60)
@@ -188,9 +201,50 @@ def test_the_guide_and_the_acceleration_line_say_it_in_words(course_root: Path) 
     )
     assert probed == "software emulation (TCG): a probe boot under KVM hung (no answer in 45 s)"
     kernel = GuestKernel("6.1.0-57-amd64", Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
-    prepared = vm_shell.Prepared(lessons.find(Layout(course_root), 4), kernel, [], {}, [])
+    ko = Path("/b/kernel/6.1.0-57-amd64/04-kernel-read/ksystime.ko")
+    prepared = vm_shell.Prepared(lessons.find(Layout(course_root), 4), kernel, [("ksystime", ko, ())], {}, [])
     said = vm_shell.guide(prepared, "tcg")
     assert "kernel 6.1.0-57-amd64, software emulation (TCG)." in said
     assert "half a minute" not in said and "busier machine" in said, "what the boot's time depends on"
-    assert "~/.bashrc" in said, "the host's shell start-up files run in the guest, and their complaints are theirs"
+    assert "start-up files (~/.bashrc, ~/.profile, ~/.inputrc) are not read" in said, "the course's shell"
+    assert f"It starts in {ko.parent}." in said
     assert "KVM takes seconds" in vm_shell.guide(prepared, "kvm")
+
+
+def test_the_guest_shell_reads_the_course_start_up_and_nothing_of_the_user(course_root: Path, tmp_path: Path) -> None:
+    """The script vng's --shell runs, run here with a HOME whose start-up files would say so if read.
+
+    The kernel's release and the lesson's folder come from outside: each stays one word, never a command."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in (".bashrc", ".profile", ".bash_profile"):
+        (home / name).write_text(f"echo USER-RC-RAN {name}\n")
+    (home / ".bash_history").write_text("echo FROM-USER-HISTORY\n")
+    folder = tmp_path / "kernel" / "it's $(touch pwned) `touch pwned` \\w" / "04-kernel-read"
+    folder.mkdir(parents=True)
+    release = "6.1.0-57-amd64$(touch pwned)\\w"
+    kernel = GuestKernel(release, Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    prepared = vm_shell.Prepared(
+        lessons.find(Layout(course_root), 4), kernel, [("ksystime", folder / "ksystime.ko", ())], {}, []
+    )
+    layout = Layout(course_root, build_dir=tmp_path / "build")
+    with vm_shell.shell_folder(layout, prepared) as script:
+        assert vm_shell.shell_command(prepared, "tcg", script)[-2:] == ["--shell", str(script)]
+        ran = subprocess.run(
+            [str(script)],
+            input='printf "PROMPT=[%s] PWD=[%s]\\n" "${PS1@P}" "$PWD"; history; exit\n',
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "HOME": str(home), "TERM": "dumb"},
+            timeout=30,
+        )
+        folders = list((tmp_path / "build" / "vm").glob("run-*"))
+        assert folders == [script.parent]
+    assert not list((tmp_path / "build" / "vm").glob("run-*")), "the session's folder is removed"
+    said = ran.stdout + ran.stderr
+    assert "USER-RC-RAN" not in said and "FROM-USER-HISTORY" not in said, said
+    sign = "#" if os.geteuid() == 0 else "$"
+    assert f"PROMPT=[guest {release} lesson 4 {sign} ] PWD=[{folder}]" in said, said
+    assert not list(tmp_path.rglob("pwned")), "no word from outside ran as a command"
+    assert (home / ".bash_history").read_text() == "echo FROM-USER-HISTORY\n", "the user's history is not written"
