@@ -19,6 +19,7 @@ start-up only: a prompt naming the guest, its kernel and the lesson, in the less
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import shutil
@@ -285,12 +286,14 @@ def open_shell(
     with runlock.hold(layout.build, f"invoke vm --lesson {number} (building)"):
         prepared = prepare(layout, number, release, progress)
         chosen, why = vm.choose_acceleration(layout, prepared.kernel, acceleration, progress)
+        # Started at its PVH entry, as the pipeline's boots are: under emulation its decompressor costs seconds.
+        booted = dataclasses.replace(prepared, kernel=vm.booted_kernel(layout, prepared.kernel))
     progress(f"  vm     {acceleration_line(chosen, why, acceleration)}")
     print(guide(prepared, chosen), flush=True)
     with (
         shell_folder(layout, prepared) as shell,
         terminal_restored(stdin.fileno()),
-        owned_process(shell_command(prepared, chosen, shell), env=vm._environment(), cwd=layout.root) as process,
+        owned_process(shell_command(booted, chosen, shell), env=vm._environment(), cwd=layout.root) as process,
     ):
         # The console is this terminal: QEMU reads and writes it directly, nothing is piped.
         status = process.wait()
