@@ -127,10 +127,17 @@ def test_a_lesson_without_modules_is_refused_naming_those_with_them(course_root:
         vm_shell.prepare(layout, 3, "", progress=lambda line: None)
 
 
+@pytest.fixture(scope="module")
+def shell_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build folder for this module's boots: the second finds lesson 4's module, its programs and the kernel
+    without its decompressor made (each boot still has its own run folder, checked to be gone after it)."""
+    return tmp_path_factory.mktemp("vm-shell") / "build"
+
+
 @pytest.mark.slow
-def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, tmp_path: Path) -> None:
+def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, shell_build: Path) -> None:
     """The issue's check: drive ``invoke vm --lesson 4`` through a pty, load the module, read its line, leave."""
-    build = tmp_path / "build"
+    build = shell_build
     env = {**os.environ, "INVOKE_COURSE_BUILD": str(build), "TERM": "dumb"}
     terminal = Terminal([*INVOKE, "vm", "--lesson", "4"], course_root, env)
     qemu: set[int] = set()
@@ -171,8 +178,10 @@ def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, 
 
 
 @pytest.mark.slow
-def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(course_root: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path / "build"), "TERM": "dumb"}
+def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(
+    course_root: Path, shell_build: Path
+) -> None:
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(shell_build), "TERM": "dumb"}
     terminal = Terminal([*INVOKE, "vm", "--lesson", "4"], course_root, env)
     qemu: set[int] = set()
     try:
@@ -188,6 +197,7 @@ def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(cou
     finally:
         terminal.kill()
     assert not [pid for pid in qemu if alive(pid)], "no QEMU left running"
+    assert not [path for path in (shell_build / "vm").glob("run-*")], "no run folder left behind"
 
 
 def test_the_guide_and_the_acceleration_line_say_it_in_words(course_root: Path) -> None:
