@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,10 +129,12 @@ def test_a_lesson_without_modules_is_refused_naming_those_with_them(course_root:
 
 
 @pytest.fixture(scope="module")
-def shell_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One build folder for this module's boots: the second finds lesson 4's module, its programs and the kernel
-    without its decompressor made (each boot still has its own run folder, checked to be gone after it)."""
-    return tmp_path_factory.mktemp("vm-shell") / "build"
+def shell_build(tmp_path_factory: pytest.TempPathFactory, lesson_4_built: Callable[[Path], None]) -> Path:
+    """One build folder for this module's boots, with lesson 4's module, its programs and the kernel without its
+    decompressor made once per run (each boot still has its own run folder, checked to be gone after it)."""
+    build = tmp_path_factory.mktemp("vm-shell") / "build"
+    lesson_4_built(build)
+    return build
 
 
 @pytest.mark.slow
