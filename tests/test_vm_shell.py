@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import alive
 
-from course.kernel import vm_shell
+from course.kernel import kernel_build, vm_shell
 from course.kernel.kernel_build import GuestKernel
 from course.measure import lessons
 from course.results.layout import Layout
@@ -261,3 +261,8 @@ def test_the_guest_shell_reads_the_course_start_up_and_nothing_of_the_user(cours
     assert f"PROMPT=[guest {release} lesson 4 {sign} ] PWD=[{folder}]" in said, said
     assert not list(tmp_path.rglob("pwned")), "no word from outside ran as a command"
     assert (home / ".bash_history").read_text() == "echo FROM-USER-HISTORY\n", "the user's history is not written"
+    # vng hands the script's path to a shell and to the guest kernel's command line: never a path with a space.
+    with vm_shell.shell_folder(Layout(course_root, build_dir=tmp_path / "my build"), prepared) as script:
+        assert kernel_build.PLAIN_PATH.fullmatch(str(script)) and script.parent.name.startswith("course-vm-run-")
+        assert os.access(script, os.X_OK)
+    assert not script.parent.exists()
