@@ -509,3 +509,53 @@ def helpers_after_killing_their_parent(script: str, number: int, settle: float) 
             parent.kill()
             parent.wait()
     return helpers
+
+
+@pytest.fixture(scope="session")
+def lesson_4_built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], None]:
+    """Give a fresh build folder what a run of lesson 4 builds before its guest boots, made once per test run.
+
+    Lesson 4's module against 6.1 and 6.12, the programs its guest runs, both kernels at their PVH entry and the
+    guest from memory's launcher: the tests that stop a run of lesson 4 mid-boot (Ctrl-C, SIGTERM, SIGKILL) test
+    the boot, and paid these builds (about 4 CPU-s a kernel) each time. They are made by the product's own
+    functions, which key each by what it is built from, so a run finds them current, as a second run on one
+    checkout does; a build this misses is made by the run itself. The first test that asks builds them (one worker,
+    the others wait), each test gets its own copy (the kernels hard-linked: nothing writes them again).
+    """
+    import contextlib
+
+    from course.kernel import boot_image, guest_kernels, guest_launcher, kernel_build, vm_shell
+
+    run = _run_folder(tmp_path_factory)
+    template = run / "lesson-4-built" / "build"
+    made = template.parent / "made"
+
+    def link_or_copy(source: str, target: str) -> None:
+        if Path(source).parent.name == "kernels":
+            try:
+                os.link(source, target)
+                return
+            except OSError:
+                pass  # another file system: copied
+        shutil.copy2(source, target)
+
+    def built(build: Path) -> None:
+        with open(run / "lesson-4-built.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # workers of one run wait for a single build
+            if not made.is_file():
+                template.mkdir(parents=True, exist_ok=True)
+                layout = Layout(ROOT, build_dir=template)
+                for name in ("6.1", "6.12"):
+                    try:
+                        kernel = guest_kernels.find(name)
+                        vm_shell.prepare(layout, 4, kernel.release, progress=lambda line: None)
+                    except (kernel_build.KernelError, vm_shell.ShellError):
+                        continue  # not installed here, or it does not build: the test's own run says so
+                    boot_image.uncompressed(layout.build, kernel.image)
+                with contextlib.suppress(guest_launcher.LauncherError):  # no static libc: the test's run says so
+                    guest_launcher.compiled(layout.build / "vm" / "launcher")
+                made.write_text("")
+        if template.is_dir():
+            shutil.copytree(template, build, copy_function=link_or_copy, dirs_exist_ok=True)
+
+    return built

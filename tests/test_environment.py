@@ -164,8 +164,9 @@ def test_ctrl_c_during_a_run_keeps_results_and_leaves_no_process(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_the_vm_boot_leaves_no_vm_behind(tmp_path: Path, seed_kvm_verdict) -> None:
+def test_ctrl_c_during_the_vm_boot_leaves_no_vm_behind(tmp_path: Path, seed_kvm_verdict, lesson_4_built) -> None:
     seed_kvm_verdict(tmp_path / "build")  # the run's own KVM probe is not what this test stops
+    lesson_4_built(tmp_path / "build")  # nor its builds
     running = _invoke(["run", "--lesson", "4"], tmp_path)
     _wait_for(running, "booting")
 

@@ -73,7 +73,7 @@ def test_this_qemu_knows_the_models_the_instructor_guide_names() -> None:
 
 
 @pytest.mark.slow
-def test_a_real_guest_sees_the_cpu_model_and_the_parameters_it_was_given(tmp_path: Path) -> None:
+def test_a_real_guest_sees_the_cpu_model_and_the_parameters_it_was_given(tmp_path: Path, lesson_4_built) -> None:
     """One boot, nothing run in it: the guest's own provenance says what it saw (QEMU TCG, no KVM).
 
     The guest from memory, as ``--guest-kernels ... --guest-cpu`` boots it under emulation (virtme-ng boots only
@@ -85,6 +85,7 @@ def test_a_real_guest_sees_the_cpu_model_and_the_parameters_it_was_given(tmp_pat
         ram_guest.busybox()
     except (KernelError, vm.VmError, ram_guest.RamGuestError) as missing:
         pytest.skip(str(missing))
+    lesson_4_built(tmp_path / "build")  # the kernel at its PVH entry and the guest's launcher, made once per run
     layout = Layout(ROOT, results_dir=tmp_path / "results", build_dir=tmp_path / "build")
     hardware = guest_hardware.parse("Skylake-Server-v4", "mitigations=off")
     boot = ram_guest.run_tcg_jobs(layout, kernel, [], progress=lambda line: None, timeout=300, hardware=hardware)

@@ -303,8 +303,9 @@ def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(tmp_path: Path, number: si
 
 
 @pytest.mark.slow
-def test_sigterm_during_the_vm_boot_leaves_no_vm_or_scratch(tmp_path: Path, seed_kvm_verdict) -> None:
+def test_sigterm_during_the_vm_boot_leaves_no_vm_or_scratch(tmp_path: Path, seed_kvm_verdict, lesson_4_built) -> None:
     seed_kvm_verdict(tmp_path / "build")  # the run's own KVM probe is not what this test stops
+    lesson_4_built(tmp_path / "build")  # nor its builds
     env = {
         **os.environ,
         "INVOKE_COURSE_RESULTS": str(tmp_path / "results"),
@@ -565,7 +566,8 @@ def _until_booted(folder: Path, plans: int = 1, timeout: float = 600) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_kernel_matrix_leaves_no_vm_and_no_run_folder(tmp_path: Path) -> None:
+def test_sigterm_during_a_kernel_matrix_leaves_no_vm_and_no_run_folder(tmp_path: Path, lesson_4_built) -> None:
+    lesson_4_built(tmp_path / "build")  # the builds before the boots are not what this test stops
     running = _invoke_run(tmp_path, "--guest-kernels", "6.1,6.12", "--acceleration", "tcg-icount", "--lesson", "4")
     output = _Lines(running)
     try:
@@ -581,7 +583,8 @@ def test_sigterm_during_a_kernel_matrix_leaves_no_vm_and_no_run_folder(tmp_path:
 
 
 @pytest.mark.slow
-def test_qemu_dies_with_a_run_killed_by_sigkill(tmp_path: Path) -> None:
+def test_qemu_dies_with_a_run_killed_by_sigkill(tmp_path: Path, lesson_4_built) -> None:
+    lesson_4_built(tmp_path / "build")  # the builds before the boot are not what this test kills
     running = _invoke_run(tmp_path, "--lesson", "4", "--acceleration", "tcg-icount")
     output = _Lines(running)
     try:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import alive
 
-from course.kernel import vm_shell
+from course.kernel import kernel_build, vm_shell
 from course.kernel.kernel_build import GuestKernel
 from course.measure import lessons
 from course.results.layout import Layout
@@ -126,10 +128,19 @@ def test_a_lesson_without_modules_is_refused_naming_those_with_them(course_root:
         vm_shell.prepare(layout, 3, "", progress=lambda line: None)
 
 
+@pytest.fixture(scope="module")
+def shell_build(tmp_path_factory: pytest.TempPathFactory, lesson_4_built: Callable[[Path], None]) -> Path:
+    """One build folder for this module's boots, with lesson 4's module, its programs and the kernel without its
+    decompressor made once per run (each boot still has its own run folder, checked to be gone after it)."""
+    build = tmp_path_factory.mktemp("vm-shell") / "build"
+    lesson_4_built(build)
+    return build
+
+
 @pytest.mark.slow
-def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, tmp_path: Path) -> None:
+def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, shell_build: Path) -> None:
     """The issue's check: drive ``invoke vm --lesson 4`` through a pty, load the module, read its line, leave."""
-    build = tmp_path / "build"
+    build = shell_build
     env = {**os.environ, "INVOKE_COURSE_BUILD": str(build), "TERM": "dumb"}
     terminal = Terminal([*INVOKE, "vm", "--lesson", "4"], course_root, env)
     qemu: set[int] = set()
@@ -137,13 +148,25 @@ def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, 
         guide = terminal.expect(b"Leave the shell", timeout=120).decode()
         assert "insmod " in guide and "ksystime.ko samples=200" in guide and "dmesg" in guide and "rmmod" in guide
         assert "03-timing/usystime" in guide, "the lesson's programs, with where they are"
-        terminal.expect(b"virtme-ng", timeout=240)
+        release = re.search(r"kernel (\S+), software emulation", guide)
+        assert release, guide
+        # The course's start-up ran: its prompt names the guest's kernel and the lesson.
+        terminal.expect(f"guest {release[1]} lesson 4 # ".encode(), timeout=240)
         terminal.send("echo READY$((40+2))")
         terminal.expect(b"READY42", timeout=120)
         qemu = {pid for pid in _descendants(terminal.pid) if _comm(pid).startswith("qemu")}
         assert qemu, "the guest is a QEMU below invoke"
-        ko = build / "kernel"
-        terminal.send(f"insmod $(ls {ko}/*/04-kernel-read/ksystime.ko) samples=200 < /dev/null; echo LOADED$((1+1))")
+        # Nothing of the host user's: bash read neither ~/.profile nor ~/.bashrc, so no PATH of theirs (root's
+        # ~/.bashrc here puts pyenv's and cargo's folders under /root first), and it starts in the lesson's folder.
+        terminal.send("echo \"SHELL$((6*7))=[$(tr '\\0' ' ' < /proc/$$/cmdline)] PATH=[$PATH] PWD=[$PWD] END$((2+3))\"")
+        said = terminal.expect(b"END5", timeout=60)
+        found = re.search(rb"SHELL42=\[(.*?)\] PATH=\[(.*?)\] PWD=\[(.*?)\]", said)
+        assert found, terminal.tail()
+        shell, path, folder = (part.decode() for part in found.groups())
+        assert shell.startswith("bash --noprofile --rcfile ") and shell.endswith(" -i "), shell
+        assert str(Path.home()) not in path.split(":") and f"{Path.home()}/" not in path, path
+        assert folder == f"{build}/kernel/{release[1]}/04-kernel-read"
+        terminal.send("insmod ./ksystime.ko samples=200 < /dev/null; echo LOADED$((1+1))")
         terminal.expect(b"LOADED2", timeout=240)
         terminal.send("dmesg | grep -c 'course: meta done=1' | sed 's/^/DONE=/'")
         terminal.expect(b"DONE=1", timeout=60)
@@ -158,8 +181,10 @@ def test_insmod_dmesg_and_exit_by_hand_leave_nothing_running(course_root: Path, 
 
 
 @pytest.mark.slow
-def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(course_root: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "INVOKE_COURSE_BUILD": str(tmp_path / "build"), "TERM": "dumb"}
+def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(
+    course_root: Path, shell_build: Path
+) -> None:
+    env = {**os.environ, "INVOKE_COURSE_BUILD": str(shell_build), "TERM": "dumb"}
     terminal = Terminal([*INVOKE, "vm", "--lesson", "4"], course_root, env)
     qemu: set[int] = set()
     try:
@@ -175,6 +200,7 @@ def test_sigterm_during_the_boot_kills_the_guest_and_gives_the_terminal_back(cou
     finally:
         terminal.kill()
     assert not [pid for pid in qemu if alive(pid)], "no QEMU left running"
+    assert not [path for path in (shell_build / "vm").glob("run-*")], "no run folder left behind"
 
 
 def test_the_guide_and_the_acceleration_line_say_it_in_words(course_root: Path) -> None:
@@ -188,9 +214,55 @@ def test_the_guide_and_the_acceleration_line_say_it_in_words(course_root: Path) 
     )
     assert probed == "software emulation (TCG): a probe boot under KVM hung (no answer in 45 s)"
     kernel = GuestKernel("6.1.0-57-amd64", Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
-    prepared = vm_shell.Prepared(lessons.find(Layout(course_root), 4), kernel, [], {}, [])
+    ko = Path("/b/kernel/6.1.0-57-amd64/04-kernel-read/ksystime.ko")
+    prepared = vm_shell.Prepared(lessons.find(Layout(course_root), 4), kernel, [("ksystime", ko, ())], {}, [])
     said = vm_shell.guide(prepared, "tcg")
     assert "kernel 6.1.0-57-amd64, software emulation (TCG)." in said
     assert "half a minute" not in said and "busier machine" in said, "what the boot's time depends on"
-    assert "~/.bashrc" in said, "the host's shell start-up files run in the guest, and their complaints are theirs"
+    assert "start-up files (~/.bashrc, ~/.profile, ~/.inputrc) are not read" in said, "the course's shell"
+    assert f"It starts in {ko.parent}." in said
     assert "KVM takes seconds" in vm_shell.guide(prepared, "kvm")
+
+
+def test_the_guest_shell_reads_the_course_start_up_and_nothing_of_the_user(course_root: Path, tmp_path: Path) -> None:
+    """The script vng's --shell runs, run here with a HOME whose start-up files would say so if read.
+
+    The kernel's release and the lesson's folder come from outside: each stays one word, never a command."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in (".bashrc", ".profile", ".bash_profile"):
+        (home / name).write_text(f"echo USER-RC-RAN {name}\n")
+    (home / ".bash_history").write_text("echo FROM-USER-HISTORY\n")
+    folder = tmp_path / "kernel" / "it's $(touch pwned) `touch pwned` \\w" / "04-kernel-read"
+    folder.mkdir(parents=True)
+    release = "6.1.0-57-amd64$(touch pwned)\\w"
+    kernel = GuestKernel(release, Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    prepared = vm_shell.Prepared(
+        lessons.find(Layout(course_root), 4), kernel, [("ksystime", folder / "ksystime.ko", ())], {}, []
+    )
+    layout = Layout(course_root, build_dir=tmp_path / "build")
+    with vm_shell.shell_folder(layout, prepared) as script:
+        assert vm_shell.shell_command(prepared, "tcg", script)[-2:] == ["--shell", str(script)]
+        ran = subprocess.run(
+            [str(script)],
+            input='printf "PROMPT=[%s] PWD=[%s]\\n" "${PS1@P}" "$PWD"; history; exit\n',
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "HOME": str(home), "TERM": "dumb"},
+            timeout=30,
+        )
+        folders = list((tmp_path / "build" / "vm").glob("run-*"))
+        assert folders == [script.parent]
+    assert not list((tmp_path / "build" / "vm").glob("run-*")), "the session's folder is removed"
+    said = ran.stdout + ran.stderr
+    assert "USER-RC-RAN" not in said and "FROM-USER-HISTORY" not in said, said
+    sign = "#" if os.geteuid() == 0 else "$"
+    assert f"PROMPT=[guest {release} lesson 4 {sign} ] PWD=[{folder}]" in said, said
+    assert not list(tmp_path.rglob("pwned")), "no word from outside ran as a command"
+    assert (home / ".bash_history").read_text() == "echo FROM-USER-HISTORY\n", "the user's history is not written"
+    # vng hands the script's path to a shell and to the guest kernel's command line: never a path with a space.
+    with vm_shell.shell_folder(Layout(course_root, build_dir=tmp_path / "my build"), prepared) as script:
+        assert kernel_build.PLAIN_PATH.fullmatch(str(script)) and script.parent.name.startswith("course-vm-run-")
+        assert os.access(script, os.X_OK)
+    assert not script.parent.exists()

@@ -7,13 +7,24 @@ files read-only, at the same paths), prints a short guide, and boots the guest w
 serial console in this terminal. Leaving the shell powers the guest off; whatever happens
 (Ctrl-C before the guest takes the terminal, SIGTERM, a crash of this process), QEMU is
 killed with everything it started, and the terminal's settings are put back.
+
+The guest's shell is the course's, not the host user's: virtme-ng would start the user's shell
+with its start-up files (~/.bashrc: pyenv, prompts, PATH for the host), which make no sense in
+the guest and, under emulation, cost a student seconds before the first prompt (19 s of
+emulated pyenv here). vng's ``--shell`` names a script of this session instead
+(``virtme_shell``: virtme-ng-init starts it with ``su -s``), which starts bash with the course's
+start-up only: a prompt naming the guest, its kernel and the lesson, in the lesson's folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import shlex
+import shutil
 import sys
+import tempfile
 import termios
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -140,8 +151,9 @@ def guide(prepared: Prepared, acceleration: str) -> str:
         f"Lesson {prepared.lesson.number} in a disposable guest: kernel {prepared.kernel.release}, "
         f"{ACCELERATION_WORDS.get(acceleration, acceleration)}.",
         boot_time(acceleration),
-        "The guest sees this machine's files read-only at the same paths; /tmp is its own. Your shell's",
-        "start-up files (~/.bashrc) run there too: a complaint of theirs about a read-only folder is theirs.",
+        "The guest sees this machine's files read-only at the same paths; /tmp is its own. Its shell is the",
+        "course's: your own start-up files (~/.bashrc, ~/.profile, ~/.inputrc) are not read there, and its",
+        f"history is its own. It starts in {shlex.quote(str(start_folder(prepared)))}.",
         "",
     ]
     for name, ko, params in prepared.modules:
@@ -184,11 +196,78 @@ def terminal_restored(fd: int) -> Iterator[None]:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def shell_command(prepared: Prepared, acceleration: str, cwd: Path) -> list[str]:
-    """vng without --exec: a shell on the guest's serial console, in this terminal."""
+def start_folder(prepared: Prepared) -> Path:
+    """Where the guest's shell starts: the folder of the lesson's modules (else of its first program)."""
+    if prepared.modules:
+        return prepared.modules[0][1].parent
+    return prepared.programs[0][1].parent
+
+
+def shell_rc(prepared: Prepared) -> str:
+    """The guest shell's start-up file: the course's prompt and folder, nothing of the host user's.
+
+    Every value from outside (the kernel's release, a folder's name) is one shell-quoted word; the
+    prompt names them through variables, which bash expands once at each prompt and never reads
+    again as prompt escapes or commands.
+    """
+    return "\n".join(
+        [
+            "# invoke vm's shell in the guest (course/kernel/vm_shell.py): the course's start-up only.",
+            f"COURSE_GUEST_KERNEL={shlex.quote(prepared.kernel.release)}",
+            f"COURSE_LESSON={int(prepared.lesson.number)}",
+            "PS1='guest ${COURSE_GUEST_KERNEL} lesson ${COURSE_LESSON} \\$ '",
+            "unset HISTFILE  # the host user's history is neither read nor written",
+            f"cd -- {shlex.quote(str(start_folder(prepared)))}",
+            "",
+        ]
+    )
+
+
+def shell_script(rc: Path) -> str:
+    """The program vng's --shell names: bash reading the course's start-up file instead of the user's."""
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            "# invoke vm's shell in the guest (course/kernel/vm_shell.py), started by virtme-ng-init's su -s.",
+            "export INPUTRC=/etc/inputrc  # readline's system file, not the user's ~/.inputrc",
+            f"exec bash --noprofile --rcfile {shlex.quote(str(rc))} -i",
+            "",
+        ]
+    )
+
+
+@contextlib.contextmanager
+def shell_folder(layout: Layout, prepared: Prepared) -> Iterator[Path]:
+    """A folder of this session's own holding the guest shell's script and start-up file; the script's path.
+
+    The guest sees it at the same path (the host's files, /tmp through its overlay). vng puts the
+    script's path in a shell command and on the guest kernel's command line: the path is plain
+    (kernel_build.PLAIN_PATH), in the build folder or else in a plain temp folder. Removed when
+    the session ends; one left by a killed session goes at the next boot (vm.remove_stale_runs).
+    """
+    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
+    if kernel_build.PLAIN_PATH.fullmatch(str(layout.build / "vm")):
+        parent, prefix = layout.build / "vm", "run-"
+    else:
+        parent, prefix = Path(kernel_build.plain_temp()), "course-vm-run-"
+    vm.remove_stale_runs(parent, prefix)
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    try:
+        rc, script = folder / "shellrc", folder / "shell"
+        rc.write_text(shell_rc(prepared), encoding="utf-8")
+        script.write_text(shell_script(rc), encoding="utf-8")
+        script.chmod(0o755)
+        folder.chmod(0o755)  # mkdtemp's is 0700: the guest's shell may run as another user (vng's --user)
+        yield script
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def shell_command(prepared: Prepared, acceleration: str, shell: Path) -> list[str]:
+    """vng without --exec: the course's shell (``shell``) on the guest's serial console, in this terminal."""
     command = vm.vng_command(prepared.kernel, acceleration, "true")
     command = command[: command.index("--exec")]
-    return [*command, "--cwd", str(cwd)]
+    return [*command, "--shell", str(shell)]
 
 
 def open_shell(
@@ -207,10 +286,15 @@ def open_shell(
     with runlock.hold(layout.build, f"invoke vm --lesson {number} (building)"):
         prepared = prepare(layout, number, release, progress)
         chosen, why = vm.choose_acceleration(layout, prepared.kernel, acceleration, progress)
+        # Started at its PVH entry, as the pipeline's boots are: under emulation its decompressor costs seconds.
+        booted = dataclasses.replace(prepared, kernel=vm.booted_kernel(layout, prepared.kernel))
     progress(f"  vm     {acceleration_line(chosen, why, acceleration)}")
     print(guide(prepared, chosen), flush=True)
-    command = shell_command(prepared, chosen, layout.root)
-    with terminal_restored(stdin.fileno()), owned_process(command, env=vm._environment(), cwd=layout.root) as process:
+    with (
+        shell_folder(layout, prepared) as shell,
+        terminal_restored(stdin.fileno()),
+        owned_process(shell_command(booted, chosen, shell), env=vm._environment(), cwd=layout.root) as process,
+    ):
         # The console is this terminal: QEMU reads and writes it directly, nothing is piped.
         status = process.wait()
     print(f"\nthe guest powered off (exit {status}); nothing of it is left running", flush=True)
