@@ -375,7 +375,9 @@ def test_a_key_the_host_refuses_is_reported(sshd: LocalSshd, lab_layout: Layout,
 @needs_sshd
 def test_a_run_that_fails_is_reported_in_the_hosts_words(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
-    (failed,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-run")], _options(sshd, lessons=[99])).hosts
+    venv = _misbehaving_venv(tmp_path / "venv")  # the real run, after a bootstrap that passes at once
+    host = _host(sshd, remote, set="lab-run", venv=venv)
+    (failed,) = lab.run_lab(lab_layout, [host], _options(sshd, lessons=[99])).hosts
     assert failed.step == "run"
     assert failed.failure.startswith("run failed (exit 2): error: ") and "99" in failed.failure
     assert not failed.imported and not (lab_layout.results / "lab-run").exists()
