@@ -392,12 +392,13 @@ def lab_speed(
     """A lab of one host, then of two, on a throwaway sshd on 127.0.0.1: two over one (goal 1.5).
 
     The hosts are this machine (lesson 1, no kernel runner, this checkout's .venv linked in
-    place of ./bootstrap, no site build), so the two also share its CPUs, and their timing
-    programs take turns on the one CPU each pins itself to (stamp.h): on separate machines
-    only the lab's own work is shared. A first one-host lab warms the caches and is not counted;
-    ``warm_up=False`` leaves it out (a test of the record's shape, whose figures are not compared
-    with the goal: a quarter of its labs less). ``venv``: the hosts' environment instead of this
-    one's (the inventory's ``venv`` test seam; a test passes one whose run stands in for lesson 1).
+    place of ./bootstrap, no site build, the user's ~/.bashrc skipped: ``LocalSshd``), so
+    the two also share its CPUs, and their timing programs take turns on the one CPU each pins
+    itself to (stamp.h): on separate machines only the lab's own work is shared. A first one-host
+    lab warms the caches and is not counted; ``warm_up=False`` leaves it out (a test of the
+    record's shape, whose figures are not compared with the goal: a quarter of its labs less).
+    ``venv``: the hosts' environment instead of this one's (the inventory's ``venv`` test seam;
+    a test passes one whose run stands in for lesson 1).
     """
 
     def timed(hosts: list[Host], scratch_layout: Layout, options: lab.LabOptions) -> float:
@@ -426,8 +427,8 @@ def lab_speed(
     except (lab.LabError, OSError, subprocess.SubprocessError) as error:
         return {key: {"status": "skipped", "reason": f"no lab here: {error}", "measured_at": store.now()}}
     what = (
-        "invoke lab --lessons 1 --kernel-runner none, two hosts over one (both this machine over ssh: "
-        "their timing programs share the CPU they pin to)"
+        "invoke lab --lessons 1 --kernel-runner none, two hosts over one (both this machine over ssh, without the "
+        "user's ~/.bashrc: their timing programs share the CPU they pin to)"
     )
     return {
         key: {
