@@ -386,15 +386,19 @@ def kernel_matrix_speed(layout: Layout, progress: Progress = print, runs: int = 
 LAB_GOAL = 1.5
 
 
-def lab_speed(layout: Layout, progress: Progress = print, warm_up: bool = True) -> dict[str, dict]:
+def lab_speed(
+    layout: Layout, progress: Progress = print, warm_up: bool = True, venv: str | None = None
+) -> dict[str, dict]:
     """A lab of one host, then of two, on a throwaway sshd on 127.0.0.1: two over one (goal 1.5).
 
     The hosts are this machine (lesson 1, no kernel runner, this checkout's .venv linked in
-    place of ./bootstrap, no site build), so the two also share its CPUs, and their timing
-    programs take turns on the one CPU each pins itself to (stamp.h): on separate machines
-    only the lab's own work is shared. A first one-host lab warms the caches and is not counted;
-    ``warm_up=False`` leaves it out (a test of the record's shape, whose figures are not compared
-    with the goal: a quarter of its labs less).
+    place of ./bootstrap, no site build, the user's ~/.bashrc skipped: ``LocalSshd``), so
+    the two also share its CPUs, and their timing programs take turns on the one CPU each pins
+    itself to (stamp.h): on separate machines only the lab's own work is shared. A first one-host
+    lab warms the caches and is not counted; ``warm_up=False`` leaves it out (a test of the
+    record's shape, whose figures are not compared with the goal: a quarter of its labs less).
+    ``venv``: the hosts' environment instead of this one's (the inventory's ``venv`` test seam;
+    a test passes one whose run stands in for lesson 1).
     """
 
     def timed(hosts: list[Host], scratch_layout: Layout, options: lab.LabOptions) -> float:
@@ -411,7 +415,7 @@ def lab_speed(layout: Layout, progress: Progress = print, warm_up: bool = True) 
             with LocalSshd(folder / "sshd") as sshd:
                 scratch_layout = Layout(layout.root, folder / "results", folder / "build")
                 options = lab.LabOptions(lessons=[1], kernel_runner="none", known_hosts=sshd.known_hosts)
-                reach = {"user": sshd.user, "port": sshd.port, "key": sshd.user_key, "venv": sys.prefix}
+                reach = {"user": sshd.user, "port": sshd.port, "key": sshd.user_key, "venv": venv or sys.prefix}
                 hosts = [Host("127.0.0.1", set=f"bench-lab-{n}", folder=scratch, **reach) for n in range(4)]
                 if warm_up:
                     timed(hosts[:1], scratch_layout, options)
@@ -423,8 +427,8 @@ def lab_speed(layout: Layout, progress: Progress = print, warm_up: bool = True) 
     except (lab.LabError, OSError, subprocess.SubprocessError) as error:
         return {key: {"status": "skipped", "reason": f"no lab here: {error}", "measured_at": store.now()}}
     what = (
-        "invoke lab --lessons 1 --kernel-runner none, two hosts over one (both this machine over ssh: "
-        "their timing programs share the CPU they pin to)"
+        "invoke lab --lessons 1 --kernel-runner none, two hosts over one (both this machine over ssh, without the "
+        "user's ~/.bashrc: their timing programs share the CPU they pin to)"
     )
     return {
         key: {

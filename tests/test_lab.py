@@ -5,7 +5,9 @@ installed by ``invoke setup --tests``) with its own host and user keys, reached 
 with different scratch folders and set names, beside a closed port and a port that never
 speaks SSH. The remote steps are real (upload, ``invoke run --lesson 1 --kernel-runner none``,
 ``results.export``, download, import) except ``./bootstrap``: each host links this checkout's
-``.venv`` instead (the inventory's ``venv`` test seam), so no test reinstalls from PyPI.
+``.venv`` instead (the inventory's ``venv`` test seam), so no test reinstalls from PyPI. Where a
+test looks at the lab rather than at what a host measured, the host's ``invoke run`` stores a set
+of lesson 1 measured once here (``measured_set``) instead of measuring again.
 """
 
 from __future__ import annotations
@@ -195,13 +197,39 @@ def _misbehaving_venv(folder: Path, **tasks: str) -> str:
 
     A host that misbehaves on purpose: ``run="sleep 4444 &"`` leaves a process behind,
     ``run="exit 3"`` fails, and so on (``results_export`` stands for ``results.export``).
+    Its ``invoke setup --check`` (the seam's bootstrap) passes at once unless ``setup`` says
+    otherwise: the hosts that link this checkout's own ``.venv`` check the packages for real.
     """
+    tasks = {"setup": "exit 0", **tasks}
     (folder / "bin").mkdir(parents=True)
     cases = "".join(f"  {name.replace('_', '.')}) {words} ;;\n" for name, words in tasks.items())
     script = f'#!/bin/sh\ncase "$1" in\n{cases}esac\nexec {shlex.quote(str(VENV / "bin" / "invoke"))} "$@"\n'
     (folder / "bin" / "invoke").write_text(script)
     (folder / "bin" / "invoke").chmod(0o755)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def measured_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A set of lesson 1 measured here once (``invoke run --lesson 1 --kernel-runner none``, as a host runs it), for
+    hosts whose test looks at the lab, not at a measurement: their run step copies it (:func:`_stand_in_run`)."""
+    scratch = tmp_path_factory.mktemp("measured")
+    env = {**os.environ, "INVOKE_COURSE_RESULTS": str(scratch / "results"), "INVOKE_COURSE_BUILD": str(scratch)}
+    command = [sys.executable, "-m", "invoke", "run", "--lesson", "1", "--kernel-runner", "none", "--set", "lab-1"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert store.load_set(scratch / "results" / "lab-1").lessons["01-user-kernel"]["measurements"]
+    return scratch / "results" / "lab-1"
+
+
+def _stand_in_run(measured: Path) -> str:
+    """Shell words for a host's ``invoke run`` that store ``measured`` as the set the run would have made (the one
+    ``--set`` names, else ``INVOKE_COURSE_SET``, else the host's own), then end: the other steps stay real."""
+    own = shlex.quote(fingerprint.set_name())
+    return (
+        f'name=${{INVOKE_COURSE_SET:-{own}}}; prev=; for word in "$@"; do [ "$prev" = --set ] && name=$word; '
+        f'prev=$word; done; mkdir -p results && cp -R {shlex.quote(str(measured))} "results/$name" && exit 0'
+    )
 
 
 def _processes_in(folder: Path) -> list[str]:
@@ -256,7 +284,7 @@ def test_the_test_sshd_ends_when_the_process_that_started_it_is_killed(tmp_path:
 @needs_sshd
 @pytest.mark.slow
 def test_a_lab_of_two_hosts_brings_both_sets_and_reports_the_failing_ones(
-    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str], measured_set: Path
 ) -> None:
     remote = tmp_path / "remote"
     silent = socket.socket()  # accepts connections and never says a word: no SSH banner
@@ -268,7 +296,8 @@ def test_a_lab_of_two_hosts_brings_both_sets_and_reports_the_failing_ones(
         _host(sshd, remote / "b", set="lab-b", label="Lab B"),
         _host(sshd, remote / "c", port=closed, set="lab-c"),
         _host(sshd, remote / "d", port=silent.getsockname()[1], set="lab-d"),
-        _host(sshd, remote / "e"),  # no set name: the host's own, which is this machine's (same machine)
+        # No set name: the host's own, which is this machine's (same machine); only its import is looked at.
+        _host(sshd, remote / "e", venv=_misbehaving_venv(tmp_path / "venv-e", run=_stand_in_run(measured_set))),
     ]
     try:
         outcome = commands.lab(lab_layout, hosts, _options(sshd))
@@ -346,7 +375,9 @@ def test_a_key_the_host_refuses_is_reported(sshd: LocalSshd, lab_layout: Layout,
 @needs_sshd
 def test_a_run_that_fails_is_reported_in_the_hosts_words(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
-    (failed,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-run")], _options(sshd, lessons=[99])).hosts
+    venv = _misbehaving_venv(tmp_path / "venv")  # the real run, after a bootstrap that passes at once
+    host = _host(sshd, remote, set="lab-run", venv=venv)
+    (failed,) = lab.run_lab(lab_layout, [host], _options(sshd, lessons=[99])).hosts
     assert failed.step == "run"
     assert failed.failure.startswith("run failed (exit 2): error: ") and "99" in failed.failure
     assert not failed.imported and not (lab_layout.results / "lab-run").exists()
@@ -358,7 +389,8 @@ def test_a_run_that_fails_is_reported_in_the_hosts_words(sshd: LocalSshd, lab_la
 def test_a_step_that_times_out_is_stopped_on_the_host(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     options = _options(sshd, keep=True, timeouts=lab_options.Timeouts(connect=3, transfer=60, bootstrap=120, run=1))
-    (slow,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-slow")], options).hosts
+    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4446")  # a run that would outlast any limit
+    (slow,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-slow", venv=venv)], options).hosts
     assert slow.step == "run"
     assert slow.failure == "run timed out after 1 s (stopped on the host)"
     (kept,) = list(remote.iterdir())  # --keep: the scratch folder stays, with the tree in it
@@ -370,10 +402,15 @@ def test_a_step_that_times_out_is_stopped_on_the_host(sshd: LocalSshd, lab_layou
 
 @needs_sshd
 @pytest.mark.slow
-def test_the_bench_times_a_lab_of_one_host_and_of_two(scratch_layout: Layout) -> None:
+def test_the_bench_times_a_lab_of_one_host_and_of_two(
+    scratch_layout: Layout, tmp_path: Path, measured_set: Path
+) -> None:
     lines: list[str] = []
-    # No warm-up lab: only the record's shape and its ratio's arithmetic are checked, not its figure against the goal.
-    found = bench.lab_speed(scratch_layout, progress=lines.append, warm_up=False)["bench/lab.two-hosts-over-one"]
+    # No warm-up lab, and each host stores the set measured once here: only the record's shape and its ratio's
+    # arithmetic are checked, not its figure against the goal.
+    venv = _misbehaving_venv(tmp_path / "venv", run=_stand_in_run(measured_set))
+    found = bench.lab_speed(scratch_layout, progress=lines.append, warm_up=False, venv=venv)
+    found = found["bench/lab.two-hosts-over-one"]
     assert found["status"] == "ok", found
     one, two = found["runs"]
     # The ratio is of the unrounded seconds; the runs are stored to the hundredth.
@@ -384,12 +421,14 @@ def test_the_bench_times_a_lab_of_one_host_and_of_two(scratch_layout: Layout) ->
 
 
 @needs_sshd
-def test_what_a_step_leaves_running_ends_with_the_step(sshd: LocalSshd, lab_layout: Layout, tmp_path: Path) -> None:
+def test_what_a_step_leaves_running_ends_with_the_step(
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, measured_set: Path
+) -> None:
     """Debian's sh is dash: the group kill must be in words it takes (``kill -s TERM -- -PGID``)."""
     remote = tmp_path / "remote"
     # A duration no other test sleeps: the check looks at every process on the machine (one that left the host's
     # folder too), and must not count another test's leftovers.
-    venv = _misbehaving_venv(tmp_path / "venv", run="sleep 4447 &")
+    venv = _misbehaving_venv(tmp_path / "venv", run=f"sleep 4447 & {_stand_in_run(measured_set)}")
     (run,) = lab.run_lab(lab_layout, [_host(sshd, remote, set="lab-left", venv=venv)], _options(sshd)).hosts
     assert run.ok and run.imported, run.failure
     assert not [line for line in _processes_everywhere() if "sleep 4447" in line]
@@ -410,12 +449,12 @@ def _processes_everywhere() -> list[str]:
 @needs_sshd
 @pytest.mark.slow
 def test_a_host_that_prints_300_mb_costs_what_a_quiet_one_does(
-    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, measured_set: Path
 ) -> None:
     """Only a bounded tail of a step's output comes back: this process's CPU time and memory stay a quiet host's."""
 
     def lab_of(name: str, run: str) -> tuple[lab.HostRun, float, int]:
-        venv = _misbehaving_venv(tmp_path / f"venv-{name}", run=run)
+        venv = _misbehaving_venv(tmp_path / f"venv-{name}", run=f"{run}; {_stand_in_run(measured_set)}")
         host = _host(sshd, tmp_path / f"remote-{name}", set=f"lab-{name}", venv=venv)
         tracemalloc.reset_peak()
         cpu = time.process_time()
@@ -425,7 +464,7 @@ def test_a_host_that_prints_300_mb_costs_what_a_quiet_one_does(
     tracemalloc.start()
     try:
         quiet, quiet_cpu, quiet_memory = lab_of("quiet", "true")
-        # 300 MB of lines on standard output and error, then the real run.
+        # 300 MB of lines on standard output and error, then the set (both hosts store the one measured here).
         loud, loud_cpu, loud_memory = lab_of(
             "loud", "yes 'flood of a host' | head -c 150000000; yes | head -c 150000000 >&2"
         )
@@ -609,14 +648,14 @@ def test_known_hosts_markers_are_honoured_or_skipped_with_a_note(
 
 @needs_sshd
 def test_force_replaces_only_the_set_the_inventory_assigns_a_host(
-    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path
+    sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, measured_set: Path
 ) -> None:
     victim = lab_layout.results / "lab-victim"
     shutil.copytree(lab_layout.results / "reference-2000", victim)
     before = _tree(victim)
     # A host without `set:` that names its set after one here.
     named = "export INVOKE_COURSE_SET=lab-victim"
-    venv = _misbehaving_venv(tmp_path / "venv", run=named, results_export=named)
+    venv = _misbehaving_venv(tmp_path / "venv", run=f"{named}; {_stand_in_run(measured_set)}", results_export=named)
     (run,) = lab.run_lab(lab_layout, [_host(sshd, tmp_path / "remote", venv=venv)], _options(sshd, force=True)).hosts
     assert run.step == "import" and "--force replaces only the set the inventory assigns" in run.failure, run.failure
     assert _tree(victim) == before

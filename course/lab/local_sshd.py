@@ -2,8 +2,9 @@
 
 It listens on a free port with a host key and a user key of its own (made here, in a
 folder of the caller's), without PAM and without touching ``/etc/ssh``, and logs in only
-the user who started it (root in CI). :meth:`LocalSshd.stop` ends the daemon and every
-process below it, so nothing it served outlives it.
+the user who started it (root in CI), whose commands skip bash's ~/.bashrc.
+:meth:`LocalSshd.stop` ends the daemon and every process below it, so nothing it served
+outlives it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ class LocalSshd:
                     "PubkeyAuthentication yes",
                     "Subsystem sftp internal-sftp",
                     "LogLevel INFO",
+                    # bash (the user's login shell) sources ~/.bashrc for a command sshd runs only as a top-level
+                    # shell (bash's shell.c, run_startup_files: `shell_level < 2`); SHLVL=1 makes it the second
+                    # level. Here that rc is pyenv's init, ~0.1 CPU-s and ~0.3 s a command, some 7 commands a host:
+                    # the lab's steps are what the tests and the bench time, not the user's start-up files.
+                    "SetEnv SHLVL=1",
                     "",
                 ]
             )

@@ -240,13 +240,15 @@ class _HostJob(SshSession):
 
     def _connect(self) -> str:
         self.connection = self._open()
-        self.root = self._plain("id -u", self.timeouts.connect).strip() == "0"
-        if not self.root and self._succeeds("sudo -n true", self.timeouts.connect):
-            self.sudo = "sudo -n "
         base = self.host.folder.rstrip("/")
         template = shlex.quote(f"{base}/course-lab.XXXXXXXX")
-        made = self._plain(f"mkdir -p {shlex.quote(self.host.folder)} && mktemp -d {template}", self.timeouts.connect)
-        scratch = made.strip()
+        # Who logs in and the scratch folder in one command: one round trip and one start of the user's shell.
+        made = f"id -u && mkdir -p {shlex.quote(self.host.folder)} && mktemp -d {template}"
+        answer = self._plain(made, self.timeouts.connect).strip().split("\n")  # the last two lines (rc files may print)
+        self.root = len(answer) > 1 and answer[-2].strip() == "0"
+        if not self.root and self._succeeds("sudo -n true", self.timeouts.connect):
+            self.sudo = "sudo -n "
+        scratch = answer[-1].strip()
         # The host's own answer: used in commands (quoted) only if it is the folder asked for.
         if not re.fullmatch(re.escape(base) + r"/course-lab\.[A-Za-z0-9]{8}", scratch):
             raise StepFailed(f"mktemp on the host answered {cleaned(scratch)!r}, not a scratch folder")

@@ -32,8 +32,9 @@ def committed_tree(root: Path, output: Path) -> tuple[str, int]:
     commit = git("rev-parse", "--verify", "HEAD").strip()
     output.parent.mkdir(parents=True, exist_ok=True)
     # Committed files only: the hosts measure what the course is, not a half-made edit; never the
-    # results (a host makes its own set) nor anything ignored (.venv, build/).
-    git("archive", "--format=tar.gz", "-o", str(output), "HEAD", "--", ".", ":(exclude)results")
+    # results (a host makes its own set) nor anything ignored (.venv, build/). gzip's fastest level: every lab
+    # makes the tree anew, and -6 costs twice the CPU of -1 here (0.11 against 0.05 s) for a sixth fewer bytes.
+    git("archive", "--format=tar.gz", "-1", "-o", str(output), "HEAD", "--", ".", ":(exclude)results")
     changed = len(git("status", "--porcelain", "--untracked-files=no").splitlines())
     return commit, changed
 
