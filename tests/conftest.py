@@ -412,14 +412,18 @@ class TimedClassSite(TimedSite):
 @pytest.fixture(scope="session")
 def timed_class_site(tmp_path_factory: pytest.TempPathFactory) -> TimedClassSite:
     """The class benchmark (course.bench_speed.class_site_speed) once, with a class of 60 copies of CLASS_SOURCE,
-    keeping its folder: test_bench.py checks what it found, test_class_site.py opens the site it timed."""
+    keeping its folder: test_bench.py checks what it found, test_class_site.py opens the site it timed. No build of
+    the stored sets alone beside it (alone=False: no assertion reads a real one; test_bench.py checks the comparison
+    with the builds stood in for)."""
     from course import bench
 
     stored = ROOT / "results"
     before = sorted(path.name for path in stored.iterdir())
     kept = tmp_path_factory.mktemp("class-of-60") / "class"
     lines: list[str] = []
-    found = bench.class_site_speed(Layout(ROOT), CLASS_SOURCE, progress=lines.append, runs=1, size=60, keep=kept)
+    found = bench.class_site_speed(
+        Layout(ROOT), CLASS_SOURCE, progress=lines.append, runs=1, size=60, keep=kept, alone=False
+    )
     after = sorted(path.name for path in stored.iterdir())
     layout = Layout(ROOT, results_dir=kept / "results", build_dir=kept / "build")
     return TimedClassSite(layout, found, lines, before, after)

@@ -216,6 +216,8 @@ def test_strict_turns_only_the_pages_warnings_into_errors(
         with pytest.raises(FileNotFoundError, match="epub"):  # the fake EPUB build wrote no book to pack
             publish.publish(scratch_layout, strict=False, progress=lambda line: None)
         assert [command[command.index("-b") + 1] for command in ran] == ["html", "epub"]
+        pages, book = ran
+        assert book[book.index("-d") + 1] == pages[pages.index("-d") + 1], "the book reads no page again"
     pages = ran[0]
     assert pages[pages.index("-b") + 1] == "html" and ("-W" in pages) == strict
     assert not any("-W" in command for command in ran[1:]), "the EPUB and the handout stay lenient"

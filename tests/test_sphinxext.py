@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 
@@ -30,11 +31,24 @@ def _html(app: SphinxTestApp, page: str = "index") -> str:
     return (Path(app.outdir) / f"{page}.html").read_text(encoding="utf-8")
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    html = _html(app)
+@pytest.fixture(scope="module")
+def course_site(rootdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SphinxTestApp]:
+    """The "course" test root built once, by Sphinx's test application, for the tests that only read its pages, its
+    downloads and its warnings. A test that changes the root or the build's settings builds a copy of its own
+    (``srcdir=``): here, it would change what the others read."""
+    srcdir = tmp_path_factory.mktemp("course-site") / "course"
+    shutil.copytree(rootdir / "test-course", srcdir)
+    site = SphinxTestApp("html", srcdir=srcdir)
+    try:
+        site.build()
+        yield site
+    finally:
+        site.cleanup()
+
+
+def test_values_are_placed_with_their_provenance(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    html = _html(course_site)
     values = re.findall(r'data-measurement="([^"]+)" data-set="[^"]+" data-field="min">([^<]+)<', html)
     assert ("03-timing/read.tty", "1,234 ticks") in values
     # hover text says what the figure is and where it comes from; the link leads to the machine
@@ -46,27 +60,25 @@ def test_values_are_placed_with_their_provenance(app: SphinxTestApp) -> None:
     assert "not run (no terminal here)" in html
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_tables_note_says_each_thing_once_a_page_and_2000_only_under_a_2000_column(app: SphinxTestApp) -> None:
-    app.build()
-    notes = [unescape(note) for note in re.findall(r'<p class="course-table-note">(.*?)</p>', _html(app, "today"))]
+def test_a_tables_note_says_each_thing_once_a_page_and_2000_only_under_a_2000_column(
+    course_site: SphinxTestApp,
+) -> None:
+    notes = [
+        unescape(note) for note in re.findall(r'<p class="course-table-note">(.*?)</p>', _html(course_site, "today"))
+    ]
     first, second = notes  # today.md: a pipe alone (no 2000 figure), then the same beside 2000 with the ratio
     assert first.startswith("Each cell: minimum / median") and "2000" not in first
     assert "Each cell" not in second, "not repeated under the next table"
     assert second.startswith("The 2000 figures are Rubini") and "the column after this machine" in second
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_an_optional_figure_not_yet_measured_is_said_so_without_a_warning(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    assert "not measured yet: run invoke bench" in _html(app)
+def test_an_optional_figure_not_yet_measured_is_said_so_without_a_warning(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    assert "not measured yet: run invoke bench" in _html(course_site)
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> None:
-    app.build()
-    table = _html(app).split('<table class="course-table', 1)[1].split("</table>", 1)[0]
+def test_table_has_one_column_per_set_reference_first(course_site: SphinxTestApp) -> None:
+    table = _html(course_site).split('<table class="course-table', 1)[1].split("</table>", 1)[0]
     headers = re.findall(r"<th[^>]*><p>([^<]+)</p>", table)
     assert headers == [
         "measurement",
@@ -80,27 +92,21 @@ def test_table_has_one_column_per_set_reference_first(app: SphinxTestApp) -> Non
     assert "—" in table  # no 2000 figure for the pipe
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_table_has_no_column_of_dashes_for_a_2000_that_measured_none_of_its_rows(app: SphinxTestApp) -> None:
-    app.build()
-    plain, with_ratio = _html(app, "today").split('<table class="course-table')[1:3]
+def test_a_table_has_no_column_of_dashes_for_a_2000_that_measured_none_of_its_rows(course_site: SphinxTestApp) -> None:
+    plain, with_ratio = _html(course_site, "today").split('<table class="course-table')[1:3]
     assert "2000 reference" not in plain and "Canned machine (this machine)" in plain
     assert "2000 reference" in with_ratio, "the ratio to 2000 keeps its column, to say there is none"
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_charts_are_drawn_from_the_data(app: SphinxTestApp) -> None:
-    app.build()
-    html = _html(app)
+def test_charts_are_drawn_from_the_data(course_site: SphinxTestApp) -> None:
+    html = _html(course_site)
     assert html.count('<svg class="course-chart" role="img"') == 3
     assert "<title>Canned bars</title>" in html and "<title>Canned histogram</title>" in html
     assert "samples (log scale)" in html  # the histogram's count axis
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_each_chart_has_its_figures_as_a_table_for_a_screen_reader(app: SphinxTestApp) -> None:
-    app.build()
-    html = _html(app)
+def test_each_chart_has_its_figures_as_a_table_for_a_screen_reader(course_site: SphinxTestApp) -> None:
+    html = _html(course_site)
     tables = re.findall(r'<div class="course-chart-data docutils container">(.*?)</details>', html, re.S)
     assert len(tables) == 3, "one table under each chart"
     bars = tables[0]
@@ -109,11 +115,9 @@ def test_each_chart_has_its_figures_as_a_table_for_a_screen_reader(app: SphinxTe
     assert "<p>600</p>" in tables[1], "a histogram bin's count, as text"
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_timeline_draws_each_probe_and_says_what_is_not_measured(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    html = _html(app)
+def test_a_timeline_draws_each_probe_and_says_what_is_not_measured(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    html = _html(course_site)
     chart = html.split("<title>Canned timeline</title>", 1)[1].split("</svg>", 1)[0]
     assert chart.count('<g class="course-chart-panel"') == 2, "a panel per probe"
     assert ">empty read</text>" in chart and ">wide loop</text>" in chart
@@ -122,11 +126,9 @@ def test_a_timeline_draws_each_probe_and_says_what_is_not_measured(app: SphinxTe
     assert "r = 0.95" in html
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_across_eras_the_table_and_the_text_give_the_ratio_of_nanoseconds(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    html = _html(app)
+def test_across_eras_the_table_and_the_text_give_the_ratio_of_nanoseconds(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    html = _html(course_site)
     # 474 ticks at 500 MHz = 948 ns in 2000, 1234 ticks at 2 GHz = 617 ns: the 2000 read took 1.5 times as long
     ratios = re.findall(r'data-measurement="([^"]+)" data-set="canned-machine" data-field="vs-2000">([^<]+)<', html)
     assert ratios.count(("03-timing/read.tty", "1.5 times")) == 2, "once in the text, once in the table"
@@ -160,11 +162,9 @@ def _chart_panels(html: str, title: str) -> dict[str, str]:
     return panels
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_chart_draws_each_unit_in_a_panel_titled_with_it(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    panels = _chart_panels(_html(app, "kernel"), "Kernel bars")
+def test_a_chart_draws_each_unit_in_a_panel_titled_with_it(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    panels = _chart_panels(_html(course_site, "kernel"), "Kernel bars")
     emulated = "emulated ticks (host time spent emulating): Canned machine (this machine)"
     icount = "icount ticks (guest instructions, the same on every host)"
     assert list(panels) == [emulated, icount]
@@ -174,34 +174,28 @@ def test_a_chart_draws_each_unit_in_a_panel_titled_with_it(app: SphinxTestApp) -
     assert all(">kernel_read, tty<" in drawn for drawn in panels.values()), "each panel names its rows"
 
 
-@pytest.mark.sphinx("html", testroot="course")
 def test_in_a_chart_of_nanoseconds_a_figure_without_them_keeps_its_unit_in_a_panel_of_its_own(
-    app: SphinxTestApp,
+    course_site: SphinxTestApp,
 ) -> None:
-    app.build()
-    panels = _chart_panels(_html(app, "kernel"), "Kernel bars in nanoseconds")
+    panels = _chart_panels(_html(course_site, "kernel"), "Kernel bars in nanoseconds")
     emulated = "emulated ticks (host time spent emulating): Canned machine (this machine)"
     icount = "icount ticks (guest instructions, the same on every host)"
     assert list(panels) == ["nanoseconds", emulated, icount]
     # the figure beside each bar starts with a space; a tick label does not
     assert re.findall(r"> ([\d,]+)<", panels["nanoseconds"]) == ["948", "617", "1,000", "848"]
     assert "> 936<" in panels[emulated] and "> 353<" in panels[icount]
-    assert "468 ns" not in _html(app, "kernel"), "a rate beside emulated ticks does not make them time"
+    assert "468 ns" not in _html(course_site, "kernel"), "a rate beside emulated ticks does not make them time"
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_table_in_nanoseconds_gives_none_for_emulated_ticks(app: SphinxTestApp) -> None:
-    app.build()
-    table = _html(app, "kernel").split("Kernel table", 1)[1].split("</table>", 1)[0]
+def test_a_table_in_nanoseconds_gives_none_for_emulated_ticks(course_site: SphinxTestApp) -> None:
+    table = _html(course_site, "kernel").split("Kernel table", 1)[1].split("</table>", 1)[0]
     assert ">424 ticks (848 ns)<" in table
     assert ">936 emulated ticks / 990<" in table, "a rate recorded beside emulated ticks gives them no ns"
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_table_of_one_unit_has_a_column_only_for_the_sets_that_count_in_it(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    page = _html(app, "kernel")
+def test_a_table_of_one_unit_has_a_column_only_for_the_sets_that_count_in_it(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    page = _html(course_site, "kernel")
 
     def heads(caption: str) -> list[str]:
         table = page.split(caption, 1)[1].split("</table>", 1)[0]
@@ -233,10 +227,8 @@ def test_a_percentage_counts_in_the_unit_it_was_computed_from() -> None:
     assert figures.basis_unit(Looping(), {"unit": "%", "from": ["a"]}) == "%"  # type: ignore[arg-type]
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_ticks_of_two_machines_never_share_a_scale(app: SphinxTestApp) -> None:
-    app.build()
-    panels = _chart_panels(_html(app), "Canned bars")
+def test_ticks_of_two_machines_never_share_a_scale(course_site: SphinxTestApp) -> None:
+    panels = _chart_panels(_html(course_site), "Canned bars")
     assert list(panels) == [
         "ticks of the time-stamp counter: 2000 reference",
         "ticks of the time-stamp counter: Canned machine (this machine)",
@@ -246,11 +238,11 @@ def test_ticks_of_two_machines_never_share_a_scale(app: SphinxTestApp) -> None:
     assert "474" not in panels["ticks of the time-stamp counter: Canned machine (this machine)"]
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_record(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    note = _html(app, "kernel").split("Where the kernel figures on this page come from", 1)[1]
+def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_record(
+    course_site: SphinxTestApp,
+) -> None:
+    assert course_site._warning.getvalue() == ""
+    note = _html(course_site, "kernel").split("Where the kernel figures on this page come from", 1)[1]
     note = note.split("</div>", 1)[0]
     assert "Figures counted in icount ticks on this page come from other boots" in note, "tcg is not the matrix"
     assert "Emulation was used because a test boot with hardware virtualisation (KVM) failed" in note
@@ -262,15 +254,13 @@ def test_the_kernel_run_note_says_why_in_words_and_the_machine_page_keeps_the_re
     assert "QEMU derives the guest's time-stamp counter from the host's clock" in section
     assert "Assertion" not in note and "kvm.c" not in note, "QEMU's own words are not for the lesson"
     assert 'href="machines/canned-machine.html"' in note
-    page = _html(app, "machines/canned-machine")
+    page = _html(course_site, "machines/canned-machine")
     words = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page)))
     assert "kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed." in words, "QEMU's words, verbatim"
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_the_kernel_run_note_opens_with_where_the_icount_figures_come_from(app: SphinxTestApp) -> None:
-    app.build()
-    note = _html(app, "kernel").split("Where the kernel figures on this page come from", 1)[1]
+def test_the_kernel_run_note_opens_with_where_the_icount_figures_come_from(course_site: SphinxTestApp) -> None:
+    note = _html(course_site, "kernel").split("Where the kernel figures on this page come from", 1)[1]
     paragraphs = [
         unescape(re.sub(r"<[^>]+>", "", p)) for p in re.findall(r"<p>(.*?)</p>", note.split("</div>", 1)[0], re.S)
     ]
@@ -344,10 +334,8 @@ def test_why_is_said_in_words_for_every_record_the_runner_makes() -> None:
     assert words("host-kernel", "") == ""
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_captured_output_is_escaped_and_captioned(app: SphinxTestApp) -> None:
-    app.build()
-    html = _html(app)
+def test_captured_output_is_escaped_and_captioned(course_site: SphinxTestApp) -> None:
+    html = _html(course_site)
     assert "empty read() &lt;returned&gt; 0 &amp; more" in html
     caption = re.sub(r"</?span[^>]*>", "", html)
     # "< tty" names a kind of file, not a path: copied, it would be a shell error, so it is said in words.
@@ -355,30 +343,26 @@ def test_captured_output_is_escaped_and_captioned(app: SphinxTestApp) -> None:
     assert "(standard input: a pseudo-terminal)" in caption
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_each_set_has_a_page_with_its_provenance(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    html = _html(app, "machines/canned-machine")
+def test_each_set_has_a_page_with_its_provenance(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    html = _html(course_site, "machines/canned-machine")
     assert "Canned CPU 1000" in html and "6.1.0-canned" in html
     assert re.search(r"meltdown.{0,80}: Not affected", html), "each vulnerability is listed with its state"
     assert "This is the machine that built this site: canned-machine, on bare hardware." in html
     assert "03-timing/read.tty" in html  # every figure of the set is listed
-    assert "Rubini, Linux Magazine, 2000" in _html(app, "machines/reference-2000")
-    assert "This is the machine" not in _html(app, "machines/other-machine")
+    assert "Rubini, Linux Magazine, 2000" in _html(course_site, "machines/reference-2000")
+    assert "This is the machine" not in _html(course_site, "machines/other-machine")
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_each_figure_links_to_its_own_row_on_its_sets_page(app: SphinxTestApp) -> None:
-    app.build()
-    links = set(re.findall(r'class="course-value[^"]*" href="machines/([^"#]+)\.html#([^"]+)"', _html(app)))
+def test_each_figure_links_to_its_own_row_on_its_sets_page(course_site: SphinxTestApp) -> None:
+    links = set(re.findall(r'class="course-value[^"]*" href="machines/([^"#]+)\.html#([^"]+)"', _html(course_site)))
     assert ("canned-machine", "figure-03-timing/read.tty") in links
     assert ("reference-2000", "figure-03-timing/read.tty") in links
     # A median, or a figure in ns, lands on its own cell of that row: on a phone the row is wider than the screen.
     assert ("canned-machine", "figure-03-timing/read.tty~median") in links
     assert ("canned-machine", "figure-03-timing/read.tty~min-ns") in links
     for set_id, target in links:
-        page = _html(app, f"machines/{set_id}")
+        page = _html(course_site, f"machines/{set_id}")
         anchor, _, field = target.partition("~")
         row = re.search(rf'<tr[^>]* id="{re.escape(anchor)}">(.*?)</tr>', page, re.S)
         assert row, f"no row {anchor} on {set_id}'s page"
@@ -386,10 +370,10 @@ def test_each_figure_links_to_its_own_row_on_its_sets_page(app: SphinxTestApp) -
         if field:
             cell = re.search(rf'<td id="{re.escape(target)}"><p>([^<]+)</p>', row[1])
             assert cell, f"no cell {target} in its row on {set_id}'s page"
-    canned = _html(app, "machines/canned-machine")
+    canned = _html(course_site, "machines/canned-machine")
     assert re.search(r'<td id="figure-03-timing/read.tty~median"><p>1,300 ticks</p>', canned)
     assert re.search(r'<td id="figure-03-timing/read.tty~min-ns"><p>617 ns</p>', canned)
-    row = re.search(r'id="figure-03-timing/read.tty">(.*?)</tr>', _html(app, "machines/canned-machine"), re.S)
+    row = re.search(r'id="figure-03-timing/read.tty">(.*?)</tr>', _html(course_site, "machines/canned-machine"), re.S)
     assert "1,234 ticks" in row[1] and "1,300 ticks" in row[1]
 
 
@@ -401,15 +385,13 @@ def test_a_figures_anchor_is_one_of_its_own_and_needs_no_escaping() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9./_-]+", anchor) for anchor in anchors)
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_each_set_downloads_as_json_and_as_csv_with_a_row_a_measurement(app: SphinxTestApp) -> None:
-    app.build()
-    machines = Path(app.outdir) / "machines"
-    page = _html(app, "machines/canned-machine")
+def test_each_set_downloads_as_json_and_as_csv_with_a_row_a_measurement(course_site: SphinxTestApp) -> None:
+    machines = Path(course_site.outdir) / "machines"
+    page = _html(course_site, "machines/canned-machine")
     assert 'href="canned-machine.json" download="">JSON</a>' in page
     assert 'href="canned-machine.csv" download="">CSV</a>' in page
     stored = {}
-    for lesson in (Path(app.srcdir) / "results" / "canned-machine").glob("*.json"):
+    for lesson in (Path(course_site.srcdir) / "results" / "canned-machine").glob("*.json"):
         if lesson.name != "set.json":
             stored.update(json.loads(lesson.read_text())["measurements"])
     data = json.loads((machines / "canned-machine.json").read_text())
@@ -481,10 +463,8 @@ def test_a_figure_copied_into_another_lessons_file_is_neither_a_row_nor_a_downlo
     assert [row["min"] for row in table if row["measurement"] == key] == [str(timing["measurements"][key]["min"])]
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_site_with_two_measured_sets_shows_both_and_compares_them(app: SphinxTestApp) -> None:
-    app.build()
-    overview = _html(app, "machines")
+def test_a_site_with_two_measured_sets_shows_both_and_compares_them(course_site: SphinxTestApp) -> None:
+    overview = _html(course_site, "machines")
     for name in ("2000 reference", "Canned machine (this machine)", "Other machine"):
         assert name in overview
     assert "Other CPU 2000" in overview and "1 mitigation, 1 vulnerable" in overview
@@ -494,11 +474,11 @@ def test_a_site_with_two_measured_sets_shows_both_and_compares_them(app: SphinxT
     # Emulated ticks are compared with nothing, even beside a recorded rate; icount ticks neither.
     assert "<p>936 emulated ticks</p>" in overview and "<p>353 icount ticks</p>" in overview
     assert 'href="machines/other-machine.html"' in overview
-    titles = " ".join(_chart_panels(_html(app), "Canned bars"))
+    titles = " ".join(_chart_panels(_html(course_site), "Canned bars"))
     assert "Other machine" in titles and "Canned machine (this machine)" in titles
 
 
-@pytest.mark.sphinx("html", testroot="course")
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-chosen-sets")
 def test_which_sets_appear_is_configurable(make_app, app: SphinxTestApp) -> None:
     chosen = make_app("html", srcdir=app.srcdir, confoverrides={"course_sets": ["canned-machine"]})
     chosen.build()
@@ -521,7 +501,7 @@ def test_missing_stale_and_malformed_values_are_warnings_that_name_them(app: Sph
     assert "[missing: 03-timing/read.nowhere]" in _html(app)
 
 
-@pytest.mark.sphinx("html", testroot="course")
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-changed-result")
 def test_a_changed_result_rebuilds_exactly_the_pages_that_use_it(app: SphinxTestApp, make_app) -> None:
     app.build()
     srcdir = Path(app.srcdir)
@@ -947,10 +927,8 @@ def test_a_kept_figures_age_is_said_from_a_day_on() -> None:
     assert days_before("not a date", last) == days_before("2026-12-05T13:47:10+00:00", "") == ""
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_failed_run_is_shown_as_a_failure_box_with_its_log(app: SphinxTestApp) -> None:
-    app.build()
-    html = _html(app)
+def test_a_failed_run_is_shown_as_a_failure_box_with_its_log(course_site: SphinxTestApp) -> None:
+    html = _html(course_site)
     assert "Failed: run usystime (stdin=tty)" in html
     assert "exited with -11" in html and "Figures below from earlier runs are kept with their own dates" in html
     assert "Segmentation fault &lt;core dumped&gt; &amp; more" in html, "the log is shown, escaped"
@@ -1133,7 +1111,7 @@ def test_a_site_build_writes_its_machine_pages_beside_its_doctrees_not_into_the_
     assert 'href="machines/other-machine.html"' in toc  # the overview's toctree finds them
 
 
-@pytest.mark.sphinx("html", testroot="course", confoverrides={"html_theme": "furo"})
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-furo-machine-pages", confoverrides={"html_theme": "furo"})
 def test_machine_pages_are_listed_on_the_overview_not_in_every_pages_sidebar(app: SphinxTestApp) -> None:
     """With a class of 60, a toctree of the machine pages put 80 links in the sidebar of every page of the site."""
     app.build()
@@ -1299,11 +1277,9 @@ def test_kernel_functions_and_system_calls_link_from_one_configured_template() -
         assert "elixir.bootlin.com" not in text, f"{page.name} types a source link instead of using the template"
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_a_graphviz_figure_is_named_by_its_alt_text_not_its_dot_source(app: SphinxTestApp) -> None:
-    app.build()
-    assert app._warning.getvalue() == ""
-    figure = re.search(r'<object [^>]*class="graphviz[^>]*>(.*?)</object>', _html(app, "figure"), re.S)
+def test_a_graphviz_figure_is_named_by_its_alt_text_not_its_dot_source(course_site: SphinxTestApp) -> None:
+    assert course_site._warning.getvalue() == ""
+    figure = re.search(r'<object [^>]*class="graphviz[^>]*>(.*?)</object>', _html(course_site, "figure"), re.S)
     assert figure, "the figure is placed"
     assert 'role="img" aria-label="A step &lt;one&gt; leads to step two &amp; back."' in figure[0]
     assert "digraph" not in figure[0], "the DOT source is no fallback"
@@ -1340,11 +1316,9 @@ def test_a_csvs_nanoseconds_carry_only_the_decimals_the_counters_step_supports()
     assert ns_text(1234 / 2.6 / 16, {**figure, "calls_per_sample": 16}, counter_step([])) == "29.7"
 
 
-@pytest.mark.sphinx("html", testroot="course")
-def test_the_host_is_named_with_whether_it_is_a_virtual_machine_from_its_set(app: SphinxTestApp) -> None:
-    app.build()
-    assert "{host}" not in app._warning.getvalue()
-    text = unescape(re.sub(r"<[^>]+>", "", _html(app, "host")))
+def test_the_host_is_named_with_whether_it_is_a_virtual_machine_from_its_set(course_site: SphinxTestApp) -> None:
+    assert "{host}" not in course_site._warning.getvalue()
+    text = unescape(re.sub(r"<[^>]+>", "", _html(course_site, "host")))
     assert "own kernel (canned-machine, on bare hardware)." in text  # no hypervisor flag in its set
     said = context.host_kind("some-vm", {"hypervisor": True})
     assert said.startswith("some-vm, itself a virtual machine") and "hypervisor" in said

@@ -16,9 +16,9 @@ A published page names the instructor's machine by its set's label, never "this 
 (``course.publish.sphinxext.published``). The default edition is the student one: a site put online
 for a class must not show the solutions (``--edition full`` asks for them).
 
-The EPUB comes from Sphinx's own builder, with its root at ``book.md`` (a root page at the top
-level, so that the book's table of contents links pages by their path from it) and the mends
-Sphinx does not make (:func:`mend_epub`).
+The EPUB comes from Sphinx's own builder, from the HTML build's doctrees (nothing is read twice), its
+table of contents mended for a root page in a folder (``course.publish.sphinxext.epub``), and with the
+mends Sphinx does not make in the book's files (:func:`mend_epub`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from course import __version__
 from course.measure.runners import owned_process, read_output, stop_note
 from course.publish import site
 from course.results.layout import Layout
@@ -161,16 +160,16 @@ def publish(
     _sphinx(layout, "html", html, work / "doctrees-html", edition, current_set, strict=strict)
     progress("publish: the EPUB ...")
     shutil.rmtree(book, ignore_errors=True)  # Sphinx zips what the folder holds: nothing stale goes in
+    # The HTML build's doctrees: the same pages under the same settings, read once; the book overrides only
+    # settings that do not make Sphinx read a page again (course.publish.sphinxext.epub).
     _sphinx(
         layout,
         "epub",
         book,
-        work / "doctrees-epub",
+        work / "doctrees-html",
         edition,
         current_set,
-        *("-D", "root_doc=book", "-D", "include_patterns=book.md,docs/**,lessons/**"),
-        *("-D", f"epub_basename={Path(EPUB_NAME).stem}", "-D", "epub_exclude_files=index.html"),
-        *("-D", "graphviz_output_format=png", "-D", f"version={__version__}"),
+        *("-D", f"epub_basename={Path(EPUB_NAME).stem}", "-D", "graphviz_output_format=png"),
     )
     mend_epub(book / EPUB_NAME)
     handout = work / PDF_NAME

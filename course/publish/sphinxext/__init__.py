@@ -62,6 +62,7 @@ from course.publish.sphinxext import (
     code,
     defaults,
     depends,
+    epub,
     navigation,
     progress,
     published,
@@ -540,6 +541,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     defaults.setup(app)  # autodoc's defaults as written, each module's source parsed once
     titlesonly.setup(app)  # the navigation's entry of each page made once a process, not once a page written
     smartquotes.setup(app)  # smart quotes only for the blocks of text they can change
+    epub.setup(app)  # the EPUB builder, its table of contents linked from the book's top (root page in docs/)
     app.add_role("measure", MeasureRole())
     app.add_role("host", HostRole())  # "this machine's own kernel", with the set's name and whether it is a VM
     app.add_directive("course-output", CourseOutput)
