@@ -67,6 +67,8 @@ html_extra_path = ["docs/_root"]
 # ... and is no page of the EPUB (`invoke publish`). Here, not on the book's command line: a setting that makes
 # Sphinx read every page again, and the book is built from the HTML build's doctrees.
 epub_exclude_files = ["index.html"]
+# The book's table of contents lists every page, the lessons too (the home page's list of them is a hidden toctree).
+epub_tocscope = "includehidden"
 
 # Kernel functions named in the lessons link to the source of the kernel the VM boots (Debian 12's
 # linux-image-amd64), system calls to their manual pages. The site is built offline: these are

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -120,6 +121,13 @@ def test_the_epub_passes_epubcheck(published: Path) -> None:
     )
     errors = [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith(("ERROR", "FATAL"))]
     assert checked.returncode == 0 and errors == [], "\n".join(errors[:20])
+
+
+def test_the_epubs_table_of_contents_lists_every_lesson(published: Path) -> None:
+    with zipfile.ZipFile(published / publish.FOLDER / publish.EPUB_NAME) as book:
+        navigation = book.read("nav.xhtml").decode()
+    listed = set(re.findall(r'href="(lessons/[^"#]+)\.xhtml"', navigation))
+    assert listed == {f"lessons/{page.stem}" for page in (ROOT / "lessons").glob("0*.md")}
 
 
 def _free_port() -> int:
