@@ -293,7 +293,11 @@ def open_shell(
     with (
         shell_folder(layout, prepared) as shell,
         terminal_restored(stdin.fileno()),
-        owned_process(shell_command(booted, chosen, shell), env=vm._environment(), cwd=layout.root) as process,
+        # Guarded, as every boot: QEMU is vng's grandchild, and were invoke itself killed (SIGKILL), the guard
+        # still ends it (before, a killed shell left its QEMU running, orphaned).
+        owned_process(
+            shell_command(booted, chosen, shell), guarded=True, env=vm._environment(), cwd=layout.root
+        ) as process,
     ):
         # The console is this terminal: QEMU reads and writes it directly, nothing is piped.
         status = process.wait()
