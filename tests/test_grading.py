@@ -417,6 +417,18 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
         Path("/tmp/left-by-job-1").unlink(missing_ok=True)
 
 
+def test_a_graded_program_takes_at_most_the_grading_sample_count() -> None:
+    assert grading.GRADING_SAMPLES == 10_000, "docs/instructors.md says 10,000: change both"
+    assert grading.graded_args(("100000",)) == ("10000",)
+    assert grading.graded_args(("100000", "--more")) == ("10000", "--more"), "only the sample count changes"
+    assert grading.graded_args(("500",)) == ("500",) and grading.graded_args(()) == ()
+    assert grading.graded_args(("-1", "100000")) == ("-1", "100000"), "no sample count first: as it is"
+    (onebyte,) = grading.exercises(Layout(ROOT), [3])
+    assert onebyte.args == ("10000",)
+    jobs = grading._jobs(Path("/tree"), onebyte, grading.job_name(None), onebyte.solution)
+    assert [job["args"] for job in jobs] == [["10000"]]
+
+
 def test_what_a_job_left_in_an_overlay_is_looked_for_in_its_upper_layer_only(tmp_path: Path) -> None:
     """The guest's /tmp is an overlay over this host's (over 9p): a job's files are all in its upper layer."""
     from course.classroom import grading_guest
