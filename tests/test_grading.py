@@ -417,6 +417,41 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
         Path("/tmp/left-by-job-1").unlink(missing_ok=True)
 
 
+def test_a_graded_program_takes_at_most_the_grading_sample_count() -> None:
+    assert grading.GRADING_SAMPLES == 10_000, "docs/instructors.md says 10,000: change both"
+    assert grading.graded_args(("100000",)) == ("10000",)
+    assert grading.graded_args(("100000", "--more")) == ("10000", "--more"), "only the sample count changes"
+    assert grading.graded_args(("500",)) == ("500",) and grading.graded_args(()) == ()
+    assert grading.graded_args(("-1", "100000")) == ("-1", "100000"), "no sample count first: as it is"
+    (onebyte,) = grading.exercises(Layout(ROOT), [3])
+    assert onebyte.args == ("10000",)
+    jobs = grading._jobs(Path("/tree"), onebyte, grading.job_name(None), onebyte.solution)
+    assert [job["args"] for job in jobs] == [["10000"]]
+
+
+def test_what_a_job_left_in_an_overlay_is_looked_for_in_its_upper_layer_only(tmp_path: Path) -> None:
+    """The guest's /tmp is an overlay over this host's (over 9p): a job's files are all in its upper layer."""
+    from course.classroom import grading_guest
+
+    upper = tmp_path / "upper layer"
+    upper.mkdir()
+    shown = str(upper).replace(" ", "\\040")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 0:21 / / ro,relatime - 9p /dev/root ro,access=any,msize=512000,trans=virtio\n"
+        f"36 22 0:33 / /tmp rw,relatime - overlay virtme_rw_overlay7 rw,lowerdir=/tmp,upperdir={shown},workdir=/w\n"
+        "37 22 0:34 / /var/tmp rw,relatime - tmpfs tmpfs rw\n"
+        f"38 22 0:35 / /gone rw - overlay o rw,lowerdir=/gone,upperdir={tmp_path / 'missing'},workdir=/w\n"
+    )
+    assert grading_guest.written_layer(Path("/tmp"), mountinfo) == upper
+    assert grading_guest.written_layer(Path("/var/tmp"), mountinfo) == Path("/var/tmp"), "not an overlay: itself"
+    assert grading_guest.written_layer(Path("/gone"), mountinfo) == Path("/gone"), "no upper layer to list: itself"
+    assert grading_guest.written_layer(Path("/dev/shm"), mountinfo) == Path("/dev/shm"), "not a mount point: itself"
+    with mountinfo.open("a") as more:  # mounted over the overlay: the last mount on a point is the one seen there
+        more.write("39 36 0:36 / /tmp rw,relatime - tmpfs tmpfs rw\n")
+    assert grading_guest.written_layer(Path("/tmp"), mountinfo) == Path("/tmp")
+
+
 def test_no_student_name_takes_the_reference_solutions_place_and_the_sources_are_private(tmp_path: Path) -> None:
     layout = Layout(ROOT)
     for name in ("solution", "reference", "Solution"):

@@ -31,7 +31,7 @@ def test_every_job_of_lesson_9_has_a_progress_line_of_its_own(tmp_path: Path) ->
     said = [
         shlex.split(line.split("; ", 1)[1])[1]
         for line in ram_guest.init_script(jobs).splitlines()
-        if line.startswith("mkdir -p /out/") and "course-guest:" in line
+        if line.startswith("mkdir -m 700 /out/") and "course-guest:" in line
     ]
     assert len(said) == len(jobs) == 6, said
     shown = [vm.guest_progress(line, jobs) for line in said]

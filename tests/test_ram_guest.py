@@ -71,11 +71,35 @@ def test_a_lesson_that_says_boot_own_boots_alone_and_the_others_share_one_boot()
 def test_the_init_script_quotes_every_word_it_was_given() -> None:
     odd = {**PROGRAM, "args": ["read-write", "$(reboot)", "a b;c"]}
     script = ram_guest.init_script([odd, {**SERVER, "params": ["port=8080", "x=`id`"]}])
-    assert "/bin/course-launch devnull - -- /job/0/serve read-write '$(reboot)' 'a b;c' >/out/0/stdout" in script
-    assert "/bin/course-launch devnull - -- --load /job/1/khttpd.ko port=8080 'x=`id`' >/out/1/insmod" in script
+    assert "/bin/course-launch 1000 devnull - -- /job/0/serve read-write '$(reboot)' 'a b;c' >/out/0/stdout" in script
+    assert "/bin/course-launch root devnull - -- --load /job/1/khttpd.ko port=8080 'x=`id`' >/out/1/insmod" in script
     load = {"lesson": "04-kernel-read", "module": "ksystime", "ko": "/b/k.ko", "params": ["s=`id`"], "stdin": "pipe"}
-    assert "/bin/course-launch pipe - -- --load /job/0/k.ko 's=`id`' >/out/0/insmod" in ram_guest.init_script([load])
+    assert "/bin/course-launch root pipe - -- --load /job/0/k.ko 's=`id`' >/out/0/insmod" in ram_guest.init_script(
+        [load]
+    )
     assert "rmmod khttpd" in script and script.rstrip().endswith("poweroff -f")
+
+
+def test_each_jobs_programs_run_as_a_user_of_its_own_and_only_loads_and_traces_as_root() -> None:
+    """A program (a server's client too) runs as the uid of its job, never root; the init records each job in a
+    folder of root's alone, made fresh for it; /tmp, the one folder jobs may write, is emptied after each job."""
+    trace = {"lesson": "02-read-path", "trace": "trace", "program": "02-read-path/t", "binary": "/b/t", "graph": ["x"]}
+    script = ram_guest.init_script([PROGRAM, SERVER, PROGRAM, trace])
+    launched = [shlex.split(line.partition("/bin/course-launch ")[2])[:5] for line in script.splitlines()]
+    users = [(words[0], words[4]) for words in launched if words]
+    base = ram_guest.JOB_UID_BASE
+    assert users == [
+        (str(base), "/job/0/serve"),
+        ("root", "--load"),  # the server module
+        (str(base + 1), "/job/1/serve"),  # its client
+        (str(base + 2), "/job/2/serve"),
+        ("root", "/job/3/t"),  # the traced program writes to ftrace's files
+    ], users
+    for index in range(4):
+        assert f"mkdir -m 700 /out/{index};" in script, "a fresh folder of root's for each job's record"
+    assert "mkdir -p /out" not in script, "no folder a job could have made first is taken as its record"
+    assert "kill -9 -1; find /tmp -mindepth 1 -maxdepth 1 ! -name course-scratch -exec rm -rf {} +" in script
+    assert "echo 1 >/proc/sys/fs/protected_symlinks; echo 1 >/proc/sys/fs/protected_hardlinks" in script
 
 
 def _console(files: dict[str, dict[str, str]]) -> str:

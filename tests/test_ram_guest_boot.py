@@ -3,12 +3,14 @@
 Under ``tcg-icount`` every kernel lesson's guest work (lesson 4's module with each kind of standard
 input, the user-space programs with their open files, lesson 2's trace) runs in one boot of
 course.kernel.ram_guest per kernel; lesson 9 (``boot = "own"``) in one of its own. Two real boots
-here, with small sample counts (the second stopped where the trace, compared with nothing, begins); then
+here, with small sample counts (the second stopped where the trace, compared with nothing, begins), a job
+among them that tries to write what no job may (the guest's tools, another job's files and records); then
 lesson 9 alone, as a student reruns it, against the matrix's set.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from course.kernel import guest_launcher, kernel_build, ram_guest, vm
+from course.kernel import guest_launcher, kernel_build, ram_guest
 from course.measure import build, lessons, protocol
 from course.results import store
 from course.results.layout import Layout
@@ -54,7 +56,7 @@ def test_kernels_side_by_side_compile_one_launcher_between_them(tmp_path: Path) 
     assert len(made) == 3 and len(set(made)) == 1 and made[0].is_file()
     assert [path.name for path in tmp_path.iterdir()] == [made[0].name], "no source or partial binary left"
     opened = subprocess.run(
-        [str(made[0]), "pipe", "tty,file,socket", "--", "/bin/sh", "-c", 'echo "$COURSE_FILES"'],
+        [str(made[0]), "root", "pipe", "tty,file,socket", "--", "/bin/sh", "-c", 'echo "$COURSE_FILES"'],
         capture_output=True,
         text=True,
         timeout=30,
@@ -68,6 +70,24 @@ def test_kernels_side_by_side_compile_one_launcher_between_them(tmp_path: Path) 
     assert other.read_bytes() == made[0].read_bytes()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the launcher drops root's rights: run as root, as in the guest")
+def test_the_launcher_runs_a_program_as_the_user_it_is_given_with_no_way_back(tmp_path: Path) -> None:
+    """The files are opened as root, then the program runs as the job's uid and gid, with no group of root's."""
+    launcher = str(guest_launcher.compiled(tmp_path))
+    script = 'id -u; id -g; id -G; head -c 7 <&"${COURSE_FILES##*file=}"; echo; (: >>/etc/hostname) 2>/dev/null'
+    script += " || echo refused"
+    ran = subprocess.run(
+        [launcher, "4242", "devnull", "tty,file", "--", "/bin/sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == 0 and ran.stdout.splitlines() == ["4242", "4242", "4242", "A small", "refused"], ran
+    for user in ("0", "-1", "+5", "65534", "12x", ""):  # root is said "root"; nobody's uid and junk are refused
+        refused = subprocess.run([launcher, user, "devnull", "-", "--", "/bin/true"], capture_output=True, timeout=30)
+        assert refused.returncode == 2 and b"usage" in refused.stderr, user
+
+
 def _kernel_ready() -> bool:
     try:
         kernel_build.find_kernel()
@@ -77,8 +97,40 @@ def _kernel_ready() -> bool:
     return all(shutil.which(tool) for tool in ("qemu-system-x86_64", "cpio", "make", "gcc"))
 
 
+#: What a job tries that it must not be able to do (busybox's sh, as the probe job between the program and the module
+#: loads, its uid JOB_UID_BASE + 1): write the guest's tools and init, another job's files and records (before and
+#: after it), load a module, hard-link root's file where it may write. Run as root, every one but the first two
+#: (busy: ETXTBSY) is done. A write opens for appending and writes
+#: nothing, so that a defect shows in the test without breaking the jobs after it.
+FORBIDDEN = {
+    "/bin/busybox": ": >>/bin/busybox",
+    "/bin/course-launch": ": >>/bin/course-launch",
+    "/bin/new": ": >/bin/new",
+    "/init": ": >>/init",
+    "/job/0/usystime": ": >>/job/0/usystime",
+    "/job/1/new": ": >/job/1/new",
+    "/job/2/ksystime.ko": ": >>/job/2/ksystime.ko",
+    "/job/8/readtrace": ": >>/job/8/readtrace",
+    "/job/9": "mkdir /job/9",
+    "/out": "ls /out",
+    "/out/0/stdout": ": >>/out/0/stdout",
+    "/out/1/stdout": ": >>/out/1/stdout",
+    "/out/2": "mkdir /out/2",
+    "/tmp/course-scratch/stdin.txt": ": >>/tmp/course-scratch/stdin.txt",
+    "/etc/hostname": ": >>/etc/hostname",
+    # Refused for want of the right, not for the module's init returning an error, as it does for root.
+    "insmod": "! insmod /job/2/ksystime.ko samples=1 2>&1 | grep -q 'not permitted'",
+    "/tmp/hard-link": "ln /job/0/usystime /tmp/hard-link",
+}
+PROBE = "id -u; id -g; id -G; : >/tmp/mine && echo wrote /tmp/mine\n" + "".join(
+    f"if ({command}) 2>/dev/null >&2; then echo wrote {name}; else echo refused {name}; fi\n"
+    for name, command in FORBIDDEN.items()
+)
+
+
 def _jobs(layout: Layout, kernel: kernel_build.GuestKernel) -> list[dict]:
-    """Lesson 3's empty reads with every kind open, lesson 4's module with each kind of input, lesson 2's trace."""
+    """Lesson 3's empty reads with every kind open, a job that tries what it must not, lesson 4's module with each
+    kind of input, lesson 2's trace."""
     catalog = {lesson.name: lesson for lesson in lessons.discover(layout)}
     usystime = build.build_program(layout, catalog["03-timing"], "usystime")
     readtrace = build.build_program(layout, catalog["02-read-path"], "readtrace")
@@ -89,6 +141,7 @@ def _jobs(layout: Layout, kernel: kernel_build.GuestKernel) -> list[dict]:
     program = {"lesson": "04-kernel-read", "lessons": ["04-kernel-read"], "program": "03-timing/usystime"}
     return [
         {**program, "binary": str(usystime.binary), "args": ["200"], "stdin": "devnull", "files": KINDS},
+        {**program, "program": "probe", "binary": str(ram_guest.busybox()), "args": ["sh", "-c", PROBE]},
         *(
             {"lesson": "04-kernel-read", "module": "ksystime", "ko": str(ko), "params": ["samples=200"], "stdin": kind}
             for kind in KINDS
@@ -110,10 +163,8 @@ class _LastJobReached(Exception):
     """The guest announced its last job: the boot is stopped there (QEMU is killed as the boot's block is left)."""
 
 
-def _boot_until_the_last_job(layout: Layout, kernel: kernel_build.GuestKernel, jobs: list[dict], folder: Path) -> str:
-    """The console of a boot of ram_guest.run_jobs's initramfs, with its QEMU command, until the last job begins."""
-    folder.mkdir()
-    archive = ram_guest.make_initramfs(jobs, folder)
+def _boot_until_the_last_job(layout: Layout, kernel: kernel_build.GuestKernel, jobs: list[dict]) -> str:
+    """The console of a boot of ram_guest.run_jobs, until the last job begins."""
     lines: list[str] = []
 
     def until_the_last(line: str) -> None:
@@ -122,7 +173,7 @@ def _boot_until_the_last_job(layout: Layout, kernel: kernel_build.GuestKernel, j
             raise _LastJobReached
 
     with pytest.raises(_LastJobReached):
-        vm._run(ram_guest.qemu_command(vm.booted_kernel(layout, kernel), archive), 600, until_the_last)
+        ram_guest.run_jobs(layout, kernel, jobs, lambda line: None, timeout=600, on_line=until_the_last)
     return "\n".join(lines) + "\n"
 
 
@@ -135,11 +186,16 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
     assert ram_guest.lessons_in_memory(jobs) == {"02-read-path", "04-kernel-read"}
     boot = ram_guest.run_jobs(layout, kernel, jobs, lambda line: None, timeout=600)
     assert boot.exit_status == 0 and len(boot.jobs) == len(jobs), boot.console[-3000:]
-    program, *loads, trace = boot.jobs
+    program, probe, *loads, trace = boot.jobs
     assert program["ok"], program["stderr"]
+    # The probe ran as a user of its own: none of what it must not do could it do, and it could write in /tmp.
+    uid = str(ram_guest.JOB_UID_BASE + 1)
+    assert probe["ok"] and probe["stdout"].splitlines() == [uid, uid, uid, "wrote /tmp/mine"] + [
+        f"refused {name}" for name in FORBIDDEN
+    ], probe["stdout"] + probe["stderr"]
     read = protocol.parse(program["stdout"])
     assert {f"read.{kind}" for kind in KINDS} <= set(read.measurements), "every kind was open in the guest"
-    for load in loads:  # init measures and returns an error: nothing stays loaded
+    for load in loads:  # init measures and returns an error: nothing stays loaded (as root, after the probe)
         parsed = protocol.parse(load["log"])
         assert parsed.meta.get("done") == "1", load["log"][-2000:]
         # One load: busybox's insmod would try init_module() after the failed finit_module(), measuring twice.
@@ -150,11 +206,13 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
     )
     # Two boots of one initramfs are one boot: every sample of every figure repeats, not only the medians.
     # The second stops where the trace, the last job (compared with nothing), begins: half of a boot's time.
-    console = _boot_until_the_last_job(layout, kernel, jobs, tmp_path / "again")
+    console = _boot_until_the_last_job(layout, kernel, jobs)
     again = ram_guest.job_results(jobs, ram_guest.read_back(console))
     assert len(again) == len(jobs) - 1, "the second boot ran every job before the trace"
-    first = [job.get("stdout", "") + job.get("log", "") for job in boot.jobs[:-1]]
-    second = [job.get("stdout", "") + job.get("log", "") for job in again]
+    assert again[1]["stdout"] == probe["stdout"]
+    measured = [boot.jobs[0], *loads]
+    first = [job.get("stdout", "") + job.get("log", "") for job in measured]
+    second = [job.get("stdout", "") + job.get("log", "") for job in [again[0], *again[2:]]]
     counted = [[line for line in text.splitlines() if "course: hist" in line] for text in first]
     assert all(counted) and counted == [
         [line for line in text.splitlines() if "course: hist" in line] for text in second

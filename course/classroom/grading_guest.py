@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -138,13 +139,50 @@ def end_processes(uid: int, rounds: int = 100) -> list[int]:
     return processes_of(uid)
 
 
+def _unescaped(text: str) -> str:
+    """A path as /proc/self/mountinfo shows it (a space, a comma or a backslash in octal: ``\\040``), as it is."""
+    return re.sub(r"\\([0-7]{3}|.)", lambda m: chr(int(m[1], 8)) if len(m[1]) == 3 else m[1], text)
+
+
+def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path:
+    """Where every entry a job can make at the top of ``folder`` is listed: the upper layer of the overlay mounted
+    there, or ``folder`` itself.
+
+    The guest's /tmp is virtme-ng's overlay of this host's /tmp (beneath, read over uncached 9p) and
+    the guest's memory (above, where every write goes). The host's entries are many, and a look at
+    one's owner is a round trip to the host: a second or so of emulation per job. What a job made
+    can only be above, so the upper layer's list is the one to look through.
+    """
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return folder
+    upper = None
+    for line in lines:  # the last mount on a point is the one seen there
+        mine, _, theirs = line.partition(" - ")
+        fields, about = mine.split(), theirs.split()
+        if len(fields) < 5 or len(about) < 3 or _unescaped(fields[4]) != str(folder):
+            continue
+        found = re.search(r"(?:^|,)upperdir=((?:[^,\\]|\\.)*)", about[2]) if about[0] == "overlay" else None
+        upper = Path(_unescaped(found[1])) if found else None
+    return upper if upper is not None and upper.is_absolute() and upper.is_dir() else folder
+
+
 def remove_files_of(uid: int, folders: tuple[Path, ...] = SHARED_TEMP) -> None:
-    """Remove what ``uid`` left at the top of the shared temporary folders (the next job must not find it)."""
+    """Remove what ``uid`` left at the top of the shared temporary folders (the next job must not find it).
+
+    Each folder's entries are looked for where a job's writes land (:func:`written_layer`) and
+    removed through the folder itself.
+    """
     for folder in folders:
         try:
-            entries = list(folder.iterdir())
-        except OSError:
-            continue
+            names = os.listdir(written_layer(folder))
+        except OSError:  # the layer cannot be listed: the folder itself, then
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+        entries = [folder / name for name in names]
         for entry in entries:
             try:
                 if entry.lstat().st_uid != uid:

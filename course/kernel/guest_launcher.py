@@ -8,6 +8,14 @@ empty pipe and one end of a socket pair whose other ends it keeps open and silen
 them. It waits for the program and exits with its status. It is compiled statically, once per
 source, into the build folder, and packed into the initramfs.
 
+A program runs as the user the guest's init names (its first argument): each job has a uid and gid
+of its own (:data:`course.kernel.ram_guest.JOB_UID_BASE` plus its index), with no supplementary group,
+so that it can write neither the guest's tools, nor another job's files, nor what the init records
+of another job. The launcher opens the files as root, then its child drops to that user
+(``setgroups``, ``setgid``, ``setuid``, each checked, and checked again by reading the ids back and
+by a ``setuid(0)`` that must fail) before it runs the program. ``root`` keeps root: the module loads,
+which need ``CAP_SYS_MODULE``, and the traced program, which writes to ftrace's files.
+
 It also loads the modules (``--load KO PARAMS...`` in place of a program): one ``finit_module()``,
 as kmod's ``insmod`` does on the host and in a virtme-ng guest. Busybox's ``insmod`` would not do:
 when ``finit_module()`` fails it tries ``init_module()`` with the same file, so a module that
@@ -33,8 +41,9 @@ KINDS = ("devnull", "file", "pipe", "tty", "zero", "socket")
 #: What the small file holds: runners.stdin_of_kind's text, 8.6 KiB (lesson 7 reads up to 4 KiB of it).
 FILE_TEXT = "A small disk file, read as standard input.\n" * 200
 
-#: Where the guest writes it.
-FILE_PATH = "/tmp/course-scratch/stdin.txt"
+#: Where the guest writes it: a folder of root's, which the guest's init makes before any job runs.
+SCRATCH_PATH = "/tmp/course-scratch"
+FILE_PATH = f"{SCRATCH_PATH}/stdin.txt"
 
 #: How it is compiled: static (the guest has no libraries of its own for it), stripped.
 CFLAGS = ("-static", "-O2", "-s", "-Wall")
@@ -44,6 +53,7 @@ SOURCE = r"""
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,8 +82,17 @@ static int open_kind(const char *kind)
 	else if (!strcmp(kind, "zero"))
 		fd = open("/dev/zero", O_RDONLY);
 	else if (!strcmp(kind, "file")) {
-		mkdir("/tmp/course-scratch", 0755);
-		fd = open(FILE_PATH, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		struct stat folder;
+
+		/* Root writes here: a folder of its own (the guest's init makes it before any job runs), */
+		/* never one a job made in /tmp, nor a link a job left to make it write elsewhere. */
+		mkdir(SCRATCH_PATH, 0755);
+		if (lstat(SCRATCH_PATH, &folder) < 0 || !S_ISDIR(folder.st_mode) || folder.st_uid != geteuid()
+			|| (folder.st_mode & 022)) {
+			errno = EPERM;
+			die("not our own folder for", kind);
+		}
+		fd = open(FILE_PATH, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (fd < 0 || write(fd, file_text, sizeof(file_text) - 1) != sizeof(file_text) - 1)
 			die("cannot write", kind);
 		close(fd);
@@ -128,16 +147,51 @@ static int load(int argc, char **argv)
 	return 0;
 }
 
+/* Become the job's user for good: no group of root's kept, no way back (each step checked, then the result). */
+static void drop_to(uid_t id, const char *program)
+{
+	gid_t groups[1];
+
+	if (setgroups(0, NULL) < 0 || setgid(id) < 0 || setuid(id) < 0)
+		die("cannot drop root's rights for", program);
+	if (getuid() != id || geteuid() != id || getgid() != id || getegid() != id || getgroups(1, groups) != 0
+		|| setuid(0) == 0) {
+		errno = EPERM;
+		die("still has root's rights for", program);
+	}
+}
+
+/* The user a program runs as: "root", or a uid of a job's own (a number from 1 to 65533). */
+static int user_of(const char *word, uid_t *id)
+{
+	char *end;
+	unsigned long number;
+
+	if (!strcmp(word, "root")) {
+		*id = 0;
+		return 0;
+	}
+	errno = 0;
+	number = strtoul(word, &end, 10);
+	if (errno || end == word || *end || word[0] < '1' || word[0] > '9' || number > 65533)
+		return -1;
+	*id = number;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char listed[512] = "", *kinds, *kind;
 	int fd, status;
 	pid_t child;
+	uid_t user;
 
-	if (argc < 5 || strcmp(argv[3], "--")) {
-		fprintf(stderr, "usage: course-launch STDIN FILES|- -- PROGRAM [ARG...] | --load MODULE [PARAM...]\n");
+	if (argc < 6 || strcmp(argv[4], "--") || user_of(argv[1], &user) < 0) {
+		fprintf(stderr, "usage: course-launch root|UID STDIN FILES|- -- PROGRAM [ARG...] | --load MODULE [PARAM...]\n");
 		return 2;
 	}
+	argv++;
+	argc--;
 	fd = open_kind(argv[1]);
 	if (dup2(fd, 0) < 0)
 		die("cannot make standard input of", argv[1]);
@@ -156,6 +210,8 @@ int main(int argc, char **argv)
 	if (child < 0)
 		die("cannot fork for", argv[4]);
 	if (child == 0) {
+		if (user != 0)
+			drop_to(user, argv[4]);
 		if (!strcmp(argv[4], "--load"))
 			_exit(argc > 5 ? load(argc - 5, argv + 5) : 2);
 		execv(argv[4], argv + 4);
@@ -183,7 +239,11 @@ def _c_string(text: str) -> str:
 
 def compiled(folder: Path) -> Path:
     """The launcher, compiled statically into ``folder`` (once per source and file text)."""
-    defines = [f"-DFILE_TEXT={_c_string(FILE_TEXT)}", f"-DFILE_PATH={_c_string(FILE_PATH)}"]
+    defines = [
+        f"-DFILE_TEXT={_c_string(FILE_TEXT)}",
+        f"-DFILE_PATH={_c_string(FILE_PATH)}",
+        f"-DSCRATCH_PATH={_c_string(SCRATCH_PATH)}",
+    ]
     digest = hashlib.sha256("\0".join([SOURCE, *CFLAGS, *defines]).encode()).hexdigest()[:16]
     binary = folder / f"course-launch-{digest}"
     with _compiling:

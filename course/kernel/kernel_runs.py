@@ -18,7 +18,7 @@ from pathlib import Path
 from course.kernel import kernel_build, kernel_guest, ram_guest, vm
 from course.kernel.guest_records import cannot_start, keep_earlier, not_built, not_run, record_results, why_not_started
 from course.kernel.kernel_build import GuestKernel, KernelError
-from course.kernel.memory_boot import boot_in_memory, boot_tcg_in_memory, memory_boots, record_in_memory
+from course.kernel.memory_boot import boot_in_memory, memory_boots, record_in_memory
 from course.kernel.options import KERNEL_RUNNERS, KernelOptions
 from course.measure import lessons as lesson_catalog
 from course.measure.build import BuildError, file_hash
@@ -155,8 +155,7 @@ def measure(layout: Layout, runs: list[LessonRun], options: KernelOptions, where
             for lessons, ours in memory_boots(jobs, in_memory, own):
                 if vm.boot_cancelled():
                     raise KeyboardInterrupt("the boot was interrupted before the next guest from memory")
-                boot_one = boot_in_memory if where["acceleration"] == "tcg-icount" else boot_tcg_in_memory
-                memory_booted.append(boot_one(layout, runs, lessons, ours, kernel, options, where, progress))
+                memory_booted.append(boot_in_memory(layout, runs, lessons, ours, kernel, options, where, progress))
 
     def finish_in_memory() -> None:
         build_then_boot()  # a no-op once it booted beside the other

@@ -51,54 +51,14 @@ def boot_in_memory(
     where: dict,
     progress: Progress,
 ) -> dict:
-    """The jobs of ``lessons`` (programs, and the server modules that built) in one boot of course.kernel.ram_guest.
+    """The jobs of ``lessons`` (programs, and the server modules that built) in one boot of course.kernel.ram_guest
+    under ``where``'s acceleration (tcg-icount or tcg), or why not.
 
     It may run in the thread beside a virtme-ng boot: it records nothing, :func:`record_in_memory` does.
     """
-    ours = [run for run in runs if run.lesson.name in lessons]
-    booted: dict = {"jobs": jobs, "runs": ours, "boot": None, "error": None, "seconds": 0.0}
-    if not jobs:
-        return booted
-    progress(f"  vm     booting {kernel.release} from memory ({where['acceleration']}) for {len(jobs)} runs ...")
-    started = time.monotonic()
-    try:
-        with vm.others_may_run():
-            booted["boot"] = ram_guest.run_jobs(layout, kernel, jobs, progress, hardware=options.hardware)
-    except (vm.VmError, ram_guest.RamGuestError, OSError, subprocess.SubprocessError) as error:
-        booted["error"] = error
-    booted["seconds"] = time.monotonic() - started
-    return booted
-
-
-def boot_tcg_in_memory(
-    layout: Layout,
-    runs: list[LessonRun],
-    lessons: set[str],
-    jobs: list[dict],
-    kernel: GuestKernel,
-    options: KernelOptions,
-    where: dict,
-    progress: Progress,
-) -> dict:
-    """:func:`boot_in_memory` under plain TCG (ram_guest.run_tcg_jobs).
-
-    boot_in_memory stays as it is: its code is a source of the shipped icount sets (code_parts).
-    """
-    return _boot_with(ram_guest.run_tcg_jobs, layout, runs, lessons, jobs, kernel, options, where, progress)
-
-
-def _boot_with(
-    boot: Callable[..., vm.VmRun],
-    layout: Layout,
-    runs: list[LessonRun],
-    lessons: set[str],
-    jobs: list[dict],
-    kernel: GuestKernel,
-    options: KernelOptions,
-    where: dict,
-    progress: Progress,
-) -> dict:
-    """The jobs of ``lessons`` in one boot of ``boot`` (a runner of course.kernel.ram_guest), or why not."""
+    boot: Callable[..., vm.VmRun] = {"tcg-icount": ram_guest.run_jobs, "tcg": ram_guest.run_tcg_jobs}[
+        where["acceleration"]
+    ]
     ours = [run for run in runs if run.lesson.name in lessons]
     booted: dict = {"jobs": jobs, "runs": ours, "boot": None, "error": None, "seconds": 0.0}
     if not jobs:

@@ -71,6 +71,11 @@ BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 #: The lines that carry the guest's files back: ``@@course <job> <name> begin`` ... ``end``.
 MARK = re.compile(r"^@@course (\d+|guest) ([a-z_]+) (begin|end)$")
 
+#: Job N's programs run as uid and gid ``JOB_UID_BASE + N`` (course.kernel.guest_launcher drops to it): a user of
+#: their own, who owns nothing in the guest, so that one lesson's (or a student's) program can change neither the
+#: tools and files the guest's init runs, nor another job's programs or records.
+JOB_UID_BASE = 1000
+
 #: What the guest's /etc/hostname holds.
 GUEST_HOSTNAME = "course-guest"
 
@@ -97,6 +102,7 @@ GUEST_CODE = {
     "course/kernel/ram_guest.py": (
         "ICOUNT_OPTIONS",
         "BUSYBOX_PATHS",
+        "JOB_UID_BASE",
         "GUEST_HOSTNAME",
         "FILE_LIMIT_BYTES",
         "TRACEFS",
@@ -112,10 +118,12 @@ GUEST_CODE = {
         "_launch",
         "_trace_lines",
         "make_initramfs",
+        "_mode",
         "_copy_stripped",
         "qemu_command",
         "lessons_in_memory",
         "run_jobs",
+        "_boot",
     ),
     "course/kernel/memory_boot.py": ("boot_in_memory", "memory_boots"),
     "course/kernel/kernel_guest.py": ("VM_MARK", "TRACEFS", "TRACE_OPTIONS"),
@@ -125,6 +133,7 @@ GUEST_CODE = {
         "FILE_PATH",
         "CFLAGS",
         "SOURCE",
+        "SCRATCH_PATH",
         "_c_string",
         "compiled",
         "_compile",
@@ -132,8 +141,7 @@ GUEST_CODE = {
 }
 
 
-#: The same under plain TCG: its own options and boot (GUEST_CODE's definitions are left as they are, since
-#: their code is a source of every shipped icount set, and a change there would show those sets stale).
+#: The same under plain TCG: its own options, command and entry points.
 GUEST_CODE_TCG = {
     **GUEST_CODE,
     "course/kernel/ram_guest.py": (
@@ -141,9 +149,7 @@ GUEST_CODE_TCG = {
         "TCG_OPTIONS",
         "tcg_command",
         "run_tcg_jobs",
-        "_boot",
     ),
-    "course/kernel/memory_boot.py": ("boot_tcg_in_memory", "_boot_with", "memory_boots"),
 }
 
 
@@ -202,37 +208,47 @@ def libraries(binary: Path) -> list[Path]:
 
 
 def init_script(jobs: list[dict]) -> str:
-    """The guest's /init: every job in order, each under its timeout, its files printed as soon as it ends."""
+    """The guest's /init: every job in order, each under its timeout, its files printed as soon as it ends.
+
+    The init is root, and so are the module loads and the trace; each job's programs run as a user of its
+    own (:data:`JOB_UID_BASE`), who can write only in /tmp (emptied after each job). What the init records of
+    job N lies in ``/out/N``, root's alone: the program's output goes there through descriptors the init opened.
+    """
     q = shlex.quote
+    scratch = Path(guest_launcher.SCRATCH_PATH).name
     lines = [
         "#!/bin/busybox sh",
         "/bin/busybox --install -s /bin",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
         "mkdir -p /dev/pts; mount -t devpts devpts /dev/pts",  # the launcher's pseudo-terminals
+        # No link a job leaves in /tmp leads root's writes elsewhere, nor a hard link to root's files in it.
+        "echo 1 >/proc/sys/fs/protected_symlinks; echo 1 >/proc/sys/fs/protected_hardlinks",
         "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed
         "ip link set lo up",
-        "mkdir -p /out /tmp",
-        # Whatever a job left running is killed first: it prints nothing into the blocks.
-        "dump() { kill -9 -1; for file in /out/$1/*; do",
+        # Whatever a job left running is killed first: it prints nothing into the blocks, and leaves nothing in /tmp.
+        f"dump() {{ kill -9 -1; find /tmp -mindepth 1 -maxdepth 1 ! -name {scratch} -exec rm -rf {{}} +",
+        "for file in /out/$1/*; do",
         '  mark="@@course $1 ${file##*/}"',
         f'  echo "$mark begin"; head -c {FILE_LIMIT_BYTES} $file | base64; echo "$mark end"',
         "done; }",
     ]
     for index, job in enumerate(jobs):
         out = f"/out/{index}"
-        lines.append(f"mkdir -p {out}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
+        user = str(JOB_UID_BASE + index)
+        lines.append(f"mkdir -m 700 {out}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
         if "trace" in job:
             lines += _trace_lines(job, index, out)
             continue
         if "binary" in job:
             seconds = _seconds(job.get("timeout"), 120)
             words = [f"/job/{index}/{Path(job['binary']).name}", *job.get("args", ())]
-            command = f"timeout -s KILL {seconds} " + _launch(job.get("stdin", "devnull"), job.get("files", ()), words)
+            launched = _launch(user, job.get("stdin", "devnull"), job.get("files", ()), words)
+            command = f"timeout -s KILL {seconds} {launched}"
             lines.append(f"{command} >{out}/stdout 2>{out}/stderr; echo $? >{out}/status; dump {index}")
             continue
         if "client" not in job:  # a module that measures in its init: loaded with a kind of standard input
             ko = f"/job/{index}/{Path(job['ko']).name}"
-            insmod = _launch(job["stdin"], (), ["--load", ko, *job.get("params", ())])
+            insmod = _launch("root", job["stdin"], (), ["--load", ko, *job.get("params", ())])
             lines += [
                 "dmesg -c >/dev/null",
                 f"timeout -s KILL {MODULE_SECONDS} {insmod} >{out}/insmod 2>&1; echo $? >{out}/status",
@@ -240,14 +256,14 @@ def init_script(jobs: list[dict]) -> str:
             ]
             continue
         words = [f"/job/{index}/{Path(job['client']).name}", *job["client_args"]]
-        client = f"timeout -s KILL {_seconds(job.get('timeout'), CLIENT_SECONDS)} " + " ".join(q(w) for w in words)
+        client = f"timeout -s KILL {_seconds(job.get('timeout'), CLIENT_SECONDS)} {_launch(user, 'devnull', (), words)}"
         ko = f"/job/{index}/{Path(job['ko']).name}"
-        insmod = _launch("devnull", (), ["--load", ko, *job.get("params", ())])
+        insmod = _launch("root", "devnull", (), ["--load", ko, *job.get("params", ())])
         lines += [
             "dmesg -c >/dev/null",
             f"timeout -s KILL {MODULE_SECONDS} {insmod} >{out}/insmod 2>&1; echo $? >{out}/status",
             f'if [ "$(cat {out}/status)" = 0 ]; then',
-            f"  {client} </dev/null >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
+            f"  {client} >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
             f"  timeout -s KILL {MODULE_SECONDS} rmmod {q(job['module'])} >{out}/rmmod 2>&1",
             "fi",
             f"dmesg >{out}/log; cat /proc/modules >{out}/modules",
@@ -255,7 +271,7 @@ def init_script(jobs: list[dict]) -> str:
             f"dump {index}",
         ]
     lines += [
-        "mkdir -p /out/guest; uname -r >/out/guest/release; uname -v >/out/guest/version",
+        "mkdir -m 700 /out/guest; uname -r >/out/guest/release; uname -v >/out/guest/version",
         "cat /proc/cpuinfo >/out/guest/cpuinfo",
         "grep . /sys/devices/system/cpu/vulnerabilities/* >/out/guest/mitigations",
         "dump guest",
@@ -264,11 +280,12 @@ def init_script(jobs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _launch(stdin: str, files: tuple[str, ...] | list[str], words: list[str]) -> str:
-    """A command run by the launcher with ``stdin`` as standard input and ``files`` open (``/bin/course-launch``)."""
+def _launch(user: str, stdin: str, files: tuple[str, ...] | list[str], words: list[str]) -> str:
+    """A command run by the launcher as ``user`` (``root`` or a job's uid), with ``stdin`` as standard input and
+    ``files`` open (``/bin/course-launch``)."""
     q = shlex.quote
     opened = ",".join(files) or "-"
-    return " ".join(q(word) for word in ["/bin/course-launch", stdin, opened, "--", *words])
+    return " ".join(q(word) for word in ["/bin/course-launch", user, stdin, opened, "--", *words])
 
 
 def _trace_lines(job: dict, index: int, out: str) -> list[str]:
@@ -296,7 +313,7 @@ def _trace_lines(job: dict, index: int, out: str) -> list[str]:
     lines += [f"[ -f {t}/options/{name} ] && echo {value} >{t}/options/{name}" for name, value in options]
     seconds = _seconds(job.get("timeout"), 60)
     words = [f"/job/{index}/{Path(job['binary']).name}", t]
-    command = f"timeout -s KILL {seconds} " + _launch("devnull", job.get("files", ()), words)
+    command = f"timeout -s KILL {seconds} " + _launch("root", "devnull", job.get("files", ()), words)
     lines += [
         f"if [ -s {out}/graph ]; then",
         f"  echo function_graph >{t}/current_tracer",
@@ -329,7 +346,7 @@ def _title(job: dict) -> str:
 def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries."""
     root = folder / "root"
-    for name in ("bin", "proc", "sys", "dev", "tmp", "out", "etc"):
+    for name in ("bin", "proc", "sys", "dev", "tmp", "out", "etc", guest_launcher.SCRATCH_PATH.lstrip("/")):
         (root / name).mkdir(parents=True, exist_ok=True)
     # A small regular file every guest has (lesson 4's exercise opens it from its module), as virtme-ng's root has.
     (root / "etc" / "hostname").write_text(GUEST_HOSTNAME + "\n")
@@ -358,14 +375,16 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     init = root / "init"
     init.write_text(init_script(jobs))
     init.chmod(0o755)
-    # The same bytes for the same files: any input that differs changes the boot (dates, inode numbers).
+    # The same bytes for the same files: any input that differs changes the boot (dates, inode numbers, modes).
     names = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
     for name in [*names, "."]:
+        (root / name).chmod(_mode(name, root / name))
         os.utime(root / name, (0, 0), follow_symlinks=False)
     archive = folder / "initramfs.cpio"
     with archive.open("wb") as out:
         made = subprocess.run(
-            ["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"],
+            # Every file root's (whoever packs it): no job's uid owns anything of the guest.
+            ["cpio", "-o", "-H", "newc", "--quiet", "--reproducible", "--owner", "0:0"],
             cwd=root,
             input="\n".join([".", *names]).encode(),
             stdout=out,
@@ -375,6 +394,15 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     if made.returncode != 0:
         raise RamGuestError(f"cpio could not make the guest's initramfs: {made.stderr.decode(errors='replace')[:300]}")
     return archive
+
+
+def _mode(name: str, path: Path) -> int:
+    """A file's mode in the guest: root's alone to write, whatever the host's umask; /tmp every job's (sticky),
+    /out (what the init records of each job) root's alone to read too."""
+    special = {"tmp": 0o1777, "out": 0o700}
+    if name in special:
+        return special[name]
+    return 0o755 if path.is_dir() or path.stat().st_mode & 0o111 else 0o644
 
 
 def _copy_stripped(source: Path, target: Path) -> None:
@@ -612,37 +640,14 @@ def run_jobs(
     progress: Callable[[str], None],
     timeout: float = 900,
     hardware: GuestHardware = DEFAULT_HARDWARE,
+    on_line: Callable[[str], None] | None = None,
 ) -> vm.VmRun:
-    """Boot the initramfs guest once for ``jobs`` (see :func:`suitable`) and return what each job gave."""
-    vm.require_qemu()
-    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
-    if vm.boot_cancelled():  # interrupted during the build it waited for
-        raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
-    # Named by this process, as vm.run_jobs names its folders: one left by a SIGKILL goes on the next run.
-    vm.remove_stale_runs(layout.build / "vm", "ram-")
-    folder = Path(tempfile.mkdtemp(prefix=f"ram-{os.getpid()}-", dir=layout.build / "vm"))
-    try:
-        archive = make_initramfs(jobs, folder)
-        if vm.boot_cancelled():
-            raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
-        started = time.monotonic()
-        first_job: list[float] = []
+    """Boot the initramfs guest once for ``jobs`` (see :func:`suitable`) and return what each job gave.
 
-        def show(line: str) -> None:
-            if line.startswith("course-guest:"):
-                if not first_job:
-                    first_job.append(time.monotonic() - started)
-                progress("  vm     " + vm.guest_progress(line, jobs))
-
-        # Started at its PVH entry, without the decompressor that took seconds of every boot (course.kernel.boot_image).
-        booted = vm.booted_kernel(layout, kernel)
-        status, console = vm._run(qemu_command(booted, archive, hardware), timeout, show)
-        files = read_back(console)
-        seconds = time.monotonic() - started
-        first = first_job[0] if first_job else None
-        return vm.VmRun(job_results(jobs, files), console, status, seconds, guest_of(files), first)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    ``on_line`` sees every line of the console as it comes; an exception it raises stops the boot there
+    (QEMU is killed) and comes out of this call.
+    """
+    return _boot(layout, kernel, jobs, progress, timeout, hardware, "tcg-icount", on_line)
 
 
 def run_tcg_jobs(
@@ -652,9 +657,10 @@ def run_tcg_jobs(
     progress: Callable[[str], None],
     timeout: float = 900,
     hardware: GuestHardware = DEFAULT_HARDWARE,
+    on_line: Callable[[str], None] | None = None,
 ) -> vm.VmRun:
     """:func:`run_jobs` under plain TCG (:func:`tcg_command`)."""
-    return _boot(layout, kernel, jobs, progress, timeout, hardware, "tcg")
+    return _boot(layout, kernel, jobs, progress, timeout, hardware, "tcg", on_line)
 
 
 def _boot(
@@ -665,12 +671,9 @@ def _boot(
     timeout: float,
     hardware: GuestHardware,
     acceleration: str,
+    on_line: Callable[[str], None] | None,
 ) -> vm.VmRun:
-    """Boot the initramfs guest once for ``jobs`` under ``acceleration``.
-
-    :func:`run_jobs` does the same under tcg-icount and stays as it is: its code is a source of the
-    shipped icount sets (code_parts); it becomes a call of this one when they are measured again.
-    """
+    """Boot the initramfs guest once for ``jobs`` under ``acceleration``."""
     command_of = {"tcg-icount": qemu_command, "tcg": tcg_command}[acceleration]
     vm.require_qemu()
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
@@ -696,6 +699,8 @@ def _boot(
                 if number:
                     announced.setdefault(int(number[1]) - 1, now)
                 progress("  vm     " + vm.guest_progress(line, jobs))
+            if on_line is not None:
+                on_line(line)
 
         # Started at its PVH entry, without the decompressor that took seconds of every boot (course.kernel.boot_image).
         booted = vm.booted_kernel(layout, kernel)
