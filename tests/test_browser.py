@@ -152,12 +152,16 @@ def desktop_visits(built_site: Layout, browser) -> dict[Path, dict]:
 
     The tests that only read a page as it loads share these visits (each page load costs Chromium about
     0.3 CPU-s here): the figures, the favicon, the listings, the kernel links, the openings and the machine
-    pages' rows and downloads of one load.
+    pages' rows and downloads of one load. On the pages with code to copy (the lessons and the home page), the copy
+    buttons are then clicked, once read (:func:`_copy_sweep`), in the same load.
     """
     visits = {}
+    copied = {*_lesson_pages(built_site), built_site.html / "docs/index.html"}
     for page in _pages(built_site):
         browser.get(page.as_uri())
         visits[page] = browser.execute_script(VISIT)
+        if page in copied:
+            visits[page]["copies"] = _copy_sweep(browser)
     return visits
 
 
@@ -332,19 +336,31 @@ def _copies(browser, buttons: list) -> list[str | None]:
     return [*copied, *[None] * (len(buttons) - len(copied))]  # a button that copied nothing left a hole, or none
 
 
-def test_every_code_block_and_command_has_a_copy_button_that_copies_it_exactly(built_site: Layout, browser) -> None:
+def _copy_sweep(browser) -> tuple[int, list[tuple]]:
+    """On the loaded page, its folds opened: how many code blocks and commands it has, and for each copy button
+    whether it copies a command, the file and first line of its listing, and what a reader's click on it copies."""
     from selenium.webdriver.common.by import By
 
+    # The visit scrolled to each figure (smoothly, in this theme): that scroll is ended here, at the top, so the
+    # clicks below land where each button is put. Then the folded listings are opened, to be copied too.
+    browser.execute_script(
+        "window.scrollTo({top: 0, behavior: 'instant'});"
+        "document.querySelectorAll('details').forEach((fold) => (fold.open = true));"
+    )
+    blocks = browser.find_elements(By.CSS_SELECTOR, "div.highlight pre, code.course-command")
+    buttons = browser.execute_script(BUTTONS)
+    copies = _copies(browser, [button for button, *_ in buttons])
+    return len(blocks), [(*fields, copied) for (_, *fields), copied in zip(buttons, copies, strict=True)]
+
+
+def test_every_code_block_and_command_has_a_copy_button_that_copies_it_exactly(
+    built_site: Layout, desktop_visits: dict[Path, dict]
+) -> None:
     commands, listings = [], []
     for page in [*_lesson_pages(built_site), built_site.html / "docs/index.html"]:
-        browser.get(page.as_uri())
-        browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")  # folded too
-        blocks = browser.find_elements(By.CSS_SELECTOR, "div.highlight pre, code.course-command")
-        buttons = browser.execute_script(BUTTONS)
-        assert blocks and len(buttons) == len(blocks), f"{page.name}: {len(blocks)} blocks, {len(buttons)} buttons"
-        for (_, command, source_file, first_line), copied in zip(
-            buttons, _copies(browser, [button for button, *_ in buttons]), strict=True
-        ):
+        blocks, buttons = desktop_visits[page]["copies"]
+        assert blocks and len(buttons) == blocks, f"{page.name}: {blocks} blocks, {len(buttons)} buttons"
+        for command, source_file, first_line, copied in buttons:
             assert copied, f"{page.name}: a copy button copied nothing"
             if command:
                 commands.append(copied)
