@@ -152,12 +152,16 @@ def desktop_visits(built_site: Layout, browser) -> dict[Path, dict]:
 
     The tests that only read a page as it loads share these visits (each page load costs Chromium about
     0.3 CPU-s here): the figures, the favicon, the listings, the kernel links, the openings and the machine
-    pages' rows and downloads of one load.
+    pages' rows and downloads of one load. On the pages with code to copy (the lessons and the home page), the copy
+    buttons are then clicked, once read (:func:`_copy_sweep`), in the same load.
     """
     visits = {}
+    copied = {*_lesson_pages(built_site), built_site.html / "docs/index.html"}
     for page in _pages(built_site):
         browser.get(page.as_uri())
         visits[page] = browser.execute_script(VISIT)
+        if page in copied:
+            visits[page]["copies"] = _copy_sweep(browser)
     return visits
 
 
@@ -290,14 +294,21 @@ def test_every_lesson_shows_code_equal_to_its_source_file(built_site: Layout, de
             assert whole.splitlines() == source, f"{page.name}: the link does not give the whole file"
 
 
-#: Listen for the next copy and keep what it copied (the text the button selected to copy).
+#: Listen for every copy on the page, and keep what each copied (the text the button selected to copy) under the
+#: number of the button clicked last (set by AIM): one listener for the whole page, read once after every click.
 LISTEN = """
-window.courseCopied = null;
+window.courseCopied = [];
+window.courseClicked = null;
 document.addEventListener('copy', () => {
   const a = document.activeElement;
-  window.courseCopied = a && a.value !== undefined ? a.value.slice(a.selectionStart, a.selectionEnd)
-                                                   : String(getSelection());
-}, {once: true});
+  const copied = a && a.value !== undefined ? a.value.slice(a.selectionStart, a.selectionEnd) : String(getSelection());
+  window.courseCopied[window.courseClicked] = copied;
+});
+"""
+
+#: The button ``arguments[0]``, number ``arguments[1]``, is the one clicked next: in view, to copy under its number.
+AIM = """
+window.courseClicked = arguments[1];
 arguments[0].scrollIntoView({block: 'center', behavior: 'instant'});  // not smooth: the click comes at once
 """
 
@@ -315,25 +326,41 @@ return [...document.querySelectorAll('button.copybtn')].map((button) => {
 """
 
 
-def _copy(browser, button) -> str | None:
-    """What a reader's click on ``button`` copies (a real click: copying needs a user's gesture)."""
-    browser.execute_script(LISTEN, button)
-    button.click()
-    return browser.execute_script("return window.courseCopied")
+def _copies(browser, buttons: list) -> list[str | None]:
+    """What a reader's click on each of ``buttons`` copies (a real click: copying needs a user's gesture), in order."""
+    browser.execute_script(LISTEN)
+    for number, button in enumerate(buttons):
+        browser.execute_script(AIM, button, number)
+        button.click()
+    copied = browser.execute_script("return window.courseCopied")
+    return [*copied, *[None] * (len(buttons) - len(copied))]  # a button that copied nothing left a hole, or none
 
 
-def test_every_code_block_and_command_has_a_copy_button_that_copies_it_exactly(built_site: Layout, browser) -> None:
+def _copy_sweep(browser) -> tuple[int, list[tuple]]:
+    """On the loaded page, its folds opened: how many code blocks and commands it has, and for each copy button
+    whether it copies a command, the file and first line of its listing, and what a reader's click on it copies."""
     from selenium.webdriver.common.by import By
 
+    # The visit scrolled to each figure (smoothly, in this theme): that scroll is ended here, at the top, so the
+    # clicks below land where each button is put. Then the folded listings are opened, to be copied too.
+    browser.execute_script(
+        "window.scrollTo({top: 0, behavior: 'instant'});"
+        "document.querySelectorAll('details').forEach((fold) => (fold.open = true));"
+    )
+    blocks = browser.find_elements(By.CSS_SELECTOR, "div.highlight pre, code.course-command")
+    buttons = browser.execute_script(BUTTONS)
+    copies = _copies(browser, [button for button, *_ in buttons])
+    return len(blocks), [(*fields, copied) for (_, *fields), copied in zip(buttons, copies, strict=True)]
+
+
+def test_every_code_block_and_command_has_a_copy_button_that_copies_it_exactly(
+    built_site: Layout, desktop_visits: dict[Path, dict]
+) -> None:
     commands, listings = [], []
     for page in [*_lesson_pages(built_site), built_site.html / "docs/index.html"]:
-        browser.get(page.as_uri())
-        browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")  # folded too
-        blocks = browser.find_elements(By.CSS_SELECTOR, "div.highlight pre, code.course-command")
-        buttons = browser.execute_script(BUTTONS)
-        assert blocks and len(buttons) == len(blocks), f"{page.name}: {len(blocks)} blocks, {len(buttons)} buttons"
-        for button, command, source_file, first_line in buttons:
-            copied = _copy(browser, button)
+        blocks, buttons = desktop_visits[page]["copies"]
+        assert blocks and len(buttons) == blocks, f"{page.name}: {blocks} blocks, {len(buttons)} buttons"
+        for command, source_file, first_line, copied in buttons:
             assert copied, f"{page.name}: a copy button copied nothing"
             if command:
                 commands.append(copied)
@@ -428,14 +455,18 @@ def test_kernel_functions_link_to_the_guest_kernels_source_and_calls_to_their_ma
                 assert href == f"https://man7.org/linux/man-pages/man2/{text.removesuffix('(2)')}.2.html"
 
 
-#: The page's own width against its viewport's, and the smallest chart label as drawn, in CSS px.
+#: The page's own width against its viewport's, the smallest chart label as drawn, and the width of each table of the
+#: article (of its scrolling wrapper, where it has one), in CSS px: read in one call (a call for each table's box and
+#: another for its size took most of this test's calls; the width is the element's rect, as WebDriver's size).
 NARROW = """
 const page = document.documentElement;
 const sizes = [...document.querySelectorAll('svg.course-chart')].flatMap(svg => {
   const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
   return [...svg.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale);
 });
-return [page.scrollWidth, page.clientWidth, sizes.length ? Math.min(...sizes) : null, sizes.length];
+const tables = [...document.querySelectorAll('article table')].map(
+  (table) => (table.closest('.table-wrapper') || table).getBoundingClientRect().width);
+return [page.scrollWidth, page.clientWidth, sizes.length ? Math.min(...sizes) : null, sizes.length, tables];
 """
 
 
@@ -444,18 +475,18 @@ def test_on_a_phone_no_page_scrolls_sideways_and_chart_labels_stay_readable(buil
 
     browser.set_window_size(390, 844)
     try:
-        labels = 0
+        labels = shown_tables = 0
         for page in _pages(built_site):
             browser.get(page.as_uri())
-            scroll, width, smallest, count = browser.execute_script(NARROW)
+            scroll, width, smallest, count, tables = browser.execute_script(NARROW)
             assert scroll <= width, f"{page.name} scrolls sideways at 390 px: {scroll} px wide in {width}"
             if count:
                 assert smallest >= 10, f"{page.name}: a chart label is {smallest:.1f} px at 390 px"
                 labels += count
-            for table in browser.find_elements(By.CSS_SELECTOR, "article table"):
-                box = browser.execute_script("return arguments[0].closest('.table-wrapper') || arguments[0]", table)
-                assert box.size["width"] <= width, f"{page.name}: a table is wider than the page"
+            assert all(table <= width for table in tables), f"{page.name}: a table is wider than the page"
+            shown_tables += len(tables)
         assert labels, "no chart was drawn"
+        assert shown_tables, "no table was measured"
         # Lesson 2's path diagram: its labels legible at phone width, its thick arrow visibly thick.
         browser.get((built_site.html / "lessons/02-read-path.html").as_uri())
         figure = browser.find_element(By.CSS_SELECTOR, "object.graphviz")

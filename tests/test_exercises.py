@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -17,14 +18,37 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: Samples each of a lesson's own programs ([[run]]) takes in the copy: these tests assert what the exercises do, and of
+#: the lesson's other programs only that they ran without a failure, which a few samples show as well as the
+#: lesson's hundreds of thousands. The exercises keep their own counts.
+RUN_SAMPLES = "2000"
+
+
+def _fewer_samples(lesson_toml: Path) -> None:
+    """The lesson's [[run]] programs take RUN_SAMPLES samples (their first argument); its exercises, as before."""
+    tables = re.split(r"(?m)^(?=\[\[)", lesson_toml.read_text(encoding="utf-8"))
+    runs = [
+        re.sub(r'(?m)^args = \["\d+"', f'args = ["{RUN_SAMPLES}"', t) if t.startswith("[[run]]") else t for t in tables
+    ]
+    lesson_toml.write_text("".join(runs), encoding="utf-8")
+
+
 @pytest.fixture
 def course_copy(tmp_path: Path) -> Layout:
-    """A copy of the course's lessons and code, so a test may play the student and edit a variant."""
+    """A copy of the course's lessons and code, so a test may play the student and edit a variant (RUN_SAMPLES)."""
     root = tmp_path / "course"
     for part in ("lessons", "code"):
         shutil.copytree(ROOT / part, root / part)
+    for lesson_toml in (root / "code" / "user").glob("*/lesson.toml"):
+        _fewer_samples(lesson_toml)
     (root / "conf.py").write_text("")
     return Layout(root)
+
+
+def test_the_copy_runs_fewer_samples_of_the_lessons_programs_only(course_copy: Layout) -> None:
+    lesson = lessons.find(course_copy, 3)
+    assert {spec.args[0] for spec in lesson.runs} == {RUN_SAMPLES}
+    assert [spec.args for spec in lesson.exercises] == [spec.args for spec in lessons.find(Layout(ROOT), 3).exercises]
 
 
 def test_at_least_three_lessons_give_a_variant_to_write() -> None:
@@ -60,7 +84,10 @@ def test_the_todo_variant_is_not_yet_right_and_the_solved_one_works(course_copy:
         assert solved, "the reference solution is measured"
 
     _solve(course_copy, lesson, spec)
-    again = pipeline.measure_lesson(course_copy, lesson, set_path, progress=lambda line: None)
+    # The student's loop (``invoke lesson N``): the lesson's unchanged programs keep their figures, the exercise reruns.
+    again = pipeline.measure_lessons(course_copy, [lesson], set_path, keep_unchanged=True, progress=lambda line: None)[
+        0
+    ]
     assert not again.cached, "editing the variant reruns the lesson"
     yours = again.stored["exercises"][spec.name]["yours"]
     assert yours["status"] == outcome["solution"]["status"], yours
