@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -145,7 +146,7 @@ def _unescaped(text: str) -> str:
 
 
 def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path:
-    """Where every entry a job can make at the top of ``folder`` is listed: the upper layer of the overlay mounted
+    """Where every entry a job can make in ``folder`` is listed: the upper layer of the overlay mounted
     there, or ``folder`` itself.
 
     The guest's /tmp is virtme-ng's overlay of this host's /tmp (beneath, read over uncached 9p) and
@@ -169,30 +170,75 @@ def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) 
 
 
 def remove_files_of(uid: int, folders: tuple[Path, ...] = SHARED_TEMP) -> None:
-    """Remove what ``uid`` left at the top of the shared temporary folders (the next job must not find it).
+    """Remove what ``uid`` left in the shared temporary folders (the next job must not find it).
 
-    Each folder's entries are looked for where a job's writes land (:func:`written_layer`) and
-    removed through the folder itself.
+    Not only at their top: a folder that is every user's (the host's ``/tmp/.X11-unix``, seen in the
+    guest's overlay, sticky and writable by all) holds a job's files as well, and so does one below a
+    folder of root's. Every folder a job could reach (see :func:`_left_by`) is looked through where a
+    job's writes land (:func:`written_layer`); what ``uid`` owns is removed through the folder itself.
     """
     for folder in folders:
-        try:
-            names = os.listdir(written_layer(folder))
-        except OSError:  # the layer cannot be listed: the folder itself, then
-            try:
-                names = os.listdir(folder)
-            except OSError:
-                continue
-        entries = [folder / name for name in names]
-        for entry in entries:
-            try:
-                if entry.lstat().st_uid != uid:
+        found = _left_by(uid, written_layer(folder))
+        if found is None:  # the layer cannot be listed: the folder itself, then
+            found = _left_by(uid, folder) or []
+        for relative in found:
+            _remove_through(folder, relative, uid)
+
+
+def _left_by(uid: int, layer: Path) -> list[tuple[str, ...]] | None:
+    """What ``uid`` owns in ``layer`` (each as its names from ``layer``; nothing inside what it owns), or None.
+
+    Only the folders that ``uid`` may pass through (search permission as another user, or as the group
+    when it is the folder's: a job's gid is its uid) are looked into: a job made nothing below the others.
+    """
+    try:
+        top = os.scandir(layer)
+    except OSError:
+        return None
+    found: list[tuple[str, ...]] = []
+    pending = [((), top)]
+    while pending:
+        names, listing = pending.pop()
+        with listing:
+            for entry in listing:
+                try:
+                    about = entry.stat(follow_symlinks=False)
+                except OSError:  # gone meanwhile
                     continue
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink()
-            except OSError:
-                continue
+                if about.st_uid == uid:
+                    found.append((*names, entry.name))
+                    continue
+                passable = stat.S_IXGRP if about.st_gid == uid else stat.S_IXOTH
+                if stat.S_ISDIR(about.st_mode) and about.st_mode & passable:
+                    try:
+                        pending.append(((*names, entry.name), os.scandir(entry.path)))
+                    except OSError:
+                        continue
+    return found
+
+
+def _remove_through(folder: Path, names: tuple[str, ...], uid: int) -> None:
+    """Remove ``folder``/``names`` if ``uid`` owns it, never following a link on the way (nor one it is)."""
+    try:
+        here = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        for name in names[:-1]:
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+            os.close(here)
+            here = below
+        about = os.stat(names[-1], dir_fd=here, follow_symlinks=False)
+        if about.st_uid != uid:
+            return
+        if stat.S_ISDIR(about.st_mode):
+            shutil.rmtree(names[-1], ignore_errors=True, dir_fd=here)
+        else:
+            os.unlink(names[-1], dir_fd=here)
+    except OSError:
+        return
+    finally:
+        os.close(here)
 
 
 #: System V objects, as /proc lists them, and how ipcrm removes one by its id.
