@@ -494,6 +494,25 @@ def test_a_job_hides_no_file_from_the_clean_up_in_a_folder_of_every_users(tmp_pa
     assert (outside / "kept").read_text() == "not the job's\n", "the link was removed, not followed"
 
 
+def test_every_memory_file_system_any_user_may_write_is_cleaned_after_a_job(tmp_path: Path) -> None:
+    """virtme-ng's /var/log is a tmpfs of mode 1777: a job's note there would reach the next job as well."""
+    from course.classroom import grading_guest
+
+    log, run = tmp_path / "var log", tmp_path / "run"
+    for folder, mode in ((log, 0o1777), (run, 0o755)):
+        folder.mkdir()
+        folder.chmod(mode)
+    shown = str(log).replace(" ", "\\040")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        f"40 22 0:40 / {shown} rw,relatime - tmpfs tmpfs rw\n"
+        f"41 22 0:41 / {run} rw,relatime - tmpfs run rw,mode=755\n"
+        f"42 22 0:42 / {tmp_path / 'gone'} rw,relatime - tmpfs tmpfs rw\n"
+        "43 22 0:43 / /tmp rw,relatime - overlay o rw,lowerdir=/tmp,upperdir=/run/tmp/o/upper,workdir=/w\n"
+    )
+    assert grading_guest.shared_folders(mountinfo) == (*grading_guest.SHARED_TEMP, log)
+
+
 def test_no_student_name_takes_the_reference_solutions_place_and_the_sources_are_private(tmp_path: Path) -> None:
     layout = Layout(ROOT)
     for name in ("solution", "reference", "Solution"):

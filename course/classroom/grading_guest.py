@@ -169,15 +169,42 @@ def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) 
     return upper if upper is not None and upper.is_absolute() and upper.is_dir() else folder
 
 
-def remove_files_of(uid: int, folders: tuple[Path, ...] = SHARED_TEMP) -> None:
-    """Remove what ``uid`` left in the shared temporary folders (the next job must not find it).
+def shared_folders(mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[Path, ...]:
+    """:data:`SHARED_TEMP` and every other file system in memory (tmpfs) that any user may write at its top.
+
+    virtme-ng mounts tmpfs on /var/log (and /var/spool/rsyslog, where it is) with tmpfs's own mode, 1777:
+    every user's, as /tmp is, though no program thinks of it as a temporary folder.
+    """
+    found = list(SHARED_TEMP)
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return tuple(found)
+    for line in lines:
+        mine, _, theirs = line.partition(" - ")
+        fields, about = mine.split(), theirs.split()
+        if len(fields) < 5 or not about or about[0] != "tmpfs":
+            continue
+        point = Path(_unescaped(fields[4]))
+        try:
+            open_to_all = os.stat(point).st_mode & stat.S_IWOTH
+        except OSError:
+            continue
+        if open_to_all and point not in found:
+            found.append(point)
+    return tuple(found)
+
+
+def remove_files_of(uid: int, folders: tuple[Path, ...] | None = None) -> None:
+    """Remove what ``uid`` left in the shared folders (the next job must not find it): ``folders``, by default
+    every folder any user may write in (:func:`shared_folders`).
 
     Not only at their top: a folder that is every user's (the host's ``/tmp/.X11-unix``, seen in the
     guest's overlay, sticky and writable by all) holds a job's files as well, and so does one below a
     folder of root's. Every folder a job could reach (see :func:`_left_by`) is looked through where a
     job's writes land (:func:`written_layer`); what ``uid`` owns is removed through the folder itself.
     """
-    for folder in folders:
+    for folder in shared_folders() if folders is None else folders:
         found = _left_by(uid, written_layer(folder))
         if found is None:  # the layer cannot be listed: the folder itself, then
             found = _left_by(uid, folder) or []
