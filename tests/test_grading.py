@@ -509,8 +509,13 @@ def test_every_memory_file_system_any_user_may_write_is_cleaned_after_a_job(tmp_
         f"41 22 0:41 / {run} rw,relatime - tmpfs run rw,mode=755\n"
         f"42 22 0:42 / {tmp_path / 'gone'} rw,relatime - tmpfs tmpfs rw\n"
         "43 22 0:43 / /tmp rw,relatime - overlay o rw,lowerdir=/tmp,upperdir=/run/tmp/o/upper,workdir=/w\n"
+        f"44 22 0:44 / {tmp_path / 'var'} rw - overlay o6 rw,lowerdir=/var,upperdir={shown},workdir=/w\n"
+        f"45 22 0:45 / {tmp_path / 'usr'} rw - overlay o5 rw,lowerdir=/usr,upperdir={tmp_path / 'gone'},workdir=/w\n"
     )
-    assert grading_guest.shared_folders(mountinfo) == (*grading_guest.SHARED_TEMP, log)
+    # An overlay over the host's /var (Ubuntu's /var/crash is every user's): looked through in its upper layer;
+    # one whose upper layer is not there is not walked (that would be the host's whole tree, over 9p).
+    shared = (*grading_guest.SHARED_TEMP, log, tmp_path / "var")
+    assert grading_guest.shared_folders(mountinfo) == shared
 
 
 def test_no_student_name_takes_the_reference_solutions_place_and_the_sources_are_private(tmp_path: Path) -> None:

@@ -170,10 +170,14 @@ def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) 
 
 
 def shared_folders(mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[Path, ...]:
-    """:data:`SHARED_TEMP` and every other file system in memory (tmpfs) that any user may write at its top.
+    """:data:`SHARED_TEMP`, every other file system in memory (tmpfs) that any user may write at its top, and
+    every overlay whose upper layer (what the guest wrote, in its memory) can be listed.
 
     virtme-ng mounts tmpfs on /var/log (and /var/spool/rsyslog, where it is) with tmpfs's own mode, 1777:
-    every user's, as /tmp is, though no program thinks of it as a temporary folder.
+    every user's, as /tmp is, though no program thinks of it as a temporary folder. Its overlays over the
+    host's /etc, /usr, /var... show the host's folders that every user may write (Ubuntu's /var/crash):
+    their upper layers are short lists. An overlay whose upper layer cannot be listed is left out: its
+    folder would be the host's whole tree, read over 9p.
     """
     found = list(SHARED_TEMP)
     try:
@@ -183,14 +187,17 @@ def shared_folders(mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[Path
     for line in lines:
         mine, _, theirs = line.partition(" - ")
         fields, about = mine.split(), theirs.split()
-        if len(fields) < 5 or not about or about[0] != "tmpfs":
+        if len(fields) < 5 or not about or about[0] not in ("tmpfs", "overlay"):
             continue
         point = Path(_unescaped(fields[4]))
-        try:
-            open_to_all = os.stat(point).st_mode & stat.S_IWOTH
-        except OSError:
-            continue
-        if open_to_all and point not in found:
+        if about[0] == "overlay":
+            wanted = written_layer(point, mountinfo) != point
+        else:
+            try:
+                wanted = bool(os.stat(point).st_mode & stat.S_IWOTH)
+            except OSError:
+                continue
+        if wanted and point not in found:
             found.append(point)
     return tuple(found)
 
