@@ -452,6 +452,72 @@ def test_what_a_job_left_in_an_overlay_is_looked_for_in_its_upper_layer_only(tmp
     assert grading_guest.written_layer(Path("/tmp"), mountinfo) == Path("/tmp")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (files of other users)")
+def test_a_job_hides_no_file_from_the_clean_up_in_a_folder_of_every_users(tmp_path: Path) -> None:
+    """The guest's /tmp shows the host's (.X11-unix, .ICE-unix: root's, sticky, writable by all): a job's files
+    there, or below a folder of root's, are removed too; another's stay, and no link is followed."""
+    from course.classroom import grading_guest
+
+    job, other = grading_guest.job_uid(1), grading_guest.job_uid(2)
+    shared = tmp_path / "tmp"
+    every = shared / ".X11-unix"
+    below = shared / "root's" / "every user's"
+    closed = shared / "closed"
+    for folder, mode in ((shared, 0o1777), (every, 0o1777), (below.parent, 0o755), (below, 0o1777), (closed, 0o700)):
+        folder.mkdir()
+        folder.chmod(mode)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kept").write_text("not the job's\n")
+    theirs = every / "theirs"
+    made = {
+        every / "note": "file",
+        below / "nest": "folder",
+        every / "a link": "link",
+        shared / "top": "file",
+        shared / "name\nwith a newline": "file",
+        theirs: "file",
+    }
+    for path, kind in made.items():
+        if kind == "file":
+            path.write_text("a note for the next job\n")
+        elif kind == "folder":
+            (path / "deeper").mkdir(parents=True)
+            (path / "deeper" / "note").write_text("hidden\n")
+        else:
+            path.symlink_to(outside, target_is_directory=True)
+        for each in [path, *(path.rglob("*") if kind == "folder" else ())]:
+            os.chown(each, other if path == theirs else job, job, follow_symlinks=False)
+    grading_guest.remove_files_of(job, (shared,))
+    left = sorted(str(path.relative_to(shared)) for path in shared.rglob("*"))
+    assert left == [".X11-unix", ".X11-unix/theirs", "closed", "root's", "root's/every user's"], left
+    assert (outside / "kept").read_text() == "not the job's\n", "the link was removed, not followed"
+
+
+def test_every_memory_file_system_any_user_may_write_is_cleaned_after_a_job(tmp_path: Path) -> None:
+    """virtme-ng's /var/log is a tmpfs of mode 1777: a job's note there would reach the next job as well."""
+    from course.classroom import grading_guest
+
+    log, run = tmp_path / "var log", tmp_path / "run"
+    for folder, mode in ((log, 0o1777), (run, 0o755)):
+        folder.mkdir()
+        folder.chmod(mode)
+    shown = str(log).replace(" ", "\\040")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        f"40 22 0:40 / {shown} rw,relatime - tmpfs tmpfs rw\n"
+        f"41 22 0:41 / {run} rw,relatime - tmpfs run rw,mode=755\n"
+        f"42 22 0:42 / {tmp_path / 'gone'} rw,relatime - tmpfs tmpfs rw\n"
+        "43 22 0:43 / /tmp rw,relatime - overlay o rw,lowerdir=/tmp,upperdir=/run/tmp/o/upper,workdir=/w\n"
+        f"44 22 0:44 / {tmp_path / 'var'} rw - overlay o6 rw,lowerdir=/var,upperdir={shown},workdir=/w\n"
+        f"45 22 0:45 / {tmp_path / 'usr'} rw - overlay o5 rw,lowerdir=/usr,upperdir={tmp_path / 'gone'},workdir=/w\n"
+    )
+    # An overlay over the host's /var (Ubuntu's /var/crash is every user's): looked through in its upper layer;
+    # one whose upper layer is not there is not walked (that would be the host's whole tree, over 9p).
+    shared = (*grading_guest.SHARED_TEMP, log, tmp_path / "var")
+    assert grading_guest.shared_folders(mountinfo) == shared
+
+
 def test_no_student_name_takes_the_reference_solutions_place_and_the_sources_are_private(tmp_path: Path) -> None:
     layout = Layout(ROOT)
     for name in ("solution", "reference", "Solution"):

@@ -229,3 +229,28 @@ def test_strict_turns_only_the_pages_warnings_into_errors(
     pages = ran[0]
     assert pages[pages.index("-b") + 1] == "html" and ("-W" in pages) == strict
     assert not any("-W" in command for command in ran[1:]), "the EPUB and the handout stay lenient"
+
+
+def test_an_address_in_a_pages_toctree_is_no_file_of_the_book() -> None:
+    """A lesson's toctree may name an address of any scheme (Sphinx itself leaves out only http(s), irc, mailto);
+    the book's contents link pages of the book alone, each from the book's top."""
+    from types import SimpleNamespace
+
+    from docutils import nodes
+    from docutils.utils import new_document
+
+    from course.publish.sphinxext.epub import FolderRootEpubBuilder
+
+    builder = object.__new__(FolderRootEpubBuilder)
+    builder.config = SimpleNamespace(root_doc="docs/index")
+    builder.out_suffix = ".xhtml"
+    builder.toctree_template = "toctree-l%d"
+    document = new_document("docs/index")
+    listed = nodes.bullet_list()
+    for refuri in ("HTTP://example.org/", "ftp://example.org/x", "../lessons/01-user-kernel.xhtml", "#answer"):
+        item = nodes.list_item(classes=["toctree-l1"])  # as Sphinx resolves a toctree (a compact_paragraph)
+        item += nodes.paragraph("", "", nodes.reference("", "a page", refuri=refuri), classes=["toctree-l1"])
+        listed += item
+    document += listed
+    found = [node["refuri"] for node in builder.get_refnodes(document, [])]
+    assert found == ["lessons/01-user-kernel.xhtml", "docs/index.xhtml#answer"], found

@@ -270,3 +270,19 @@ def test_the_guest_shell_reads_the_course_start_up_and_nothing_of_the_user(cours
         assert kernel_build.PLAIN_PATH.fullmatch(str(script)) and script.parent.name.startswith("course-vm-run-")
         assert os.access(script, os.X_OK)
     assert not script.parent.exists()
+
+
+def test_no_other_user_can_write_the_guest_shells_files_whatever_the_umask(course_root: Path, tmp_path: Path) -> None:
+    """The start-up file runs in the guest as the shell's user: under a umask of 0 another local user could add
+    commands to it (the folder may lie in /tmp) between its writing and the guest's reading it."""
+    kernel = GuestKernel("6.1.0-57-amd64", Path("/boot/x"), Path("/usr/src/x"), Path("/lib/modules/x"))
+    ko = tmp_path / "04-kernel-read" / "ksystime.ko"
+    prepared = vm_shell.Prepared(lessons.find(Layout(course_root), 4), kernel, [("ksystime", ko, ())], {}, [])
+    before = os.umask(0)
+    try:
+        with vm_shell.shell_folder(Layout(course_root, build_dir=tmp_path / "build"), prepared) as script:
+            modes = {path.name: path.stat().st_mode & 0o777 for path in [script.parent, *script.parent.iterdir()]}
+    finally:
+        os.umask(before)
+    assert all(mode & 0o022 == 0 for mode in modes.values()), modes
+    assert set(modes) == {script.parent.name, "shell", "shellrc"}, modes

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -145,7 +146,7 @@ def _unescaped(text: str) -> str:
 
 
 def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path:
-    """Where every entry a job can make at the top of ``folder`` is listed: the upper layer of the overlay mounted
+    """Where every entry a job can make in ``folder`` is listed: the upper layer of the overlay mounted
     there, or ``folder`` itself.
 
     The guest's /tmp is virtme-ng's overlay of this host's /tmp (beneath, read over uncached 9p) and
@@ -168,31 +169,110 @@ def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) 
     return upper if upper is not None and upper.is_absolute() and upper.is_dir() else folder
 
 
-def remove_files_of(uid: int, folders: tuple[Path, ...] = SHARED_TEMP) -> None:
-    """Remove what ``uid`` left at the top of the shared temporary folders (the next job must not find it).
+def shared_folders(mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[Path, ...]:
+    """:data:`SHARED_TEMP`, every other file system in memory (tmpfs) that any user may write at its top, and
+    every overlay whose upper layer (what the guest wrote, in its memory) can be listed.
 
-    Each folder's entries are looked for where a job's writes land (:func:`written_layer`) and
-    removed through the folder itself.
+    virtme-ng mounts tmpfs on /var/log (and /var/spool/rsyslog, where it is) with tmpfs's own mode, 1777:
+    every user's, as /tmp is, though no program thinks of it as a temporary folder. Its overlays over the
+    host's /etc, /usr, /var... show the host's folders that every user may write (Ubuntu's /var/crash):
+    their upper layers are short lists. An overlay whose upper layer cannot be listed is left out: its
+    folder would be the host's whole tree, read over 9p.
     """
-    for folder in folders:
-        try:
-            names = os.listdir(written_layer(folder))
-        except OSError:  # the layer cannot be listed: the folder itself, then
+    found = list(SHARED_TEMP)
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return tuple(found)
+    for line in lines:
+        mine, _, theirs = line.partition(" - ")
+        fields, about = mine.split(), theirs.split()
+        if len(fields) < 5 or not about or about[0] not in ("tmpfs", "overlay"):
+            continue
+        point = Path(_unescaped(fields[4]))
+        if about[0] == "overlay":
+            wanted = written_layer(point, mountinfo) != point
+        else:
             try:
-                names = os.listdir(folder)
+                wanted = bool(os.stat(point).st_mode & stat.S_IWOTH)
             except OSError:
                 continue
-        entries = [folder / name for name in names]
-        for entry in entries:
-            try:
-                if entry.lstat().st_uid != uid:
+        if wanted and point not in found:
+            found.append(point)
+    return tuple(found)
+
+
+def remove_files_of(uid: int, folders: tuple[Path, ...] | None = None) -> None:
+    """Remove what ``uid`` left in the shared folders (the next job must not find it): ``folders``, by default
+    every folder any user may write in (:func:`shared_folders`).
+
+    Not only at their top: a folder that is every user's (the host's ``/tmp/.X11-unix``, seen in the
+    guest's overlay, sticky and writable by all) holds a job's files as well, and so does one below a
+    folder of root's. Every folder a job could reach (see :func:`_left_by`) is looked through where a
+    job's writes land (:func:`written_layer`); what ``uid`` owns is removed through the folder itself.
+    """
+    for folder in shared_folders() if folders is None else folders:
+        found = _left_by(uid, written_layer(folder))
+        if found is None:  # the layer cannot be listed: the folder itself, then
+            found = _left_by(uid, folder) or []
+        for relative in found:
+            _remove_through(folder, relative, uid)
+
+
+def _left_by(uid: int, layer: Path) -> list[tuple[str, ...]] | None:
+    """What ``uid`` owns in ``layer`` (each as its names from ``layer``; nothing inside what it owns), or None.
+
+    Only the folders that ``uid`` may pass through (search permission as another user, or as the group
+    when it is the folder's: a job's gid is its uid) are looked into: a job made nothing below the others.
+    """
+    try:
+        top = os.scandir(layer)
+    except OSError:
+        return None
+    found: list[tuple[str, ...]] = []
+    pending = [((), top)]
+    while pending:
+        names, listing = pending.pop()
+        with listing:
+            for entry in listing:
+                try:
+                    about = entry.stat(follow_symlinks=False)
+                except OSError:  # gone meanwhile
                     continue
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink()
-            except OSError:
-                continue
+                if about.st_uid == uid:
+                    found.append((*names, entry.name))
+                    continue
+                passable = stat.S_IXGRP if about.st_gid == uid else stat.S_IXOTH
+                if stat.S_ISDIR(about.st_mode) and about.st_mode & passable:
+                    try:
+                        pending.append(((*names, entry.name), os.scandir(entry.path)))
+                    except OSError:
+                        continue
+    return found
+
+
+def _remove_through(folder: Path, names: tuple[str, ...], uid: int) -> None:
+    """Remove ``folder``/``names`` if ``uid`` owns it, never following a link on the way (nor one it is)."""
+    try:
+        here = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        for name in names[:-1]:
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+            os.close(here)
+            here = below
+        about = os.stat(names[-1], dir_fd=here, follow_symlinks=False)
+        if about.st_uid != uid:
+            return
+        if stat.S_ISDIR(about.st_mode):
+            shutil.rmtree(names[-1], ignore_errors=True, dir_fd=here)
+        else:
+            os.unlink(names[-1], dir_fd=here)
+    except OSError:
+        return
+    finally:
+        os.close(here)
 
 
 #: System V objects, as /proc lists them, and how ipcrm removes one by its id.

@@ -256,6 +256,8 @@ def shell_folder(layout: Layout, prepared: Prepared) -> Iterator[Path]:
         rc, script = folder / "shellrc", folder / "shell"
         rc.write_text(shell_rc(prepared), encoding="utf-8")
         script.write_text(shell_script(rc), encoding="utf-8")
+        # Modes of their own, not the umask's: under a umask of 0 another user could add commands to them.
+        rc.chmod(0o644)
         script.chmod(0o755)
         folder.chmod(0o755)  # mkdtemp's is 0700: the guest's shell may run as another user (vng's --user)
         yield script

@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import posixpath
 from typing import Any
+from urllib.parse import urlsplit
 
 from docutils import nodes
 from sphinx.application import Sphinx
@@ -39,6 +40,9 @@ class FolderRootEpubBuilder(Epub3Builder):
         found = super().get_refnodes(doctree, result)
         if isinstance(doctree, nodes.document):  # the root page, resolved (the recursion passes its elements)
             root_page = self.config.root_doc + self.out_suffix
+            # A page's toctree may name an address (Sphinx leaves out only http://, https://, irc:, mailto:):
+            # it is no file of the book, and as one it would break the book (a spine entry the manifest lacks).
+            found[:] = [node for node in found if not urlsplit(html.unescape(node["refuri"])).scheme]
             for node in found:
                 node["refuri"] = _from_top(root_page, node["refuri"])
         return found
