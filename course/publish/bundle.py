@@ -45,6 +45,9 @@ PDF_SECONDS = 600
 #: The published folder and tarball, under ``build/publish/``.
 FOLDER, TARBALL = "site", "publish.tar.gz"
 
+#: The tarball's gzip level (gzip's own default; see :func:`publish`).
+TARBALL_LEVEL = 6
+
 
 @dataclass
 class Published:
@@ -192,7 +195,9 @@ def publish(
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     tarball, partial_tar = work / TARBALL, work / f".{TARBALL}.partial"
-    with tarfile.open(partial_tar, "w:gz") as tar:
+    # gzip's own default level: tarfile's 9 took 1.15 CPU-s here for a tarball 1.8 % smaller (4.54 against 4.62 MB)
+    # than level 6's 0.40 s (the handout, half of the folder, is 10.8 MB of which gzip -9 saves 2 % more than -6).
+    with tarfile.open(partial_tar, "w:gz", compresslevel=TARBALL_LEVEL) as tar:
         tar.add(folder, arcname=FOLDER)
     partial_tar.replace(tarball)
     pages = sum(1 for _ in folder.rglob("*.html"))
