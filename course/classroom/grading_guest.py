@@ -100,9 +100,10 @@ def confine(uid: int, hidden: Path = CHECKOUT) -> Callable[[], None]:
 
     def enter() -> None:
         _checked(libc.unshare(_CLONE_NEWNS), "unshare the mounts")
-        _checked(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make the mounts private")
+        private, read_only = ctypes.c_ulong(_MS_REC | _MS_PRIVATE), ctypes.c_ulong(_MS_RDONLY)  # unsigned long flags
+        _checked(libc.mount(b"none", b"/", None, private, None), "make the mounts private")
         options = b"mode=0555,size=4k"
-        _checked(libc.mount(b"course-hidden", target, b"tmpfs", _MS_RDONLY, options), "hide the checkout")
+        _checked(libc.mount(b"course-hidden", target, b"tmpfs", read_only, options), "hide the checkout")
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
