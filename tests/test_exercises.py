@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import RUN_SAMPLES, fewer_run_samples
 
 from course import pipeline
 from course.measure import host_runs, lessons, protocol
@@ -18,21 +18,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-#: Samples each of a lesson's own programs ([[run]]) takes in the copy: these tests assert what the exercises do, and of
-#: the lesson's other programs only that they ran without a failure, which a few samples show as well as the
-#: lesson's hundreds of thousands. The exercises keep their own counts.
-RUN_SAMPLES = "2000"
-
-
-def _fewer_samples(lesson_toml: Path) -> None:
-    """The lesson's [[run]] programs take RUN_SAMPLES samples (their first argument); its exercises, as before."""
-    tables = re.split(r"(?m)^(?=\[\[)", lesson_toml.read_text(encoding="utf-8"))
-    runs = [
-        re.sub(r'(?m)^args = \["\d+"', f'args = ["{RUN_SAMPLES}"', t) if t.startswith("[[run]]") else t for t in tables
-    ]
-    lesson_toml.write_text("".join(runs), encoding="utf-8")
-
-
 @pytest.fixture
 def course_copy(tmp_path: Path) -> Layout:
     """A copy of the course's lessons and code, so a test may play the student and edit a variant (RUN_SAMPLES)."""
@@ -40,7 +25,7 @@ def course_copy(tmp_path: Path) -> Layout:
     for part in ("lessons", "code"):
         shutil.copytree(ROOT / part, root / part)
     for lesson_toml in (root / "code" / "user").glob("*/lesson.toml"):
-        _fewer_samples(lesson_toml)
+        fewer_run_samples(lesson_toml)
     (root / "conf.py").write_text("")
     return Layout(root)
 

@@ -352,7 +352,8 @@ int main(int argc, char **argv) {
 }
 """
 
-#: Job 2 tries to list the folder of every job's folder, to pre-create the next one, and to find what job 1 left.
+#: Job 2 tries to list the folder of every job's folder, to pre-create the next one, and to find what job 1 left;
+#: says whether it may gain privileges (no new privileges, no capability).
 PRYS = r"""
 #include <errno.h>
 #include <libgen.h>
@@ -376,12 +377,34 @@ int main(int argc, char **argv) {
 	printf("course: check pry solution %s\n", access(SOLUTION, F_OK) == 0 ? "seen" : strerror(errno));
 	printf("course: check pry shm %s\n", shmget(0x4242, 0, 0) >= 0 ? "found" : strerror(errno));
 	printf("course: check pry uid %d\n", (int)getuid());
+	int nnp = -1;
+	unsigned long long effective = ~0ULL, permitted = ~0ULL;
+	unsigned ids[3] = {0, 0, 0}, gids[3] = {0, 0, 0};
+	char line[256], groups[256] = "unread";
+	FILE *status = fopen("/proc/self/status", "r");
+	while (status && fgets(line, sizeof line, status)) {
+		sscanf(line, "NoNewPrivs: %d", &nnp);
+		sscanf(line, "CapEff: %llx", &effective);
+		sscanf(line, "CapPrm: %llx", &permitted);
+		sscanf(line, "Uid: %u %u %u", &ids[0], &ids[1], &ids[2]);
+		sscanf(line, "Gid: %u %u %u", &gids[0], &gids[1], &gids[2]);
+		if (strncmp(line, "Groups:", 7) == 0) {
+			char *listed = line + 7 + strspn(line + 7, " \t");
+			listed[strcspn(listed, " \n")] = '\0';
+			snprintf(groups, sizeof groups, "%s", *listed ? listed : "none");
+		}
+	}
+	printf("course: check pry nnp %d\n", nnp);
+	printf("course: check pry caps %llx,%llx\n", effective, permitted);
+	printf("course: check pry uids %u,%u,%u\n", ids[0], ids[1], ids[2]);
+	printf("course: check pry gids %u,%u,%u\n", gids[0], gids[1], gids[2]);
+	printf("course: check pry groups %s\n", groups);
 	return 0;
 }
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="needs root and setpriv")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothing(tmp_path: Path) -> None:
     """The guest's helper (run here directly: the programs are this test's own) keeps the jobs apart."""
     from course.classroom import grading_guest
@@ -406,6 +429,10 @@ def test_each_guest_job_runs_as_its_own_user_in_its_own_folder_and_leaves_nothin
         assert said["note"] == "absent", "what job 1 left in /tmp did not reach job 2"
         assert said["shm"] == "No such file or directory", "job 1's System V memory was removed after it"
         assert said["solution"] == "No such file or directory", "the checkout, solutions and all, is hidden"
+        assert said["nnp"] == "1" and said["caps"] == "0,0", "no capability, and none gained by an exec"
+        own = ",".join([str(grading_guest.job_uid(2))] * 3)
+        assert said["uids"] == own and said["gids"] == own, "real, effective and saved: no way back"
+        assert said["groups"] == "none", "no supplementary group (root's among them)"
         assert grading_guest.processes_of(grading_guest.job_uid(1)) == [], "job 1's process in its own session ended"
         assert gone["id"] == "student/gone|x|devnull" and "the grading helper failed" in gone["helper_error"]
         state, _ = grading.outcome(gone, "x")

@@ -254,7 +254,9 @@ _HELD = {signal.SIGINT, *TERMINATION}
 
 
 @contextlib.contextmanager
-def owned_process(command: list[str], guarded: bool = False, **popen: object) -> Iterator[OwnedProcess]:
+def owned_process(
+    command: list[str], guarded: bool = False, then: Callable[[], None] | None = None, **popen: object
+) -> Iterator[OwnedProcess]:
     """A child in a session of its own, killed with everything it started when the block is left.
 
     Ctrl-C (and SIGTERM, SIGHUP) are held back while the child is created: an interruption
@@ -263,7 +265,8 @@ def owned_process(command: list[str], guarded: bool = False, **popen: object) ->
 
     Should this process die without leaving the block (SIGKILL), the child is killed too
     (``PR_SET_PDEATHSIG``); with ``guarded`` it runs under :mod:`course.measure.guard`, which then
-    kills every process below it as well (a VM boot: QEMU is a grandchild).
+    kills every process below it as well (a VM boot: QEMU is a grandchild). ``then`` runs in the
+    child last, just before the exec (grading's confinement of a job: its namespace, then its uid).
     """
     parent = os.getpid()
     if guarded:
@@ -274,6 +277,8 @@ def owned_process(command: list[str], guarded: bool = False, **popen: object) ->
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if sys.platform.startswith("linux"):
             die_with_parent(parent, death)
+        if then is not None:
+            then()
 
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     process: OwnedProcess | None = None
@@ -408,12 +413,14 @@ def run_on_host(
     timeout: float,
     shown_as: str = "",
     files: tuple[str, ...] = (),
+    then: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Run ``binary`` here and capture what it prints; stop it after ``timeout`` seconds or a flood.
 
     ``shown_as`` is how the binary is named in the recorded command (a path relative to the
     checkout reads better on a page than this machine's absolute path). ``files`` are kinds of
-    file opened for the program beside its standard input (see ``files_environment``).
+    file opened for the program beside its standard input (see ``files_environment``). ``then`` runs in
+    the child just before the exec (see :func:`owned_process`).
     """
     command = [str(binary), *args]
     shown = f"{shlex.join([shown_as or str(binary), *args])} {STDIN_SHOWN[stdin]}"
@@ -430,6 +437,7 @@ def run_on_host(
             stderr=subprocess.PIPE,
             pass_fds=tuple(opened.values()),
             env=files_environment(opened),
+            then=then,
         ) as process,
     ):
         output = read_output(process, timeout)
