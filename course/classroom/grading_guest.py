@@ -176,6 +176,25 @@ def _unescaped(text: str) -> str:
     return re.sub(r"\\([0-7]{3}|.)", lambda m: chr(int(m[1], 8)) if len(m[1]) == 3 else m[1], text)
 
 
+#: One line of /proc/self/mountinfo: its mount point, its file system type and its options (None where missing).
+Mount = tuple[Path, str, str | None]
+
+
+def mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Mount]:
+    """The mounts ``mountinfo`` lists, in its order (a later mount on a point hides an earlier one); none if unread."""
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        mine, _, theirs = line.partition(" - ")
+        fields, about = mine.split(), theirs.split()
+        if len(fields) >= 5 and about:
+            found.append((Path(_unescaped(fields[4])), about[0], about[2] if len(about) >= 3 else None))
+    return found
+
+
 def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path:
     """Where every entry a job can make in ``folder`` is listed: the upper layer of the overlay mounted
     there, or ``folder`` itself.
@@ -185,17 +204,16 @@ def written_layer(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) 
     one's owner is a round trip to the host: a second or so of emulation per job. What a job made
     can only be above, so the upper layer's list is the one to look through.
     """
-    try:
-        lines = mountinfo.read_text().splitlines()
-    except OSError:
-        return folder
+    return _written_layer(folder, mounts(mountinfo))
+
+
+def _written_layer(folder: Path, mounted: list[Mount]) -> Path:
+    """:func:`written_layer`, from the mounts read once."""
     upper = None
-    for line in lines:  # the last mount on a point is the one seen there
-        mine, _, theirs = line.partition(" - ")
-        fields, about = mine.split(), theirs.split()
-        if len(fields) < 5 or len(about) < 3 or _unescaped(fields[4]) != str(folder):
+    for point, kind, options in mounted:  # the last mount on a point is the one seen there
+        if options is None or str(point) != str(folder):
             continue
-        found = re.search(r"(?:^|,)upperdir=((?:[^,\\]|\\.)*)", about[2]) if about[0] == "overlay" else None
+        found = re.search(r"(?:^|,)upperdir=((?:[^,\\]|\\.)*)", options) if kind == "overlay" else None
         upper = Path(_unescaped(found[1])) if found else None
     return upper if upper is not None and upper.is_absolute() and upper.is_dir() else folder
 
@@ -210,24 +228,22 @@ def shared_folders(mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[Path
     their upper layers are short lists. An overlay whose upper layer cannot be listed is left out: its
     folder would be the host's whole tree, read over 9p.
     """
+    return _shared_folders(mounts(mountinfo))
+
+
+def _shared_folders(mounted: list[Mount]) -> tuple[Path, ...]:
+    """:func:`shared_folders`, from the mounts read once."""
     found = list(SHARED_TEMP)
-    try:
-        lines = mountinfo.read_text().splitlines()
-    except OSError:
-        return tuple(found)
-    for line in lines:
-        mine, _, theirs = line.partition(" - ")
-        fields, about = mine.split(), theirs.split()
-        if len(fields) < 5 or not about or about[0] not in ("tmpfs", "overlay"):
-            continue
-        point = Path(_unescaped(fields[4]))
-        if about[0] == "overlay":
-            wanted = written_layer(point, mountinfo) != point
-        else:
+    for point, kind, _ in mounted:
+        if kind == "overlay":
+            wanted = _written_layer(point, mounted) != point
+        elif kind == "tmpfs":
             try:
                 wanted = bool(os.stat(point).st_mode & stat.S_IWOTH)
             except OSError:
                 continue
+        else:
+            continue
         if wanted and point not in found:
             found.append(point)
     return tuple(found)
@@ -241,9 +257,11 @@ def remove_files_of(uid: int, folders: tuple[Path, ...] | None = None) -> None:
     guest's overlay, sticky and writable by all) holds a job's files as well, and so does one below a
     folder of root's. Every folder a job could reach (see :func:`_left_by`) is looked through where a
     job's writes land (:func:`written_layer`); what ``uid`` owns is removed through the folder itself.
+    /proc/self/mountinfo is read once for all of them.
     """
-    for folder in shared_folders() if folders is None else folders:
-        found = _left_by(uid, written_layer(folder))
+    mounted = mounts()
+    for folder in _shared_folders(mounted) if folders is None else folders:
+        found = _left_by(uid, _written_layer(folder, mounted))
         if found is None:  # the layer cannot be listed: the folder itself, then
             found = _left_by(uid, folder) or []
         for relative in found:
