@@ -356,15 +356,7 @@ def run_jobs(
     whose end the guest's helper waits for: :func:`course.kernel.kernel_guest.wait_for_built`).
     """
     require_qemu()
-    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
-    # A folder of its own per boot: two runs never share one, and none outlives its run. vng and
-    # the guest's kernel command line cannot take a space in it: then it goes to a plain temp folder.
-    if PLAIN_PATH.fullmatch(str(layout.build / "vm")):
-        parent, prefix = layout.build / "vm", "run-"
-    else:
-        parent, prefix = Path(plain_temp()), "course-vm-run-"
-    remove_stale_runs(parent, prefix)
-    rundir = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    rundir = new_run_folder(layout)
     try:
         with others_may_run():
             if _cancelled.is_set():
@@ -386,6 +378,19 @@ def run_jobs(
         return boot
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+def new_run_folder(layout: Layout) -> Path:
+    """A folder of its own for one boot (mode 0700; the caller removes it): two runs never share one, and a run
+    killed before removing its own has it removed here, by the next. vng and the guest's kernel command line
+    cannot take a space in its path: then it goes to a plain temp folder."""
+    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
+    if PLAIN_PATH.fullmatch(str(layout.build / "vm")):
+        parent, prefix = layout.build / "vm", "run-"
+    else:
+        parent, prefix = Path(plain_temp()), "course-vm-run-"
+    remove_stale_runs(parent, prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
 
 
 def remove_stale_runs(parent: Path, prefix: str = "run-") -> list[Path]:

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shlex
 import shutil
 import sys
-import tempfile
 import termios
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -241,17 +239,11 @@ def shell_folder(layout: Layout, prepared: Prepared) -> Iterator[Path]:
     """A folder of this session's own holding the guest shell's script and start-up file; the script's path.
 
     The guest sees it at the same path (the host's files, /tmp through its overlay). vng puts the
-    script's path in a shell command and on the guest kernel's command line: the path is plain
-    (kernel_build.PLAIN_PATH), in the build folder or else in a plain temp folder. Removed when
-    the session ends; one left by a killed session goes at the next boot (vm.remove_stale_runs).
+    script's path in a shell command and on the guest kernel's command line: a boot's own folder
+    (:func:`course.kernel.vm.new_run_folder`), as every boot's. Removed when the session ends; one
+    left by a killed session goes at the next boot.
     """
-    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
-    if kernel_build.PLAIN_PATH.fullmatch(str(layout.build / "vm")):
-        parent, prefix = layout.build / "vm", "run-"
-    else:
-        parent, prefix = Path(kernel_build.plain_temp()), "course-vm-run-"
-    vm.remove_stale_runs(parent, prefix)
-    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    folder = vm.new_run_folder(layout)
     try:
         rc, script = folder / "shellrc", folder / "shell"
         rc.write_text(shell_rc(prepared), encoding="utf-8")
