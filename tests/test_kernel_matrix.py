@@ -463,6 +463,20 @@ def test_boots_side_by_side_do_not_kill_each_others_processes() -> None:
     assert outcome == {"quick": b"quick done\n", "slow": b"slow done\n"}
 
 
+def test_a_boot_that_ends_spares_another_threads_plain_child() -> None:
+    """A boot's end kills the orphans it left, never a child another thread started meanwhile in this process's
+    own session: in a kernel matrix, one kernel's boot ended and killed the objcopy packing another kernel's guest."""
+    with owned_process(["sh", "-c", "setsid sleep 30 >/dev/null & echo $!"], stdout=subprocess.PIPE) as boot:
+        plain = subprocess.Popen(["sleep", "30"])  # another thread's objcopy, started while the boot runs
+        orphan = int(boot.communicate(timeout=10)[0])  # the boot has ended; its setsid child is ours now
+    try:
+        assert plain.poll() is None, "the other thread's child was killed (and reaped: its exit status was taken)"
+        assert not Path(f"/proc/{orphan}").exists(), "the boot's orphan outlived it"
+    finally:
+        plain.kill()
+        plain.wait()
+
+
 # --- per-kernel builds, real headers ---------------------------------------------------------------------------------
 
 

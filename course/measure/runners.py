@@ -195,17 +195,23 @@ class OwnedProcess(subprocess.Popen):
         Repeated until none is left: a process killed before its own child leaves that child
         to us (the subreaper), and the next pass finds it.
         """
-        me = os.getpid()
+        me, my_session = os.getpid(), os.getsid(0)
         for _ in range(100):
             with OwnedProcess._registry:
                 running = OwnedProcess._live - {self.pid}
                 table = _process_table()
                 # Once reaped, its pid may be another process's: only its session and orphans lead on.
                 roots = {self.pid} if self.returncode is None else set()
+                # An orphan handed to us left its session (setsid), so it is in neither ours nor a live boot's:
+                # a child of ours in our own session is another thread's (objcopy beside a matrix's boot).
                 roots |= {
                     pid
                     for pid, (_, parent, session) in table.items()
-                    if parent == me and pid not in self.others and pid not in running and session not in running
+                    if parent == me
+                    and pid not in self.others
+                    and pid not in running
+                    and session not in running
+                    and session != my_session
                 }
                 # Without a subreaper an orphan goes to init; those that kept its session are still found.
                 roots |= {pid for pid, (_, _, session) in table.items() if session == self.pid}
