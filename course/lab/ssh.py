@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import re
+import select
 import shlex
 import socket
 import tempfile
@@ -20,6 +21,10 @@ from course.results import archive
 
 if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs
     from fabric import Connection
+
+
+#: The longest a step's reader sleeps before it looks at its deadline and its drain again.
+WAKE_SECONDS = 0.2
 
 
 class SshSession:
@@ -159,10 +164,14 @@ class SshSession:
                     break  # something it left holds its output open: what came is enough
                 elif time.monotonic() > deadline:
                     raise _HostSilent(seconds)
+                elif channel.eof_received:  # its output ended before its exit status came: wait for that
+                    channel.status_event.wait(WAKE_SECONDS)
                 else:
                     if exited_at is None and channel.exit_status_ready():
                         exited_at = time.monotonic()
-                    time.sleep(0.02)
+                    # Asleep until output arrives or the channel ends (paramiko's pipe behind fileno()), instead of
+                    # waking every few milliseconds for each host of a lab; bounded, for the deadline and the drain.
+                    select.select([channel], [], [], WAKE_SECONDS)
             if not channel.exit_status_ready():
                 raise EOFError("the connection closed before the command ended")
             return _Answer(channel.recv_exit_status(), out.text(), err.text())
