@@ -131,12 +131,17 @@ def setting_key(run: LessonRun, machine: dict) -> str:
 def _host_setting(machine: dict) -> dict:
     """What of this machine shapes every figure measured on it: the one list both keys hash.
 
-    Its kernel and CPU, the kernel's mitigations and command line (a reboot with
+    Its kernel and CPU (its model name, microcode, and its vendor, family, model and stepping: a generic
+    model name is shared by CPU generations), the kernel's mitigations and command line (a reboot with
     ``mitigations=off``) and the CPU count.
     """
     return {
         "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
-        "cpu": [machine.get("cpu_model"), machine.get("microcode")],
+        "cpu": [
+            machine.get("cpu_model"),
+            machine.get("microcode"),
+            *(machine.get(k) for k in fingerprint.CPU_IDENTITY),
+        ],
         "mitigations": machine.get("mitigations"),
         "cmdline": fingerprint.kernel_cmdline(),
         "cpu_count": machine.get("cpu_count"),
