@@ -23,6 +23,7 @@ from course.kernel.kernel_build import KernelError
 from course.lab import remote as lab
 from course.lab.inventory import Host
 from course.lab.local_sshd import LocalSshd
+from course.measure import lessons as lesson_catalog
 from course.measure.lesson_run import Progress
 from course.results import store
 from course.results.class_sets import import_class
@@ -292,6 +293,29 @@ def site_speed(
     return found
 
 
+def _class_source_problem(layout: Layout, source: str) -> str:
+    """Why ``source`` cannot stand for a student's set, or "": it must hold every lesson with programs.
+
+    A host's set that ``invoke bench`` has just made holds lesson 1 alone (a new host, or a new CPU
+    generation under the same model name, measures into a new set): copies of it would time a far
+    lighter site than a class's, against the same goal.
+    """
+    folder = layout.results / source
+    if not (folder / store.SET_FILE).is_file():
+        return f"no result set {source!r} to copy for the class: measure this machine first (invoke generate)"
+    missing = [
+        lesson.name
+        for lesson in lesson_catalog.discover(layout)
+        if lesson.has_code and not (folder / f"{lesson.name}.json").is_file()
+    ]
+    if missing:
+        return (
+            f"result set {source!r} lacks {len(missing)} lessons ({', '.join(missing)}) to copy for the class: "
+            "measure this machine first (invoke generate)"
+        )
+    return ""
+
+
 def class_site_speed(
     layout: Layout,
     source: str,
@@ -313,8 +337,8 @@ def class_site_speed(
     """
 
     command = [sys.executable, "-m", "invoke", "site"]
-    if not (layout.results / source / store.SET_FILE).is_file():
-        reason = f"no result set {source!r} to copy for the class: measure this machine first (invoke generate)"
+    reason = _class_source_problem(layout, source)
+    if reason:
         return {"bench/pipeline.site-class": {"status": "skipped", "reason": reason, "measured_at": store.now()}}
     with contextlib.ExitStack() as cleanup:
         scratch = _scratch(cleanup, keep, "course-bench-class-")

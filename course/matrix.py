@@ -114,12 +114,10 @@ def open_guest_set(
         )
     machine = fingerprint.machine()
     if acceleration != "tcg-icount":
-        differing = [
-            key for key in pipeline.SAME_MACHINE if previous and previous.get("machine", {}).get(key) != machine[key]
-        ]
+        differing = pipeline.machine_differences(previous.get("machine", {}), machine)
         if differing:
             raise MachineError(
-                f"result set {path.name!r} belongs to another machine ({', '.join(differing)} differ): its "
+                f"result set {path.name!r} belongs to another machine ({', '.join(differing)}): its "
                 f"{vm.UNITS[acceleration]} are that machine's; remove that folder if it is yours"
             )
     machine["tsc_hz"] = None  # the guest's programs never measure this machine's counter

@@ -31,8 +31,24 @@ def require_x86_64(architecture: str | None = None) -> None:
         )
 
 
-#: What must match for a run to add to an existing set: the set belongs to one machine.
+#: What must match for a run to add to an existing set: the set belongs to one machine. The CPU's identity
+#: (fingerprint.CPU_IDENTITY) must match too where the set records it: see :func:`machine_differences`.
 SAME_MACHINE = ("cpu_model", "kernel_release", "virtualization")
+
+
+def machine_differences(theirs: dict, machine: dict) -> list[str]:
+    """How a set's machine record ``theirs`` differs from ``machine``: one "key 'there' (here 'here')" each.
+
+    Its model name, kernel release and virtualization, and the CPU's vendor, family, model and stepping
+    where the set records them: two hosts can share a generic model name ("AMD EPYC"), and a set stored
+    before the identity was recorded has none (it is compared as before). No record: no difference.
+    """
+    if not theirs:
+        return []
+    keys = [*SAME_MACHINE, *(key for key in fingerprint.CPU_IDENTITY if key in theirs)]
+    return [
+        f"{key} {theirs.get(key)!r} (here {machine.get(key)!r})" for key in keys if theirs.get(key) != machine.get(key)
+    ]
 
 
 def open_set(layout: Layout, set_name: str | None = None, label: str | None = None) -> Path:
@@ -57,11 +73,10 @@ def open_set(layout: Layout, set_name: str | None = None, label: str | None = No
             f"{guest.get('name', '?')} --acceleration {guest.get('acceleration', '?')}"
         )
     theirs = previous.get("machine", {})
-    differing = [key for key in SAME_MACHINE if theirs and theirs.get(key) != machine.get(key)]
+    differing = machine_differences(theirs, machine)
     if differing:
-        described = ", ".join(f"{key} {theirs.get(key)!r}" for key in differing)
         raise MachineError(
-            f"result set {path.name!r} belongs to another machine ({described}); "
+            f"result set {path.name!r} belongs to another machine ({', '.join(differing)}); "
             "choose another name with --set, or remove that folder if it is yours"
         )
     # The TSC rate is measured by the programs; keep the last one until a new one arrives.
@@ -116,12 +131,17 @@ def setting_key(run: LessonRun, machine: dict) -> str:
 def _host_setting(machine: dict) -> dict:
     """What of this machine shapes every figure measured on it: the one list both keys hash.
 
-    Its kernel and CPU, the kernel's mitigations and command line (a reboot with
+    Its kernel and CPU (its model name, microcode, and its vendor, family, model and stepping: a generic
+    model name is shared by CPU generations), the kernel's mitigations and command line (a reboot with
     ``mitigations=off``) and the CPU count.
     """
     return {
         "kernel": machine.get("kernel_version", "") + machine.get("kernel_release", ""),
-        "cpu": [machine.get("cpu_model"), machine.get("microcode")],
+        "cpu": [
+            machine.get("cpu_model"),
+            machine.get("microcode"),
+            *(machine.get(k) for k in fingerprint.CPU_IDENTITY),
+        ],
         "mitigations": machine.get("mitigations"),
         "cmdline": fingerprint.kernel_cmdline(),
         "cpu_count": machine.get("cpu_count"),

@@ -198,6 +198,23 @@ def test_the_site_of_a_class_is_timed_beside_the_stored_sets_alone_in_a_scratch_
     assert skipped["bench/pipeline.site-class"]["status"] == "skipped"
 
 
+def test_a_class_is_never_made_of_a_set_that_lacks_lessons(tmp_path: Path) -> None:
+    """A new host's set, which invoke bench has just made, holds lesson 1 alone: 60 copies of it would time a far
+    lighter site than a class's. The benchmark says so instead, and names the fix."""
+    from course.results.layout import Layout
+
+    shipped = ROOT / "results" / "amd-epyc-6.18.44-fc-v1272-vm"
+    new = tmp_path / "results" / "amd-epyc-f26m2s1-6.18.44-fc-v1272-vm"
+    new.mkdir(parents=True)
+    for name in ("set.json", "01-user-kernel.json"):
+        shutil.copy(shipped / name, new / name)
+    found = bench.class_site_speed(Layout(ROOT, results_dir=tmp_path / "results"), new.name, lambda line: None, runs=1)
+    record = found["bench/pipeline.site-class"]
+    assert record["status"] == "skipped" and "lacks 8 lessons (02-read-path, " in record["reason"]
+    assert "invoke generate" in record["reason"]
+    assert sorted(path.name for path in (tmp_path / "results").iterdir()) == [new.name], "no class was made"
+
+
 def test_a_class_site_is_timed_beside_the_stored_sets_alone_in_the_same_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -210,6 +210,20 @@ def test_an_icount_set_from_another_host_is_refreshed_and_a_tcg_one_is_refused(t
         matrix.open_guest_set(layout, "6.12", kernel, "tcg-icount", "host")
 
 
+def test_a_tcg_set_of_another_cpu_under_the_same_model_name_is_refused(tmp_path: Path) -> None:
+    """A tcg set's emulated ticks are its host's time: another CPU family under the same name is another machine."""
+    layout = _layout(tmp_path)
+    kernel = GuestKernel(RELEASES["6.1"], Path("/boot/x"), Path("/h"), Path("/m"))
+    for acceleration in ("tcg-icount", "tcg"):
+        path = matrix.open_guest_set(layout, "6.1", kernel, acceleration, "host")
+        info = store.read_json(path / store.SET_FILE)
+        info["machine"]["cpu_family"] += "7"
+        store.write_json(path / store.SET_FILE, info)
+    assert matrix.open_guest_set(layout, "6.1", kernel, "tcg-icount", "host").name == "qemu-icount-debian-6.1"
+    with pytest.raises(lesson_run.MachineError, match=r"belongs to another machine \(cpu_family '[^']*7' \(here"):
+        matrix.open_guest_set(layout, "6.1", kernel, "tcg", "host")
+
+
 def test_only_kernel_lessons_run_in_a_matrix() -> None:
     layout = Layout(ROOT)
     assert [lesson.number for lesson in matrix.kernel_lessons(layout, None)] == [2, 4, 5, 6, 9]

@@ -1022,6 +1022,34 @@ def test_an_imported_set_is_never_taken_for_this_machines(rootdir: Path, tmp_pat
     assert CourseData(results, tmp_path).current_id == "", "no set of this machine: none is shown as one"
 
 
+def test_a_lesson_takes_two_cpu_generations_under_one_model_name_for_two_machines() -> None:
+    """Builds of one machine (same CPU and kernel, other build tags) stand for each other in a lesson; a set of
+    another CPU family under the same generic name does not, nor one whose CPU is known beside one stored before
+    the identity was recorded."""
+    from course.publish.sphinxext.data import same_hardware
+
+    def host(name: str, release: str, **identity: str) -> store.ResultSet:
+        machine = {"cpu_model": "AMD EPYC", "kernel_release": release, "virtualization": "vm", "cpu_count": 2}
+        return store.ResultSet(name, Path(name), {"kind": "measured", "machine": {**machine, **identity}})
+
+    zen5 = {"cpu_vendor": "AuthenticAMD", "cpu_family": "26", "cpu_model_number": "2", "cpu_stepping": "1"}
+    zen3 = {**zen5, "cpu_family": "25", "cpu_model_number": "1"}
+    assert same_hardware(host("a", "6.18.44-fc-v595")) == same_hardware(host("b", "6.18.44-fc-v782"))
+    assert same_hardware(host("c", "6.18.44-fc-v595", **zen5)) == same_hardware(host("d", "6.18.44-fc-v782", **zen5))
+    assert same_hardware(host("e", "6.18.44-fc-v595", **zen5)) != same_hardware(host("f", "6.18.44-fc-v782", **zen3))
+    assert same_hardware(host("g", "6.18.44-fc-v595", **zen5)) != same_hardware(host("h", "6.18.44-fc-v782"))
+
+
+def test_a_machine_page_names_the_cpu_generation_where_the_set_records_it() -> None:
+    machine = {"cpu_model": "AMD EPYC", "kernel_release": "6.18.44-fc-v1272", "virtualization": "vm"}
+    identity = {"cpu_vendor": "AuthenticAMD", "cpu_family": "26", "cpu_model_number": "2", "cpu_stepping": "1"}
+    new = dict(machines.provenance(store.ResultSet("new", Path("new"), {"machine": {**machine, **identity}})))
+    assert new["CPU vendor, family, model, stepping"] == "AuthenticAMD, 26, 2, 1"
+    for older in (machine, {**machine, **dict.fromkeys(identity, "unknown")}):  # stored before; not x86
+        rows = dict(machines.provenance(store.ResultSet("old", Path("old"), {"machine": older})))
+        assert "CPU vendor, family, model, stepping" not in rows and rows["CPU"] == "AMD EPYC"
+
+
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-goal-field")
 def test_a_goal_is_compared_only_with_a_figure_that_is_there(make_app, app: SphinxTestApp) -> None:
     # A table of `mean` over a benchmark with a value and a goal: measurement["mean"] was a KeyError.

@@ -18,7 +18,7 @@ from conftest import gone_within, helpers_after_killing_their_parent
 from course import commands, pipeline
 from course.measure import lesson_run, lessons
 from course.publish import report
-from course.results import store
+from course.results import fingerprint, store
 from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,6 +234,36 @@ def test_a_run_never_adds_to_another_machines_set(tmp_path: Path) -> None:
     mine = pipeline.open_set(layout, "my-laptop", label="My laptop")
     assert pipeline.open_set(layout, "my-laptop") == mine, "this machine's own named set is refreshed"
     assert store.read_json(mine / "set.json")["label"] == "My laptop"
+
+
+IDENTITY = ("cpu_vendor", "cpu_family", "cpu_model_number", "cpu_stepping")
+
+
+def test_a_run_never_adds_to_the_set_of_another_cpu_under_the_same_model_name(tmp_path: Path) -> None:
+    """Two cloud hosts both called "AMD EPYC" under one kernel: the CPU's family tells them apart."""
+    layout = Layout(Path(__file__).resolve().parents[1], results_dir=tmp_path)
+    here = fingerprint.machine()
+    older = {**here, "cpu_family": f"{here['cpu_family']}7"}  # the same model name, kernel and VM; another CPU
+    store.save_set_info(tmp_path / "cloud-vm", {"kind": "measured", "machine": older})
+    before = (tmp_path / "cloud-vm" / "set.json").read_bytes()
+    with pytest.raises(lesson_run.MachineError) as refused:
+        pipeline.open_set(layout, "cloud-vm")
+    message = str(refused.value)
+    assert f"cpu_family {older['cpu_family']!r} (here {here['cpu_family']!r})" in message
+    assert "--set" in message and "cpu_model" not in message, "it names what differs, and the fix"
+    assert (tmp_path / "cloud-vm" / "set.json").read_bytes() == before, "the set is left as it was"
+
+
+def test_a_set_stored_before_the_cpu_identity_was_recorded_is_compared_as_before(tmp_path: Path) -> None:
+    """Such a set records no family, model or stepping: the same model name, kernel and VM let a run add to it,
+    and from then on it records this CPU's identity, which the next run compares."""
+    layout = Layout(Path(__file__).resolve().parents[1], results_dir=tmp_path)
+    here = fingerprint.machine()
+    stored = {key: value for key, value in here.items() if key not in IDENTITY}
+    store.save_set_info(tmp_path / "older", {"kind": "measured", "machine": stored})
+    assert pipeline.open_set(layout, "older") == tmp_path / "older"
+    recorded = store.read_json(tmp_path / "older" / "set.json")["machine"]
+    assert {key: recorded[key] for key in IDENTITY} == {key: here[key] for key in IDENTITY}
 
 
 # --- files that are not what they claim: one clear line each, on every read ------------------

@@ -250,6 +250,8 @@ def test_in_a_student_copy_the_line_names_no_solution(mini: Layout) -> None:
         {"cmdline": "root=/dev/sda1 mitigations=off"},
         {"kernel_release": "6.12"},
         {"microcode": "0x2"},
+        {"cpu_family": "26"},  # another generation under the same model name ("AMD EPYC")
+        {"cpu_stepping": "2"},
     ],
     ids=lambda change: next(iter(change)),
 )

@@ -15,6 +15,15 @@ TSC_FLAGS = ("tsc", "rdtscp", "constant_tsc", "nonstop_tsc", "tsc_known_freq", "
 
 VULNERABILITIES = Path("/sys/devices/system/cpu/vulnerabilities")
 
+#: Which CPU this is, beyond its model name: ``set.json``'s key and the ``/proc/cpuinfo`` field it comes from.
+#: A cloud VM's model name can be as generic as "AMD EPYC" on two CPU generations; these tell them apart.
+CPU_IDENTITY = {
+    "cpu_vendor": "vendor_id",
+    "cpu_family": "cpu family",
+    "cpu_model_number": "model",
+    "cpu_stepping": "stepping",
+}
+
 
 def cpu_info(cpuinfo: str) -> dict[str, str]:
     """The first processor's fields of a ``/proc/cpuinfo`` text."""
@@ -27,6 +36,26 @@ def cpu_info(cpuinfo: str) -> dict[str, str]:
         key, _, value = line.partition(":")
         fields[key.strip()] = value.strip()
     return fields
+
+
+def cpu_identity(cpu: dict[str, str]) -> dict[str, str]:
+    """The CPU's vendor, family, model and stepping from :func:`cpu_info`'s fields; "unknown" where absent.
+
+    Only x86 reports all four (an ARM or RISC-V ``/proc/cpuinfo`` has other fields): never an error.
+    """
+    return {key: cpu.get(field) or "unknown" for key, field in CPU_IDENTITY.items()}
+
+
+def cpu_generation(info: dict) -> str:
+    """``f26m2s1``: the CPU's family, model and stepping in decimal, as ``/proc/cpuinfo`` gives them.
+
+    Empty where one of them is not a number (another architecture, a set stored before they were recorded).
+    """
+    parts = [str(info.get(key, "")) for key in ("cpu_family", "cpu_model_number", "cpu_stepping")]
+    if not all(re.fullmatch(r"[0-9]{1,6}", part) for part in parts):
+        return ""
+    family, model, stepping = (int(part) for part in parts)
+    return f"f{family}m{model}s{stepping}"
 
 
 def mitigations(folder: Path = VULNERABILITIES) -> dict[str, str]:
@@ -93,6 +122,7 @@ def machine(cc: str = "cc", cpuinfo_path: Path = Path("/proc/cpuinfo")) -> dict:
     dmi_product = dmi.read_text().strip() if dmi.is_file() else ""
     return {
         "cpu_model": cpu.get("model name", platform.processor() or "unknown"),
+        **cpu_identity(cpu),
         "cpu_count": os.cpu_count(),
         "microcode": cpu.get("microcode", "unknown"),
         "tsc_flags": [flag for flag in TSC_FLAGS if flag in flags],
@@ -109,13 +139,27 @@ def machine(cc: str = "cc", cpuinfo_path: Path = Path("/proc/cpuinfo")) -> dict:
     }
 
 
-def set_id(info: dict) -> str:
-    """The stable name of a machine's result set: CPU model, kernel release, virtualization."""
-    return "-".join(slug(info[key]) for key in ("cpu_model", "kernel_release", "virtualization"))
-
-
 #: The longest set name: a folder name, a page name and an archive's name must all take it.
 SET_NAME_LIMIT = 100
+
+
+def set_id(info: dict) -> str:
+    """The stable name of a machine's result set: CPU model and generation, kernel release, virtualization.
+
+    ``amd-epyc-f26m2s1-6.18.44-fc-v1272-vm``: the generation (:func:`cpu_generation`) tells apart two hosts
+    whose model name is the same generic one (cloud VMs: "AMD EPYC"), so a new host measures into a set of
+    its own. Where it is unknown it is left out, the name as before it was recorded. A model name long
+    enough to take the name past :data:`SET_NAME_LIMIT` is cut, never the generation.
+    """
+    model = slug(info["cpu_model"])
+    generation = cpu_generation(info)
+    rest = "-".join(slug(info[key]) for key in ("kernel_release", "virtualization"))
+    if not generation:
+        return f"{model}-{rest}"
+    room = SET_NAME_LIMIT - len(f"-{generation}-{rest}")
+    if len(model) > room:
+        model = model[: max(room, 1)].rstrip("-.") or "unknown"
+    return f"{model}-{generation}-{rest}"
 
 
 class SetNameError(ValueError):

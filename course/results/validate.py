@@ -137,6 +137,10 @@ def _finite_float(text: str) -> float:
 SET_TEXT = ("label", "citation", "updated")
 MACHINE_TEXT = (
     "cpu_model",
+    "cpu_vendor",
+    "cpu_family",
+    "cpu_model_number",
+    "cpu_stepping",
     "microcode",
     "architecture",
     "kernel_release",

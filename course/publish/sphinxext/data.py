@@ -205,7 +205,10 @@ def same_hardware(result_set: ResultSet) -> tuple | None:
 
     Only a measured host set whose kernel release carries a build tag has other builds; the 2000
     reference and the kernel matrix's guest sets never do, nor an imported set: it is another machine
-    (a lab's PCs, a class's VMs), however alike its CPU and kernel are.
+    (a lab's PCs, a class's VMs), however alike its CPU and kernel are. The CPU is its model name and,
+    where the set records them, its vendor, family, model and stepping: a set of another CPU generation
+    under the same generic name ("AMD EPYC") is another machine too, and so is one whose CPU is known
+    beside one stored before the identity was recorded (nothing says they are the same).
     """
     if result_set.kind == "reference" or result_set.info.get("guest") or result_set.info.get("imported"):
         return None
@@ -214,7 +217,8 @@ def same_hardware(result_set: ResultSet) -> tuple | None:
     base = _BUILD_TAG.sub("", release)
     if base == release:
         return None
-    return (machine.get("cpu_model"), base, machine.get("virtualization"), machine.get("cpu_count"))
+    identity = tuple(machine.get(key) for key in fingerprint.CPU_IDENTITY)
+    return (machine.get("cpu_model"), *identity, base, machine.get("virtualization"), machine.get("cpu_count"))
 
 
 #: The data of each build, kept beside (not inside) its environment so it is never pickled.

@@ -18,6 +18,7 @@ from course.publish.sphinxext.context import host_kind, machine_link
 from course.publish.sphinxext.data import Lookup, format_value, shown_from
 from course.publish.sphinxext.figures import real_ns
 from course.publish.sphinxext.setdata import cell_text_of, course_data_link, figure_anchor, file_names, measurements
+from course.results import fingerprint
 from course.results.store import ResultSet
 
 
@@ -439,8 +440,13 @@ def provenance(result_set) -> list[tuple[str, str]]:
     rows = [("set id", result_set.id), ("kind", result_set.kind)]
     if result_set.info.get("citation"):
         rows.append(("source", result_set.info["citation"]))
+    # Which CPU beyond its model name (a generic "AMD EPYC" is two generations); not recorded by older sets.
+    identity = [str(machine.get(key) or "unknown") for key in fingerprint.CPU_IDENTITY]
+    if any(part != "unknown" for part in identity):
+        machine = {**machine, "cpu_identity": ", ".join(identity)}
     for key, name in (
         ("cpu_model", "CPU"),
+        ("cpu_identity", "CPU vendor, family, model, stepping"),
         ("microcode", "microcode"),
         ("tsc_hz", "TSC rate (Hz)"),
         ("tsc_flags", "TSC flags"),
