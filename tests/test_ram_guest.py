@@ -355,7 +355,7 @@ def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
     monkeypatch.setattr(vm, "_run", booted)
-    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder, *launchers: folder / "none")
 
     class Kernel:
         image = Path("/boot/vmlinuz")
@@ -364,6 +364,33 @@ def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypa
     assert not left.exists() and alive.exists()
     assert any(name.startswith(f"ram-{os.getpid()}-") and name != alive.name for name in seen), seen
     assert sorted(path.name for path in parent.iterdir()) == [alive.name], "its own folder removed at its end"
+
+
+def test_the_guest_from_memorys_folder_is_made_as_every_boots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vm.new_run_folder's three steps (parent, stale-run clean-up, mkdtemp), so its choice of parent too: a build
+    folder whose path has a space puts the boot's folder in a plain temp folder, named for the guest from memory;
+    the launcher is still compiled once, in the build folder."""
+    from course.kernel import kernel_build, vm
+    from course.results.layout import Layout
+
+    layout = Layout(tmp_path, build_dir=tmp_path / "a build" / "build")
+    packed: list[tuple[Path, Path | None]] = []
+
+    def pack(jobs: list[dict], folder: Path, launchers: Path | None = None) -> Path:
+        packed.append((folder, launchers))
+        return folder / "none"
+
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: (0, ""))
+    monkeypatch.setattr(ram_guest, "make_initramfs", pack)
+
+    class Kernel:
+        image = Path("/boot/vmlinuz")
+
+    ram_guest.run_jobs(layout, Kernel(), [], lambda line: None)  # type: ignore[arg-type]
+    ((folder, launchers),) = packed
+    assert folder.parent == Path(kernel_build.plain_temp()) and folder.name.startswith(f"course-vm-ram-{os.getpid()}-")
+    assert launchers == layout.build / "vm" / "launcher" and not folder.exists()
 
 
 def test_each_job_of_a_tcg_boot_takes_the_time_between_its_announcement_and_the_next() -> None:

@@ -357,8 +357,10 @@ def _title(job: dict) -> str:
     return f"{job['module']} serving its client" if "client" in job else f"{job['module']} stdin={job['stdin']}"
 
 
-def make_initramfs(jobs: list[dict], folder: Path) -> Path:
-    """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries."""
+def make_initramfs(jobs: list[dict], folder: Path, launchers: Path | None = None) -> Path:
+    """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries.
+
+    The launcher is compiled once into ``launchers`` (by default ``launcher`` beside ``folder``)."""
     root = folder / "root"
     for name in ("bin", "proc", "sys", "dev", "tmp", "out", "etc"):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -366,7 +368,7 @@ def make_initramfs(jobs: list[dict], folder: Path) -> Path:
     (root / "etc" / "hostname").write_text(GUEST_HOSTNAME + "\n")
     shutil.copy2(busybox(), root / "bin" / "busybox")
     try:
-        launcher = guest_launcher.compiled(folder.parent / "launcher")
+        launcher = guest_launcher.compiled(launchers or folder.parent / "launcher")
     except (guest_launcher.LauncherError, OSError, subprocess.SubprocessError) as error:
         raise RamGuestError(str(error)) from error
     shutil.copy2(launcher, root / "bin" / "course-launch")
@@ -698,14 +700,13 @@ def _boot(
     """Boot the initramfs guest once for ``jobs`` under ``acceleration``."""
     command_of = {"tcg-icount": qemu_command, "tcg": tcg_command}[acceleration]
     vm.require_qemu()
-    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
     if vm.boot_cancelled():  # interrupted during the build it waited for
         raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
-    # Named by this process, as vm.run_jobs names its folders: one left by a SIGKILL goes on the next run.
-    vm.remove_stale_runs(layout.build / "vm", "ram-")
-    folder = Path(tempfile.mkdtemp(prefix=f"ram-{os.getpid()}-", dir=layout.build / "vm"))
+    # Made as every boot's folder is (one left by a SIGKILL goes on the next run), named ram-: the launcher it
+    # packs is compiled once in build/vm, wherever the folder lies.
+    folder = vm.new_run_folder(layout, "ram")
     try:
-        archive = make_initramfs(jobs, folder)
+        archive = make_initramfs(jobs, folder, layout.build / "vm" / "launcher")
         if vm.boot_cancelled():
             raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
         started = time.monotonic()
