@@ -82,7 +82,7 @@ def test_the_init_script_quotes_every_word_it_was_given() -> None:
 
 def test_each_jobs_programs_run_as_a_user_of_its_own_and_only_loads_and_traces_as_root() -> None:
     """A program (a server's client too) runs as the uid of its job, never root; the init records each job in a
-    folder of root's alone, made fresh for it; /tmp, the one folder jobs may write, is emptied after each job."""
+    folder of root's alone, made fresh for it; /tmp, the one folder jobs may write, is a tmpfs of each job's own."""
     trace = {"lesson": "02-read-path", "trace": "trace", "program": "02-read-path/t", "binary": "/b/t", "graph": ["x"]}
     script = ram_guest.init_script([PROGRAM, SERVER, PROGRAM, trace])
     launched = [shlex.split(line.partition("/bin/course-launch ")[2])[:5] for line in script.splitlines()]
@@ -98,7 +98,9 @@ def test_each_jobs_programs_run_as_a_user_of_its_own_and_only_loads_and_traces_a
     for index in range(4):
         assert f"mkdir -m 700 /out/{index};" in script, "a fresh folder of root's for each job's record"
     assert "mkdir -p /out" not in script, "no folder a job could have made first is taken as its record"
-    assert "kill -9 -1; find /tmp -mindepth 1 -maxdepth 1 ! -name course-scratch -exec rm -rf {} +" in script
+    for index in range(4):  # the job's own /tmp, made before it starts: nothing of the job before reaches it
+        assert f"mkdir -m 700 /out/{index}; fresh {index};" in script
+    assert "kill -9 -1; umount /tmp 2>/dev/null || umount -l /tmp" in script, "gone, whole, after each job"
     assert "echo 1 >/proc/sys/fs/protected_symlinks; echo 1 >/proc/sys/fs/protected_hardlinks" in script
 
 
@@ -328,7 +330,9 @@ def test_a_hung_job_or_a_big_file_loses_only_itself(tmp_path: Path) -> None:
     read = ram_guest.read_back(ran.stdout)
     hung, big, fine = ram_guest.job_results(jobs, read)
     assert hung["exit_status"] == 137, "killed (SIGKILL) at its one-second timeout"
-    assert big["ok"] and len(big["stdout"]) == ram_guest.FILE_LIMIT_BYTES
+    # Stopped at the launcher's limit (SIGXFSZ: 128 + 25), what it wrote up to there back, and the cut said.
+    assert big["exit_status"] == 153 and len(big["stdout"]) == ram_guest.FILE_LIMIT_BYTES
+    assert big["ended"] == "exited with 153; its stdout passed the guest's limit of 256 KiB and was cut", big["ended"]
     assert fine["ok"] and fine["stdout"] == "ok\n"
     assert read["guest"]["release"].strip()
 
@@ -351,7 +355,7 @@ def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
     monkeypatch.setattr(vm, "_run", booted)
-    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder, *launchers: folder / "none")
 
     class Kernel:
         image = Path("/boot/vmlinuz")
@@ -360,6 +364,33 @@ def test_a_folder_left_by_a_killed_run_goes_on_the_next(tmp_path: Path, monkeypa
     assert not left.exists() and alive.exists()
     assert any(name.startswith(f"ram-{os.getpid()}-") and name != alive.name for name in seen), seen
     assert sorted(path.name for path in parent.iterdir()) == [alive.name], "its own folder removed at its end"
+
+
+def test_the_guest_from_memorys_folder_is_made_as_every_boots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vm.new_run_folder's three steps (parent, stale-run clean-up, mkdtemp), so its choice of parent too: a build
+    folder whose path has a space puts the boot's folder in a plain temp folder, named for the guest from memory;
+    the launcher is still compiled once, in the build folder."""
+    from course.kernel import kernel_build, vm
+    from course.results.layout import Layout
+
+    layout = Layout(tmp_path, build_dir=tmp_path / "a build" / "build")
+    packed: list[tuple[Path, Path | None]] = []
+
+    def pack(jobs: list[dict], folder: Path, launchers: Path | None = None) -> Path:
+        packed.append((folder, launchers))
+        return folder / "none"
+
+    monkeypatch.setattr(vm, "require_qemu", lambda: None)
+    monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: (0, ""))
+    monkeypatch.setattr(ram_guest, "make_initramfs", pack)
+
+    class Kernel:
+        image = Path("/boot/vmlinuz")
+
+    ram_guest.run_jobs(layout, Kernel(), [], lambda line: None)  # type: ignore[arg-type]
+    ((folder, launchers),) = packed
+    assert folder.parent == Path(kernel_build.plain_temp()) and folder.name.startswith(f"course-vm-ram-{os.getpid()}-")
+    assert launchers == layout.build / "vm" / "launcher" and not folder.exists()
 
 
 def test_each_job_of_a_tcg_boot_takes_the_time_between_its_announcement_and_the_next() -> None:

@@ -4,8 +4,10 @@ Under ``tcg-icount`` every kernel lesson's guest work (lesson 4's module with ea
 input, the user-space programs with their open files, lesson 2's trace) runs in one boot of
 course.kernel.ram_guest per kernel; lesson 9 (``boot = "own"``) in one of its own. Two real boots
 here, with small sample counts (the second stopped where the trace, compared with nothing, begins), a job
-among them that tries to write what no job may (the guest's tools, another job's files and records); then
-lesson 9 alone, as a student reruns it, against the matrix's set.
+among them that tries to write what no job may (the guest's tools, another job's files and records), and two
+that look for what one job leaves the next (a tree in /tmp too deep for ``rm -rf``, System V and POSIX IPC
+objects) and write more than the guest keeps; then lesson 9 alone, as a student reruns it, against the
+matrix's set.
 """
 
 from __future__ import annotations
@@ -109,8 +111,8 @@ FORBIDDEN = {
     "/init": ": >>/init",
     "/job/0/usystime": ": >>/job/0/usystime",
     "/job/1/new": ": >/job/1/new",
-    "/job/2/ksystime.ko": ": >>/job/2/ksystime.ko",
-    "/job/8/readtrace": ": >>/job/8/readtrace",
+    "/job/4/ksystime.ko": ": >>/job/4/ksystime.ko",
+    "/job/10/readtrace": ": >>/job/10/readtrace",
     "/job/9": "mkdir /job/9",
     "/out": "ls /out",
     "/out/0/stdout": ": >>/out/0/stdout",
@@ -119,7 +121,7 @@ FORBIDDEN = {
     "/tmp/course-scratch/stdin.txt": ": >>/tmp/course-scratch/stdin.txt",
     "/etc/hostname": ": >>/etc/hostname",
     # Refused for want of the right, not for the module's init returning an error, as it does for root.
-    "insmod": "! insmod /job/2/ksystime.ko samples=1 2>&1 | grep -q 'not permitted'",
+    "insmod": "! insmod /job/4/ksystime.ko samples=1 2>&1 | grep -q 'not permitted'",
     "/tmp/hard-link": "ln /job/0/usystime /tmp/hard-link",
 }
 PROBE = "id -u; id -g; id -G; : >/tmp/mine && echo wrote /tmp/mine\n" + "".join(
@@ -128,9 +130,66 @@ PROBE = "id -u; id -g; id -G; : >/tmp/mine && echo wrote /tmp/mine\n" + "".join(
 )
 
 
+#: A job's leftovers (uid JOB_UID_BASE + 2: ``leave``) and the next job's look for them (+ 3: ``look``), which then
+#: writes 2 MiB to its standard output, eight times what the guest keeps of it (ram_guest.FILE_LIMIT_BYTES).
+LEFTOVERS = r"""
+#include <dirent.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KEY 0x636f7572
+#define QUEUE "/course-left"
+
+int main(int argc, char **argv)
+{
+	static char name[201], block[65536];
+	struct mq_attr attr = { .mq_maxmsg = 1, .mq_msgsize = 16 };
+	struct dirent *entry;
+	DIR *tmp;
+
+	if (argc > 1 && !strcmp(argv[1], "leave")) {
+		memset(name, 'd', 200);
+		if (chdir("/tmp") || mkdir("deep", 0755) || chdir("deep"))
+			return 1;
+		for (int i = 0; i < 30; i++)  /* 30 * 201 bytes: past PATH_MAX, where busybox's rm -rf stops */
+			if (mkdir(name, 0755) || chdir(name))
+				return 2;
+		if (open("secret", O_WRONLY | O_CREAT, 0644) < 0)
+			return 3;
+		if (msgget(KEY, IPC_CREAT | 0666) < 0 || shmget(KEY, 4096, IPC_CREAT | 0666) < 0
+			|| semget(KEY, 1, IPC_CREAT | 0666) < 0 || mq_open(QUEUE, O_CREAT | O_RDWR, 0666, &attr) < 0)
+			return 4;
+		puts("left");
+		return 0;
+	}
+	tmp = opendir("/tmp");
+	printf("tmp:");
+	while (tmp && (entry = readdir(tmp)))
+		if (entry->d_name[0] != '.' && strcmp(entry->d_name, "course-scratch"))
+			printf(" %s", entry->d_name);
+	printf("\nmsg: %s\nshm: %s\nsem: %s\nmq: %s\n", msgget(KEY, 0) < 0 ? "none" : "left",
+		shmget(KEY, 0, 0) < 0 ? "none" : "left", semget(KEY, 0, 0) < 0 ? "none" : "left",
+		mq_open(QUEUE, O_RDONLY) < 0 ? "none" : "left");
+	fflush(stdout);
+	memset(block, 'x', sizeof(block));
+	for (long left = 32 * sizeof(block), wrote; left > 0; left -= wrote)  /* a short write: on to the next */
+		if ((wrote = write(1, block, left < (long)sizeof(block) ? left : (long)sizeof(block))) <= 0)
+			return 5;
+	return 0;
+}
+"""
+
+
 def _jobs(layout: Layout, kernel: kernel_build.GuestKernel) -> list[dict]:
-    """Lesson 3's empty reads with every kind open, a job that tries what it must not, lesson 4's module with each
-    kind of input, lesson 2's trace."""
+    """Lesson 3's empty reads with every kind open, a job that tries what it must not, one that leaves what it can
+    and one that looks for it, lesson 4's module with each kind of input, lesson 2's trace."""
     catalog = {lesson.name: lesson for lesson in lessons.discover(layout)}
     usystime = build.build_program(layout, catalog["03-timing"], "usystime")
     readtrace = build.build_program(layout, catalog["02-read-path"], "readtrace")
@@ -139,9 +198,15 @@ def _jobs(layout: Layout, kernel: kernel_build.GuestKernel) -> list[dict]:
     ko = kernel_build.build_module(layout, lesson_4, module, kernel).ko
     trace = next(spec for spec in catalog["02-read-path"].traces)
     program = {"lesson": "04-kernel-read", "lessons": ["04-kernel-read"], "program": "03-timing/usystime"}
+    helper = layout.build / "leftovers"
+    helper.parent.mkdir(parents=True, exist_ok=True)
+    helper.with_suffix(".c").write_text(LEFTOVERS)
+    subprocess.run(["cc", "-O2", "-o", str(helper), str(helper.with_suffix(".c"))], check=True, timeout=120)
     return [
         {**program, "binary": str(usystime.binary), "args": ["200"], "stdin": "devnull", "files": KINDS},
         {**program, "program": "probe", "binary": str(ram_guest.busybox()), "args": ["sh", "-c", PROBE]},
+        {**program, "program": "leftovers", "binary": str(helper), "args": ["leave"]},
+        {**program, "program": "leftovers", "binary": str(helper), "args": ["look"]},
         *(
             {"lesson": "04-kernel-read", "module": "ksystime", "ko": str(ko), "params": ["samples=200"], "stdin": kind}
             for kind in KINDS
@@ -186,8 +251,17 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
     assert ram_guest.lessons_in_memory(jobs) == {"02-read-path", "04-kernel-read"}
     boot = ram_guest.run_jobs(layout, kernel, jobs, lambda line: None, timeout=600)
     assert boot.exit_status == 0 and len(boot.jobs) == len(jobs), boot.console[-3000:]
-    program, probe, *loads, trace = boot.jobs
+    program, probe, leaver, looker, *loads, trace = boot.jobs
     assert program["ok"], program["stderr"]
+    assert leaver["ok"] and leaver["stdout"] == "left\n", leaver
+    # Nothing of the job before reached this one (its /tmp a tmpfs of its own, its IPC objects in a namespace
+    # of its own); its 2 MiB output stopped at the guest's limit (SIGXFSZ: 128 + 25), and the host says so.
+    found = (looker["stdout"].split("\n")[:5], looker["ended"], len(looker["stdout"]))
+    assert found == (
+        ["tmp:", "msg: none", "shm: none", "sem: none", "mq: none"],
+        "exited with 153; its stdout passed the guest's limit of 256 KiB and was cut",
+        ram_guest.FILE_LIMIT_BYTES,
+    ), found[:2]
     # The probe ran as a user of its own: none of what it must not do could it do, and it could write in /tmp.
     uid = str(ram_guest.JOB_UID_BASE + 1)
     assert probe["ok"] and probe["stdout"].splitlines() == [uid, uid, uid, "wrote /tmp/mine"] + [
@@ -202,17 +276,17 @@ def test_two_boots_from_memory_run_every_kind_of_job_and_count_the_same(course_r
         assert load["log"].count("course: meta done=1") == 1 and load["exit_status"] != 0, load["insmod_output"]
         assert "read-iter" in parsed.measurements or "read-iter" in parsed.skipped, load["stdin"]
     assert trace["ok"] and trace["graph"] and "shmem_file_read_iter" in trace["trace_text"], (
-        "the small file lies on the guest's tmpfs root"
+        "the small file lies on a tmpfs, the job's own /tmp"
     )
     # Two boots of one initramfs are one boot: every sample of every figure repeats, not only the medians.
     # The second stops where the trace, the last job (compared with nothing), begins: half of a boot's time.
     console = _boot_until_the_last_job(layout, kernel, jobs)
     again = ram_guest.job_results(jobs, ram_guest.read_back(console))
     assert len(again) == len(jobs) - 1, "the second boot ran every job before the trace"
-    assert again[1]["stdout"] == probe["stdout"]
+    assert again[1]["stdout"] == probe["stdout"] and again[3]["stdout"] == looker["stdout"]
     measured = [boot.jobs[0], *loads]
     first = [job.get("stdout", "") + job.get("log", "") for job in measured]
-    second = [job.get("stdout", "") + job.get("log", "") for job in [again[0], *again[2:]]]
+    second = [job.get("stdout", "") + job.get("log", "") for job in [again[0], *again[4:]]]
     counted = [[line for line in text.splitlines() if "course: hist" in line] for text in first]
     assert all(counted) and counted == [
         [line for line in text.splitlines() if "course: hist" in line] for text in second

@@ -216,7 +216,7 @@ def test_ctrl_c_kills_the_guest_from_memory_booting_beside(tmp_path: Path, monke
     not left to run until its own end while run_jobs waits for it."""
     from course.kernel import ram_guest
 
-    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder, *launchers: folder / "none")
     monkeypatch.setattr(ram_guest, "qemu_command", lambda *args, **kwargs: ["sleep", "29.5"])
     layout = Layout(tmp_path, build_dir=tmp_path / "build")
     seen: list[str] = []
@@ -247,7 +247,9 @@ def test_ctrl_c_during_the_build_starts_no_guest_from_memory_after_it(tmp_path: 
     from course.kernel import ram_guest
 
     started: list[str] = []
-    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: started.append("packed") or folder / "x")
+    monkeypatch.setattr(
+        ram_guest, "make_initramfs", lambda jobs, folder, *launchers: started.append("packed") or folder / "x"
+    )
     monkeypatch.setattr(ram_guest, "qemu_command", lambda *args, **kwargs: started.append("qemu") or ["true"])
     layout = Layout(tmp_path, build_dir=tmp_path / "build")
 
@@ -271,6 +273,6 @@ def test_a_guest_progress_line_reaches_the_terminal_escaped(tmp_path: Path, monk
     monkeypatch.setattr(vm, "_run", lambda command, timeout, on_line: on_line(FORGED) or (0, ""))
     vm._boot(Layout(tmp_path, build_dir=tmp_path / "build"), KERNEL, [], "tcg-icount", lines.append, 60, tmp_path)
     monkeypatch.setattr(vm, "require_qemu", lambda: None)
-    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder: folder / "none")
+    monkeypatch.setattr(ram_guest, "make_initramfs", lambda jobs, folder, *launchers: folder / "none")
     ram_guest.run_jobs(Layout(tmp_path, build_dir=tmp_path / "build"), KERNEL, [], lines.append)
     assert lines == [r"  vm     \x1b]2;retitled\x07\x1b[2J [1/1] forged\u202e"] * 2

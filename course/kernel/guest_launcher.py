@@ -21,9 +21,13 @@ as kmod's ``insmod`` does on the host and in a virtme-ng guest. Busybox's ``insm
 when ``finit_module()`` fails it tries ``init_module()`` with the same file, so a module that
 measures in its init and returns an error, as the course's do, would run, and print, twice.
 
-Its file lives on the guest's root, the initramfs unpacked into ``rootfs``, which is a tmpfs
-(``init/do_mounts.c``: rootfs is tmpfs when the kernel has CONFIG_TMPFS and no ``root=`` is
-given): its reads go through shmem's ``->read_iter``.
+A job's program also gets an IPC namespace of its own (its System V objects and POSIX message
+queues end with it, none reaches the next job) and a limit on the size of the files it writes
+(``RLIMIT_FSIZE``, :data:`RECORD_LIMIT_BYTES` and one byte): its standard output and error, which
+the init records in the guest's memory, cannot fill it.
+
+Its file lives in the job's own ``/tmp``, a tmpfs the guest's init mounts afresh for each job
+(:func:`course.kernel.ram_guest.init_script`): its reads go through shmem's ``->read_iter``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,13 @@ KINDS = ("devnull", "file", "pipe", "tty", "zero", "socket")
 #: What the small file holds: runners.stdin_of_kind's text, 8.6 KiB (lesson 7 reads up to 4 KiB of it).
 FILE_TEXT = "A small disk file, read as standard input.\n" * 200
 
-#: Where the guest writes it: a folder of root's, which the guest's init makes before any job runs.
+#: How much of each file the init records of a job comes back to the host (course.kernel.ram_guest); a job's
+#: programs may write files of at most one byte more (RLIMIT_FSIZE), so that one output cannot fill the guest's
+#: memory, and the host can tell an output that was cut.
+RECORD_LIMIT_BYTES = 256 * 1024
+
+#: Where the guest writes it: a folder of root's, which the guest's init makes before each job runs (on the
+#: job's own fresh /tmp).
 SCRATCH_PATH = "/tmp/course-scratch"
 FILE_PATH = f"{SCRATCH_PATH}/stdin.txt"
 
@@ -58,6 +68,8 @@ SOURCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -210,6 +222,16 @@ int main(int argc, char **argv)
 	if (child < 0)
 		die("cannot fork for", argv[4]);
 	if (child == 0) {
+		/* What the init records of the job (its standard output and error) stops growing at the limit: */
+		/* one byte past what the host reads back, so that the host can tell it was cut. */
+		struct rlimit record = { RECORD_LIMIT + 1, RECORD_LIMIT + 1 };
+
+		if (setrlimit(RLIMIT_FSIZE, &record) < 0)
+			die("cannot limit the output of", argv[4]);
+		/* A job's System V objects and POSIX message queues end with it: an IPC namespace of its own, */
+		/* made while it is root, gone when its last process is. */
+		if (user != 0 && unshare(CLONE_NEWIPC) < 0)
+			die("cannot give an IPC namespace of its own to", argv[4]);
 		if (user != 0)
 			drop_to(user, argv[4]);
 		if (!strcmp(argv[4], "--load"))
@@ -243,6 +265,7 @@ def compiled(folder: Path) -> Path:
         f"-DFILE_TEXT={_c_string(FILE_TEXT)}",
         f"-DFILE_PATH={_c_string(FILE_PATH)}",
         f"-DSCRATCH_PATH={_c_string(SCRATCH_PATH)}",
+        f"-DRECORD_LIMIT={RECORD_LIMIT_BYTES}",
     ]
     digest = hashlib.sha256("\0".join([SOURCE, *CFLAGS, *defines]).encode()).hexdigest()[:16]
     binary = folder / f"course-launch-{digest}"

@@ -16,8 +16,8 @@ its client, a program traced with ftrace's function_graph. The guest's init is a
 (busybox, from the host: ``apt-get install busybox-static``); a small static launcher
 (:mod:`course.kernel.guest_launcher`) opens each kind of file as the course's Python does
 elsewhere. Each job's output comes back on the console, base64-encoded between markers, as soon
-as it ends. Its files (the small file a job reads) lie on the guest's root, the initramfs in
-``rootfs``: a tmpfs, where a virtme-ng guest's ``/tmp`` is an overlay over the host's folder.
+as it ends. Its files (the small file a job reads) lie in the job's own ``/tmp``, a tmpfs the init mounts
+for it, where a virtme-ng guest's ``/tmp`` is an overlay over the host's folder.
 
 Under plain ``tcg`` (the default where KVM does not work) the same guest runs without ``-icount``
 (:data:`TCG_OPTIONS`): its clock follows the host's, so its figures are emulated ticks that move from
@@ -81,7 +81,13 @@ GUEST_HOSTNAME = "course-guest"
 
 #: At most this much of each file a job wrote comes back (base64 makes it a third more): the console
 #: as a whole is cut at course.measure.runners.OUTPUT_LIMIT_BYTES (4 MiB), and one big file must not lose the rest.
-FILE_LIMIT_BYTES = 256 * 1024
+#: A job's programs cannot write more than one byte past it (the launcher's RLIMIT_FSIZE): the guest reads back
+#: that byte too, and the host says the file was cut (:data:`CUT`).
+FILE_LIMIT_BYTES = guest_launcher.RECORD_LIMIT_BYTES
+
+#: Where :func:`read_back` lists a job's files that passed :data:`FILE_LIMIT_BYTES` (space-separated): a name no
+#: file the init records can have (:data:`MARK`).
+CUT = "(cut)"
 
 #: How long insmod and rmmod may take in the guest, and a server's client when its job names no timeout.
 MODULE_SECONDS = 120
@@ -134,6 +140,7 @@ GUEST_CODE = {
         "CFLAGS",
         "SOURCE",
         "SCRATCH_PATH",
+        "RECORD_LIMIT_BYTES",
         "_c_string",
         "compiled",
         "_compile",
@@ -211,8 +218,10 @@ def init_script(jobs: list[dict]) -> str:
     """The guest's /init: every job in order, each under its timeout, its files printed as soon as it ends.
 
     The init is root, and so are the module loads and the trace; each job's programs run as a user of its
-    own (:data:`JOB_UID_BASE`), who can write only in /tmp (emptied after each job). What the init records of
-    job N lies in ``/out/N``, root's alone: the program's output goes there through descriptors the init opened.
+    own (:data:`JOB_UID_BASE`), who can write only in /tmp: a tmpfs mounted afresh for each job and unmounted
+    after it, so that nothing a job leaves there (a tree too deep for ``rm -rf`` included) reaches the next.
+    What the init records of job N lies in ``/out/N``, root's alone: the program's output goes there through
+    descriptors the init opened.
     """
     q = shlex.quote
     scratch = Path(guest_launcher.SCRATCH_PATH).name
@@ -225,17 +234,22 @@ def init_script(jobs: list[dict]) -> str:
         "echo 1 >/proc/sys/fs/protected_symlinks; echo 1 >/proc/sys/fs/protected_hardlinks",
         "dmesg -n 1",  # the kernel's messages stay in its log: none cuts into the files printed
         "ip link set lo up",
-        # Whatever a job left running is killed first: it prints nothing into the blocks, and leaves nothing in /tmp.
-        f"dump() {{ kill -9 -1; find /tmp -mindepth 1 -maxdepth 1 ! -name {scratch} -exec rm -rf {{}} +",
+        # Each job's own /tmp, the launcher's scratch folder (root's) in it; a guest that cannot make it stops there,
+        # saying so, rather than run the job where the one before wrote.
+        f"fresh() {{ mount -t tmpfs -o mode=1777 tmp /tmp && mkdir -m 755 /tmp/{scratch} && return",
+        '  echo "course-guest: no fresh /tmp for job $1"; poweroff -f; }',
+        # Whatever a job left running is killed first: it prints nothing into the blocks. Then its /tmp goes, whole
+        # (lazily, if a process being killed still holds it: none reaches it again).
+        "dump() { kill -9 -1; umount /tmp 2>/dev/null || umount -l /tmp 2>/dev/null",
         "for file in /out/$1/*; do",
         '  mark="@@course $1 ${file##*/}"',
-        f'  echo "$mark begin"; head -c {FILE_LIMIT_BYTES} $file | base64; echo "$mark end"',
+        f'  echo "$mark begin"; head -c {FILE_LIMIT_BYTES + 1} $file | base64; echo "$mark end"',
         "done; }",
     ]
     for index, job in enumerate(jobs):
         out = f"/out/{index}"
         user = str(JOB_UID_BASE + index)
-        lines.append(f"mkdir -m 700 {out}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
+        lines.append(f"mkdir -m 700 {out}; fresh {index}; echo 'course-guest: [{index + 1}/{len(jobs)}] {_title(job)}'")
         if "trace" in job:
             lines += _trace_lines(job, index, out)
             continue
@@ -343,16 +357,18 @@ def _title(job: dict) -> str:
     return f"{job['module']} serving its client" if "client" in job else f"{job['module']} stdin={job['stdin']}"
 
 
-def make_initramfs(jobs: list[dict], folder: Path) -> Path:
-    """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries."""
+def make_initramfs(jobs: list[dict], folder: Path, launchers: Path | None = None) -> Path:
+    """The guest's initramfs (a newc cpio) in ``folder``: busybox, each job's programs, modules and libraries.
+
+    The launcher is compiled once into ``launchers`` (by default ``launcher`` beside ``folder``)."""
     root = folder / "root"
-    for name in ("bin", "proc", "sys", "dev", "tmp", "out", "etc", guest_launcher.SCRATCH_PATH.lstrip("/")):
+    for name in ("bin", "proc", "sys", "dev", "tmp", "out", "etc"):
         (root / name).mkdir(parents=True, exist_ok=True)
     # A small regular file every guest has (lesson 4's exercise opens it from its module), as virtme-ng's root has.
     (root / "etc" / "hostname").write_text(GUEST_HOSTNAME + "\n")
     shutil.copy2(busybox(), root / "bin" / "busybox")
     try:
-        launcher = guest_launcher.compiled(folder.parent / "launcher")
+        launcher = guest_launcher.compiled(launchers or folder.parent / "launcher")
     except (guest_launcher.LauncherError, OSError, subprocess.SubprocessError) as error:
         raise RamGuestError(str(error)) from error
     shutil.copy2(launcher, root / "bin" / "course-launch")
@@ -476,11 +492,15 @@ def read_back(console: str) -> dict[str, dict[str, str]]:
             seen.add(current)
         elif mark and current == (mark[1], mark[2]):
             try:
-                decoded = base64.b64decode("".join(chunks), validate=True).decode("utf-8", "backslashreplace")
+                raw = base64.b64decode("".join(chunks), validate=True)
             except (binascii.Error, ValueError):  # damaged: the job reads as not finished, not as empty output
                 damaged.add(mark[1])
             else:
-                files.setdefault(mark[1], {}).setdefault(mark[2], decoded)  # the first block is the real one
+                got = files.setdefault(mark[1], {})
+                if mark[2] not in got:  # the first block is the real one
+                    got[mark[2]] = raw[:FILE_LIMIT_BYTES].decode("utf-8", "backslashreplace")
+                    if len(raw) > FILE_LIMIT_BYTES:  # the byte past the limit: the file was cut there
+                        got[CUT] = " ".join([*got.get(CUT, "").split(), mark[2]])
             current = None
         elif current is not None:
             chunks.append(line.strip())
@@ -589,6 +609,10 @@ def _trace_result(job: dict, status: int, got: dict[str, str]) -> dict:
 
 def _outcome(command: str, status: int, got: dict[str, str]) -> dict:
     ended = f"exited with {status}" if status >= 0 else "did not finish"
+    cut = [name for name in ("stdout", "stderr") if name in got.get(CUT, "").split()]
+    if cut:  # killed by SIGXFSZ at the launcher's limit, or it went on without the rest: either way, said
+        were = "was" if len(cut) == 1 else "were"
+        ended += f"; its {' and '.join(cut)} passed the guest's limit of {FILE_LIMIT_BYTES // 1024} KiB and {were} cut"
     return {
         "command": command,
         "exit_status": status,
@@ -676,14 +700,13 @@ def _boot(
     """Boot the initramfs guest once for ``jobs`` under ``acceleration``."""
     command_of = {"tcg-icount": qemu_command, "tcg": tcg_command}[acceleration]
     vm.require_qemu()
-    (layout.build / "vm").mkdir(parents=True, exist_ok=True)
     if vm.boot_cancelled():  # interrupted during the build it waited for
         raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
-    # Named by this process, as vm.run_jobs names its folders: one left by a SIGKILL goes on the next run.
-    vm.remove_stale_runs(layout.build / "vm", "ram-")
-    folder = Path(tempfile.mkdtemp(prefix=f"ram-{os.getpid()}-", dir=layout.build / "vm"))
+    # Made as every boot's folder is (one left by a SIGKILL goes on the next run), named ram-: the launcher it
+    # packs is compiled once in build/vm, wherever the folder lies.
+    folder = vm.new_run_folder(layout, "ram")
     try:
-        archive = make_initramfs(jobs, folder)
+        archive = make_initramfs(jobs, folder, layout.build / "vm" / "launcher")
         if vm.boot_cancelled():
             raise KeyboardInterrupt("the boot was interrupted before the guest from memory started")
         started = time.monotonic()

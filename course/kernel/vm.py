@@ -380,15 +380,16 @@ def run_jobs(
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def new_run_folder(layout: Layout) -> Path:
+def new_run_folder(layout: Layout, kind: str = "run") -> Path:
     """A folder of its own for one boot (mode 0700; the caller removes it): two runs never share one, and a run
     killed before removing its own has it removed here, by the next. vng and the guest's kernel command line
-    cannot take a space in its path: then it goes to a plain temp folder."""
+    cannot take a space in its path: then it goes to a plain temp folder. ``kind`` starts its name: ``run`` for
+    a virtme-ng boot, ``ram`` for the guest from memory's (course.kernel.ram_guest)."""
     (layout.build / "vm").mkdir(parents=True, exist_ok=True)
     if PLAIN_PATH.fullmatch(str(layout.build / "vm")):
-        parent, prefix = layout.build / "vm", "run-"
+        parent, prefix = layout.build / "vm", f"{kind}-"
     else:
-        parent, prefix = Path(plain_temp()), "course-vm-run-"
+        parent, prefix = Path(plain_temp()), f"course-vm-{kind}-"
     remove_stale_runs(parent, prefix)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
 
