@@ -1547,3 +1547,25 @@ def test_a_clean_parallel_build_shares_the_checks_and_a_rebuild_has_none_to_shar
     assert shared == [2], "a fresh environment: every file checked, on both cores"
     make_app("html", srcdir=Path(app.srcdir), parallel=2).build()
     assert shared == [2], "a rebuild knows its files' checks: no helper is started"
+
+
+# --- a site built where this machine has no set yet --------------------------------------------------
+
+
+def test_a_set_given_to_the_site_is_this_machines_and_a_guessed_one_only_under_this_machines_name(
+    rootdir: Path, tmp_path: Path
+) -> None:
+    from course.publish.sphinxext.data import CourseData
+    from course.results import fingerprint
+
+    results = tmp_path / "results"
+    shutil.copytree(rootdir / "test-course" / "results", results)
+    given = CourseData(results, tmp_path, current="other-machine")
+    assert given.current_id == "other-machine" and given.current_is_this_machine, "invoke passed it, or --set"
+    guessed = CourseData(results, tmp_path)
+    assert guessed.current_id in ("canned-machine", "other-machine") and not guessed.current_is_this_machine
+    # The same set, standing in or given: the pages that mark it are read again when it changes.
+    assert guessed.signature != CourseData(results, tmp_path, current=guessed.current_id).signature
+    (results / "canned-machine").rename(results / fingerprint.set_name())
+    mine = CourseData(results, tmp_path)
+    assert mine.current_id == fingerprint.set_name() and mine.current_is_this_machine
