@@ -1583,8 +1583,9 @@ def _saying_this_machine(app: SphinxTestApp) -> list[str]:
     return [page.relative_to(outdir).as_posix() for page in pages if "this machine" in _read_text(page).lower()]
 
 
-#: A page of prose alone, which reads no set: "this machine" in it must follow what the current set is too.
-PROSE = "\nFigures of this machine, and this machine's own kernel.\n"
+#: A page of prose alone, which reads no set: "this machine" in it must follow what the current set is too, even
+#: where the source breaks its line between the two words.
+PROSE = "\nFigures of this machine, and this\nmachine's own kernel.\n"
 
 
 @pytest.mark.sphinx("html", testroot="course", srcdir="course-stand-in", confoverrides={"course_current_set": ""})

@@ -25,8 +25,11 @@ from sphinx.transforms import SphinxTransform
 
 from course.publish.sphinxext.data import CourseData, data_of
 
-#: The phrase, with its possessive, either case.
-_PHRASE = re.compile(r"\b([Tt])his machine('s)?")
+#: The phrase, with its possessive, either case; a paragraph's source may break its line between the two words.
+_PHRASE = re.compile(r"\b([Tt])his\s+machine('s)?")
+
+#: The mark beside the current set's label: "(this machine)", or "(this machine, itself a VM)".
+_MARK = re.compile(r"\(this\s+machine(?=[),])")
 
 #: Text never rewritten: code, captured output, raw markup.
 _LEFT_ALONE = (nodes.literal_block, nodes.literal, nodes.raw, nodes.FixedTextElement)
@@ -40,8 +43,7 @@ STAND_IN = "the newest measured set"
 def published_text(text: str, label: str, mark: str = INSTRUCTORS) -> str:
     """``text`` with "this machine" replaced by ``label`` (and its mark "(this machine)" by ``mark``)."""
     # The mark may carry more: "(this machine, itself a VM)" becomes "(the instructor's machine, itself a VM)".
-    for said in ("(this machine)", "(this machine,"):
-        text = text.replace(said, said.replace("this machine", mark))
+    text = _MARK.sub(lambda found: f"({mark}", text)
     return _PHRASE.sub(lambda found: label + (found.group(2) or ""), text)
 
 
@@ -70,16 +72,33 @@ class NameTheMachine(SphinxTransform):
                 if changed != raw.astext():
                     raw.replace(raw.children[0], nodes.Text(changed))
                     rewritten = True
-        for text in list(self.document.findall(nodes.Text)):
-            parent = text.parent
-            if parent is None or any(isinstance(node, _LEFT_ALONE) for node in _ancestors(parent)):
+        for element in list(self.document.findall(nodes.Element)):
+            if any(isinstance(node, _LEFT_ALONE) for node in _ancestors(element)):
                 continue
-            changed = published_text(str(text), label, mark)
-            if changed != str(text):
-                parent.replace(text, nodes.Text(changed))
-                rewritten = True
+            # A line break in a paragraph's source is a Text node of its own between "this" and "machine": the
+            # words are rewritten across each run of Text nodes side by side.
+            run: list[nodes.Text] = []
+            for child in [*element.children, None]:
+                if isinstance(child, nodes.Text):
+                    run.append(child)
+                    continue
+                if run:
+                    rewritten = _rewrite(element, run, label, mark) or rewritten
+                run = []
         if rewritten:  # read again when the naming changes (_outdated_when_naming_changes): prose reads no set
             _machine_docs(self.env).add(self.env.docname)
+
+
+def _rewrite(element: nodes.Element, run: list[nodes.Text], label: str, mark: str) -> bool:
+    """Rewrite the words in ``run``, Text nodes side by side in ``element``, as one; whether anything changed."""
+    said = "".join(str(text) for text in run)
+    changed = published_text(said, label, mark)
+    if changed == said:
+        return False
+    element.replace(run[0], nodes.Text(changed))
+    for text in run[1:]:
+        element.remove(text)
+    return True
 
 
 def _ancestors(node: nodes.Node):
