@@ -1547,3 +1547,102 @@ def test_a_clean_parallel_build_shares_the_checks_and_a_rebuild_has_none_to_shar
     assert shared == [2], "a fresh environment: every file checked, on both cores"
     make_app("html", srcdir=Path(app.srcdir), parallel=2).build()
     assert shared == [2], "a rebuild knows its files' checks: no helper is started"
+
+
+# --- a site built where this machine has no set yet --------------------------------------------------
+
+
+def test_a_set_given_to_the_site_is_this_machines_and_a_guessed_one_only_under_this_machines_name(
+    rootdir: Path, tmp_path: Path
+) -> None:
+    from course.publish.sphinxext.data import CourseData
+    from course.results import fingerprint
+
+    results = tmp_path / "results"
+    shutil.copytree(rootdir / "test-course" / "results", results)
+    given = CourseData(results, tmp_path, current="other-machine")
+    assert given.current_id == "other-machine" and given.current_is_this_machine, "invoke passed it, or --set"
+    guessed = CourseData(results, tmp_path)
+    assert guessed.current_id in ("canned-machine", "other-machine") and not guessed.current_is_this_machine
+    # The same set, standing in or given: the pages that mark it are read again when it changes.
+    assert guessed.signature != CourseData(results, tmp_path, current=guessed.current_id).signature
+    (results / "canned-machine").rename(results / fingerprint.set_name())
+    mine = CourseData(results, tmp_path)
+    assert mine.current_id == fingerprint.set_name() and mine.current_is_this_machine
+
+
+def _read_text(page: Path) -> str:
+    """What a reader reads on a page, code and captured output left out (they quote programs, not the site)."""
+    text = re.sub(r"<(pre|code|script|style)\b.*?</\1>", " ", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", text))).replace("\u2019", "'")
+
+
+def _saying_this_machine(app: SphinxTestApp) -> list[str]:
+    outdir = Path(app.outdir)
+    pages = sorted(outdir.rglob("*.html"))
+    return [page.relative_to(outdir).as_posix() for page in pages if "this machine" in _read_text(page).lower()]
+
+
+#: A page of prose alone, which reads no set: "this machine" in it must follow what the current set is too, even
+#: where the source breaks its line between the two words.
+PROSE = "\nFigures of this machine, and this\nmachine's own kernel.\n"
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-stand-in", confoverrides={"course_current_set": ""})
+def test_a_site_built_where_this_machine_has_no_set_never_calls_the_newest_set_this_machine(
+    app: SphinxTestApp, make_app
+) -> None:
+    """A fresh clone, a student before measuring: the newest measured set stands in, and no page calls it
+    "this machine" (its mark, the lessons' prose, the charts' titles); its page says whose it is not."""
+    from course.publish.sphinxext.data import data_of
+    from course.results import fingerprint
+
+    assert not (Path(app.srcdir) / "results" / fingerprint.set_name()).exists(), "this machine has no set here"
+    plain = Path(app.srcdir) / "plain.md"
+    plain.write_text(plain.read_text(encoding="utf-8") + PROSE, encoding="utf-8")
+    app.build()
+    data = data_of(app.env)
+    stand_in = data.current
+    assert stand_in is not None and not data.current_is_this_machine
+    assert _saying_this_machine(app) == []
+    index = _read_text(Path(app.outdir) / "index.html")
+    assert f"{stand_in.label} (the newest measured set)" in index
+    plain_page = _read_text(Path(app.outdir) / "plain.html")
+    assert f"Figures of {stand_in.label}, and {stand_in.label}'s own kernel." in plain_page
+    page = _read_text(Path(app.outdir) / "machines" / f"{stand_in.id}.html")
+    assert "This is the machine that built this site" not in page
+    assert "The machine that built this site has no result set yet: the site shows this one, the newest" in page
+    assert "in its place. measures that machine into a set of its own." in page  # the command is code, left out
+    assert '<span class="pre">invoke</span> <span class="pre">generate</span></code> measures' in _html(
+        app, f"machines/{stand_in.id}"
+    )
+    assert f"# {stand_in.label} \\(the newest measured set\\)" in (  # escaped as MyST text
+        Path(app.outdir) / "_sources" / "machines" / f"{stand_in.id}.md.txt"
+    ).read_text(encoding="utf-8")
+
+    # This machine measures its own set: the next build says "this machine" of it, on the prose page too.
+    shutil.copytree(stand_in.path, Path(app.srcdir) / "results" / fingerprint.set_name())
+    again = make_app("html", srcdir=app.srcdir, confoverrides={"course_current_set": ""})
+    again.build()
+    assert data_of(again.env).current_is_this_machine
+    assert "Figures of this machine, and this machine's own kernel." in _read_text(Path(again.outdir) / "plain.html")
+    mine = _read_text(Path(again.outdir) / "machines" / f"{fingerprint.set_name()}.html")
+    assert "This is the machine that built this site" in mine
+
+
+@pytest.mark.sphinx("html", testroot="course", srcdir="course-own-set", confoverrides={"course_current_set": ""})
+def test_a_site_built_where_this_machine_has_its_set_calls_it_this_machine(app: SphinxTestApp, make_app) -> None:
+    """Found under this machine's own name (not given by invoke), the set is this machine's: the words stay."""
+    from course.publish.sphinxext.data import data_of
+    from course.results import fingerprint
+
+    results = Path(app.srcdir) / "results"
+    (results / "canned-machine").rename(results / fingerprint.set_name())
+    built = make_app("html", srcdir=app.srcdir, confoverrides={"course_current_set": ""})
+    built.build()
+    data = data_of(built.env)
+    assert data.current_id == fingerprint.set_name() and data.current_is_this_machine
+    assert "Canned machine (this machine)" in _read_text(Path(built.outdir) / "index.html")
+    assert "the newest measured set" not in " ".join(_read_text(page) for page in Path(built.outdir).rglob("*.html"))
+    page = _read_text(Path(built.outdir) / "machines" / f"{fingerprint.set_name()}.html")
+    assert "This is the machine that built this site" in page

@@ -178,7 +178,9 @@ def _write_machine_pages(folder: Path, data: CourseData) -> list[Path]:
                 "course: result set folder %r %s; not shown: rename the folder", result_set.id, problem, type="course"
             )
     for result_set in data.with_pages():
-        mark = " (this machine)" if result_set.id == data.current_id else ""
+        mark = ""
+        if result_set.id == data.current_id:  # a set standing in for this machine's says so, in its source too
+            mark = " (this machine)" if data.current_is_this_machine else f" ({published.STAND_IN})"
         title = markdown_text(f"{result_set.label}{mark}").strip() or result_set.id
         wanted[f"{result_set.id}.md"] = f"{GENERATED}\n# {title}\n\n```{{course-machine}} {result_set.id}\n```\n"
     for page in folder.glob("*.md"):

@@ -13,7 +13,7 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 from course.kernel import guest_kernels
-from course.publish.sphinxext import depends
+from course.publish.sphinxext import depends, published
 from course.publish.sphinxext.data import CourseData, Lookup, data_of, format_value, to_ns
 from course.results import code_parts, store
 from course.results.store import ResultSet
@@ -130,7 +130,10 @@ class CourseMixin:
         result_set = self.data.sets[set_id]
         # A reader takes "this machine" for bare hardware: one that is itself a VM says so in its title.
         vm = ", itself a VM" if result_set.machine.get("hypervisor") else ""
-        mark = f" (this machine{vm})" if set_id == self.data.current_id else ""
+        # The mark as the page will say it (published.NameTheMachine): a chart wraps its titles over lines, and
+        # "(this" ending one would escape the rewrite of the words.
+        named = published.naming(self.config.course_published, self.data)  # type: ignore[attr-defined]
+        mark = f" ({named[1] if named else 'this machine'}{vm})" if set_id == self.data.current_id else ""
         return result_set.label + mark
 
     def column_title(self, set_id: str, measurements: list[dict | None]) -> str:

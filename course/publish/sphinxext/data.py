@@ -59,24 +59,28 @@ class CourseData:
         self.code_root = code_root
         self._digests: dict[str, str | None] = {}  # source key -> its digest today (None: its file is gone)
         self.sets = store.load_all(results, processes=processes)  # processes: the cores Sphinx was given (-j)
-        self.current_id = current or self._guess_current()
+        # Whether the current set is the building machine's own: given (invoke passes this machine's set, or the
+        # user's --set), or found under this machine's name. False where the site shows the newest measured set in
+        # its place (a fresh clone, a student before measuring): then no page may call that set "this machine".
+        self.current_id, self.current_is_this_machine = (current, True) if current else self._guess_current()
         # Chosen sets (course_sets, `invoke site --sets`) are what tables and charts compare; the 2000 reference
         # and this machine are always among them, and every set keeps its page.
         always = [i for i, s in self.sets.items() if s.kind == "reference" or i == self.current_id]
         self.shown_ids = [*always, *(i for i in shown if i not in always)] if shown else list(self.sets)
 
-    def _guess_current(self) -> str:
+    def _guess_current(self) -> tuple[str, bool]:
         """This machine's set if it has one, else the most recently measured set; never an imported one, nor a guest's.
 
-        An imported set is another machine's whatever its name or date (an archive may say 9999).
+        An imported set is another machine's whatever its name or date (an archive may say 9999). With it, whether
+        the set is this machine's own (False: the newest measured set stands in for it; none at all: "", False).
         """
         measured = [s for s in self.sets.values() if s.kind != "reference" and not s.info.get("imported")]
         # A kernel matrix's set holds one guest kernel's lessons only (course.matrix): never the site's own.
         measured = [s for s in measured if not guest_kernels.matrix_guest(s)]
         mine = fingerprint.set_name()
         if any(s.id == mine for s in measured):
-            return mine
-        return max(measured, key=lambda s: s.updated()).id if measured else ""
+            return mine, True
+        return (max(measured, key=lambda s: s.updated()).id if measured else ""), False
 
     @property
     def current(self) -> ResultSet | None:
@@ -84,8 +88,10 @@ class CourseData:
 
     @property
     def signature(self) -> str:
-        """Changes when a set appears or disappears, so pages that list sets are rebuilt."""
-        return hashlib.sha256(" ".join([self.current_id, *self.sets]).encode()).hexdigest()
+        """Changes when a set appears or disappears, or the current set becomes (or stops being) this machine's own,
+        so pages that list sets, or mark the current one, are rebuilt."""
+        own = "own" if self.current_is_this_machine else "stand-in"
+        return hashlib.sha256(" ".join([own, self.current_id, *self.sets]).encode()).hexdigest()
 
     def shown(self) -> list[ResultSet]:
         """The sets a table shows: reference sets first, then this machine, then the others (those chosen).

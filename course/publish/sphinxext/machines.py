@@ -46,7 +46,16 @@ class CourseMachine(CourseMixin, SphinxDirective):
         if result_set.id == self.data.current_id:
             # Whether it is itself a VM, from its provenance: a reader must not take a guest's ticks for bare metal.
             said = host_kind(result_set.id, result_set.machine)
-            out.append(nodes.paragraph(text=f"This is the machine that built this site: {said}."))
+            if self.data.current_is_this_machine:
+                out.append(nodes.paragraph(text=f"This is the machine that built this site: {said}."))
+            else:  # the newest measured set stands in: worded so that NameTheMachine leaves it as it is
+                sentence = nodes.paragraph(
+                    text="The machine that built this site has no result set yet: the site shows this one, the "
+                    f"newest measured set ({said}), in its place. "
+                )
+                sentence += nodes.literal("invoke generate", "invoke generate", classes=["course-command"])
+                sentence += nodes.Text(" measures that machine into a set of its own.")
+                out.append(sentence)
         fields = nodes.field_list()
         for name, value in provenance(result_set):
             field = nodes.field()
