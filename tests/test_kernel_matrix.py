@@ -28,7 +28,7 @@ from course.kernel.kernel_build import BuiltModule, GuestKernel
 from course.measure import lesson_run, lessons
 from course.measure.build import BuildError
 from course.measure.runners import owned_process, read_output
-from course.results import store
+from course.results import fingerprint, store
 from course.results.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,14 +193,20 @@ def test_a_guest_set_holds_one_kernel_and_a_plain_run_never_measures_into_it(tmp
         matrix.open_guest_set(layout, "6.1", kernel, "tcg-icount", "host")
 
 
-def test_an_icount_set_from_another_host_is_refreshed_and_a_tcg_one_is_refused(tmp_path: Path) -> None:
+def _guest_sets_of_another_host(tmp_path: Path, **machine: str) -> tuple[Layout, GuestKernel]:
+    """6.1's icount and tcg sets, stored as if another host had measured them: ``machine`` says how it differs."""
     layout = _layout(tmp_path)
     kernel = GuestKernel(RELEASES["6.1"], Path("/boot/x"), Path("/h"), Path("/m"))
     for acceleration in ("tcg-icount", "tcg"):
         path = matrix.open_guest_set(layout, "6.1", kernel, acceleration, "host")
         info = store.read_json(path / store.SET_FILE)
-        info["machine"]["kernel_release"] = "6.18.0-another-host"
+        info["machine"].update(machine)
         store.write_json(path / store.SET_FILE, info)
+    return layout, kernel
+
+
+def test_an_icount_set_from_another_host_is_refreshed_and_a_tcg_one_is_refused(tmp_path: Path) -> None:
+    layout, kernel = _guest_sets_of_another_host(tmp_path, kernel_release="6.18.0-another-host")
     assert matrix.open_guest_set(layout, "6.1", kernel, "tcg-icount", "host").name == "qemu-icount-debian-6.1"
     with pytest.raises(lesson_run.MachineError, match="belongs to another machine"):
         matrix.open_guest_set(layout, "6.1", kernel, "tcg", "host")
@@ -212,13 +218,7 @@ def test_an_icount_set_from_another_host_is_refreshed_and_a_tcg_one_is_refused(t
 
 def test_a_tcg_set_of_another_cpu_under_the_same_model_name_is_refused(tmp_path: Path) -> None:
     """A tcg set's emulated ticks are its host's time: another CPU family under the same name is another machine."""
-    layout = _layout(tmp_path)
-    kernel = GuestKernel(RELEASES["6.1"], Path("/boot/x"), Path("/h"), Path("/m"))
-    for acceleration in ("tcg-icount", "tcg"):
-        path = matrix.open_guest_set(layout, "6.1", kernel, acceleration, "host")
-        info = store.read_json(path / store.SET_FILE)
-        info["machine"]["cpu_family"] += "7"
-        store.write_json(path / store.SET_FILE, info)
+    layout, kernel = _guest_sets_of_another_host(tmp_path, cpu_family=fingerprint.machine()["cpu_family"] + "7")
     assert matrix.open_guest_set(layout, "6.1", kernel, "tcg-icount", "host").name == "qemu-icount-debian-6.1"
     with pytest.raises(lesson_run.MachineError, match=r"belongs to another machine \(cpu_family '[^']*7' \(here"):
         matrix.open_guest_set(layout, "6.1", kernel, "tcg", "host")
