@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs
 
 #: The longest a step's reader sleeps before it looks at its deadline and its drain again.
 WAKE_SECONDS = 0.2
+#: How long the reader naps when the channel says ready with nothing to read (a hostile host's empty packets).
+IDLE_WAKE_SECONDS = 0.05
 
 
 class SshSession:
@@ -154,16 +156,19 @@ class SshSession:
             deadline = time.monotonic() + seconds
             exited_at: float | None = None
             while True:
+                # Every turn, output or not: a host that sends faster than this side reads (or past the window it
+                # was granted, or after its end: paramiko takes it all the same) is never found silent otherwise.
+                now = time.monotonic()
+                if now > deadline:
+                    raise _HostSilent(seconds)
                 if channel.recv_ready():
                     out.add(channel.recv(32768))
                 elif channel.recv_stderr_ready():
                     err.add(channel.recv_stderr(32768))
                 elif channel.closed or (channel.eof_received and channel.exit_status_ready()):
                     break
-                elif exited_at is not None and time.monotonic() > exited_at + DRAIN_SECONDS:
+                elif exited_at is not None and now > exited_at + DRAIN_SECONDS:
                     break  # something it left holds its output open: what came is enough
-                elif time.monotonic() > deadline:
-                    raise _HostSilent(seconds)
                 elif channel.eof_received:  # its output ended before its exit status came: wait for that
                     channel.status_event.wait(WAKE_SECONDS)
                 else:
@@ -171,7 +176,11 @@ class SshSession:
                         exited_at = time.monotonic()
                     # Asleep until output arrives or the channel ends (paramiko's pipe behind fileno()), instead of
                     # waking every few milliseconds for each host of a lab; bounded, for the deadline and the drain.
-                    select.select([channel], [], [], WAKE_SECONDS)
+                    woke = select.select([channel], [], [], WAKE_SECONDS)[0]
+                    if woke and not (channel.recv_ready() or channel.recv_stderr_ready() or channel.eof_received):
+                        # Paramiko sets its pipe for a data packet of no bytes, and only a read clears it: awake
+                        # with nothing to read, the reader would spin (a core) until output came; it naps instead.
+                        time.sleep(IDLE_WAKE_SECONDS)
             if not channel.exit_status_ready():
                 raise EOFError("the connection closed before the command ended")
             return _Answer(channel.recv_exit_status(), out.text(), err.text())
