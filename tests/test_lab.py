@@ -854,3 +854,27 @@ def test_a_host_that_never_stops_sending_is_stopped_at_the_deadline(
     with pytest.raises(ssh._HostSilent):
         session._exec("invoke run", 1.0)
     assert time.monotonic() - started < 4, "the step's deadline was 1 s"
+
+
+def test_a_host_that_sends_past_its_window_is_stopped_before_it_fills_this_sides_memory(
+    hostile_host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paramiko keeps whatever a host sends, past the window it granted: a host that ignores it, faster than the
+    reader takes it (a busy lab machine), grew this side's memory without bound. More than twice the window unread
+    is no SSH server's doing: the step fails, saying so."""
+    import paramiko
+
+    def script(channel) -> None:
+        chunk = b"y\n" * 16384
+        for _ in range(256):  # 8 MiB at once, four times the window
+            if channel.closed:
+                return
+            _raw_data(channel, chunk)
+        channel.send_exit_status(0)
+        channel.close()
+
+    real = ssh._Tail.add
+    monkeypatch.setattr(ssh._Tail, "add", lambda tail, data: time.sleep(0.01) or real(tail, data))  # a slow reader
+    session = hostile_host(script)
+    with pytest.raises(paramiko.SSHException, match="past the window"):
+        session._exec("invoke run", 30)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs
 WAKE_SECONDS = 0.2
 #: How long the reader naps when the channel says ready with nothing to read (a hostile host's empty packets).
 IDLE_WAKE_SECONDS = 0.05
+#: How many windows of output a host may have sent unread before the step fails: an SSH server sends one at most.
+UNREAD_WINDOWS = 2
 
 
 class SshSession:
@@ -161,6 +163,15 @@ class SshSession:
                 now = time.monotonic()
                 if now > deadline:
                     raise _HostSilent(seconds)
+                # ... and kept in memory: more than the window it granted unread is no SSH server's doing.
+                unread = len(channel.in_buffer) + len(channel.in_stderr_buffer)
+                if unread > UNREAD_WINDOWS * channel.in_window_size:
+                    import paramiko
+
+                    raise paramiko.SSHException(
+                        f"the host sent past the window of {channel.in_window_size:,} bytes it was granted "
+                        f"({unread:,} unread; no SSH server does): check what answers on its port"
+                    )
                 if channel.recv_ready():
                     out.add(channel.recv(32768))
                 elif channel.recv_stderr_ready():
