@@ -754,7 +754,8 @@ def test_each_host_keeps_its_environment_between_runs(tmp_path: Path) -> None:
 
 @pytest.fixture
 def hostile_host() -> Iterator:
-    """``connect(script)``: a step session whose host runs ``script(channel)`` for each command, in a thread.
+    """``connect(script)``: a step session whose host runs ``script(channel)`` for each command, in a thread
+    (``None``: the host never answers the request to run it).
 
     A real SSH server (paramiko's) over a socket pair, so the step's reader meets the very packets a host
     can send, an empty data packet included; no sshd, no network.
@@ -762,6 +763,7 @@ def hostile_host() -> Iterator:
     import paramiko
 
     transports: list = []
+    released = threading.Event()
 
     class Hostile(paramiko.ServerInterface):
         def __init__(self, script) -> None:
@@ -777,6 +779,9 @@ def hostile_host() -> Iterator:
             return paramiko.OPEN_SUCCEEDED
 
         def check_channel_exec_request(self, channel, command: bytes) -> bool:
+            if self.script is None:
+                released.wait()
+                return False
             threading.Thread(target=self.script, args=(channel,), daemon=True).start()
             return True
 
@@ -795,6 +800,7 @@ def hostile_host() -> Iterator:
         return session
 
     yield connect
+    released.set()
     for transport in transports:
         transport.close()
 
@@ -878,3 +884,22 @@ def test_a_host_that_sends_past_its_window_is_stopped_before_it_fills_this_sides
     session = hostile_host(script)
     with pytest.raises(paramiko.SSHException, match="past the window"):
         session._exec("invoke run", 30)
+
+
+def test_a_host_that_never_answers_the_request_to_run_a_command_is_given_up_on(hostile_host) -> None:
+    """Paramiko waits for the host's answer to "exec" without a limit: a host that accepted the channel and never
+    answered held its step (and the lab's end) for ever."""
+    session = hostile_host(None)
+    raised: list[BaseException] = []
+
+    def step() -> None:
+        try:
+            session._exec("invoke run", 30)
+        except BaseException as error:  # what the step raised is the test's finding
+            raised.append(error)
+
+    waiting = threading.Thread(target=step, daemon=True)
+    waiting.start()
+    waiting.join(TIMEOUTS.connect + 3)
+    assert not waiting.is_alive(), f"still waiting for the host's answer {TIMEOUTS.connect + 3} s on"
+    assert isinstance(raised[0], ssh._HostSilent) and raised[0].seconds == TIMEOUTS.connect

@@ -10,6 +10,7 @@ import select
 import shlex
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ class SshSession:
         assert self.connection.transport is not None
         channel = self.connection.transport.open_session(timeout=self.timeouts.connect)
         try:
-            channel.exec_command(command)
+            self._start(channel, command)
             channel.shutdown_write()
             out, err = _Tail(), _Tail()
             deadline = time.monotonic() + seconds
@@ -197,6 +198,23 @@ class SshSession:
             return _Answer(channel.recv_exit_status(), out.text(), err.text())
         finally:
             channel.close()
+
+    def _start(self, channel: Any, command: str) -> None:
+        """Ask the host to run ``command`` on ``channel``: paramiko waits for its answer without a limit, so a host
+        that never answers gets its channel closed after the connect limit (which ends paramiko's wait)."""
+        import paramiko
+
+        limit = self.timeouts.connect
+        closer = threading.Timer(limit, channel.close)
+        closer.start()
+        try:
+            channel.exec_command(command)
+        except paramiko.SSHException as error:
+            if not closer.is_alive():  # it was the timer that closed the channel
+                raise _HostSilent(limit) from error
+            raise
+        finally:
+            closer.cancel()
 
     def _remote(
         self, step: str, command: str, seconds: float, privileged: bool = False, allowed: tuple[int, ...] = ()
