@@ -747,3 +747,159 @@ def test_each_host_keeps_its_environment_between_runs(tmp_path: Path) -> None:
     (second / ".venv").unlink()
     again = subprocess.run(["sh", "-c", lab.kept_venv(str(tmp_path))], cwd=second, capture_output=True, text=True)
     assert lab.REUSED not in again.stdout
+
+
+# -- a hostile host's SSH server: paramiko's, in this process, answering each command as a test scripts ----------
+
+
+@pytest.fixture
+def hostile_host() -> Iterator:
+    """``connect(script)``: a step session whose host runs ``script(channel)`` for each command, in a thread
+    (``None``: the host never answers the request to run it).
+
+    A real SSH server (paramiko's) over a socket pair, so the step's reader meets the very packets a host
+    can send, an empty data packet included; no sshd, no network.
+    """
+    import paramiko
+
+    transports: list = []
+    released = threading.Event()
+
+    class Hostile(paramiko.ServerInterface):
+        def __init__(self, script) -> None:
+            self.script = script
+
+        def get_allowed_auths(self, username: str) -> str:
+            return "none"
+
+        def check_auth_none(self, username: str) -> int:
+            return paramiko.AUTH_SUCCESSFUL
+
+        def check_channel_request(self, kind: str, chanid: int) -> int:
+            return paramiko.OPEN_SUCCEEDED
+
+        def check_channel_exec_request(self, channel, command: bytes) -> bool:
+            if self.script is None:
+                released.wait()
+                return False
+            threading.Thread(target=self.script, args=(channel,), daemon=True).start()
+            return True
+
+    def connect(script) -> ssh.SshSession:
+        mine, theirs = socket.socketpair()
+        server, client = paramiko.Transport(theirs), paramiko.Transport(mine)
+        transports.extend([server, client])
+        server.add_server_key(paramiko.RSAKey.generate(1024))
+        started = threading.Thread(target=server.start_server, kwargs={"server": Hostile(script)}, daemon=True)
+        started.start()
+        client.start_client(timeout=10)
+        client.auth_none("student")
+        session = ssh.SshSession()
+        session.connection = type("Connected", (), {"is_connected": True, "transport": client})()  # type: ignore[attr-defined]
+        session.timeouts = TIMEOUTS  # type: ignore[attr-defined]
+        return session
+
+    yield connect
+    released.set()
+    for transport in transports:
+        transport.close()
+
+
+def _raw_data(channel, data: bytes = b"") -> None:
+    """An SSH_MSG_CHANNEL_DATA as a hostile host sends it: of no bytes (valid, and paramiko marks the channel
+    readable for it), or past the window the reader granted (paramiko takes it all the same)."""
+    import paramiko
+
+    message = paramiko.Message()
+    message.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
+    message.add_int(channel.remote_chanid)
+    message.add_string(data)
+    channel.transport._send_user_message(message)
+
+
+def test_an_empty_data_packet_does_not_make_the_reader_spin(hostile_host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paramiko sets the channel's pipe for a data packet of no bytes, and only a read clears it: the reader
+    must not wake again and again for it (a busy loop of one core, for as long as the step may take)."""
+    from paramiko import Channel
+
+    def script(channel) -> None:
+        time.sleep(0.3)  # once the reader waits on the channel
+        _raw_data(channel)
+        time.sleep(1.5)
+        channel.sendall(b"done\n")
+        channel.send_exit_status(0)
+        channel.shutdown_write()
+        channel.close()
+
+    session = hostile_host(script)
+    turns: list[float] = []
+    real = Channel.recv_ready
+    monkeypatch.setattr(Channel, "recv_ready", lambda channel: turns.append(time.monotonic()) or real(channel))
+    answer = session._exec("invoke run", 30)
+    assert (answer.exited, answer.stdout) == (0, "done\n")
+    assert len(turns) < 100, f"{len(turns)} turns of the reader in 1.8 s of a host that sent one empty packet"
+
+
+def test_a_host_that_never_stops_sending_is_stopped_at_the_deadline(
+    hostile_host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output that arrives faster than it is read (a busy lab machine, a host that ignores the window it was
+    granted) kept the reader reading past its deadline, for as long as the host went on (a hostile host: for
+    ever); each turn looks at the deadline."""
+    real = ssh._Tail.add
+    monkeypatch.setattr(ssh._Tail, "add", lambda tail, data: time.sleep(0.01) or real(tail, data))  # a slow reader
+
+    def script(channel) -> None:
+        chunk, ends = b"y\n" * 16384, time.monotonic() + 4
+        while time.monotonic() < ends and not channel.closed:
+            _raw_data(channel, chunk)  # 6.5 MB/s, twice what the reader takes
+            time.sleep(0.005)
+
+    session = hostile_host(script)
+    started = time.monotonic()
+    with pytest.raises(ssh._HostSilent):
+        session._exec("invoke run", 1.0)
+    assert time.monotonic() - started < 4, "the step's deadline was 1 s"
+
+
+def test_a_host_that_sends_past_its_window_is_stopped_before_it_fills_this_sides_memory(
+    hostile_host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paramiko keeps whatever a host sends, past the window it granted: a host that ignores it, faster than the
+    reader takes it (a busy lab machine), grew this side's memory without bound. More than twice the window unread
+    is no SSH server's doing: the step fails, saying so."""
+    import paramiko
+
+    def script(channel) -> None:
+        chunk = b"y\n" * 16384
+        for _ in range(256):  # 8 MiB at once, four times the window
+            if channel.closed:
+                return
+            _raw_data(channel, chunk)
+        channel.send_exit_status(0)
+        channel.close()
+
+    real = ssh._Tail.add
+    monkeypatch.setattr(ssh._Tail, "add", lambda tail, data: time.sleep(0.01) or real(tail, data))  # a slow reader
+    session = hostile_host(script)
+    with pytest.raises(paramiko.SSHException, match="past the window"):
+        session._exec("invoke run", 30)
+
+
+def test_a_host_that_never_answers_the_request_to_run_a_command_is_given_up_on(hostile_host) -> None:
+    """Paramiko waits for the host's answer to "exec" without a limit: a host that accepted the channel and never
+    answered held its step (and the lab's end) for ever."""
+    session = hostile_host(None)
+    raised: list[BaseException] = []
+
+    def step() -> None:
+        try:
+            session._exec("invoke run", 30)
+        except BaseException as error:  # what the step raised is the test's finding
+            raised.append(error)
+
+    waiting = threading.Thread(target=step, daemon=True)
+    waiting.start()
+    waiting.join(TIMEOUTS.connect + 3)
+    assert not waiting.is_alive(), f"still waiting for the host's answer {TIMEOUTS.connect + 3} s on"
+    assert isinstance(raised[0], ssh._HostSilent) and raised[0].seconds == TIMEOUTS.connect

@@ -10,6 +10,7 @@ import select
 import shlex
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ if TYPE_CHECKING:  # Fabric (and paramiko) load only when a lab runs
 
 #: The longest a step's reader sleeps before it looks at its deadline and its drain again.
 WAKE_SECONDS = 0.2
+#: How long the reader naps when the channel says ready with nothing to read (a hostile host's empty packets).
+IDLE_WAKE_SECONDS = 0.05
+#: How many windows of output a host may have sent unread before the step fails: an SSH server sends one at most.
+UNREAD_WINDOWS = 2
 
 
 class SshSession:
@@ -148,22 +153,34 @@ class SshSession:
         assert self.connection.transport is not None
         channel = self.connection.transport.open_session(timeout=self.timeouts.connect)
         try:
-            channel.exec_command(command)
+            self._start(channel, command)
             channel.shutdown_write()
             out, err = _Tail(), _Tail()
             deadline = time.monotonic() + seconds
             exited_at: float | None = None
             while True:
+                # Every turn, output or not: a host that sends faster than this side reads (or past the window it
+                # was granted, or after its end: paramiko takes it all the same) is never found silent otherwise.
+                now = time.monotonic()
+                if now > deadline:
+                    raise _HostSilent(seconds)
+                # ... and kept in memory: more than the window it granted unread is no SSH server's doing.
+                unread = len(channel.in_buffer) + len(channel.in_stderr_buffer)
+                if unread > UNREAD_WINDOWS * channel.in_window_size:
+                    import paramiko
+
+                    raise paramiko.SSHException(
+                        f"the host sent past the window of {channel.in_window_size:,} bytes it was granted "
+                        f"({unread:,} unread; no SSH server does): check what answers on its port"
+                    )
                 if channel.recv_ready():
                     out.add(channel.recv(32768))
                 elif channel.recv_stderr_ready():
                     err.add(channel.recv_stderr(32768))
                 elif channel.closed or (channel.eof_received and channel.exit_status_ready()):
                     break
-                elif exited_at is not None and time.monotonic() > exited_at + DRAIN_SECONDS:
+                elif exited_at is not None and now > exited_at + DRAIN_SECONDS:
                     break  # something it left holds its output open: what came is enough
-                elif time.monotonic() > deadline:
-                    raise _HostSilent(seconds)
                 elif channel.eof_received:  # its output ended before its exit status came: wait for that
                     channel.status_event.wait(WAKE_SECONDS)
                 else:
@@ -171,12 +188,33 @@ class SshSession:
                         exited_at = time.monotonic()
                     # Asleep until output arrives or the channel ends (paramiko's pipe behind fileno()), instead of
                     # waking every few milliseconds for each host of a lab; bounded, for the deadline and the drain.
-                    select.select([channel], [], [], WAKE_SECONDS)
+                    woke = select.select([channel], [], [], WAKE_SECONDS)[0]
+                    if woke and not (channel.recv_ready() or channel.recv_stderr_ready() or channel.eof_received):
+                        # Paramiko sets its pipe for a data packet of no bytes, and only a read clears it: awake
+                        # with nothing to read, the reader would spin (a core) until output came; it naps instead.
+                        time.sleep(IDLE_WAKE_SECONDS)
             if not channel.exit_status_ready():
                 raise EOFError("the connection closed before the command ended")
             return _Answer(channel.recv_exit_status(), out.text(), err.text())
         finally:
             channel.close()
+
+    def _start(self, channel: Any, command: str) -> None:
+        """Ask the host to run ``command`` on ``channel``: paramiko waits for its answer without a limit, so a host
+        that never answers gets its channel closed after the connect limit (which ends paramiko's wait)."""
+        import paramiko
+
+        limit = self.timeouts.connect
+        closer = threading.Timer(limit, channel.close)
+        closer.start()
+        try:
+            channel.exec_command(command)
+        except paramiko.SSHException as error:
+            if not closer.is_alive():  # it was the timer that closed the channel
+                raise _HostSilent(limit) from error
+            raise
+        finally:
+            closer.cancel()
 
     def _remote(
         self, step: str, command: str, seconds: float, privileged: bool = False, allowed: tuple[int, ...] = ()
