@@ -270,6 +270,19 @@ def test_the_guest_kills_what_the_jobs_left_running_before_printing_their_files(
     assert script.index("kill -9 -1") < script.index("base64")
 
 
+def test_a_servers_client_leaves_nothing_running_when_its_module_is_unloaded_and_its_port_read() -> None:
+    """The client's leftovers (its uid's processes) are killed, and waited for, as soon as it ends: before rmmod
+    (a connection they hold would keep the module loaded for the jobs after) and before the records that say
+    what was left loaded and listening (one listening on the module's port would be blamed on the module)."""
+    script = ram_guest.init_script([PROGRAM, SERVER])
+    job = script[script.index("course-guest: [2/2]") :]
+    user = str(ram_guest.JOB_UID_BASE + 1)
+    client = job.index(f"/bin/course-launch {user} ")
+    reap = job.index(f"reap {user}\n")
+    assert client < reap < job.index("rmmod khttpd") < job.index("cat /proc/modules") < job.index("/proc/net/tcp")
+    assert "reap() { kill -9 -1; " in script and "alive $1; do sleep 0.1;" in script, "killed, then waited for"
+
+
 def _in_a_pid_namespace() -> bool:
     if shutil.which("unshare") is None or shutil.which("cpio") is None:
         return False

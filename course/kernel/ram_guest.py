@@ -240,6 +240,14 @@ def init_script(jobs: list[dict]) -> str:
         '  echo "course-guest: no fresh /tmp for job $1"; poweroff -f; }',
         # Whatever a job left running is killed first: it prints nothing into the blocks. Then its /tmp goes, whole
         # (lazily, if a process being killed still holds it: none reaches it again).
+        # A server's client's leftovers (uid $1) are killed as soon as it ends, and waited for (at most 10 s): none
+        # may hold a connection while rmmod runs (the module would stay loaded for the jobs after), nor listen on
+        # the module's port when the records are made (the module would be blamed).
+        "reap() { kill -9 -1; n=0; while [ $n -lt 100 ] && alive $1; do sleep 0.1; n=$((n + 1)); done; }",
+        "alive() { for s in /proc/[0-9]*/status; do u=; z=",
+        "  while read -r k v rest; do case $k in State:) [ \"$v\" = Z ] && z=1;; Uid:) u=$v; break;; esac",
+        "  done 2>/dev/null <$s",
+        '  [ "$u" = "$1" ] && [ -z "$z" ] && return 0; done; return 1; }',
         "dump() { kill -9 -1; umount /tmp 2>/dev/null || umount -l /tmp 2>/dev/null",
         "for file in /out/$1/*; do",
         '  mark="@@course $1 ${file##*/}"',
@@ -278,6 +286,7 @@ def init_script(jobs: list[dict]) -> str:
             f"timeout -s KILL {MODULE_SECONDS} {insmod} >{out}/insmod 2>&1; echo $? >{out}/status",
             f'if [ "$(cat {out}/status)" = 0 ]; then',
             f"  {client} >{out}/stdout 2>{out}/stderr; echo $? >{out}/client_status",
+            f"  reap {user}",
             f"  timeout -s KILL {MODULE_SECONDS} rmmod {q(job['module'])} >{out}/rmmod 2>&1",
             "fi",
             f"dmesg >{out}/log; cat /proc/modules >{out}/modules",
