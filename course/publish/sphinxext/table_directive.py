@@ -75,6 +75,10 @@ class CourseTable(MeasurementsDirective):
         ]
         if self.options.get("unit"):  # one unit a table: a set whose figures here are in another has no column
             kept = [s for s in kept if self._has_unit(s, looked, self.options["unit"])]
+        if self.options.get("unit") == "emulated ticks":
+            # Emulated time is its own host's clock, moving from boot to boot: another machine's guest beside this
+            # one's would set two hosts' clocks against each other. Its figures stay on its own page.
+            kept = [s for s in kept if s.id == self.data.current_id]
         # Beyond a handful of machines, the others are one column: the class (every set keeps its page).
         own, pooled = self.data.compared(kept)
         keep = [result_set.id for result_set in own]
