@@ -1499,6 +1499,19 @@ def test_the_set_downloads_helper_ends_with_a_killed_build(number: int) -> None:
     assert gone_within(helper, 5.0), "the helper outlived its build"
 
 
+def test_a_figures_reason_spans_the_figure_columns_of_its_machine_page(course_site: SphinxTestApp) -> None:
+    """Why a figure is missing spans the columns its figures would fill, and may wrap there: a reason of a few
+    hundred characters kept on one line made a machine page's table three screens wide."""
+    page = _html(course_site, "machines/canned-machine")
+    (row,) = [row for row in re.findall(r"<tr[^>]*>(.*?)</tr>", page, re.S) if "no terminal here" in row]
+    cells = re.findall(r"<td([^>]*)>", row)
+    headers = len(re.findall(r"<th[ >]", page.split("Every figure of this set", 1)[1].split("</thead>", 1)[0]))
+    assert 'class="course-reason"' in row and f'colspan="{headers - 2}"' in row, row
+    assert len(cells) == 3, "the figure's name, its reason across the figure columns, when it was measured"
+    css = (Path(course_site.outdir) / "_static" / "course.css").read_text(encoding="utf-8")
+    assert "td.course-reason p { white-space: normal" in css
+
+
 def test_a_reason_for_no_figure_never_breaks_inside_an_arrow() -> None:
     """A reason such as "no ->read method" in a narrow cell: a line may break anywhere but inside the arrow."""
     skipped = value_text({"status": "skipped", "reason": "no ->read method"}, "min", False)

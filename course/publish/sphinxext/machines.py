@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from docutils import nodes
 from docutils.utils import normalize_language_tag
@@ -72,11 +72,12 @@ class CourseMachine(CourseMixin, SphinxDirective):
         out.append(nodes.rubric(text="Every figure of this set"))
         out.append(self._downloads(result_set))
         headers = ["measurement", "min (or value)", "in ns", "median", "median in ns", "samples", "measured"]
-        rows, anchors = [], []
+        rows, anchors, reasons = [], [], set()
         for _, key, measurement in measurements(result_set):
             anchors.append(figure_anchor(key))
             when = str(measurement.get("measured_at", ""))[:19]
             if measurement.get("status") != "ok":  # "not run (why)" or "failed (why)" where the figure would be
+                reasons.add(len(rows))
                 rows.append([key, value_text(measurement, "min", False), "", "", "", "", when])
                 continue
             field = "min" if measurement.get("min") is not None else "value" if "value" in measurement else "mean"
@@ -105,7 +106,8 @@ class CourseMachine(CourseMixin, SphinxDirective):
             [(row[i], f"{anchor}~{field}" if field and row[i] else "") for i, field in zip(used, fields, strict=True)]
             for row, anchor in zip(rows, anchors, strict=True)
         ]
-        table.next_node(nodes.tbody).append(nodes.raw("", body_rows(anchors, body, self._smart_text()), format="html"))
+        rows_html = body_rows(anchors, body, self._smart_text(), reasons)
+        table.next_node(nodes.tbody).append(nodes.raw("", rows_html, format="html"))
         out.append(table)
         return out
 
@@ -150,17 +152,27 @@ class CourseMachinePages(CourseMixin, SphinxDirective):
         return [items]
 
 
-def body_rows(anchors: list[str], rows: list[list[tuple[str, str]]], smart: Callable[[str], str] = str) -> str:
+def body_rows(
+    anchors: list[str],
+    rows: list[list[tuple[str, str]]],
+    smart: Callable[[str], str] = str,
+    reasons: Collection[int] = (),
+) -> str:
     """A table's body rows as the HTML writer would write their nodes: each row with its id, each cell (text, id).
 
     The figures of 60 sets are some 20,000 rows: as nodes, every transform of every build walked
     them (some 400,000 nodes), and the pages took most of a clean build. As HTML they are one node; the
     text is escaped as the writer escapes it, and the search still indexes it (Sphinx strips the tags).
+    A row of ``reasons`` says why it has no figure: its reason spans the figure columns, and wraps there
+    (figures never wrap: a reason of 288 characters in one line made the table three screens wide).
     """
     lines = []
     for number, (anchor, cells) in enumerate(zip(anchors, rows, strict=True)):
         parity = "row-even" if number % 2 == 0 else "row-odd"  # the header row is the first, odd
         tds = [f"<td{_id(cell_id)}><p>{_escaped(smart(text))}</p></td>" for text, cell_id in cells]
+        if number in reasons and len(cells) > 3:
+            reason = _escaped(smart(cells[1][0]))
+            tds[1:-1] = [f'<td class="course-reason" colspan="{len(cells) - 2}"><p>{reason}</p></td>']
         lines.append(f'<tr class="{parity}"{_id(anchor)}>' + "\n".join(tds) + "\n</tr>\n")
     return "".join(lines)
 
