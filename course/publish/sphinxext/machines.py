@@ -379,7 +379,8 @@ class CourseHardware(MeasurementsDirective):
         note = nodes.paragraph(
             classes=["course-table-note"],
             text=(
-                "best: each machine's fastest call (its minimum; a lesson's opening box gives the median). "
+                "best: each machine's fastest call (its minimum, as a lesson's answer gives it; the box "
+                "'In this lesson' quotes the median). "
                 "vs 2000: how many times faster than the article's figure for the same call, comparing nanoseconds "
                 "(ticks are not comparable: the article's 500 MHz CPU counted core cycles, "
                 "an invariant TSC counts time). "
