@@ -461,7 +461,8 @@ def _parallel() -> list[str]:
         "lesson 3, in a copy of this checkout's results and build), site (invoke site, clean and unchanged), "
         "class-site (invoke site, clean, with 60 imported copies of this machine's set), generate (invoke "
         "generate, cold and unchanged, and invoke lesson 3: minutes), matrix (three icount guest kernels, cold "
-        "and unchanged: minutes); default: every benchmark",
+        "and unchanged: minutes), lab (invoke lab of one host and of two, over ssh to this machine: needs sshd); "
+        "default: every benchmark",
     }
 )
 @_clear_errors

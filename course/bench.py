@@ -299,6 +299,7 @@ ONLY: dict[str, Callable[..., dict[str, dict]]] = {
     "class-site": class_site_speed,  # invoke site, clean, with a class of 60 imported sets (copies of this set)
     "generate": pipeline_speed,  # invoke generate, cold and unchanged, and invoke lesson 3 (the cold runs take minutes)
     "matrix": kernel_matrix_speed,  # invoke run of three icount kernels, cold and unchanged (minutes)
+    "lab": lab_speed,  # invoke lab of one host and of two over ssh to this machine, interleaved
 }
 
 #: The benchmarks of :data:`ONLY` that copy the set being benchmarked, so take its name.
@@ -408,7 +409,7 @@ def run(layout: Layout, set_path: Path, progress: Progress = print, runs: int = 
         **icount_control(layout, progress=progress),
         **icount_khttpd(layout, progress=progress),
         **kernel_matrix_speed(layout, progress=progress, runs=runs),
-        **lab_speed(layout, progress=progress),
+        **lab_speed(layout, progress=progress, runs=runs),
     }
     store.save_lesson(set_path, "bench", {"measured_at": store.now(), "measurements": measured, "failures": []})
     progress("  bench  peers: lmbench lat_syscall (perf bench's figure is its middle run above)")

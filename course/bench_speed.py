@@ -7,6 +7,7 @@ keeps the median of its runs beside the goal it is held to (see :mod:`course.ben
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -417,9 +418,10 @@ LAB_GOAL = 1.5
 
 
 def lab_speed(
-    layout: Layout, progress: Progress = print, warm_up: bool = True, venv: str | None = None
+    layout: Layout, progress: Progress = print, warm_up: bool = True, venv: str | None = None, runs: int = 1
 ) -> dict[str, dict]:
-    """A lab of one host, then of two, on a throwaway sshd on 127.0.0.1: two over one (goal 1.5).
+    """A lab of one host, then of two, on a throwaway sshd on 127.0.0.1: two over one (goal 1.5), ``runs`` pairs
+    interleaved, the ratio of the medians (one lab of each is one sample of a noisy machine).
 
     The hosts are this machine (lesson 1, no kernel runner, this checkout's .venv linked in
     place of ./bootstrap, no site build, the user's ~/.bashrc skipped: ``LocalSshd``), so
@@ -446,14 +448,24 @@ def lab_speed(
                 scratch_layout = Layout(layout.root, folder / "results", folder / "build")
                 options = lab.LabOptions(lessons=[1], kernel_runner="none", known_hosts=sshd.known_hosts)
                 reach = {"user": sshd.user, "port": sshd.port, "key": sshd.user_key, "venv": venv or sys.prefix}
-                hosts = [Host("127.0.0.1", set=f"bench-lab-{n}", folder=scratch, **reach) for n in range(4)]
+                numbers = itertools.count()  # each lab's hosts store sets of their own names
+
+                def hosts(count: int) -> list[Host]:
+                    return [
+                        Host("127.0.0.1", set=f"bench-lab-{next(numbers)}", folder=scratch, **reach)
+                        for _ in range(count)
+                    ]
+
                 if warm_up:
-                    timed(hosts[:1], scratch_layout, options)
-                progress("  bench  lab: one host (this machine over ssh, lesson 1)")
-                one = timed(hosts[1:2], scratch_layout, options)
-                progress(f"  bench  lab: one host: {one:.1f} s; two hosts at once")
-                two = timed(hosts[2:], scratch_layout, options)
-                progress(f"  bench  lab: two hosts: {two:.1f} s")
+                    timed(hosts(1), scratch_layout, options)
+                ones, twos = [], []
+                for number in range(runs):
+                    progress(f"  bench  lab: one host (this machine over ssh, lesson 1) ({number + 1}/{runs})")
+                    ones.append(timed(hosts(1), scratch_layout, options))
+                    progress(f"  bench  lab: one host: {ones[-1]:.1f} s; two hosts at once")
+                    twos.append(timed(hosts(2), scratch_layout, options))
+                    progress(f"  bench  lab: two hosts: {twos[-1]:.1f} s")
+                one, two = statistics.median(ones), statistics.median(twos)
     except (lab.LabError, OSError, subprocess.SubprocessError) as error:
         return {key: {"status": "skipped", "reason": f"no lab here: {error}", "measured_at": store.now()}}
     what = (
@@ -467,7 +479,7 @@ def lab_speed(
             "value": round(two / one, 2),
             "goal": LAB_GOAL,
             "runs": [round(one, 2), round(two, 2)],
-            "runs_unit": "s (one host, two hosts)",
+            "runs_unit": f"s (one host, two hosts: medians of {runs} labs each)",
             "what": what,
             "measured_at": store.now(),
         }

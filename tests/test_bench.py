@@ -310,7 +310,7 @@ def test_only_some_benchmarks_update_their_figures_and_keep_the_others(
     bench.run_only(None, tmp_path / "bob-laptop", ["class-site"])  # type: ignore[arg-type]
     assert sources == ["bob-laptop"], "the class is made of copies of the set being benchmarked"
     with pytest.raises(
-        ValueError, match="no benchmark nope: choose among student-loop, site, class-site, generate, matrix"
+        ValueError, match="no benchmark nope: choose among student-loop, site, class-site, generate, matrix, lab"
     ):
         bench.run_only(None, tmp_path, ["nope"])  # type: ignore[arg-type]
 
@@ -355,7 +355,7 @@ def test_only_names_each_benchmark_once_and_naming_none_is_refused(
     assert bench.parse_only(" site, site ,student-loop,") == ["site", "student-loop"]
     for nothing in (",", " ", "", " , "):
         with pytest.raises(
-            ValueError, match="names no benchmark: choose among student-loop, site, class-site, generate, matrix"
+            ValueError, match="names no benchmark: choose among student-loop, site, class-site, generate, matrix, lab"
         ):
             bench.parse_only(nothing)
     with pytest.raises(ValueError, match="--only nope: no such benchmark"):

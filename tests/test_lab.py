@@ -401,6 +401,31 @@ def test_a_step_that_times_out_is_stopped_on_the_host(sshd: LocalSshd, lab_layou
 
 
 @needs_sshd
+def test_the_lab_bench_interleaves_its_labs_and_divides_their_medians(
+    scratch_layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run is a lab of one host then one of two, each lab's hosts with sets of their own; the ratio is of the
+    medians, so one lab slowed by the machine (9 s here) moves nothing. The labs stand in: their seconds are set."""
+    seconds = iter([2.0, 3.0, 9.0, 3.1, 2.2, 30.0])  # one, two, one, two, one, two
+    clock = [0.0]
+    labs: list[list[str]] = []
+
+    def stand_in_lab(layout: Layout, hosts: list[Host], options: object, progress: object = None) -> object:
+        labs.append([host.set for host in hosts])
+        clock[0] += next(seconds)
+        return type("Outcome", (), {"ok": True})()
+
+    monkeypatch.setattr(bench_speed.lab, "run_lab", stand_in_lab)
+    monkeypatch.setattr(bench_speed, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock[0])}))
+    found = bench.lab_speed(scratch_layout, progress=lambda line: None, warm_up=False, runs=3)
+    record = found["bench/lab.two-hosts-over-one"]
+    assert [len(hosts) for hosts in labs] == [1, 2, 1, 2, 1, 2]
+    assert len({name for hosts in labs for name in hosts}) == 9, "every host of every lab stores a set of its own"
+    assert record["runs"] == [2.2, 3.1] and record["value"] == pytest.approx(3.1 / 2.2, abs=0.01)
+    assert "medians of 3 labs each" in record["runs_unit"]
+
+
+@needs_sshd
 def test_a_quiet_step_is_waited_for_asleep_not_polled(
     sshd: LocalSshd, lab_layout: Layout, tmp_path: Path, measured_set: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
