@@ -205,12 +205,18 @@ class SshSession:
         import paramiko
 
         limit = self.timeouts.connect
-        closer = threading.Timer(limit, channel.close)
+        gave_up = threading.Event()
+
+        def give_up() -> None:
+            gave_up.set()  # before the close: the wait it ends may raise while the timer's thread still runs
+            channel.close()
+
+        closer = threading.Timer(limit, give_up)
         closer.start()
         try:
             channel.exec_command(command)
         except paramiko.SSHException as error:
-            if not closer.is_alive():  # it was the timer that closed the channel
+            if gave_up.is_set():  # it was the timer that closed the channel
                 raise _HostSilent(limit) from error
             raise
         finally:
