@@ -202,6 +202,21 @@ def test_a_published_page_names_the_instructors_machine_when_it_is_itself_a_vm()
     assert "this machine" not in published_text("on this machine; (this machine)", "amd-epyc")
 
 
+def test_the_words_are_rewritten_where_they_stand_in_their_paragraph() -> None:
+    """A Text node is a str: found by equality, the run to rewrite was an earlier line break of the same paragraph,
+    and the sentence moved ahead of the literals before it (the guide's first paragraph, once published)."""
+    from docutils import nodes
+
+    from course.publish.sphinxext.published import _rewrite
+
+    paragraph = nodes.paragraph()
+    paragraph += [nodes.literal(text="a"), nodes.Text(","), nodes.Text("\n"), nodes.literal(text="b")]
+    paragraph += [nodes.Text("\n"), nodes.Text("every example this machine can run"), nodes.literal(text="c")]
+    run = list(paragraph.children[4:6])
+    assert _rewrite(paragraph, run, "LABEL", "the instructor's machine")
+    assert paragraph.astext() == "a,\nb\nevery example LABEL can runc"
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_strict_turns_only_the_pages_warnings_into_errors(
     strict: bool, scratch_layout, monkeypatch: pytest.MonkeyPatch

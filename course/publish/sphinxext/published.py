@@ -95,9 +95,10 @@ def _rewrite(element: nodes.Element, run: list[nodes.Text], label: str, mark: st
     changed = published_text(said, label, mark)
     if changed == said:
         return False
-    element.replace(run[0], nodes.Text(changed))
-    for text in run[1:]:
-        element.remove(text)
+    # By identity: a Text node is a str, and docutils finds a child by equality, so an earlier "\n" of the same
+    # paragraph was replaced instead, and the sentence moved.
+    start = next(index for index, child in enumerate(element.children) if child is run[0])
+    element[start : start + len(run)] = [nodes.Text(changed)]
     return True
 
 
