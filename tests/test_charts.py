@@ -631,6 +631,13 @@ def test_a_count_of_one_takes_the_singular() -> None:
     assert format_value(1.0, "s") == "1.0 s" and format_value(1.0, "MHz") == "1 MHz"
 
 
+def test_a_ratio_keeps_its_hundredths() -> None:
+    """The lab's two hosts over one is 1.49 against a goal of 1.5: rounded whole, the site said "1 x (goal 2 x)"."""
+    from course.publish.sphinxext.data import format_value
+
+    assert format_value(1.49, "x") == "1.49 x" and format_value(1.5, "x") == "1.50 x"
+
+
 def test_on_a_page_an_absurd_share_is_a_warning_and_a_row_not_a_bar(tmp_path: Path) -> None:
     """An imported set's cost of 5e6 % squeezed every real bar to nothing: now the build says what it left out."""
     from sphinx.testing.util import SphinxTestApp

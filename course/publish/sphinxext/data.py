@@ -293,6 +293,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.1f} %" if abs(value) >= 10 else f"{value:.2f} %"
     if unit == "s":
         return f"{value:,.1f} s"
+    if unit == "x":  # a ratio of two times (the lab's two hosts over one): its goal, 1.5, is a fraction too
+        return f"{value:.2f} x"
     if unit == "r":  # a rank correlation, between -1 and 1
         return f"r = {value:.2f}"
     if unit.endswith("/byte"):  # a thousandth of a tick or ns; no needless zeros: 4 ns/byte, not 4.000
