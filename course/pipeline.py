@@ -79,10 +79,28 @@ def open_set(layout: Layout, set_name: str | None = None, label: str | None = No
             f"result set {path.name!r} belongs to another machine ({', '.join(differing)}); "
             "choose another name with --set, or remove that folder if it is yours"
         )
+    refuse_unknown_generation(path, theirs, machine)
     # The TSC rate is measured by the programs; keep the last one until a new one arrives.
     machine["tsc_hz"] = theirs.get("tsc_hz")
     store.save_set_info(path, info)
     return path
+
+
+def refuse_unknown_generation(path: Path, theirs: dict, machine: dict) -> None:
+    """A run never adds to figures of a set stored before sets recorded their CPU's generation (``--set`` its name).
+
+    Its machine may be another host of the same model name and kernel (a cloud VM's "AMD EPYC"): adding this
+    machine's figures, and its record over the old one, would leave one set of two CPUs. An empty set is adopted.
+    """
+    recorded = any(key in theirs for key in fingerprint.CPU_IDENTITY)
+    if not theirs or recorded or not fingerprint.cpu_generation(machine) or not any(path.glob("[0-9]*.json")):
+        return
+    raise MachineError(
+        f"result set {path.name!r} was stored before sets recorded their CPU's family, model and stepping, so "
+        f"this run cannot tell whether its figures are this machine's (two CPU generations can share the model name "
+        f"{theirs.get('cpu_model', '?')!r}); measure into this machine's own set (leave out --set: "
+        f"{fingerprint.set_id(machine)!r}), or choose another name with --set"
+    )
 
 
 def refuse_foreign(path: Path, previous: dict) -> None:

@@ -266,6 +266,26 @@ def test_a_set_stored_before_the_cpu_identity_was_recorded_is_compared_as_before
     assert {key: recorded[key] for key in IDENTITY} == {key: here[key] for key in IDENTITY}
 
 
+def test_figures_stored_before_the_cpu_identity_was_recorded_take_no_run_of_another_generation(
+    tmp_path: Path,
+) -> None:
+    """Such a set with figures may be another host's of the same model name and kernel (a cloud VM): a run named
+    into it (--set) is refused, and neither its figures nor its machine record change; this machine's own set is
+    the fix the message names."""
+    layout = Layout(Path(__file__).resolve().parents[1], results_dir=tmp_path)
+    here = fingerprint.machine()
+    if not fingerprint.cpu_generation(here):
+        pytest.skip("this machine's /proc/cpuinfo gives no family, model and stepping (not x86)")
+    stored = {key: value for key, value in here.items() if key not in IDENTITY}
+    store.save_set_info(tmp_path / "older", {"kind": "measured", "machine": stored})
+    store.write_json(tmp_path / "older" / "01-user-kernel.json", {"schema": 1, "measurements": {}})
+    before = (tmp_path / "older" / "set.json").read_bytes()
+    with pytest.raises(lesson_run.MachineError, match="stored before sets recorded their CPU") as refused:
+        pipeline.open_set(layout, "older")
+    assert fingerprint.set_id(here) in str(refused.value)
+    assert (tmp_path / "older" / "set.json").read_bytes() == before
+
+
 # --- files that are not what they claim: one clear line each, on every read ------------------
 
 
