@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from course import commands
 from course.kernel import guest_kernels
 from course.publish.sphinxext import published
-from course.publish.sphinxext.data import CourseData, same_hardware
+from course.publish.sphinxext.data import same_hardware
 from course.results import fingerprint, store
 from course.results.layout import Layout
 
@@ -222,13 +221,14 @@ def test_each_answer_bar_grows_from_zero_a_cost_to_the_left(html: Path, lesson: 
         assert ">100 %</text>" in svg, f"{lesson}: shares that are all savings keep the 0-100 % axis"
 
 
-def _other_hosts() -> list[str]:
-    """The shipped sets of machines other than the one the checkout's site marks current: hosts, not guests."""
-    data = CourseData(ROOT / "results", ROOT, current=commands.current_set(Layout(ROOT), None))
+def _other_hosts(html: Path) -> list[str]:
+    """The shipped sets of machines other than the one the site marks current (:func:`_current_id`): hosts, not
+    guests."""
+    current = _current_id(html)
     return [
         set_id
-        for set_id, result_set in data.sets.items()
-        if result_set.kind != "reference" and not guest_kernels.matrix_guest(result_set) and set_id != data.current_id
+        for set_id, result_set in store.load_all(ROOT / "results").items()
+        if result_set.kind != "reference" and not guest_kernels.matrix_guest(result_set) and set_id != current
     ]
 
 
@@ -239,7 +239,7 @@ def test_the_opening_chart_sets_2000_beside_this_machine_and_no_other_host(html:
     chart = re.findall(r'<div class="course-(?:chart|answer)[^"]*docutils container">(.*?)</details>', article, re.S)
     assert chart, f"{lesson}: an opening chart"
     shown = _text(chart[0])
-    others = [set_id for set_id in _other_hosts() if set_id in shown]
+    others = [set_id for set_id in _other_hosts(html) if set_id in shown]
     assert not others, f"{lesson}'s opening chart also draws {others}"
 
 
@@ -249,9 +249,10 @@ def test_a_table_of_emulated_ticks_shows_this_machines_guest_alone(html: Path, l
     article = _article(_page(html, lesson))
     tables = [t for t in re.findall(r"<table.*?</table>", article, re.S) if "in emulated ticks" in _text(t)[:400]]
     assert tables, f"{lesson}: a table of emulated ticks"
+    hosts = _other_hosts(html)
     for table in tables:
         head = _text(table.split("</thead>", 1)[0])
-        others = [set_id for set_id in _other_hosts() if set_id in head]
+        others = [set_id for set_id in hosts if set_id in head]
         assert not others, f"{lesson}: a table of emulated ticks has columns of {others}"
 
 
