@@ -185,7 +185,7 @@ class SshSession:
                     channel.status_event.wait(WAKE_SECONDS)
                 else:
                     if exited_at is None and channel.exit_status_ready():
-                        exited_at = time.monotonic()
+                        exited_at = now
                     # Asleep until output arrives or the channel ends (paramiko's pipe behind fileno()), instead of
                     # waking every few milliseconds for each host of a lab; bounded, for the deadline and the drain.
                     woke = select.select([channel], [], [], WAKE_SECONDS)[0]
